@@ -1,0 +1,240 @@
+//! Command-line arguments (clap derive). Parsing only; validation that
+//! needs the repository happens in the commands.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "arc",
+    version,
+    about = "Content-addressed, deduplicating backups with every snapshot a full tree",
+    after_help = "Exit codes: 0 success, 1 error, 3 snapshot written but some files could not be read.\n\
+                  The repository is --repo, else $ARC_REPO, else $XDG_DATA_HOME/arc/repository."
+)]
+pub struct Cli {
+    /// Repository directory.
+    #[arg(long, short = 'r', global = true, env = "ARC_REPO", value_name = "PATH")]
+    pub repo: Option<PathBuf>,
+
+    /// Machine-readable JSON output on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// No progress display.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a repository (the first backup creates the default one).
+    Init(InitArgs),
+    /// Back up files, directories and streams into a new snapshot.
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots(SnapshotsArgs),
+    /// List the contents of a snapshot directory.
+    Ls(LsArgs),
+    /// Restore a snapshot, or parts of it, into a directory.
+    Restore(RestoreArgs),
+    /// Write one file of a snapshot to stdout: SNAPSHOT:PATH.
+    Cat(CatArgs),
+    /// Write a snapshot path as a pax tar archive: SNAPSHOT[:PATH].
+    Dump(DumpArgs),
+    /// Verify the repository's structure; --read-data also re-hashes all data.
+    Check(CheckArgs),
+    /// Logical versus stored size, dedup and compression ratios.
+    Stats,
+    /// Rebuild derived data from what the repository holds.
+    #[command(subcommand)]
+    Repair(RepairCommand),
+    /// Low-level listings for scripts and debugging.
+    List(ListArgs),
+    /// Remove stale locks left by processes that are gone.
+    Unlock(UnlockArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Minimum chunk size for files (e.g. 256K).
+    #[arg(long, value_parser = parse_size)]
+    pub chunk_min: Option<u64>,
+    /// Average chunk size for files, a power of two (e.g. 1M).
+    #[arg(long, value_parser = parse_size)]
+    pub chunk_avg: Option<u64>,
+    /// Maximum chunk size for files (e.g. 4M).
+    #[arg(long, value_parser = parse_size)]
+    pub chunk_max: Option<u64>,
+    /// zstd level, 1-22.
+    #[arg(long, default_value_t = 3)]
+    pub compression: i32,
+    /// Target pack size (e.g. 16M).
+    #[arg(long, value_parser = parse_size)]
+    pub pack_size: Option<u64>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct FilterArgs {
+    /// Only snapshots with this tag (repeatable; all must match).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Only snapshots of this host (repeatable).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only snapshots that include this backed-up path (repeatable).
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Files and directories to back up.
+    pub paths: Vec<PathBuf>,
+    /// Read a stream from standard input (e.g. a database dump).
+    #[arg(long)]
+    pub stdin: bool,
+    /// Path of the stdin stream inside the snapshot.
+    #[arg(long, default_value = "stdin", requires = "stdin")]
+    pub stdin_name: String,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Host name to record (default: this host).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Snapshot time, RFC 3339 (default: now), for imports and tests.
+    #[arg(long, value_parser = parse_time)]
+    pub time: Option<chrono::DateTime<chrono::Utc>>,
+    /// Parent snapshot for change detection (default: latest of the same host and paths).
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// Read every file, even those unchanged since the parent snapshot.
+    #[arg(long)]
+    pub force_read: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Snapshot id prefix or "latest".
+    pub snapshot: String,
+    /// Directory (or file) inside the snapshot.
+    #[arg(default_value = "/")]
+    pub path: String,
+    /// Long listing: type, mode, owner, size, time.
+    #[arg(long, short = 'l')]
+    pub long: bool,
+    /// List subdirectories too.
+    #[arg(long, short = 'R')]
+    pub recursive: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Snapshot id prefix or "latest".
+    pub snapshot: String,
+    /// Directory to restore into (created if missing).
+    #[arg(long, short = 't')]
+    pub target: PathBuf,
+    /// Restore only this snapshot path and what is below it (repeatable).
+    #[arg(long = "include", short = 'i', value_name = "PATH")]
+    pub includes: Vec<String>,
+    /// Restore into a non-empty target, replacing entries in the way.
+    #[arg(long)]
+    pub overwrite: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CatArgs {
+    /// SNAPSHOT:PATH, e.g. latest:/etc/hosts
+    pub target: String,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    /// SNAPSHOT[:PATH], e.g. latest:/var/www
+    pub target: String,
+    /// Write the archive to this file instead of stdout.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Read every pack and re-hash every blob.
+    #[arg(long)]
+    pub read_data: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepairCommand {
+    /// Rebuild the index files and index database from the packs.
+    Index,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[arg(value_enum)]
+    pub what: ListWhat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ListWhat {
+    /// Every blob in the index: kind, id, pack, length (sorted by id).
+    Blobs,
+    /// Every pack: id and size.
+    Packs,
+    /// Index file ids.
+    Index,
+    /// Snapshot ids.
+    Snapshots,
+    /// Lock files.
+    Locks,
+}
+
+#[derive(Args, Debug)]
+pub struct UnlockArgs {
+    /// Remove all locks, also those of processes that may still run.
+    #[arg(long)]
+    pub remove_all: bool,
+}
+
+/// Sizes like 4096, 64K, 1M, 16MiB.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size like 1M"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time like 2026-07-24T12:00:00Z: {e}"))
+}

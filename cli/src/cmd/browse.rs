@@ -1,0 +1,190 @@
+//! Reading a snapshot without restoring it: ls, cat, dump.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::{anyhow, Context, Result};
+use arc_engine::format::tree::{Node, NodeKind};
+use arc_engine::ops::tree_walk::{self, Located};
+
+use super::{find_snapshot, split_target, Env};
+use crate::args::{CatArgs, DumpArgs, LsArgs};
+
+fn kind_char(k: NodeKind) -> char {
+    match k {
+        NodeKind::Dir => 'd',
+        NodeKind::Symlink => 'l',
+        NodeKind::Fifo => 'p',
+        NodeKind::Socket => 's',
+        NodeKind::CharDevice => 'c',
+        NodeKind::BlockDevice => 'b',
+        NodeKind::File | NodeKind::Hardlink => '-',
+    }
+}
+
+fn mode_string(n: &Node) -> String {
+    let m = n.mode;
+    let mut s = String::with_capacity(10);
+    s.push(kind_char(n.kind));
+    let bits = [
+        (0o400, 'r'),
+        (0o200, 'w'),
+        (0o100, 'x'),
+        (0o040, 'r'),
+        (0o020, 'w'),
+        (0o010, 'x'),
+        (0o004, 'r'),
+        (0o002, 'w'),
+        (0o001, 'x'),
+    ];
+    for (bit, c) in bits {
+        s.push(if m & bit != 0 { c } else { '-' });
+    }
+    s
+}
+
+fn time_string(t: arc_engine::format::tree::Timestamp) -> String {
+    chrono::DateTime::from_timestamp(t.sec, t.nsec)
+        .map(|d| d.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| t.sec.to_string())
+}
+
+fn node_json(path: &[u8], n: &Node) -> serde_json::Value {
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    serde_json::json!({
+        "path": format!("/{}", lossy(path)),
+        "name": lossy(&n.name),
+        "type": n.kind,
+        "mode": n.mode,
+        "permissions": mode_string(n),
+        "uid": n.uid,
+        "gid": n.gid,
+        "user": lossy(&n.user),
+        "group": lossy(&n.group),
+        "size": n.size,
+        "mtime": chrono::DateTime::from_timestamp(n.mtime.sec, n.mtime.nsec)
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)),
+        "ctime": chrono::DateTime::from_timestamp(n.ctime.sec, n.ctime.nsec)
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)),
+        "inode": n.inode,
+        "links": n.nlink,
+        "target": (!n.target.is_empty()).then(|| lossy(&n.target)),
+        "rdev": n.rdev,
+        "xattrs": n.xattrs.iter().map(|(k, _)| lossy(k)).collect::<Vec<_>>(),
+        "chunks": n.chunks.len(),
+    })
+}
+
+pub fn ls(env: &Env, a: LsArgs) -> Result<u8> {
+    let repo = env.open()?;
+    let snap = find_snapshot(&repo, &a.snapshot, &a.filter)?;
+    let located = tree_walk::locate(&repo, &snap, &a.path)?;
+    let base = tree_walk::split_path(&a.path)?.join(&b'/');
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut json = Vec::new();
+    let mut emit = |p: &[u8], n: &Node| -> arc_engine::Result<()> {
+        if env.json {
+            json.push(node_json(p, n));
+            return Ok(());
+        }
+        let shown = format!("/{}", String::from_utf8_lossy(p));
+        let res = if a.long {
+            let mut line = format!(
+                "{} {:>8} {:>8} {:>12} {} {}",
+                mode_string(n),
+                String::from_utf8_lossy(&n.user).into_owned().chars().take(8).collect::<String>(),
+                String::from_utf8_lossy(&n.group).into_owned().chars().take(8).collect::<String>(),
+                n.size,
+                time_string(n.mtime),
+                shown
+            );
+            if !n.target.is_empty() {
+                let arrow = if n.kind == NodeKind::Hardlink { " => /" } else { " -> " };
+                line.push_str(&format!("{arrow}{}", String::from_utf8_lossy(&n.target)));
+            }
+            writeln!(out, "{line}")
+        } else {
+            writeln!(out, "{shown}")
+        };
+        res.map_err(|e| arc_engine::Error::io("<stdout>", e))
+    };
+    let list_tree = |tree: arc_engine::Id, emit: &mut dyn FnMut(&[u8], &Node) -> arc_engine::Result<()>| {
+        if a.recursive {
+            tree_walk::walk(&repo, &tree, &base, emit, &mut |_, _| Ok(()))
+        } else {
+            for n in repo.load_tree(&tree)?.nodes {
+                let mut p = base.clone();
+                if !p.is_empty() {
+                    p.push(b'/');
+                }
+                p.extend_from_slice(&n.name);
+                emit(&p, &n)?;
+            }
+            Ok(())
+        }
+    };
+    match &located {
+        Located::Root(tree) => list_tree(*tree, &mut emit)?,
+        Located::Node(n) => match (n.kind, n.subtree) {
+            (NodeKind::Dir, Some(tree)) => list_tree(tree, &mut emit)?,
+            _ => emit(&base, n)?,
+        },
+    }
+    drop(emit);
+    if env.json {
+        super::print_json(&json)?;
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+pub fn cat(env: &Env, a: CatArgs) -> Result<u8> {
+    let (spec, path) = split_target(&a.target, false)?;
+    let repo = env.open()?;
+    let snap = find_snapshot(&repo, &spec, &a.filter)?;
+    let node = match tree_walk::locate(&repo, &snap, &path)? {
+        Located::Node(n) if n.kind.has_chunks() => n,
+        _ => return Err(anyhow!("{path:?} in snapshot {} is not a file", snap.id.short())),
+    };
+    let mut out = std::io::stdout().lock();
+    let mut written = 0u64;
+    for id in &node.chunks {
+        let data = repo.read_blob(id).with_context(|| format!("reading {path}"))?;
+        out.write_all(&data)?;
+        written += data.len() as u64;
+    }
+    out.flush()?;
+    if written != node.size {
+        return Err(anyhow!("{path}: read {written} bytes, the snapshot records {}", node.size));
+    }
+    Ok(0)
+}
+
+pub fn dump(env: &Env, a: DumpArgs) -> Result<u8> {
+    let (spec, path) = split_target(&a.target, true)?;
+    if a.output.is_none() && std::io::stdout().is_terminal() {
+        return Err(anyhow!("refusing to write a tar archive to a terminal; redirect stdout or use --output FILE"));
+    }
+    let repo = env.open()?;
+    let snap = find_snapshot(&repo, &spec, &a.filter)?;
+    // Resolve the path before creating any output file.
+    tree_walk::locate(&repo, &snap, &path)?;
+    let stats = match &a.output {
+        Some(file) => {
+            let f = std::fs::File::create(file).with_context(|| format!("cannot create {}", file.display()))?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            let s = arc_engine::ops::tar::dump_tar(&repo, &snap, &path, &mut w)?;
+            w.flush()?;
+            s
+        }
+        None => {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            let s = arc_engine::ops::tar::dump_tar(&repo, &snap, &path, &mut w)?;
+            w.flush()?;
+            s
+        }
+    };
+    if !env.quiet {
+        eprintln!("arc: dumped {} entries, {}", stats.entries, crate::ui::size(stats.bytes));
+    }
+    Ok(0)
+}

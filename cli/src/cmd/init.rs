@@ -1,0 +1,44 @@
+use anyhow::{Context, Result};
+use arc_engine::format::config::ChunkerParams;
+use arc_engine::repo::InitOptions;
+use arc_engine::Repository;
+
+use super::Env;
+use crate::args::InitArgs;
+
+fn u32_size(v: u64, what: &str) -> Result<u32> {
+    u32::try_from(v).with_context(|| format!("{what} {v} is too large"))
+}
+
+pub fn options(a: &InitArgs) -> Result<InitOptions> {
+    let mut opts = InitOptions::default();
+    let d = opts.file_chunker;
+    if a.chunk_min.is_some() || a.chunk_avg.is_some() || a.chunk_max.is_some() {
+        opts.file_chunker = ChunkerParams::new(
+            u32_size(a.chunk_min.unwrap_or(u64::from(d.min_size)), "--chunk-min")?,
+            u32_size(a.chunk_avg.unwrap_or(u64::from(d.avg_size)), "--chunk-avg")?,
+            u32_size(a.chunk_max.unwrap_or(u64::from(d.max_size)), "--chunk-max")?,
+        )?;
+    }
+    opts.compression_level = a.compression;
+    if let Some(p) = a.pack_size {
+        opts.pack_size = u32_size(p, "--pack-size")?;
+    }
+    Ok(opts)
+}
+
+pub fn run(env: &Env, a: InitArgs) -> Result<u8> {
+    let opts = options(&a)?;
+    let repo = Repository::init_local(&env.repo_path, &opts)
+        .with_context(|| format!("cannot create repository at {}", env.repo_path.display()))?;
+    if env.json {
+        super::print_json(&serde_json::json!({
+            "repository": env.repo_path,
+            "id": repo.config().id,
+            "config": repo.config(),
+        }))?;
+    } else {
+        println!("created arc repository {} at {}", repo.config().id.short(), env.repo_path.display());
+    }
+    Ok(0)
+}

@@ -1,0 +1,101 @@
+//! stats, repair, list, unlock.
+
+use std::io::Write;
+
+use anyhow::Result;
+use arc_engine::storage::FileKind;
+
+use super::Env;
+use crate::args::{ListArgs, ListWhat, RepairCommand, UnlockArgs};
+use crate::ui::{size, CliProgress};
+
+pub fn stats(env: &Env) -> Result<u8> {
+    let repo = env.open()?;
+    let s = arc_engine::ops::stats::stats(&repo)?;
+    if env.json {
+        super::print_json(&s)?;
+        return Ok(0);
+    }
+    println!("repository         {}", repo.location());
+    println!("snapshots          {}", s.snapshots);
+    println!("logical size       {} in {} files", size(s.logical_bytes), s.logical_files);
+    println!("unique data        {} in {} data and {} tree blobs", size(s.unique_bytes), s.data_blobs, s.tree_blobs);
+    println!("stored             {} in {} packs", size(s.stored_bytes), s.packs);
+    println!("dedup ratio        {:.2}x", s.dedup_ratio);
+    println!("compression ratio  {:.2}x", s.compression_ratio);
+    if s.stored_bytes > 0 {
+        println!("total saving       {:.2}x", s.logical_bytes as f64 / s.stored_bytes as f64);
+    }
+    Ok(0)
+}
+
+pub fn repair(env: &Env, cmd: RepairCommand) -> Result<u8> {
+    let repo = env.open()?;
+    match cmd {
+        RepairCommand::Index => {
+            let progress = CliProgress::new(env.quiet, "repair index");
+            let r = arc_engine::ops::repair::repair_index(&repo, &progress);
+            progress.finish();
+            let r = r?;
+            if env.json {
+                super::print_json(&r)?;
+            } else {
+                println!(
+                    "indexed {} blobs in {} packs; wrote {} index file(s), removed {}",
+                    r.blobs_indexed, r.packs_indexed, r.index_files_written, r.index_files_removed
+                );
+                for p in &r.unreadable_packs {
+                    println!("unreadable pack: {p}");
+                }
+            }
+            Ok(if r.unreadable_packs.is_empty() { 0 } else { 1 })
+        }
+    }
+}
+
+pub fn list(env: &Env, a: ListArgs) -> Result<u8> {
+    let repo = env.open()?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match a.what {
+        ListWhat::Blobs => {
+            repo.index()?.for_each_blob(|id, loc| {
+                let kind = match loc.kind {
+                    arc_engine::format::pack::BlobKind::Data => "data",
+                    arc_engine::format::pack::BlobKind::Tree => "tree",
+                };
+                writeln!(out, "{kind} {id} {} {}", loc.pack, loc.raw_len).map_err(|e| arc_engine::Error::io("<stdout>", e))
+            })?;
+        }
+        ListWhat::Packs => {
+            for (name, len) in repo.storage().list(FileKind::Pack)? {
+                writeln!(out, "{name} {len}")?;
+            }
+        }
+        ListWhat::Index => {
+            for (name, _) in repo.storage().list(FileKind::Index)? {
+                writeln!(out, "{name}")?;
+            }
+        }
+        ListWhat::Snapshots => {
+            for id in repo.snapshot_ids()? {
+                writeln!(out, "{id}")?;
+            }
+        }
+        ListWhat::Locks => {
+            for (name, _) in repo.storage().list(FileKind::Lock)? {
+                writeln!(out, "{name}")?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+pub fn unlock(env: &Env, a: UnlockArgs) -> Result<u8> {
+    let repo = env.open()?;
+    let n = arc_engine::lock::remove_stale_locks(repo.storage().as_ref(), a.remove_all)?;
+    if !env.quiet {
+        println!("removed {n} lock(s)");
+    }
+    Ok(0)
+}

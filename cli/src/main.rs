@@ -1,0 +1,49 @@
+//! `arc`: the command-line front end. It owns all output: human tables and
+//! progress on a terminal, JSON with --json, warnings and errors on stderr,
+//! and the exit codes (0 ok, 1 error, 3 incomplete snapshot).
+
+mod args;
+mod cmd;
+mod ui;
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::Parser;
+
+/// Exit code for a snapshot that was written without some unreadable files.
+pub const EXIT_INCOMPLETE: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        // First Ctrl-C/SIGTERM asks the operation to stop cleanly (no
+        // snapshot, packs kept); a second one exits at once, which is still
+        // safe because every repository write is atomic.
+        let _ = ctrlc::set_handler(move || {
+            if cancel.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
+    }
+    match cmd::run(cli, cancel) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("arc: error: {}", ui::one_line(&err));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

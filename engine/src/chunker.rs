@@ -1,0 +1,196 @@
+//! Content-defined chunking with FastCDC (the 2020 algorithm of the
+//! `fastcdc` crate, normalization level 1, unseeded gear table). Cut points
+//! depend only on content and the repository's [`ChunkerParams`], so the
+//! same bytes chunk identically on every host and in every arc version
+//! reading a v1 repository.
+//!
+//! [`StreamChunker`] reads any `Read` in large blocks and yields chunks that
+//! are identical to chunking the whole input as one slice: a cut is only
+//! searched once `max_size` bytes are buffered or the input has ended.
+
+use std::io::{ErrorKind, Read};
+
+use fastcdc::v2020;
+
+use crate::format::config::ChunkerParams;
+
+#[derive(Clone, Copy)]
+pub struct Chunker {
+    min: usize,
+    avg: usize,
+    max: usize,
+    mask_s: u64,
+    mask_l: u64,
+}
+
+impl Chunker {
+    pub fn new(p: &ChunkerParams) -> Chunker {
+        // Same mask derivation as fastcdc's `FastCDC::new` (level 1).
+        let bits = v2020::logarithm2(p.avg_size);
+        Chunker {
+            min: p.min_size as usize,
+            avg: p.avg_size as usize,
+            max: p.max_size as usize,
+            mask_s: v2020::MASKS[(bits + 1) as usize],
+            mask_l: v2020::MASKS[(bits - 1) as usize],
+        }
+    }
+
+    pub fn max_size(&self) -> usize {
+        self.max
+    }
+
+    /// Length of the next chunk at the start of `data`, which must hold
+    /// either at least `max_size` bytes or the rest of the input.
+    pub fn next_cut(&self, data: &[u8]) -> usize {
+        if data.len() <= self.min {
+            return data.len();
+        }
+        let (_, len) = v2020::cut(
+            data,
+            self.min,
+            self.avg,
+            self.max,
+            self.mask_s,
+            self.mask_l,
+            self.mask_s << 1,
+            self.mask_l << 1,
+        );
+        len
+    }
+
+    /// Chunk boundaries of a complete in-memory input, as lengths.
+    pub fn cut_all(&self, data: &[u8]) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < data.len() {
+            let n = self.next_cut(&data[pos..]);
+            out.push(n);
+            pos += n;
+        }
+        out
+    }
+}
+
+/// Chunks a reader with a buffer of a few `max_size`s, independent of the
+/// input's length.
+pub struct StreamChunker<R> {
+    chunker: Chunker,
+    reader: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    /// Bytes consumed from the reader so far.
+    pub bytes_read: u64,
+}
+
+impl<R: Read> StreamChunker<R> {
+    pub fn new(chunker: Chunker, reader: R) -> Self {
+        // Reading 2*max at a time keeps memmoves rare (one per refill) while
+        // bounding memory at a few MiB per stream.
+        let cap = chunker.max * 2;
+        StreamChunker {
+            chunker,
+            reader,
+            buf: vec![0u8; cap],
+            start: 0,
+            end: 0,
+            eof: false,
+            bytes_read: 0,
+        }
+    }
+
+    fn fill(&mut self) -> std::io::Result<()> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        while !self.eof && self.end < self.buf.len() {
+            match self.reader.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => {
+                    self.end += n;
+                    self.bytes_read += n as u64;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next chunk, borrowed from the internal buffer until the next call.
+    pub fn next_chunk(&mut self) -> std::io::Result<Option<&[u8]>> {
+        if self.end - self.start < self.chunker.max && !self.eof {
+            self.fill()?;
+        }
+        if self.start == self.end {
+            return Ok(None);
+        }
+        let n = self.chunker.next_cut(&self.buf[self.start..self.end]);
+        let chunk = &self.buf[self.start..self.start + n];
+        self.start += n;
+        Ok(Some(chunk))
+    }
+
+    pub fn into_reader(self) -> R {
+        self.reader
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pseudo_random(len: usize, mut seed: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    }
+
+    /// Reader that returns at most 7000 bytes per call, to exercise refills.
+    struct Trickle<'a>(&'a [u8]);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = out.len().min(self.0.len()).min(7000);
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn stream_matches_slice_and_fastcdc() {
+        let params = ChunkerParams::new(4096, 16384, 65536).unwrap();
+        let c = Chunker::new(&params);
+        let data = pseudo_random(1_000_000, 42);
+        let expected: Vec<usize> = v2020::FastCDC::new(&data, 4096, 16384, 65536).map(|c| c.length).collect();
+        assert_eq!(c.cut_all(&data), expected);
+        let mut s = StreamChunker::new(c, Trickle(&data));
+        let mut got = Vec::new();
+        while let Some(ch) = s.next_chunk().unwrap() {
+            got.push(ch.len());
+        }
+        assert_eq!(got, expected);
+        assert_eq!(s.bytes_read, data.len() as u64);
+    }
+
+    #[test]
+    fn edge_cases() {
+        let params = ChunkerParams::new(4096, 16384, 65536).unwrap();
+        let c = Chunker::new(&params);
+        assert!(c.cut_all(&[]).is_empty());
+        assert_eq!(c.cut_all(&[1u8; 100]), vec![100]);
+        assert_eq!(c.cut_all(&[7u8; 4096]), vec![4096]);
+        // All-zero input never finds a cut: every chunk is max-sized.
+        let zeros = vec![0u8; 65536 * 3 + 10];
+        assert_eq!(c.cut_all(&zeros), vec![65536, 65536, 65536, 10]);
+    }
+}

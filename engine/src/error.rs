@@ -1,0 +1,124 @@
+//! The engine's one error type. Variants carry the thing at fault (path, pack,
+//! snapshot, blob) as data so that front ends can word and classify errors
+//! without parsing strings.
+
+use std::path::PathBuf;
+
+use crate::id::Id;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{}: no space left on device", path.display())]
+    NoSpace { path: PathBuf },
+
+    #[error("{}: not an arc repository (no config file)", path.display())]
+    NotARepository { path: PathBuf },
+
+    #[error("{}: a repository already exists there", path.display())]
+    AlreadyExists { path: PathBuf },
+
+    #[error("repository format version {found} is newer than this arc supports (up to {supported}); upgrade arc")]
+    UnsupportedVersion { found: u32, supported: u32 },
+
+    #[error("corrupt {what} {name}: {reason}")]
+    Corrupt {
+        what: &'static str,
+        name: String,
+        reason: String,
+    },
+
+    #[error("{kind} {name} is missing from the repository")]
+    Missing { kind: &'static str, name: String },
+
+    #[error("blob {0} is not in the index")]
+    BlobNotInIndex(Id),
+
+    #[error("no snapshot matches {0:?}")]
+    SnapshotNotFound(String),
+
+    #[error("snapshot id prefix {prefix:?} is ambiguous: it matches {}", candidates.join(", "))]
+    AmbiguousSnapshot {
+        prefix: String,
+        candidates: Vec<String>,
+    },
+
+    #[error("{path:?} does not exist in snapshot {snapshot}")]
+    PathNotInSnapshot { snapshot: String, path: String },
+
+    #[error("{path:?} in snapshot {snapshot} is not a {expected}")]
+    WrongEntryKind {
+        snapshot: String,
+        path: String,
+        expected: &'static str,
+    },
+
+    #[error("repository is locked by {holder}{}", if *.stale { " (stale lock; remove it with `arc unlock`)" } else { "" })]
+    Locked { holder: String, stale: bool },
+
+    #[error("index database {}: {reason}", path.display())]
+    IndexDb { path: PathBuf, reason: String },
+
+    #[error("restore target {} exists and is not empty (use --overwrite to restore into it)", path.display())]
+    TargetNotEmpty { path: PathBuf },
+
+    #[error("refusing unsafe entry name {name:?} in tree {tree}")]
+    UnsafeName { tree: Id, name: String },
+
+    #[error("{}: {reason}", path.display())]
+    BadSource { path: PathBuf, reason: String },
+
+    #[error("invalid {what}: {reason}")]
+    InvalidArgument { what: &'static str, reason: String },
+
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns; ENOSPC becomes its own
+    /// variant because users act on it differently from other I/O failures.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        if source.raw_os_error() == Some(libc::ENOSPC) {
+            Error::NoSpace { path }
+        } else {
+            Error::Io { path, source }
+        }
+    }
+
+    pub fn corrupt(what: &'static str, name: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            what,
+            name: name.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn index_db(path: impl Into<PathBuf>, reason: impl std::fmt::Display) -> Self {
+        Error::IndexDb {
+            path: path.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Attach a path to `std::io::Result`s.
+pub(crate) trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

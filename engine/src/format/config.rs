@@ -1,0 +1,147 @@
+//! The repository config: the one file that says how everything else in the
+//! repository was made. It is written once by `init` and never changes, so
+//! every host and every later arc version chunks and ids data identically.
+
+use serde::{Deserialize, Serialize};
+
+use super::envelope::{self, Codec, FileType};
+use crate::error::{Error, Result};
+use crate::id::{Id, IdScheme};
+
+/// The repository format this binary writes and the newest it reads.
+pub const REPO_FORMAT_VERSION: u32 = 1;
+const ENVELOPE_VERSION: u8 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerParams {
+    /// Always "fastcdc-2020" in v1 (normalization level 1, seed 0).
+    pub algorithm: ChunkerAlgorithm,
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChunkerAlgorithm {
+    #[serde(rename = "fastcdc-2020")]
+    FastCdc2020,
+}
+
+impl ChunkerParams {
+    pub fn new(min_size: u32, avg_size: u32, max_size: u32) -> Result<Self> {
+        use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
+        let bad = |reason: String| Error::InvalidArgument {
+            what: "chunk sizes",
+            reason,
+        };
+        if !(MINIMUM_MIN..=MINIMUM_MAX).contains(&min_size) {
+            return Err(bad(format!("minimum {min_size} outside {MINIMUM_MIN}..={MINIMUM_MAX}")));
+        }
+        if !(AVERAGE_MIN..=AVERAGE_MAX).contains(&avg_size) || !avg_size.is_power_of_two() {
+            return Err(bad(format!(
+                "average {avg_size} must be a power of two in {AVERAGE_MIN}..={AVERAGE_MAX}"
+            )));
+        }
+        if !(MAXIMUM_MIN..=MAXIMUM_MAX).contains(&max_size) {
+            return Err(bad(format!("maximum {max_size} outside {MAXIMUM_MIN}..={MAXIMUM_MAX}")));
+        }
+        if !(min_size < avg_size && avg_size < max_size) {
+            return Err(bad(format!("need min < avg < max, got {min_size}/{avg_size}/{max_size}")));
+        }
+        Ok(ChunkerParams {
+            algorithm: ChunkerAlgorithm::FastCdc2020,
+            min_size,
+            avg_size,
+            max_size,
+        })
+    }
+
+    /// Defaults for file contents; see format-spec/SPEC.md "Chunk sizes" for
+    /// the measurements behind them.
+    pub fn default_files() -> Self {
+        ChunkerParams {
+            algorithm: ChunkerAlgorithm::FastCdc2020,
+            min_size: 256 * 1024,
+            avg_size: 1024 * 1024,
+            max_size: 4 * 1024 * 1024,
+        }
+    }
+
+    /// Defaults for stdin/command streams (database dumps), where smaller
+    /// chunks make a day's small changes cost less.
+    pub fn default_streams() -> Self {
+        ChunkerParams {
+            algorithm: ChunkerAlgorithm::FastCdc2020,
+            min_size: 64 * 1024,
+            avg_size: 256 * 1024,
+            max_size: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompressionParams {
+    pub algorithm: CompressionAlgorithm,
+    pub level: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionAlgorithm {
+    Zstd,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// Repository format version ([`REPO_FORMAT_VERSION`]).
+    pub version: u32,
+    /// Random id of this repository; names its cache directory.
+    pub id: Id,
+    pub created: chrono::DateTime<chrono::Utc>,
+    pub id_scheme: IdScheme,
+    pub file_chunker: ChunkerParams,
+    pub stream_chunker: ChunkerParams,
+    pub compression: CompressionParams,
+    /// Packs are closed once they reach this many bytes.
+    pub pack_size: u32,
+    /// Blobs smaller than this are grouped into one compressed frame until
+    /// the frame holds about this many raw bytes.
+    pub frame_size: u32,
+}
+
+impl Config {
+    pub fn encode(&self) -> Vec<u8> {
+        let json = serde_json::to_vec_pretty(self).expect("config serializes");
+        envelope::seal(FileType::Config, ENVELOPE_VERSION, Codec::Raw, &json)
+    }
+
+    pub fn decode(data: &[u8]) -> Result<Config> {
+        let (_, payload) = envelope::open(FileType::Config, ENVELOPE_VERSION, "config", data)?;
+        // Read the version alone first so that a newer repository is reported
+        // as such rather than as a parse error of fields we do not know.
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            version: u32,
+        }
+        let v: VersionOnly = serde_json::from_slice(&payload)
+            .map_err(|e| Error::corrupt("config", "config", e.to_string()))?;
+        if v.version > REPO_FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: v.version,
+                supported: REPO_FORMAT_VERSION,
+            });
+        }
+        let config: Config = serde_json::from_slice(&payload)
+            .map_err(|e| Error::corrupt("config", "config", e.to_string()))?;
+        ChunkerParams::new(config.file_chunker.min_size, config.file_chunker.avg_size, config.file_chunker.max_size)?;
+        ChunkerParams::new(
+            config.stream_chunker.min_size,
+            config.stream_chunker.avg_size,
+            config.stream_chunker.max_size,
+        )?;
+        if !(1024 * 1024..=256 * 1024 * 1024).contains(&config.pack_size) || config.frame_size > config.pack_size {
+            return Err(Error::corrupt("config", "config", "pack_size/frame_size out of range"));
+        }
+        Ok(config)
+    }
+}

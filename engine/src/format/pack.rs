@@ -1,0 +1,292 @@
+//! Packfile layout. A pack is a sequence of compressed frames followed by a
+//! trailer that lists every frame and every blob, so the pack describes
+//! itself and the whole index can be rebuilt from packs alone.
+//!
+//! ```text
+//! Pack    = Header || Frame_0 || ... || Frame_{f-1} || Trailer || Footer
+//! Header  = "ARCPACK" || version u8 (=1)                                  8 bytes
+//! Trailer = frame_count u32 || blob_count u32
+//!           || FrameRecord * frame_count || BlobRecord * blob_count
+//! FrameRecord (24 bytes) = offset u64 || stored_len u32 || raw_len u32
+//!                          || codec u8 || reserved [7]
+//! BlobRecord  (48 bytes) = id [32] || kind u8 || reserved [3]
+//!                          || frame u32 || offset_in_frame u32 || raw_len u32
+//! Footer  (40 bytes)     = BLAKE3(Trailer) [32] || trailer_len u32 || "ARCT"
+//! ```
+//! A frame is one zstd frame (codec 1) or raw bytes (codec 0, used when
+//! compression does not shrink the data). Small blobs share a frame so that
+//! compression sees more than one small file at a time; a large blob has a
+//! frame of its own. The trailer sits at the end so packs can be streamed.
+
+use super::{ByteReader, ByteWriter};
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+pub const HEADER: &[u8; 8] = b"ARCPACK\x01";
+pub const HEADER_LEN: u64 = 8;
+pub const FOOTER_LEN: u64 = 40;
+const FOOTER_MAGIC: &[u8; 4] = b"ARCT";
+const FRAME_RECORD_LEN: usize = 24;
+const BLOB_RECORD_LEN: usize = 48;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum BlobKind {
+    Data = 0,
+    Tree = 1,
+}
+
+impl BlobKind {
+    pub fn from_u8(v: u8) -> Option<BlobKind> {
+        match v {
+            0 => Some(BlobKind::Data),
+            1 => Some(BlobKind::Tree),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameCodec {
+    Raw = 0,
+    Zstd = 1,
+}
+
+impl FrameCodec {
+    pub fn from_u8(v: u8) -> Option<FrameCodec> {
+        match v {
+            0 => Some(FrameCodec::Raw),
+            1 => Some(FrameCodec::Zstd),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FrameRecord {
+    pub offset: u64,
+    pub stored_len: u32,
+    pub raw_len: u32,
+    pub codec: FrameCodec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobRecord {
+    pub id: Id,
+    pub kind: BlobKind,
+    pub frame: u32,
+    pub offset_in_frame: u32,
+    pub raw_len: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trailer {
+    pub frames: Vec<FrameRecord>,
+    pub blobs: Vec<BlobRecord>,
+}
+
+impl Trailer {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = ByteWriter::with_capacity(
+            8 + self.frames.len() * FRAME_RECORD_LEN + self.blobs.len() * BLOB_RECORD_LEN,
+        );
+        w.u32(self.frames.len() as u32);
+        w.u32(self.blobs.len() as u32);
+        for f in &self.frames {
+            w.u64(f.offset);
+            w.u32(f.stored_len);
+            w.u32(f.raw_len);
+            w.u8(f.codec as u8);
+            w.zeros(7);
+        }
+        for b in &self.blobs {
+            w.id(&b.id);
+            w.u8(b.kind as u8);
+            w.zeros(3);
+            w.u32(b.frame);
+            w.u32(b.offset_in_frame);
+            w.u32(b.raw_len);
+        }
+        w.buf
+    }
+
+    /// Decodes and validates a trailer of the pack named `pack` whose frames
+    /// must lie in `[HEADER_LEN, frames_end)`.
+    pub fn decode(data: &[u8], pack: &str, frames_end: u64) -> Result<Trailer> {
+        let mut r = ByteReader::new(data, "pack trailer", pack);
+        let frame_count = r.u32()? as usize;
+        let blob_count = r.u32()? as usize;
+        let expected = frame_count
+            .checked_mul(FRAME_RECORD_LEN)
+            .and_then(|a| blob_count.checked_mul(BLOB_RECORD_LEN).and_then(|b| a.checked_add(b)));
+        if expected != Some(r.remaining()) {
+            return Err(r.corrupt(format!(
+                "{frame_count} frames and {blob_count} blobs do not fit {} bytes",
+                r.remaining()
+            )));
+        }
+        let mut frames = Vec::with_capacity(frame_count);
+        let mut next_offset = HEADER_LEN;
+        for _ in 0..frame_count {
+            let offset = r.u64()?;
+            let stored_len = r.u32()?;
+            let raw_len = r.u32()?;
+            let codec = FrameCodec::from_u8(r.u8()?).ok_or_else(|| r.corrupt("unknown frame codec"))?;
+            r.reserved(7)?;
+            // Frames are contiguous and in order; anything else is damage.
+            if offset != next_offset || offset + u64::from(stored_len) > frames_end {
+                return Err(r.corrupt(format!("frame at {offset} (+{stored_len}) out of place")));
+            }
+            if codec == FrameCodec::Raw && stored_len != raw_len {
+                return Err(r.corrupt("raw frame with differing stored and raw length"));
+            }
+            next_offset = offset + u64::from(stored_len);
+            frames.push(FrameRecord {
+                offset,
+                stored_len,
+                raw_len,
+                codec,
+            });
+        }
+        if next_offset != frames_end {
+            return Err(r.corrupt("frames do not end where the trailer starts"));
+        }
+        let mut blobs = Vec::with_capacity(blob_count);
+        for _ in 0..blob_count {
+            let id = r.id()?;
+            let kind = BlobKind::from_u8(r.u8()?).ok_or_else(|| r.corrupt("unknown blob kind"))?;
+            r.reserved(3)?;
+            let frame = r.u32()?;
+            let offset_in_frame = r.u32()?;
+            let raw_len = r.u32()?;
+            let f = frames
+                .get(frame as usize)
+                .ok_or_else(|| r.corrupt(format!("blob {} in frame {frame} that does not exist", id.short())))?;
+            if u64::from(offset_in_frame) + u64::from(raw_len) > u64::from(f.raw_len) {
+                return Err(r.corrupt(format!("blob {} extends past its frame", id.short())));
+            }
+            blobs.push(BlobRecord {
+                id,
+                kind,
+                frame,
+                offset_in_frame,
+                raw_len,
+            });
+        }
+        r.finish()?;
+        Ok(Trailer { frames, blobs })
+    }
+}
+
+pub fn encode_footer(trailer: &[u8]) -> [u8; FOOTER_LEN as usize] {
+    let mut w = ByteWriter::with_capacity(FOOTER_LEN as usize);
+    w.id(&Id::hash(trailer));
+    w.u32(trailer.len() as u32);
+    w.bytes(FOOTER_MAGIC);
+    let mut out = [0u8; FOOTER_LEN as usize];
+    out.copy_from_slice(&w.buf);
+    out
+}
+
+/// Parses the footer; returns (trailer checksum, trailer length).
+pub fn decode_footer(footer: &[u8], pack: &str) -> Result<(Id, u32)> {
+    let mut r = ByteReader::new(footer, "pack footer", pack);
+    let sum = r.id()?;
+    let len = r.u32()?;
+    if r.take(4)? != FOOTER_MAGIC {
+        return Err(Error::corrupt("pack footer", pack, "bad magic: not an arc pack or truncated"));
+    }
+    r.finish()?;
+    Ok((sum, len))
+}
+
+/// Locates and validates the trailer of a complete pack of `pack_len`
+/// bytes given its footer; returns the byte range of the trailer.
+pub fn trailer_range(footer: &[u8], pack: &str, pack_len: u64) -> Result<(u64, u32, Id)> {
+    let (sum, len) = decode_footer(footer, pack)?;
+    let start = pack_len
+        .checked_sub(FOOTER_LEN + u64::from(len))
+        .filter(|&s| s >= HEADER_LEN)
+        .ok_or_else(|| Error::corrupt("pack", pack, format!("trailer length {len} exceeds pack size {pack_len}")))?;
+    Ok((start, len, sum))
+}
+
+pub fn check_header(header: &[u8], pack: &str) -> Result<()> {
+    if header != HEADER {
+        return Err(Error::corrupt("pack", pack, "bad header magic or unsupported pack version"));
+    }
+    Ok(())
+}
+
+/// Parses a whole pack held in memory (check --read-data, repair).
+pub fn parse_pack(data: &[u8], pack: &str) -> Result<Trailer> {
+    let len = data.len() as u64;
+    if len < HEADER_LEN + FOOTER_LEN {
+        return Err(Error::corrupt("pack", pack, format!("only {len} bytes")));
+    }
+    check_header(&data[..HEADER_LEN as usize], pack)?;
+    let (start, tlen, sum) = trailer_range(&data[(len - FOOTER_LEN) as usize..], pack, len)?;
+    let trailer = &data[start as usize..start as usize + tlen as usize];
+    if Id::hash(trailer) != sum {
+        return Err(Error::corrupt("pack", pack, "trailer checksum mismatch"));
+    }
+    Trailer::decode(trailer, pack, start)
+}
+
+/// Decompresses one frame's stored bytes, checking its recorded raw length.
+pub fn decode_frame(stored: &[u8], frame: &FrameRecord, pack: &str) -> Result<Vec<u8>> {
+    let raw = match frame.codec {
+        FrameCodec::Raw => stored.to_vec(),
+        FrameCodec::Zstd => zstd::bulk::decompress(stored, frame.raw_len as usize)
+            .map_err(|e| Error::corrupt("pack", pack, format!("frame at {}: zstd: {e}", frame.offset)))?,
+    };
+    if raw.len() != frame.raw_len as usize {
+        return Err(Error::corrupt(
+            "pack",
+            pack,
+            format!("frame at {} decodes to {} bytes, expected {}", frame.offset, raw.len(), frame.raw_len),
+        ));
+    }
+    Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailer_round_trip_and_validation() {
+        let t = Trailer {
+            frames: vec![
+                FrameRecord {
+                    offset: 8,
+                    stored_len: 10,
+                    raw_len: 20,
+                    codec: FrameCodec::Zstd,
+                },
+                FrameRecord {
+                    offset: 18,
+                    stored_len: 5,
+                    raw_len: 5,
+                    codec: FrameCodec::Raw,
+                },
+            ],
+            blobs: vec![BlobRecord {
+                id: Id::hash(b"a"),
+                kind: BlobKind::Tree,
+                frame: 1,
+                offset_in_frame: 1,
+                raw_len: 4,
+            }],
+        };
+        let enc = t.encode();
+        assert_eq!(Trailer::decode(&enc, "p", 23).unwrap(), t);
+        assert!(Trailer::decode(&enc, "p", 24).is_err(), "gap before trailer");
+        assert!(Trailer::decode(&enc[..enc.len() - 1], "p", 23).is_err());
+        let mut bad = enc.clone();
+        bad[8 + 24 + 32] = 7; // blob kind
+        assert!(Trailer::decode(&bad, "p", 23).is_err());
+    }
+}

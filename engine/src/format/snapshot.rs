@@ -1,0 +1,65 @@
+//! Snapshot files: the commit record of a backup. A snapshot file is small,
+//! written last and atomically; a backup exists exactly when its snapshot
+//! file does. Its id is the BLAKE3 of the file's bytes (its name).
+//!
+//! Payload: JSON (field names follow restic's where they overlap, because
+//! scripts are already written against them), inside an envelope of type 3.
+
+use serde::{Deserialize, Serialize};
+
+use super::envelope::{self, Codec, FileType};
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+const ENVELOPE_VERSION: u8 = 1;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub backup_start: Option<chrono::DateTime<chrono::Utc>>,
+    pub backup_end: Option<chrono::DateTime<chrono::Utc>>,
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unchanged: u64,
+    pub dirs: u64,
+    pub other_entries: u64,
+    /// Logical size of every file in the snapshot.
+    pub total_bytes: u64,
+    pub total_files: u64,
+    /// Bytes read from the sources (stdin included).
+    pub bytes_read: u64,
+    /// Uncompressed bytes of blobs this backup added to the repository.
+    pub bytes_added: u64,
+    /// Bytes of packs this backup wrote (what it cost on disk).
+    pub bytes_added_stored: u64,
+    pub blobs_added: u64,
+    /// Files or directories that could not be read; the snapshot lacks them.
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotFile {
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub host: String,
+    pub username: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub tree: Id,
+    pub parent: Option<Id>,
+    pub program_version: String,
+    pub summary: Summary,
+}
+
+impl SnapshotFile {
+    pub fn encode(&self) -> Vec<u8> {
+        let json = serde_json::to_vec(self).expect("snapshot serializes");
+        envelope::seal(FileType::Snapshot, ENVELOPE_VERSION, Codec::Raw, &json)
+    }
+
+    pub fn decode(data: &[u8], name: &str) -> Result<SnapshotFile> {
+        let (_, payload) = envelope::open(FileType::Snapshot, ENVELOPE_VERSION, name, data)?;
+        serde_json::from_slice(&payload).map_err(|e| Error::corrupt("snapshot", name, e.to_string()))
+    }
+}

@@ -1,0 +1,33 @@
+//! arc's engine: everything that reads or writes a repository. It prints
+//! nothing; front ends (the `arc` CLI, the FUSE mount) report through the
+//! [`progress::Progress`] trait and the typed [`Error`].
+//!
+//! The repository format is specified byte by byte in `format-spec/SPEC.md`;
+//! every structure in it is encoded and decoded only in [`format`].
+//!
+//! ```no_run
+//! use arc_engine::{ops::backup::{backup, BackupOptions}, progress::NoProgress, Repository};
+//! let repo = Repository::open_local("/srv/backup/repo".as_ref())?;
+//! let opts = BackupOptions { paths: vec!["/var/www".into()], ..Default::default() };
+//! let result = backup(&repo, &opts, &NoProgress)?;
+//! println!("snapshot {}", result.snapshot_id);
+//! # Ok::<(), arc_engine::Error>(())
+//! ```
+
+pub mod chunker;
+pub mod error;
+pub mod format;
+pub mod id;
+pub mod index;
+pub mod lock;
+pub mod ops;
+pub mod packer;
+pub mod progress;
+pub mod reader;
+pub mod repo;
+pub mod storage;
+pub mod walk;
+
+pub use error::{Error, Result};
+pub use id::Id;
+pub use repo::{Repository, Snapshot, SnapshotFilter};

@@ -1,0 +1,179 @@
+//! Repository locks. Backups, restores and checks take a shared lock;
+//! maintenance (prune, forget, repair) takes an exclusive one. A lock is a
+//! file under `locks/` naming its holder (host, pid, user, time) and is
+//! refreshed while the holder runs, so a lock left by a dead process is
+//! recognised as stale: on the same host by its pid, elsewhere by age.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::error::{Error, Result};
+use crate::format::lock::LockFile;
+use crate::id::Id;
+use crate::storage::{FileKind, Storage};
+
+/// A lock not refreshed for this long belongs to a process that is gone.
+pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+pub fn username() -> String {
+    let uid = nix::unistd::getuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}
+
+impl LockFile {
+    pub fn is_stale(&self) -> bool {
+        if self.host == hostname() {
+            // Signal 0 probes for existence without touching the process.
+            let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), None)
+                .map(|_| true)
+                .unwrap_or_else(|e| e == nix::errno::Errno::EPERM);
+            if !alive {
+                return true;
+            }
+        }
+        let age = Utc::now().signed_duration_since(self.refreshed);
+        age.to_std().map(|a| a > STALE_AFTER).unwrap_or(false)
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {} lock of {}@{} pid {} since {}",
+            if self.exclusive { "an exclusive" } else { "a shared" },
+            self.operation,
+            self.username,
+            self.host,
+            self.pid,
+            self.time.format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    }
+}
+
+/// Held while alive; removes its lock file when dropped.
+pub struct LockGuard {
+    storage: Arc<dyn Storage>,
+    name: String,
+    stop: Arc<AtomicBool>,
+    refresher: Option<JoinHandle<()>>,
+}
+
+impl LockGuard {
+    pub fn acquire(storage: Arc<dyn Storage>, exclusive: bool, operation: &str) -> Result<LockGuard> {
+        let now = Utc::now();
+        let mut lock = LockFile {
+            exclusive,
+            host: hostname(),
+            pid: std::process::id(),
+            username: username(),
+            time: now,
+            refreshed: now,
+            operation: operation.to_string(),
+        };
+        let name = Id::hash(
+            format!("{}-{}-{}", lock.host, lock.pid, now.timestamp_nanos_opt().unwrap_or_default()).as_bytes(),
+        )
+        .to_hex();
+        // Write first, then look: two lockers racing both see each other and
+        // both back off, which is safe.
+        storage.put(FileKind::Lock, &name, &lock.encode())?;
+        if let Err(e) = check_conflicts(storage.as_ref(), &name, exclusive) {
+            let _ = storage.delete(FileKind::Lock, &name);
+            return Err(e);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let refresher = {
+            let (storage, name, stop) = (storage.clone(), name.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("arc-lock-refresh".into())
+                .spawn(move || {
+                    let tick = Duration::from_millis(250);
+                    let mut waited = Duration::ZERO;
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        waited += tick;
+                        if waited >= REFRESH_EVERY {
+                            waited = Duration::ZERO;
+                            lock.refreshed = Utc::now();
+                            let _ = storage.put(FileKind::Lock, &name, &lock.encode());
+                        }
+                    }
+                })
+                .ok()
+        };
+        Ok(LockGuard {
+            storage,
+            name,
+            stop,
+            refresher,
+        })
+    }
+}
+
+fn check_conflicts(storage: &dyn Storage, own: &str, exclusive: bool) -> Result<()> {
+    for (name, _) in storage.list(FileKind::Lock)? {
+        if name == own {
+            continue;
+        }
+        let lock = match storage.get(FileKind::Lock, &name).and_then(|d| LockFile::decode(&d, &name)) {
+            Ok(l) => l,
+            // Vanished meanwhile (released), or a damaged lock: ignore it.
+            Err(_) => continue,
+        };
+        if lock.is_stale() {
+            if lock.host == hostname() {
+                // Its process is gone on this very host: safe to remove.
+                let _ = storage.delete(FileKind::Lock, &name);
+            }
+            continue;
+        }
+        if exclusive || lock.exclusive {
+            return Err(Error::Locked {
+                holder: lock.describe(),
+                stale: false,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Removes locks whose holders are gone (or all locks with `all`); returns
+/// how many were removed.
+pub fn remove_stale_locks(storage: &dyn Storage, all: bool) -> Result<usize> {
+    let mut removed = 0;
+    for (name, _) in storage.list(FileKind::Lock)? {
+        let stale = match storage.get(FileKind::Lock, &name).and_then(|d| LockFile::decode(&d, &name)) {
+            Ok(l) => l.is_stale(),
+            Err(_) => true,
+        };
+        if all || stale {
+            storage.delete(FileKind::Lock, &name)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.refresher.take() {
+            let _ = h.join();
+        }
+        let _ = self.storage.delete(FileKind::Lock, &self.name);
+    }
+}

@@ -1,0 +1,298 @@
+//! `check`: verifies the repository's invariants and reports every problem
+//! with the snapshots and files it affects.
+//!
+//! Structure (always): config, every index file (name = hash, decodes),
+//! every pack an index file lists exists with the recorded size, every
+//! snapshot decodes, every tree reachable from a snapshot loads and hashes
+//! to its id, every chunk a file lists is in the index in a pack that
+//! exists. With `read_data`: every pack is read whole, its name checked
+//! against its BLAKE3, its trailer against the index, and every blob
+//! decompressed and re-hashed.
+
+use std::collections::{HashMap, HashSet};
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::format::index_file::{self, PackEntry};
+use crate::format::pack;
+use crate::format::tree::NodeKind;
+use crate::id::Id;
+use crate::progress::Progress;
+use crate::repo::{Repository, Snapshot};
+use crate::storage::FileKind;
+
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    pub read_data: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Problem {
+    pub message: String,
+    /// `<snapshot short id>:<path>` of every file or directory affected.
+    pub affected: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CheckReport {
+    pub snapshots: u64,
+    pub trees: u64,
+    pub packs: u64,
+    pub blobs_verified: u64,
+    pub bytes_read: u64,
+    pub errors: Vec<Problem>,
+    /// Not damage: e.g. packs an interrupted backup left unlisted.
+    pub warnings: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+    fn error(&mut self, message: String) {
+        self.errors.push(Problem {
+            message,
+            affected: Vec::new(),
+        });
+    }
+}
+
+pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
+    let _lock = repo.lock_shared("check")?;
+    let mut report = CheckReport::default();
+
+    // Index files, as stored (not the database, which is only a cache).
+    let mut listed: HashMap<Id, PackEntry> = HashMap::new();
+    for (name, _) in repo.storage().list(FileKind::Index)? {
+        let loaded = repo.storage().get(FileKind::Index, &name).and_then(|data| {
+            if Id::hash(&data).to_hex() != name {
+                return Err(Error::corrupt("index file", &name, "content does not match its name"));
+            }
+            index_file::decode(&data, &name)
+        });
+        match loaded {
+            Ok(packs) => {
+                for p in packs {
+                    listed.insert(p.pack, p);
+                }
+            }
+            Err(e) => report.error(format!("{e} (run `arc repair index`)")),
+        }
+    }
+
+    let stored = repo.pack_sizes()?;
+    report.packs = stored.len() as u64;
+    let mut missing_packs: HashSet<Id> = HashSet::new();
+    for (id, entry) in &listed {
+        match stored.get(id) {
+            None => {
+                missing_packs.insert(*id);
+                report.error(format!("pack {id} is missing"));
+            }
+            Some(&len) if len != entry.pack_len => {
+                missing_packs.insert(*id);
+                report.error(format!(
+                    "pack {id} has {len} bytes, the index says {} (truncated or replaced)",
+                    entry.pack_len
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let unlisted: Vec<&Id> = stored.keys().filter(|id| !listed.contains_key(id)).collect();
+    if !unlisted.is_empty() {
+        report.warnings.push(format!(
+            "{} pack(s) are not listed in any index file (left by an interrupted or running backup; the next backup adopts them)",
+            unlisted.len()
+        ));
+    }
+
+    // Blob -> pack, from the index files.
+    let mut blob_pack: HashMap<Id, Id> = HashMap::new();
+    for (pack_id, entry) in &listed {
+        for b in &entry.trailer.blobs {
+            blob_pack.entry(b.id).or_insert(*pack_id);
+        }
+    }
+
+    // Damaged blobs found by reading data.
+    let mut bad_blobs: HashSet<Id> = HashSet::new();
+    if opts.read_data {
+        let total: u64 = stored.values().sum();
+        progress.total(stored.len() as u64, total);
+        let packs: Vec<(Id, u64)> = stored.iter().map(|(k, v)| (*k, *v)).collect();
+        let results: Vec<(u64, u64, Vec<String>, Vec<Id>)> = packs
+            .par_iter()
+            .map(|(id, len)| verify_pack(repo, id, *len, listed.get(id), progress))
+            .collect();
+        for (bytes, blobs, errors, bad) in results {
+            report.bytes_read += bytes;
+            report.blobs_verified += blobs;
+            for e in errors {
+                report.error(e);
+            }
+            bad_blobs.extend(bad);
+        }
+    }
+    // Blobs whose pack is gone are as bad as damaged ones.
+    for (blob, pack) in &blob_pack {
+        if missing_packs.contains(pack) {
+            bad_blobs.insert(*blob);
+        }
+    }
+
+    // Snapshots and everything they reach.
+    let mut snapshots: Vec<Snapshot> = Vec::new();
+    for id in repo.snapshot_ids()? {
+        match repo.load_snapshot(&id) {
+            Ok(s) => snapshots.push(s),
+            Err(e) => report.error(format!("{e}")),
+        }
+    }
+    report.snapshots = snapshots.len() as u64;
+    let mut tree_ok: HashMap<Id, bool> = HashMap::new();
+    let mut chunk_ok: HashMap<Id, bool> = HashMap::new();
+    let mut affected: HashMap<String, Vec<String>> = HashMap::new();
+    for snap in &snapshots {
+        let short = snap.id.short();
+        let mut stack: Vec<(Id, Vec<u8>)> = vec![(snap.file.tree, Vec::new())];
+        while let Some((tree_id, path)) = stack.pop() {
+            let shown = format!("{short}:/{}", String::from_utf8_lossy(&path));
+            if let Some(false) = tree_ok.get(&tree_id) {
+                affected.entry(format!("tree {tree_id}")).or_default().push(shown);
+                continue;
+            }
+            let first_visit = !tree_ok.contains_key(&tree_id);
+            let tree = if bad_blobs.contains(&tree_id) || !blob_pack.contains_key(&tree_id) {
+                Err(Error::BlobNotInIndex(tree_id))
+            } else {
+                repo.load_tree(&tree_id)
+            };
+            let tree = match tree {
+                Ok(t) => t,
+                Err(e) => {
+                    if first_visit {
+                        report.error(format!("tree {tree_id}: {e}"));
+                    }
+                    tree_ok.insert(tree_id, false);
+                    affected.entry(format!("tree {tree_id}")).or_default().push(shown);
+                    continue;
+                }
+            };
+            if first_visit {
+                report.trees += 1;
+            }
+            tree_ok.insert(tree_id, true);
+            for node in &tree.nodes {
+                let mut p = path.clone();
+                if !p.is_empty() {
+                    p.push(b'/');
+                }
+                p.extend_from_slice(&node.name);
+                match node.kind {
+                    NodeKind::Dir => match node.subtree {
+                        Some(sub) => stack.push((sub, p)),
+                        None => report.error(format!("{short}:/{}: directory without a tree", String::from_utf8_lossy(&p))),
+                    },
+                    k if k.has_chunks() => {
+                        for c in &node.chunks {
+                            let ok = *chunk_ok
+                                .entry(*c)
+                                .or_insert_with(|| blob_pack.contains_key(c) && !bad_blobs.contains(c));
+                            if !ok {
+                                let key = if bad_blobs.contains(c) {
+                                    format!("damaged data blob {c}")
+                                } else {
+                                    format!("data blob {c} is not in any index file")
+                                };
+                                affected
+                                    .entry(key)
+                                    .or_default()
+                                    .push(format!("{short}:/{}", String::from_utf8_lossy(&p)));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut affected: Vec<(String, Vec<String>)> = affected.into_iter().collect();
+    affected.sort();
+    for (what, mut files) in affected {
+        files.sort();
+        files.dedup();
+        if what.starts_with("tree ") {
+            // The tree's own error was reported already; attach the paths.
+            if let Some(p) = report.errors.iter_mut().find(|p| p.message.starts_with(&what)) {
+                p.affected.extend(files);
+                continue;
+            }
+        }
+        report.errors.push(Problem {
+            message: what,
+            affected: files,
+        });
+    }
+    Ok(report)
+}
+
+/// Reads one pack whole and verifies everything in it. Returns (bytes
+/// read, blobs verified, errors, ids of damaged blobs).
+fn verify_pack(
+    repo: &Repository,
+    id: &Id,
+    len: u64,
+    listed: Option<&PackEntry>,
+    progress: &dyn Progress,
+) -> (u64, u64, Vec<String>, Vec<Id>) {
+    let name = id.to_hex();
+    let mut errors = Vec::new();
+    let mut bad = Vec::new();
+    let all_listed = || listed.map(|e| e.trailer.blobs.iter().map(|b| b.id).collect()).unwrap_or_default();
+    let data = match repo.storage().get(FileKind::Pack, &name) {
+        Ok(d) => d,
+        Err(e) => return (0, 0, vec![format!("pack {name}: {e}")], all_listed()),
+    };
+    progress.bytes(len);
+    let read = data.len() as u64;
+    if Id::hash(&data) != *id {
+        errors.push(format!("pack {name}: content does not match its name (damaged)"));
+    }
+    let trailer = match pack::parse_pack(&data, &name) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(format!("pack {name}: {e}"));
+            return (read, 0, errors, all_listed());
+        }
+    };
+    if let Some(entry) = listed {
+        if entry.trailer != trailer {
+            errors.push(format!("pack {name}: trailer differs from its index entry"));
+        }
+    }
+    let mut verified = 0;
+    let id_scheme = repo.config().id_scheme;
+    for (fi, frame) in trailer.frames.iter().enumerate() {
+        let blobs: Vec<_> = trailer.blobs.iter().filter(|b| b.frame as usize == fi).collect();
+        let stored = &data[frame.offset as usize..frame.offset as usize + frame.stored_len as usize];
+        let raw = match pack::decode_frame(stored, frame, &name) {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(format!("{e}"));
+                bad.extend(blobs.iter().map(|b| b.id));
+                continue;
+            }
+        };
+        for b in blobs {
+            let bytes = &raw[b.offset_in_frame as usize..(b.offset_in_frame + b.raw_len) as usize];
+            verified += 1;
+            if id_scheme.blob_id(bytes) != b.id {
+                errors.push(format!("pack {name}: blob {} does not match its hash", b.id));
+                bad.push(b.id);
+            }
+        }
+    }
+    (read, verified, errors, bad)
+}

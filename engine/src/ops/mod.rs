@@ -1,0 +1,12 @@
+//! One module per user-facing operation. Each takes the [`Repository`]
+//! and an options struct, and returns a result value; none prints.
+//!
+//! [`Repository`]: crate::Repository
+
+pub mod backup;
+pub mod tree_walk;
+pub mod restore;
+pub mod check;
+pub mod repair;
+pub mod stats;
+pub mod tar;

@@ -1,0 +1,67 @@
+//! `repair index`: rebuilds the index files (and the index database) from
+//! the packs alone, which describe themselves in their trailers.
+//!
+//! Crash-safe by ordering: the new index files are written (durably) before
+//! any old one is deleted, so at every moment every pack is listed by at
+//! least one index file.
+
+use std::collections::HashSet;
+
+use crate::error::Result;
+use crate::format::index_file::{self, PackEntry};
+use crate::id::Id;
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::storage::FileKind;
+
+/// Packs per rebuilt index file: keeps each file a few MiB at most.
+const PACKS_PER_FILE: usize = 256;
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RepairReport {
+    pub packs_indexed: u64,
+    pub blobs_indexed: u64,
+    pub index_files_written: u64,
+    pub index_files_removed: u64,
+    /// Packs whose trailer could not be read; their blobs are not indexed.
+    pub unreadable_packs: Vec<String>,
+}
+
+pub fn repair_index(repo: &Repository, progress: &dyn Progress) -> Result<RepairReport> {
+    let _lock = repo.lock_exclusive("repair index")?;
+    let mut report = RepairReport::default();
+    let old: Vec<String> = repo.storage().list(FileKind::Index)?.into_iter().map(|(n, _)| n).collect();
+    let packs = repo.storage().list(FileKind::Pack)?;
+    progress.total(packs.len() as u64, 0);
+    let mut entries: Vec<PackEntry> = Vec::new();
+    for (name, len) in &packs {
+        let Ok(id) = name.parse::<Id>() else {
+            report.unreadable_packs.push(format!("{name}: not a pack name"));
+            continue;
+        };
+        match repo.read_pack_trailer(&id, *len) {
+            Ok(e) => {
+                report.packs_indexed += 1;
+                report.blobs_indexed += e.trailer.blobs.len() as u64;
+                entries.push(e);
+            }
+            Err(e) => report.unreadable_packs.push(e.to_string()),
+        }
+    }
+    let mut written: HashSet<String> = HashSet::new();
+    for group in entries.chunks(PACKS_PER_FILE) {
+        let data = index_file::encode(group);
+        let name = Id::hash(&data).to_hex();
+        repo.storage().put(FileKind::Index, &name, &data)?;
+        written.insert(name);
+        report.index_files_written += 1;
+    }
+    for name in old {
+        if !written.contains(&name) {
+            repo.storage().delete(FileKind::Index, &name)?;
+            report.index_files_removed += 1;
+        }
+    }
+    repo.rebuild_index_db()?;
+    Ok(report)
+}

@@ -1,0 +1,416 @@
+//! `restore`: recreates a snapshot (or parts of it) under a target
+//! directory with content and every recorded piece of metadata.
+//!
+//! One thread walks the trees and creates directories, links and special
+//! files; worker threads write file contents in batches of consecutive
+//! files (consecutive small files share compressed frames, so one worker
+//! decompresses a frame once for all of them). Holes are kept: an all-zero
+//! chunk is skipped with a seek, not written. Directory metadata is applied
+//! last, deepest first, so writing into a directory does not disturb its
+//! times or permissions.
+//!
+//! Nothing is written outside the target: names are single components
+//! (enforced when trees are decoded), files are opened with O_NOFOLLOW,
+//! and a hardlink may only point at a file this restore wrote.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{bounded, Receiver};
+use nix::sys::stat::{Mode, SFlag};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid};
+
+use super::tree_walk::{self, split_path, Located};
+use crate::error::{Error, IoContext, Result};
+use crate::format::tree::{Node, NodeKind, Timestamp};
+use crate::progress::Progress;
+use crate::repo::{Repository, Snapshot};
+
+#[derive(Default, Clone)]
+pub struct RestoreOptions {
+    pub target: PathBuf,
+    /// Snapshot paths to restore (each with its subtree); all when empty.
+    pub includes: Vec<String>,
+    /// Restore into a non-empty target, replacing what is in the way.
+    pub overwrite: bool,
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct RestoreResult {
+    pub files: u64,
+    pub dirs: u64,
+    pub other: u64,
+    pub bytes: u64,
+    /// Entries that could not be restored (each reported as a warning).
+    pub errors: u64,
+}
+
+struct Ctx<'a> {
+    repo: &'a Repository,
+    progress: &'a dyn Progress,
+    target: PathBuf,
+    overwrite: bool,
+    is_root: bool,
+    files: AtomicU64,
+    bytes: AtomicU64,
+    errors: AtomicU64,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+impl Ctx<'_> {
+    fn warn(&self, path: &Path, msg: &str) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.progress.warn(path, msg);
+    }
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+    fn disk_path(&self, snap_path: &[u8]) -> PathBuf {
+        self.target.join(OsStr::from_bytes(snap_path))
+    }
+}
+
+struct FileJob {
+    path: PathBuf,
+    node: Node,
+}
+
+pub fn restore(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreResult> {
+    let target = &opts.target;
+    match std::fs::read_dir(target) {
+        Ok(mut rd) => {
+            if rd.next().is_some() && !opts.overwrite {
+                return Err(Error::TargetNotEmpty { path: target.clone() });
+            }
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => std::fs::create_dir_all(target).at(target)?,
+        Err(e) => return Err(Error::io(target, e)),
+    }
+    let target = std::fs::canonicalize(target).at(target)?;
+    // Resolve every include before writing anything: a typo fails cleanly.
+    let mut roots: Vec<(Vec<u8>, Located, Vec<(Vec<u8>, Node)>)> = Vec::new();
+    let includes = if opts.includes.is_empty() { vec!["/".to_string()] } else { opts.includes.clone() };
+    for inc in &includes {
+        let comps = split_path(inc)?;
+        let located = tree_walk::locate(repo, snapshot, inc)?;
+        let mut ancestors = Vec::new();
+        for i in 1..comps.len() {
+            let prefix = comps[..i].join(&b'/');
+            if let Located::Node(n) = tree_walk::locate(repo, snapshot, &String::from_utf8_lossy(&prefix))? {
+                ancestors.push((prefix, n));
+            }
+        }
+        roots.push((comps.join(&b'/'), located, ancestors));
+    }
+    let _lock = repo.lock_shared("restore")?;
+
+    let ctx = Ctx {
+        repo,
+        progress,
+        target,
+        overwrite: opts.overwrite,
+        is_root: nix::unistd::geteuid().is_root(),
+        files: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        cancel: opts.cancel.clone(),
+    };
+    let workers = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4);
+    let (tx, rx) = bounded::<Vec<FileJob>>(workers * 2);
+    let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
+    let mut links: Vec<(PathBuf, Vec<u8>, Node)> = Vec::new();
+    // Snapshot paths of multiply linked files this restore writes: the only
+    // files a hardlink may point at.
+    let mut link_targets: HashSet<Vec<u8>> = HashSet::new();
+    let mut counts = RestoreResult::default();
+
+    let walked = std::thread::scope(|scope| -> Result<()> {
+        for _ in 0..workers {
+            let rx: Receiver<Vec<FileJob>> = rx.clone();
+            let ctx = &ctx;
+            scope.spawn(move || {
+                for batch in rx.iter() {
+                    for job in batch {
+                        if ctx.cancelled() {
+                            return;
+                        }
+                        if let Err(e) = restore_file(ctx, &job.path, &job.node) {
+                            ctx.warn(&job.path, &e.to_string());
+                        }
+                    }
+                }
+            });
+        }
+        drop(rx);
+        let mut batch: Vec<FileJob> = Vec::new();
+        let mut batch_bytes = 0u64;
+        let flush = |batch: &mut Vec<FileJob>, bytes: &mut u64| -> Result<()> {
+            if !batch.is_empty() {
+                tx.send(std::mem::take(batch)).map_err(|_| Error::Interrupted)?;
+            }
+            *bytes = 0;
+            Ok(())
+        };
+        for (snap_path, located, ancestors) in &roots {
+            for (p, node) in ancestors {
+                let path = ctx.disk_path(p);
+                make_dir(&ctx, &path)?;
+                dirs.push((path, node.clone()));
+            }
+            let mut visit = |p: &[u8], node: &Node| -> Result<()> {
+                if ctx.cancelled() {
+                    return Err(Error::Interrupted);
+                }
+                let path = ctx.disk_path(p);
+                match node.kind {
+                    NodeKind::Dir => {
+                        make_dir(&ctx, &path)?;
+                        counts.dirs += 1;
+                        dirs.push((path, node.clone()));
+                    }
+                    NodeKind::File => {
+                        if node.nlink > 1 {
+                            link_targets.insert(p.to_vec());
+                        }
+                        batch_bytes += node.size;
+                        batch.push(FileJob {
+                            path,
+                            node: node.clone(),
+                        });
+                        if batch_bytes >= 4 << 20 || batch.len() >= 256 {
+                            flush(&mut batch, &mut batch_bytes)?;
+                        }
+                    }
+                    NodeKind::Hardlink => links.push((path, node.target.clone(), node.clone())),
+                    _ => {
+                        counts.other += 1;
+                        if let Err(e) = restore_special(&ctx, &path, node) {
+                            ctx.warn(&path, &e.to_string());
+                        }
+                    }
+                }
+                Ok(())
+            };
+            match located {
+                Located::Root(tree) => tree_walk::walk(repo, tree, b"", &mut visit, &mut |_, _| Ok(()))?,
+                Located::Node(node) => {
+                    visit(snap_path, node)?;
+                    if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
+                        tree_walk::walk(repo, &sub, snap_path, &mut visit, &mut |_, _| Ok(()))?;
+                    }
+                }
+            }
+        }
+        flush(&mut batch, &mut batch_bytes)?;
+        drop(tx);
+        Ok(())
+    });
+    walked?;
+    if ctx.cancelled() {
+        return Err(Error::Interrupted);
+    }
+
+    // Hardlinks after all files exist. A link whose first file lies outside
+    // what was restored (an --include cut it off) gets the content instead.
+    for (path, target_snap_path, node) in links {
+        let first = ctx.disk_path(&target_snap_path);
+        let linked = link_targets.contains(&target_snap_path)
+            && std::fs::symlink_metadata(&first).is_ok_and(|m| m.file_type().is_file())
+            && {
+                if ctx.overwrite {
+                    let _ = remove_existing(&path);
+                }
+                std::fs::hard_link(&first, &path).is_ok()
+            };
+        if linked {
+            ctx.files.fetch_add(1, Ordering::Relaxed);
+        } else if let Err(e) = restore_file(&ctx, &path, &node) {
+            ctx.warn(&path, &e.to_string());
+        }
+    }
+
+    // Directory metadata last, deepest first.
+    for (path, node) in dirs.iter().rev() {
+        if let Err(e) = apply_metadata(&ctx, path, node, None) {
+            ctx.warn(path, &e.to_string());
+        }
+    }
+    counts.files = ctx.files.load(Ordering::Relaxed);
+    counts.bytes = ctx.bytes.load(Ordering::Relaxed);
+    counts.errors = ctx.errors.load(Ordering::Relaxed);
+    Ok(counts)
+}
+
+fn remove_existing(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn make_dir(ctx: &Ctx<'_>, path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        // Something else in the way (possibly a symlink pointing out of the
+        // target): only --overwrite may replace it.
+        Ok(_) if ctx.overwrite => std::fs::remove_file(path).at(path)?,
+        Ok(_) => {
+            return Err(Error::io(
+                path,
+                std::io::Error::new(ErrorKind::AlreadyExists, "exists and is not a directory"),
+            ))
+        }
+        Err(_) => {}
+    }
+    match std::fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+fn restore_file(ctx: &Ctx<'_>, path: &Path, node: &Node) -> Result<()> {
+    if ctx.overwrite {
+        // Replace instead of writing through whatever is there.
+        let _ = remove_existing(path);
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(path)
+        .at(path)?;
+    let mut written = 0u64;
+    let mut pending_hole = 0u64;
+    for id in &node.chunks {
+        let data = ctx.repo.read_blob(id)?;
+        if data.iter().all(|&b| b == 0) {
+            pending_hole += data.len() as u64;
+        } else {
+            if pending_hole > 0 {
+                file.seek(SeekFrom::Current(pending_hole as i64)).at(path)?;
+                pending_hole = 0;
+            }
+            file.write_all(&data).at(path)?;
+        }
+        written += data.len() as u64;
+        ctx.progress.bytes(data.len() as u64);
+    }
+    if written != node.size {
+        return Err(Error::corrupt(
+            "file",
+            path.display().to_string(),
+            format!("chunks hold {written} bytes, the tree records {}", node.size),
+        ));
+    }
+    if pending_hole > 0 {
+        file.set_len(written).at(path)?;
+    }
+    apply_metadata(ctx, path, node, Some(&file))?;
+    ctx.files.fetch_add(1, Ordering::Relaxed);
+    ctx.bytes.fetch_add(written, Ordering::Relaxed);
+    ctx.progress.file_done(path, written);
+    Ok(())
+}
+
+fn restore_special(ctx: &Ctx<'_>, path: &Path, node: &Node) -> Result<()> {
+    if ctx.overwrite {
+        let _ = remove_existing(path);
+    }
+    match node.kind {
+        NodeKind::Symlink => {
+            std::os::unix::fs::symlink(OsStr::from_bytes(&node.target), path).at(path)?;
+        }
+        NodeKind::Fifo => {
+            nix::unistd::mkfifo(path, Mode::from_bits_truncate(0o600)).map_err(|e| Error::io(path, e.into()))?;
+        }
+        NodeKind::CharDevice | NodeKind::BlockDevice => {
+            let kind = if node.kind == NodeKind::CharDevice { SFlag::S_IFCHR } else { SFlag::S_IFBLK };
+            nix::sys::stat::mknod(path, kind, Mode::from_bits_truncate(0o600), node.rdev as libc::dev_t)
+                .map_err(|e| Error::io(path, e.into()))?;
+        }
+        NodeKind::Socket => {
+            // Binding creates the socket inode; the listener itself is not
+            // wanted, only the file with its metadata.
+            drop(std::os::unix::net::UnixListener::bind(path).at(path)?);
+        }
+        _ => return Ok(()),
+    }
+    apply_metadata(ctx, path, node, None)
+}
+
+fn ts(t: Timestamp) -> TimeSpec {
+    TimeSpec::new(t.sec, i64::from(t.nsec))
+}
+
+/// Owner, mode, xattrs, then times (last, since the others change ctime and
+/// writing xattrs may touch mtime on some filesystems).
+fn apply_metadata(ctx: &Ctx<'_>, path: &Path, node: &Node, file: Option<&File>) -> Result<()> {
+    let is_link = node.kind == NodeKind::Symlink;
+    let errno = |e: nix::errno::Errno| Error::io(path, e.into());
+    if ctx.is_root {
+        let (u, g) = (Some(Uid::from_raw(node.uid)), Some(Gid::from_raw(node.gid)));
+        match file {
+            Some(f) => nix::unistd::fchown(f.as_raw_fd(), u, g).map_err(errno)?,
+            None => nix::unistd::fchownat(
+                None,
+                path,
+                u,
+                g,
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(errno)?,
+        }
+    }
+    if !is_link {
+        let mode = Mode::from_bits_truncate(node.mode & 0o7777);
+        match file {
+            Some(f) => nix::sys::stat::fchmod(f.as_raw_fd(), mode).map_err(errno)?,
+            None => nix::sys::stat::fchmodat(None, path, mode, nix::sys::stat::FchmodatFlags::FollowSymlink)
+                .map_err(errno)?,
+        }
+    }
+    for (k, v) in &node.xattrs {
+        let name = OsStr::from_bytes(k);
+        let r = match file {
+            Some(f) => xattr::FileExt::set_xattr(f, name, v),
+            None => xattr::set(path, name, v),
+        };
+        if let Err(e) = r {
+            // Not every target filesystem takes every namespace (trusted.*
+            // needs root, security.* may be refused): warn, keep going.
+            ctx.warn(path, &format!("cannot set xattr {}: {e}", name.to_string_lossy()));
+        }
+    }
+    let (atime, mtime) = (ts(node.mtime), ts(node.mtime));
+    match file {
+        Some(f) => nix::sys::stat::futimens(f.as_raw_fd(), &atime, &mtime).map_err(errno)?,
+        None => nix::sys::stat::utimensat(
+            None,
+            path,
+            &atime,
+            &mtime,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(errno)?,
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Navigating a snapshot's trees: resolving a path to its node and visiting
+//! every node below one, depth first in name order. Shared by ls, restore,
+//! cat, dump and check so that all of them see a snapshot the same way.
+
+use crate::error::{Error, Result};
+use crate::format::tree::{Node, NodeKind};
+use crate::id::Id;
+use crate::repo::{Repository, Snapshot};
+
+/// Splits a snapshot path (`/var/www`, `var/www/`, `mysql/shop.sql`) into
+/// components; `.` parts are ignored and `..` is refused.
+pub fn split_path(path: &str) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                return Err(Error::InvalidArgument {
+                    what: "snapshot path",
+                    reason: format!("{path:?} contains \"..\""),
+                })
+            }
+            c => out.push(c.as_bytes().to_vec()),
+        }
+    }
+    Ok(out)
+}
+
+/// What a snapshot path names: the root, or a node inside it.
+#[derive(Debug, Clone)]
+pub enum Located {
+    Root(Id),
+    Node(Node),
+}
+
+impl Located {
+    /// The tree to list for a directory (or the root).
+    pub fn tree(&self) -> Option<Id> {
+        match self {
+            Located::Root(id) => Some(*id),
+            Located::Node(n) => n.subtree,
+        }
+    }
+}
+
+pub fn locate(repo: &Repository, snapshot: &Snapshot, path: &str) -> Result<Located> {
+    let comps = split_path(path)?;
+    let mut tree_id = snapshot.file.tree;
+    let mut node: Option<Node> = None;
+    for (i, c) in comps.iter().enumerate() {
+        if let Some(n) = &node {
+            tree_id = match (n.kind, n.subtree) {
+                (NodeKind::Dir, Some(id)) => id,
+                _ => {
+                    return Err(Error::PathNotInSnapshot {
+                        snapshot: snapshot.id.short(),
+                        path: path.to_string(),
+                    })
+                }
+            };
+        }
+        let tree = repo.load_tree(&tree_id)?;
+        node = Some(tree.find(c).cloned().ok_or_else(|| Error::PathNotInSnapshot {
+            snapshot: snapshot.id.short(),
+            path: format!("/{}", String::from_utf8_lossy(&comps[..=i].join(&b'/'))),
+        })?);
+    }
+    Ok(match node {
+        Some(n) => Located::Node(n),
+        None => Located::Root(tree_id),
+    })
+}
+
+/// Visits every node below `tree` depth first (a directory before its
+/// contents), calling `visit(path, node)` with `path` the `/`-joined
+/// snapshot path of the node. `leave(path, node)` is called after a
+/// directory's contents. Trees are loaded one level at a time, so memory is
+/// bounded by depth times directory size.
+pub fn walk(
+    repo: &Repository,
+    tree: &Id,
+    prefix: &[u8],
+    visit: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
+    leave: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
+) -> Result<()> {
+    let t = repo.load_tree(tree)?;
+    for node in &t.nodes {
+        let mut path = prefix.to_vec();
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        path.extend_from_slice(&node.name);
+        visit(&path, node)?;
+        if node.kind == NodeKind::Dir {
+            if let Some(sub) = node.subtree {
+                walk(repo, &sub, &path, visit, leave)?;
+            }
+            leave(&path, node)?;
+        }
+    }
+    Ok(())
+}

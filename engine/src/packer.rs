@@ -1,0 +1,455 @@
+//! The write side of the repository: turns blobs into packs.
+//!
+//! ```text
+//! BlobSink::store ──(bounded)──> framer ──(bounded)──> compressors (N threads)
+//!      ──(bounded)──> pack writer ──> storage.put(pack) ──> index db ──> index files
+//! ```
+//! * `BlobSink::store` hashes, drops blobs the repository or this run
+//!   already has, and queues new ones. Raw bytes in flight are bounded by a
+//!   byte budget, so memory does not grow with input size.
+//! * The framer groups consecutive small blobs into one frame (about
+//!   `frame_size` raw bytes), so a 6 KB mail message is compressed together
+//!   with its neighbours instead of alone; big blobs get a frame each.
+//! * Compressors run zstd in parallel and keep a frame raw when compression
+//!   does not pay.
+//! * The pack writer fills one pack per blob kind (trees apart from data, so
+//!   browsing never reads data packs), writes each full pack durably, then
+//!   records it in the index database, and every few packs writes an index
+//!   file. Order matters: a pack is durable before anything refers to it.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::error::{Error, Result};
+use crate::format::index_file::{self, PackEntry};
+use crate::format::pack::{self, BlobKind, BlobRecord, FrameCodec, FrameRecord, Trailer};
+use crate::id::Id;
+use crate::index::IndexReader;
+use crate::repo::Repository;
+use crate::storage::FileKind;
+
+/// Raw blob bytes allowed in flight between `store` and compression.
+const IN_FLIGHT_BUDGET: usize = 48 * 1024 * 1024;
+/// An index file is written after this many packs, bounding what a crash
+/// leaves unlisted (such packs are adopted by the next backup anyway).
+const PACKS_PER_INDEX_FILE: usize = 32;
+
+struct Budget {
+    used: Mutex<usize>,
+    freed: Condvar,
+    limit: usize,
+}
+
+impl Budget {
+    fn acquire(&self, n: usize, failed: &AtomicBool) -> Result<usize> {
+        // A blob larger than the whole budget waits for an empty pipeline.
+        let n = n.min(self.limit);
+        let mut used = self.used.lock().map_err(|_| Error::Interrupted)?;
+        while *used + n > self.limit && *used > 0 {
+            if failed.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+            used = self
+                .freed
+                .wait_timeout(used, std::time::Duration::from_millis(100))
+                .map_err(|_| Error::Interrupted)?
+                .0;
+        }
+        *used += n;
+        Ok(n)
+    }
+
+    fn release(&self, n: usize) {
+        if let Ok(mut used) = self.used.lock() {
+            *used -= n;
+        }
+        self.freed.notify_all();
+    }
+}
+
+struct BlobJob {
+    id: Id,
+    kind: BlobKind,
+    data: Vec<u8>,
+    budget: usize,
+}
+
+struct FrameJob {
+    kind: BlobKind,
+    raw: Vec<u8>,
+    /// (id, offset in frame, length)
+    blobs: Vec<(Id, u32, u32)>,
+    budget: usize,
+}
+
+struct CompressedFrame {
+    kind: BlobKind,
+    stored: Vec<u8>,
+    raw_len: u32,
+    codec: FrameCodec,
+    blobs: Vec<(Id, u32, u32)>,
+}
+
+/// What the packer wrote.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PackerStats {
+    pub blobs_added: u64,
+    pub bytes_added: u64,
+    pub packs_written: u64,
+    pub bytes_stored: u64,
+}
+
+/// State shared by every stage; the first error stops them all.
+struct Shared {
+    failed: AtomicBool,
+    first_error: Mutex<Option<Error>>,
+    budget: Budget,
+}
+
+impl Shared {
+    fn fail(&self, e: Error) {
+        if let Ok(mut slot) = self.first_error.lock() {
+            if slot.is_none() {
+                *slot = Some(e);
+            }
+        }
+        self.failed.store(true, Ordering::SeqCst);
+        self.budget.freed.notify_all();
+    }
+
+    /// Stops the stages without an error of its own (the failing stage
+    /// returns its error itself).
+    fn stop(&self) {
+        self.failed.store(true, Ordering::SeqCst);
+        self.budget.freed.notify_all();
+    }
+
+    fn take_error(&self) -> Option<Error> {
+        self.first_error.lock().ok().and_then(|mut s| s.take())
+    }
+}
+
+/// Where producers hand blobs to the packer. Shared by reference between
+/// the worker threads of a backup.
+pub struct BlobSink<'s> {
+    repo: &'s Repository,
+    tx: Sender<BlobJob>,
+    pending: &'s Mutex<HashSet<Id>>,
+    shared: &'s Shared,
+    blobs_added: AtomicU64,
+    bytes_added: AtomicU64,
+}
+
+impl BlobSink<'_> {
+    /// Hashes `data` and stores it unless the repository (as seen by
+    /// `index`) or this run already has it. Returns the blob id.
+    pub fn store(&self, index: &IndexReader, kind: BlobKind, data: &[u8]) -> Result<Id> {
+        let id = self.repo.config().id_scheme.blob_id(data);
+        self.store_with_id(index, id, kind, data)?;
+        Ok(id)
+    }
+
+    /// Like [`store`](Self::store) for a blob whose id the caller computed.
+    pub fn store_with_id(&self, index: &IndexReader, id: Id, kind: BlobKind, data: &[u8]) -> Result<()> {
+        if self.shared.failed.load(Ordering::Relaxed) {
+            return Err(self.stopped());
+        }
+        if index.contains(&id)? {
+            return Ok(());
+        }
+        if !self.pending.lock().map_err(|_| Error::Interrupted)?.insert(id) {
+            return Ok(());
+        }
+        let budget = self.shared.budget.acquire(data.len(), &self.shared.failed)?;
+        self.blobs_added.fetch_add(1, Ordering::Relaxed);
+        self.bytes_added.fetch_add(data.len() as u64, Ordering::Relaxed);
+        let job = BlobJob {
+            id,
+            kind,
+            data: data.to_vec(),
+            budget,
+        };
+        if self.tx.send(job).is_err() {
+            self.shared.budget.release(budget);
+            return Err(self.stopped());
+        }
+        Ok(())
+    }
+
+    /// The error that stopped the pipeline, reported once by `run`; callers
+    /// just see that they must stop.
+    fn stopped(&self) -> Error {
+        Error::Interrupted
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.shared.failed.load(Ordering::Relaxed)
+    }
+
+    /// Stops the pipeline with `e` (a producer's fatal error).
+    pub fn fail(&self, e: Error) {
+        self.shared.fail(e)
+    }
+}
+
+/// Runs the packer stages and calls `produce` with the sink; when `produce`
+/// returns, drains the pipeline, writes the last packs and index file, and
+/// returns `produce`'s value with the packer's figures. Packs completed
+/// before an error are kept (and indexed) so that the next backup reuses
+/// them. `adopt` are packs found unlisted at start; the first index file of
+/// this run lists them so they are not left behind again.
+pub fn run<T>(
+    repo: &Repository,
+    adopt: Vec<PackEntry>,
+    produce: impl FnOnce(&BlobSink<'_>) -> Result<T>,
+) -> Result<(T, PackerStats)> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let (blob_tx, blob_rx) = bounded::<BlobJob>(64);
+    let (frame_tx, frame_rx) = bounded::<FrameJob>(threads * 2);
+    let (packed_tx, packed_rx) = bounded::<CompressedFrame>(threads * 2);
+    let shared = Shared {
+        failed: AtomicBool::new(false),
+        first_error: Mutex::new(None),
+        budget: Budget {
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+            limit: IN_FLIGHT_BUDGET,
+        },
+    };
+    let pending = Mutex::new(HashSet::new());
+    let frame_size = repo.config().frame_size as usize;
+    let level = repo.config().compression.level;
+
+    std::thread::scope(|scope| {
+        let shared = &shared;
+        let pending = &pending;
+        scope.spawn(move || framer(blob_rx, frame_tx, frame_size, shared));
+        for _ in 0..threads {
+            let (rx, tx) = (frame_rx.clone(), packed_tx.clone());
+            scope.spawn(move || compressor(rx, tx, level, shared));
+        }
+        drop(frame_rx);
+        drop(packed_tx);
+        let writer = scope.spawn(move || pack_writer(repo, packed_rx, shared, pending, adopt));
+
+        let sink = BlobSink {
+            repo,
+            tx: blob_tx,
+            pending,
+            shared,
+            blobs_added: AtomicU64::new(0),
+            bytes_added: AtomicU64::new(0),
+        };
+        let produced = produce(&sink);
+        let (blobs_added, bytes_added) = (
+            sink.blobs_added.load(Ordering::Relaxed),
+            sink.bytes_added.load(Ordering::Relaxed),
+        );
+        // Dropping the sink closes the blob channel; the stages drain and
+        // end in order.
+        drop(sink);
+        // The writer's error is the root cause when there is one (the
+        // producer then only saw that the pipeline stopped).
+        let mut stats = writer.join().unwrap_or(Err(Error::Interrupted))?;
+        if let Some(e) = shared.take_error() {
+            return Err(e);
+        }
+        let produced = produced?;
+        stats.blobs_added = blobs_added;
+        stats.bytes_added = bytes_added;
+        Ok((produced, stats))
+    })
+}
+
+fn framer(rx: Receiver<BlobJob>, tx: Sender<FrameJob>, frame_size: usize, shared: &Shared) {
+    // One open group per kind, so tree blobs never share frames with data.
+    let mut groups: [Option<FrameJob>; 2] = [None, None];
+    let send = |job: FrameJob| {
+        if tx.send(job).is_err() {
+            shared.fail(Error::Interrupted);
+        }
+    };
+    for blob in rx {
+        if blob.data.len() >= frame_size {
+            send(FrameJob {
+                kind: blob.kind,
+                blobs: vec![(blob.id, 0, blob.data.len() as u32)],
+                raw: blob.data,
+                budget: blob.budget,
+            });
+            continue;
+        }
+        let slot = &mut groups[blob.kind as usize];
+        let group = slot.get_or_insert_with(|| FrameJob {
+            kind: blob.kind,
+            raw: Vec::with_capacity(frame_size + frame_size / 4),
+            blobs: Vec::new(),
+            budget: 0,
+        });
+        group.blobs.push((blob.id, group.raw.len() as u32, blob.data.len() as u32));
+        group.raw.extend_from_slice(&blob.data);
+        group.budget += blob.budget;
+        if group.raw.len() >= frame_size {
+            if let Some(full) = slot.take() {
+                send(full);
+            }
+        }
+    }
+    for group in groups.into_iter().flatten() {
+        send(group);
+    }
+}
+
+fn compressor(rx: Receiver<FrameJob>, tx: Sender<CompressedFrame>, level: i32, shared: &Shared) {
+    let mut zstd = match zstd::bulk::Compressor::new(level) {
+        Ok(c) => c,
+        Err(e) => {
+            shared.fail(Error::InvalidArgument {
+                what: "compression level",
+                reason: e.to_string(),
+            });
+            return;
+        }
+    };
+    for job in rx {
+        let compressed = zstd.compress(&job.raw).ok().filter(|c| c.len() < job.raw.len());
+        let raw_len = job.raw.len() as u32;
+        let (stored, codec) = match compressed {
+            Some(c) => (c, FrameCodec::Zstd),
+            None => (job.raw, FrameCodec::Raw),
+        };
+        shared.budget.release(job.budget);
+        let frame = CompressedFrame {
+            kind: job.kind,
+            stored,
+            raw_len,
+            codec,
+            blobs: job.blobs,
+        };
+        if tx.send(frame).is_err() {
+            shared.fail(Error::Interrupted);
+            return;
+        }
+    }
+}
+
+/// A pack being filled.
+struct OpenPack {
+    buf: Vec<u8>,
+    trailer: Trailer,
+}
+
+impl OpenPack {
+    fn new(capacity: usize) -> OpenPack {
+        let mut buf = Vec::with_capacity(capacity);
+        buf.extend_from_slice(pack::HEADER);
+        OpenPack {
+            buf,
+            trailer: Trailer::default(),
+        }
+    }
+
+    fn add(&mut self, f: CompressedFrame) {
+        let frame = self.trailer.frames.len() as u32;
+        self.trailer.frames.push(FrameRecord {
+            offset: self.buf.len() as u64,
+            stored_len: f.stored.len() as u32,
+            raw_len: f.raw_len,
+            codec: f.codec,
+        });
+        self.buf.extend_from_slice(&f.stored);
+        for (id, offset_in_frame, raw_len) in f.blobs {
+            self.trailer.blobs.push(BlobRecord {
+                id,
+                kind: f.kind,
+                frame,
+                offset_in_frame,
+                raw_len,
+            });
+        }
+    }
+
+    /// Appends trailer and footer; returns the pack's id, bytes and entry.
+    fn seal(mut self) -> (Vec<u8>, PackEntry) {
+        let trailer = self.trailer.encode();
+        let footer = pack::encode_footer(&trailer);
+        self.buf.extend_from_slice(&trailer);
+        self.buf.extend_from_slice(&footer);
+        let id = Id::hash(&self.buf);
+        let entry = PackEntry {
+            pack: id,
+            pack_len: self.buf.len() as u64,
+            trailer: self.trailer,
+        };
+        (self.buf, entry)
+    }
+}
+
+fn pack_writer(
+    repo: &Repository,
+    rx: Receiver<CompressedFrame>,
+    shared: &Shared,
+    pending: &Mutex<HashSet<Id>>,
+    adopt: Vec<PackEntry>,
+) -> Result<PackerStats> {
+    let pack_size = repo.config().pack_size as usize;
+    let mut open: [Option<OpenPack>; 2] = [None, None];
+    let mut unlisted = adopt;
+    let mut stats = PackerStats::default();
+
+    let write_pack = |p: OpenPack, unlisted: &mut Vec<PackEntry>, stats: &mut PackerStats| -> Result<()> {
+        let (bytes, entry) = p.seal();
+        repo.storage().put(FileKind::Pack, &entry.pack.to_hex(), &bytes)?;
+        repo.index()?.add_packs(std::slice::from_ref(&entry), None)?;
+        if let Ok(mut pending) = pending.lock() {
+            for b in &entry.trailer.blobs {
+                pending.remove(&b.id);
+            }
+        }
+        stats.packs_written += 1;
+        stats.bytes_stored += entry.pack_len;
+        unlisted.push(entry);
+        if unlisted.len() >= PACKS_PER_INDEX_FILE {
+            write_index_file(repo, unlisted)?;
+        }
+        Ok(())
+    };
+
+    let mut result = Ok(());
+    for frame in rx.iter() {
+        if result.is_err() {
+            continue; // keep draining so upstream stages can finish
+        }
+        let kind = frame.kind as usize;
+        let p = open[kind].get_or_insert_with(|| OpenPack::new(pack_size + pack_size / 8));
+        p.add(frame);
+        if p.buf.len() >= pack_size {
+            if let Some(full) = open[kind].take() {
+                result = write_pack(full, &mut unlisted, &mut stats);
+            }
+        }
+        if result.is_err() {
+            shared.stop();
+        }
+    }
+    result?;
+    for p in open.into_iter().flatten() {
+        write_pack(p, &mut unlisted, &mut stats)?;
+    }
+    if !unlisted.is_empty() {
+        write_index_file(repo, &mut unlisted)?;
+    }
+    Ok(stats)
+}
+
+fn write_index_file(repo: &Repository, packs: &mut Vec<PackEntry>) -> Result<()> {
+    let data = index_file::encode(packs);
+    let id = Id::hash(&data);
+    repo.storage().put(FileKind::Index, &id.to_hex(), &data)?;
+    repo.index()?.add_index_file(id, packs)?;
+    packs.clear();
+    Ok(())
+}

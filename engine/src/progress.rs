@@ -1,0 +1,22 @@
+//! How long-running operations report to their front end. The engine never
+//! prints; the CLI implements [`Progress`] with a progress bar and warnings
+//! on stderr, tests with counters.
+
+use std::path::Path;
+
+pub trait Progress: Sync {
+    /// A source entry could not be read (fully); the operation goes on
+    /// without it. Each call is one warning counted in the summary.
+    fn warn(&self, _path: &Path, _message: &str) {}
+    /// A file (or stream) was finished: `bytes` read from it.
+    fn file_done(&self, _path: &Path, _bytes: u64) {}
+    /// Bytes read from sources or written by restore so far, as they happen.
+    fn bytes(&self, _n: u64) {}
+    /// Total work, when known up front (restore, check).
+    fn total(&self, _files: u64, _bytes: u64) {}
+}
+
+/// Reports nothing.
+pub struct NoProgress;
+
+impl Progress for NoProgress {}

@@ -1,0 +1,389 @@
+//! [`Repository`]: the one way into a repository. It owns the storage, the
+//! config and the index database, keeps the database in step with the
+//! repository's index files, and resolves snapshots and trees.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use chrono::Utc;
+
+use crate::error::{Error, Result};
+use crate::format::config::{ChunkerParams, CompressionAlgorithm, CompressionParams, Config, REPO_FORMAT_VERSION};
+use crate::format::index_file::{self, PackEntry};
+use crate::format::pack::{self, Trailer};
+use crate::format::snapshot::SnapshotFile;
+use crate::format::tree::Tree;
+use crate::id::{Id, IdScheme};
+use crate::index::Index;
+use crate::lock::LockGuard;
+use crate::reader::BlobReader;
+use crate::storage::{FileKind, LocalDir, Storage};
+
+/// Settings chosen at `init`; they never change afterwards.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub file_chunker: ChunkerParams,
+    pub stream_chunker: ChunkerParams,
+    pub compression_level: i32,
+    pub pack_size: u32,
+    pub frame_size: u32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            file_chunker: ChunkerParams::default_files(),
+            stream_chunker: ChunkerParams::default_streams(),
+            compression_level: 3,
+            pack_size: 16 * 1024 * 1024,
+            frame_size: 256 * 1024,
+        }
+    }
+}
+
+/// A snapshot and its id.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub id: Id,
+    pub file: SnapshotFile,
+}
+
+/// Narrows `latest` (and listings) by host, tag and path.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotFilter {
+    pub hosts: Vec<String>,
+    pub tags: Vec<String>,
+    pub paths: Vec<String>,
+}
+
+impl SnapshotFilter {
+    pub fn matches(&self, s: &SnapshotFile) -> bool {
+        (self.hosts.is_empty() || self.hosts.contains(&s.host))
+            && self.tags.iter().all(|t| s.tags.contains(t))
+            && self.paths.iter().all(|p| s.paths.contains(p))
+    }
+}
+
+pub struct Repository {
+    storage: Arc<dyn Storage>,
+    config: Config,
+    index_path: PathBuf,
+    index: OnceLock<Index>,
+    reader: OnceLock<BlobReader>,
+}
+
+impl Repository {
+    /// Creates a new repository in an empty or missing local directory.
+    pub fn init_local(path: &Path, opts: &InitOptions) -> Result<Repository> {
+        if path.join("config").exists() {
+            return Err(Error::AlreadyExists { path: path.to_path_buf() });
+        }
+        if let Ok(mut rd) = std::fs::read_dir(path) {
+            if rd.next().is_some() {
+                return Err(Error::InvalidArgument {
+                    what: "repository path",
+                    reason: format!("{} exists and is not empty", path.display()),
+                });
+            }
+        }
+        let local = LocalDir::new(path);
+        local.create_layout()?;
+        Self::init(Arc::new(local), opts)
+    }
+
+    /// Writes the config into empty storage; the config is written last so
+    /// a half-initialised repository is never mistaken for a real one.
+    pub fn init(storage: Arc<dyn Storage>, opts: &InitOptions) -> Result<Repository> {
+        if storage.exists(FileKind::Config, "config")? {
+            return Err(Error::AlreadyExists {
+                path: storage.location().into(),
+            });
+        }
+        if !(1..=22).contains(&opts.compression_level) {
+            return Err(Error::InvalidArgument {
+                what: "compression level",
+                reason: format!("{} is not in 1..=22", opts.compression_level),
+            });
+        }
+        if !(1024 * 1024..=256 * 1024 * 1024).contains(&opts.pack_size) || opts.frame_size > opts.pack_size {
+            return Err(Error::InvalidArgument {
+                what: "pack size",
+                reason: format!("{} is not between 1 MiB and 256 MiB", opts.pack_size),
+            });
+        }
+        let now = Utc::now();
+        let config = Config {
+            version: REPO_FORMAT_VERSION,
+            id: Id::hash(
+                format!(
+                    "{}-{}-{}",
+                    crate::lock::hostname(),
+                    std::process::id(),
+                    now.timestamp_nanos_opt().unwrap_or_default()
+                )
+                .as_bytes(),
+            ),
+            created: now,
+            id_scheme: IdScheme::Blake3,
+            file_chunker: opts.file_chunker,
+            stream_chunker: opts.stream_chunker,
+            compression: CompressionParams {
+                algorithm: CompressionAlgorithm::Zstd,
+                level: opts.compression_level,
+            },
+            pack_size: opts.pack_size,
+            frame_size: opts.frame_size,
+        };
+        storage.put(FileKind::Config, "config", &config.encode())?;
+        Self::open(storage, None)
+    }
+
+    pub fn open_local(path: &Path) -> Result<Repository> {
+        if !path.join("config").is_file() {
+            return Err(Error::NotARepository { path: path.to_path_buf() });
+        }
+        Self::open(Arc::new(LocalDir::new(path)), None)
+    }
+
+    /// Opens a repository. The index database lives in the repository
+    /// directory for a local repository, else at `index_db`.
+    pub fn open(storage: Arc<dyn Storage>, index_db: Option<PathBuf>) -> Result<Repository> {
+        let data = match storage.get(FileKind::Config, "config") {
+            Ok(d) => d,
+            Err(Error::Missing { .. }) => {
+                return Err(Error::NotARepository {
+                    path: storage.location().into(),
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let config = Config::decode(&data)?;
+        let index_path = match (index_db, storage.local_path()) {
+            (Some(p), _) => p,
+            (None, Some(root)) => root.join("index.redb"),
+            (None, None) => {
+                return Err(Error::InvalidArgument {
+                    what: "index database",
+                    reason: "a remote repository needs a cache path for its index".into(),
+                })
+            }
+        };
+        Ok(Repository {
+            storage,
+            config,
+            index_path,
+            index: OnceLock::new(),
+            reader: OnceLock::new(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    pub fn location(&self) -> String {
+        self.storage.location()
+    }
+
+    pub fn lock_shared(&self, operation: &str) -> Result<LockGuard> {
+        LockGuard::acquire(self.storage.clone(), false, operation)
+    }
+
+    pub fn lock_exclusive(&self, operation: &str) -> Result<LockGuard> {
+        LockGuard::acquire(self.storage.clone(), true, operation)
+    }
+
+    /// The index database, brought up to date with the index files on
+    /// first use.
+    pub fn index(&self) -> Result<&Index> {
+        if let Some(i) = self.index.get() {
+            return Ok(i);
+        }
+        let index = Index::open(&self.index_path)?;
+        self.sync_index(&index)?;
+        Ok(self.index.get_or_init(|| index))
+    }
+
+    /// Merges index files the database has not seen; rebuilds it when an
+    /// index file it was built from has gone (a prune or repair elsewhere).
+    fn sync_index(&self, index: &Index) -> Result<()> {
+        let in_storage: HashSet<Id> = self
+            .storage
+            .list(FileKind::Index)?
+            .into_iter()
+            .filter_map(|(n, _)| n.parse().ok())
+            .collect();
+        let known = index.index_files()?;
+        if !known.is_subset(&in_storage) {
+            index.clear()?;
+        }
+        let known = index.index_files()?;
+        for id in in_storage.difference(&known) {
+            let name = id.to_hex();
+            let data = self.storage.get(FileKind::Index, &name)?;
+            if Id::hash(&data) != *id {
+                return Err(Error::corrupt("index file", name, "content does not match its name"));
+            }
+            let packs = index_file::decode(&data, &name)?;
+            index.add_packs(&packs, Some(*id))?;
+        }
+        Ok(())
+    }
+
+    /// Drops the index database and rebuilds it from the index files.
+    pub fn rebuild_index_db(&self) -> Result<()> {
+        let index = self.index()?;
+        index.clear()?;
+        self.sync_index(index)
+    }
+
+    /// Reads a pack's trailer with two ranged reads (footer, then trailer).
+    pub fn read_pack_trailer(&self, pack: &Id, pack_len: u64) -> Result<PackEntry> {
+        let name = pack.to_hex();
+        if pack_len < pack::HEADER_LEN + pack::FOOTER_LEN {
+            return Err(Error::corrupt("pack", &name, format!("only {pack_len} bytes")));
+        }
+        let footer = self
+            .storage
+            .get_range(FileKind::Pack, &name, pack_len - pack::FOOTER_LEN, pack::FOOTER_LEN)?;
+        let (start, len, sum) = pack::trailer_range(&footer, &name, pack_len)?;
+        let bytes = self.storage.get_range(FileKind::Pack, &name, start, u64::from(len))?;
+        if Id::hash(&bytes) != sum {
+            return Err(Error::corrupt("pack", &name, "trailer checksum mismatch"));
+        }
+        Ok(PackEntry {
+            pack: *pack,
+            pack_len,
+            trailer: Trailer::decode(&bytes, &name, start)?,
+        })
+    }
+
+    /// Packs in storage that no index file lists (left by an interrupted
+    /// or still running backup), with their trailers.
+    pub fn unindexed_packs(&self) -> Result<Vec<PackEntry>> {
+        let listed: HashSet<Id> = self
+            .index()?
+            .packs()?
+            .into_iter()
+            .filter(|p| p.3)
+            .map(|p| p.0)
+            .collect();
+        let mut out = Vec::new();
+        for (name, len) in self.storage.list(FileKind::Pack)? {
+            let Ok(id) = name.parse::<Id>() else { continue };
+            if !listed.contains(&id) {
+                out.push(self.read_pack_trailer(&id, len)?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn blob_reader(&self) -> Result<&BlobReader> {
+        if let Some(r) = self.reader.get() {
+            return Ok(r);
+        }
+        self.index()?;
+        Ok(self.reader.get_or_init(|| BlobReader::new(64 * 1024 * 1024)))
+    }
+
+    /// Reads and verifies one blob.
+    pub fn read_blob(&self, id: &Id) -> Result<Arc<[u8]>> {
+        let reader = self.blob_reader()?;
+        reader.read(self, id)
+    }
+
+    pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        let data = self.read_blob(id)?;
+        Tree::decode(&data, id)
+    }
+
+    pub fn snapshot_ids(&self) -> Result<Vec<Id>> {
+        Ok(self
+            .storage
+            .list(FileKind::Snapshot)?
+            .into_iter()
+            .filter_map(|(n, _)| n.parse().ok())
+            .collect())
+    }
+
+    pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        let name = id.to_hex();
+        let data = self.storage.get(FileKind::Snapshot, &name)?;
+        if Id::hash(&data) != *id {
+            return Err(Error::corrupt("snapshot", name, "content does not match its name"));
+        }
+        Ok(Snapshot {
+            id: *id,
+            file: SnapshotFile::decode(&data, &name)?,
+        })
+    }
+
+    /// All snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        let mut out = self
+            .snapshot_ids()?
+            .iter()
+            .map(|id| self.load_snapshot(id))
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by(|a, b| a.file.time.cmp(&b.file.time).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Resolves `latest` (narrowed by `filter`) or a unique id prefix.
+    pub fn find_snapshot(&self, spec: &str, filter: &SnapshotFilter) -> Result<Snapshot> {
+        if spec == "latest" {
+            return self
+                .snapshots()?
+                .into_iter()
+                .rev()
+                .find(|s| filter.matches(&s.file))
+                .ok_or_else(|| Error::SnapshotNotFound(spec.to_string()));
+        }
+        let prefix = spec.to_ascii_lowercase();
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::SnapshotNotFound(spec.to_string()));
+        }
+        let matches: Vec<Id> = self
+            .snapshot_ids()?
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&prefix))
+            .collect();
+        match matches.as_slice() {
+            [] => Err(Error::SnapshotNotFound(spec.to_string())),
+            [one] => self.load_snapshot(one),
+            many => Err(Error::AmbiguousSnapshot {
+                prefix: spec.to_string(),
+                candidates: many.iter().map(|i| i.short()).collect(),
+            }),
+        }
+    }
+
+    /// Writes a snapshot file: the commit point of a backup.
+    pub fn save_snapshot(&self, file: &SnapshotFile) -> Result<Id> {
+        let data = file.encode();
+        let id = Id::hash(&data);
+        self.storage.put(FileKind::Snapshot, &id.to_hex(), &data)?;
+        Ok(id)
+    }
+
+    /// Total bytes of every pack, by listing storage.
+    pub fn stored_bytes(&self) -> Result<(u64, u64)> {
+        let packs = self.storage.list(FileKind::Pack)?;
+        Ok((packs.len() as u64, packs.iter().map(|p| p.1).sum()))
+    }
+
+    /// Map from pack id to its length, as storage reports it.
+    pub fn pack_sizes(&self) -> Result<HashMap<Id, u64>> {
+        Ok(self
+            .storage
+            .list(FileKind::Pack)?
+            .into_iter()
+            .filter_map(|(n, l)| n.parse().ok().map(|id| (id, l)))
+            .collect())
+    }
+}

@@ -1,0 +1,225 @@
+//! A repository in a local directory.
+//!
+//! ```text
+//! REPO/config
+//! REPO/data/<2 hex>/<pack id>     packs, sharded by the first byte of the id
+//! REPO/index/<index file id>
+//! REPO/snapshots/<snapshot id>
+//! REPO/locks/<lock name>
+//! REPO/tmp/                       partial writes, never read
+//! REPO/index.redb                 the local index database (a cache)
+//! ```
+//! Writes go to `tmp/`, are fsynced, renamed into place, and the target
+//! directory is fsynced, so a file either exists complete or not at all.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{FileKind, Storage};
+use crate::error::{Error, IoContext, Result};
+
+pub struct LocalDir {
+    root: PathBuf,
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+pub const DIRS: [&str; 5] = ["data", "index", "snapshots", "locks", "tmp"];
+
+impl LocalDir {
+    pub fn new(root: impl Into<PathBuf>) -> LocalDir {
+        LocalDir { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates the directory skeleton (the config is written separately).
+    pub fn create_layout(&self) -> Result<()> {
+        fs::create_dir_all(&self.root).at(&self.root)?;
+        for d in DIRS {
+            let p = self.root.join(d);
+            fs::create_dir_all(&p).at(&p)?;
+        }
+        for b in 0..=255u8 {
+            let p = self.root.join("data").join(hex::encode([b]));
+            fs::create_dir_all(&p).at(&p)?;
+        }
+        sync_dir(&self.root.join("data"))?;
+        sync_dir(&self.root)?;
+        Ok(())
+    }
+
+    fn check_name(name: &str) -> Result<()> {
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(Error::InvalidArgument {
+                what: "file name",
+                reason: format!("{name:?}"),
+            });
+        }
+        Ok(())
+    }
+
+    fn path(&self, kind: FileKind, name: &str) -> Result<PathBuf> {
+        Self::check_name(name)?;
+        Ok(match kind {
+            FileKind::Config => self.root.join("config"),
+            FileKind::Pack => {
+                let shard = name.get(..2).unwrap_or("00");
+                self.root.join("data").join(shard).join(name)
+            }
+            FileKind::Index => self.root.join("index").join(name),
+            FileKind::Snapshot => self.root.join("snapshots").join(name),
+            FileKind::Lock => self.root.join("locks").join(name),
+        })
+    }
+
+    fn not_found(kind: FileKind, name: &str, path: &Path, e: std::io::Error) -> Error {
+        if e.kind() == ErrorKind::NotFound {
+            Error::Missing {
+                kind: kind.describe(),
+                name: name.to_string(),
+            }
+        } else {
+            Error::io(path, e)
+        }
+    }
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+impl Storage for LocalDir {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn local_path(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
+
+    fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        let dest = self.path(kind, name)?;
+        let tmp = self.root.join("tmp").join(format!(
+            "{name}.{}.{}",
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io(&tmp, e));
+        }
+        if let Err(e) = fs::rename(&tmp, &dest) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io(&dest, e));
+        }
+        sync_dir(dest.parent().unwrap_or(&self.root))
+    }
+
+    fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        let p = self.path(kind, name)?;
+        fs::read(&p).map_err(|e| Self::not_found(kind, name, &p, e))
+    }
+
+    fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let p = self.path(kind, name)?;
+        let f = File::open(&p).map_err(|e| Self::not_found(kind, name, &p, e))?;
+        let mut buf = vec![0u8; usize::try_from(len).map_err(|_| Error::corrupt("range", name, "too long"))?];
+        f.read_exact_at(&mut buf, offset).map_err(|e| {
+            if e.kind() == ErrorKind::UnexpectedEof {
+                Error::corrupt(
+                    kind.describe(),
+                    name,
+                    format!("truncated: range {offset}+{len} past end of file"),
+                )
+            } else {
+                Error::io(&p, e)
+            }
+        })?;
+        Ok(buf)
+    }
+
+    fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
+        let p = self.path(kind, name)?;
+        fs::metadata(&p)
+            .map(|m| m.len())
+            .map_err(|e| Self::not_found(kind, name, &p, e))
+    }
+
+    fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
+        let p = self.path(kind, name)?;
+        match fs::symlink_metadata(&p) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(&p, e)),
+        }
+    }
+
+    fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        let dirs: Vec<PathBuf> = match kind {
+            FileKind::Config => {
+                return Ok(match fs::metadata(self.root.join("config")) {
+                    Ok(m) => vec![("config".into(), m.len())],
+                    Err(_) => vec![],
+                })
+            }
+            FileKind::Pack => {
+                let data = self.root.join("data");
+                let mut shards: Vec<PathBuf> = fs::read_dir(&data)
+                    .at(&data)?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .collect();
+                shards.sort();
+                shards
+            }
+            FileKind::Index => vec![self.root.join("index")],
+            FileKind::Snapshot => vec![self.root.join("snapshots")],
+            FileKind::Lock => vec![self.root.join("locks")],
+        };
+        let mut out = Vec::new();
+        for dir in dirs {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(&dir, e)),
+            };
+            for entry in rd {
+                let entry = entry.at(&dir)?;
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                if name.starts_with('.') {
+                    continue;
+                }
+                match entry.metadata() {
+                    Ok(m) if m.is_file() => out.push((name, m.len())),
+                    Ok(_) => {}
+                    // Deleted between readdir and stat: not there any more.
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(entry.path(), e)),
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        let p = self.path(kind, name)?;
+        match fs::remove_file(&p) {
+            Ok(()) => sync_dir(p.parent().unwrap_or(&self.root)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&p, e)),
+        }
+    }
+}
