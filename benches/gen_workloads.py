@@ -32,6 +32,7 @@ import multiprocessing
 import os
 import random
 import shutil
+import subprocess
 import sys
 import time
 import zlib
@@ -1155,7 +1156,7 @@ def main():
             spool_day2(out, old.get("seed", a.seed), old.get("scale", a.scale), "revert")
         target = os.path.join(out, s)
         if os.path.exists(target):
-            shutil.rmtree(target)
+            subprocess.run(["rm", "-rf", target], check=True)  # much faster than shutil.rmtree
         man["shapes"][s] = dict(params, complete=False)
         save_manifest(out, man)
         t0 = time.time()

@@ -45,11 +45,7 @@ impl CliProgress {
             b.enable_steady_tick(Duration::from_millis(200));
             b
         });
-        CliProgress {
-            bar,
-            files: AtomicU64::new(0),
-            warnings: AtomicU64::new(0),
-        }
+        CliProgress { bar, files: AtomicU64::new(0), warnings: AtomicU64::new(0) }
     }
 
     pub fn finish(&self) {
@@ -72,7 +68,7 @@ impl Progress for CliProgress {
     fn file_done(&self, _path: &Path, _bytes: u64) {
         let n = self.files.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(b) = &self.bar {
-            if n % 64 == 0 {
+            if n.is_multiple_of(64) {
                 b.set_message(format!("{n} files"));
             }
         }
@@ -89,8 +85,10 @@ impl Progress for CliProgress {
             if bytes > 0 {
                 b.set_length(bytes);
                 b.set_style(
-                    ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta}) {msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    ProgressStyle::with_template(
+                        "{prefix} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta}) {msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
             }
         }

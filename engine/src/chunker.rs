@@ -90,15 +90,7 @@ impl<R: Read> StreamChunker<R> {
         // Reading 2*max at a time keeps memmoves rare (one per refill) while
         // bounding memory at a few MiB per stream.
         let cap = chunker.max * 2;
-        StreamChunker {
-            chunker,
-            reader,
-            buf: vec![0u8; cap],
-            start: 0,
-            end: 0,
-            eof: false,
-            bytes_read: 0,
-        }
+        StreamChunker { chunker, reader, buf: vec![0u8; cap], start: 0, end: 0, eof: false, bytes_read: 0 }
     }
 
     fn fill(&mut self) -> std::io::Result<()> {

@@ -31,11 +31,7 @@ pub enum Error {
     UnsupportedVersion { found: u32, supported: u32 },
 
     #[error("corrupt {what} {name}: {reason}")]
-    Corrupt {
-        what: &'static str,
-        name: String,
-        reason: String,
-    },
+    Corrupt { what: &'static str, name: String, reason: String },
 
     #[error("{kind} {name} is missing from the repository")]
     Missing { kind: &'static str, name: String },
@@ -47,20 +43,13 @@ pub enum Error {
     SnapshotNotFound(String),
 
     #[error("snapshot id prefix {prefix:?} is ambiguous: it matches {}", candidates.join(", "))]
-    AmbiguousSnapshot {
-        prefix: String,
-        candidates: Vec<String>,
-    },
+    AmbiguousSnapshot { prefix: String, candidates: Vec<String> },
 
     #[error("{path:?} does not exist in snapshot {snapshot}")]
     PathNotInSnapshot { snapshot: String, path: String },
 
     #[error("{path:?} in snapshot {snapshot} is not a {expected}")]
-    WrongEntryKind {
-        snapshot: String,
-        path: String,
-        expected: &'static str,
-    },
+    WrongEntryKind { snapshot: String, path: String, expected: &'static str },
 
     #[error("repository is locked by {holder}{}", if *.stale { " (stale lock; remove it with `arc unlock`)" } else { "" })]
     Locked { holder: String, stale: bool },
@@ -97,18 +86,11 @@ impl Error {
     }
 
     pub fn corrupt(what: &'static str, name: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Corrupt {
-            what,
-            name: name.into(),
-            reason: reason.into(),
-        }
+        Error::Corrupt { what, name: name.into(), reason: reason.into() }
     }
 
     pub fn index_db(path: impl Into<PathBuf>, reason: impl std::fmt::Display) -> Self {
-        Error::IndexDb {
-            path: path.into(),
-            reason: reason.to_string(),
-        }
+        Error::IndexDb { path: path.into(), reason: reason.to_string() }
     }
 }
 

@@ -103,10 +103,7 @@ mod tests {
     fn hex_round_trip_and_known_vector() {
         // BLAKE3 of the empty input, from the BLAKE3 reference test vectors.
         let empty = Id::hash(b"");
-        assert_eq!(
-            empty.to_hex(),
-            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
-        );
+        assert_eq!(empty.to_hex(), "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262");
         assert_eq!(empty.to_hex().parse::<Id>().unwrap(), empty);
         assert_eq!(empty.short(), "af1349b9");
         assert!("zz".parse::<Id>().is_err());

@@ -94,9 +94,9 @@ impl Index {
     pub fn open(path: &Path) -> Result<Index> {
         let build = || {
             let mut b = redb::Builder::new();
-            // The working set is the blob table's pages; 64 MiB keeps a
-            // million-blob index hot while keeping backups' memory flat.
-            b.set_cache_size(64 * 1024 * 1024);
+            // Lookups are point reads of a B-tree whose pages the OS also
+            // caches; a small cache keeps a backup's memory flat.
+            b.set_cache_size(16 * 1024 * 1024);
             b.set_concurrency_mode(redb::ConcurrencyMode::MultiWriter);
             b
         };
@@ -120,10 +120,7 @@ impl Index {
                 }
             }
         };
-        let index = Index {
-            db,
-            path: path.to_path_buf(),
-        };
+        let index = Index { db, path: path.to_path_buf() };
         let version = {
             let r = tx!(path, index.db.begin_read())?;
             match r.open_table(META) {
@@ -182,7 +179,10 @@ impl Index {
                         tx!(p, blobs.insert(b.id.0, loc.encode()))?;
                     }
                 }
-                tx!(p, pack_table.insert(pe.pack.0, (pe.pack_len, pe.trailer.blobs.len() as u32, index_file.is_some())))?;
+                tx!(
+                    p,
+                    pack_table.insert(pe.pack.0, (pe.pack_len, pe.trailer.blobs.len() as u32, index_file.is_some()))
+                )?;
             }
             if let Some(f) = index_file {
                 let mut files = tx!(p, w.open_table(INDEX_FILES))?;
@@ -192,30 +192,11 @@ impl Index {
         tx!(p, w.commit())
     }
 
-    /// Records that an index file now lists `packs`, which were added
-    /// pack by pack while the backup ran.
-    pub fn add_index_file(&self, index_file: Id, packs: &[PackEntry]) -> Result<()> {
-        let p = &self.path;
-        let w = tx!(p, self.db.begin_write())?;
-        {
-            let mut files = tx!(p, w.open_table(INDEX_FILES))?;
-            tx!(p, files.insert(index_file.0, packs.len() as u32))?;
-            let mut pack_table = tx!(p, w.open_table(PACKS))?;
-            for pe in packs {
-                tx!(p, pack_table.insert(pe.pack.0, (pe.pack_len, pe.trailer.blobs.len() as u32, true)))?;
-            }
-        }
-        tx!(p, w.commit())
-    }
-
     pub fn reader(&self) -> Result<IndexReader> {
         let p = &self.path;
         let r = tx!(p, self.db.begin_read())?;
         let blobs = tx!(p, r.open_table(BLOBS))?;
-        Ok(IndexReader {
-            blobs,
-            path: self.path.clone(),
-        })
+        Ok(IndexReader { blobs, path: self.path.clone() })
     }
 
     pub fn lookup(&self, id: &Id) -> Result<Option<BlobLocation>> {

@@ -9,7 +9,7 @@
 //! use arc_engine::{ops::backup::{backup, BackupOptions}, progress::NoProgress, Repository};
 //! let repo = Repository::open_local("/srv/backup/repo".as_ref())?;
 //! let opts = BackupOptions { paths: vec!["/var/www".into()], ..Default::default() };
-//! let result = backup(&repo, &opts, &NoProgress)?;
+//! let result = backup(&repo, opts, &NoProgress)?;
 //! println!("snapshot {}", result.snapshot_id);
 //! # Ok::<(), arc_engine::Error>(())
 //! ```

@@ -21,19 +21,12 @@ pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 
 pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into())
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
 }
 
 pub fn username() -> String {
     let uid = nix::unistd::getuid();
-    nix::unistd::User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| uid.to_string())
+    nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_else(|| uid.to_string())
 }
 
 impl LockFile {
@@ -115,12 +108,7 @@ impl LockGuard {
                 })
                 .ok()
         };
-        Ok(LockGuard {
-            storage,
-            name,
-            stop,
-            refresher,
-        })
+        Ok(LockGuard { storage, name, stop, refresher })
     }
 }
 
@@ -131,8 +119,16 @@ fn check_conflicts(storage: &dyn Storage, own: &str, exclusive: bool) -> Result<
         }
         let lock = match storage.get(FileKind::Lock, &name).and_then(|d| LockFile::decode(&d, &name)) {
             Ok(l) => l,
-            // Vanished meanwhile (released), or a damaged lock: ignore it.
-            Err(_) => continue,
+            // Released meanwhile.
+            Err(Error::Missing { .. }) => continue,
+            // Locks are written atomically, so an unreadable one comes from
+            // a newer arc or damage: respect it rather than guess.
+            Err(e) => return Err(Error::Locked {
+                holder: format!(
+                    "unreadable lock file {name} ({e}); if no other arc runs, remove it with `arc unlock --remove-all`"
+                ),
+                stale: false,
+            }),
         };
         if lock.is_stale() {
             if lock.host == hostname() {
@@ -142,10 +138,7 @@ fn check_conflicts(storage: &dyn Storage, own: &str, exclusive: bool) -> Result<
             continue;
         }
         if exclusive || lock.exclusive {
-            return Err(Error::Locked {
-                holder: lock.describe(),
-                stale: false,
-            });
+            return Err(Error::Locked { holder: lock.describe(), stale: false });
         }
     }
     Ok(())

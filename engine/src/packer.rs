@@ -32,7 +32,7 @@ use crate::repo::Repository;
 use crate::storage::FileKind;
 
 /// Raw blob bytes allowed in flight between `store` and compression.
-const IN_FLIGHT_BUDGET: usize = 48 * 1024 * 1024;
+const IN_FLIGHT_BUDGET: usize = 16 * 1024 * 1024;
 /// An index file is written after this many packs, bounding what a crash
 /// leaves unlisted (such packs are adopted by the next backup anyway).
 const PACKS_PER_INDEX_FILE: usize = 32;
@@ -52,11 +52,8 @@ impl Budget {
             if failed.load(Ordering::Relaxed) {
                 return Err(Error::Interrupted);
             }
-            used = self
-                .freed
-                .wait_timeout(used, std::time::Duration::from_millis(100))
-                .map_err(|_| Error::Interrupted)?
-                .0;
+            used =
+                self.freed.wait_timeout(used, std::time::Duration::from_millis(100)).map_err(|_| Error::Interrupted)?.0;
         }
         *used += n;
         Ok(n)
@@ -157,6 +154,12 @@ impl BlobSink<'_> {
         if self.shared.failed.load(Ordering::Relaxed) {
             return Err(self.stopped());
         }
+        if u32::try_from(data.len()).is_err() {
+            return Err(Error::InvalidArgument {
+                what: "blob",
+                reason: format!("{} bytes exceed the 4 GiB blob limit", data.len()),
+            });
+        }
         if index.contains(&id)? {
             return Ok(());
         }
@@ -166,12 +169,7 @@ impl BlobSink<'_> {
         let budget = self.shared.budget.acquire(data.len(), &self.shared.failed)?;
         self.blobs_added.fetch_add(1, Ordering::Relaxed);
         self.bytes_added.fetch_add(data.len() as u64, Ordering::Relaxed);
-        let job = BlobJob {
-            id,
-            kind,
-            data: data.to_vec(),
-            budget,
-        };
+        let job = BlobJob { id, kind, data: data.to_vec(), budget };
         if self.tx.send(job).is_err() {
             self.shared.budget.release(budget);
             return Err(self.stopped());
@@ -213,11 +211,7 @@ pub fn run<T>(
     let shared = Shared {
         failed: AtomicBool::new(false),
         first_error: Mutex::new(None),
-        budget: Budget {
-            used: Mutex::new(0),
-            freed: Condvar::new(),
-            limit: IN_FLIGHT_BUDGET,
-        },
+        budget: Budget { used: Mutex::new(0), freed: Condvar::new(), limit: IN_FLIGHT_BUDGET },
     };
     let pending = Mutex::new(HashSet::new());
     let frame_size = repo.config().frame_size as usize;
@@ -244,10 +238,8 @@ pub fn run<T>(
             bytes_added: AtomicU64::new(0),
         };
         let produced = produce(&sink);
-        let (blobs_added, bytes_added) = (
-            sink.blobs_added.load(Ordering::Relaxed),
-            sink.bytes_added.load(Ordering::Relaxed),
-        );
+        let (blobs_added, bytes_added) =
+            (sink.blobs_added.load(Ordering::Relaxed), sink.bytes_added.load(Ordering::Relaxed));
         // Dropping the sink closes the blob channel; the stages drain and
         // end in order.
         drop(sink);
@@ -307,10 +299,7 @@ fn compressor(rx: Receiver<FrameJob>, tx: Sender<CompressedFrame>, level: i32, s
     let mut zstd = match zstd::bulk::Compressor::new(level) {
         Ok(c) => c,
         Err(e) => {
-            shared.fail(Error::InvalidArgument {
-                what: "compression level",
-                reason: e.to_string(),
-            });
+            shared.fail(Error::InvalidArgument { what: "compression level", reason: e.to_string() });
             return;
         }
     };
@@ -322,13 +311,7 @@ fn compressor(rx: Receiver<FrameJob>, tx: Sender<CompressedFrame>, level: i32, s
             None => (job.raw, FrameCodec::Raw),
         };
         shared.budget.release(job.budget);
-        let frame = CompressedFrame {
-            kind: job.kind,
-            stored,
-            raw_len,
-            codec,
-            blobs: job.blobs,
-        };
+        let frame = CompressedFrame { kind: job.kind, stored, raw_len, codec, blobs: job.blobs };
         if tx.send(frame).is_err() {
             shared.fail(Error::Interrupted);
             return;
@@ -346,10 +329,7 @@ impl OpenPack {
     fn new(capacity: usize) -> OpenPack {
         let mut buf = Vec::with_capacity(capacity);
         buf.extend_from_slice(pack::HEADER);
-        OpenPack {
-            buf,
-            trailer: Trailer::default(),
-        }
+        OpenPack { buf, trailer: Trailer::default() }
     }
 
     fn add(&mut self, f: CompressedFrame) {
@@ -362,13 +342,7 @@ impl OpenPack {
         });
         self.buf.extend_from_slice(&f.stored);
         for (id, offset_in_frame, raw_len) in f.blobs {
-            self.trailer.blobs.push(BlobRecord {
-                id,
-                kind: f.kind,
-                frame,
-                offset_in_frame,
-                raw_len,
-            });
+            self.trailer.blobs.push(BlobRecord { id, kind: f.kind, frame, offset_in_frame, raw_len });
         }
     }
 
@@ -379,13 +353,20 @@ impl OpenPack {
         self.buf.extend_from_slice(&trailer);
         self.buf.extend_from_slice(&footer);
         let id = Id::hash(&self.buf);
-        let entry = PackEntry {
-            pack: id,
-            pack_len: self.buf.len() as u64,
-            trailer: self.trailer,
-        };
+        let entry = PackEntry { pack: id, pack_len: self.buf.len() as u64, trailer: self.trailer };
         (self.buf, entry)
     }
+}
+
+/// Packs being written concurrently: an fsync of one pack overlaps with
+/// compressing and writing the next, instead of stalling the pipeline.
+const UPLOADERS: usize = 2;
+
+/// Packs written but not yet listed in an index file.
+struct Unlisted {
+    packs: Mutex<Vec<PackEntry>>,
+    packs_written: AtomicU64,
+    bytes_stored: AtomicU64,
 }
 
 fn pack_writer(
@@ -396,60 +377,126 @@ fn pack_writer(
     adopt: Vec<PackEntry>,
 ) -> Result<PackerStats> {
     let pack_size = repo.config().pack_size as usize;
-    let mut open: [Option<OpenPack>; 2] = [None, None];
-    let mut unlisted = adopt;
-    let mut stats = PackerStats::default();
-
-    let write_pack = |p: OpenPack, unlisted: &mut Vec<PackEntry>, stats: &mut PackerStats| -> Result<()> {
-        let (bytes, entry) = p.seal();
-        repo.storage().put(FileKind::Pack, &entry.pack.to_hex(), &bytes)?;
-        repo.index()?.add_packs(std::slice::from_ref(&entry), None)?;
-        if let Ok(mut pending) = pending.lock() {
-            for b in &entry.trailer.blobs {
-                pending.remove(&b.id);
+    let unlisted =
+        Unlisted { packs: Mutex::new(adopt), packs_written: AtomicU64::new(0), bytes_stored: AtomicU64::new(0) };
+    // Rendezvous: a sealed pack waits in the writer until an uploader is
+    // free, so at most UPLOADERS + 2 packs are in memory.
+    let (upload_tx, upload_rx) = bounded::<(Vec<u8>, PackEntry)>(0);
+    let sealed = std::thread::scope(|scope| -> Result<()> {
+        let uploaders: Vec<_> = (0..UPLOADERS)
+            .map(|_| {
+                let rx = upload_rx.clone();
+                let unlisted = &unlisted;
+                scope.spawn(move || -> Result<()> {
+                    for (bytes, entry) in rx.iter() {
+                        if let Err(e) = upload(repo, pending, unlisted, bytes, entry) {
+                            shared.stop();
+                            // Drain so the writer never blocks on a dead uploader.
+                            for _ in rx.iter() {}
+                            return Err(e);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        drop(upload_rx);
+        let mut open: [Option<OpenPack>; 2] = [None, None];
+        let mut stopped = false;
+        for frame in rx.iter() {
+            if stopped || shared.failed.load(Ordering::Relaxed) {
+                // Keep draining so upstream stages can finish.
+                stopped = true;
+                continue;
+            }
+            let kind = frame.kind as usize;
+            let p = open[kind].get_or_insert_with(|| OpenPack::new(pack_size + pack_size / 8));
+            p.add(frame);
+            if p.buf.len() >= pack_size {
+                if let Some(full) = open[kind].take() {
+                    stopped = upload_tx.send(full.seal()).is_err();
+                }
             }
         }
-        stats.packs_written += 1;
-        stats.bytes_stored += entry.pack_len;
-        unlisted.push(entry);
-        if unlisted.len() >= PACKS_PER_INDEX_FILE {
-            write_index_file(repo, unlisted)?;
+        if !stopped {
+            for p in open.into_iter().flatten() {
+                if upload_tx.send(p.seal()).is_err() {
+                    break;
+                }
+            }
         }
-        Ok(())
+        drop(upload_tx);
+        let mut result = Ok(());
+        for u in uploaders {
+            let r = u.join().unwrap_or(Err(Error::Interrupted));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    });
+    // Whatever was written is listed, even after an error, so the next
+    // backup finds it without scanning.
+    let mut rest = unlisted.packs.into_inner().unwrap_or_default();
+    let listed = if rest.is_empty() { Ok(()) } else { write_index_file(repo, &mut rest) };
+    sealed?;
+    listed?;
+    Ok(PackerStats {
+        packs_written: unlisted.packs_written.load(Ordering::Relaxed),
+        bytes_stored: unlisted.bytes_stored.load(Ordering::Relaxed),
+        ..Default::default()
+    })
+}
+
+/// Writes one pack durably, then makes it known: index database first (so
+/// dedup sees it), then, every few packs, an index file.
+fn upload(
+    repo: &Repository,
+    pending: &Mutex<HashSet<Id>>,
+    unlisted: &Unlisted,
+    bytes: Vec<u8>,
+    entry: PackEntry,
+) -> Result<()> {
+    repo.storage().put(FileKind::Pack, &entry.pack.to_hex(), &bytes)?;
+    drop(bytes);
+    repo.index()?.add_packs(std::slice::from_ref(&entry), None)?;
+    if let Ok(mut pending) = pending.lock() {
+        for b in &entry.trailer.blobs {
+            pending.remove(&b.id);
+        }
+    }
+    unlisted.packs_written.fetch_add(1, Ordering::Relaxed);
+    unlisted.bytes_stored.fetch_add(entry.pack_len, Ordering::Relaxed);
+    let batch = {
+        let mut packs = unlisted.packs.lock().map_err(|_| Error::Interrupted)?;
+        packs.push(entry);
+        if packs.len() >= PACKS_PER_INDEX_FILE {
+            std::mem::take(&mut *packs)
+        } else {
+            Vec::new()
+        }
     };
+    if !batch.is_empty() {
+        write_index_file(repo, &mut { batch })?;
+    }
+    Ok(())
+}
 
-    let mut result = Ok(());
-    for frame in rx.iter() {
-        if result.is_err() {
-            continue; // keep draining so upstream stages can finish
-        }
-        let kind = frame.kind as usize;
-        let p = open[kind].get_or_insert_with(|| OpenPack::new(pack_size + pack_size / 8));
-        p.add(frame);
-        if p.buf.len() >= pack_size {
-            if let Some(full) = open[kind].take() {
-                result = write_pack(full, &mut unlisted, &mut stats);
-            }
-        }
-        if result.is_err() {
-            shared.stop();
-        }
+/// Writes an index file for every pack in storage that none lists yet.
+pub fn list_unlisted_packs(repo: &Repository) -> Result<()> {
+    let mut unlisted = repo.unindexed_packs()?;
+    if unlisted.is_empty() {
+        return Ok(());
     }
-    result?;
-    for p in open.into_iter().flatten() {
-        write_pack(p, &mut unlisted, &mut stats)?;
-    }
-    if !unlisted.is_empty() {
-        write_index_file(repo, &mut unlisted)?;
-    }
-    Ok(stats)
+    write_index_file(repo, &mut unlisted)
 }
 
 fn write_index_file(repo: &Repository, packs: &mut Vec<PackEntry>) -> Result<()> {
     let data = index_file::encode(packs);
     let id = Id::hash(&data);
     repo.storage().put(FileKind::Index, &id.to_hex(), &data)?;
-    repo.index()?.add_index_file(id, packs)?;
+    // Also (re)records the blobs: adopted packs may be new to this database.
+    repo.index()?.add_packs(packs, Some(id))?;
     packs.clear();
     Ok(())
 }

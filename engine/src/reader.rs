@@ -29,13 +29,7 @@ pub struct BlobReader {
 
 impl BlobReader {
     pub fn new(budget: usize) -> BlobReader {
-        BlobReader {
-            cache: Mutex::new(FrameCache {
-                frames: LruCache::unbounded(),
-                bytes: 0,
-                budget,
-            }),
-        }
+        BlobReader { cache: Mutex::new(FrameCache { frames: LruCache::unbounded(), bytes: 0, budget }) }
     }
 
     fn cached(&self, key: &FrameKey) -> Option<Arc<[u8]>> {
@@ -66,12 +60,8 @@ impl BlobReader {
             return Ok(f);
         }
         let name = loc.pack.to_hex();
-        let stored = repo.storage().get_range(
-            FileKind::Pack,
-            &name,
-            loc.frame.offset,
-            u64::from(loc.frame.stored_len),
-        )?;
+        let stored =
+            repo.storage().get_range(FileKind::Pack, &name, loc.frame.offset, u64::from(loc.frame.stored_len))?;
         let raw: Arc<[u8]> = pack::decode_frame(&stored, &loc.frame, &name)?.into();
         self.remember(key, raw.clone());
         Ok(raw)

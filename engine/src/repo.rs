@@ -96,9 +96,7 @@ impl Repository {
     /// a half-initialised repository is never mistaken for a real one.
     pub fn init(storage: Arc<dyn Storage>, opts: &InitOptions) -> Result<Repository> {
         if storage.exists(FileKind::Config, "config")? {
-            return Err(Error::AlreadyExists {
-                path: storage.location().into(),
-            });
+            return Err(Error::AlreadyExists { path: storage.location().into() });
         }
         if !(1..=22).contains(&opts.compression_level) {
             return Err(Error::InvalidArgument {
@@ -128,10 +126,7 @@ impl Repository {
             id_scheme: IdScheme::Blake3,
             file_chunker: opts.file_chunker,
             stream_chunker: opts.stream_chunker,
-            compression: CompressionParams {
-                algorithm: CompressionAlgorithm::Zstd,
-                level: opts.compression_level,
-            },
+            compression: CompressionParams { algorithm: CompressionAlgorithm::Zstd, level: opts.compression_level },
             pack_size: opts.pack_size,
             frame_size: opts.frame_size,
         };
@@ -151,11 +146,7 @@ impl Repository {
     pub fn open(storage: Arc<dyn Storage>, index_db: Option<PathBuf>) -> Result<Repository> {
         let data = match storage.get(FileKind::Config, "config") {
             Ok(d) => d,
-            Err(Error::Missing { .. }) => {
-                return Err(Error::NotARepository {
-                    path: storage.location().into(),
-                })
-            }
+            Err(Error::Missing { .. }) => return Err(Error::NotARepository { path: storage.location().into() }),
             Err(e) => return Err(e),
         };
         let config = Config::decode(&data)?;
@@ -169,13 +160,7 @@ impl Repository {
                 })
             }
         };
-        Ok(Repository {
-            storage,
-            config,
-            index_path,
-            index: OnceLock::new(),
-            reader: OnceLock::new(),
-        })
+        Ok(Repository { storage, config, index_path, index: OnceLock::new(), reader: OnceLock::new() })
     }
 
     pub fn config(&self) -> &Config {
@@ -212,12 +197,8 @@ impl Repository {
     /// Merges index files the database has not seen; rebuilds it when an
     /// index file it was built from has gone (a prune or repair elsewhere).
     fn sync_index(&self, index: &Index) -> Result<()> {
-        let in_storage: HashSet<Id> = self
-            .storage
-            .list(FileKind::Index)?
-            .into_iter()
-            .filter_map(|(n, _)| n.parse().ok())
-            .collect();
+        let in_storage: HashSet<Id> =
+            self.storage.list(FileKind::Index)?.into_iter().filter_map(|(n, _)| n.parse().ok()).collect();
         let known = index.index_files()?;
         if !known.is_subset(&in_storage) {
             index.clear()?;
@@ -248,31 +229,19 @@ impl Repository {
         if pack_len < pack::HEADER_LEN + pack::FOOTER_LEN {
             return Err(Error::corrupt("pack", &name, format!("only {pack_len} bytes")));
         }
-        let footer = self
-            .storage
-            .get_range(FileKind::Pack, &name, pack_len - pack::FOOTER_LEN, pack::FOOTER_LEN)?;
+        let footer = self.storage.get_range(FileKind::Pack, &name, pack_len - pack::FOOTER_LEN, pack::FOOTER_LEN)?;
         let (start, len, sum) = pack::trailer_range(&footer, &name, pack_len)?;
         let bytes = self.storage.get_range(FileKind::Pack, &name, start, u64::from(len))?;
         if Id::hash(&bytes) != sum {
             return Err(Error::corrupt("pack", &name, "trailer checksum mismatch"));
         }
-        Ok(PackEntry {
-            pack: *pack,
-            pack_len,
-            trailer: Trailer::decode(&bytes, &name, start)?,
-        })
+        Ok(PackEntry { pack: *pack, pack_len, trailer: Trailer::decode(&bytes, &name, start)? })
     }
 
     /// Packs in storage that no index file lists (left by an interrupted
     /// or still running backup), with their trailers.
     pub fn unindexed_packs(&self) -> Result<Vec<PackEntry>> {
-        let listed: HashSet<Id> = self
-            .index()?
-            .packs()?
-            .into_iter()
-            .filter(|p| p.3)
-            .map(|p| p.0)
-            .collect();
+        let listed: HashSet<Id> = self.index()?.packs()?.into_iter().filter(|p| p.3).map(|p| p.0).collect();
         let mut out = Vec::new();
         for (name, len) in self.storage.list(FileKind::Pack)? {
             let Ok(id) = name.parse::<Id>() else { continue };
@@ -303,12 +272,7 @@ impl Repository {
     }
 
     pub fn snapshot_ids(&self) -> Result<Vec<Id>> {
-        Ok(self
-            .storage
-            .list(FileKind::Snapshot)?
-            .into_iter()
-            .filter_map(|(n, _)| n.parse().ok())
-            .collect())
+        Ok(self.storage.list(FileKind::Snapshot)?.into_iter().filter_map(|(n, _)| n.parse().ok()).collect())
     }
 
     pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
@@ -317,19 +281,12 @@ impl Repository {
         if Id::hash(&data) != *id {
             return Err(Error::corrupt("snapshot", name, "content does not match its name"));
         }
-        Ok(Snapshot {
-            id: *id,
-            file: SnapshotFile::decode(&data, &name)?,
-        })
+        Ok(Snapshot { id: *id, file: SnapshotFile::decode(&data, &name)? })
     }
 
     /// All snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
-        let mut out = self
-            .snapshot_ids()?
-            .iter()
-            .map(|id| self.load_snapshot(id))
-            .collect::<Result<Vec<_>>>()?;
+        let mut out = self.snapshot_ids()?.iter().map(|id| self.load_snapshot(id)).collect::<Result<Vec<_>>>()?;
         out.sort_by(|a, b| a.file.time.cmp(&b.file.time).then(a.id.cmp(&b.id)));
         Ok(out)
     }
@@ -348,11 +305,7 @@ impl Repository {
         if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::SnapshotNotFound(spec.to_string()));
         }
-        let matches: Vec<Id> = self
-            .snapshot_ids()?
-            .into_iter()
-            .filter(|id| id.to_hex().starts_with(&prefix))
-            .collect();
+        let matches: Vec<Id> = self.snapshot_ids()?.into_iter().filter(|id| id.to_hex().starts_with(&prefix)).collect();
         match matches.as_slice() {
             [] => Err(Error::SnapshotNotFound(spec.to_string())),
             [one] => self.load_snapshot(one),

@@ -83,14 +83,8 @@ pub fn node_from_metadata(
     n.gid = meta.gid();
     n.user = owners.user(n.uid);
     n.group = owners.group(n.gid);
-    n.mtime = Timestamp {
-        sec: meta.mtime(),
-        nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
-    };
-    n.ctime = Timestamp {
-        sec: meta.ctime(),
-        nsec: meta.ctime_nsec().clamp(0, 999_999_999) as u32,
-    };
+    n.mtime = Timestamp { sec: meta.mtime(), nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32 };
+    n.ctime = Timestamp { sec: meta.ctime(), nsec: meta.ctime_nsec().clamp(0, 999_999_999) as u32 };
     n.size = if n.kind == NodeKind::File { meta.len() } else { 0 };
     n.inode = meta.ino();
     n.device = meta.dev();

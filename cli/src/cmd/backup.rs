@@ -31,10 +31,7 @@ pub fn run(env: &Env, a: BackupArgs) -> Result<u8> {
     };
     let mut streams = Vec::new();
     if a.stdin {
-        streams.push(StreamSource {
-            name: a.stdin_name.clone(),
-            reader: Box::new(std::io::stdin()),
-        });
+        streams.push(StreamSource { name: a.stdin_name.clone(), reader: Box::new(std::io::stdin()) });
     }
     let opts = BackupOptions {
         paths: a.paths,

@@ -129,7 +129,6 @@ pub fn ls(env: &Env, a: LsArgs) -> Result<u8> {
             _ => emit(&base, n)?,
         },
     }
-    drop(emit);
     if env.json {
         super::print_json(&json)?;
     }

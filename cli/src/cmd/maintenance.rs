@@ -63,7 +63,8 @@ pub fn list(env: &Env, a: ListArgs) -> Result<u8> {
                     arc_engine::format::pack::BlobKind::Data => "data",
                     arc_engine::format::pack::BlobKind::Tree => "tree",
                 };
-                writeln!(out, "{kind} {id} {} {}", loc.pack, loc.raw_len).map_err(|e| arc_engine::Error::io("<stdout>", e))
+                writeln!(out, "{kind} {id} {} {}", loc.pack, loc.raw_len)
+                    .map_err(|e| arc_engine::Error::io("<stdout>", e))
             })?;
         }
         ListWhat::Packs => {

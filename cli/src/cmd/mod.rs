@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use arc_engine::{Repository, Snapshot, SnapshotFilter};
 
 use crate::args::{Cli, Command, FilterArgs};
@@ -33,13 +33,7 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         Some(p) => (p, false),
         None => (default_repo_path()?, true),
     };
-    let env = Env {
-        repo_path,
-        is_default,
-        json: cli.json,
-        quiet: cli.quiet || cli.json,
-        cancel,
-    };
+    let env = Env { repo_path, is_default, json: cli.json, quiet: cli.quiet || cli.json, cancel };
     match cli.command {
         Command::Init(a) => init::run(&env, a),
         Command::Backup(a) => backup::run(&env, a),
@@ -70,17 +64,20 @@ impl Env {
                 self.repo_path.display()
             ));
         }
-        Repository::open_local(&self.repo_path).with_context(|| format!("repository {}", self.repo_path.display()))
+        match Repository::open_local(&self.repo_path) {
+            Err(arc_engine::Error::NotARepository { path }) => Err(anyhow!(
+                "{}: not an arc repository (no config file); create one with `arc init --repo {}`",
+                path.display(),
+                path.display()
+            )),
+            other => Ok(other?),
+        }
     }
 }
 
 impl From<FilterArgs> for SnapshotFilter {
     fn from(a: FilterArgs) -> Self {
-        SnapshotFilter {
-            hosts: a.hosts,
-            tags: a.tags,
-            paths: a.paths,
-        }
+        SnapshotFilter { hosts: a.hosts, tags: a.tags, paths: a.paths }
     }
 }
 

@@ -30,17 +30,17 @@ pub enum ChunkerAlgorithm {
 impl ChunkerParams {
     pub fn new(min_size: u32, avg_size: u32, max_size: u32) -> Result<Self> {
         use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
-        let bad = |reason: String| Error::InvalidArgument {
-            what: "chunk sizes",
-            reason,
-        };
+        let bad = |reason: String| Error::InvalidArgument { what: "chunk sizes", reason };
+        // The 2020 algorithm steps two bytes at a time from `min`; an odd
+        // minimum can produce a chunk one byte short of it.
+        if min_size % 2 != 0 {
+            return Err(bad(format!("minimum {min_size} must be even")));
+        }
         if !(MINIMUM_MIN..=MINIMUM_MAX).contains(&min_size) {
             return Err(bad(format!("minimum {min_size} outside {MINIMUM_MIN}..={MINIMUM_MAX}")));
         }
         if !(AVERAGE_MIN..=AVERAGE_MAX).contains(&avg_size) || !avg_size.is_power_of_two() {
-            return Err(bad(format!(
-                "average {avg_size} must be a power of two in {AVERAGE_MIN}..={AVERAGE_MAX}"
-            )));
+            return Err(bad(format!("average {avg_size} must be a power of two in {AVERAGE_MIN}..={AVERAGE_MAX}")));
         }
         if !(MAXIMUM_MIN..=MAXIMUM_MAX).contains(&max_size) {
             return Err(bad(format!("maximum {max_size} outside {MAXIMUM_MIN}..={MAXIMUM_MAX}")));
@@ -48,12 +48,7 @@ impl ChunkerParams {
         if !(min_size < avg_size && avg_size < max_size) {
             return Err(bad(format!("need min < avg < max, got {min_size}/{avg_size}/{max_size}")));
         }
-        Ok(ChunkerParams {
-            algorithm: ChunkerAlgorithm::FastCdc2020,
-            min_size,
-            avg_size,
-            max_size,
-        })
+        Ok(ChunkerParams { algorithm: ChunkerAlgorithm::FastCdc2020, min_size, avg_size, max_size })
     }
 
     /// Defaults for file contents; see format-spec/SPEC.md "Chunk sizes" for
@@ -123,16 +118,16 @@ impl Config {
         struct VersionOnly {
             version: u32,
         }
-        let v: VersionOnly = serde_json::from_slice(&payload)
-            .map_err(|e| Error::corrupt("config", "config", e.to_string()))?;
-        if v.version > REPO_FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                found: v.version,
-                supported: REPO_FORMAT_VERSION,
-            });
+        let v: VersionOnly =
+            serde_json::from_slice(&payload).map_err(|e| Error::corrupt("config", "config", e.to_string()))?;
+        if v.version == 0 {
+            return Err(Error::corrupt("config", "config", "repository format version 0 does not exist"));
         }
-        let config: Config = serde_json::from_slice(&payload)
-            .map_err(|e| Error::corrupt("config", "config", e.to_string()))?;
+        if v.version > REPO_FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion { found: v.version, supported: REPO_FORMAT_VERSION });
+        }
+        let config: Config =
+            serde_json::from_slice(&payload).map_err(|e| Error::corrupt("config", "config", e.to_string()))?;
         ChunkerParams::new(config.file_chunker.min_size, config.file_chunker.avg_size, config.file_chunker.max_size)?;
         ChunkerParams::new(
             config.stream_chunker.min_size,

@@ -23,6 +23,8 @@ use crate::id::Id;
 pub const MAGIC: &[u8; 4] = b"ARCF";
 const HEADER_LEN: usize = 16;
 const CHECKSUM_LEN: usize = 32;
+/// Largest decoded payload accepted (index files are far smaller).
+const MAX_PAYLOAD: u64 = 1 << 30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -84,11 +86,7 @@ pub fn open(ty: FileType, max_version: u8, name: &str, data: &[u8]) -> Result<(u
     }
     let found_ty = r.u8()?;
     if found_ty != ty as u8 {
-        return Err(Error::corrupt(
-            what,
-            name,
-            format!("file type {found_ty}, expected {}", ty as u8),
-        ));
+        return Err(Error::corrupt(what, name, format!("file type {found_ty}, expected {}", ty as u8)));
     }
     let version = r.u8()?;
     let codec = r.u8()?;
@@ -117,8 +115,18 @@ pub fn open(ty: FileType, max_version: u8, name: &str, data: &[u8]) -> Result<(u
     let stored = &data[HEADER_LEN..body_end];
     let payload = match codec {
         0 => stored.to_vec(),
-        1 => zstd::stream::decode_all(stored)
-            .map_err(|e| Error::corrupt(what, name, format!("zstd payload: {e}")))?,
+        1 => {
+            // Bound what a damaged or hostile file can make us allocate.
+            let mut out = Vec::new();
+            let decoder = zstd::stream::Decoder::new(stored)
+                .map_err(|e| Error::corrupt(what, name, format!("zstd payload: {e}")))?;
+            std::io::Read::read_to_end(&mut std::io::Read::take(decoder, MAX_PAYLOAD + 1), &mut out)
+                .map_err(|e| Error::corrupt(what, name, format!("zstd payload: {e}")))?;
+            if out.len() as u64 > MAX_PAYLOAD {
+                return Err(Error::corrupt(what, name, "payload larger than 1 GiB"));
+            }
+            out
+        }
         other => return Err(Error::corrupt(what, name, format!("unknown payload codec {other}"))),
     };
     Ok((version, payload))

@@ -66,11 +66,7 @@ pub fn decode(data: &[u8], name: &str) -> Result<Vec<PackEntry>> {
             .ok_or_else(|| r.corrupt(format!("pack {} length {pack_len} too small", pack.short())))?;
         let bytes = r.take(tlen as usize)?;
         let trailer = Trailer::decode(bytes, &pack.to_hex(), frames_end)?;
-        packs.push(PackEntry {
-            pack,
-            pack_len,
-            trailer,
-        });
+        packs.push(PackEntry { pack, pack_len, trailer });
     }
     r.finish()?;
     Ok(packs)

@@ -25,9 +25,7 @@ pub(crate) struct ByteWriter {
 
 impl ByteWriter {
     pub fn with_capacity(n: usize) -> Self {
-        ByteWriter {
-            buf: Vec::with_capacity(n),
-        }
+        ByteWriter { buf: Vec::with_capacity(n) }
     }
     pub fn u8(&mut self, v: u8) {
         self.buf.push(v);
@@ -66,20 +64,11 @@ pub(crate) struct ByteReader<'a> {
 
 impl<'a> ByteReader<'a> {
     pub fn new(data: &'a [u8], what: &'static str, name: &'a str) -> Self {
-        ByteReader {
-            data,
-            pos: 0,
-            what,
-            name,
-        }
+        ByteReader { data, pos: 0, what, name }
     }
 
     pub fn corrupt(&self, reason: impl Into<String>) -> Error {
-        Error::corrupt(
-            self.what,
-            self.name,
-            format!("{} (at byte {})", reason.into(), self.pos),
-        )
+        Error::corrupt(self.what, self.name, format!("{} (at byte {})", reason.into(), self.pos))
     }
 
     pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {

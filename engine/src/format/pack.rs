@@ -89,9 +89,8 @@ pub struct Trailer {
 
 impl Trailer {
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = ByteWriter::with_capacity(
-            8 + self.frames.len() * FRAME_RECORD_LEN + self.blobs.len() * BLOB_RECORD_LEN,
-        );
+        let mut w =
+            ByteWriter::with_capacity(8 + self.frames.len() * FRAME_RECORD_LEN + self.blobs.len() * BLOB_RECORD_LEN);
         w.u32(self.frames.len() as u32);
         w.u32(self.blobs.len() as u32);
         for f in &self.frames {
@@ -122,10 +121,9 @@ impl Trailer {
             .checked_mul(FRAME_RECORD_LEN)
             .and_then(|a| blob_count.checked_mul(BLOB_RECORD_LEN).and_then(|b| a.checked_add(b)));
         if expected != Some(r.remaining()) {
-            return Err(r.corrupt(format!(
-                "{frame_count} frames and {blob_count} blobs do not fit {} bytes",
-                r.remaining()
-            )));
+            return Err(
+                r.corrupt(format!("{frame_count} frames and {blob_count} blobs do not fit {} bytes", r.remaining()))
+            );
         }
         let mut frames = Vec::with_capacity(frame_count);
         let mut next_offset = HEADER_LEN;
@@ -143,12 +141,7 @@ impl Trailer {
                 return Err(r.corrupt("raw frame with differing stored and raw length"));
             }
             next_offset = offset + u64::from(stored_len);
-            frames.push(FrameRecord {
-                offset,
-                stored_len,
-                raw_len,
-                codec,
-            });
+            frames.push(FrameRecord { offset, stored_len, raw_len, codec });
         }
         if next_offset != frames_end {
             return Err(r.corrupt("frames do not end where the trailer starts"));
@@ -167,13 +160,7 @@ impl Trailer {
             if u64::from(offset_in_frame) + u64::from(raw_len) > u64::from(f.raw_len) {
                 return Err(r.corrupt(format!("blob {} extends past its frame", id.short())));
             }
-            blobs.push(BlobRecord {
-                id,
-                kind,
-                frame,
-                offset_in_frame,
-                raw_len,
-            });
+            blobs.push(BlobRecord { id, kind, frame, offset_in_frame, raw_len });
         }
         r.finish()?;
         Ok(Trailer { frames, blobs })
@@ -260,18 +247,8 @@ mod tests {
     fn trailer_round_trip_and_validation() {
         let t = Trailer {
             frames: vec![
-                FrameRecord {
-                    offset: 8,
-                    stored_len: 10,
-                    raw_len: 20,
-                    codec: FrameCodec::Zstd,
-                },
-                FrameRecord {
-                    offset: 18,
-                    stored_len: 5,
-                    raw_len: 5,
-                    codec: FrameCodec::Raw,
-                },
+                FrameRecord { offset: 8, stored_len: 10, raw_len: 20, codec: FrameCodec::Zstd },
+                FrameRecord { offset: 18, stored_len: 5, raw_len: 5, codec: FrameCodec::Raw },
             ],
             blobs: vec![BlobRecord {
                 id: Id::hash(b"a"),
@@ -286,7 +263,7 @@ mod tests {
         assert!(Trailer::decode(&enc, "p", 24).is_err(), "gap before trailer");
         assert!(Trailer::decode(&enc[..enc.len() - 1], "p", 23).is_err());
         let mut bad = enc.clone();
-        bad[8 + 24 + 32] = 7; // blob kind
+        bad[8 + 2 * 24 + 32] = 7; // kind byte of the first blob record
         assert!(Trailer::decode(&bad, "p", 23).is_err());
     }
 }

@@ -145,7 +145,20 @@ impl Tree {
         w.bytes(MAGIC);
         w.u8(VERSION);
         w.u32(self.nodes.len() as u32);
-        for n in &self.nodes {
+        for (i, n) in self.nodes.iter().enumerate() {
+            // Never write what `decode` would refuse.
+            if !is_safe_name(&n.name) || i > 0 && self.nodes[i - 1].name == n.name {
+                return Err(Error::InvalidArgument {
+                    what: "tree entry",
+                    reason: format!("unsafe or duplicate name {:?}", n.name_lossy()),
+                });
+            }
+            if n.mtime.nsec >= 1_000_000_000 || n.ctime.nsec >= 1_000_000_000 {
+                return Err(Error::InvalidArgument {
+                    what: "tree entry",
+                    reason: format!("nanoseconds out of range for {:?}", n.name_lossy()),
+                });
+            }
             w.u8(n.kind as u8);
             w.u16(u16::try_from(n.name.len()).map_err(|_| too_long("name", &n.name))?);
             w.bytes(&n.name);
@@ -181,7 +194,10 @@ impl Tree {
                         w.id(c);
                     }
                 }
-                NodeKind::Dir => w.id(&n.subtree.unwrap_or_default()),
+                NodeKind::Dir => w.id(&n.subtree.ok_or_else(|| Error::InvalidArgument {
+                    what: "tree entry",
+                    reason: format!("directory {:?} has no subtree", n.name_lossy()),
+                })?),
                 _ => {}
             }
         }
@@ -210,10 +226,7 @@ impl Tree {
             let name_len = r.u16()? as usize;
             let entry_name = r.take(name_len)?.to_vec();
             if !is_safe_name(&entry_name) {
-                return Err(Error::UnsafeName {
-                    tree: *id,
-                    name: String::from_utf8_lossy(&entry_name).into_owned(),
-                });
+                return Err(Error::UnsafeName { tree: *id, name: String::from_utf8_lossy(&entry_name).into_owned() });
             }
             if let Some(prev) = nodes.last() {
                 if prev.name >= entry_name {
@@ -228,14 +241,8 @@ impl Tree {
             n.user = r.take(ul)?.to_vec();
             let gl = r.u8()? as usize;
             n.group = r.take(gl)?.to_vec();
-            n.mtime = Timestamp {
-                sec: r.i64()?,
-                nsec: r.u32()?,
-            };
-            n.ctime = Timestamp {
-                sec: r.i64()?,
-                nsec: r.u32()?,
-            };
+            n.mtime = Timestamp { sec: r.i64()?, nsec: r.u32()? };
+            n.ctime = Timestamp { sec: r.i64()?, nsec: r.u32()? };
             if n.mtime.nsec >= 1_000_000_000 || n.ctime.nsec >= 1_000_000_000 {
                 return Err(r.corrupt("nanoseconds out of range"));
             }
@@ -272,10 +279,7 @@ impl Tree {
     }
 
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
-        self.nodes
-            .binary_search_by(|n| n.name.as_slice().cmp(name))
-            .ok()
-            .map(|i| &self.nodes[i])
+        self.nodes.binary_search_by(|n| n.name.as_slice().cmp(name)).ok().map(|i| &self.nodes[i])
     }
 }
 
@@ -323,9 +327,15 @@ mod tests {
         for cut in 0..enc.len() {
             assert!(Tree::decode(&enc[..cut], &Id::default()).is_err());
         }
-        for bad in [&b".."[..], b"x/y", b"", b"."] {
-            let mut t = Tree { nodes: vec![Node::new(NodeKind::Fifo, bad.to_vec())] };
-            let enc = t.encode().unwrap();
+        // The encoder refuses unsafe names, so patch them into the bytes of
+        // a safe name of the same length to test the decoder.
+        for (safe, bad) in [(&b"a"[..], &b"."[..]), (b"ab", b".."), (b"abc", b"x/y"), (b"abcd", b"a\0bc")] {
+            let mut bad_tree = Tree { nodes: vec![Node::new(NodeKind::Fifo, bad.to_vec())] };
+            assert!(bad_tree.encode().is_err(), "encoder accepted {bad:?}");
+            let mut t = Tree { nodes: vec![Node::new(NodeKind::Fifo, safe.to_vec())] };
+            let mut enc = t.encode().unwrap();
+            let at = enc.windows(safe.len()).position(|w| w == safe).unwrap();
+            enc[at..at + bad.len()].copy_from_slice(bad);
             assert!(matches!(Tree::decode(&enc, &Id::default()), Err(Error::UnsafeName { .. })), "{bad:?}");
         }
     }

@@ -147,10 +147,7 @@ fn cancelled(c: &Option<Arc<AtomicBool>>) -> bool {
 fn resolve_source(p: &Path) -> Result<Source> {
     std::fs::symlink_metadata(p).map_err(|e| {
         if e.kind() == ErrorKind::NotFound {
-            Error::BadSource {
-                path: p.to_path_buf(),
-                reason: "no such file or directory".into(),
-            }
+            Error::BadSource { path: p.to_path_buf(), reason: "no such file or directory".into() }
         } else {
             Error::io(p, e)
         }
@@ -177,11 +174,7 @@ fn resolve_source(p: &Path) -> Result<Source> {
 }
 
 fn stream_components(name: &str) -> Result<Vec<Vec<u8>>> {
-    let comps: Vec<Vec<u8>> = name
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .map(|c| c.as_bytes().to_vec())
-        .collect();
+    let comps: Vec<Vec<u8>> = name.split('/').filter(|c| !c.is_empty()).map(|c| c.as_bytes().to_vec()).collect();
     if comps.is_empty() || comps.iter().any(|c| !is_safe_name(c)) {
         return Err(Error::InvalidArgument {
             what: "stream name",
@@ -204,10 +197,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     sources.sort_by(|a, b| a.components.cmp(&b.components));
     sources.dedup_by(|b, a| b.components.starts_with(&a.components));
     let streams = std::mem::take(&mut opts.streams);
-    let stream_paths = streams
-        .iter()
-        .map(|s| stream_components(&s.name))
-        .collect::<Result<Vec<_>>>()?;
+    let stream_paths = streams.iter().map(|s| stream_components(&s.name)).collect::<Result<Vec<_>>>()?;
     for (i, a) in stream_paths.iter().enumerate() {
         let clash = stream_paths[..i].iter().any(|b| a.starts_with(b) || b.starts_with(a))
             || sources.iter().any(|s| a.starts_with(&s.components) || s.components.starts_with(a));
@@ -227,14 +217,8 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     let parent = match opts.parent {
         Some(id) => Some(repo.load_snapshot(&id)?),
         None => {
-            let filter = SnapshotFilter {
-                hosts: vec![host.clone()],
-                ..Default::default()
-            };
-            repo.snapshots()?
-                .into_iter()
-                .rev()
-                .find(|s| filter.matches(&s.file) && s.file.paths == paths)
+            let filter = SnapshotFilter { hosts: vec![host.clone()], ..Default::default() };
+            repo.snapshots()?.into_iter().rev().find(|s| filter.matches(&s.file) && s.file.paths == paths)
         }
     };
     repo.index()?;
@@ -250,10 +234,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
         stream_chunker: Chunker::new(&repo.config().stream_chunker),
         bytes_read: AtomicU64::new(0),
         warnings: AtomicU64::new(0),
-        repo_root: repo
-            .storage()
-            .local_path()
-            .and_then(|p| std::fs::canonicalize(p).ok()),
+        repo_root: repo.storage().local_path().and_then(|p| std::fs::canonicalize(p).ok()),
     };
 
     let (root, stats) = packer::run(repo, adopt, |sink| run_pipeline(&ctx, sink, &sources, streams, &stream_paths))?;
@@ -262,6 +243,10 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     if cancelled(&ctx.cancel) {
         return Err(Error::Interrupted);
     }
+    // Dedup may have reused blobs from packs that a concurrent backup wrote
+    // but has not listed yet; list every such pack before committing, so
+    // nothing this snapshot reaches depends on another process finishing.
+    packer::list_unlisted_packs(repo)?;
     summary.bytes_read = ctx.bytes_read.load(Ordering::Relaxed);
     summary.bytes_added = stats.bytes_added;
     summary.bytes_added_stored = stats.bytes_stored;
@@ -288,11 +273,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     };
     // The commit point: everything the snapshot refers to is durable.
     let snapshot_id = repo.save_snapshot(&file)?;
-    Ok(BackupResult {
-        snapshot_id,
-        warnings: file.summary.errors,
-        snapshot: file,
-    })
+    Ok(BackupResult { snapshot_id, warnings: file.summary.errors, snapshot: file })
 }
 
 fn join(c: &[Vec<u8>]) -> String {
@@ -338,6 +319,10 @@ impl Ctx<'_> {
 }
 
 type SourceNodes = Vec<Node>;
+/// A node to place in the snapshot at a path of components.
+type Placed = (Vec<Vec<u8>>, Node);
+/// An open directory in the tree builder and its entries so far.
+type OpenDir = (Node, Vec<(Node, Content, Change)>);
 
 fn run_pipeline(
     ctx: &Ctx<'_>,
@@ -362,7 +347,7 @@ fn run_pipeline(
         let (nodes, mut summary) = built?;
         walked?;
         // Top-level nodes in the order of `sources` then streams.
-        let mut items: Vec<(Vec<Vec<u8>>, Node)> = Vec::new();
+        let mut items: Vec<Placed> = Vec::new();
         for (src, node) in sources.iter().zip(nodes.iter()) {
             items.push((src.components.clone(), node.clone()));
         }
@@ -370,7 +355,7 @@ fn run_pipeline(
             items.push((comps.clone(), node.clone()));
         }
         let reader = sink_reader(ctx)?;
-        let root = assemble(ctx, sink, &reader, Path::new("/"), items, &mut summary)?;
+        let root = assemble(sink, &reader, Path::new("/"), items, &mut summary)?;
         Ok((root, summary))
     })
 }
@@ -383,11 +368,10 @@ fn sink_reader(ctx: &Ctx<'_>) -> Result<IndexReader> {
 /// their metadata on disk, or synthetic ones for stream paths; returns the
 /// root tree id.
 fn assemble(
-    ctx: &Ctx<'_>,
     sink: &BlobSink<'_>,
     reader: &IndexReader,
     disk_dir: &Path,
-    items: Vec<(Vec<Vec<u8>>, Node)>,
+    items: Vec<Placed>,
     summary: &mut Summary,
 ) -> Result<Id> {
     // A source that is `/` itself is the root tree.
@@ -396,7 +380,7 @@ fn assemble(
             return Ok(id);
         }
     }
-    let mut groups: BTreeMap<Vec<u8>, Vec<(Vec<Vec<u8>>, Node)>> = BTreeMap::new();
+    let mut groups: BTreeMap<Vec<u8>, Vec<Placed>> = BTreeMap::new();
     let mut tree = Tree::default();
     for (mut comps, node) in items {
         if comps.len() == 1 {
@@ -416,7 +400,7 @@ fn assemble(
             // Stream paths have no directory on disk.
             _ => synthetic_dir(name.clone()),
         };
-        node.subtree = Some(assemble(ctx, sink, reader, &path, sub, summary)?);
+        node.subtree = Some(assemble(sink, reader, &path, sub, summary)?);
         summary.dirs += 1;
         tree.nodes.push(node);
     }
@@ -430,10 +414,7 @@ fn synthetic_dir(name: Vec<u8>) -> Node {
     n.uid = nix::unistd::getuid().as_raw();
     n.gid = nix::unistd::getgid().as_raw();
     let now = Utc::now();
-    n.mtime = Timestamp {
-        sec: now.timestamp(),
-        nsec: now.timestamp_subsec_nanos(),
-    };
+    n.mtime = Timestamp { sec: now.timestamp(), nsec: now.timestamp_subsec_nanos() };
     n.ctime = n.mtime;
     n
 }
@@ -485,10 +466,7 @@ fn walker(
                 Some(Ok(e)) => e,
                 Some(Err(err)) => {
                     let path = err.path().map(Path::to_path_buf).unwrap_or_else(|| src.disk.clone());
-                    let msg = err
-                        .io_error()
-                        .map(|e| e.to_string())
-                        .unwrap_or_else(|| err.to_string());
+                    let msg = err.io_error().map(|e| e.to_string()).unwrap_or_else(|| err.to_string());
                     ctx.warn(&path, &msg);
                     continue;
                 }
@@ -525,10 +503,7 @@ fn walker(
             let previous = if depth == 0 {
                 parent_node.clone()
             } else {
-                parents
-                    .last()
-                    .and_then(|t| t.as_ref())
-                    .and_then(|t| t.find(&name).cloned())
+                parents.last().and_then(|t| t.as_ref()).and_then(|t| t.find(&name).cloned())
             };
             match node.kind {
                 NodeKind::Dir => {
@@ -595,11 +570,8 @@ fn walker(
                                 },
                             );
                         }
-                        jobs.send(Job::File {
-                            path: path.to_path_buf(),
-                            slot: slot.clone(),
-                        })
-                        .map_err(|_| Error::Interrupted)?;
+                        jobs.send(Job::File { path: path.to_path_buf(), slot: slot.clone() })
+                            .map_err(|_| Error::Interrupted)?;
                         send(WalkEvent::Entry(node, Content::Pending(slot), change))?;
                     }
                 }
@@ -619,12 +591,8 @@ fn walker(
         node.user = owners.user(node.uid);
         node.group = owners.group(node.gid);
         let slot = Arc::new(Slot::default());
-        jobs.send(Job::Stream {
-            name: stream.name,
-            reader: stream.reader,
-            slot: slot.clone(),
-        })
-        .map_err(|_| Error::Interrupted)?;
+        jobs.send(Job::Stream { name: stream.name, reader: stream.reader, slot: slot.clone() })
+            .map_err(|_| Error::Interrupted)?;
         send(WalkEvent::Entry(node, Content::Pending(slot), Change::New))?;
         send(WalkEvent::SourceDone)?;
     }
@@ -654,7 +622,7 @@ fn build_trees(
     expected: usize,
 ) -> Result<(SourceNodes, Summary)> {
     let mut summary = Summary::default();
-    let mut stack: Vec<(Node, Vec<(Node, Content, Change)>)> = Vec::new();
+    let mut stack: Vec<OpenDir> = Vec::new();
     let mut done: Vec<Node> = Vec::new();
     let mut top: Option<Node> = None;
 
@@ -697,9 +665,7 @@ fn build_trees(
                 let Some((mut dir, entries)) = stack.pop() else {
                     return Err(Error::corrupt("pipeline", "walker", "unbalanced directory events"));
                 };
-                let mut tree = Tree {
-                    nodes: entries.into_iter().filter_map(|e| resolve(e, &mut summary)).collect(),
-                };
+                let mut tree = Tree { nodes: entries.into_iter().filter_map(|e| resolve(e, &mut summary)).collect() };
                 let data = tree.encode()?;
                 let reader = ctx.repo.index()?.reader()?;
                 dir.subtree = Some(sink.store(&reader, BlobKind::Tree, &data)?);
@@ -775,11 +741,8 @@ type Stored = std::result::Result<(Vec<Id>, u64), String>;
 fn store_file(ctx: &Ctx<'_>, sink: &BlobSink<'_>, path: &Path, buf: &mut Vec<u8>) -> Result<Stored> {
     // O_NOATIME keeps backups from dirtying every inode; it is refused for
     // files we do not own, so fall back to a plain open.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(path)
-        .or_else(|_| File::open(path));
+    let file =
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOATIME).open(path).or_else(|_| File::open(path));
     let mut file = match file {
         Ok(f) => f,
         Err(e) => return Ok(Err(e.to_string())),

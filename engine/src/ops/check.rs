@@ -51,10 +51,7 @@ impl CheckReport {
         self.errors.is_empty()
     }
     fn error(&mut self, message: String) {
-        self.errors.push(Problem {
-            message,
-            affected: Vec::new(),
-        });
+        self.errors.push(Problem { message, affected: Vec::new() });
     }
 }
 
@@ -122,10 +119,8 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
         let total: u64 = stored.values().sum();
         progress.total(stored.len() as u64, total);
         let packs: Vec<(Id, u64)> = stored.iter().map(|(k, v)| (*k, *v)).collect();
-        let results: Vec<(u64, u64, Vec<String>, Vec<Id>)> = packs
-            .par_iter()
-            .map(|(id, len)| verify_pack(repo, id, *len, listed.get(id), progress))
-            .collect();
+        let results: Vec<(u64, u64, Vec<String>, Vec<Id>)> =
+            packs.par_iter().map(|(id, len)| verify_pack(repo, id, *len, listed.get(id), progress)).collect();
         for (bytes, blobs, errors, bad) in results {
             report.bytes_read += bytes;
             report.blobs_verified += blobs;
@@ -193,7 +188,9 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
                 match node.kind {
                     NodeKind::Dir => match node.subtree {
                         Some(sub) => stack.push((sub, p)),
-                        None => report.error(format!("{short}:/{}: directory without a tree", String::from_utf8_lossy(&p))),
+                        None => {
+                            report.error(format!("{short}:/{}: directory without a tree", String::from_utf8_lossy(&p)))
+                        }
                     },
                     k if k.has_chunks() => {
                         for c in &node.chunks {
@@ -230,10 +227,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
                 continue;
             }
         }
-        report.errors.push(Problem {
-            message: what,
-            affected: files,
-        });
+        report.errors.push(Problem { message: what, affected: files });
     }
     Ok(report)
 }

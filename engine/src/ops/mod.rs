@@ -4,9 +4,9 @@
 //! [`Repository`]: crate::Repository
 
 pub mod backup;
-pub mod tree_walk;
-pub mod restore;
 pub mod check;
 pub mod repair;
+pub mod restore;
 pub mod stats;
 pub mod tar;
+pub mod tree_walk;

@@ -5,7 +5,7 @@
 //! any old one is deleted, so at every moment every pack is listed by at
 //! least one index file.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::error::Result;
 use crate::format::index_file::{self, PackEntry};
@@ -25,12 +25,23 @@ pub struct RepairReport {
     pub index_files_removed: u64,
     /// Packs whose trailer could not be read; their blobs are not indexed.
     pub unreadable_packs: Vec<String>,
+    /// Packs whose trailer could not be read but whose previous index entry
+    /// was kept (`arc check --read-data` tells what in them is intact).
+    pub kept_old_entries: Vec<String>,
 }
 
 pub fn repair_index(repo: &Repository, progress: &dyn Progress) -> Result<RepairReport> {
     let _lock = repo.lock_exclusive("repair index")?;
     let mut report = RepairReport::default();
     let old: Vec<String> = repo.storage().list(FileKind::Index)?.into_iter().map(|(n, _)| n).collect();
+    // What the old index files say, as a fallback for packs whose own
+    // trailer is damaged: their listing may be the last map to intact data.
+    let mut old_entries: HashMap<Id, PackEntry> = HashMap::new();
+    for name in &old {
+        if let Ok(entries) = repo.storage().get(FileKind::Index, name).and_then(|d| index_file::decode(&d, name)) {
+            old_entries.extend(entries.into_iter().map(|e| (e.pack, e)));
+        }
+    }
     let packs = repo.storage().list(FileKind::Pack)?;
     progress.total(packs.len() as u64, 0);
     let mut entries: Vec<PackEntry> = Vec::new();
@@ -45,7 +56,15 @@ pub fn repair_index(repo: &Repository, progress: &dyn Progress) -> Result<Repair
                 report.blobs_indexed += e.trailer.blobs.len() as u64;
                 entries.push(e);
             }
-            Err(e) => report.unreadable_packs.push(e.to_string()),
+            Err(e) => match old_entries.remove(&id) {
+                Some(previous) if previous.pack_len == *len => {
+                    report.kept_old_entries.push(format!("{e}; kept its previous index entry"));
+                    report.packs_indexed += 1;
+                    report.blobs_indexed += previous.trailer.blobs.len() as u64;
+                    entries.push(previous);
+                }
+                _ => report.unreadable_packs.push(e.to_string()),
+            },
         }
     }
     let mut written: HashSet<String> = HashSet::new();

@@ -80,6 +80,10 @@ impl Ctx<'_> {
     }
 }
 
+/// An included snapshot path, what it names, and its ancestors (restored
+/// with their metadata too).
+type RestoreRoot = (Vec<u8>, Located, Vec<(Vec<u8>, Node)>);
+
 struct FileJob {
     path: PathBuf,
     node: Node,
@@ -103,7 +107,7 @@ pub fn restore(
     }
     let target = std::fs::canonicalize(target).at(target)?;
     // Resolve every include before writing anything: a typo fails cleanly.
-    let mut roots: Vec<(Vec<u8>, Located, Vec<(Vec<u8>, Node)>)> = Vec::new();
+    let mut roots: Vec<RestoreRoot> = Vec::new();
     let includes = if opts.includes.is_empty() { vec!["/".to_string()] } else { opts.includes.clone() };
     for inc in &includes {
         let comps = split_path(inc)?;
@@ -112,7 +116,7 @@ pub fn restore(
         for i in 1..comps.len() {
             let prefix = comps[..i].join(&b'/');
             if let Located::Node(n) = tree_walk::locate(repo, snapshot, &String::from_utf8_lossy(&prefix))? {
-                ancestors.push((prefix, n));
+                ancestors.push((prefix, *n));
             }
         }
         roots.push((comps.join(&b'/'), located, ancestors));
@@ -188,10 +192,7 @@ pub fn restore(
                             link_targets.insert(p.to_vec());
                         }
                         batch_bytes += node.size;
-                        batch.push(FileJob {
-                            path,
-                            node: node.clone(),
-                        });
+                        batch.push(FileJob { path, node: node.clone() });
                         if batch_bytes >= 4 << 20 || batch.len() >= 256 {
                             flush(&mut batch, &mut batch_bytes)?;
                         }
@@ -272,10 +273,7 @@ fn make_dir(ctx: &Ctx<'_>, path: &Path) -> Result<()> {
         // target): only --overwrite may replace it.
         Ok(_) if ctx.overwrite => std::fs::remove_file(path).at(path)?,
         Ok(_) => {
-            return Err(Error::io(
-                path,
-                std::io::Error::new(ErrorKind::AlreadyExists, "exists and is not a directory"),
-            ))
+            return Err(Error::io(path, std::io::Error::new(ErrorKind::AlreadyExists, "exists and is not a directory")))
         }
         Err(_) => {}
     }
@@ -370,14 +368,7 @@ fn apply_metadata(ctx: &Ctx<'_>, path: &Path, node: &Node, file: Option<&File>) 
         let (u, g) = (Some(Uid::from_raw(node.uid)), Some(Gid::from_raw(node.gid)));
         match file {
             Some(f) => nix::unistd::fchown(f.as_raw_fd(), u, g).map_err(errno)?,
-            None => nix::unistd::fchownat(
-                None,
-                path,
-                u,
-                g,
-                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map_err(errno)?,
+            None => nix::unistd::fchownat(None, path, u, g, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).map_err(errno)?,
         }
     }
     if !is_link {
@@ -403,14 +394,8 @@ fn apply_metadata(ctx: &Ctx<'_>, path: &Path, node: &Node, file: Option<&File>) 
     let (atime, mtime) = (ts(node.mtime), ts(node.mtime));
     match file {
         Some(f) => nix::sys::stat::futimens(f.as_raw_fd(), &atime, &mtime).map_err(errno)?,
-        None => nix::sys::stat::utimensat(
-            None,
-            path,
-            &atime,
-            &mtime,
-            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-        )
-        .map_err(errno)?,
+        None => nix::sys::stat::utimensat(None, path, &atime, &mtime, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
+            .map_err(errno)?,
     }
     Ok(())
 }

@@ -4,10 +4,12 @@
 //!
 //! This module owns the mapping from tree [`Node`]s to tar members: member
 //! names (the full snapshot path without a leading `/`), entry types, and
-//! the pax extended header that carries what ustar cannot (long or non-ASCII
-//! names, nanosecond times, large ids and sizes, long owner names, xattrs).
-//! A member gets a pax header only when it needs one. File contents are
-//! streamed chunk by chunk; nothing holds a whole file.
+//! the pax extended header that carries what ustar cannot (long names,
+//! non-ASCII UTF-8 names, nanosecond and pre-1970 times, large ids and
+//! sizes, long owner names, xattrs). A member gets a pax header only when it
+//! needs one. Hard links become tar links to the first member of their group
+//! that the archive holds. File contents are streamed chunk by chunk;
+//! nothing holds a whole file.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
@@ -192,10 +194,7 @@ impl Dumper<'_> {
         }
         self.stats.bytes += node.size;
         let pad = (BLOCK - node.size % BLOCK) % BLOCK;
-        self.ar
-            .get_mut()
-            .write_all(&[0; BLOCK as usize][..pad as usize])
-            .map_err(output_error)
+        self.ar.get_mut().write_all(&[0; BLOCK as usize][..pad as usize]).map_err(output_error)
     }
 
     /// Writes the member's header, preceded by a pax extended header when
@@ -215,7 +214,7 @@ impl Dumper<'_> {
             }
         }
         if let Some(link) = link {
-            if link.len() <= NAME_LEN && link.is_ascii() {
+            if link.len() <= NAME_LEN && ustar_safe(link) {
                 put(&mut ustar(&mut h).linkname, link);
             } else {
                 pax.text("linkpath", link);
@@ -253,7 +252,7 @@ impl Dumper<'_> {
             put(&mut u.gname, &node.group);
         }
         for (key, owner) in [("uname", &node.user), ("gname", &node.group)] {
-            if owner.len() > OWNER_LEN || !owner.is_ascii() {
+            if owner.len() > OWNER_LEN || !ustar_safe(owner) {
                 pax.text(key, owner);
             }
         }
@@ -317,10 +316,19 @@ fn put(field: &mut [u8], value: &[u8]) {
     field[n..].fill(0);
 }
 
+/// Whether a ustar field carries `value` as every reader will take it.
+/// ustar fields are raw bytes. Non-ASCII UTF-8 goes to pax instead, where
+/// it is declared UTF-8 for readers that convert names to their locale. A
+/// name that is not UTF-8 stays raw in ustar when it fits: in pax it needs
+/// `hdrcharset=BINARY`, which GNU tar (1.34) warns about for every member.
+fn ustar_safe(value: &[u8]) -> bool {
+    value.is_ascii() || std::str::from_utf8(value).is_err()
+}
+
 /// Stores `name` in ustar's name and prefix fields; false when it does not
-/// fit or is not plain ASCII (whose meaning ustar leaves to the locale).
+/// fit or belongs in pax (see [`ustar_safe`]).
 fn set_ustar_name(h: &mut UstarHeader, name: &[u8]) -> bool {
-    if !name.is_ascii() {
+    if !ustar_safe(name) {
         return false;
     }
     if name.len() <= NAME_LEN {
@@ -443,4 +451,401 @@ fn digits(mut n: usize) -> usize {
         d += 1;
     }
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+    use std::fs;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+
+    use super::*;
+    use crate::ops::backup::{backup, BackupOptions};
+    use crate::progress::NoProgress;
+    use crate::repo::{InitOptions, SnapshotFilter};
+
+    const XATTR_VALUE: &[u8] = b"v\0al\xff\n=";
+
+    fn long_name() -> Vec<u8> {
+        let mut n = b"long-".to_vec();
+        n.extend(std::iter::repeat_n(b'n', 130));
+        n
+    }
+
+    fn set_mtime(path: &Path, sec: i64, nsec: i64) {
+        let t = TimeSpec::new(sec, nsec);
+        utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink).unwrap();
+    }
+
+    /// Builds the source tree; returns whether a char device could be made.
+    fn make_source(src: &Path) -> bool {
+        fs::create_dir_all(src.join("dir")).unwrap();
+        let deep = src.join("deep/".repeat(3) + &"d".repeat(40) + "/" + &"e".repeat(40));
+        fs::create_dir_all(&deep).unwrap();
+        fs::write(deep.join(OsStr::from_bytes(&long_name())), b"deep content\n").unwrap();
+        // Too long for ustar and not UTF-8: pax path with hdrcharset=BINARY.
+        let mut raw = long_name();
+        raw.push(0xff);
+        fs::write(deep.join(OsStr::from_bytes(&raw)), b"raw long name\n").unwrap();
+        fs::write(src.join("naïve-ü"), b"utf-8 name\n").unwrap();
+        let far = format!("{}/target", "../".repeat(40));
+        std::os::unix::fs::symlink(far, src.join("long-link")).unwrap();
+        std::os::unix::fs::symlink(OsStr::from_bytes(b"caf\xe9"), src.join("raw-link")).unwrap();
+
+        let text: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        fs::write(src.join("dir/file.bin"), &text).unwrap();
+        fs::set_permissions(src.join("dir/file.bin"), fs::Permissions::from_mode(0o640)).unwrap();
+        fs::write(src.join("empty"), b"").unwrap();
+        fs::write(src.join(OsStr::from_bytes(b"caf\xe9")), b"latin-1 name\n").unwrap();
+        fs::write(src.join("setuid"), b"#!/bin/sh\n").unwrap();
+        fs::set_permissions(src.join("setuid"), fs::Permissions::from_mode(0o4755)).unwrap();
+        std::os::unix::fs::symlink("dir/file.bin", src.join("link")).unwrap();
+        // "a_hl" sorts first, so backup makes it the link group's leader
+        // and dir/hl2, dir/hl3 hardlinks to it.
+        fs::write(src.join("a_hl"), b"linked content\n").unwrap();
+        fs::hard_link(src.join("a_hl"), src.join("dir/hl2")).unwrap();
+        fs::hard_link(src.join("a_hl"), src.join("dir/hl3")).unwrap();
+        nix::unistd::mkfifo(&src.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        fs::write(src.join("xattr.txt"), b"has an xattr\n").unwrap();
+        xattr::set(src.join("xattr.txt"), "user.test", XATTR_VALUE).unwrap();
+        xattr::set(src.join("xattr.txt"), "user.a=b%c", b"escaped name").unwrap();
+        let dev = nix::sys::stat::mknod(
+            &src.join("null"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .is_ok();
+        drop(std::os::unix::net::UnixListener::bind(src.join("socket")).unwrap());
+        // Ids past ustar's 7 octal digits need pax uid/gid.
+        fs::write(src.join("big-ids"), b"").unwrap();
+        let _ = std::os::unix::fs::lchown(src.join("big-ids"), Some(3_000_000), Some(3_000_001));
+        fs::write(src.join("pre-epoch"), b"old\n").unwrap();
+
+        set_mtime(&src.join("dir/file.bin"), 1_700_000_000, 123_456_789);
+        set_mtime(&src.join("empty"), 1_600_000_000, 0);
+        set_mtime(&src.join("link"), 1_650_000_000, 5);
+        // Whole seconds: libarchive 3.6 misreads negative fractional pax
+        // times ("-1.5" as -0.5); GNU tar reads them right.
+        set_mtime(&src.join("pre-epoch"), -2, 0);
+        set_mtime(&src.join("dir"), 1_500_000_000, 999_999_999);
+        dev
+    }
+
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        root: PathBuf,
+        src: PathBuf,
+        repo: Repository,
+        snapshot: Snapshot,
+        has_dev: bool,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let tmp = tempfile::tempdir().unwrap();
+            let root = fs::canonicalize(tmp.path()).unwrap();
+            let src = root.join("src");
+            let has_dev = make_source(&src);
+            let repo = Repository::init_local(&root.join("repo"), &InitOptions::default()).unwrap();
+            let opts = BackupOptions { paths: vec![src.clone()], ..Default::default() };
+            backup(&repo, opts, &NoProgress).unwrap();
+            let snapshot = repo.find_snapshot("latest", &SnapshotFilter::default()).unwrap();
+            Fixture { _tmp: tmp, root, src, repo, snapshot, has_dev }
+        }
+
+        /// Snapshot path of a path under the source.
+        fn snap(&self, rel: &str) -> String {
+            let p = self.src.join(rel);
+            p.to_str().unwrap().trim_end_matches('/').to_string()
+        }
+
+        /// Dumps `path` to `<name>.tar` and extracts it with GNU tar into
+        /// `<name>/`, and with bsdtar into `<name>.bsdtar/` where bsdtar is
+        /// installed; returns the extraction directories.
+        fn dump_and_extract(&self, path: &str, name: &str) -> (DumpStats, PathBuf, Vec<PathBuf>) {
+            let archive = self.root.join(format!("{name}.tar"));
+            let mut file = fs::File::create(&archive).unwrap();
+            let stats = dump_tar(&self.repo, &self.snapshot, path, &mut file).unwrap();
+            drop(file);
+            let mut outs = Vec::new();
+
+            let out = self.root.join(name);
+            fs::create_dir(&out).unwrap();
+            let o = Command::new("tar")
+                .args(["--xattrs", "--xattrs-include=*", "-xpf"])
+                .arg(&archive)
+                .arg("-C")
+                .arg(&out)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success(), "tar -x failed on {}: {stderr}", archive.display());
+            // GNU tar does not know hdrcharset (POSIX; bsdtar needs it) and
+            // frowns at pre-1970 times; nothing else may be reported.
+            for line in stderr.lines() {
+                assert!(
+                    line.ends_with("Ignoring unknown extended header keyword 'hdrcharset'")
+                        || line.contains("/pre-epoch: implausibly old time stamp"),
+                    "{stderr}"
+                );
+            }
+            outs.push(out);
+
+            if Command::new("bsdtar").arg("--version").output().is_ok_and(|o| o.status.success()) {
+                let out = self.root.join(format!("{name}.bsdtar"));
+                fs::create_dir(&out).unwrap();
+                let o = Command::new("bsdtar").arg("-xpf").arg(&archive).arg("-C").arg(&out).output().unwrap();
+                assert!(o.status.success(), "bsdtar: {}", String::from_utf8_lossy(&o.stderr));
+                outs.push(out);
+            }
+            (stats, archive, outs)
+        }
+
+        /// Where a source path lands under an extraction directory.
+        fn extracted(&self, out: &Path, rel: &str) -> PathBuf {
+            out.join(self.src.strip_prefix("/").unwrap()).join(rel)
+        }
+    }
+
+    fn list(archive: &Path) -> String {
+        let o = Command::new("tar").arg("-tvf").arg(archive).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn mtime(m: &fs::Metadata) -> (i64, i64) {
+        (m.mtime(), m.mtime_nsec())
+    }
+
+    /// Compares every entry under `a` with its counterpart under `b`.
+    fn assert_same_tree(a: &Path, b: &Path, skip: &[&str]) {
+        let mut seen = 0;
+        for e in walkdir::WalkDir::new(a).min_depth(1) {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(a).unwrap();
+            if skip.iter().any(|s| rel == Path::new(s)) {
+                assert!(fs::symlink_metadata(b.join(rel)).is_err(), "{rel:?} should be absent");
+                continue;
+            }
+            let other = b.join(rel);
+            let ma = fs::symlink_metadata(e.path()).unwrap();
+            let mb = fs::symlink_metadata(&other).unwrap_or_else(|_| panic!("{rel:?} missing"));
+            assert_eq!(ma.mode(), mb.mode(), "mode of {rel:?}");
+            assert_eq!((ma.uid(), ma.gid()), (mb.uid(), mb.gid()), "owner of {rel:?}");
+            assert_eq!(ma.rdev(), mb.rdev(), "rdev of {rel:?}");
+            assert_eq!(mtime(&ma), mtime(&mb), "mtime of {rel:?}");
+            if ma.is_file() {
+                assert_eq!(fs::read(e.path()).unwrap(), fs::read(&other).unwrap(), "content of {rel:?}");
+            }
+            if ma.file_type().is_symlink() {
+                assert_eq!(fs::read_link(e.path()).unwrap(), fs::read_link(&other).unwrap());
+            }
+            seen += 1;
+        }
+        let extra = walkdir::WalkDir::new(b).min_depth(1).into_iter().count();
+        assert_eq!(seen, extra, "extracted tree has other entries than the source");
+    }
+
+    #[test]
+    fn whole_snapshot_round_trips_through_gnu_tar() {
+        let f = Fixture::new();
+        let (stats, archive, outs) = f.dump_and_extract("/", "all");
+        for out in &outs {
+            let got = f.extracted(out, "");
+            assert_same_tree(&f.src, &got, &["socket"]);
+            let a = fs::metadata(got.join("a_hl")).unwrap();
+            for member in ["dir/hl2", "dir/hl3"] {
+                let m = fs::metadata(got.join(member)).unwrap();
+                assert_eq!((m.dev(), m.ino()), (a.dev(), a.ino()), "{member} is a hardlink of a_hl");
+            }
+            let value = xattr::get(got.join("xattr.txt"), "user.test").unwrap();
+            assert_eq!(value.as_deref(), Some(XATTR_VALUE), "{out:?}");
+        }
+        // GNU tar's escaping of '=' and '%' in xattr names (bsdtar 3.6 does
+        // not undo it).
+        let value = xattr::get(f.extracted(&outs[0], "xattr.txt"), "user.a=b%c").unwrap();
+        assert_eq!(value.as_deref(), Some(&b"escaped name"[..]));
+
+        assert_eq!(stats.skipped, 1, "the socket");
+        let mut inodes = HashSet::new();
+        let content: u64 = walkdir::WalkDir::new(&f.src)
+            .into_iter()
+            .map(|e| fs::symlink_metadata(e.unwrap().path()).unwrap())
+            .filter(|m| m.is_file() && inodes.insert(m.ino()))
+            .map(|m| m.len())
+            .sum();
+        assert_eq!(stats.bytes, content);
+
+        let listing = list(&archive);
+        assert!(listing.lines().any(|l| l.starts_with('p') && l.ends_with("/fifo")), "{listing}");
+        assert!(listing.lines().any(|l| l.starts_with('h') && l.contains("src/dir/hl2 link to ")));
+        if f.has_dev {
+            assert!(listing.lines().any(|l| l.starts_with('c') && l.contains(" 1,3 ")), "{listing}");
+        }
+        if fs::symlink_metadata(f.src.join("big-ids")).unwrap().uid() == 3_000_000 {
+            assert!(listing.contains(" 3000000/3000001 "), "{listing}");
+        }
+        let bytes = fs::read(&archive).unwrap();
+        let count = |needle: &[u8]| bytes.windows(needle.len()).filter(|w| *w == needle).count();
+        assert_eq!(count(b" hdrcharset=BINARY\n"), 1, "only the long raw name needs it");
+        assert_eq!(count(b" linkpath="), 1, "only the long symlink needs it");
+        assert_eq!(count(b" uid=3000000\n"), count(b" gid=3000001\n"));
+        assert_eq!(count(b" mtime=1700000000.123456789\n"), 1);
+
+        // Every member of the dump is named by its snapshot path.
+        let tf = Command::new("tar").arg("-tf").arg(&archive).output().unwrap();
+        let names: Vec<&[u8]> = tf.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        assert_eq!(names.len() as u64, stats.entries);
+        let snap_root = f.snap("");
+        let dir_member = format!("{}/dir/", &snap_root[1..]);
+        assert!(names.contains(&dir_member.as_bytes()), "directories end in '/'");
+        let pos = |n: &str| names.iter().position(|m| *m == n.as_bytes()).unwrap();
+        assert!(pos(&dir_member) < pos(&format!("{}/dir/file.bin", &snap_root[1..])));
+    }
+
+    #[test]
+    fn subdirectory_and_single_file() {
+        let f = Fixture::new();
+
+        let (stats, archive, outs) = f.dump_and_extract(&f.snap("dir"), "sub");
+        assert_eq!(stats.entries, 4, "dir/, file.bin, hl2, hl3");
+        assert_eq!(list(&archive).lines().count(), 4);
+        for out in &outs {
+            assert_same_tree(&f.src.join("dir"), &f.extracted(out, "dir"), &[]);
+            // The link group's leader is outside the subtree: hl2 carries
+            // the content and hl3 links to it.
+            let hl2 = fs::metadata(f.extracted(out, "dir/hl2")).unwrap();
+            let hl3 = fs::metadata(f.extracted(out, "dir/hl3")).unwrap();
+            assert_eq!(hl2.ino(), hl3.ino());
+            assert_eq!(fs::read(f.extracted(out, "dir/hl2")).unwrap(), b"linked content\n");
+        }
+
+        let (stats, archive, outs) = f.dump_and_extract(&f.snap("dir/file.bin"), "one");
+        assert_eq!(stats, DumpStats { entries: 1, bytes: 1_200_000, skipped: 0 });
+        assert_eq!(list(&archive).lines().count(), 1);
+        for out in &outs {
+            let got = f.extracted(out, "dir/file.bin");
+            assert_eq!(fs::read(&got).unwrap(), fs::read(f.src.join("dir/file.bin")).unwrap());
+            let m = fs::metadata(&got).unwrap();
+            assert_eq!(mtime(&m), (1_700_000_000, 123_456_789));
+            assert_eq!(m.mode() & 0o7777, 0o640);
+        }
+
+        // A lone hardlink becomes a file with the group's content.
+        let (stats, archive, outs) = f.dump_and_extract(&f.snap("dir/hl3"), "hl");
+        assert_eq!(stats.entries, 1);
+        assert!(list(&archive).starts_with('-'));
+        for out in &outs {
+            assert_eq!(fs::read(f.extracted(out, "dir/hl3")).unwrap(), b"linked content\n");
+        }
+
+        let (_, _, outs) = f.dump_and_extract(&f.snap("deep"), "deep");
+        for out in &outs {
+            assert_same_tree(&f.src.join("deep"), &f.extracted(out, "deep"), &[]);
+        }
+    }
+
+    #[test]
+    fn unknown_path_is_an_error_and_writes_nothing() {
+        let f = Fixture::new();
+        let mut buf = Vec::new();
+        let err = dump_tar(&f.repo, &f.snapshot, &f.snap("no/such"), &mut buf).unwrap_err();
+        assert!(matches!(err, Error::PathNotInSnapshot { .. }), "{err:?}");
+        assert!(buf.is_empty());
+        let err = dump_tar(&f.repo, &f.snapshot, &f.snap("dir/file.bin/below"), &mut buf).unwrap_err();
+        assert!(matches!(err, Error::PathNotInSnapshot { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn size_mismatch_is_corrupt_and_leaves_no_end_blocks() {
+        let f = Fixture::new();
+        let Located::Node(mut node) = tree_walk::locate(&f.repo, &f.snapshot, &f.snap("a_hl")).unwrap() else {
+            panic!("a_hl is a node");
+        };
+        for size in [node.size - 1, node.size + 1] {
+            node.size = size;
+            let mut buf = Vec::new();
+            let mut d = Dumper {
+                repo: &f.repo,
+                ar: Builder::new(Sink { out: &mut buf, failed: false }),
+                with_content: HashSet::new(),
+                stand_ins: HashMap::new(),
+                stats: DumpStats::default(),
+            };
+            let err = d.entry(b"a_hl", &node).unwrap_err();
+            assert!(matches!(err, Error::Corrupt { what: "file", .. }), "{err:?}");
+            d.ar.get_mut().failed = true;
+            drop(d);
+            assert!(buf.len() < 2048, "no end-of-archive blocks after a failure");
+        }
+    }
+
+    #[test]
+    fn write_errors_are_reported() {
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::from_raw_os_error(libc::ENOSPC))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let f = Fixture::new();
+        let err = dump_tar(&f.repo, &f.snapshot, "/", &mut Full).unwrap_err();
+        assert!(matches!(err, Error::NoSpace { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn pax_records_count_their_own_length() {
+        assert_eq!(pax_record(b"path", b"ab"), b"11 path=ab\n");
+        // 95 + 3 + 2 digits = 100, which needs 3 digits: 101.
+        let v = vec![b'x'; 91];
+        let r = pax_record(b"path", &v);
+        assert_eq!(r.len(), 101);
+        assert!(r.starts_with(b"101 path="));
+        for n in 0..1100 {
+            let r = pax_record(b"k", &vec![b'v'; n]);
+            let len: usize =
+                std::str::from_utf8(&r[..r.iter().position(|&b| b == b' ').unwrap()]).unwrap().parse().unwrap();
+            assert_eq!(len, r.len());
+        }
+    }
+
+    #[test]
+    fn pax_times() {
+        assert_eq!(pax_time(Timestamp { sec: 1_700_000_000, nsec: 123_456_789 }), "1700000000.123456789");
+        assert_eq!(pax_time(Timestamp { sec: 5, nsec: 0 }), "5");
+        assert_eq!(pax_time(Timestamp { sec: 0, nsec: 1 }), "0.000000001");
+        assert_eq!(pax_time(Timestamp { sec: -2, nsec: 500_000_000 }), "-1.500000000");
+        assert_eq!(pax_time(Timestamp { sec: -1, nsec: 999_999_999 }), "-0.000000001");
+        assert_eq!(pax_time(Timestamp { sec: -7, nsec: 0 }), "-7");
+    }
+
+    #[test]
+    fn ustar_names_split_at_a_slash() {
+        let mut h = Header::new_ustar();
+        let long = format!("{}/{}", "p".repeat(150), "n".repeat(100));
+        assert!(set_ustar_name(ustar(&mut h), long.as_bytes()));
+        assert_eq!(h.path_bytes().as_ref(), long.as_bytes());
+        assert!(!set_ustar_name(ustar(&mut h), "n".repeat(101).as_bytes()));
+        assert!(!set_ustar_name(ustar(&mut h), format!("{}/x", "p".repeat(156)).as_bytes()));
+        assert!(set_ustar_name(ustar(&mut h), b"caf\xe9"), "raw bytes: not UTF-8");
+        assert!(!set_ustar_name(ustar(&mut h), "café".as_bytes()), "UTF-8 goes to pax");
+        assert!(set_ustar_name(ustar(&mut h), "n".repeat(100).as_bytes()));
+    }
+
+    #[test]
+    fn device_numbers() {
+        assert_eq!(linux_dev(nix::sys::stat::makedev(1, 3)), (1, 3));
+        assert_eq!(linux_dev(nix::sys::stat::makedev(259, 0x12345)), (259, 0x12345));
+        assert_eq!(linux_dev(nix::sys::stat::makedev(0xabcde, 0xfedcba)), (0xabcde, 0xfedcba));
+    }
 }

@@ -30,7 +30,7 @@ pub fn split_path(path: &str) -> Result<Vec<Vec<u8>>> {
 #[derive(Debug, Clone)]
 pub enum Located {
     Root(Id),
-    Node(Node),
+    Node(Box<Node>),
 }
 
 impl Located {
@@ -51,12 +51,7 @@ pub fn locate(repo: &Repository, snapshot: &Snapshot, path: &str) -> Result<Loca
         if let Some(n) = &node {
             tree_id = match (n.kind, n.subtree) {
                 (NodeKind::Dir, Some(id)) => id,
-                _ => {
-                    return Err(Error::PathNotInSnapshot {
-                        snapshot: snapshot.id.short(),
-                        path: path.to_string(),
-                    })
-                }
+                _ => return Err(Error::PathNotInSnapshot { snapshot: snapshot.id.short(), path: path.to_string() }),
             };
         }
         let tree = repo.load_tree(&tree_id)?;
@@ -66,7 +61,7 @@ pub fn locate(repo: &Repository, snapshot: &Snapshot, path: &str) -> Result<Loca
         })?);
     }
     Ok(match node {
-        Some(n) => Located::Node(n),
+        Some(n) => Located::Node(Box::new(n)),
         None => Located::Root(tree_id),
     })
 }

@@ -56,10 +56,7 @@ impl LocalDir {
 
     fn check_name(name: &str) -> Result<()> {
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
-            return Err(Error::InvalidArgument {
-                what: "file name",
-                reason: format!("{name:?}"),
-            });
+            return Err(Error::InvalidArgument { what: "file name", reason: format!("{name:?}") });
         }
         Ok(())
     }
@@ -80,10 +77,7 @@ impl LocalDir {
 
     fn not_found(kind: FileKind, name: &str, path: &Path, e: std::io::Error) -> Error {
         if e.kind() == ErrorKind::NotFound {
-            Error::Missing {
-                kind: kind.describe(),
-                name: name.to_string(),
-            }
+            Error::Missing { kind: kind.describe(), name: name.to_string() }
         } else {
             Error::io(path, e)
         }
@@ -137,11 +131,7 @@ impl Storage for LocalDir {
         let mut buf = vec![0u8; usize::try_from(len).map_err(|_| Error::corrupt("range", name, "too long"))?];
         f.read_exact_at(&mut buf, offset).map_err(|e| {
             if e.kind() == ErrorKind::UnexpectedEof {
-                Error::corrupt(
-                    kind.describe(),
-                    name,
-                    format!("truncated: range {offset}+{len} past end of file"),
-                )
+                Error::corrupt(kind.describe(), name, format!("truncated: range {offset}+{len} past end of file"))
             } else {
                 Error::io(&p, e)
             }
@@ -151,9 +141,7 @@ impl Storage for LocalDir {
 
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
         let p = self.path(kind, name)?;
-        fs::metadata(&p)
-            .map(|m| m.len())
-            .map_err(|e| Self::not_found(kind, name, &p, e))
+        fs::metadata(&p).map(|m| m.len()).map_err(|e| Self::not_found(kind, name, &p, e))
     }
 
     fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
@@ -175,9 +163,12 @@ impl Storage for LocalDir {
             }
             FileKind::Pack => {
                 let data = self.root.join("data");
+                // Only shard directories; a stray file in data/ is no pack.
                 let mut shards: Vec<PathBuf> = fs::read_dir(&data)
                     .at(&data)?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path())
                     .collect();
                 shards.sort();
                 shards
