@@ -101,6 +101,9 @@ pub struct BackupArgs {
     /// Path of the stdin stream inside the snapshot.
     #[arg(long, default_value = "stdin", requires = "stdin")]
     pub stdin_name: String,
+    /// Store an empty stdin stream instead of refusing it.
+    #[arg(long, requires = "stdin")]
+    pub allow_empty: bool,
     /// Tag the snapshot (repeatable).
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,

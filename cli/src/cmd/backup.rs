@@ -31,7 +31,11 @@ pub fn run(env: &Env, a: BackupArgs) -> Result<u8> {
     };
     let mut streams = Vec::new();
     if a.stdin {
-        streams.push(StreamSource { name: a.stdin_name.clone(), reader: Box::new(std::io::stdin()) });
+        streams.push(StreamSource {
+            name: a.stdin_name.clone(),
+            reader: Box::new(std::io::stdin()),
+            allow_empty: a.allow_empty,
+        });
     }
     let opts = BackupOptions {
         paths: a.paths,

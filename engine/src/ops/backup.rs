@@ -41,6 +41,9 @@ pub struct StreamSource {
     /// Path of the stream inside the snapshot, e.g. `mysql/shop.sql`.
     pub name: String,
     pub reader: Box<dyn Read + Send>,
+    /// An empty stream is usually a dump that failed before writing
+    /// anything; it is refused unless this is set.
+    pub allow_empty: bool,
 }
 
 #[derive(Default)]
@@ -128,7 +131,7 @@ enum WalkEvent {
 
 enum Job {
     File { path: PathBuf, slot: Arc<Slot> },
-    Stream { name: String, reader: Box<dyn Read + Send>, slot: Arc<Slot> },
+    Stream { name: String, reader: Box<dyn Read + Send>, allow_empty: bool, slot: Arc<Slot> },
 }
 
 /// Resolved source: where it is on disk and where it goes in the snapshot.
@@ -591,7 +594,12 @@ fn walker(
         node.user = owners.user(node.uid);
         node.group = owners.group(node.gid);
         let slot = Arc::new(Slot::default());
-        jobs.send(Job::Stream { name: stream.name, reader: stream.reader, slot: slot.clone() })
+        jobs.send(Job::Stream {
+            name: stream.name,
+            reader: stream.reader,
+            allow_empty: stream.allow_empty,
+            slot: slot.clone(),
+        })
             .map_err(|_| Error::Interrupted)?;
         send(WalkEvent::Entry(node, Content::Pending(slot), Change::New))?;
         send(WalkEvent::SourceDone)?;
@@ -700,9 +708,9 @@ fn worker(ctx: &Ctx<'_>, sink: &BlobSink<'_>, jobs: Receiver<Job>) {
                 let r = store_file(ctx, sink, &path, &mut buf);
                 (slot, settle(ctx, sink, &path, r))
             }
-            Job::Stream { name, reader, slot } => {
+            Job::Stream { name, reader, allow_empty, slot } => {
                 let path = PathBuf::from(&name);
-                let r = store_stream(ctx, sink, reader);
+                let r = store_stream(ctx, sink, &name, reader, allow_empty);
                 (slot, settle(ctx, sink, &path, r))
             }
         };
@@ -832,7 +840,13 @@ fn check_unchanged(ctx: &Ctx<'_>, path: &Path, file: &File, before: &std::fs::Me
     }
 }
 
-fn store_stream(ctx: &Ctx<'_>, sink: &BlobSink<'_>, reader: Box<dyn Read + Send>) -> Result<Stored> {
+fn store_stream(
+    ctx: &Ctx<'_>,
+    sink: &BlobSink<'_>,
+    name: &str,
+    reader: Box<dyn Read + Send>,
+    allow_empty: bool,
+) -> Result<Stored> {
     let index = ctx.repo.index()?.reader()?;
     let mut s = StreamChunker::new(ctx.stream_chunker, reader);
     let mut chunks = Vec::new();
@@ -846,7 +860,7 @@ fn store_stream(ctx: &Ctx<'_>, sink: &BlobSink<'_>, reader: Box<dyn Read + Send>
             Ok(None) => break,
             Err(e) => {
                 return Err(Error::BadSource {
-                    path: PathBuf::from("<stdin>"),
+                    path: PathBuf::from(name),
                     reason: format!("reading the stream failed: {e}"),
                 })
             }
@@ -855,6 +869,12 @@ fn store_stream(ctx: &Ctx<'_>, sink: &BlobSink<'_>, reader: Box<dyn Read + Send>
         ctx.progress.bytes(now - reported);
         ctx.bytes_read.fetch_add(now - reported, Ordering::Relaxed);
         reported = now;
+    }
+    if s.bytes_read == 0 && !allow_empty {
+        return Err(Error::BadSource {
+            path: PathBuf::from(name),
+            reason: "the stream is empty (did the dump fail?); use --allow-empty to store it anyway".into(),
+        });
     }
     Ok(Ok((chunks, s.bytes_read)))
 }
