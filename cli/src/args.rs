@@ -70,6 +70,15 @@ pub struct InitArgs {
     /// Maximum chunk size for files (e.g. 4M).
     #[arg(long, value_parser = parse_size)]
     pub chunk_max: Option<u64>,
+    /// Minimum chunk size for stdin streams (e.g. 64K).
+    #[arg(long, value_parser = parse_size)]
+    pub stream_chunk_min: Option<u64>,
+    /// Average chunk size for stdin streams, a power of two (e.g. 256K).
+    #[arg(long, value_parser = parse_size)]
+    pub stream_chunk_avg: Option<u64>,
+    /// Maximum chunk size for stdin streams (e.g. 1M).
+    #[arg(long, value_parser = parse_size)]
+    pub stream_chunk_max: Option<u64>,
     /// zstd level, 1-22.
     #[arg(long, default_value_t = 3)]
     pub compression: i32,

@@ -20,6 +20,14 @@ pub fn options(a: &InitArgs) -> Result<InitOptions> {
             u32_size(a.chunk_max.unwrap_or(u64::from(d.max_size)), "--chunk-max")?,
         )?;
     }
+    let d = opts.stream_chunker;
+    if a.stream_chunk_min.is_some() || a.stream_chunk_avg.is_some() || a.stream_chunk_max.is_some() {
+        opts.stream_chunker = ChunkerParams::new(
+            u32_size(a.stream_chunk_min.unwrap_or(u64::from(d.min_size)), "--stream-chunk-min")?,
+            u32_size(a.stream_chunk_avg.unwrap_or(u64::from(d.avg_size)), "--stream-chunk-avg")?,
+            u32_size(a.stream_chunk_max.unwrap_or(u64::from(d.max_size)), "--stream-chunk-max")?,
+        )?;
+    }
     opts.compression_level = a.compression;
     if let Some(p) = a.pack_size {
         opts.pack_size = u32_size(p, "--pack-size")?;
