@@ -1,1 +1,39 @@
+//! End-to-end tests: they run the real `arc` binary (CARGO_BIN_EXE_arc)
+//! against real directory trees in temporary directories.
+//!
+//! Run with `cargo test --release -p arc-cli --test e2e`. Several tests
+//! need root (device nodes, chown, running arc as `nobody`); they degrade
+//! or skip with a note when not run as root.
 
+#[path = "e2e/util.rs"]
+mod util;
+
+#[path = "e2e/fixture.rs"]
+mod fixture;
+
+#[path = "e2e/roundtrip.rs"]
+mod roundtrip;
+
+#[path = "e2e/incremental.rs"]
+mod incremental;
+
+#[path = "e2e/stdin.rs"]
+mod stdin;
+
+#[path = "e2e/integrity.rs"]
+mod integrity;
+
+#[path = "e2e/bad_input.rs"]
+mod bad_input;
+
+#[path = "e2e/unreadable.rs"]
+mod unreadable;
+
+#[path = "e2e/interrupt.rs"]
+mod interrupt;
+
+#[path = "e2e/snapshots.rs"]
+mod snapshots;
+
+#[path = "e2e/selftest.rs"]
+mod selftest;

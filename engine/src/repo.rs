@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::Utc;
 
@@ -70,6 +70,9 @@ pub struct Repository {
     config: Config,
     index_path: PathBuf,
     index: OnceLock<Index>,
+    /// Serializes the first open of the index database (redb refuses a
+    /// second open of the same file in one process).
+    index_init: Mutex<()>,
     reader: OnceLock<BlobReader>,
 }
 
@@ -160,7 +163,14 @@ impl Repository {
                 })
             }
         };
-        Ok(Repository { storage, config, index_path, index: OnceLock::new(), reader: OnceLock::new() })
+        Ok(Repository {
+            storage,
+            config,
+            index_path,
+            index: OnceLock::new(),
+            index_init: Mutex::new(()),
+            reader: OnceLock::new(),
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -186,6 +196,10 @@ impl Repository {
     /// The index database, brought up to date with the index files on
     /// first use.
     pub fn index(&self) -> Result<&Index> {
+        if let Some(i) = self.index.get() {
+            return Ok(i);
+        }
+        let _init = self.index_init.lock().map_err(|_| Error::Interrupted)?;
         if let Some(i) = self.index.get() {
             return Ok(i);
         }
