@@ -4,7 +4,6 @@
 //! refreshed while the holder runs, so a lock left by a dead process is
 //! recognised as stale: on the same host by its pid, elsewhere by age.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -61,7 +60,7 @@ impl LockFile {
 pub struct LockGuard {
     storage: Arc<dyn Storage>,
     name: String,
-    stop: Arc<AtomicBool>,
+    stop: Option<crossbeam_channel::Sender<()>>,
     refresher: Option<JoinHandle<()>>,
 }
 
@@ -88,27 +87,22 @@ impl LockGuard {
             let _ = storage.delete(FileKind::Lock, &name);
             return Err(e);
         }
-        let stop = Arc::new(AtomicBool::new(false));
+        // The refresher waits on a channel, so dropping the guard (which
+        // drops the sender) wakes it at once instead of after a poll tick.
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let refresher = {
-            let (storage, name, stop) = (storage.clone(), name.clone(), stop.clone());
+            let (storage, name) = (storage.clone(), name.clone());
             std::thread::Builder::new()
                 .name("arc-lock-refresh".into())
                 .spawn(move || {
-                    let tick = Duration::from_millis(250);
-                    let mut waited = Duration::ZERO;
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(tick);
-                        waited += tick;
-                        if waited >= REFRESH_EVERY {
-                            waited = Duration::ZERO;
-                            lock.refreshed = Utc::now();
-                            let _ = storage.put(FileKind::Lock, &name, &lock.encode());
-                        }
+                    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(REFRESH_EVERY) {
+                        lock.refreshed = Utc::now();
+                        let _ = storage.put(FileKind::Lock, &name, &lock.encode());
                     }
                 })
                 .ok()
         };
-        Ok(LockGuard { storage, name, stop, refresher })
+        Ok(LockGuard { storage, name, stop: Some(stop), refresher })
     }
 }
 
@@ -163,7 +157,7 @@ pub fn remove_stale_locks(storage: &dyn Storage, all: bool) -> Result<usize> {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(h) = self.refresher.take() {
             let _ = h.join();
         }
