@@ -120,7 +120,7 @@ tool_version() {
   echo "  \"arc_git\": \"$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo +dirty)\","
   echo "  \"versions\": {"
   for t in "${TOOLS[@]}"; do echo "    \"$t\": \"$(tool_version "$t" | tr -d '"')\","; done
-  echo "    \"zstd\": \"$(zstd --version | tr -d '"')\", \"tar\": \"$(tar --version | head -1)\""
+  echo "    \"zstd\": \"$(zstd --version | tr -d '"*' | sed 's/^ *//; s/ *$//')\", \"tar\": \"$(tar --version | head -1)\""
   echo "  }"
   echo "}"
 } > "$RES/meta.json"
