@@ -24,7 +24,7 @@ fn tune_allocator() {
     // SAFETY: mallopt only adjusts allocator parameters; it is called
     // before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 5 * 1024 * 1024);
         libc::mallopt(libc::M_ARENA_MAX, 4);
     }
 }

@@ -17,6 +17,9 @@ use crate::storage::FileKind;
 
 type FrameKey = (Id, u64);
 
+/// Larger frames hold a single big chunk and are not cached.
+const MAX_CACHED_FRAME: usize = 1024 * 1024;
+
 struct FrameCache {
     frames: LruCache<FrameKey, Arc<[u8]>>,
     bytes: usize,
@@ -38,8 +41,11 @@ impl BlobReader {
 
     fn remember(&self, key: FrameKey, frame: Arc<[u8]>) {
         let Ok(mut c) = self.cache.lock() else { return };
-        if frame.len() > c.budget / 4 {
-            return; // a huge frame would evict everything useful
+        // Frames of grouped small blobs are read again and again by
+        // consecutive files; a big chunk's own frame is read once (a repeat
+        // is a dedup hit, rare), and caching it would only evict the others.
+        if frame.len() > MAX_CACHED_FRAME {
+            return;
         }
         c.bytes += frame.len();
         if let Some(old) = c.frames.put(key, frame) {

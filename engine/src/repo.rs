@@ -271,7 +271,7 @@ impl Repository {
             return Ok(r);
         }
         self.index()?;
-        Ok(self.reader.get_or_init(|| BlobReader::new(64 * 1024 * 1024)))
+        Ok(self.reader.get_or_init(|| BlobReader::new(32 * 1024 * 1024)))
     }
 
     /// Reads and verifies one blob.
