@@ -321,7 +321,9 @@ impl Ctx<'_> {
     }
 }
 
-type SourceNodes = Vec<Node>;
+/// One entry per source: `None` when it vanished before it could be read
+/// (already warned about).
+type SourceNodes = Vec<Option<Node>>;
 /// A node to place in the snapshot at a path of components.
 type Placed = (Vec<Vec<u8>>, Node);
 /// An open directory in the tree builder and its entries so far.
@@ -351,11 +353,11 @@ fn run_pipeline(
         walked?;
         // Top-level nodes in the order of `sources` then streams.
         let mut items: Vec<Placed> = Vec::new();
-        for (src, node) in sources.iter().zip(nodes.iter()) {
-            items.push((src.components.clone(), node.clone()));
-        }
-        for (comps, node) in stream_paths.iter().zip(nodes[sources.len()..].iter()) {
-            items.push((comps.clone(), node.clone()));
+        let places = sources.iter().map(|s| &s.components).chain(stream_paths.iter());
+        for (comps, node) in places.zip(nodes) {
+            if let Some(node) = node {
+                items.push((comps.clone(), node));
+            }
         }
         let reader = sink_reader(ctx)?;
         let root = assemble(sink, &reader, Path::new("/"), items, &mut summary)?;
@@ -631,7 +633,7 @@ fn build_trees(
 ) -> Result<(SourceNodes, Summary)> {
     let mut summary = Summary::default();
     let mut stack: Vec<OpenDir> = Vec::new();
-    let mut done: Vec<Node> = Vec::new();
+    let mut done: SourceNodes = Vec::new();
     let mut top: Option<Node> = None;
 
     let resolve = |entry: (Node, Content, Change), summary: &mut Summary| -> Option<Node> {
@@ -683,12 +685,7 @@ fn build_trees(
                     None => top = Some(dir),
                 }
             }
-            WalkEvent::SourceDone => {
-                // A source that could not be read at all leaves an empty
-                // directory or nothing; record an empty node in its place so
-                // the snapshot still lists it.
-                done.push(top.take().unwrap_or_else(|| synthetic_dir(Vec::new())));
-            }
+            WalkEvent::SourceDone => done.push(top.take()),
         }
     }
     if cancelled(&ctx.cancel) {
