@@ -224,8 +224,11 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
             repo.snapshots()?.into_iter().rev().find(|s| filter.matches(&s.file) && s.file.paths == paths)
         }
     };
-    repo.index()?;
+    // Packs left by an interrupted backup: known to the index database from
+    // the start, so this run dedups against them, and listed in this run's
+    // first index file.
     let adopt = repo.unindexed_packs()?;
+    repo.index()?.add_packs(&adopt, None)?;
 
     let ctx = Ctx {
         repo,

@@ -84,6 +84,9 @@ impl Ctx<'_> {
 /// with their metadata too).
 type RestoreRoot = (Vec<u8>, Located, Vec<(Vec<u8>, Node)>);
 
+/// Granularity of hole detection on restore (a common filesystem block).
+const HOLE_BLOCK: usize = 4096;
+
 struct FileJob {
     path: PathBuf,
     node: Node,
@@ -289,25 +292,53 @@ fn restore_file(ctx: &Ctx<'_>, path: &Path, node: &Node) -> Result<()> {
         // Replace instead of writing through whatever is there.
         let _ = remove_existing(path);
     }
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
         .open(path)
         .at(path)?;
+    let written = match write_content(ctx, path, node, file) {
+        Ok(n) => n,
+        Err(e) => {
+            // A partly written file would look restored: better missing
+            // than wrong. Only this restore created it, so removing is safe.
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+    };
+    ctx.files.fetch_add(1, Ordering::Relaxed);
+    ctx.bytes.fetch_add(written, Ordering::Relaxed);
+    ctx.progress.file_done(path, written);
+    Ok(())
+}
+
+/// Writes a file's chunks, keeping all-zero chunks as holes, then its
+/// metadata. Returns the bytes of content.
+fn write_content(ctx: &Ctx<'_>, path: &Path, node: &Node, mut file: File) -> Result<u64> {
     let mut written = 0u64;
     let mut pending_hole = 0u64;
     for id in &node.chunks {
         let data = ctx.repo.read_blob(id)?;
-        if data.iter().all(|&b| b == 0) {
-            pending_hole += data.len() as u64;
-        } else {
-            if pending_hole > 0 {
-                file.seek(SeekFrom::Current(pending_hole as i64)).at(path)?;
-                pending_hole = 0;
+        // Zero runs of whole filesystem blocks become holes, also inside
+        // chunks that hold data, so sparse files stay sparse.
+        let mut run_start = 0;
+        let mut pos = 0;
+        while pos < data.len() {
+            let end = (pos + HOLE_BLOCK).min(data.len());
+            let block = &data[pos..end];
+            if block.len() == HOLE_BLOCK && block.iter().all(|&b| b == 0) {
+                if run_start < pos {
+                    write_at_hole(&mut file, path, &mut pending_hole, &data[run_start..pos])?;
+                }
+                pending_hole += HOLE_BLOCK as u64;
+                run_start = end;
             }
-            file.write_all(&data).at(path)?;
+            pos = end;
+        }
+        if run_start < data.len() {
+            write_at_hole(&mut file, path, &mut pending_hole, &data[run_start..])?;
         }
         written += data.len() as u64;
         ctx.progress.bytes(data.len() as u64);
@@ -323,10 +354,16 @@ fn restore_file(ctx: &Ctx<'_>, path: &Path, node: &Node) -> Result<()> {
         file.set_len(written).at(path)?;
     }
     apply_metadata(ctx, path, node, Some(&file))?;
-    ctx.files.fetch_add(1, Ordering::Relaxed);
-    ctx.bytes.fetch_add(written, Ordering::Relaxed);
-    ctx.progress.file_done(path, written);
-    Ok(())
+    Ok(written)
+}
+
+/// Skips a pending hole, then writes `bytes` in one call.
+fn write_at_hole(file: &mut File, path: &Path, pending_hole: &mut u64, bytes: &[u8]) -> Result<()> {
+    if *pending_hole > 0 {
+        file.seek(SeekFrom::Current(*pending_hole as i64)).at(path)?;
+        *pending_hole = 0;
+    }
+    file.write_all(bytes).at(path)
 }
 
 fn restore_special(ctx: &Ctx<'_>, path: &Path, node: &Node) -> Result<()> {
