@@ -208,7 +208,18 @@ cmd_restore() { # TOOL REPO ARCHIVE TARGET (the latest snapshot; borg needs its 
   esac
 }
 
-stored() { du -sb "$1" | cut -f1; }
+# Repository bytes. arc's index.redb is a rebuildable lookup cache (restic
+# and borg keep theirs outside the repository, in ~/.cache), so it is not
+# counted here; its size is logged separately.
+stored() {
+  local total cache=0
+  total=$(du -sb "$1" | cut -f1)
+  if [ -f "$1/index.redb" ]; then
+    cache=$(stat -c %s "$1/index.redb")
+    log "  (arc index cache $1/index.redb: $cache bytes, not counted)"
+  fi
+  echo $((total - cache))
+}
 
 # ---- machine limits ---------------------------------------------------------------------
 # limits SHAPE RUN PATH BYTES FILES: read, stat, compress (+ its output size), write (tar -xf

@@ -13,9 +13,11 @@
 //! * Compressors run zstd in parallel and keep a frame raw when compression
 //!   does not pay.
 //! * The pack writer fills one pack per blob kind (trees apart from data, so
-//!   browsing never reads data packs), writes each full pack durably, then
-//!   records it in the index database, and every few packs writes an index
-//!   file. Order matters: a pack is durable before anything refers to it.
+//!   browsing never reads data packs) and hands full packs to uploader
+//!   threads, which write each durably; every few packs (and at the end) an
+//!   index file lists them and the index database records them. Order
+//!   matters: a pack is durable before anything refers to it, and until the
+//!   database has a blob, the in-process `pending` set answers dedup for it.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -90,6 +92,32 @@ struct CompressedFrame {
     blobs: Vec<(Id, u32, u32)>,
 }
 
+/// Blobs queued or written by this run but not yet in the index database,
+/// and a counter of database commits, so that long-lived index readers know
+/// when to refresh.
+pub struct Pending {
+    ids: Mutex<HashSet<Id>>,
+    generation: AtomicU64,
+}
+
+impl Pending {
+    fn new() -> Pending {
+        Pending { ids: Mutex::new(HashSet::new()), generation: AtomicU64::new(0) }
+    }
+
+    /// After a commit made `blobs` visible in the database: bump the
+    /// generation first, so a reader refreshed from now on sees them, then
+    /// stop answering for them here.
+    fn committed<'a>(&self, blobs: impl Iterator<Item = &'a Id>) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut ids) = self.ids.lock() {
+            for id in blobs {
+                ids.remove(id);
+            }
+        }
+    }
+}
+
 /// What the packer wrote.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PackerStats {
@@ -134,7 +162,7 @@ impl Shared {
 pub struct BlobSink<'s> {
     repo: &'s Repository,
     tx: Sender<BlobJob>,
-    pending: &'s Mutex<HashSet<Id>>,
+    pending: &'s Pending,
     shared: &'s Shared,
     blobs_added: AtomicU64,
     bytes_added: AtomicU64,
@@ -147,6 +175,23 @@ impl BlobSink<'_> {
         let id = self.repo.config().id_scheme.blob_id(data);
         self.store_with_id(index, id, kind, data)?;
         Ok(id)
+    }
+
+    /// An index reader for dedup lookups, reused across calls and refreshed
+    /// only after this run committed to the database: a read transaction per
+    /// file would cost several syscalls each (the database is shared between
+    /// processes). Blobs of this run not yet committed are answered by the
+    /// pending set; another process's blobs seen a little late only cost a
+    /// duplicate, never a loss.
+    pub fn index_reader<'c>(&self, cache: &'c mut Option<(u64, IndexReader)>) -> Result<&'c IndexReader> {
+        let generation = self.pending.generation.load(Ordering::SeqCst);
+        if cache.as_ref().is_none_or(|(g, _)| *g != generation) {
+            *cache = Some((generation, self.repo.index()?.reader()?));
+        }
+        match cache {
+            Some((_, reader)) => Ok(reader),
+            None => Err(Error::Interrupted),
+        }
     }
 
     /// Like [`store`](Self::store) for a blob whose id the caller computed.
@@ -163,7 +208,30 @@ impl BlobSink<'_> {
         if index.contains(&id)? {
             return Ok(());
         }
-        if !self.pending.lock().map_err(|_| Error::Interrupted)?.insert(id) {
+        self.enqueue(id, kind, data)
+    }
+
+    /// Stores a blob although the repository already has it: `prune`
+    /// copies the live blobs out of packs it is going to delete, and those
+    /// blobs are, by definition, in the index. The caller has verified
+    /// `data` against `id`. A blob already queued in this run is still
+    /// stored only once.
+    pub fn store_copy(&self, id: Id, kind: BlobKind, data: &[u8]) -> Result<()> {
+        if self.shared.failed.load(Ordering::Relaxed) {
+            return Err(self.stopped());
+        }
+        if u32::try_from(data.len()).is_err() {
+            return Err(Error::InvalidArgument {
+                what: "blob",
+                reason: format!("{} bytes exceed the 4 GiB blob limit", data.len()),
+            });
+        }
+        self.enqueue(id, kind, data)
+    }
+
+    /// Queues a blob for the framer unless this run queued it already.
+    fn enqueue(&self, id: Id, kind: BlobKind, data: &[u8]) -> Result<()> {
+        if !self.pending.ids.lock().map_err(|_| Error::Interrupted)?.insert(id) {
             return Ok(());
         }
         let budget = self.shared.budget.acquire(data.len(), &self.shared.failed)?;
@@ -213,7 +281,7 @@ pub fn run<T>(
         first_error: Mutex::new(None),
         budget: Budget { used: Mutex::new(0), freed: Condvar::new(), limit: IN_FLIGHT_BUDGET },
     };
-    let pending = Mutex::new(HashSet::new());
+    let pending = Pending::new();
     let frame_size = repo.config().frame_size as usize;
     let level = repo.config().compression.level;
 
@@ -402,7 +470,7 @@ fn pack_writer(
     repo: &Repository,
     rx: Receiver<CompressedFrame>,
     shared: &Shared,
-    pending: &Mutex<HashSet<Id>>,
+    pending: &Pending,
     adopt: Vec<PackEntry>,
 ) -> Result<PackerStats> {
     let pack_size = repo.config().pack_size as usize;
@@ -467,7 +535,7 @@ fn pack_writer(
     // Whatever was written is listed, even after an error, so the next
     // backup finds it without scanning.
     let mut rest = unlisted.packs.into_inner().unwrap_or_default();
-    let listed = if rest.is_empty() { Ok(()) } else { write_index_file(repo, &mut rest) };
+    let listed = if rest.is_empty() { Ok(()) } else { write_index_file(repo, &mut rest, Some(pending)) };
     sealed?;
     listed?;
     Ok(PackerStats {
@@ -481,19 +549,13 @@ fn pack_writer(
 /// dedup sees it), then, every few packs, an index file.
 fn upload(
     repo: &Repository,
-    pending: &Mutex<HashSet<Id>>,
+    pending: &Pending,
     unlisted: &Unlisted,
     bytes: Vec<u8>,
     entry: PackEntry,
 ) -> Result<()> {
     repo.storage().put(FileKind::Pack, &entry.pack.to_hex(), &bytes)?;
     drop(bytes);
-    repo.index()?.add_packs(std::slice::from_ref(&entry), None)?;
-    if let Ok(mut pending) = pending.lock() {
-        for b in &entry.trailer.blobs {
-            pending.remove(&b.id);
-        }
-    }
     unlisted.packs_written.fetch_add(1, Ordering::Relaxed);
     unlisted.bytes_stored.fetch_add(entry.pack_len, Ordering::Relaxed);
     let batch = {
@@ -506,7 +568,7 @@ fn upload(
         }
     };
     if !batch.is_empty() {
-        write_index_file(repo, &mut { batch })?;
+        write_index_file(repo, &mut { batch }, Some(pending))?;
     }
     Ok(())
 }
@@ -517,15 +579,22 @@ pub fn list_unlisted_packs(repo: &Repository) -> Result<()> {
     if unlisted.is_empty() {
         return Ok(());
     }
-    write_index_file(repo, &mut unlisted)
+    write_index_file(repo, &mut unlisted, None)
 }
 
-fn write_index_file(repo: &Repository, packs: &mut Vec<PackEntry>) -> Result<()> {
+/// Lists `packs` in a new index file, then records them in the index
+/// database in one transaction (each commit rewrites the B-tree paths it
+/// touches, so committing per index file rather than per pack keeps the
+/// database small), and only then drops their blobs from `pending`, the
+/// in-process dedup set that covered them meanwhile.
+fn write_index_file(repo: &Repository, packs: &mut Vec<PackEntry>, pending: Option<&Pending>) -> Result<()> {
     let data = index_file::encode(packs);
     let id = Id::hash(&data);
     repo.storage().put(FileKind::Index, &id.to_hex(), &data)?;
-    // Also (re)records the blobs: adopted packs may be new to this database.
     repo.index()?.add_packs(packs, Some(id))?;
+    if let Some(pending) = pending {
+        pending.committed(packs.iter().flat_map(|p| &p.trailer.blobs).map(|b| &b.id));
+    }
     packs.clear();
     Ok(())
 }

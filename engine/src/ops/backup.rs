@@ -129,8 +129,16 @@ enum WalkEvent {
     SourceDone,
 }
 
+/// What the walk saw of a file; reading it compares against this to tell
+/// whether it changed while being backed up.
+#[derive(Clone, Copy)]
+struct Seen {
+    size: u64,
+    mtime: Timestamp,
+}
+
 enum Job {
-    File { path: PathBuf, slot: Arc<Slot> },
+    File { path: PathBuf, seen: Seen, slot: Arc<Slot> },
     Stream { name: String, reader: Box<dyn Read + Send>, allow_empty: bool, slot: Arc<Slot> },
 }
 
@@ -362,14 +370,10 @@ fn run_pipeline(
                 items.push((comps.clone(), node));
             }
         }
-        let reader = sink_reader(ctx)?;
+        let reader = ctx.repo.index()?.reader()?;
         let root = assemble(sink, &reader, Path::new("/"), items, &mut summary)?;
         Ok((root, summary))
     })
-}
-
-fn sink_reader(ctx: &Ctx<'_>) -> Result<IndexReader> {
-    ctx.repo.index()?.reader()
 }
 
 /// Builds the directories above the sources (`/var` for `/var/www`) from
@@ -530,7 +534,6 @@ fn walker(
                         Some(_) => Change::Changed,
                     };
                     let key = (node.device, node.inode);
-                    let snap_path = snapshot_path(&src.components, path, &src.disk);
                     if node.nlink > 1 {
                         if let Some(group) = links.get(&key) {
                             node.kind = NodeKind::Hardlink;
@@ -555,7 +558,7 @@ fn walker(
                             links.insert(
                                 key,
                                 LinkGroup {
-                                    first_path: snap_path,
+                                    first_path: snapshot_path(&src.components, path, &src.disk),
                                     slot: None,
                                     chunks: node.chunks.clone(),
                                     size: node.size,
@@ -570,7 +573,7 @@ fn walker(
                             links.insert(
                                 key,
                                 LinkGroup {
-                                    first_path: snap_path,
+                                    first_path: snapshot_path(&src.components, path, &src.disk),
                                     slot: Some(slot.clone()),
                                     chunks: Vec::new(),
                                     size: 0,
@@ -578,7 +581,8 @@ fn walker(
                                 },
                             );
                         }
-                        jobs.send(Job::File { path: path.to_path_buf(), slot: slot.clone() })
+                        let seen = Seen { size: node.size, mtime: node.mtime };
+                        jobs.send(Job::File { path: path.to_path_buf(), seen, slot: slot.clone() })
                             .map_err(|_| Error::Interrupted)?;
                         send(WalkEvent::Entry(node, Content::Pending(slot), change))?;
                     }
@@ -702,10 +706,11 @@ fn build_trees(
 
 fn worker(ctx: &Ctx<'_>, sink: &BlobSink<'_>, jobs: Receiver<Job>) {
     let mut buf = Vec::new();
+    let mut reader = None;
     for job in jobs.iter() {
         let (slot, outcome) = match job {
-            Job::File { path, slot } => {
-                let r = store_file(ctx, sink, &path, &mut buf);
+            Job::File { path, seen, slot } => {
+                let r = store_file(ctx, sink, &mut reader, &path, seen, &mut buf);
                 (slot, settle(ctx, sink, &path, r))
             }
             Job::Stream { name, reader, allow_empty, slot } => {
@@ -746,7 +751,14 @@ fn settle(
 
 type Stored = std::result::Result<(Vec<Id>, u64), String>;
 
-fn store_file(ctx: &Ctx<'_>, sink: &BlobSink<'_>, path: &Path, buf: &mut Vec<u8>) -> Result<Stored> {
+fn store_file(
+    ctx: &Ctx<'_>,
+    sink: &BlobSink<'_>,
+    reader: &mut Option<(u64, IndexReader)>,
+    path: &Path,
+    seen: Seen,
+    buf: &mut Vec<u8>,
+) -> Result<Stored> {
     // O_NOATIME keeps backups from dirtying every inode; it is refused for
     // files we do not own, so fall back to a plain open.
     let file =
@@ -755,51 +767,45 @@ fn store_file(ctx: &Ctx<'_>, sink: &BlobSink<'_>, path: &Path, buf: &mut Vec<u8>
         Ok(f) => f,
         Err(e) => return Ok(Err(e.to_string())),
     };
-    let before = match file.metadata() {
-        Ok(m) => m,
-        Err(e) => return Ok(Err(e.to_string())),
-    };
-    let reader = ctx.repo.index()?.reader()?;
     let chunker = &ctx.file_chunker;
-    let mut chunks = Vec::new();
-    let read: u64;
-    if before.len() <= chunker.max_size() as u64 {
-        // Small files: one read, no streaming machinery.
-        buf.clear();
-        if let Err(e) = (&mut file).take(chunker.max_size() as u64 + 1).read_to_end(buf) {
-            return Ok(Err(e.to_string()));
-        }
-        if buf.len() > chunker.max_size() {
-            // Grew since stat: fall back to streaming from the start.
-            return store_large(ctx, sink, &reader, path, file, &before);
-        }
-        read = buf.len() as u64;
-        let mut pos = 0;
-        for len in chunker.cut_all(buf) {
-            chunks.push(sink.store(&reader, BlobKind::Data, &buf[pos..pos + len])?);
-            pos += len;
-        }
-        ctx.bytes_read.fetch_add(read, Ordering::Relaxed);
-        ctx.progress.bytes(read);
-    } else {
-        return store_large(ctx, sink, &reader, path, file, &before);
+    if seen.size > chunker.max_size() as u64 {
+        return store_large(ctx, sink, reader, path, file, seen);
     }
-    check_unchanged(ctx, path, &file, &before, read);
+    let reader = sink.index_reader(reader)?;
+    // Small files (nearly all of a mail spool): one read of the size the
+    // walk saw; growth or shrinkage shows in the check after reading.
+    buf.resize(seen.size as usize, 0);
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Ok(Err(e.to_string())),
+        }
+    }
+    buf.truncate(filled);
+    let read = filled as u64;
+    let mut chunks = Vec::new();
+    let mut pos = 0;
+    for len in chunker.cut_all(buf) {
+        chunks.push(sink.store(reader, BlobKind::Data, &buf[pos..pos + len])?);
+        pos += len;
+    }
+    ctx.bytes_read.fetch_add(read, Ordering::Relaxed);
+    ctx.progress.bytes(read);
+    check_unchanged(ctx, path, &file, seen, read);
     Ok(Ok((chunks, read)))
 }
 
 fn store_large(
     ctx: &Ctx<'_>,
     sink: &BlobSink<'_>,
-    reader: &IndexReader,
+    reader: &mut Option<(u64, IndexReader)>,
     path: &Path,
     mut file: File,
-    before: &std::fs::Metadata,
+    seen: Seen,
 ) -> Result<Stored> {
-    use std::io::Seek;
-    if let Err(e) = file.rewind() {
-        return Ok(Err(e.to_string()));
-    }
     let mut s = StreamChunker::new(ctx.file_chunker, &mut file);
     let mut chunks = Vec::new();
     let mut reported = 0;
@@ -808,7 +814,7 @@ fn store_large(
             return Err(Error::Interrupted);
         }
         match s.next_chunk() {
-            Ok(Some(chunk)) => chunks.push(sink.store(reader, BlobKind::Data, chunk)?),
+            Ok(Some(chunk)) => chunks.push(sink.store(sink.index_reader(reader)?, BlobKind::Data, chunk)?),
             Ok(None) => break,
             Err(e) => return Ok(Err(e.to_string())),
         }
@@ -821,17 +827,20 @@ fn store_large(
     ctx.progress.bytes(read - reported);
     ctx.bytes_read.fetch_add(read - reported, Ordering::Relaxed);
     drop(s);
-    check_unchanged(ctx, path, &file, before, read);
+    check_unchanged(ctx, path, &file, seen, read);
     Ok(Ok((chunks, read)))
 }
 
-fn check_unchanged(ctx: &Ctx<'_>, path: &Path, file: &File, before: &std::fs::Metadata, read: u64) {
+/// Warns when a file's size or mtime after reading differ from what the
+/// walk saw, or when fewer or more bytes were read: it was written to while
+/// being backed up, and what was read is what the snapshot holds.
+fn check_unchanged(ctx: &Ctx<'_>, path: &Path, file: &File, seen: Seen, read: u64) {
     let changed = match file.metadata() {
         Ok(after) => {
-            after.len() != before.len()
-                || after.mtime() != before.mtime()
-                || after.mtime_nsec() != before.mtime_nsec()
-                || read != before.len()
+            after.len() != seen.size
+                || after.mtime() != seen.mtime.sec
+                || after.mtime_nsec() != i64::from(seen.mtime.nsec)
+                || read != seen.size
         }
         Err(_) => true,
     };
@@ -847,7 +856,7 @@ fn store_stream(
     reader: Box<dyn Read + Send>,
     allow_empty: bool,
 ) -> Result<Stored> {
-    let index = ctx.repo.index()?.reader()?;
+    let mut cache = None;
     let mut s = StreamChunker::new(ctx.stream_chunker, reader);
     let mut chunks = Vec::new();
     let mut reported = 0;
@@ -856,7 +865,7 @@ fn store_stream(
             return Err(Error::Interrupted);
         }
         match s.next_chunk() {
-            Ok(Some(chunk)) => chunks.push(sink.store(&index, BlobKind::Data, chunk)?),
+            Ok(Some(chunk)) => chunks.push(sink.store(sink.index_reader(&mut cache)?, BlobKind::Data, chunk)?),
             Ok(None) => break,
             Err(e) => {
                 return Err(Error::BadSource {
