@@ -109,11 +109,28 @@ impl Storage for LocalDir {
             f.write_all(data)?;
             f.sync_all()
         };
-        if let Err(e) = write() {
+        // Empty directories of the layout may be missing when a repository
+        // was copied by a tool that drops them (git, some sync tools):
+        // recreate them instead of failing.
+        let mut written = write();
+        if matches!(&written, Err(e) if e.kind() == ErrorKind::NotFound) {
+            if let Some(dir) = tmp.parent() {
+                fs::create_dir_all(dir).at(dir)?;
+            }
+            written = write();
+        }
+        if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
             return Err(Error::io(&tmp, e));
         }
-        if let Err(e) = fs::rename(&tmp, &dest) {
+        let mut renamed = fs::rename(&tmp, &dest);
+        if matches!(&renamed, Err(e) if e.kind() == ErrorKind::NotFound) {
+            if let Some(dir) = dest.parent() {
+                fs::create_dir_all(dir).at(dir)?;
+            }
+            renamed = fs::rename(&tmp, &dest);
+        }
+        if let Err(e) = renamed {
             let _ = fs::remove_file(&tmp);
             return Err(Error::io(&dest, e));
         }
