@@ -2,9 +2,15 @@
 //! nowhere else. The layouts are specified in `format-spec/SPEC.md`; the
 //! golden vectors in `format-spec/vectors/` pin them.
 //!
-//! All integers are little-endian and fixed width. Every structure starts
-//! with a magic and a version so that readers can reject what they do not
-//! understand instead of misreading it.
+//! All integers are little-endian and fixed width. Every file starts with a
+//! magic and a version (the envelope's, or the pack header's), and so does
+//! every tree blob, so that readers reject what they do not understand
+//! instead of misreading it; structures nested inside a versioned one (a
+//! pack trailer, an index file's payload) share its version.
+//!
+//! The index database (`crate::index`) keeps its own record layout: it is a
+//! local cache, rebuilt from index files whenever its schema changes, not
+//! part of the repository format.
 
 pub mod config;
 pub mod envelope;
