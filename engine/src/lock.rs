@@ -2,7 +2,8 @@
 //! maintenance (prune, forget, repair) takes an exclusive one. A lock is a
 //! file under `locks/` naming its holder (host, pid, user, time) and is
 //! refreshed while the holder runs, so a lock left by a dead process is
-//! recognised as stale: on the same host by its pid, elsewhere by age.
+//! recognised as stale: on the same host at once by its pid, and on any
+//! host once it has not been refreshed for [`STALE_AFTER`].
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
