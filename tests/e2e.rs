@@ -37,3 +37,15 @@ mod snapshots;
 
 #[path = "e2e/selftest.rs"]
 mod selftest;
+
+#[path = "e2e/nochange.rs"]
+mod nochange;
+
+#[path = "e2e/retention.rs"]
+mod retention;
+
+#[path = "e2e/prune.rs"]
+mod prune;
+
+#[path = "e2e/mount.rs"]
+mod mount;

@@ -42,6 +42,8 @@ pub enum Command {
     Ls(LsArgs),
     /// Restore a snapshot, or parts of it, into a directory.
     Restore(RestoreArgs),
+    /// Mount the repository read-only: every snapshot as a directory tree (FUSE).
+    Mount(MountArgs),
     /// Write one file of a snapshot to stdout: SNAPSHOT:PATH.
     Cat(CatArgs),
     /// Write a snapshot path as a pax tar archive: SNAPSHOT[:PATH].
@@ -57,6 +59,10 @@ pub enum Command {
     List(ListArgs),
     /// Remove stale locks left by processes that are gone.
     Unlock(UnlockArgs),
+    /// Remove snapshots by retention policy (--keep-*) or by id; --prune also frees their data.
+    Forget(ForgetArgs),
+    /// Delete data no snapshot uses and rewrite mostly unused packs.
+    Prune(PruneArgs),
 }
 
 #[derive(Args, Debug)]
@@ -134,6 +140,78 @@ pub struct BackupArgs {
 pub struct SnapshotsArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// With keep rules, a "Kept by" column shows which rules keep each snapshot.
+    #[command(flatten)]
+    pub keep: KeepArgs,
+}
+
+/// Retention rules (restic/borg semantics): each --keep-<period> N keeps the
+/// newest snapshot of each of the last N periods that have one.
+#[derive(Args, Debug, Clone, Default)]
+pub struct KeepArgs {
+    /// Keep the last N snapshots.
+    #[arg(long, value_name = "N", help_heading = "Retention")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours.
+    #[arg(long, value_name = "N", help_heading = "Retention")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days.
+    #[arg(long, value_name = "N", help_heading = "Retention")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N decades (1st-10th, 11th-20th, 21st-end of a month).
+    #[arg(long, value_name = "N", help_heading = "Retention")]
+    pub keep_decades: Option<u32>,
+    /// Keep the newest snapshot of each of the last N ISO weeks.
+    #[arg(long, value_name = "N", help_heading = "Retention")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months.
+    #[arg(long, value_name = "N", help_heading = "Retention")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years.
+    #[arg(long, value_name = "N", help_heading = "Retention")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every snapshot newer than the newest one minus DURATION (e.g. 30d, 2y5m; units y m w d h).
+    #[arg(long, value_name = "DURATION", help_heading = "Retention")]
+    pub keep_within: Option<String>,
+    /// Keep snapshots carrying these tags (TAG or TAG1,TAG2 for all of them; repeatable).
+    #[arg(long = "keep-tag", value_name = "TAGS", help_heading = "Retention")]
+    pub keep_tags: Vec<String>,
+    /// Apply the rules to each group of snapshots with the same FIELDS (host, paths, tags; "" for one group).
+    #[arg(long, value_name = "FIELDS", default_value = "host,paths", help_heading = "Retention")]
+    pub group_by: String,
+    /// Count days, months... in the local time zone instead of UTC.
+    #[arg(long, help_heading = "Retention")]
+    pub local: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Snapshots to forget (id prefixes), instead of --keep-* rules.
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
+    #[command(flatten)]
+    pub keep: KeepArgs,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Show exactly what would be removed; change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Prune afterwards: free the space of the data only forgotten snapshots used.
+    #[arg(long)]
+    pub prune: bool,
+    /// With --prune: rewrite packs whose unused share exceeds this (e.g. 10%).
+    #[arg(long, value_name = "PERCENT", default_value = "10%", value_parser = parse_percent, requires = "prune")]
+    pub max_unused: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Rewrite packs whose unused share (dead blobs, in stored bytes) exceeds this (0% to 100%).
+    #[arg(long, value_name = "PERCENT", default_value = "10%", value_parser = parse_percent)]
+    pub max_unused: f64,
+    /// Report what would be deleted and rewritten; change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]
@@ -168,6 +246,21 @@ pub struct RestoreArgs {
     pub overwrite: bool,
     #[command(flatten)]
     pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// Empty directory to mount on; unmount with Ctrl-C (or `fusermount3 -u`).
+    pub mountpoint: PathBuf,
+    /// Let other users in (the recorded owners and modes still apply).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Name snapshots and read at/ times in UTC instead of the local time zone.
+    #[arg(long)]
+    pub utc: bool,
+    /// Memory for cached file data, e.g. 256M.
+    #[arg(long, value_parser = parse_size, default_value = "128M", value_name = "SIZE")]
+    pub cache_size: u64,
 }
 
 #[derive(Args, Debug)]
@@ -243,6 +336,17 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         _ => return Err(format!("{s:?}: unknown unit {unit:?}")),
     };
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Percentages like `10%` or `10`: the unit is always percent, so
+/// `--max-unused 5` means 5 %. Returns the fraction (0.05).
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim().trim_end_matches('%').trim();
+    let v: f64 = t.parse().map_err(|_| format!("{s:?} is not a percentage like 10%"))?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err(format!("{s:?} is not between 0% and 100%"));
+    }
+    Ok(v / 100.0)
 }
 
 pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {

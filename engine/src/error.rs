@@ -71,6 +71,12 @@ pub enum Error {
 
     #[error("interrupted")]
     Interrupted,
+
+    /// A maintenance operation that deletes data found the repository
+    /// damaged and stopped before deleting anything: deciding what is
+    /// unused needs every live tree and blob to be accounted for.
+    #[error("{operation} refused: {reason} (nothing was deleted; run `arc check`, and `arc repair index` if the index is damaged)")]
+    Damaged { operation: &'static str, reason: String },
 }
 
 impl Error {

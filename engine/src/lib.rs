@@ -26,6 +26,7 @@ pub mod progress;
 pub mod reader;
 pub mod repo;
 pub mod storage;
+pub mod vfs;
 pub mod walk;
 
 pub use error::{Error, Result};

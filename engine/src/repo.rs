@@ -214,7 +214,19 @@ impl Repository {
         let in_storage: HashSet<Id> =
             self.storage.list(FileKind::Index)?.into_iter().filter_map(|(n, _)| n.parse().ok()).collect();
         let known = index.index_files()?;
-        if !known.is_subset(&in_storage) {
+        // A backup records each pack as soon as it is durable, before an
+        // index file lists it; prune deletes such packs when nothing in
+        // them is used, without any index file going away. An entry left
+        // pointing at one would make its blobs look present to dedup.
+        let unlisted_gone = || -> Result<bool> {
+            for (pack, _, _, listed) in index.packs()? {
+                if !listed && !self.storage.exists(FileKind::Pack, &pack.to_hex())? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        };
+        if !known.is_subset(&in_storage) || unlisted_gone()? {
             index.clear()?;
         }
         let known = index.index_files()?;

@@ -21,6 +21,13 @@ pub fn stats(env: &Env) -> Result<u8> {
     println!("logical size       {} in {} files", size(s.logical_bytes), s.logical_files);
     println!("unique data        {} in {} data and {} tree blobs", size(s.unique_bytes), s.data_blobs, s.tree_blobs);
     println!("stored             {} in {} packs", size(s.stored_bytes), s.packs);
+    match (s.live_bytes, s.live_stored_bytes, s.unused_stored_bytes) {
+        (Some(live), Some(live_stored), Some(unused)) => {
+            println!("live               {} ({} stored) reached by the snapshots", size(live), size(live_stored));
+            println!("unused             {} stored (`arc prune` frees it)", size(unused));
+        }
+        _ => println!("live               unknown: {}", s.live_error.as_deref().unwrap_or("not computed")),
+    }
     println!("dedup ratio        {:.2}x", s.dedup_ratio);
     println!("compression ratio  {:.2}x", s.compression_ratio);
     if s.stored_bytes > 0 {

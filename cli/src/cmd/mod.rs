@@ -6,7 +6,9 @@ mod browse;
 mod check;
 mod init;
 mod maintenance;
+mod mount;
 mod restore;
+mod retention;
 mod snapshots;
 
 use std::path::PathBuf;
@@ -40,6 +42,7 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         Command::Snapshots(a) => snapshots::run(&env, a),
         Command::Ls(a) => browse::ls(&env, a),
         Command::Restore(a) => restore::run(&env, a),
+        Command::Mount(a) => mount::run(&env, a),
         Command::Cat(a) => browse::cat(&env, a),
         Command::Dump(a) => browse::dump(&env, a),
         Command::Check(a) => check::run(&env, a),
@@ -47,6 +50,8 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         Command::Repair(r) => maintenance::repair(&env, r),
         Command::List(a) => maintenance::list(&env, a),
         Command::Unlock(a) => maintenance::unlock(&env, a),
+        Command::Forget(a) => retention::forget(&env, a),
+        Command::Prune(a) => retention::prune(&env, a),
     }
 }
 

@@ -1,7 +1,8 @@
 use anyhow::Result;
+use arc_engine::ops::forget;
 use arc_engine::{Snapshot, SnapshotFilter};
 
-use super::Env;
+use super::{retention, Env};
 use crate::args::SnapshotsArgs;
 use crate::ui::size;
 
@@ -30,26 +31,54 @@ pub fn run(env: &Env, a: SnapshotsArgs) -> Result<u8> {
     let repo = env.open()?;
     let filter: SnapshotFilter = a.filter.into();
     let snaps: Vec<Snapshot> = repo.snapshots()?.into_iter().filter(|s| filter.matches(&s.file)).collect();
+    // Only with keep rules: the policy is evaluated in memory over what was
+    // listed anyway, and a plain listing does not pay even that.
+    let kept_by = if retention::has_rules(&a.keep) {
+        let (policy, group_by) = retention::policy(&a.keep)?;
+        Some(forget::evaluate(&snaps, &policy, group_by, a.keep.local).reasons)
+    } else {
+        None
+    };
     if env.json {
-        super::print_json(&snaps.iter().map(snapshot_json).collect::<Vec<_>>())?;
+        let list: Vec<serde_json::Value> = snaps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut v = snapshot_json(s);
+                if let (Some(k), Some(obj)) = (&kept_by, v.as_object_mut()) {
+                    obj.insert("kept_by".into(), serde_json::json!(k[i]));
+                }
+                v
+            })
+            .collect();
+        super::print_json(&list)?;
         return Ok(0);
     }
-    let header = ["ID", "Time", "Host", "Tags", "Paths", "Size"];
-    let rows: Vec<[String; 6]> = snaps
+    let mut header = vec!["ID", "Time", "Host", "Tags", "Paths", "Size"];
+    if kept_by.is_some() {
+        header.push("Kept by");
+    }
+    let rows: Vec<Vec<String>> = snaps
         .iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(i, s)| {
             let f = &s.file;
-            [
+            let mut row = vec![
                 s.id.short(),
                 f.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string(),
                 f.host.clone(),
                 f.tags.join(","),
                 f.paths.join(" "),
                 size(f.summary.total_bytes),
-            ]
+            ];
+            if let Some(k) = &kept_by {
+                // "-": the policy would forget it.
+                row.push(if k[i].is_empty() { "-".into() } else { retention::labels(&k[i]) });
+            }
+            row
         })
         .collect();
-    let mut widths = header.map(str::len);
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r.iter()) {
             *w = (*w).max(c.chars().count());
@@ -65,7 +94,7 @@ pub fn run(env: &Env, a: SnapshotsArgs) -> Result<u8> {
             .trim_end()
             .to_string()
     };
-    println!("{}", line(&header.map(String::from)));
+    println!("{}", line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>()));
     println!("{}", "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1)));
     for r in &rows {
         println!("{}", line(r));

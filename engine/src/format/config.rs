@@ -33,7 +33,7 @@ impl ChunkerParams {
         let bad = |reason: String| Error::InvalidArgument { what: "chunk sizes", reason };
         // The 2020 algorithm steps two bytes at a time from `min`; an odd
         // minimum can produce a chunk one byte short of it.
-        if min_size % 2 != 0 {
+        if !min_size.is_multiple_of(2) {
             return Err(bad(format!("minimum {min_size} must be even")));
         }
         if !(MINIMUM_MIN..=MINIMUM_MAX).contains(&min_size) {

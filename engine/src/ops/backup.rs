@@ -446,6 +446,15 @@ struct LinkGroup {
 }
 
 /// Walks the sources in order and hands out work.
+///
+/// Directories are listed by a pool of threads ([`DirPool`]): each lists
+/// one directory (readdir, names sorted, `statx` of every entry relative to
+/// the directory, xattrs, the parent snapshot's tree of that directory) and
+/// queues its subdirectories, so several directories are read at once and
+/// ahead of need. This thread consumes the listings strictly depth first in
+/// name order, which is the event order the tree builder requires, and does
+/// everything that depends on that order (hardlink groups, change
+/// decisions, file jobs).
 fn walker(
     ctx: &Ctx<'_>,
     sources: &[Source],
@@ -455,165 +464,403 @@ fn walker(
     events: Sender<WalkEvent>,
 ) -> Result<()> {
     let mut owners = OwnerNames::default();
-    // (dev, ino) of multiply linked files -> (snapshot path, content)
-    let mut links: HashMap<(u64, u64), LinkGroup> = HashMap::new();
-    let send = |e: WalkEvent| events.send(e).map_err(|_| Error::Interrupted);
+    let mut out = WalkOut { links: HashMap::new(), jobs: &jobs, events: &events };
+    let pool = DirPool::default();
+    // Listing is syscalls and, on a cold cache, disk waits: more threads
+    // than cores keep more requests in flight.
+    let threads = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4).clamp(2, 16);
 
-    for src in sources {
-        let parent_node = ctx.parent_node(&src.components)?;
-        // Parent trees of the open directories, innermost last.
-        let mut parents: Vec<Option<Tree>> = Vec::new();
-        let mut depth_open = 0usize;
-        let mut it = walkdir::WalkDir::new(&src.disk)
-            .follow_links(false)
-            .follow_root_links(false)
-            .sort_by(|a, b| a.file_name().cmp(b.file_name()))
-            .into_iter();
-        loop {
-            if cancelled(&ctx.cancel) {
-                return Err(Error::Interrupted);
-            }
-            let entry = match it.next() {
-                None => break,
-                Some(Ok(e)) => e,
-                Some(Err(err)) => {
-                    let path = err.path().map(Path::to_path_buf).unwrap_or_else(|| src.disk.clone());
-                    let msg = err.io_error().map(|e| e.to_string()).unwrap_or_else(|| err.to_string());
-                    ctx.warn(&path, &msg);
-                    continue;
-                }
-            };
-            let depth = entry.depth();
-            while depth_open > depth {
-                send(WalkEvent::LeaveDir)?;
-                parents.pop();
-                depth_open -= 1;
-            }
-            let path = entry.path();
-            if entry.file_type().is_dir() && ctx.repo_root.as_deref() == Some(path) {
-                // Never back up the repository into itself.
-                it.skip_current_dir();
-                continue;
-            }
-            let meta = match entry.metadata() {
+    std::thread::scope(|scope| -> Result<()> {
+        for _ in 0..threads {
+            scope.spawn(|| pool.work(ctx));
+        }
+        // However this function returns, the listers stop.
+        let _stop = StopOnDrop(&pool);
+        for (si, src) in sources.iter().enumerate() {
+            let parent_node = ctx.parent_node(&src.components)?;
+            let meta = match std::fs::symlink_metadata(&src.disk) {
                 Ok(m) => m,
                 Err(e) => {
-                    ctx.warn(path, &e.to_string());
+                    ctx.warn(&src.disk, &e.to_string());
+                    out.send(WalkEvent::SourceDone)?;
                     continue;
                 }
             };
-            let name: Vec<u8> = if depth == 0 {
-                src.components.last().cloned().unwrap_or_default()
-            } else {
-                entry.file_name().as_bytes().to_vec()
-            };
+            let name = src.components.last().cloned().unwrap_or_default();
             let mut warnings = Vec::new();
-            let mut node = node_from_metadata(&name, path, &meta, &mut owners, &mut warnings);
+            let node = node_from_metadata(&name, &src.disk, &meta, &mut owners, &mut warnings);
             for w in warnings {
-                ctx.warn(path, &w);
+                ctx.warn(&src.disk, &w);
             }
-            let previous = if depth == 0 {
-                parent_node.clone()
-            } else {
-                parents.last().and_then(|t| t.as_ref()).and_then(|t| t.find(&name).cloned())
-            };
-            match node.kind {
-                NodeKind::Dir => {
-                    let parent_tree = match previous.and_then(|p| p.subtree) {
-                        Some(id) => ctx.repo.load_tree(&id).ok(),
-                        None => None,
-                    };
-                    parents.push(parent_tree);
-                    depth_open += 1;
-                    send(WalkEvent::EnterDir(node))?;
-                }
-                NodeKind::File => {
-                    let change = match &previous {
-                        None => Change::New,
-                        Some(p) if !ctx.force_read && same_file(p, &node) => Change::Unchanged,
-                        Some(_) => Change::Changed,
-                    };
-                    let key = (node.device, node.inode);
-                    if node.nlink > 1 {
-                        if let Some(group) = links.get(&key) {
-                            node.kind = NodeKind::Hardlink;
-                            node.target = group.first_path.clone();
-                            let content = match &group.slot {
-                                Some(s) => Content::Pending(s.clone()),
-                                None => {
-                                    node.chunks = group.chunks.clone();
-                                    node.size = group.size;
-                                    Content::Ready
-                                }
-                            };
-                            send(WalkEvent::Entry(node, content, group.change))?;
-                            continue;
-                        }
-                    }
-                    if change == Change::Unchanged {
-                        if let Some(p) = previous {
-                            node.chunks = p.chunks;
-                        }
-                        if node.nlink > 1 {
-                            links.insert(
-                                key,
-                                LinkGroup {
-                                    first_path: snapshot_path(&src.components, path, &src.disk),
-                                    slot: None,
-                                    chunks: node.chunks.clone(),
-                                    size: node.size,
-                                    change,
-                                },
-                            );
-                        }
-                        send(WalkEvent::Entry(node, Content::Ready, change))?;
-                    } else {
-                        let slot = Arc::new(Slot::default());
-                        if node.nlink > 1 {
-                            links.insert(
-                                key,
-                                LinkGroup {
-                                    first_path: snapshot_path(&src.components, path, &src.disk),
-                                    slot: Some(slot.clone()),
-                                    chunks: Vec::new(),
-                                    size: 0,
-                                    change,
-                                },
-                            );
-                        }
-                        let seen = Seen { size: node.size, mtime: node.mtime };
-                        jobs.send(Job::File { path: path.to_path_buf(), seen, slot: slot.clone() })
-                            .map_err(|_| Error::Interrupted)?;
-                        send(WalkEvent::Entry(node, Content::Pending(slot), change))?;
-                    }
-                }
-                _ => send(WalkEvent::Entry(node, Content::Ready, Change::New))?,
+            if node.kind != NodeKind::Dir {
+                entry(ctx, src, node, parent_node, &src.disk, &mut out)?;
+                out.send(WalkEvent::SourceDone)?;
+                continue;
             }
+            if ctx.repo_root.as_deref() == Some(src.disk.as_path()) {
+                // Never back up the repository into itself.
+                out.send(WalkEvent::SourceDone)?;
+                continue;
+            }
+            let key = vec![u32::try_from(si).unwrap_or(u32::MAX)];
+            pool.submit(key.clone(), src.disk.clone(), parent_node.and_then(|p| p.subtree));
+            out.send(WalkEvent::EnterDir(node))?;
+            let first = pool.take(&key, ctx)?;
+            report_listing(ctx, &src.disk, &first);
+            // Open directories, innermost last: key, listing, next child.
+            let mut stack: Vec<(WalkKey, Listing, usize)> = vec![(key, first, 0)];
+            while let Some((key, listing, next)) = stack.last_mut() {
+                if cancelled(&ctx.cancel) {
+                    return Err(Error::Interrupted);
+                }
+                let i = *next;
+                let Some(slot) = listing.children.get_mut(i) else {
+                    out.send(WalkEvent::LeaveDir)?;
+                    stack.pop();
+                    continue;
+                };
+                *next += 1;
+                let Some(child) = slot.take() else { continue };
+                for w in &child.warnings {
+                    ctx.warn(&child.path, w);
+                }
+                let Some(node) = child.node else { continue };
+                if node.kind == NodeKind::Dir {
+                    if !child.descend {
+                        continue;
+                    }
+                    let mut sub = key.clone();
+                    sub.push(u32::try_from(i).unwrap_or(u32::MAX));
+                    out.send(WalkEvent::EnterDir(node))?;
+                    let l = pool.take(&sub, ctx)?;
+                    report_listing(ctx, &child.path, &l);
+                    stack.push((sub, l, 0));
+                } else {
+                    entry(ctx, src, node, child.prev, &child.path, &mut out)?;
+                }
+            }
+            out.send(WalkEvent::SourceDone)?;
         }
-        while depth_open > 0 {
-            send(WalkEvent::LeaveDir)?;
-            depth_open -= 1;
-        }
-        send(WalkEvent::SourceDone)?;
-    }
-    for (stream, comps) in streams.into_iter().zip(stream_paths) {
-        let mut node = synthetic_dir(comps.last().cloned().unwrap_or_default());
-        node.kind = NodeKind::File;
-        node.mode = 0o100644;
-        node.user = owners.user(node.uid);
-        node.group = owners.group(node.gid);
-        let slot = Arc::new(Slot::default());
-        jobs.send(Job::Stream {
-            name: stream.name,
-            reader: stream.reader,
-            allow_empty: stream.allow_empty,
-            slot: slot.clone(),
-        })
+        for (stream, comps) in streams.into_iter().zip(stream_paths) {
+            let mut node = synthetic_dir(comps.last().cloned().unwrap_or_default());
+            node.kind = NodeKind::File;
+            node.mode = 0o100644;
+            node.user = owners.user(node.uid);
+            node.group = owners.group(node.gid);
+            let slot = Arc::new(Slot::default());
+            jobs.send(Job::Stream {
+                name: stream.name,
+                reader: stream.reader,
+                allow_empty: stream.allow_empty,
+                slot: slot.clone(),
+            })
             .map_err(|_| Error::Interrupted)?;
-        send(WalkEvent::Entry(node, Content::Pending(slot), Change::New))?;
-        send(WalkEvent::SourceDone)?;
+            out.send(WalkEvent::Entry(node, Content::Pending(slot), Change::New))?;
+            out.send(WalkEvent::SourceDone)?;
+        }
+        Ok(())
+    })
+}
+
+/// Warnings of a directory that could not be (fully) listed.
+fn report_listing(ctx: &Ctx<'_>, dir: &Path, listing: &Listing) {
+    for e in &listing.errors {
+        ctx.warn(dir, e);
     }
-    Ok(())
+}
+
+/// Where the ordered walk puts its results.
+struct WalkOut<'a> {
+    /// (dev, ino) of multiply linked files -> (snapshot path, content)
+    links: HashMap<(u64, u64), LinkGroup>,
+    jobs: &'a Sender<Job>,
+    events: &'a Sender<WalkEvent>,
+}
+
+impl WalkOut<'_> {
+    fn send(&self, e: WalkEvent) -> Result<()> {
+        self.events.send(e).map_err(|_| Error::Interrupted)
+    }
+}
+
+/// One non-directory entry, in walk order: decides whether a file changed
+/// since the parent snapshot, groups hardlinks, and queues content to read.
+fn entry(
+    ctx: &Ctx<'_>,
+    src: &Source,
+    mut node: Node,
+    previous: Option<Node>,
+    path: &Path,
+    out: &mut WalkOut<'_>,
+) -> Result<()> {
+    let (links, jobs) = (&mut out.links, out.jobs);
+    let send = |e: WalkEvent| out.events.send(e).map_err(|_| Error::Interrupted);
+    if node.kind != NodeKind::File {
+        return send(WalkEvent::Entry(node, Content::Ready, Change::New));
+    }
+    let change = match &previous {
+        None => Change::New,
+        Some(p) if !ctx.force_read && same_file(p, &node) => Change::Unchanged,
+        Some(_) => Change::Changed,
+    };
+    let key = (node.device, node.inode);
+    if node.nlink > 1 {
+        if let Some(group) = links.get(&key) {
+            node.kind = NodeKind::Hardlink;
+            node.target = group.first_path.clone();
+            let content = match &group.slot {
+                Some(s) => Content::Pending(s.clone()),
+                None => {
+                    node.chunks = group.chunks.clone();
+                    node.size = group.size;
+                    Content::Ready
+                }
+            };
+            return send(WalkEvent::Entry(node, content, group.change));
+        }
+    }
+    if change == Change::Unchanged {
+        if let Some(p) = previous {
+            node.chunks = p.chunks;
+        }
+        if node.nlink > 1 {
+            links.insert(
+                key,
+                LinkGroup {
+                    first_path: snapshot_path(&src.components, path, &src.disk),
+                    slot: None,
+                    chunks: node.chunks.clone(),
+                    size: node.size,
+                    change,
+                },
+            );
+        }
+        send(WalkEvent::Entry(node, Content::Ready, change))
+    } else {
+        let slot = Arc::new(Slot::default());
+        if node.nlink > 1 {
+            links.insert(
+                key,
+                LinkGroup {
+                    first_path: snapshot_path(&src.components, path, &src.disk),
+                    slot: Some(slot.clone()),
+                    chunks: Vec::new(),
+                    size: 0,
+                    change,
+                },
+            );
+        }
+        let seen = Seen { size: node.size, mtime: node.mtime };
+        jobs.send(Job::File { path: path.to_path_buf(), seen, slot: slot.clone() }).map_err(|_| Error::Interrupted)?;
+        send(WalkEvent::Entry(node, Content::Pending(slot), change))
+    }
+}
+
+/// Where a directory is in the walk: the source's index, then the index of
+/// each directory on the way down among its parent's sorted entries. Keys
+/// compare in exactly depth-first, name-sorted order (a directory's key is a
+/// prefix of its descendants' keys), the order the walk consumes them.
+type WalkKey = Vec<u32>;
+
+/// Entries of listed but not yet consumed directories kept at most, beyond
+/// the one directory the walk waits for: bounds the memory of looking ahead.
+const LIST_AHEAD_ENTRIES: usize = 16 * 1024;
+
+/// One entry of a directory listing.
+struct Child {
+    path: PathBuf,
+    /// `None` when it could not be stat'ed (then `warnings` says why).
+    node: Option<Node>,
+    /// The same name in the parent snapshot's tree of this directory.
+    prev: Option<Node>,
+    warnings: Vec<String>,
+    /// A directory to walk into: false for the repository itself.
+    descend: bool,
+}
+
+/// A directory's entries sorted by name, each stat'ed.
+#[derive(Default)]
+struct Listing {
+    children: Vec<Option<Child>>,
+    /// Why it could not be read (fully).
+    errors: Vec<String>,
+}
+
+struct DirJob {
+    path: PathBuf,
+    /// The directory's tree in the parent snapshot.
+    prev_tree: Option<Id>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    /// Directories to list, by key; listers take the smallest.
+    todo: BTreeMap<WalkKey, DirJob>,
+    /// Listed directories the walk has not taken yet.
+    done: BTreeMap<WalkKey, Listing>,
+    /// Entries in `done`.
+    buffered: usize,
+    stop: bool,
+}
+
+/// The directory listers: a queue of directories in walk order, a bounded
+/// buffer of finished listings, and a condition variable for both sides.
+#[derive(Default)]
+struct DirPool {
+    state: Mutex<PoolState>,
+    changed: Condvar,
+}
+
+struct StopOnDrop<'a>(&'a DirPool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.0.state.lock() {
+            s.stop = true;
+        }
+        self.0.changed.notify_all();
+    }
+}
+
+impl DirPool {
+    fn submit(&self, key: WalkKey, path: PathBuf, prev_tree: Option<Id>) {
+        if let Ok(mut s) = self.state.lock() {
+            s.todo.insert(key, DirJob { path, prev_tree });
+        }
+        self.changed.notify_all();
+    }
+
+    /// Waits for the listing of `key`, which must have been submitted
+    /// (directly or as a subdirectory of a listed directory).
+    fn take(&self, key: &WalkKey, ctx: &Ctx<'_>) -> Result<Listing> {
+        let mut s = self.state.lock().map_err(|_| Error::Interrupted)?;
+        loop {
+            if let Some(l) = s.done.remove(key) {
+                s.buffered -= l.children.len();
+                drop(s);
+                self.changed.notify_all();
+                return Ok(l);
+            }
+            if s.stop || cancelled(&ctx.cancel) {
+                return Err(Error::Interrupted);
+            }
+            s = self.changed.wait_timeout(s, std::time::Duration::from_millis(100)).map_err(|_| Error::Interrupted)?.0;
+        }
+    }
+
+    /// A lister thread: takes the first directory in walk order, lists it,
+    /// queues its subdirectories and hands the listing over. It waits while
+    /// the buffer is full, unless its directory comes before everything
+    /// buffered: the walk needs that one first, so it must never wait.
+    fn work(&self, ctx: &Ctx<'_>) {
+        // Parent trees were all in the index before this backup started, so
+        // one read transaction serves the whole walk.
+        let reader = ctx.repo.index().and_then(|i| i.reader()).ok();
+        let mut owners = OwnerNames::default();
+        loop {
+            let (key, job) = {
+                let Ok(mut s) = self.state.lock() else { return };
+                loop {
+                    if s.stop {
+                        return;
+                    }
+                    let runnable = match (s.todo.first_key_value(), s.done.first_key_value()) {
+                        (Some(_), _) if s.buffered < LIST_AHEAD_ENTRIES => true,
+                        (Some((next, _)), Some((buffered, _))) => next < buffered,
+                        (Some(_), None) => true,
+                        (None, _) => false,
+                    };
+                    if runnable {
+                        if let Some(job) = s.todo.pop_first() {
+                            break job;
+                        }
+                    }
+                    s = match self.changed.wait(s) {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    };
+                }
+            };
+            let (listing, subdirs) = list_dir(ctx, reader.as_ref(), &mut owners, &key, &job);
+            let Ok(mut s) = self.state.lock() else { return };
+            for (k, j) in subdirs {
+                s.todo.insert(k, j);
+            }
+            s.buffered += listing.children.len();
+            s.done.insert(key, listing);
+            drop(s);
+            self.changed.notify_all();
+        }
+    }
+}
+
+/// Lists one directory: names sorted as bytes, each entry stat'ed relative
+/// to the directory (no path walk per entry) with its xattrs, and matched
+/// with the parent snapshot's tree. Returns the listing and the jobs of its
+/// subdirectories.
+fn list_dir(
+    ctx: &Ctx<'_>,
+    reader: Option<&IndexReader>,
+    owners: &mut OwnerNames,
+    key: &WalkKey,
+    job: &DirJob,
+) -> (Listing, Vec<(WalkKey, DirJob)>) {
+    let mut listing = Listing::default();
+    let mut subdirs = Vec::new();
+    if cancelled(&ctx.cancel) {
+        return (listing, subdirs);
+    }
+    let rd = match std::fs::read_dir(&job.path) {
+        Ok(rd) => rd,
+        Err(e) => {
+            listing.errors.push(e.to_string());
+            return (listing, subdirs);
+        }
+    };
+    let mut entries: Vec<(std::ffi::OsString, std::fs::DirEntry)> = Vec::new();
+    for e in rd {
+        match e {
+            Ok(e) => entries.push((e.file_name(), e)),
+            Err(e) => listing.errors.push(e.to_string()),
+        }
+    }
+    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    // A tree that cannot be read only costs change detection: its files
+    // are read again.
+    let prev_tree = match (job.prev_tree, reader) {
+        (Some(id), Some(r)) => r
+            .lookup(&id)
+            .ok()
+            .flatten()
+            .and_then(|loc| ctx.repo.blob_reader().and_then(|br| br.read_at(ctx.repo, &id, &loc)).ok())
+            .and_then(|data| Tree::decode(&data, &id).ok()),
+        _ => None,
+    };
+    listing.children.reserve(entries.len());
+    for (i, (name, e)) in entries.into_iter().enumerate() {
+        let path = job.path.join(&name);
+        let name = name.as_bytes();
+        let mut warnings = Vec::new();
+        let meta = match e.metadata() {
+            Ok(m) => m,
+            Err(err) => {
+                warnings.push(err.to_string());
+                listing.children.push(Some(Child { path, node: None, prev: None, warnings, descend: false }));
+                continue;
+            }
+        };
+        let node = node_from_metadata(name, &path, &meta, owners, &mut warnings);
+        let prev = prev_tree.as_ref().and_then(|t| t.find(name)).cloned();
+        let mut descend = false;
+        if node.kind == NodeKind::Dir && ctx.repo_root.as_deref() != Some(path.as_path()) {
+            descend = true;
+            let mut sub = key.clone();
+            sub.push(u32::try_from(i).unwrap_or(u32::MAX));
+            subdirs.push((sub, DirJob { path: path.clone(), prev_tree: prev.as_ref().and_then(|p| p.subtree) }));
+        }
+        listing.children.push(Some(Child { path, node: Some(node), prev, warnings, descend }));
+    }
+    (listing, subdirs)
 }
 
 /// The path a disk entry has inside the snapshot, `/`-joined, no leading `/`.

@@ -5,8 +5,11 @@
 
 pub mod backup;
 pub mod check;
+pub mod forget;
+pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod retention;
 pub mod stats;
 pub mod tar;
 pub mod tree_walk;

@@ -1,0 +1,249 @@
+//! `forget` and `prune`, and the policy evaluation `snapshots` shares for
+//! its "Kept by" column.
+
+use std::collections::HashSet;
+
+use anyhow::{anyhow, Result};
+use arc_engine::ops::forget::{self, ForgetOptions, ForgetReport, Verdict};
+use arc_engine::ops::prune::{self, PruneOptions, PruneReport, PruneStep};
+use arc_engine::ops::retention::{GroupBy, Policy, Reason};
+use arc_engine::{Id, Repository};
+
+use super::Env;
+use crate::args::{ForgetArgs, KeepArgs, PruneArgs};
+use crate::ui::{size, CliProgress};
+
+/// Test hook: `ARC_FAULT_PRUNE_STEP=N` makes prune exit with status 9 right
+/// after step N (see `arc_engine::ops::prune`), without unwinding or
+/// removing its lock, as if it had been killed there.
+const FAULT_ENV: &str = "ARC_FAULT_PRUNE_STEP";
+const FAULT_EXIT: i32 = 9;
+
+/// Any keep rule given?
+pub fn has_rules(k: &KeepArgs) -> bool {
+    k.keep_last.is_some()
+        || k.keep_hourly.is_some()
+        || k.keep_daily.is_some()
+        || k.keep_decades.is_some()
+        || k.keep_weekly.is_some()
+        || k.keep_monthly.is_some()
+        || k.keep_yearly.is_some()
+        || k.keep_within.is_some()
+        || !k.keep_tags.is_empty()
+}
+
+pub fn policy(k: &KeepArgs) -> Result<(Policy, GroupBy)> {
+    let within = match &k.keep_within {
+        Some(w) => Some(w.parse()?),
+        None => None,
+    };
+    let policy = Policy {
+        last: k.keep_last.unwrap_or(0),
+        hourly: k.keep_hourly.unwrap_or(0),
+        daily: k.keep_daily.unwrap_or(0),
+        decades: k.keep_decades.unwrap_or(0),
+        weekly: k.keep_weekly.unwrap_or(0),
+        monthly: k.keep_monthly.unwrap_or(0),
+        yearly: k.keep_yearly.unwrap_or(0),
+        within,
+        tags: k
+            .keep_tags
+            .iter()
+            .map(|t| t.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect())
+            .collect(),
+    };
+    Ok((policy, k.group_by.parse()?))
+}
+
+pub fn labels(reasons: &[Reason]) -> String {
+    reasons.iter().map(Reason::label).collect::<Vec<_>>().join(" ")
+}
+
+fn show_time(v: &Verdict, local: bool) -> String {
+    if local {
+        v.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string()
+    } else {
+        v.time.format("%Y-%m-%d %H:%M:%S").to_string()
+    }
+}
+
+/// Prints rows under a header, columns padded to their widest cell.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
+    };
+    println!("{}", line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>()));
+    for r in rows {
+        println!("{}", line(r));
+    }
+}
+
+fn verdict_rows(list: &[Verdict], local: bool, with_reasons: bool) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|v| {
+            let mut row = vec![v.short_id.clone(), show_time(v, local), v.tags.join(",")];
+            if with_reasons {
+                row.push(labels(&v.reasons));
+            }
+            row
+        })
+        .collect()
+}
+
+fn print_forget(r: &ForgetReport, local: bool) {
+    let zone = if local { "local time" } else { "UTC" };
+    for g in &r.groups {
+        println!("{} (times in {zone}):", g.key);
+        if !g.keep.is_empty() {
+            println!("keep {} snapshot(s):", g.keep.len());
+            print_table(&["ID", "Time", "Tags", "Kept by"], &verdict_rows(&g.keep, local, true));
+        }
+        if !g.remove.is_empty() {
+            println!("{} {} snapshot(s):", if r.dry_run { "would remove" } else { "remove" }, g.remove.len());
+            print_table(&["ID", "Time", "Tags"], &verdict_rows(&g.remove, local, false));
+        }
+        println!();
+    }
+    if r.groups.is_empty() && !r.removed.is_empty() {
+        let rows: Vec<Vec<String>> = r
+            .removed
+            .iter()
+            .map(|v| vec![v.short_id.clone(), show_time(v, local), v.host.clone(), v.paths.join(" ")])
+            .collect();
+        print_table(&["ID", "Time", "Host", "Paths"], &rows);
+    }
+    if r.dry_run {
+        println!("would remove {} snapshot(s) (dry run: nothing was changed)", r.removed.len());
+    } else {
+        println!("removed {} snapshot(s)", r.removed.len());
+    }
+}
+
+pub fn forget(env: &Env, a: ForgetArgs) -> Result<u8> {
+    let rules = has_rules(&a.keep);
+    if !a.ids.is_empty() && rules {
+        return Err(anyhow!("give either snapshot ids or --keep-* rules, not both"));
+    }
+    if a.ids.is_empty() && !rules {
+        return Err(anyhow!(
+            "nothing to forget: give --keep-* rules (e.g. --keep-daily 7 --keep-monthly 12) or snapshot ids"
+        ));
+    }
+    let (policy, group_by) = policy(&a.keep)?;
+    let repo = env.open()?;
+    let ids =
+        a.ids.iter().map(|spec| Ok(repo.find_snapshot(spec, &Default::default())?.id)).collect::<Result<Vec<Id>>>()?;
+    let opts =
+        ForgetOptions { policy, group_by, local: a.keep.local, filter: a.filter.into(), ids, dry_run: a.dry_run };
+    let report = forget::forget(&repo, &opts)?;
+    let pruned = if a.prune {
+        if !env.json {
+            print_forget(&report, a.keep.local);
+            println!();
+        }
+        let ignore: HashSet<Id> =
+            if a.dry_run { report.removed.iter().map(|v| v.id).collect() } else { HashSet::new() };
+        Some(run_prune(env, &repo, a.max_unused, a.dry_run, ignore)?)
+    } else {
+        None
+    };
+    if env.json {
+        let mut v = serde_json::to_value(&report)?;
+        if let (Some(p), Some(obj)) = (&pruned, v.as_object_mut()) {
+            obj.insert("prune".into(), serde_json::to_value(p)?);
+        }
+        super::print_json(&v)?;
+    } else if let Some(p) = &pruned {
+        print_prune(p);
+    } else {
+        print_forget(&report, a.keep.local);
+    }
+    Ok(0)
+}
+
+fn run_prune(env: &Env, repo: &Repository, max_unused: f64, dry_run: bool, ignore: HashSet<Id>) -> Result<PruneReport> {
+    let fault: Option<u32> = std::env::var(FAULT_ENV).ok().and_then(|v| v.trim().parse().ok());
+    let hook = move |s: PruneStep| {
+        if fault == Some(s.number()) {
+            eprintln!("arc: {FAULT_ENV}={}: exiting after prune step {s:?}", s.number());
+            std::process::exit(FAULT_EXIT);
+        }
+    };
+    let opts = PruneOptions {
+        max_unused,
+        dry_run,
+        ignore_snapshots: ignore,
+        after_step: if fault.is_some() { Some(&hook) } else { None },
+    };
+    let progress = CliProgress::new(env.quiet, "prune");
+    let r = prune::prune(repo, &opts, &progress);
+    progress.finish();
+    Ok(r?)
+}
+
+fn print_prune(r: &PruneReport) {
+    let (verb_del, verb_rew) = if r.dry_run { ("would delete", "would rewrite") } else { ("deleted", "rewrote") };
+    println!("{} snapshot(s), {} pack(s) of {}", r.snapshots, r.packs, size(r.stored_bytes));
+    println!(
+        "used:   {} blobs, {} ({} stored); unused: {} stored",
+        r.live_blobs,
+        size(r.live_bytes),
+        size(r.live_stored_bytes),
+        size(r.unused_stored_bytes)
+    );
+    println!("{verb_del} {} unused pack(s) of {}", r.packs_deleted, size(r.bytes_deleted));
+    if r.dry_run {
+        println!(
+            "{verb_rew} {} pack(s) of {}, copying {} blobs ({})",
+            r.packs_repacked,
+            size(r.bytes_repacked),
+            r.blobs_copied,
+            size(r.bytes_copied)
+        );
+    } else {
+        println!(
+            "{verb_rew} {} pack(s) of {} into {} new pack(s) of {}, copying {} blobs ({})",
+            r.packs_repacked,
+            size(r.bytes_repacked),
+            r.packs_written,
+            size(r.bytes_written),
+            r.blobs_copied,
+            size(r.bytes_copied)
+        );
+    }
+    if r.packs_adopted > 0 {
+        println!("listed {} pack(s) no index file listed", r.packs_adopted);
+    }
+    if !r.dry_run && (r.index_files_written > 0 || r.index_files_deleted > 0) {
+        println!("index files: {} written, {} deleted", r.index_files_written, r.index_files_deleted);
+    }
+    for w in &r.warnings {
+        println!("warning: {w}");
+    }
+    if r.dry_run {
+        println!(
+            "packs: {} -> about {} (dry run: nothing was changed)",
+            size(r.stored_bytes),
+            size(r.stored_bytes_after)
+        );
+    } else {
+        println!("packs: {} -> {}", size(r.stored_bytes), size(r.stored_bytes_after));
+    }
+}
+
+pub fn prune(env: &Env, a: PruneArgs) -> Result<u8> {
+    let repo = env.open()?;
+    let r = run_prune(env, &repo, a.max_unused, a.dry_run, HashSet::new())?;
+    if env.json {
+        super::print_json(&r)?;
+    } else {
+        print_prune(&r);
+    }
+    Ok(0)
+}

@@ -1,0 +1,698 @@
+//! `prune`: deletes the data no snapshot reaches any more and compacts packs
+//! that are mostly dead, so that a repository stays close to its live size.
+//!
+//! ```text
+//! exclusive lock
+//! 1 plan     read every index file, list every pack (trailers of unlisted
+//!            ones), mark every blob reachable from every snapshot (each tree
+//!            read once), choose one copy of each live blob, classify packs:
+//!              nothing live           -> delete
+//!              unused > max_unused    -> repack (copy live blobs, then delete)
+//!              otherwise              -> keep
+//! 2 repack   copy the live blobs of the packs to repack into new packs
+//!            (the packer writes them durably, then index files listing them)
+//! 3 index    write index files for kept packs that would otherwise lose
+//!            their listing (listed only by index files that go, or unlisted)
+//! 4,5        delete the old index files that list a pack that goes
+//! 6          rebuild the index database from the index files now present
+//! 7,8        delete the packs that go (dead and repacked); clean tmp/
+//! ```
+//!
+//! Crash safety comes from the order alone (SPEC section 13.2, whose rules
+//! P1-P7 this follows; the step numbers here are those of the test hook):
+//! until step 4 the repository only gained files (new packs, each listed by
+//! a durable index file before anything else happens); from step 4 on, every kept
+//! blob is in a kept pack listed by a durable index file, and a pack is
+//! deleted only after no index file lists it any more. A prune killed at
+//! any point leaves a repository that `check` passes (at worst with
+//! unlisted packs, a warning), and the next prune finishes the job: the
+//! copies it already made are complete, fully live packs, so they are
+//! chosen as the live copies and the old packs come out as dead.
+//!
+//! The index database is a cache of the index files, but a stale entry
+//! could point a live blob at a deleted pack. It is therefore rebuilt from
+//! the surviving index files (step 6) *before* any pack is deleted: if
+//! prune dies before step 6, the database still knows index files that are
+//! gone and rebuilds itself on next use; after step 6 it names only packs
+//! that stay.
+//!
+//! `ARC_FAULT_PRUNE_STEP`: the CLI passes an [`PruneOptions::after_step`]
+//! hook that exits the process after the given step, without unwinding,
+//! which is what the crash-safety tests use to "kill" prune between steps.
+
+use rayon::prelude::*;
+use std::collections::{HashMap, HashSet};
+
+use crate::error::{Error, Result};
+use crate::format::index_file::{self, PackEntry};
+use crate::format::pack::{self, BlobKind};
+use crate::format::tree::{NodeKind, Tree};
+use crate::id::Id;
+use crate::index::BlobLocation;
+use crate::packer;
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::storage::FileKind;
+
+/// Packs per index file written by prune (as `repair index`).
+const PACKS_PER_INDEX_FILE: usize = 256;
+/// Trees loaded in parallel at a time while marking; bounds the memory of
+/// decoded trees held at once.
+const TREE_BATCH: usize = 256;
+
+/// The steps after which [`PruneOptions::after_step`] is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PruneStep {
+    /// The plan is made; nothing was written.
+    Planned = 1,
+    /// Live blobs of the packs to rewrite are in new packs, listed by
+    /// durable index files.
+    Repacked = 2,
+    /// Replacement index files are durable.
+    IndexWritten = 3,
+    /// The first old index file was deleted.
+    FirstOldIndexDeleted = 4,
+    /// Every old index file that listed a pack to delete is gone.
+    OldIndexDeleted = 5,
+    /// The index database was rebuilt from the surviving index files.
+    IndexDbRebuilt = 6,
+    /// The first pack was deleted.
+    FirstPackDeleted = 7,
+    /// Every pack to delete is gone.
+    PacksDeleted = 8,
+}
+
+impl PruneStep {
+    pub fn number(self) -> u32 {
+        self as u32
+    }
+}
+
+pub struct PruneOptions<'a> {
+    /// A pack whose unused share (dead blobs and extra copies, in stored
+    /// bytes) exceeds this fraction is rewritten. 0.0 rewrites every pack
+    /// with anything unused, 1.0 only deletes packs that are wholly unused.
+    pub max_unused: f64,
+    /// Plan and report, write nothing (takes only a shared lock).
+    pub dry_run: bool,
+    /// Treat these snapshots as already forgotten (`forget --dry-run
+    /// --prune` reports what the pair would free).
+    pub ignore_snapshots: HashSet<Id>,
+    /// Called after each step (test hook; see the module docs).
+    pub after_step: Option<&'a (dyn Fn(PruneStep) + Sync)>,
+}
+
+impl Default for PruneOptions<'_> {
+    fn default() -> Self {
+        PruneOptions { max_unused: 0.10, dry_run: false, ignore_snapshots: HashSet::new(), after_step: None }
+    }
+}
+
+/// What prune found and did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub snapshots: u64,
+    pub packs: u64,
+    /// Bytes of every pack before prune.
+    pub stored_bytes: u64,
+    /// Distinct blobs some snapshot reaches.
+    pub live_blobs: u64,
+    /// Their uncompressed bytes.
+    pub live_bytes: u64,
+    /// Their share of the stored bytes (each blob's part of its frame).
+    pub live_stored_bytes: u64,
+    /// Stored bytes of blobs no snapshot reaches, and of extra copies.
+    pub unused_stored_bytes: u64,
+    /// Packs deleted because nothing in them is used.
+    pub packs_deleted: u64,
+    pub bytes_deleted: u64,
+    /// Packs rewritten because too much of them is unused.
+    pub packs_repacked: u64,
+    pub bytes_repacked: u64,
+    /// Blobs copied out of the rewritten packs, and their uncompressed bytes.
+    pub blobs_copied: u64,
+    pub bytes_copied: u64,
+    /// New packs written by the rewrite, and their bytes.
+    pub packs_written: u64,
+    pub bytes_written: u64,
+    /// Packs no index file listed (left by an interrupted backup or prune)
+    /// that hold used blobs and are listed from now on.
+    pub packs_adopted: u64,
+    pub index_files_written: u64,
+    pub index_files_deleted: u64,
+    /// Leftover partial writes removed from `tmp/`.
+    pub tmp_files_removed: u64,
+    /// Bytes of every pack after prune (estimated for `dry_run`: the
+    /// rewritten blobs counted at their current stored size).
+    pub stored_bytes_after: u64,
+    /// Packs that could not be read and were left alone.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Keep,
+    Repack,
+    Delete,
+}
+
+/// One pack as the plan sees it.
+struct PackPlan {
+    entry: PackEntry,
+    /// Listed by at least one index file.
+    listed: bool,
+    /// Per blob record: this is the copy of a live blob that stays.
+    chosen: Vec<bool>,
+    used_share: u64,
+    total_share: u64,
+    fate: Fate,
+}
+
+/// Stored bytes attributed to a blob: its part of its frame's stored bytes
+/// (frames are compressed as a whole).
+fn share(entry: &PackEntry, blob: usize) -> u64 {
+    let b = &entry.trailer.blobs[blob];
+    let Some(f) = entry.trailer.frames.get(b.frame as usize) else {
+        return 0;
+    };
+    if f.raw_len == 0 {
+        return 0;
+    }
+    u64::from(f.stored_len) * u64::from(b.raw_len) / u64::from(f.raw_len)
+}
+
+/// Everything prune decides before it writes anything.
+pub struct Plan {
+    packs: Vec<PackPlan>,
+    /// Index file name -> packs it lists.
+    index_files: Vec<(String, Vec<Id>)>,
+    report: PruneReport,
+}
+
+fn damaged(reason: String) -> Error {
+    Error::Damaged { operation: "prune", reason }
+}
+
+/// Where every tree blob is, from the packs' own trailers (listed packs
+/// first). Prune reads trees through this map and not through the index
+/// database: the database knows only listed packs, and may be stale.
+fn tree_locations(packs: &[PackEntry], listed: &HashSet<Id>) -> HashMap<Id, BlobLocation> {
+    let mut out = HashMap::new();
+    let (first, second): (Vec<&PackEntry>, Vec<&PackEntry>) = packs.iter().partition(|p| listed.contains(&p.pack));
+    for p in first.into_iter().chain(second) {
+        for b in p.trailer.blobs.iter().filter(|b| b.kind == BlobKind::Tree) {
+            let Some(frame) = p.trailer.frames.get(b.frame as usize) else { continue };
+            out.entry(b.id).or_insert(BlobLocation {
+                pack: p.pack,
+                frame: *frame,
+                offset_in_frame: b.offset_in_frame,
+                raw_len: b.raw_len,
+                kind: b.kind,
+            });
+        }
+    }
+    out
+}
+
+/// Every blob reachable from the snapshots not in `ignore`, each tree read
+/// once. Returns (live blob ids, snapshots counted).
+fn mark_live(repo: &Repository, trees: &HashMap<Id, BlobLocation>, ignore: &HashSet<Id>) -> Result<(HashSet<Id>, u64)> {
+    let reader = repo.blob_reader()?;
+    let mut live: HashSet<Id> = HashSet::new();
+    let mut frontier: Vec<Id> = Vec::new();
+    let mut snapshots = 0;
+    for id in repo.snapshot_ids()? {
+        if ignore.contains(&id) {
+            continue;
+        }
+        let snap = repo.load_snapshot(&id).map_err(|e| damaged(format!("snapshot {id} cannot be read: {e}")))?;
+        snapshots += 1;
+        if live.insert(snap.file.tree) {
+            frontier.push(snap.file.tree);
+        }
+    }
+    // Breadth first, a batch of trees at a time loaded in parallel; a tree
+    // enters the frontier only when first seen, so each is read once.
+    while !frontier.is_empty() {
+        let mut next = Vec::new();
+        for batch in frontier.chunks(TREE_BATCH) {
+            let children: Vec<Result<(Vec<Id>, Vec<Id>)>> = batch
+                .par_iter()
+                .map(|tree_id| {
+                    let loc = trees
+                        .get(tree_id)
+                        .ok_or_else(|| damaged(format!("tree {tree_id}, which a snapshot needs, is in no pack")))?;
+                    let tree = reader
+                        .read_at(repo, tree_id, loc)
+                        .and_then(|data| Tree::decode(&data, tree_id))
+                        .map_err(|e| damaged(format!("tree {tree_id} of a snapshot cannot be read: {e}")))?;
+                    let mut subtrees = Vec::new();
+                    let mut chunks = Vec::new();
+                    for node in &tree.nodes {
+                        match node.kind {
+                            NodeKind::Dir => subtrees.extend(node.subtree),
+                            k if k.has_chunks() => chunks.extend_from_slice(&node.chunks),
+                            _ => {}
+                        }
+                    }
+                    Ok((subtrees, chunks))
+                })
+                .collect();
+            for c in children {
+                let (subtrees, chunks) = c?;
+                live.extend(chunks);
+                for t in subtrees {
+                    if live.insert(t) {
+                        next.push(t);
+                    }
+                }
+            }
+        }
+        frontier = next;
+    }
+    Ok((live, snapshots))
+}
+
+/// Every pack (listed ones first found), the ids of the listed ones, and
+/// each index file's name with the packs it lists.
+type LoadedPacks = (Vec<PackEntry>, HashSet<Id>, Vec<(String, Vec<Id>)>);
+
+/// Reads every index file (checking each against its name) and lists
+/// every pack in storage, reading the trailers of packs no index file
+/// lists. A listed pack that is missing or has another size is damage.
+fn load_packs(repo: &Repository, report: &mut PruneReport) -> Result<LoadedPacks> {
+    let mut index_files = Vec::new();
+    let mut listed: HashMap<Id, (PackEntry, String)> = HashMap::new();
+    for (name, _) in repo.storage().list(FileKind::Index)? {
+        let data = repo.storage().get(FileKind::Index, &name)?;
+        if Id::hash(&data).to_hex() != name {
+            return Err(damaged(format!("index file {name} does not match its name")));
+        }
+        let entries = index_file::decode(&data, &name).map_err(|e| damaged(e.to_string()))?;
+        index_files.push((name.clone(), entries.iter().map(|e| e.pack).collect()));
+        for e in entries {
+            listed.entry(e.pack).or_insert((e, name.clone()));
+        }
+    }
+    let stored = repo.pack_sizes()?;
+    report.packs = stored.len() as u64;
+    report.stored_bytes = stored.values().sum();
+    for (id, (entry, file)) in &listed {
+        match stored.get(id) {
+            None => return Err(damaged(format!("pack {id}, listed by index file {file}, is missing"))),
+            Some(&len) if len != entry.pack_len => {
+                return Err(damaged(format!("pack {id} has {len} bytes, index file {file} says {}", entry.pack_len)))
+            }
+            Some(_) => {}
+        }
+    }
+    let listed_ids: HashSet<Id> = listed.keys().copied().collect();
+    let mut packs: Vec<PackEntry> = listed.into_values().map(|(e, _)| e).collect();
+    for (id, len) in &stored {
+        if listed_ids.contains(id) {
+            continue;
+        }
+        match repo.read_pack_trailer(id, *len) {
+            Ok(e) => packs.push(e),
+            // Not ours to judge: an unreadable file is left for `check`.
+            Err(e) => report.warnings.push(format!("unlisted pack {id} left alone: {e}")),
+        }
+    }
+    packs.sort_by_key(|p| p.pack);
+    Ok((packs, listed_ids, index_files))
+}
+
+/// How good a pack is as the home of a live blob's surviving copy: its
+/// potential live fraction (parts per million), listed, lower id.
+type CopyScore = (u64, bool, std::cmp::Reverse<Id>);
+
+/// Makes the plan: what is live, which copy of each live blob stays, and
+/// what happens to each pack. Reads only.
+pub fn plan(repo: &Repository, max_unused: f64, ignore_snapshots: &HashSet<Id>) -> Result<Plan> {
+    if !(0.0..=1.0).contains(&max_unused) {
+        return Err(Error::InvalidArgument {
+            what: "max-unused",
+            reason: format!("{max_unused} is not a fraction between 0 and 1"),
+        });
+    }
+    let mut report = PruneReport::default();
+    let (entries, listed, index_files) = load_packs(repo, &mut report)?;
+    let trees = tree_locations(&entries, &listed);
+    let (live, snapshots) = mark_live(repo, &trees, ignore_snapshots)?;
+    drop(trees);
+    report.snapshots = snapshots;
+
+    // Potential live fraction of every pack: what it would hold if it kept
+    // every live blob it has a copy of. The copy of a blob that stays is
+    // the one in the pack with the highest such fraction (then listed
+    // packs, then the lower id), so that the copies an interrupted prune
+    // already made (fully live) win over the mostly dead originals.
+    let mut packs: Vec<PackPlan> = entries
+        .into_iter()
+        .map(|entry| {
+            let n = entry.trailer.blobs.len();
+            let listed = listed.contains(&entry.pack);
+            PackPlan { entry, listed, chosen: vec![false; n], used_share: 0, total_share: 0, fate: Fate::Keep }
+        })
+        .collect();
+    let mut best: HashMap<Id, (CopyScore, usize, usize)> = HashMap::new();
+    for (pi, p) in packs.iter_mut().enumerate() {
+        let mut potential = 0u64;
+        let mut seen = HashSet::new();
+        for (bi, b) in p.entry.trailer.blobs.iter().enumerate() {
+            let s = share(&p.entry, bi);
+            p.total_share += s;
+            if live.contains(&b.id) && seen.insert(b.id) {
+                potential += s;
+            }
+        }
+        // Parts per million, so that the comparison is exact.
+        let fraction = (potential * 1_000_000).checked_div(p.total_share).unwrap_or(1_000_000);
+        let score = (fraction, p.listed, std::cmp::Reverse(p.entry.pack));
+        let mut seen = HashSet::new();
+        for (bi, b) in p.entry.trailer.blobs.iter().enumerate() {
+            if !live.contains(&b.id) || !seen.insert(b.id) {
+                continue;
+            }
+            match best.get(&b.id) {
+                Some((s, _, _)) if *s >= score => {}
+                _ => {
+                    best.insert(b.id, (score, pi, bi));
+                }
+            }
+        }
+    }
+    let mut missing: Vec<Id> = live.iter().filter(|id| !best.contains_key(id)).copied().collect();
+    if !missing.is_empty() {
+        missing.sort();
+        let shown: Vec<String> = missing.iter().take(5).map(|i| i.to_hex()).collect();
+        return Err(damaged(format!(
+            "{} blob(s) that snapshots need are in no pack (e.g. {})",
+            missing.len(),
+            shown.join(", ")
+        )));
+    }
+    for (_, (_, pi, bi)) in best {
+        let p = &mut packs[pi];
+        p.chosen[bi] = true;
+        p.used_share += share(&p.entry, bi);
+        report.live_blobs += 1;
+        report.live_bytes += u64::from(p.entry.trailer.blobs[bi].raw_len);
+    }
+
+    let mut after = 0u64;
+    for p in &mut packs {
+        let unused = p.total_share - p.used_share;
+        report.live_stored_bytes += p.used_share;
+        report.unused_stored_bytes += unused;
+        p.fate = if !p.chosen.iter().any(|c| *c) {
+            Fate::Delete
+        } else if p.total_share > 0 && unused as f64 > max_unused * p.total_share as f64 {
+            Fate::Repack
+        } else {
+            Fate::Keep
+        };
+        match p.fate {
+            Fate::Delete => {
+                report.packs_deleted += 1;
+                report.bytes_deleted += p.entry.pack_len;
+            }
+            Fate::Repack => {
+                report.packs_repacked += 1;
+                report.bytes_repacked += p.entry.pack_len;
+                report.blobs_copied += p.chosen.iter().filter(|c| **c).count() as u64;
+                report.bytes_copied += p
+                    .chosen
+                    .iter()
+                    .zip(&p.entry.trailer.blobs)
+                    .filter(|(c, _)| **c)
+                    .map(|(_, b)| u64::from(b.raw_len))
+                    .sum::<u64>();
+                after += p.used_share;
+            }
+            Fate::Keep => {
+                after += p.entry.pack_len;
+                if !p.listed {
+                    report.packs_adopted += 1;
+                }
+            }
+        }
+    }
+    // Unreadable unlisted packs stay where they are.
+    let planned: u64 = packs.iter().map(|p| p.entry.pack_len).sum();
+    report.stored_bytes_after = after + report.stored_bytes.saturating_sub(planned);
+    Ok(Plan { packs, index_files, report })
+}
+
+impl Plan {
+    /// The figures of the plan (what a dry run reports).
+    pub fn report(&self) -> &PruneReport {
+        &self.report
+    }
+
+    fn goes(&self) -> HashSet<Id> {
+        self.packs.iter().filter(|p| p.fate != Fate::Keep).map(|p| p.entry.pack).collect()
+    }
+
+    fn has_work(&self) -> bool {
+        self.packs.iter().any(|p| p.fate != Fate::Keep || !p.listed)
+    }
+}
+
+pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress) -> Result<PruneReport> {
+    let _lock = if opts.dry_run { repo.lock_shared("prune --dry-run")? } else { repo.lock_exclusive("prune")? };
+    let plan = plan(repo, opts.max_unused, &opts.ignore_snapshots)?;
+    let step = |s: PruneStep| {
+        if let Some(hook) = opts.after_step {
+            hook(s)
+        }
+    };
+    step(PruneStep::Planned);
+    let mut report = plan.report.clone();
+    report.dry_run = opts.dry_run;
+    if opts.dry_run {
+        return Ok(report);
+    }
+    if !plan.has_work() {
+        report.tmp_files_removed = clean_tmp(repo);
+        return Ok(report);
+    }
+    let goes = plan.goes();
+    let old_index: HashSet<&str> = plan.index_files.iter().map(|(n, _)| n.as_str()).collect();
+
+    // 2. Copy the live blobs of the packs to rewrite. The packer writes
+    // each new pack durably, then index files listing them.
+    let to_repack: Vec<&PackPlan> = plan.packs.iter().filter(|p| p.fate == Fate::Repack).collect();
+    let mut new_packs: HashSet<Id> = HashSet::new();
+    if !to_repack.is_empty() {
+        progress.total(to_repack.len() as u64, to_repack.iter().map(|p| p.entry.pack_len).sum());
+        let ((), stats) = packer::run(repo, Vec::new(), |sink| copy_live(repo, &to_repack, sink, progress))?;
+        report.packs_written = stats.packs_written;
+        report.bytes_written = stats.bytes_stored;
+        // The packer's index files are the ones that were not there before.
+        for (name, _) in repo.storage().list(FileKind::Index)? {
+            if old_index.contains(name.as_str()) {
+                continue;
+            }
+            let data = repo.storage().get(FileKind::Index, &name)?;
+            new_packs.extend(index_file::decode(&data, &name)?.into_iter().map(|e| e.pack));
+        }
+    }
+    step(PruneStep::Repacked);
+
+    // 3. Index files that go: those listing a pack that goes. Kept packs
+    // they list, and kept unlisted packs, get a new listing first.
+    let obsolete: Vec<&str> = plan
+        .index_files
+        .iter()
+        .filter(|(_, packs)| packs.iter().any(|p| goes.contains(p)))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let still_listed: HashSet<Id> = plan
+        .index_files
+        .iter()
+        .filter(|(_, packs)| !packs.iter().any(|p| goes.contains(p)))
+        .flat_map(|(_, packs)| packs.iter().copied())
+        .collect();
+    let relist: Vec<PackEntry> = plan
+        .packs
+        .iter()
+        .filter(|p| p.fate == Fate::Keep && !still_listed.contains(&p.entry.pack))
+        .map(|p| p.entry.clone())
+        .collect();
+    for group in relist.chunks(PACKS_PER_INDEX_FILE) {
+        let data = index_file::encode(group);
+        let name = Id::hash(&data).to_hex();
+        repo.storage().put(FileKind::Index, &name, &data)?;
+        report.index_files_written += 1;
+    }
+    step(PruneStep::IndexWritten);
+
+    // 4, 5. Only now may the old listings go.
+    for (i, name) in obsolete.iter().enumerate() {
+        repo.storage().delete(FileKind::Index, name)?;
+        report.index_files_deleted += 1;
+        if i == 0 {
+            step(PruneStep::FirstOldIndexDeleted);
+        }
+    }
+    step(PruneStep::OldIndexDeleted);
+
+    // 6. The database forgets the packs that go before they go.
+    repo.rebuild_index_db()?;
+    step(PruneStep::IndexDbRebuilt);
+
+    // 7, 8. Delete. A new pack can never be one that goes (it holds only
+    // used blobs), but the check costs nothing and rules it out.
+    let mut first = true;
+    for p in plan.packs.iter().filter(|p| p.fate != Fate::Keep) {
+        if new_packs.contains(&p.entry.pack) {
+            continue;
+        }
+        repo.storage().delete(FileKind::Pack, &p.entry.pack.to_hex())?;
+        if std::mem::take(&mut first) {
+            step(PruneStep::FirstPackDeleted);
+        }
+    }
+    report.tmp_files_removed = clean_tmp(repo);
+    step(PruneStep::PacksDeleted);
+    report.stored_bytes_after = repo.stored_bytes()?.1;
+    Ok(report)
+}
+
+/// Reads each pack to rewrite once and hands its chosen blobs, verified
+/// against their ids, to the packer. Packs are read in parallel.
+fn copy_live(
+    repo: &Repository,
+    packs: &[&PackPlan],
+    sink: &packer::BlobSink<'_>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let id_scheme = repo.config().id_scheme;
+    packs.par_iter().try_for_each(|p| -> Result<()> {
+        let name = p.entry.pack.to_hex();
+        let data = repo.storage().get(FileKind::Pack, &name)?;
+        if data.len() as u64 != p.entry.pack_len {
+            return Err(Error::corrupt(
+                "pack",
+                &name,
+                format!("{} bytes, the index says {}", data.len(), p.entry.pack_len),
+            ));
+        }
+        let trailer = &p.entry.trailer;
+        let mut by_frame: Vec<Vec<usize>> = vec![Vec::new(); trailer.frames.len()];
+        for (bi, b) in trailer.blobs.iter().enumerate() {
+            if p.chosen[bi] {
+                if let Some(f) = by_frame.get_mut(b.frame as usize) {
+                    f.push(bi);
+                }
+            }
+        }
+        for (fi, blobs) in by_frame.iter().enumerate() {
+            if blobs.is_empty() {
+                continue;
+            }
+            let frame = &trailer.frames[fi];
+            let start = usize::try_from(frame.offset).map_err(|_| Error::corrupt("pack", &name, "frame offset"))?;
+            let stored = data
+                .get(start..start + frame.stored_len as usize)
+                .ok_or_else(|| Error::corrupt("pack", &name, format!("frame at {start} lies outside the pack")))?;
+            let raw = pack::decode_frame(stored, frame, &name)?;
+            for &bi in blobs {
+                let b = &trailer.blobs[bi];
+                let (s, e) = (b.offset_in_frame as usize, b.offset_in_frame as usize + b.raw_len as usize);
+                let bytes = raw.get(s..e).ok_or_else(|| {
+                    Error::corrupt("pack", &name, format!("blob {} lies outside its frame", b.id.short()))
+                })?;
+                // Never copy damage: the copy would replace the only
+                // record that something was wrong.
+                if id_scheme.blob_id(bytes) != b.id {
+                    return Err(Error::corrupt(
+                        "pack",
+                        &name,
+                        format!("blob {} does not match its hash", b.id.short()),
+                    ));
+                }
+                sink.store_copy(b.id, b.kind, bytes)?;
+            }
+        }
+        progress.bytes(p.entry.pack_len);
+        Ok(())
+    })
+}
+
+/// Removes partial writes other processes left in `tmp/` (local
+/// repositories only; the exclusive lock means no other writer runs). Our
+/// own in-flight temporary files (the lock refresh) carry our pid and stay.
+fn clean_tmp(repo: &Repository) -> u64 {
+    let Some(root) = repo.storage().local_path() else {
+        return 0;
+    };
+    let own = format!(".{}.", std::process::id());
+    let Ok(rd) = std::fs::read_dir(root.join("tmp")) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.contains(&own) || !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        if std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::pack::{BlobRecord, FrameCodec, FrameRecord, Trailer};
+    use crate::progress::NoProgress;
+    use crate::repo::InitOptions;
+
+    /// A backup records each pack in the database before any index file
+    /// lists it; prune may delete such a pack without any index file going
+    /// away. A database opened afterwards must not keep pointing at it.
+    #[test]
+    fn index_db_forgets_unlisted_packs_that_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = Id::hash(b"blob");
+        {
+            let repo = Repository::init_local(dir.path(), &InitOptions::default()).unwrap();
+            let gone = PackEntry {
+                pack: Id::hash(b"a pack that was deleted"),
+                pack_len: 100,
+                trailer: Trailer {
+                    frames: vec![FrameRecord { offset: 8, stored_len: 10, raw_len: 10, codec: FrameCodec::Raw }],
+                    blobs: vec![BlobRecord {
+                        id: blob,
+                        kind: BlobKind::Data,
+                        frame: 0,
+                        offset_in_frame: 0,
+                        raw_len: 10,
+                    }],
+                },
+            };
+            repo.index().unwrap().add_packs(&[gone], None).unwrap();
+            assert!(repo.index().unwrap().lookup(&blob).unwrap().is_some());
+        }
+        let repo = Repository::open_local(dir.path()).unwrap();
+        assert!(repo.index().unwrap().lookup(&blob).unwrap().is_none());
+        assert!(repo.index().unwrap().packs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn empty_repository_prunes_to_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_local(dir.path(), &InitOptions::default()).unwrap();
+        let r = prune(&repo, &PruneOptions::default(), &NoProgress).unwrap();
+        assert_eq!((r.snapshots, r.packs, r.packs_deleted, r.index_files_written), (0, 0, 0, 0));
+        for bad in [-0.1, 1.5, f64::NAN] {
+            let opts = PruneOptions { max_unused: bad, ..Default::default() };
+            assert!(matches!(prune(&repo, &opts, &NoProgress), Err(Error::InvalidArgument { .. })));
+        }
+    }
+}

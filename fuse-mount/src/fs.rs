@@ -1,0 +1,639 @@
+//! The `fuser::Filesystem` implementation: kernel requests in, VFS calls,
+//! replies out. It owns what only the kernel interface needs: inode
+//! numbers (with their kernel reference counts), open file and directory
+//! handles, cache lifetimes (TTLs, keep-cache flags) and the mapping of
+//! failures to errno values; everything about the repository is in
+//! [`arc_engine::vfs`].
+//!
+//! Every operation that would change something answers EROFS (the mount
+//! is also read-only at the VFS level, so most never get here; fuser's
+//! default for an unimplemented operation would be ENOSYS, which tools
+//! report as "function not implemented").
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use arc_engine::vfs::{Entry, Kind, Listing, OpenFile, Vfs, VfsError};
+use fuser::{
+    AccessFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::attr::{file_attr, file_type};
+use crate::errno::{is_damage, to_errno};
+use crate::inode::{child_key, Inode, InodeTable};
+use crate::MountEvents;
+
+/// Snapshot content never changes: the kernel may keep names and
+/// attributes as long as it likes.
+const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The views above the snapshots change when backups come and go.
+const VOLATILE_TTL: Duration = Duration::from_secs(1);
+
+fn ttl(e: &Entry) -> Duration {
+    if e.is_immutable() {
+        IMMUTABLE_TTL
+    } else {
+        VOLATILE_TTL
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // One map operation per critical section: nothing to repair after a
+    // panic elsewhere.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Open handles of one kind, sharded so parallel readers do not share a
+/// lock.
+struct Handles<T> {
+    shards: Vec<Mutex<HashMap<u64, Arc<T>>>>,
+    next: AtomicU64,
+}
+
+impl<T> Handles<T> {
+    fn new() -> Self {
+        Handles { shards: (0..16).map(|_| Mutex::new(HashMap::new())).collect(), next: AtomicU64::new(1) }
+    }
+    fn shard(&self, fh: u64) -> &Mutex<HashMap<u64, Arc<T>>> {
+        &self.shards[(fh % 16) as usize]
+    }
+    fn insert(&self, v: T) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed);
+        lock(self.shard(fh)).insert(fh, Arc::new(v));
+        fh
+    }
+    fn get(&self, fh: u64) -> Option<Arc<T>> {
+        lock(self.shard(fh)).get(&fh).cloned()
+    }
+    fn remove(&self, fh: u64) {
+        lock(self.shard(fh)).remove(&fh);
+    }
+}
+
+struct DirHandle {
+    listing: Listing,
+    parent: u64,
+}
+
+pub struct ArcFs {
+    vfs: Arc<Vfs>,
+    inodes: InodeTable,
+    files: Handles<OpenFile>,
+    dirs: Handles<DirHandle>,
+    events: Arc<dyn MountEvents>,
+    /// Inodes whose damage was reported already (a damaged file is read
+    /// again and again by the kernel's retries; say so once).
+    reported: Mutex<HashSet<u64>>,
+    /// The kernel opens directories without asking (see `opendir`).
+    zero_message_opendir: bool,
+}
+
+impl ArcFs {
+    pub fn new(vfs: Arc<Vfs>, events: Arc<dyn MountEvents>) -> ArcFs {
+        ArcFs {
+            vfs,
+            inodes: InodeTable::new(),
+            files: Handles::new(),
+            dirs: Handles::new(),
+            events,
+            reported: Mutex::new(HashSet::new()),
+            zero_message_opendir: false,
+        }
+    }
+
+    /// The errno for a failure, reporting damage once per inode.
+    fn fail(&self, ino: u64, e: &VfsError) -> Errno {
+        if is_damage(e) && lock(&self.reported).insert(ino) {
+            self.events.damaged(&self.describe(ino), e);
+        }
+        to_errno(e)
+    }
+
+    /// `<snapshot name>:/path/in/snapshot` for messages.
+    fn describe(&self, ino: u64) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        let mut cur = ino;
+        for _ in 0..4096 {
+            let Some(i) = self.inodes.get(cur) else { break };
+            match &i.entry {
+                Entry::Snapshot(s) => {
+                    parts.reverse();
+                    return format!("{}:/{}", s.name, parts.join("/"));
+                }
+                Entry::Node { .. } => parts
+                    .push(self.vfs.name(&i.entry).map_or_else(|| "?".into(), |n| String::from_utf8_lossy(&n).into())),
+                _ => break,
+            }
+            cur = i.parent;
+        }
+        format!("inode {ino}")
+    }
+
+    fn inode(&self, ino: INodeNo) -> Result<Inode, Errno> {
+        // The kernel only names inodes it was given and has not forgotten.
+        self.inodes.get(ino.0).ok_or(Errno::ESTALE)
+    }
+
+    /// The inode a child entry shows as. A hardlink shows as the first file
+    /// of its link group, so all its names share one inode number; if that
+    /// file cannot be resolved the link stands alone (it carries the same
+    /// content). `count` registers one kernel reference.
+    fn child_inode(&self, parent: &Inode, name: &[u8], entry: Entry, count: bool) -> (u64, Entry) {
+        if let Ok(Some(target)) = self.vfs.hardlink_target(&entry) {
+            if let Some(found) = self.resolve_link(parent.snap_root, &target, count) {
+                return found;
+            }
+        }
+        let key = child_key(name, &entry);
+        if count {
+            (self.inodes.child(parent, key, entry.clone(), true), entry)
+        } else {
+            (self.inodes.peek(parent, key, &entry), entry)
+        }
+    }
+
+    /// The inode of the file at `path` in the snapshot rooted at
+    /// `snap_root`. Only the file itself is registered: the directories on
+    /// the way only contribute their numbers, which are a function of the
+    /// path.
+    fn resolve_link(&self, snap_root: u64, path: &[u8], count: bool) -> Option<(u64, Entry)> {
+        let root = self.inodes.get(snap_root)?;
+        let chain = self.vfs.walk_path(&root.entry, path).ok()??;
+        let mut cur = root;
+        let last = chain.len() - 1;
+        for (i, (index, entry)) in chain.into_iter().enumerate() {
+            let key = u64::from(index);
+            if i == last {
+                let ino = if count {
+                    self.inodes.child(&cur, key, entry.clone(), true)
+                } else {
+                    self.inodes.peek(&cur, key, &entry)
+                };
+                return Some((ino, entry));
+            }
+            let ino = self.inodes.peek(&cur, key, &entry);
+            cur = Inode { ino, parent: cur.ino, entry, snap_root: cur.snap_root };
+        }
+        None
+    }
+}
+
+impl ArcFs {
+    /// The listing for a READDIR: the one OPENDIR made, or (without
+    /// OPENDIR) the directory's current one.
+    fn dir_handle(&self, dir: &Inode, fh: FileHandle) -> Result<Arc<DirHandle>, VfsError> {
+        if let Some(d) = self.dirs.get(fh.0) {
+            return Ok(d);
+        }
+        Ok(Arc::new(DirHandle { listing: self.vfs.read_dir(&dir.entry)?, parent: dir.parent }))
+    }
+}
+
+impl fuser::Filesystem for ArcFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Each wanted only if the kernel offers it:
+        // - DO_READDIRPLUS (always, not the kernel's AUTO heuristic, which
+        //   falls back to a LOOKUP per entry after the first buffer of a
+        //   big directory): names and attributes in one round trip per
+        //   buffer; attributes cost nothing extra here, the tree is
+        //   decoded anyway;
+        // - PARALLEL_DIROPS: lookups in one directory need not queue behind
+        //   each other;
+        // - POSIX_ACL: recorded ACLs are enforced along with the mode bits
+        //   (default_permissions), not just shown;
+        // - CACHE_SYMLINKS: link targets are read once per inode, not on
+        //   every path walk through them (`ls -lR latest/` resolves
+        //   `latest` for each file). Safe because a virtual link that comes
+        //   to point elsewhere gets a new inode;
+        // - AUTO_INVAL_DATA: the kernel re-checks a directory's mtime before
+        //   reusing its cached listing (virtual directories change mtime
+        //   exactly when their listing changes; see `opendir`).
+        let offered = config.capabilities();
+        for flag in [
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_POSIX_ACL,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_AUTO_INVAL_DATA,
+        ] {
+            if offered.contains(flag) {
+                let _ = config.add_capabilities(flag);
+            }
+        }
+        if std::env::var_os("ARC_NO_RDPLUS").is_none() { let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS); }
+        if std::env::var_os("ARC_RDPLUS_AUTO").is_some() { let _ = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO); }
+        self.zero_message_opendir = offered.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
+            && config.capabilities().contains(InitFlags::FUSE_AUTO_INVAL_DATA);
+        // Let the kernel read ahead as far as it allows (large, parallel
+        // background reads of files), and keep more of them in flight.
+        if let Err(max) = config.set_max_readahead(4 << 20) {
+            let _ = config.set_max_readahead(max);
+        }
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let p = match self.inode(parent) {
+            Ok(p) => p,
+            Err(e) => return reply.error(e),
+        };
+        let entry = match self.vfs.lookup(&p.entry, name.as_bytes()) {
+            Ok(Some(e)) => e,
+            Ok(None) => return reply.error(Errno::ENOENT),
+            Err(e) => return reply.error(self.fail(parent.0, &e)),
+        };
+        let (ino, entry) = self.child_inode(&p, name.as_bytes(), entry, true);
+        match self.vfs.attr(&entry) {
+            Ok(a) => reply.entry(&ttl(&entry), &file_attr(ino, &a), Generation(0)),
+            Err(e) => {
+                self.inodes.forget(ino, 1);
+                reply.error(self.fail(ino, &e))
+            }
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.inodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let i = match self.inode(ino) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        match self.vfs.attr(&i.entry) {
+            Ok(a) => reply.attr(&ttl(&i.entry), &file_attr(ino.0, &a)),
+            Err(e) => reply.error(self.fail(ino.0, &e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let i = match self.inode(ino) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        match self.vfs.readlink(&i.entry) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(self.fail(ino.0, &e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
+            return reply.error(Errno::EROFS);
+        }
+        let i = match self.inode(ino) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        match self.vfs.open(&i.entry) {
+            // Content is immutable: the kernel may keep its page cache
+            // across opens instead of dropping it on every open.
+            Ok(f) => reply.opened(FileHandle(self.files.insert(f)), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(VfsError::NotAFile) => {
+                let dir = matches!(self.vfs.attr(&i.entry), Ok(a) if a.kind == Kind::Dir);
+                reply.error(if dir { Errno::EISDIR } else { Errno::EINVAL })
+            }
+            Err(e) => reply.error(self.fail(ino.0, &e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(f) = self.files.get(fh.0) else { return reply.error(Errno::EBADF) };
+        match self.vfs.read_at(&f, offset, size) {
+            Ok(buf) => reply.data(&buf),
+            Err(e) => reply.error(self.fail(ino.0, &e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.files.remove(fh.0);
+        reply.ok();
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // Directory handles hold nothing a READDIR could not look up
+        // itself, so when the kernel can do without OPENDIR and RELEASEDIR
+        // (answering ENOSYS once switches them off), every directory a
+        // walker enters costs two round trips less. The kernel then caches
+        // listings (FOPEN_CACHE_DIR is its default), reusing one only while
+        // the directory's mtime is unchanged.
+        if self.zero_message_opendir {
+            return reply.error(Errno::ENOSYS);
+        }
+        let i = match self.inode(ino) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        match self.vfs.read_dir(&i.entry) {
+            Ok(listing) => {
+                // Snapshot directories never change, so the kernel may
+                // cache their listings; the views are re-read every time.
+                let flags = if i.entry.is_immutable() {
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                let fh = self.dirs.insert(DirHandle { listing, parent: i.parent });
+                reply.opened(FileHandle(fh), flags)
+            }
+            Err(e) => reply.error(self.fail(ino.0, &e)),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let dir = match self.inode(ino) {
+            Ok(d) => d,
+            Err(e) => return reply.error(e),
+        };
+        let d = match self.dir_handle(&dir, fh) {
+            Ok(d) => d,
+            Err(e) => return reply.error(self.fail(ino.0, &e)),
+        };
+        for i in offset as usize..d.listing.len() + 2 {
+            let full = match i {
+                0 => reply.add(ino, 1, fuser::FileType::Directory, "."),
+                1 => reply.add(INodeNo(d.parent), 2, fuser::FileType::Directory, ".."),
+                _ => {
+                    let Some((name, entry, kind)) = d.listing.get(i - 2) else { break };
+                    let (cino, _) = self.child_inode(&dir, name, entry, false);
+                    reply.add(INodeNo(cino), i as u64 + 1, file_type(kind), OsStr::from_bytes(name))
+                }
+            };
+            if full {
+                break;
+            }
+        }
+        reply.ok()
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let dir = match self.inode(ino) {
+            Ok(d) => d,
+            Err(e) => return reply.error(e),
+        };
+        let d = match self.dir_handle(&dir, fh) {
+            Ok(d) => d,
+            Err(e) => return reply.error(self.fail(ino.0, &e)),
+        };
+        for i in offset as usize..d.listing.len() + 2 {
+            // The kernel takes a reference for every entry but "." and "..".
+            let (name, cino, entry, counted): (&[u8], u64, Entry, bool) = match i {
+                0 => (b".", ino.0, dir.entry.clone(), false),
+                1 => match self.inodes.get(d.parent) {
+                    Some(p) => (b"..", p.ino, p.entry, false),
+                    None => continue,
+                },
+                _ => {
+                    let Some((name, entry, _)) = d.listing.get(i - 2) else { break };
+                    let (cino, entry) = self.child_inode(&dir, name, entry, true);
+                    (name, cino, entry, true)
+                }
+            };
+            let attr = match self.vfs.attr(&entry) {
+                Ok(a) => a,
+                Err(e) => {
+                    if counted {
+                        self.inodes.forget(cino, 1);
+                    }
+                    // Entries already added still go out; the failing one
+                    // is reported on its own lookup.
+                    if i as u64 == offset {
+                        return reply.error(self.fail(cino, &e));
+                    }
+                    break;
+                }
+            };
+            let full = reply.add(
+                INodeNo(cino),
+                i as u64 + 1,
+                OsStr::from_bytes(name),
+                &ttl(&entry),
+                &file_attr(cino, &attr),
+                Generation(0),
+            );
+            if full {
+                if counted {
+                    self.inodes.forget(cino, 1);
+                }
+                break;
+            }
+        }
+        reply.ok()
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.dirs.remove(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let i = match self.inode(ino) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        match self.vfs.xattr(&i.entry, name.as_bytes()) {
+            Ok(Some(v)) => xattr_reply(reply, &v, size),
+            Ok(None) => reply.error(Errno::ENODATA),
+            Err(e) => reply.error(self.fail(ino.0, &e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let i = match self.inode(ino) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        match self.vfs.xattr_names(&i.entry) {
+            Ok(v) => xattr_reply(reply, &v, size),
+            Err(e) => reply.error(self.fail(ino.0, &e)),
+        }
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        // default_permissions has the kernel check modes itself; this only
+        // answers writes.
+        if mask.contains(AccessFlags::W_OK) {
+            reply.error(Errno::EROFS)
+        } else {
+            reply.ok()
+        }
+    }
+
+    // ---- everything that would change the file system ----
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(Errno::EROFS)
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS)
+    }
+
+    fn mkdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        reply.error(Errno::EROFS)
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS)
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS)
+    }
+
+    fn symlink(&self, _req: &Request, _parent: INodeNo, _link_name: &OsStr, _target: &Path, reply: ReplyEntry) {
+        reply.error(Errno::EROFS)
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS)
+    }
+
+    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+        reply.error(Errno::EROFS)
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        reply.error(Errno::EROFS)
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        reply.error(Errno::EROFS)
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS)
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS)
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS)
+    }
+}
+
+/// Answers a getxattr/listxattr: the size when asked for it (size 0),
+/// ERANGE when the caller's buffer is too small.
+fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(value.len() as u32)
+    } else if value.len() > size as usize {
+        reply.error(Errno::ERANGE)
+    } else {
+        reply.data(value)
+    }
+}

@@ -1,0 +1,305 @@
+//! `arc mount`'s FUSE front end: serves an [`arc_engine::vfs::Vfs`] as a
+//! read-only file system through the pure-Rust `fuser` (no libfuse).
+//!
+//! This crate owns the kernel side only: checking that a mount can work
+//! ([`preflight`]), mounting with the right options ([`mount`]), and
+//! unmounting ([`Mounted::unmount`]). Modules: `fs` (the `fuser::Filesystem`
+//! implementation), `inode` (inode numbers ↔ VFS entries), `attr` (VFS
+//! attributes → kernel attributes), `errno` (the one error → errno map).
+//! It prints nothing: damage found while serving reads is passed to the
+//! caller's [`MountEvents`].
+
+mod attr;
+mod errno;
+mod fs;
+mod inode;
+
+use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_engine::vfs::{Vfs, VfsError};
+use fuser::{BackgroundSession, MountOption, SessionACL};
+
+pub use errno::to_errno;
+
+/// What the front end hears from a running mount.
+pub trait MountEvents: Send + Sync {
+    /// Reading `path` (`<snapshot>:/path/in/snapshot`) failed because
+    /// repository data is damaged or unreadable; the reader got EIO.
+    /// Called once per file.
+    fn damaged(&self, path: &str, error: &VfsError);
+}
+
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// Let other users in (subject to the recorded permissions, which the
+    /// kernel enforces).
+    pub allow_other: bool,
+    /// Threads serving kernel requests.
+    pub threads: usize,
+    /// Source shown in /proc/mounts (`df`, `mount`).
+    pub fsname: String,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        MountOptions { allow_other: false, threads: (cpus * 2).clamp(4, 16), fsname: "arc".into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MountError {
+    #[error("/dev/fuse is missing: load the fuse kernel module (`modprobe fuse`), or give the container the device (`--device /dev/fuse`)")]
+    NoDevFuse,
+    #[error("fusermount3 is missing: install the fuse3 package (`apt-get install fuse3`)")]
+    NoFusermount,
+    #[error("{}: no such directory; create the mount point first (`mkdir {}`)", .0.display(), .0.display())]
+    MountpointMissing(PathBuf),
+    #[error("{}: not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    #[error("{}: not an empty directory; mount on an empty one", .0.display())]
+    NotEmpty(PathBuf),
+    #[error("{}: a stale mount is in the way ({source}); remove it with `fusermount3 -u {}`", .path.display(), .path.display())]
+    StaleMount { path: PathBuf, source: std::io::Error },
+    #[error("--allow-other needs `user_allow_other` in /etc/fuse.conf when not mounting as root")]
+    AllowOtherNotPermitted,
+    #[error("{}: {source}", .path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot mount on {}: {source}", .path.display())]
+    Mount { path: PathBuf, source: std::io::Error },
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A fusermount binary as fuser would find it.
+fn fusermount() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("FUSERMOUNT_PATH") {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/bin"), PathBuf::from("/sbin"), PathBuf::from("/usr/bin")])
+        .flat_map(|d| [d.join("fusermount3"), d.join("fusermount")])
+        .find(|p| p.is_file())
+}
+
+/// Checks everything a mount needs, so that a failure is one line saying
+/// what to do rather than an errno from deep inside the mount.
+pub fn preflight(mountpoint: &Path, opts: &MountOptions) -> Result<(), MountError> {
+    if !Path::new("/dev/fuse").exists() {
+        return Err(MountError::NoDevFuse);
+    }
+    // Root mounts with mount(2) directly; everyone else needs the setuid
+    // helper.
+    if !is_root() && fusermount().is_none() {
+        return Err(MountError::NoFusermount);
+    }
+    if opts.allow_other && !is_root() {
+        let conf = std::fs::read_to_string("/etc/fuse.conf").unwrap_or_default();
+        if !conf.lines().any(|l| l.trim() == "user_allow_other") {
+            return Err(MountError::AllowOtherNotPermitted);
+        }
+    }
+    let stale = |e: std::io::Error| MountError::StaleMount { path: mountpoint.to_path_buf(), source: e };
+    let meta = match std::fs::metadata(mountpoint) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(MountError::MountpointMissing(mountpoint.into())),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Err(stale(e)),
+        Err(e) => return Err(MountError::Io { path: mountpoint.into(), source: e }),
+    };
+    if !meta.is_dir() {
+        return Err(MountError::NotADirectory(mountpoint.into()));
+    }
+    match std::fs::read_dir(mountpoint) {
+        Ok(mut rd) => match rd.next() {
+            None => Ok(()),
+            Some(_) => Err(MountError::NotEmpty(mountpoint.into())),
+        },
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(stale(e)),
+        Err(e) => Err(MountError::Io { path: mountpoint.into(), source: e }),
+    }
+}
+
+/// A mounted file system, served by background threads until
+/// [`Mounted::unmount`] (or until someone runs `fusermount3 -u`).
+pub struct Mounted {
+    session: Option<BackgroundSession>,
+    mountpoint: PathBuf,
+}
+
+/// How an unmount went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmounted {
+    Cleanly,
+    /// The mount point was busy (a shell inside it, an open file): it was
+    /// detached, and what still uses it fails once this process exits.
+    Detached,
+}
+
+/// Mounts `vfs` at `mountpoint` (checked with [`preflight`] first).
+///
+/// As root with fusermount3 present the mount asks for `auto_unmount`, so
+/// even a killed `arc mount` leaves no dead mount point behind.
+pub fn mount(
+    vfs: Arc<Vfs>,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    events: Arc<dyn MountEvents>,
+) -> Result<Mounted, MountError> {
+    preflight(mountpoint, opts)?;
+    let auto_unmount = is_root() && fusermount().is_some();
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = vec![
+        MountOption::RO,
+        MountOption::DefaultPermissions,
+        MountOption::NoSuid,
+        MountOption::NoDev,
+        MountOption::FSName(opts.fsname.clone()),
+        MountOption::Subtype("arc".into()),
+    ];
+    if auto_unmount {
+        cfg.mount_options.push(MountOption::AutoUnmount);
+    }
+    cfg.acl = match (opts.allow_other, auto_unmount) {
+        (true, _) => SessionACL::All,
+        // auto_unmount requires allow_root or allow_other; for root as the
+        // owner, allow_root admits no one else.
+        (false, true) => SessionACL::RootAndOwner,
+        (false, false) => SessionACL::Owner,
+    };
+    cfg.n_threads = Some(std::env::var("ARC_MOUNT_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(opts.threads.max(1)));
+    // One /dev/fuse descriptor per thread, so they do not contend on one
+    // queue; opening /dev/fuse again needs the same rights as mounting.
+    cfg.clone_fd =
+        nix::unistd::access("/dev/fuse", nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK).is_ok();
+    // Canonical before mounting: afterwards resolving it goes through the
+    // mount, which fails once the mount is dead.
+    let canonical =
+        std::fs::canonicalize(mountpoint).map_err(|e| MountError::Io { path: mountpoint.to_path_buf(), source: e })?;
+    let fs = fs::ArcFs::new(vfs, events);
+    let session = fuser::spawn_mount(fs, &canonical, &cfg)
+        .map_err(|e| MountError::Mount { path: mountpoint.to_path_buf(), source: e })?;
+    raise_kernel_readahead(&canonical);
+    Ok(Mounted { session: Some(session), mountpoint: canonical })
+}
+
+/// Lets the kernel read further ahead in files of this mount than the
+/// default 128 KiB, so a sequential reader keeps several chunk-sized
+/// requests in flight. Needs root; without it the default stays.
+fn raise_kernel_readahead(mountpoint: &Path) {
+    if let Ok(m) = std::fs::metadata(mountpoint) {
+        let dev = m.dev();
+        let knob = format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev));
+        let _ = std::fs::write(knob, "4096");
+    }
+}
+
+impl Mounted {
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// The file system was unmounted from outside (`fusermount3 -u`,
+    /// `umount`) and the session has ended.
+    pub fn is_finished(&self) -> bool {
+        self.session.as_ref().is_none_or(|s| s.guard.is_finished())
+    }
+
+    /// Unmounts and waits for the serving threads, up to `wait`. A busy
+    /// mount point is detached instead (`umount -l`).
+    pub fn unmount(mut self, wait: Duration) -> Result<Unmounted, MountError> {
+        let Some(session) = self.session.take() else { return Ok(Unmounted::Cleanly) };
+        let mut outcome = Unmounted::Cleanly;
+        // fuser's own unmount with auto_unmount only hands the job to
+        // fusermount3, which unmounts only file systems whose server is
+        // gone; so unmount here, while still serving.
+        if !session.guard.is_finished() && is_mounted(&self.mountpoint) {
+            if let Err(e) = unmount_now(&self.mountpoint) {
+                if !is_busy(&e) {
+                    return Err(MountError::Io { path: self.mountpoint.clone(), source: e });
+                }
+                detach(&self.mountpoint)?;
+                outcome = Unmounted::Detached;
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(session.umount_and_join());
+        });
+        // After a detach the threads serve until the last user leaves;
+        // the caller exiting ends that (open files then fail).
+        if rx.recv_timeout(wait).is_err() {
+            outcome = Unmounted::Detached;
+        }
+        Ok(outcome)
+    }
+}
+
+fn is_busy(e: &std::io::Error) -> bool {
+    // fusermount3 reports failures only in its exit status; a failed
+    // unmount of a mounted file system is nearly always "busy".
+    e.raw_os_error().is_none_or(|c| c == libc::EBUSY)
+}
+
+fn unmount_now(mountpoint: &Path) -> std::io::Result<()> {
+    if is_root() {
+        nix::mount::umount(mountpoint).map_err(std::io::Error::from)
+    } else {
+        fusermount_u(mountpoint, false)
+    }
+}
+
+fn fusermount_u(mountpoint: &Path, lazy: bool) -> std::io::Result<()> {
+    let bin = fusermount().unwrap_or_else(|| PathBuf::from("fusermount3"));
+    let mut cmd = std::process::Command::new(bin);
+    cmd.arg("-u").arg("-q");
+    if lazy {
+        cmd.arg("-z");
+    }
+    let status = cmd.arg("--").arg(mountpoint).stderr(std::process::Stdio::null()).status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("fusermount3 -u failed ({status})")))
+    }
+}
+
+/// Lazy unmount: the mount point is free at once, users inside keep
+/// their view until they leave (or until this process exits).
+fn detach(mountpoint: &Path) -> Result<(), MountError> {
+    if !is_mounted(mountpoint) {
+        return Ok(());
+    }
+    let r = if is_root() {
+        nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH).map_err(std::io::Error::from)
+    } else {
+        fusermount_u(mountpoint, true)
+    };
+    r.map_err(|e| MountError::Io { path: mountpoint.to_path_buf(), source: e })
+}
+
+/// Is `path` (canonical) a mount point right now (per /proc/self/mountinfo)?
+fn is_mounted(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let want = path.to_string_lossy().replace(' ', "\\040");
+    info.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        // Dropping the session unmounts; make sure a busy mount point does
+        // not survive the process either.
+        if let Some(s) = self.session.take() {
+            drop(s);
+            let _ = detach(&self.mountpoint);
+        }
+    }
+}

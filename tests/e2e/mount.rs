@@ -1,0 +1,357 @@
+//! `arc mount`: the mounted snapshots against the trees they were made from
+//! (every file type and piece of metadata, then again after `cp -a` out of
+//! the mount), the time/ and at/ views, read-only behaviour, snapshots that
+//! appear while mounted, damaged data, and clean unmounting.
+//!
+//! These tests really mount, so they need /dev/fuse and root; otherwise
+//! they print why they are skipped and pass. A failing test still unmounts:
+//! [`Mounted`]'s Drop stops `arc mount` and runs `fusermount3 -u -z`.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::fixture::build_full;
+use crate::util::*;
+
+fn skip_reason() -> Option<&'static str> {
+    if std::env::var_os("ARC_SKIP_FUSE").is_some() {
+        Some("ARC_SKIP_FUSE is set")
+    } else if !Path::new("/dev/fuse").exists() {
+        Some("/dev/fuse is missing")
+    } else if !is_root() {
+        Some("FUSE tests need root here (/dev/fuse is root-only)")
+    } else {
+        None
+    }
+}
+
+macro_rules! require_fuse {
+    () => {
+        if let Some(why) = skip_reason() {
+            eprintln!("SKIP: {why}");
+            return;
+        }
+    };
+}
+
+/// Is `path` a mount point (per /proc/self/mountinfo)?
+fn is_mount_point(path: &Path) -> bool {
+    let want = path.to_string_lossy().replace(' ', "\\040");
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// A running `arc mount` (TZ=UTC, so names are predictable).
+struct Mounted {
+    child: Option<Running>,
+    mnt: PathBuf,
+}
+
+impl Mounted {
+    #[track_caller]
+    fn start(env: &TestEnv, mnt: &Path) -> Mounted {
+        fs::create_dir_all(mnt).unwrap();
+        let mnt = fs::canonicalize(mnt).unwrap();
+        let child = env.arc().env("TZ", "UTC").arg("mount").arg(&mnt).timeout(Duration::from_secs(120)).spawn();
+        let mut m = Mounted { child: Some(child), mnt: mnt.clone() };
+        let up = wait_for(Duration::from_secs(30), || {
+            is_mount_point(&mnt) && fs::read_dir(mnt.join("snapshots")).is_ok_and(|mut d| d.next().is_some())
+        });
+        if !up {
+            let out = m.child.take().map(|mut c| {
+                if !c.has_exited() {
+                    c.signal(libc::SIGTERM);
+                }
+                c.wait()
+            });
+            panic!("arc mount did not come up at {}\n{}", mnt.display(), out.map(|o| o.describe()).unwrap_or_default());
+        }
+        m
+    }
+
+    fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// SIGTERM, as Ctrl-C would; `arc mount` must unmount and exit 0.
+    #[track_caller]
+    fn stop(mut self) -> Output {
+        let c = self.child.take().expect("running");
+        c.signal(libc::SIGTERM);
+        let out = c.wait();
+        assert_eq!(out.code(), Some(0), "arc mount did not exit cleanly on SIGTERM\n{}", out.describe());
+        assert!(!is_mount_point(&self.mnt), "{} is still mounted after arc mount exited", self.mnt.display());
+        out
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child; errors (already gone) are fine.
+            unsafe { libc::kill(c.pid(), libc::SIGTERM) };
+            let exited = wait_for(Duration::from_secs(10), || c.has_exited());
+            if !exited {
+                let _ = c.child.kill();
+            }
+        }
+        if is_mount_point(&self.mnt) {
+            let _ = std::process::Command::new("fusermount3").args(["-u", "-z"]).arg(&self.mnt).status();
+        }
+    }
+}
+
+fn errno_of(r: std::io::Result<impl Sized>) -> Option<i32> {
+    r.err().and_then(|e| e.raw_os_error())
+}
+
+#[test]
+fn mount_shows_every_file_type_and_cp_a_reproduces_it() {
+    require_fuse!();
+    let env = TestEnv::new();
+    let src = env.path("src");
+    let fx = build_full(&src, 0);
+    env.init();
+    env.backup([&src]);
+
+    let m = Mounted::start(&env, &env.path("mnt"));
+    let inside = restored(&m.path("latest"), &src);
+    let opts = CompareOpts { symlink_mtime: fx.symlink_mtimes, ..Default::default() };
+    // Sizes, modes, owners, nanosecond mtimes, symlink targets, xattrs,
+    // device numbers, link counts and hardlink inode groups, then content.
+    assert_trees_equal(&src, &inside, &opts);
+
+    // The recorded ctimes too (restore cannot set those; the mount shows them).
+    for rel in ["data/r1m", "links/b/two-again", "sym/rel", "special/fifo", "xattr"] {
+        let (a, b) = (fs::symlink_metadata(src.join(rel)).unwrap(), fs::symlink_metadata(inside.join(rel)).unwrap());
+        assert_eq!((a.ctime(), a.ctime_nsec()), (b.ctime(), b.ctime_nsec()), "ctime of {rel}");
+    }
+    // A hardlink shows the inode of its first file.
+    let (a, b) =
+        (fs::metadata(inside.join("links/a/three")).unwrap(), fs::metadata(inside.join("links/c/three-c")).unwrap());
+    assert_eq!((a.ino(), a.nlink()), (b.ino(), 3));
+
+    // Two readers at once, each across chunk boundaries.
+    let readers: Vec<_> = ["data/r5m", "data/r4m+1"]
+        .into_iter()
+        .map(|rel| {
+            let (want, got) = (src.join(rel), inside.join(rel));
+            std::thread::spawn(move || assert_same_file(&want, &got))
+        })
+        .collect();
+    for r in readers {
+        r.join().unwrap();
+    }
+
+    // Read-only: every way of writing fails with EROFS.
+    let f = inside.join("data/small.txt");
+    assert_eq!(errno_of(fs::File::create(inside.join("new"))), Some(libc::EROFS), "create");
+    assert_eq!(errno_of(fs::create_dir(inside.join("newdir"))), Some(libc::EROFS), "mkdir");
+    assert_eq!(errno_of(fs::remove_file(&f)), Some(libc::EROFS), "unlink");
+    assert_eq!(errno_of(fs::remove_dir(inside.join("empty_dir"))), Some(libc::EROFS), "rmdir");
+    assert_eq!(
+        errno_of(fs::OpenOptions::new().write(true).truncate(true).open(&f)),
+        Some(libc::EROFS),
+        "open for writing"
+    );
+    assert_eq!(errno_of(fs::OpenOptions::new().append(true).open(&f)), Some(libc::EROFS), "open for appending");
+    assert_eq!(
+        errno_of(fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o777))),
+        Some(libc::EROFS),
+        "chmod"
+    );
+    assert_eq!(errno_of(fs::rename(&f, inside.join("renamed"))), Some(libc::EROFS), "rename");
+    assert_eq!(errno_of(fs::hard_link(&f, inside.join("hl"))), Some(libc::EROFS), "link");
+    assert_eq!(errno_of(std::os::unix::fs::symlink("x", inside.join("sl"))), Some(libc::EROFS), "symlink");
+    assert_eq!(errno_of(xattr::set(&f, "user.new", b"v")), Some(libc::EROFS), "setxattr");
+    assert_eq!(errno_of(filetime::set_file_mtime(&f, filetime::FileTime::zero())), Some(libc::EROFS), "utimes");
+    assert_eq!(errno_of(fs::File::create(m.path("new-at-top"))), Some(libc::EROFS), "create at the top");
+    assert_eq!(fs::read(&f).unwrap(), b"hello, arc\n", "the file survived the attempts");
+
+    // cp -a out of the mount reproduces the original.
+    let out = env.path("copied");
+    fs::create_dir_all(&out).unwrap();
+    let cp = TestCommand::new("cp").arg("-a").arg(inside.join(".")).arg(&out).run();
+    assert_eq!(cp.code(), Some(0), "cp -a out of the mount failed\n{}", cp.describe());
+    assert_trees_equal(&src, &out, &opts);
+
+    m.stop();
+}
+
+/// Backs up `src` with `marker` as its content at `time`.
+fn backup_at(env: &TestEnv, src: &Path, marker: &str, time: &str, tags: &[&str]) -> String {
+    fs::write(src.join("marker"), marker).unwrap();
+    let mut args: Vec<String> = vec!["--time".into(), time.into()];
+    for t in tags {
+        args.extend(["--tag".to_string(), t.to_string()]);
+    }
+    args.push(src.to_string_lossy().into_owned());
+    jstr(&env.backup(&args), "short_id").to_string()
+}
+
+#[test]
+fn time_at_tags_views_and_new_snapshots_while_mounted() {
+    require_fuse!();
+    let env = TestEnv::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    env.init();
+    let s1 = backup_at(&env, &src, "one", "2021-03-04T05:06:07Z", &["first"]);
+    let s2 = backup_at(&env, &src, "two", "2021-03-04T18:00:00Z", &[]);
+    let s3 = backup_at(&env, &src, "three", "2022-01-01T00:00:00Z", &["first", "yearly"]);
+    // A stdin stream appears as a file under its --stdin-name.
+    let dump = repetitive_text(300_000, 3);
+    let out = env
+        .arc()
+        .args(["--json", "backup", "--stdin", "--stdin-name", "db/dump.sql", "--time", "2022-06-01T12:00:00Z"])
+        .stdin_bytes(dump.clone())
+        .run()
+        .success();
+    let s4 = jstr(&out.json(), "short_id").to_string();
+
+    let m = Mounted::start(&env, &env.path("mnt"));
+    let names = |rel: &str| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(m.path(rel))
+            .unwrap_or_else(|e| panic!("{rel}: {e}"))
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let name = |stamp: &str, short: &str| format!("{stamp}-{short}");
+    let (n1, n2, n3, n4) = (
+        name("2021-03-04T05:06:07", &s1),
+        name("2021-03-04T18:00:00", &s2),
+        name("2022-01-01T00:00:00", &s3),
+        name("2022-06-01T12:00:00", &s4),
+    );
+    assert_eq!(names(""), ["at", "hosts", "latest", "snapshots", "tags", "time"]);
+    assert_eq!(names("snapshots"), [n1.clone(), n2.clone(), n3.clone(), n4.clone()]);
+    assert_eq!(fs::read_link(m.path("latest")).unwrap(), PathBuf::from(format!("snapshots/{n4}")));
+    assert_eq!(fs::read(m.path("latest/db/dump.sql")).unwrap(), dump);
+
+    let marker = |dir: PathBuf| fs::read_to_string(restored(&dir, &src).join("marker")).unwrap();
+    assert_eq!(names("time"), ["2021", "2022"]);
+    assert_eq!(names("time/2021"), ["03"]);
+    assert_eq!(names("time/2021/03"), ["04"]);
+    assert_eq!(names("time/2021/03/04"), ["05:06:07-first", "18:00:00"]);
+    assert_eq!(marker(m.path("time/2021/03/04/05:06:07-first")), "one");
+    assert_eq!(marker(m.path("time/2021/03/04/18:00:00")), "two");
+    assert_eq!(names("time/2022/01/01"), ["00:00:00-first,yearly"]);
+
+    // at/: not listed; a time resolves to the newest snapshot at or before
+    // it (a date or minute covers all of that day or minute).
+    assert!(names("at").is_empty());
+    for (at, want) in [
+        ("2021-03-04T05:06:07", &n1),
+        ("2021-03-04T17:59", &n1),
+        ("2021-03-04T18:00", &n2),
+        ("2021-03-04", &n2),
+        ("2021-12-31T23:59:59Z", &n2),
+        ("2022-01-01", &n3),
+        ("2022-06-01T14:00+02:00", &n4),
+        ("2030", &n4),
+    ] {
+        let link = fs::read_link(m.path("at").join(at)).unwrap_or_else(|e| panic!("at/{at}: {e}"));
+        assert_eq!(link, PathBuf::from(format!("../snapshots/{want}")), "at/{at}");
+    }
+    assert_eq!(marker(m.path("at/2021-03-04T17:59/")), "one");
+    assert_eq!(errno_of(fs::symlink_metadata(m.path("at/2021-03-04T05:06"))), None);
+    assert_eq!(errno_of(fs::symlink_metadata(m.path("at/2021-03-04T05:05"))), Some(libc::ENOENT));
+    assert_eq!(errno_of(fs::symlink_metadata(m.path("at/not-a-time"))), Some(libc::ENOENT));
+
+    assert_eq!(names("tags"), ["first", "yearly"]);
+    assert_eq!(names("tags/first"), [n1.clone(), n3.clone(), "latest".into()]);
+    assert_eq!(fs::read_link(m.path("tags/first/latest")).unwrap(), PathBuf::from(&n3));
+    assert_eq!(marker(m.path("tags/first/latest/")), "three");
+    assert_eq!(names("hosts").len(), 1);
+
+    // A backup taken while mounted shows up without remounting.
+    let s5 = backup_at(&env, &src, "five", "2023-05-05T05:05:05Z", &[]);
+    let n5 = name("2023-05-05T05:05:05", &s5);
+    let appeared = wait_for(Duration::from_secs(10), || names("snapshots").contains(&n5));
+    assert!(appeared, "new snapshot {n5} did not appear: {:?}", names("snapshots"));
+    let latest_moved = wait_for(Duration::from_secs(5), || {
+        fs::read_link(m.path("latest")).is_ok_and(|l| l == Path::new(&format!("snapshots/{n5}")))
+    });
+    assert!(latest_moved, "latest still points to {:?}", fs::read_link(m.path("latest")));
+    assert_eq!(marker(m.path("latest/")), "five");
+    assert_eq!(marker(m.path("time/2023/05/05/05:05:05")), "five");
+
+    m.stop();
+}
+
+#[test]
+fn damaged_chunk_is_eio_for_that_file_only_and_names_the_pack() {
+    require_fuse!();
+    let env = TestEnv::new();
+    let src = env.path("src");
+    write_random_file(&src.join("damaged.bin"), 3 * MIB, 71);
+    write_random_file(&src.join("intact.bin"), 3 * MIB, 72);
+    env.init();
+    env.backup([&src]);
+
+    // Random data is stored raw: find a piece of damaged.bin in its pack
+    // and flip a byte there.
+    let original = fs::read(src.join("damaged.bin")).unwrap();
+    let needle = &original[(MIB + 12_345) as usize..(MIB + 12_345 + 64) as usize];
+    let (pack, at) = env
+        .pack_files()
+        .into_iter()
+        .find_map(|p| {
+            let bytes = fs::read(&p).unwrap();
+            bytes.windows(needle.len()).position(|w| w == needle).map(|i| (p, i as u64))
+        })
+        .expect("the file's bytes are in no pack");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new().read(true).write(true).open(&pack).unwrap();
+        let mut b = [0u8];
+        f.read_exact_at(&mut b, at + 10).unwrap();
+        b[0] ^= 0x40;
+        f.write_all_at(&b, at + 10).unwrap();
+    }
+    let pack_name = pack.file_name().unwrap().to_string_lossy().into_owned();
+
+    let m = Mounted::start(&env, &env.path("mnt"));
+    let inside = restored(&m.path("latest"), &src);
+    let mut buf = Vec::new();
+    let err = fs::File::open(inside.join("damaged.bin")).unwrap().read_to_end(&mut buf).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "reading a damaged chunk: {err}");
+    // The chunks before the damage are fine, and nothing wrong was returned.
+    assert!(buf.len() < original.len() && original.starts_with(&buf), "bytes returned before the error are wrong");
+    assert_same_file(&src.join("intact.bin"), &inside.join("intact.bin"));
+    let out = m.stop();
+    let stderr = out.stderr_str();
+    assert!(stderr.contains(&pack_name), "the damaged pack {pack_name} is not named:\n{stderr}");
+    assert!(stderr.contains("damaged.bin"), "the damaged file is not named:\n{stderr}");
+    assert_eq!(stderr.matches(&pack_name).count(), 1, "damage reported more than once:\n{stderr}");
+}
+
+#[test]
+fn mount_refuses_unusable_mount_points_in_one_line() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"x").unwrap();
+    env.init();
+    env.backup([&src]);
+    let fuse_missing = !Path::new("/dev/fuse").exists();
+    for (target, expect) in [
+        (src.clone(), "not an empty directory"),
+        (src.join("f"), "not a directory"),
+        (env.path("missing"), "no such directory"),
+    ] {
+        let out = env.arc().arg("mount").arg(&target).timeout(Duration::from_secs(30)).run().code_is(1);
+        let line = out.one_line_error();
+        let expect = if fuse_missing { "/dev/fuse is missing" } else { expect };
+        assert!(line.contains(expect), "mount on {}: expected {expect:?}, got {line:?}", target.display());
+        assert_eq!(out.stderr_str().trim_end().lines().count(), 1, "not one line:\n{}", out.stderr_str());
+    }
+    assert!(!is_mount_point(&src));
+}
