@@ -74,7 +74,7 @@ impl BlobReader {
     }
 
     pub fn read(&self, repo: &Repository, id: &Id) -> Result<Arc<[u8]>> {
-        let loc = repo.index()?.lookup(id)?.ok_or(Error::BlobNotInIndex(*id))?;
+        let loc = repo.lookup_blob(id)?.ok_or(Error::BlobNotInIndex(*id))?;
         self.read_at(repo, id, &loc)
     }
 

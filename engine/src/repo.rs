@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
@@ -15,7 +16,7 @@ use crate::format::pack::{self, Trailer};
 use crate::format::snapshot::SnapshotFile;
 use crate::format::tree::Tree;
 use crate::id::{Id, IdScheme};
-use crate::index::Index;
+use crate::index::{BlobLocation, Index, IndexReader};
 use crate::lock::LockGuard;
 use crate::reader::BlobReader;
 use crate::storage::{FileKind, LocalDir, Storage};
@@ -74,7 +75,16 @@ pub struct Repository {
     /// second open of the same file in one process).
     index_init: Mutex<()>,
     reader: OnceLock<BlobReader>,
+    /// A shared read snapshot of the index for blob lookups on the read
+    /// path; see [`Repository::lookup_blob`].
+    lookup_reader: Mutex<Option<(Instant, Arc<IndexReader>)>>,
 }
+
+/// How long the read path keeps one index read transaction: long enough
+/// that restoring many small files does not open one (several syscalls
+/// with a shared database) per blob, short enough not to pin old pages that
+/// a concurrent backup's commits would like to reuse.
+const LOOKUP_READER_TTL: Duration = Duration::from_secs(5);
 
 impl Repository {
     /// Creates a new repository in an empty or missing local directory.
@@ -170,6 +180,7 @@ impl Repository {
             index: OnceLock::new(),
             index_init: Mutex::new(()),
             reader: OnceLock::new(),
+            lookup_reader: Mutex::new(None),
         })
     }
 
@@ -246,6 +257,10 @@ impl Repository {
     pub fn rebuild_index_db(&self) -> Result<()> {
         let index = self.index()?;
         index.clear()?;
+        // The read path's shared snapshot predates the rebuild.
+        if let Ok(mut slot) = self.lookup_reader.lock() {
+            *slot = None;
+        }
         self.sync_index(index)
     }
 
@@ -284,6 +299,28 @@ impl Repository {
         }
         self.index()?;
         Ok(self.reader.get_or_init(|| BlobReader::new(32 * 1024 * 1024)))
+    }
+
+    fn shared_lookup_reader(&self, refresh: bool) -> Result<Arc<IndexReader>> {
+        let mut slot = self.lookup_reader.lock().map_err(|_| Error::Interrupted)?;
+        match slot.as_ref() {
+            Some((at, r)) if !refresh && at.elapsed() < LOOKUP_READER_TTL => Ok(r.clone()),
+            _ => {
+                let r = Arc::new(self.index()?.reader()?);
+                *slot = Some((Instant::now(), r.clone()));
+                Ok(r)
+            }
+        }
+    }
+
+    /// Where a blob is, for the read path. A miss is retried once with a
+    /// fresh read transaction, since the blob may have been committed after
+    /// the shared one was opened.
+    pub fn lookup_blob(&self, id: &Id) -> Result<Option<BlobLocation>> {
+        if let Some(loc) = self.shared_lookup_reader(false)?.lookup(id)? {
+            return Ok(Some(loc));
+        }
+        self.shared_lookup_reader(true)?.lookup(id)
     }
 
     /// Reads and verifies one blob.

@@ -796,6 +796,21 @@ impl Vfs {
         }
     }
 
+    /// Whether [`Vfs::read_at`] would be served from memory: every chunk
+    /// it needs is cached, so it neither reads a pack nor waits for
+    /// another thread. Front ends use it to answer cheap reads at once and
+    /// hand the others to threads that may block.
+    pub fn read_is_cached(&self, f: &OpenFile, offset: u64, size: u32) -> bool {
+        let t = &f.table;
+        if offset >= t.size || size == 0 {
+            return true;
+        }
+        let end = (offset + u64::from(size)).min(t.size);
+        let first = t.ends.partition_point(|&e| e <= offset);
+        let last = t.ends.partition_point(|&e| e < end);
+        (first..=last).all(|k| self.chunks.cached(&t.chunks[k].0))
+    }
+
     /// Up to `size` bytes at `offset` (fewer only at the end of the file).
     pub fn read_at(&self, f: &OpenFile, offset: u64, size: u32) -> Result<ReadBuf> {
         let t = &f.table;

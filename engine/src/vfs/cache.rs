@@ -126,6 +126,11 @@ impl<K: Hash + Eq + Clone, V: Clone> FlightCache<K, V> {
         }
     }
 
+    /// Is `key` cached (a get would not wait)?
+    pub fn cached(&self, key: &K) -> bool {
+        lock(&self.state).lru.contains(key)
+    }
+
     /// Is `key` cached or being loaded?
     pub fn present(&self, key: &K) -> bool {
         let s = lock(&self.state);
