@@ -199,12 +199,6 @@ impl BlobSink<'_> {
         if self.shared.failed.load(Ordering::Relaxed) {
             return Err(self.stopped());
         }
-        if u32::try_from(data.len()).is_err() {
-            return Err(Error::InvalidArgument {
-                what: "blob",
-                reason: format!("{} bytes exceed the 4 GiB blob limit", data.len()),
-            });
-        }
         if index.contains(&id)? {
             return Ok(());
         }
@@ -217,6 +211,11 @@ impl BlobSink<'_> {
     /// `data` against `id`. A blob already queued in this run is still
     /// stored only once.
     pub fn store_copy(&self, id: Id, kind: BlobKind, data: &[u8]) -> Result<()> {
+        self.enqueue(id, kind, data)
+    }
+
+    /// Queues a blob for the framer unless this run queued it already.
+    fn enqueue(&self, id: Id, kind: BlobKind, data: &[u8]) -> Result<()> {
         if self.shared.failed.load(Ordering::Relaxed) {
             return Err(self.stopped());
         }
@@ -226,11 +225,6 @@ impl BlobSink<'_> {
                 reason: format!("{} bytes exceed the 4 GiB blob limit", data.len()),
             });
         }
-        self.enqueue(id, kind, data)
-    }
-
-    /// Queues a blob for the framer unless this run queued it already.
-    fn enqueue(&self, id: Id, kind: BlobKind, data: &[u8]) -> Result<()> {
         if !self.pending.ids.lock().map_err(|_| Error::Interrupted)?.insert(id) {
             return Ok(());
         }

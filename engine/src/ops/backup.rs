@@ -1053,7 +1053,26 @@ fn store_large(
     mut file: File,
     seen: Seen,
 ) -> Result<Stored> {
-    let mut s = StreamChunker::new(ctx.file_chunker, &mut file);
+    match store_chunks(ctx, sink, reader, ctx.file_chunker, &mut file)? {
+        Ok((chunks, read)) => {
+            check_unchanged(ctx, path, &file, seen, read);
+            Ok(Ok((chunks, read)))
+        }
+        Err(e) => Ok(Err(e.to_string())),
+    }
+}
+
+/// Chunks and stores everything `source` yields, reporting progress as it
+/// goes. The outer error stops the backup; the inner one is the source's
+/// own read error, which the caller judges.
+fn store_chunks(
+    ctx: &Ctx<'_>,
+    sink: &BlobSink<'_>,
+    reader: &mut Option<(u64, IndexReader)>,
+    chunker: Chunker,
+    source: impl Read,
+) -> Result<std::io::Result<(Vec<Id>, u64)>> {
+    let mut s = StreamChunker::new(chunker, source);
     let mut chunks = Vec::new();
     let mut reported = 0;
     loop {
@@ -1063,19 +1082,14 @@ fn store_large(
         match s.next_chunk() {
             Ok(Some(chunk)) => chunks.push(sink.store(sink.index_reader(reader)?, BlobKind::Data, chunk)?),
             Ok(None) => break,
-            Err(e) => return Ok(Err(e.to_string())),
+            Err(e) => return Ok(Err(e)),
         }
         let now = s.bytes_read;
         ctx.progress.bytes(now - reported);
         ctx.bytes_read.fetch_add(now - reported, Ordering::Relaxed);
         reported = now;
     }
-    let read = s.bytes_read;
-    ctx.progress.bytes(read - reported);
-    ctx.bytes_read.fetch_add(read - reported, Ordering::Relaxed);
-    drop(s);
-    check_unchanged(ctx, path, &file, seen, read);
-    Ok(Ok((chunks, read)))
+    Ok(Ok((chunks, s.bytes_read)))
 }
 
 /// Warns when a file's size or mtime after reading differ from what the
@@ -1103,34 +1117,13 @@ fn store_stream(
     reader: Box<dyn Read + Send>,
     allow_empty: bool,
 ) -> Result<Stored> {
-    let mut cache = None;
-    let mut s = StreamChunker::new(ctx.stream_chunker, reader);
-    let mut chunks = Vec::new();
-    let mut reported = 0;
-    loop {
-        if cancelled(&ctx.cancel) {
-            return Err(Error::Interrupted);
-        }
-        match s.next_chunk() {
-            Ok(Some(chunk)) => chunks.push(sink.store(sink.index_reader(&mut cache)?, BlobKind::Data, chunk)?),
-            Ok(None) => break,
-            Err(e) => {
-                return Err(Error::BadSource {
-                    path: PathBuf::from(name),
-                    reason: format!("reading the stream failed: {e}"),
-                })
-            }
-        }
-        let now = s.bytes_read;
-        ctx.progress.bytes(now - reported);
-        ctx.bytes_read.fetch_add(now - reported, Ordering::Relaxed);
-        reported = now;
+    let bad = |reason: String| Error::BadSource { path: PathBuf::from(name), reason };
+    // Unlike a file, a stream cannot be skipped with a warning: a dump that
+    // breaks off must not become a snapshot.
+    let (chunks, read) = store_chunks(ctx, sink, &mut None, ctx.stream_chunker, reader)?
+        .map_err(|e| bad(format!("reading the stream failed: {e}")))?;
+    if read == 0 && !allow_empty {
+        return Err(bad("the stream is empty (did the dump fail?); use --allow-empty to store it anyway".into()));
     }
-    if s.bytes_read == 0 && !allow_empty {
-        return Err(Error::BadSource {
-            path: PathBuf::from(name),
-            reason: "the stream is empty (did the dump fail?); use --allow-empty to store it anyway".into(),
-        });
-    }
-    Ok(Ok((chunks, s.bytes_read)))
+    Ok(Ok((chunks, read)))
 }
