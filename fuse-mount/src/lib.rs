@@ -39,8 +39,11 @@ pub struct MountOptions {
     /// Let other users in (subject to the recorded permissions, which the
     /// kernel enforces).
     pub allow_other: bool,
-    /// Threads serving kernel requests.
-    pub threads: usize,
+    /// Threads receiving kernel requests. One is fastest for the usual
+    /// single walker (see `fs.rs`); reads that fetch data do not wait on it.
+    pub dispatch_threads: usize,
+    /// Threads fetching file data for reads.
+    pub read_threads: usize,
     /// Source shown in /proc/mounts (`df`, `mount`).
     pub fsname: String,
 }
@@ -48,7 +51,12 @@ pub struct MountOptions {
 impl Default for MountOptions {
     fn default() -> Self {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-        MountOptions { allow_other: false, threads: (cpus * 2).clamp(4, 16), fsname: "arc".into() }
+        MountOptions {
+            allow_other: false,
+            dispatch_threads: 1,
+            read_threads: (cpus * 2).clamp(4, 16),
+            fsname: "arc".into(),
+        }
     }
 }
 
@@ -94,20 +102,40 @@ fn fusermount() -> Option<PathBuf> {
 /// Checks everything a mount needs, so that a failure is one line saying
 /// what to do rather than an errno from deep inside the mount.
 pub fn preflight(mountpoint: &Path, opts: &MountOptions) -> Result<(), MountError> {
-    if !Path::new("/dev/fuse").exists() {
+    let host = Host {
+        dev_fuse: Path::new("/dev/fuse").exists(),
+        root: is_root(),
+        fusermount: fusermount().is_some(),
+        fuse_conf: std::fs::read_to_string("/etc/fuse.conf").unwrap_or_default(),
+    };
+    check_host(&host, opts)?;
+    check_mountpoint(mountpoint)
+}
+
+/// What about this machine decides whether a mount can work.
+struct Host {
+    dev_fuse: bool,
+    root: bool,
+    fusermount: bool,
+    fuse_conf: String,
+}
+
+fn check_host(host: &Host, opts: &MountOptions) -> Result<(), MountError> {
+    if !host.dev_fuse {
         return Err(MountError::NoDevFuse);
     }
     // Root mounts with mount(2) directly; everyone else needs the setuid
     // helper.
-    if !is_root() && fusermount().is_none() {
+    if !host.root && !host.fusermount {
         return Err(MountError::NoFusermount);
     }
-    if opts.allow_other && !is_root() {
-        let conf = std::fs::read_to_string("/etc/fuse.conf").unwrap_or_default();
-        if !conf.lines().any(|l| l.trim() == "user_allow_other") {
-            return Err(MountError::AllowOtherNotPermitted);
-        }
+    if opts.allow_other && !host.root && !host.fuse_conf.lines().any(|l| l.trim() == "user_allow_other") {
+        return Err(MountError::AllowOtherNotPermitted);
     }
+    Ok(())
+}
+
+fn check_mountpoint(mountpoint: &Path) -> Result<(), MountError> {
     let stale = |e: std::io::Error| MountError::StaleMount { path: mountpoint.to_path_buf(), source: e };
     let meta = match std::fs::metadata(mountpoint) {
         Ok(m) => m,
@@ -175,16 +203,17 @@ pub fn mount(
         (false, true) => SessionACL::RootAndOwner,
         (false, false) => SessionACL::Owner,
     };
-    cfg.n_threads = Some(std::env::var("ARC_MOUNT_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(opts.threads.max(1)));
-    // One /dev/fuse descriptor per thread, so they do not contend on one
-    // queue; opening /dev/fuse again needs the same rights as mounting.
-    cfg.clone_fd =
-        nix::unistd::access("/dev/fuse", nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK).is_ok();
+    cfg.n_threads = Some(opts.dispatch_threads.max(1));
+    // With several dispatch threads, one /dev/fuse descriptor each, so
+    // they do not contend on one; opening /dev/fuse again needs the same
+    // rights as mounting.
+    cfg.clone_fd = opts.dispatch_threads > 1
+        && nix::unistd::access("/dev/fuse", nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK).is_ok();
     // Canonical before mounting: afterwards resolving it goes through the
     // mount, which fails once the mount is dead.
     let canonical =
         std::fs::canonicalize(mountpoint).map_err(|e| MountError::Io { path: mountpoint.to_path_buf(), source: e })?;
-    let fs = fs::ArcFs::new(vfs, events);
+    let fs = fs::ArcFs::new(vfs, events, opts.read_threads);
     let session = fuser::spawn_mount(fs, &canonical, &cfg)
         .map_err(|e| MountError::Mount { path: mountpoint.to_path_buf(), source: e })?;
     raise_kernel_readahead(&canonical);
@@ -301,5 +330,43 @@ impl Drop for Mounted {
             drop(s);
             let _ = detach(&self.mountpoint);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> Host {
+        Host { dev_fuse: true, root: false, fusermount: true, fuse_conf: "#user_allow_other\n".into() }
+    }
+
+    #[test]
+    fn missing_pieces_are_one_line_saying_what_to_do() {
+        let opts = MountOptions::default();
+        let no_dev = check_host(&Host { dev_fuse: false, ..host() }, &opts).unwrap_err().to_string();
+        assert!(no_dev.contains("/dev/fuse") && no_dev.contains("modprobe fuse"), "{no_dev}");
+        let no_helper = check_host(&Host { fusermount: false, ..host() }, &opts).unwrap_err().to_string();
+        assert!(no_helper.contains("apt-get install fuse3"), "{no_helper}");
+        assert!(check_host(&Host { fusermount: false, root: true, ..host() }, &opts).is_ok(), "root needs no helper");
+        let other = MountOptions { allow_other: true, ..MountOptions::default() };
+        assert!(matches!(check_host(&host(), &other), Err(MountError::AllowOtherNotPermitted)));
+        let permitted = Host { fuse_conf: "user_allow_other\n".into(), ..host() };
+        assert!(check_host(&permitted, &other).is_ok());
+        for e in [no_dev, no_helper] {
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn mount_points_must_be_empty_directories() {
+        let dir = std::env::temp_dir().join(format!("arc-fuse-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(check_mountpoint(&dir).is_ok());
+        std::fs::write(dir.join("f"), b"x").unwrap();
+        assert!(matches!(check_mountpoint(&dir), Err(MountError::NotEmpty(_))));
+        assert!(matches!(check_mountpoint(&dir.join("f")), Err(MountError::NotADirectory(_))));
+        assert!(matches!(check_mountpoint(&dir.join("none")), Err(MountError::MountpointMissing(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -216,7 +216,6 @@ impl SnapshotList {
     pub fn on_day(&self, day: (i32, u32, u32)) -> impl Iterator<Item = &Arc<SnapRef>> {
         self.snaps.iter().filter(move |s| s.day == day)
     }
-
 }
 
 /// Parses an `at/` name into the last instant it denotes. A name covers
