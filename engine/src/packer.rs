@@ -541,13 +541,7 @@ fn pack_writer(
 
 /// Writes one pack durably, then makes it known: index database first (so
 /// dedup sees it), then, every few packs, an index file.
-fn upload(
-    repo: &Repository,
-    pending: &Pending,
-    unlisted: &Unlisted,
-    bytes: Vec<u8>,
-    entry: PackEntry,
-) -> Result<()> {
+fn upload(repo: &Repository, pending: &Pending, unlisted: &Unlisted, bytes: Vec<u8>, entry: PackEntry) -> Result<()> {
     repo.storage().put(FileKind::Pack, &entry.pack.to_hex(), &bytes)?;
     drop(bytes);
     unlisted.packs_written.fetch_add(1, Ordering::Relaxed);

@@ -135,10 +135,7 @@ fn unknown_snapshot_id_is_reported() {
     let (env, id) = env_with_snapshot();
     let before = repo_listing(&env.repo);
     // A prefix no snapshot id starts with.
-    let unknown = ["deadbeef", "01234567", "fedcba98"]
-        .into_iter()
-        .find(|p| !id.starts_with(p))
-        .unwrap();
+    let unknown = ["deadbeef", "01234567", "fedcba98"].into_iter().find(|p| !id.starts_with(p)).unwrap();
     let target = env.path("target");
     let src_file = env.path("src/dir/a.txt").to_string_lossy().into_owned();
     let cat_spec = format!("{unknown}:{src_file}");
@@ -229,11 +226,7 @@ fn restore_into_non_empty_target_needs_overwrite() {
 
     let out = env.arc().args(["restore", &id[..8], "--target"]).arg(&target).run().failure();
     let line = out.one_line_error();
-    assert!(
-        line.contains(&*target.to_string_lossy()),
-        "error does not name the target {}: {line}",
-        target.display()
-    );
+    assert!(line.contains(&*target.to_string_lossy()), "error does not name the target {}: {line}", target.display());
     assert!(line.contains("--overwrite"), "error does not mention --overwrite: {line}");
     assert_listing_unchanged(&before_target, &full_listing(&target), "refused restore (target)");
     assert_eq!(fs::read(target.join("precious.txt")).unwrap(), b"do not touch\n");

@@ -225,8 +225,18 @@ pub fn build_full(root: &Path, big: u64) -> Fixture {
     write(&pre, b"from 1969\n");
     let fut = root.join("data/future");
     write(&fut, b"from 2381\n");
-    filetime::set_file_times(&pre, filetime::FileTime::from_unix_time(0, 0), filetime::FileTime::from_unix_time(-2, 500_000_001)).unwrap();
-    filetime::set_file_times(&fut, filetime::FileTime::from_unix_time(0, 0), filetime::FileTime::from_unix_time(13_000_000_000, 999_999_999)).unwrap();
+    filetime::set_file_times(
+        &pre,
+        filetime::FileTime::from_unix_time(0, 0),
+        filetime::FileTime::from_unix_time(-2, 500_000_001),
+    )
+    .unwrap();
+    filetime::set_file_times(
+        &fut,
+        filetime::FileTime::from_unix_time(0, 0),
+        filetime::FileTime::from_unix_time(13_000_000_000, 999_999_999),
+    )
+    .unwrap();
     filetime::set_file_times(
         root.join("data"),
         filetime::FileTime::from_last_access_time(&data_times),
@@ -237,13 +247,7 @@ pub fn build_full(root: &Path, big: u64) -> Fixture {
     files.push(PathBuf::from("data/future"));
     files.sort();
 
-    Fixture {
-        root: root.to_path_buf(),
-        sparse: PathBuf::from("sparse.img"),
-        symlink_mtimes,
-        devices,
-        files,
-    }
+    Fixture { root: root.to_path_buf(), sparse: PathBuf::from("sparse.img"), symlink_mtimes, devices, files }
 }
 
 fn set_times(p: &Path, rel: &Path, counter: &mut u64, symlink_ok: &mut bool, files: &mut Vec<PathBuf>) {
@@ -261,7 +265,10 @@ fn set_times(p: &Path, rel: &Path, counter: &mut u64, symlink_ok: &mut bool, fil
     let i = *counter;
     // Distinct seconds and nanoseconds that are not multiples of 1000, so
     // microsecond truncation shows.
-    let t = filetime::FileTime::from_unix_time(1_500_000_000 + (i as i64) * 86_413, ((i * 987_654_321 + 123) % 1_000_000_000) as u32);
+    let t = filetime::FileTime::from_unix_time(
+        1_500_000_000 + (i as i64) * 86_413,
+        ((i * 987_654_321 + 123) % 1_000_000_000) as u32,
+    );
     let atime = filetime::FileTime::from_unix_time(1_400_000_000 + i as i64, 7);
     match filetime::set_symlink_file_times(p, atime, t) {
         Ok(()) => {}

@@ -120,18 +120,8 @@ fn unchanged_backup_adds_almost_nothing_and_changes_are_detected() {
     assert!(cat.stdout == content, "cat latest does not return the rewritten content of {}", sneaky.display());
 
     // The first snapshot still has the old content.
-    let old = env
-        .arc()
-        .arg("cat")
-        .arg(format!("{id1}:{}", src.join(&changed).display()))
-        .run()
-        .success();
+    let old = env.arc().arg("cat").arg(format!("{id1}:{}", src.join(&changed).display())).run().success();
     assert!(old.stdout == old_content, "cat of the first snapshot does not return the old content");
-    let new = env
-        .arc()
-        .arg("cat")
-        .arg(format!("latest:{}", src.join(&changed).display()))
-        .run()
-        .success();
+    let new = env.arc().arg("cat").arg(format!("latest:{}", src.join(&changed).display())).run().success();
     assert!(new.stdout == fs::read(src.join(&changed)).unwrap(), "cat latest does not return the new content");
 }

@@ -49,11 +49,7 @@ fn flipped_byte_in_pack_is_found_by_read_data_check() {
     // Flip one byte in the first half of the largest pack (well clear of
     // the trailer at its end).
     let packs = env.pack_files();
-    let largest = packs
-        .iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .expect("no pack files")
-        .clone();
+    let largest = packs.iter().max_by_key(|p| fs::metadata(p).unwrap().len()).expect("no pack files").clone();
     let pack_id = largest.file_name().unwrap().to_string_lossy().into_owned();
     let len = fs::metadata(&largest).unwrap().len();
     assert!(len > 1024 * 1024, "largest pack is only {len} bytes");
@@ -67,11 +63,7 @@ fn flipped_byte_in_pack_is_found_by_read_data_check() {
 
     // The structural check may or may not notice; it must not crash.
     let quick = env.arc().arg("check").run();
-    assert!(
-        matches!(quick.code(), Some(0) | Some(1)),
-        "check exited oddly\n{}",
-        quick.describe()
-    );
+    assert!(matches!(quick.code(), Some(0) | Some(1)), "check exited oddly\n{}", quick.describe());
 
     let full = env.arc().args(["check", "--read-data"]).run().code_is(1);
     let text = format!("{}\n{}", full.stdout_str(), full.stderr_str());

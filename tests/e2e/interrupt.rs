@@ -32,10 +32,7 @@ fn start_backup_and_wait_for_packs(env: &TestEnv, src: &Path, packs: usize) -> R
         }
         false
     });
-    assert!(
-        got_packs && !exited_early,
-        "backup did not write {packs} pack(s) before exiting or within 120 s"
-    );
+    assert!(got_packs && !exited_early, "backup did not write {packs} pack(s) before exiting or within 120 s");
     running
 }
 
@@ -75,11 +72,7 @@ fn sigkill_during_backup_leaves_a_consistent_reusable_repository() {
     // The killed process's lock stays behind; `arc unlock` removes it as
     // stale (its process is gone).
     let locks = env.arc().args(["list", "locks"]).run().success();
-    assert!(
-        !locks.stdout_str().trim().is_empty(),
-        "no lock left by the killed backup\n{}",
-        locks.describe()
-    );
+    assert!(!locks.stdout_str().trim().is_empty(), "no lock left by the killed backup\n{}", locks.describe());
     env.arc().arg("unlock").run().success();
     let locks = env.arc().args(["list", "locks"]).run().success();
     assert!(locks.stdout_str().trim().is_empty(), "stale lock not removed by unlock\n{}", locks.describe());
@@ -149,16 +142,8 @@ fn sigint_during_backup_stops_cleanly_without_a_snapshot() {
         let running = start_backup_and_wait_for_packs(&env, &src, packs_before + 1);
         running.signal(sig);
         let out = running.wait();
-        assert!(
-            !out.status.success(),
-            "backup interrupted by {name} exited with success\n{}",
-            out.describe()
-        );
-        assert!(
-            out.status.code().is_some(),
-            "backup died of {name} instead of stopping cleanly\n{}",
-            out.describe()
-        );
+        assert!(!out.status.success(), "backup interrupted by {name} exited with success\n{}", out.describe());
+        assert!(out.status.code().is_some(), "backup died of {name} instead of stopping cleanly\n{}", out.describe());
         assert!(
             env.snapshot_files().is_empty(),
             "a backup interrupted by {name} left a snapshot: {:?}",

@@ -42,11 +42,7 @@ fn full_fixture_backup_and_restore_preserve_everything() {
 
     let target = env.path("restore");
     let out = env.restore(&short, &target);
-    assert!(
-        !out.stderr_str().contains("warning"),
-        "restore printed warnings\n{}",
-        out.describe()
-    );
+    assert!(!out.stderr_str().contains("warning"), "restore printed warnings\n{}", out.describe());
     let opts = CompareOpts {
         symlink_mtime: fx.symlink_mtimes,
         sparse: if sparse_supported { vec![fx.sparse.clone()] } else { Vec::new() },
@@ -64,18 +60,8 @@ fn full_fixture_backup_and_restore_preserve_everything() {
     // so they must get their content anyway.
     let target3 = env.path("restore-partial");
     let links_b = fx.root.join("links/b");
-    env.arc()
-        .args(["restore", &short, "--target"])
-        .arg(&target3)
-        .arg("--include")
-        .arg(&links_b)
-        .run()
-        .success();
-    let partial = CompareOpts {
-        link_counts: false,
-        sparse: Vec::new(),
-        ..opts.clone()
-    };
+    env.arc().args(["restore", &short, "--target"]).arg(&target3).arg("--include").arg(&links_b).run().success();
+    let partial = CompareOpts { link_counts: false, sparse: Vec::new(), ..opts.clone() };
     assert_trees_equal(&links_b, &restored(&target3, &links_b), &partial);
     assert!(!restored(&target3, &fx.root.join("links/a")).exists(), "--include restored links/a");
     assert!(!restored(&target3, &fx.root.join("data")).exists(), "--include restored data/");
@@ -130,11 +116,7 @@ fn full_fixture_dump_extracts_equal_with_gnu_tar() {
         .arg(&x)
         .run()
         .success();
-    let opts = CompareOpts {
-        symlink_mtime: fx.symlink_mtimes,
-        skip_sockets: true,
-        ..Default::default()
-    };
+    let opts = CompareOpts { symlink_mtime: fx.symlink_mtimes, skip_sockets: true, ..Default::default() };
     assert_trees_equal(&fx.root, &restored(&x, &fx.root), &opts);
 
     // A sub-path dump holds only that subtree, under its full snapshot path.
@@ -161,12 +143,7 @@ fn full_fixture_dump_extracts_equal_with_gnu_tar() {
     // in links/a): the members in links/b must carry the content.
     let btar = env.path("links-b.tar");
     let links_b = fx.root.join("links/b");
-    env.arc()
-        .arg("dump")
-        .arg(format!("{short}:{}", links_b.display()))
-        .stdout_to(&btar)
-        .run()
-        .success();
+    env.arc().arg("dump").arg(format!("{short}:{}", links_b.display())).stdout_to(&btar).run().success();
     let x3 = env.path("untar-links-b");
     fs::create_dir(&x3).unwrap();
     TestCommand::new("tar")
@@ -176,10 +153,7 @@ fn full_fixture_dump_extracts_equal_with_gnu_tar() {
         .arg(&x3)
         .run()
         .success();
-    let partial = CompareOpts {
-        link_counts: false,
-        ..opts.clone()
-    };
+    let partial = CompareOpts { link_counts: false, ..opts.clone() };
     assert_trees_equal(&links_b, &restored(&x3, &links_b), &partial);
 }
 
@@ -191,10 +165,7 @@ fn full_fixture_dump_extracts_equal_with_gnu_tar() {
 fn full_fixture_incremental_backups_restore_exactly() {
     let env = TestEnv::new();
     let fx = build_full(&env.path("src"), 0);
-    let opts = CompareOpts {
-        symlink_mtime: fx.symlink_mtimes,
-        ..Default::default()
-    };
+    let opts = CompareOpts { symlink_mtime: fx.symlink_mtimes, ..Default::default() };
     let n = fx.files.len() as u64;
     env.init();
     let b1 = env.backup([&fx.root]);

@@ -34,11 +34,7 @@ fn compare_helper_detects_every_kind_of_difference() {
     let env = TestEnv::new();
     let a = build_full(&env.path("a"), 0);
     let b = build_full(&env.path("b"), 0);
-    let opts = CompareOpts {
-        symlink_mtime: a.symlink_mtimes,
-        sparse: vec![a.sparse.clone()],
-        ..Default::default()
-    };
+    let opts = CompareOpts { symlink_mtime: a.symlink_mtimes, sparse: vec![a.sparse.clone()], ..Default::default() };
     assert_trees_equal(&a.root, &b.root, &opts);
     let r = b.root.clone();
     let mut expect: Vec<(&str, &str)> = Vec::new();
@@ -72,8 +68,12 @@ fn compare_helper_detects_every_kind_of_difference() {
     expect.push(("data/page", "mtime"));
 
     let (at, mt) = times(&r.join("empty_dir"));
-    filetime::set_file_times(r.join("empty_dir"), at, FileTime::from_unix_time(mt.unix_seconds() + 1, mt.nanoseconds()))
-        .unwrap();
+    filetime::set_file_times(
+        r.join("empty_dir"),
+        at,
+        FileTime::from_unix_time(mt.unix_seconds() + 1, mt.nanoseconds()),
+    )
+    .unwrap();
     expect.push(("empty_dir", "mtime"));
 
     if a.symlink_mtimes {
@@ -162,11 +162,7 @@ fn compare_helper_detects_every_kind_of_difference() {
             missing.push(format!("{path}: {what}"));
         }
     }
-    assert!(
-        missing.is_empty(),
-        "compare_trees missed: {missing:?}\nit reported:\n  {}",
-        diffs.join("\n  ")
-    );
+    assert!(missing.is_empty(), "compare_trees missed: {missing:?}\nit reported:\n  {}", diffs.join("\n  "));
     // No spurious differences beyond the ones made.
     let unexplained: Vec<&String> = diffs
         .iter()

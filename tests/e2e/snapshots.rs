@@ -64,10 +64,7 @@ fn snapshots_json_fields_and_tag_selection() {
         check_snapshot_fields(s, &src);
     }
     assert_eq!(ids(&list), made, "snapshots are not listed oldest first");
-    let times: Vec<_> = list
-        .iter()
-        .map(|s| chrono::DateTime::parse_from_rfc3339(jstr(s, "time")).unwrap())
-        .collect();
+    let times: Vec<_> = list.iter().map(|s| chrono::DateTime::parse_from_rfc3339(jstr(s, "time")).unwrap()).collect();
     for ((_, _, want), got) in runs.iter().zip(&times) {
         assert_eq!(*got, chrono::DateTime::parse_from_rfc3339(want).unwrap(), "--time not recorded exactly");
     }
@@ -95,13 +92,7 @@ fn snapshots_json_fields_and_tag_selection() {
 
     // `latest` with filters picks the newest matching snapshot.
     let cat = |extra: &[&str]| -> Vec<u8> {
-        env.arc()
-            .arg("cat")
-            .args(extra)
-            .arg(format!("latest:{}", file.display()))
-            .run()
-            .success()
-            .stdout
+        env.arc().arg("cat").args(extra).arg(format!("latest:{}", file.display())).run().success().stdout
     };
     assert_eq!(cat(&[]), b"v3 longest\n");
     assert_eq!(cat(&["--tag", "daily"]), b"v1\n");

@@ -34,9 +34,7 @@ pub fn is_root() -> bool {
 /// Finds an executable on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 // ---------------------------------------------------------------------------
@@ -193,14 +191,7 @@ impl TestCommand {
         };
         let stdout_thread = child.stdout.take().map(reader_thread);
         let stderr_thread = child.stderr.take().map(reader_thread);
-        Running {
-            child,
-            cmdline,
-            timeout: self.timeout,
-            stdin_thread,
-            stdout_thread,
-            stderr_thread,
-        }
+        Running { child, cmdline, timeout: self.timeout, stdin_thread, stdout_thread, stderr_thread }
     }
 
     /// Runs the program to completion (or its timeout) and returns its output.
@@ -268,12 +259,7 @@ impl Running {
         }
         let stdout = self.stdout_thread.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default();
         let stderr = self.stderr_thread.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default();
-        Output {
-            cmdline: std::mem::take(&mut self.cmdline),
-            status,
-            stdout,
-            stderr,
-        }
+        Output { cmdline: std::mem::take(&mut self.cmdline), status, stdout, stderr }
     }
 }
 
@@ -348,31 +334,19 @@ impl Output {
     /// Exited (not killed by a signal) with a non-zero code.
     #[track_caller]
     pub fn failure(self) -> Self {
-        assert!(
-            matches!(self.code(), Some(c) if c != 0),
-            "expected a non-zero exit code\n{}",
-            self.describe()
-        );
+        assert!(matches!(self.code(), Some(c) if c != 0), "expected a non-zero exit code\n{}", self.describe());
         self
     }
 
     #[track_caller]
     pub fn stderr_contains(self, needle: &str) -> Self {
-        assert!(
-            self.stderr_str().contains(needle),
-            "expected stderr to contain {needle:?}\n{}",
-            self.describe()
-        );
+        assert!(self.stderr_str().contains(needle), "expected stderr to contain {needle:?}\n{}", self.describe());
         self
     }
 
     #[track_caller]
     pub fn stdout_contains(self, needle: &str) -> Self {
-        assert!(
-            self.stdout_str().contains(needle),
-            "expected stdout to contain {needle:?}\n{}",
-            self.describe()
-        );
+        assert!(self.stdout_str().contains(needle), "expected stdout to contain {needle:?}\n{}", self.describe());
         self
     }
 
@@ -392,8 +366,7 @@ impl Output {
 
     #[track_caller]
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON: {e}\n{}", self.describe()))
+        serde_json::from_slice(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON: {e}\n{}", self.describe()))
     }
 }
 
@@ -573,10 +546,7 @@ pub fn du_apparent(dir: &Path, skip_index_cache: bool) -> u64 {
 
 /// Sum of allocated bytes (st_blocks * 512) of all files below `dir`.
 pub fn du_allocated(dir: &Path) -> u64 {
-    files_under(dir)
-        .iter()
-        .map(|p| fs::symlink_metadata(p).map(|m| m.blocks() * 512).unwrap_or(0))
-        .sum()
+    files_under(dir).iter().map(|p| fs::symlink_metadata(p).map(|m| m.blocks() * 512).unwrap_or(0)).sum()
 }
 
 /// chmod for tests.
@@ -592,8 +562,7 @@ pub fn ju64(v: &Value, field: &str) -> u64 {
     for part in field.split('.') {
         cur = &cur[part];
     }
-    cur.as_u64()
-        .unwrap_or_else(|| panic!("field {field} is not an unsigned integer in {v:#}"))
+    cur.as_u64().unwrap_or_else(|| panic!("field {field} is not an unsigned integer in {v:#}"))
 }
 
 #[track_caller]
@@ -889,20 +858,10 @@ fn compare_entry(
     }
     let is_link = ek == "symlink";
     if !is_link && em.mode() & 0o7777 != am.mode() & 0o7777 {
-        diffs.push(format!(
-            "{show}: mode: expected {:04o}, actual {:04o}",
-            em.mode() & 0o7777,
-            am.mode() & 0o7777
-        ));
+        diffs.push(format!("{show}: mode: expected {:04o}, actual {:04o}", em.mode() & 0o7777, am.mode() & 0o7777));
     }
     if opts.owners && (em.uid(), em.gid()) != (am.uid(), am.gid()) {
-        diffs.push(format!(
-            "{show}: owner: expected {}:{}, actual {}:{}",
-            em.uid(),
-            em.gid(),
-            am.uid(),
-            am.gid()
-        ));
+        diffs.push(format!("{show}: owner: expected {}:{}, actual {}:{}", em.uid(), em.gid(), am.uid(), am.gid()));
     }
     let check_mtime = match ek {
         "symlink" => opts.symlink_mtime,
@@ -919,11 +878,9 @@ fn compare_entry(
         ));
     }
     match (xattrs_of(e_path), xattrs_of(a_path)) {
-        (Ok(x), Ok(y)) if x != y => diffs.push(format!(
-            "{show}: xattrs: expected [{}], actual [{}]",
-            show_xattrs(&x),
-            show_xattrs(&y)
-        )),
+        (Ok(x), Ok(y)) if x != y => {
+            diffs.push(format!("{show}: xattrs: expected [{}], actual [{}]", show_xattrs(&x), show_xattrs(&y)))
+        }
         (Ok(_), Ok(_)) => {}
         (Err(e), _) | (_, Err(e)) => diffs.push(format!("{show}: cannot read xattrs: {e}")),
     }
