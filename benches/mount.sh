@@ -19,6 +19,7 @@
 #   ARC_BENCH_MOUNT_RANDOM_MIB size of the random file [1024]
 #   ARC_BIN                    arc binary [target/release/arc]
 #   ARC_BENCH_SKIP_BUILD       1: do not run cargo build [0]
+#   ARC_BENCH_MOUNT_PARTS      which parts to run: files (large files, parallel), walks [files walks]
 #   ARC_BENCH_MOUNT_BUSY       1: keep one nice-19 busy loop running throughout, so that
 #                              vCPUs do not halt between FUSE round trips (see BENCHMARKS.md) [0]
 #
@@ -33,6 +34,8 @@ BENCH_DIR=${ARC_BENCH_DIR:-/var/tmp/arc-bench}
 RUNS=${ARC_BENCH_RUNS:-3}
 RANDOM_MIB=${ARC_BENCH_MOUNT_RANDOM_MIB:-1024}
 BUSY=${ARC_BENCH_MOUNT_BUSY:-0}
+PARTS=${ARC_BENCH_MOUNT_PARTS:-files walks}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 ARC_BIN=${ARC_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/arc}
 GEN=(python3 "$HERE/gen_workloads.py" "$BENCH_DIR")
 
@@ -102,7 +105,7 @@ echo "run,tool,step,seconds,bytes,files,rss_kb,status" > "$CSV"
   echo "loadavg_start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "arc: $("$ARC_BIN" --version) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo +dirty))"
   echo "restic: $(restic version | head -1)"
-  echo "command: ARC_BENCH_RUNS=$RUNS ARC_BENCH_MOUNT_RANDOM_MIB=$RANDOM_MIB ARC_BENCH_MOUNT_BUSY=$BUSY benches/mount.sh"
+  echo "command: ARC_BENCH_RUNS=$RUNS ARC_BENCH_MOUNT_RANDOM_MIB=$RANDOM_MIB ARC_BENCH_MOUNT_BUSY=$BUSY ARC_BENCH_MOUNT_PARTS='$PARTS' benches/mount.sh"
 } > "$RES/meta.txt"
 
 warm() { find "$@" -type f -exec cat {} + >/dev/null 2>&1 || true; }
@@ -169,13 +172,18 @@ fresh_tmpfs() {
 # ---- repositories ------------------------------------------------------------------------------
 log "building repositories"
 A_FILES=$WORK/arc-files A_SPOOL=$WORK/arc-spool R_FILES=$WORK/restic-files R_SPOOL=$WORK/restic-spool
-"$ARC_BIN" --repo "$A_FILES" init >/dev/null
-"$ARC_BIN" --repo "$A_FILES" backup -q "$SQL" "$RND" >/dev/null
-"$ARC_BIN" --repo "$A_SPOOL" init >/dev/null
-"$ARC_BIN" --repo "$A_SPOOL" backup -q "$SPOOL" >/dev/null
-for r in "$R_FILES" "$R_SPOOL"; do restic -r "$r" init -q --repository-version 2 >/dev/null; done
-restic -r "$R_FILES" -q --compression auto backup --host arc-bench "$SQL" "$RND" >/dev/null
-restic -r "$R_SPOOL" -q --compression auto backup --host arc-bench "$SPOOL" >/dev/null
+if part files; then
+  "$ARC_BIN" --repo "$A_FILES" init >/dev/null
+  "$ARC_BIN" --repo "$A_FILES" backup -q "$SQL" "$RND" >/dev/null
+  restic -r "$R_FILES" init -q --repository-version 2 >/dev/null
+  restic -r "$R_FILES" -q --compression auto backup --host arc-bench "$SQL" "$RND" >/dev/null
+fi
+if part walks; then
+  "$ARC_BIN" --repo "$A_SPOOL" init >/dev/null
+  "$ARC_BIN" --repo "$A_SPOOL" backup -q "$SPOOL" >/dev/null
+  restic -r "$R_SPOOL" init -q --repository-version 2 >/dev/null
+  restic -r "$R_SPOOL" -q --compression auto backup --host arc-bench "$SPOOL" >/dev/null
+fi
 
 SQL_BYTES=$(stat -c %s "$SQL") RND_BYTES=$(stat -c %s "$RND")
 if [[ $BUSY == 1 ]]; then
@@ -187,6 +195,7 @@ SPOOL_FILES=$(find "$SPOOL" | wc -l)
 
 for run in $(seq 1 "$RUNS"); do
   for f in sql rnd; do
+    part files || continue
     if [[ $f == sql ]]; then file=$SQL bytes=$SQL_BYTES; else file=$RND bytes=$RND_BYTES; fi
     rel=${file#/}
 
@@ -211,13 +220,16 @@ for run in $(seq 1 "$RUNS"); do
   done
 
   # Both files at once through one mount; compare with the single-reader times above.
-  warm "$A_FILES"; start_mount arc "$A_FILES" "parallel-$run"
-  # shellcheck disable=SC2016
-  timed "$run" arc both.mount_cat_parallel $(( SQL_BYTES + RND_BYTES )) 2 \
-    bash -c 'cat "$1" >/dev/null & cat "$2" >/dev/null & wait' _ "$MNT/latest/${SQL#/}" "$MNT/latest/${RND#/}"
-  stop_mount
+  if part files; then
+    warm "$A_FILES"; start_mount arc "$A_FILES" "parallel-$run"
+    # shellcheck disable=SC2016
+    timed "$run" arc both.mount_cat_parallel $(( SQL_BYTES + RND_BYTES )) 2 \
+      bash -c 'cat "$1" >/dev/null & cat "$2" >/dev/null & wait' _ "$MNT/latest/${SQL#/}" "$MNT/latest/${RND#/}"
+    stop_mount
+  fi
 
   for tool in arc restic; do
+    part walks || continue
     if [[ $tool == arc ]]; then repo=$A_SPOOL top=$MNT/latest; else repo=$R_SPOOL top=$MNT/snapshots/latest; fi
     warm "$repo" "$RESTIC_CACHE_DIR"; start_mount "$tool" "$repo" "find-$run"
     # shellcheck disable=SC2016
