@@ -24,22 +24,7 @@ fn env_with_snapshot() -> (TestEnv, String) {
 
 /// Every entry below `dir` with its size, nothing left out.
 fn full_listing(dir: &Path) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
-            let m = fs::symlink_metadata(&p).unwrap();
-            if m.is_dir() {
-                out.insert(format!("{rel}/"), 0);
-                stack.push(p);
-            } else {
-                out.insert(rel, m.len());
-            }
-        }
-    }
-    out
+    listing(dir, |_| false)
 }
 
 #[test]

@@ -485,18 +485,17 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Relative path -> size of every file in a repository, leaving out the
-/// index cache database and lock files, which commands may legitimately
-/// touch without changing the repository's content.
-pub fn repo_listing(repo: &Path) -> BTreeMap<String, u64> {
+/// Relative path -> size of every entry below `dir` (directories end in
+/// `/` with size 0), leaving out the relative paths `skip` names.
+pub fn listing(dir: &Path, skip: impl Fn(&str) -> bool) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    let mut stack = vec![repo.to_path_buf()];
+    let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(rd) = fs::read_dir(&d) else { continue };
         for e in rd.flatten() {
             let p = e.path();
-            let rel = p.strip_prefix(repo).unwrap().to_string_lossy().into_owned();
-            if rel == "index.redb" || rel.starts_with("index.redb") || rel == "locks" || rel.starts_with("locks/") {
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            if skip(&rel) {
                 continue;
             }
             let m = fs::symlink_metadata(&p).unwrap();
@@ -509,6 +508,13 @@ pub fn repo_listing(repo: &Path) -> BTreeMap<String, u64> {
         }
     }
     out
+}
+
+/// Relative path -> size of every file in a repository, leaving out the
+/// index cache database and lock files, which commands may legitimately
+/// touch without changing the repository's content.
+pub fn repo_listing(repo: &Path) -> BTreeMap<String, u64> {
+    listing(repo, |rel| rel.starts_with("index.redb") || rel == "locks" || rel.starts_with("locks/"))
 }
 
 #[track_caller]
