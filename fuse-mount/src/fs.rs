@@ -34,6 +34,7 @@ use fuser::{
 use crate::attr::{file_attr, file_type};
 use crate::errno::{is_damage, to_errno};
 use crate::inode::{child_key, Inode, InodeTable};
+use crate::spin::Spinner;
 use crate::MountEvents;
 
 /// Snapshot content never changes: the kernel may keep names and
@@ -198,10 +199,12 @@ pub struct ArcFs {
     readers: ReadPool,
     /// The kernel opens directories without asking (see `opendir`).
     zero_message_opendir: bool,
+    /// Keeps CPUs awake while requests flow (see `spin.rs`).
+    spinner: Option<Spinner>,
 }
 
 impl ArcFs {
-    pub fn new(vfs: Arc<Vfs>, events: Arc<dyn MountEvents>, read_threads: usize) -> ArcFs {
+    pub fn new(vfs: Arc<Vfs>, events: Arc<dyn MountEvents>, read_threads: usize, spinner: Option<Spinner>) -> ArcFs {
         let inodes = Arc::new(InodeTable::new());
         let report = Arc::new(Reporter {
             vfs: vfs.clone(),
@@ -217,6 +220,14 @@ impl ArcFs {
             report,
             readers: ReadPool::new(read_threads),
             zero_message_opendir: false,
+            spinner,
+        }
+    }
+
+    /// Every request starts here.
+    fn request(&self) {
+        if let Some(s) = &self.spinner {
+            s.request();
         }
     }
 
@@ -333,6 +344,7 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.request();
         let p = match self.inode(parent) {
             Ok(p) => p,
             Err(e) => return reply.error(e),
@@ -357,6 +369,7 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.request();
         let i = match self.inode(ino) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
@@ -368,6 +381,7 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.request();
         let i = match self.inode(ino) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
@@ -379,6 +393,7 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.request();
         if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
             return reply.error(Errno::EROFS);
         }
@@ -409,6 +424,7 @@ impl fuser::Filesystem for ArcFs {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.request();
         let Some(f) = self.files.get(fh.0) else { return reply.error(Errno::EBADF) };
         if size <= INLINE_READ_MAX && self.vfs.read_is_cached(&f, offset, size) {
             return match self.vfs.read_at(&f, offset, size) {
@@ -433,6 +449,7 @@ impl fuser::Filesystem for ArcFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.request();
         self.files.remove(fh.0);
         reply.ok();
     }
@@ -446,6 +463,7 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.request();
         // Directory handles hold nothing a READDIR could not look up
         // itself, so when the kernel can do without OPENDIR and RELEASEDIR
         // (answering ENOSYS once switches them off), every directory a
@@ -476,6 +494,7 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        self.request();
         let dir = match self.inode(ino) {
             Ok(d) => d,
             Err(e) => return reply.error(e),
@@ -502,6 +521,7 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        self.request();
         let dir = match self.inode(ino) {
             Ok(d) => d,
             Err(e) => return reply.error(e),
@@ -557,15 +577,18 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.request();
         self.dirs.remove(fh.0);
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.request();
         reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.request();
         let i = match self.inode(ino) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
@@ -578,6 +601,7 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.request();
         let i = match self.inode(ino) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
@@ -589,6 +613,7 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        self.request();
         // default_permissions has the kernel check modes itself; this only
         // answers writes.
         if mask.contains(AccessFlags::W_OK) {

@@ -13,6 +13,7 @@ mod attr;
 mod errno;
 mod fs;
 mod inode;
+mod spin;
 
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
@@ -46,6 +47,12 @@ pub struct MountOptions {
     pub read_threads: usize,
     /// Source shown in /proc/mounts (`df`, `mount`).
     pub fsname: String,
+    /// How long after each request idle-priority threads keep CPUs from
+    /// halting, so the next request of a walk is answered without waking a
+    /// sleeping CPU (see `spin.rs`); zero turns it off.
+    pub busy_poll: Duration,
+    /// Number of those threads: one per side of a walker/mount exchange.
+    pub busy_poll_threads: usize,
 }
 
 impl Default for MountOptions {
@@ -56,6 +63,8 @@ impl Default for MountOptions {
             dispatch_threads: 1,
             read_threads: (cpus * 2).clamp(4, 16),
             fsname: "arc".into(),
+            busy_poll: Duration::from_micros(200),
+            busy_poll_threads: cpus.min(2),
         }
     }
 }
@@ -213,7 +222,8 @@ pub fn mount(
     // mount, which fails once the mount is dead.
     let canonical =
         std::fs::canonicalize(mountpoint).map_err(|e| MountError::Io { path: mountpoint.to_path_buf(), source: e })?;
-    let fs = fs::ArcFs::new(vfs, events, opts.read_threads);
+    let spinner = spin::Spinner::start(opts.busy_poll, opts.busy_poll_threads);
+    let fs = fs::ArcFs::new(vfs, events, opts.read_threads, spinner);
     let session = fuser::spawn_mount(fs, &canonical, &cfg)
         .map_err(|e| MountError::Mount { path: mountpoint.to_path_buf(), source: e })?;
     raise_kernel_readahead(&canonical);

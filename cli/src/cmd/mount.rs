@@ -32,6 +32,7 @@ pub fn run(env: &Env, a: MountArgs) -> Result<u8> {
             .chars()
             .map(|c| if c == ',' || c.is_whitespace() { '_' } else { c })
             .collect(),
+        busy_poll: std::time::Duration::from_micros(a.busy_poll_us),
         ..Default::default()
     };
     // The usual mistakes (a non-empty directory, no FUSE) are caught
