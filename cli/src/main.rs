@@ -32,6 +32,11 @@ fn tune_allocator() {
 fn main() -> ExitCode {
     tune_allocator();
     let cli = args::Cli::parse();
+    if matches!(cli.command, args::Command::Mount(_)) {
+        // Before any thread exists: setting the environment is only sound
+        // while nothing else can read it.
+        arc_fuse_mount::pin_fusermount_path();
+    }
     let cancel = Arc::new(AtomicBool::new(false));
     {
         let cancel = cancel.clone();

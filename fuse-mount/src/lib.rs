@@ -74,6 +74,8 @@ impl Default for MountOptions {
 pub enum MountError {
     #[error("/dev/fuse is missing: load the fuse kernel module (`modprobe fuse`), or give the container the device (`--device /dev/fuse`)")]
     NoDevFuse,
+    #[error("/dev/fuse is not readable and writable for this user: mount as root, or give /dev/fuse its usual mode (`chmod 0666 /dev/fuse`)")]
+    DevFuseNotUsable,
     #[error("fusermount3 is missing: install the fuse3 package (`apt-get install fuse3`)")]
     NoFusermount,
     #[error("{}: no such directory; create the mount point first (`mkdir {}`)", .0.display(), .0.display())]
@@ -108,11 +110,30 @@ fn fusermount() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Points fuser at the fusermount3 [`fusermount`] finds, through the
+/// FUSERMOUNT_PATH variable fuser reads. fuser runs plain `fusermount3` and
+/// gives up on the first PATH directory the user may not search (EACCES),
+/// e.g. root's directories left in PATH by `sudo -u` or `setpriv`; this
+/// search skips them. Call before any other thread is started: it sets an
+/// environment variable.
+pub fn pin_fusermount_path() {
+    if std::env::var_os("FUSERMOUNT_PATH").is_none() {
+        if let Some(path) = fusermount() {
+            std::env::set_var("FUSERMOUNT_PATH", path);
+        }
+    }
+}
+
 /// Checks everything a mount needs, so that a failure is one line saying
 /// what to do rather than an errno from deep inside the mount.
 pub fn preflight(mountpoint: &Path, opts: &MountOptions) -> Result<(), MountError> {
     let host = Host {
         dev_fuse: Path::new("/dev/fuse").exists(),
+        dev_fuse_usable: nix::unistd::access(
+            "/dev/fuse",
+            nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK,
+        )
+        .is_ok(),
         root: is_root(),
         fusermount: fusermount().is_some(),
         fuse_conf: std::fs::read_to_string("/etc/fuse.conf").unwrap_or_default(),
@@ -124,6 +145,8 @@ pub fn preflight(mountpoint: &Path, opts: &MountOptions) -> Result<(), MountErro
 /// What about this machine decides whether a mount can work.
 struct Host {
     dev_fuse: bool,
+    /// The user may open /dev/fuse (mode 0666 is the usual default).
+    dev_fuse_usable: bool,
     root: bool,
     fusermount: bool,
     fuse_conf: String,
@@ -137,6 +160,11 @@ fn check_host(host: &Host, opts: &MountOptions) -> Result<(), MountError> {
     // helper.
     if !host.root && !host.fusermount {
         return Err(MountError::NoFusermount);
+    }
+    // fuser opens /dev/fuse itself before it falls back to fusermount3,
+    // and gives up on EACCES.
+    if !host.root && !host.dev_fuse_usable {
+        return Err(MountError::DevFuseNotUsable);
     }
     if opts.allow_other && !host.root && !host.fuse_conf.lines().any(|l| l.trim() == "user_allow_other") {
         return Err(MountError::AllowOtherNotPermitted);
@@ -348,7 +376,13 @@ mod tests {
     use super::*;
 
     fn host() -> Host {
-        Host { dev_fuse: true, root: false, fusermount: true, fuse_conf: "#user_allow_other\n".into() }
+        Host {
+            dev_fuse: true,
+            dev_fuse_usable: true,
+            root: false,
+            fusermount: true,
+            fuse_conf: "#user_allow_other\n".into(),
+        }
     }
 
     #[test]
@@ -359,6 +393,9 @@ mod tests {
         let no_helper = check_host(&Host { fusermount: false, ..host() }, &opts).unwrap_err().to_string();
         assert!(no_helper.contains("apt-get install fuse3"), "{no_helper}");
         assert!(check_host(&Host { fusermount: false, root: true, ..host() }, &opts).is_ok(), "root needs no helper");
+        let no_access = check_host(&Host { dev_fuse_usable: false, ..host() }, &opts).unwrap_err().to_string();
+        assert!(no_access.contains("chmod 0666 /dev/fuse"), "{no_access}");
+        assert!(check_host(&Host { dev_fuse_usable: false, root: true, ..host() }, &opts).is_ok());
         let other = MountOptions { allow_other: true, ..MountOptions::default() };
         assert!(matches!(check_host(&host(), &other), Err(MountError::AllowOtherNotPermitted)));
         let permitted = Host { fuse_conf: "user_allow_other\n".into(), ..host() };

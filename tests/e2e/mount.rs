@@ -7,6 +7,7 @@
 //! they print why they are skipped and pass. A failing test still unmounts:
 //! [`Mounted`]'s Drop stops `arc mount` and runs `fusermount3 -u -z`.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -354,4 +355,76 @@ fn mount_refuses_unusable_mount_points_in_one_line() {
         assert_eq!(out.stderr_str().trim_end().lines().count(), 1, "not one line:\n{}", out.stderr_str());
     }
     assert!(!is_mount_point(&src));
+}
+
+/// An ordinary user mounts through the setuid fusermount3 (fuser's path
+/// when mount(2) is not allowed), reads through the mount with the recorded
+/// permissions enforced, and unmounts cleanly on SIGTERM.
+#[test]
+fn ordinary_user_mounts_through_fusermount3() {
+    require_fuse!();
+    if which("fusermount3").is_none() || which("setpriv").is_none() {
+        panic!("fusermount3 and setpriv are needed; .ci/run installs fuse3 and util-linux");
+    }
+    let env = TestEnv::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("dir")).unwrap();
+    fs::write(src.join("dir/public"), b"readable by all\n").unwrap();
+    fs::write(src.join("dir/secret"), b"root only\n").unwrap();
+    let chmod =
+        |p: &Path, mode: u32| fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    chmod(&src.join("dir/secret"), 0o600);
+    env.init();
+    env.backup([&src]);
+    // The user needs to reach the repository and take a shared lock in it,
+    // and must own the mount point (fusermount3's rule).
+    chmod(&env.root, 0o755);
+    let mnt = env.path("mnt");
+    fs::create_dir(&mnt).unwrap();
+    for p in [&env.repo, &mnt, &env.home] {
+        let status = std::process::Command::new("chown").args(["-R", "65534:65534"]).arg(p).status().unwrap();
+        assert!(status.success(), "chown {}", p.display());
+    }
+    let mount_as_nobody =
+        || env.arc().env("TZ", "UTC").arg("mount").arg(&mnt).run_as_nobody().timeout(Duration::from_secs(60));
+    // Debian's udev makes /dev/fuse 0666; some containers and VMs (this
+    // one) leave it 0600, where only root can mount. Say so in one line,
+    // then try the usual mode.
+    let dev_fuse = Path::new("/dev/fuse");
+    let mode = fs::metadata(dev_fuse).unwrap().mode() & 0o7777;
+    struct RestoreMode(u32);
+    impl Drop for RestoreMode {
+        fn drop(&mut self) {
+            let _ = fs::set_permissions("/dev/fuse", std::os::unix::fs::PermissionsExt::from_mode(self.0));
+        }
+    }
+    let _restore = RestoreMode(mode);
+    if mode & 0o006 != 0o006 {
+        let out = mount_as_nobody().run().code_is(1);
+        assert!(out.one_line_error().contains("chmod 0666 /dev/fuse"), "{}", out.describe());
+        chmod(dev_fuse, 0o666);
+    }
+    let mut m = Mounted { child: Some(mount_as_nobody().spawn()), mnt: mnt.clone() };
+    let as_nobody = |args: &[&OsStr]| TestCommand::new(args[0]).args(&args[1..]).run_as_nobody().run();
+    let inner = |rel: &str| mnt.join("latest").join(src.strip_prefix("/").unwrap()).join(rel);
+    let up = wait_for(Duration::from_secs(30), || {
+        m.child.as_mut().is_some_and(|c| c.has_exited())
+            || is_mount_point(&mnt)
+                && as_nobody(&["test".as_ref(), "-e".as_ref(), inner("dir").as_os_str()]).code() == Some(0)
+    });
+    if !up || !is_mount_point(&mnt) {
+        let out = m.child.take().map(|mut c| {
+            if !c.has_exited() {
+                c.signal(libc::SIGTERM);
+            }
+            c.wait()
+        });
+        panic!("arc mount as nobody did not come up\n{}", out.map(|o| o.describe()).unwrap_or_default());
+    }
+    let out = as_nobody(&["cat".as_ref(), inner("dir/public").as_os_str()]).success();
+    assert_eq!(out.stdout, b"readable by all\n");
+    // default_permissions: the recorded 0600 root-owned file stays closed.
+    let out = as_nobody(&["cat".as_ref(), inner("dir/secret").as_os_str()]).failure();
+    assert!(out.stderr_str().contains("Permission denied"), "{}", out.describe());
+    m.stop();
 }
