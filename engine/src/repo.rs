@@ -253,6 +253,15 @@ impl Repository {
         Ok(())
     }
 
+    /// Brings the index database up to date with index files written since
+    /// it was opened, e.g. by a backup finishing while a long-lived reader
+    /// (the mount) has the repository open.
+    pub fn refresh_index(&self) -> Result<()> {
+        let index = self.index()?;
+        let _one_at_a_time = self.index_init.lock().map_err(|_| Error::Interrupted)?;
+        self.sync_index(index)
+    }
+
     /// Drops the index database and rebuilds it from the index files.
     pub fn rebuild_index_db(&self) -> Result<()> {
         let index = self.index()?;

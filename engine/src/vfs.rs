@@ -43,12 +43,10 @@ use lru::LruCache;
 use self::cache::{FlightCache, Slot};
 pub use self::layout::{parse_at, Scope, SnapRef, SnapshotList, Zone};
 use crate::error::Error;
-use crate::format::index_file;
 use crate::format::tree::{Node, NodeKind, Timestamp, Tree};
 use crate::id::Id;
 use crate::index::BlobLocation;
 use crate::repo::{Repository, Snapshot};
-use crate::storage::FileKind;
 
 /// Why a VFS call failed. Cheap to clone: a failed chunk load is handed
 /// to every reader that waited for it.
@@ -297,7 +295,6 @@ pub struct Vfs {
     trees: Arc<FlightCache<Id, Arc<Tree>>>,
     chunks: Arc<FlightCache<Id, Arc<[u8]>>>,
     tables: Mutex<LruCache<(Id, u32), Arc<ChunkTable>>>,
-    index_sync: Mutex<()>,
     owner: (u32, u32),
 }
 
@@ -347,7 +344,6 @@ impl Vfs {
             list: RwLock::new(None),
             known: Mutex::new(HashMap::new()),
             skipped: Mutex::new(Vec::new()),
-            index_sync: Mutex::new(()),
             owner: (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()),
         }
     }
@@ -403,7 +399,7 @@ impl Vfs {
         if added && previous.is_some() {
             // A backup that finished after the index database was opened
             // wrote index files it has not seen yet.
-            self.sync_index()?;
+            self.repo.refresh_index()?;
         }
         let list = match previous {
             Some(p) if !changed => p,
@@ -418,33 +414,12 @@ impl Vfs {
         lock(&self.skipped).clone()
     }
 
-    /// Adds index files written since the index database was opened (by
-    /// a backup running next to the mount).
-    fn sync_index(&self) -> Result<()> {
-        let _one_at_a_time = lock(&self.index_sync);
-        let index = self.repo.index()?;
-        let known = index.index_files()?;
-        let storage = self.repo.storage();
-        for (name, _) in storage.list(FileKind::Index)? {
-            let Ok(id) = name.parse::<Id>() else { continue };
-            if known.contains(&id) {
-                continue;
-            }
-            let data = storage.get(FileKind::Index, &name)?;
-            if Id::hash(&data) != id {
-                return Err(Error::corrupt("index file", name, "content does not match its name").into());
-            }
-            index.add_packs(&index_file::decode(&data, &name)?, Some(id))?;
-        }
-        Ok(())
-    }
-
     /// Runs `f`, and once more after syncing the index if a blob was not
     /// in it (it belongs to a backup newer than the index database).
     fn with_index_retry<T>(&self, f: impl Fn() -> Result<T>) -> Result<T> {
         match f() {
             Err(VfsError::Engine(e)) if matches!(*e, Error::BlobNotInIndex(_)) => {
-                self.sync_index()?;
+                self.repo.refresh_index()?;
                 f()
             }
             r => r,
