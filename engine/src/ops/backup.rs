@@ -9,6 +9,10 @@
 //! ```
 //! A file whose size, mtime, ctime and inode match the parent snapshot is
 //! not read: its chunk list is taken from the parent tree.
+//! Streams (database dumps) are read by a thread each from the start of the
+//! backup, beside the walk, so a dump command never waits on a full pipe
+//! until the file walk is over; a stream that ends in a read error stops the
+//! backup.
 //! The snapshot file is written only after every pack and index file is
 //! durable, so a backup that dies leaves no snapshot, only reusable packs.
 
@@ -18,7 +22,7 @@ use std::io::{ErrorKind, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -44,6 +48,12 @@ pub struct StreamSource {
     /// An empty stream is usually a dump that failed before writing
     /// anything; it is refused unless this is set.
     pub allow_empty: bool,
+    /// Makes a read of `reader` that blocks return soon (for a command's
+    /// output: kill the command). Called once when the backup stops early,
+    /// on an error elsewhere or on cancel, while the stream may still be
+    /// read: without it a stream that produces nothing would keep the
+    /// backup from ever returning.
+    pub stop: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 #[derive(Default)]
@@ -137,9 +147,10 @@ struct Seen {
     mtime: Timestamp,
 }
 
-enum Job {
-    File { path: PathBuf, seen: Seen, slot: Arc<Slot> },
-    Stream { name: String, reader: Box<dyn Read + Send>, allow_empty: bool, slot: Arc<Slot> },
+struct Job {
+    path: PathBuf,
+    seen: Seen,
+    slot: Arc<Slot>,
 }
 
 /// Resolved source: where it is on disk and where it goes in the snapshot.
@@ -195,6 +206,45 @@ fn stream_components(name: &str) -> Result<Vec<Vec<u8>>> {
     Ok(comps)
 }
 
+/// Checks the sources of a backup without touching the repository: every
+/// path exists, every stream name is a clean relative path, and no stream
+/// lands on or inside another stream or a backed-up path. A front end that
+/// starts dump commands calls this first, so a bad name stops it before
+/// any command runs.
+pub fn check_sources(paths: &[PathBuf], stream_names: &[&str]) -> Result<()> {
+    resolve_sources(paths, stream_names).map(|_| ())
+}
+
+/// Resolved file sources (sorted, nested ones dropped) and the snapshot
+/// components of each stream, in the order given.
+type ResolvedSources = (Vec<Source>, Vec<Vec<Vec<u8>>>);
+
+fn resolve_sources(paths: &[PathBuf], stream_names: &[&str]) -> Result<ResolvedSources> {
+    let mut sources = paths.iter().map(|p| resolve_source(p)).collect::<Result<Vec<_>>>()?;
+    sources.sort_by(|a, b| a.components.cmp(&b.components));
+    sources.dedup_by(|b, a| b.components.starts_with(&a.components));
+    let stream_paths = stream_names.iter().map(|n| stream_components(n)).collect::<Result<Vec<_>>>()?;
+    let clash = |reason: String| Error::InvalidArgument { what: "stream name", reason };
+    for (i, a) in stream_paths.iter().enumerate() {
+        if let Some(j) = stream_paths[..i].iter().position(|b| a.starts_with(b) || b.starts_with(a)) {
+            return Err(clash(if a == &stream_paths[j] {
+                format!("{:?} is given twice", stream_names[i])
+            } else {
+                format!("{:?} and {:?} overlap: one would be inside the other", stream_names[j], stream_names[i])
+            }));
+        }
+        if let Some(s) = sources.iter().find(|s| a.starts_with(&s.components) || s.components.starts_with(a)) {
+            return Err(clash(format!(
+                "{:?} overlaps the backed-up path {} (stream /{} and the path would share a place in the snapshot)",
+                stream_names[i],
+                s.disk.display(),
+                join(a)
+            )));
+        }
+    }
+    Ok((sources, stream_paths))
+}
+
 pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progress) -> Result<BackupResult> {
     let start = Utc::now();
     if opts.paths.is_empty() && opts.streams.is_empty() {
@@ -204,21 +254,9 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
         });
     }
     // Validate every source before touching the repository.
-    let mut sources = opts.paths.iter().map(|p| resolve_source(p)).collect::<Result<Vec<_>>>()?;
-    sources.sort_by(|a, b| a.components.cmp(&b.components));
-    sources.dedup_by(|b, a| b.components.starts_with(&a.components));
     let streams = std::mem::take(&mut opts.streams);
-    let stream_paths = streams.iter().map(|s| stream_components(&s.name)).collect::<Result<Vec<_>>>()?;
-    for (i, a) in stream_paths.iter().enumerate() {
-        let clash = stream_paths[..i].iter().any(|b| a.starts_with(b) || b.starts_with(a))
-            || sources.iter().any(|s| a.starts_with(&s.components) || s.components.starts_with(a));
-        if clash {
-            return Err(Error::InvalidArgument {
-                what: "stream name",
-                reason: format!("{:?} overlaps another source", streams[i].name),
-            });
-        }
-    }
+    let names: Vec<&str> = streams.iter().map(|s| s.name.as_str()).collect();
+    let (sources, stream_paths) = resolve_sources(&opts.paths, &names)?;
     let mut paths: Vec<String> = sources.iter().map(|s| s.disk.display().to_string()).collect();
     paths.extend(stream_paths.iter().map(|c| format!("/{}", join(c))));
     paths.sort();
@@ -350,6 +388,11 @@ fn run_pipeline(
     let workers = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4);
     let (job_tx, job_rx) = bounded::<Job>(256);
     let (event_tx, event_rx) = bounded::<WalkEvent>(4096);
+    let stream_slots: Vec<Arc<Slot>> = streams.iter().map(|_| Arc::new(Slot::default())).collect();
+    let streams_running = AtomicUsize::new(streams.len());
+    // Set when the walk or the tree builder failed on its own, without
+    // stopping the sink: streams still being read must be stopped too.
+    let abort = AtomicBool::new(false);
 
     std::thread::scope(|scope| -> Result<(Id, Summary)> {
         for _ in 0..workers {
@@ -357,9 +400,31 @@ fn run_pipeline(
             scope.spawn(move || worker(ctx, sink, rx));
         }
         drop(job_rx);
-        let walker = scope.spawn(move || walker(ctx, sources, streams, stream_paths, job_tx, event_tx));
+        // Each stream gets its own thread from the start rather than a
+        // worker after the walk: a dump command blocks as soon as its pipe
+        // (64 KiB) is full, and several dumps must progress side by side.
+        let mut stops = Vec::new();
+        for (stream, slot) in streams.into_iter().zip(&stream_slots) {
+            let StreamSource { name, reader, allow_empty, stop } = stream;
+            stops.extend(stop);
+            let (slot, running) = (slot.clone(), &streams_running);
+            scope.spawn(move || {
+                let _done = CountDown(running);
+                let r = store_stream(ctx, sink, &name, reader, allow_empty);
+                slot.set(settle(ctx, sink, Path::new(&name), r));
+            });
+        }
+        if !stops.is_empty() {
+            let (running, abort) = (&streams_running, &abort);
+            scope.spawn(move || stop_streams_on_failure(ctx, sink, running, abort, stops));
+        }
+        let slots = &stream_slots;
+        let walker = scope.spawn(move || walker(ctx, sources, slots, stream_paths, job_tx, event_tx));
         let built = build_trees(ctx, sink, event_rx, sources.len() + stream_paths.len());
         let walked = walker.join().unwrap_or(Err(Error::Interrupted));
+        if built.is_err() || walked.is_err() {
+            abort.store(true, Ordering::SeqCst);
+        }
         let (nodes, mut summary) = built?;
         walked?;
         // Top-level nodes in the order of `sources` then streams.
@@ -374,6 +439,37 @@ fn run_pipeline(
         let root = assemble(sink, &reader, Path::new("/"), items, &mut summary)?;
         Ok((root, summary))
     })
+}
+
+/// Counts a stream thread as finished however it ends.
+struct CountDown<'a>(&'a AtomicUsize);
+
+impl Drop for CountDown<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Watches a backup that reads streams: once it fails or is cancelled
+/// while a stream is still being read, calls every stream's stop hook, so
+/// that a reader blocked on a silent producer returns and the backup can
+/// end. Returns when all streams are done.
+fn stop_streams_on_failure(
+    ctx: &Ctx<'_>,
+    sink: &BlobSink<'_>,
+    running: &AtomicUsize,
+    abort: &AtomicBool,
+    stops: Vec<Box<dyn Fn() + Send + Sync>>,
+) {
+    while running.load(Ordering::SeqCst) > 0 {
+        if sink.is_failed() || cancelled(&ctx.cancel) || abort.load(Ordering::SeqCst) {
+            for stop in &stops {
+                stop();
+            }
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Builds the directories above the sources (`/var` for `/var/www`) from
@@ -458,7 +554,7 @@ struct LinkGroup {
 fn walker(
     ctx: &Ctx<'_>,
     sources: &[Source],
-    streams: Vec<StreamSource>,
+    stream_slots: &[Arc<Slot>],
     stream_paths: &[Vec<Vec<u8>>],
     jobs: Sender<Job>,
     events: Sender<WalkEvent>,
@@ -541,20 +637,15 @@ fn walker(
             }
             out.send(WalkEvent::SourceDone)?;
         }
-        for (stream, comps) in streams.into_iter().zip(stream_paths) {
+        // The stream threads started with the pipeline; here each stream
+        // only takes its place after the file sources.
+        for (slot, comps) in stream_slots.iter().zip(stream_paths) {
             let mut node = synthetic_dir(comps.last().cloned().unwrap_or_default());
             node.kind = NodeKind::File;
             node.mode = 0o100644;
             node.user = owners.user(node.uid);
             node.group = owners.group(node.gid);
-            let slot = Arc::new(Slot::default());
-            jobs.send(Job::Stream {
-                name: stream.name,
-                reader: stream.reader,
-                allow_empty: stream.allow_empty,
-                slot: slot.clone(),
-            })
-            .map_err(|_| Error::Interrupted)?;
+            let slot = slot.clone();
             out.send(WalkEvent::Entry(node, Content::Pending(slot), Change::New))?;
             out.send(WalkEvent::SourceDone)?;
         }
@@ -651,7 +742,7 @@ fn entry(
             );
         }
         let seen = Seen { size: node.size, mtime: node.mtime };
-        jobs.send(Job::File { path: path.to_path_buf(), seen, slot: slot.clone() }).map_err(|_| Error::Interrupted)?;
+        jobs.send(Job { path: path.to_path_buf(), seen, slot: slot.clone() }).map_err(|_| Error::Interrupted)?;
         send(WalkEvent::Entry(node, Content::Pending(slot), change))
     }
 }
@@ -954,19 +1045,9 @@ fn build_trees(
 fn worker(ctx: &Ctx<'_>, sink: &BlobSink<'_>, jobs: Receiver<Job>) {
     let mut buf = Vec::new();
     let mut reader = None;
-    for job in jobs.iter() {
-        let (slot, outcome) = match job {
-            Job::File { path, seen, slot } => {
-                let r = store_file(ctx, sink, &mut reader, &path, seen, &mut buf);
-                (slot, settle(ctx, sink, &path, r))
-            }
-            Job::Stream { name, reader, allow_empty, slot } => {
-                let path = PathBuf::from(&name);
-                let r = store_stream(ctx, sink, &name, reader, allow_empty);
-                (slot, settle(ctx, sink, &path, r))
-            }
-        };
-        slot.set(outcome);
+    for Job { path, seen, slot } in jobs.iter() {
+        let r = store_file(ctx, sink, &mut reader, &path, seen, &mut buf);
+        slot.set(settle(ctx, sink, &path, r));
     }
 }
 
@@ -1117,13 +1198,20 @@ fn store_stream(
     reader: Box<dyn Read + Send>,
     allow_empty: bool,
 ) -> Result<Stored> {
-    let bad = |reason: String| Error::BadSource { path: PathBuf::from(name), reason };
     // Unlike a file, a stream cannot be skipped with a warning: a dump that
     // breaks off must not become a snapshot.
-    let (chunks, read) = store_chunks(ctx, sink, &mut None, ctx.stream_chunker, reader)?
-        .map_err(|e| bad(format!("reading the stream failed: {e}")))?;
+    let (chunks, read) = match store_chunks(ctx, sink, &mut None, ctx.stream_chunker, reader)? {
+        Ok(r) => r,
+        // A read that failed because the backup was stopping (the stop hook
+        // killed the dump) is not the cause: report the one that is.
+        Err(_) if cancelled(&ctx.cancel) || sink.is_failed() => return Err(Error::Interrupted),
+        Err(e) => return Err(Error::StreamFailed { name: name.to_string(), detail: e.to_string() }),
+    };
     if read == 0 && !allow_empty {
-        return Err(bad("the stream is empty (did the dump fail?); use --allow-empty to store it anyway".into()));
+        return Err(Error::BadSource {
+            path: PathBuf::from(name),
+            reason: "the stream is empty (did the dump fail?); use --allow-empty to store it anyway".into(),
+        });
     }
     Ok(Ok((chunks, read)))
 }
