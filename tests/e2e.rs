@@ -49,3 +49,6 @@ mod prune;
 
 #[path = "e2e/mount.rs"]
 mod mount;
+
+#[path = "e2e/command_stream.rs"]
+mod command_stream;
