@@ -52,3 +52,6 @@ mod mount;
 
 #[path = "e2e/command_stream.rs"]
 mod command_stream;
+
+#[path = "e2e/dbdump.rs"]
+mod dbdump;
