@@ -24,9 +24,12 @@ use crate::util::*;
 const INSTALL_HINT: &str =
     "run .ci/run as root, which installs mariadb-server, postgresql, redis-server and redis-tools";
 
-/// A program the test cannot do without.
+/// A program the test cannot do without: on PATH, or where Debian puts it
+/// (mariadbd is in /usr/sbin, which a non-login PATH may lack).
 fn need(program: &str) -> PathBuf {
-    which(program).unwrap_or_else(|| panic!("`{program}` is not installed: {INSTALL_HINT}"))
+    which(program)
+        .or_else(|| ["/usr/sbin", "/usr/bin"].iter().map(|d| Path::new(d).join(program)).find(|p| p.is_file()))
+        .unwrap_or_else(|| panic!("`{program}` is not installed: {INSTALL_HINT}"))
 }
 
 /// A PostgreSQL server program: the newest version under /usr/lib/postgresql.
