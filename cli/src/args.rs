@@ -131,8 +131,8 @@ pub struct BackupArgs {
     /// Run CMD and back up its standard output as the stdin stream; no snapshot unless CMD exits 0.
     #[arg(long, value_name = "CMD", groups = ["stdin_source", "any_stream"])]
     pub stdin_from_command: Option<String>,
-    /// Path of the stdin stream inside the snapshot.
-    #[arg(long, default_value = "stdin", requires = "stdin_source")]
+    /// Path of the --stdin or --stdin-from-command stream inside the snapshot, e.g. mysql/shop.sql.
+    #[arg(long, value_name = "NAME", default_value = "stdin", requires = "stdin_source")]
     pub stdin_name: String,
     /// Run CMD and store its output as NAME in the snapshot (repeatable; with paths: one point in time).
     #[arg(long = "command-stream", value_name = "NAME=CMD", group = "any_stream",
