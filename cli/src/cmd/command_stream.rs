@@ -209,11 +209,12 @@ impl Read for CommandReader {
 
 impl Drop for CommandReader {
     /// A reader dropped before the end of its output (the backup failed
-    /// elsewhere or was cancelled) leaves no dump running behind arc.
+    /// elsewhere or was cancelled) leaves no dump running behind arc, and
+    /// no zombie either.
     fn drop(&mut self) {
-        if matches!(self.state, State::Reading) {
-            self.proc.kill();
-            if let Ok(mut child) = self.proc.child.lock() {
+        if let Ok(mut child) = self.proc.child.lock() {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
                 let _ = child.wait();
             }
         }
