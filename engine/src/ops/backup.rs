@@ -1215,3 +1215,108 @@ fn store_stream(
     }
     Ok(Ok((chunks, read)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+    use crate::repo::InitOptions;
+    use std::sync::mpsc;
+
+    /// Yields `data`, then fails as a dump command that exited non-zero does.
+    struct FailingReader {
+        data: std::io::Cursor<Vec<u8>>,
+    }
+
+    impl Read for FailingReader {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match self.data.read(buf)? {
+                0 => Err(std::io::Error::other("command 'dump' exited with status 2")),
+                n => Ok(n),
+            }
+        }
+    }
+
+    /// Blocks until its stop hook is called, like a dump that writes nothing.
+    struct SilentReader(mpsc::Receiver<()>);
+
+    impl Read for SilentReader {
+        fn read(&mut self, _buf: &mut [u8]) -> std::io::Result<usize> {
+            let _ = self.0.recv();
+            Err(std::io::Error::other("killed"))
+        }
+    }
+
+    fn stream(name: &str, reader: impl Read + Send + 'static) -> StreamSource {
+        StreamSource { name: name.into(), reader: Box::new(reader), allow_empty: false, stop: None }
+    }
+
+    fn pseudo_random(len: usize) -> Vec<u8> {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stream_read_error_fails_the_backup_and_writes_no_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_local(&dir.path().join("repo"), &InitOptions::default()).unwrap();
+        let good = std::io::Cursor::new(pseudo_random(3 << 20));
+        let bad = FailingReader { data: std::io::Cursor::new(pseudo_random(5 << 20)) };
+        let opts =
+            BackupOptions { streams: vec![stream("a.sql", good), stream("db/b.sql", bad)], ..Default::default() };
+        match backup(&repo, opts, &NoProgress) {
+            Err(Error::StreamFailed { name, detail }) => {
+                assert_eq!(name, "db/b.sql");
+                assert!(detail.contains("status 2"), "{detail}");
+            }
+            other => panic!("expected StreamFailed, got {:?}", other.map(|r| r.snapshot_id)),
+        }
+        assert!(repo.snapshots().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_failing_stream_stops_a_silent_one_through_its_hook() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_local(&dir.path().join("repo"), &InitOptions::default()).unwrap();
+        let (tx, rx) = mpsc::channel::<()>();
+        let tx = Mutex::new(tx);
+        let mut silent = stream("silent.sql", SilentReader(rx));
+        silent.stop = Some(Box::new(move || {
+            if let Ok(tx) = tx.lock() {
+                let _ = tx.send(());
+            }
+        }));
+        let bad = FailingReader { data: std::io::Cursor::new(b"partial".to_vec()) };
+        let opts = BackupOptions { streams: vec![silent, stream("bad.sql", bad)], ..Default::default() };
+        // Without the hook this would block for ever in the silent reader.
+        match backup(&repo, opts, &NoProgress) {
+            Err(Error::StreamFailed { name, .. }) => assert_eq!(name, "bad.sql"),
+            other => panic!("expected StreamFailed, got {:?}", other.map(|r| r.snapshot_id)),
+        }
+        assert!(repo.snapshots().unwrap().is_empty());
+    }
+
+    #[test]
+    fn stream_names_are_checked_against_each_other_and_the_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let www = dir.path().join("www");
+        std::fs::create_dir(&www).unwrap();
+        let msg = |paths: &[PathBuf], names: &[&str]| match check_sources(paths, names) {
+            Err(Error::InvalidArgument { reason, .. }) => reason,
+            other => panic!("{names:?}: expected InvalidArgument, got {other:?}"),
+        };
+        assert!(check_sources(std::slice::from_ref(&www), &["mysql/shop.sql", "pg/app.sql"]).is_ok());
+        assert!(msg(&[], &["a.sql", "a.sql"]).contains("given twice"));
+        assert!(msg(&[], &["db", "db/x.sql"]).contains("overlap"));
+        assert!(msg(&[], &["../etc/passwd"]).contains("relative path"));
+        let inside = format!("{}/x.sql", www.display());
+        assert!(msg(std::slice::from_ref(&www), &[inside.as_str()]).contains("backed-up path"));
+    }
+}
