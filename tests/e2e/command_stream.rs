@@ -330,3 +330,23 @@ fn empty_command_output_needs_allow_empty() {
     let cat = env.arc().args(["cat", "latest:e.sql"]).run().success();
     assert!(cat.stdout.is_empty());
 }
+
+#[test]
+fn killing_arc_kills_the_dump_command() {
+    let env = TestEnv::new();
+    env.init();
+    let pid_file = env.path("dump.pid");
+    // exec: the pid written is the process arc started.
+    let cmd = format!("echo $$ > {}; exec sleep 300", sh_quote(&pid_file));
+    let running = env.arc().args(["backup", "--stdin-from-command", &cmd]).timeout(Duration::from_secs(60)).spawn();
+    assert!(wait_for(Duration::from_secs(20), || fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))));
+    let pid: i32 = fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    running.signal(libc::SIGKILL);
+    drop(running.wait());
+    // The command is not arc's child any more; it may linger a moment as a
+    // zombie of whoever adopted it, but it must not keep running.
+    let gone = wait_for(Duration::from_secs(10), || {
+        !process_exists(pid) || fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+    });
+    assert!(gone, "the dump command (pid {pid}) outlived a killed arc");
+}

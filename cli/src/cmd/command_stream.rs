@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -233,6 +233,19 @@ pub fn start(
     let argv = argv(cmdline).map_err(|e| anyhow!("stream {name}: {e}"))?;
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // SAFETY: prctl is async-signal-safe. If arc dies without cleaning up
+    // (SIGKILL, a second Ctrl-C), the kernel kills the command as well
+    // rather than leaving a dump running for nobody. The signal is sent
+    // when the spawning thread ends, and commands are spawned by arc's main
+    // thread, which lives as long as the process.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = cmd.spawn().map_err(|e| anyhow!("cannot run '{}': {}", argv[0], strip_os_error(&e)))?;
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         let _ = child.kill();
