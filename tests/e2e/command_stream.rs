@@ -106,8 +106,11 @@ fn failing_command_leaves_no_snapshot_and_the_retry_reuses_its_chunks() {
     );
     assert!(env.snapshot_files().is_empty(), "a failed dump became a snapshot");
     assert_check_ok(&env);
+    // What was read before the failure is written out, not dropped: all of
+    // it but the part after the last chunk boundary (chunks are <= 1 MiB,
+    // read ahead <= 2 MiB).
     let left = du_apparent(&env.repo.join("data"), false);
-    assert!(left >= 16 * MIB, "the failed try left only {left} bytes of packs");
+    assert!(left >= 36 * MIB, "the failed try left only {left} bytes of packs for 40 MiB read");
 
     // The same command killed by a signal half way: no snapshot either.
     let cmd = format!("head -c {} {q}; kill -9 $$", 20 * MIB);
@@ -120,7 +123,7 @@ fn failing_command_leaves_no_snapshot_and_the_retry_reuses_its_chunks() {
     let b = env.backup(["--stdin-from-command", &format!("cat {q}"), "--stdin-name", "db/dump.bin"]);
     assert_eq!(ju64(&b, "summary.bytes_read"), size, "{b:#}");
     let added = ju64(&b, "summary.bytes_added");
-    assert!(added <= size / 2, "the retry added {added} of {size} bytes: the failed try's chunks were not reused");
+    assert!(added <= 12 * MIB, "the retry added {added} of {size} bytes: the failed try's chunks were not reused");
     let cat = env.arc().args(["cat", "latest:db/dump.bin"]).stdout_to(env.path("cat.bin")).run().success();
     drop(cat);
     assert_same_file(&dump, &env.path("cat.bin"));

@@ -11,8 +11,9 @@
 //! not read: its chunk list is taken from the parent tree.
 //! Streams (database dumps) are read by a thread each from the start of the
 //! backup, beside the walk, so a dump command never waits on a full pipe
-//! until the file walk is over; a stream that ends in a read error stops the
-//! backup.
+//! until the file walk is over. A stream that ends in a read error (its dump
+//! command failed) stops the backup like a cancel: no snapshot, but what was
+//! read before is written to packs for the next try.
 //! The snapshot file is written only after every pack and index file is
 //! durable, so a backup that dies leaves no snapshot, only reusable packs.
 
@@ -287,12 +288,23 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
         bytes_read: AtomicU64::new(0),
         warnings: AtomicU64::new(0),
         repo_root: repo.storage().local_path().and_then(|p| std::fs::canonicalize(p).ok()),
+        stop: AtomicBool::new(false),
+        stream_error: Mutex::new(None),
     };
 
-    let (root, stats) = packer::run(repo, adopt, |sink| run_pipeline(&ctx, sink, &sources, streams, &stream_paths))?;
+    let run = packer::run(repo, adopt, |sink| run_pipeline(&ctx, sink, &sources, streams, &stream_paths));
+    // A repository error is the root cause when there is one; otherwise a
+    // failed stream is, and no snapshot is written. The packs holding what
+    // was read before are written and listed either way.
+    let stream_error = ctx.stream_error.lock().ok().and_then(|mut e| e.take());
+    let (root, stats) = match (run, stream_error) {
+        (Err(e), _) if !matches!(e, Error::Interrupted) => return Err(e),
+        (_, Some(e)) => return Err(e),
+        (run, None) => run?,
+    };
     let (root_tree, mut summary) = root;
 
-    if cancelled(&ctx.cancel) {
+    if ctx.stopping() {
         return Err(Error::Interrupted);
     }
     // Dedup may have reused blobs from packs that a concurrent backup wrote
@@ -343,9 +355,31 @@ struct Ctx<'a> {
     bytes_read: AtomicU64,
     warnings: AtomicU64,
     repo_root: Option<PathBuf>,
+    /// Set when a stream failed: every source stops like on cancel, while
+    /// the packer still writes out what was queued, so the next try reuses
+    /// all that was read before the failure.
+    stop: AtomicBool,
+    /// The first stream failure, the error the backup returns.
+    stream_error: Mutex<Option<Error>>,
 }
 
 impl Ctx<'_> {
+    /// The backup is being stopped: cancelled by the caller, or a stream failed.
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || cancelled(&self.cancel)
+    }
+
+    /// Records a stream's failure and stops the backup without failing the
+    /// packer (see `stop`).
+    fn fail_stream(&self, e: Error) {
+        if let Ok(mut slot) = self.stream_error.lock() {
+            if slot.is_none() {
+                *slot = Some(e);
+            }
+        }
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
     fn warn(&self, path: &Path, msg: &str) {
         self.warnings.fetch_add(1, Ordering::Relaxed);
         self.progress.warn(path, msg);
@@ -462,7 +496,7 @@ fn stop_streams_on_failure(
     stops: Vec<Box<dyn Fn() + Send + Sync>>,
 ) {
     while running.load(Ordering::SeqCst) > 0 {
-        if sink.is_failed() || cancelled(&ctx.cancel) || abort.load(Ordering::SeqCst) {
+        if sink.is_failed() || ctx.stopping() || abort.load(Ordering::SeqCst) {
             for stop in &stops {
                 stop();
             }
@@ -606,7 +640,7 @@ fn walker(
             // Open directories, innermost last: key, listing, next child.
             let mut stack: Vec<(WalkKey, Listing, usize)> = vec![(key, first, 0)];
             while let Some((key, listing, next)) = stack.last_mut() {
-                if cancelled(&ctx.cancel) {
+                if ctx.stopping() {
                     return Err(Error::Interrupted);
                 }
                 let i = *next;
@@ -832,7 +866,7 @@ impl DirPool {
                 self.changed.notify_all();
                 return Ok(l);
             }
-            if s.stop || cancelled(&ctx.cancel) {
+            if s.stop || ctx.stopping() {
                 return Err(Error::Interrupted);
             }
             s = self.changed.wait_timeout(s, std::time::Duration::from_millis(100)).map_err(|_| Error::Interrupted)?.0;
@@ -898,7 +932,7 @@ fn list_dir(
 ) -> (Listing, Vec<(WalkKey, DirJob)>) {
     let mut listing = Listing::default();
     let mut subdirs = Vec::new();
-    if cancelled(&ctx.cancel) {
+    if ctx.stopping() {
         return (listing, subdirs);
     }
     let rd = match std::fs::read_dir(&job.path) {
@@ -1033,7 +1067,7 @@ fn build_trees(
             WalkEvent::SourceDone => done.push(top.take()),
         }
     }
-    if cancelled(&ctx.cancel) {
+    if ctx.stopping() {
         return Err(Error::Interrupted);
     }
     if done.len() != expected {
@@ -1157,7 +1191,7 @@ fn store_chunks(
     let mut chunks = Vec::new();
     let mut reported = 0;
     loop {
-        if cancelled(&ctx.cancel) {
+        if ctx.stopping() {
             return Err(Error::Interrupted);
         }
         match s.next_chunk() {
@@ -1204,14 +1238,18 @@ fn store_stream(
         Ok(r) => r,
         // A read that failed because the backup was stopping (the stop hook
         // killed the dump) is not the cause: report the one that is.
-        Err(_) if cancelled(&ctx.cancel) || sink.is_failed() => return Err(Error::Interrupted),
-        Err(e) => return Err(Error::StreamFailed { name: name.to_string(), detail: e.to_string() }),
+        Err(_) if ctx.stopping() || sink.is_failed() => return Err(Error::Interrupted),
+        Err(e) => {
+            ctx.fail_stream(Error::StreamFailed { name: name.to_string(), detail: e.to_string() });
+            return Err(Error::Interrupted);
+        }
     };
     if read == 0 && !allow_empty {
-        return Err(Error::BadSource {
+        ctx.fail_stream(Error::BadSource {
             path: PathBuf::from(name),
             reason: "the stream is empty (did the dump fail?); use --allow-empty to store it anyway".into(),
         });
+        return Err(Error::Interrupted);
     }
     Ok(Ok((chunks, read)))
 }
@@ -1279,6 +1317,14 @@ mod tests {
             other => panic!("expected StreamFailed, got {:?}", other.map(|r| r.snapshot_id)),
         }
         assert!(repo.snapshots().unwrap().is_empty());
+        // What both streams delivered before the failure was written: the
+        // retry adds at most the read-ahead after the last chunk boundary.
+        let good = std::io::Cursor::new(pseudo_random(3 << 20));
+        let fixed = std::io::Cursor::new(pseudo_random(5 << 20));
+        let opts =
+            BackupOptions { streams: vec![stream("a.sql", good), stream("db/b.sql", fixed)], ..Default::default() };
+        let r = backup(&repo, opts, &NoProgress).unwrap();
+        assert!(r.snapshot.summary.bytes_added <= 3 << 20, "retry added {}", r.snapshot.summary.bytes_added);
     }
 
     #[test]
