@@ -764,5 +764,14 @@ fn files_and_three_databases_in_one_snapshot_per_day() {
         let fresh_redis = Redis::start(&dir);
         assert_eq!(fresh_redis.state(), day.redis, "Redis day {n}: keys or values differ from the source");
     }
+
+    // The rdb on its own through --stdin-from-command, back through `arc cat`.
+    let state = redis.state();
+    let b = env.backup(["--stdin-from-command", &redis.rdb_cmdline(), "--stdin-name", "redis/alone.rdb"]);
+    let dir = env.path("redis-alone");
+    fs::create_dir_all(&dir).unwrap();
+    let spec = format!("{}:redis/alone.rdb", snapshot_id(&b));
+    env.arc().args(["cat", &spec]).stdout_to(dir.join("dump.rdb")).run().success();
+    assert_eq!(Redis::start(&dir).state(), state, "Redis via --stdin-from-command: keys or values differ");
     assert_check_ok(&env);
 }
