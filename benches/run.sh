@@ -337,6 +337,20 @@ bench_dump() {
       else record dump "$tool" "$run" verify 0 0 "" "" content_mismatch; log "VERIFY dump $tool run $run: content mismatch"; fi
       umount "$MNT"
       rm -rf "$repo" "$WORK/cache"
+      if [[ $tool == arc ]]; then
+        # The same two days through --stdin-from-command: arc runs the dumper
+        # (`cat`, so only arc's side is timed) and reads its output.
+        cmd_init arc "$repo"; "${CMD[@]}" > "$RES/logs/dump.arc.$run.cmd-init.log" 2>&1
+        warm "$d1"
+        STEP_BYTES=$b1 STEP_FILES=1; step dump arc "$run" cmd_day1 - \
+          "$ARC_BIN" --repo "$repo" "${ARC_EXTRA[@]}" backup --stdin-from-command "cat $d1" --stdin-name shop.sql
+        s1=$(stored "$repo")
+        warm "$d2" "$repo"
+        STEP_BYTES=$b2 STEP_FILES=1; step dump arc "$run" cmd_day2 - \
+          "$ARC_BIN" --repo "$repo" "${ARC_EXTRA[@]}" backup --stdin-from-command "cat $d2" --stdin-name shop.sql
+        s2=$(stored "$repo"); record dump arc "$run" cmd_day2_added 0 0 "$(( s2 - s1 ))" "" ok
+        rm -rf "$repo"
+      fi
     done
   done
 }

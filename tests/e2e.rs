@@ -3,7 +3,9 @@
 //!
 //! Run with `cargo test --release -p arc-cli --test e2e`. Several tests
 //! need root (device nodes, chown, running arc as `nobody`); they degrade
-//! or skip with a note when not run as root.
+//! or skip with a note when not run as root. The database dump tests
+//! (dbdump.rs) start real MariaDB, PostgreSQL and Redis servers: they fail,
+//! not skip, when those are missing; `.ci/run` installs them.
 
 #[path = "e2e/util.rs"]
 mod util;
@@ -49,3 +51,9 @@ mod prune;
 
 #[path = "e2e/mount.rs"]
 mod mount;
+
+#[path = "e2e/command_stream.rs"]
+mod command_stream;
+
+#[path = "e2e/dbdump.rs"]
+mod dbdump;

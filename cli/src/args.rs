@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -107,17 +107,39 @@ pub struct FilterArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(
+    group(ArgGroup::new("stdin_source").multiple(false)),
+    group(ArgGroup::new("any_stream").multiple(true)),
+    after_help = "Dump commands (--stdin-from-command, --command-stream) run without a shell unless the \
+                  command line has shell syntax (| ; & < > $ ` quotes * ? ...), then as `sh -c CMD`. \
+                  They all start before the files are read, their output is read side by side, and their \
+                  stderr is passed through. The snapshot is written only if every command exits with \
+                  status 0; otherwise arc exits 1 with the command's status and last stderr lines, and \
+                  the data already stored is reused by the next try.\n\n\
+                  Examples:\n  \
+                  mysqldump --single-transaction shop | arc backup --stdin --stdin-name mysql/shop.sql\n  \
+                  arc backup --stdin-from-command 'pg_dump -Fp app' --stdin-name pg/app.sql\n  \
+                  arc backup /var/www --command-stream mysql/shop.sql='mysqldump --single-transaction shop'\n  \
+                  arc cat latest:mysql/shop.sql | mysql shop"
+)]
 pub struct BackupArgs {
     /// Files and directories to back up.
     pub paths: Vec<PathBuf>,
     /// Read a stream from standard input (e.g. a database dump).
-    #[arg(long)]
+    #[arg(long, groups = ["stdin_source", "any_stream"])]
     pub stdin: bool,
-    /// Path of the stdin stream inside the snapshot.
-    #[arg(long, default_value = "stdin", requires = "stdin")]
+    /// Run CMD and back up its standard output as the stdin stream; no snapshot unless CMD exits 0.
+    #[arg(long, value_name = "CMD", groups = ["stdin_source", "any_stream"])]
+    pub stdin_from_command: Option<String>,
+    /// Path of the --stdin or --stdin-from-command stream inside the snapshot, e.g. mysql/shop.sql.
+    #[arg(long, value_name = "NAME", default_value = "stdin", requires = "stdin_source")]
     pub stdin_name: String,
-    /// Store an empty stdin stream instead of refusing it.
-    #[arg(long, requires = "stdin")]
+    /// Run CMD and store its output as NAME in the snapshot (repeatable; with paths: one point in time).
+    #[arg(long = "command-stream", value_name = "NAME=CMD", group = "any_stream",
+          value_parser = crate::cmd::parse_named_command)]
+    pub command_streams: Vec<(String, String)>,
+    /// Store an empty stream instead of refusing it.
+    #[arg(long, requires = "any_stream")]
     pub allow_empty: bool,
     /// Tag the snapshot (repeatable).
     #[arg(long = "tag", value_name = "TAG")]

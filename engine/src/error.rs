@@ -66,6 +66,11 @@ pub enum Error {
     #[error("{}: {reason}", path.display())]
     BadSource { path: PathBuf, reason: String },
 
+    /// A stream (a dump command's output) ended in an error: the command
+    /// failed, or reading it did. `detail` says how, in the producer's words.
+    #[error("stream {name} failed, no snapshot was written: {detail}")]
+    StreamFailed { name: String, detail: String },
+
     #[error("invalid {what}: {reason}")]
     InvalidArgument { what: &'static str, reason: String },
 

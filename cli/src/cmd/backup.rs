@@ -1,15 +1,17 @@
 use anyhow::{anyhow, Context, Result};
-use arc_engine::ops::backup::{backup, BackupOptions, StreamSource};
+use arc_engine::ops::backup::{backup, check_sources, BackupOptions, StreamSource};
 use arc_engine::repo::InitOptions;
 use arc_engine::{Id, Repository};
 
+use super::command_stream::{self, StderrOut};
 use super::Env;
 use crate::args::BackupArgs;
 use crate::ui::{size, CliProgress};
 
 pub fn run(env: &Env, a: BackupArgs) -> Result<u8> {
-    if a.paths.is_empty() && !a.stdin {
-        return Err(anyhow!("nothing to back up: give paths, or --stdin"));
+    let stdin_stream = a.stdin || a.stdin_from_command.is_some();
+    if a.paths.is_empty() && !stdin_stream && a.command_streams.is_empty() {
+        return Err(anyhow!("nothing to back up: give paths, --stdin, --stdin-from-command or --command-stream"));
     }
     // Check the sources exist before creating a default repository for them.
     for p in &a.paths {
@@ -17,6 +19,38 @@ pub fn run(env: &Env, a: BackupArgs) -> Result<u8> {
             return Err(anyhow!("{}: no such file or directory", p.display()));
         }
     }
+    // Stream names are checked before any dump command runs.
+    let mut names: Vec<&str> = Vec::new();
+    if stdin_stream {
+        names.push(&a.stdin_name);
+    }
+    names.extend(a.command_streams.iter().map(|(n, _)| n.as_str()));
+    check_sources(&a.paths, &names)?;
+
+    // Dump commands start before the repository is opened (or created): one
+    // that cannot be run stops arc before it writes anything, and all of
+    // them start at one moment, before the files are read, so dumps and
+    // files describe the same point in time.
+    let mut commands: Vec<(&str, &str)> = Vec::new();
+    if let Some(cmd) = &a.stdin_from_command {
+        commands.push((&a.stdin_name, cmd));
+    }
+    commands.extend(a.command_streams.iter().map(|(n, c)| (n.as_str(), c.as_str())));
+    let stderr_out = StderrOut::default();
+    let mut streams = Vec::new();
+    for (name, cmd) in commands {
+        // Streams already started are dropped on error, which kills them.
+        streams.push(command_stream::start(name, cmd, a.allow_empty, names.len() > 1, &stderr_out)?);
+    }
+    if a.stdin {
+        streams.push(StreamSource {
+            name: a.stdin_name.clone(),
+            reader: Box::new(std::io::stdin()),
+            allow_empty: a.allow_empty,
+            stop: None,
+        });
+    }
+
     let repo = if env.is_default && !env.repo_path.join("config").exists() {
         let repo = Repository::init_local(&env.repo_path, &InitOptions::default())
             .with_context(|| format!("cannot create the default repository at {}", env.repo_path.display()))?;
@@ -29,14 +63,6 @@ pub fn run(env: &Env, a: BackupArgs) -> Result<u8> {
         Some(spec) => Some(repo.find_snapshot(spec, &Default::default())?.id),
         None => None,
     };
-    let mut streams = Vec::new();
-    if a.stdin {
-        streams.push(StreamSource {
-            name: a.stdin_name.clone(),
-            reader: Box::new(std::io::stdin()),
-            allow_empty: a.allow_empty,
-        });
-    }
     let opts = BackupOptions {
         paths: a.paths,
         streams,
@@ -48,6 +74,7 @@ pub fn run(env: &Env, a: BackupArgs) -> Result<u8> {
         cancel: Some(env.cancel.clone()),
     };
     let progress = CliProgress::new(env.quiet, "backup");
+    stderr_out.set_bar(progress.bar());
     let result = backup(&repo, opts, &progress);
     progress.finish();
     let result = result?;

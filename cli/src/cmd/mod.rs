@@ -4,6 +4,7 @@
 mod backup;
 mod browse;
 mod check;
+mod command_stream;
 mod init;
 mod maintenance;
 mod mount;
@@ -19,6 +20,8 @@ use anyhow::{anyhow, Result};
 use arc_engine::{Repository, Snapshot, SnapshotFilter};
 
 use crate::args::{Cli, Command, FilterArgs};
+
+pub use command_stream::parse_named_command;
 
 /// What every command gets besides its own arguments.
 pub struct Env {

@@ -9,6 +9,11 @@
 //! ```
 //! A file whose size, mtime, ctime and inode match the parent snapshot is
 //! not read: its chunk list is taken from the parent tree.
+//! Streams (database dumps) are read by a thread each from the start of the
+//! backup, beside the walk, so a dump command never waits on a full pipe
+//! until the file walk is over. A stream that ends in a read error (its dump
+//! command failed) stops the backup like a cancel: no snapshot, but what was
+//! read before is written to packs for the next try.
 //! The snapshot file is written only after every pack and index file is
 //! durable, so a backup that dies leaves no snapshot, only reusable packs.
 
@@ -18,7 +23,7 @@ use std::io::{ErrorKind, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -44,6 +49,12 @@ pub struct StreamSource {
     /// An empty stream is usually a dump that failed before writing
     /// anything; it is refused unless this is set.
     pub allow_empty: bool,
+    /// Makes a read of `reader` that blocks return soon (for a command's
+    /// output: kill the command). Called once when the backup stops early,
+    /// on an error elsewhere or on cancel, while the stream may still be
+    /// read: without it a stream that produces nothing would keep the
+    /// backup from ever returning.
+    pub stop: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 #[derive(Default)]
@@ -137,9 +148,10 @@ struct Seen {
     mtime: Timestamp,
 }
 
-enum Job {
-    File { path: PathBuf, seen: Seen, slot: Arc<Slot> },
-    Stream { name: String, reader: Box<dyn Read + Send>, allow_empty: bool, slot: Arc<Slot> },
+struct Job {
+    path: PathBuf,
+    seen: Seen,
+    slot: Arc<Slot>,
 }
 
 /// Resolved source: where it is on disk and where it goes in the snapshot.
@@ -195,6 +207,45 @@ fn stream_components(name: &str) -> Result<Vec<Vec<u8>>> {
     Ok(comps)
 }
 
+/// Checks the sources of a backup without touching the repository: every
+/// path exists, every stream name is a clean relative path, and no stream
+/// lands on or inside another stream or a backed-up path. A front end that
+/// starts dump commands calls this first, so a bad name stops it before
+/// any command runs.
+pub fn check_sources(paths: &[PathBuf], stream_names: &[&str]) -> Result<()> {
+    resolve_sources(paths, stream_names).map(|_| ())
+}
+
+/// Resolved file sources (sorted, nested ones dropped) and the snapshot
+/// components of each stream, in the order given.
+type ResolvedSources = (Vec<Source>, Vec<Vec<Vec<u8>>>);
+
+fn resolve_sources(paths: &[PathBuf], stream_names: &[&str]) -> Result<ResolvedSources> {
+    let mut sources = paths.iter().map(|p| resolve_source(p)).collect::<Result<Vec<_>>>()?;
+    sources.sort_by(|a, b| a.components.cmp(&b.components));
+    sources.dedup_by(|b, a| b.components.starts_with(&a.components));
+    let stream_paths = stream_names.iter().map(|n| stream_components(n)).collect::<Result<Vec<_>>>()?;
+    let clash = |reason: String| Error::InvalidArgument { what: "stream name", reason };
+    for (i, a) in stream_paths.iter().enumerate() {
+        if let Some(j) = stream_paths[..i].iter().position(|b| a.starts_with(b) || b.starts_with(a)) {
+            return Err(clash(if a == &stream_paths[j] {
+                format!("{:?} is given twice", stream_names[i])
+            } else {
+                format!("{:?} and {:?} overlap: one would be inside the other", stream_names[j], stream_names[i])
+            }));
+        }
+        if let Some(s) = sources.iter().find(|s| a.starts_with(&s.components) || s.components.starts_with(a)) {
+            return Err(clash(format!(
+                "{:?} overlaps the backed-up path {} (stream /{} and the path would share a place in the snapshot)",
+                stream_names[i],
+                s.disk.display(),
+                join(a)
+            )));
+        }
+    }
+    Ok((sources, stream_paths))
+}
+
 pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progress) -> Result<BackupResult> {
     let start = Utc::now();
     if opts.paths.is_empty() && opts.streams.is_empty() {
@@ -204,21 +255,9 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
         });
     }
     // Validate every source before touching the repository.
-    let mut sources = opts.paths.iter().map(|p| resolve_source(p)).collect::<Result<Vec<_>>>()?;
-    sources.sort_by(|a, b| a.components.cmp(&b.components));
-    sources.dedup_by(|b, a| b.components.starts_with(&a.components));
     let streams = std::mem::take(&mut opts.streams);
-    let stream_paths = streams.iter().map(|s| stream_components(&s.name)).collect::<Result<Vec<_>>>()?;
-    for (i, a) in stream_paths.iter().enumerate() {
-        let clash = stream_paths[..i].iter().any(|b| a.starts_with(b) || b.starts_with(a))
-            || sources.iter().any(|s| a.starts_with(&s.components) || s.components.starts_with(a));
-        if clash {
-            return Err(Error::InvalidArgument {
-                what: "stream name",
-                reason: format!("{:?} overlaps another source", streams[i].name),
-            });
-        }
-    }
+    let names: Vec<&str> = streams.iter().map(|s| s.name.as_str()).collect();
+    let (sources, stream_paths) = resolve_sources(&opts.paths, &names)?;
     let mut paths: Vec<String> = sources.iter().map(|s| s.disk.display().to_string()).collect();
     paths.extend(stream_paths.iter().map(|c| format!("/{}", join(c))));
     paths.sort();
@@ -249,12 +288,23 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
         bytes_read: AtomicU64::new(0),
         warnings: AtomicU64::new(0),
         repo_root: repo.storage().local_path().and_then(|p| std::fs::canonicalize(p).ok()),
+        stop: AtomicBool::new(false),
+        stream_error: Mutex::new(None),
     };
 
-    let (root, stats) = packer::run(repo, adopt, |sink| run_pipeline(&ctx, sink, &sources, streams, &stream_paths))?;
+    let run = packer::run(repo, adopt, |sink| run_pipeline(&ctx, sink, &sources, streams, &stream_paths));
+    // A repository error is the root cause when there is one; otherwise a
+    // failed stream is, and no snapshot is written. The packs holding what
+    // was read before are written and listed either way.
+    let stream_error = ctx.stream_error.lock().ok().and_then(|mut e| e.take());
+    let (root, stats) = match (run, stream_error) {
+        (Err(e), _) if !matches!(e, Error::Interrupted) => return Err(e),
+        (_, Some(e)) => return Err(e),
+        (run, None) => run?,
+    };
     let (root_tree, mut summary) = root;
 
-    if cancelled(&ctx.cancel) {
+    if ctx.stopping() {
         return Err(Error::Interrupted);
     }
     // Dedup may have reused blobs from packs that a concurrent backup wrote
@@ -305,9 +355,31 @@ struct Ctx<'a> {
     bytes_read: AtomicU64,
     warnings: AtomicU64,
     repo_root: Option<PathBuf>,
+    /// Set when a stream failed: every source stops like on cancel, while
+    /// the packer still writes out what was queued, so the next try reuses
+    /// all that was read before the failure.
+    stop: AtomicBool,
+    /// The first stream failure, the error the backup returns.
+    stream_error: Mutex<Option<Error>>,
 }
 
 impl Ctx<'_> {
+    /// The backup is being stopped: cancelled by the caller, or a stream failed.
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || cancelled(&self.cancel)
+    }
+
+    /// Records a stream's failure and stops the backup without failing the
+    /// packer (see `stop`).
+    fn fail_stream(&self, e: Error) {
+        if let Ok(mut slot) = self.stream_error.lock() {
+            if slot.is_none() {
+                *slot = Some(e);
+            }
+        }
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
     fn warn(&self, path: &Path, msg: &str) {
         self.warnings.fetch_add(1, Ordering::Relaxed);
         self.progress.warn(path, msg);
@@ -350,6 +422,11 @@ fn run_pipeline(
     let workers = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4);
     let (job_tx, job_rx) = bounded::<Job>(256);
     let (event_tx, event_rx) = bounded::<WalkEvent>(4096);
+    let stream_slots: Vec<Arc<Slot>> = streams.iter().map(|_| Arc::new(Slot::default())).collect();
+    let streams_running = AtomicUsize::new(streams.len());
+    // Set when the walk or the tree builder failed on its own, without
+    // stopping the sink: streams still being read must be stopped too.
+    let abort = AtomicBool::new(false);
 
     std::thread::scope(|scope| -> Result<(Id, Summary)> {
         for _ in 0..workers {
@@ -357,9 +434,31 @@ fn run_pipeline(
             scope.spawn(move || worker(ctx, sink, rx));
         }
         drop(job_rx);
-        let walker = scope.spawn(move || walker(ctx, sources, streams, stream_paths, job_tx, event_tx));
+        // Each stream gets its own thread from the start rather than a
+        // worker after the walk: a dump command blocks as soon as its pipe
+        // (64 KiB) is full, and several dumps must progress side by side.
+        let mut stops = Vec::new();
+        for (stream, slot) in streams.into_iter().zip(&stream_slots) {
+            let StreamSource { name, reader, allow_empty, stop } = stream;
+            stops.extend(stop);
+            let (slot, running) = (slot.clone(), &streams_running);
+            scope.spawn(move || {
+                let _done = CountDown(running);
+                let r = store_stream(ctx, sink, &name, reader, allow_empty);
+                slot.set(settle(ctx, sink, Path::new(&name), r));
+            });
+        }
+        if !stops.is_empty() {
+            let (running, abort) = (&streams_running, &abort);
+            scope.spawn(move || stop_streams_on_failure(ctx, sink, running, abort, stops));
+        }
+        let slots = &stream_slots;
+        let walker = scope.spawn(move || walker(ctx, sources, slots, stream_paths, job_tx, event_tx));
         let built = build_trees(ctx, sink, event_rx, sources.len() + stream_paths.len());
         let walked = walker.join().unwrap_or(Err(Error::Interrupted));
+        if built.is_err() || walked.is_err() {
+            abort.store(true, Ordering::SeqCst);
+        }
         let (nodes, mut summary) = built?;
         walked?;
         // Top-level nodes in the order of `sources` then streams.
@@ -374,6 +473,37 @@ fn run_pipeline(
         let root = assemble(sink, &reader, Path::new("/"), items, &mut summary)?;
         Ok((root, summary))
     })
+}
+
+/// Counts a stream thread as finished however it ends.
+struct CountDown<'a>(&'a AtomicUsize);
+
+impl Drop for CountDown<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Watches a backup that reads streams: once it fails or is cancelled
+/// while a stream is still being read, calls every stream's stop hook, so
+/// that a reader blocked on a silent producer returns and the backup can
+/// end. Returns when all streams are done.
+fn stop_streams_on_failure(
+    ctx: &Ctx<'_>,
+    sink: &BlobSink<'_>,
+    running: &AtomicUsize,
+    abort: &AtomicBool,
+    stops: Vec<Box<dyn Fn() + Send + Sync>>,
+) {
+    while running.load(Ordering::SeqCst) > 0 {
+        if sink.is_failed() || ctx.stopping() || abort.load(Ordering::SeqCst) {
+            for stop in &stops {
+                stop();
+            }
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Builds the directories above the sources (`/var` for `/var/www`) from
@@ -458,7 +588,7 @@ struct LinkGroup {
 fn walker(
     ctx: &Ctx<'_>,
     sources: &[Source],
-    streams: Vec<StreamSource>,
+    stream_slots: &[Arc<Slot>],
     stream_paths: &[Vec<Vec<u8>>],
     jobs: Sender<Job>,
     events: Sender<WalkEvent>,
@@ -510,7 +640,7 @@ fn walker(
             // Open directories, innermost last: key, listing, next child.
             let mut stack: Vec<(WalkKey, Listing, usize)> = vec![(key, first, 0)];
             while let Some((key, listing, next)) = stack.last_mut() {
-                if cancelled(&ctx.cancel) {
+                if ctx.stopping() {
                     return Err(Error::Interrupted);
                 }
                 let i = *next;
@@ -541,20 +671,15 @@ fn walker(
             }
             out.send(WalkEvent::SourceDone)?;
         }
-        for (stream, comps) in streams.into_iter().zip(stream_paths) {
+        // The stream threads started with the pipeline; here each stream
+        // only takes its place after the file sources.
+        for (slot, comps) in stream_slots.iter().zip(stream_paths) {
             let mut node = synthetic_dir(comps.last().cloned().unwrap_or_default());
             node.kind = NodeKind::File;
             node.mode = 0o100644;
             node.user = owners.user(node.uid);
             node.group = owners.group(node.gid);
-            let slot = Arc::new(Slot::default());
-            jobs.send(Job::Stream {
-                name: stream.name,
-                reader: stream.reader,
-                allow_empty: stream.allow_empty,
-                slot: slot.clone(),
-            })
-            .map_err(|_| Error::Interrupted)?;
+            let slot = slot.clone();
             out.send(WalkEvent::Entry(node, Content::Pending(slot), Change::New))?;
             out.send(WalkEvent::SourceDone)?;
         }
@@ -651,7 +776,7 @@ fn entry(
             );
         }
         let seen = Seen { size: node.size, mtime: node.mtime };
-        jobs.send(Job::File { path: path.to_path_buf(), seen, slot: slot.clone() }).map_err(|_| Error::Interrupted)?;
+        jobs.send(Job { path: path.to_path_buf(), seen, slot: slot.clone() }).map_err(|_| Error::Interrupted)?;
         send(WalkEvent::Entry(node, Content::Pending(slot), change))
     }
 }
@@ -741,7 +866,7 @@ impl DirPool {
                 self.changed.notify_all();
                 return Ok(l);
             }
-            if s.stop || cancelled(&ctx.cancel) {
+            if s.stop || ctx.stopping() {
                 return Err(Error::Interrupted);
             }
             s = self.changed.wait_timeout(s, std::time::Duration::from_millis(100)).map_err(|_| Error::Interrupted)?.0;
@@ -807,7 +932,7 @@ fn list_dir(
 ) -> (Listing, Vec<(WalkKey, DirJob)>) {
     let mut listing = Listing::default();
     let mut subdirs = Vec::new();
-    if cancelled(&ctx.cancel) {
+    if ctx.stopping() {
         return (listing, subdirs);
     }
     let rd = match std::fs::read_dir(&job.path) {
@@ -942,7 +1067,7 @@ fn build_trees(
             WalkEvent::SourceDone => done.push(top.take()),
         }
     }
-    if cancelled(&ctx.cancel) {
+    if ctx.stopping() {
         return Err(Error::Interrupted);
     }
     if done.len() != expected {
@@ -954,19 +1079,9 @@ fn build_trees(
 fn worker(ctx: &Ctx<'_>, sink: &BlobSink<'_>, jobs: Receiver<Job>) {
     let mut buf = Vec::new();
     let mut reader = None;
-    for job in jobs.iter() {
-        let (slot, outcome) = match job {
-            Job::File { path, seen, slot } => {
-                let r = store_file(ctx, sink, &mut reader, &path, seen, &mut buf);
-                (slot, settle(ctx, sink, &path, r))
-            }
-            Job::Stream { name, reader, allow_empty, slot } => {
-                let path = PathBuf::from(&name);
-                let r = store_stream(ctx, sink, &name, reader, allow_empty);
-                (slot, settle(ctx, sink, &path, r))
-            }
-        };
-        slot.set(outcome);
+    for Job { path, seen, slot } in jobs.iter() {
+        let r = store_file(ctx, sink, &mut reader, &path, seen, &mut buf);
+        slot.set(settle(ctx, sink, &path, r));
     }
 }
 
@@ -1076,7 +1191,7 @@ fn store_chunks(
     let mut chunks = Vec::new();
     let mut reported = 0;
     loop {
-        if cancelled(&ctx.cancel) {
+        if ctx.stopping() {
             return Err(Error::Interrupted);
         }
         match s.next_chunk() {
@@ -1117,13 +1232,137 @@ fn store_stream(
     reader: Box<dyn Read + Send>,
     allow_empty: bool,
 ) -> Result<Stored> {
-    let bad = |reason: String| Error::BadSource { path: PathBuf::from(name), reason };
     // Unlike a file, a stream cannot be skipped with a warning: a dump that
     // breaks off must not become a snapshot.
-    let (chunks, read) = store_chunks(ctx, sink, &mut None, ctx.stream_chunker, reader)?
-        .map_err(|e| bad(format!("reading the stream failed: {e}")))?;
+    let (chunks, read) = match store_chunks(ctx, sink, &mut None, ctx.stream_chunker, reader)? {
+        Ok(r) => r,
+        // A read that failed because the backup was stopping (the stop hook
+        // killed the dump) is not the cause: report the one that is.
+        Err(_) if ctx.stopping() || sink.is_failed() => return Err(Error::Interrupted),
+        Err(e) => {
+            ctx.fail_stream(Error::StreamFailed { name: name.to_string(), detail: e.to_string() });
+            return Err(Error::Interrupted);
+        }
+    };
     if read == 0 && !allow_empty {
-        return Err(bad("the stream is empty (did the dump fail?); use --allow-empty to store it anyway".into()));
+        ctx.fail_stream(Error::BadSource {
+            path: PathBuf::from(name),
+            reason: "the stream is empty (did the dump fail?); use --allow-empty to store it anyway".into(),
+        });
+        return Err(Error::Interrupted);
     }
     Ok(Ok((chunks, read)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+    use crate::repo::InitOptions;
+    use std::sync::mpsc;
+
+    /// Yields `data`, then fails as a dump command that exited non-zero does.
+    struct FailingReader {
+        data: std::io::Cursor<Vec<u8>>,
+    }
+
+    impl Read for FailingReader {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match self.data.read(buf)? {
+                0 => Err(std::io::Error::other("command 'dump' exited with status 2")),
+                n => Ok(n),
+            }
+        }
+    }
+
+    /// Blocks until its stop hook is called, like a dump that writes nothing.
+    struct SilentReader(mpsc::Receiver<()>);
+
+    impl Read for SilentReader {
+        fn read(&mut self, _buf: &mut [u8]) -> std::io::Result<usize> {
+            let _ = self.0.recv();
+            Err(std::io::Error::other("killed"))
+        }
+    }
+
+    fn stream(name: &str, reader: impl Read + Send + 'static) -> StreamSource {
+        StreamSource { name: name.into(), reader: Box::new(reader), allow_empty: false, stop: None }
+    }
+
+    fn pseudo_random(len: usize) -> Vec<u8> {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stream_read_error_fails_the_backup_and_writes_no_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_local(&dir.path().join("repo"), &InitOptions::default()).unwrap();
+        let good = std::io::Cursor::new(pseudo_random(3 << 20));
+        let bad = FailingReader { data: std::io::Cursor::new(pseudo_random(5 << 20)) };
+        let opts =
+            BackupOptions { streams: vec![stream("a.sql", good), stream("db/b.sql", bad)], ..Default::default() };
+        match backup(&repo, opts, &NoProgress) {
+            Err(Error::StreamFailed { name, detail }) => {
+                assert_eq!(name, "db/b.sql");
+                assert!(detail.contains("status 2"), "{detail}");
+            }
+            other => panic!("expected StreamFailed, got {:?}", other.map(|r| r.snapshot_id)),
+        }
+        assert!(repo.snapshots().unwrap().is_empty());
+        // What both streams delivered before the failure was written: the
+        // retry adds at most the read-ahead after the last chunk boundary.
+        let good = std::io::Cursor::new(pseudo_random(3 << 20));
+        let fixed = std::io::Cursor::new(pseudo_random(5 << 20));
+        let opts =
+            BackupOptions { streams: vec![stream("a.sql", good), stream("db/b.sql", fixed)], ..Default::default() };
+        let r = backup(&repo, opts, &NoProgress).unwrap();
+        assert!(r.snapshot.summary.bytes_added <= 3 << 20, "retry added {}", r.snapshot.summary.bytes_added);
+    }
+
+    #[test]
+    fn a_failing_stream_stops_a_silent_one_through_its_hook() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_local(&dir.path().join("repo"), &InitOptions::default()).unwrap();
+        let (tx, rx) = mpsc::channel::<()>();
+        let tx = Mutex::new(tx);
+        let mut silent = stream("silent.sql", SilentReader(rx));
+        silent.stop = Some(Box::new(move || {
+            if let Ok(tx) = tx.lock() {
+                let _ = tx.send(());
+            }
+        }));
+        let bad = FailingReader { data: std::io::Cursor::new(b"partial".to_vec()) };
+        let opts = BackupOptions { streams: vec![silent, stream("bad.sql", bad)], ..Default::default() };
+        // Without the hook this would block for ever in the silent reader.
+        match backup(&repo, opts, &NoProgress) {
+            Err(Error::StreamFailed { name, .. }) => assert_eq!(name, "bad.sql"),
+            other => panic!("expected StreamFailed, got {:?}", other.map(|r| r.snapshot_id)),
+        }
+        assert!(repo.snapshots().unwrap().is_empty());
+    }
+
+    #[test]
+    fn stream_names_are_checked_against_each_other_and_the_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let www = dir.path().join("www");
+        std::fs::create_dir(&www).unwrap();
+        let msg = |paths: &[PathBuf], names: &[&str]| match check_sources(paths, names) {
+            Err(Error::InvalidArgument { reason, .. }) => reason,
+            other => panic!("{names:?}: expected InvalidArgument, got {other:?}"),
+        };
+        assert!(check_sources(std::slice::from_ref(&www), &["mysql/shop.sql", "pg/app.sql"]).is_ok());
+        assert!(msg(&[], &["a.sql", "a.sql"]).contains("given twice"));
+        assert!(msg(&[], &["db", "db/x.sql"]).contains("overlap"));
+        assert!(msg(&[], &["../etc/passwd"]).contains("relative path"));
+        let inside = format!("{}/x.sql", www.display());
+        assert!(msg(std::slice::from_ref(&www), &[inside.as_str()]).contains("backed-up path"));
+    }
 }
