@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::error::{Error, Result};
+use crate::fault;
 use crate::format::index_file::PackEntry;
 use crate::format::pack::{BlobKind, FrameCodec, FrameRecord};
 use crate::id::Id;
@@ -153,7 +154,9 @@ impl Index {
             let mut meta = tx!(p, w.open_table(META))?;
             tx!(p, meta.insert("schema_version", SCHEMA_VERSION))?;
         }
-        tx!(p, w.commit())
+        tx!(p, w.commit())?;
+        fault::step("index db commit (cleared)", &p.display());
+        Ok(())
     }
 
     /// Records packs (and the index file that lists them, if any) in one
@@ -189,7 +192,9 @@ impl Index {
                 tx!(p, files.insert(f.0, packs.len() as u32))?;
             }
         }
-        tx!(p, w.commit())
+        tx!(p, w.commit())?;
+        fault::step("index db commit", &p.display());
+        Ok(())
     }
 
     pub fn reader(&self) -> Result<IndexReader> {

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{FileKind, Storage};
 use crate::error::{Error, IoContext, Result};
+use crate::fault;
 
 pub struct LocalDir {
     root: PathBuf,
@@ -106,8 +107,16 @@ impl Storage for LocalDir {
         ));
         let write = || -> std::io::Result<()> {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()
+            // Two writes so that the crash tests can stop between them and
+            // leave a torn temporary file, as a crash mid-write would.
+            let (head, rest) = data.split_at(data.len() / 2);
+            f.write_all(head)?;
+            fault::step("tmp half written", &tmp.display());
+            f.write_all(rest)?;
+            fault::step("tmp written", &tmp.display());
+            f.sync_all()?;
+            fault::step("tmp fsynced", &tmp.display());
+            Ok(())
         };
         // Empty directories of the layout may be missing when a repository
         // was copied by a tool that drops them (git, some sync tools):
@@ -134,7 +143,11 @@ impl Storage for LocalDir {
             let _ = fs::remove_file(&tmp);
             return Err(Error::io(&dest, e));
         }
-        sync_dir(dest.parent().unwrap_or(&self.root))
+        fault::step("renamed", &dest.display());
+        let dir = dest.parent().unwrap_or(&self.root);
+        sync_dir(dir)?;
+        fault::step("dir fsynced", &dir.display());
+        Ok(())
     }
 
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
@@ -225,7 +238,13 @@ impl Storage for LocalDir {
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         let p = self.path(kind, name)?;
         match fs::remove_file(&p) {
-            Ok(()) => sync_dir(p.parent().unwrap_or(&self.root)),
+            Ok(()) => {
+                fault::step("unlinked", &p.display());
+                let dir = p.parent().unwrap_or(&self.root);
+                sync_dir(dir)?;
+                fault::step("dir fsynced", &dir.display());
+                Ok(())
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(&p, e)),
         }
