@@ -52,3 +52,6 @@ mod mount;
 
 #[path = "e2e/killpoints.rs"]
 mod killpoints;
+
+#[path = "e2e/diskfull.rs"]
+mod diskfull;

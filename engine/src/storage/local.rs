@@ -130,6 +130,12 @@ impl Storage for LocalDir {
         }
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
+            // On a full disk name the file being written (data/XX/<pack>,
+            // index/<id>, ...) rather than its temporary name, which says
+            // nothing to the user.
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                return Err(Error::NoSpace { path: dest });
+            }
             return Err(Error::io(&tmp, e));
         }
         let mut renamed = fs::rename(&tmp, &dest);
