@@ -55,3 +55,6 @@ mod killpoints;
 
 #[path = "e2e/diskfull.rs"]
 mod diskfull;
+
+#[path = "e2e/durability.rs"]
+mod durability;
