@@ -19,6 +19,7 @@ enum Ev {
     Sync(PathBuf),
     Rename(PathBuf, PathBuf),
     Unlink(PathBuf),
+    Mkdir(PathBuf),
 }
 
 fn strace_bin() -> PathBuf {
@@ -36,7 +37,7 @@ fn traced(env: &TestEnv, repo: &Path, args: &[&str]) -> Vec<Ev> {
         // -f: the uploader threads; -y: print the path of every fd.
         .args(["-f", "-qq", "-y", "-e", "signal=none", "-o"])
         .arg(&log)
-        .args(["-e", "trace=fsync,fdatasync,rename,renameat,renameat2,unlink,unlinkat"])
+        .args(["-e", "trace=fsync,fdatasync,rename,renameat,renameat2,unlink,unlinkat,mkdir,mkdirat"])
         .arg(arc_bin())
         .arg("--repo")
         .arg(repo)
@@ -85,6 +86,7 @@ fn parse_strace(text: &str) -> Vec<Ev> {
                 Some(Ev::Rename(quoted[0].clone(), quoted[1].clone()))
             }
             "unlink" | "unlinkat" if !quoted.is_empty() => Some(Ev::Unlink(quoted[0].clone())),
+            "mkdir" | "mkdirat" if !quoted.is_empty() => Some(Ev::Mkdir(quoted[0].clone())),
             _ => None,
         };
         evs.extend(ev);
@@ -229,6 +231,45 @@ fn backup_makes_packs_and_index_durable_before_the_snapshot_and_commits_with_it(
         }
     }
     assert!(unlinks(&repo, &evs).iter().all(|(_, k, _)| *k == Kind::Lock));
+}
+
+/// Empty directories of the layout can be missing (a repository copied by
+/// a tool that drops them); a put recreates them, and must make the new
+/// directory's own name durable too, or a pack could vanish with it.
+#[test]
+fn backup_makes_recreated_directories_durable_before_the_snapshot() {
+    let env = TestEnv::new();
+    let repo = env.path("repo");
+    env.arc_at(&repo).args(["init", "--pack-size", "1M"]).run().success();
+    for d in files_in_dir(&repo.join("data")) {
+        fs::remove_dir(&d).unwrap_or_else(|e| panic!("remove {}: {e}", d.display()));
+    }
+    let src = env.path("src");
+    for i in 0..3u64 {
+        write_random_file(&src.join(format!("f{i}.bin")), MIB + i * 1000, 170 + i);
+    }
+    let evs = traced(&env, &repo, &["backup", src.to_str().unwrap()]);
+    let puts = puts(&repo, &evs);
+    let snap = puts.iter().find(|p| p.kind == Kind::Snapshot).expect("a snapshot").renamed;
+    let mut recreated = 0;
+    for (i, ev) in evs.iter().enumerate() {
+        let Ev::Mkdir(dir) = ev else { continue };
+        if kind(&repo, dir) != Kind::Pack {
+            continue;
+        }
+        recreated += 1;
+        let parent = Ev::Sync(dir.parent().unwrap().to_path_buf());
+        assert!(
+            evs[i + 1..snap].contains(&parent),
+            "{} was recreated but its parent was not fsynced before the snapshot: {evs:#?}",
+            dir.display()
+        );
+    }
+    assert!(recreated >= 3, "expected the shard directories of 3+ packs to be recreated: {evs:#?}");
+}
+
+fn files_in_dir(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect()
 }
 
 #[test]

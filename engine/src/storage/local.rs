@@ -76,6 +76,24 @@ impl LocalDir {
         })
     }
 
+    /// Recreates a missing directory of the layout and makes its name
+    /// durable: the fsync of a directory after a rename (2.4) covers the
+    /// names in it, not its own entry in its parent, so a pack put into a
+    /// recreated `data/XX/` could otherwise vanish with its directory in a
+    /// power cut.
+    fn recreate_dir(&self, dir: &Path) -> Result<()> {
+        fs::create_dir_all(dir).at(dir)?;
+        let mut d = dir;
+        while let Some(parent) = d.parent() {
+            sync_dir(parent)?;
+            if parent == self.root || !parent.starts_with(&self.root) {
+                break;
+            }
+            d = parent;
+        }
+        Ok(())
+    }
+
     fn not_found(kind: FileKind, name: &str, path: &Path, e: std::io::Error) -> Error {
         if e.kind() == ErrorKind::NotFound {
             Error::Missing { kind: kind.describe(), name: name.to_string() }
@@ -124,7 +142,7 @@ impl Storage for LocalDir {
         let mut written = write();
         if matches!(&written, Err(e) if e.kind() == ErrorKind::NotFound) {
             if let Some(dir) = tmp.parent() {
-                fs::create_dir_all(dir).at(dir)?;
+                self.recreate_dir(dir)?;
             }
             written = write();
         }
@@ -141,7 +159,7 @@ impl Storage for LocalDir {
         let mut renamed = fs::rename(&tmp, &dest);
         if matches!(&renamed, Err(e) if e.kind() == ErrorKind::NotFound) {
             if let Some(dir) = dest.parent() {
-                fs::create_dir_all(dir).at(dir)?;
+                self.recreate_dir(dir)?;
             }
             renamed = fs::rename(&tmp, &dest);
         }
