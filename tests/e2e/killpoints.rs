@@ -178,7 +178,9 @@ impl BackupCase {
         }
 
         // Bytes of packs the killed run left behind.
-        let left = data_bytes(repo) - data_bytes(&self.base);
+        let left = data_bytes(repo)
+            .checked_sub(data_bytes(&self.base))
+            .unwrap_or_else(|| panic!("{ctx}: data/ shrank: a backup deleted packs"));
         let again = env.arc_at(repo).args(["--json", "backup"]).arg(&self.src).run();
         assert!(again.status.success(), "{ctx}: the next backup fails\n{}", again.describe());
         let again = again.json();
