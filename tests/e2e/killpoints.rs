@@ -332,12 +332,15 @@ fn prune_killed_at_every_durable_step() {
     eprintln!("an uninterrupted prune takes {total} durable steps: {r}");
     assert!(total >= 50, "only {total} kill points in prune: grow the fixture");
 
-    let mut killed = 0;
+    let (mut killed, mut stale_locks) = (0, 0);
     for n in 1..=total + 2 {
         fresh_copy(&case.base, &repo);
         let run = run_killed_at(env.arc_at(&repo).arg("prune"), n, &trace);
         killed += usize::from(run.killed);
         let ctx = format!("prune killed at step {n} ({})", run.at);
+        // The dead prune's exclusive lock stays behind; `check` and the
+        // rerun must see that its process is gone instead of refusing.
+        stale_locks += usize::from(!files_under(&repo.join("locks")).is_empty());
 
         assert_eq!(snapshot_ids(&env, &repo, &ctx), kept, "{ctx}: the snapshots changed");
         check_read_data(&env, &repo, &ctx);
@@ -361,8 +364,11 @@ fn prune_killed_at_every_durable_step() {
         let (id, expected) = &case.kept[1];
         assert_restores(&env, &repo, id, &case.src, expected, &format!("{ctx}, rerun"));
     }
-    eprintln!("prune: {killed} runs killed at steps 1..={total}, all verified");
+    eprintln!(
+        "prune: {killed} runs killed at steps 1..={total} ({stale_locks} left their exclusive lock), all verified"
+    );
     assert!(killed >= 50, "only {killed} prunes were killed");
+    assert!(stale_locks >= 40, "only {stale_locks} killed prunes left a lock: the stale-lock path was hardly tried");
 }
 
 #[test]
