@@ -57,3 +57,12 @@ mod command_stream;
 
 #[path = "e2e/dbdump.rs"]
 mod dbdump;
+
+#[path = "e2e/killpoints.rs"]
+mod killpoints;
+
+#[path = "e2e/diskfull.rs"]
+mod diskfull;
+
+#[path = "e2e/durability.rs"]
+mod durability;

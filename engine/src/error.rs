@@ -18,7 +18,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("{}: no space left on device", path.display())]
+    /// The filesystem is full (ENOSPC); `path` is the file being written
+    /// (for repository files the final name, which says what it is: a pack
+    /// under data/, an index file, a snapshot, a lock, index.redb).
+    #[error("no space left on device writing {}", path.display())]
     NoSpace { path: PathBuf },
 
     #[error("{}: not an arc repository (no config file)", path.display())]

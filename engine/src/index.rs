@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::error::{Error, Result};
+use crate::fault;
 use crate::format::index_file::PackEntry;
 use crate::format::pack::{BlobKind, FrameCodec, FrameRecord};
 use crate::id::Id;
@@ -78,12 +79,21 @@ pub struct Index {
 }
 
 fn db_err(path: &Path) -> impl Fn(redb::Error) -> Error + '_ {
-    move |e| Error::index_db(path, e)
+    move |e| db_error(path, e)
+}
+
+/// A full disk is reported as such, not as a damaged index database: the
+/// user has to free space, and `arc repair index` would not help.
+fn db_error(path: &Path, e: redb::Error) -> Error {
+    match e {
+        redb::Error::Io(io) => Error::io(path, io),
+        e => Error::index_db(path, e),
+    }
 }
 
 macro_rules! tx {
     ($path:expr, $e:expr) => {
-        $e.map_err(|e| Error::index_db($path, redb::Error::from(e)))
+        $e.map_err(|e| db_error($path, redb::Error::from(e)))
     };
 }
 
@@ -109,6 +119,12 @@ impl Index {
                 }
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                     return Err(Error::index_db(path, "still in use by another process after 60 s"))
+                }
+                // Deleting the database would not make room for a new one.
+                Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
+                    if e.raw_os_error() == Some(libc::ENOSPC) =>
+                {
+                    return Err(Error::NoSpace { path: path.to_path_buf() })
                 }
                 // Damaged, foreign or from an incompatible redb: it is only
                 // a cache, so start afresh (the caller refills it).
@@ -153,7 +169,9 @@ impl Index {
             let mut meta = tx!(p, w.open_table(META))?;
             tx!(p, meta.insert("schema_version", SCHEMA_VERSION))?;
         }
-        tx!(p, w.commit())
+        tx!(p, w.commit())?;
+        fault::step("index db commit (cleared)", &p.display());
+        Ok(())
     }
 
     /// Records packs (and the index file that lists them, if any) in one
@@ -189,7 +207,9 @@ impl Index {
                 tx!(p, files.insert(f.0, packs.len() as u32))?;
             }
         }
-        tx!(p, w.commit())
+        tx!(p, w.commit())?;
+        fault::step("index db commit", &p.display());
+        Ok(())
     }
 
     pub fn reader(&self) -> Result<IndexReader> {
@@ -266,5 +286,22 @@ impl IndexReader {
 
     pub fn contains(&self, id: &Id) -> Result<bool> {
         Ok(tx!(&self.path, self.blobs.get(id.0))?.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_under_the_index_database_is_reported_as_no_space() {
+        let p = Path::new("/repo/index.redb");
+        let full = redb::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        let e = db_error(p, full);
+        assert!(matches!(&e, Error::NoSpace { path } if path == p), "{e:?}");
+        assert_eq!(e.to_string(), "no space left on device writing /repo/index.redb");
+        // Other failures stay index database errors.
+        let e = db_error(p, redb::Error::Corrupted("bad page".into()));
+        assert!(matches!(e, Error::IndexDb { .. }), "{e:?}");
     }
 }

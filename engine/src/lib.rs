@@ -16,6 +16,7 @@
 
 pub mod chunker;
 pub mod error;
+pub mod fault;
 pub mod format;
 pub mod id;
 pub mod index;

@@ -385,7 +385,20 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new() -> Self {
-        let tmp = tempfile::Builder::new().prefix("arc-e2e-").tempdir().expect("tempdir");
+        Self::new_in(&std::env::temp_dir())
+    }
+
+    /// Like [`TestEnv::new`], but on the tmpfs /dev/shm when there is one:
+    /// for tests that run an operation hundreds of times to kill a process
+    /// (not to cut power), where every fsync on a real disk only costs
+    /// time.
+    pub fn in_memory() -> Self {
+        let shm = Path::new("/dev/shm");
+        Self::new_in(if shm.is_dir() { shm } else { Path::new("/tmp") })
+    }
+
+    fn new_in(dir: &Path) -> Self {
+        let tmp = tempfile::Builder::new().prefix("arc-e2e-").tempdir_in(dir).expect("tempdir");
         let root = fs::canonicalize(tmp.path()).expect("canonicalize tempdir");
         let home = root.join("home");
         fs::create_dir_all(home.join(".local/share")).unwrap();

@@ -640,6 +640,7 @@ fn clean_tmp(repo: &Repository) -> u64 {
             continue;
         }
         if std::fs::remove_file(e.path()).is_ok() {
+            crate::fault::step("tmp removed", &e.path().display());
             removed += 1;
         }
     }

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{FileKind, Storage};
 use crate::error::{Error, IoContext, Result};
+use crate::fault;
 
 pub struct LocalDir {
     root: PathBuf,
@@ -75,6 +76,24 @@ impl LocalDir {
         })
     }
 
+    /// Recreates a missing directory of the layout and makes its name
+    /// durable: the fsync of a directory after a rename (2.4) covers the
+    /// names in it, not its own entry in its parent, so a pack put into a
+    /// recreated `data/XX/` could otherwise vanish with its directory in a
+    /// power cut.
+    fn recreate_dir(&self, dir: &Path) -> Result<()> {
+        fs::create_dir_all(dir).at(dir)?;
+        let mut d = dir;
+        while let Some(parent) = d.parent() {
+            sync_dir(parent)?;
+            if parent == self.root || !parent.starts_with(&self.root) {
+                break;
+            }
+            d = parent;
+        }
+        Ok(())
+    }
+
     fn not_found(kind: FileKind, name: &str, path: &Path, e: std::io::Error) -> Error {
         if e.kind() == ErrorKind::NotFound {
             Error::Missing { kind: kind.describe(), name: name.to_string() }
@@ -106,8 +125,16 @@ impl Storage for LocalDir {
         ));
         let write = || -> std::io::Result<()> {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()
+            // Two writes so that the crash tests can stop between them and
+            // leave a torn temporary file, as a crash mid-write would.
+            let (head, rest) = data.split_at(data.len() / 2);
+            f.write_all(head)?;
+            fault::step("tmp half written", &tmp.display());
+            f.write_all(rest)?;
+            fault::step("tmp written", &tmp.display());
+            f.sync_all()?;
+            fault::step("tmp fsynced", &tmp.display());
+            Ok(())
         };
         // Empty directories of the layout may be missing when a repository
         // was copied by a tool that drops them (git, some sync tools):
@@ -115,18 +142,24 @@ impl Storage for LocalDir {
         let mut written = write();
         if matches!(&written, Err(e) if e.kind() == ErrorKind::NotFound) {
             if let Some(dir) = tmp.parent() {
-                fs::create_dir_all(dir).at(dir)?;
+                self.recreate_dir(dir)?;
             }
             written = write();
         }
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
+            // On a full disk name the file being written (data/XX/<pack>,
+            // index/<id>, ...) rather than its temporary name, which says
+            // nothing to the user.
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                return Err(Error::NoSpace { path: dest });
+            }
             return Err(Error::io(&tmp, e));
         }
         let mut renamed = fs::rename(&tmp, &dest);
         if matches!(&renamed, Err(e) if e.kind() == ErrorKind::NotFound) {
             if let Some(dir) = dest.parent() {
-                fs::create_dir_all(dir).at(dir)?;
+                self.recreate_dir(dir)?;
             }
             renamed = fs::rename(&tmp, &dest);
         }
@@ -134,7 +167,11 @@ impl Storage for LocalDir {
             let _ = fs::remove_file(&tmp);
             return Err(Error::io(&dest, e));
         }
-        sync_dir(dest.parent().unwrap_or(&self.root))
+        fault::step("renamed", &dest.display());
+        let dir = dest.parent().unwrap_or(&self.root);
+        sync_dir(dir)?;
+        fault::step("dir fsynced", &dir.display());
+        Ok(())
     }
 
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
@@ -225,7 +262,13 @@ impl Storage for LocalDir {
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         let p = self.path(kind, name)?;
         match fs::remove_file(&p) {
-            Ok(()) => sync_dir(p.parent().unwrap_or(&self.root)),
+            Ok(()) => {
+                fault::step("unlinked", &p.display());
+                let dir = p.parent().unwrap_or(&self.root);
+                sync_dir(dir)?;
+                fault::step("dir fsynced", &dir.display());
+                Ok(())
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(&p, e)),
         }

@@ -1,0 +1,96 @@
+//! Crash points for the fault-injection tests (a test hook; nothing in
+//! normal operation sets it).
+//!
+//! Every durable step the engine takes on a repository calls [`step`]: a
+//! temporary file half and fully written, its fsync, its rename, the fsync
+//! of the directory, an unlink and its directory fsync, a commit of the
+//! index database, the removal of a leftover temporary file. Two
+//! environment variables, read once per process, turn the hook on:
+//!
+//! * `ARC_FAULT_KILL_AT=N`: the process sends itself SIGKILL at the N-th
+//!   step (counting from 1, over all threads), that is right after that
+//!   step completed and before anything else was done. SIGKILL, unlike
+//!   `exit` or `abort`, runs no destructor, flushes nothing and leaves the
+//!   lock file behind: it is exactly `kill -9`.
+//! * `ARC_FAULT_TRACE=FILE`: every step appends one line `N<TAB>step<TAB>path`
+//!   to FILE before it can be killed, so a run without a kill point tells
+//!   how many steps an operation takes, and a killed run tells where it died.
+//!
+//! When neither is set a step costs one initialised `OnceLock` read.
+
+use std::fmt::Display;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+pub const KILL_AT_ENV: &str = "ARC_FAULT_KILL_AT";
+pub const TRACE_ENV: &str = "ARC_FAULT_TRACE";
+
+struct Hook {
+    kill_at: Option<u64>,
+    trace: Option<Mutex<File>>,
+    count: AtomicU64,
+}
+
+static HOOK: OnceLock<Option<Hook>> = OnceLock::new();
+
+fn hook() -> Option<&'static Hook> {
+    HOOK.get_or_init(|| {
+        let kill_at = std::env::var(KILL_AT_ENV).ok().and_then(|v| v.trim().parse::<u64>().ok());
+        // A trace that cannot be opened would make the test that asked for
+        // it count nothing and pass vacuously: fail loudly instead. This is
+        // reachable only when the test hook is set.
+        let trace = std::env::var_os(TRACE_ENV).map(|p| {
+            let f = OpenOptions::new().create(true).append(true).open(&p);
+            Mutex::new(f.unwrap_or_else(|e| panic!("{TRACE_ENV}={}: {e}", p.to_string_lossy())))
+        });
+        if kill_at.is_none() && trace.is_none() {
+            return None;
+        }
+        Some(Hook { kill_at, trace, count: AtomicU64::new(0) })
+    })
+    .as_ref()
+}
+
+/// Records that the durable step `what` on `target` has just completed, and
+/// kills the process if it is the chosen one.
+#[inline]
+pub fn step(what: &str, target: &dyn Display) {
+    if let Some(h) = hook() {
+        h.step(what, target);
+    }
+}
+
+impl Hook {
+    #[cold]
+    fn step(&self, what: &str, target: &dyn Display) {
+        // With a trace, steps are numbered and written under its lock, so
+        // that line N is step N and the step that is killed is always the
+        // last line (two threads could otherwise take numbers N and N+1 and
+        // N+1 be killed before N was written).
+        let _guard;
+        let n = match &self.trace {
+            Some(t) => {
+                let mut f = t.lock().unwrap_or_else(|p| p.into_inner());
+                let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+                let _ = f.write_all(format!("{n}\t{what}\t{target}\n").as_bytes());
+                _guard = f;
+                n
+            }
+            None => self.count.fetch_add(1, Ordering::SeqCst) + 1,
+        };
+        if self.kill_at == Some(n) {
+            // SAFETY: kill(2) on our own pid; SIGKILL cannot be caught, so
+            // the process ends here.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            // Not reached: SIGKILL to oneself is delivered before kill(2)
+            // returns. Should it not be, stop this thread from doing more.
+            loop {
+                std::thread::park();
+            }
+        }
+    }
+}
