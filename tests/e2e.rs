@@ -49,3 +49,6 @@ mod prune;
 
 #[path = "e2e/mount.rs"]
 mod mount;
+
+#[path = "e2e/corruption.rs"]
+mod corruption;

@@ -347,11 +347,31 @@ impl Repository {
         Ok(Snapshot { id: *id, file: SnapshotFile::decode(&data, &name)? })
     }
 
-    /// All snapshots, oldest first.
+    /// All snapshots, oldest first. Fails on the first snapshot file that
+    /// cannot be read: for callers that must see every snapshot (forget,
+    /// `latest`) a silently skipped one would be a wrong answer.
     pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
-        let mut out = self.snapshot_ids()?.iter().map(|id| self.load_snapshot(id)).collect::<Result<Vec<_>>>()?;
+        let (out, mut damaged) = self.readable_snapshots()?;
+        match damaged.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// The snapshots that can be read, oldest first, and the error of each
+    /// snapshot file that cannot: one damaged snapshot file must not stop
+    /// listing or backing up the others.
+    pub fn readable_snapshots(&self) -> Result<(Vec<Snapshot>, Vec<(Id, Error)>)> {
+        let mut out = Vec::new();
+        let mut damaged = Vec::new();
+        for id in self.snapshot_ids()? {
+            match self.load_snapshot(&id) {
+                Ok(s) => out.push(s),
+                Err(e) => damaged.push((id, e)),
+            }
+        }
         out.sort_by(|a, b| a.file.time.cmp(&b.file.time).then(a.id.cmp(&b.id)));
-        Ok(out)
+        Ok((out, damaged))
     }
 
     /// Resolves `latest` (narrowed by `filter`) or a unique id prefix.

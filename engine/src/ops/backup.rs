@@ -229,7 +229,9 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
         Some(id) => Some(repo.load_snapshot(&id)?),
         None => {
             let filter = SnapshotFilter { hosts: vec![host.clone()], ..Default::default() };
-            repo.snapshots()?.into_iter().rev().find(|s| filter.matches(&s.file) && s.file.paths == paths)
+            // The parent only saves re-reading unchanged files, so a damaged
+            // snapshot file is no reason to refuse a backup (check reports it).
+            repo.readable_snapshots()?.0.into_iter().rev().find(|s| filter.matches(&s.file) && s.file.paths == paths)
         }
     };
     // Packs left by an interrupted backup: known to the index database from

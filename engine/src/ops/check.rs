@@ -254,10 +254,18 @@ fn verify_pack(
     if Id::hash(&data) != *id {
         errors.push(format!("pack {name}: content does not match its name (damaged)"));
     }
-    let trailer = match pack::parse_pack(&data, &name) {
-        Ok(t) => t,
-        Err(e) => {
-            errors.push(format!("pack {name}: {e}"));
+    let trailer = match (pack::parse_pack(&data, &name), listed) {
+        (Ok(t), _) => t,
+        // A damaged trailer or footer does not make the frames before it
+        // unreadable: the index entry (a copy of the trailer) still locates
+        // them, and every blob is verified against its id below, so only
+        // blobs that really are damaged get reported as affected.
+        (Err(e), Some(entry)) if entry.pack_len == len => {
+            errors.push(format!("{e}; its frames were verified using its index entry"));
+            entry.trailer.clone()
+        }
+        (Err(e), _) => {
+            errors.push(format!("{e}"));
             return (read, 0, errors, all_listed());
         }
     };
@@ -270,7 +278,13 @@ fn verify_pack(
     let id_scheme = repo.config().id_scheme;
     for (fi, frame) in trailer.frames.iter().enumerate() {
         let blobs: Vec<_> = trailer.blobs.iter().filter(|b| b.frame as usize == fi).collect();
-        let stored = &data[frame.offset as usize..frame.offset as usize + frame.stored_len as usize];
+        // Offsets may come from an index entry rather than the pack's own
+        // (validated) trailer: never trust them to lie inside the data.
+        let Some(stored) = data.get(frame.offset as usize..frame.offset as usize + frame.stored_len as usize) else {
+            errors.push(format!("pack {name}: frame at {} lies outside the pack", frame.offset));
+            bad.extend(blobs.iter().map(|b| b.id));
+            continue;
+        };
         let raw = match pack::decode_frame(stored, frame, &name) {
             Ok(r) => r,
             Err(e) => {
@@ -280,9 +294,9 @@ fn verify_pack(
             }
         };
         for b in blobs {
-            let bytes = &raw[b.offset_in_frame as usize..(b.offset_in_frame + b.raw_len) as usize];
+            let end = b.offset_in_frame as usize + b.raw_len as usize;
             verified += 1;
-            if id_scheme.blob_id(bytes) != b.id {
+            if raw.get(b.offset_in_frame as usize..end).is_none_or(|bytes| id_scheme.blob_id(bytes) != b.id) {
                 errors.push(format!("pack {name}: blob {} does not match its hash", b.id));
                 bad.push(b.id);
             }

@@ -78,7 +78,26 @@ pub fn walk(
     visit: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
     leave: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
 ) -> Result<()> {
-    let t = repo.load_tree(tree)?;
+    walk_with(repo, tree, prefix, visit, leave, &mut |_, _, e| Err(e))
+}
+
+/// Like [`walk`], but a tree that cannot be loaded is handed to
+/// `unreadable(path, tree id, error)` (with `path` the directory whose
+/// contents it holds) instead of ending the walk: if that returns `Ok`, the
+/// walk goes on with the rest. Restore uses it so that one damaged
+/// directory costs that directory, not the whole snapshot.
+pub fn walk_with(
+    repo: &Repository,
+    tree: &Id,
+    prefix: &[u8],
+    visit: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
+    leave: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
+    unreadable: &mut dyn FnMut(&[u8], &Id, Error) -> Result<()>,
+) -> Result<()> {
+    let t = match repo.load_tree(tree) {
+        Ok(t) => t,
+        Err(e) => return unreadable(prefix, tree, e),
+    };
     for node in &t.nodes {
         let mut path = prefix.to_vec();
         if !path.is_empty() {
@@ -88,7 +107,7 @@ pub fn walk(
         visit(&path, node)?;
         if node.kind == NodeKind::Dir {
             if let Some(sub) = node.subtree {
-                walk(repo, &sub, &path, visit, leave)?;
+                walk_with(repo, &sub, &path, visit, leave, unreadable)?;
             }
             leave(&path, node)?;
         }
