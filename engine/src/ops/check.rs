@@ -18,6 +18,7 @@ use crate::format::index_file::{self, PackEntry};
 use crate::format::pack;
 use crate::format::tree::NodeKind;
 use crate::id::Id;
+use crate::ops::tree_walk;
 use crate::progress::Progress;
 use crate::repo::{Repository, Snapshot};
 use crate::storage::FileKind;
@@ -151,9 +152,15 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
     let mut affected: HashMap<String, Vec<String>> = HashMap::new();
     for snap in &snapshots {
         let short = snap.id.short();
-        let mut stack: Vec<(Id, Vec<u8>)> = vec![(snap.file.tree, Vec::new())];
-        while let Some((tree_id, path)) = stack.pop() {
+        let mut stack: Vec<(Id, Vec<u8>, usize)> = vec![(snap.file.tree, Vec::new(), 0)];
+        while let Some((tree_id, path, depth)) = stack.pop() {
             let shown = format!("{short}:/{}", String::from_utf8_lossy(&path));
+            // What restore and dump refuse to follow is damage to report.
+            if depth > tree_walk::MAX_TREE_DEPTH {
+                let e = tree_walk::too_deep(&tree_id);
+                report.errors.push(Problem { message: format!("{e}"), affected: vec![shown] });
+                continue;
+            }
             if let Some(false) = tree_ok.get(&tree_id) {
                 affected.entry(format!("tree {tree_id}")).or_default().push(shown);
                 continue;
@@ -187,7 +194,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
                 p.extend_from_slice(&node.name);
                 match node.kind {
                     NodeKind::Dir => match node.subtree {
-                        Some(sub) => stack.push((sub, p)),
+                        Some(sub) => stack.push((sub, p, depth + 1)),
                         None => {
                             report.error(format!("{short}:/{}: directory without a tree", String::from_utf8_lossy(&p)))
                         }

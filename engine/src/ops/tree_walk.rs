@@ -94,6 +94,31 @@ pub fn walk_with(
     leave: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
     unreadable: &mut dyn FnMut(&[u8], &Id, Error) -> Result<()>,
 ) -> Result<()> {
+    walk_at(repo, tree, prefix, 0, visit, leave, unreadable)
+}
+
+/// Deepest nesting of trees a walk follows (SPEC.md section 8.2). Real
+/// trees cannot come near it (PATH_MAX); a crafted chain of trees deeper
+/// than this would otherwise exhaust the stack of the recursive walk.
+pub const MAX_TREE_DEPTH: usize = 4096;
+
+/// The error for a tree nested deeper than [`MAX_TREE_DEPTH`].
+pub fn too_deep(tree: &Id) -> Error {
+    Error::corrupt("tree", tree.to_hex(), format!("nested deeper than {MAX_TREE_DEPTH} directories"))
+}
+
+fn walk_at(
+    repo: &Repository,
+    tree: &Id,
+    prefix: &[u8],
+    depth: usize,
+    visit: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
+    leave: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
+    unreadable: &mut dyn FnMut(&[u8], &Id, Error) -> Result<()>,
+) -> Result<()> {
+    if depth > MAX_TREE_DEPTH {
+        return unreadable(prefix, tree, too_deep(tree));
+    }
     let t = match repo.load_tree(tree) {
         Ok(t) => t,
         Err(e) => return unreadable(prefix, tree, e),
@@ -107,7 +132,7 @@ pub fn walk_with(
         visit(&path, node)?;
         if node.kind == NodeKind::Dir {
             if let Some(sub) = node.subtree {
-                walk_with(repo, &sub, &path, visit, leave, unreadable)?;
+                walk_at(repo, &sub, &path, depth + 1, visit, leave, unreadable)?;
             }
             leave(&path, node)?;
         }
