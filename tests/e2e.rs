@@ -52,3 +52,6 @@ mod mount;
 
 #[path = "e2e/corruption.rs"]
 mod corruption;
+
+#[path = "e2e/concurrency.rs"]
+mod concurrency;
