@@ -55,3 +55,6 @@ mod corruption;
 
 #[path = "e2e/concurrency.rs"]
 mod concurrency;
+
+#[path = "e2e/sourcechange.rs"]
+mod sourcechange;
