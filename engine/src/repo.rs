@@ -50,6 +50,9 @@ pub struct Snapshot {
     pub file: SnapshotFile,
 }
 
+/// A snapshot file that could not be read, and why.
+pub type DamagedSnapshot = (Id, Error);
+
 /// Narrows `latest` (and listings) by host, tag and path.
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotFilter {
@@ -361,7 +364,7 @@ impl Repository {
     /// The snapshots that can be read, oldest first, and the error of each
     /// snapshot file that cannot: one damaged snapshot file must not stop
     /// listing or backing up the others.
-    pub fn readable_snapshots(&self) -> Result<(Vec<Snapshot>, Vec<(Id, Error)>)> {
+    pub fn readable_snapshots(&self) -> Result<(Vec<Snapshot>, Vec<DamagedSnapshot>)> {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
         for id in self.snapshot_ids()? {

@@ -275,7 +275,7 @@ fn symlinks_and_hardlinks_cannot_carry_writes_outside() {
             vec![E::link(SYMLINK, b"a", outside.as_bytes(), None), E::link(HARDLINK, b"b", b"a/victim", Some(evil))],
         ),
         ("hardlink to absolute path", vec![E::link(HARDLINK, b"h", victim.to_string_lossy().as_bytes(), Some(evil))]),
-        ("hardlink up and out", vec![E::link(HARDLINK, b"h", format!("../outside/victim").as_bytes(), Some(evil))]),
+        ("hardlink up and out", vec![E::link(HARDLINK, b"h", b"../outside/victim", Some(evil))]),
         // A file the restore writes, linked under a name that a symlink in
         // the same directory already took: the link must not follow it.
         (

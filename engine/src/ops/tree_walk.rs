@@ -81,6 +81,9 @@ pub fn walk(
     walk_with(repo, tree, prefix, visit, leave, &mut |_, _, e| Err(e))
 }
 
+/// What a walk does with a tree it cannot load: `(path, tree id, error)`.
+pub type Unreadable<'a> = dyn FnMut(&[u8], &Id, Error) -> Result<()> + 'a;
+
 /// Like [`walk`], but a tree that cannot be loaded is handed to
 /// `unreadable(path, tree id, error)` (with `path` the directory whose
 /// contents it holds) instead of ending the walk: if that returns `Ok`, the
@@ -92,7 +95,7 @@ pub fn walk_with(
     prefix: &[u8],
     visit: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
     leave: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
-    unreadable: &mut dyn FnMut(&[u8], &Id, Error) -> Result<()>,
+    unreadable: &mut Unreadable<'_>,
 ) -> Result<()> {
     walk_at(repo, tree, prefix, 0, visit, leave, unreadable)
 }
@@ -114,7 +117,7 @@ fn walk_at(
     depth: usize,
     visit: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
     leave: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
-    unreadable: &mut dyn FnMut(&[u8], &Id, Error) -> Result<()>,
+    unreadable: &mut Unreadable<'_>,
 ) -> Result<()> {
     if depth > MAX_TREE_DEPTH {
         return unreadable(prefix, tree, too_deep(tree));
