@@ -8,7 +8,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_engine::format::pack::BlobKind;
@@ -19,6 +19,7 @@ use arc_engine::ops::tar::dump_tar;
 use arc_engine::packer;
 use arc_engine::progress::{NoProgress, Progress};
 use arc_engine::repo::InitOptions;
+use arc_engine::vfs::{Entry, Vfs, VfsOptions};
 use arc_engine::{Id, Repository, Snapshot};
 
 const FILE: u8 = 1;
@@ -109,7 +110,9 @@ fn tree_bytes(entries: &[E]) -> Vec<u8> {
 
 struct Fx {
     _tmp: tempfile::TempDir,
-    repo: Repository,
+    /// Shared so that the mount layer can use it too (one process may open
+    /// the index database only once).
+    repo: Arc<Repository>,
     /// Restore targets go below here.
     base: PathBuf,
     /// Must stay empty: every escape attempt aims at it.
@@ -119,7 +122,7 @@ struct Fx {
 fn fx() -> Fx {
     let tmp = tempfile::tempdir().unwrap();
     let base = fs::canonicalize(tmp.path()).unwrap();
-    let repo = Repository::init_local(&base.join("repo"), &InitOptions::default()).unwrap();
+    let repo = Arc::new(Repository::init_local(&base.join("repo"), &InitOptions::default()).unwrap());
     let outside = base.join("outside");
     fs::create_dir(&outside).unwrap();
     Fx { _tmp: tmp, repo, base, outside }
@@ -422,4 +425,34 @@ fn deep_nesting_is_bounded() {
     // levels beyond it skipped with a warning.
     assert!(r.is_err() || !warnings.is_empty(), "{r:?}");
     assert!(start.elapsed() < Duration::from_secs(60), "check {checked:?}, total {:?}", start.elapsed());
+}
+
+#[test]
+fn mount_layer_refuses_the_same_entries_without_panicking() {
+    // The mount cannot write anything, so the risks there are a panic, a
+    // wrong answer or unbounded work. Runs: one snapshot per case.
+    let f = fx();
+    let small = f.data(b"hello");
+    let vfs = Vfs::new(f.repo.clone(), VfsOptions { snapshot_ttl: Duration::ZERO, ..Default::default() });
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("1 PB file", tree_bytes(&[E::file(b"f", small, 1 << 50)])),
+        ("4 billion chunks claimed", tree_bytes(&[E { claimed_chunks: Some(u32::MAX), ..E::file(b"f", small, 5) }])),
+        ("name ..", tree_bytes(&[E::file(b"..", small, 5)])),
+        ("name with /", tree_bytes(&[E::file(b"a/f", small, 5)])),
+        ("duplicate names", tree_bytes(&[E::file(b"f", small, 5), E::file(b"f", small, 5)])),
+    ];
+    for (what, bytes) in cases {
+        let root = f.store(vec![(BlobKind::Tree, bytes, None)])[0];
+        f.snapshot(root);
+        let list = vfs.snapshots().unwrap();
+        let snap = list.snaps.iter().find(|s| s.tree == root).expect("the snapshot is listed").clone();
+        let entry = Entry::Snapshot(snap);
+        match vfs.lookup(&entry, b"f") {
+            // The tree itself is refused.
+            Err(_) => assert!(vfs.read_dir(&entry).is_err(), "{what}: listed although lookup failed"),
+            Ok(Some(file)) => assert!(vfs.open(&file).is_err(), "{what}: opened a file whose size is a lie"),
+            Ok(None) => panic!("{what}: lookup found nothing and reported no error"),
+        }
+        assert!(vfs.lookup(&entry, b"..").map(|e| e.is_none()).unwrap_or(true), "{what}: `..` resolved");
+    }
 }
