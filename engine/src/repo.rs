@@ -248,9 +248,19 @@ impl Repository {
             let name = id.to_hex();
             let data = self.storage.get(FileKind::Index, &name)?;
             if Id::hash(&data) != *id {
-                return Err(Error::corrupt("index file", name, "content does not match its name"));
+                return Err(Error::corrupt(
+                    "index file",
+                    name,
+                    "content does not match its name (run `arc repair index`)",
+                ));
             }
-            let packs = index_file::decode(&data, &name)?;
+            // Every command needs the index: say how to get it back.
+            let packs = index_file::decode(&data, &name).map_err(|e| match e {
+                Error::Corrupt { what, name, reason } => {
+                    Error::Corrupt { what, name, reason: format!("{reason} (run `arc repair index`)") }
+                }
+                e => e,
+            })?;
             index.add_packs(&packs, Some(*id))?;
         }
         Ok(())

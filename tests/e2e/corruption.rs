@@ -381,6 +381,14 @@ fn damaged_or_missing_index_is_reported_and_rebuilt_by_repair_index() {
         // Whatever the index lost, its blobs are reported as unindexed
         // with the files they belong to.
         assert!(!affected(&text).is_empty() || run == 0, "{}", out.describe());
+        if run == 0 {
+            // With the database gone too, commands that need the index
+            // refuse in one line that says how to rebuild it.
+            fs::remove_file(fx.env.repo.join("index.redb")).unwrap();
+            let out = fx.env.arc().args(["restore", &fx.snaps[1], "--target"]).arg(fx.env.path("r")).run().failure();
+            let line = out.one_line_error();
+            assert!(line.contains(&name) && line.contains("arc repair index"), "{line}");
+        }
         fx.env.arc().args(["repair", "index"]).run().success();
         check_passes(&fx, true);
         for i in 0..2 {

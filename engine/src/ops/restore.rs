@@ -126,6 +126,9 @@ pub fn restore(
         roots.push((comps.join(&b'/'), located, ancestors));
     }
     let _lock = repo.lock_shared("restore")?;
+    // An index that cannot be loaded fails the restore here, in one error,
+    // rather than as a warning for every directory.
+    repo.index()?;
 
     let ctx = Ctx {
         repo,
@@ -215,8 +218,14 @@ pub fn restore(
             // the rest of the snapshot: warn (naming the tree, which `arc
             // check` names too) and go on.
             let mut unreadable = |p: &[u8], tree: &Id, e: Error| -> Result<()> {
-                ctx.warn(&ctx.disk_path(p), &format!("contents not restored: tree {tree}: {e}"));
-                Ok(())
+                match e {
+                    // Not about this tree: nothing else would fare better.
+                    Error::Interrupted | Error::IndexDb { .. } | Error::NoSpace { .. } => Err(e),
+                    e => {
+                        ctx.warn(&ctx.disk_path(p), &format!("contents not restored: tree {tree}: {e}"));
+                        Ok(())
+                    }
+                }
             };
             let mut leave = |_: &[u8], _: &Node| Ok(());
             match located {
