@@ -380,6 +380,9 @@ impl Repository {
         for id in self.snapshot_ids()? {
             match self.load_snapshot(&id) {
                 Ok(s) => out.push(s),
+                // Forgotten since the listing (a concurrent forget): gone,
+                // not damaged.
+                Err(Error::Missing { .. }) => {}
                 Err(e) => damaged.push((id, e)),
             }
         }
