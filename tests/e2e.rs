@@ -66,3 +66,12 @@ mod diskfull;
 
 #[path = "e2e/durability.rs"]
 mod durability;
+
+#[path = "e2e/corruption.rs"]
+mod corruption;
+
+#[path = "e2e/concurrency.rs"]
+mod concurrency;
+
+#[path = "e2e/sourcechange.rs"]
+mod sourcechange;

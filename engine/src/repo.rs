@@ -50,6 +50,9 @@ pub struct Snapshot {
     pub file: SnapshotFile,
 }
 
+/// A snapshot file that could not be read, and why.
+pub type DamagedSnapshot = (Id, Error);
+
 /// Narrows `latest` (and listings) by host, tag and path.
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotFilter {
@@ -245,9 +248,19 @@ impl Repository {
             let name = id.to_hex();
             let data = self.storage.get(FileKind::Index, &name)?;
             if Id::hash(&data) != *id {
-                return Err(Error::corrupt("index file", name, "content does not match its name"));
+                return Err(Error::corrupt(
+                    "index file",
+                    name,
+                    "content does not match its name (run `arc repair index`)",
+                ));
             }
-            let packs = index_file::decode(&data, &name)?;
+            // Every command needs the index: say how to get it back.
+            let packs = index_file::decode(&data, &name).map_err(|e| match e {
+                Error::Corrupt { what, name, reason } => {
+                    Error::Corrupt { what, name, reason: format!("{reason} (run `arc repair index`)") }
+                }
+                e => e,
+            })?;
             index.add_packs(&packs, Some(*id))?;
         }
         Ok(())
@@ -356,11 +369,34 @@ impl Repository {
         Ok(Snapshot { id: *id, file: SnapshotFile::decode(&data, &name)? })
     }
 
-    /// All snapshots, oldest first.
+    /// All snapshots, oldest first. Fails on the first snapshot file that
+    /// cannot be read: for callers that must see every snapshot (forget,
+    /// `latest`) a silently skipped one would be a wrong answer.
     pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
-        let mut out = self.snapshot_ids()?.iter().map(|id| self.load_snapshot(id)).collect::<Result<Vec<_>>>()?;
+        let (out, mut damaged) = self.readable_snapshots()?;
+        match damaged.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// The snapshots that can be read, oldest first, and the error of each
+    /// snapshot file that cannot: one damaged snapshot file must not stop
+    /// listing or backing up the others.
+    pub fn readable_snapshots(&self) -> Result<(Vec<Snapshot>, Vec<DamagedSnapshot>)> {
+        let mut out = Vec::new();
+        let mut damaged = Vec::new();
+        for id in self.snapshot_ids()? {
+            match self.load_snapshot(&id) {
+                Ok(s) => out.push(s),
+                // Forgotten since the listing (a concurrent forget): gone,
+                // not damaged.
+                Err(Error::Missing { .. }) => {}
+                Err(e) => damaged.push((id, e)),
+            }
+        }
         out.sort_by(|a, b| a.file.time.cmp(&b.file.time).then(a.id.cmp(&b.id)));
-        Ok(out)
+        Ok((out, damaged))
     }
 
     /// Resolves `latest` (narrowed by `filter`) or a unique id prefix.

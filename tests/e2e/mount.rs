@@ -335,6 +335,65 @@ fn damaged_chunk_is_eio_for_that_file_only_and_names_the_pack() {
 }
 
 #[test]
+fn damaged_tree_is_eio_for_that_directory_only() {
+    require_fuse!();
+    let env = TestEnv::new();
+    let src = env.path("src");
+    // Enough long names that many/'s tree is bigger than a frame (256 KiB)
+    // and so alone in its frame: damage there hits that one directory.
+    fs::create_dir_all(src.join("many")).unwrap();
+    for i in 0..900 {
+        let name = format!("{}-{i:05}.txt", "a-long-file-name-so-that-this-directory-gets-a-big-tree".repeat(3));
+        fs::write(src.join("many").join(name), format!("{i}\n")).unwrap();
+    }
+    write_random_file(&src.join("ok/intact.bin"), MIB, 81);
+    write_random_file(&src.join("top.bin"), 300_000, 82);
+    env.arc().args(["init", "--pack-size", "1M"]).run().success();
+    env.backup([&src]);
+    let (pack, offset, tree) = {
+        use arc_engine::ops::tree_walk::{locate, Located};
+        let repo = arc_engine::Repository::open_local(&env.repo).unwrap();
+        let snap = repo.find_snapshot("latest", &Default::default()).unwrap();
+        let Located::Node(n) = locate(&repo, &snap, &src.join("many").to_string_lossy()).unwrap() else {
+            panic!("many/ is not a node")
+        };
+        let tree = n.subtree.unwrap();
+        let loc = repo.lookup_blob(&tree).unwrap().unwrap();
+        assert_eq!(loc.frame.raw_len, loc.raw_len, "many/'s tree shares its frame");
+        (loc.pack.to_hex(), loc.frame.offset + u64::from(loc.frame.stored_len) / 2, tree)
+    };
+    {
+        use std::os::unix::fs::FileExt;
+        let path = env.repo.join("data").join(&pack[..2]).join(&pack);
+        let f = fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+        let mut b = [0u8];
+        f.read_exact_at(&mut b, offset).unwrap();
+        b[0] ^= 0x40;
+        f.write_all_at(&b, offset).unwrap();
+    }
+
+    let m = Mounted::start(&env, &env.path("mnt"));
+    let inside = restored(&m.path("latest"), &src);
+    // The directory itself is listed in its parent (that tree is intact);
+    // what it holds cannot be read.
+    assert!(inside.join("many").is_dir());
+    let err = fs::read_dir(inside.join("many")).and_then(|mut d| d.next().transpose()).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "listing a damaged directory: {err}");
+    assert_eq!(errno_of(fs::metadata(inside.join("many/x"))), Some(libc::EIO));
+    // Everything else is served.
+    assert_same_file(&src.join("ok/intact.bin"), &inside.join("ok/intact.bin"));
+    assert_same_file(&src.join("top.bin"), &inside.join("top.bin"));
+    let out = m.stop();
+    let stderr = out.stderr_str();
+    assert!(stderr.contains(&pack), "the damaged pack {pack} is not named:\n{stderr}");
+    assert!(
+        stderr.contains("src/many") && stderr.contains(&tree.short()),
+        "the damaged directory and its tree {tree} are not named:\n{stderr}"
+    );
+    assert_eq!(stderr.matches(&pack).count(), 1, "damage reported more than once:\n{stderr}");
+}
+
+#[test]
 fn mount_refuses_unusable_mount_points_in_one_line() {
     let env = TestEnv::new();
     let src = env.path("src");

@@ -54,6 +54,11 @@ pub fn repair(env: &Env, cmd: RepairCommand) -> Result<u8> {
                 for p in &r.unreadable_packs {
                     println!("unreadable pack: {p}");
                 }
+                // Not silent: the pack is damaged even if its data was kept
+                // reachable; `check --read-data` tells what in it is intact.
+                for p in &r.kept_old_entries {
+                    println!("damaged pack: {p}");
+                }
             }
             Ok(if r.unreadable_packs.is_empty() { 0 } else { 1 })
         }

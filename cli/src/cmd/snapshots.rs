@@ -30,7 +30,14 @@ pub fn snapshot_json(s: &Snapshot) -> serde_json::Value {
 pub fn run(env: &Env, a: SnapshotsArgs) -> Result<u8> {
     let repo = env.open()?;
     let filter: SnapshotFilter = a.filter.into();
-    let snaps: Vec<Snapshot> = repo.snapshots()?.into_iter().filter(|s| filter.matches(&s.file)).collect();
+    // List what can be read; name each damaged snapshot file and fail at
+    // the end, so that one bad file neither hides the others nor goes unseen.
+    let (all, damaged) = repo.readable_snapshots()?;
+    for (_, e) in &damaged {
+        eprintln!("arc: warning: {e}");
+    }
+    let failed = if damaged.is_empty() { 0 } else { 1 };
+    let snaps: Vec<Snapshot> = all.into_iter().filter(|s| filter.matches(&s.file)).collect();
     // Only with keep rules: the policy is evaluated in memory over what was
     // listed anyway, and a plain listing does not pay even that.
     let kept_by = if retention::has_rules(&a.keep) {
@@ -52,7 +59,7 @@ pub fn run(env: &Env, a: SnapshotsArgs) -> Result<u8> {
             })
             .collect();
         super::print_json(&list)?;
-        return Ok(0);
+        return Ok(failed);
     }
     let mut header = vec!["ID", "Time", "Host", "Tags", "Paths", "Size"];
     if kept_by.is_some() {
@@ -100,5 +107,8 @@ pub fn run(env: &Env, a: SnapshotsArgs) -> Result<u8> {
         println!("{}", line(r));
     }
     println!("{} snapshot(s)", rows.len());
-    Ok(0)
+    if failed != 0 {
+        eprintln!("arc: error: {} snapshot file(s) could not be read (see warnings above)", damaged.len());
+    }
+    Ok(failed)
 }

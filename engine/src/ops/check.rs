@@ -18,6 +18,7 @@ use crate::format::index_file::{self, PackEntry};
 use crate::format::pack;
 use crate::format::tree::NodeKind;
 use crate::id::Id;
+use crate::ops::tree_walk;
 use crate::progress::Progress;
 use crate::repo::{Repository, Snapshot};
 use crate::storage::FileKind;
@@ -151,9 +152,15 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
     let mut affected: HashMap<String, Vec<String>> = HashMap::new();
     for snap in &snapshots {
         let short = snap.id.short();
-        let mut stack: Vec<(Id, Vec<u8>)> = vec![(snap.file.tree, Vec::new())];
-        while let Some((tree_id, path)) = stack.pop() {
+        let mut stack: Vec<(Id, Vec<u8>, usize)> = vec![(snap.file.tree, Vec::new(), 0)];
+        while let Some((tree_id, path, depth)) = stack.pop() {
             let shown = format!("{short}:/{}", String::from_utf8_lossy(&path));
+            // What restore and dump refuse to follow is damage to report.
+            if depth > tree_walk::MAX_TREE_DEPTH {
+                let e = tree_walk::too_deep(&tree_id);
+                report.errors.push(Problem { message: format!("{e}"), affected: vec![shown] });
+                continue;
+            }
             if let Some(false) = tree_ok.get(&tree_id) {
                 affected.entry(format!("tree {tree_id}")).or_default().push(shown);
                 continue;
@@ -187,7 +194,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
                 p.extend_from_slice(&node.name);
                 match node.kind {
                     NodeKind::Dir => match node.subtree {
-                        Some(sub) => stack.push((sub, p)),
+                        Some(sub) => stack.push((sub, p, depth + 1)),
                         None => {
                             report.error(format!("{short}:/{}: directory without a tree", String::from_utf8_lossy(&p)))
                         }
@@ -254,10 +261,18 @@ fn verify_pack(
     if Id::hash(&data) != *id {
         errors.push(format!("pack {name}: content does not match its name (damaged)"));
     }
-    let trailer = match pack::parse_pack(&data, &name) {
-        Ok(t) => t,
-        Err(e) => {
-            errors.push(format!("pack {name}: {e}"));
+    let trailer = match (pack::parse_pack(&data, &name), listed) {
+        (Ok(t), _) => t,
+        // A damaged trailer or footer does not make the frames before it
+        // unreadable: the index entry (a copy of the trailer) still locates
+        // them, and every blob is verified against its id below, so only
+        // blobs that really are damaged get reported as affected.
+        (Err(e), Some(entry)) if entry.pack_len == len => {
+            errors.push(format!("{e}; its frames were verified using its index entry"));
+            entry.trailer.clone()
+        }
+        (Err(e), _) => {
+            errors.push(format!("{e}"));
             return (read, 0, errors, all_listed());
         }
     };
@@ -270,7 +285,13 @@ fn verify_pack(
     let id_scheme = repo.config().id_scheme;
     for (fi, frame) in trailer.frames.iter().enumerate() {
         let blobs: Vec<_> = trailer.blobs.iter().filter(|b| b.frame as usize == fi).collect();
-        let stored = &data[frame.offset as usize..frame.offset as usize + frame.stored_len as usize];
+        // Offsets may come from an index entry rather than the pack's own
+        // (validated) trailer: never trust them to lie inside the data.
+        let Some(stored) = data.get(frame.offset as usize..frame.offset as usize + frame.stored_len as usize) else {
+            errors.push(format!("pack {name}: frame at {} lies outside the pack", frame.offset));
+            bad.extend(blobs.iter().map(|b| b.id));
+            continue;
+        };
         let raw = match pack::decode_frame(stored, frame, &name) {
             Ok(r) => r,
             Err(e) => {
@@ -280,9 +301,9 @@ fn verify_pack(
             }
         };
         for b in blobs {
-            let bytes = &raw[b.offset_in_frame as usize..(b.offset_in_frame + b.raw_len) as usize];
+            let end = b.offset_in_frame as usize + b.raw_len as usize;
             verified += 1;
-            if id_scheme.blob_id(bytes) != b.id {
+            if raw.get(b.offset_in_frame as usize..end).is_none_or(|bytes| id_scheme.blob_id(bytes) != b.id) {
                 errors.push(format!("pack {name}: blob {} does not match its hash", b.id));
                 bad.push(b.id);
             }

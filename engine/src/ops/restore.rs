@@ -32,6 +32,7 @@ use nix::unistd::{Gid, Uid};
 use super::tree_walk::{self, split_path, Located};
 use crate::error::{Error, IoContext, Result};
 use crate::format::tree::{Node, NodeKind, Timestamp};
+use crate::id::Id;
 use crate::progress::Progress;
 use crate::repo::{Repository, Snapshot};
 
@@ -125,6 +126,9 @@ pub fn restore(
         roots.push((comps.join(&b'/'), located, ancestors));
     }
     let _lock = repo.lock_shared("restore")?;
+    // An index that cannot be loaded fails the restore here, in one error,
+    // rather than as a warning for every directory.
+    repo.index()?;
 
     let ctx = Ctx {
         repo,
@@ -210,12 +214,26 @@ pub fn restore(
                 }
                 Ok(())
             };
+            // A directory whose tree cannot be read loses its contents, not
+            // the rest of the snapshot: warn (naming the tree, which `arc
+            // check` names too) and go on.
+            let mut unreadable = |p: &[u8], tree: &Id, e: Error| -> Result<()> {
+                match e {
+                    // Not about this tree: nothing else would fare better.
+                    Error::Interrupted | Error::IndexDb { .. } | Error::NoSpace { .. } => Err(e),
+                    e => {
+                        ctx.warn(&ctx.disk_path(p), &format!("contents not restored: tree {tree}: {e}"));
+                        Ok(())
+                    }
+                }
+            };
+            let mut leave = |_: &[u8], _: &Node| Ok(());
             match located {
-                Located::Root(tree) => tree_walk::walk(repo, tree, b"", &mut visit, &mut |_, _| Ok(()))?,
+                Located::Root(tree) => tree_walk::walk_with(repo, tree, b"", &mut visit, &mut leave, &mut unreadable)?,
                 Located::Node(node) => {
                     visit(snap_path, node)?;
                     if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
-                        tree_walk::walk(repo, &sub, snap_path, &mut visit, &mut |_, _| Ok(()))?;
+                        tree_walk::walk_with(repo, &sub, snap_path, &mut visit, &mut leave, &mut unreadable)?;
                     }
                 }
             }

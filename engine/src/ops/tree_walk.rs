@@ -78,7 +78,54 @@ pub fn walk(
     visit: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
     leave: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
 ) -> Result<()> {
-    let t = repo.load_tree(tree)?;
+    walk_with(repo, tree, prefix, visit, leave, &mut |_, _, e| Err(e))
+}
+
+/// What a walk does with a tree it cannot load: `(path, tree id, error)`.
+pub type Unreadable<'a> = dyn FnMut(&[u8], &Id, Error) -> Result<()> + 'a;
+
+/// Like [`walk`], but a tree that cannot be loaded is handed to
+/// `unreadable(path, tree id, error)` (with `path` the directory whose
+/// contents it holds) instead of ending the walk: if that returns `Ok`, the
+/// walk goes on with the rest. Restore uses it so that one damaged
+/// directory costs that directory, not the whole snapshot.
+pub fn walk_with(
+    repo: &Repository,
+    tree: &Id,
+    prefix: &[u8],
+    visit: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
+    leave: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
+    unreadable: &mut Unreadable<'_>,
+) -> Result<()> {
+    walk_at(repo, tree, prefix, 0, visit, leave, unreadable)
+}
+
+/// Deepest nesting of trees a walk follows (SPEC.md section 8.2). Real
+/// trees cannot come near it (PATH_MAX); a crafted chain of trees deeper
+/// than this would otherwise exhaust the stack of the recursive walk.
+pub const MAX_TREE_DEPTH: usize = 4096;
+
+/// The error for a tree nested deeper than [`MAX_TREE_DEPTH`].
+pub fn too_deep(tree: &Id) -> Error {
+    Error::corrupt("tree", tree.to_hex(), format!("nested deeper than {MAX_TREE_DEPTH} directories"))
+}
+
+fn walk_at(
+    repo: &Repository,
+    tree: &Id,
+    prefix: &[u8],
+    depth: usize,
+    visit: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
+    leave: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
+    unreadable: &mut Unreadable<'_>,
+) -> Result<()> {
+    if depth > MAX_TREE_DEPTH {
+        return unreadable(prefix, tree, too_deep(tree));
+    }
+    let t = match repo.load_tree(tree) {
+        Ok(t) => t,
+        Err(e) => return unreadable(prefix, tree, e),
+    };
     for node in &t.nodes {
         let mut path = prefix.to_vec();
         if !path.is_empty() {
@@ -88,7 +135,7 @@ pub fn walk(
         visit(&path, node)?;
         if node.kind == NodeKind::Dir {
             if let Some(sub) = node.subtree {
-                walk(repo, &sub, &path, visit, leave)?;
+                walk_at(repo, &sub, &path, depth + 1, visit, leave, unreadable)?;
             }
             leave(&path, node)?;
         }
