@@ -17,6 +17,10 @@
 //!   how many steps an operation takes, and a killed run tells where it died.
 //!
 //! When neither is set a step costs one initialised `OnceLock` read.
+//!
+//! [`pause_before_read`] is the other test hook: it holds a backup between
+//! the stat of a source file and its read, so a test can change the file
+//! in that window.
 
 use std::fmt::Display;
 use std::fs::{File, OpenOptions};
@@ -92,5 +96,34 @@ impl Hook {
                 std::thread::park();
             }
         }
+    }
+}
+
+/// Test hook, so that tests/e2e/sourcechange.rs can change a source file
+/// deterministically between the walk's stat and the read. When the
+/// environment variable `ARC_TEST_PAUSE_BEFORE_READ` names a directory and
+/// `<dir>/<file name>.pause` exists, the backup creates
+/// `<dir>/<file name>.reached` before opening the file and waits (at most
+/// a minute) until `<dir>/<file name>.go` exists. Unset, it costs one
+/// cached environment lookup per backup.
+pub fn pause_before_read(path: &std::path::Path) {
+    static DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let Some(dir) = DIR.get_or_init(|| std::env::var_os("ARC_TEST_PAUSE_BEFORE_READ").map(std::path::PathBuf::from))
+    else {
+        return;
+    };
+    let Some(name) = path.file_name() else { return };
+    let marker = |suffix: &str| {
+        let mut n = name.to_os_string();
+        n.push(suffix);
+        dir.join(n)
+    };
+    if !marker(".pause").exists() {
+        return;
+    }
+    let _ = std::fs::write(marker(".reached"), b"");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !marker(".go").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }

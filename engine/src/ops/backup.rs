@@ -1123,7 +1123,7 @@ fn store_file(
     seen: Seen,
     buf: &mut Vec<u8>,
 ) -> Result<Stored> {
-    pause_before_read(path);
+    crate::fault::pause_before_read(path);
     // O_NOATIME keeps backups from dirtying every inode; it is refused for
     // files we do not own, so fall back to a plain open.
     let file =
@@ -1161,34 +1161,6 @@ fn store_file(
     ctx.progress.bytes(read);
     check_unchanged(ctx, path, &file, seen, read);
     Ok(Ok((chunks, read)))
-}
-
-/// Test hook, so that tests/e2e/sourcechange.rs can change a source file
-/// deterministically between the walk's stat and the read. When the
-/// environment variable `ARC_TEST_PAUSE_BEFORE_READ` names a directory and
-/// `<dir>/<file name>.pause` exists, the backup creates
-/// `<dir>/<file name>.reached` before opening the file and waits (at most
-/// a minute) until `<dir>/<file name>.go` exists. Unset, it costs one
-/// cached environment lookup per backup.
-fn pause_before_read(path: &Path) {
-    static DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    let Some(dir) = DIR.get_or_init(|| std::env::var_os("ARC_TEST_PAUSE_BEFORE_READ").map(PathBuf::from)) else {
-        return;
-    };
-    let Some(name) = path.file_name() else { return };
-    let marker = |suffix: &str| {
-        let mut n = name.to_os_string();
-        n.push(suffix);
-        dir.join(n)
-    };
-    if !marker(".pause").exists() {
-        return;
-    }
-    let _ = std::fs::write(marker(".reached"), b"");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !marker(".go").exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
 }
 
 fn store_large(

@@ -623,8 +623,13 @@ fn copy_live(
 }
 
 /// Removes partial writes other processes left in `tmp/` (local
-/// repositories only; the exclusive lock means no other writer runs). Our
-/// own in-flight temporary files (the lock refresh) carry our pid and stay.
+/// repositories only). The exclusive lock does not mean nobody writes
+/// there: a process taking a lock writes its lock file through `tmp/`
+/// before it can see ours (a backup racing this prune failed on exactly
+/// that), and a writer whose lock we judged stale may still be alive. So
+/// only files untouched for longer than a lock takes to go stale are
+/// removed. Our own in-flight files (the lock refresh) carry our pid and
+/// stay.
 fn clean_tmp(repo: &Repository) -> u64 {
     let Some(root) = repo.storage().local_path() else {
         return 0;
@@ -637,6 +642,10 @@ fn clean_tmp(repo: &Repository) -> u64 {
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.contains(&own) || !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let age = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+        if age.is_none_or(|a| a < crate::lock::STALE_AFTER) {
             continue;
         }
         if std::fs::remove_file(e.path()).is_ok() {
@@ -653,6 +662,24 @@ mod tests {
     use crate::format::pack::{BlobRecord, FrameCodec, FrameRecord, Trailer};
     use crate::progress::NoProgress;
     use crate::repo::InitOptions;
+
+    /// A lock being taken right now goes through tmp/ before its owner can
+    /// see prune's lock: only files older than a lock's staleness go.
+    #[test]
+    fn clean_tmp_keeps_young_files_of_other_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_local(dir.path(), &InitOptions::default()).unwrap();
+        let tmp = dir.path().join("tmp");
+        let young = tmp.join(format!("{}.1.0", "a".repeat(64)));
+        let old = tmp.join(format!("{}.1.1", "b".repeat(64)));
+        std::fs::write(&young, b"lock being written").unwrap();
+        std::fs::write(&old, b"left by a crash").unwrap();
+        let long_ago = std::time::SystemTime::now() - crate::lock::STALE_AFTER - std::time::Duration::from_secs(60);
+        std::fs::File::options().write(true).open(&old).unwrap().set_modified(long_ago).unwrap();
+        assert_eq!(clean_tmp(&repo), 1);
+        assert!(young.exists(), "a file another process may be writing was removed");
+        assert!(!old.exists());
+    }
 
     /// A backup records each pack in the database before any index file
     /// lists it; prune may delete such a pack without any index file going
