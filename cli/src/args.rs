@@ -283,9 +283,9 @@ pub struct MountArgs {
     /// Memory for cached file data, e.g. 256M.
     #[arg(long, value_parser = parse_size, default_value = "128M", value_name = "SIZE")]
     pub cache_size: u64,
-    /// Keep CPUs polling (at idle priority) for this long after each
-    /// request, so tree walks are not slowed by CPUs waking from sleep;
-    /// 0 turns it off.
+    /// Poll for the next request for this long after each one instead of
+    /// sleeping, so tree walks are not slowed by CPUs waking up (nothing
+    /// polls while the mount is idle); 0 turns it off.
     #[arg(long, default_value_t = 200, value_name = "MICROSECONDS")]
     pub busy_poll_us: u64,
 }

@@ -200,11 +200,16 @@ pub struct ArcFs {
     /// The kernel opens directories without asking (see `opendir`).
     zero_message_opendir: bool,
     /// Keeps CPUs awake while requests flow (see `spin.rs`).
-    spinner: Option<Spinner>,
+    spinner: Option<Arc<Spinner>>,
 }
 
 impl ArcFs {
-    pub fn new(vfs: Arc<Vfs>, events: Arc<dyn MountEvents>, read_threads: usize, spinner: Option<Spinner>) -> ArcFs {
+    pub fn new(
+        vfs: Arc<Vfs>,
+        events: Arc<dyn MountEvents>,
+        read_threads: usize,
+        spinner: Option<Arc<Spinner>>,
+    ) -> ArcFs {
         let inodes = Arc::new(InodeTable::new());
         let report = Arc::new(Reporter {
             vfs: vfs.clone(),

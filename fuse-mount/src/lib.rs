@@ -250,10 +250,20 @@ pub fn mount(
     // mount, which fails once the mount is dead.
     let canonical =
         std::fs::canonicalize(mountpoint).map_err(|e| MountError::Io { path: mountpoint.to_path_buf(), source: e })?;
-    let spinner = spin::Spinner::start(opts.busy_poll, opts.busy_poll_threads);
-    let fs = fs::ArcFs::new(vfs, events, opts.read_threads, spinner);
-    let session = fuser::spawn_mount(fs, &canonical, &cfg)
-        .map_err(|e| MountError::Mount { path: mountpoint.to_path_buf(), source: e })?;
+    let spinner = spin::Spinner::start(opts.busy_poll, opts.busy_poll_threads).map(Arc::new);
+    let fs = fs::ArcFs::new(vfs, events, opts.read_threads, spinner.clone());
+    let session = fuser::Session::new(fs, &canonical, &cfg)
+        .map_err(|e| MountError::Mount { path: canonical.clone(), source: e })?;
+    // The dispatch thread itself polls /dev/fuse during a burst (see
+    // spin.rs). It does so at normal priority, so only where another CPU
+    // is left for the walker.
+    if let (Some(spinner), true) = (&spinner, std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)) {
+        use std::os::fd::AsFd;
+        if let Ok(fd) = session.as_fd().try_clone_to_owned() {
+            spinner.attach_fuse_fd(fd);
+        }
+    }
+    let session = session.spawn().map_err(|e| MountError::Mount { path: mountpoint.to_path_buf(), source: e })?;
     raise_kernel_readahead(&canonical);
     Ok(Mounted { session: Some(session), mountpoint: canonical })
 }
