@@ -134,13 +134,16 @@ impl Trailer {
             let codec = FrameCodec::from_u8(r.u8()?).ok_or_else(|| r.corrupt("unknown frame codec"))?;
             r.reserved(7)?;
             // Frames are contiguous and in order; anything else is damage.
-            if offset != next_offset || offset + u64::from(stored_len) > frames_end {
+            // frames_end comes from an index file's pack_len, which may be
+            // anything up to u64::MAX, so the end is computed checked.
+            let end = offset.checked_add(u64::from(stored_len)).filter(|&e| e <= frames_end);
+            let Some(end) = end.filter(|_| offset == next_offset) else {
                 return Err(r.corrupt(format!("frame at {offset} (+{stored_len}) out of place")));
-            }
+            };
             if codec == FrameCodec::Raw && stored_len != raw_len {
                 return Err(r.corrupt("raw frame with differing stored and raw length"));
             }
-            next_offset = offset + u64::from(stored_len);
+            next_offset = end;
             frames.push(FrameRecord { offset, stored_len, raw_len, codec });
         }
         if next_offset != frames_end {
