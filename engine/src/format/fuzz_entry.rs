@@ -191,8 +191,12 @@ pub fn frame(data: &[u8]) {
     }
 }
 
-/// The targets by name, for the replay test and `fuzz/run.sh`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A fuzz entry point: arbitrary bytes in, panic only on a bug.
+pub type Entry = fn(&[u8]);
+
+/// The targets by name (the names of the binaries in `fuzz/fuzz_targets`
+/// and of the directories under `fuzz/corpus`), for the replay test.
+pub const TARGETS: &[(&str, Entry)] = &[
     ("envelope", envelope),
     ("config", config),
     ("snapshot", snapshot),
