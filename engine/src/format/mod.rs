@@ -14,6 +14,8 @@
 
 pub mod config;
 pub mod envelope;
+#[doc(hidden)]
+pub mod fuzz_entry;
 pub mod index_file;
 pub mod lock;
 pub mod pack;

@@ -134,13 +134,16 @@ impl Trailer {
             let codec = FrameCodec::from_u8(r.u8()?).ok_or_else(|| r.corrupt("unknown frame codec"))?;
             r.reserved(7)?;
             // Frames are contiguous and in order; anything else is damage.
-            if offset != next_offset || offset + u64::from(stored_len) > frames_end {
+            // frames_end comes from an index file's pack_len, which may be
+            // anything up to u64::MAX, so the end is computed checked.
+            let end = offset.checked_add(u64::from(stored_len)).filter(|&e| e <= frames_end);
+            let Some(end) = end.filter(|_| offset == next_offset) else {
                 return Err(r.corrupt(format!("frame at {offset} (+{stored_len}) out of place")));
-            }
+            };
             if codec == FrameCodec::Raw && stored_len != raw_len {
                 return Err(r.corrupt("raw frame with differing stored and raw length"));
             }
-            next_offset = offset + u64::from(stored_len);
+            next_offset = end;
             frames.push(FrameRecord { offset, stored_len, raw_len, codec });
         }
         if next_offset != frames_end {
@@ -222,12 +225,38 @@ pub fn parse_pack(data: &[u8], pack: &str) -> Result<Trailer> {
     Trailer::decode(trailer, pack, start)
 }
 
+/// The most bytes zstd data of `stored` bytes can decompress to. Every zstd
+/// block regenerates at most 128 KiB (the format's Block_Maximum_Size) and
+/// takes at least its 3-byte block header, whatever the frame header says.
+pub fn zstd_output_bound(stored: usize) -> u64 {
+    (stored as u64 / 3 + 1) * (128 * 1024)
+}
+
 /// Decompresses one frame's stored bytes, checking its recorded raw length.
 pub fn decode_frame(stored: &[u8], frame: &FrameRecord, pack: &str) -> Result<Vec<u8>> {
     let raw = match frame.codec {
         FrameCodec::Raw => stored.to_vec(),
-        FrameCodec::Zstd => zstd::bulk::decompress(stored, frame.raw_len as usize)
-            .map_err(|e| Error::corrupt("pack", pack, format!("frame at {}: zstd: {e}", frame.offset)))?,
+        FrameCodec::Zstd => {
+            // The output buffer is sized by raw_len, a field of the trailer:
+            // a damaged one must not make us allocate up to 4 GiB for a few
+            // stored bytes (found by fuzzing). No real frame can claim more
+            // than its stored bytes can regenerate.
+            let bound = zstd_output_bound(stored.len());
+            if u64::from(frame.raw_len) > bound {
+                return Err(Error::corrupt(
+                    "pack",
+                    pack,
+                    format!(
+                        "frame at {} claims {} raw bytes, more than its {} stored bytes can hold",
+                        frame.offset,
+                        frame.raw_len,
+                        stored.len()
+                    ),
+                ));
+            }
+            zstd::bulk::decompress(stored, frame.raw_len as usize)
+                .map_err(|e| Error::corrupt("pack", pack, format!("frame at {}: zstd: {e}", frame.offset)))?
+        }
     };
     if raw.len() != frame.raw_len as usize {
         return Err(Error::corrupt(
@@ -242,6 +271,29 @@ pub fn decode_frame(stored: &[u8], frame: &FrameRecord, pack: &str) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (fuzz/artifacts/frame/crash-3894b294...): a zstd frame
+    /// whose raw_len claims far more than its stored bytes can regenerate is
+    /// refused before any buffer is sized by it.
+    #[test]
+    fn frame_raw_len_bounded_by_stored_len() {
+        let data = vec![0u8; 4 << 20];
+        let stored = zstd::bulk::compress(&data, 3).unwrap();
+        assert!(u64::try_from(data.len()).unwrap() <= zstd_output_bound(stored.len()), "real data fits the bound");
+        let mut frame = FrameRecord {
+            offset: 8,
+            stored_len: stored.len() as u32,
+            raw_len: data.len() as u32,
+            codec: FrameCodec::Zstd,
+        };
+        assert_eq!(decode_frame(&stored, &frame, "p").unwrap(), data);
+        frame.raw_len = u32::MAX;
+        let err = decode_frame(&stored, &frame, "p").unwrap_err().to_string();
+        assert!(err.contains("claims 4294967295 raw bytes"), "{err}");
+        // Just within the bound: zstd itself refuses, the buffer is bounded.
+        frame.raw_len = zstd_output_bound(stored.len()) as u32;
+        assert!(decode_frame(&stored, &frame, "p").is_err());
+    }
 
     #[test]
     fn trailer_round_trip_and_validation() {
