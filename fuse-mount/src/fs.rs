@@ -27,8 +27,8 @@ use std::time::{Duration, SystemTime};
 use arc_engine::vfs::{Entry, Kind, Listing, OpenFile, Vfs, VfsError};
 use fuser::{
     AccessFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::attr::{file_attr, file_type};
@@ -304,16 +304,14 @@ impl ArcFs {
 impl fuser::Filesystem for ArcFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Each wanted only if the kernel offers it:
-        // - READDIRPLUS with the kernel's AUTO heuristic: the first buffer
-        //   of a listing carries attributes (so walking into a directory or
-        //   `ls -l` of a small one needs no LOOKUP per entry), later buffers
-        //   only when the reader is stat'ing. Measured on the 200k-file
-        //   spool: plain READDIR is best for `find` when the machine is
-        //   busy (0.7-0.9 s vs 1.05 s), but AUTO is better or equal in the
-        //   other cases (idle `find` 2.0-2.2 s vs 2.2-2.7 s; `ls -lR` 26 s
-        //   vs 38 s idle, 6-8 s vs 8-10 s busy); always-plus makes the
-        //   kernel build an inode for every name listed (`find` 1.2-2.0 s
-        //   busy) for no gain over AUTO;
+        // Not READDIRPLUS: with busy-polling (spin.rs) a round trip is cheap,
+        // and what a walk then pays for is the kernel building an inode for
+        // every name a READDIRPLUS reply carries. Measured on the 200k-file
+        // spool, idle VM, with busy-polling: `find` 1.07-1.13 s with plain
+        // READDIR against 1.30-1.73 s with READDIRPLUS (AUTO); `ls -lR`
+        // 14.4 s against 10.3 s (it LOOKUPs each file instead); `cp -a` of
+        // the whole tree 45-50 s either way. Without busy-polling AUTO had
+        // been better (BENCHMARKS.md).
         // - PARALLEL_DIROPS: lookups in one directory need not queue behind
         //   each other;
         // - POSIX_ACL: recorded ACLs are enforced along with the mode bits
@@ -327,7 +325,6 @@ impl fuser::Filesystem for ArcFs {
         //   exactly when their listing changes; see `opendir`).
         let offered = config.capabilities();
         for flag in [
-            InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_POSIX_ACL,
             InitFlags::FUSE_CACHE_SYMLINKS,
@@ -519,62 +516,6 @@ impl fuser::Filesystem for ArcFs {
                 }
             };
             if full {
-                break;
-            }
-        }
-        reply.ok()
-    }
-
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        self.request();
-        let dir = match self.inode(ino) {
-            Ok(d) => d,
-            Err(e) => return reply.error(e),
-        };
-        let d = match self.dir_handle(&dir, fh) {
-            Ok(d) => d,
-            Err(e) => return reply.error(self.fail(ino.0, &e)),
-        };
-        for i in offset as usize..d.listing.len() + 2 {
-            // The kernel takes a reference for every entry but "." and "..".
-            let (name, cino, entry, counted): (&[u8], u64, Entry, bool) = match i {
-                0 => (b".", ino.0, dir.entry.clone(), false),
-                1 => match self.inodes.get(d.parent) {
-                    Some(p) => (b"..", p.ino, p.entry, false),
-                    None => continue,
-                },
-                _ => {
-                    let Some((name, entry, _)) = d.listing.get(i - 2) else { break };
-                    let (cino, entry) = self.child_inode(&dir, name, entry, true);
-                    (name, cino, entry, true)
-                }
-            };
-            let attr = match self.vfs.attr(&entry) {
-                Ok(a) => a,
-                Err(e) => {
-                    if counted {
-                        self.inodes.forget(cino, 1);
-                    }
-                    // Entries already added still go out; the failing one
-                    // is reported on its own lookup.
-                    if i as u64 == offset {
-                        return reply.error(self.fail(cino, &e));
-                    }
-                    break;
-                }
-            };
-            let full = reply.add(
-                INodeNo(cino),
-                i as u64 + 1,
-                OsStr::from_bytes(name),
-                &ttl(&entry),
-                &file_attr(cino, &attr),
-                Generation(0),
-            );
-            if full {
-                if counted {
-                    self.inodes.forget(cino, 1);
-                }
                 break;
             }
         }
