@@ -19,7 +19,7 @@ struct Report;
 
 impl MountEvents for Report {
     fn damaged(&self, path: &str, error: &VfsError) {
-        eprintln!("arc: error: {path}: {error} (reads of this file fail with EIO)");
+        eprintln!("arc: error: {path}: {error} (reading it through the mount fails with EIO)");
     }
 }
 
