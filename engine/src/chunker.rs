@@ -135,17 +135,7 @@ impl<R: Read> StreamChunker<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pseudo_random(len: usize, mut seed: u64) -> Vec<u8> {
-        (0..len)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect()
-    }
+    use crate::test_data::pseudo_random;
 
     /// Reader that returns at most 7000 bytes per call, to exercise refills.
     struct Trickle<'a>(&'a [u8]);

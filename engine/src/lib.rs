@@ -27,6 +27,8 @@ pub mod progress;
 pub mod reader;
 pub mod repo;
 pub mod storage;
+#[cfg(test)]
+mod test_data;
 pub mod vfs;
 pub mod walk;
 

@@ -594,15 +594,7 @@ mod tests {
     #[test]
     fn incompressible_probe() {
         let mut probe = zstd::bulk::Compressor::new(1).unwrap();
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let random: Vec<u8> = (0..1 << 20)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let random = crate::test_data::pseudo_random(1 << 20, 0x9E37_79B9_7F4A_7C15);
         assert!(looks_incompressible(&mut probe, &random));
         let text: Vec<u8> = b"Received: from mx1.example.org by mail.example.org\n".repeat(20_000);
         assert!(!looks_incompressible(&mut probe, &text));

@@ -840,18 +840,7 @@ mod tests {
     use crate::ops::backup::{backup, BackupOptions};
     use crate::progress::NoProgress;
     use crate::repo::InitOptions;
-
-    fn random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
+    use crate::test_data::pseudo_random;
 
     struct Setup {
         _dir: tempfile::TempDir,
@@ -864,7 +853,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
-        let big = random(700_000, 7);
+        let big = pseudo_random(700_000, 7);
         std::fs::write(src.join("big"), &big).unwrap();
         std::fs::write(src.join("sub/small"), b"hello").unwrap();
         std::fs::hard_link(src.join("big"), src.join("sub/deeper/big-link")).unwrap();
@@ -981,7 +970,7 @@ mod tests {
         let s = setup();
         let v = &s.vfs;
         assert_eq!(names(v, &Entry::Snapshots).len(), 2);
-        std::fs::write(s.src.join("new"), random(200_000, 9)).unwrap();
+        std::fs::write(s.src.join("new"), pseudo_random(200_000, 9)).unwrap();
         backup(v.repository(), BackupOptions { paths: vec![s.src.clone()], ..Default::default() }, &NoProgress)
             .unwrap();
         std::thread::sleep(v.opts.snapshot_ttl + Duration::from_millis(50));

@@ -1262,6 +1262,7 @@ mod tests {
     use super::*;
     use crate::progress::NoProgress;
     use crate::repo::InitOptions;
+    use crate::test_data::pseudo_random;
     use std::sync::mpsc;
 
     /// Yields `data`, then fails as a dump command that exited non-zero does.
@@ -1292,24 +1293,12 @@ mod tests {
         StreamSource { name: name.into(), reader: Box::new(reader), allow_empty: false, stop: None }
     }
 
-    fn pseudo_random(len: usize) -> Vec<u8> {
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
     #[test]
     fn a_stream_read_error_fails_the_backup_and_writes_no_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repository::init_local(&dir.path().join("repo"), &InitOptions::default()).unwrap();
-        let good = std::io::Cursor::new(pseudo_random(3 << 20));
-        let bad = FailingReader { data: std::io::Cursor::new(pseudo_random(5 << 20)) };
+        let good = std::io::Cursor::new(pseudo_random(3 << 20, 0x2545_F491_4F6C_DD1D));
+        let bad = FailingReader { data: std::io::Cursor::new(pseudo_random(5 << 20, 0x2545_F491_4F6C_DD1D)) };
         let opts =
             BackupOptions { streams: vec![stream("a.sql", good), stream("db/b.sql", bad)], ..Default::default() };
         match backup(&repo, opts, &NoProgress) {
@@ -1322,8 +1311,8 @@ mod tests {
         assert!(repo.snapshots().unwrap().is_empty());
         // What both streams delivered before the failure was written: the
         // retry adds at most the read-ahead after the last chunk boundary.
-        let good = std::io::Cursor::new(pseudo_random(3 << 20));
-        let fixed = std::io::Cursor::new(pseudo_random(5 << 20));
+        let good = std::io::Cursor::new(pseudo_random(3 << 20, 0x2545_F491_4F6C_DD1D));
+        let fixed = std::io::Cursor::new(pseudo_random(5 << 20, 0x2545_F491_4F6C_DD1D));
         let opts =
             BackupOptions { streams: vec![stream("a.sql", good), stream("db/b.sql", fixed)], ..Default::default() };
         let r = backup(&repo, opts, &NoProgress).unwrap();
