@@ -282,6 +282,16 @@ struct PruneCase {
     kept: Vec<(String, PathBuf)>,
 }
 
+/// Backs up `src` into `base` at `time` and keeps a copy of the tree as it
+/// was, to compare restores against: (snapshot id, copy).
+fn backup_generation(env: &TestEnv, base: &Path, src: &Path, g: u64, time: &str) -> (String, PathBuf) {
+    let b = env.arc_at(base).args(["--json", "backup", "--time", time]).arg(src).run().success().json();
+    let copy = env.path(format!("expected/gen{g}"));
+    fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    cp_a(src, &copy);
+    (jstr(&b, "snapshot_id").to_string(), copy)
+}
+
 fn prune_case(env: &TestEnv) -> PruneCase {
     let base = env.path("base");
     env.arc_at(&base).args(["init", "--pack-size", "1M"]).run().success();
@@ -299,17 +309,7 @@ fn prune_case(env: &TestEnv) -> PruneCase {
                 write_random_file(&src.join(format!("small/m{i:03}.txt")), 1000 + rng.below(8000), 1000 * g + i);
             }
         }
-        let b = env
-            .arc_at(&base)
-            .args(["--json", "backup", "--time", &format!("2024-01-{:02}T00:00:00Z", g + 1)])
-            .arg(&src)
-            .run()
-            .success()
-            .json();
-        let copy = env.path(format!("expected/gen{g}"));
-        fs::create_dir_all(copy.parent().unwrap()).unwrap();
-        cp_a(&src, &copy);
-        snaps.push((jstr(&b, "snapshot_id").to_string(), copy));
+        snaps.push(backup_generation(env, &base, &src, g, &format!("2024-01-{:02}T00:00:00Z", g + 1)));
     }
     env.arc_at(&base).args(["forget", "--keep-last", "2"]).run().success();
     let kept = snaps.split_off(snaps.len() - 2);
@@ -383,17 +383,7 @@ fn forget_killed_at_every_durable_step() {
     for g in 0..GENS {
         // A file of its own per generation: each snapshot has its own tree.
         fs::write(src.join("gen.txt"), format!("generation {g}\n")).unwrap();
-        let b = env
-            .arc_at(&base)
-            .args(["--json", "backup", "--time", &format!("2024-03-{:02}T00:00:00Z", g + 1)])
-            .arg(&src)
-            .run()
-            .success()
-            .json();
-        let copy = env.path(format!("expected/gen{g}"));
-        fs::create_dir_all(copy.parent().unwrap()).unwrap();
-        cp_a(&src, &copy);
-        snaps.push((jstr(&b, "snapshot_id").to_string(), copy));
+        snaps.push(backup_generation(&env, &base, &src, g, &format!("2024-03-{:02}T00:00:00Z", g + 1)));
     }
     let all: BTreeSet<String> = snaps.iter().map(|(id, _)| id.clone()).collect();
     let newest = snaps.last().unwrap().0.clone();
