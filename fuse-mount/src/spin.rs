@@ -106,7 +106,9 @@ impl Spinner {
         let s = &self.shared;
         s.last_request.store(s.now_ns(), Ordering::Relaxed);
         if let Some(fd) = s.fuse_fd.get() {
-            if !s.nonblocking.swap(true, Ordering::AcqRel) {
+            // A plain load first: every request passes here, and the
+            // flag is almost always set already during a burst.
+            if !s.nonblocking.load(Ordering::Relaxed) && !s.nonblocking.swap(true, Ordering::AcqRel) {
                 set_nonblocking(fd, true);
             }
         }
