@@ -21,10 +21,7 @@ fn chown_tree(p: &Path, uid: u32) {
 
 #[test]
 fn unreadable_file_and_directory_give_exit_3_and_a_partial_snapshot() {
-    if !is_root() || which("setpriv").is_none() {
-        eprintln!("skipped: needs root and setpriv");
-        return;
-    }
+    require!(Need::Root, Need::Program("setpriv", "util-linux"));
     let env = TestEnv::new();
     // nobody must be able to traverse to everything it should read.
     chmod(&env.root, 0o755);

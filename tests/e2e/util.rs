@@ -38,6 +38,106 @@ pub fn which(name: &str) -> Option<PathBuf> {
 }
 
 // ---------------------------------------------------------------------------
+// What a test needs from the machine
+// ---------------------------------------------------------------------------
+
+/// Something a test cannot run without. Under CI (the `CI` environment
+/// variable set and not empty) a missing one fails the test; otherwise the
+/// test is skipped and says so with a `SKIP: <test>: <reason>` line that
+/// `./test.sh` counts into its closing line.
+pub enum Need {
+    Root,
+    /// /dev/fuse and the right to open it (root here).
+    Fuse,
+    /// A program on PATH (or in /usr/sbin, /usr/bin); the second field names
+    /// the Debian package that provides it.
+    Program(&'static str, &'static str),
+    /// A PostgreSQL server under /usr/lib/postgresql/*/bin (Debian's layout).
+    Postgres,
+    /// The `arc` binary was built with the `fault-injection` feature, which
+    /// compiles in the test-only hooks (ARC_FAULT_*, ARC_TEST_*).
+    FaultInjection,
+}
+
+impl Need {
+    /// Why the need is not met, or None.
+    fn missing(&self) -> Option<String> {
+        match self {
+            Need::Root if !is_root() => Some("needs root".into()),
+            Need::Fuse if std::env::var_os("ARC_SKIP_FUSE").is_some() => Some("ARC_SKIP_FUSE is set".into()),
+            Need::Fuse if !Path::new("/dev/fuse").exists() => Some("/dev/fuse is missing".into()),
+            Need::Fuse if !is_root() => Some("FUSE tests need root (/dev/fuse is root-only here)".into()),
+            Need::Program(p, pkg) if find_program(p).is_none() => {
+                Some(format!("`{p}` is not installed (apt-get install {pkg})"))
+            }
+            Need::Postgres if postgres_bin_dir().is_none() => {
+                Some("no PostgreSQL server under /usr/lib/postgresql (apt-get install postgresql)".into())
+            }
+            Need::FaultInjection if !cfg!(feature = "fault-injection") => {
+                Some("arc was built without the fault-injection feature (./test.sh builds with it)".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Finds a program on PATH, or where Debian puts it (mariadbd is in
+/// /usr/sbin, which a non-login PATH may lack).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    which(name).or_else(|| ["/usr/sbin", "/usr/bin"].iter().map(|d| Path::new(d).join(name)).find(|p| p.is_file()))
+}
+
+/// The bin directory of the newest PostgreSQL under /usr/lib/postgresql.
+pub fn postgres_bin_dir() -> Option<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").is_file().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, p)| p)
+}
+
+fn under_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// True when every need is met. Otherwise: under CI the test fails here;
+/// outside CI the skip is reported (bypassing the test harness's output
+/// capture, so that it shows for passing tests too) and false is returned,
+/// for the test to return at once. Use through [`require!`].
+pub fn requirements_met(needs: &[Need]) -> bool {
+    let reasons: Vec<String> = needs.iter().filter_map(Need::missing).collect();
+    if reasons.is_empty() {
+        return true;
+    }
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("?");
+    let reasons = reasons.join(", ");
+    if under_ci() {
+        panic!("{test}: {reasons} (CI is set, so this fails instead of skipping; ./test.sh installs what is needed)");
+    }
+    let _ = writeln!(std::io::stderr(), "SKIP: {test}: {reasons}");
+    false
+}
+
+/// Returns from the calling test, reported as skipped, unless every need
+/// is met (under CI it fails instead): `require!(Need::Root, Need::Fuse);`.
+#[macro_export]
+macro_rules! require {
+    ($($need:expr),+ $(,)?) => {
+        if !$crate::util::requirements_met(&[$($need),+]) {
+            return;
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------
 // Running commands
 // ---------------------------------------------------------------------------
 

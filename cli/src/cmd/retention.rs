@@ -13,10 +13,13 @@ use super::Env;
 use crate::args::{ForgetArgs, KeepArgs, PruneArgs};
 use crate::ui::{size, CliProgress};
 
-/// Test hook: `ARC_FAULT_PRUNE_STEP=N` makes prune exit with status 9 right
-/// after step N (see `arc_engine::ops::prune`), without unwinding or
-/// removing its lock, as if it had been killed there.
+/// Test hook, compiled in only with the `fault-injection` feature:
+/// `ARC_FAULT_PRUNE_STEP=N` makes prune exit with status 9 right after step
+/// N (see `arc_engine::ops::prune`), without unwinding or removing its
+/// lock, as if it had been killed there.
+#[cfg(feature = "fault-injection")]
 const FAULT_ENV: &str = "ARC_FAULT_PRUNE_STEP";
+#[cfg(feature = "fault-injection")]
 const FAULT_EXIT: i32 = 9;
 
 /// Any keep rule given?
@@ -168,12 +171,17 @@ pub fn forget(env: &Env, a: ForgetArgs) -> Result<u8> {
 }
 
 fn run_prune(env: &Env, repo: &Repository, max_unused: f64, dry_run: bool, ignore: HashSet<Id>) -> Result<PruneReport> {
+    #[cfg(feature = "fault-injection")]
     let fault: Option<u32> = std::env::var(FAULT_ENV).ok().and_then(|v| v.trim().parse().ok());
+    #[cfg(not(feature = "fault-injection"))]
+    let fault: Option<u32> = None;
     let hook = move |s: PruneStep| {
+        #[cfg(feature = "fault-injection")]
         if fault == Some(s.number()) {
             eprintln!("arc: {FAULT_ENV}={}: exiting after prune step {s:?}", s.number());
             std::process::exit(FAULT_EXIT);
         }
+        let _ = (s, fault);
     };
     let opts = PruneOptions {
         max_unused,
