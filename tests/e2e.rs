@@ -76,3 +76,6 @@ mod concurrency;
 
 #[path = "e2e/sourcechange.rs"]
 mod sourcechange;
+
+#[path = "e2e/pipes.rs"]
+mod pipes;

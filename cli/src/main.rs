@@ -2,6 +2,16 @@
 //! progress on a terminal, JSON with --json, warnings and errors on stderr,
 //! and the exit codes (0 ok, 1 error, 3 incomplete snapshot).
 
+/// `println!` that returns the write error instead of panicking: a closed
+/// stdout (`arc snapshots | head -2`) travels up as an io::Error and
+/// [`main`] ends the command normally, with every lock released on the way.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod args;
 mod cmd;
 mod ui;

@@ -154,6 +154,7 @@ pub struct TestCommand {
     envs: Vec<(OsString, Option<OsString>)>,
     stdin: StdinSource,
     stdout_file: Option<PathBuf>,
+    stdout_closed: bool,
     cwd: Option<PathBuf>,
     run_as_nobody: bool,
     timeout: Duration,
@@ -167,6 +168,7 @@ impl TestCommand {
             envs: Vec::new(),
             stdin: StdinSource::Null,
             stdout_file: None,
+            stdout_closed: false,
             cwd: None,
             run_as_nobody: false,
             timeout: Duration::from_secs(600),
@@ -210,6 +212,13 @@ impl TestCommand {
     /// Sends stdout to a file instead of capturing it (large outputs).
     pub fn stdout_to(mut self, path: impl Into<PathBuf>) -> Self {
         self.stdout_file = Some(path.into());
+        self
+    }
+
+    /// Stdout is a pipe whose reading end is already closed: every write
+    /// fails with EPIPE, as when `head` has read what it wanted.
+    pub fn stdout_closed(mut self) -> Self {
+        self.stdout_closed = true;
         self
     }
 
@@ -275,6 +284,11 @@ impl TestCommand {
         };
         match &self.stdout_file {
             Some(p) => cmd.stdout(File::create(p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()))),
+            None if self.stdout_closed => {
+                let (reader, writer) = std::io::pipe().expect("pipe");
+                drop(reader);
+                cmd.stdout(writer)
+            }
             None => cmd.stdout(Stdio::piped()),
         };
         cmd.stderr(Stdio::piped());
@@ -465,8 +479,23 @@ impl Output {
     }
 
     #[track_caller]
+    /// The JSON value on stdout; when there are several lines (a backup's
+    /// status lines before its summary), the last one.
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON: {e}\n{}", self.describe()))
+        let lines = self.json_lines();
+        lines.last().cloned().unwrap_or_else(|| panic!("no JSON on stdout\n{}", self.describe()))
+    }
+
+    /// Every line of stdout parsed as one compact JSON value.
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.stdout_str()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("stdout line is not one JSON value: {e}: {l}\n{}", self.describe()))
+            })
+            .collect()
     }
 }
 

@@ -96,18 +96,21 @@ pub fn run(env: &Env, a: BackupArgs) -> Result<u8> {
             (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
             _ => 0.0,
         };
-        println!(
+        outln!(
             "files: {} new, {} changed, {} unchanged; {} dirs",
-            s.files_new, s.files_changed, s.files_unchanged, s.dirs
-        );
-        println!(
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            s.dirs
+        )?;
+        outln!(
             "read {}, added {} ({} stored) in {:.1}s",
             size(s.bytes_read),
             size(s.bytes_added),
             size(s.bytes_added_stored),
             secs
-        );
-        println!("snapshot {} saved", result.snapshot_id.short());
+        )?;
+        outln!("snapshot {} saved", result.snapshot_id.short())?;
     }
     if result.warnings > 0 {
         eprintln!(

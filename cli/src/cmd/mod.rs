@@ -105,7 +105,9 @@ pub fn split_target(target: &str, path_optional: bool) -> Result<(String, String
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, v)?;
+    // Compact, one value per line: what jq pipelines and log shippers read.
+    // serde_json's error hides the io::Error that a closed pipe is.
+    serde_json::to_writer(&mut out, v).map_err(std::io::Error::from)?;
     writeln!(out)?;
     Ok(())
 }

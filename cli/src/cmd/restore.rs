@@ -28,7 +28,7 @@ pub fn run(env: &Env, a: RestoreArgs) -> Result<u8> {
             "result": r,
         }))?;
     } else {
-        println!(
+        outln!(
             "restored snapshot {} to {}: {} files, {} dirs, {} other, {}",
             snap.id.short(),
             a.target.display(),
@@ -36,7 +36,7 @@ pub fn run(env: &Env, a: RestoreArgs) -> Result<u8> {
             r.dirs,
             r.other,
             size(r.bytes)
-        );
+        )?;
     }
     if r.errors > 0 {
         eprintln!("arc: error: {} item(s) could not be restored (see warnings above)", r.errors);
