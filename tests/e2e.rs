@@ -79,3 +79,6 @@ mod sourcechange;
 
 #[path = "e2e/pipes.rs"]
 mod pipes;
+
+#[path = "e2e/readonly.rs"]
+mod readonly;

@@ -26,6 +26,11 @@ pub struct Cli {
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
 
+    /// Read without taking a lock (commands that only read; automatic,
+    /// with a warning, when the repository cannot be written).
+    #[arg(long, global = true)]
+    pub no_lock: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }

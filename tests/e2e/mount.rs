@@ -18,7 +18,7 @@ use crate::fixture::build_full;
 use crate::util::*;
 
 /// Is `path` a mount point (per /proc/self/mountinfo)?
-fn is_mount_point(path: &Path) -> bool {
+pub(crate) fn is_mount_point(path: &Path) -> bool {
     let want = path.to_string_lossy().replace(' ', "\\040");
     fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
@@ -27,14 +27,14 @@ fn is_mount_point(path: &Path) -> bool {
 }
 
 /// A running `arc mount` (TZ=UTC, so names are predictable).
-struct Mounted {
+pub(crate) struct Mounted {
     child: Option<Running>,
     mnt: PathBuf,
 }
 
 impl Mounted {
     #[track_caller]
-    fn start(env: &TestEnv, mnt: &Path) -> Mounted {
+    pub(crate) fn start(env: &TestEnv, mnt: &Path) -> Mounted {
         fs::create_dir_all(mnt).unwrap();
         let mnt = fs::canonicalize(mnt).unwrap();
         let child = env.arc().env("TZ", "UTC").arg("mount").arg(&mnt).timeout(Duration::from_secs(120)).spawn();
@@ -54,13 +54,13 @@ impl Mounted {
         m
     }
 
-    fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+    pub(crate) fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
         self.mnt.join(rel)
     }
 
     /// SIGTERM, as Ctrl-C would; `arc mount` must unmount and exit 0.
     #[track_caller]
-    fn stop(mut self) -> Output {
+    pub(crate) fn stop(mut self) -> Output {
         let c = self.child.take().expect("running");
         c.signal(libc::SIGTERM);
         let out = c.wait();

@@ -560,6 +560,18 @@ impl TestEnv {
         self.cmd().arg("--repo").arg(repo)
     }
 
+    /// The index database (a cache) of `self.repo`: under
+    /// `$XDG_CACHE_HOME/arc/<repository id>/`, never in the repository.
+    pub fn index_db(&self) -> PathBuf {
+        let cache = self.home.join(".cache/arc");
+        let dbs: Vec<PathBuf> =
+            files_under(&cache).into_iter().filter(|p| p.extension() == Some(OsStr::new("redb"))).collect();
+        match dbs.as_slice() {
+            [one] => one.clone(),
+            other => panic!("expected one index database under {}, found {other:?}", cache.display()),
+        }
+    }
+
     pub fn init(&self) {
         self.arc().arg("init").run().success();
     }

@@ -51,14 +51,12 @@ pub fn run(env: &Env, a: BackupArgs) -> Result<u8> {
         });
     }
 
-    let repo = if env.is_default && !env.repo_path.join("config").exists() {
-        let repo = Repository::init_local(&env.repo_path, &InitOptions::default())
+    if env.is_default && !env.repo_path.join("config").exists() {
+        Repository::init_local(&env.repo_path, &InitOptions::default())
             .with_context(|| format!("cannot create the default repository at {}", env.repo_path.display()))?;
         eprintln!("arc: created repository at {}", env.repo_path.display());
-        repo
-    } else {
-        env.open()?
-    };
+    }
+    let repo = env.open()?;
     let parent = match &a.parent {
         Some(spec) => Some(repo.find_snapshot(spec, &Default::default())?.id),
         None => None,

@@ -75,7 +75,7 @@ fn node_json(path: &[u8], n: &Node) -> serde_json::Value {
 }
 
 pub fn ls(env: &Env, a: LsArgs) -> Result<u8> {
-    let repo = env.open()?;
+    let repo = env.open_read()?;
     let snap = find_snapshot(&repo, &a.snapshot, &a.filter)?;
     let located = tree_walk::locate(&repo, &snap, &a.path)?;
     let base = tree_walk::split_path(&a.path)?.join(&b'/');
@@ -138,7 +138,7 @@ pub fn ls(env: &Env, a: LsArgs) -> Result<u8> {
 
 pub fn cat(env: &Env, a: CatArgs) -> Result<u8> {
     let (spec, path) = split_target(&a.target, false)?;
-    let repo = env.open()?;
+    let repo = env.open_read()?;
     let snap = find_snapshot(&repo, &spec, &a.filter)?;
     let node = match tree_walk::locate(&repo, &snap, &path)? {
         Located::Node(n) if n.kind.has_chunks() => n,
@@ -163,7 +163,7 @@ pub fn dump(env: &Env, a: DumpArgs) -> Result<u8> {
     if a.output.is_none() && std::io::stdout().is_terminal() {
         return Err(anyhow!("refusing to write a tar archive to a terminal; redirect stdout or use --output FILE"));
     }
-    let repo = env.open()?;
+    let repo = env.open_read()?;
     let snap = find_snapshot(&repo, &spec, &a.filter)?;
     // Resolve the path before creating any output file.
     tree_walk::locate(&repo, &snap, &path)?;

@@ -6,7 +6,7 @@ use crate::args::CheckArgs;
 use crate::ui::{size, CliProgress};
 
 pub fn run(env: &Env, a: CheckArgs) -> Result<u8> {
-    let repo = env.open()?;
+    let repo = env.open_read()?;
     let progress = CliProgress::new(env.quiet, "check");
     let report = check(&repo, &CheckOptions { read_data: a.read_data }, &progress);
     progress.finish();

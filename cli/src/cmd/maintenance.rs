@@ -10,7 +10,7 @@ use crate::args::{ListArgs, ListWhat, RepairCommand, UnlockArgs};
 use crate::ui::{size, CliProgress};
 
 pub fn stats(env: &Env) -> Result<u8> {
-    let repo = env.open()?;
+    let repo = env.open_read()?;
     let s = arc_engine::ops::stats::stats(&repo)?;
     if env.json {
         super::print_json(&s)?;
@@ -69,7 +69,7 @@ pub fn repair(env: &Env, cmd: RepairCommand) -> Result<u8> {
 }
 
 pub fn list(env: &Env, a: ListArgs) -> Result<u8> {
-    let repo = env.open()?;
+    let repo = env.open_read()?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match a.what {
         ListWhat::Blobs => {

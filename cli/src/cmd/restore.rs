@@ -6,7 +6,7 @@ use crate::args::RestoreArgs;
 use crate::ui::{size, CliProgress};
 
 pub fn run(env: &Env, a: RestoreArgs) -> Result<u8> {
-    let repo = env.open()?;
+    let repo = env.open_read()?;
     let snap = find_snapshot(&repo, &a.snapshot, &a.filter)?;
     let opts = RestoreOptions {
         target: a.target.clone(),

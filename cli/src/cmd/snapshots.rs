@@ -28,7 +28,7 @@ pub fn snapshot_json(s: &Snapshot) -> serde_json::Value {
 }
 
 pub fn run(env: &Env, a: SnapshotsArgs) -> Result<u8> {
-    let repo = env.open()?;
+    let repo = env.open_read()?;
     let filter: SnapshotFilter = a.filter.into();
     // List what can be read; name each damaged snapshot file and fail at
     // the end, so that one bad file neither hides the others nor goes unseen.
