@@ -82,3 +82,6 @@ mod pipes;
 
 #[path = "e2e/readonly.rs"]
 mod readonly;
+
+#[path = "e2e/latest_path.rs"]
+mod latest_path;

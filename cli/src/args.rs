@@ -299,6 +299,9 @@ pub struct MountArgs {
 pub struct CatArgs {
     /// SNAPSHOT:PATH, e.g. latest:/etc/hosts
     pub target: String,
+    /// restic's spelling `cat latest /path`: refused with a hint.
+    #[arg(hide = true)]
+    pub extra: Option<String>,
     #[command(flatten)]
     pub filter: FilterArgs,
 }

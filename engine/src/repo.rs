@@ -62,11 +62,23 @@ pub struct SnapshotFilter {
 }
 
 impl SnapshotFilter {
+    /// Paths match as recorded, whichever way they are spelled:
+    /// `mysql/shop.sql` (a stream's name as given to --stdin-name) matches
+    /// the recorded `/mysql/shop.sql`, and `/var/www/` matches `/var/www`.
     pub fn matches(&self, s: &SnapshotFile) -> bool {
         (self.hosts.is_empty() || self.hosts.contains(&s.host))
             && self.tags.iter().all(|t| s.tags.contains(t))
-            && self.paths.iter().all(|p| s.paths.contains(p))
+            && self.paths.iter().all(|p| s.paths.iter().any(|q| same_path(p, q)))
     }
+}
+
+/// Two snapshot paths name the same thing: equal once empty and `.`
+/// components are dropped.
+pub fn same_path(a: &str, b: &str) -> bool {
+    fn parts(p: &str) -> impl Iterator<Item = &str> {
+        p.split('/').filter(|c| !c.is_empty() && *c != ".")
+    }
+    parts(a).eq(parts(b))
 }
 
 pub struct Repository {

@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
-use arc_engine::{Repository, Snapshot, SnapshotFilter};
+use arc_engine::{Repository, SnapshotFilter};
 
 use crate::args::{Cli, Command, FilterArgs};
 
@@ -84,7 +84,7 @@ impl Env {
     /// Opens the repository for a command that writes to it.
     pub fn open(&self) -> Result<Repository> {
         if self.no_lock {
-            return Err(anyhow!("--no-lock is only for commands that only read (snapshots, ls, cat, dump, restore, mount, check, stats, list)"));
+            return Err(usage("--no-lock is only for commands that only read (snapshots, ls, cat, dump, restore, mount, check, stats, list)"));
         }
         self.open_repo()
     }
@@ -151,8 +151,21 @@ impl From<FilterArgs> for SnapshotFilter {
     }
 }
 
-pub fn find_snapshot(repo: &Repository, spec: &str, filter: &FilterArgs) -> Result<Snapshot> {
-    Ok(repo.find_snapshot(spec, &filter.clone().into())?)
+/// A mistake in how arc was called, found after parsing: exits 2, like
+/// clap's own usage errors.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    Usage(message.into()).into()
 }
 
 /// Splits `SNAPSHOT:PATH` (PATH optional when `path_optional`).
@@ -160,7 +173,7 @@ pub fn split_target(target: &str, path_optional: bool) -> Result<(String, String
     match target.split_once(':') {
         Some((snap, path)) if !snap.is_empty() => Ok((snap.to_string(), path.to_string())),
         None if path_optional => Ok((target.to_string(), "/".to_string())),
-        _ => Err(anyhow!("{target:?} is not SNAPSHOT:PATH (for example latest:/etc/hosts)")),
+        _ => Err(usage(format!("{target:?} is not SNAPSHOT:PATH (for example latest:/etc/hosts)"))),
     }
 }
 

@@ -3,13 +3,13 @@
 
 use std::collections::HashSet;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use arc_engine::ops::forget::{self, ForgetOptions, ForgetReport, Verdict};
 use arc_engine::ops::prune::{self, PruneOptions, PruneReport, PruneStep};
 use arc_engine::ops::retention::{GroupBy, Policy, Reason};
 use arc_engine::{Id, Repository};
 
-use super::Env;
+use super::{usage, Env};
 use crate::args::{ForgetArgs, KeepArgs, PruneArgs};
 use crate::ui::{size, CliProgress};
 
@@ -33,6 +33,23 @@ pub fn has_rules(k: &KeepArgs) -> bool {
         || k.keep_yearly.is_some()
         || k.keep_within.is_some()
         || !k.keep_tags.is_empty()
+}
+
+/// The keep rules given with 0, as typed.
+fn zero_rules(k: &KeepArgs) -> Vec<String> {
+    [
+        ("--keep-last", k.keep_last),
+        ("--keep-hourly", k.keep_hourly),
+        ("--keep-daily", k.keep_daily),
+        ("--keep-decades", k.keep_decades),
+        ("--keep-weekly", k.keep_weekly),
+        ("--keep-monthly", k.keep_monthly),
+        ("--keep-yearly", k.keep_yearly),
+    ]
+    .into_iter()
+    .filter(|(_, v)| *v == Some(0))
+    .map(|(f, _)| format!("{f} 0"))
+    .collect()
 }
 
 pub fn policy(k: &KeepArgs) -> Result<(Policy, GroupBy)> {
@@ -133,14 +150,22 @@ fn print_forget(r: &ForgetReport, local: bool) -> std::io::Result<()> {
 pub fn forget(env: &Env, a: ForgetArgs) -> Result<u8> {
     let rules = has_rules(&a.keep);
     if !a.ids.is_empty() && rules {
-        return Err(anyhow!("give either snapshot ids or --keep-* rules, not both"));
+        return Err(usage("give either snapshot ids or --keep-* rules, not both"));
     }
     if a.ids.is_empty() && !rules {
-        return Err(anyhow!(
-            "nothing to forget: give --keep-* rules (e.g. --keep-daily 7 --keep-monthly 12) or snapshot ids"
+        return Err(usage(
+            "nothing to forget: give --keep-* rules (e.g. --keep-daily 7 --keep-monthly 12) or snapshot ids",
         ));
     }
     let (policy, group_by) = policy(&a.keep)?;
+    if a.ids.is_empty() && policy.is_empty() {
+        // Rules were given, but each keeps nothing (--keep-daily 0).
+        return Err(usage(format!(
+            "{} keeps no snapshot, so every snapshot would be forgotten; give a count of at least 1 \
+             (e.g. --keep-daily 7), or name the snapshots to forget by id",
+            zero_rules(&a.keep).join(" ")
+        )));
+    }
     let repo = env.open()?;
     let ids =
         a.ids.iter().map(|spec| Ok(repo.find_snapshot(spec, &Default::default())?.id)).collect::<Result<Vec<Id>>>()?;
