@@ -85,3 +85,6 @@ mod readonly;
 
 #[path = "e2e/latest_path.rs"]
 mod latest_path;
+
+#[path = "e2e/parent.rs"]
+mod parent;

@@ -212,6 +212,25 @@ fn stream_components(name: &str) -> Result<Vec<Vec<u8>>> {
 /// lands on or inside another stream or a backed-up path. A front end that
 /// starts dump commands calls this first, so a bad name stops it before
 /// any command runs.
+/// Whether a snapshot with `recorded` paths backed up the same files as a
+/// backup of `files` (plus streams, all of it `paths`): streams aside, so
+/// that adding or dropping a --command-stream keeps the parent and its
+/// change detection. A snapshot file does not say which of its paths were
+/// streams; a recorded path that is neither one of `files` nor anything on
+/// disk is taken for one (a stream's name, `/mysql/shop.sql`), while one
+/// that exists on disk was a backed-up file or directory this backup lacks.
+/// Only the choice of parent depends on this guess, and a parent only
+/// saves re-reading files whose size, times and inode are unchanged.
+fn same_files(recorded: &[String], files: &[String], paths: &[String]) -> bool {
+    if recorded == paths {
+        return true;
+    }
+    if files.is_empty() || !files.iter().all(|f| recorded.contains(f)) {
+        return false;
+    }
+    recorded.iter().filter(|r| !files.contains(r)).all(|r| paths.contains(r) || std::fs::symlink_metadata(r).is_err())
+}
+
 pub fn check_sources(paths: &[PathBuf], stream_names: &[&str]) -> Result<()> {
     resolve_sources(paths, stream_names).map(|_| ())
 }
@@ -270,7 +289,12 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
             let filter = SnapshotFilter { hosts: vec![host.clone()], ..Default::default() };
             // The parent only saves re-reading unchanged files, so a damaged
             // snapshot file is no reason to refuse a backup (check reports it).
-            repo.readable_snapshots()?.0.into_iter().rev().find(|s| filter.matches(&s.file) && s.file.paths == paths)
+            let files: Vec<String> = sources.iter().map(|s| s.disk.display().to_string()).collect();
+            repo.readable_snapshots()?
+                .0
+                .into_iter()
+                .rev()
+                .find(|s| filter.matches(&s.file) && same_files(&s.file.paths, &files, &paths))
         }
     };
     // Packs left by an interrupted backup: known to the index database from
