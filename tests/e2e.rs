@@ -88,3 +88,6 @@ mod latest_path;
 
 #[path = "e2e/parent.rs"]
 mod parent;
+
+#[path = "e2e/progress.rs"]
+mod progress;

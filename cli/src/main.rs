@@ -13,6 +13,7 @@ macro_rules! outln {
 }
 
 mod args;
+mod backup_progress;
 mod cmd;
 mod ui;
 

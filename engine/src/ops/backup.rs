@@ -318,7 +318,20 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
         stream_error: Mutex::new(None),
     };
 
-    let run = packer::run(repo, adopt, |sink| run_pipeline(&ctx, sink, &sources, streams, &stream_paths));
+    // The size estimate for progress runs beside the pipeline and stops
+    // with it.
+    let scan_stop = AtomicBool::new(false);
+    let run = std::thread::scope(|s| {
+        let disk: Vec<PathBuf> = sources.iter().map(|s| s.disk.clone()).collect();
+        let (stop, skip) = (&scan_stop, ctx.repo_root.as_deref());
+        std::thread::Builder::new()
+            .name("arc-scan".into())
+            .spawn_scoped(s, move || crate::scan::count(&disk, skip, stop, progress))
+            .ok();
+        let run = packer::run(repo, adopt, |sink| run_pipeline(&ctx, sink, &sources, streams, &stream_paths));
+        scan_stop.store(true, Ordering::Relaxed);
+        run
+    });
     // A repository error is the root cause when there is one; otherwise a
     // failed stream is, and no snapshot is written. The packs holding what
     // was read before are written and listed either way.
@@ -771,6 +784,7 @@ fn entry(
         }
     }
     if change == Change::Unchanged {
+        ctx.progress.unchanged(path, node.size);
         if let Some(p) = previous {
             node.chunks = p.chunks;
         }
@@ -1148,6 +1162,7 @@ fn store_file(
     buf: &mut Vec<u8>,
 ) -> Result<Stored> {
     crate::fault::pause_before_read(path);
+    ctx.progress.reading(path);
     // O_NOATIME keeps backups from dirtying every inode; it is refused for
     // files we do not own, so fall back to a plain open.
     let file =
