@@ -91,3 +91,6 @@ mod parent;
 
 #[path = "e2e/progress.rs"]
 mod progress;
+
+#[path = "e2e/bigdir.rs"]
+mod bigdir;
