@@ -156,6 +156,39 @@ pub struct BackupArgs {
     /// Read every file, even those unchanged since the parent snapshot.
     #[arg(long)]
     pub force_read: bool,
+    /// Leave out paths matching PATTERN (gitignore-style, see the README; repeatable).
+    #[arg(long = "exclude", short = 'e', value_name = "PATTERN", help_heading = "Selection")]
+    pub excludes: Vec<String>,
+    /// Like --exclude, ignoring case.
+    #[arg(long = "iexclude", value_name = "PATTERN", help_heading = "Selection")]
+    pub iexcludes: Vec<String>,
+    /// Read exclude patterns from FILE, one a line (# comments, blank lines allowed; repeatable).
+    #[arg(long = "exclude-file", value_name = "FILE", help_heading = "Selection")]
+    pub exclude_files: Vec<PathBuf>,
+    /// Like --exclude-file, ignoring case.
+    #[arg(long = "iexclude-file", value_name = "FILE", help_heading = "Selection")]
+    pub iexclude_files: Vec<PathBuf>,
+    /// Leave out the contents of directories holding a valid CACHEDIR.TAG (the tag is kept).
+    #[arg(long, help_heading = "Selection")]
+    pub exclude_caches: bool,
+    /// Leave out the contents of directories holding NAME (starting with CONTENT if given; repeatable).
+    #[arg(long, value_name = "NAME[:CONTENT]", help_heading = "Selection")]
+    pub exclude_if_present: Vec<String>,
+    /// Leave out files larger than SIZE (e.g. 2G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = "Selection")]
+    pub exclude_larger_than: Option<u64>,
+    /// Do not cross into other file systems or bind mounts (paths given are always read).
+    #[arg(long, short = 'x', help_heading = "Selection")]
+    pub one_file_system: bool,
+    /// Back up the paths listed in FILE, one a line (# comments; - for stdin; repeatable).
+    #[arg(long, value_name = "FILE", help_heading = "Selection")]
+    pub files_from: Vec<PathBuf>,
+    /// Back up the paths listed in FILE, NUL-separated (as find -print0 writes; repeatable).
+    #[arg(long, value_name = "FILE", help_heading = "Selection")]
+    pub files_from0: Vec<PathBuf>,
+    /// List what would be read and count what would be backed up; write nothing.
+    #[arg(long, short = 'n', conflicts_with = "any_stream")]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]

@@ -172,6 +172,8 @@ impl Fx {
             parent: None,
             program_version: "handmade".into(),
             summary: Summary::default(),
+            excludes: Vec::new(),
+            original: None,
         };
         let id = self.repo.save_snapshot(&file).unwrap();
         self.repo.load_snapshot(&id).unwrap()

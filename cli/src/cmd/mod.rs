@@ -10,6 +10,7 @@ mod maintenance;
 mod mount;
 mod restore;
 mod retention;
+mod select;
 mod snapshots;
 
 use std::path::PathBuf;
@@ -100,6 +101,16 @@ pub fn split_target(target: &str, path_optional: bool) -> Result<(String, String
         None if path_optional => Ok((target.to_string(), "/".to_string())),
         _ => Err(anyhow!("{target:?} is not SNAPSHOT:PATH (for example latest:/etc/hosts)")),
     }
+}
+
+/// One JSON object on one line (newline-delimited JSON, for lists and
+/// status lines that a script reads as they come).
+pub fn print_json_line<T: serde::Serialize>(v: &T) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
 }
 
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {

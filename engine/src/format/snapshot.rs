@@ -34,6 +34,14 @@ pub struct Summary {
     pub blobs_added: u64,
     /// Files or directories that could not be read; the snapshot lacks them.
     pub errors: u64,
+    /// Entries the backup's excludes left out (an excluded directory counts
+    /// once: nothing below it is looked at). Absent when zero.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub entries_excluded: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +58,14 @@ pub struct SnapshotFile {
     pub parent: Option<Id>,
     pub program_version: String,
     pub summary: Summary,
+    /// The excludes the backup applied, one rule a string (SPEC.md section
+    /// 9). Absent when there were none, and in snapshots of older versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excludes: Vec<String>,
+    /// The id of the snapshot this one was rewritten from (by `tag`); the
+    /// first one when rewritten again. Absent for an original.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<Id>,
 }
 
 impl SnapshotFile {
