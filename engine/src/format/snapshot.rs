@@ -79,3 +79,41 @@ impl SnapshotFile {
         serde_json::from_slice(&payload).map_err(|e| Error::corrupt("snapshot", name, e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod optional_fields_tests {
+    use super::*;
+
+    fn snapshot() -> SnapshotFile {
+        SnapshotFile {
+            time: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            host: "h".into(),
+            username: "u".into(),
+            uid: 1,
+            gid: 2,
+            paths: vec!["/srv".into()],
+            tags: vec![],
+            tree: Id::hash(b"tree"),
+            parent: None,
+            program_version: "arc 0.1.0".into(),
+            summary: Summary::default(),
+            excludes: Vec::new(),
+            original: None,
+        }
+    }
+
+    #[test]
+    fn excludes_original_and_entries_excluded_are_absent_when_empty_and_round_trip() {
+        let plain = snapshot();
+        let json = String::from_utf8(serde_json::to_vec(&plain).unwrap()).unwrap();
+        assert!(!json.contains("excludes") && !json.contains("original") && !json.contains("entries_excluded"));
+        let mut full = snapshot();
+        full.excludes = vec!["--exclude=*.tmp".into(), "--one-file-system".into()];
+        full.original = Some(Id::hash(b"first"));
+        full.summary.entries_excluded = 3;
+        let back = SnapshotFile::decode(&full.encode(), "x").unwrap();
+        assert_eq!(back, full);
+        // A snapshot of an older arc (none of the fields) reads as empty.
+        assert_eq!(SnapshotFile::decode(&plain.encode(), "x").unwrap(), plain);
+    }
+}
