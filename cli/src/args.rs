@@ -63,6 +63,84 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Delete data no snapshot uses and rewrite mostly unused packs.
     Prune(PruneArgs),
+    /// Show what changed between two snapshots: + added, - removed, M content, U metadata only, T type.
+    Diff(DiffArgs),
+    /// Find entries matching patterns in snapshots: in which, with size and mtime.
+    Find(FindArgs),
+    /// Add, remove or set the tags of snapshots.
+    Tag(TagArgs),
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    Completion(CompletionArgs),
+    /// Print the manual page (roff) of arc, or of one command.
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The first snapshot (id prefix or "latest").
+    pub snapshot1: String,
+    /// The second snapshot (id prefix or "latest").
+    pub snapshot2: String,
+    /// Leave out metadata-only changes (U).
+    #[arg(long)]
+    pub content_only: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct FindArgs {
+    /// Patterns (gitignore-style, matched on the snapshot path; `name` matches at any depth).
+    #[arg(required = true, value_name = "PATTERN")]
+    pub patterns: Vec<String>,
+    /// Match ignoring case.
+    #[arg(long, short = 'i')]
+    pub ignore_case: bool,
+    /// Only entries modified at or before TIME (RFC 3339, YYYY-MM-DD or "YYYY-MM-DD HH:MM:SS", UTC).
+    #[arg(long, short = 'N', value_name = "TIME", value_parser = parse_loose_time)]
+    pub newest: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only entries modified at or after TIME.
+    #[arg(long, short = 'O', value_name = "TIME", value_parser = parse_loose_time)]
+    pub oldest: Option<chrono::DateTime<chrono::Utc>>,
+    /// Search only these snapshots (id prefix or "latest"; repeatable; default: all matching the filter).
+    #[arg(long = "snapshot", short = 's', value_name = "ID")]
+    pub snapshots: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("change").required(true).multiple(true)))]
+pub struct TagArgs {
+    /// Snapshots to change (id prefix or "latest"; default: all matching the filter).
+    #[arg(value_name = "ID")]
+    pub snapshots: Vec<String>,
+    /// Add TAG (repeatable).
+    #[arg(long, value_name = "TAG", group = "change")]
+    pub add: Vec<String>,
+    /// Remove TAG (repeatable).
+    #[arg(long, value_name = "TAG", group = "change")]
+    pub remove: Vec<String>,
+    /// Replace all tags with these (repeatable; --set "" removes all).
+    #[arg(long, value_name = "TAG", group = "change", conflicts_with_all = ["add", "remove"])]
+    pub set: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// The command whose page to print (default: arc itself).
+    pub command: Option<String>,
+    /// Write a page for arc and for every command into DIR (arc.1, arc-backup.1, ...).
+    #[arg(long, value_name = "DIR", conflicts_with = "command")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -407,6 +485,23 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
         return Err(format!("{s:?} is not between 0% and 100%"));
     }
     Ok(v / 100.0)
+}
+
+/// Times as RFC 3339, `YYYY-MM-DD` (midnight) or `YYYY-MM-DD HH:MM[:SS]`, UTC.
+pub fn parse_loose_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    for f in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, f) {
+            return Ok(t.and_utc());
+        }
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| format!("{s:?} is not a time like 2026-07-24, \"2026-07-24 12:00\" or 2026-07-24T12:00:00Z"))
 }
 
 pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {

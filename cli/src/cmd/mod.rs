@@ -5,6 +5,9 @@ mod backup;
 mod browse;
 mod check;
 mod command_stream;
+mod diff;
+mod docs;
+mod find;
 mod init;
 mod maintenance;
 mod mount;
@@ -12,6 +15,7 @@ mod restore;
 mod retention;
 mod select;
 mod snapshots;
+mod tag;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -56,6 +60,11 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         Command::Unlock(a) => maintenance::unlock(&env, a),
         Command::Forget(a) => retention::forget(&env, a),
         Command::Prune(a) => retention::prune(&env, a),
+        Command::Diff(a) => diff::run(&env, a),
+        Command::Find(a) => find::run(&env, a),
+        Command::Tag(a) => tag::run(&env, a),
+        Command::Completion(a) => docs::completion(a),
+        Command::Man(a) => docs::man(a),
     }
 }
 
