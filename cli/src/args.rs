@@ -371,9 +371,18 @@ pub struct RestoreArgs {
     /// Directory to restore into (created if missing).
     #[arg(long, short = 't')]
     pub target: PathBuf,
-    /// Restore only this snapshot path and what is below it (repeatable).
-    #[arg(long = "include", short = 'i', value_name = "PATH")]
+    /// Restore only what matches PATTERN (a path or a gitignore-style pattern) and what is below it (repeatable).
+    #[arg(long = "include", short = 'i', value_name = "PATTERN")]
     pub includes: Vec<String>,
+    /// Like --include, ignoring case.
+    #[arg(long = "iinclude", value_name = "PATTERN")]
+    pub iincludes: Vec<String>,
+    /// Do not restore what matches PATTERN, nor anything below it (repeatable).
+    #[arg(long = "exclude", short = 'e', value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+    /// Like --exclude, ignoring case.
+    #[arg(long = "iexclude", value_name = "PATTERN")]
+    pub iexcludes: Vec<String>,
     /// Restore into a non-empty target, replacing entries in the way.
     #[arg(long)]
     pub overwrite: bool,
