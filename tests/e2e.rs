@@ -78,3 +78,6 @@ mod sourcechange;
 
 #[path = "e2e/select.rs"]
 mod select;
+
+#[path = "e2e/everyday.rs"]
+mod everyday;

@@ -434,6 +434,36 @@ pub struct CheckArgs {
     /// Read every pack and re-hash every blob.
     #[arg(long)]
     pub read_data: bool,
+    /// Read one share of the packs: n/m (group n of m) or P% (the next group of 100/P on each run,
+    /// so a daily cron job reads every pack over the cycle).
+    #[arg(long, value_name = "n/m|P%", conflicts_with = "read_data", value_parser = parse_subset)]
+    pub read_data_subset: Option<Subset>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Subset {
+    /// Group `.0` (from 1) of `.1`.
+    Group(u32, u32),
+    /// This share of the packs, rotating from run to run.
+    Percent(f64),
+}
+
+pub fn parse_subset(s: &str) -> Result<Subset, String> {
+    if let Some((n, m)) = s.split_once('/') {
+        let (n, m): (u32, u32) = match (n.trim().parse(), m.trim().parse()) {
+            (Ok(n), Ok(m)) => (n, m),
+            _ => return Err(format!("{s:?} is not n/m like 1/20")),
+        };
+        if m == 0 || n == 0 || n > m {
+            return Err(format!("{s:?}: n/m needs 1 <= n <= m"));
+        }
+        return Ok(Subset::Group(n, m));
+    }
+    let p = parse_percent(s)?;
+    if p <= 0.0 {
+        return Err(format!("{s:?}: the share must be more than 0%"));
+    }
+    Ok(Subset::Percent(p))
 }
 
 #[derive(Subcommand, Debug)]
