@@ -28,7 +28,7 @@ pub struct CheckOptions {
     pub read_data: bool,
     /// Read only the packs of one group of `groups` (`(group, groups)`,
     /// group counted from 0): a pack belongs to group `n` when the first
-    /// four bytes of its id, as a big-endian number, are `n` modulo
+    /// four bytes of its id, as a little-endian number, are `n` modulo
     /// `groups`. Ids are hashes, so groups are about equal, and running
     /// every group once reads every pack once.
     pub read_data_subset: Option<(u32, u32)>,
@@ -37,7 +37,7 @@ pub struct CheckOptions {
 /// Whether `pack` is in group `group` of `groups` (see [`CheckOptions`]).
 pub fn in_subset(pack: &Id, group: u32, groups: u32) -> bool {
     let b = pack.as_bytes();
-    let n = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let n = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     groups == 0 || n % groups == group
 }
 
