@@ -81,3 +81,6 @@ mod select;
 
 #[path = "e2e/everyday.rs"]
 mod everyday;
+
+#[path = "e2e/bigdir.rs"]
+mod bigdir;

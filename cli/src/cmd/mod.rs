@@ -15,6 +15,7 @@ mod restore;
 mod retention;
 mod select;
 mod snapshots;
+mod stdin_stream;
 mod tag;
 
 use std::path::PathBuf;

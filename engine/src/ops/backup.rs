@@ -133,6 +133,19 @@ impl Slot {
         self.ready.notify_all();
     }
 
+    /// Sets `Failed` unless a value was set: dropped by a worker that
+    /// panicked, so the tree builder waiting on the slot is not left
+    /// waiting for work that will never happen (the panic itself ends the
+    /// backup when the worker threads are joined).
+    fn fail_if_unset(&self) {
+        let mut g = self.value.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            *g = Some(FileOutcome::Failed);
+        }
+        drop(g);
+        self.ready.notify_all();
+    }
+
     fn wait(&self) -> FileOutcome {
         let Ok(mut g) = self.value.lock() else {
             return FileOutcome::Failed;
@@ -215,7 +228,8 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
 
     let ctx = Ctx::new(repo, progress, &mut opts, parent.as_ref().map(|p| p.file.tree));
 
-    let run = packer::run(repo, adopt, |sink| run_pipeline(&ctx, sink, &sources, streams, &stream_paths));
+    let abort = || ctx.stopping();
+    let run = packer::run(repo, adopt, &abort, |sink| run_pipeline(&ctx, sink, &sources, streams, &stream_paths));
     // A repository error is the root cause when there is one; otherwise a
     // failed stream is, and no snapshot is written. The packs holding what
     // was read before are written and listed either way.
@@ -456,8 +470,9 @@ fn run_pipeline(
             let (slot, running) = (slot.clone(), &streams_running);
             scope.spawn(move || {
                 let _done = CountDown(running);
+                let guard = SlotGuard(slot);
                 let r = store_stream(ctx, sink, &name, reader, allow_empty);
-                slot.set(settle(ctx, sink, Path::new(&name), r));
+                guard.0.set(settle(ctx, sink, Path::new(&name), r));
             });
         }
         if !stops.is_empty() {
@@ -485,6 +500,15 @@ fn run_pipeline(
         let root = assemble(sink, &reader, Path::new("/"), items, &mut summary)?;
         Ok((root, summary))
     })
+}
+
+/// Fails its slot if dropped before a value was set (a panicking worker).
+struct SlotGuard(Arc<Slot>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.fail_if_unset();
+    }
 }
 
 /// Counts a stream thread as finished however it ends.

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use crossbeam_channel::Receiver;
 
-use super::{Ctx, FileOutcome, Job, Seen};
+use super::{Ctx, FileOutcome, Job, Seen, SlotGuard};
 use crate::chunker::{Chunker, StreamChunker};
 use crate::error::{Error, Result};
 use crate::format::pack::BlobKind;
@@ -23,8 +23,9 @@ pub(super) fn worker(ctx: &Ctx<'_>, sink: &BlobSink<'_>, jobs: Receiver<Job>) {
     let mut buf = Vec::new();
     let mut reader = None;
     for Job { path, seen, slot, .. } in jobs.iter() {
+        let guard = SlotGuard(slot);
         let r = store_file(ctx, sink, &mut reader, &path, seen, &mut buf);
-        slot.set(settle(ctx, sink, &path, r));
+        guard.0.set(settle(ctx, sink, &path, r));
     }
 }
 
