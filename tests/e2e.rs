@@ -84,3 +84,6 @@ mod everyday;
 
 #[path = "e2e/bigdir.rs"]
 mod bigdir;
+
+#[path = "e2e/json_docs.rs"]
+mod json_docs;
