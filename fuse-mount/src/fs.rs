@@ -35,6 +35,7 @@ use crate::attr::{file_attr, file_type};
 use crate::errno::{is_damage, to_errno};
 use crate::inode::{child_key, Inode, InodeTable};
 use crate::spin::Spinner;
+use crate::stats::{Op, RequestCounts};
 use crate::MountEvents;
 
 /// Snapshot content never changes: the kernel may keep names and
@@ -201,6 +202,8 @@ pub struct ArcFs {
     zero_message_opendir: bool,
     /// Keeps CPUs awake while requests flow (see `spin.rs`).
     spinner: Option<Arc<Spinner>>,
+    /// Requests by opcode, when counting was asked for.
+    counts: Option<Arc<RequestCounts>>,
 }
 
 impl ArcFs {
@@ -209,6 +212,7 @@ impl ArcFs {
         events: Arc<dyn MountEvents>,
         read_threads: usize,
         spinner: Option<Arc<Spinner>>,
+        counts: Option<Arc<RequestCounts>>,
     ) -> ArcFs {
         let inodes = Arc::new(InodeTable::new());
         let report = Arc::new(Reporter {
@@ -226,13 +230,25 @@ impl ArcFs {
             readers: ReadPool::new(read_threads),
             zero_message_opendir: false,
             spinner,
+            counts,
         }
     }
 
     /// Every request starts here.
-    fn request(&self) {
+    fn request(&self, op: Op) {
         if let Some(s) = &self.spinner {
             s.request();
+        }
+        if let Some(c) = &self.counts {
+            c.add(op);
+        }
+    }
+
+    /// Counts a request that needs no busy-polling (no reply, or a
+    /// refusal).
+    fn count(&self, op: Op) {
+        if let Some(c) = &self.counts {
+            c.add(op);
         }
     }
 
@@ -346,7 +362,7 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.request();
+        self.request(Op::Lookup);
         let p = match self.inode(parent) {
             Ok(p) => p,
             Err(e) => return reply.error(e),
@@ -367,11 +383,12 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.count(Op::Forget);
         self.inodes.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.request();
+        self.request(Op::Getattr);
         let i = match self.inode(ino) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
@@ -383,7 +400,7 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.request();
+        self.request(Op::Readlink);
         let i = match self.inode(ino) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
@@ -395,7 +412,7 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.request();
+        self.request(Op::Open);
         if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
             return reply.error(Errno::EROFS);
         }
@@ -426,7 +443,7 @@ impl fuser::Filesystem for ArcFs {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.request();
+        self.request(Op::Read);
         let Some(f) = self.files.get(fh.0) else { return reply.error(Errno::EBADF) };
         if size <= INLINE_READ_MAX && self.vfs.read_is_cached(&f, offset, size) {
             return match self.vfs.read_at(&f, offset, size) {
@@ -451,21 +468,23 @@ impl fuser::Filesystem for ArcFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.request();
+        self.request(Op::Release);
         self.files.remove(fh.0);
         reply.ok();
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        self.count(Op::Flush);
         reply.ok();
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.count(Op::Fsync);
         reply.ok();
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.request();
+        self.request(Op::Opendir);
         // Directory handles hold nothing a READDIR could not look up
         // itself, so when the kernel can do without OPENDIR and RELEASEDIR
         // (answering ENOSYS once switches them off), every directory a
@@ -496,7 +515,7 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        self.request();
+        self.request(Op::Readdir);
         let dir = match self.inode(ino) {
             Ok(d) => d,
             Err(e) => return reply.error(e),
@@ -523,18 +542,18 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        self.request();
+        self.request(Op::Releasedir);
         self.dirs.remove(fh.0);
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.request();
+        self.request(Op::Statfs);
         reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        self.request();
+        self.request(Op::Getxattr);
         let i = match self.inode(ino) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
@@ -547,7 +566,7 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.request();
+        self.request(Op::Listxattr);
         let i = match self.inode(ino) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
@@ -559,7 +578,7 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        self.request();
+        self.request(Op::Access);
         // default_permissions has the kernel check modes itself; this only
         // answers writes.
         if mask.contains(AccessFlags::W_OK) {
@@ -589,6 +608,7 @@ impl fuser::Filesystem for ArcFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
@@ -602,22 +622,27 @@ impl fuser::Filesystem for ArcFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
     fn mkdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
     fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
     fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
     fn symlink(&self, _req: &Request, _parent: INodeNo, _link_name: &OsStr, _target: &Path, reply: ReplyEntry) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
@@ -631,10 +656,12 @@ impl fuser::Filesystem for ArcFs {
         _flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
     fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
@@ -650,6 +677,7 @@ impl fuser::Filesystem for ArcFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
@@ -663,6 +691,7 @@ impl fuser::Filesystem for ArcFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
@@ -676,10 +705,12 @@ impl fuser::Filesystem for ArcFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
@@ -693,6 +724,7 @@ impl fuser::Filesystem for ArcFs {
         _mode: i32,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 }

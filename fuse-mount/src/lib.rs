@@ -14,6 +14,7 @@ mod errno;
 mod fs;
 mod inode;
 mod spin;
+mod stats;
 
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
@@ -53,6 +54,8 @@ pub struct MountOptions {
     pub busy_poll: Duration,
     /// Number of those threads: one per side of a walker/mount exchange.
     pub busy_poll_threads: usize,
+    /// Count kernel requests by opcode ([`Mounted::request_counts`]).
+    pub count_requests: bool,
 }
 
 impl Default for MountOptions {
@@ -65,6 +68,7 @@ impl Default for MountOptions {
             fsname: "arc".into(),
             busy_poll: Duration::from_micros(200),
             busy_poll_threads: cpus.min(2),
+            count_requests: false,
         }
     }
 }
@@ -198,6 +202,7 @@ fn check_mountpoint(mountpoint: &Path) -> Result<(), MountError> {
 pub struct Mounted {
     session: Option<BackgroundSession>,
     mountpoint: PathBuf,
+    counts: Option<Arc<stats::RequestCounts>>,
 }
 
 /// How an unmount went.
@@ -251,7 +256,8 @@ pub fn mount(
     let canonical =
         std::fs::canonicalize(mountpoint).map_err(|e| MountError::Io { path: mountpoint.to_path_buf(), source: e })?;
     let spinner = spin::Spinner::start(opts.busy_poll, opts.busy_poll_threads).map(Arc::new);
-    let fs = fs::ArcFs::new(vfs, events, opts.read_threads, spinner.clone());
+    let counts = opts.count_requests.then(|| Arc::new(stats::RequestCounts::default()));
+    let fs = fs::ArcFs::new(vfs, events, opts.read_threads, spinner.clone(), counts.clone());
     let session = fuser::Session::new(fs, &canonical, &cfg)
         .map_err(|e| MountError::Mount { path: canonical.clone(), source: e })?;
     // The dispatch thread itself polls /dev/fuse during a burst (see
@@ -265,7 +271,7 @@ pub fn mount(
     }
     let session = session.spawn().map_err(|e| MountError::Mount { path: mountpoint.to_path_buf(), source: e })?;
     raise_kernel_readahead(&canonical);
-    Ok(Mounted { session: Some(session), mountpoint: canonical })
+    Ok(Mounted { session: Some(session), mountpoint: canonical, counts })
 }
 
 /// Lets the kernel read further ahead in files of this mount than the
@@ -282,6 +288,13 @@ fn raise_kernel_readahead(mountpoint: &Path) {
 impl Mounted {
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// Kernel requests received so far by opcode (nonzero ones), if
+    /// [`MountOptions::count_requests`] was set. Forgets are counted per
+    /// inode.
+    pub fn request_counts(&self) -> Option<Vec<(&'static str, u64)>> {
+        self.counts.as_ref().map(|c| c.snapshot())
     }
 
     /// The file system was unmounted from outside (`fusermount3 -u`,
