@@ -18,6 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
+use std::num::NonZeroUsize;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +31,7 @@ use fuser::{
     OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
+use lru::LruCache;
 
 use crate::attr::{file_attr, file_type};
 use crate::errno::{is_damage, to_errno};
@@ -82,6 +84,44 @@ impl<T> Handles<T> {
     }
     fn remove(&self, fh: u64) {
         lock(self.shard(fh)).remove(&fh);
+    }
+}
+
+/// Open files by inode, for reads the kernel sends without a handle (no
+/// OPEN round trip, see `open`). An [`OpenFile`] is cheap to rebuild (its
+/// chunk table is cached by the VFS); what keeping it buys is its record
+/// of where the previous read ended, which tells a sequential reader (who
+/// gets readahead) from a random one. Bounded: a file pushed out simply
+/// starts over as a new reader.
+struct FilesByInode {
+    shards: Vec<Mutex<LruCache<u64, Arc<OpenFile>>>>,
+}
+
+impl FilesByInode {
+    const SHARDS: usize = 16;
+    const PER_SHARD: usize = 256;
+
+    fn new() -> Self {
+        let cap = NonZeroUsize::new(Self::PER_SHARD).unwrap_or(NonZeroUsize::MIN);
+        FilesByInode { shards: (0..Self::SHARDS).map(|_| Mutex::new(LruCache::new(cap))).collect() }
+    }
+
+    fn shard(&self, ino: u64) -> &Mutex<LruCache<u64, Arc<OpenFile>>> {
+        &self.shards[(ino % Self::SHARDS as u64) as usize]
+    }
+
+    fn get_or_open(
+        &self,
+        ino: u64,
+        open: impl FnOnce() -> Result<OpenFile, VfsError>,
+    ) -> Result<Arc<OpenFile>, VfsError> {
+        if let Some(f) = lock(self.shard(ino)).get(&ino) {
+            return Ok(f.clone());
+        }
+        // Opened outside the lock: it may look chunks up in the index.
+        let f = Arc::new(open()?);
+        lock(self.shard(ino)).put(ino, f.clone());
+        Ok(f)
     }
 }
 
@@ -195,11 +235,15 @@ pub struct ArcFs {
     vfs: Arc<Vfs>,
     inodes: Arc<InodeTable>,
     files: Handles<OpenFile>,
+    /// Files read without OPEN (`no_open`).
+    files_by_ino: FilesByInode,
     dirs: Handles<DirHandle>,
     report: Arc<Reporter>,
     readers: ReadPool,
     /// The kernel opens directories without asking (see `opendir`).
     zero_message_opendir: bool,
+    /// The kernel opens files without asking (see `open`).
+    zero_message_open: bool,
     /// Keeps CPUs awake while requests flow (see `spin.rs`).
     spinner: Option<Arc<Spinner>>,
     /// Requests by opcode, when counting was asked for.
@@ -225,10 +269,12 @@ impl ArcFs {
             vfs,
             inodes,
             files: Handles::new(),
+            files_by_ino: FilesByInode::new(),
             dirs: Handles::new(),
             report,
             readers: ReadPool::new(read_threads),
             zero_message_opendir: false,
+            zero_message_open: false,
             spinner,
             counts,
         }
@@ -352,6 +398,7 @@ impl fuser::Filesystem for ArcFs {
         }
         self.zero_message_opendir = offered.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
             && config.capabilities().contains(InitFlags::FUSE_AUTO_INVAL_DATA);
+        self.zero_message_open = offered.contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
         // Let the kernel read ahead as far as it allows (large, parallel
         // background reads of files), and keep more of them in flight.
         if let Err(max) = config.set_max_readahead(4 << 20) {
@@ -416,6 +463,18 @@ impl fuser::Filesystem for ArcFs {
         if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
             return reply.error(Errno::EROFS);
         }
+        // A file handle holds nothing a READ could not find from the inode
+        // (`FilesByInode`), so when the kernel can do without OPEN and
+        // RELEASE (answering ENOSYS once switches them off for the life of
+        // the mount), every file a copy reads costs two round trips less.
+        // The kernel then keeps each file's page cache across opens, as
+        // FOPEN_KEEP_CACHE below asks. Writes never get here (the mount is
+        // read-only: the kernel refuses them itself), and a file whose
+        // chunks cannot be found fails at its first READ instead, with the
+        // same EIO and report.
+        if self.zero_message_open {
+            return reply.error(Errno::ENOSYS);
+        }
         let i = match self.inode(ino) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
@@ -444,7 +503,20 @@ impl fuser::Filesystem for ArcFs {
         reply: ReplyData,
     ) {
         self.request(Op::Read);
-        let Some(f) = self.files.get(fh.0) else { return reply.error(Errno::EBADF) };
+        let f = if fh.0 == 0 {
+            // Opened without OPEN (see `open`).
+            let i = match self.inode(ino) {
+                Ok(i) => i,
+                Err(e) => return reply.error(e),
+            };
+            match self.files_by_ino.get_or_open(ino.0, || self.vfs.open(&i.entry)) {
+                Ok(f) => f,
+                Err(e) => return reply.error(self.fail(ino.0, &e)),
+            }
+        } else {
+            let Some(f) = self.files.get(fh.0) else { return reply.error(Errno::EBADF) };
+            f
+        };
         if size <= INLINE_READ_MAX && self.vfs.read_is_cached(&f, offset, size) {
             return match self.vfs.read_at(&f, offset, size) {
                 Ok(buf) => reply.data(&buf),
@@ -475,7 +547,9 @@ impl fuser::Filesystem for ArcFs {
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
         self.count(Op::Flush);
-        reply.ok();
+        // Nothing to flush on a read-only mount; ENOSYS once tells the
+        // kernel so, and it stops sending FLUSH on every close.
+        reply.error(Errno::ENOSYS);
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
