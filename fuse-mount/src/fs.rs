@@ -503,6 +503,13 @@ impl fuser::Filesystem for ArcFs {
         reply: ReplyData,
     ) {
         self.request(Op::Read);
+        if offset == 0 {
+            // A file read from its start: its small neighbours are likely
+            // next (a copy of the directory).
+            if let Ok(i) = self.inode(ino) {
+                self.vfs.readahead_after(&i.entry);
+            }
+        }
         let f = if fh.0 == 0 {
             // Opened without OPEN (see `open`).
             let i = match self.inode(ino) {

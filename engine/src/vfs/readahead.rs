@@ -1,0 +1,154 @@
+//! Directory-granular readahead for small files.
+//!
+//! Copying a directory of small files out of the mount (`cp -a`, `rsync`,
+//! `tar`) reads one file after another, each in a single READ. Without
+//! help every one of those reads misses the chunk cache and waits for an
+//! index lookup, a pack read, a decompression and a hash, on a read worker
+//! the dispatch thread has to hand it to. So when a file of a directory is
+//! first read, the small files that follow it in the directory (in listing
+//! order, the order those tools read in) are loaded in the background, up
+//! to a byte budget per batch; when the reader is halfway through a batch
+//! the next one starts. Consecutive small files share pack frames, which
+//! the blob reader decodes once for all of them.
+//!
+//! Bounded: a batch holds at most [`VfsOptions::dir_readahead_bytes`] of
+//! file data, at most [`MAX_RUNNING`] batches run at once (others are
+//! skipped, not queued), and everything lands in the byte-bounded chunk
+//! cache. Walks that read no file data (`find`, `ls -lR`) never start one.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
+
+use super::cache::Slot;
+use super::{chunk_weight, load_chunk, lock, ChunkTable, Entry, Vfs};
+use crate::format::tree::{NodeKind, Tree};
+use crate::id::Id;
+
+/// Files larger than this are left to the sequential readahead of
+/// [`Vfs::read_at`], which follows the reader through them.
+pub(super) const SMALL_FILE: u64 = 1 << 20;
+/// Directory batches running at once.
+const MAX_RUNNING: usize = 2;
+/// Directories whose progress is remembered.
+const TRACKED_DIRS: usize = 256;
+
+/// Where the readahead of one directory stands.
+#[derive(Clone, Copy)]
+enum Progress {
+    /// A batch is loading.
+    Running,
+    /// The last batch covered entries up to `end` (exclusive); the next
+    /// starts when a file at or past `next_at` is read.
+    Done { next_at: u32, end: u32 },
+}
+
+pub(super) struct DirReadahead {
+    dirs: Mutex<LruCache<Id, Progress>>,
+    running: Arc<AtomicUsize>,
+}
+
+impl DirReadahead {
+    pub(super) fn new() -> DirReadahead {
+        let cap = std::num::NonZeroUsize::new(TRACKED_DIRS).unwrap_or(std::num::NonZeroUsize::MIN);
+        DirReadahead { dirs: Mutex::new(LruCache::new(cap)), running: Arc::new(AtomicUsize::new(0)) }
+    }
+}
+
+/// Decrements the running count however the batch ends.
+struct RunningGuard(Arc<AtomicUsize>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Vfs {
+    /// `file` is being read from its start: load the small files after it
+    /// in its directory in the background, unless that is under way or
+    /// done. Front ends call this on a file's first read.
+    pub fn readahead_after(self: &Arc<Self>, file: &Entry) {
+        let Entry::Node { tree: dir, index } = *file else { return };
+        let budget = self.opts.dir_readahead_bytes;
+        if budget == 0 {
+            return;
+        }
+        let from = {
+            let mut dirs = lock(&self.dir_readahead.dirs);
+            let from = match dirs.get(&dir) {
+                None => index + 1,
+                Some(Progress::Running) => return,
+                Some(Progress::Done { next_at, end }) if index >= *next_at && index < *end => *end,
+                // Read past the last batch (a reader that skipped ahead):
+                // start again from here.
+                Some(Progress::Done { end, .. }) if index >= *end => index + 1,
+                Some(Progress::Done { .. }) => return,
+            };
+            let running = &self.dir_readahead.running;
+            if running.fetch_add(1, Ordering::AcqRel) >= MAX_RUNNING {
+                running.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+            dirs.put(dir, Progress::Running);
+            from
+        };
+        let guard = RunningGuard(self.dir_readahead.running.clone());
+        let vfs = self.clone();
+        rayon::spawn(move || {
+            let _guard = guard;
+            let progress = match vfs.tree(&dir) {
+                Ok(tree) => vfs.load_batch(dir, &tree, from, budget),
+                // The reader hits (and reports) the same failure itself.
+                Err(_) => Progress::Done { next_at: u32::MAX, end: u32::MAX },
+            };
+            lock(&vfs.dir_readahead.dirs).put(dir, progress);
+        });
+    }
+
+    /// Loads the chunks of the small files from entry `from` on, until
+    /// `budget` bytes of them are cached or loading.
+    fn load_batch(&self, dir: Id, tree: &Tree, from: u32, budget: u64) -> Progress {
+        let Ok(reader) = self.repo.index().and_then(|i| i.reader()) else {
+            return Progress::Done { next_at: u32::MAX, end: u32::MAX };
+        };
+        let mut bytes = 0u64;
+        let mut end = from;
+        for (i, node) in tree.nodes.iter().enumerate().skip(from as usize) {
+            if bytes >= budget {
+                break;
+            }
+            end = i as u32 + 1;
+            if node.kind != NodeKind::File || node.size > SMALL_FILE || node.chunks.is_empty() {
+                continue;
+            }
+            let key = (dir, i as u32);
+            let cached = lock(&self.tables).get(&key).cloned();
+            let table = match cached {
+                Some(t) => t,
+                None => match ChunkTable::build(&reader, &dir, node) {
+                    Ok(t) => {
+                        let t = Arc::new(t);
+                        lock(&self.tables).put(key, t.clone());
+                        t
+                    }
+                    // Left for the reader to find and report.
+                    Err(_) => continue,
+                },
+            };
+            for (id, loc) in &table.chunks {
+                if let Slot::Claimed(claim) = self.chunks.claim(id, chunk_weight) {
+                    // A failure is not cached: the reader retries and
+                    // reports it.
+                    let _ = claim.complete(load_chunk(&self.repo, id, loc));
+                }
+            }
+            bytes += node.size;
+        }
+        if end as usize >= tree.nodes.len() {
+            return Progress::Done { next_at: u32::MAX, end: u32::MAX };
+        }
+        Progress::Done { next_at: from + (end - from) / 2, end }
+    }
+}
