@@ -530,6 +530,7 @@ impl fuser::Filesystem for ArcFs {
                 Err(e) => reply.error(self.fail(ino.0, &e)),
             };
         }
+        self.count(Op::ReadQueued);
         let (vfs, report) = (self.vfs.clone(), self.report.clone());
         self.readers.run(Box::new(move || match vfs.read_at(&f, offset, size) {
             Ok(buf) => reply.data(&buf),

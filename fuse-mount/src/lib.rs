@@ -290,11 +290,12 @@ impl Mounted {
         &self.mountpoint
     }
 
-    /// Kernel requests received so far by opcode (nonzero ones), if
-    /// [`MountOptions::count_requests`] was set. Forgets are counted per
-    /// inode.
-    pub fn request_counts(&self) -> Option<Vec<(&'static str, u64)>> {
-        self.counts.as_ref().map(|c| c.snapshot())
+    /// Kernel requests received so far: the total and the nonzero counts
+    /// by opcode, if [`MountOptions::count_requests`] was set. Forgets are
+    /// counted per inode; `read-queued` counts the reads (among `read`)
+    /// whose data was not in memory and went to a read worker.
+    pub fn request_counts(&self) -> Option<(u64, Vec<(&'static str, u64)>)> {
+        self.counts.as_ref().map(|c| (c.total(), c.snapshot()))
     }
 
     /// The file system was unmounted from outside (`fusermount3 -u`,

@@ -20,6 +20,8 @@ pub enum Op {
     Readlink,
     Open,
     Read,
+    /// Of the reads, those handed to a read worker (data not in memory).
+    ReadQueued,
     Flush,
     Release,
     Fsync,
@@ -35,13 +37,14 @@ pub enum Op {
     Write,
 }
 
-const ALL: [Op; 18] = [
+const ALL: [Op; 19] = [
     Op::Lookup,
     Op::Forget,
     Op::Getattr,
     Op::Readlink,
     Op::Open,
     Op::Read,
+    Op::ReadQueued,
     Op::Flush,
     Op::Release,
     Op::Fsync,
@@ -65,6 +68,7 @@ impl Op {
             Op::Readlink => "readlink",
             Op::Open => "open",
             Op::Read => "read",
+            Op::ReadQueued => "read-queued",
             Op::Flush => "flush",
             Op::Release => "release",
             Op::Fsync => "fsync",
@@ -92,6 +96,12 @@ impl RequestCounts {
         self.counts[op as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Requests received (read-queued is a subset of read, not another
+    /// request; forgets are counted per inode).
+    pub fn total(&self) -> u64 {
+        ALL.iter().filter(|&&op| op != Op::ReadQueued).map(|&op| self.counts[op as usize].load(Ordering::Relaxed)).sum()
+    }
+
     /// Nonzero counts, in opcode order.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         ALL.iter()
@@ -114,6 +124,8 @@ mod tests {
         c.add(Op::Lookup);
         c.add(Op::Lookup);
         c.add(Op::Read);
-        assert_eq!(c.snapshot(), vec![("lookup", 2), ("read", 1)]);
+        c.add(Op::ReadQueued);
+        assert_eq!(c.snapshot(), vec![("lookup", 2), ("read", 1), ("read-queued", 1)]);
+        assert_eq!(c.total(), 3);
     }
 }

@@ -65,8 +65,7 @@ pub fn run(env: &Env, a: MountArgs) -> Result<u8> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let external = mounted.is_finished();
-    if let Some(counts) = mounted.request_counts() {
-        let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    if let Some((total, counts)) = mounted.request_counts() {
         let list: Vec<String> = counts.iter().map(|(op, n)| format!("{op} {n}")).collect();
         eprintln!("arc: kernel requests: {total} ({})", list.join(", "));
     }

@@ -5,11 +5,11 @@
 //! help every one of those reads misses the chunk cache and waits for an
 //! index lookup, a pack read, a decompression and a hash, on a read worker
 //! the dispatch thread has to hand it to. So when a file of a directory is
-//! first read, the small files that follow it in the directory (in listing
-//! order, the order those tools read in) are loaded in the background, up
-//! to a byte budget per batch; when the reader is halfway through a batch
-//! the next one starts. Consecutive small files share pack frames, which
-//! the blob reader decodes once for all of them.
+//! first read, the directory's small files are loaded in the background in
+//! listing order, up to a byte budget per batch; when a file past the
+//! middle of a batch is read the next batch starts. Files of a directory
+//! were backed up one after another and share pack frames, which the blob
+//! reader decodes once for all of them.
 //!
 //! Bounded: a batch holds at most [`VfsOptions::dir_readahead_bytes`] of
 //! file data, at most [`MAX_RUNNING`] batches run at once (others are
@@ -30,7 +30,7 @@ use crate::id::Id;
 /// [`Vfs::read_at`], which follows the reader through them.
 pub(super) const SMALL_FILE: u64 = 1 << 20;
 /// Directory batches running at once.
-const MAX_RUNNING: usize = 2;
+const MAX_RUNNING: usize = 4;
 /// Directories whose progress is remembered.
 const TRACKED_DIRS: usize = 256;
 
@@ -78,7 +78,12 @@ impl Vfs {
         let from = {
             let mut dirs = lock(&self.dir_readahead.dirs);
             let from = match dirs.get(&dir) {
-                None => index + 1,
+                // From the directory's first entry, not from this file:
+                // `cp` reads a directory in inode-number order (gnulib's
+                // savedir sorts by d_ino where that speeds up disks), and
+                // the mount's inode numbers are hashes, so the order is
+                // effectively random.
+                None => 0,
                 Some(Progress::Running) => return,
                 Some(Progress::Done { next_at, end }) if index >= *next_at && index < *end => *end,
                 // Read past the last batch (a reader that skipped ahead):
