@@ -416,6 +416,14 @@ impl fuser::Filesystem for ArcFs {
         };
         let entry = match self.vfs.lookup(&p.entry, name.as_bytes()) {
             Ok(Some(e)) => e,
+            // A name missing from a snapshot directory stays missing: an
+            // entry with inode 0 is the kernel's negative entry, cached for
+            // the TTL, so probes for it (`.htaccess`, `.rsync-filter`,
+            // editor backups) are answered without a round trip. Views
+            // above the snapshots gain names, so there ENOENT is not cached.
+            Ok(None) if p.entry.is_immutable() => {
+                return reply.entry(&IMMUTABLE_TTL, &negative_attr(), Generation(0));
+            }
             Ok(None) => return reply.error(Errno::ENOENT),
             Err(e) => return reply.error(self.fail(parent.0, &e)),
         };
@@ -808,6 +816,27 @@ impl fuser::Filesystem for ArcFs {
     ) {
         self.count(Op::Write);
         reply.error(Errno::EROFS)
+    }
+}
+
+/// The attributes of a negative entry: only the inode number (0) counts.
+fn negative_attr() -> fuser::FileAttr {
+    fuser::FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: fuser::FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
     }
 }
 
