@@ -157,3 +157,89 @@ impl Vfs {
         Progress::Done { next_at: from + (end - from) / 2, end }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::ops::backup::{backup, BackupOptions};
+    use crate::progress::NoProgress;
+    use crate::repo::{InitOptions, Repository};
+    use crate::test_data::pseudo_random;
+    use crate::vfs::VfsOptions;
+
+    /// A snapshot of one directory of `n` small files (and one large one,
+    /// which readahead leaves alone); the mount's view of that directory.
+    fn small_files(n: usize, dir_readahead_bytes: u64) -> (tempfile::TempDir, Arc<Vfs>, Vec<Entry>) {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        for i in 0..n {
+            std::fs::write(src.join(format!("m{i:03}")), pseudo_random(3000 + i * 10, i as u64 + 1)).unwrap();
+        }
+        std::fs::write(src.join("zz-large"), pseudo_random(3 << 20, 99)).unwrap();
+        let repo = Repository::init_local(&dir.path().join("repo"), &InitOptions::default()).unwrap();
+        backup(&repo, BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress).unwrap();
+        let vfs = Arc::new(Vfs::new(Arc::new(repo), VfsOptions { dir_readahead_bytes, ..Default::default() }));
+        let snaps = vfs.read_dir(&Entry::Snapshots).unwrap();
+        let mut e = snaps.get(0).unwrap().1;
+        for c in src.to_str().unwrap().split('/').filter(|c| !c.is_empty()) {
+            e = vfs.lookup(&e, c.as_bytes()).unwrap().unwrap();
+        }
+        let listing = vfs.read_dir(&e).unwrap();
+        let files = (0..listing.len()).map(|i| listing.get(i).unwrap().1).collect();
+        (dir, vfs, files)
+    }
+
+    fn cached(vfs: &Vfs, e: &Entry) -> bool {
+        let f = vfs.open(e).unwrap();
+        vfs.read_is_cached(&f, 0, 1 << 20)
+    }
+
+    fn wait_until(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn first_read_loads_the_whole_directory_of_small_files() {
+        let (_dir, vfs, files) = small_files(40, 8 << 20);
+        let (small, large) = files.split_at(40);
+        assert!(small.iter().all(|e| !cached(&vfs, e)), "nothing is cached before a read");
+        // A file in the middle, as `cp` (inode order) might start.
+        vfs.readahead_after(&small[17]);
+        wait_until("every small file is cached", || small.iter().all(|e| cached(&vfs, e)));
+        assert!(!cached(&vfs, &large[0]), "large files are left to sequential readahead");
+        // The data is the file's, not just something in the cache.
+        let f = vfs.open(&small[3]).unwrap();
+        assert_eq!(&*vfs.read_at(&f, 0, 1 << 20).unwrap(), &pseudo_random(3030, 4)[..]);
+    }
+
+    #[test]
+    fn batches_are_bounded_and_the_next_starts_past_the_middle() {
+        // Room for about ten of the ~3 KB files per batch.
+        let (_dir, vfs, files) = small_files(60, 30_000);
+        let small = &files[..60];
+        vfs.readahead_after(&small[0]);
+        wait_until("the first batch is done", || {
+            matches!(lock(&vfs.dir_readahead.dirs).peek(&dir_of(&small[0])), Some(Progress::Done { .. }))
+        });
+        let loaded = small.iter().filter(|e| cached(&vfs, e)).count();
+        assert!((9..=12).contains(&loaded), "one batch loads about its budget, not {loaded} files");
+        assert!(!cached(&vfs, &small[30]), "nothing far beyond the batch");
+        // Reading a file past the middle of the batch starts the next one.
+        vfs.readahead_after(&small[7]);
+        wait_until("the second batch is loaded", || small[..20].iter().all(|e| cached(&vfs, e)));
+    }
+
+    fn dir_of(e: &Entry) -> Id {
+        match e {
+            Entry::Node { tree, .. } => *tree,
+            _ => panic!("not a node"),
+        }
+    }
+}
