@@ -57,9 +57,15 @@ struct Mounted {
 impl Mounted {
     #[track_caller]
     fn start(env: &TestEnv, mnt: &Path) -> Mounted {
+        Mounted::start_with(env, mnt, &[])
+    }
+
+    #[track_caller]
+    fn start_with(env: &TestEnv, mnt: &Path, options: &[&str]) -> Mounted {
         fs::create_dir_all(mnt).unwrap();
         let mnt = fs::canonicalize(mnt).unwrap();
-        let child = env.arc().env("TZ", "UTC").arg("mount").arg(&mnt).timeout(Duration::from_secs(120)).spawn();
+        let child =
+            env.arc().env("TZ", "UTC").arg("mount").args(options).arg(&mnt).timeout(Duration::from_secs(120)).spawn();
         let mut m = Mounted { child: Some(child), mnt: mnt.clone() };
         let up = wait_for(Duration::from_secs(30), || {
             is_mount_point(&mnt) && fs::read_dir(mnt.join("snapshots")).is_ok_and(|mut d| d.next().is_some())
@@ -566,4 +572,53 @@ fn mount_copy_out_with_cp_a_and_rsync_keeps_xattrs_acls_and_hardlinks() {
         assert_eq!((a.ino(), a.nlink()), (b.ino(), 3), "{tool}: hardlink between small files");
     }
     m.stop();
+}
+
+/// `kernel requests: N (lookup 3, read 2, ...)` from `arc mount
+/// --count-requests` as a map.
+fn request_counts(stderr: &str) -> std::collections::BTreeMap<String, u64> {
+    let line =
+        stderr.lines().find(|l| l.contains("kernel requests:")).unwrap_or_else(|| panic!("no counts in {stderr}"));
+    let inner = &line[line.find('(').expect("(") + 1..line.rfind(')').expect(")")];
+    inner
+        .split(", ")
+        .map(|kv| {
+            let (k, v) = kv.rsplit_once(' ').expect("name count");
+            (k.to_string(), v.parse().expect("count"))
+        })
+        .collect()
+}
+
+#[test]
+fn mount_copy_out_costs_no_open_release_or_flush_per_file() {
+    require_fuse!();
+    let env = TestEnv::new();
+    let src = env.path("src");
+    let files = 200u64;
+    for i in 0..files {
+        write_random_file(&src.join(format!("d{}/f{i:03}", i % 4)), 100 + i * 37, 7000 + i);
+    }
+    env.init();
+    env.backup([&src]);
+
+    let m = Mounted::start_with(&env, &env.path("mnt"), &["--count-requests"]);
+    let inside = restored(&m.path("latest"), &src);
+    let out = env.path("copied");
+    let tar = TestCommand::new("tar").arg("-cf").arg(&out).arg("-C").arg(&inside).arg(".").run();
+    assert_eq!(tar.code(), Some(0), "tar out of the mount failed\n{}", tar.describe());
+    // A name that is not there: the kernel keeps the answer.
+    for _ in 0..5 {
+        assert!(fs::symlink_metadata(inside.join("d0/no-such-file")).is_err());
+    }
+    let counts = request_counts(&m.stop().stderr_str());
+    let n = |k: &str| counts.get(k).copied().unwrap_or(0);
+    // The first open tells the kernel that files need no OPEN, RELEASE or
+    // FLUSH (each answered ENOSYS once at most).
+    assert!(n("open") <= 1 && n("flush") <= 1 && n("release") == 0, "{counts:?}");
+    // One READ per small file; one LOOKUP per entry, per directory on the
+    // way down (`latest` leads through snapshots/<name>/), and one for the
+    // missing name, however often it is asked for.
+    assert_eq!(n("read"), files, "{counts:?}");
+    let way_down = 3 + src.components().filter(|c| matches!(c, std::path::Component::Normal(_))).count() as u64;
+    assert_eq!(n("lookup"), way_down + 4 + files + 1, "{counts:?}");
 }
