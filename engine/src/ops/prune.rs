@@ -461,6 +461,9 @@ impl Plan {
 }
 
 pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress) -> Result<PruneReport> {
+    if !opts.dry_run {
+        repo.require_writable("prune")?;
+    }
     let _lock = if opts.dry_run { repo.lock_shared("prune --dry-run")? } else { repo.lock_exclusive("prune")? };
     let plan = plan(repo, opts.max_unused, &opts.ignore_snapshots)?;
     let step = |s: PruneStep| {
@@ -487,7 +490,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress
     let mut new_packs: HashSet<Id> = HashSet::new();
     if !to_repack.is_empty() {
         progress.total(to_repack.len() as u64, to_repack.iter().map(|p| p.entry.pack_len).sum());
-        let ((), stats) = packer::run(repo, Vec::new(), |sink| copy_live(repo, &to_repack, sink, progress))?;
+        let ((), stats) = packer::run(repo, Vec::new(), &|| false, |sink| copy_live(repo, &to_repack, sink, progress))?;
         report.packs_written = stats.packs_written;
         report.bytes_written = stats.bytes_stored;
         // The packer's index files are the ones that were not there before.
