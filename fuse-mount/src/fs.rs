@@ -1,9 +1,16 @@
 //! The `fuser::Filesystem` implementation: kernel requests in, VFS calls,
 //! replies out. It owns what only the kernel interface needs: inode
 //! numbers (with their kernel reference counts), open file and directory
-//! handles, cache lifetimes (TTLs, keep-cache flags) and the mapping of
-//! failures to errno values; everything about the repository is in
-//! [`arc_engine::vfs`].
+//! handles, cache lifetimes (TTLs, keep-cache flags, negative entries) and
+//! the mapping of failures to errno values; everything about the repository
+//! is in [`arc_engine::vfs`].
+//!
+//! Round trips per file are what copying out of the mount costs, so the
+//! kernel is asked to skip every one it can: files and directories open
+//! without OPEN/OPENDIR (and so without RELEASE), FLUSH is switched off,
+//! names and attributes of snapshot content are cached for a day, missing
+//! names too. What is left for `cp -a` of a small file is LOOKUP, READ and
+//! the xattr/ACL queries the tool makes (BENCHMARKS.md).
 //!
 //! Threads: requests arrive on one dispatch thread (the fastest setup for
 //! the common single walker, see [`ReadPool`]), which answers lookups,

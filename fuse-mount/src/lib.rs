@@ -5,7 +5,9 @@
 //! ([`preflight`]), mounting with the right options ([`mount`]), and
 //! unmounting ([`Mounted::unmount`]). Modules: `fs` (the `fuser::Filesystem`
 //! implementation), `inode` (inode numbers ↔ VFS entries), `attr` (VFS
-//! attributes → kernel attributes), `errno` (the one error → errno map).
+//! attributes → kernel attributes), `errno` (the one error → errno map),
+//! `spin` (busy-polling during bursts of requests), `stats` (requests
+//! counted by opcode, on request).
 //! It prints nothing: damage found while serving reads is passed to the
 //! caller's [`MountEvents`].
 
