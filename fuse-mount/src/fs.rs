@@ -99,9 +99,11 @@ impl<T> Handles<T> {
 /// chunk table is cached by the VFS); what keeping it buys is its record
 /// of where the previous read ended, which tells a sequential reader (who
 /// gets readahead) from a random one. Bounded: a file pushed out simply
-/// starts over as a new reader.
+/// starts over as a new reader. Each is kept with the entry it was opened
+/// for, so an inode number that comes to stand for another entry (after
+/// the kernel forgot the first) never reads the first one's chunks.
 struct FilesByInode {
-    shards: Vec<Mutex<LruCache<u64, Arc<OpenFile>>>>,
+    shards: Vec<Mutex<LruCache<u64, (Entry, Arc<OpenFile>)>>>,
 }
 
 impl FilesByInode {
@@ -113,21 +115,24 @@ impl FilesByInode {
         FilesByInode { shards: (0..Self::SHARDS).map(|_| Mutex::new(LruCache::new(cap))).collect() }
     }
 
-    fn shard(&self, ino: u64) -> &Mutex<LruCache<u64, Arc<OpenFile>>> {
+    fn shard(&self, ino: u64) -> &Mutex<LruCache<u64, (Entry, Arc<OpenFile>)>> {
         &self.shards[(ino % Self::SHARDS as u64) as usize]
     }
 
     fn get_or_open(
         &self,
         ino: u64,
+        entry: &Entry,
         open: impl FnOnce() -> Result<OpenFile, VfsError>,
     ) -> Result<Arc<OpenFile>, VfsError> {
-        if let Some(f) = lock(self.shard(ino)).get(&ino) {
-            return Ok(f.clone());
+        if let Some((e, f)) = lock(self.shard(ino)).get(&ino) {
+            if e == entry {
+                return Ok(f.clone());
+            }
         }
         // Opened outside the lock: it may look chunks up in the index.
         let f = Arc::new(open()?);
-        lock(self.shard(ino)).put(ino, f.clone());
+        lock(self.shard(ino)).put(ino, (entry.clone(), f.clone()));
         Ok(f)
     }
 }
@@ -531,7 +536,7 @@ impl fuser::Filesystem for ArcFs {
                 Ok(i) => i,
                 Err(e) => return reply.error(e),
             };
-            match self.files_by_ino.get_or_open(ino.0, || self.vfs.open(&i.entry)) {
+            match self.files_by_ino.get_or_open(ino.0, &i.entry, || self.vfs.open(&i.entry)) {
                 Ok(f) => f,
                 Err(e) => return reply.error(self.fail(ino.0, &e)),
             }
