@@ -103,8 +103,10 @@ impl<T> Handles<T> {
 /// for, so an inode number that comes to stand for another entry (after
 /// the kernel forgot the first) never reads the first one's chunks.
 struct FilesByInode {
-    shards: Vec<Mutex<LruCache<u64, (Entry, Arc<OpenFile>)>>>,
+    shards: Vec<Mutex<FileShard>>,
 }
+
+type FileShard = LruCache<u64, (Entry, Arc<OpenFile>)>;
 
 impl FilesByInode {
     const SHARDS: usize = 16;
@@ -115,7 +117,7 @@ impl FilesByInode {
         FilesByInode { shards: (0..Self::SHARDS).map(|_| Mutex::new(LruCache::new(cap))).collect() }
     }
 
-    fn shard(&self, ino: u64) -> &Mutex<LruCache<u64, (Entry, Arc<OpenFile>)>> {
+    fn shard(&self, ino: u64) -> &Mutex<FileShard> {
         &self.shards[(ino % Self::SHARDS as u64) as usize]
     }
 
