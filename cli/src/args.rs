@@ -413,6 +413,10 @@ pub struct MountArgs {
     /// polls while the mount is idle); 0 turns it off.
     #[arg(long, default_value_t = 200, value_name = "MICROSECONDS")]
     pub busy_poll_us: u64,
+    /// Count the kernel's requests by kind and print the counts when
+    /// unmounting (for measuring how many round trips a tool needs).
+    #[arg(long, hide = true)]
+    pub count_requests: bool,
 }
 
 #[derive(Args, Debug)]
