@@ -94,3 +94,6 @@ mod progress;
 
 #[path = "e2e/bigdir.rs"]
 mod bigdir;
+
+#[path = "e2e/messages.rs"]
+mod messages;

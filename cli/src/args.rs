@@ -10,7 +10,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
     name = "arc",
     version,
     about = "Content-addressed, deduplicating backups with every snapshot a full tree",
-    after_help = "Exit codes: 0 success, 1 error, 3 snapshot written but some files could not be read.\n\
+    after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 snapshot written but some files could not be read.\n\
                   The repository is --repo, else $ARC_REPO, else $XDG_DATA_HOME/arc/repository."
 )]
 pub struct Cli {

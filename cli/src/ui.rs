@@ -21,6 +21,29 @@ pub fn one_line(err: &anyhow::Error) -> String {
     parts.join(": ").replace('\n', " ")
 }
 
+/// The next step for an engine error, in the CLI's words: the engine's
+/// errors carry what went wrong and on what; the commands that help are
+/// named here.
+pub fn hint(err: &anyhow::Error) -> Option<String> {
+    use arc_engine::Error as E;
+    let e = err.chain().find_map(|e| e.downcast_ref::<E>())?;
+    Some(match e {
+        E::Locked { stale: true, .. } => "remove the stale lock with `arc unlock`".into(),
+        E::UnreadableLock { .. } => "if no other arc runs, remove it with `arc unlock --remove-all`".into(),
+        E::TargetNotEmpty { .. } => "use --overwrite to restore into it".into(),
+        E::Damaged { .. } => "run `arc check`, and `arc repair index` if the index is damaged".into(),
+        E::EmptyStream { .. } => "did the dump fail? use --allow-empty to store an empty stream".into(),
+        E::Corrupt { what: "index file", .. } | E::IndexDb { .. } => {
+            "rebuild the index from the packs with `arc repair index`".into()
+        }
+        E::Bug { .. } => "please report it with the command line and this message".into(),
+        E::PathInNoSnapshot { .. } | E::PathNotInSnapshot { .. } => {
+            "`arc ls SNAPSHOT PATH` shows what a snapshot holds".into()
+        }
+        _ => return None,
+    })
+}
+
 pub fn size(n: u64) -> String {
     humansize::format_size(n, humansize::BINARY)
 }
