@@ -55,7 +55,7 @@ mod tests {
             })
             .join()
         });
-        let e = lock(&m, "the index database").err().expect("poisoned");
+        let e = lock(&m, "the index database").expect_err("poisoned");
         assert!(matches!(e, Error::Bug { what: "the index database", .. }), "{e:?}");
         assert!(e.to_string().contains("a bug in arc"), "{e}");
     }
