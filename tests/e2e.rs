@@ -97,3 +97,6 @@ mod bigdir;
 
 #[path = "e2e/messages.rs"]
 mod messages;
+
+#[path = "e2e/format_v1.rs"]
+mod format_v1;
