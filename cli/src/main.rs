@@ -86,18 +86,12 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             match ui::hint(&err) {
-<<<<<<< HEAD
                 Some(h) => eprintln!("arc: error: {}; {h}", ui::one_line(&err)),
                 None => eprintln!("arc: error: {}", ui::one_line(&err)),
             }
             if err.downcast_ref::<cmd::Usage>().is_some() {
                 return ExitCode::from(EXIT_USAGE);
             }
-=======
-                Some(hint) => eprintln!("arc: error: {}; {hint}", ui::one_line(&err)),
-                None => eprintln!("arc: error: {}", ui::one_line(&err)),
-            }
->>>>>>> main
             ExitCode::from(1)
         }
     }
