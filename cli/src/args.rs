@@ -243,7 +243,7 @@ pub struct PruneArgs {
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
-    /// Snapshot id prefix or "latest".
+    /// Snapshot id prefix or "latest" (the newest snapshot that holds PATH).
     pub snapshot: String,
     /// Directory (or file) inside the snapshot.
     #[arg(default_value = "/")]
@@ -265,7 +265,8 @@ pub struct RestoreArgs {
     /// Directory to restore into (created if missing).
     #[arg(long, short = 't')]
     pub target: PathBuf,
-    /// Restore only this snapshot path and what is below it (repeatable).
+    /// Restore only this snapshot path and what is below it (repeatable; with
+    /// "latest", the newest snapshot that holds them all).
     #[arg(long = "include", short = 'i', value_name = "PATH")]
     pub includes: Vec<String>,
     /// Restore into a non-empty target, replacing entries in the way.
@@ -297,7 +298,8 @@ pub struct MountArgs {
 
 #[derive(Args, Debug)]
 pub struct CatArgs {
-    /// SNAPSHOT:PATH, e.g. latest:/etc/hosts
+    /// SNAPSHOT:PATH, e.g. latest:/etc/hosts or latest:mysql/shop.sql
+    /// (latest: the newest snapshot that holds PATH).
     pub target: String,
     /// restic's spelling `cat latest /path`: refused with a hint.
     #[arg(hide = true)]
@@ -308,7 +310,7 @@ pub struct CatArgs {
 
 #[derive(Args, Debug)]
 pub struct DumpArgs {
-    /// SNAPSHOT[:PATH], e.g. latest:/var/www
+    /// SNAPSHOT[:PATH], e.g. latest:/var/www (latest: the newest snapshot that holds PATH).
     pub target: String,
     /// Write the archive to this file instead of stdout.
     #[arg(long, short = 'o')]
