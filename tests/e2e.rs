@@ -92,6 +92,12 @@ mod parent;
 #[path = "e2e/progress.rs"]
 mod progress;
 
+#[path = "e2e/select.rs"]
+mod select;
+
+#[path = "e2e/everyday.rs"]
+mod everyday;
+
 #[path = "e2e/bigdir.rs"]
 mod bigdir;
 
@@ -100,3 +106,6 @@ mod messages;
 
 #[path = "e2e/format_v1.rs"]
 mod format_v1;
+
+#[path = "e2e/json_docs.rs"]
+mod json_docs;

@@ -86,7 +86,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             match ui::hint(&err) {
-                Some(h) => eprintln!("arc: error: {}; {h}", ui::one_line(&err)),
+                Some(hint) => eprintln!("arc: error: {}; {hint}", ui::one_line(&err)),
                 None => eprintln!("arc: error: {}", ui::one_line(&err)),
             }
             if err.downcast_ref::<cmd::Usage>().is_some() {

@@ -95,6 +95,11 @@ pub enum Error {
     #[error("stream {name} failed, no snapshot was written: {detail}")]
     StreamFailed { name: String, detail: String },
 
+    /// A path pattern that cannot be compiled; `origin` says where it was
+    /// given (a file and line, or the option).
+    #[error("{origin}: bad pattern {pattern:?}: {reason}")]
+    BadPattern { origin: String, pattern: String, reason: String },
+
     #[error("invalid {what}: {reason}")]
     InvalidArgument { what: &'static str, reason: String },
 

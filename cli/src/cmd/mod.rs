@@ -5,20 +5,25 @@ mod backup;
 mod browse;
 mod check;
 mod command_stream;
+mod diff;
+mod docs;
+mod find;
 mod init;
 mod maintenance;
 mod mount;
 mod restore;
 mod retention;
+mod select;
 mod snapshots;
 mod stdin_stream;
+mod tag;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
-use arc_engine::{Repository, SnapshotFilter};
+use arc_engine::{Repository, Snapshot, SnapshotFilter};
 
 use crate::args::{Cli, Command, FilterArgs};
 
@@ -57,6 +62,11 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         Command::Unlock(a) => maintenance::unlock(&env, a),
         Command::Forget(a) => retention::forget(&env, a),
         Command::Prune(a) => retention::prune(&env, a),
+        Command::Diff(a) => diff::run(&env, a),
+        Command::Find(a) => find::run(&env, a),
+        Command::Tag(a) => tag::run(&env, a),
+        Command::Completion(a) => docs::completion(a),
+        Command::Man(a) => docs::man(a),
     }
 }
 
@@ -169,6 +179,12 @@ impl std::fmt::Display for Usage {
 
 impl std::error::Error for Usage {}
 
+/// The snapshot `spec` names (an id prefix, `latest`) among those `filter`
+/// selects.
+pub fn find_snapshot(repo: &Repository, spec: &str, filter: &FilterArgs) -> Result<Snapshot> {
+    Ok(repo.find_snapshot(spec, &filter.clone().into())?)
+}
+
 pub fn usage(message: impl Into<String>) -> anyhow::Error {
     Usage(message.into()).into()
 }
@@ -180,6 +196,16 @@ pub fn split_target(target: &str, path_optional: bool) -> Result<(String, String
         None if path_optional => Ok((target.to_string(), "/".to_string())),
         _ => Err(usage(format!("{target:?} is not SNAPSHOT:PATH (for example latest:/etc/hosts)"))),
     }
+}
+
+/// One JSON object on one line (newline-delimited JSON, for lists and
+/// status lines that a script reads as they come).
+pub fn print_json_line<T: serde::Serialize>(v: &T) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
 }
 
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {

@@ -24,6 +24,8 @@ pub fn snapshot_json(s: &Snapshot) -> serde_json::Value {
         "tree": f.tree,
         "program_version": f.program_version,
         "summary": f.summary,
+        "excludes": f.excludes,
+        "original": f.original,
     })
 }
 

@@ -6,11 +6,14 @@
 pub mod backup;
 pub mod browse;
 pub mod check;
+pub mod diff;
+pub mod find;
 pub mod forget;
 pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod retention;
 pub mod stats;
+pub mod tag;
 pub mod tar;
 pub mod tree_walk;

@@ -104,6 +104,29 @@ pub fn walk_with(
     leave: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
     unreadable: &mut Unreadable<'_>,
 ) -> Result<()> {
+    let mut visit = |p: &[u8], n: &Node| visit(p, n).map(|()| Visit::Enter);
+    walk_at(repo, tree, prefix, 0, &mut visit, leave, unreadable)
+}
+
+/// What a selective walk does after visiting a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visit {
+    /// Walk its contents (then call `leave`).
+    Enter,
+    /// Skip its contents (and `leave`): nothing below it is read.
+    Skip,
+}
+
+/// Like [`walk_with`], but `visit` decides for each directory whether its
+/// contents are walked (restore with exclude patterns).
+pub fn walk_select(
+    repo: &Repository,
+    tree: &Id,
+    prefix: &[u8],
+    visit: &mut dyn FnMut(&[u8], &Node) -> Result<Visit>,
+    leave: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
+    unreadable: &mut Unreadable<'_>,
+) -> Result<()> {
     walk_at(repo, tree, prefix, 0, visit, leave, unreadable)
 }
 
@@ -122,7 +145,7 @@ fn walk_at(
     tree: &Id,
     prefix: &[u8],
     depth: usize,
-    visit: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
+    visit: &mut dyn FnMut(&[u8], &Node) -> Result<Visit>,
     leave: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
     unreadable: &mut Unreadable<'_>,
 ) -> Result<()> {
@@ -139,7 +162,9 @@ fn walk_at(
             path.push(b'/');
         }
         path.extend_from_slice(&node.name);
-        visit(&path, node)?;
+        if visit(&path, node)? == Visit::Skip {
+            continue;
+        }
         if node.kind == NodeKind::Dir {
             if let Some(sub) = node.subtree {
                 walk_at(repo, &sub, &path, depth + 1, visit, leave, unreadable)?;

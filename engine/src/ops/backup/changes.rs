@@ -115,7 +115,8 @@ pub(super) fn entry(
             );
         }
         let seen = Seen { size: node.size, mtime: node.mtime };
-        jobs.send(Job { path: path.to_path_buf(), seen, slot: slot.clone() }).map_err(|_| Error::Interrupted)?;
+        jobs.send(Job { path: path.to_path_buf(), seen, slot: slot.clone(), change })
+            .map_err(|_| Error::Interrupted)?;
         send(WalkEvent::Entry(node, Content::Pending(slot), change))
     }
 }

@@ -22,7 +22,7 @@ use crate::packer::BlobSink;
 pub(super) fn worker(ctx: &Ctx<'_>, sink: &BlobSink<'_>, jobs: Receiver<Job>) {
     let mut buf = Vec::new();
     let mut reader = None;
-    for Job { path, seen, slot } in jobs.iter() {
+    for Job { path, seen, slot, .. } in jobs.iter() {
         let guard = SlotGuard(slot);
         let r = store_file(ctx, sink, &mut reader, &path, seen, &mut buf);
         guard.0.set(settle(ctx, sink, &path, r));
