@@ -101,6 +101,9 @@ mod everyday;
 #[path = "e2e/bigdir.rs"]
 mod bigdir;
 
+#[path = "e2e/messages.rs"]
+mod messages;
+
 #[path = "e2e/format_v1.rs"]
 mod format_v1;
 

@@ -10,7 +10,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
     name = "arc",
     version,
     about = "Content-addressed, deduplicating backups with every snapshot a full tree",
-    after_help = "Exit codes: 0 success, 1 error, 3 snapshot written but some files could not be read.\n\
+    after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 snapshot written but some files could not be read.\n\
                   The repository is --repo, else $ARC_REPO, else $XDG_DATA_HOME/arc/repository."
 )]
 pub struct Cli {
@@ -354,7 +354,7 @@ pub struct PruneArgs {
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
-    /// Snapshot id prefix or "latest".
+    /// Snapshot id prefix or "latest" (the newest snapshot that holds PATH).
     pub snapshot: String,
     /// Directory (or file) inside the snapshot.
     #[arg(default_value = "/")]
@@ -421,7 +421,8 @@ pub struct MountArgs {
 
 #[derive(Args, Debug)]
 pub struct CatArgs {
-    /// SNAPSHOT:PATH, e.g. latest:/etc/hosts
+    /// SNAPSHOT:PATH, e.g. latest:/etc/hosts or latest:mysql/shop.sql
+    /// (latest: the newest snapshot that holds PATH).
     pub target: String,
     /// restic's spelling `cat latest /path`: refused with a hint.
     #[arg(hide = true)]
@@ -432,7 +433,7 @@ pub struct CatArgs {
 
 #[derive(Args, Debug)]
 pub struct DumpArgs {
-    /// SNAPSHOT[:PATH], e.g. latest:/var/www
+    /// SNAPSHOT[:PATH], e.g. latest:/var/www (latest: the newest snapshot that holds PATH).
     pub target: String,
     /// Write the archive to this file instead of stdout.
     #[arg(long, short = 'o')]

@@ -70,13 +70,18 @@ pub enum Error {
     #[error("{path:?} in snapshot {snapshot} is not a {expected}")]
     WrongEntryKind { snapshot: String, path: String, expected: &'static str },
 
-    #[error("repository is locked by {holder}{}", if *.stale { " (stale lock; remove it with `arc unlock`)" } else { "" })]
+    #[error("repository is locked by {holder}{}", if *.stale { " (a stale lock)" } else { "" })]
     Locked { holder: String, stale: bool },
+
+    /// A lock file that cannot be decoded (a newer arc's, or damaged): it
+    /// is respected, not guessed about.
+    #[error("repository is locked by an unreadable lock file {name} ({reason})")]
+    UnreadableLock { name: String, reason: String },
 
     #[error("index database {}: {reason}", path.display())]
     IndexDb { path: PathBuf, reason: String },
 
-    #[error("restore target {} exists and is not empty (use --overwrite to restore into it)", path.display())]
+    #[error("restore target {} exists and is not empty", path.display())]
     TargetNotEmpty { path: PathBuf },
 
     #[error("refusing unsafe entry name {name:?} in tree {tree}")]
@@ -104,8 +109,18 @@ pub enum Error {
     /// A maintenance operation that deletes data found the repository
     /// damaged and stopped before deleting anything: deciding what is
     /// unused needs every live tree and blob to be accounted for.
-    #[error("{operation} refused: {reason} (nothing was deleted; run `arc check`, and `arc repair index` if the index is damaged)")]
+    #[error("{operation} refused: {reason} (nothing was deleted)")]
     Damaged { operation: &'static str, reason: String },
+
+    /// A stream that produced no bytes, refused unless empty streams are
+    /// allowed: an empty dump is far more often a failed one.
+    #[error("{name}: the stream is empty")]
+    EmptyStream { name: String },
+
+    /// A worker thread panicked, or a lock was poisoned by one: a bug in
+    /// arc, never a normal stop. `message` is the panic's own.
+    #[error("internal error (a bug in arc): {what}: {message}")]
+    Bug { what: &'static str, message: String },
 }
 
 impl Error {

@@ -31,6 +31,7 @@ pub mod reader;
 pub mod repo;
 pub mod scan;
 pub mod storage;
+pub mod sync;
 #[cfg(test)]
 mod test_data;
 pub mod vfs;

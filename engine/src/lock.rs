@@ -125,14 +125,7 @@ fn check_conflicts(storage: &dyn Storage, own: &str, exclusive: bool) -> Result<
             Err(Error::Missing { .. }) => continue,
             // Locks are written atomically, so an unreadable one comes from
             // a newer arc or damage: respect it rather than guess.
-            Err(e) => {
-                return Err(Error::Locked {
-                    holder: format!(
-                    "unreadable lock file {name} ({e}); if no other arc runs, remove it with `arc unlock --remove-all`"
-                ),
-                    stale: false,
-                })
-            }
+            Err(e) => return Err(Error::UnreadableLock { name, reason: e.to_string() }),
         };
         if lock.is_stale() {
             if lock.host == hostname() {

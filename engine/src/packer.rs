@@ -276,7 +276,7 @@ impl BlobSink<'_> {
                 reason: format!("{} bytes exceed the 4 GiB blob limit", data.len()),
             });
         }
-        if !self.pending.ids.lock().map_err(|_| Error::Interrupted)?.insert(id) {
+        if !crate::sync::lock(&self.pending.ids, "the packer's pending blob ids")?.insert(id) {
             return Ok(());
         }
         let stopped = || self.shared.failed.load(Ordering::Relaxed) || (self.abort)();
@@ -369,7 +369,7 @@ fn run_with_budget<T>(
         drop(sink);
         // The writer's error is the root cause when there is one (the
         // producer then only saw that the pipeline stopped).
-        let mut stats = writer.join().unwrap_or(Err(Error::Interrupted))?;
+        let mut stats = crate::sync::joined(writer.join(), "pack writer")?;
         if let Some(e) = shared.take_error() {
             return Err(e);
         }
@@ -586,7 +586,7 @@ fn pack_writer(
         drop(upload_tx);
         let mut result = Ok(());
         for u in uploaders {
-            let r = u.join().unwrap_or(Err(Error::Interrupted));
+            let r = crate::sync::joined(u.join(), "pack uploader");
             if result.is_ok() {
                 result = r;
             }
@@ -614,7 +614,7 @@ fn upload(repo: &Repository, pending: &Pending, unlisted: &Unlisted, bytes: Vec<
     unlisted.packs_written.fetch_add(1, Ordering::Relaxed);
     unlisted.bytes_stored.fetch_add(entry.pack_len, Ordering::Relaxed);
     let batch = {
-        let mut packs = unlisted.packs.lock().map_err(|_| Error::Interrupted)?;
+        let mut packs = crate::sync::lock(&unlisted.packs, "the packs not yet listed")?;
         packs.push(entry);
         if packs.len() >= PACKS_PER_INDEX_FILE {
             std::mem::take(&mut *packs)

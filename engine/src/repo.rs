@@ -293,7 +293,7 @@ impl Repository {
         if let Some(i) = self.index.get() {
             return Ok(i);
         }
-        let _init = self.index_init.lock().map_err(|_| Error::Interrupted)?;
+        let _init = crate::sync::lock(&self.index_init, "the index database's first open")?;
         if let Some(i) = self.index.get() {
             return Ok(i);
         }
@@ -328,19 +328,9 @@ impl Repository {
             let name = id.to_hex();
             let data = self.storage.get(FileKind::Index, &name)?;
             if Id::hash(&data) != *id {
-                return Err(Error::corrupt(
-                    "index file",
-                    name,
-                    "content does not match its name (run `arc repair index`)",
-                ));
+                return Err(Error::corrupt("index file", name, "content does not match its name"));
             }
-            // Every command needs the index: say how to get it back.
-            let packs = index_file::decode(&data, &name).map_err(|e| match e {
-                Error::Corrupt { what, name, reason } => {
-                    Error::Corrupt { what, name, reason: format!("{reason} (run `arc repair index`)") }
-                }
-                e => e,
-            })?;
+            let packs = index_file::decode(&data, &name)?;
             index.add_packs(&packs, Some(*id))?;
         }
         Ok(())
@@ -351,7 +341,7 @@ impl Repository {
     /// (the mount) has the repository open.
     pub fn refresh_index(&self) -> Result<()> {
         let index = self.index()?;
-        let _one_at_a_time = self.index_init.lock().map_err(|_| Error::Interrupted)?;
+        let _one_at_a_time = crate::sync::lock(&self.index_init, "the index database's refresh")?;
         self.sync_index(index)
     }
 
@@ -404,7 +394,7 @@ impl Repository {
     }
 
     fn shared_lookup_reader(&self, refresh: bool) -> Result<Arc<IndexReader>> {
-        let mut slot = self.lookup_reader.lock().map_err(|_| Error::Interrupted)?;
+        let mut slot = crate::sync::lock(&self.lookup_reader, "the shared index reader")?;
         match slot.as_ref() {
             Some((at, r)) if !refresh && at.elapsed() < LOOKUP_READER_TTL => Ok(r.clone()),
             _ => {

@@ -28,8 +28,7 @@ pub fn count(sources: &[PathBuf], skip: Option<&Path>, stop: &AtomicBool, progre
     let mut last = Instant::now();
     for src in sources {
         let walk = walkdir::WalkDir::new(src).follow_links(false).into_iter();
-        let mut walk = walk.filter_entry(|e| skip != Some(e.path()));
-        while let Some(entry) = walk.next() {
+        for entry in walk.filter_entry(|e| skip != Some(e.path())) {
             if stop.load(Ordering::Relaxed) {
                 return;
             }

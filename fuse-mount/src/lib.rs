@@ -90,6 +90,8 @@ pub enum MountError {
     NotADirectory(PathBuf),
     #[error("{}: not an empty directory; mount on an empty one", .0.display())]
     NotEmpty(PathBuf),
+    #[error("{}: already an arc mount (of {repo}); stop the `arc mount` serving it (Ctrl-C), or unmount it with `fusermount3 -u {}`", .path.display(), .path.display())]
+    AlreadyArcMount { path: PathBuf, repo: String },
     #[error("{}: a stale mount is in the way ({source}); remove it with `fusermount3 -u {}`", .path.display(), .path.display())]
     StaleMount { path: PathBuf, source: std::io::Error },
     #[error("--allow-other needs `user_allow_other` in /etc/fuse.conf when not mounting as root")]
@@ -189,6 +191,9 @@ fn check_mountpoint(mountpoint: &Path) -> Result<(), MountError> {
     if !meta.is_dir() {
         return Err(MountError::NotADirectory(mountpoint.into()));
     }
+    if let Some(repo) = arc_mount_at(mountpoint) {
+        return Err(MountError::AlreadyArcMount { path: mountpoint.into(), repo });
+    }
     match std::fs::read_dir(mountpoint) {
         Ok(mut rd) => match rd.next() {
             None => Ok(()),
@@ -197,6 +202,24 @@ fn check_mountpoint(mountpoint: &Path) -> Result<(), MountError> {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(stale(e)),
         Err(e) => Err(MountError::Io { path: mountpoint.into(), source: e }),
     }
+}
+
+/// The repository of the arc mount at `path`, if `path` is one: a FUSE
+/// mount whose source (the fsname `arc mount` sets) starts with `arc:`.
+fn arc_mount_at(path: &Path) -> Option<String> {
+    let path = std::fs::canonicalize(path).ok()?;
+    let want = path.to_string_lossy().replace(' ', "\\040");
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // Fields: id parent dev root mountpoint options... - fstype source superoptions
+    info.lines().rev().find_map(|l| {
+        let (head, tail) = l.split_once(" - ")?;
+        if head.split(' ').nth(4) != Some(want.as_str()) {
+            return None;
+        }
+        let mut t = tail.split(' ');
+        let (fstype, source) = (t.next()?, t.next()?);
+        (fstype.starts_with("fuse") && source.starts_with("arc:")).then(|| source["arc:".len()..].to_string())
+    })
 }
 
 /// A mounted file system, served by background threads until

@@ -86,7 +86,11 @@ fn cache_root() -> Option<PathBuf> {
 /// on a read-only mount (EROFS) and for another user's repository.
 fn repo_writable(repo: &std::path::Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(repo.join("locks").as_os_str().as_bytes()) else { return false };
+    // A missing locks/ is recreated by the first lock; then the repository
+    // directory itself must be writable.
+    let locks = repo.join("locks");
+    let dir = if locks.is_dir() { locks } else { repo.to_path_buf() };
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
     // SAFETY: access(2) only reads the NUL-terminated path.
     unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }

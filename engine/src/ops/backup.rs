@@ -527,14 +527,24 @@ fn run_pipeline(
             scope.spawn(move || stop_streams_on_failure(ctx, sink, running, abort, stops));
         }
         let slots = &stream_slots;
-        let walker = scope.spawn(move || walker(ctx, sources, slots, stream_paths, job_tx, event_tx));
+        let walker = scope.spawn(move || {
+            crate::fault::panic_point("walker");
+            walker(ctx, sources, slots, stream_paths, job_tx, event_tx)
+        });
         let built = build_trees(ctx, sink, event_rx, sources.len() + stream_paths.len());
-        let walked = walker.join().unwrap_or(Err(Error::Interrupted));
+        let walked = crate::sync::joined(walker.join(), "backup walker");
         if built.is_err() || walked.is_err() {
             abort.store(true, Ordering::SeqCst);
         }
-        let (nodes, mut summary) = built?;
-        walked?;
+        // A bug in the walker is the cause of whatever the builder saw.
+        let (nodes, mut summary) = match (built, walked) {
+            (_, Err(e @ Error::Bug { .. })) => return Err(e),
+            (built, walked) => {
+                let b = built?;
+                walked?;
+                b
+            }
+        };
         // Top-level nodes in the order of `sources` then streams.
         let mut items: Vec<Placed> = Vec::new();
         let places = sources.iter().map(|s| &s.components).chain(stream_paths.iter());

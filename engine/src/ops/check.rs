@@ -61,6 +61,9 @@ pub struct CheckReport {
     pub read_data_subset: Option<String>,
     pub bytes_read: u64,
     pub errors: Vec<Problem>,
+    /// An index file is damaged: rebuilding the index from the packs
+    /// (repair index) is the way back.
+    pub index_damaged: bool,
     /// Not damage: e.g. packs an interrupted backup left unlisted.
     pub warnings: Vec<String>,
 }
@@ -93,7 +96,10 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
                     listed.insert(p.pack, p);
                 }
             }
-            Err(e) => report.error(format!("{e} (run `arc repair index`)")),
+            Err(e) => {
+                report.error(e.to_string());
+                report.index_damaged = true;
+            }
         }
     }
 

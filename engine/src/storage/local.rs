@@ -7,7 +7,8 @@
 //! REPO/snapshots/<snapshot id>
 //! REPO/locks/<lock name>
 //! REPO/tmp/                       partial writes, never read
-//! REPO/index.redb                 the local index database (a cache)
+//! (the index database, a cache, lives in the user's cache directory:
+//! see `Repository::open_local_cached`)
 //! ```
 //! Writes go to `tmp/`, are fsynced, renamed into place, and the target
 //! directory is fsynced, so a file either exists complete or not at all.

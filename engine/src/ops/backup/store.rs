@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use crossbeam_channel::Receiver;
@@ -191,10 +191,7 @@ pub(super) fn store_stream(
         }
     };
     if read == 0 && !allow_empty {
-        ctx.fail_stream(Error::BadSource {
-            path: PathBuf::from(name),
-            reason: "the stream is empty (did the dump fail?); use --allow-empty to store it anyway".into(),
-        });
+        ctx.fail_stream(Error::EmptyStream { name: name.to_string() });
         return Err(Error::Interrupted);
     }
     Ok(Ok((chunks, read)))
