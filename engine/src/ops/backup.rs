@@ -286,8 +286,8 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
         cancel: opts.cancel.clone(),
         force_read: opts.force_read,
         parent_root: parent.as_ref().map(|p| p.file.tree),
-        file_chunker: Chunker::new(&repo.config().file_chunker),
-        stream_chunker: Chunker::new(&repo.config().stream_chunker),
+        file_chunker: repo.chunker(&repo.config().file_chunker),
+        stream_chunker: repo.chunker(&repo.config().stream_chunker),
         bytes_read: AtomicU64::new(0),
         warnings: AtomicU64::new(0),
         repo_root: repo.storage().local_path().and_then(|p| std::fs::canonicalize(p).ok()),
@@ -1172,7 +1172,7 @@ fn store_large(
     mut file: File,
     seen: Seen,
 ) -> Result<Stored> {
-    match store_chunks(ctx, sink, reader, ctx.file_chunker, &mut file)? {
+    match store_chunks(ctx, sink, reader, ctx.file_chunker.clone(), &mut file)? {
         Ok((chunks, read)) => {
             check_unchanged(ctx, path, &file, seen, read);
             Ok(Ok((chunks, read)))
@@ -1238,7 +1238,7 @@ fn store_stream(
 ) -> Result<Stored> {
     // Unlike a file, a stream cannot be skipped with a warning: a dump that
     // breaks off must not become a snapshot.
-    let (chunks, read) = match store_chunks(ctx, sink, &mut None, ctx.stream_chunker, reader)? {
+    let (chunks, read) = match store_chunks(ctx, sink, &mut None, ctx.stream_chunker.clone(), reader)? {
         Ok(r) => r,
         // A read that failed because the backup was stopping (the stop hook
         // killed the dump) is not the cause: report the one that is.
