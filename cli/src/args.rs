@@ -63,10 +63,18 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Delete data no snapshot uses and rewrite mostly unused packs.
     Prune(PruneArgs),
+    /// Manage the passphrases (key files) that open the repository.
+    #[command(subcommand)]
+    Key(KeyCommand),
 }
 
 #[derive(Args, Debug)]
 pub struct InitArgs {
+    /// `none` stores the key unprotected (still format v2, same code paths);
+    /// the default asks for a passphrase (ARC_PASSWORD, ARC_PASSWORD_FILE,
+    /// ARC_PASSWORD_COMMAND, or the terminal, twice).
+    #[arg(long, value_enum, default_value = "passphrase")]
+    pub encryption: EncryptionMode,
     /// Minimum chunk size for files (e.g. 256K).
     #[arg(long, value_parser = parse_size)]
     pub chunk_min: Option<u64>,
@@ -314,6 +322,41 @@ pub struct CheckArgs {
     /// Read every pack and re-hash every blob.
     #[arg(long)]
     pub read_data: bool,
+}
+
+#[derive(Subcommand, Debug)]
+#[command(after_help = "The new passphrase comes from ARC_NEW_PASSWORD, ARC_NEW_PASSWORD_FILE, \
+                        ARC_NEW_PASSWORD_COMMAND, --new-password-file, or a terminal prompt (twice).")]
+pub enum KeyCommand {
+    /// List the key files: id, current, created, host (--json for scripts).
+    List,
+    /// Add a passphrase (a new key file wrapping the same master key).
+    Add(NewPasswordArgs),
+    /// Remove a key file by id (prefix); the last one and the one in use are refused.
+    Remove {
+        /// Key id or unique prefix (see `arc key list`).
+        id: String,
+    },
+    /// Change the passphrase in use (adds the new key file, then removes the old).
+    Passwd(NewPasswordArgs),
+    /// Print what opens this repository elsewhere: the default repository's
+    /// generated passphrase, and the current key file.
+    Export,
+}
+
+#[derive(Args, Debug)]
+pub struct NewPasswordArgs {
+    /// Read the new passphrase from this file (first line).
+    #[arg(long, value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EncryptionMode {
+    /// Key files wrap the master key with a passphrase (Argon2id).
+    Passphrase,
+    /// The key is stored unprotected in the repository: for a trusted local disk.
+    None,
 }
 
 #[derive(Subcommand, Debug)]

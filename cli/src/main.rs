@@ -4,6 +4,7 @@
 
 mod args;
 mod cmd;
+mod passphrase;
 mod ui;
 
 use std::process::ExitCode;

@@ -6,12 +6,14 @@ mod browse;
 mod check;
 mod command_stream;
 mod init;
+mod key;
 mod maintenance;
 mod mount;
 mod restore;
 mod retention;
 mod snapshots;
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -55,6 +57,7 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         Command::Unlock(a) => maintenance::unlock(&env, a),
         Command::Forget(a) => retention::forget(&env, a),
         Command::Prune(a) => retention::prune(&env, a),
+        Command::Key(k) => key::run(&env, k),
     }
 }
 
@@ -72,7 +75,21 @@ impl Env {
                 self.repo_path.display()
             ));
         }
-        match Repository::open_local(&self.repo_path) {
+        let local_key = if self.is_default { crate::passphrase::default_key_path().ok() } else { None };
+        // The engine asks only if the repository needs a passphrase; a
+        // failure to get one (no variable, no terminal) is ours to word.
+        let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
+        let source = || {
+            crate::passphrase::existing(local_key.as_deref()).map_err(|e| {
+                *failure.borrow_mut() = Some(e);
+                arc_engine::Error::PassphraseRequired
+            })
+        };
+        let opened = Repository::open_local_with(&self.repo_path, Some(&source));
+        if let Some(e) = failure.into_inner() {
+            return Err(e);
+        }
+        match opened {
             Err(arc_engine::Error::NotARepository { path }) => Err(anyhow!(
                 "{}: not an arc repository (no config file); create one with `arc init --repo {}`",
                 path.display(),
