@@ -78,3 +78,9 @@ mod sourcechange;
 
 #[path = "e2e/format_v1.rs"]
 mod format_v1;
+
+#[path = "e2e/tamper.rs"]
+mod tamper;
+
+#[path = "e2e/modes.rs"]
+mod modes;
