@@ -84,3 +84,6 @@ mod tamper;
 
 #[path = "e2e/modes.rs"]
 mod modes;
+
+#[path = "e2e/keys.rs"]
+mod keys;
