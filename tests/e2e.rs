@@ -76,6 +76,9 @@ mod concurrency;
 #[path = "e2e/sourcechange.rs"]
 mod sourcechange;
 
+#[path = "e2e/bigdir.rs"]
+mod bigdir;
+
 #[path = "e2e/format_v1.rs"]
 mod format_v1;
 
