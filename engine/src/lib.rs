@@ -28,6 +28,7 @@ pub mod packer;
 pub mod progress;
 pub mod reader;
 pub mod repo;
+pub mod scan;
 pub mod storage;
 #[cfg(test)]
 mod test_data;

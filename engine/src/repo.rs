@@ -93,11 +93,23 @@ pub struct SnapshotFilter {
 }
 
 impl SnapshotFilter {
+    /// Paths match as recorded, whichever way they are spelled:
+    /// `mysql/shop.sql` (a stream's name as given to --stdin-name) matches
+    /// the recorded `/mysql/shop.sql`, and `/var/www/` matches `/var/www`.
     pub fn matches(&self, s: &SnapshotFile) -> bool {
         (self.hosts.is_empty() || self.hosts.contains(&s.host))
             && self.tags.iter().all(|t| s.tags.contains(t))
-            && self.paths.iter().all(|p| s.paths.contains(p))
+            && self.paths.iter().all(|p| s.paths.iter().any(|q| same_path(p, q)))
     }
+}
+
+/// Two snapshot paths name the same thing: equal once empty and `.`
+/// components are dropped.
+pub fn same_path(a: &str, b: &str) -> bool {
+    fn parts(p: &str) -> impl Iterator<Item = &str> {
+        p.split('/').filter(|c| !c.is_empty() && *c != ".")
+    }
+    parts(a).eq(parts(b))
 }
 
 pub struct Repository {
@@ -116,6 +128,10 @@ pub struct Repository {
     /// A shared read snapshot of the index for blob lookups on the read
     /// path; see [`Repository::lookup_blob`].
     lookup_reader: Mutex<Option<(Instant, Arc<IndexReader>)>>,
+    /// False when shared locks are skipped: the repository cannot be
+    /// written (a read-only disk, another user's repository) or the user
+    /// asked for it. Exclusive locks are never skipped.
+    shared_locks: bool,
 }
 
 /// How long the read path keeps one index read transaction: long enough
@@ -223,6 +239,86 @@ impl Repository {
         Self::open_with(storage, index_db, None)
     }
 
+    /// Opens a local repository with its index database under
+    /// `cache_root/<repository id>/`, so that the repository directory holds
+    /// only repository files and a repository that cannot be written (a
+    /// read-only disk, another user's) can still be read.
+    ///
+    /// The file name also carries a hash of the repository's path: a copy of
+    /// a repository (same id, `cp -a`, `rsync`) must never share a cache
+    /// with the original, or a backup into one could dedup against packs
+    /// only the other holds.
+    pub fn open_local_cached(path: &Path, cache_root: &Path) -> Result<Repository> {
+        Self::open_local_cached_with(path, cache_root, None)
+    }
+
+    /// [`Repository::open_local_cached`], asking `passphrase` for the
+    /// passphrase if the repository is encrypted.
+    pub fn open_local_cached_with(
+        path: &Path,
+        cache_root: &Path,
+        passphrase: Option<PassphraseSource<'_>>,
+    ) -> Result<Repository> {
+        if !path.join("config").is_file() {
+            return Err(Error::NotARepository { path: path.to_path_buf() });
+        }
+        let storage: Arc<dyn Storage> = Arc::new(LocalDir::new(path));
+        let (config, data) = Self::read_config(storage.as_ref())?;
+        // The key before anything is created on the config's say-so.
+        let (keys, master) = unlock_keys(storage.as_ref(), &config, &data, passphrase)?;
+        let dir = cache_root.join(config.id.to_hex());
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let key = Id::hash(canonical.as_os_str().as_encoded_bytes()).to_hex();
+        let index_path = dir.join(format!("index-{}.redb", &key[..16]));
+        // Before the cache moved out, the index database was REPO/index.redb.
+        // It is only a cache: the new one is built from the index files, and
+        // the old one goes when the repository can be written (an older arc
+        // that still has it open keeps its open file).
+        let legacy = path.join("index.redb");
+        if legacy.is_file() {
+            let _ = std::fs::remove_file(&legacy);
+        }
+        Ok(Self::with_config(storage, config, index_path, keys, master))
+    }
+
+    /// The config and its stored bytes (for the MAC check).
+    fn read_config(storage: &dyn Storage) -> Result<(Config, Vec<u8>)> {
+        let data = match storage.get(FileKind::Config, "config") {
+            Ok(d) => d,
+            Err(Error::Missing { .. }) => return Err(Error::NotARepository { path: storage.location().into() }),
+            Err(e) => return Err(e),
+        };
+        Ok((Config::decode(&data)?, data))
+    }
+
+    fn with_config(
+        storage: Arc<dyn Storage>,
+        config: Config,
+        index_path: PathBuf,
+        keys: Option<Arc<Keys>>,
+        master: Option<(MasterSecret, String)>,
+    ) -> Repository {
+        Repository {
+            storage,
+            config,
+            index_path,
+            index: OnceLock::new(),
+            index_init: Mutex::new(()),
+            reader: OnceLock::new(),
+            keys,
+            master,
+            lookup_reader: Mutex::new(None),
+            shared_locks: true,
+        }
+    }
+
+    /// Takes no shared locks from now on (see [`Repository::lock_shared`]):
+    /// for reading a repository that cannot be written, or on request.
+    pub fn skip_shared_locks(&mut self) {
+        self.shared_locks = false;
+    }
+
     /// Opens a repository. The index database lives in the repository
     /// directory for a local repository, else at `index_db`.
     pub fn open_with(
@@ -230,20 +326,8 @@ impl Repository {
         index_db: Option<PathBuf>,
         passphrase: Option<PassphraseSource<'_>>,
     ) -> Result<Repository> {
-        let data = match storage.get(FileKind::Config, "config") {
-            Ok(d) => d,
-            Err(Error::Missing { .. }) => return Err(Error::NotARepository { path: storage.location().into() }),
-            Err(e) => return Err(e),
-        };
-        let config = Config::decode(&data)?;
-        let (keys, master) = if config.version >= 2 {
-            let (master, key_name) = unlock(storage.as_ref(), &config, passphrase)?;
-            let keys = Keys::derive(&master);
-            Config::verify(&data, &keys)?;
-            (Some(Arc::new(keys)), Some((master, key_name)))
-        } else {
-            (None, None)
-        };
+        let (config, data) = Self::read_config(storage.as_ref())?;
+        let (keys, master) = unlock_keys(storage.as_ref(), &config, &data, passphrase)?;
         let index_path = match (index_db, storage.local_path()) {
             (Some(p), _) => p,
             (None, Some(root)) => root.join("index.redb"),
@@ -254,17 +338,7 @@ impl Repository {
                 })
             }
         };
-        Ok(Repository {
-            storage,
-            config,
-            index_path,
-            index: OnceLock::new(),
-            index_init: Mutex::new(()),
-            reader: OnceLock::new(),
-            keys,
-            master,
-            lookup_reader: Mutex::new(None),
-        })
+        Ok(Self::with_config(storage, config, index_path, keys, master))
     }
 
     /// The subkeys of a v2 repository (`None` for v1): the one sealing API
@@ -344,7 +418,11 @@ impl Repository {
         self.storage.location()
     }
 
+    /// A shared lock, or none at all after [`Repository::skip_shared_locks`].
     pub fn lock_shared(&self, operation: &str) -> Result<LockGuard> {
+        if !self.shared_locks {
+            return Ok(LockGuard::none());
+        }
         LockGuard::acquire(self.storage.clone(), self.keys.clone(), false, operation)
     }
 
@@ -612,6 +690,26 @@ impl Repository {
             .filter_map(|(n, l)| n.parse().ok().map(|id| (id, l)))
             .collect())
     }
+}
+
+/// The subkeys, and the master secret with the name of its key file.
+type Unlocked = (Option<Arc<Keys>>, Option<(MasterSecret, String)>);
+
+/// The keys of a v2 repository, checked against its config (`data`, the
+/// config's stored bytes); nothing for v1.
+fn unlock_keys(
+    storage: &dyn Storage,
+    config: &Config,
+    data: &[u8],
+    passphrase: Option<PassphraseSource<'_>>,
+) -> Result<Unlocked> {
+    if config.version < 2 {
+        return Ok((None, None));
+    }
+    let (master, key_name) = unlock(storage, config, passphrase)?;
+    let keys = Keys::derive(&master);
+    Config::verify(data, &keys)?;
+    Ok((Some(Arc::new(keys)), Some((master, key_name))))
 }
 
 /// Finds the key file that opens a v2 repository: the unprotected one of an

@@ -8,7 +8,8 @@ use super::command_stream::{self, StderrOut};
 use super::stdin_stream;
 use super::Env;
 use crate::args::BackupArgs;
-use crate::ui::{size, CliProgress};
+use crate::backup_progress::BackupProgress;
+use crate::ui::size;
 
 pub fn run(env: &Env, a: BackupArgs) -> Result<u8> {
     let stdin_stream = a.stdin || a.stdin_from_command.is_some();
@@ -48,7 +49,7 @@ pub fn run(env: &Env, a: BackupArgs) -> Result<u8> {
         streams.push(stdin_stream::source(a.stdin_name.clone(), a.allow_empty));
     }
 
-    let repo = if env.is_default && !env.repo_path.join("config").exists() {
+    if env.is_default && !env.repo_path.join("config").exists() {
         // The README's first command: no init, maybe no terminal. The
         // repository is encrypted with a passphrase from ARC_PASSWORD* if
         // given, else a random one kept in the user's configuration.
@@ -65,7 +66,7 @@ pub fn run(env: &Env, a: BackupArgs) -> Result<u8> {
             }
         };
         let opts = InitOptions { protection: Protection::passphrase(passphrase), ..InitOptions::default() };
-        let repo = Repository::init_local(&env.repo_path, &opts)
+        Repository::init_local(&env.repo_path, &opts)
             .with_context(|| format!("cannot create the default repository at {}", env.repo_path.display()))?;
         match key_note {
             Some(path) => eprintln!(
@@ -76,10 +77,8 @@ pub fn run(env: &Env, a: BackupArgs) -> Result<u8> {
             ),
             None => eprintln!("arc: created an encrypted repository at {}", env.repo_path.display()),
         }
-        repo
-    } else {
-        env.open()?
-    };
+    }
+    let repo = env.open()?;
     let parent = match &a.parent {
         Some(spec) => Some(repo.find_snapshot(spec, &Default::default())?.id),
         None => None,
@@ -94,15 +93,32 @@ pub fn run(env: &Env, a: BackupArgs) -> Result<u8> {
         force_read: a.force_read,
         cancel: Some(env.cancel.clone()),
     };
-    let progress = CliProgress::new(env.quiet, "backup");
+    let mut progress = BackupProgress::new(env.quiet, env.json, names.len() as u64);
     stderr_out.set_bar(progress.bar());
     let result = backup(&repo, opts, &progress);
     progress.finish();
     let result = result?;
     let s = &result.snapshot.summary;
     if env.json {
+        let secs = match (s.backup_start, s.backup_end) {
+            (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
+            _ => 0.0,
+        };
+        // restic's summary fields where restic has them; arc's own summary
+        // (as in `snapshots --json`) under "summary".
         super::print_json(&serde_json::json!({
             "message_type": "summary",
+            "files_new": s.files_new,
+            "files_changed": s.files_changed,
+            "files_unmodified": s.files_unchanged,
+            "data_blobs": s.blobs_added,
+            "data_added": s.bytes_added,
+            "data_added_packed": s.bytes_added_stored,
+            "total_files_processed": s.total_files,
+            "total_bytes_processed": s.total_bytes,
+            "total_duration": secs,
+            "backup_start": s.backup_start,
+            "backup_end": s.backup_end,
             "snapshot_id": result.snapshot_id,
             "short_id": result.snapshot_id.short(),
             "parent": result.snapshot.parent.map(|p: Id| p.to_hex()),
@@ -117,18 +133,32 @@ pub fn run(env: &Env, a: BackupArgs) -> Result<u8> {
             (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
             _ => 0.0,
         };
-        println!(
+        outln!(
             "files: {} new, {} changed, {} unchanged; {} dirs",
-            s.files_new, s.files_changed, s.files_unchanged, s.dirs
-        );
-        println!(
-            "read {}, added {} ({} stored) in {:.1}s",
-            size(s.bytes_read),
-            size(s.bytes_added),
-            size(s.bytes_added_stored),
-            secs
-        );
-        println!("snapshot {} saved", result.snapshot_id.short());
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            s.dirs
+        )?;
+        if s.bytes_read == 0 {
+            // Nothing was read: what was added is the snapshot's directory
+            // trees (new times, a new directory), not file data.
+            outln!(
+                "read nothing (no file changed); added {} of metadata, directory trees ({} stored) in {:.1}s",
+                size(s.bytes_added),
+                size(s.bytes_added_stored),
+                secs
+            )?;
+        } else {
+            outln!(
+                "read {}, added {} ({} stored) in {:.1}s",
+                size(s.bytes_read),
+                size(s.bytes_added),
+                size(s.bytes_added_stored),
+                secs
+            )?;
+        }
+        outln!("snapshot {} saved", result.snapshot_id.short())?;
     }
     if result.warnings > 0 {
         eprintln!(

@@ -50,12 +50,12 @@ pub fn run(env: &Env, a: InitArgs) -> Result<u8> {
             "config": repo.config(),
         }))?;
     } else {
-        println!(
+        outln!(
             "created arc repository {} at {}{}",
             repo.config().id.short(),
             env.repo_path.display(),
             if a.encryption == EncryptionMode::None { " (unencrypted: --encryption none)" } else { ", encrypted" }
-        );
+        )?;
     }
     Ok(0)
 }

@@ -1,13 +1,15 @@
 use anyhow::Result;
 use arc_engine::ops::restore::{restore, RestoreOptions};
 
-use super::{find_snapshot, Env};
+use super::Env;
 use crate::args::RestoreArgs;
 use crate::ui::{size, CliProgress};
 
 pub fn run(env: &Env, a: RestoreArgs) -> Result<u8> {
-    let repo = env.open()?;
-    let snap = find_snapshot(&repo, &a.snapshot, &a.filter)?;
+    let repo = env.open_read()?;
+    // `latest` is the newest snapshot that holds every --include.
+    let includes: Vec<&str> = a.includes.iter().map(String::as_str).collect();
+    let (snap, _) = arc_engine::ops::browse::resolve(&repo, &a.snapshot, &a.filter.clone().into(), &includes)?;
     let opts = RestoreOptions {
         target: a.target.clone(),
         includes: a.includes,
@@ -28,7 +30,7 @@ pub fn run(env: &Env, a: RestoreArgs) -> Result<u8> {
             "result": r,
         }))?;
     } else {
-        println!(
+        outln!(
             "restored snapshot {} to {}: {} files, {} dirs, {} other, {}",
             snap.id.short(),
             a.target.display(),
@@ -36,7 +38,7 @@ pub fn run(env: &Env, a: RestoreArgs) -> Result<u8> {
             r.dirs,
             r.other,
             size(r.bytes)
-        );
+        )?;
     }
     if r.errors > 0 {
         eprintln!("arc: error: {} item(s) could not be restored (see warnings above)", r.errors);

@@ -179,6 +179,25 @@ struct Job {
 fn cancelled(c: &Option<Arc<AtomicBool>>) -> bool {
     c.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
 }
+/// Whether a snapshot with `recorded` paths backed up the same files as a
+/// backup of `files` (plus streams, all of it `paths`): streams aside, so
+/// that adding or dropping a --command-stream keeps the parent and its
+/// change detection. A snapshot file does not say which of its paths were
+/// streams; a recorded path that is neither one of `files` nor anything on
+/// disk is taken for one (a stream's name, `/mysql/shop.sql`), while one
+/// that exists on disk was a backed-up file or directory this backup lacks.
+/// Only the choice of parent depends on this guess, and a parent only
+/// saves re-reading files whose size, times and inode are unchanged.
+fn same_files(recorded: &[String], files: &[String], paths: &[String]) -> bool {
+    if recorded == paths {
+        return true;
+    }
+    if files.is_empty() || !files.iter().all(|f| recorded.contains(f)) {
+        return false;
+    }
+    recorded.iter().filter(|r| !files.contains(r)).all(|r| paths.contains(r) || std::fs::symlink_metadata(r).is_err())
+}
+
 pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progress) -> Result<BackupResult> {
     let start = Utc::now();
     if opts.paths.is_empty() && opts.streams.is_empty() {
@@ -205,7 +224,12 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
             let filter = SnapshotFilter { hosts: vec![host.clone()], ..Default::default() };
             // The parent only saves re-reading unchanged files, so a damaged
             // snapshot file is no reason to refuse a backup (check reports it).
-            repo.readable_snapshots()?.0.into_iter().rev().find(|s| filter.matches(&s.file) && s.file.paths == paths)
+            let files: Vec<String> = sources.iter().map(|s| s.disk.display().to_string()).collect();
+            repo.readable_snapshots()?
+                .0
+                .into_iter()
+                .rev()
+                .find(|s| filter.matches(&s.file) && same_files(&s.file.paths, &files, &paths))
         }
     };
     // Packs left by an interrupted backup: known to the index database from
@@ -229,8 +253,21 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
         stream_error: Mutex::new(None),
     };
 
-    let abort = || ctx.stopping();
-    let run = packer::run(repo, adopt, &abort, |sink| run_pipeline(&ctx, sink, &sources, streams, &stream_paths));
+    // The size estimate for progress runs beside the pipeline and stops
+    // with it.
+    let scan_stop = AtomicBool::new(false);
+    let run = std::thread::scope(|s| {
+        let disk: Vec<PathBuf> = sources.iter().map(|s| s.disk.clone()).collect();
+        let (stop, skip) = (&scan_stop, ctx.repo_root.as_deref());
+        std::thread::Builder::new()
+            .name("arc-scan".into())
+            .spawn_scoped(s, move || crate::scan::count(&disk, skip, stop, progress))
+            .ok();
+        let abort = || ctx.stopping();
+        let run = packer::run(repo, adopt, &abort, |sink| run_pipeline(&ctx, sink, &sources, streams, &stream_paths));
+        scan_stop.store(true, Ordering::Relaxed);
+        run
+    });
     // A repository error is the root cause when there is one; otherwise a
     // failed stream is, and no snapshot is written. The packs holding what
     // was read before are written and listed either way.
