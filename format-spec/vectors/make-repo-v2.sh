@@ -6,6 +6,8 @@
 # --read-data, and restores it.
 set -euo pipefail
 export ARC_PASSWORD="arc frozen repo-v2"
+# The index cache is not part of the repository: keep it out of the way.
+export XDG_CACHE_HOME=$(mktemp -d)
 ARC=${ARC:-target/release/arc}
 SRC=/tmp/arc-repo-v2-src
 OUT=format-spec/vectors/repo-v2
