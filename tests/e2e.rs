@@ -109,3 +109,11 @@ mod format_v1;
 
 #[path = "e2e/json_docs.rs"]
 mod json_docs;
+#[path = "e2e/tamper.rs"]
+mod tamper;
+
+#[path = "e2e/modes.rs"]
+mod modes;
+
+#[path = "e2e/keys.rs"]
+mod keys;

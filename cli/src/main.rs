@@ -15,6 +15,7 @@ macro_rules! outln {
 mod args;
 mod backup_progress;
 mod cmd;
+mod passphrase;
 mod ui;
 
 use std::process::ExitCode;

@@ -43,6 +43,28 @@ pub enum Error {
     #[error("repository format version {version} is read-only for this arc ({operation} writes only into format version {writable} and later)")]
     ReadOnlyFormat { version: u32, writable: u32, operation: &'static str },
 
+    /// A sealed file or frame failed authentication: it was changed, or
+    /// sealed with another repository's keys, or is not sealed at all.
+    #[error("{what} {name} is not authentic: it was modified or does not belong to this repository")]
+    NotAuthentic { what: &'static str, name: String },
+
+    /// The repository is encrypted and no passphrase was given.
+    #[error("this repository is encrypted and no passphrase was given")]
+    PassphraseRequired,
+
+    /// No key file opens with the passphrase given.
+    #[error("wrong passphrase: no key file of this repository opens with it")]
+    WrongPassphrase,
+
+    /// The repository has no usable key files.
+    #[error("{location}: the repository has no key files (keys/ is empty or missing); it cannot be opened")]
+    NoKeys { location: String },
+
+    /// A key operation that is refused (removing the last key, adding a
+    /// passphrase to an unencrypted repository ...).
+    #[error("{0}")]
+    KeyRefused(String),
+
     #[error("corrupt {what} {name}: {reason}")]
     Corrupt { what: &'static str, name: String, reason: String },
 

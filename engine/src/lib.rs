@@ -15,6 +15,7 @@
 //! ```
 
 pub mod chunker;
+pub mod crypto;
 pub mod error;
 pub mod exclude;
 pub mod fault;

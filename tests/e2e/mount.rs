@@ -338,7 +338,7 @@ fn damaged_tree_is_eio_for_that_directory_only() {
     env.backup([&src]);
     let (pack, offset, tree) = {
         use arc_engine::ops::tree_walk::{locate, Located};
-        let repo = arc_engine::Repository::open_local(&env.repo).unwrap();
+        let repo = crate::util::open_repo(&env.repo);
         let snap = repo.find_snapshot("latest", &Default::default()).unwrap();
         let Located::Node(n) = locate(&repo, &snap, &src.join("many").to_string_lossy()).unwrap() else {
             panic!("many/ is not a node")

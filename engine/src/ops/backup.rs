@@ -237,6 +237,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     paths.sort();
 
     repo.require_writable("backup")?;
+    repo.require_writable("backup")?;
     let _lock = repo.lock_shared("backup")?;
     let host = opts.host.clone().unwrap_or_else(crate::lock::hostname);
     let files: Vec<String> = sources.iter().map(|s| s.disk.display().to_string()).collect();
@@ -448,8 +449,8 @@ impl<'a> Ctx<'a> {
             cancel: opts.cancel.clone(),
             force_read: opts.force_read,
             parent_root,
-            file_chunker: Chunker::new(&repo.config().file_chunker),
-            stream_chunker: Chunker::new(&repo.config().stream_chunker),
+            file_chunker: repo.chunker(&repo.config().file_chunker),
+            stream_chunker: repo.chunker(&repo.config().stream_chunker),
             bytes_read: AtomicU64::new(0),
             warnings: AtomicU64::new(0),
             repo_root: repo.storage().local_path().and_then(|p| std::fs::canonicalize(p).ok()),

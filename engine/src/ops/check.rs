@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::format::index_file::{self, PackEntry};
+use crate::format::index_file::PackEntry;
 use crate::format::pack;
 use crate::format::tree::NodeKind;
 use crate::id::Id;
@@ -88,7 +88,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
             if Id::hash(&data).to_hex() != name {
                 return Err(Error::corrupt("index file", &name, "content does not match its name"));
             }
-            index_file::decode(&data, &name)
+            repo.decode_index_file(data, &name)
         });
         match loaded {
             Ok(packs) => {
@@ -290,7 +290,7 @@ fn verify_pack(
     if Id::hash(&data) != *id {
         errors.push(format!("pack {name}: content does not match its name (damaged)"));
     }
-    let trailer = match (pack::parse_pack(&data, &name), listed) {
+    let trailer = match (pack::parse_pack(&data, &name, repo.keys().map(|k| k.as_ref())), listed) {
         (Ok(t), _) => t,
         // A damaged trailer or footer does not make the frames before it
         // unreadable: the index entry (a copy of the trailer) still locates
@@ -311,7 +311,6 @@ fn verify_pack(
         }
     }
     let mut verified = 0;
-    let id_scheme = repo.config().id_scheme;
     for (fi, frame) in trailer.frames.iter().enumerate() {
         let blobs: Vec<_> = trailer.blobs.iter().filter(|b| b.frame as usize == fi).collect();
         // Offsets may come from an index entry rather than the pack's own
@@ -321,7 +320,10 @@ fn verify_pack(
             bad.extend(blobs.iter().map(|b| b.id));
             continue;
         };
-        let raw = match pack::decode_frame(stored, frame, &name) {
+        let raw = match repo
+            .open_frame(stored.to_vec(), &name, frame.offset)
+            .and_then(|s| pack::decode_frame(&s, frame, &name))
+        {
             Ok(r) => r,
             Err(e) => {
                 errors.push(format!("{e}"));
@@ -332,7 +334,7 @@ fn verify_pack(
         for b in blobs {
             let end = b.offset_in_frame as usize + b.raw_len as usize;
             verified += 1;
-            if raw.get(b.offset_in_frame as usize..end).is_none_or(|bytes| id_scheme.blob_id(bytes) != b.id) {
+            if raw.get(b.offset_in_frame as usize..end).is_none_or(|bytes| repo.blob_id(bytes) != b.id) {
                 errors.push(format!("pack {name}: blob {} does not match its hash", b.id));
                 bad.push(b.id);
             }

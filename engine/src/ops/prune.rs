@@ -44,7 +44,7 @@ use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, Result};
-use crate::format::index_file::{self, PackEntry};
+use crate::format::index_file::PackEntry;
 use crate::format::pack::{self, BlobKind};
 use crate::format::tree::{NodeKind, Tree};
 use crate::id::Id;
@@ -289,7 +289,7 @@ fn load_packs(repo: &Repository, report: &mut PruneReport) -> Result<LoadedPacks
         if Id::hash(&data).to_hex() != name {
             return Err(damaged(format!("index file {name} does not match its name")));
         }
-        let entries = index_file::decode(&data, &name).map_err(|e| damaged(e.to_string()))?;
+        let entries = repo.decode_index_file(data, &name).map_err(|e| damaged(e.to_string()))?;
         index_files.push((name.clone(), entries.iter().map(|e| e.pack).collect()));
         for e in entries {
             listed.entry(e.pack).or_insert((e, name.clone()));
@@ -499,7 +499,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress
                 continue;
             }
             let data = repo.storage().get(FileKind::Index, &name)?;
-            new_packs.extend(index_file::decode(&data, &name)?.into_iter().map(|e| e.pack));
+            new_packs.extend(repo.decode_index_file(data, &name)?.into_iter().map(|e| e.pack));
         }
     }
     step(PruneStep::Repacked);
@@ -525,7 +525,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress
         .map(|p| p.entry.clone())
         .collect();
     for group in relist.chunks(PACKS_PER_INDEX_FILE) {
-        let data = index_file::encode(group);
+        let data = repo.encode_index_file(group)?;
         let name = Id::hash(&data).to_hex();
         repo.storage().put(FileKind::Index, &name, &data)?;
         report.index_files_written += 1;
@@ -572,7 +572,6 @@ fn copy_live(
     sink: &packer::BlobSink<'_>,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let id_scheme = repo.config().id_scheme;
     packs.par_iter().try_for_each(|p| -> Result<()> {
         let name = p.entry.pack.to_hex();
         let data = repo.storage().get(FileKind::Pack, &name)?;
@@ -601,7 +600,7 @@ fn copy_live(
             let stored = data
                 .get(start..start + frame.stored_len as usize)
                 .ok_or_else(|| Error::corrupt("pack", &name, format!("frame at {start} lies outside the pack")))?;
-            let raw = pack::decode_frame(stored, frame, &name)?;
+            let raw = pack::decode_frame(&repo.open_frame(stored.to_vec(), &name, frame.offset)?, frame, &name)?;
             for &bi in blobs {
                 let b = &trailer.blobs[bi];
                 let (s, e) = (b.offset_in_frame as usize, b.offset_in_frame as usize + b.raw_len as usize);
@@ -610,7 +609,7 @@ fn copy_live(
                 })?;
                 // Never copy damage: the copy would replace the only
                 // record that something was wrong.
-                if id_scheme.blob_id(bytes) != b.id {
+                if repo.blob_id(bytes) != b.id {
                     return Err(Error::corrupt(
                         "pack",
                         &name,
