@@ -72,11 +72,14 @@ fn json_schemas_match_docs_json_md() {
     fs::write(src.join("site1/x.tmp"), "t").unwrap();
     env.init();
     let mut got: BTreeMap<&str, Value> = BTreeMap::new();
-    let backup = |env: &TestEnv| env.arc().args(["--json", "backup"]).arg(&src).args(["--exclude", "*.tmp"]).run().success();
+    let backup =
+        |env: &TestEnv| env.arc().args(["--json", "backup"]).arg(&src).args(["--exclude", "*.tmp"]).run().success();
     got.insert("backup", backup(&env).json());
     fs::write(src.join("site1/wp-config.php"), "changed").unwrap();
     fs::write(src.join("site1/new.php"), "new").unwrap();
-    let dry = lines(&env.arc().args(["--json", "backup", "--dry-run"]).arg(&src).args(["--exclude", "*.tmp"]).run().success());
+    let dry = lines(
+        &env.arc().args(["--json", "backup", "--dry-run"]).arg(&src).args(["--exclude", "*.tmp"]).run().success(),
+    );
     got.insert("dry-run-item", dry[0].clone());
     got.insert("dry-run-summary", dry.last().unwrap().clone());
     backup(&env);
