@@ -26,6 +26,11 @@ pub struct Cli {
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
 
+    /// Read without taking a lock (commands that only read; automatic,
+    /// with a warning, when the repository cannot be written).
+    #[arg(long, global = true)]
+    pub no_lock: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -414,6 +419,9 @@ pub struct MountArgs {
 pub struct CatArgs {
     /// SNAPSHOT:PATH, e.g. latest:/etc/hosts
     pub target: String,
+    /// restic's spelling `cat latest /path`: refused with a hint.
+    #[arg(hide = true)]
+    pub extra: Option<String>,
     #[command(flatten)]
     pub filter: FilterArgs,
 }

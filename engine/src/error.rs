@@ -33,6 +33,16 @@ pub enum Error {
     #[error("repository format version {found} is newer than this arc supports (up to {supported}); upgrade arc")]
     UnsupportedVersion { found: u32, supported: u32 },
 
+    /// The repository needs a feature of its format that this binary does
+    /// not implement: a newer arc wrote it.
+    #[error("this repository needs a newer arc (feature {feature})")]
+    NeedsFeature { feature: String },
+
+    /// The repository's format is older than the oldest this binary writes:
+    /// it can be read but not changed.
+    #[error("repository format version {version} is read-only for this arc ({operation} writes only into format version {writable} and later)")]
+    ReadOnlyFormat { version: u32, writable: u32, operation: &'static str },
+
     #[error("corrupt {what} {name}: {reason}")]
     Corrupt { what: &'static str, name: String, reason: String },
 
@@ -48,8 +58,14 @@ pub enum Error {
     #[error("snapshot id prefix {prefix:?} is ambiguous: it matches {}", candidates.join(", "))]
     AmbiguousSnapshot { prefix: String, candidates: Vec<String> },
 
-    #[error("{path:?} does not exist in snapshot {snapshot}")]
-    PathNotInSnapshot { snapshot: String, path: String },
+    /// `closest` is the deepest directory of `path` that the snapshot has.
+    #[error("{path:?} does not exist in snapshot {snapshot} (the closest path that does is {closest:?})")]
+    PathNotInSnapshot { snapshot: String, path: String, closest: String },
+
+    /// `latest:PATH` where none of the `searched` snapshots holds PATH;
+    /// `closest` is the deepest existing directory of it, in `snapshot`.
+    #[error("{path:?} is in none of the {searched} snapshot(s) searched; the closest path that exists is {closest:?} (in snapshot {snapshot})")]
+    PathInNoSnapshot { path: String, closest: String, snapshot: String, searched: usize },
 
     #[error("{path:?} in snapshot {snapshot} is not a {expected}")]
     WrongEntryKind { snapshot: String, path: String, expected: &'static str },

@@ -29,6 +29,7 @@ pub mod patterns;
 pub mod progress;
 pub mod reader;
 pub mod repo;
+pub mod scan;
 pub mod storage;
 #[cfg(test)]
 mod test_data;

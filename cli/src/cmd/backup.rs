@@ -7,6 +7,7 @@ use super::command_stream::{self, StderrOut};
 use super::stdin_stream;
 use super::{select, Env};
 use crate::args::BackupArgs;
+use crate::backup_progress::BackupProgress;
 use crate::ui::{size, CliProgress};
 
 pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
@@ -57,14 +58,12 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
         streams.push(stdin_stream::source(a.stdin_name.clone(), a.allow_empty));
     }
 
-    let repo = if env.is_default && !env.repo_path.join("config").exists() {
-        let repo = Repository::init_local(&env.repo_path, &InitOptions::default())
+    if env.is_default && !env.repo_path.join("config").exists() {
+        Repository::init_local(&env.repo_path, &InitOptions::default())
             .with_context(|| format!("cannot create the default repository at {}", env.repo_path.display()))?;
         eprintln!("arc: created repository at {}", env.repo_path.display());
-        repo
-    } else {
-        env.open()?
-    };
+    }
+    let repo = env.open()?;
     let parent = match &a.parent {
         Some(spec) => Some(repo.find_snapshot(spec, &Default::default())?.id),
         None => None,
@@ -80,15 +79,32 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
         cancel: Some(env.cancel.clone()),
         excludes,
     };
-    let progress = CliProgress::new(env.quiet, "backup");
+    let mut progress = BackupProgress::new(env.quiet, env.json, names.len() as u64);
     stderr_out.set_bar(progress.bar());
     let result = backup(&repo, opts, &progress);
     progress.finish();
     let result = result?;
     let s = &result.snapshot.summary;
     if env.json {
+        let secs = match (s.backup_start, s.backup_end) {
+            (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
+            _ => 0.0,
+        };
+        // restic's summary fields where restic has them; arc's own summary
+        // (as in `snapshots --json`) under "summary".
         super::print_json(&serde_json::json!({
             "message_type": "summary",
+            "files_new": s.files_new,
+            "files_changed": s.files_changed,
+            "files_unmodified": s.files_unchanged,
+            "data_blobs": s.blobs_added,
+            "data_added": s.bytes_added,
+            "data_added_packed": s.bytes_added_stored,
+            "total_files_processed": s.total_files,
+            "total_bytes_processed": s.total_bytes,
+            "total_duration": secs,
+            "backup_start": s.backup_start,
+            "backup_end": s.backup_end,
             "snapshot_id": result.snapshot_id,
             "short_id": result.snapshot_id.short(),
             "parent": result.snapshot.parent.map(|p: Id| p.to_hex()),
@@ -104,22 +120,33 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
             (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
             _ => 0.0,
         };
-        println!(
+        outln!(
             "files: {} new, {} changed, {} unchanged; {} dirs{}",
             s.files_new,
             s.files_changed,
             s.files_unchanged,
             s.dirs,
             excluded_note(s.entries_excluded)
-        );
-        println!(
-            "read {}, added {} ({} stored) in {:.1}s",
-            size(s.bytes_read),
-            size(s.bytes_added),
-            size(s.bytes_added_stored),
-            secs
-        );
-        println!("snapshot {} saved", result.snapshot_id.short());
+        )?;
+        if s.bytes_read == 0 {
+            // Nothing was read: what was added is the snapshot's directory
+            // trees (new times, a new directory), not file data.
+            outln!(
+                "read nothing (no file changed); added {} of metadata, directory trees ({} stored) in {:.1}s",
+                size(s.bytes_added),
+                size(s.bytes_added_stored),
+                secs
+            )?;
+        } else {
+            outln!(
+                "read {}, added {} ({} stored) in {:.1}s",
+                size(s.bytes_read),
+                size(s.bytes_added),
+                size(s.bytes_added_stored),
+                secs
+            )?;
+        }
+        outln!("snapshot {} saved", result.snapshot_id.short())?;
     }
     if result.warnings > 0 {
         eprintln!(

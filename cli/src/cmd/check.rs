@@ -6,7 +6,7 @@ use crate::args::{CheckArgs, Subset};
 use crate::ui::{size, CliProgress};
 
 pub fn run(env: &Env, a: CheckArgs) -> Result<u8> {
-    let repo = env.open()?;
+    let repo = env.open_read()?;
     let read_data_subset = match a.read_data_subset {
         None => None,
         Some(Subset::Group(n, m)) => Some((n - 1, m)),
@@ -22,7 +22,7 @@ pub fn run(env: &Env, a: CheckArgs) -> Result<u8> {
     if env.json {
         super::print_json(&report)?;
     } else {
-        println!(
+        outln!(
             "checked {} snapshots, {} trees, {} packs{}",
             report.snapshots,
             report.trees,
@@ -39,18 +39,18 @@ pub fn run(env: &Env, a: CheckArgs) -> Result<u8> {
             } else {
                 String::new()
             }
-        );
+        )?;
         for w in &report.warnings {
-            println!("warning: {w}");
+            outln!("warning: {w}")?;
         }
         for p in &report.errors {
-            println!("error: {}", p.message);
+            outln!("error: {}", p.message)?;
             for f in &p.affected {
-                println!("  affects {f}");
+                outln!("  affects {f}")?;
             }
         }
         if report.ok() {
-            println!("no errors were found");
+            outln!("no errors were found")?;
         }
     }
     if report.ok() {

@@ -26,7 +26,7 @@ struct Statistics<'a> {
 }
 
 pub fn run(env: &Env, a: DiffArgs) -> Result<u8> {
-    let repo = env.open()?;
+    let repo = env.open_read()?;
     let s1 = find_snapshot(&repo, &a.snapshot1, &a.filter)?;
     let s2 = find_snapshot(&repo, &a.snapshot2, &a.filter)?;
     let json = env.json;

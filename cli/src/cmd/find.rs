@@ -36,7 +36,7 @@ pub fn run(env: &Env, a: FindArgs) -> Result<u8> {
             .map(|p| PatternSpec { pattern: p.clone(), origin: "find".into(), case_insensitive: a.ignore_case })
             .collect(),
     )?;
-    let repo = env.open()?;
+    let repo = env.open_read()?;
     let snapshots: Vec<Snapshot> = if a.snapshots.is_empty() {
         let filter: SnapshotFilter = a.filter.clone().into();
         repo.snapshots()?.into_iter().filter(|s| filter.matches(&s.file)).collect()

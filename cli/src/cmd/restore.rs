@@ -1,7 +1,7 @@
 use anyhow::Result;
 use arc_engine::ops::restore::{restore, RestoreOptions};
 
-use super::{find_snapshot, select, Env};
+use super::{select, Env};
 use crate::args::RestoreArgs;
 use crate::ui::{size, CliProgress};
 
@@ -21,8 +21,10 @@ pub fn run(env: &Env, a: RestoreArgs) -> Result<u8> {
     };
     let exclude_patterns =
         select::pattern_set(&[], &[], &[("--exclude", &a.excludes, false), ("--iexclude", &a.iexcludes, true)])?;
-    let repo = env.open()?;
-    let snap = find_snapshot(&repo, &a.snapshot, &a.filter)?;
+    let repo = env.open_read()?;
+    // `latest` is the newest snapshot that holds every plain --include.
+    let held: Vec<&str> = includes.iter().map(String::as_str).collect();
+    let (snap, _) = arc_engine::ops::browse::resolve(&repo, &a.snapshot, &a.filter.clone().into(), &held)?;
     let opts = RestoreOptions {
         target: a.target.clone(),
         includes,
@@ -45,7 +47,7 @@ pub fn run(env: &Env, a: RestoreArgs) -> Result<u8> {
             "result": r,
         }))?;
     } else {
-        println!(
+        outln!(
             "restored snapshot {} to {}: {} files, {} dirs, {} other, {}",
             snap.id.short(),
             a.target.display(),
@@ -53,7 +55,7 @@ pub fn run(env: &Env, a: RestoreArgs) -> Result<u8> {
             r.dirs,
             r.other,
             size(r.bytes)
-        );
+        )?;
     }
     if r.errors > 0 {
         eprintln!("arc: error: {} item(s) could not be restored (see warnings above)", r.errors);

@@ -201,6 +201,25 @@ struct Job {
 fn cancelled(c: &Option<Arc<AtomicBool>>) -> bool {
     c.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
 }
+/// Whether a snapshot with `recorded` paths backed up the same files as a
+/// backup of `files` (plus streams, all of it `paths`): streams aside, so
+/// that adding or dropping a --command-stream keeps the parent and its
+/// change detection. A snapshot file does not say which of its paths were
+/// streams; a recorded path that is neither one of `files` nor anything on
+/// disk is taken for one (a stream's name, `/mysql/shop.sql`), while one
+/// that exists on disk was a backed-up file or directory this backup lacks.
+/// Only the choice of parent depends on this guess, and a parent only
+/// saves re-reading files whose size, times and inode are unchanged.
+fn same_files(recorded: &[String], files: &[String], paths: &[String]) -> bool {
+    if recorded == paths {
+        return true;
+    }
+    if files.is_empty() || !files.iter().all(|f| recorded.contains(f)) {
+        return false;
+    }
+    recorded.iter().filter(|r| !files.contains(r)).all(|r| paths.contains(r) || std::fs::symlink_metadata(r).is_err())
+}
+
 pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progress) -> Result<BackupResult> {
     let start = Utc::now();
     if opts.paths.is_empty() && opts.streams.is_empty() {
@@ -217,9 +236,11 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     paths.extend(stream_paths.iter().map(|c| format!("/{}", join(c))));
     paths.sort();
 
+    repo.require_writable("backup")?;
     let _lock = repo.lock_shared("backup")?;
     let host = opts.host.clone().unwrap_or_else(crate::lock::hostname);
-    let parent = find_parent(repo, opts.parent, &host, &paths)?;
+    let files: Vec<String> = sources.iter().map(|s| s.disk.display().to_string()).collect();
+    let parent = find_parent(repo, opts.parent, &host, &files, &paths)?;
     // Packs left by an interrupted backup: known to the index database from
     // the start, so this run dedups against them, and listed in this run's
     // first index file.
@@ -228,8 +249,21 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
 
     let ctx = Ctx::new(repo, progress, &mut opts, parent.as_ref().map(|p| p.file.tree));
 
-    let abort = || ctx.stopping();
-    let run = packer::run(repo, adopt, &abort, |sink| run_pipeline(&ctx, sink, &sources, streams, &stream_paths));
+    // The size estimate for progress runs beside the pipeline and stops
+    // with it.
+    let scan_stop = AtomicBool::new(false);
+    let run = std::thread::scope(|s| {
+        let disk: Vec<PathBuf> = sources.iter().map(|s| s.disk.clone()).collect();
+        let (stop, skip) = (&scan_stop, ctx.repo_root.as_deref());
+        std::thread::Builder::new()
+            .name("arc-scan".into())
+            .spawn_scoped(s, move || crate::scan::count(&disk, skip, stop, progress))
+            .ok();
+        let abort = || ctx.stopping();
+        let run = packer::run(repo, adopt, &abort, |sink| run_pipeline(&ctx, sink, &sources, streams, &stream_paths));
+        scan_stop.store(true, Ordering::Relaxed);
+        run
+    });
     // A repository error is the root cause when there is one; otherwise a
     // failed stream is, and no snapshot is written. The packs holding what
     // was read before are written and listed either way.
@@ -306,14 +340,27 @@ struct Ctx<'a> {
 
 /// The parent snapshot: the one given, else the latest of the same host
 /// and paths.
-fn find_parent(repo: &Repository, given: Option<Id>, host: &str, paths: &[String]) -> Result<Option<Snapshot>> {
+/// The parent: the given snapshot, or the newest of this host that backed
+/// up the same files (`files`: the file sources; streams aside, see
+/// `same_files`).
+fn find_parent(
+    repo: &Repository,
+    given: Option<Id>,
+    host: &str,
+    files: &[String],
+    paths: &[String],
+) -> Result<Option<Snapshot>> {
     Ok(match given {
         Some(id) => Some(repo.load_snapshot(&id)?),
         None => {
             let filter = SnapshotFilter { hosts: vec![host.to_string()], ..Default::default() };
             // The parent only saves re-reading unchanged files, so a damaged
             // snapshot file is no reason to refuse a backup (check reports it).
-            repo.readable_snapshots()?.0.into_iter().rev().find(|s| filter.matches(&s.file) && s.file.paths == paths)
+            repo.readable_snapshots()?
+                .0
+                .into_iter()
+                .rev()
+                .find(|s| filter.matches(&s.file) && same_files(&s.file.paths, files, paths))
         }
     })
 }
@@ -342,7 +389,7 @@ pub fn dry_run(
     let mut paths: Vec<String> = sources.iter().map(|s| s.disk.display().to_string()).collect();
     paths.sort();
     let host = opts.host.clone().unwrap_or_else(crate::lock::hostname);
-    let parent = find_parent(repo, opts.parent, &host, &paths)?;
+    let parent = find_parent(repo, opts.parent, &host, &paths, &paths)?;
     let ctx = Ctx::new(repo, progress, &mut opts, parent.as_ref().map(|p| p.file.tree));
     let (job_tx, job_rx) = bounded::<Job>(256);
     let (event_tx, event_rx) = bounded::<WalkEvent>(4096);

@@ -109,9 +109,7 @@ pub fn plan(snapshots: &[Snapshot], opts: &ForgetOptions) -> Result<ForgetReport
     if opts.policy.is_empty() {
         return Err(Error::InvalidArgument {
             what: "forget policy",
-            reason: "no --keep-* rule given, which would forget every snapshot; \
-                     give keep rules, or name the snapshots to forget by id"
-                .into(),
+            reason: "the policy keeps no snapshot, which would forget every snapshot".into(),
         });
     }
     let selected: Vec<Snapshot> = snapshots.iter().filter(|s| opts.filter.matches(&s.file)).cloned().collect();
@@ -136,6 +134,9 @@ pub fn plan(snapshots: &[Snapshot], opts: &ForgetOptions) -> Result<ForgetReport
 /// which writes nothing): the snapshots are listed and judged after the
 /// lock is taken, so the report is exactly what was (or would be) removed.
 pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
+    if !opts.dry_run {
+        repo.require_writable("forget")?;
+    }
     let _lock = if opts.dry_run { repo.lock_shared("forget --dry-run")? } else { repo.lock_exclusive("forget")? };
     let snapshots = repo.snapshots()?;
     let report = plan(&snapshots, opts)?;

@@ -4,6 +4,7 @@
 //! [`Repository`]: crate::Repository
 
 pub mod backup;
+pub mod browse;
 pub mod check;
 pub mod diff;
 pub mod find;

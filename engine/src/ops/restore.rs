@@ -106,18 +106,8 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreResult> {
-    let target = &opts.target;
-    match std::fs::read_dir(target) {
-        Ok(mut rd) => {
-            if rd.next().is_some() && !opts.overwrite {
-                return Err(Error::TargetNotEmpty { path: target.clone() });
-            }
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => std::fs::create_dir_all(target).at(target)?,
-        Err(e) => return Err(Error::io(target, e)),
-    }
-    let target = std::fs::canonicalize(target).at(target)?;
-    // Resolve every include before writing anything: a typo fails cleanly.
+    // Resolve every include before creating or writing anything: a typo
+    // fails cleanly and leaves no directory behind.
     let mut roots: Vec<RestoreRoot> = Vec::new();
     let includes = if opts.includes.is_empty() { vec!["/".to_string()] } else { opts.includes.clone() };
     for inc in &includes {
@@ -136,6 +126,17 @@ pub fn restore(
     // An index that cannot be loaded fails the restore here, in one error,
     // rather than as a warning for every directory.
     repo.index()?;
+    let target = &opts.target;
+    match std::fs::read_dir(target) {
+        Ok(mut rd) => {
+            if rd.next().is_some() && !opts.overwrite {
+                return Err(Error::TargetNotEmpty { path: target.clone() });
+            }
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => std::fs::create_dir_all(target).at(target)?,
+        Err(e) => return Err(Error::io(target, e)),
+    }
+    let target = std::fs::canonicalize(target).at(target)?;
 
     let ctx = Ctx {
         repo,

@@ -50,22 +50,29 @@ impl Located {
     }
 }
 
+/// Resolves a snapshot path. A path that does not exist fails with
+/// [`Error::PathNotInSnapshot`] naming the deepest directory of it that
+/// does.
 pub fn locate(repo: &Repository, snapshot: &Snapshot, path: &str) -> Result<Located> {
     let comps = split_path(path)?;
+    let shown = |n: usize| format!("/{}", String::from_utf8_lossy(&comps[..n].join(&b'/')));
+    let missing = |existing: usize| Error::PathNotInSnapshot {
+        snapshot: snapshot.id.short(),
+        path: shown(comps.len()),
+        closest: shown(existing),
+    };
     let mut tree_id = snapshot.file.tree;
     let mut node: Option<Node> = None;
     for (i, c) in comps.iter().enumerate() {
         if let Some(n) = &node {
             tree_id = match (n.kind, n.subtree) {
                 (NodeKind::Dir, Some(id)) => id,
-                _ => return Err(Error::PathNotInSnapshot { snapshot: snapshot.id.short(), path: path.to_string() }),
+                // comps[i - 1] is not a directory: its parent is.
+                _ => return Err(missing(i - 1)),
             };
         }
         let tree = repo.load_tree(&tree_id)?;
-        node = Some(tree.find(c).cloned().ok_or_else(|| Error::PathNotInSnapshot {
-            snapshot: snapshot.id.short(),
-            path: format!("/{}", String::from_utf8_lossy(&comps[..=i].join(&b'/'))),
-        })?);
+        node = Some(tree.find(c).cloned().ok_or_else(|| missing(i))?);
     }
     Ok(match node {
         Some(n) => Located::Node(Box::new(n)),

@@ -83,6 +83,7 @@ pub(super) fn entry(
         }
     }
     if change == Change::Unchanged {
+        ctx.progress.unchanged(path, node.size);
         if let Some(p) = previous {
             node.chunks = p.chunks;
         }

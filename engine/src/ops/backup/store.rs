@@ -66,6 +66,7 @@ fn store_file(
     buf: &mut Vec<u8>,
 ) -> Result<Stored> {
     crate::fault::pause_before_read(path);
+    ctx.progress.reading(path);
     // O_NOATIME keeps backups from dirtying every inode; it is refused for
     // files we do not own, so fall back to a plain open.
     let file =
