@@ -255,10 +255,10 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     let scan_stop = AtomicBool::new(false);
     let run = std::thread::scope(|s| {
         let disk: Vec<PathBuf> = sources.iter().map(|s| s.disk.clone()).collect();
-        let (stop, skip) = (&scan_stop, ctx.repo_root.as_deref());
+        let (stop, skip, excludes) = (&scan_stop, ctx.repo_root.as_deref(), &ctx.excludes);
         std::thread::Builder::new()
             .name("arc-scan".into())
-            .spawn_scoped(s, move || crate::scan::count(&disk, skip, stop, progress))
+            .spawn_scoped(s, move || crate::scan::count(&disk, skip, excludes, stop, progress))
             .ok();
         let abort = || ctx.stopping();
         let run = packer::run(repo, adopt, &abort, |sink| run_pipeline(&ctx, sink, &sources, streams, &stream_paths));

@@ -46,9 +46,10 @@ use std::collections::{HashMap, HashSet};
 use crate::error::{Error, Result};
 use crate::format::index_file::PackEntry;
 use crate::format::pack::{self, BlobKind};
-use crate::format::tree::{NodeKind, Tree};
+use crate::format::tree::Tree;
 use crate::id::Id;
 use crate::index::BlobLocation;
+use crate::ops::tree_walk;
 use crate::packer;
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -56,9 +57,6 @@ use crate::storage::FileKind;
 
 /// Packs per index file written by prune (as `repair index`).
 const PACKS_PER_INDEX_FILE: usize = 256;
-/// Trees loaded in parallel at a time while marking; bounds the memory of
-/// decoded trees held at once.
-const TREE_BATCH: usize = 256;
 
 /// The steps after which [`PruneOptions::after_step`] is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -220,57 +218,39 @@ fn tree_locations(packs: &[PackEntry], listed: &HashSet<Id>) -> HashMap<Id, Blob
 fn mark_live(repo: &Repository, trees: &HashMap<Id, BlobLocation>, ignore: &HashSet<Id>) -> Result<(HashSet<Id>, u64)> {
     let reader = repo.blob_reader()?;
     let mut live: HashSet<Id> = HashSet::new();
-    let mut frontier: Vec<Id> = Vec::new();
-    let mut snapshots = 0;
+    let mut roots = Vec::new();
     for id in repo.snapshot_ids()? {
         if ignore.contains(&id) {
             continue;
         }
         let snap = repo.load_snapshot(&id).map_err(|e| damaged(format!("snapshot {id} cannot be read: {e}")))?;
-        snapshots += 1;
-        if live.insert(snap.file.tree) {
-            frontier.push(snap.file.tree);
-        }
+        roots.push(snap.file.tree);
     }
-    // Breadth first, a batch of trees at a time loaded in parallel; a tree
-    // enters the frontier only when first seen, so each is read once.
-    while !frontier.is_empty() {
-        let mut next = Vec::new();
-        for batch in frontier.chunks(TREE_BATCH) {
-            let children: Vec<Result<(Vec<Id>, Vec<Id>)>> = batch
-                .par_iter()
-                .map(|tree_id| {
-                    let loc = trees
-                        .get(tree_id)
-                        .ok_or_else(|| damaged(format!("tree {tree_id}, which a snapshot needs, is in no pack")))?;
-                    let tree = reader
-                        .read_at(repo, tree_id, loc)
-                        .and_then(|data| Tree::decode(&data, tree_id))
-                        .map_err(|e| damaged(format!("tree {tree_id} of a snapshot cannot be read: {e}")))?;
-                    let mut subtrees = Vec::new();
-                    let mut chunks = Vec::new();
-                    for node in &tree.nodes {
-                        match node.kind {
-                            NodeKind::Dir => subtrees.extend(node.subtree),
-                            k if k.has_chunks() => chunks.extend_from_slice(&node.chunks),
-                            _ => {}
-                        }
-                    }
-                    Ok((subtrees, chunks))
-                })
-                .collect();
-            for c in children {
-                let (subtrees, chunks) = c?;
-                live.extend(chunks);
-                for t in subtrees {
-                    if live.insert(t) {
-                        next.push(t);
-                    }
-                }
+    let snapshots = roots.len() as u64;
+    let load = |tree_id: &Id| -> Result<Tree> {
+        let loc = trees
+            .get(tree_id)
+            .ok_or_else(|| damaged(format!("tree {tree_id}, which a snapshot needs, is in no pack")))?;
+        reader
+            .read_at(repo, tree_id, loc)
+            .and_then(|data| Tree::decode(&data, tree_id))
+            .map_err(|e| damaged(format!("tree {tree_id} of a snapshot cannot be read: {e}")))
+    };
+    let mut visit = |id: &Id, tree: &Tree| {
+        live.insert(*id);
+        for node in &tree.nodes {
+            if node.kind.has_chunks() {
+                live.extend(node.chunks.iter().copied());
             }
         }
-        frontier = next;
-    }
+        Ok(())
+    };
+    // Deciding what is unused needs every live tree: any failure stops.
+    let mut failed = |_: &Id, e: Error| match e {
+        e @ Error::Damaged { .. } => Err(e),
+        e => Err(damaged(e.to_string())),
+    };
+    tree_walk::visit_unique_trees(roots, &load, &mut visit, &mut failed)?;
     Ok((live, snapshots))
 }
 
