@@ -89,10 +89,7 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
         }
     }
     let repo = env.open()?;
-    let parent = match &a.parent {
-        Some(spec) => Some(repo.find_snapshot(spec, &Default::default())?.id),
-        None => None,
-    };
+    let parent = parent_id(&repo, a.parent.as_deref())?;
     let opts = BackupOptions {
         paths: a.paths,
         streams,
@@ -192,13 +189,18 @@ fn excluded_note(n: u64) -> String {
     }
 }
 
+/// The snapshot `--parent` names, if given.
+fn parent_id(repo: &Repository, spec: Option<&str>) -> Result<Option<Id>> {
+    Ok(match spec {
+        Some(spec) => Some(repo.find_snapshot(spec, &Default::default())?.id),
+        None => None,
+    })
+}
+
 /// `arc backup --dry-run`: the files a backup would read, and its counts.
 fn dry_run(env: &Env, a: BackupArgs, excludes: arc_engine::exclude::Excludes) -> Result<u8> {
     let repo = env.open()?;
-    let parent = match &a.parent {
-        Some(spec) => Some(repo.find_snapshot(spec, &Default::default())?.id),
-        None => None,
-    };
+    let parent = parent_id(&repo, a.parent.as_deref())?;
     let opts = BackupOptions {
         paths: a.paths,
         host: a.host,

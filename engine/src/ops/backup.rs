@@ -169,6 +169,19 @@ enum Change {
     Unchanged,
 }
 
+impl Change {
+    /// Counts a file with content of `size` bytes in the summary.
+    fn count_file(self, summary: &mut Summary, size: u64) {
+        summary.total_files += 1;
+        summary.total_bytes += size;
+        match self {
+            Change::New => summary.files_new += 1,
+            Change::Changed => summary.files_changed += 1,
+            Change::Unchanged => summary.files_unchanged += 1,
+        }
+    }
+}
+
 enum Content {
     /// Not a file, or chunks already in the node (unchanged from parent).
     Ready,
@@ -412,13 +425,7 @@ pub fn dry_run(
             match event {
                 WalkEvent::EnterDir(_) => summary.dirs += 1,
                 WalkEvent::Entry(node, _, change) if node.kind.has_chunks() => {
-                    summary.total_files += 1;
-                    summary.total_bytes += node.size;
-                    match change {
-                        Change::New => summary.files_new += 1,
-                        Change::Changed => summary.files_changed += 1,
-                        Change::Unchanged => summary.files_unchanged += 1,
-                    }
+                    change.count_file(&mut summary, node.size)
                 }
                 WalkEvent::Entry(..) => summary.other_entries += 1,
                 WalkEvent::LeaveDir | WalkEvent::SourceDone => {}
