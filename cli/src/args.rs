@@ -280,6 +280,10 @@ pub struct BackupArgs {
     /// List what would be read and count what would be backed up; write nothing.
     #[arg(long, short = 'n', conflicts_with = "any_stream")]
     pub dry_run: bool,
+    /// Read at most RATE bytes per second from files and streams together (e.g. 60MiB), so the
+    /// backup does not starve a live service of disk bandwidth.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub limit_read: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -569,6 +573,17 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         _ => return Err(format!("{s:?}: unknown unit {unit:?}")),
     };
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Rates like `60MiB`, `60MiB/s`, `500K` (bytes per second; 0 is refused:
+/// leave the option out for no limit).
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t);
+    match parse_size(t)? {
+        0 => Err(format!("{s:?}: a rate must be more than 0 (leave the limit out for none)")),
+        n => Ok(n),
+    }
 }
 
 /// Percentages like `10%` or `10`: the unit is always percent, so

@@ -100,6 +100,7 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
         force_read: a.force_read,
         cancel: Some(env.cancel.clone()),
         excludes,
+        limit_read: a.limit_read,
     };
     let mut progress = BackupProgress::new(env.quiet, env.json, names.len() as u64);
     stderr_out.set_bar(progress.bar());

@@ -86,6 +86,9 @@ pub struct BackupOptions {
     pub cancel: Option<Arc<AtomicBool>>,
     /// What to leave out; recorded in the snapshot.
     pub excludes: Excludes,
+    /// Bytes per second read from all sources together (files and
+    /// streams); `None` reads as fast as the disks allow.
+    pub limit_read: Option<u64>,
 }
 
 /// Whether a file is new since the parent snapshot or changed.
@@ -350,6 +353,7 @@ struct Ctx<'a> {
     mounts: HashSet<PathBuf>,
     /// Entries the excludes left out.
     excluded: AtomicU64,
+    limit_read: Option<crate::ratelimit::RateLimit>,
 }
 
 /// The parent snapshot: the one given, else the latest of the same host
@@ -466,6 +470,7 @@ impl<'a> Ctx<'a> {
             mounts: if opts.excludes.one_file_system { mount_points() } else { Default::default() },
             excludes: std::mem::take(&mut opts.excludes),
             excluded: AtomicU64::new(0),
+            limit_read: opts.limit_read.map(crate::ratelimit::RateLimit::new),
         }
     }
 }
