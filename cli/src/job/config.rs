@@ -388,15 +388,17 @@ impl Config {
             return Err(anyhow!("{}: key `jobs` in [run]: must be at least 1", file.display()));
         }
         let d = &raw.defaults;
+        // Offsets of line starts: a file of 10 000 jobs must not cost
+        // 10 000 scans from the top.
+        let starts: Vec<usize> =
+            std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        let line_at = |offset: usize| starts.partition_point(|&s| s <= offset);
         let mut jobs = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for spanned in &raw.jobs {
-            let line = line_of(text, spanned.span().start);
             let e = spanned.get_ref().clone();
-            let line = text[spanned.span()]
-                .find("name")
-                .map(|o| line_of(text, spanned.span().start + o))
-                .unwrap_or(line);
+            let span = spanned.span();
+            let line = line_at(text[span.clone()].find("name").map(|o| span.start + o).unwrap_or(span.start));
             let bad = |key: &str, msg: String| at(line, key, format!("job {:?}: {msg}", e.name));
             if !valid_name(&e.name) {
                 return Err(at(line, "name", format!("{:?}: use letters, digits and . _ - @ + (up to 128)", e.name)));
