@@ -219,7 +219,7 @@ limit-read = "50MiB"
     // The snapshots, tagged by job, with the right content.
     let by = snapshots_by_job(&env);
     assert_eq!(by.keys().map(String::as_str).collect::<Vec<_>>(), ["big", "ldap", "mysql", "pg", "www"]);
-    let files = ls(&env, &by["www"][0]["short_id"].as_str().unwrap().to_string());
+    let files = ls(&env, by["www"][0]["short_id"].as_str().unwrap());
     assert!(files.iter().any(|f| f.ends_with("site/index.php")), "{files:?}");
     assert!(!files.iter().any(|f| f.contains("page.html") || f.ends_with(".tmp")), "{files:?}");
     let dumps = ls(&env, by["mysql"][0]["short_id"].as_str().unwrap());
@@ -293,7 +293,12 @@ fn backup_limit_read_holds_the_rate() {
     env.backup(["--limit-read", "16MiB"].iter().map(|s| s.to_string()).chain([src.display().to_string()]));
     // 40 MiB at 16 MiB/s, less the 0.1 s burst: at least 2.4 s.
     assert!(t.elapsed() >= Duration::from_millis(2400), "{:?}", t.elapsed());
-    env.arc().args(["backup", "--limit-read", "0"]).arg(&src).run().code_is(2).stderr_contains("a rate must be more than 0");
+    env.arc()
+        .args(["backup", "--limit-read", "0"])
+        .arg(&src)
+        .run()
+        .code_is(2)
+        .stderr_contains("a rate must be more than 0");
 }
 
 #[test]
@@ -304,7 +309,11 @@ fn config_errors_name_file_line_and_key() {
     let out = run(&env, &config, &[]).failure();
     let e = out.one_line_error();
     assert!(e.contains(&format!("{}:3: key `max-age`:", config.display())), "{e}");
-    fs::write(&config, "repository = \"/r\"\n[[jobs]]\nname = \"a\"\nkind = \"files\"\npaths = [\"/\"]\nexcludes = [\"x\"]\n").unwrap();
+    fs::write(
+        &config,
+        "repository = \"/r\"\n[[jobs]]\nname = \"a\"\nkind = \"files\"\npaths = [\"/\"]\nexcludes = [\"x\"]\n",
+    )
+    .unwrap();
     let e = run(&env, &config, &[]).failure().one_line_error();
     assert!(e.contains(":6: key `excludes`: unknown field"), "{e}");
 }

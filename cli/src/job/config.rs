@@ -390,8 +390,7 @@ impl Config {
         let d = &raw.defaults;
         // Offsets of line starts: a file of 10 000 jobs must not cost
         // 10 000 scans from the top.
-        let starts: Vec<usize> =
-            std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        let starts: Vec<usize> = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
         let line_at = |offset: usize| starts.partition_point(|&s| s <= offset);
         let mut jobs = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -454,13 +453,7 @@ impl Config {
                 return Err(anyhow!("{}: key `nice`: {n} is not between -20 and 19", file.display()));
             }
         }
-        Ok(Config {
-            file: file.to_path_buf(),
-            run: raw.run,
-            defaults_nice: d.nice,
-            defaults_ionice: d.ionice,
-            jobs,
-        })
+        Ok(Config { file: file.to_path_buf(), run: raw.run, defaults_nice: d.nice, defaults_ionice: d.ionice, jobs })
     }
 
     /// The jobs named (all when none are), in the file's order.
@@ -567,9 +560,10 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_and_key() {
-        let e = parse("repository = \"/r\"\n[defaults]\nnicee = 3\n[[jobs]]\nname=\"a\"\nkind=\"files\"\npaths=[\"/\"]\n")
-            .unwrap_err()
-            .to_string();
+        let e =
+            parse("repository = \"/r\"\n[defaults]\nnicee = 3\n[[jobs]]\nname=\"a\"\nkind=\"files\"\npaths=[\"/\"]\n")
+                .unwrap_err()
+                .to_string();
         assert!(e.starts_with("arc.toml:3: key `nicee`: unknown field"), "{e}");
         let e = parse("repository = \"/r\"\n[defaults]\nlimit-read = \"fast\"\n[[jobs]]\nname=\"a\"\nkind=\"files\"\npaths=[\"/\"]\n")
             .unwrap_err()

@@ -115,7 +115,9 @@ fn print_schedule(env: &Env, cfg: &Config, now: chrono::DateTime<Utc>) -> Result
                 vec![
                     e.job.to_string(),
                     e.offset_s.map(|o| status::age(o as i64)).unwrap_or_else(|| "-".into()),
-                    e.next.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "daily from its last run".into()),
+                    e.next
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                        .unwrap_or_else(|| "daily from its last run".into()),
                 ]
             })
             .collect();

@@ -93,11 +93,21 @@ fn email(to: &str, summary: &Summary) -> Result<()> {
     let subject = format!(
         "arc on {}: {}",
         summary.host,
-        if summary.failed.is_empty() { "all jobs ok".to_string() } else { format!("FAILED {}", summary.failed.join(", ")) }
+        if summary.failed.is_empty() {
+            "all jobs ok".to_string()
+        } else {
+            format!("FAILED {}", summary.failed.join(", "))
+        }
     );
     let mut body = format!("{}\n\n", summary.line());
     for j in &summary.jobs {
-        body.push_str(&format!("{:<24} {:<8} {:>8.1}s  {}\n", j.job, j.result, j.duration_s, j.error.as_deref().unwrap_or("")));
+        body.push_str(&format!(
+            "{:<24} {:<8} {:>8.1}s  {}\n",
+            j.job,
+            j.result,
+            j.duration_s,
+            j.error.as_deref().unwrap_or("")
+        ));
     }
     let mut child = Command::new(sendmail)
         .args(["-t", "-oi"])

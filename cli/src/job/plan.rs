@@ -208,10 +208,8 @@ fn plan_mysql(job: &Job, p: &mut Plan) -> Result<()> {
     let dbs = choose(job, found, MYSQL_SYSTEM)?;
     // One query for all databases: a server with thousands of schemas
     // must not cost thousands of round trips.
-    let engines = ask(
-        "SELECT TABLE_SCHEMA, IFNULL(ENGINE, ''), COUNT(*) FROM information_schema.TABLES \
-         WHERE TABLE_TYPE = 'BASE TABLE' GROUP BY TABLE_SCHEMA, ENGINE",
-    )
+    let engines = ask("SELECT TABLE_SCHEMA, IFNULL(ENGINE, ''), COUNT(*) FROM information_schema.TABLES \
+         WHERE TABLE_TYPE = 'BASE TABLE' GROUP BY TABLE_SCHEMA, ENGINE")
     .context("reading the tables' storage engines")?;
     let dump = program(&["mysqldump", "mariadb-dump"]);
     for db in dbs {
@@ -229,7 +227,8 @@ fn plan_mysql(job: &Job, p: &mut Plan) -> Result<()> {
             }
         }
         let consistency = if other.is_empty() {
-            p.notes.push(format!("{db}: {innodb} table(s), all InnoDB: one transaction (--single-transaction), no locks"));
+            p.notes
+                .push(format!("{db}: {innodb} table(s), all InnoDB: one transaction (--single-transaction), no locks"));
             "--single-transaction"
         } else {
             p.notes.push(format!(

@@ -263,7 +263,11 @@ fn run_job(ctx: &Ctx<'_>, job: &Job) -> Outcome {
     ctx.log.event(name, &format!("start kind={}", job.kind()));
     let mut r = report(job, "ok", None, 0.0);
     let env = |result: &str| -> Vec<(&'static str, String)> {
-        vec![("ARC_JOB", name.to_string()), ("ARC_JOB_KIND", job.kind().to_string()), ("ARC_JOB_RESULT", result.to_string())]
+        vec![
+            ("ARC_JOB", name.to_string()),
+            ("ARC_JOB_KIND", job.kind().to_string()),
+            ("ARC_JOB_RESULT", result.to_string()),
+        ]
     };
     let mut before_ok = true;
     if let Some(b) = &job.entry.before {
@@ -386,7 +390,11 @@ fn backup_job(ctx: &Ctx<'_>, job: &Job, prio: Priority, r: &mut JobReport) -> Re
         if res.warnings > 0 {
             ctx.log.event(
                 name,
-                &format!("warning: {} item(s) could not be read; snapshot {} is incomplete", res.warnings, res.snapshot_id.short()),
+                &format!(
+                    "warning: {} item(s) could not be read; snapshot {} is incomplete",
+                    res.warnings,
+                    res.snapshot_id.short()
+                ),
             );
         }
         // The run just saved is the history's last entry, judged against
@@ -435,7 +443,9 @@ fn retention_and_prune(ctx: &Ctx<'_>, jobs: &[&Job], reports: &mut [JobReport]) 
                 Ok(forget::forget(&repo, &opts)?.removed.len())
             })();
             match done {
-                Ok(n) => ctx.log.event(job.name(), &format!("retention: removed {n} snapshot(s) from {}", repo_cfg.name)),
+                Ok(n) => {
+                    ctx.log.event(job.name(), &format!("retention: removed {n} snapshot(s) from {}", repo_cfg.name))
+                }
                 Err(e) => {
                     ctx.log.event(job.name(), &format!("failed: retention: {e:#}"));
                     r.result = "failed".into();

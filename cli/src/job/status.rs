@@ -67,8 +67,7 @@ pub fn collect(cfg: &Config, now: DateTime<Utc>) -> Result<Report> {
             let Some((_, listed)) = cache.iter().find(|(p, _)| p == &r.path) else { continue };
             match listed {
                 Ok(all) => {
-                    let mine: Vec<arc_engine::Snapshot> =
-                        all.iter().filter(|s| s.file.host == host).cloned().collect();
+                    let mine: Vec<arc_engine::Snapshot> = all.iter().filter(|s| s.file.host == host).cloned().collect();
                     runs.extend(history::runs(&mine, &job.tag()));
                 }
                 Err(e) => error = Some(e.clone()),
@@ -154,6 +153,9 @@ pub fn print_text(r: &Report) -> Result<()> {
     Ok(())
 }
 
+/// Name, type, help text and value of one gauge.
+type Metric = (&'static str, &'static str, &'static str, fn(&JobStatus) -> Option<f64>);
+
 /// Label values escaped as the text exposition format asks.
 fn label(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -161,11 +163,13 @@ fn label(s: &str) -> String {
 
 pub fn prometheus(r: &Report) -> String {
     let mut out = String::new();
-    let metrics: [(&str, &str, &str, fn(&JobStatus) -> Option<f64>); 7] = [
+    let metrics: [Metric; 7] = [
         ("arc_job_last_success_timestamp_seconds", "gauge", "Unix time of the job's last successful backup.", |j| {
             j.last_success.map(|t| t.timestamp() as f64)
         }),
-        ("arc_job_age_seconds", "gauge", "Seconds since the job's last successful backup.", |j| j.age_s.map(|a| a as f64)),
+        ("arc_job_age_seconds", "gauge", "Seconds since the job's last successful backup.", |j| {
+            j.age_s.map(|a| a as f64)
+        }),
         ("arc_job_max_age_seconds", "gauge", "The job's max-age.", |j| j.max_age_s.map(|a| a as f64)),
         ("arc_job_stale", "gauge", "1 when the last success is older than max-age (or there is none).", |j| {
             Some(if j.stale { 1.0 } else { 0.0 })
