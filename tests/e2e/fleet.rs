@@ -456,6 +456,7 @@ fn html_report_rendered_by_chromium_shows_every_job_age_and_chart() {
     env.init();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
+    let slow = env.path("slow-now");
     let config = env.path("arc.toml");
     fs::write(
         &config,
@@ -463,16 +464,23 @@ fn html_report_rendered_by_chromium_shows_every_job_age_and_chart() {
             "repository = \"{repo}\"\n[defaults]\nmax-age = \"26h\"\n\
              [[jobs]]\nname = \"www\"\nkind = \"files\"\npaths = [\"{src}\"]\n\
              [[jobs]]\nname = \"ldap\"\nkind = \"command\"\ncommand = \"echo dn\"\nstream = \"ldap.ldif\"\n\
-             [[jobs]]\nname = \"never-ran\"\nkind = \"command\"\ncommand = \"false\"\nstream = \"x\"\n",
+             [[jobs]]\nname = \"never-ran\"\nkind = \"command\"\ncommand = \"false\"\nstream = \"x\"\n\
+             [[jobs]]\nname = \"slowing\"\nkind = \"command\"\ncommand = \"test -e {slow} && sleep 4; echo data\"\nstream = \"s\"\n",
             repo = env.repo.display(),
-            src = src.display()
+            src = src.display(),
+            slow = slow.display()
         ),
     )
     .unwrap();
     for i in 0..3 {
         fs::write(src.join(format!("f{i}")), vec![i as u8; 1000 * (i + 1)]).unwrap();
-        run(&env, &config, &["www", "ldap"]).success();
+        run(&env, &config, &["www", "ldap", "slowing"]).success();
     }
+    // Same size, four times slower than before: flagged.
+    fs::write(&slow, "").unwrap();
+    let out = run(&env, &config, &["--json", "slowing"]).success();
+    assert_eq!(out.json()["jobs"][0]["slow"], true, "{}", out.describe());
+    assert!(out.stderr_str().contains("job=slowing warning: slow: took"), "{}", out.describe());
     let html = env.path("report.html");
     let out = status(&env, &config, &["--json", "--html", html.to_str().unwrap()]);
     assert_eq!(out.code(), Some(1), "never-ran is stale");
@@ -495,6 +503,10 @@ fn html_report_rendered_by_chromium_shows_every_job_age_and_chart() {
         assert_eq!(r.matches("<rect class=\"bar").count(), 3, "{r}");
         assert!(r.contains("<polyline class=\"added\""), "{r}");
     }
+    let r = row("slowing");
+    assert_eq!(r.matches("<rect class=\"bar slow\"").count(), 1, "the slow run is marked: {r}");
+    assert_eq!(r.matches("<rect class=\"bar").count(), 4, "{r}");
+    assert!(r.contains("1 slow run(s)"), "{r}");
     let r = row("never-ran");
     assert!(r.contains(">stale<") && r.contains(">never<") && r.contains("no successful run yet"), "{r}");
 

@@ -420,6 +420,10 @@ fn backup_job(ctx: &Ctx<'_>, job: &Job, prio: Priority, r: &mut JobReport) -> Re
     Ok(())
 }
 
+fn is_locked(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| matches!(c.downcast_ref::<arc_engine::Error>(), Some(arc_engine::Error::Locked { .. })))
+}
+
 fn retention_and_prune(ctx: &Ctx<'_>, jobs: &[&Job], reports: &mut [JobReport]) {
     let mut prune_wanted: BTreeMap<String, (Repo, Duration)> = BTreeMap::new();
     for (job, r) in jobs.iter().zip(reports.iter_mut()) {
@@ -445,6 +449,12 @@ fn retention_and_prune(ctx: &Ctx<'_>, jobs: &[&Job], reports: &mut [JobReport]) 
             match done {
                 Ok(n) => {
                     ctx.log.event(job.name(), &format!("retention: removed {n} snapshot(s) from {}", repo_cfg.name))
+                }
+                // Another arc (a backup started by the next cron minute)
+                // holds the repository: the snapshot is safe, and the next
+                // run applies the same rules.
+                Err(e) if is_locked(&e) => {
+                    ctx.log.event(job.name(), &format!("warning: retention postponed to the next run: {e:#}"));
                 }
                 Err(e) => {
                     ctx.log.event(job.name(), &format!("failed: retention: {e:#}"));
@@ -477,6 +487,9 @@ fn retention_and_prune(ctx: &Ctx<'_>, jobs: &[&Job], reports: &mut [JobReport]) 
         match result {
             Ok(Some(msg)) => ctx.log.event("-", &format!("prune {}: {msg}", repo_cfg.name)),
             Ok(None) => {}
+            Err(e) if is_locked(&e) => {
+                ctx.log.event("-", &format!("warning: prune {} postponed to the next run: {e:#}", repo_cfg.name))
+            }
             Err(e) => ctx.log.event("-", &format!("warning: prune {} failed: {e:#}", repo_cfg.name)),
         }
     }

@@ -44,9 +44,19 @@ pub fn next(name: &str, spread: Duration, now: DateTime<Utc>) -> DateTime<Utc> {
 /// every new job of a fleet starting at the first `--due`.
 const FIRST_RUN_GRACE: i64 = 60;
 
+/// Seconds after a failed attempt that `--due` tries the job again.
+pub const RETRY_FAILED_S: i64 = 15 * 60;
+
 /// Whether `job` is due at `now`. A job without `spread` is due when its
 /// last attempt is a window (24 h) old or it never ran.
 pub fn due(job: &Job, state: &JobState, now: DateTime<Utc>) -> bool {
+    // A failed attempt (a dump server restarting, the repository locked by
+    // a prune) is retried after a pause rather than a whole window later.
+    if let Some(a) = state.last.as_ref().filter(|a| a.result == "failed") {
+        if now - a.end >= chrono::Duration::seconds(RETRY_FAILED_S) {
+            return true;
+        }
+    }
     let last = state.last.as_ref().map(|a| a.start);
     match job.spread {
         Some(spread) => {
@@ -63,6 +73,30 @@ pub fn due(job: &Job, state: &JobState, now: DateTime<Utc>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_job_is_retried_after_a_pause() {
+        let cfg = crate::job::config::Config::parse(
+            std::path::Path::new("t.toml"),
+            "repository = \"/r\"\n[[jobs]]\nname = \"a\"\nkind = \"command\"\ncommand = \"x\"\nstream = \"x\"\nspread = \"24h\"\n",
+        )
+        .unwrap();
+        let job = &cfg.jobs[0];
+        let now = Utc.with_ymd_and_hms(2026, 12, 6, 3, 0, 0).unwrap();
+        let attempt = |result: &str, ago: i64| super::super::state::Attempt {
+            start: now - chrono::Duration::seconds(ago + 10),
+            end: now - chrono::Duration::seconds(ago),
+            result: result.into(),
+            error: None,
+            snapshots: vec![],
+            bytes_read: 0,
+            bytes_added: 0,
+        };
+        let st = |a| JobState { last: Some(a), last_success: None };
+        assert!(!due(job, &st(attempt("ok", 60)), now), "ran a minute ago");
+        assert!(!due(job, &st(attempt("failed", 60)), now), "failed a minute ago: pause");
+        assert!(due(job, &st(attempt("failed", RETRY_FAILED_S)), now), "failed 15 minutes ago: retry");
+    }
 
     #[test]
     fn offsets_are_stable_and_inside_the_window() {
