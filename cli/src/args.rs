@@ -335,6 +335,10 @@ pub struct BackupArgs {
     /// backup does not starve a live service of disk bandwidth.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub limit_read: Option<u64>,
+    /// Record the one PATH given under this absolute path instead, e.g. a filesystem snapshot
+    /// mounted at /mnt/snap/srv recorded as /srv (restores, latest: and the mount show /srv).
+    #[arg(long = "as", value_name = "PATH")]
+    pub record_as: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -523,3 +523,53 @@ fn html_report_rendered_by_chromium_shows_every_job_age_and_chart() {
     assert!(dom.contains("<h2>db7.example.net</h2>"), "{dom}");
     assert_eq!(dom.matches("data-job=\"www\"").count(), 2);
 }
+
+#[test]
+fn backup_as_records_the_original_path_from_a_snapshot_mount() {
+    let env = TestEnv::new();
+    env.init();
+    // The "filesystem snapshot": a copy made by the before hook, removed
+    // by the after hook, as an LVM snapshot would be mounted and dropped.
+    let live = env.path("srv");
+    fs::create_dir_all(live.join("app")).unwrap();
+    fs::write(live.join("app/data.db"), "v1").unwrap();
+    let snap = env.path("mnt/snap/srv");
+    let config = env.path("arc.toml");
+    fs::write(
+        &config,
+        format!(
+            "repository = \"{repo}\"\n[[jobs]]\nname = \"srv\"\nkind = \"files\"\npaths = [\"{snap}\"]\nas = \"{live}\"\n\
+             before = \"mkdir -p {snap} && cp -a {live}/. {snap}/\"\nafter = \"rm -rf {snap}\"\n",
+            repo = env.repo.display(),
+            snap = snap.display(),
+            live = live.display()
+        ),
+    )
+    .unwrap();
+    run(&env, &config, &[]).success();
+    assert!(!snap.exists(), "the after hook ran");
+    let snaps = env.snapshots_json();
+    assert_eq!(snaps[0]["paths"], serde_json::json!([live.display().to_string()]));
+    let cat = env.arc().args(["cat", &format!("latest:{}/app/data.db", live.display())]).run().success();
+    assert_eq!(cat.stdout, b"v1");
+
+    // `arc backup --as` finds the previous snapshot of the recorded path as
+    // its parent (an unchanged file is not read again).
+    fs::create_dir_all(&snap).unwrap();
+    let out = env.arc().args(["--json", "backup"]).arg(&live).args(["--as"]).arg(&live).run().success();
+    assert_eq!(out.json()["paths"], serde_json::json!([live.display().to_string()]));
+    let other = env.path("elsewhere");
+    fs::create_dir_all(&other).unwrap();
+    std::process::Command::new("cp").arg("-a").arg(format!("{}/.", live.display())).arg(&other).status().unwrap();
+    let v = env.backup([other.as_os_str(), "--as".as_ref(), live.as_os_str()]);
+    assert_eq!(v["paths"], serde_json::json!([live.display().to_string()]));
+    assert!(v["parent"].is_string(), "{v}");
+    env.arc()
+        .args(["backup", "--as", "/srv"])
+        .arg(&live)
+        .arg(&other)
+        .run()
+        .code_is(2)
+        .stderr_contains("exactly one PATH");
+    env.arc().args(["backup", "--as", "srv"]).arg(&live).run().failure().stderr_contains("not an absolute path");
+}

@@ -172,6 +172,9 @@ pub struct JobEntry {
     pub exclude_caches: bool,
     #[serde(default)]
     pub one_file_system: bool,
+    /// Record the job's one path under this path (`arc backup --as`).
+    #[serde(rename = "as")]
+    pub record_as: Option<PathBuf>,
     // every kind
     #[serde(default)]
     pub tags: Vec<String>,
@@ -513,6 +516,13 @@ fn check_kind_keys(e: &JobEntry) -> std::result::Result<(), (&'static str, Strin
     only("exclude-if-present", !e.exclude_if_present.is_empty(), files, "files")?;
     only("exclude-caches", e.exclude_caches, files, "files")?;
     only("one-file-system", e.one_file_system, files, "files")?;
+    only("as", e.record_as.is_some(), files, "files")?;
+    if e.record_as.is_some() && e.paths.len() != 1 {
+        return Err(("as", "records one path under another: give exactly one path in `paths`".into()));
+    }
+    if e.record_as.as_ref().is_some_and(|p| !p.is_absolute()) {
+        return Err(("as", "must be an absolute path".into()));
+    }
     let dbs = "mysql, postgresql, mongodb or redis";
     only("socket", e.socket.is_some(), db, dbs)?;
     only("host", e.host.is_some(), db, dbs)?;

@@ -380,6 +380,7 @@ fn backup_job(ctx: &Ctx<'_>, job: &Job, prio: Priority, r: &mut JobReport) -> Re
             cancel: Some(ctx.opts.cancel.clone()),
             excludes: excludes(job)?,
             limit_read: job.limit_read,
+            record_as: job.entry.record_as.clone(),
             ..Default::default()
         };
         let res = backup(&repo, opts, &NoProgress).with_context(|| format!("backup into {}", repo_cfg.name))?;
@@ -514,7 +515,10 @@ fn dry_run(cfg: &Config, jobs: &[&Job], opts: &RunOptions) -> Result<u8> {
         match plan::plan(job) {
             Ok(p) => {
                 for path in &p.paths {
-                    writeln!(out, "  read {}", path.display())?;
+                    match &job.entry.record_as {
+                        Some(r) => writeln!(out, "  read {} (recorded as {})", path.display(), r.display())?,
+                        None => writeln!(out, "  read {}", path.display())?,
+                    }
                 }
                 for e in &job.entry.exclude {
                     writeln!(out, "  exclude {e}")?;
