@@ -573,3 +573,37 @@ fn backup_as_records_the_original_path_from_a_snapshot_mount() {
         .stderr_contains("exactly one PATH");
     env.arc().args(["backup", "--as", "srv"]).arg(&live).run().failure().stderr_contains("not an absolute path");
 }
+
+#[test]
+fn jobs_on_one_device_never_overlap_jobs_on_two_devices_do() {
+    let env = TestEnv::new();
+    env.init();
+    let log = env.path("times.log");
+    let mut text = format!("repository = \"{}\"\n[run]\njobs = 2\n", env.repo.display());
+    for (name, device) in [("a1", "md0"), ("a2", "md0"), ("b1", "md1"), ("b2", "md1")] {
+        text.push_str(&format!(
+            "[[jobs]]\nname = \"{name}\"\nkind = \"command\"\ncommand = \"echo {name}\"\nstream = \"x\"\ndevice = \"{device}\"\n\
+             before = \"echo $ARC_JOB start $(date +%s%N) >> {log}; sleep 1\"\n\
+             after = \"echo $ARC_JOB end $(date +%s%N) >> {log}\"\n",
+            log = log.display()
+        ));
+    }
+    let config = env.path("arc.toml");
+    fs::write(&config, text).unwrap();
+    run(&env, &config, &[]).success();
+    let mut span: BTreeMap<String, (u128, u128)> = BTreeMap::new();
+    for line in fs::read_to_string(&log).unwrap().lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let t: u128 = f[2].parse().unwrap();
+        let e = span.entry(f[0].to_string()).or_insert((0, 0));
+        if f[1] == "start" {
+            e.0 = t;
+        } else {
+            e.1 = t;
+        }
+    }
+    let overlap = |a: &str, b: &str| span[a].0 < span[b].1 && span[b].0 < span[a].1;
+    assert!(!overlap("a1", "a2"), "md0 read twice at once: {span:?}");
+    assert!(!overlap("b1", "b2"), "md1 read twice at once: {span:?}");
+    assert!(overlap("a1", "b1") || overlap("a2", "b2"), "md0 and md1 read side by side: {span:?}");
+}

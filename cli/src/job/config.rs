@@ -180,6 +180,9 @@ pub struct JobEntry {
     pub tags: Vec<String>,
     pub before: Option<String>,
     pub after: Option<String>,
+    /// The disk (or RAID set) the job reads: jobs naming the same device
+    /// never run at once, jobs on different devices do (with [run] jobs).
+    pub device: Option<String>,
     // databases
     pub socket: Option<PathBuf>,
     pub host: Option<String>,

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -144,15 +144,16 @@ pub fn run(cfg: &Config, selected: Vec<&Job>, opts: RunOptions, log: &Log) -> Re
     let ctx = Ctx { opts: &opts, state, log, host };
     let start = Utc::now();
     let parallel = cfg.run.jobs.unwrap_or(1).min(jobs.len());
-    let next = AtomicUsize::new(0);
+    let queue = Queue::new(jobs.len());
     let outcomes: Mutex<Vec<(usize, Outcome)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..parallel {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(job) = jobs.get(i) else { break };
-                let o = run_job(&ctx, job);
-                outcomes.lock().unwrap_or_else(|p| p.into_inner()).push((i, o));
+            s.spawn(|| {
+                while let Some(i) = queue.take(|i| jobs[i].entry.device.as_deref()) {
+                    let o = run_job(&ctx, jobs[i]);
+                    outcomes.lock().unwrap_or_else(|p| p.into_inner()).push((i, o));
+                    queue.done(jobs[i].entry.device.as_deref());
+                }
             });
         }
     });
@@ -214,6 +215,45 @@ pub fn run(cfg: &Config, selected: Vec<&Job>, opts: RunOptions, log: &Log) -> Re
         crate::cmd::print_json(&summary)?;
     }
     Ok(if summary.failed.is_empty() { 0 } else { 1 })
+}
+
+/// The jobs not started yet, and the devices being read: a worker takes
+/// the first job whose `device` is free, so two disks are read at once but
+/// one is never read by two jobs at once (seeks would make both slower).
+struct Queue {
+    state: Mutex<(Vec<usize>, HashSet<String>)>,
+    cv: std::sync::Condvar,
+}
+
+impl Queue {
+    fn new(n: usize) -> Queue {
+        Queue { state: Mutex::new(((0..n).collect(), HashSet::new())), cv: std::sync::Condvar::new() }
+    }
+
+    fn take<'a>(&self, device: impl Fn(usize) -> Option<&'a str>) -> Option<usize> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if st.0.is_empty() {
+                return None;
+            }
+            let (pending, busy) = &mut *st;
+            if let Some(pos) = pending.iter().position(|&i| device(i).is_none_or(|d| !busy.contains(d))) {
+                let i = pending.remove(pos);
+                if let Some(d) = device(i) {
+                    busy.insert(d.to_string());
+                }
+                return Some(i);
+            }
+            st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn done(&self, device: Option<&str>) {
+        if let Some(d) = device {
+            self.state.lock().unwrap_or_else(|p| p.into_inner()).1.remove(d);
+        }
+        self.cv.notify_all();
+    }
 }
 
 const ALREADY_RUNNING: &str = "already running (its lock is held by another arc)";
