@@ -392,15 +392,15 @@ impl Postgres {
 // Redis
 // ---------------------------------------------------------------------------
 
-struct Redis {
-    sock: PathBuf,
+pub(crate) struct Redis {
+    pub(crate) sock: PathBuf,
     cli: PathBuf,
     _server: Server,
 }
 
 impl Redis {
     /// A server in `dir`; it loads `dir/dump.rdb` if that exists.
-    fn start(dir: &Path) -> Redis {
+    pub(crate) fn start(dir: &Path) -> Redis {
         let (server, cli) = (need("redis-server"), need("redis-cli"));
         fs::create_dir_all(dir).unwrap();
         let sock = dir.join("sock");
@@ -443,7 +443,7 @@ impl Redis {
     }
 
     /// 20 000 string keys with binary values, a hash and a list.
-    fn fill(&self) {
+    pub(crate) fn fill(&self) {
         let mut rng = Rng::new(0x4ED15);
         let mut cmds: Vec<Vec<Vec<u8>>> = (0..20_000)
             .map(|i| vec![b"SET".to_vec(), format!("session:{i}").into_bytes(), rng.bytes(40 + (i % 60))])

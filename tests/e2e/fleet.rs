@@ -607,3 +607,27 @@ fn jobs_on_one_device_never_overlap_jobs_on_two_devices_do() {
     assert!(!overlap("b1", "b2"), "md1 read twice at once: {span:?}");
     assert!(overlap("a1", "b1") || overlap("a2", "b2"), "md0 and md1 read side by side: {span:?}");
 }
+
+#[test]
+fn redis_job_stores_an_rdb_snapshot() {
+    require!(Need::Program("redis-server", "redis-server"), Need::Program("redis-cli", "redis-tools"));
+    let env = TestEnv::new();
+    env.init();
+    let redis = crate::dbdump::Redis::start(&env.path("redis"));
+    redis.fill();
+    let config = env.path("arc.toml");
+    fs::write(
+        &config,
+        format!(
+            "repository = \"{}\"\n[[jobs]]\nname = \"cache\"\nkind = \"redis\"\nsocket = \"{}\"\n",
+            env.repo.display(),
+            redis.sock.display()
+        ),
+    )
+    .unwrap();
+    let dry = run(&env, &config, &["--dry-run"]).success().stdout_str();
+    assert!(dry.contains("stream redis/dump.rdb:") && dry.contains("--rdb -"), "{dry}");
+    run(&env, &config, &[]).success();
+    let rdb = env.arc().args(["cat", "latest:redis/dump.rdb"]).run().success().stdout;
+    assert!(rdb.starts_with(b"REDIS") && rdb.len() > 500_000, "an RDB file of the 20 000 keys: {} bytes", rdb.len());
+}
