@@ -67,8 +67,8 @@ pub fn expect(runs: &[Run], bytes: u64) -> Option<f64> {
     // All runs of one size: the mean is the model. A negative slope
     // (noise) is no model of growth either.
     let slope = if sxx > 0.0 { (sxy / sxx).max(0.0) } else { 0.0 };
-    let e = my + slope * (bytes as f64 - mx);
-    Some(e.max(my.min(e).max(0.001)))
+    // Below the mean size the line may reach zero; no run takes no time.
+    Some((my + slope * (bytes as f64 - mx)).max(0.001))
 }
 
 #[cfg(test)]

@@ -135,7 +135,7 @@ pub fn run(cfg: &Config, selected: Vec<&Job>, opts: RunOptions, log: &Log) -> Re
         selected
     };
     if opts.dry_run {
-        return dry_run(cfg, &jobs, &opts);
+        return dry_run(&jobs, &opts);
     }
     if jobs.is_empty() {
         log.event("-", "nothing due");
@@ -150,7 +150,19 @@ pub fn run(cfg: &Config, selected: Vec<&Job>, opts: RunOptions, log: &Log) -> Re
         for _ in 0..parallel {
             s.spawn(|| {
                 while let Some(i) = queue.take(|i| jobs[i].entry.device.as_deref()) {
-                    let o = run_job(&ctx, jobs[i]);
+                    // A thread of its own per job: nice and ionice are per
+                    // thread, and one job's must not stay on for the next.
+                    let o = std::thread::scope(|s| s.spawn(|| run_job(&ctx, jobs[i])).join()).unwrap_or_else(|p| {
+                        let msg = arc_engine::sync::panic_message(&*p);
+                        Outcome {
+                            report: report(
+                                jobs[i],
+                                "failed",
+                                Some(format!("internal error (a bug in arc): {msg}")),
+                                0.0,
+                            ),
+                        }
+                    });
                     outcomes.lock().unwrap_or_else(|p| p.into_inner()).push((i, o));
                     queue.done(jobs[i].entry.device.as_deref());
                 }
@@ -536,7 +548,7 @@ fn retention_and_prune(ctx: &Ctx<'_>, jobs: &[&Job], reports: &mut [JobReport]) 
     }
 }
 
-fn dry_run(cfg: &Config, jobs: &[&Job], opts: &RunOptions) -> Result<u8> {
+fn dry_run(jobs: &[&Job], opts: &RunOptions) -> Result<u8> {
     let mut out = std::io::stdout().lock();
     if opts.json {
         let names: Vec<&str> = jobs.iter().map(|j| j.name()).collect();
@@ -585,7 +597,6 @@ fn dry_run(cfg: &Config, jobs: &[&Job], opts: &RunOptions) -> Result<u8> {
             writeln!(out, "  limit-read {l} bytes/s")?;
         }
     }
-    let _ = cfg;
     writeln!(out, "dry run: {} job(s), nothing was run", jobs.len())?;
     Ok(if failed > 0 { 1 } else { 0 })
 }
