@@ -26,6 +26,7 @@ pub mod packer;
 pub mod progress;
 pub mod reader;
 pub mod repo;
+pub mod session;
 pub mod storage;
 #[cfg(test)]
 mod test_data;

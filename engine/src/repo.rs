@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -29,6 +29,9 @@ pub struct InitOptions {
     pub compression_level: i32,
     pub pack_size: u32,
     pub frame_size: u32,
+    /// Timing of the v2 commit and prune protocol; `None` makes a
+    /// repository without sessions and marks (v1 behaviour).
+    pub protocol: Option<crate::format::config::ProtocolSettings>,
 }
 
 impl Default for InitOptions {
@@ -39,6 +42,7 @@ impl Default for InitOptions {
             compression_level: 3,
             pack_size: 16 * 1024 * 1024,
             frame_size: 256 * 1024,
+            protocol: None,
         }
     }
 }
@@ -81,6 +85,9 @@ pub struct Repository {
     /// A shared read snapshot of the index for blob lookups on the read
     /// path; see [`Repository::lookup_blob`].
     lookup_reader: Mutex<Option<(Instant, Arc<IndexReader>)>>,
+    /// Packs named by prune marks, as the running session last read them
+    /// (v2); dedup never relies on them.
+    marked: Arc<RwLock<Arc<HashSet<Id>>>>,
 }
 
 /// How long the read path keeps one index read transaction: long enough
@@ -126,6 +133,9 @@ impl Repository {
                 reason: format!("{} is not between 1 MiB and 256 MiB", opts.pack_size),
             });
         }
+        if let Some(p) = &opts.protocol {
+            p.validate()?;
+        }
         let now = Utc::now();
         let config = Config {
             version: REPO_FORMAT_VERSION,
@@ -145,6 +155,7 @@ impl Repository {
             compression: CompressionParams { algorithm: CompressionAlgorithm::Zstd, level: opts.compression_level },
             pack_size: opts.pack_size,
             frame_size: opts.frame_size,
+            protocol: opts.protocol,
         };
         storage.put(FileKind::Config, "config", &config.encode())?;
         Self::open(storage, None)
@@ -184,6 +195,7 @@ impl Repository {
             index_init: Mutex::new(()),
             reader: OnceLock::new(),
             lookup_reader: Mutex::new(None),
+            marked: Arc::new(RwLock::new(Arc::new(HashSet::new()))),
         })
     }
 
@@ -203,8 +215,43 @@ impl Repository {
         LockGuard::acquire(self.storage.clone(), false, operation)
     }
 
+    /// The exclusive lock. With the v2 protocol, backups hold sessions
+    /// instead of locks, so a live session also refuses it (and a backup
+    /// starting meanwhile sees the lock: both write first, then look).
     pub fn lock_exclusive(&self, operation: &str) -> Result<LockGuard> {
-        LockGuard::acquire(self.storage.clone(), true, operation)
+        let guard = LockGuard::acquire(self.storage.clone(), true, operation)?;
+        if let Some(settings) = self.protocol() {
+            let now = crate::lock::storage_now(self.storage.as_ref(), guard.name())?;
+            if let Some(s) = crate::session::live_sessions(self.storage.as_ref(), &settings, now, None)?.first() {
+                return Err(Error::Locked { holder: s.describe(), stale: false });
+            }
+        }
+        Ok(guard)
+    }
+
+    /// The v2 commit and prune protocol's settings, if this repository
+    /// uses it (format-spec/v2/protocol.md).
+    pub fn protocol(&self) -> Option<crate::format::config::ProtocolSettings> {
+        self.config.protocol
+    }
+
+    /// Starts a session (v2): announced in the repository and refreshed
+    /// until dropped; while it lives, dedup avoids packs that prune marks
+    /// name. Refused while an exclusive lock (`prune --instant`, `repair`)
+    /// is held.
+    pub fn start_session(&self, operation: &str) -> Result<crate::session::Session> {
+        let settings = self.protocol().ok_or_else(|| Error::InvalidArgument {
+            what: "repository",
+            reason: "sessions need a repository of format v2".into(),
+        })?;
+        let session = crate::session::Session::start(self.storage.clone(), settings, operation, self.marked.clone())?;
+        crate::lock::check_no_exclusive(self.storage.as_ref())?;
+        Ok(session)
+    }
+
+    /// Packs that prune marks name, as the running session knows them.
+    pub fn marked_packs(&self) -> Arc<HashSet<Id>> {
+        self.marked.read().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// The index database, brought up to date with the index files on

@@ -102,6 +102,57 @@ pub struct Config {
     /// Blobs smaller than this are grouped into one compressed frame until
     /// the frame holds about this many raw bytes.
     pub frame_size: u32,
+    /// Timing of the v2 commit and prune protocol
+    /// (format-spec/v2/protocol.md §3.2). Absent in v1 configs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<ProtocolSettings>,
+}
+
+/// Durations of the v2 commit and prune protocol, in whole seconds of the
+/// storage's clock (format-spec/v2/protocol.md §3.2). A missing key takes
+/// its default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProtocolSettings {
+    /// A mark waits this long before its packs may be deleted; no pack
+    /// younger than this is marked.
+    pub grace_secs: u64,
+    /// How often a session rewrites its file.
+    pub session_refresh_secs: u64,
+    /// A session not refreshed for this long is dead.
+    pub session_expiry_secs: u64,
+    /// Slack for the time from a put to its visibility in a listing.
+    pub margin_secs: u64,
+}
+
+impl Default for ProtocolSettings {
+    fn default() -> Self {
+        ProtocolSettings { grace_secs: 24 * 3600, session_refresh_secs: 300, session_expiry_secs: 1800, margin_secs: 300 }
+    }
+}
+
+impl ProtocolSettings {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |reason: String| Error::InvalidArgument { what: "protocol settings", reason };
+        if self.grace_secs == 0 || self.session_refresh_secs == 0 || self.session_expiry_secs == 0 || self.margin_secs == 0
+        {
+            return Err(bad("every duration must be at least one second".into()));
+        }
+        if self.session_expiry_secs < 3 * self.session_refresh_secs {
+            return Err(bad(format!(
+                "session expiry {} s must be at least three refreshes ({} s)",
+                self.session_expiry_secs,
+                3 * self.session_refresh_secs
+            )));
+        }
+        Ok(())
+    }
+
+    /// Settings scaled down for tests: grace `grace` seconds, the rest
+    /// derived from it so that the constraints hold.
+    pub fn for_tests(grace_secs: u64) -> ProtocolSettings {
+        ProtocolSettings { grace_secs, session_refresh_secs: 1, session_expiry_secs: 3, margin_secs: 1 }
+    }
 }
 
 impl Config {
@@ -136,6 +187,9 @@ impl Config {
         )?;
         if !(1024 * 1024..=256 * 1024 * 1024).contains(&config.pack_size) || config.frame_size > config.pack_size {
             return Err(Error::corrupt("config", "config", "pack_size/frame_size out of range"));
+        }
+        if let Some(p) = &config.protocol {
+            p.validate().map_err(|e| Error::corrupt("config", "config", e.to_string()))?;
         }
         Ok(config)
     }

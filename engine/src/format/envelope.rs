@@ -6,7 +6,7 @@
 //! ```text
 //! offset size
 //!  0      4   magic "ARCF"
-//!  4      1   file type (1 config, 2 index, 3 snapshot, 4 lock)
+//!  4      1   file type (1 config, 2 index, 3 snapshot, 4 lock, 5 session, 6 mark)
 //!  5      1   file type's format version
 //!  6      1   payload codec (0 = raw, 1 = zstd)
 //!  7      1   reserved, 0
@@ -33,6 +33,10 @@ pub enum FileType {
     Index = 2,
     Snapshot = 3,
     Lock = 4,
+    /// v2: format-spec/v2/protocol.md §2.1.
+    Session = 5,
+    /// v2: format-spec/v2/protocol.md §2.2.
+    Mark = 6,
 }
 
 impl FileType {
@@ -42,6 +46,8 @@ impl FileType {
             FileType::Index => "index file",
             FileType::Snapshot => "snapshot",
             FileType::Lock => "lock",
+            FileType::Session => "session",
+            FileType::Mark => "prune mark",
         }
     }
 }

@@ -18,7 +18,9 @@ pub mod envelope;
 pub mod fuzz_entry;
 pub mod index_file;
 pub mod lock;
+pub mod mark;
 pub mod pack;
+pub mod session;
 pub mod snapshot;
 pub mod tree;
 

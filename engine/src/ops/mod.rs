@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod commit;
 pub mod forget;
 pub mod prune;
 pub mod repair;
