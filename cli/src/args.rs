@@ -91,6 +91,10 @@ pub struct InitArgs {
     /// Target pack size (e.g. 16M).
     #[arg(long, value_parser = parse_size)]
     pub pack_size: Option<u64>,
+    /// How long `prune` waits between marking unused data and deleting it, so that backups
+    /// running meanwhile are safe (e.g. 24h, 90m, 30s; default 24h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub prune_grace: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -234,6 +238,10 @@ pub struct PruneArgs {
     /// Report what would be deleted and rewritten; change nothing.
     #[arg(long, short = 'n')]
     pub dry_run: bool,
+    /// Delete unused data at once under an exclusive lock, instead of marking it and deleting it
+    /// on a later run after the grace period (only when no other arc uses the repository).
+    #[arg(long)]
+    pub instant: bool,
 }
 
 #[derive(Args, Debug)]
@@ -367,6 +375,24 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Percentages like `10%` or `10`: the unit is always percent, so
 /// `--max-unused 5` means 5 %. Returns the fraction (0.05).
+/// Whole seconds from `N` with a unit `s`, `m`, `h` or `d` (a bare number
+/// is seconds). Four units do not warrant a crate.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 's')) => (&t[..i], 1),
+        Some((i, 'm')) => (&t[..i], 60),
+        Some((i, 'h')) => (&t[..i], 3600),
+        Some((i, 'd')) => (&t[..i], 86400),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?} is not a duration like 30s, 90m, 24h or 2d"))
+}
+
 pub fn parse_percent(s: &str) -> Result<f64, String> {
     let t = s.trim().trim_end_matches('%').trim();
     let v: f64 = t.parse().map_err(|_| format!("{s:?} is not a percentage like 10%"))?;

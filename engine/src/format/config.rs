@@ -148,10 +148,20 @@ impl ProtocolSettings {
         Ok(())
     }
 
-    /// Settings scaled down for tests: grace `grace` seconds, the rest
-    /// derived from it so that the constraints hold.
-    pub fn for_tests(grace_secs: u64) -> ProtocolSettings {
-        ProtocolSettings { grace_secs, session_refresh_secs: 1, session_expiry_secs: 3, margin_secs: 1 }
+    /// Settings for a grace period of `grace_secs`: the defaults for the
+    /// default grace, and for a shorter one (tests) the session timings
+    /// shrink with it, so that a session can expire within the grace
+    /// period: expiry = grace (at least 3 s, at most 30 min), refresh =
+    /// expiry / 6, margin = grace / 10 (at least 1 s, at most 5 min).
+    pub fn with_grace(grace_secs: u64) -> ProtocolSettings {
+        let d = ProtocolSettings::default();
+        let expiry = grace_secs.clamp(3, d.session_expiry_secs);
+        ProtocolSettings {
+            grace_secs: grace_secs.max(1),
+            session_refresh_secs: (expiry / 6).max(1),
+            session_expiry_secs: expiry,
+            margin_secs: (grace_secs / 10).clamp(1, d.margin_secs),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod check;
 pub mod commit;
 pub mod forget;
 pub mod prune;
+pub mod prune_protocol;
 pub mod repair;
 pub mod restore;
 pub mod retention;
