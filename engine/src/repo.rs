@@ -118,6 +118,16 @@ impl Repository {
     /// Writes the config into empty storage; the config is written last so
     /// a half-initialised repository is never mistaken for a real one.
     pub fn init(storage: Arc<dyn Storage>, opts: &InitOptions) -> Result<Repository> {
+        Self::init_with_index(storage, opts, None)
+    }
+
+    /// [`init`](Self::init) for storage that is not a local directory: the
+    /// index database lives at `index_db`.
+    pub fn init_with_index(
+        storage: Arc<dyn Storage>,
+        opts: &InitOptions,
+        index_db: Option<PathBuf>,
+    ) -> Result<Repository> {
         if storage.exists(FileKind::Config, "config")? {
             return Err(Error::AlreadyExists { path: storage.location().into() });
         }
@@ -158,7 +168,7 @@ impl Repository {
             protocol: opts.protocol,
         };
         storage.put(FileKind::Config, "config", &config.encode())?;
-        Self::open(storage, None)
+        Self::open(storage, index_db)
     }
 
     pub fn open_local(path: &Path) -> Result<Repository> {
@@ -293,7 +303,13 @@ impl Repository {
         let known = index.index_files()?;
         for id in in_storage.difference(&known) {
             let name = id.to_hex();
-            let data = self.storage.get(FileKind::Index, &name)?;
+            let data = match self.storage.get(FileKind::Index, &name) {
+                Ok(d) => d,
+                // Replaced by a concurrent prune since the listing: the
+                // files replacing it are merged by the next sync.
+                Err(Error::Missing { .. }) => continue,
+                Err(e) => return Err(e),
+            };
             if Id::hash(&data) != *id {
                 return Err(Error::corrupt(
                     "index file",
@@ -350,13 +366,24 @@ impl Repository {
 
     /// Packs in storage that no index file lists (left by an interrupted
     /// or still running backup), with their trailers.
+    ///
+    /// Format v2: packs named by a prune mark are left out. A sweep deletes
+    /// the index files listing a pack before the pack itself; meanwhile
+    /// the pack looks unlisted, and listing it again would leave an index
+    /// file naming a pack that is about to go.
     pub fn unindexed_packs(&self) -> Result<Vec<PackEntry>> {
         let listed: HashSet<Id> = self.index()?.packs()?.into_iter().filter(|p| p.3).map(|p| p.0).collect();
+        let marked = self.marked_packs();
         let mut out = Vec::new();
         for (name, len) in self.storage.list(FileKind::Pack)? {
             let Ok(id) = name.parse::<Id>() else { continue };
-            if !listed.contains(&id) {
-                out.push(self.read_pack_trailer(&id, len)?);
+            if !listed.contains(&id) && !marked.contains(&id) {
+                match self.read_pack_trailer(&id, len) {
+                    Ok(e) => out.push(e),
+                    // Deleted since the listing (a prune): nothing to adopt.
+                    Err(Error::Missing { .. }) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(out)

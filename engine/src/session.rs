@@ -298,8 +298,8 @@ impl Inner {
         self.reload_marks()
     }
 
-    /// Reads marks not seen yet and forgets marks that are gone (swept),
-    /// then publishes the packs they name.
+    /// Reads marks not seen yet, then publishes the packs named by every
+    /// mark seen since the session started.
     fn reload_marks(&self) -> Result<()> {
         let listed = self.storage.list_stat(FileKind::Mark)?;
         let mut new = Vec::new();
@@ -323,10 +323,9 @@ impl Inner {
         for m in read {
             s.marks.insert(m.name.clone(), m);
         }
-        // A swept mark's packs are gone or recovered; keeping them in the
-        // set would only cost duplicates, but the set would grow forever.
-        let present: HashSet<&String> = listed.iter().map(|(n, _)| n).collect();
-        s.marks.retain(|n, _| present.contains(n));
+        // A mark that a sweep finished stays in the set for the rest of the
+        // session: its packs may be gone while this process's index
+        // database still names them, and dedup must not trust those.
         let packs: HashSet<Id> = s.marks.values().flat_map(|m| m.file.packs.iter().map(|p| p.id)).collect();
         if let Ok(mut slot) = self.marked.write() {
             *slot = Arc::new(packs);

@@ -268,6 +268,11 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
         Some(_) => (None, Some(repo.start_session("backup")?)),
         None => (Some(repo.lock_shared("backup")?), None),
     };
+    if session.is_some() {
+        // A long-lived Repository's index database may predate a sweep;
+        // the index files tell what is gone.
+        repo.refresh_index()?;
+    }
     let host = opts.host.clone().unwrap_or_else(crate::lock::hostname);
     let parent = match opts.parent {
         Some(id) => Some(repo.load_snapshot(&id)?),

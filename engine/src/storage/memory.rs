@@ -11,6 +11,11 @@
 //!   many seconds (either way). The v2 protocol must not care.
 //! * [`MemoryStorage::fail_puts`]: puts of one kind fail until cleared (a
 //!   session refresh that cannot reach the storage).
+//! * [`MemoryStorage::freeze_existing`]: puts to the files of one kind
+//!   that exist now wait until [`MemoryStorage::thaw`] (the writers of
+//!   those files frozen, as by SIGSTOP or a suspended VM; a held put
+//!   completes with the storage's time of its release). New files of the
+//!   kind are not held.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +40,7 @@ pub struct MemoryStorage {
     opts: MemoryStorageOptions,
     files: Mutex<BTreeMap<(u8, String), File>>,
     failing: Mutex<HashSet<u8>>,
+    held: (Mutex<HashSet<(u8, String)>>, std::sync::Condvar),
     jitter: AtomicU64,
 }
 
@@ -48,6 +54,7 @@ impl MemoryStorage {
             opts,
             files: Mutex::new(BTreeMap::new()),
             failing: Mutex::new(HashSet::new()),
+            held: (Mutex::new(HashSet::new()), std::sync::Condvar::new()),
             jitter: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
         }
     }
@@ -61,6 +68,24 @@ impl MemoryStorage {
                 f.remove(&(kind as u8));
             }
         }
+    }
+
+    /// Holds puts to every file of `kind` that exists now.
+    pub fn freeze_existing(&self, kind: FileKind) -> Result<()> {
+        let names: Vec<(u8, String)> =
+            self.files()?.keys().filter(|(k, _)| *k == kind as u8).cloned().collect();
+        if let Ok(mut h) = self.held.0.lock() {
+            h.extend(names);
+        }
+        Ok(())
+    }
+
+    /// Releases every held put.
+    pub fn thaw(&self) {
+        if let Ok(mut h) = self.held.0.lock() {
+            h.clear();
+        }
+        self.held.1.notify_all();
     }
 
     /// The storage's clock.
@@ -110,6 +135,14 @@ impl Storage for MemoryStorage {
 
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
         self.pause();
+        if let Ok(mut h) = self.held.0.lock() {
+            while h.contains(&key(kind, name)) {
+                h = match self.held.1.wait(h) {
+                    Ok(h) => h,
+                    Err(_) => break,
+                };
+            }
+        }
         if self.failing.lock().map(|f| f.contains(&(kind as u8))).unwrap_or(false) {
             return Err(Error::io(
                 format!("memory:{}/{name}", kind.describe()),
