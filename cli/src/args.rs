@@ -59,6 +59,9 @@ pub enum Command {
     List(ListArgs),
     /// Remove stale locks left by processes that are gone.
     Unlock(UnlockArgs),
+    /// Copy snapshots from another repository into this one (--repo), sending only what it lacks;
+    /// also the way to move a format v1 repository to v2.
+    Copy(CopyArgs),
     /// Remove snapshots by retention policy (--keep-*) or by id; --prune also frees their data.
     Forget(ForgetArgs),
     /// Delete data no snapshot uses and rewrite mostly unused packs.
@@ -228,6 +231,19 @@ pub struct ForgetArgs {
     /// With --prune: rewrite packs whose unused share exceeds this (e.g. 10%).
     #[arg(long, value_name = "PERCENT", default_value = "10%", value_parser = parse_percent, requires = "prune")]
     pub max_unused: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// The repository to copy from (the target is --repo).
+    #[arg(long, value_name = "PATH")]
+    pub from_repo: std::path::PathBuf,
+    /// Snapshots of the source to copy (id prefixes or `latest`).
+    #[arg(value_name = "SNAPSHOT", required_unless_present = "all", conflicts_with = "all")]
+    pub snapshots: Vec<String>,
+    /// Copy every snapshot of the source.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Args, Debug)]

@@ -6,6 +6,7 @@
 pub mod backup;
 pub mod check;
 pub mod commit;
+pub mod copy;
 pub mod forget;
 pub mod prune;
 pub mod prune_protocol;
