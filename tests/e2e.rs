@@ -78,3 +78,6 @@ mod sourcechange;
 
 #[path = "e2e/protocol.rs"]
 mod protocol;
+
+#[path = "e2e/bigdir.rs"]
+mod bigdir;

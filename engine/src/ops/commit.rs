@@ -59,7 +59,7 @@ pub fn verify(repo: &Repository, session: &Session, root: Id) -> Result<CommitCh
         let needs_copy = |pack: &Id| suspect.contains(pack) || existing.as_ref().is_some_and(|e| !e.contains(pack));
         let to_copy = walk(repo, root, &needs_copy, &copied)?;
         if !to_copy.is_empty() {
-            let ((), _) = packer::run(repo, Vec::new(), |sink| {
+            let ((), _) = packer::run(repo, Vec::new(), &|| false, |sink| {
                 for (id, kind) in &to_copy {
                     let data = repo.read_blob(id).map_err(|e| match e {
                         Error::Missing { .. } | Error::BlobNotInIndex(_) => gone(format!("blob {id} ({e})")),

@@ -103,7 +103,7 @@ pub fn copy(src: &Repository, dst: &Repository, opts: &CopyOptions, progress: &d
             cancel: opts.cancel.clone(),
             session_lost: session.as_ref().map(|s| s.lost_flag()),
         };
-        let (root, stats) = packer::run(dst, adopt, |sink| {
+        let (root, stats) = packer::run(dst, adopt, &|| copier.stopped(), |sink| {
             let mut cache = None;
             copier.tree(sink, &mut cache, &snap.file.tree, progress)
         })?;

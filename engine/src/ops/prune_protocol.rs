@@ -143,7 +143,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress) 
     if !to_repack.is_empty() {
         progress.total(to_repack.len() as u64, to_repack.iter().map(|p| p.entry.pack_len).sum());
         let ((), stats) =
-            packer::run(repo, Vec::new(), |sink| prune::copy_live(repo, &to_repack, sink, progress))?;
+            packer::run(repo, Vec::new(), &|| false, |sink| prune::copy_live(repo, &to_repack, sink, progress))?;
         report.packs_written = stats.packs_written;
         report.bytes_written = stats.bytes_stored;
         for p in &to_repack {
