@@ -194,3 +194,98 @@ fn a_backup_frozen_by_sigstop_past_the_grace_period_commits_intact_or_aborts() {
     }
     eprintln!("frozen backups: {outcomes:?}");
 }
+
+/// Operations seen in `REPO/sessions` at one moment.
+fn running_operations(repo: &Path) -> (bool, bool) {
+    let (mut backup, mut prune) = (false, false);
+    for f in files_under(&repo.join("sessions")) {
+        // The payload is JSON in a raw envelope.
+        let Ok(data) = fs::read(&f) else { continue };
+        let text = String::from_utf8_lossy(&data);
+        backup |= text.contains("\"operation\":\"backup\"");
+        prune |= text.contains("\"operation\":\"prune\"");
+    }
+    (backup, prune)
+}
+
+/// Four backups of overlapping trees and two prunes started at once, as
+/// separate processes, round after round, with earlier snapshots
+/// forgotten so that the prunes mark and (once the grace period is over)
+/// sweep while backups deduplicate. Nothing is refused: every process
+/// succeeds; a round counts as overlapping when a backup's and a prune's
+/// session files were seen in the repository at the same moment, and most
+/// rounds must. Afterwards every snapshot restores byte for byte and
+/// `check --read-data` passes.
+#[test]
+fn four_backups_and_two_prunes_as_processes_at_once() {
+    const ROUNDS: u64 = 6;
+    let env = TestEnv::new();
+    env.arc().args(["init", "--pack-size", "1M", "--chunk-min", "16K", "--chunk-avg", "64K", "--chunk-max", "256K"])
+        .args(["--prune-grace", GRACE])
+        .run()
+        .success();
+    let mut expected: Vec<(String, PathBuf, u64)> = Vec::new();
+    let mut overlapping = 0;
+    let (mut marked, mut deleted) = (0, 0);
+    for round in 0..ROUNDS {
+        // Keep the last round's snapshots; forget older ones.
+        let old: Vec<String> = expected.iter().filter(|(_, _, r)| r + 1 < round).map(|(id, _, _)| id.clone()).collect();
+        if !old.is_empty() {
+            env.arc().arg("forget").args(&old).run().success();
+            expected.retain(|(id, _, _)| !old.contains(id));
+        }
+        let srcs: Vec<PathBuf> = (0..4u64)
+            .map(|w| {
+                let s = env.path(format!("src-{round}-{w}"));
+                // Shared by all writers and by two rounds, and its own.
+                write_random_file(&s.join("shared.bin"), 600_000, 1 + round / 2);
+                write_random_file(&s.join("own.bin"), 300_000, 100 + round * 10 + w);
+                fs::create_dir_all(s.join("text")).unwrap();
+                fs::write(s.join("text/t.txt"), repetitive_text(80_000, w % 2)).unwrap();
+                s
+            })
+            .collect();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (seen_overlap, outs) = std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| {
+                let mut both = false;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let (b, p) = running_operations(&env.repo);
+                    both |= b && p;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                both
+            });
+            let backups: Vec<Running> =
+                srcs.iter().map(|s| env.arc().args(["--json", "backup"]).arg(s).spawn()).collect();
+            let prunes: Vec<Running> = (0..2).map(|_| env.arc().args(["--json", "prune"]).spawn()).collect();
+            let b: Vec<Output> = backups.into_iter().map(|r| r.wait()).collect();
+            let p: Vec<Output> = prunes.into_iter().map(|r| r.wait()).collect();
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            (watcher.join().unwrap(), (b, p))
+        });
+        let (backups, prunes) = outs;
+        for (out, src) in backups.into_iter().zip(&srcs) {
+            let out = out.success();
+            expected.push((jstr(&out.json(), "snapshot_id").to_string(), src.clone(), round));
+        }
+        for out in prunes {
+            let r = out.success().json();
+            marked += ju64(&r, "packs_marked");
+            deleted += ju64(&r, "packs_deleted");
+        }
+        overlapping += u64::from(seen_overlap);
+        // Let earlier marks come due.
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    eprintln!("backups and prunes overlapped in {overlapping} of {ROUNDS} rounds; {marked} packs marked, {deleted} deleted");
+    assert!(overlapping * 3 >= ROUNDS * 2, "backups and prunes overlapped in only {overlapping} of {ROUNDS} rounds");
+    assert!(marked > 0 && deleted > 0, "the prunes marked {marked} and deleted {deleted} packs: nothing was exercised");
+    env.arc().args(["check", "--read-data"]).run().success();
+    for (id, src, _) in &expected {
+        let target = env.path(format!("restore-{id}"));
+        env.restore(id, &target);
+        let diffs = compare_trees(src, &restored(&target, src), &CompareOpts::default());
+        assert!(diffs.is_empty(), "snapshot {id} does not restore byte for byte:\n{}", diffs.join("\n"));
+    }
+}
