@@ -66,7 +66,14 @@ pub struct SessionInfo {
 impl SessionInfo {
     pub fn describe(&self) -> String {
         match &self.file {
-            Some(f) => format!("a running {} (session {} of {}@{} pid {})", f.operation, f.session.short(), f.username, f.host, f.pid),
+            Some(f) => format!(
+                "a running {} (session {} of {}@{} pid {})",
+                f.operation,
+                f.session.short(),
+                f.username,
+                f.host,
+                f.pid
+            ),
             None => format!("an unreadable session file {}", self.name),
         }
     }
@@ -286,7 +293,8 @@ impl Inner {
         };
         {
             let mut s = self.state.lock().map_err(|_| poisoned())?;
-            let limit = Duration::from_secs(self.settings.session_expiry_secs.saturating_sub(self.settings.margin_secs));
+            let limit =
+                Duration::from_secs(self.settings.session_expiry_secs.saturating_sub(self.settings.margin_secs));
             // A storage clock that went backwards is no evidence of a gap.
             if stat.modified.duration_since(s.last).is_ok_and(|gap| gap > limit) {
                 s.lapsed = true;

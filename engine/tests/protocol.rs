@@ -261,8 +261,9 @@ fn a_backup_frozen_past_the_grace_period_commits_intact_or_aborts() {
     let repo = Repo { storage, caches };
     let src = tmp.path().join("src");
     make_tree(&src, 0, 0);
-    let first = backup(&repo.open("first"), BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress)
-        .unwrap();
+    let first =
+        backup(&repo.open("first"), BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress)
+            .unwrap();
     // Packs must be older than the grace period to be marked.
     std::thread::sleep(Duration::from_secs(GRACE_SECS + 1));
 

@@ -452,7 +452,13 @@ fn forget_killed_at_every_durable_step() {
 /// passes; then a rerun of `prune` succeeds and leaves a repository that
 /// passes `check --read-data` too.
 #[track_caller]
-fn verify_prune_kill(env: &TestEnv, case: &PruneCase, repo: &Path, kept: &BTreeSet<String>, ctx: &str) -> serde_json::Value {
+fn verify_prune_kill(
+    env: &TestEnv,
+    case: &PruneCase,
+    repo: &Path,
+    kept: &BTreeSet<String>,
+    ctx: &str,
+) -> serde_json::Value {
     assert_eq!(&snapshot_ids(env, repo, ctx), kept, "{ctx}: the snapshots changed");
     check_read_data(env, repo, ctx);
     for (id, expected) in &case.kept {

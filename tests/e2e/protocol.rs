@@ -52,10 +52,9 @@ fn copy_from_the_frozen_v1_repository_restores_identical() {
     cp_a(&frozen_v1(), &v1);
     let source = by_time(&env, &v1);
     assert_eq!(source.len(), 2, "the frozen repository has two snapshots");
-    for (name, init) in [
-        ("rechunked", vec!["--chunk-min", "64K", "--chunk-avg", "256K", "--chunk-max", "1M"]),
-        ("same-ids", vec![]),
-    ] {
+    for (name, init) in
+        [("rechunked", vec!["--chunk-min", "64K", "--chunk-avg", "256K", "--chunk-max", "1M"]), ("same-ids", vec![])]
+    {
         let v2 = env.path(name);
         env.arc_at(&v2).args(["init", "--prune-grace", GRACE]).args(&init).run().success();
         let out = env.arc_at(&v2).args(["--json", "copy", "--from-repo"]).arg(&v1).arg("--all").run().success();
@@ -94,9 +93,13 @@ fn copy_from_the_frozen_v1_repository_restores_identical() {
 fn copy_needs_a_source_and_a_choice() {
     let env = TestEnv::new();
     env.arc().args(["init", "--prune-grace", GRACE]).run().success();
-    env.arc().args(["copy", "--from-repo"]).arg(env.path("nothing")).arg("--all").run().failure().stderr_contains(
-        "not an arc repository",
-    );
+    env.arc()
+        .args(["copy", "--from-repo"])
+        .arg(env.path("nothing"))
+        .arg("--all")
+        .run()
+        .failure()
+        .stderr_contains("not an arc repository");
     let v1 = env.path("v1");
     cp_a(&frozen_v1(), &v1);
     env.arc().args(["copy", "--from-repo"]).arg(&v1).run().failure();
@@ -175,12 +178,24 @@ fn a_backup_frozen_by_sigstop_past_the_grace_period_commits_intact_or_aborts() {
             assert_eq!(snaps.len(), 1, "round {round}");
             let target = env.path(format!("restore{round}"));
             restore_to(&env, &repo, &id, &target);
-            let diffs = compare_trees(&expected, &restored(&target, &src), &CompareOpts { dir_mtime: false, ..Default::default() });
-            assert!(diffs.is_empty(), "round {round}: the snapshot does not restore byte for byte:\n{}", diffs.join("\n"));
+            let diffs = compare_trees(
+                &expected,
+                &restored(&target, &src),
+                &CompareOpts { dir_mtime: false, ..Default::default() },
+            );
+            assert!(
+                diffs.is_empty(),
+                "round {round}: the snapshot does not restore byte for byte:\n{}",
+                diffs.join("\n")
+            );
             outcomes.push("committed");
         } else {
             let err = out.one_line_error();
-            assert!(err.contains("prune") || err.contains("session"), "round {round}: unclear failure: {err}\n{}", out.describe());
+            assert!(
+                err.contains("prune") || err.contains("session"),
+                "round {round}: unclear failure: {err}\n{}",
+                out.describe()
+            );
             assert!(snaps.is_empty(), "round {round}: a failed backup left a snapshot");
             outcomes.push("aborted");
         }
@@ -189,7 +204,8 @@ fn a_backup_frozen_by_sigstop_past_the_grace_period_commits_intact_or_aborts() {
         let again = env.arc_at(&repo).args(["--json", "backup"]).arg(&src).run().success().json();
         let target = env.path(format!("restore-again{round}"));
         restore_to(&env, &repo, jstr(&again, "snapshot_id"), &target);
-        let diffs = compare_trees(&expected, &restored(&target, &src), &CompareOpts { dir_mtime: false, ..Default::default() });
+        let diffs =
+            compare_trees(&expected, &restored(&target, &src), &CompareOpts { dir_mtime: false, ..Default::default() });
         assert!(diffs.is_empty(), "round {round}, next backup:\n{}", diffs.join("\n"));
     }
     eprintln!("frozen backups: {outcomes:?}");
@@ -220,7 +236,8 @@ fn running_operations(repo: &Path) -> (bool, bool) {
 fn four_backups_and_two_prunes_as_processes_at_once() {
     const ROUNDS: u64 = 6;
     let env = TestEnv::new();
-    env.arc().args(["init", "--pack-size", "1M", "--chunk-min", "16K", "--chunk-avg", "64K", "--chunk-max", "256K"])
+    env.arc()
+        .args(["init", "--pack-size", "1M", "--chunk-min", "16K", "--chunk-avg", "64K", "--chunk-max", "256K"])
         .args(["--prune-grace", GRACE])
         .run()
         .success();
@@ -278,7 +295,9 @@ fn four_backups_and_two_prunes_as_processes_at_once() {
         // Let earlier marks come due.
         std::thread::sleep(Duration::from_secs(1));
     }
-    eprintln!("backups and prunes overlapped in {overlapping} of {ROUNDS} rounds; {marked} packs marked, {deleted} deleted");
+    eprintln!(
+        "backups and prunes overlapped in {overlapping} of {ROUNDS} rounds; {marked} packs marked, {deleted} deleted"
+    );
     assert!(overlapping * 3 >= ROUNDS * 2, "backups and prunes overlapped in only {overlapping} of {ROUNDS} rounds");
     assert!(marked > 0 && deleted > 0, "the prunes marked {marked} and deleted {deleted} packs: nothing was exercised");
     env.arc().args(["check", "--read-data"]).run().success();

@@ -236,7 +236,10 @@ fn print_prune(r: &PruneReport) {
         println!("kept {} marked pack(s) that snapshots use again", r.packs_recovered);
     }
     if r.marks_pending > 0 {
-        println!("{} earlier mark(s) not due yet (grace period, or a backup older than the mark still runs)", r.marks_pending);
+        println!(
+            "{} earlier mark(s) not due yet (grace period, or a backup older than the mark still runs)",
+            r.marks_pending
+        );
     }
     if r.packs_adopted > 0 {
         println!("listed {} pack(s) no index file listed", r.packs_adopted);

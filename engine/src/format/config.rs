@@ -127,14 +127,22 @@ pub struct ProtocolSettings {
 
 impl Default for ProtocolSettings {
     fn default() -> Self {
-        ProtocolSettings { grace_secs: 24 * 3600, session_refresh_secs: 300, session_expiry_secs: 1800, margin_secs: 300 }
+        ProtocolSettings {
+            grace_secs: 24 * 3600,
+            session_refresh_secs: 300,
+            session_expiry_secs: 1800,
+            margin_secs: 300,
+        }
     }
 }
 
 impl ProtocolSettings {
     pub fn validate(&self) -> Result<()> {
         let bad = |reason: String| Error::InvalidArgument { what: "protocol settings", reason };
-        if self.grace_secs == 0 || self.session_refresh_secs == 0 || self.session_expiry_secs == 0 || self.margin_secs == 0
+        if self.grace_secs == 0
+            || self.session_refresh_secs == 0
+            || self.session_expiry_secs == 0
+            || self.margin_secs == 0
         {
             return Err(bad("every duration must be at least one second".into()));
         }

@@ -35,7 +35,8 @@ pub fn encode(s: &SessionFile) -> Vec<u8> {
 
 pub fn decode(data: &[u8], name: &str) -> Result<SessionFile> {
     let (_, payload) = envelope::open(FileType::Session, ENVELOPE_VERSION, name, data)?;
-    let s: SessionFile = serde_json::from_slice(&payload).map_err(|e| Error::corrupt("session", name, e.to_string()))?;
+    let s: SessionFile =
+        serde_json::from_slice(&payload).map_err(|e| Error::corrupt("session", name, e.to_string()))?;
     if s.session.to_hex() != name {
         return Err(Error::corrupt("session", name, format!("names session {}", s.session)));
     }

@@ -46,8 +46,11 @@ pub fn verify(repo: &Repository, session: &Session, root: Id) -> Result<CommitCh
         let lapsed = session.lapsed();
         session.clear_lapse();
         let marks = load_marks(repo.storage().as_ref())?;
-        let suspect: HashSet<Id> =
-            marks.iter().filter(|m| lapsed || m.time >= since).flat_map(|m| m.file.packs.iter().map(|p| p.id)).collect();
+        let suspect: HashSet<Id> = marks
+            .iter()
+            .filter(|m| lapsed || m.time >= since)
+            .flat_map(|m| m.file.packs.iter().map(|p| p.id))
+            .collect();
         if suspect.is_empty() && !lapsed {
             return Ok(out);
         }

@@ -163,7 +163,11 @@ impl Copier<'_> {
                 node.subtree = Some(self.tree(sink, cache, &sub, progress)?);
             }
             if node.kind.has_chunks() && !node.chunks.is_empty() {
-                node.chunks = if self.rechunk { self.recut(sink, cache, &node.chunks)? } else { self.send(sink, cache, &node.chunks)? };
+                node.chunks = if self.rechunk {
+                    self.recut(sink, cache, &node.chunks)?
+                } else {
+                    self.send(sink, cache, &node.chunks)?
+                };
                 progress.bytes(node.size);
             }
             nodes.push(node);

@@ -91,16 +91,14 @@ pub fn run(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress) 
         .map(|p| p.entry.pack)
         .collect();
     report.packs_recovered =
-        plan.packs.iter().filter(|p| due_packs.contains(&p.entry.pack) && !goes.contains(&p.entry.pack)).count()
-            as u64;
+        plan.packs.iter().filter(|p| due_packs.contains(&p.entry.pack) && !goes.contains(&p.entry.pack)).count() as u64;
     if !goes.is_empty() {
         // P9: a prune stopped past the expiry may hold a stale view.
         let alive = || -> Result<()> {
             session.refresh_now()?;
             if session.lapsed() {
                 return Err(Error::SessionLost {
-                    reason: "the prune was stopped for longer than the session expiry; nothing more was deleted"
-                        .into(),
+                    reason: "the prune was stopped for longer than the session expiry; nothing more was deleted".into(),
                 });
             }
             Ok(())

@@ -72,8 +72,7 @@ impl MemoryStorage {
 
     /// Holds puts to every file of `kind` that exists now.
     pub fn freeze_existing(&self, kind: FileKind) -> Result<()> {
-        let names: Vec<(u8, String)> =
-            self.files()?.keys().filter(|(k, _)| *k == kind as u8).cloned().collect();
+        let names: Vec<(u8, String)> = self.files()?.keys().filter(|(k, _)| *k == kind as u8).cloned().collect();
         if let Ok(mut h) = self.held.0.lock() {
             h.extend(names);
         }
