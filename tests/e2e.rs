@@ -81,3 +81,6 @@ mod protocol;
 
 #[path = "e2e/bigdir.rs"]
 mod bigdir;
+
+#[path = "e2e/format_v1.rs"]
+mod format_v1;

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::error::{Error, Result};
-use crate::format::config::{ChunkerParams, CompressionAlgorithm, CompressionParams, Config, REPO_FORMAT_VERSION};
+use crate::format::config::{
+    ChunkerParams, CompressionAlgorithm, CompressionParams, Config, KNOWN_FEATURES, OLDEST_WRITABLE_VERSION,
+    REPO_FORMAT_VERSION,
+};
 use crate::format::index_file::{self, PackEntry};
 use crate::format::pack::{self, Trailer};
 use crate::format::snapshot::SnapshotFile;
@@ -29,8 +32,8 @@ pub struct InitOptions {
     pub compression_level: i32,
     pub pack_size: u32,
     pub frame_size: u32,
-    /// Timing of the v2 commit and prune protocol; `None` makes a
-    /// repository without sessions and marks (v1 behaviour).
+    /// Timing of the v2 commit and prune protocol; `None` for the
+    /// defaults (a grace period of 24 h).
     pub protocol: Option<crate::format::config::ProtocolSettings>,
 }
 
@@ -149,6 +152,7 @@ impl Repository {
         let now = Utc::now();
         let config = Config {
             version: REPO_FORMAT_VERSION,
+            features: Some(KNOWN_FEATURES.iter().map(|f| f.to_string()).collect()),
             id: Id::hash(
                 format!(
                     "{}-{}-{}",
@@ -165,7 +169,7 @@ impl Repository {
             compression: CompressionParams { algorithm: CompressionAlgorithm::Zstd, level: opts.compression_level },
             pack_size: opts.pack_size,
             frame_size: opts.frame_size,
-            protocol: opts.protocol,
+            protocol: Some(opts.protocol.unwrap_or_default()),
         };
         storage.put(FileKind::Config, "config", &config.encode())?;
         Self::open(storage, index_db)
@@ -213,6 +217,16 @@ impl Repository {
         &self.config
     }
 
+    /// Refuses `operation` when the repository's format is read-only for
+    /// this binary (a v1 repository). Every operation that writes
+    /// repository files other than locks calls this before taking its lock.
+    pub fn require_writable(&self, operation: &'static str) -> Result<()> {
+        if self.config.writable() {
+            return Ok(());
+        }
+        Err(Error::ReadOnlyFormat { version: self.config.version, writable: OLDEST_WRITABLE_VERSION, operation })
+    }
+
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
     }
@@ -242,7 +256,8 @@ impl Repository {
     /// The v2 commit and prune protocol's settings, if this repository
     /// uses it (format-spec/v2/protocol.md).
     pub fn protocol(&self) -> Option<crate::format::config::ProtocolSettings> {
-        self.config.protocol
+        // Every writable repository (format v2) uses it; v1 is read-only.
+        self.config.writable().then(|| self.config.protocol.unwrap_or_default())
     }
 
     /// Starts a session (v2): announced in the repository and refreshed

@@ -195,6 +195,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     paths.extend(stream_paths.iter().map(|c| format!("/{}", join(c))));
     paths.sort();
 
+    repo.require_writable("backup")?;
     // Format v2: a session instead of a lock (format-spec/v2/protocol.md
     // §4); it must exist before anything is read or written.
     let (_lock, session) = match repo.protocol() {

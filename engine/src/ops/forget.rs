@@ -136,6 +136,9 @@ pub fn plan(snapshots: &[Snapshot], opts: &ForgetOptions) -> Result<ForgetReport
 /// which writes nothing): the snapshots are listed and judged after the
 /// lock is taken, so the report is exactly what was (or would be) removed.
 pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
+    if !opts.dry_run {
+        repo.require_writable("forget")?;
+    }
     // Format v2: deleting snapshots only makes data unused, which backups
     // and two-phase prunes handle (format-spec/v2/protocol.md §5.4); the
     // shared lock keeps forget out of an instant prune's way only.

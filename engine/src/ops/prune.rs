@@ -498,6 +498,9 @@ impl Plan {
 }
 
 pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress) -> Result<PruneReport> {
+    if !opts.dry_run {
+        repo.require_writable("prune")?;
+    }
     if repo.protocol().is_some() && !opts.instant && !opts.dry_run {
         return super::prune_protocol::run(repo, opts, progress);
     }
