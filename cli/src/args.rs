@@ -231,6 +231,9 @@ pub struct ForgetArgs {
     /// With --prune: rewrite packs whose unused share exceeds this (e.g. 10%).
     #[arg(long, value_name = "PERCENT", default_value = "10%", value_parser = parse_percent, requires = "prune")]
     pub max_unused: f64,
+    /// With --prune: delete at once under an exclusive lock (see `prune --instant`).
+    #[arg(long, requires = "prune")]
+    pub instant: bool,
 }
 
 #[derive(Args, Debug)]

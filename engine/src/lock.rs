@@ -142,7 +142,13 @@ pub(crate) fn check_no_exclusive(storage: &dyn Storage) -> Result<()> {
                 stale: false,
             }),
         };
-        if !lock.exclusive || (lock.host == hostname() && !pid_alive(lock.pid)) {
+        if lock.host == hostname() && !pid_alive(lock.pid) {
+            // Its process is gone on this very host: safe to remove (as a
+            // v1 lock taker does).
+            let _ = storage.delete(FileKind::Lock, &name);
+            continue;
+        }
+        if !lock.exclusive {
             continue;
         }
         let age = now.and_then(|n| n.duration_since(stat.modified).ok());

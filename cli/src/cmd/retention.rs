@@ -149,7 +149,7 @@ pub fn forget(env: &Env, a: ForgetArgs) -> Result<u8> {
         }
         let ignore: HashSet<Id> =
             if a.dry_run { report.removed.iter().map(|v| v.id).collect() } else { HashSet::new() };
-        Some(run_prune(env, &repo, a.max_unused, a.dry_run, false, ignore)?)
+        Some(run_prune(env, &repo, a.max_unused, a.dry_run, a.instant, ignore)?)
     } else {
         None
     };
