@@ -112,6 +112,26 @@ pub fn live_sessions(
     Ok(out)
 }
 
+/// Removes session files left by processes that are gone: on this host by
+/// their pid (a local fact), with `all` every session file. Others expire
+/// by themselves (§3.3). Returns how many were removed.
+pub fn remove_dead_sessions(storage: &dyn Storage, all: bool) -> Result<usize> {
+    let here = hostname();
+    let mut removed = 0;
+    for (name, _) in storage.list(FileKind::Session)? {
+        let dead = match storage.get(FileKind::Session, &name).and_then(|d| session::decode(&d, &name)) {
+            Ok(f) => f.host == here && !pid_alive(f.pid),
+            Err(Error::Missing { .. }) => continue,
+            Err(_) => false,
+        };
+        if all || dead {
+            storage.delete(FileKind::Session, &name)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 struct State {
