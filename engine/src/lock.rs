@@ -135,12 +135,14 @@ pub(crate) fn check_no_exclusive(storage: &dyn Storage) -> Result<()> {
         let lock = match storage.get(FileKind::Lock, &name).and_then(|d| LockFile::decode(&d, &name)) {
             Ok(l) => l,
             Err(Error::Missing { .. }) => continue,
-            Err(e) => return Err(Error::Locked {
-                holder: format!(
+            Err(e) => {
+                return Err(Error::Locked {
+                    holder: format!(
                     "unreadable lock file {name} ({e}); if no other arc runs, remove it with `arc unlock --remove-all`"
                 ),
-                stale: false,
-            }),
+                    stale: false,
+                })
+            }
         };
         if lock.host == hostname() && !pid_alive(lock.pid) {
             // Its process is gone on this very host: safe to remove (as a

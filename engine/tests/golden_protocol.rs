@@ -24,8 +24,12 @@ fn time(s: &str) -> chrono::DateTime<chrono::Utc> {
 
 /// Annotated hex: `#` comments, whitespace ignored.
 fn parse_hex(text: &str) -> Vec<u8> {
-    let digits: String =
-        text.lines().map(|l| l.split('#').next().unwrap_or("")).flat_map(|l| l.chars()).filter(|c| !c.is_whitespace()).collect();
+    let digits: String = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .flat_map(|l| l.chars())
+        .filter(|c| !c.is_whitespace())
+        .collect();
     hex::decode(digits).expect("hex vector")
 }
 
@@ -69,8 +73,11 @@ fn session_file_is_pinned_both_ways() {
     let path = dir().join("session.hex");
     if regenerate() {
         std::fs::create_dir_all(dir()).unwrap();
-        std::fs::write(&path, to_hex("a whole session file: envelope type 5, version 1, raw, around compact JSON", &bytes))
-            .unwrap();
+        std::fs::write(
+            &path,
+            to_hex("a whole session file: envelope type 5, version 1, raw, around compact JSON", &bytes),
+        )
+        .unwrap();
     }
     let want = parse_hex(&std::fs::read_to_string(&path).expect("format-spec/vectors/v2/session.hex"));
     assert_eq!(bytes, want, "the session encoding changed");
@@ -86,7 +93,10 @@ fn prune_mark_is_frozen() {
         std::fs::write(
             &path,
             to_hex(
-                &format!("a whole prune mark (envelope type 6, version 1, zstd, JSON); its name is {}", Id::hash(&bytes)),
+                &format!(
+                    "a whole prune mark (envelope type 6, version 1, zstd, JSON); its name is {}",
+                    Id::hash(&bytes)
+                ),
                 &bytes,
             ),
         )

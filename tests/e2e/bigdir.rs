@@ -63,7 +63,8 @@ fn sigterm_stops_a_backup_waiting_on_a_silent_stdin() {
         .timeout(Duration::from_secs(30))
         .spawn();
     // Running once it holds its session (format v2; a lock in v1).
-    let announced = || !files_under(&env.repo.join("sessions")).is_empty() || !files_under(&env.repo.join("locks")).is_empty();
+    let announced =
+        || !files_under(&env.repo.join("sessions")).is_empty() || !files_under(&env.repo.join("locks")).is_empty();
     assert!(wait_for(Duration::from_secs(60), announced));
     std::thread::sleep(Duration::from_millis(300));
     running.signal(libc::SIGTERM);
