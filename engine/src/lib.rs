@@ -16,6 +16,7 @@
 
 pub mod chunker;
 pub mod error;
+pub mod exclude;
 pub mod fault;
 pub mod format;
 pub mod id;
@@ -24,9 +25,11 @@ pub mod lock;
 pub mod metadata;
 pub mod ops;
 pub mod packer;
+pub mod patterns;
 pub mod progress;
 pub mod reader;
 pub mod repo;
+pub mod scan;
 pub mod session;
 pub mod storage;
 #[cfg(test)]

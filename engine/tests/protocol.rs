@@ -198,12 +198,12 @@ fn verify_all(repo: &Repository, expected: &HashMap<Id, PathBuf>, scratch: &Path
     for s in &snaps {
         let src = expected.get(&s.id).unwrap_or_else(|| panic!("snapshot {} was not made by a backup here", s.id));
         let target = scratch.join(s.id.to_hex());
-        let opts = RestoreOptions { target: target.clone(), includes: vec![], overwrite: false, cancel: None };
+        let opts = RestoreOptions { target: target.clone(), ..Default::default() };
         restore(repo, s, &opts, &NoProgress).unwrap_or_else(|e| panic!("restore of {}: {e}", s.id));
         let restored = target.join(src.strip_prefix("/").unwrap());
         assert_eq!(read_tree(&restored), read_tree(src), "snapshot {} differs from its source", s.id);
     }
-    let report = check(repo, &CheckOptions { read_data: true }, &NoProgress).unwrap();
+    let report = check(repo, &CheckOptions { read_data: true, ..Default::default() }, &NoProgress).unwrap();
     assert!(report.ok(), "check --read-data: {:?}", report.errors);
 }
 
@@ -315,12 +315,12 @@ fn a_backup_frozen_past_the_grace_period_commits_intact_or_aborts() {
             let snaps = verify.snapshots().unwrap();
             assert_eq!(snaps.len(), 1);
             let target = tmp.path().join("restore");
-            let opts = RestoreOptions { target: target.clone(), includes: vec![], overwrite: false, cancel: None };
+            let opts = RestoreOptions { target: target.clone(), ..Default::default() };
             restore(&verify, &snaps[0], &opts, &NoProgress).unwrap();
             assert_eq!(read_tree(&target.join(src.strip_prefix("/").unwrap())), read_tree(&src));
             assert_eq!(std::fs::read(target.join("stream.bin")).unwrap(), stream_data);
             let _ = expected;
-            let report = check(&verify, &CheckOptions { read_data: true }, &NoProgress).unwrap();
+            let report = check(&verify, &CheckOptions { read_data: true, ..Default::default() }, &NoProgress).unwrap();
             assert!(report.ok(), "{:?}", report.errors);
             eprintln!("frozen backup committed intact (sweep deleted {} packs)", swept.packs_deleted);
         }

@@ -223,6 +223,7 @@ fn backup_with_a_session_killed_at_every_durable_step() {
 }
 
 fn backup_killed_at_every_step(init: &[&str]) {
+    require!(Need::FaultInjection);
     let env = TestEnv::in_memory();
     // 10 files of ~1 MiB random data with 1 MiB packs: ~12 packs, 70 steps.
     let case = backup_case_with(&env, 10, MIB, 41_000, init);
@@ -251,6 +252,7 @@ fn backup_killed_at_every_step(init: &[&str]) {
 
 #[test]
 fn backup_sigkilled_at_seeded_random_moments() {
+    require!(Need::FaultInjection);
     let env = TestEnv::in_memory();
     let case = backup_case(&env, 12, 2 * MIB, 52_000);
     let repo = env.path("repo-kill");
@@ -341,6 +343,7 @@ fn prune_case_with(env: &TestEnv, init: &[&str]) -> PruneCase {
 
 #[test]
 fn prune_killed_at_every_durable_step() {
+    require!(Need::FaultInjection);
     let env = TestEnv::in_memory();
     let case = prune_case(&env);
     let kept: BTreeSet<String> = case.kept.iter().map(|(id, _)| id.clone()).collect();
@@ -396,6 +399,7 @@ fn prune_killed_at_every_durable_step() {
 
 #[test]
 fn forget_killed_at_every_durable_step() {
+    require!(Need::FaultInjection);
     const GENS: u64 = 28;
     let env = TestEnv::in_memory();
     let base = env.path("base");
@@ -477,6 +481,7 @@ fn verify_prune_kill(
 /// grace period that sweeps the marks.
 #[test]
 fn prune_mark_and_sweep_killed_at_every_durable_step() {
+    require!(Need::FaultInjection);
     let env = TestEnv::in_memory();
     let case = prune_case_with(&env, &["--prune-grace", "2s"]);
     let kept: BTreeSet<String> = case.kept.iter().map(|(id, _)| id.clone()).collect();
@@ -536,6 +541,7 @@ fn prune_mark_and_sweep_killed_at_every_durable_step() {
 /// `check --read-data`, and the rerun copies the rest.
 #[test]
 fn copy_killed_at_every_durable_step() {
+    require!(Need::FaultInjection);
     let env = TestEnv::in_memory();
     let src = env.path("v1");
     cp_a(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../format-spec/vectors/repo-v1"), &src);

@@ -4,9 +4,12 @@
 //! [`Repository`]: crate::Repository
 
 pub mod backup;
+pub mod browse;
 pub mod check;
 pub mod commit;
 pub mod copy;
+pub mod diff;
+pub mod find;
 pub mod forget;
 pub mod prune;
 pub mod prune_protocol;
@@ -14,5 +17,6 @@ pub mod repair;
 pub mod restore;
 pub mod retention;
 pub mod stats;
+pub mod tag;
 pub mod tar;
 pub mod tree_walk;
