@@ -362,7 +362,8 @@ pub struct ForgetArgs {
 
 #[derive(Args, Debug)]
 pub struct CopyArgs {
-    /// The repository to copy from (the target is --repo).
+    /// The repository to copy from (the target is --repo); its passphrase from ARC_FROM_PASSWORD,
+    /// ARC_FROM_PASSWORD_FILE or ARC_FROM_PASSWORD_COMMAND, else as the target's.
     #[arg(long, value_name = "PATH")]
     pub from_repo: std::path::PathBuf,
     /// Snapshots of the source to copy (id prefixes or `latest`).

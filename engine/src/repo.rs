@@ -233,7 +233,7 @@ impl Repository {
         let key_bytes = key.encode();
         storage.put(FileKind::Key, &Id::hash(&key_bytes).to_hex(), &key_bytes)?;
         storage.put(FileKind::Config, "config", &config.encode())?;
-                let passphrase = match &opts.protection {
+        let passphrase = match &opts.protection {
             Protection::Passphrase { passphrase, .. } => Some(passphrase.clone()),
             Protection::Unprotected => None,
         };
@@ -455,7 +455,9 @@ impl Repository {
         let guard = LockGuard::acquire(self.storage.clone(), self.keys.clone(), true, operation)?;
         if let Some(settings) = self.protocol() {
             let now = crate::lock::storage_now(self.storage.as_ref(), guard.name())?;
-            if let Some(s) = crate::session::live_sessions(self.storage.as_ref(), self.v2_keys()?, &settings, now, None)?.first() {
+            if let Some(s) =
+                crate::session::live_sessions(self.storage.as_ref(), self.v2_keys()?, &settings, now, None)?.first()
+            {
                 return Err(Error::Locked { holder: s.describe(), stale: false });
             }
         }
@@ -479,7 +481,8 @@ impl Repository {
             reason: "sessions need a repository of format v2".into(),
         })?;
         let keys = self.v2_keys()?.clone();
-        let session = crate::session::Session::start(self.storage.clone(), keys, settings, operation, self.marked.clone())?;
+        let session =
+            crate::session::Session::start(self.storage.clone(), keys, settings, operation, self.marked.clone())?;
         crate::lock::check_no_exclusive(self.storage.as_ref(), self.keys.as_deref())?;
         Ok(session)
     }
