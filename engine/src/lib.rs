@@ -32,6 +32,7 @@ pub mod ratelimit;
 pub mod reader;
 pub mod repo;
 pub mod scan;
+pub mod session;
 pub mod storage;
 pub mod sync;
 #[cfg(test)]
