@@ -147,6 +147,13 @@ impl Repository {
         opts: &InitOptions,
         index_db: Option<PathBuf>,
     ) -> Result<Repository> {
+        Self::write_new_config(storage.as_ref(), opts)?;
+        Self::open(storage, index_db)
+    }
+
+    /// Checks `opts` and writes a new repository's config into `storage`,
+    /// which must not hold one.
+    fn write_new_config(storage: &dyn Storage, opts: &InitOptions) -> Result<()> {
         if storage.exists(FileKind::Config, "config")? {
             return Err(Error::AlreadyExists { path: storage.location().into() });
         }
@@ -187,8 +194,7 @@ impl Repository {
             frame_size: opts.frame_size,
             protocol: Some(opts.protocol.unwrap_or_default()),
         };
-        storage.put(FileKind::Config, "config", &config.encode())?;
-        Self::open(storage, index_db)
+        storage.put(FileKind::Config, "config", &config.encode())
     }
 
     pub fn open_local(path: &Path) -> Result<Repository> {
@@ -202,22 +208,11 @@ impl Repository {
     /// `cache_root/<repository id>/`, so that the repository directory holds
     /// only repository files and a repository that cannot be written (a
     /// read-only disk, another user's) can still be read.
-    ///
-    /// The file name also carries a hash of the repository's path: a copy of
-    /// a repository (same id, `cp -a`, `rsync`) must never share a cache
-    /// with the original, or a backup into one could dedup against packs
-    /// only the other holds.
     pub fn open_local_cached(path: &Path, cache_root: &Path) -> Result<Repository> {
         if !path.join("config").is_file() {
             return Err(Error::NotARepository { path: path.to_path_buf() });
         }
-        let storage: Arc<dyn Storage> = Arc::new(LocalDir::new(path));
-        let config = Self::read_config(storage.as_ref())?;
-        let dir = cache_root.join(config.id.to_hex());
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        let key = Id::hash(canonical.as_os_str().as_encoded_bytes()).to_hex();
-        let index_path = dir.join(format!("index-{}.redb", &key[..16]));
+        let repo = Self::open_cached(Arc::new(LocalDir::new(path)), cache_root)?;
         // Before the cache moved out, the index database was REPO/index.redb.
         // It is only a cache: the new one is built from the index files, and
         // the old one goes when the repository can be written (an older arc
@@ -226,7 +221,36 @@ impl Repository {
         if legacy.is_file() {
             let _ = std::fs::remove_file(&legacy);
         }
+        Ok(repo)
+    }
+
+    /// Opens a repository on any storage (a directory, S3, SFTP, WebDAV)
+    /// with its index database under `cache_root/<repository id>/`.
+    ///
+    /// The file name also carries a hash of the repository's location (the
+    /// canonical path of a directory, the URL of a remote one): a copy of a
+    /// repository (same id, `cp -a`, `rsync`, `rclone`) must never share a
+    /// cache with the original, or a backup into one could dedup against
+    /// packs only the other holds.
+    pub fn open_cached(storage: Arc<dyn Storage>, cache_root: &Path) -> Result<Repository> {
+        let config = Self::read_config(storage.as_ref())?;
+        let dir = cache_root.join(config.id.to_hex());
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let location = match storage.local_path() {
+            Some(path) => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()).into_os_string(),
+            None => storage.location().into(),
+        };
+        let key = Id::hash(location.as_encoded_bytes()).to_hex();
+        let index_path = dir.join(format!("index-{}.redb", &key[..16]));
         Ok(Self::with_config(storage, config, index_path))
+    }
+
+    /// Creates a repository on empty storage of any kind (see
+    /// [`init`](Self::init)) with its index database under `cache_root`
+    /// (see [`open_cached`](Self::open_cached)).
+    pub fn init_cached(storage: Arc<dyn Storage>, opts: &InitOptions, cache_root: &Path) -> Result<Repository> {
+        Self::write_new_config(storage.as_ref(), opts)?;
+        Self::open_cached(storage, cache_root)
     }
 
     fn read_config(storage: &dyn Storage) -> Result<Config> {

@@ -2,7 +2,7 @@
 
 use anyhow::{anyhow, Context, Result};
 use arc_engine::ops::copy::{copy, CopyOptions};
-use arc_engine::{Repository, SnapshotFilter};
+use arc_engine::SnapshotFilter;
 
 use super::Env;
 use crate::args::CopyArgs;
@@ -10,12 +10,7 @@ use crate::ui::{size, CliProgress};
 
 pub fn run(env: &Env, a: CopyArgs) -> Result<u8> {
     let dst = env.open()?;
-    let src = match Repository::open_local(&a.from_repo) {
-        Err(arc_engine::Error::NotARepository { path }) => {
-            return Err(anyhow!("--from-repo {}: not an arc repository (no config file)", path.display()))
-        }
-        other => other.with_context(|| format!("cannot open --from-repo {}", a.from_repo.display()))?,
-    };
+    let src = super::open_other(&a.from_repo, "--from-repo")?;
     if dst.config().id == src.config().id {
         return Err(anyhow!("--from-repo {} is the target repository itself", a.from_repo.display()));
     }

@@ -40,16 +40,20 @@ pub fn options(a: &InitArgs) -> Result<InitOptions> {
 
 pub fn run(env: &Env, a: InitArgs) -> Result<u8> {
     let opts = options(&a)?;
-    let repo = Repository::init_local(&env.repo_path, &opts)
-        .with_context(|| format!("cannot create repository at {}", env.repo_path.display()))?;
+    let repo = if env.location.is_remote() {
+        super::remote::init(&env.location, &opts, super::cache_root())?
+    } else {
+        Repository::init_local(&env.repo_path, &opts)
+            .with_context(|| format!("cannot create repository at {}", env.repo_path.display()))?
+    };
     if env.json {
         super::print_json(&serde_json::json!({
-            "repository": env.repo_path,
+            "repository": env.shown(),
             "id": repo.config().id,
             "config": repo.config(),
         }))?;
     } else {
-        outln!("created arc repository {} at {}", repo.config().id.short(), env.repo_path.display())?;
+        outln!("created arc repository {} at {}", repo.config().id.short(), env.shown())?;
     }
     Ok(0)
 }

@@ -10,6 +10,7 @@ mod diff;
 mod docs;
 mod find;
 mod init;
+mod remote;
 mod maintenance;
 mod mount;
 mod restore;
@@ -24,6 +25,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
+use arc_engine::storage::Location;
 use arc_engine::{Repository, Snapshot, SnapshotFilter};
 
 use crate::args::{Cli, Command, FilterArgs};
@@ -32,7 +34,10 @@ pub use command_stream::parse_named_command;
 
 /// What every command gets besides its own arguments.
 pub struct Env {
+    /// The local directory, or for a remote repository its string as given.
     pub repo_path: PathBuf,
+    /// What --repo names: a directory or a remote store.
+    pub location: Location,
     /// The path came from neither --repo nor ARC_REPO.
     pub is_default: bool,
     pub json: bool,
@@ -46,7 +51,16 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         Some(p) => (p, false),
         None => (default_repo_path()?, true),
     };
-    let env = Env { repo_path, is_default, json: cli.json, quiet: cli.quiet || cli.json, no_lock: cli.no_lock, cancel };
+    let location = parse_location(&repo_path)?;
+    let env = Env {
+        repo_path,
+        location,
+        is_default,
+        json: cli.json,
+        quiet: cli.quiet || cli.json,
+        no_lock: cli.no_lock,
+        cancel,
+    };
     match cli.command {
         Command::Init(a) => init::run(&env, a),
         Command::Backup(a) => backup::run(&env, a),
@@ -109,7 +123,7 @@ impl Env {
         let mut repo = self.open_repo()?;
         if self.no_lock {
             repo.skip_shared_locks();
-        } else if !repo_writable(&self.repo_path) {
+        } else if self.location.local_path().is_some_and(|p| !repo_writable(p)) {
             eprintln!(
                 "arc: warning: {} is not writable: reading it without a lock (a prune running elsewhere could remove data while it is read)",
                 self.repo_path.display()
@@ -119,7 +133,15 @@ impl Env {
         Ok(repo)
     }
 
+    /// The repository as the user should see it (no credentials).
+    pub fn shown(&self) -> String {
+        self.location.to_string()
+    }
+
     fn open_repo(&self) -> Result<Repository> {
+        if self.location.is_remote() {
+            return remote::open(&self.location, cache_root());
+        }
         let path = &self.repo_path;
         if self.is_default && !path.join("config").exists() {
             return Err(anyhow!(
@@ -142,6 +164,38 @@ impl Env {
             other => Ok(other?),
         }
     }
+}
+
+/// Opens a repository named like --repo by another option (`copy
+/// --from-repo`), reading it without writing anything but locks.
+pub fn open_other(repo: &std::path::Path, option: &str) -> Result<Repository> {
+    let location = parse_location(repo).map_err(|e| anyhow!("{option}: {e}"))?;
+    if location.is_remote() {
+        return remote::open(&location, cache_root()).map_err(|e| anyhow!("{option} {location}: {e}"));
+    }
+    let opened = match cache_root() {
+        Some(cache) => Repository::open_local_cached(repo, &cache),
+        None => Repository::open_local(repo),
+    };
+    match opened {
+        Err(arc_engine::Error::NotARepository { .. }) => {
+            Err(anyhow!("{option} {}: not an arc repository (no config file)", repo.display()))
+        }
+        other => other.map_err(|e| anyhow!("cannot open {option} {}: {e}", repo.display())),
+    }
+}
+
+/// What a --repo string names; a string with a scheme is never a local
+/// path (the engine's error names the schemes arc knows).
+pub fn parse_location(repo: &std::path::Path) -> Result<Location> {
+    let Some(s) = repo.to_str() else {
+        // Not UTF-8: no URL, so a local path.
+        return Ok(Location::Local(repo.to_path_buf()));
+    };
+    Location::parse(s).map_err(|e| match e {
+        arc_engine::Error::InvalidArgument { reason, .. } => anyhow!("--repo {reason}"),
+        other => other.into(),
+    })
 }
 
 /// Why `path` is not a repository, and what to do about it: `arc init`
