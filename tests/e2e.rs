@@ -109,3 +109,9 @@ mod format_v1;
 
 #[path = "e2e/json_docs.rs"]
 mod json_docs;
+
+#[path = "e2e/backends.rs"]
+mod backends;
+
+#[path = "e2e/remote.rs"]
+mod remote;

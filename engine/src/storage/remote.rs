@@ -120,6 +120,9 @@ impl RemoteStorage {
     /// Connects to the repository at `location` (not a local path). Nothing
     /// is read or written yet except, for SFTP, the ssh connection.
     pub fn open(location: &Location, opts: RemoteOptions) -> Result<RemoteStorage> {
+        // The HTTP client (reqwest with rustls) is installed once per
+        // process; without opendal's constructor feature this is explicit.
+        opendal::install_default();
         let mut wrapper = None;
         let (builder_op, atomic_put) = match location {
             Location::Local(_) => {
@@ -230,13 +233,7 @@ impl RemoteStorage {
     }
 
     fn other(&self, path: &str, e: opendal::Error) -> Error {
-        let mut reason = format!("{} ({})", e.message(), e.kind());
-        // The first cause says what really happened (connection refused,
-        // a 503 body); deeper ones repeat it.
-        if let Some(src) = std::error::Error::source(&e) {
-            reason.push_str(&format!(": {src}"));
-        }
-        Error::Remote { object: format!("{}/{path}", self.shown.trim_end_matches('/')), reason }
+        Error::Remote { object: format!("{}/{path}", self.shown.trim_end_matches('/')), reason: describe(&e) }
     }
 
     fn block<F: std::future::IntoFuture>(&self, f: F) -> F::Output {
@@ -287,6 +284,39 @@ impl RemoteStorage {
         })?;
         Ok(FileStat { len: meta.content_length(), modified })
     }
+}
+
+/// One line on what went wrong: opendal's message, its kind, the HTTP
+/// status and the first cause (a refused connection, the server's error
+/// body). opendal's own Display adds its request context, which repeats
+/// the endpoint and path we already show.
+fn describe(e: &opendal::Error) -> String {
+    let mut out = String::new();
+    let msg = e.message().trim();
+    if !msg.is_empty() {
+        out.push_str(msg);
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        src = s.source();
+    }
+    if out.is_empty() {
+        out = e.to_string();
+    }
+    let kind = e.kind();
+    let one_line: String = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut short: String = one_line.chars().take(400).collect();
+    if short.len() < one_line.len() {
+        short.push('…');
+    }
+    format!("{short} ({kind}{})", if e.is_temporary() { ", gave up after retries" } else { "" })
 }
 
 /// Makes the ssh that opendal starts read `config` instead of
