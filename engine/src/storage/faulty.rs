@@ -33,8 +33,8 @@ pub struct Faults {
     pub lost_response: f64,
     /// A put or delete is carried out twice (a proxy or the client resent it).
     pub duplicate: f64,
-    /// Listings leave out files put less than this long ago and still
-    /// show files deleted less than this long ago.
+    /// Listings leave out files created less than this long ago and
+    /// still show files deleted less than this long ago.
     pub list_lag: Duration,
     /// Retries of a failed request, as the remote backend's retry layer.
     pub retries: usize,
@@ -207,9 +207,14 @@ impl Storage for FaultyStorage {
     }
 
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        // Only a new name is missing from lagging listings; an overwritten
+        // one (a refreshed lock or session) stays listed, as on S3.
+        let existed = self.inner.exists(kind, name).unwrap_or(false);
         self.call(kind, name, true, || self.inner.put(kind, name, data))?;
-        if let Ok(mut p) = self.recent_puts.lock() {
-            p.insert((kind as u8, name.to_string()), Instant::now());
+        if !existed {
+            if let Ok(mut p) = self.recent_puts.lock() {
+                p.insert((kind as u8, name.to_string()), Instant::now());
+            }
         }
         if let Ok(mut d) = self.recent_deletes.lock() {
             d.remove(&(kind as u8, name.to_string()));
