@@ -30,6 +30,8 @@ packages=(
   "openssh-server:/usr/sbin/sshd"
   "openssh-client:/usr/bin/ssh"
   "python3-pip:/usr/bin/pip3"
+  "rsync:/usr/bin/rsync"
+  "acl:/usr/bin/setfacl"
 )
 need=()
 for p in "${packages[@]}"; do

@@ -104,6 +104,9 @@ mod everyday;
 #[path = "e2e/bigdir.rs"]
 mod bigdir;
 
+#[path = "e2e/messages.rs"]
+mod messages;
+
 #[path = "e2e/format_v1.rs"]
 mod format_v1;
 
@@ -115,3 +118,11 @@ mod backends;
 
 #[path = "e2e/remote.rs"]
 mod remote;
+#[path = "e2e/tamper.rs"]
+mod tamper;
+
+#[path = "e2e/modes.rs"]
+mod modes;
+
+#[path = "e2e/keys.rs"]
+mod keys;

@@ -57,7 +57,7 @@ impl BlobLocation {
         let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let mut off = [0u8; 8];
         off.copy_from_slice(&b[32..40]);
-        let bad = || Error::index_db(path, "unknown codec or kind in a blob location; run `arc repair index`");
+        let bad = || Error::index_db(path, "unknown codec or kind in a blob location");
         Ok(BlobLocation {
             pack: Id::from_slice(&b[..32]).ok_or_else(bad)?,
             frame: FrameRecord {

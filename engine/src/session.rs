@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 
+use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::format::config::ProtocolSettings;
 use crate::format::mark::{self, MarkFile};
@@ -36,14 +37,14 @@ pub struct Mark {
 /// Every readable mark in the repository. A mark deleted between the
 /// listing and its read (a sweep finished it) is skipped; a damaged one is
 /// an error, since the packs it names cannot be known.
-pub fn load_marks(storage: &dyn Storage) -> Result<Vec<Mark>> {
+pub fn load_marks(storage: &dyn Storage, keys: &Keys) -> Result<Vec<Mark>> {
     let mut out = Vec::new();
     for (name, stat) in storage.list_stat(FileKind::Mark)? {
         if name.parse::<Id>().is_err() {
             continue;
         }
         match storage.get(FileKind::Mark, &name) {
-            Ok(data) => out.push(Mark { file: mark::decode(&data, &name)?, name, time: stat.modified }),
+            Ok(data) => out.push(Mark { file: mark::decode(keys, &data, &name)?, name, time: stat.modified }),
             Err(Error::Missing { .. }) => {}
             Err(e) => return Err(e),
         }
@@ -82,6 +83,7 @@ impl SessionInfo {
 /// Sessions alive at storage time `now` (§3.3), except `own`.
 pub fn live_sessions(
     storage: &dyn Storage,
+    keys: &Keys,
     settings: &ProtocolSettings,
     now: SystemTime,
     own: Option<&str>,
@@ -97,7 +99,7 @@ pub fn live_sessions(
             continue;
         }
         let file = match storage.get(FileKind::Session, &name) {
-            Ok(d) => session::decode(&d, &name).ok(),
+            Ok(d) => session::decode(keys, &d, &name).ok(),
             Err(Error::Missing { .. }) => continue,
             Err(e) => return Err(e),
         };
@@ -114,12 +116,14 @@ pub fn live_sessions(
 
 /// Removes session files left by processes that are gone: on this host by
 /// their pid (a local fact), with `all` every session file. Others expire
-/// by themselves (§3.3). Returns how many were removed.
-pub fn remove_dead_sessions(storage: &dyn Storage, all: bool) -> Result<usize> {
+/// by themselves (§3.3). Returns how many were removed. A v1 repository
+/// (`keys` None) has no sessions.
+pub fn remove_dead_sessions(storage: &dyn Storage, keys: Option<&Keys>, all: bool) -> Result<usize> {
+    let Some(keys) = keys else { return Ok(0) };
     let here = hostname();
     let mut removed = 0;
     for (name, _) in storage.list(FileKind::Session)? {
-        let dead = match storage.get(FileKind::Session, &name).and_then(|d| session::decode(&d, &name)) {
+        let dead = match storage.get(FileKind::Session, &name).and_then(|d| session::decode(keys, &d, &name)) {
             Ok(f) => f.host == here && !pid_alive(f.pid),
             Err(Error::Missing { .. }) => continue,
             Err(_) => false,
@@ -148,6 +152,7 @@ struct State {
 
 struct Inner {
     storage: Arc<dyn Storage>,
+    keys: Arc<Keys>,
     settings: ProtocolSettings,
     name: String,
     file: SessionFile,
@@ -171,6 +176,7 @@ impl Session {
     /// refreshing. `marked` receives the packs the marks name.
     pub fn start(
         storage: Arc<dyn Storage>,
+        keys: Arc<Keys>,
         settings: ProtocolSettings,
         operation: &str,
         marked: Arc<RwLock<Arc<HashSet<Id>>>>,
@@ -196,7 +202,7 @@ impl Session {
             started: now,
             started_storage: None,
         };
-        storage.put(FileKind::Session, &name, &session::encode(&file))?;
+        storage.put(FileKind::Session, &name, &session::encode(&keys, &file)?)?;
         let start = match storage.stat(FileKind::Session, &name) {
             Ok(s) => s.modified,
             Err(e) => {
@@ -207,6 +213,7 @@ impl Session {
         file.started_storage = Some(DateTime::<Utc>::from(start));
         let inner = Arc::new(Inner {
             storage,
+            keys,
             settings,
             name,
             file,
@@ -297,9 +304,8 @@ fn poisoned() -> Error {
 
 impl Inner {
     fn refresh(&self) -> Result<()> {
-        let written = self
-            .storage
-            .put(FileKind::Session, &self.name, &session::encode(&self.file))
+        let written = session::encode(&self.keys, &self.file)
+            .and_then(|data| self.storage.put(FileKind::Session, &self.name, &data))
             .and_then(|()| self.storage.stat(FileKind::Session, &self.name));
         let stat = match written {
             Ok(s) => s,
@@ -342,7 +348,7 @@ impl Inner {
         let mut read = Vec::new();
         for (name, time) in new {
             match self.storage.get(FileKind::Mark, &name) {
-                Ok(d) => read.push(Mark { file: mark::decode(&d, &name)?, name, time }),
+                Ok(d) => read.push(Mark { file: mark::decode(&self.keys, &d, &name)?, name, time }),
                 Err(Error::Missing { .. }) => {}
                 Err(e) => return Err(e),
             }

@@ -41,10 +41,11 @@ fn restore_to(env: &TestEnv, repo: &Path, id: &str, target: &Path) {
 }
 
 /// `arc copy --from-repo` the frozen v1 repository into a new v2
-/// repository, once with other chunker parameters (every file re-cut, new
-/// ids) and once with the same ones (blobs sent as they are): every copied
-/// snapshot restores identical to its v1 restore, a second copy adds
-/// nothing, and `check --read-data` passes.
+/// repository, once with other chunker parameters and once with the same
+/// ones (v2 ids are keyed and its cut points seeded, so both re-cut every
+/// file under the target's keys): every copied snapshot restores identical
+/// to its v1 restore, a second copy adds nothing, and `check --read-data`
+/// passes.
 #[test]
 fn copy_from_the_frozen_v1_repository_restores_identical() {
     let env = TestEnv::new();
@@ -52,15 +53,16 @@ fn copy_from_the_frozen_v1_repository_restores_identical() {
     cp_a(&frozen_v1(), &v1);
     let source = by_time(&env, &v1);
     assert_eq!(source.len(), 2, "the frozen repository has two snapshots");
-    for (name, init) in
-        [("rechunked", vec!["--chunk-min", "64K", "--chunk-avg", "256K", "--chunk-max", "1M"]), ("same-ids", vec![])]
-    {
+    for (name, init) in [
+        ("other-chunker", vec!["--chunk-min", "64K", "--chunk-avg", "256K", "--chunk-max", "1M"]),
+        ("same-chunker", vec![]),
+    ] {
         let v2 = env.path(name);
         env.arc_at(&v2).args(["init", "--prune-grace", GRACE]).args(&init).run().success();
         let out = env.arc_at(&v2).args(["--json", "copy", "--from-repo"]).arg(&v1).arg("--all").run().success();
         let r = out.json();
         assert_eq!(r["copied"].as_array().map(|a| a.len()), Some(2), "{name}: {r:#}");
-        assert_eq!(r["rechunked"], serde_json::Value::Bool(name == "rechunked"), "{name}: {r:#}");
+        assert_eq!(r["rechunked"], serde_json::Value::Bool(true), "{name}: {r:#}");
         let copied = by_time(&env, &v2);
         assert_eq!(copied.len(), 2, "{name}");
         for ((t1, id1), (t2, id2)) in source.iter().zip(&copied) {
@@ -87,6 +89,92 @@ fn copy_from_the_frozen_v1_repository_restores_identical() {
     }
     // The source is only read.
     env.arc_at(&v1).args(["check", "--read-data"]).run().success();
+}
+
+/// Between two v2 repositories with different keys (and, encrypted,
+/// different passphrases: the source's from ARC_FROM_PASSWORD): content is
+/// re-cut and re-sealed under the target's keys, what the target already
+/// holds is not sent again, every copied snapshot restores identical to the
+/// source's restore, and the target passes `check --read-data` with its
+/// own passphrase alone.
+#[test]
+fn copy_between_v2_repositories_reencrypts_and_sends_only_what_the_target_lacks() {
+    const TARGET_PASSWORD: &str = "another passphrase for the copy target";
+    let env = TestEnv::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    let at_b = || env.arc_at(&b).env("ARC_PASSWORD", TARGET_PASSWORD);
+    env.arc_at(&a).args(["init", "--prune-grace", GRACE]).run().success();
+    at_b().args(["init", "--prune-grace", GRACE]).run().success();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    for i in 0..4u64 {
+        write_random_file(&src.join(format!("f{i}.bin")), (1 + i) * 700_000, i);
+        fs::write(src.join("sub").join(format!("small{i}.txt")), format!("small file {i}\n")).unwrap();
+    }
+    std::os::unix::fs::symlink("f0.bin", src.join("link")).unwrap();
+    let backup = |repo: &Path, pw: &str, time: &str| {
+        env.arc_at(repo).env("ARC_PASSWORD", pw).args(["--json", "backup", "--time", time]).arg(&src).run().success();
+    };
+    backup(&a, TEST_PASSWORD, "2026-01-01T00:00:00Z");
+    // The target already holds this content (its own backup of it).
+    backup(&b, TARGET_PASSWORD, "2026-01-01T12:00:00Z");
+    write_random_file(&src.join("new.bin"), 1_500_000, 99);
+    backup(&a, TEST_PASSWORD, "2026-01-02T00:00:00Z");
+
+    let copy = |extra: &[&str]| {
+        at_b()
+            .env("ARC_FROM_PASSWORD", TEST_PASSWORD)
+            .args(["--json", "copy", "--from-repo"])
+            .arg(&a)
+            .args(extra)
+            .run()
+            .success()
+            .json()
+    };
+    // First the snapshot whose content the target has: nothing but the
+    // snapshot itself (and at most a tree whose metadata differs) is new.
+    let first_id = by_time(&env, &a)[0].1.clone();
+    let r = copy(&[&first_id]);
+    assert_eq!(r["rechunked"], serde_json::Value::Bool(true), "different keys name blobs differently: {r:#}");
+    assert_eq!(r["copied"].as_array().map(|c| c.len()), Some(1), "{r:#}");
+    assert!(ju64(&r, "bytes_added") < 64 * 1024, "content the target holds was sent again: {r:#}");
+    // Then everything: only the new file's content is sent.
+    let r = copy(&["--all"]);
+    assert_eq!(r["copied"].as_array().map(|c| c.len()), Some(1), "{r:#}");
+    assert_eq!(r["skipped"].as_array().map(|c| c.len()), Some(1), "{r:#}");
+    let added = ju64(&r, "bytes_added");
+    assert!((1_500_000..1_500_000 + 64 * 1024).contains(&added), "expected only new.bin to be sent: {r:#}");
+    let again = copy(&["--all"]);
+    assert_eq!(ju64(&again, "blobs_added"), 0, "{again:#}");
+
+    // Sealed under the target's keys: its own passphrase opens and checks
+    // everything, the source's does not open it at all.
+    at_b().args(["check", "--read-data"]).run().success();
+    if !encryption_none() {
+        env.arc_at(&b).args(["snapshots"]).run().failure();
+    }
+    let source = by_time(&env, &a);
+    let copied: Vec<(String, String)> = {
+        let out = at_b().args(["--json", "snapshots"]).run().success().json();
+        let mut v: Vec<(String, String)> = out
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (jstr(s, "time").to_string(), jstr(s, "id").to_string()))
+            .filter(|(t, _)| source.iter().any(|(st, _)| st == t))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(copied.len(), 2);
+    for ((t1, id1), (t2, id2)) in source.iter().zip(&copied) {
+        assert_eq!(t1, t2);
+        let (ra, rb) = (env.path(format!("restore-a-{id1}")), env.path(format!("restore-b-{id2}")));
+        restore_to(&env, &a, id1, &ra);
+        at_b().args(["restore", id2, "--target"]).arg(&rb).run().success();
+        let diffs = compare_trees(&restored(&ra, &src), &restored(&rb, &src), &CompareOpts::default());
+        assert!(diffs.is_empty(), "{id2} restores differently from {id1}:\n{}", diffs.join("\n"));
+    }
 }
 
 #[test]

@@ -1,4 +1,9 @@
 //! `arc copy --from-repo SRC [SNAPSHOT...|--all]`: the target is --repo.
+//! The source's passphrase comes from `ARC_FROM_PASSWORD`,
+//! `ARC_FROM_PASSWORD_FILE` or `ARC_FROM_PASSWORD_COMMAND`, else from the
+//! target's variables, else the terminal.
+
+use std::cell::RefCell;
 
 use anyhow::{anyhow, Context, Result};
 use arc_engine::ops::copy::{copy, CopyOptions};
@@ -10,7 +15,20 @@ use crate::ui::{size, CliProgress};
 
 pub fn run(env: &Env, a: CopyArgs) -> Result<u8> {
     let dst = env.open()?;
-    let src = super::open_other(&a.from_repo, "--from-repo")?;
+    // As for --repo: the engine asks only if the source is encrypted, and
+    // a failure to get a passphrase is ours to word.
+    let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
+    let source = || {
+        crate::passphrase::existing_source().map_err(|e| {
+            *failure.borrow_mut() = Some(e);
+            arc_engine::Error::PassphraseRequired
+        })
+    };
+    let opened = super::open_other(&a.from_repo, "--from-repo", Some(&source));
+    if let Some(e) = failure.into_inner() {
+        return Err(e);
+    }
+    let src = opened?;
     if dst.config().id == src.config().id {
         return Err(anyhow!("--from-repo {} is the target repository itself", a.from_repo.display()));
     }

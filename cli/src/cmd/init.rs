@@ -4,7 +4,8 @@ use arc_engine::repo::InitOptions;
 use arc_engine::Repository;
 
 use super::Env;
-use crate::args::InitArgs;
+use crate::args::{EncryptionMode, InitArgs};
+use arc_engine::format::key_file::Protection;
 
 fn u32_size(v: u64, what: &str) -> Result<u32> {
     u32::try_from(v).with_context(|| format!("{what} {v} is too large"))
@@ -39,7 +40,10 @@ pub fn options(a: &InitArgs) -> Result<InitOptions> {
 }
 
 pub fn run(env: &Env, a: InitArgs) -> Result<u8> {
-    let opts = options(&a)?;
+    let mut opts = options(&a)?;
+    if a.encryption == EncryptionMode::Passphrase {
+        opts.protection = Protection::passphrase(crate::passphrase::new("ARC", None)?);
+    }
     let repo = if env.location.is_remote() {
         super::remote::init(&env.location, &opts, super::cache_root())?
     } else {
@@ -53,7 +57,12 @@ pub fn run(env: &Env, a: InitArgs) -> Result<u8> {
             "config": repo.config(),
         }))?;
     } else {
-        outln!("created arc repository {} at {}", repo.config().id.short(), env.shown())?;
+        outln!(
+            "created arc repository {} at {}{}",
+            repo.config().id.short(),
+            env.shown(),
+            if a.encryption == EncryptionMode::None { " (unencrypted: --encryption none)" } else { ", encrypted" }
+        )?;
     }
     Ok(0)
 }

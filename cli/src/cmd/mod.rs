@@ -11,6 +11,7 @@ mod docs;
 mod find;
 mod init;
 mod remote;
+mod key;
 mod maintenance;
 mod mount;
 mod restore;
@@ -20,6 +21,7 @@ mod snapshots;
 mod stdin_stream;
 mod tag;
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -83,6 +85,7 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         Command::Tag(a) => tag::run(&env, a),
         Command::Completion(a) => docs::completion(a),
         Command::Man(a) => docs::man(a),
+        Command::Key(k) => key::run(&env, k),
     }
 }
 
@@ -102,7 +105,11 @@ fn cache_root() -> Option<PathBuf> {
 /// on a read-only mount (EROFS) and for another user's repository.
 fn repo_writable(repo: &std::path::Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(repo.join("locks").as_os_str().as_bytes()) else { return false };
+    // A missing locks/ is recreated by the first lock; then the repository
+    // directory itself must be writable.
+    let locks = repo.join("locks");
+    let dir = if locks.is_dir() { locks } else { repo.to_path_buf() };
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
     // SAFETY: access(2) only reads the NUL-terminated path.
     unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }
@@ -139,9 +146,6 @@ impl Env {
     }
 
     fn open_repo(&self) -> Result<Repository> {
-        if self.location.is_remote() {
-            return remote::open(&self.location, cache_root());
-        }
         let path = &self.repo_path;
         if self.is_default && !path.join("config").exists() {
             return Err(anyhow!(
@@ -149,10 +153,30 @@ impl Env {
                 path.display()
             ));
         }
-        let opened = match cache_root() {
-            Some(cache) => Repository::open_local_cached(path, &cache),
-            None => Repository::open_local(path),
+        let local_key = if self.is_default { crate::passphrase::default_key_path().ok() } else { None };
+        // The engine asks only if the repository needs a passphrase; a
+        // failure to get one (no variable, no terminal) is ours to word.
+        let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
+        let source = || {
+            crate::passphrase::existing(local_key.as_deref()).map_err(|e| {
+                *failure.borrow_mut() = Some(e);
+                arc_engine::Error::PassphraseRequired
+            })
         };
+        if self.location.is_remote() {
+            let opened = remote::open(&self.location, cache_root(), Some(&source));
+            if let Some(e) = failure.into_inner() {
+                return Err(e);
+            }
+            return opened;
+        }
+        let opened = match cache_root() {
+            Some(cache) => Repository::open_local_cached_with(path, &cache, Some(&source)),
+            None => Repository::open_local_with(path, Some(&source)),
+        };
+        if let Some(e) = failure.into_inner() {
+            return Err(e);
+        }
         match opened {
             Err(arc_engine::Error::NotARepository { .. }) => Err(not_a_repository(path)),
             Err(arc_engine::Error::Io { path: p, source }) if cache_root().is_some_and(|c| p.starts_with(&c)) => {
@@ -168,14 +192,18 @@ impl Env {
 
 /// Opens a repository named like --repo by another option (`copy
 /// --from-repo`), reading it without writing anything but locks.
-pub fn open_other(repo: &std::path::Path, option: &str) -> Result<Repository> {
+pub fn open_other(
+    repo: &std::path::Path,
+    option: &str,
+    passphrase: Option<arc_engine::repo::PassphraseSource<'_>>,
+) -> Result<Repository> {
     let location = parse_location(repo).map_err(|e| anyhow!("{option}: {e}"))?;
     if location.is_remote() {
-        return remote::open(&location, cache_root()).map_err(|e| anyhow!("{option} {location}: {e}"));
+        return remote::open(&location, cache_root(), passphrase).map_err(|e| anyhow!("{option} {location}: {e}"));
     }
     let opened = match cache_root() {
-        Some(cache) => Repository::open_local_cached(repo, &cache),
-        None => Repository::open_local(repo),
+        Some(cache) => Repository::open_local_cached_with(repo, &cache, passphrase),
+        None => Repository::open_local_with(repo, passphrase),
     };
     match opened {
         Err(arc_engine::Error::NotARepository { .. }) => {

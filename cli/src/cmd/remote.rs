@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
-use arc_engine::repo::InitOptions;
+use arc_engine::repo::{InitOptions, PassphraseSource};
 use arc_engine::storage::{self, Location};
 use arc_engine::Repository;
 
@@ -34,10 +34,14 @@ fn explain(location: &Location, e: arc_engine::Error) -> anyhow::Error {
     }
 }
 
-pub fn open(location: &Location, cache_root: Option<PathBuf>) -> Result<Repository> {
+pub fn open(
+    location: &Location,
+    cache_root: Option<PathBuf>,
+    passphrase: Option<PassphraseSource<'_>>,
+) -> Result<Repository> {
     let cache = cache(cache_root)?;
     let storage = storage::connect(location).map_err(|e| explain(location, e))?;
-    match Repository::open_cached(storage, &cache) {
+    match Repository::open_cached_with(storage, &cache, passphrase) {
         Ok(r) => Ok(r),
         Err(arc_engine::Error::NotARepository { .. }) => {
             Err(anyhow!("no arc repository at {location}; create one with `arc init --repo {location}`"))

@@ -49,6 +49,13 @@ pub fn encode(packs: &[PackEntry]) -> Vec<u8> {
 }
 
 pub fn decode(data: &[u8], name: &str) -> Result<Vec<PackEntry>> {
+    decode_with(data, name, 0)
+}
+
+/// Decodes an index file whose packs store their trailers with
+/// `trailer_overhead` more bytes than the plain trailer the index file
+/// copies (a v2 pack's sealed trailer: nonce and tag).
+pub fn decode_with(data: &[u8], name: &str, trailer_overhead: u64) -> Result<Vec<PackEntry>> {
     let (_, payload) = envelope::open(FileType::Index, ENVELOPE_VERSION, name, data)?;
     let mut r = ByteReader::new(&payload, "index file", name);
     if r.take(6)? != MAGIC {
@@ -62,7 +69,7 @@ pub fn decode(data: &[u8], name: &str) -> Result<Vec<PackEntry>> {
         let pack_len = r.u64()?;
         let tlen = r.u32()?;
         let frames_end = pack_len
-            .checked_sub(super::pack::FOOTER_LEN + u64::from(tlen))
+            .checked_sub(super::pack::FOOTER_LEN + u64::from(tlen) + trailer_overhead)
             .ok_or_else(|| r.corrupt(format!("pack {} length {pack_len} too small", pack.short())))?;
         let bytes = r.take(tlen as usize)?;
         let trailer = Trailer::decode(bytes, &pack.to_hex(), frames_end)?;

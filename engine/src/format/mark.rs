@@ -1,16 +1,17 @@
 //! Prune marks under `marks/` (format v2): the packs a prune found unused
 //! and will delete on a later run, after the grace period, if they are
 //! still unused. Layout in format-spec/v2/protocol.md §2.2: JSON inside a
-//! zstd envelope of type 6, named by the BLAKE3 of the file. The mark's
-//! time is the storage's timestamp of the file, never a field in it.
-//!
-//! Encoding goes through [`encode`] and [`decode`] only, so that sealing
-//! them (v2 encryption) changes these two functions and nothing else.
+//! zstd envelope of type 7, sealed like every v2 file
+//! (`Purpose::PRUNE_MARK`), named by the BLAKE3 of the sealed file as a
+//! snapshot is. The mark's time is the storage's timestamp of the file,
+//! never a field in it.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::envelope::{self, Codec, FileType};
+use super::sealed;
+use crate::crypto::{Keys, Purpose};
 use crate::error::{Error, Result};
 use crate::id::Id;
 
@@ -31,17 +32,22 @@ pub struct MarkFile {
     pub packs: Vec<MarkedPack>,
 }
 
-pub fn encode(m: &MarkFile) -> Vec<u8> {
+/// The stored bytes of a mark; its name is their BLAKE3 in hex.
+pub fn encode(keys: &Keys, m: &MarkFile) -> Result<Vec<u8>> {
     let json = serde_json::to_vec(m).expect("mark serializes");
-    envelope::seal(FileType::Mark, ENVELOPE_VERSION, Codec::Zstd, &json)
+    let plain = envelope::seal(FileType::Mark, ENVELOPE_VERSION, Codec::Zstd, &json);
+    // No name in the associated data: the name is the hash of these very
+    // bytes (checked by `decode`), which binds it more tightly.
+    sealed::seal_file(keys, Purpose::PRUNE_MARK, &[], &plain)
 }
 
-/// Decodes a mark, checking that its bytes hash to `name`.
-pub fn decode(data: &[u8], name: &str) -> Result<MarkFile> {
+/// Opens and decodes a mark, checking that its bytes hash to `name`.
+pub fn decode(keys: &Keys, data: &[u8], name: &str) -> Result<MarkFile> {
     if Id::hash(data).to_hex() != name {
         return Err(Error::corrupt("prune mark", name, "content does not match its name"));
     }
-    let (_, payload) = envelope::open(FileType::Mark, ENVELOPE_VERSION, name, data)?;
+    let plain = sealed::open_file(keys, Purpose::PRUNE_MARK, &[], data, "prune mark", name)?;
+    let (_, payload) = envelope::open(FileType::Mark, ENVELOPE_VERSION, name, &plain)?;
     serde_json::from_slice(&payload).map_err(|e| Error::corrupt("prune mark", name, e.to_string()))
 }
 
@@ -51,14 +57,18 @@ mod tests {
 
     #[test]
     fn round_trip_and_name_check() {
+        let keys = Keys::derive(&crate::crypto::MasterSecret::from_bytes([5; 32]));
         let m = MarkFile {
             prune_session: Id::hash(b"p"),
             host: "h".into(),
             created: Utc::now(),
             packs: vec![MarkedPack { id: Id::hash(b"pack"), len: 123 }],
         };
-        let data = encode(&m);
-        assert_eq!(decode(&data, &Id::hash(&data).to_hex()).unwrap(), m);
-        assert!(decode(&data, &Id::hash(b"x").to_hex()).is_err());
+        let data = encode(&keys, &m).unwrap();
+        let name = Id::hash(&data).to_hex();
+        assert_eq!(decode(&keys, &data, &name).unwrap(), m);
+        assert!(decode(&keys, &data, &Id::hash(b"x").to_hex()).is_err());
+        let other = Keys::derive(&crate::crypto::MasterSecret::from_bytes([6; 32]));
+        assert!(matches!(decode(&other, &data, &name), Err(Error::NotAuthentic { what: "prune mark", .. })));
     }
 }

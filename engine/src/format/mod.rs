@@ -17,9 +17,11 @@ pub mod envelope;
 #[doc(hidden)]
 pub mod fuzz_entry;
 pub mod index_file;
+pub mod key_file;
 pub mod lock;
 pub mod mark;
 pub mod pack;
+pub mod sealed;
 pub mod session;
 pub mod snapshot;
 pub mod tree;

@@ -45,7 +45,7 @@ pub fn verify(repo: &Repository, session: &Session, root: Id) -> Result<CommitCh
         session.refresh_now()?;
         let lapsed = session.lapsed();
         session.clear_lapse();
-        let marks = load_marks(repo.storage().as_ref())?;
+        let marks = load_marks(repo.storage().as_ref(), repo.v2_keys()?)?;
         let suspect: HashSet<Id> = marks
             .iter()
             .filter(|m| lapsed || m.time >= since)

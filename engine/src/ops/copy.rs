@@ -58,10 +58,19 @@ pub struct CopyReport {
     pub bytes_stored: u64,
 }
 
-/// Whether a blob has the same id in both repositories.
+/// Whether a blob has the same id in both repositories: same id scheme and
+/// chunker parameters and, in v2, the same chunk-id key and gear seed
+/// (two v2 repositories share them only when made from one master secret;
+/// otherwise every id and every cut point differs, so content is re-cut).
 fn same_ids(src: &Repository, dst: &Repository) -> bool {
     let (a, b) = (src.config(), dst.config());
-    a.id_scheme == b.id_scheme && a.file_chunker == b.file_chunker && a.stream_chunker == b.stream_chunker
+    // A keyed id of a fixed probe tells whether the chunk-id keys are equal
+    // without exposing them.
+    let probe = |r: &Repository| r.keys().map(|k| (k.chunk_id(b"arc copy: same chunk-id key?"), k.gear_seed()));
+    a.id_scheme == b.id_scheme
+        && a.file_chunker == b.file_chunker
+        && a.stream_chunker == b.stream_chunker
+        && probe(src) == probe(dst)
 }
 
 fn same_snapshot(a: &SnapshotFile, b: &SnapshotFile) -> bool {
@@ -99,7 +108,7 @@ pub fn copy(src: &Repository, dst: &Repository, opts: &CopyOptions, progress: &d
             src,
             dst,
             rechunk: report.rechunked,
-            file_chunker: Chunker::new(&dst.config().file_chunker),
+            file_chunker: dst.chunker(&dst.config().file_chunker),
             cancel: opts.cancel.clone(),
             session_lost: session.as_ref().map(|s| s.lost_flag()),
         };
@@ -205,7 +214,7 @@ impl Copier<'_> {
     /// source, cut again by the target's chunker.
     fn recut(&self, sink: &BlobSink<'_>, cache: &mut Option<(u64, IndexReader)>, chunks: &[Id]) -> Result<Vec<Id>> {
         let mut content = BlobStream { src: self.src, chunks, next: 0, buf: Vec::new(), pos: 0, error: None };
-        let mut cutter = StreamChunker::new(self.file_chunker, &mut content);
+        let mut cutter = StreamChunker::new(self.file_chunker.clone(), &mut content);
         let mut out = Vec::new();
         let cut = loop {
             if self.stopped() {

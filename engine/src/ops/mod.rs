@@ -11,6 +11,7 @@ pub mod copy;
 pub mod diff;
 pub mod find;
 pub mod forget;
+pub mod keys;
 pub mod prune;
 pub mod prune_protocol;
 pub mod repair;

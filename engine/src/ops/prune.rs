@@ -44,11 +44,12 @@ use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, Result};
-use crate::format::index_file::{self, PackEntry};
+use crate::format::index_file::PackEntry;
 use crate::format::pack::{self, BlobKind};
-use crate::format::tree::{NodeKind, Tree};
+use crate::format::tree::Tree;
 use crate::id::Id;
 use crate::index::BlobLocation;
+use crate::ops::tree_walk;
 use crate::packer;
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -56,9 +57,6 @@ use crate::storage::FileKind;
 
 /// Packs per index file written by prune (as `repair index`).
 const PACKS_PER_INDEX_FILE: usize = 256;
-/// Trees loaded in parallel at a time while marking; bounds the memory of
-/// decoded trees held at once.
-const TREE_BATCH: usize = 256;
 
 /// The steps after which [`PruneOptions::after_step`] is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -245,57 +243,39 @@ fn tree_locations(packs: &[PackEntry], listed: &HashSet<Id>) -> HashMap<Id, Blob
 fn mark_live(repo: &Repository, trees: &HashMap<Id, BlobLocation>, ignore: &HashSet<Id>) -> Result<(HashSet<Id>, u64)> {
     let reader = repo.blob_reader()?;
     let mut live: HashSet<Id> = HashSet::new();
-    let mut frontier: Vec<Id> = Vec::new();
-    let mut snapshots = 0;
+    let mut roots = Vec::new();
     for id in repo.snapshot_ids()? {
         if ignore.contains(&id) {
             continue;
         }
         let snap = repo.load_snapshot(&id).map_err(|e| damaged(format!("snapshot {id} cannot be read: {e}")))?;
-        snapshots += 1;
-        if live.insert(snap.file.tree) {
-            frontier.push(snap.file.tree);
-        }
+        roots.push(snap.file.tree);
     }
-    // Breadth first, a batch of trees at a time loaded in parallel; a tree
-    // enters the frontier only when first seen, so each is read once.
-    while !frontier.is_empty() {
-        let mut next = Vec::new();
-        for batch in frontier.chunks(TREE_BATCH) {
-            let children: Vec<Result<(Vec<Id>, Vec<Id>)>> = batch
-                .par_iter()
-                .map(|tree_id| {
-                    let loc = trees
-                        .get(tree_id)
-                        .ok_or_else(|| damaged(format!("tree {tree_id}, which a snapshot needs, is in no pack")))?;
-                    let tree = reader
-                        .read_at(repo, tree_id, loc)
-                        .and_then(|data| Tree::decode(&data, tree_id))
-                        .map_err(|e| damaged(format!("tree {tree_id} of a snapshot cannot be read: {e}")))?;
-                    let mut subtrees = Vec::new();
-                    let mut chunks = Vec::new();
-                    for node in &tree.nodes {
-                        match node.kind {
-                            NodeKind::Dir => subtrees.extend(node.subtree),
-                            k if k.has_chunks() => chunks.extend_from_slice(&node.chunks),
-                            _ => {}
-                        }
-                    }
-                    Ok((subtrees, chunks))
-                })
-                .collect();
-            for c in children {
-                let (subtrees, chunks) = c?;
-                live.extend(chunks);
-                for t in subtrees {
-                    if live.insert(t) {
-                        next.push(t);
-                    }
-                }
+    let snapshots = roots.len() as u64;
+    let load = |tree_id: &Id| -> Result<Tree> {
+        let loc = trees
+            .get(tree_id)
+            .ok_or_else(|| damaged(format!("tree {tree_id}, which a snapshot needs, is in no pack")))?;
+        reader
+            .read_at(repo, tree_id, loc)
+            .and_then(|data| Tree::decode(&data, tree_id))
+            .map_err(|e| damaged(format!("tree {tree_id} of a snapshot cannot be read: {e}")))
+    };
+    let mut visit = |id: &Id, tree: &Tree| {
+        live.insert(*id);
+        for node in &tree.nodes {
+            if node.kind.has_chunks() {
+                live.extend(node.chunks.iter().copied());
             }
         }
-        frontier = next;
-    }
+        Ok(())
+    };
+    // Deciding what is unused needs every live tree: any failure stops.
+    let mut failed = |_: &Id, e: Error| match e {
+        e @ Error::Damaged { .. } => Err(e),
+        e => Err(damaged(e.to_string())),
+    };
+    tree_walk::visit_unique_trees(roots, &load, &mut visit, &mut failed)?;
     Ok((live, snapshots))
 }
 
@@ -314,7 +294,7 @@ fn load_packs(repo: &Repository, report: &mut PruneReport) -> Result<LoadedPacks
         if Id::hash(&data).to_hex() != name {
             return Err(damaged(format!("index file {name} does not match its name")));
         }
-        let entries = index_file::decode(&data, &name).map_err(|e| damaged(e.to_string()))?;
+        let entries = repo.decode_index_file(data, &name).map_err(|e| damaged(e.to_string()))?;
         index_files.push((name.clone(), entries.iter().map(|e| e.pack).collect()));
         for e in entries {
             listed.entry(e.pack).or_insert((e, name.clone()));
@@ -540,7 +520,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress
                 continue;
             }
             let data = repo.storage().get(FileKind::Index, &name)?;
-            new_packs.extend(index_file::decode(&data, &name)?.into_iter().map(|e| e.pack));
+            new_packs.extend(repo.decode_index_file(data, &name)?.into_iter().map(|e| e.pack));
         }
     }
     step(PruneStep::Repacked);
@@ -602,7 +582,7 @@ pub(crate) fn delete_packs(
         .map(|p| p.entry.clone())
         .collect();
     for group in relist.chunks(PACKS_PER_INDEX_FILE) {
-        let data = index_file::encode(group);
+        let data = repo.encode_index_file(group)?;
         let name = Id::hash(&data).to_hex();
         repo.storage().put(FileKind::Index, &name, &data)?;
         report.index_files_written += 1;
@@ -648,7 +628,6 @@ pub(crate) fn copy_live(
     sink: &packer::BlobSink<'_>,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let id_scheme = repo.config().id_scheme;
     packs.par_iter().try_for_each(|p| -> Result<()> {
         let name = p.entry.pack.to_hex();
         let data = repo.storage().get(FileKind::Pack, &name)?;
@@ -677,7 +656,7 @@ pub(crate) fn copy_live(
             let stored = data
                 .get(start..start + frame.stored_len as usize)
                 .ok_or_else(|| Error::corrupt("pack", &name, format!("frame at {start} lies outside the pack")))?;
-            let raw = pack::decode_frame(stored, frame, &name)?;
+            let raw = pack::decode_frame(&repo.open_frame(stored.to_vec(), &name, frame.offset)?, frame, &name)?;
             for &bi in blobs {
                 let b = &trailer.blobs[bi];
                 let (s, e) = (b.offset_in_frame as usize, b.offset_in_frame as usize + b.raw_len as usize);
@@ -686,7 +665,7 @@ pub(crate) fn copy_live(
                 })?;
                 // Never copy damage: the copy would replace the only
                 // record that something was wrong.
-                if id_scheme.blob_id(bytes) != b.id {
+                if repo.blob_id(bytes) != b.id {
                     return Err(Error::corrupt(
                         "pack",
                         &name,

@@ -24,7 +24,6 @@ use chrono::Utc;
 
 use super::prune::{self, Fate, PackPlan, PruneOptions, PruneReport, PruneStep};
 use crate::error::{Error, Result};
-use crate::format::index_file;
 use crate::format::mark::{self, MarkFile, MarkedPack};
 use crate::id::Id;
 use crate::packer;
@@ -53,8 +52,9 @@ pub fn run(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress) 
 
     // Which marks are due (P6): old enough, and no live session started
     // before the mark (plus the margin for its visibility).
-    let marks = load_marks(repo.storage().as_ref())?;
-    let sessions = live_sessions(repo.storage().as_ref(), &settings, now, Some(session.name()))?;
+    let keys = repo.v2_keys()?;
+    let marks = load_marks(repo.storage().as_ref(), keys)?;
+    let sessions = live_sessions(repo.storage().as_ref(), keys, &settings, now, Some(session.name()))?;
     let due: Vec<&Mark> = marks
         .iter()
         .filter(|m| older_than(m.time, grace) && !sessions.iter().any(|s| s.start < m.time + margin))
@@ -159,7 +159,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress) 
         .map(|p| p.entry.clone())
         .collect();
     if !unlisted.is_empty() {
-        let data = index_file::encode(&unlisted);
+        let data = repo.encode_index_file(&unlisted)?;
         repo.storage().put(FileKind::Index, &Id::hash(&data).to_hex(), &data)?;
         report.index_files_written += 1;
         report.packs_adopted = unlisted.len() as u64;
@@ -173,7 +173,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress) 
         report.bytes_marked = packs.iter().map(|p| p.len).sum();
         let file =
             MarkFile { prune_session: session_id(&session), host: crate::lock::hostname(), created: Utc::now(), packs };
-        let data = mark::encode(&file);
+        let data = mark::encode(keys, &file)?;
         repo.storage().put(FileKind::Mark, &Id::hash(&data).to_hex(), &data)?;
         report.marks_written = 1;
     }

@@ -9,7 +9,8 @@
 //! REPO/sessions/<session id>      v2: running backups, prunes, copies
 //! REPO/marks/<mark id>            v2: packs a prune will delete later
 //! REPO/tmp/                       partial writes, never read
-//! REPO/index.redb                 the local index database (a cache)
+//! (the index database, a cache, lives in the user's cache directory:
+//! see `Repository::open_local_cached`)
 //! ```
 //! Writes go to `tmp/`, are fsynced, renamed into place, and the target
 //! directory is fsynced, so a file either exists complete or not at all.
@@ -30,7 +31,7 @@ pub struct LocalDir {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-pub const DIRS: [&str; 7] = ["data", "index", "snapshots", "locks", "sessions", "marks", "tmp"];
+pub const DIRS: [&str; 8] = ["data", "index", "snapshots", "locks", "keys", "sessions", "marks", "tmp"];
 
 impl LocalDir {
     pub fn new(root: impl Into<PathBuf>) -> LocalDir {
@@ -75,6 +76,7 @@ impl LocalDir {
             FileKind::Index => self.root.join("index").join(name),
             FileKind::Snapshot => self.root.join("snapshots").join(name),
             FileKind::Lock => self.root.join("locks").join(name),
+            FileKind::Key => self.root.join("keys").join(name),
             FileKind::Session => self.root.join("sessions").join(name),
             FileKind::Mark => self.root.join("marks").join(name),
         })
@@ -244,6 +246,7 @@ impl Storage for LocalDir {
             FileKind::Index => vec![self.root.join("index")],
             FileKind::Snapshot => vec![self.root.join("snapshots")],
             FileKind::Lock => vec![self.root.join("locks")],
+            FileKind::Key => vec![self.root.join("keys")],
             FileKind::Session => vec![self.root.join("sessions")],
             FileKind::Mark => vec![self.root.join("marks")],
         };

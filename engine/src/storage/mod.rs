@@ -49,6 +49,8 @@ pub enum FileKind {
     Index,
     Snapshot,
     Lock,
+    /// `keys/<id>`: one key file per passphrase (format v2).
+    Key,
     /// A running backup's, prune's or copy's announcement (v2).
     Session,
     /// A prune's record of packs to delete later (v2).
@@ -65,12 +67,13 @@ pub struct FileStat {
 }
 
 /// All kinds, for listing a whole repository.
-pub const ALL_KINDS: [FileKind; 7] = [
+pub const ALL_KINDS: [FileKind; 8] = [
     FileKind::Config,
     FileKind::Pack,
     FileKind::Index,
     FileKind::Snapshot,
     FileKind::Lock,
+    FileKind::Key,
     FileKind::Session,
     FileKind::Mark,
 ];
@@ -83,6 +86,7 @@ impl FileKind {
             FileKind::Index => "index file",
             FileKind::Snapshot => "snapshot",
             FileKind::Lock => "lock",
+            FileKind::Key => "key file",
             FileKind::Session => "session",
             FileKind::Mark => "prune mark",
         }

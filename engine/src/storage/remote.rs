@@ -8,7 +8,8 @@
 //!
 //! ```text
 //! config, data/<2 hex>/<pack>, index/<id>, snapshots/<id>, locks/<name>,
-//! sessions/<id>, marks/<id>, tmp/ (SFTP and WebDAV only: staged puts)
+//! sessions/<id>, marks/<id>, keys/<id>, tmp/ (SFTP and WebDAV only:
+//! staged puts)
 //! ```
 //!
 //! opendal is asynchronous; the engine is not. Each backend owns one
@@ -83,6 +84,7 @@ fn kind_dir(kind: FileKind) -> &'static str {
         FileKind::Lock => "locks",
         FileKind::Session => "sessions",
         FileKind::Mark => "marks",
+        FileKind::Key => "keys",
     }
 }
 

@@ -52,13 +52,7 @@ pub(super) fn build_trees(
             }
         }
         if node.kind.has_chunks() {
-            summary.total_files += 1;
-            summary.total_bytes += node.size;
-            match change {
-                Change::New => summary.files_new += 1,
-                Change::Changed => summary.files_changed += 1,
-                Change::Unchanged => summary.files_unchanged += 1,
-            }
+            change.count_file(summary, node.size);
         } else if node.kind != NodeKind::Dir {
             summary.other_entries += 1;
         }
