@@ -26,8 +26,8 @@ use crate::util::*;
 
 /// The part of the suite that runs on every backend: round trips with
 /// every metadata feature, incremental backups, dump, snapshots and
-/// stats, damage found by check --read-data, forget and prune, copy and
-/// the mount. Chosen to cover every command and keep the three extra runs
+/// stats, damage found by check --read-data, forget and prune, copy, key
+/// management and the mount. Chosen to cover every command and keep the three extra runs
 /// within a few minutes.
 pub const CORE: &[&str] = &[
     "roundtrip::full_fixture_backup_and_restore_preserve_everything",
@@ -40,6 +40,7 @@ pub const CORE: &[&str] = &[
     "prune::forget_with_prune_and_its_dry_run",
     "protocol::copy_from_the_frozen_v1_repository_restores_identical",
     "mount::mount_shows_every_file_type_and_cp_a_reproduces_it",
+    "keys::key_add_list_passwd_remove",
     "remote::remote_repository_commands_and_urls",
 ];
 
