@@ -26,11 +26,26 @@ fn cache(cache_root: Option<PathBuf>) -> Result<PathBuf> {
     })
 }
 
-/// Adds what the user can do about a failed request.
+/// Adds where credentials come from when the server refused them (and
+/// only then: a server that is down needs no hint about keys).
 fn explain(location: &Location, e: arc_engine::Error) -> anyhow::Error {
-    match e {
-        arc_engine::Error::Remote { .. } => anyhow!("{e}\n  ({})", credential_hint(location)),
-        other => other.into(),
+    const REFUSALS: [&str; 10] = [
+        "credential",
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "Forbidden",
+        "403",
+        "401",
+        "PermissionDenied",
+        "Permission denied",
+        "ssh error",
+    ];
+    match &e {
+        arc_engine::Error::Remote { reason, .. } if REFUSALS.iter().any(|r| reason.contains(r)) => {
+            anyhow!("{e} ({})", credential_hint(location))
+        }
+        _ => e.into(),
     }
 }
 
