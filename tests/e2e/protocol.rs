@@ -300,14 +300,16 @@ fn a_backup_frozen_by_sigstop_past_the_grace_period_commits_intact_or_aborts() {
 }
 
 /// Operations seen in `REPO/sessions` at one moment.
-fn running_operations(repo: &Path) -> (bool, bool) {
+fn running_operations(repo: &Path, keys: &arc_engine::crypto::Keys) -> (bool, bool) {
     let (mut backup, mut prune) = (false, false);
     for f in files_under(&repo.join("sessions")) {
-        // The payload is JSON in a raw envelope.
+        // Sealed with the repository's keys (protocol.md §2): opened
+        // through the engine's decoder, as arc itself reads them.
         let Ok(data) = fs::read(&f) else { continue };
-        let text = String::from_utf8_lossy(&data);
-        backup |= text.contains("\"operation\":\"backup\"");
-        prune |= text.contains("\"operation\":\"prune\"");
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let Ok(session) = arc_engine::format::session::decode(keys, &data, &name) else { continue };
+        backup |= session.operation == "backup";
+        prune |= session.operation == "prune";
     }
     (backup, prune)
 }
@@ -329,6 +331,8 @@ fn four_backups_and_two_prunes_as_processes_at_once() {
         .args(["--prune-grace", GRACE])
         .run()
         .success();
+    let repo = open_repo(&env.repo);
+    let keys = repo.keys().expect("a v2 repository has keys");
     let mut expected: Vec<(String, PathBuf, u64)> = Vec::new();
     let mut overlapping = 0;
     let (mut marked, mut deleted) = (0, 0);
@@ -355,7 +359,7 @@ fn four_backups_and_two_prunes_as_processes_at_once() {
             let watcher = scope.spawn(|| {
                 let mut both = false;
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    let (b, p) = running_operations(&env.repo);
+                    let (b, p) = running_operations(&env.repo, keys);
                     both |= b && p;
                     std::thread::sleep(Duration::from_millis(2));
                 }
