@@ -97,7 +97,7 @@ pub struct RemoteStorage {
     atomic_put: bool,
     opts: RemoteOptions,
     tmp_counter: AtomicU64,
-    /// A private `ssh` wrapper for ARC_SSH_CONFIG (see [`ssh_config_wrapper`]).
+    /// The private `ssh` wrapper of an SFTP repository (see [`ssh_wrapper`]).
     _ssh_wrapper: Option<TempDir>,
 }
 
@@ -175,9 +175,7 @@ impl RemoteStorage {
                 if let Some(k) = env("ARC_SFTP_KEY") {
                     b = b.key(&k);
                 }
-                if let Some(cfg) = env("ARC_SSH_CONFIG") {
-                    wrapper = Some(ssh_config_wrapper(location, &cfg)?);
-                }
+                wrapper = Some(ssh_wrapper(location, env("ARC_SSH_CONFIG").as_deref())?);
                 (Operator::new(b).map_err(|e| config_error(location, e))?, false)
             }
             Location::WebDav { endpoint, user, path } => {
@@ -321,35 +319,49 @@ fn describe(e: &opendal::Error) -> String {
     format!("{short} ({kind}{})", if e.is_temporary() { ", gave up after retries" } else { "" })
 }
 
-/// Makes the ssh that opendal starts read `config` instead of
-/// `~/.ssh/config` (ARC_SSH_CONFIG). opendal's SFTP service runs the
-/// system `ssh` by name and has no option for `-F`, so a private
-/// directory with an `ssh` script that adds `-F config` goes first in
-/// PATH. It only passes its arguments on.
-fn ssh_config_wrapper(location: &Location, config: &str) -> Result<TempDir> {
+/// The ssh that opendal starts, adjusted: opendal's SFTP service runs the
+/// system `ssh` by name and exposes neither `-F` nor the master
+/// connection's lifetime, so a private directory with an `ssh` script
+/// goes first in PATH. The script passes its arguments on, adding
+/// * `-o ControlPersist=5`: the master connection ends 5 s after its last
+///   user (arc) is gone. The library asks for `yes` (forever) and closes
+///   the master when its session is dropped, which never happens when
+///   arc exits with the connection pooled; ssh takes the first value of
+///   an option, so ours wins.
+/// * `-F FILE` for ARC_SSH_CONFIG, instead of `~/.ssh/config`.
+fn ssh_wrapper(location: &Location, config: Option<&str>) -> Result<TempDir> {
     use std::os::unix::fs::PermissionsExt;
-    let config = std::fs::canonicalize(config)
-        .map_err(|e| config_error(location, format!("ARC_SSH_CONFIG {config}: {e}")))?;
+    let quote = |p: &std::path::Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+    let config_arg = match config {
+        Some(c) => {
+            let c = std::fs::canonicalize(c).map_err(|e| config_error(location, format!("ARC_SSH_CONFIG {c}: {e}")))?;
+            format!(" -F {}", quote(&c))
+        }
+        None => String::new(),
+    };
     let path = std::env::var_os("PATH").unwrap_or_default();
+    static N: AtomicU64 = AtomicU64::new(0);
+    let prefix = format!("arc-ssh-{}-", std::process::id());
+    // The real ssh: the first in PATH that is not one of our wrappers
+    // (a second SFTP repository in the same process, `copy`).
     let real = std::env::split_paths(&path)
+        .filter(|d| !d.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
         .map(|d| d.join("ssh"))
         .find(|p| p.is_file())
         .ok_or_else(|| config_error(location, "no ssh in PATH (SFTP repositories need the OpenSSH client)"))?;
-    static N: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!("arc-ssh-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let dir = std::env::temp_dir().join(format!("{prefix}{}", N.fetch_add(1, Ordering::Relaxed)));
     let wrap = |e: std::io::Error| config_error(location, format!("cannot prepare ssh: {e}"));
     std::fs::create_dir_all(&dir).map_err(wrap)?;
     let dir = TempDir(dir);
-    let quote = |p: &std::path::Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
-    let script = format!("#!/bin/sh\nexec {} -F {} \"$@\"\n", quote(&real), quote(&config));
+    let script = format!("#!/bin/sh\nexec {} -o ControlPersist=5{config_arg} \"$@\"\n", quote(&real));
     let file = dir.0.join("ssh");
     std::fs::write(&file, script).map_err(wrap)?;
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o700)).map_err(wrap)?;
     let mut paths = vec![dir.0.clone()];
     paths.extend(std::env::split_paths(&path));
     let joined = std::env::join_paths(paths).map_err(|e| config_error(location, e))?;
-    // The process's own PATH: set once, before any ssh starts, by the
-    // thread that opens the repository.
+    // The process's own PATH: set before any ssh starts, by the thread
+    // that opens the repository.
     std::env::set_var("PATH", joined);
     Ok(dir)
 }
