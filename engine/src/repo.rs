@@ -188,11 +188,7 @@ impl Repository {
     /// (see [`open_cached_with`](Self::open_cached_with)).
     pub fn init_cached(storage: Arc<dyn Storage>, opts: &InitOptions, cache_root: &Path) -> Result<Repository> {
         let passphrase = Self::create(storage.as_ref(), opts)?;
-        Self::open_cached_with(
-            storage,
-            cache_root,
-            Some(&move || passphrase.clone().ok_or(Error::PassphraseRequired)),
-        )
+        Self::open_cached_with(storage, cache_root, Some(&move || passphrase.clone().ok_or(Error::PassphraseRequired)))
     }
 
     /// Checks `opts` and writes a new repository's key file and config

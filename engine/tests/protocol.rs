@@ -20,7 +20,7 @@ use arc_engine::ops::prune::{prune, PruneOptions, PruneReport};
 use arc_engine::ops::restore::{restore, RestoreOptions};
 use arc_engine::progress::NoProgress;
 use arc_engine::repo::InitOptions;
-use arc_engine::storage::{FaultyStorage, Faults, FileKind, LocalDir, MemoryStorage, MemoryStorageOptions, Storage};
+use arc_engine::storage::{Faults, FaultyStorage, FileKind, LocalDir, MemoryStorage, MemoryStorageOptions, Storage};
 use arc_engine::{Error, Id, Repository};
 
 const HOSTS: usize = 4;
@@ -480,8 +480,9 @@ fn failing_requests_never_leave_a_wrong_snapshot() {
     }
     let src = tmp.path().join("src-final");
     make_tree(&src, 99, 0);
-    let rep = backup(&repo.open("final"), BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress)
-        .expect("a backup on a healthy store");
+    let rep =
+        backup(&repo.open("final"), BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress)
+            .expect("a backup on a healthy store");
     expected.insert(rep.snapshot_id, src);
     verify_all(&repo.open("verify2"), &expected, &tmp.path().join("restore"));
 }

@@ -272,7 +272,15 @@ fn run_core_on(b: Backend) {
         CORE.len(),
         lines.join("\n"),
         stdout.lines().rev().take(80).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"),
-        String::from_utf8_lossy(&out.stderr).lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     println!("{}: {}", b.name(), lines.join("; "));
 }

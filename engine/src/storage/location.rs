@@ -111,9 +111,12 @@ fn authority<'a>(url: &str, rest: &'a str) -> Result<Authority<'a>> {
     }
     let port = match port {
         None => None,
-        Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
-            bad(format!("{}: port {p:?} is not a number between 1 and 65535", redact(url)))
-        })?),
+        Some(p) => Some(
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad(format!("{}: port {p:?} is not a number between 1 and 65535", redact(url))))?,
+        ),
     };
     Ok(Authority { user, host, port, path })
 }
@@ -134,7 +137,8 @@ fn redact(url: &str) -> String {
 }
 
 fn http_endpoint(url: &str, inner: &str) -> Result<(String, Option<String>, String)> {
-    let (scheme, rest) = scheme_of(inner).ok_or_else(|| bad(format!("{}: expected http:// or https://", redact(url))))?;
+    let (scheme, rest) =
+        scheme_of(inner).ok_or_else(|| bad(format!("{}: expected http:// or https://", redact(url))))?;
     if scheme != "http" && scheme != "https" {
         return Err(bad(format!("{}: expected http:// or https://, not {scheme}:", redact(url))));
     }
@@ -179,10 +183,7 @@ impl Location {
                 let a = authority(s, rest)?;
                 let path = a.path.trim_end_matches('/');
                 if path.is_empty() {
-                    return Err(bad(format!(
-                        "{}: no directory (expected sftp://[user@]host[:port]/path)",
-                        redact(s)
-                    )));
+                    return Err(bad(format!("{}: no directory (expected sftp://[user@]host[:port]/path)", redact(s))));
                 }
                 Ok(Location::Sftp {
                     user: a.user.map(str::to_string),
@@ -264,12 +265,20 @@ mod tests {
 
     #[test]
     fn parses_every_form() {
-        assert_eq!(Location::parse("s3:http://127.0.0.1:3900/backups/web").unwrap(), s3("http://127.0.0.1:3900", "backups", "web"));
+        assert_eq!(
+            Location::parse("s3:http://127.0.0.1:3900/backups/web").unwrap(),
+            s3("http://127.0.0.1:3900", "backups", "web")
+        );
         assert_eq!(Location::parse("s3:https://s3.example.net/b").unwrap(), s3("https://s3.example.net", "b", ""));
         assert_eq!(Location::parse("s3:https://h/b/deep/pre/").unwrap(), s3("https://h", "b", "deep/pre"));
         assert_eq!(
             Location::parse("sftp://backup@vault.example.net/srv/arc").unwrap(),
-            Location::Sftp { user: Some("backup".into()), host: "vault.example.net".into(), port: None, path: "/srv/arc".into() }
+            Location::Sftp {
+                user: Some("backup".into()),
+                host: "vault.example.net".into(),
+                port: None,
+                path: "/srv/arc".into()
+            }
         );
         assert_eq!(
             Location::parse("sftp://h:2222/~/arc/").unwrap(),

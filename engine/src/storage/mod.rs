@@ -32,7 +32,7 @@ pub mod location;
 mod memory;
 pub mod remote;
 
-pub use faulty::{FaultCounts, FaultyStorage, Faults};
+pub use faulty::{FaultCounts, Faults, FaultyStorage};
 pub use local::LocalDir;
 pub use location::Location;
 pub use memory::{MemoryStorage, MemoryStorageOptions};

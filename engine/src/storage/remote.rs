@@ -136,7 +136,8 @@ impl RemoteStorage {
             Location::S3 { endpoint, bucket, prefix } => {
                 // Region: restic's and the AWS CLI's variable; Garage and
                 // s3s-fs accept any region in the signature.
-                let region = env("AWS_DEFAULT_REGION").or_else(|| env("AWS_REGION")).unwrap_or_else(|| "us-east-1".into());
+                let region =
+                    env("AWS_DEFAULT_REGION").or_else(|| env("AWS_REGION")).unwrap_or_else(|| "us-east-1".into());
                 let mut b = opendal::services::S3::default()
                     .endpoint(endpoint)
                     .bucket(bucket)
@@ -383,11 +384,7 @@ impl Storage for RemoteStorage {
             self.block(w).map_err(|e| self.err(kind, name, e))?;
             return Ok(());
         }
-        let tmp = format!(
-            "tmp/{name}.{}.{}",
-            std::process::id(),
-            self.tmp_counter.fetch_add(1, Ordering::Relaxed)
-        );
+        let tmp = format!("tmp/{name}.{}.{}", std::process::id(), self.tmp_counter.fetch_add(1, Ordering::Relaxed));
         self.block(self.op.write(&tmp, buf)).map_err(|e| self.other(&tmp, e))?;
         if let Err(e) = self.block(self.op.rename(&tmp, &path)) {
             let _ = self.block(self.op.delete(&tmp));
@@ -423,7 +420,11 @@ impl Storage for RemoteStorage {
             Err(e) => return Err(self.err(kind, name, e)),
         };
         if buf.len() as u64 != len {
-            return Err(Error::corrupt(kind.describe(), name, format!("truncated: range {offset}+{len} past end of file")));
+            return Err(Error::corrupt(
+                kind.describe(),
+                name,
+                format!("truncated: range {offset}+{len} past end of file"),
+            ));
         }
         Ok(buf.to_vec())
     }
