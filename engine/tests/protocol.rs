@@ -473,10 +473,7 @@ fn failing_requests_never_leave_a_wrong_snapshot() {
     // report failure for a snapshot that exists: it must restore too.
     let r = repo.open("verify");
     for s in r.snapshots().unwrap() {
-        if !expected.contains_key(&s.id) {
-            let round = s.file.paths.first().cloned().unwrap_or_default();
-            expected.insert(s.id, PathBuf::from(round));
-        }
+        expected.entry(s.id).or_insert_with(|| PathBuf::from(s.file.paths.first().cloned().unwrap_or_default()));
     }
     let src = tmp.path().join("src-final");
     make_tree(&src, 99, 0);
