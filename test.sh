@@ -27,6 +27,9 @@ packages=(
   "redis-server:/usr/bin/redis-server"
   "redis-tools:/usr/bin/redis-cli"
   "strace:/usr/bin/strace"
+  "openssh-server:/usr/sbin/sshd"
+  "openssh-client:/usr/bin/ssh"
+  "python3-pip:/usr/bin/pip3"
   "rsync:/usr/bin/rsync"
   "acl:/usr/bin/setfacl"
   "chromium:/usr/bin/chromium"
@@ -49,10 +52,36 @@ if [ ${#need[@]} -gt 0 ]; then
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         "${need[@]}" >/dev/null; } || status=$?
     [ "$own_policy" = 1 ] && rm -f "$policy"
-    [ "$status" = 0 ] || { echo "test.sh: apt-get install ${need[*]} failed" >&2; exit "$status"; }
+    [ "$status" = 0 ] || { echo "test.sh: apt-get install ${need[*]} failed" >&2; # The distributed tier: a 3-node Garage cluster, when its binary is cached
+# (tests/distributed.sh says how to build it) and no test filter was given.
+if [ $# = 0 ] && [ -x "$CACHE/garage-2.5.0/bin/garage" ]; then
+  if ! tests/distributed.sh; then
+    echo "tests/distributed.sh failed" >&2
+    status=1
+  fi
+elif [ $# = 0 ]; then
+  echo "SKIP: tests/distributed.sh: no Garage binary at $CACHE/garage-2.5.0/bin/garage (tests/distributed.sh says how to build it)"
+fi
+exit "$status"; }
   else
     echo "test.sh: not installed: ${need[*]} (run as root to install them); tests that need them will be skipped" >&2
   fi
+fi
+
+# Servers for the remote-repository tests (tests/e2e/backends.rs), kept in
+# a tool cache outside the repository so a machine pays for them once:
+# s3s-fs 0.14.1 (0.17 needs a newer rustc) and wsgidav.
+CACHE=${ARC_TOOL_CACHE:-$HOME/.cache/arc-tools}
+export ARC_TOOL_CACHE=$CACHE
+if [ ! -x "$CACHE/s3s-fs-0.14.1/bin/s3s-fs" ]; then
+  echo "test.sh: building s3s-fs 0.14.1 into $CACHE (about 2 minutes, once)" >&2
+  nice -n 10 cargo install s3s-fs --version 0.14.1 --features binary --locked --root "$CACHE/s3s-fs-0.14.1" -q ||
+    echo "test.sh: cargo install s3s-fs failed; the S3 tests will say so" >&2
+fi
+if ! command -v wsgidav >/dev/null; then
+  echo "test.sh: installing wsgidav (pip)" >&2
+  { pip3 install -q wsgidav cheroot 2>/dev/null || pip3 install -q --break-system-packages wsgidav cheroot; } ||
+    echo "test.sh: pip install wsgidav failed; the WebDAV tests will say so" >&2
 fi
 
 log=$(mktemp)
@@ -86,4 +115,14 @@ awk '
     if (ig > 0) why = why (why != "" ? "; " : "") ig " marked #[ignore]"
     printf "%d passed, %d failed, %d skipped%s\n", p - s, f, s + ig, (why != "" ? " (" why ")" : "")
   }' "$log"
+# The distributed tier: a 3-node Garage cluster, when its binary is cached
+# (tests/distributed.sh says how to build it) and no test filter was given.
+if [ $# = 0 ] && [ -x "$CACHE/garage-2.5.0/bin/garage" ]; then
+  if ! tests/distributed.sh; then
+    echo "tests/distributed.sh failed" >&2
+    status=1
+  fi
+elif [ $# = 0 ]; then
+  echo "SKIP: tests/distributed.sh: no Garage binary at $CACHE/garage-2.5.0/bin/garage (tests/distributed.sh says how to build it)"
+fi
 exit "$status"

@@ -112,6 +112,12 @@ mod format_v1;
 
 #[path = "e2e/json_docs.rs"]
 mod json_docs;
+
+#[path = "e2e/backends.rs"]
+mod backends;
+
+#[path = "e2e/remote.rs"]
+mod remote;
 #[path = "e2e/tamper.rs"]
 mod tamper;
 

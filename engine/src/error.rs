@@ -24,6 +24,13 @@ pub enum Error {
     #[error("no space left on device writing {}", path.display())]
     NoSpace { path: PathBuf },
 
+    /// A request to a remote repository failed for a reason other than a
+    /// missing object (after retries, if it was transient). `object` is the
+    /// repository location and the object's path in it, without
+    /// credentials.
+    #[error("{object}: {reason}")]
+    Remote { object: String, reason: String },
+
     #[error("{}: not an arc repository (no config file)", path.display())]
     NotARepository { path: PathBuf },
 

@@ -543,7 +543,12 @@ impl OpenPack {
 
 /// Packs being written concurrently: an fsync of one pack overlaps with
 /// compressing and writing the next, instead of stalling the pipeline.
-const UPLOADERS: usize = 2;
+/// Uploads in flight: the storage's hint (two for a disk, more for a
+/// remote store, whose latency they hide), capped so that packs held in
+/// memory stay bounded.
+fn uploaders(repo: &Repository) -> usize {
+    repo.storage().concurrency().clamp(1, 8)
+}
 
 /// Packs written but not yet listed in an index file.
 struct Unlisted {
@@ -563,10 +568,10 @@ fn pack_writer(
     let unlisted =
         Unlisted { packs: Mutex::new(adopt), packs_written: AtomicU64::new(0), bytes_stored: AtomicU64::new(0) };
     // Rendezvous: a sealed pack waits in the writer until an uploader is
-    // free, so at most UPLOADERS + 2 packs are in memory.
+    // free, so at most uploaders + 2 packs are in memory.
     let (upload_tx, upload_rx) = bounded::<(Vec<u8>, PackEntry)>(0);
     let sealed = std::thread::scope(|scope| -> Result<()> {
-        let uploaders: Vec<_> = (0..UPLOADERS)
+        let uploaders: Vec<_> = (0..uploaders(repo))
             .map(|_| {
                 let rx = upload_rx.clone();
                 let unlisted = &unlisted;

@@ -179,6 +179,22 @@ impl Repository {
         opts: &InitOptions,
         index_db: Option<PathBuf>,
     ) -> Result<Repository> {
+        let passphrase = Self::create(storage.as_ref(), opts)?;
+        Self::open_with(storage, index_db, Some(&move || passphrase.clone().ok_or(Error::PassphraseRequired)))
+    }
+
+    /// Creates a repository on empty storage of any kind (see
+    /// [`init`](Self::init)) with its index database under `cache_root`
+    /// (see [`open_cached_with`](Self::open_cached_with)).
+    pub fn init_cached(storage: Arc<dyn Storage>, opts: &InitOptions, cache_root: &Path) -> Result<Repository> {
+        let passphrase = Self::create(storage.as_ref(), opts)?;
+        Self::open_cached_with(storage, cache_root, Some(&move || passphrase.clone().ok_or(Error::PassphraseRequired)))
+    }
+
+    /// Checks `opts` and writes a new repository's key file and config
+    /// into `storage`, which must hold none; returns the passphrase that
+    /// opens it, if any.
+    fn create(storage: &dyn Storage, opts: &InitOptions) -> Result<Option<Zeroizing<String>>> {
         if storage.exists(FileKind::Config, "config")? {
             return Err(Error::AlreadyExists { path: storage.location().into() });
         }
@@ -233,11 +249,10 @@ impl Repository {
         let key_bytes = key.encode();
         storage.put(FileKind::Key, &Id::hash(&key_bytes).to_hex(), &key_bytes)?;
         storage.put(FileKind::Config, "config", &config.encode())?;
-        let passphrase = match &opts.protection {
+        Ok(match &opts.protection {
             Protection::Passphrase { passphrase, .. } => Some(passphrase.clone()),
             Protection::Unprotected => None,
-        };
-        Self::open_with(storage, index_db, Some(&move || passphrase.clone().ok_or(Error::PassphraseRequired)))
+        })
     }
 
     /// Opens a local repository that needs no passphrase (v1, or v2 made
@@ -283,15 +298,7 @@ impl Repository {
         if !path.join("config").is_file() {
             return Err(Error::NotARepository { path: path.to_path_buf() });
         }
-        let storage: Arc<dyn Storage> = Arc::new(LocalDir::new(path));
-        let (config, data) = Self::read_config(storage.as_ref())?;
-        // The key before anything is created on the config's say-so.
-        let (keys, master) = unlock_keys(storage.as_ref(), &config, &data, passphrase)?;
-        let dir = cache_root.join(config.id.to_hex());
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        let key = Id::hash(canonical.as_os_str().as_encoded_bytes()).to_hex();
-        let index_path = dir.join(format!("index-{}.redb", &key[..16]));
+        let repo = Self::open_cached_with(Arc::new(LocalDir::new(path)), cache_root, passphrase)?;
         // Before the cache moved out, the index database was REPO/index.redb.
         // It is only a cache: the new one is built from the index files, and
         // the old one goes when the repository can be written (an older arc
@@ -300,6 +307,34 @@ impl Repository {
         if legacy.is_file() {
             let _ = std::fs::remove_file(&legacy);
         }
+        Ok(repo)
+    }
+
+    /// Opens a repository on any storage (a directory, S3, SFTP, WebDAV)
+    /// with its index database under `cache_root/<repository id>/`, asking
+    /// `passphrase` for the passphrase if it is encrypted.
+    ///
+    /// The file name also carries a hash of the repository's location (the
+    /// canonical path of a directory, the URL of a remote one): a copy of a
+    /// repository (same id, `cp -a`, `rsync`, `rclone`) must never share a
+    /// cache with the original, or a backup into one could dedup against
+    /// packs only the other holds.
+    pub fn open_cached_with(
+        storage: Arc<dyn Storage>,
+        cache_root: &Path,
+        passphrase: Option<PassphraseSource<'_>>,
+    ) -> Result<Repository> {
+        let (config, data) = Self::read_config(storage.as_ref())?;
+        // The key before anything is created on the config's say-so.
+        let (keys, master) = unlock_keys(storage.as_ref(), &config, &data, passphrase)?;
+        let dir = cache_root.join(config.id.to_hex());
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let location = match storage.local_path() {
+            Some(path) => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()).into_os_string(),
+            None => storage.location().into(),
+        };
+        let key = Id::hash(location.as_encoded_bytes()).to_hex();
+        let index_path = dir.join(format!("index-{}.redb", &key[..16]));
         Ok(Self::with_config(storage, config, index_path, keys, master))
     }
 

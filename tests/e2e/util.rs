@@ -77,6 +77,8 @@ pub enum Need {
     /// The `arc` binary was built with the `fault-injection` feature, which
     /// compiles in the test-only hooks (ARC_FAULT_*, ARC_TEST_*).
     FaultInjection,
+    /// A file (a tool in a cache); the second field says how to get it.
+    File(PathBuf, &'static str),
 }
 
 impl Need {
@@ -96,6 +98,7 @@ impl Need {
             Need::FaultInjection if !cfg!(feature = "fault-injection") => {
                 Some("arc was built without the fault-injection feature (./test.sh builds with it)".into())
             }
+            Need::File(p, how) if !p.is_file() => Some(format!("{} is missing: {how}", p.display())),
             _ => None,
         }
     }
@@ -211,6 +214,13 @@ impl TestCommand {
 
     pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Self {
         self.envs.push((k.as_ref().to_owned(), Some(v.as_ref().to_owned())));
+        self
+    }
+
+    pub fn envs_from(mut self, vars: Vec<(String, String)>) -> Self {
+        for (k, v) in vars {
+            self = self.env(k, v);
+        }
         self
     }
 
@@ -532,6 +542,9 @@ impl Output {
 /// A temporary directory with a fake HOME/XDG tree and a repository path,
 /// so that nothing ever touches the real default repository.
 pub struct TestEnv {
+    /// The remote backend's server under ARC_TEST_BACKEND (backends.rs);
+    /// first, so it stops before the directory it serves goes.
+    pub server: Option<crate::backends::Server>,
     tmp: tempfile::TempDir,
     pub root: PathBuf,
     pub home: PathBuf,
@@ -559,7 +572,8 @@ impl TestEnv {
         fs::create_dir_all(home.join(".local/share")).unwrap();
         fs::create_dir_all(home.join(".cache")).unwrap();
         let repo = root.join("repo");
-        TestEnv { tmp, root, home, repo }
+        let server = crate::backends::current().map(|b| crate::backends::start(b, &root, &repo));
+        TestEnv { server, tmp, root, home, repo }
     }
 
     pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
@@ -583,6 +597,7 @@ impl TestEnv {
             .env_remove("ARC_FROM_PASSWORD")
             .env_remove("ARC_FROM_PASSWORD_FILE")
             .env_remove("ARC_FROM_PASSWORD_COMMAND")
+            .envs_from(self.server.as_ref().map(|s| s.env.clone()).unwrap_or_default())
             .current_dir(&self.root)
     }
 
@@ -591,8 +606,20 @@ impl TestEnv {
         self.arc_at(&self.repo)
     }
 
+    /// `arc --repo <repo>`; `self.repo` on a remote backend is its URL.
     pub fn arc_at(&self, repo: &Path) -> TestCommand {
-        self.cmd().arg("--repo").arg(repo)
+        match &self.server {
+            Some(s) if repo == self.repo => self.cmd().arg("--repo").arg(&s.url),
+            _ => self.cmd().arg("--repo").arg(repo),
+        }
+    }
+
+    /// What `--repo` is for `self.repo` (its URL on a remote backend).
+    pub fn repo_arg(&self) -> OsString {
+        match &self.server {
+            Some(s) => OsString::from(&s.url),
+            None => self.repo.clone().into_os_string(),
+        }
     }
 
     /// The index database (a cache) of `self.repo`: under

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 
 use anyhow::{anyhow, Context, Result};
 use arc_engine::ops::copy::{copy, CopyOptions};
-use arc_engine::{Repository, SnapshotFilter};
+use arc_engine::SnapshotFilter;
 
 use super::Env;
 use crate::args::CopyArgs;
@@ -24,16 +24,11 @@ pub fn run(env: &Env, a: CopyArgs) -> Result<u8> {
             arc_engine::Error::PassphraseRequired
         })
     };
-    let opened = Repository::open_local_with(&a.from_repo, Some(&source));
+    let opened = super::open_other(&a.from_repo, "--from-repo", Some(&source));
     if let Some(e) = failure.into_inner() {
         return Err(e);
     }
-    let src = match opened {
-        Err(arc_engine::Error::NotARepository { path }) => {
-            return Err(anyhow!("--from-repo {}: not an arc repository (no config file)", path.display()))
-        }
-        other => other.with_context(|| format!("cannot open --from-repo {}", a.from_repo.display()))?,
-    };
+    let src = opened?;
     if dst.config().id == src.config().id {
         return Err(anyhow!("--from-repo {} is the target repository itself", a.from_repo.display()));
     }

@@ -52,15 +52,19 @@ pub fn run(env: &Env, a: InitArgs) -> Result<u8> {
     if a.encryption == EncryptionMode::Passphrase {
         opts.protection = Protection::passphrase(crate::passphrase::new("ARC", None)?);
     }
-    let repo = Repository::init_local(&env.repo_path, &opts)
-        .with_context(|| format!("cannot create repository at {}", env.repo_path.display()))?;
+    let repo = if env.location.is_remote() {
+        super::remote::init(&env.location, &opts, super::cache_root())?
+    } else {
+        Repository::init_local(&env.repo_path, &opts)
+            .with_context(|| format!("cannot create repository at {}", env.repo_path.display()))?
+    };
     if env.json {
         super::print_json(&InitReport { repository: &env.repo_path, id: repo.config().id, config: repo.config() })?;
     } else {
         outln!(
             "created arc repository {} at {}{}",
             repo.config().id.short(),
-            env.repo_path.display(),
+            env.shown(),
             if a.encryption == EncryptionMode::None { " (unencrypted: --encryption none)" } else { ", encrypted" }
         )?;
     }

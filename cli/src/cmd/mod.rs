@@ -13,6 +13,7 @@ mod init;
 mod key;
 mod maintenance;
 mod mount;
+mod remote;
 mod restore;
 mod retention;
 pub(crate) mod select;
@@ -26,6 +27,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
+use arc_engine::storage::Location;
 use arc_engine::{Repository, Snapshot, SnapshotFilter};
 
 use crate::args::{Cli, Command, FilterArgs};
@@ -35,7 +37,10 @@ pub use retention::print_table;
 
 /// What every command gets besides its own arguments.
 pub struct Env {
+    /// The local directory, or for a remote repository its string as given.
     pub repo_path: PathBuf,
+    /// What --repo names: a directory or a remote store.
+    pub location: Location,
     /// The path came from neither --repo nor ARC_REPO.
     pub is_default: bool,
     pub json: bool,
@@ -49,7 +54,16 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         Some(p) => (p, false),
         None => (default_repo_path()?, true),
     };
-    let env = Env { repo_path, is_default, json: cli.json, quiet: cli.quiet || cli.json, no_lock: cli.no_lock, cancel };
+    let location = parse_location(&repo_path)?;
+    let env = Env {
+        repo_path,
+        location,
+        is_default,
+        json: cli.json,
+        quiet: cli.quiet || cli.json,
+        no_lock: cli.no_lock,
+        cancel,
+    };
     match cli.command {
         Command::Init(a) => init::run(&env, a),
         Command::Backup(a) => backup::run(&env, a),
@@ -119,7 +133,7 @@ impl Env {
         let mut repo = self.open_repo()?;
         if self.no_lock {
             repo.skip_shared_locks();
-        } else if !repo_writable(&self.repo_path) {
+        } else if self.location.local_path().is_some_and(|p| !repo_writable(p)) {
             eprintln!(
                 "arc: warning: {} is not writable: reading it without a lock (a prune running elsewhere could remove data while it is read)",
                 self.repo_path.display()
@@ -127,6 +141,11 @@ impl Env {
             repo.skip_shared_locks();
         }
         Ok(repo)
+    }
+
+    /// The repository as the user should see it (no credentials).
+    pub fn shown(&self) -> String {
+        self.location.to_string()
     }
 
     fn open_repo(&self) -> Result<Repository> {
@@ -147,6 +166,13 @@ impl Env {
                 arc_engine::Error::PassphraseRequired
             })
         };
+        if self.location.is_remote() {
+            let opened = remote::open(&self.location, cache_root(), Some(&source));
+            if let Some(e) = failure.into_inner() {
+                return Err(e);
+            }
+            return opened;
+        }
         let opened = match cache_root() {
             Some(cache) => Repository::open_local_cached_with(path, &cache, Some(&source)),
             None => Repository::open_local_with(path, Some(&source)),
@@ -165,6 +191,42 @@ impl Env {
             other => Ok(other?),
         }
     }
+}
+
+/// Opens a repository named like --repo by another option (`copy
+/// --from-repo`), reading it without writing anything but locks.
+pub fn open_other(
+    repo: &std::path::Path,
+    option: &str,
+    passphrase: Option<arc_engine::repo::PassphraseSource<'_>>,
+) -> Result<Repository> {
+    let location = parse_location(repo).map_err(|e| anyhow!("{option}: {e}"))?;
+    if location.is_remote() {
+        return remote::open(&location, cache_root(), passphrase).map_err(|e| anyhow!("{option} {location}: {e}"));
+    }
+    let opened = match cache_root() {
+        Some(cache) => Repository::open_local_cached_with(repo, &cache, passphrase),
+        None => Repository::open_local_with(repo, passphrase),
+    };
+    match opened {
+        Err(arc_engine::Error::NotARepository { .. }) => {
+            Err(anyhow!("{option} {}: not an arc repository (no config file)", repo.display()))
+        }
+        other => other.map_err(|e| anyhow!("cannot open {option} {}: {e}", repo.display())),
+    }
+}
+
+/// What a --repo string names; a string with a scheme is never a local
+/// path (the engine's error names the schemes arc knows).
+pub fn parse_location(repo: &std::path::Path) -> Result<Location> {
+    let Some(s) = repo.to_str() else {
+        // Not UTF-8: no URL, so a local path.
+        return Ok(Location::Local(repo.to_path_buf()));
+    };
+    Location::parse(s).map_err(|e| match e {
+        arc_engine::Error::InvalidArgument { reason, .. } => anyhow!("--repo {reason}"),
+        other => other.into(),
+    })
 }
 
 /// Why `path` is not a repository, and what to do about it: `arc init`

@@ -28,7 +28,7 @@ pub fn run(env: &Env, a: MountArgs) -> Result<u8> {
         allow_other: a.allow_other,
         // Shown by `mount` and `df`; commas and blanks would split the
         // mount option string.
-        fsname: format!("arc:{}", env.repo_path.display())
+        fsname: format!("arc:{}", env.shown())
             .chars()
             .map(|c| if c == ',' || c.is_whitespace() { '_' } else { c })
             .collect(),
@@ -57,7 +57,7 @@ pub fn run(env: &Env, a: MountArgs) -> Result<u8> {
     if !env.quiet {
         eprintln!(
             "arc: {count} snapshot(s) of {} mounted read-only at {}; press Ctrl-C to unmount",
-            env.repo_path.display(),
+            env.shown(),
             a.mountpoint.display()
         );
     }

@@ -606,15 +606,19 @@ pub(crate) fn delete_packs(
 
     // 7, 8. Delete. A new pack can never be one that goes (it holds only
     // used blobs), but the check costs nothing and rules it out.
-    let mut first = true;
     before_delete()?;
-    for p in plan.packs.iter().filter(|p| goes.contains(&p.entry.pack)) {
-        if new_packs.contains(&p.entry.pack) {
-            continue;
-        }
-        repo.storage().delete(FileKind::Pack, &p.entry.pack.to_hex())?;
-        if std::mem::take(&mut first) {
-            step(PruneStep::FirstPackDeleted);
+    let doomed: Vec<String> = plan
+        .packs
+        .iter()
+        .filter(|p| goes.contains(&p.entry.pack) && !new_packs.contains(&p.entry.pack))
+        .map(|p| p.entry.pack.to_hex())
+        .collect();
+    if let Some((first, rest)) = doomed.split_first() {
+        repo.storage().delete(FileKind::Pack, first)?;
+        step(PruneStep::FirstPackDeleted);
+        // Batched on S3 (DeleteObjects takes up to 1000 keys a request).
+        for batch in rest.chunks(1000) {
+            repo.storage().delete_many(FileKind::Pack, batch)?;
         }
     }
     Ok(())

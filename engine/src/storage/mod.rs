@@ -1,23 +1,42 @@
 //! The storage interface: every byte the engine reads from or writes to a
 //! repository passes through [`Storage`]. Files are addressed by kind and
 //! name only, so an object store can implement it with the same semantics.
+//! Implementations: [`LocalDir`] (a directory), [`RemoteStorage`] (S3,
+//! SFTP, WebDAV), [`MemoryStorage`] and [`FaultyStorage`] (tests).
 //!
-//! Contract every implementation MUST keep:
+//! The contract, for the whole trait (each method adds its own below):
 //! - `put` is atomic and durable: once it returns, the file is complete and
-//!   survives a crash; a crash during `put` leaves no file of that name.
-//! - files are immutable once written (locks are replaced by a new `put`).
-//! - `list` returns only complete files.
+//!   survives a crash; a crash during `put` leaves no file of that name
+//!   (or, on SFTP/WebDAV, a stray file under `tmp/` that nothing reads).
+//! - files are immutable once written, except locks and sessions, which
+//!   are replaced whole by a new `put` of the same name.
+//! - a `put` that returned is seen by every later `get`, `stat` and
+//!   `exists` (read-after-write, as S3 has offered since 2020).
+//!   Listings may lag behind (eventually consistent stores): the engine
+//!   never concludes from a listing alone that a file it just wrote is
+//!   gone, and never deletes a file for being absent from one.
+//! - every call may be retried by the caller and may be made from many
+//!   threads at once; a call that returns an error may still have taken
+//!   effect (a lost response after a successful write).
 //! - `stat` and `list_stat` report the time **the storage** recorded when
 //!   a file was last written (a local file's mtime, S3's LastModified), not
 //!   a time the writer chose: the v2 commit and prune protocol
 //!   (format-spec/v2/protocol.md §3) learns the storage clock from it and
 //!   never compares host clocks.
+//! - errors name the file (kind and name, or the remote object) and never
+//!   carry a credential.
 
+mod faulty;
 mod local;
+pub mod location;
 mod memory;
+pub mod remote;
 
+pub use faulty::{FaultCounts, Faults, FaultyStorage};
 pub use local::LocalDir;
+pub use location::Location;
 pub use memory::{MemoryStorage, MemoryStorageOptions};
+pub use remote::{RemoteOptions, RemoteStorage};
 
 use std::time::SystemTime;
 
@@ -75,21 +94,65 @@ impl FileKind {
 }
 
 pub trait Storage: Send + Sync {
-    /// Human-readable location for messages.
+    /// Human-readable location for messages, without credentials.
     fn location(&self) -> String;
-    /// A local filesystem path if the repository is a directory; decides
-    /// where the index database lives.
+    /// A local filesystem path if the repository is a directory (for what
+    /// only a directory has: `tmp/` to clean, the repository's own files to
+    /// leave out of a backup); `None` for remote and in-memory storage.
     fn local_path(&self) -> Option<&std::path::Path>;
+    /// Stores `data` as the whole file: atomic (a reader sees the old file,
+    /// no file, or all of `data`), durable when it returns. Writing the
+    /// same content again is harmless (a retried or duplicated put).
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
+    /// The whole file; [`Error::Missing`](crate::Error::Missing) if there
+    /// is none. For small files (config, index, snapshot, lock, session,
+    /// mark) and whole-pack verification only: reading one blob uses
+    /// [`get_range`](Self::get_range).
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
+    /// Exactly `len` bytes from `offset` (one ranged GET on S3, never the
+    /// whole object); a range past the end is
+    /// [`Error::Corrupt`](crate::Error::Corrupt) ("truncated"), a missing
+    /// file [`Error::Missing`](crate::Error::Missing). Restore, cat, dump
+    /// and the mount read every blob this way, in parallel from several
+    /// threads.
     fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// The file's length; Missing if there is none.
     fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
+    /// Whether the file exists (a HEAD request); errors other than "not
+    /// there" are errors, not `false`.
     fn exists(&self, kind: FileKind, name: &str) -> Result<bool>;
-    /// Names and sizes of all files of `kind`.
+    /// Names and sizes of all files of `kind`, sorted by name, complete
+    /// files only (no partial uploads, nothing under `tmp/`). May lag
+    /// behind recent puts and deletes on an eventually consistent store.
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>>;
+    /// Removes the file. Idempotent: deleting a missing file succeeds (a
+    /// retried delete whose first response was lost, two prunes racing).
     fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
-    /// Length and storage timestamp of one file.
+    /// Removes many files of one kind, batched where the store can (S3
+    /// DeleteObjects: up to 1000 a request). Idempotent like
+    /// [`delete`](Self::delete); on error some may be gone already.
+    fn delete_many(&self, kind: FileKind, names: &[String]) -> Result<()> {
+        names.iter().try_for_each(|n| self.delete(kind, n))
+    }
+    /// Length and storage timestamp of one file; Missing if there is none.
     fn stat(&self, kind: FileKind, name: &str) -> Result<FileStat>;
-    /// Names, lengths and storage timestamps of all files of `kind`.
+    /// Names, lengths and storage timestamps of all files of `kind`, with
+    /// [`list`](Self::list)'s ordering and completeness. One listing of a
+    /// prefix (paged), never one request per file.
     fn list_stat(&self, kind: FileKind) -> Result<Vec<(String, FileStat)>>;
+    /// How many requests the engine should keep in flight at once for
+    /// uploads and reads (a hint: remote stores want several, a local disk
+    /// gains little beyond two).
+    fn concurrency(&self) -> usize {
+        2
+    }
+}
+
+/// The storage `location` names: a [`LocalDir`] (which need not exist
+/// yet) or a [`RemoteStorage`] connected with the default options.
+pub fn connect(location: &Location) -> Result<std::sync::Arc<dyn Storage>> {
+    Ok(match location {
+        Location::Local(path) => std::sync::Arc::new(LocalDir::new(path)),
+        remote => std::sync::Arc::new(RemoteStorage::open(remote, RemoteOptions::default())?),
+    })
 }

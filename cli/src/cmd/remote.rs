@@ -1,0 +1,78 @@
+//! Opening and creating repositories on S3, SFTP and WebDAV (`--repo
+//! s3:…`, `sftp://…`, `webdav:…`): the engine connects; this module words
+//! what went wrong for the user (which credentials are looked for, how to
+//! create a repository there).
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context, Result};
+use arc_engine::repo::{InitOptions, PassphraseSource};
+use arc_engine::storage::{self, Location};
+use arc_engine::Repository;
+
+/// Where credentials for `location` come from, for hints.
+fn credential_hint(location: &Location) -> &'static str {
+    match location {
+        Location::S3 { .. } => "S3 credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or the AWS credentials file (AWS_PROFILE); the region from AWS_DEFAULT_REGION (default us-east-1)",
+        Location::Sftp { .. } => "SFTP logs in as ssh does (agent, ~/.ssh/config, known_hosts); ARC_SFTP_KEY names an identity file, ARC_SSH_CONFIG an ssh config file",
+        Location::WebDav { .. } => "WebDAV logs in as the URL's user with the password in ARC_WEBDAV_PASSWORD",
+        Location::Local(_) => "",
+    }
+}
+
+fn cache(cache_root: Option<PathBuf>) -> Result<PathBuf> {
+    cache_root.ok_or_else(|| {
+        anyhow!("a remote repository needs a local cache directory for its index: set XDG_CACHE_HOME or HOME")
+    })
+}
+
+/// Adds where credentials come from when the server refused them (and
+/// only then: a server that is down needs no hint about keys).
+fn explain(location: &Location, e: arc_engine::Error) -> anyhow::Error {
+    const REFUSALS: [&str; 10] = [
+        "credential",
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "Forbidden",
+        "403",
+        "401",
+        "PermissionDenied",
+        "Permission denied",
+        "ssh error",
+    ];
+    match &e {
+        arc_engine::Error::Remote { reason, .. } if REFUSALS.iter().any(|r| reason.contains(r)) => {
+            anyhow!("{e} ({})", credential_hint(location))
+        }
+        _ => e.into(),
+    }
+}
+
+pub fn open(
+    location: &Location,
+    cache_root: Option<PathBuf>,
+    passphrase: Option<PassphraseSource<'_>>,
+) -> Result<Repository> {
+    let cache = cache(cache_root)?;
+    let storage = storage::connect(location).map_err(|e| explain(location, e))?;
+    match Repository::open_cached_with(storage, &cache, passphrase) {
+        Ok(r) => Ok(r),
+        Err(arc_engine::Error::NotARepository { .. }) => {
+            Err(anyhow!("no arc repository at {location}; create one with `arc init --repo {location}`"))
+        }
+        Err(arc_engine::Error::Io { path, source }) if path.starts_with(&cache) => Err(anyhow!(
+            "cannot create the index cache {}: {source} (set XDG_CACHE_HOME to a writable directory)",
+            path.display()
+        )),
+        Err(e) => Err(explain(location, e)),
+    }
+}
+
+pub fn init(location: &Location, opts: &InitOptions, cache_root: Option<PathBuf>) -> Result<Repository> {
+    let cache = cache(cache_root)?;
+    let storage = storage::connect(location).map_err(|e| explain(location, e))?;
+    Repository::init_cached(storage, opts, &cache)
+        .map_err(|e| explain(location, e))
+        .with_context(|| format!("cannot create repository at {location}"))
+}
