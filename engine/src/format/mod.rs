@@ -21,6 +21,7 @@ pub mod lock;
 pub mod pack;
 pub mod snapshot;
 pub mod tree;
+pub mod tree_v2;
 
 use crate::error::{Error, Result};
 use crate::id::Id;
