@@ -287,6 +287,29 @@ impl Repository {
         self.sync_index(index)
     }
 
+    /// Index files listing `packs`, in this repository's index file
+    /// version, split within the caps every reader accepts (v2 spec 2.1):
+    /// (name, bytes, the packs it lists), to be put in this order.
+    /// `supersedes` goes into the last file only, so that a reader who sees
+    /// it knows every file before it is durable too (v2 spec 2.3).
+    pub fn encode_index_files<'a>(
+        &self,
+        packs: &'a [PackEntry],
+        supersedes: &[Id],
+    ) -> Result<Vec<(Id, Vec<u8>, &'a [PackEntry])>> {
+        let groups = index_file::split_within_caps(packs);
+        let last = groups.len().saturating_sub(1);
+        groups
+            .into_iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let sup = if i == last { supersedes } else { &[] };
+                let data = index_file::encode_for(self.config.version, sup, g)?;
+                Ok((Id::hash(&data), data, g))
+            })
+            .collect()
+    }
+
     /// Reads a pack's trailer with two ranged reads (footer, then trailer).
     pub fn read_pack_trailer(&self, pack: &Id, pack_len: u64) -> Result<PackEntry> {
         let name = pack.to_hex();

@@ -521,11 +521,16 @@ pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress
         .filter(|p| p.fate == Fate::Keep && !still_listed.contains(&p.entry.pack))
         .map(|p| p.entry.clone())
         .collect();
-    for group in relist.chunks(PACKS_PER_INDEX_FILE) {
-        let data = index_file::encode(group);
-        let name = Id::hash(&data).to_hex();
-        repo.storage().put(FileKind::Index, &name, &data)?;
-        report.index_files_written += 1;
+    // The last new listing names the files it replaces (v2 spec 2.3), so
+    // other hosts' caches read it instead of rebuilding.
+    let superseded: Vec<Id> = obsolete.iter().filter_map(|n| n.parse().ok()).collect();
+    let groups: Vec<&[PackEntry]> = relist.chunks(PACKS_PER_INDEX_FILE).collect();
+    for (i, group) in groups.iter().enumerate() {
+        let sup = if i + 1 == groups.len() { &superseded[..] } else { &[] };
+        for (id, data, _) in repo.encode_index_files(group, sup)? {
+            repo.storage().put(FileKind::Index, &id.to_hex(), &data)?;
+            report.index_files_written += 1;
+        }
     }
     step(PruneStep::IndexWritten);
 
