@@ -44,6 +44,9 @@ impl Default for InitOptions {
     }
 }
 
+/// An index file ready to put: its name, bytes and the packs it lists.
+pub type EncodedIndexFile<'a> = (Id, Vec<u8>, &'a [PackEntry]);
+
 /// A snapshot and its id.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -296,7 +299,7 @@ impl Repository {
         &self,
         packs: &'a [PackEntry],
         supersedes: &[Id],
-    ) -> Result<Vec<(Id, Vec<u8>, &'a [PackEntry])>> {
+    ) -> Result<Vec<EncodedIndexFile<'a>>> {
         let groups = index_file::split_within_caps(packs);
         let last = groups.len().saturating_sub(1);
         groups

@@ -242,8 +242,7 @@ pub fn decode_payload_v2(payload: &[u8], name: &str) -> Result<IndexFile> {
     if ns > MAX_SUPERSEDES || np == 0 || np > MAX_PACKS_PER_FILE || nb > MAX_BLOBS_PER_FILE {
         return Err(r.corrupt(format!("{ns} superseded files, {np} packs, {nb} blobs: beyond the caps")));
     }
-    let expected =
-        32 * ns + PACK_REC_LEN * np + nf.checked_mul(FRAME_REC_LEN).unwrap_or(usize::MAX) + BLOB_REC_LEN * nb;
+    let expected = 32 * ns + PACK_REC_LEN * np + nf.saturating_mul(FRAME_REC_LEN) + BLOB_REC_LEN * nb;
     if expected != r.remaining() {
         return Err(r.corrupt(format!("counts need {expected} bytes, {} present", r.remaining())));
     }
@@ -341,7 +340,11 @@ mod tests {
             }
         }
         let trailer_len = t.encode().len() as u64;
-        PackEntry { pack: Id::hash(&seed.to_be_bytes()), pack_len: offset + trailer_len + 40, trailer: t }
+        PackEntry {
+            pack: Id::hash(&[b"pack".as_slice(), &seed.to_le_bytes()].concat()),
+            pack_len: offset + trailer_len + 40,
+            trailer: t,
+        }
     }
 
     #[test]

@@ -707,7 +707,9 @@ mod tests {
         let mut f = file("big.img", 1);
         f.chunks = (0..20_000u32).map(|i| Id::hash(&i.to_le_bytes())).collect();
         let mut small = file("small", 2);
-        small.chunks = (0..INLINE_CHUNKS_MAX as u32).map(|i| Id::hash(&i.to_be_bytes())).collect();
+        small.chunks = (0..INLINE_CHUNKS_MAX as u32)
+            .map(|i| Id::hash(&[b"small".as_slice(), &i.to_le_bytes()].concat()))
+            .collect();
         let t = Tree { nodes: vec![f.clone(), small.clone()] };
         let (root, map, enc) = store(&t);
         assert!(enc.blobs.len() > 3, "lists are blobs of their own");
