@@ -17,7 +17,7 @@ use crate::format::snapshot::SnapshotFile;
 use crate::format::tree::{Node, Tree};
 use crate::format::tree_v2;
 use crate::id::{Id, IdScheme};
-use crate::index::{BlobLocation, Index, IndexReader};
+use crate::index::{BlobLocation, Index, IndexReader, IndexUpdate};
 use crate::lock::LockGuard;
 use crate::reader::BlobReader;
 use crate::storage::{FileKind, LocalDir, Storage};
@@ -226,8 +226,12 @@ impl Repository {
         Ok(self.index.get_or_init(|| index))
     }
 
-    /// Merges index files the database has not seen; rebuilds it when an
-    /// index file it was built from has gone (a prune or repair elsewhere).
+    /// Brings the database in step with the index files, incrementally
+    /// (v2 spec 2.4): reads only index files it has not seen; drops the
+    /// packs of known index files that are gone (another host's prune or
+    /// compaction) unless a present file lists them again; drops unlisted
+    /// packs that are gone. A file that a present file supersedes is not
+    /// read (its packs are in the superseding one).
     fn sync_index(&self, index: &Index) -> Result<()> {
         let in_storage: HashSet<Id> =
             self.storage.list(FileKind::Index)?.into_iter().filter_map(|(n, _)| n.parse().ok()).collect();
@@ -236,18 +240,14 @@ impl Repository {
         // index file lists it; prune deletes such packs when nothing in
         // them is used, without any index file going away. An entry left
         // pointing at one would make its blobs look present to dedup.
-        let unlisted_gone = || -> Result<bool> {
-            for (pack, _, _, listed) in index.packs()? {
-                if !listed && !self.storage.exists(FileKind::Pack, &pack.to_hex())? {
-                    return Ok(true);
-                }
+        let mut gone_packs = Vec::new();
+        for (pack, _, _, listed) in index.packs()? {
+            if !listed && !self.storage.exists(FileKind::Pack, &pack.to_hex())? {
+                gone_packs.push(pack);
             }
-            Ok(false)
-        };
-        if !known.is_subset(&in_storage) || unlisted_gone()? {
-            index.clear()?;
         }
-        let known = index.index_files()?;
+        let gone_files: Vec<Id> = known.difference(&in_storage).copied().collect();
+        let mut new: Vec<(Id, index_file::IndexFile)> = Vec::new();
         for id in in_storage.difference(&known) {
             let name = id.to_hex();
             let data = self.storage.get(FileKind::Index, &name)?;
@@ -259,15 +259,24 @@ impl Repository {
                 ));
             }
             // Every command needs the index: say how to get it back.
-            let packs = index_file::decode(&data, &name).map_err(|e| match e {
+            let file = index_file::decode_file(&data, &name).map_err(|e| match e {
                 Error::Corrupt { what, name, reason } => {
                     Error::Corrupt { what, name, reason: format!("{reason} (run `arc repair index`)") }
                 }
                 e => e,
             })?;
-            index.add_packs(&packs, Some(*id))?;
+            new.push((*id, file));
         }
-        Ok(())
+        let superseded: HashSet<Id> = new.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        let empty: &[PackEntry] = &[];
+        let add: Vec<(Option<Id>, &[PackEntry])> = new
+            .iter()
+            .map(|(id, f)| (Some(*id), if superseded.contains(id) { empty } else { f.packs.as_slice() }))
+            .collect();
+        if add.is_empty() && gone_files.is_empty() && gone_packs.is_empty() {
+            return Ok(());
+        }
+        index.apply(&IndexUpdate { add, gone_files, gone_packs })
     }
 
     /// Brings the index database up to date with index files written since

@@ -321,7 +321,7 @@ pub fn decode_payload_v2(payload: &[u8], name: &str) -> Result<IndexFile> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::format::pack::{BlobKind, BlobRecord, FrameCodec, FrameRecord};
 
