@@ -565,7 +565,12 @@ mod tests {
 
     fn ids(index: &Index) -> HashSet<Id> {
         let mut out = HashSet::new();
-        index.for_each_blob(|id, _| Ok(drop(out.insert(id)))).unwrap();
+        index
+            .for_each_blob(|id, _| {
+                out.insert(id);
+                Ok(())
+            })
+            .unwrap();
         out
     }
 
@@ -576,7 +581,7 @@ mod tests {
         let (a, b, c) = (pack(1, 50, 8), pack(2, 40, 8), pack(3, 30, 8));
         let (f1, f2) = (Id::hash(b"f1"), Id::hash(b"f2"));
         index.add_packs(&[a.clone(), b.clone()], Some(f1)).unwrap();
-        index.add_packs(&[c.clone()], Some(f2)).unwrap();
+        index.add_packs(std::slice::from_ref(&c), Some(f2)).unwrap();
         assert_eq!(index.blob_count().unwrap(), 120);
         let numbers = |index: &Index| {
             let r = index.db.begin_read().unwrap();
@@ -617,8 +622,8 @@ mod tests {
             b.id = f.id;
         }
         let (f1, f2) = (Id::hash(b"one"), Id::hash(b"two"));
-        index.add_packs(&[first.clone()], Some(f1)).unwrap();
-        index.add_packs(&[second.clone()], Some(f2)).unwrap();
+        index.add_packs(std::slice::from_ref(&first), Some(f1)).unwrap();
+        index.add_packs(std::slice::from_ref(&second), Some(f2)).unwrap();
         let id = first.trailer.blobs[5].id;
         assert_eq!(index.lookup(&id).unwrap().unwrap().pack, first.pack);
         index.apply(&IndexUpdate { gone_files: vec![f1], ..Default::default() }).unwrap();
@@ -631,7 +636,7 @@ mod tests {
         assert_eq!(ids(&index).len(), 20);
         // An unlisted pack that is gone is dropped too.
         let loose = pack(9, 5, 5);
-        index.add_packs(&[loose.clone()], None).unwrap();
+        index.add_packs(std::slice::from_ref(&loose), None).unwrap();
         assert!(index.lookup(&loose.trailer.blobs[0].id).unwrap().is_some());
         index.apply(&IndexUpdate { gone_packs: vec![loose.pack], ..Default::default() }).unwrap();
         assert!(index.lookup(&loose.trailer.blobs[0].id).unwrap().is_none());
