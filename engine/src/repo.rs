@@ -93,6 +93,20 @@ pub struct Repository {
 /// a concurrent backup's commits would like to reuse.
 const LOOKUP_READER_TTL: Duration = Duration::from_secs(5);
 
+impl Drop for Repository {
+    /// The end of every command that opened the index: give back the pages
+    /// its writes left behind (see [`Index::compact_if_wasteful`]). Only a
+    /// cache is at stake, so a failure is ignored.
+    fn drop(&mut self) {
+        if let Ok(slot) = self.lookup_reader.get_mut() {
+            *slot = None;
+        }
+        if let Some(index) = self.index.get_mut() {
+            let _ = index.compact_if_wasteful();
+        }
+    }
+}
+
 impl Repository {
     /// Creates a new repository in an empty or missing local directory.
     pub fn init_local(path: &Path, opts: &InitOptions) -> Result<Repository> {
