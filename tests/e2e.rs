@@ -75,3 +75,6 @@ mod concurrency;
 
 #[path = "e2e/sourcechange.rs"]
 mod sourcechange;
+
+#[path = "e2e/bigdir.rs"]
+mod bigdir;

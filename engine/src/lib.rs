@@ -21,6 +21,7 @@ pub mod format;
 pub mod id;
 pub mod index;
 pub mod lock;
+pub mod metadata;
 pub mod ops;
 pub mod packer;
 pub mod progress;

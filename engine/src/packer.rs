@@ -39,32 +39,80 @@ const IN_FLIGHT_BUDGET: usize = 16 * 1024 * 1024;
 /// leaves unlisted (such packs are adopted by the next backup anyway).
 const PACKS_PER_INDEX_FILE: usize = 32;
 
+/// Bounds the raw bytes queued between `store` and the compressors.
+///
+/// No wait here may depend on work that only the waiter (or another
+/// waiter) can cause, or a backup hangs: budget is held only by blobs that
+/// the downstream stages consume unconditionally (queued blobs, big blobs
+/// framed alone, frames being compressed), never by the framer's open
+/// groups, which wait for further input (see `framer`). Every wait also
+/// ends when the packer fails or the producer's `abort` says so.
 struct Budget {
-    used: Mutex<usize>,
+    state: Mutex<BudgetState>,
     freed: Condvar,
     limit: usize,
 }
 
+#[derive(Default)]
+struct BudgetState {
+    used: usize,
+    /// Blobs too big to share the budget are waiting for it to drain;
+    /// small blobs queue behind them so that a steady stream of small files
+    /// cannot starve a big directory's tree blob.
+    big_waiting: usize,
+}
+
 impl Budget {
-    fn acquire(&self, n: usize, failed: &AtomicBool) -> Result<usize> {
-        // A blob larger than the whole budget waits for an empty pipeline.
+    fn new(limit: usize) -> Budget {
+        Budget { state: Mutex::new(BudgetState::default()), freed: Condvar::new(), limit }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BudgetState> {
+        // Two counters updated in single statements: a panic elsewhere
+        // cannot leave them inconsistent, so a poisoned lock stays usable
+        // (the panic itself is reported by the thread that panicked).
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes `n` bytes of budget (at most the whole budget: a blob larger
+    /// than it waits for an empty pipeline and then goes alone). Returns
+    /// the amount taken, to be given back with `release`.
+    fn acquire(&self, n: usize, stopped: &dyn Fn() -> bool) -> Result<usize> {
         let n = n.min(self.limit);
-        let mut used = self.used.lock().map_err(|_| Error::Interrupted)?;
-        while *used + n > self.limit && *used > 0 {
-            if failed.load(Ordering::Relaxed) {
+        let big = n > self.limit / 2;
+        let mut s = self.lock();
+        if big {
+            s.big_waiting += 1;
+        }
+        loop {
+            let fits = s.used == 0 || s.used + n <= self.limit;
+            if fits && (big || s.big_waiting == 0) {
+                break;
+            }
+            if stopped() {
+                if big {
+                    s.big_waiting -= 1;
+                    drop(s);
+                    self.freed.notify_all();
+                }
                 return Err(Error::Interrupted);
             }
-            used =
-                self.freed.wait_timeout(used, std::time::Duration::from_millis(100)).map_err(|_| Error::Interrupted)?.0;
+            s = self.freed.wait_timeout(s, std::time::Duration::from_millis(50)).unwrap_or_else(|p| p.into_inner()).0;
         }
-        *used += n;
+        if big {
+            s.big_waiting -= 1;
+        }
+        s.used += n;
         Ok(n)
     }
 
     fn release(&self, n: usize) {
-        if let Ok(mut used) = self.used.lock() {
-            *used -= n;
+        if n == 0 {
+            return;
         }
+        let mut s = self.lock();
+        s.used = s.used.saturating_sub(n);
+        drop(s);
         self.freed.notify_all();
     }
 }
@@ -164,6 +212,9 @@ pub struct BlobSink<'s> {
     tx: Sender<BlobJob>,
     pending: &'s Pending,
     shared: &'s Shared,
+    /// The producer's own reason to stop (a cancelled backup): ends a wait
+    /// for budget that the pipeline alone would not end.
+    abort: &'s (dyn Fn() -> bool + Sync),
     blobs_added: AtomicU64,
     bytes_added: AtomicU64,
 }
@@ -228,7 +279,8 @@ impl BlobSink<'_> {
         if !self.pending.ids.lock().map_err(|_| Error::Interrupted)?.insert(id) {
             return Ok(());
         }
-        let budget = self.shared.budget.acquire(data.len(), &self.shared.failed)?;
+        let stopped = || self.shared.failed.load(Ordering::Relaxed) || (self.abort)();
+        let budget = self.shared.budget.acquire(data.len(), &stopped)?;
         self.blobs_added.fetch_add(1, Ordering::Relaxed);
         self.bytes_added.fetch_add(data.len() as u64, Ordering::Relaxed);
         let job = BlobJob { id, kind, data: data.to_vec(), budget };
@@ -261,20 +313,29 @@ impl BlobSink<'_> {
 /// before an error are kept (and indexed) so that the next backup reuses
 /// them. `adopt` are packs found unlisted at start; the first index file of
 /// this run lists them so they are not left behind again.
+/// `abort` is polled while a producer waits for room in the pipeline, so
+/// that a cancel ends every wait.
 pub fn run<T>(
     repo: &Repository,
     adopt: Vec<PackEntry>,
+    abort: &(dyn Fn() -> bool + Sync),
+    produce: impl FnOnce(&BlobSink<'_>) -> Result<T>,
+) -> Result<(T, PackerStats)> {
+    run_with_budget(repo, adopt, abort, IN_FLIGHT_BUDGET, produce)
+}
+
+fn run_with_budget<T>(
+    repo: &Repository,
+    adopt: Vec<PackEntry>,
+    abort: &(dyn Fn() -> bool + Sync),
+    budget: usize,
     produce: impl FnOnce(&BlobSink<'_>) -> Result<T>,
 ) -> Result<(T, PackerStats)> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let (blob_tx, blob_rx) = bounded::<BlobJob>(64);
     let (frame_tx, frame_rx) = bounded::<FrameJob>(threads * 2);
     let (packed_tx, packed_rx) = bounded::<CompressedFrame>(threads * 2);
-    let shared = Shared {
-        failed: AtomicBool::new(false),
-        first_error: Mutex::new(None),
-        budget: Budget { used: Mutex::new(0), freed: Condvar::new(), limit: IN_FLIGHT_BUDGET },
-    };
+    let shared = Shared { failed: AtomicBool::new(false), first_error: Mutex::new(None), budget: Budget::new(budget) };
     let pending = Pending::new();
     let frame_size = repo.config().frame_size as usize;
     let level = repo.config().compression.level;
@@ -296,6 +357,7 @@ pub fn run<T>(
             tx: blob_tx,
             pending,
             shared,
+            abort,
             blobs_added: AtomicU64::new(0),
             bytes_added: AtomicU64::new(0),
         };
@@ -345,7 +407,12 @@ fn framer(rx: Receiver<BlobJob>, tx: Sender<FrameJob>, frame_size: usize, shared
         });
         group.blobs.push((blob.id, group.raw.len() as u32, blob.data.len() as u32));
         group.raw.extend_from_slice(&blob.data);
-        group.budget += blob.budget;
+        // An open group waits for further blobs that only producers send,
+        // so it must not hold budget they may be waiting for (a directory's
+        // tree blob bigger than the budget waits for an empty pipeline: it
+        // hung forever behind the last small blobs of its files). The
+        // group's memory is bounded anyway: one per kind, ~1.25 frames.
+        shared.budget.release(blob.budget);
         if group.raw.len() >= frame_size {
             if let Some(full) = slot.take() {
                 send(full);
@@ -605,6 +672,97 @@ fn write_index_file(repo: &Repository, packs: &mut Vec<PackEntry>, pending: Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repo::InitOptions;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// Runs `f` on a thread and fails the test if it has not returned
+    /// within `limit` (a hang must fail the test, not stall the suite).
+    fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(limit).expect("did not finish: the pipeline hangs")
+    }
+
+    /// The hang of a directory with ~100k entries: its tree blob is bigger
+    /// than the whole budget and waits for an empty pipeline, while the
+    /// framer's open groups (data and tree) held the budget of the last
+    /// small blobs until a further blob came.
+    #[test]
+    fn a_blob_bigger_than_the_budget_after_small_ones_does_not_hang() {
+        let (ids, stored) = within(Duration::from_secs(60), || {
+            let dir = tempfile::tempdir().unwrap();
+            let repo = Repository::init_local(&dir.path().join("repo"), &InitOptions::default()).unwrap();
+            let budget = 64 * 1024;
+            let (ids, _) = run_with_budget(&repo, Vec::new(), &|| false, budget, |sink| {
+                let reader = repo.index()?.reader()?;
+                let mut ids = Vec::new();
+                for i in 0..40u32 {
+                    let kind = if i % 4 == 0 { BlobKind::Tree } else { BlobKind::Data };
+                    ids.push(sink.store(&reader, kind, format!("small blob {i}").as_bytes())?);
+                }
+                let big = crate::test_data::pseudo_random(4 * budget, 7);
+                ids.push(sink.store(&reader, BlobKind::Tree, &big)?);
+                ids.push(sink.store(&reader, BlobKind::Data, b"after the big one")?);
+                Ok(ids)
+            })
+            .unwrap();
+            let index = repo.index().unwrap().reader().unwrap();
+            let stored = ids.iter().filter(|id| index.contains(id).unwrap()).count();
+            (ids.len(), stored)
+        });
+        assert_eq!(stored, ids, "not every blob was stored");
+    }
+
+    #[test]
+    fn a_wait_for_budget_ends_when_the_producer_aborts() {
+        let budget = std::sync::Arc::new(Budget::new(1000));
+        assert_eq!(budget.acquire(800, &|| false).unwrap(), 800);
+        let abort = std::sync::Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (budget, abort) = (budget.clone(), abort.clone());
+            std::thread::spawn(move || budget.acquire(500, &|| abort.load(Ordering::SeqCst)))
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!waiter.is_finished(), "acquired budget that is not free");
+        abort.store(true, Ordering::SeqCst);
+        let r = within(Duration::from_secs(10), move || waiter.join().unwrap());
+        assert!(matches!(r, Err(Error::Interrupted)), "{r:?}");
+    }
+
+    #[test]
+    fn a_big_blob_is_not_starved_by_small_ones() {
+        let budget = std::sync::Arc::new(Budget::new(1000));
+        let small = budget.acquire(100, &|| false).unwrap();
+        let big = {
+            let budget = budget.clone();
+            std::thread::spawn(move || budget.acquire(5000, &|| false))
+        };
+        assert!(within(Duration::from_secs(10), {
+            let budget = budget.clone();
+            move || {
+                while budget.lock().big_waiting == 0 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                true
+            }
+        }));
+        // Room for a small blob, but a big one waits first: the small one
+        // queues behind it instead of keeping the budget from draining.
+        let late = {
+            let budget = budget.clone();
+            std::thread::spawn(move || budget.acquire(100, &|| false))
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!late.is_finished(), "a small blob overtook a waiting big one");
+        budget.release(small);
+        let got = within(Duration::from_secs(10), move || big.join().unwrap()).unwrap();
+        assert_eq!(got, 1000);
+        budget.release(got);
+        assert_eq!(within(Duration::from_secs(10), move || late.join().unwrap()).unwrap(), 100);
+    }
 
     #[test]
     fn incompressible_probe() {

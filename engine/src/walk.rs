@@ -1,127 +1,236 @@
-//! Reading what is on disk into tree [`Node`]s: the metadata of every file
-//! type (mode, owner ids and names, nanosecond times, xattrs, link targets,
-//! device numbers), with owner names cached per id.
+//! The parallel directory walker: lists the directories of a backup's
+//! sources, several at once and ahead of need, and hands the listings out
+//! strictly depth first in name order (the order a snapshot's trees are
+//! built in). Each entry is stat'ed relative to its directory and matched
+//! with the same name in the parent snapshot's tree, so the consumer can
+//! tell unchanged files without another lookup.
 
-use std::collections::HashMap;
-use std::fs::Metadata;
+use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
 
-use crate::format::tree::{Node, NodeKind, Timestamp};
+use crate::error::{Error, Result};
+use crate::format::tree::{Node, NodeKind, Tree};
+use crate::id::Id;
+use crate::index::IndexReader;
+use crate::metadata::{node_from_metadata, OwnerNames};
+use crate::repo::Repository;
 
-/// Caches uid/gid to name lookups, which are otherwise a syscall storm (or
-/// worse, NSS calls) per file.
+/// What the listers need from the walk's owner.
+pub(crate) struct ListEnv<'a> {
+    /// Where the parent snapshot's trees are read from.
+    pub repo: &'a Repository,
+    /// A directory never walked into: the repository itself, when it lies
+    /// inside a source.
+    pub skip_dir: Option<&'a Path>,
+    /// True once the walk is to stop (cancel, or a failure elsewhere).
+    pub stopping: &'a (dyn Fn() -> bool + Sync),
+}
+
+/// Where a directory is in the walk: the source's index, then the index of
+/// each directory on the way down among its parent's sorted entries. Keys
+/// compare in exactly depth-first, name-sorted order (a directory's key is a
+/// prefix of its descendants' keys), the order the walk consumes them.
+pub(crate) type WalkKey = Vec<u32>;
+
+/// Entries of listed but not yet consumed directories kept at most, beyond
+/// the one directory the walk waits for: bounds the memory of looking ahead.
+const LIST_AHEAD_ENTRIES: usize = 16 * 1024;
+
+/// One entry of a directory listing.
+pub(crate) struct Child {
+    pub(crate) path: PathBuf,
+    /// `None` when it could not be stat'ed (then `warnings` says why).
+    pub(crate) node: Option<Node>,
+    /// The same name in the parent snapshot's tree of this directory.
+    pub(crate) prev: Option<Node>,
+    pub(crate) warnings: Vec<String>,
+    /// A directory to walk into: false for the repository itself.
+    pub(crate) descend: bool,
+}
+
+/// A directory's entries sorted by name, each stat'ed.
 #[derive(Default)]
-pub struct OwnerNames {
-    users: HashMap<u32, Vec<u8>>,
-    groups: HashMap<u32, Vec<u8>>,
+pub(crate) struct Listing {
+    pub(crate) children: Vec<Option<Child>>,
+    /// Why it could not be read (fully).
+    pub(crate) errors: Vec<String>,
 }
 
-impl OwnerNames {
-    pub fn user(&mut self, uid: u32) -> Vec<u8> {
-        self.users
-            .entry(uid)
-            .or_insert_with(|| {
-                nix::unistd::User::from_uid(uid.into())
-                    .ok()
-                    .flatten()
-                    .map(|u| u.name.into_bytes())
-                    .filter(|n| n.len() <= 255)
-                    .unwrap_or_default()
-            })
-            .clone()
-    }
-
-    pub fn group(&mut self, gid: u32) -> Vec<u8> {
-        self.groups
-            .entry(gid)
-            .or_insert_with(|| {
-                nix::unistd::Group::from_gid(gid.into())
-                    .ok()
-                    .flatten()
-                    .map(|g| g.name.into_bytes())
-                    .filter(|n| n.len() <= 255)
-                    .unwrap_or_default()
-            })
-            .clone()
-    }
+struct DirJob {
+    path: PathBuf,
+    /// The directory's tree in the parent snapshot.
+    prev_tree: Option<Id>,
 }
 
-pub fn kind_of(meta: &Metadata) -> NodeKind {
-    let ft = meta.file_type();
-    if ft.is_dir() {
-        NodeKind::Dir
-    } else if ft.is_symlink() {
-        NodeKind::Symlink
-    } else if ft.is_fifo() {
-        NodeKind::Fifo
-    } else if ft.is_socket() {
-        NodeKind::Socket
-    } else if ft.is_char_device() {
-        NodeKind::CharDevice
-    } else if ft.is_block_device() {
-        NodeKind::BlockDevice
-    } else {
-        NodeKind::File
+#[derive(Default)]
+struct PoolState {
+    /// Directories to list, by key; listers take the smallest.
+    todo: BTreeMap<WalkKey, DirJob>,
+    /// Listed directories the walk has not taken yet.
+    done: BTreeMap<WalkKey, Listing>,
+    /// Entries in `done`.
+    buffered: usize,
+    stop: bool,
+}
+
+/// The directory listers: a queue of directories in walk order, a bounded
+/// buffer of finished listings, and a condition variable for both sides.
+#[derive(Default)]
+pub(crate) struct DirPool {
+    state: Mutex<PoolState>,
+    changed: Condvar,
+}
+
+pub(crate) struct StopOnDrop<'a>(pub(crate) &'a DirPool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.0.state.lock() {
+            s.stop = true;
+        }
+        self.0.changed.notify_all();
     }
 }
 
-/// Builds a node from `lstat` metadata. Reading xattrs or a link target can
-/// fail (the entry vanished, permissions); such failures are returned as
-/// warnings while the node keeps what could be read.
-pub fn node_from_metadata(
-    name: &[u8],
-    path: &Path,
-    meta: &Metadata,
-    owners: &mut OwnerNames,
-    warnings: &mut Vec<String>,
-) -> Node {
-    let mut n = Node::new(kind_of(meta), name.to_vec());
-    n.mode = meta.mode();
-    n.uid = meta.uid();
-    n.gid = meta.gid();
-    n.user = owners.user(n.uid);
-    n.group = owners.group(n.gid);
-    n.mtime = Timestamp { sec: meta.mtime(), nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32 };
-    n.ctime = Timestamp { sec: meta.ctime(), nsec: meta.ctime_nsec().clamp(0, 999_999_999) as u32 };
-    n.size = if n.kind == NodeKind::File { meta.len() } else { 0 };
-    n.inode = meta.ino();
-    n.device = meta.dev();
-    n.nlink = u32::try_from(meta.nlink()).unwrap_or(u32::MAX);
-    n.rdev = meta.rdev();
-    if n.kind == NodeKind::Symlink {
-        match std::fs::read_link(path) {
-            Ok(t) => n.target = t.as_os_str().as_bytes().to_vec(),
-            Err(e) => warnings.push(format!("cannot read link target: {e}")),
+impl DirPool {
+    pub(crate) fn submit(&self, key: WalkKey, path: PathBuf, prev_tree: Option<Id>) {
+        if let Ok(mut s) = self.state.lock() {
+            s.todo.insert(key, DirJob { path, prev_tree });
+        }
+        self.changed.notify_all();
+    }
+
+    /// Waits for the listing of `key`, which must have been submitted
+    /// (directly or as a subdirectory of a listed directory).
+    pub(crate) fn take(&self, key: &WalkKey, env: &ListEnv<'_>) -> Result<Listing> {
+        let mut s = self.state.lock().map_err(|_| Error::Interrupted)?;
+        loop {
+            if let Some(l) = s.done.remove(key) {
+                s.buffered -= l.children.len();
+                drop(s);
+                self.changed.notify_all();
+                return Ok(l);
+            }
+            if s.stop || (env.stopping)() {
+                return Err(Error::Interrupted);
+            }
+            s = self.changed.wait_timeout(s, std::time::Duration::from_millis(100)).map_err(|_| Error::Interrupted)?.0;
         }
     }
-    n.xattrs = read_xattrs(path, warnings);
-    n
+
+    /// A lister thread: takes the first directory in walk order, lists it,
+    /// queues its subdirectories and hands the listing over. It waits while
+    /// the buffer is full, unless its directory comes before everything
+    /// buffered: the walk needs that one first, so it must never wait.
+    pub(crate) fn work(&self, env: &ListEnv<'_>) {
+        // Parent trees were all in the index before this backup started, so
+        // one read transaction serves the whole walk.
+        let reader = env.repo.index().and_then(|i| i.reader()).ok();
+        let mut owners = OwnerNames::default();
+        loop {
+            let (key, job) = {
+                let Ok(mut s) = self.state.lock() else { return };
+                loop {
+                    if s.stop {
+                        return;
+                    }
+                    let runnable = match (s.todo.first_key_value(), s.done.first_key_value()) {
+                        (Some(_), _) if s.buffered < LIST_AHEAD_ENTRIES => true,
+                        (Some((next, _)), Some((buffered, _))) => next < buffered,
+                        (Some(_), None) => true,
+                        (None, _) => false,
+                    };
+                    if runnable {
+                        if let Some(job) = s.todo.pop_first() {
+                            break job;
+                        }
+                    }
+                    s = match self.changed.wait(s) {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    };
+                }
+            };
+            let (listing, subdirs) = list_dir(env, reader.as_ref(), &mut owners, &key, &job);
+            let Ok(mut s) = self.state.lock() else { return };
+            for (k, j) in subdirs {
+                s.todo.insert(k, j);
+            }
+            s.buffered += listing.children.len();
+            s.done.insert(key, listing);
+            drop(s);
+            self.changed.notify_all();
+        }
+    }
 }
 
-fn read_xattrs(path: &Path, warnings: &mut Vec<String>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    // xattr's list/get use the l* calls: a symlink's own attributes.
-    let names = match xattr::list(path) {
-        Ok(names) => names,
-        Err(e) if is_unsupported(&e) => return Vec::new(),
+/// Lists one directory: names sorted as bytes, each entry stat'ed relative
+/// to the directory (no path walk per entry) with its xattrs, and matched
+/// with the parent snapshot's tree. Returns the listing and the jobs of its
+/// subdirectories.
+fn list_dir(
+    env: &ListEnv<'_>,
+    reader: Option<&IndexReader>,
+    owners: &mut OwnerNames,
+    key: &WalkKey,
+    job: &DirJob,
+) -> (Listing, Vec<(WalkKey, DirJob)>) {
+    let mut listing = Listing::default();
+    let mut subdirs = Vec::new();
+    if (env.stopping)() {
+        return (listing, subdirs);
+    }
+    let rd = match std::fs::read_dir(&job.path) {
+        Ok(rd) => rd,
         Err(e) => {
-            warnings.push(format!("cannot list xattrs: {e}"));
-            return Vec::new();
+            listing.errors.push(e.to_string());
+            return (listing, subdirs);
         }
     };
-    let mut out = Vec::new();
-    for name in names {
-        match xattr::get(path, &name) {
-            Ok(Some(v)) => out.push((name.as_bytes().to_vec(), v)),
-            Ok(None) => {}
-            Err(e) => warnings.push(format!("cannot read xattr {}: {e}", name.to_string_lossy())),
+    let mut entries: Vec<(std::ffi::OsString, std::fs::DirEntry)> = Vec::new();
+    for e in rd {
+        match e {
+            Ok(e) => entries.push((e.file_name(), e)),
+            Err(e) => listing.errors.push(e.to_string()),
         }
     }
-    out.sort();
-    out
-}
-
-fn is_unsupported(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::ENODATA))
+    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    // A tree that cannot be read only costs change detection: its files
+    // are read again.
+    let prev_tree = match (job.prev_tree, reader) {
+        (Some(id), Some(r)) => r
+            .lookup(&id)
+            .ok()
+            .flatten()
+            .and_then(|loc| env.repo.blob_reader().and_then(|br| br.read_at(env.repo, &id, &loc)).ok())
+            .and_then(|data| Tree::decode(&data, &id).ok()),
+        _ => None,
+    };
+    listing.children.reserve(entries.len());
+    for (i, (name, e)) in entries.into_iter().enumerate() {
+        let path = job.path.join(&name);
+        let name = name.as_bytes();
+        let mut warnings = Vec::new();
+        let meta = match e.metadata() {
+            Ok(m) => m,
+            Err(err) => {
+                warnings.push(err.to_string());
+                listing.children.push(Some(Child { path, node: None, prev: None, warnings, descend: false }));
+                continue;
+            }
+        };
+        let node = node_from_metadata(name, &path, &meta, owners, &mut warnings);
+        let prev = prev_tree.as_ref().and_then(|t| t.find(name)).cloned();
+        let mut descend = false;
+        if node.kind == NodeKind::Dir && env.skip_dir != Some(path.as_path()) {
+            descend = true;
+            let mut sub = key.clone();
+            sub.push(u32::try_from(i).unwrap_or(u32::MAX));
+            subdirs.push((sub, DirJob { path: path.clone(), prev_tree: prev.as_ref().and_then(|p| p.subtree) }));
+        }
+        listing.children.push(Some(Child { path, node: Some(node), prev, warnings, descend }));
+    }
+    (listing, subdirs)
 }

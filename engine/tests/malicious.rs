@@ -132,7 +132,7 @@ impl Fx {
     /// Stores blobs through the real packer; `forged` ones under an id that
     /// is not their hash.
     fn store(&self, blobs: Vec<(BlobKind, Vec<u8>, Option<Id>)>) -> Vec<Id> {
-        let (ids, _) = packer::run(&self.repo, Vec::new(), |sink| {
+        let (ids, _) = packer::run(&self.repo, Vec::new(), &|| false, |sink| {
             let mut cache = None;
             let mut ids = Vec::new();
             for (kind, data, forged) in blobs {

@@ -1,9 +1,10 @@
 use anyhow::{anyhow, Context, Result};
-use arc_engine::ops::backup::{backup, check_sources, BackupOptions, StreamSource};
+use arc_engine::ops::backup::{backup, check_sources, BackupOptions};
 use arc_engine::repo::InitOptions;
 use arc_engine::{Id, Repository};
 
 use super::command_stream::{self, StderrOut};
+use super::stdin_stream;
 use super::Env;
 use crate::args::BackupArgs;
 use crate::ui::{size, CliProgress};
@@ -43,12 +44,7 @@ pub fn run(env: &Env, a: BackupArgs) -> Result<u8> {
         streams.push(command_stream::start(name, cmd, a.allow_empty, names.len() > 1, &stderr_out)?);
     }
     if a.stdin {
-        streams.push(StreamSource {
-            name: a.stdin_name.clone(),
-            reader: Box::new(std::io::stdin()),
-            allow_empty: a.allow_empty,
-            stop: None,
-        });
+        streams.push(stdin_stream::source(a.stdin_name.clone(), a.allow_empty));
     }
 
     let repo = if env.is_default && !env.repo_path.join("config").exists() {

@@ -11,6 +11,7 @@ mod mount;
 mod restore;
 mod retention;
 mod snapshots;
+mod stdin_stream;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;

@@ -487,7 +487,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress
     let mut new_packs: HashSet<Id> = HashSet::new();
     if !to_repack.is_empty() {
         progress.total(to_repack.len() as u64, to_repack.iter().map(|p| p.entry.pack_len).sum());
-        let ((), stats) = packer::run(repo, Vec::new(), |sink| copy_live(repo, &to_repack, sink, progress))?;
+        let ((), stats) = packer::run(repo, Vec::new(), &|| false, |sink| copy_live(repo, &to_repack, sink, progress))?;
         report.packs_written = stats.packs_written;
         report.bytes_written = stats.bytes_stored;
         // The packer's index files are the ones that were not there before.

@@ -1,0 +1,153 @@
+//! The ordered walk of a backup: consumes the directory listings of
+//! [`crate::walk`] depth first in name order and turns them into the tree
+//! builder's events and the file workers' jobs, in that order.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use super::changes::{entry, LinkGroup};
+use super::sources::Source;
+use super::tree_builder::synthetic_dir;
+use super::{Change, Content, Ctx, Job, Slot, WalkEvent};
+use crate::error::{Error, Result};
+use crate::format::tree::NodeKind;
+use crate::metadata::{node_from_metadata, OwnerNames};
+use crate::walk::{DirPool, ListEnv, Listing, StopOnDrop, WalkKey};
+
+/// Walks the sources in order and hands out work.
+///
+/// Directories are listed by a pool of threads ([`DirPool`], in [`crate::walk`]): each lists
+/// one directory (readdir, names sorted, `statx` of every entry relative to
+/// the directory, xattrs, the parent snapshot's tree of that directory) and
+/// queues its subdirectories, so several directories are read at once and
+/// ahead of need. This thread consumes the listings strictly depth first in
+/// name order, which is the event order the tree builder requires, and does
+/// everything that depends on that order (hardlink groups, change
+/// decisions, file jobs).
+pub(super) fn walker(
+    ctx: &Ctx<'_>,
+    sources: &[Source],
+    stream_slots: &[Arc<Slot>],
+    stream_paths: &[Vec<Vec<u8>>],
+    jobs: Sender<Job>,
+    events: Sender<WalkEvent>,
+) -> Result<()> {
+    let mut owners = OwnerNames::default();
+    let mut out = WalkOut { links: HashMap::new(), jobs: &jobs, events: &events };
+    let pool = DirPool::default();
+    let stopping = || ctx.stopping();
+    let env = ListEnv { repo: ctx.repo, skip_dir: ctx.repo_root.as_deref(), stopping: &stopping };
+    // Listing is syscalls and, on a cold cache, disk waits: more threads
+    // than cores keep more requests in flight.
+    let threads = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4).clamp(2, 16);
+
+    std::thread::scope(|scope| -> Result<()> {
+        for _ in 0..threads {
+            scope.spawn(|| pool.work(&env));
+        }
+        // However this function returns, the listers stop.
+        let _stop = StopOnDrop(&pool);
+        for (si, src) in sources.iter().enumerate() {
+            let parent_node = ctx.parent_node(&src.components)?;
+            let meta = match std::fs::symlink_metadata(&src.disk) {
+                Ok(m) => m,
+                Err(e) => {
+                    ctx.warn(&src.disk, &e.to_string());
+                    out.send(WalkEvent::SourceDone)?;
+                    continue;
+                }
+            };
+            let name = src.components.last().cloned().unwrap_or_default();
+            let mut warnings = Vec::new();
+            let node = node_from_metadata(&name, &src.disk, &meta, &mut owners, &mut warnings);
+            for w in warnings {
+                ctx.warn(&src.disk, &w);
+            }
+            if node.kind != NodeKind::Dir {
+                entry(ctx, src, node, parent_node, &src.disk, &mut out)?;
+                out.send(WalkEvent::SourceDone)?;
+                continue;
+            }
+            if ctx.repo_root.as_deref() == Some(src.disk.as_path()) {
+                // Never back up the repository into itself.
+                out.send(WalkEvent::SourceDone)?;
+                continue;
+            }
+            let key = vec![u32::try_from(si).unwrap_or(u32::MAX)];
+            pool.submit(key.clone(), src.disk.clone(), parent_node.and_then(|p| p.subtree));
+            out.send(WalkEvent::EnterDir(node))?;
+            let first = pool.take(&key, &env)?;
+            report_listing(ctx, &src.disk, &first);
+            // Open directories, innermost last: key, listing, next child.
+            let mut stack: Vec<(WalkKey, Listing, usize)> = vec![(key, first, 0)];
+            while let Some((key, listing, next)) = stack.last_mut() {
+                if ctx.stopping() {
+                    return Err(Error::Interrupted);
+                }
+                let i = *next;
+                let Some(slot) = listing.children.get_mut(i) else {
+                    out.send(WalkEvent::LeaveDir)?;
+                    stack.pop();
+                    continue;
+                };
+                *next += 1;
+                let Some(child) = slot.take() else { continue };
+                for w in &child.warnings {
+                    ctx.warn(&child.path, w);
+                }
+                let Some(node) = child.node else { continue };
+                if node.kind == NodeKind::Dir {
+                    if !child.descend {
+                        continue;
+                    }
+                    let mut sub = key.clone();
+                    sub.push(u32::try_from(i).unwrap_or(u32::MAX));
+                    out.send(WalkEvent::EnterDir(node))?;
+                    let l = pool.take(&sub, &env)?;
+                    report_listing(ctx, &child.path, &l);
+                    stack.push((sub, l, 0));
+                } else {
+                    entry(ctx, src, node, child.prev, &child.path, &mut out)?;
+                }
+            }
+            out.send(WalkEvent::SourceDone)?;
+        }
+        // The stream threads started with the pipeline; here each stream
+        // only takes its place after the file sources.
+        for (slot, comps) in stream_slots.iter().zip(stream_paths) {
+            let mut node = synthetic_dir(comps.last().cloned().unwrap_or_default());
+            node.kind = NodeKind::File;
+            node.mode = 0o100644;
+            node.user = owners.user(node.uid);
+            node.group = owners.group(node.gid);
+            let slot = slot.clone();
+            out.send(WalkEvent::Entry(node, Content::Pending(slot), Change::New))?;
+            out.send(WalkEvent::SourceDone)?;
+        }
+        Ok(())
+    })
+}
+
+/// Warnings of a directory that could not be (fully) listed.
+fn report_listing(ctx: &Ctx<'_>, dir: &Path, listing: &Listing) {
+    for e in &listing.errors {
+        ctx.warn(dir, e);
+    }
+}
+
+/// Where the ordered walk puts its results.
+pub(super) struct WalkOut<'a> {
+    /// (dev, ino) of multiply linked files -> (snapshot path, content)
+    pub(super) links: HashMap<(u64, u64), LinkGroup>,
+    pub(super) jobs: &'a Sender<Job>,
+    pub(super) events: &'a Sender<WalkEvent>,
+}
+
+impl WalkOut<'_> {
+    fn send(&self, e: WalkEvent) -> Result<()> {
+        self.events.send(e).map_err(|_| Error::Interrupted)
+    }
+}

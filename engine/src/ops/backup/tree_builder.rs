@@ -1,0 +1,156 @@
+//! The tree builder of a backup: consumes the ordered walk's events,
+//! waits for a file's content when its directory closes, and stores one
+//! tree blob per directory; then builds the directories above the sources
+//! up to the snapshot's root tree.
+
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use chrono::Utc;
+use crossbeam_channel::Receiver;
+
+use super::{Change, Content, Ctx, FileOutcome, WalkEvent};
+use crate::error::{Error, Result};
+use crate::format::pack::BlobKind;
+use crate::format::snapshot::Summary;
+use crate::format::tree::{Node, NodeKind, Timestamp, Tree};
+use crate::id::Id;
+use crate::index::IndexReader;
+use crate::metadata::{node_from_metadata, OwnerNames};
+use crate::packer::BlobSink;
+
+/// One entry per source: `None` when it vanished before it could be read
+/// (already warned about).
+pub(super) type SourceNodes = Vec<Option<Node>>;
+/// A node to place in the snapshot at a path of components.
+pub(super) type Placed = (Vec<Vec<u8>>, Node);
+/// An open directory in the tree builder and its entries so far.
+type OpenDir = (Node, Vec<(Node, Content, Change)>);
+/// Consumes walk events, waits for file contents when a directory closes,
+/// and stores one tree blob per directory. Returns one node per source.
+pub(super) fn build_trees(
+    ctx: &Ctx<'_>,
+    sink: &BlobSink<'_>,
+    events: Receiver<WalkEvent>,
+    expected: usize,
+) -> Result<(SourceNodes, Summary)> {
+    let mut summary = Summary::default();
+    let mut stack: Vec<OpenDir> = Vec::new();
+    let mut done: SourceNodes = Vec::new();
+    let mut top: Option<Node> = None;
+
+    let resolve = |entry: (Node, Content, Change), summary: &mut Summary| -> Option<Node> {
+        let (mut node, content, change) = entry;
+        if let Content::Pending(slot) = content {
+            match slot.wait() {
+                FileOutcome::Stored { chunks, size } => {
+                    node.chunks = chunks;
+                    node.size = size;
+                }
+                FileOutcome::Failed => return None,
+            }
+        }
+        if node.kind.has_chunks() {
+            summary.total_files += 1;
+            summary.total_bytes += node.size;
+            match change {
+                Change::New => summary.files_new += 1,
+                Change::Changed => summary.files_changed += 1,
+                Change::Unchanged => summary.files_unchanged += 1,
+            }
+        } else if node.kind != NodeKind::Dir {
+            summary.other_entries += 1;
+        }
+        Some(node)
+    };
+
+    for event in events.iter() {
+        if sink.is_failed() {
+            return Err(Error::Interrupted);
+        }
+        match event {
+            WalkEvent::EnterDir(node) => stack.push((node, Vec::new())),
+            WalkEvent::Entry(node, content, change) => match stack.last_mut() {
+                Some((_, entries)) => entries.push((node, content, change)),
+                None => top = resolve((node, content, change), &mut summary),
+            },
+            WalkEvent::LeaveDir => {
+                let Some((mut dir, entries)) = stack.pop() else {
+                    return Err(Error::corrupt("pipeline", "walker", "unbalanced directory events"));
+                };
+                let mut tree = Tree { nodes: entries.into_iter().filter_map(|e| resolve(e, &mut summary)).collect() };
+                let data = tree.encode()?;
+                let reader = ctx.repo.index()?.reader()?;
+                dir.subtree = Some(sink.store(&reader, BlobKind::Tree, &data)?);
+                summary.dirs += 1;
+                match stack.last_mut() {
+                    Some((_, entries)) => entries.push((dir, Content::Ready, Change::Unchanged)),
+                    None => top = Some(dir),
+                }
+            }
+            WalkEvent::SourceDone => done.push(top.take()),
+        }
+    }
+    if ctx.stopping() {
+        return Err(Error::Interrupted);
+    }
+    if done.len() != expected {
+        return Err(Error::Interrupted);
+    }
+    Ok((done, summary))
+}
+/// Builds the directories above the sources (`/var` for `/var/www`) from
+/// their metadata on disk, or synthetic ones for stream paths; returns the
+/// root tree id.
+pub(super) fn assemble(
+    sink: &BlobSink<'_>,
+    reader: &IndexReader,
+    disk_dir: &Path,
+    items: Vec<Placed>,
+    summary: &mut Summary,
+) -> Result<Id> {
+    // A source that is `/` itself is the root tree.
+    if let Some((_, node)) = items.iter().find(|(c, _)| c.is_empty()) {
+        if let Some(id) = node.subtree {
+            return Ok(id);
+        }
+    }
+    let mut groups: BTreeMap<Vec<u8>, Vec<Placed>> = BTreeMap::new();
+    let mut tree = Tree::default();
+    for (mut comps, node) in items {
+        if comps.len() == 1 {
+            tree.nodes.push(node);
+        } else {
+            let first = comps.remove(0);
+            groups.entry(first).or_default().push((comps, node));
+        }
+    }
+    for (name, sub) in groups {
+        let path = disk_dir.join(std::ffi::OsStr::from_bytes(&name));
+        let mut node = match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {
+                let mut w = Vec::new();
+                node_from_metadata(&name, &path, &meta, &mut OwnerNames::default(), &mut w)
+            }
+            // Stream paths have no directory on disk.
+            _ => synthetic_dir(name.clone()),
+        };
+        node.subtree = Some(assemble(sink, reader, &path, sub, summary)?);
+        summary.dirs += 1;
+        tree.nodes.push(node);
+    }
+    let data = tree.encode()?;
+    sink.store(reader, BlobKind::Tree, &data)
+}
+
+pub(super) fn synthetic_dir(name: Vec<u8>) -> Node {
+    let mut n = Node::new(NodeKind::Dir, name);
+    n.mode = 0o040755;
+    n.uid = nix::unistd::getuid().as_raw();
+    n.gid = nix::unistd::getgid().as_raw();
+    let now = Utc::now();
+    n.mtime = Timestamp { sec: now.timestamp(), nsec: now.timestamp_subsec_nanos() };
+    n.ctime = n.mtime;
+    n
+}
