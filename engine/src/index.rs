@@ -41,6 +41,9 @@ const INDEX_FILES: TableDefinition<[u8; 32], u32> = TableDefinition::new("index_
 /// (file_no << 32 | pack_no): which known index file lists which pack.
 const FILE_PACKS: TableDefinition<u64, ()> = TableDefinition::new("file_packs");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// change-cache key -> stamp u32 (unix days) || records (`crate::change_cache`).
+/// Not emptied by [`Index::clear`]: it is not derived from index files.
+const CHANGES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("changes");
 
 /// Bumped when the table layout changes; a mismatching database is rebuilt.
 const SCHEMA_VERSION: u64 = 2;
@@ -517,6 +520,61 @@ impl Index {
             compacted = true;
         }
         Ok(compacted)
+    }
+
+    /// The change-cache record at `key` (without its stamp).
+    pub fn change_record(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        let p = &self.path;
+        let r = tx!(p, self.db.begin_read())?;
+        let t = match r.open_table(CHANGES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(Error::index_db(p, e)),
+        };
+        let v = tx!(p, t.get(key))?;
+        Ok(v.and_then(|v| v.value().get(4..).map(<[u8]>::to_vec)))
+    }
+
+    /// Writes change-cache records stamped `today`, skipping those already
+    /// there unchanged and stamped less than `refresh` days ago, and drops
+    /// records older than `expire` days; one transaction.
+    pub fn put_change_records(
+        &self,
+        records: &[([u8; 32], Vec<u8>)],
+        today: u32,
+        refresh: u32,
+        expire: u32,
+    ) -> Result<()> {
+        let p = &self.path;
+        let w = tx!(p, self.db.begin_write())?;
+        {
+            let mut t = tx!(p, w.open_table(CHANGES))?;
+            for (k, rec) in records {
+                let fresh = match tx!(p, t.get(k))? {
+                    Some(v) => {
+                        let v = v.value();
+                        let stamp = v.get(..4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]])).unwrap_or(0);
+                        v.get(4..) == Some(rec.as_slice()) && today.saturating_sub(stamp) < refresh
+                    }
+                    None => false,
+                };
+                if !fresh {
+                    let mut v = Vec::with_capacity(4 + rec.len());
+                    v.extend_from_slice(&today.to_le_bytes());
+                    v.extend_from_slice(rec);
+                    tx!(p, t.insert(k, v.as_slice()))?;
+                }
+            }
+            tx!(
+                p,
+                t.retain(|_, v| {
+                    let stamp = v.get(..4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]])).unwrap_or(0);
+                    today.saturating_sub(stamp) <= expire
+                })
+            )?;
+        }
+        tx!(p, w.commit())?;
+        Ok(())
     }
 
     /// Bytes of the database file (for the bytes-per-chunk figures).

@@ -433,6 +433,12 @@ impl Repository {
         }
     }
 
+    /// Whether new structures are written in format v2 (trees, index
+    /// files): in a v2 repository. v1 repositories keep v1 encodings.
+    pub fn writes_v2(&self) -> bool {
+        self.config.version >= 2
+    }
+
     /// The key that decides where v2 trees are split (spec
     /// `format-spec/v2/trees-index.md` 1.5). Readers never need it.
     // TODO(v2-crypto): derive from the master secret once keys land; until

@@ -430,6 +430,45 @@ pub fn decode_blob(data: &[u8], id: &Id) -> Result<TreeBlob> {
     Ok(TreeBlob::Leaf(out))
 }
 
+/// What one metadata blob refers to: further metadata blobs (subtrees,
+/// a node's children, chunk lists) and data blobs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Refs {
+    pub metadata: Vec<Id>,
+    pub chunks: Vec<Id>,
+}
+
+/// The references of a tree blob of either version or of a chunk list
+/// blob, read one blob at a time (prune's and check's breadth-first walks
+/// need every blob of a split directory, not the assembled directory).
+pub fn references(data: &[u8], id: &Id) -> Result<Refs> {
+    let mut refs = Refs::default();
+    if data.starts_with(LIST_MAGIC) {
+        refs.chunks = decode_chunk_list(data, id)?;
+        return Ok(refs);
+    }
+    let nodes: Vec<(Node, Vec<Id>)> = match blob_version(data) {
+        Some(VERSION) => match decode_blob(data, id)? {
+            TreeBlob::Node { children, .. } => {
+                refs.metadata = children.into_iter().map(|c| c.id).collect();
+                return Ok(refs);
+            }
+            TreeBlob::Leaf(entries) => {
+                entries.into_iter().map(|e| (e.node, e.lists.map(|l| l.1).unwrap_or_default())).collect()
+            }
+        },
+        _ => Tree::decode(data, id)?.nodes.into_iter().map(|n| (n, Vec::new())).collect(),
+    };
+    for (node, lists) in nodes {
+        refs.metadata.extend(node.subtree);
+        refs.metadata.extend(lists);
+        if node.kind.has_chunks() {
+            refs.chunks.extend(node.chunks);
+        }
+    }
+    Ok(refs)
+}
+
 /// Reads a blob by id (the repository's verified blob read).
 pub type ReadBlob<'a> = dyn FnMut(&Id) -> Result<std::sync::Arc<[u8]>> + 'a;
 

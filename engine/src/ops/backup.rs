@@ -156,7 +156,8 @@ enum Content {
 }
 
 enum WalkEvent {
-    EnterDir(Node),
+    /// A directory and its path on disk.
+    EnterDir(Node, PathBuf),
     LeaveDir,
     Entry(Node, Content, Change),
     /// A source (top-level item) is complete.
@@ -377,7 +378,7 @@ fn run_pipeline(
             }
         }
         let reader = ctx.repo.index()?.reader()?;
-        let root = assemble(sink, &reader, Path::new("/"), items, &mut summary)?;
+        let root = assemble(ctx, sink, &reader, Path::new("/"), items, &mut summary)?;
         Ok((root, summary))
     })
 }

@@ -46,7 +46,7 @@ use std::collections::{HashMap, HashSet};
 use crate::error::{Error, Result};
 use crate::format::index_file::{self, PackEntry};
 use crate::format::pack::{self, BlobKind};
-use crate::format::tree::{NodeKind, Tree};
+use crate::format::tree_v2;
 use crate::id::Id;
 use crate::index::BlobLocation;
 use crate::packer;
@@ -243,20 +243,14 @@ fn mark_live(repo: &Repository, trees: &HashMap<Id, BlobLocation>, ignore: &Hash
                     let loc = trees
                         .get(tree_id)
                         .ok_or_else(|| damaged(format!("tree {tree_id}, which a snapshot needs, is in no pack")))?;
-                    let tree = reader
+                    // v1 trees, and the leaves, nodes and chunk lists of
+                    // v2 directories: every blob of a split directory is
+                    // live, not only its root.
+                    let refs = reader
                         .read_at(repo, tree_id, loc)
-                        .and_then(|data| Tree::decode(&data, tree_id))
+                        .and_then(|data| tree_v2::references(&data, tree_id))
                         .map_err(|e| damaged(format!("tree {tree_id} of a snapshot cannot be read: {e}")))?;
-                    let mut subtrees = Vec::new();
-                    let mut chunks = Vec::new();
-                    for node in &tree.nodes {
-                        match node.kind {
-                            NodeKind::Dir => subtrees.extend(node.subtree),
-                            k if k.has_chunks() => chunks.extend_from_slice(&node.chunks),
-                            _ => {}
-                        }
-                    }
-                    Ok((subtrees, chunks))
+                    Ok((refs.metadata, refs.chunks))
                 })
                 .collect();
             for c in children {

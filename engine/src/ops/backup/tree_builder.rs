@@ -5,16 +5,18 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 use crossbeam_channel::Receiver;
 
 use super::{Change, Content, Ctx, FileOutcome, WalkEvent};
+use crate::change_cache;
 use crate::error::{Error, Result};
 use crate::format::pack::BlobKind;
 use crate::format::snapshot::Summary;
 use crate::format::tree::{Node, NodeKind, Timestamp, Tree};
+use crate::format::tree_v2;
 use crate::id::Id;
 use crate::index::IndexReader;
 use crate::metadata::{node_from_metadata, OwnerNames};
@@ -25,8 +27,37 @@ use crate::packer::BlobSink;
 pub(super) type SourceNodes = Vec<Option<Node>>;
 /// A node to place in the snapshot at a path of components.
 pub(super) type Placed = (Vec<Vec<u8>>, Node);
-/// An open directory in the tree builder and its entries so far.
-type OpenDir = (Node, Vec<(Node, Content, Change)>);
+/// An open directory in the tree builder, its path on disk and its entries
+/// so far.
+type OpenDir = (Node, PathBuf, Vec<(Node, Content, Change)>);
+
+/// Stores a directory's tree: one v1 blob in a v1 repository; in a v2 one
+/// the canonical split (leaves, nodes, chunk lists) of
+/// `format-spec/v2/trees-index.md`, and, for a directory on disk, its
+/// leaves' inodes and ctimes in the local change cache. Returns the
+/// directory's tree id.
+pub(super) fn store_tree(
+    ctx: &Ctx<'_>,
+    sink: &BlobSink<'_>,
+    reader: &IndexReader,
+    mut tree: Tree,
+    dir: Option<&Path>,
+    changes: &mut change_cache::Batch,
+) -> Result<Id> {
+    if !ctx.repo.writes_v2() {
+        let data = tree.encode()?;
+        return sink.store(reader, BlobKind::Tree, &data);
+    }
+    let scheme = ctx.repo.config().id_scheme;
+    let enc = tree_v2::encode_dir(&mut tree, &ctx.repo.tree_split_key(), &|b| scheme.blob_id(b))?;
+    for (id, data) in &enc.blobs {
+        sink.store_with_id(reader, *id, BlobKind::Tree, data)?;
+    }
+    if let Some(dir) = dir {
+        changes.add(ctx.repo.index()?, dir, &enc.leaves, &tree.nodes)?;
+    }
+    Ok(enc.root)
+}
 /// Consumes walk events, waits for file contents when a directory closes,
 /// and stores one tree blob per directory. Returns one node per source.
 pub(super) fn build_trees(
@@ -39,6 +70,7 @@ pub(super) fn build_trees(
     let mut stack: Vec<OpenDir> = Vec::new();
     let mut done: SourceNodes = Vec::new();
     let mut top: Option<Node> = None;
+    let mut changes = change_cache::Batch::default();
 
     let resolve = |entry: (Node, Content, Change), summary: &mut Summary| -> Option<Node> {
         let (mut node, content, change) = entry;
@@ -70,22 +102,21 @@ pub(super) fn build_trees(
             return Err(Error::Interrupted);
         }
         match event {
-            WalkEvent::EnterDir(node) => stack.push((node, Vec::new())),
+            WalkEvent::EnterDir(node, path) => stack.push((node, path, Vec::new())),
             WalkEvent::Entry(node, content, change) => match stack.last_mut() {
-                Some((_, entries)) => entries.push((node, content, change)),
+                Some((_, _, entries)) => entries.push((node, content, change)),
                 None => top = resolve((node, content, change), &mut summary),
             },
             WalkEvent::LeaveDir => {
-                let Some((mut dir, entries)) = stack.pop() else {
+                let Some((mut dir, path, entries)) = stack.pop() else {
                     return Err(Error::corrupt("pipeline", "walker", "unbalanced directory events"));
                 };
-                let mut tree = Tree { nodes: entries.into_iter().filter_map(|e| resolve(e, &mut summary)).collect() };
-                let data = tree.encode()?;
+                let tree = Tree { nodes: entries.into_iter().filter_map(|e| resolve(e, &mut summary)).collect() };
                 let reader = ctx.repo.index()?.reader()?;
-                dir.subtree = Some(sink.store(&reader, BlobKind::Tree, &data)?);
+                dir.subtree = Some(store_tree(ctx, sink, &reader, tree, Some(&path), &mut changes)?);
                 summary.dirs += 1;
                 match stack.last_mut() {
-                    Some((_, entries)) => entries.push((dir, Content::Ready, Change::Unchanged)),
+                    Some((_, _, entries)) => entries.push((dir, Content::Ready, Change::Unchanged)),
                     None => top = Some(dir),
                 }
             }
@@ -98,12 +129,14 @@ pub(super) fn build_trees(
     if done.len() != expected {
         return Err(Error::Interrupted);
     }
+    changes.flush(ctx.repo.index()?)?;
     Ok((done, summary))
 }
 /// Builds the directories above the sources (`/var` for `/var/www`) from
 /// their metadata on disk, or synthetic ones for stream paths; returns the
 /// root tree id.
 pub(super) fn assemble(
+    ctx: &Ctx<'_>,
     sink: &BlobSink<'_>,
     reader: &IndexReader,
     disk_dir: &Path,
@@ -136,12 +169,13 @@ pub(super) fn assemble(
             // Stream paths have no directory on disk.
             _ => synthetic_dir(name.clone()),
         };
-        node.subtree = Some(assemble(sink, reader, &path, sub, summary)?);
+        node.subtree = Some(assemble(ctx, sink, reader, &path, sub, summary)?);
         summary.dirs += 1;
         tree.nodes.push(node);
     }
-    let data = tree.encode()?;
-    sink.store(reader, BlobKind::Tree, &data)
+    // Directories above the sources hold no file of the walk: nothing for
+    // the change cache.
+    store_tree(ctx, sink, reader, tree, None, &mut change_cache::Batch::default())
 }
 
 pub(super) fn synthetic_dir(name: Vec<u8>) -> Node {
