@@ -78,3 +78,6 @@ mod sourcechange;
 
 #[path = "e2e/bigdir.rs"]
 mod bigdir;
+
+#[path = "e2e/format_v1.rs"]
+mod format_v1;

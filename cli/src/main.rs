@@ -55,7 +55,10 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("arc: error: {}", ui::one_line(&err));
+            match ui::hint(&err) {
+                Some(hint) => eprintln!("arc: error: {}; {hint}", ui::one_line(&err)),
+                None => eprintln!("arc: error: {}", ui::one_line(&err)),
+            }
             ExitCode::from(1)
         }
     }

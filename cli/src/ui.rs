@@ -21,6 +21,19 @@ pub fn one_line(err: &anyhow::Error) -> String {
     parts.join(": ").replace('\n', " ")
 }
 
+/// What the user can do about an engine error, when the error alone does
+/// not say it: the engine words errors without command names.
+pub fn hint(err: &anyhow::Error) -> Option<String> {
+    err.chain().find_map(|e| match e.downcast_ref::<arc_engine::Error>()? {
+        arc_engine::Error::ReadOnlyFormat { .. } => Some(
+            "migrate it into a new repository: `arc init --repo NEW` then \
+             `arc copy --repo NEW --from-repo OLD --all`"
+                .to_string(),
+        ),
+        _ => None,
+    })
+}
+
 pub fn size(n: u64) -> String {
     humansize::format_size(n, humansize::BINARY)
 }

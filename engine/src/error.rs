@@ -33,6 +33,16 @@ pub enum Error {
     #[error("repository format version {found} is newer than this arc supports (up to {supported}); upgrade arc")]
     UnsupportedVersion { found: u32, supported: u32 },
 
+    /// The repository needs a feature of its format that this binary does
+    /// not implement: a newer arc wrote it.
+    #[error("this repository needs a newer arc (feature {feature})")]
+    NeedsFeature { feature: String },
+
+    /// The repository's format is older than the oldest this binary writes:
+    /// it can be read but not changed.
+    #[error("repository format version {version} is read-only for this arc ({operation} writes only into format version {writable} and later)")]
+    ReadOnlyFormat { version: u32, writable: u32, operation: &'static str },
+
     #[error("corrupt {what} {name}: {reason}")]
     Corrupt { what: &'static str, name: String, reason: String },
 

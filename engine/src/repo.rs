@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::error::{Error, Result};
-use crate::format::config::{ChunkerParams, CompressionAlgorithm, CompressionParams, Config, REPO_FORMAT_VERSION};
+use crate::format::config::{
+    ChunkerParams, CompressionAlgorithm, CompressionParams, Config, KNOWN_FEATURES, OLDEST_WRITABLE_VERSION,
+    REPO_FORMAT_VERSION,
+};
 use crate::format::index_file::{self, PackEntry};
 use crate::format::pack::{self, Trailer};
 use crate::format::snapshot::SnapshotFile;
@@ -147,6 +150,7 @@ impl Repository {
         let now = Utc::now();
         let config = Config {
             version: REPO_FORMAT_VERSION,
+            features: Some(KNOWN_FEATURES.iter().map(|f| f.to_string()).collect()),
             id: Id::hash(
                 format!(
                     "{}-{}-{}",
@@ -207,6 +211,16 @@ impl Repository {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Refuses `operation` when the repository's format is read-only for
+    /// this binary (a v1 repository). Every operation that writes
+    /// repository files other than locks calls this before taking its lock.
+    pub fn require_writable(&self, operation: &'static str) -> Result<()> {
+        if self.config.writable() {
+            return Ok(());
+        }
+        Err(Error::ReadOnlyFormat { version: self.config.version, writable: OLDEST_WRITABLE_VERSION, operation })
     }
 
     pub fn storage(&self) -> &Arc<dyn Storage> {

@@ -463,6 +463,7 @@ fn golden_snapshot_json() -> String {
 fn golden_config() -> Config {
     Config {
         version: 1,
+        features: None,
         id: label_id("arc golden repository"),
         created: time("2024-05-01T00:00:00Z"),
         id_scheme: IdScheme::Blake3,
@@ -676,7 +677,7 @@ fn envelope_config() {
     spec_envelope(&mut a, 1, 1, 0, 0, json.as_bytes(), true);
     let golden = pinned("config.hex", &a, &expected.encode());
     assert_eq!(Config::decode(&golden).unwrap(), expected);
-    assert_eq!(expected.version, REPO_FORMAT_VERSION);
+    assert_eq!(expected.version, 1);
 }
 
 #[test]
@@ -887,11 +888,26 @@ fn readers_reject_unknown_versions_and_codes() {
 
     // A repository of a newer format is reported as such.
     let mut newer_config = golden_config();
-    newer_config.version = 2;
+    newer_config.version = REPO_FORMAT_VERSION + 1;
+    newer_config.features = Some(Vec::new());
     assert!(matches!(
         Config::decode(&newer_config.encode()),
-        Err(Error::UnsupportedVersion { found: 2, supported: 1 })
+        Err(Error::UnsupportedVersion { found, supported: REPO_FORMAT_VERSION }) if found == REPO_FORMAT_VERSION + 1
     ));
+    // A v2 repository needing a feature this arc lacks names the feature
+    // and is not called corrupt.
+    let mut needs = golden_config();
+    needs.version = 2;
+    needs.features = Some(vec!["teleport".into()]);
+    let err = Config::decode(&needs.encode()).unwrap_err();
+    assert!(matches!(&err, Error::NeedsFeature { feature } if feature == "teleport"), "{err:?}");
+    assert_eq!(err.to_string(), "this repository needs a newer arc (feature teleport)");
+    // The features list is required in v2 and not allowed in v1.
+    needs.features = None;
+    assert!(matches!(Config::decode(&needs.encode()), Err(Error::Corrupt { .. })));
+    let mut v1_features = golden_config();
+    v1_features.features = Some(Vec::new());
+    assert!(matches!(Config::decode(&v1_features.encode()), Err(Error::Corrupt { .. })));
 
     // Pack header version byte.
     let mut p = golden_pack_bytes();

@@ -9,7 +9,17 @@ use crate::error::{Error, Result};
 use crate::id::{Id, IdScheme};
 
 /// The repository format this binary writes and the newest it reads.
-pub const REPO_FORMAT_VERSION: u32 = 1;
+pub const REPO_FORMAT_VERSION: u32 = 2;
+/// The oldest format this binary still writes into. Older repositories
+/// (v1) stay readable forever but are read-only: new encodings go only into
+/// v2, and a v1 repository is migrated with a copy into a new one.
+pub const OLDEST_WRITABLE_VERSION: u32 = 2;
+
+/// The features of format v2 that this binary implements. A v2 config
+/// lists the features a reader needs; a reader that lacks one refuses the
+/// repository with [`Error::NeedsFeature`] instead of misreading it, so a
+/// later arc can add a feature without a new format version.
+pub const KNOWN_FEATURES: &[&str] = &[];
 const ENVELOPE_VERSION: u8 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +100,9 @@ pub enum CompressionAlgorithm {
 pub struct Config {
     /// Repository format version ([`REPO_FORMAT_VERSION`]).
     pub version: u32,
+    /// Features a reader must implement (v2 and later; absent in v1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<String>>,
     /// Random id of this repository; names its cache directory.
     pub id: Id,
     pub created: chrono::DateTime<chrono::Utc>,
@@ -105,6 +118,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether this binary may write into the repository (see
+    /// [`OLDEST_WRITABLE_VERSION`]).
+    pub fn writable(&self) -> bool {
+        self.version >= OLDEST_WRITABLE_VERSION
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let json = serde_json::to_vec_pretty(self).expect("config serializes");
         envelope::seal(FileType::Config, ENVELOPE_VERSION, Codec::Raw, &json)
@@ -125,6 +144,25 @@ impl Config {
         }
         if v.version > REPO_FORMAT_VERSION {
             return Err(Error::UnsupportedVersion { found: v.version, supported: REPO_FORMAT_VERSION });
+        }
+        // Features before the full parse, for the same reason: a feature we
+        // lack may come with fields we cannot parse.
+        #[derive(Deserialize)]
+        struct FeaturesOnly {
+            #[serde(default)]
+            features: Option<Vec<String>>,
+        }
+        let f: FeaturesOnly =
+            serde_json::from_slice(&payload).map_err(|e| Error::corrupt("config", "config", e.to_string()))?;
+        match (v.version, &f.features) {
+            (1, Some(_)) => return Err(Error::corrupt("config", "config", "a version 1 config has no features")),
+            (1, None) => {}
+            (_, None) => return Err(Error::corrupt("config", "config", "features list missing")),
+            (_, Some(list)) => {
+                if let Some(missing) = list.iter().find(|f| !KNOWN_FEATURES.contains(&f.as_str())) {
+                    return Err(Error::NeedsFeature { feature: missing.clone() });
+                }
+            }
         }
         let config: Config =
             serde_json::from_slice(&payload).map_err(|e| Error::corrupt("config", "config", e.to_string()))?;

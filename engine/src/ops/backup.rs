@@ -196,6 +196,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     paths.extend(stream_paths.iter().map(|c| format!("/{}", join(c))));
     paths.sort();
 
+    repo.require_writable("backup")?;
     let _lock = repo.lock_shared("backup")?;
     let host = opts.host.clone().unwrap_or_else(crate::lock::hostname);
     let parent = match opts.parent {

@@ -136,6 +136,9 @@ pub fn plan(snapshots: &[Snapshot], opts: &ForgetOptions) -> Result<ForgetReport
 /// which writes nothing): the snapshots are listed and judged after the
 /// lock is taken, so the report is exactly what was (or would be) removed.
 pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
+    if !opts.dry_run {
+        repo.require_writable("forget")?;
+    }
     let _lock = if opts.dry_run { repo.lock_shared("forget --dry-run")? } else { repo.lock_exclusive("forget")? };
     let snapshots = repo.snapshots()?;
     let report = plan(&snapshots, opts)?;

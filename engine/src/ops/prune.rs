@@ -455,6 +455,9 @@ impl Plan {
 }
 
 pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress) -> Result<PruneReport> {
+    if !opts.dry_run {
+        repo.require_writable("prune")?;
+    }
     let _lock = if opts.dry_run { repo.lock_shared("prune --dry-run")? } else { repo.lock_exclusive("prune")? };
     let plan = plan(repo, opts.max_unused, &opts.ignore_snapshots)?;
     let step = |s: PruneStep| {

@@ -31,6 +31,7 @@ pub struct RepairReport {
 }
 
 pub fn repair_index(repo: &Repository, progress: &dyn Progress) -> Result<RepairReport> {
+    repo.require_writable("repair index")?;
     let _lock = repo.lock_exclusive("repair index")?;
     let mut report = RepairReport::default();
     let old: Vec<String> = repo.storage().list(FileKind::Index)?.into_iter().map(|(n, _)| n).collect();
