@@ -81,3 +81,6 @@ mod bigdir;
 
 #[path = "e2e/format_v1.rs"]
 mod format_v1;
+
+#[path = "e2e/shapes.rs"]
+mod shapes;

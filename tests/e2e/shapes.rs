@@ -1,0 +1,121 @@
+//! Format v2 shapes end to end (`format-spec/v2/trees-index.md`): a big
+//! directory is split, so one added file costs a few small blobs, not the
+//! directory; and a snapshot mount (a new `st_dev`, same inodes and ctimes)
+//! rewrites no tree and reads no file again.
+
+use std::process::Command;
+
+use crate::util::*;
+
+/// 200,000 small files in one directory (a Maildir `cur/`, a session
+/// directory), backed up twice with one file added: the second backup
+/// stores the new file, one leaf of ~256 entries and the nodes above it,
+/// not a 200,000-entry tree (about 4 MB compressed in format v1).
+#[test]
+fn one_file_added_to_200k_costs_a_few_small_blobs() {
+    let env = TestEnv::new();
+    let dir = env.path("src/cur");
+    std::fs::create_dir_all(&dir).unwrap();
+    const FILES: usize = 200_000;
+    for i in 0..FILES {
+        std::fs::write(dir.join(format!("{:010}.M{i}P4242.mx,S=31:2,S", 1_700_000_000 + i)), format!("msg {i}\n"))
+            .unwrap();
+    }
+    env.init();
+    let first = env.backup([env.path("src")]);
+    assert_eq!(ju64(&first, "summary.files_new"), FILES as u64);
+
+    std::fs::write(dir.join("1800000000.M1P1.mx,S=9:2,"), b"new mail\n").unwrap();
+    let second = env.backup([env.path("src")]);
+    assert_eq!(ju64(&second, "summary.files_new"), 1);
+    // Change detection kept working without inodes in the trees: nothing
+    // else was read.
+    assert_eq!(ju64(&second, "summary.files_unchanged"), FILES as u64);
+    assert!(ju64(&second, "summary.bytes_read") < 100, "{second}");
+    let added = ju64(&second, "summary.bytes_added_stored");
+    // One leaf (~256 entries, ~20 KB raw), one level-1 node, the root, the
+    // directories above, the file, and pack headers and trailers.
+    assert!(added < 96 * 1024, "the second backup stored {added} bytes");
+    let blobs = ju64(&second, "summary.blobs_added");
+    assert!(blobs <= 10, "{blobs} new blobs");
+
+    let cat = env.arc().args(["cat"]).arg(format!("latest:{}", dir.join("1800000000.M1P1.mx,S=9:2,").display())).run();
+    assert_eq!(cat.success().stdout, b"new mail\n");
+    let ls = env.arc().args(["ls", "latest"]).arg(&dir).run().success();
+    assert_eq!(ls.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count(), FILES + 2, "entries and the directory");
+    env.arc().arg("check").run().success();
+}
+
+/// Needs root, `mkfs.ext4` and loop devices; fails in CI without them and
+/// says why it skipped elsewhere.
+fn loop_mount_tools() -> bool {
+    let ok = is_root() && which("mkfs.ext4").is_some() && which("losetup").is_some();
+    if !ok {
+        assert!(std::env::var_os("CI").is_none(), "this test needs root, mkfs.ext4 and losetup in CI");
+        eprintln!("skipped: needs root, mkfs.ext4 and losetup");
+    }
+    ok
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct Mounted(std::path::PathBuf);
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// What an LVM snapshot does to a file system: the same blocks (same
+/// inodes, ctimes, contents) on another block device, so another `st_dev`.
+/// The second backup reads no file and produces the same root tree.
+#[test]
+fn a_snapshot_mount_with_a_new_device_keeps_every_tree_and_reads_nothing() {
+    if !loop_mount_tools() {
+        return;
+    }
+    let env = TestEnv::new();
+    let (img, copy, mnt) = (env.path("fs.img"), env.path("snap.img"), env.path("mnt"));
+    std::fs::create_dir_all(&mnt).unwrap();
+    run(Command::new("truncate").arg("-s").arg("64M").arg(&img));
+    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img));
+    {
+        run(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&mnt));
+        let _m = Mounted(mnt.clone());
+        for d in 0..20 {
+            let sub = mnt.join(format!("site{d}"));
+            std::fs::create_dir_all(&sub).unwrap();
+            for f in 0..200 {
+                write_random_file(&sub.join(format!("f{f}.php")), 500 + f * 7, (d * 1000 + f) as u64);
+            }
+        }
+        std::fs::hard_link(mnt.join("site0/f1.php"), mnt.join("site1/linked.php")).unwrap();
+    }
+    run(Command::new("cp").arg("--sparse=always").arg(&img).arg(&copy));
+    env.init();
+
+    let dev_of = |p: &std::path::Path| std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(p).unwrap());
+    let first = {
+        run(Command::new("mount").args(["-o", "loop,ro"]).arg(&img).arg(&mnt));
+        let _m = Mounted(mnt.clone());
+        let dev = dev_of(&mnt.join("site0"));
+        (env.backup([&mnt]), dev)
+    };
+    // The copy goes on another loop device: another st_dev, nothing else.
+    let second = {
+        run(Command::new("mount").args(["-o", "loop,ro"]).arg(&copy).arg(&mnt));
+        let _m = Mounted(mnt.clone());
+        assert_ne!(dev_of(&mnt.join("site0")), first.1, "the copy must be on another device");
+        env.backup([&mnt])
+    };
+    assert_eq!(ju64(&second, "summary.files_unchanged"), 20 * 200 + 1, "{second}");
+    assert_eq!(ju64(&second, "summary.bytes_read"), 0);
+    assert_eq!(ju64(&second, "summary.blobs_added"), 0, "no tree was rewritten");
+    let snaps = env.snapshots_json();
+    assert_eq!(snaps.len(), 2);
+    assert_eq!(snaps[0]["tree"], snaps[1]["tree"], "same root tree");
+}
