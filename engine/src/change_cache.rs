@@ -29,19 +29,22 @@ const REFRESH_DAYS: u32 = 7;
 /// Records not used for this long are dropped (days).
 pub const EXPIRE_DAYS: u32 = 60;
 
-/// The cache key of a leaf of the directory at `dir`.
-pub fn key(dir: &Path, leaf: &Id) -> [u8; 32] {
+/// The cache key of the leaf that starts with `first` in the directory at
+/// `dir`. Keyed by the leaf's first name, not its id, so that a changed
+/// leaf overwrites its record instead of leaving the old one behind.
+pub fn key(dir: &Path, first: &[u8]) -> [u8; 32] {
     let mut h = blake3::Hasher::new_derive_key("arc 2026 change cache key");
     h.update(&(dir.as_os_str().len() as u64).to_le_bytes());
     h.update(dir.as_os_str().as_bytes());
-    h.update(&leaf.0);
+    h.update(first);
     *h.finalize().as_bytes()
 }
 
-/// The records of a leaf's entries, in entry order: inode u64, ctime i64
-/// seconds, u32 nanoseconds.
-pub fn encode(nodes: &[Node]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(nodes.len() * RECORD_LEN);
+/// A leaf's record: its id, then for each entry in order inode u64, ctime
+/// i64 seconds, u32 nanoseconds.
+pub fn encode(leaf: &Id, nodes: &[Node]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + nodes.len() * RECORD_LEN);
+    out.extend_from_slice(&leaf.0);
     for n in nodes {
         out.extend_from_slice(&n.inode.to_le_bytes());
         out.extend_from_slice(&n.ctime.sec.to_le_bytes());
@@ -51,11 +54,12 @@ pub fn encode(nodes: &[Node]) -> Vec<u8> {
 }
 
 /// Puts inode and ctime back into a leaf's nodes; false (nodes untouched)
-/// when the record does not fit them.
-fn restore(nodes: &mut [Node], rec: &[u8]) -> bool {
-    if rec.len() != nodes.len() * RECORD_LEN {
+/// when the record is of another leaf or does not fit them.
+fn restore(leaf: &Id, nodes: &mut [Node], rec: &[u8]) -> bool {
+    if rec.len() != 32 + nodes.len() * RECORD_LEN || rec[..32] != leaf.0 {
         return false;
     }
+    let rec = &rec[32..];
     for (n, r) in nodes.iter_mut().zip(rec.chunks_exact(RECORD_LEN)) {
         let u = |a: usize, b: usize| {
             let mut x = [0u8; 8];
@@ -88,8 +92,8 @@ impl Batch {
             let part = &nodes[at..at + count];
             at += count;
             // Leaves without files need nothing.
-            if part.iter().any(|n| n.kind == NodeKind::File) {
-                self.records.push((key(dir, leaf), encode(part)));
+            if let Some(first) = part.first().filter(|_| part.iter().any(|n| n.kind == NodeKind::File)) {
+                self.records.push((key(dir, &first.name), encode(leaf, part)));
             }
         }
         if self.records.len() >= 16_384 {
@@ -126,8 +130,9 @@ pub fn previous_tree(repo: &Repository, reader: &IndexReader, id: &Id, dir: &Pat
     for (leaf, count) in leaves {
         let nodes = &mut tree.nodes[at..at + count];
         at += count;
-        let restored = match index.change_record(&key(dir, &leaf))? {
-            Some(rec) => restore(nodes, &rec),
+        let Some(first) = nodes.first() else { continue };
+        let restored = match index.change_record(&key(dir, &first.name))? {
+            Some(rec) => restore(&leaf, nodes, &rec),
             None => false,
         };
         if !restored {
