@@ -1,13 +1,14 @@
 //! End-to-end tests: they run the real `arc` binary (CARGO_BIN_EXE_arc)
 //! against real directory trees in temporary directories.
 //!
-//! Run with `cargo test --release -p arc-cli --test e2e`. Several tests
-//! need root (device nodes, chown, running arc as `nobody`); they degrade
-//! or skip with a note when not run as root. The database dump tests
-//! (dbdump.rs) start real MariaDB, PostgreSQL and Redis servers: they fail,
-//! not skip, when those are missing; `.ci/run` installs them.
+//! Run with `cargo test --release -p arc-cli --test e2e` (add
+//! `--features fault-injection` for the crash and fault tests), or all of
+//! them with `./test.sh`. Tests that need root, /dev/fuse, a database
+//! server or a tool say so with `require!` (util.rs): outside CI they are
+//! skipped with a `SKIP:` line, under CI (env CI set) they fail.
 
 #[path = "e2e/util.rs"]
+#[macro_use]
 mod util;
 
 #[path = "e2e/fixture.rs"]
@@ -76,6 +77,27 @@ mod concurrency;
 #[path = "e2e/sourcechange.rs"]
 mod sourcechange;
 
+#[path = "e2e/pipes.rs"]
+mod pipes;
+
+#[path = "e2e/readonly.rs"]
+mod readonly;
+
+#[path = "e2e/latest_path.rs"]
+mod latest_path;
+
+#[path = "e2e/parent.rs"]
+mod parent;
+
+#[path = "e2e/progress.rs"]
+mod progress;
+
+#[path = "e2e/select.rs"]
+mod select;
+
+#[path = "e2e/everyday.rs"]
+mod everyday;
+
 #[path = "e2e/bigdir.rs"]
 mod bigdir;
 
@@ -84,3 +106,6 @@ mod format_v1;
 
 #[path = "e2e/shapes.rs"]
 mod shapes;
+
+#[path = "e2e/json_docs.rs"]
+mod json_docs;

@@ -26,6 +26,11 @@ pub struct Cli {
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
 
+    /// Read without taking a lock (commands that only read; automatic,
+    /// with a warning, when the repository cannot be written).
+    #[arg(long, global = true)]
+    pub no_lock: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -63,6 +68,84 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Delete data no snapshot uses and rewrite mostly unused packs.
     Prune(PruneArgs),
+    /// Show what changed between two snapshots: + added, - removed, M content, U metadata only, T type.
+    Diff(DiffArgs),
+    /// Find entries matching patterns in snapshots: in which, with size and mtime.
+    Find(FindArgs),
+    /// Add, remove or set the tags of snapshots.
+    Tag(TagArgs),
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    Completion(CompletionArgs),
+    /// Print the manual page (roff) of arc, or of one command.
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The first snapshot (id prefix or "latest").
+    pub snapshot1: String,
+    /// The second snapshot (id prefix or "latest").
+    pub snapshot2: String,
+    /// Leave out metadata-only changes (U).
+    #[arg(long)]
+    pub content_only: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct FindArgs {
+    /// Patterns (gitignore-style, matched on the snapshot path; `name` matches at any depth).
+    #[arg(required = true, value_name = "PATTERN")]
+    pub patterns: Vec<String>,
+    /// Match ignoring case.
+    #[arg(long, short = 'i')]
+    pub ignore_case: bool,
+    /// Only entries modified at or before TIME (RFC 3339, YYYY-MM-DD or "YYYY-MM-DD HH:MM:SS", UTC).
+    #[arg(long, short = 'N', value_name = "TIME", value_parser = parse_loose_time)]
+    pub newest: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only entries modified at or after TIME.
+    #[arg(long, short = 'O', value_name = "TIME", value_parser = parse_loose_time)]
+    pub oldest: Option<chrono::DateTime<chrono::Utc>>,
+    /// Search only these snapshots (id prefix or "latest"; repeatable; default: all matching the filter).
+    #[arg(long = "snapshot", short = 's', value_name = "ID")]
+    pub snapshots: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("change").required(true).multiple(true)))]
+pub struct TagArgs {
+    /// Snapshots to change (id prefix or "latest"; default: all matching the filter).
+    #[arg(value_name = "ID")]
+    pub snapshots: Vec<String>,
+    /// Add TAG (repeatable).
+    #[arg(long, value_name = "TAG", group = "change")]
+    pub add: Vec<String>,
+    /// Remove TAG (repeatable).
+    #[arg(long, value_name = "TAG", group = "change")]
+    pub remove: Vec<String>,
+    /// Replace all tags with these (repeatable; --set "" removes all).
+    #[arg(long, value_name = "TAG", group = "change", conflicts_with_all = ["add", "remove"])]
+    pub set: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// The command whose page to print (default: arc itself).
+    pub command: Option<String>,
+    /// Write a page for arc and for every command into DIR (arc.1, arc-backup.1, ...).
+    #[arg(long, value_name = "DIR", conflicts_with = "command")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -156,6 +239,39 @@ pub struct BackupArgs {
     /// Read every file, even those unchanged since the parent snapshot.
     #[arg(long)]
     pub force_read: bool,
+    /// Leave out paths matching PATTERN (gitignore-style, see the README; repeatable).
+    #[arg(long = "exclude", short = 'e', value_name = "PATTERN", help_heading = "Selection")]
+    pub excludes: Vec<String>,
+    /// Like --exclude, ignoring case.
+    #[arg(long = "iexclude", value_name = "PATTERN", help_heading = "Selection")]
+    pub iexcludes: Vec<String>,
+    /// Read exclude patterns from FILE, one a line (# comments, blank lines allowed; repeatable).
+    #[arg(long = "exclude-file", value_name = "FILE", help_heading = "Selection")]
+    pub exclude_files: Vec<PathBuf>,
+    /// Like --exclude-file, ignoring case.
+    #[arg(long = "iexclude-file", value_name = "FILE", help_heading = "Selection")]
+    pub iexclude_files: Vec<PathBuf>,
+    /// Leave out the contents of directories holding a valid CACHEDIR.TAG (the tag is kept).
+    #[arg(long, help_heading = "Selection")]
+    pub exclude_caches: bool,
+    /// Leave out the contents of directories holding NAME (starting with CONTENT if given; repeatable).
+    #[arg(long, value_name = "NAME[:CONTENT]", help_heading = "Selection")]
+    pub exclude_if_present: Vec<String>,
+    /// Leave out files larger than SIZE (e.g. 2G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = "Selection")]
+    pub exclude_larger_than: Option<u64>,
+    /// Do not cross into other file systems or bind mounts (paths given are always read).
+    #[arg(long, short = 'x', help_heading = "Selection")]
+    pub one_file_system: bool,
+    /// Back up the paths listed in FILE, one a line (# comments; - for stdin; repeatable).
+    #[arg(long, value_name = "FILE", help_heading = "Selection")]
+    pub files_from: Vec<PathBuf>,
+    /// Back up the paths listed in FILE, NUL-separated (as find -print0 writes; repeatable).
+    #[arg(long, value_name = "FILE", help_heading = "Selection")]
+    pub files_from0: Vec<PathBuf>,
+    /// List what would be read and count what would be backed up; write nothing.
+    #[arg(long, short = 'n', conflicts_with = "any_stream")]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]
@@ -260,9 +376,18 @@ pub struct RestoreArgs {
     /// Directory to restore into (created if missing).
     #[arg(long, short = 't')]
     pub target: PathBuf,
-    /// Restore only this snapshot path and what is below it (repeatable).
-    #[arg(long = "include", short = 'i', value_name = "PATH")]
+    /// Restore only what matches PATTERN (a path or a gitignore-style pattern) and what is below it (repeatable).
+    #[arg(long = "include", short = 'i', value_name = "PATTERN")]
     pub includes: Vec<String>,
+    /// Like --include, ignoring case.
+    #[arg(long = "iinclude", value_name = "PATTERN")]
+    pub iincludes: Vec<String>,
+    /// Do not restore what matches PATTERN, nor anything below it (repeatable).
+    #[arg(long = "exclude", short = 'e', value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+    /// Like --exclude, ignoring case.
+    #[arg(long = "iexclude", value_name = "PATTERN")]
+    pub iexcludes: Vec<String>,
     /// Restore into a non-empty target, replacing entries in the way.
     #[arg(long)]
     pub overwrite: bool,
@@ -294,6 +419,9 @@ pub struct MountArgs {
 pub struct CatArgs {
     /// SNAPSHOT:PATH, e.g. latest:/etc/hosts
     pub target: String,
+    /// restic's spelling `cat latest /path`: refused with a hint.
+    #[arg(hide = true)]
+    pub extra: Option<String>,
     #[command(flatten)]
     pub filter: FilterArgs,
 }
@@ -314,6 +442,36 @@ pub struct CheckArgs {
     /// Read every pack and re-hash every blob.
     #[arg(long)]
     pub read_data: bool,
+    /// Read one share of the packs: n/m (group n of m) or P% (the next group of 100/P on each run,
+    /// so a daily cron job reads every pack over the cycle).
+    #[arg(long, value_name = "n/m|P%", conflicts_with = "read_data", value_parser = parse_subset)]
+    pub read_data_subset: Option<Subset>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Subset {
+    /// Group `.0` (from 1) of `.1`.
+    Group(u32, u32),
+    /// This share of the packs, rotating from run to run.
+    Percent(f64),
+}
+
+pub fn parse_subset(s: &str) -> Result<Subset, String> {
+    if let Some((n, m)) = s.split_once('/') {
+        let (n, m): (u32, u32) = match (n.trim().parse(), m.trim().parse()) {
+            (Ok(n), Ok(m)) => (n, m),
+            _ => return Err(format!("{s:?} is not n/m like 1/20")),
+        };
+        if m == 0 || n == 0 || n > m {
+            return Err(format!("{s:?}: n/m needs 1 <= n <= m"));
+        }
+        return Ok(Subset::Group(n, m));
+    }
+    let p = parse_percent(s)?;
+    if p <= 0.0 {
+        return Err(format!("{s:?}: the share must be more than 0%"));
+    }
+    Ok(Subset::Percent(p))
 }
 
 #[derive(Subcommand, Debug)]
@@ -374,6 +532,23 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
         return Err(format!("{s:?} is not between 0% and 100%"));
     }
     Ok(v / 100.0)
+}
+
+/// Times as RFC 3339, `YYYY-MM-DD` (midnight) or `YYYY-MM-DD HH:MM[:SS]`, UTC.
+pub fn parse_loose_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    for f in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, f) {
+            return Ok(t.and_utc());
+        }
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| format!("{s:?} is not a time like 2026-07-24, \"2026-07-24 12:00\" or 2026-07-24T12:00:00Z"))
 }
 
 pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {

@@ -1,8 +1,19 @@
 //! `arc`: the command-line front end. It owns all output: human tables and
 //! progress on a terminal, JSON with --json, warnings and errors on stderr,
-//! and the exit codes (0 ok, 1 error, 3 incomplete snapshot).
+//! and the exit codes (0 ok, 1 error, 2 usage error, 3 incomplete snapshot).
+
+/// `println!` that returns the write error instead of panicking: a closed
+/// stdout (`arc snapshots | head -2`) travels up as an io::Error and
+/// [`main`] ends the command normally, with every lock released on the way.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
 
 mod args;
+mod backup_progress;
 mod cmd;
 mod ui;
 
@@ -14,6 +25,9 @@ use clap::Parser;
 
 /// Exit code for a snapshot that was written without some unreadable files.
 pub const EXIT_INCOMPLETE: u8 = 3;
+
+/// Exit code for a usage error (clap's, and arc's own after parsing).
+pub const EXIT_USAGE: u8 = 2;
 
 /// glibc raises its mmap threshold after large blocks are freed, after
 /// which pack-sized buffers come from the heap and are never returned:
@@ -58,6 +72,9 @@ fn main() -> ExitCode {
             match ui::hint(&err) {
                 Some(hint) => eprintln!("arc: error: {}; {hint}", ui::one_line(&err)),
                 None => eprintln!("arc: error: {}", ui::one_line(&err)),
+            }
+            if err.downcast_ref::<cmd::Usage>().is_some() {
+                return ExitCode::from(EXIT_USAGE);
             }
             ExitCode::from(1)
         }

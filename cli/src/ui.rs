@@ -61,11 +61,6 @@ impl CliProgress {
         CliProgress { bar, files: AtomicU64::new(0), warnings: AtomicU64::new(0) }
     }
 
-    /// The bar, for output that must be printed above it.
-    pub fn bar(&self) -> Option<ProgressBar> {
-        self.bar.clone()
-    }
-
     pub fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();

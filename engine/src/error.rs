@@ -58,8 +58,14 @@ pub enum Error {
     #[error("snapshot id prefix {prefix:?} is ambiguous: it matches {}", candidates.join(", "))]
     AmbiguousSnapshot { prefix: String, candidates: Vec<String> },
 
-    #[error("{path:?} does not exist in snapshot {snapshot}")]
-    PathNotInSnapshot { snapshot: String, path: String },
+    /// `closest` is the deepest directory of `path` that the snapshot has.
+    #[error("{path:?} does not exist in snapshot {snapshot} (the closest path that does is {closest:?})")]
+    PathNotInSnapshot { snapshot: String, path: String, closest: String },
+
+    /// `latest:PATH` where none of the `searched` snapshots holds PATH;
+    /// `closest` is the deepest existing directory of it, in `snapshot`.
+    #[error("{path:?} is in none of the {searched} snapshot(s) searched; the closest path that exists is {closest:?} (in snapshot {snapshot})")]
+    PathInNoSnapshot { path: String, closest: String, snapshot: String, searched: usize },
 
     #[error("{path:?} in snapshot {snapshot} is not a {expected}")]
     WrongEntryKind { snapshot: String, path: String, expected: &'static str },
@@ -83,6 +89,11 @@ pub enum Error {
     /// failed, or reading it did. `detail` says how, in the producer's words.
     #[error("stream {name} failed, no snapshot was written: {detail}")]
     StreamFailed { name: String, detail: String },
+
+    /// A path pattern that cannot be compiled; `origin` says where it was
+    /// given (a file and line, or the option).
+    #[error("{origin}: bad pattern {pattern:?}: {reason}")]
+    BadPattern { origin: String, pattern: String, reason: String },
 
     #[error("invalid {what}: {reason}")]
     InvalidArgument { what: &'static str, reason: String },

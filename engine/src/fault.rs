@@ -1,5 +1,7 @@
-//! Crash points for the fault-injection tests (a test hook; nothing in
-//! normal operation sets it).
+//! Crash points for the fault-injection tests. The hooks exist only in
+//! builds with the `fault-injection` cargo feature (./test.sh enables it for
+//! the e2e tests); in any other build [`step`] and [`pause_before_read`] are
+//! empty and no environment variable is read, so a user cannot trip them.
 //!
 //! Every durable step the engine takes on a repository calls [`step`]: a
 //! temporary file half and fully written, its fsync, its rename, the fsync
@@ -23,80 +25,17 @@
 //! in that window.
 
 use std::fmt::Display;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
-
-pub const KILL_AT_ENV: &str = "ARC_FAULT_KILL_AT";
-pub const TRACE_ENV: &str = "ARC_FAULT_TRACE";
-
-struct Hook {
-    kill_at: Option<u64>,
-    trace: Option<Mutex<File>>,
-    count: AtomicU64,
-}
-
-static HOOK: OnceLock<Option<Hook>> = OnceLock::new();
-
-fn hook() -> Option<&'static Hook> {
-    HOOK.get_or_init(|| {
-        let kill_at = std::env::var(KILL_AT_ENV).ok().and_then(|v| v.trim().parse::<u64>().ok());
-        // A trace that cannot be opened would make the test that asked for
-        // it count nothing and pass vacuously: fail loudly instead. This is
-        // reachable only when the test hook is set.
-        let trace = std::env::var_os(TRACE_ENV).map(|p| {
-            let f = OpenOptions::new().create(true).append(true).open(&p);
-            Mutex::new(f.unwrap_or_else(|e| panic!("{TRACE_ENV}={}: {e}", p.to_string_lossy())))
-        });
-        if kill_at.is_none() && trace.is_none() {
-            return None;
-        }
-        Some(Hook { kill_at, trace, count: AtomicU64::new(0) })
-    })
-    .as_ref()
-}
 
 /// Records that the durable step `what` on `target` has just completed, and
 /// kills the process if it is the chosen one.
 #[inline]
 pub fn step(what: &str, target: &dyn Display) {
-    if let Some(h) = hook() {
+    #[cfg(feature = "fault-injection")]
+    if let Some(h) = hooks::hook() {
         h.step(what, target);
     }
-}
-
-impl Hook {
-    #[cold]
-    fn step(&self, what: &str, target: &dyn Display) {
-        // With a trace, steps are numbered and written under its lock, so
-        // that line N is step N and the step that is killed is always the
-        // last line (two threads could otherwise take numbers N and N+1 and
-        // N+1 be killed before N was written).
-        let _guard;
-        let n = match &self.trace {
-            Some(t) => {
-                let mut f = t.lock().unwrap_or_else(|p| p.into_inner());
-                let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
-                let _ = f.write_all(format!("{n}\t{what}\t{target}\n").as_bytes());
-                _guard = f;
-                n
-            }
-            None => self.count.fetch_add(1, Ordering::SeqCst) + 1,
-        };
-        if self.kill_at == Some(n) {
-            // SAFETY: kill(2) on our own pid; SIGKILL cannot be caught, so
-            // the process ends here.
-            unsafe {
-                libc::kill(libc::getpid(), libc::SIGKILL);
-            }
-            // Not reached: SIGKILL to oneself is delivered before kill(2)
-            // returns. Should it not be, stop this thread from doing more.
-            loop {
-                std::thread::park();
-            }
-        }
-    }
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = (what, target);
 }
 
 /// Test hook, so that tests/e2e/sourcechange.rs can change a source file
@@ -106,24 +45,104 @@ impl Hook {
 /// `<dir>/<file name>.reached` before opening the file and waits (at most
 /// a minute) until `<dir>/<file name>.go` exists. Unset, it costs one
 /// cached environment lookup per backup.
+#[inline]
 pub fn pause_before_read(path: &std::path::Path) {
-    static DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
-    let Some(dir) = DIR.get_or_init(|| std::env::var_os("ARC_TEST_PAUSE_BEFORE_READ").map(std::path::PathBuf::from))
-    else {
-        return;
-    };
-    let Some(name) = path.file_name() else { return };
-    let marker = |suffix: &str| {
-        let mut n = name.to_os_string();
-        n.push(suffix);
-        dir.join(n)
-    };
-    if !marker(".pause").exists() {
-        return;
+    #[cfg(feature = "fault-injection")]
+    hooks::pause_before_read(path);
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = path;
+}
+
+#[cfg(feature = "fault-injection")]
+mod hooks {
+    use std::fmt::Display;
+    use std::fs::{File, OpenOptions};
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Mutex, OnceLock};
+
+    pub const KILL_AT_ENV: &str = "ARC_FAULT_KILL_AT";
+    pub const TRACE_ENV: &str = "ARC_FAULT_TRACE";
+
+    pub(super) struct Hook {
+        kill_at: Option<u64>,
+        trace: Option<Mutex<File>>,
+        count: AtomicU64,
     }
-    let _ = std::fs::write(marker(".reached"), b"");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !marker(".go").exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(5));
+
+    static HOOK: OnceLock<Option<Hook>> = OnceLock::new();
+
+    pub(super) fn hook() -> Option<&'static Hook> {
+        HOOK.get_or_init(|| {
+            let kill_at = std::env::var(KILL_AT_ENV).ok().and_then(|v| v.trim().parse::<u64>().ok());
+            // A trace that cannot be opened would make the test that asked for
+            // it count nothing and pass vacuously: fail loudly instead. This is
+            // reachable only when the test hook is set.
+            let trace = std::env::var_os(TRACE_ENV).map(|p| {
+                let f = OpenOptions::new().create(true).append(true).open(&p);
+                Mutex::new(f.unwrap_or_else(|e| panic!("{TRACE_ENV}={}: {e}", p.to_string_lossy())))
+            });
+            if kill_at.is_none() && trace.is_none() {
+                return None;
+            }
+            Some(Hook { kill_at, trace, count: AtomicU64::new(0) })
+        })
+        .as_ref()
+    }
+
+    impl Hook {
+        #[cold]
+        pub(super) fn step(&self, what: &str, target: &dyn Display) {
+            // With a trace, steps are numbered and written under its lock, so
+            // that line N is step N and the step that is killed is always the
+            // last line (two threads could otherwise take numbers N and N+1 and
+            // N+1 be killed before N was written).
+            let _guard;
+            let n = match &self.trace {
+                Some(t) => {
+                    let mut f = t.lock().unwrap_or_else(|p| p.into_inner());
+                    let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+                    let _ = f.write_all(format!("{n}\t{what}\t{target}\n").as_bytes());
+                    _guard = f;
+                    n
+                }
+                None => self.count.fetch_add(1, Ordering::SeqCst) + 1,
+            };
+            if self.kill_at == Some(n) {
+                // SAFETY: kill(2) on our own pid; SIGKILL cannot be caught, so
+                // the process ends here.
+                unsafe {
+                    libc::kill(libc::getpid(), libc::SIGKILL);
+                }
+                // Not reached: SIGKILL to oneself is delivered before kill(2)
+                // returns. Should it not be, stop this thread from doing more.
+                loop {
+                    std::thread::park();
+                }
+            }
+        }
+    }
+
+    pub(super) fn pause_before_read(path: &std::path::Path) {
+        static DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+        let Some(dir) =
+            DIR.get_or_init(|| std::env::var_os("ARC_TEST_PAUSE_BEFORE_READ").map(std::path::PathBuf::from))
+        else {
+            return;
+        };
+        let Some(name) = path.file_name() else { return };
+        let marker = |suffix: &str| {
+            let mut n = name.to_os_string();
+            n.push(suffix);
+            dir.join(n)
+        };
+        if !marker(".pause").exists() {
+            return;
+        }
+        let _ = std::fs::write(marker(".reached"), b"");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !marker(".go").exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 }

@@ -17,6 +17,7 @@
 pub mod change_cache;
 pub mod chunker;
 pub mod error;
+pub mod exclude;
 pub mod fault;
 pub mod format;
 pub mod id;
@@ -25,9 +26,11 @@ pub mod lock;
 pub mod metadata;
 pub mod ops;
 pub mod packer;
+pub mod patterns;
 pub mod progress;
 pub mod reader;
 pub mod repo;
+pub mod scan;
 pub mod storage;
 #[cfg(test)]
 mod test_data;

@@ -59,13 +59,20 @@ impl LockFile {
 
 /// Held while alive; removes its lock file when dropped.
 pub struct LockGuard {
-    storage: Arc<dyn Storage>,
+    /// None for a lock that was skipped ([`LockGuard::none`]).
+    storage: Option<Arc<dyn Storage>>,
     name: String,
     stop: Option<crossbeam_channel::Sender<()>>,
     refresher: Option<JoinHandle<()>>,
 }
 
 impl LockGuard {
+    /// A guard that holds no lock: for reading a repository whose locks
+    /// are skipped.
+    pub fn none() -> LockGuard {
+        LockGuard { storage: None, name: String::new(), stop: None, refresher: None }
+    }
+
     pub fn acquire(storage: Arc<dyn Storage>, exclusive: bool, operation: &str) -> Result<LockGuard> {
         let now = Utc::now();
         let mut lock = LockFile {
@@ -103,7 +110,7 @@ impl LockGuard {
                 })
                 .ok()
         };
-        Ok(LockGuard { storage, name, stop: Some(stop), refresher })
+        Ok(LockGuard { storage: Some(storage), name, stop: Some(stop), refresher })
     }
 }
 
@@ -164,6 +171,8 @@ impl Drop for LockGuard {
         if let Some(h) = self.refresher.take() {
             let _ = h.join();
         }
-        let _ = self.storage.delete(FileKind::Lock, &self.name);
+        if let Some(storage) = &self.storage {
+            let _ = storage.delete(FileKind::Lock, &self.name);
+        }
     }
 }

@@ -14,6 +14,15 @@ pub trait Progress: Sync {
     fn bytes(&self, _n: u64) {}
     /// Total work, when known up front (restore, check).
     fn total(&self, _files: u64, _bytes: u64) {}
+    /// Backup: the running count of regular files and bytes in the sources
+    /// from the scan beside the backup (see [`crate::scan`]); `complete`
+    /// on the last call, when the totals are final.
+    fn scanned(&self, _files: u64, _bytes: u64, _complete: bool) {}
+    /// Backup: a file is about to be read (the "current file").
+    fn reading(&self, _path: &Path) {}
+    /// Backup: a file unchanged since the parent snapshot, taken from it
+    /// without reading; done as much as a file read.
+    fn unchanged(&self, _path: &Path, _bytes: u64) {}
 }
 
 /// Reports nothing.

@@ -69,11 +69,23 @@ pub struct SnapshotFilter {
 }
 
 impl SnapshotFilter {
+    /// Paths match as recorded, whichever way they are spelled:
+    /// `mysql/shop.sql` (a stream's name as given to --stdin-name) matches
+    /// the recorded `/mysql/shop.sql`, and `/var/www/` matches `/var/www`.
     pub fn matches(&self, s: &SnapshotFile) -> bool {
         (self.hosts.is_empty() || self.hosts.contains(&s.host))
             && self.tags.iter().all(|t| s.tags.contains(t))
-            && self.paths.iter().all(|p| s.paths.contains(p))
+            && self.paths.iter().all(|p| s.paths.iter().any(|q| same_path(p, q)))
     }
+}
+
+/// Two snapshot paths name the same thing: equal once empty and `.`
+/// components are dropped.
+pub fn same_path(a: &str, b: &str) -> bool {
+    fn parts(p: &str) -> impl Iterator<Item = &str> {
+        p.split('/').filter(|c| !c.is_empty() && *c != ".")
+    }
+    parts(a).eq(parts(b))
 }
 
 pub struct Repository {
@@ -88,6 +100,10 @@ pub struct Repository {
     /// A shared read snapshot of the index for blob lookups on the read
     /// path; see [`Repository::lookup_blob`].
     lookup_reader: Mutex<Option<(Instant, Arc<IndexReader>)>>,
+    /// False when shared locks are skipped: the repository cannot be
+    /// written (a read-only disk, another user's repository) or the user
+    /// asked for it. Exclusive locks are never skipped.
+    shared_locks: bool,
 }
 
 /// How long the read path keeps one index read transaction: long enough
@@ -179,15 +195,69 @@ impl Repository {
         Self::open(Arc::new(LocalDir::new(path)), None)
     }
 
-    /// Opens a repository. The index database lives in the repository
-    /// directory for a local repository, else at `index_db`.
-    pub fn open(storage: Arc<dyn Storage>, index_db: Option<PathBuf>) -> Result<Repository> {
+    /// Opens a local repository with its index database under
+    /// `cache_root/<repository id>/`, so that the repository directory holds
+    /// only repository files and a repository that cannot be written (a
+    /// read-only disk, another user's) can still be read.
+    ///
+    /// The file name also carries a hash of the repository's path: a copy of
+    /// a repository (same id, `cp -a`, `rsync`) must never share a cache
+    /// with the original, or a backup into one could dedup against packs
+    /// only the other holds.
+    pub fn open_local_cached(path: &Path, cache_root: &Path) -> Result<Repository> {
+        if !path.join("config").is_file() {
+            return Err(Error::NotARepository { path: path.to_path_buf() });
+        }
+        let storage: Arc<dyn Storage> = Arc::new(LocalDir::new(path));
+        let config = Self::read_config(storage.as_ref())?;
+        let dir = cache_root.join(config.id.to_hex());
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let key = Id::hash(canonical.as_os_str().as_encoded_bytes()).to_hex();
+        let index_path = dir.join(format!("index-{}.redb", &key[..16]));
+        // Before the cache moved out, the index database was REPO/index.redb.
+        // It is only a cache: the new one is built from the index files, and
+        // the old one goes when the repository can be written (an older arc
+        // that still has it open keeps its open file).
+        let legacy = path.join("index.redb");
+        if legacy.is_file() {
+            let _ = std::fs::remove_file(&legacy);
+        }
+        Ok(Self::with_config(storage, config, index_path))
+    }
+
+    fn read_config(storage: &dyn Storage) -> Result<Config> {
         let data = match storage.get(FileKind::Config, "config") {
             Ok(d) => d,
             Err(Error::Missing { .. }) => return Err(Error::NotARepository { path: storage.location().into() }),
             Err(e) => return Err(e),
         };
-        let config = Config::decode(&data)?;
+        Config::decode(&data)
+    }
+
+    fn with_config(storage: Arc<dyn Storage>, config: Config, index_path: PathBuf) -> Repository {
+        Repository {
+            storage,
+            config,
+            index_path,
+            index: OnceLock::new(),
+            index_init: Mutex::new(()),
+            reader: OnceLock::new(),
+            lookup_reader: Mutex::new(None),
+            shared_locks: true,
+        }
+    }
+
+    /// Takes no shared locks from now on (see [`Repository::lock_shared`]):
+    /// for reading a repository that cannot be written, or on request.
+    pub fn skip_shared_locks(&mut self) {
+        self.shared_locks = false;
+    }
+
+    /// Opens a repository. The index database lives in the repository
+    /// directory for a local repository, else at `index_db`.
+    pub fn open(storage: Arc<dyn Storage>, index_db: Option<PathBuf>) -> Result<Repository> {
+        let config = Self::read_config(storage.as_ref())?;
         let index_path = match (index_db, storage.local_path()) {
             (Some(p), _) => p,
             (None, Some(root)) => root.join("index.redb"),
@@ -198,15 +268,7 @@ impl Repository {
                 })
             }
         };
-        Ok(Repository {
-            storage,
-            config,
-            index_path,
-            index: OnceLock::new(),
-            index_init: Mutex::new(()),
-            reader: OnceLock::new(),
-            lookup_reader: Mutex::new(None),
-        })
+        Ok(Self::with_config(storage, config, index_path))
     }
 
     pub fn config(&self) -> &Config {
@@ -231,7 +293,11 @@ impl Repository {
         self.storage.location()
     }
 
+    /// A shared lock, or none at all after [`Repository::skip_shared_locks`].
     pub fn lock_shared(&self, operation: &str) -> Result<LockGuard> {
+        if !self.shared_locks {
+            return Ok(LockGuard::none());
+        }
         LockGuard::acquire(self.storage.clone(), false, operation)
     }
 

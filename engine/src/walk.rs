@@ -5,12 +5,14 @@
 //! with the same name in the parent snapshot's tree, so the consumer can
 //! tell unchanged files without another lookup.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
+use crate::exclude::Excludes;
 use crate::format::tree::{Node, NodeKind};
 use crate::id::Id;
 use crate::index::IndexReader;
@@ -26,6 +28,9 @@ pub(crate) struct ListEnv<'a> {
     pub skip_dir: Option<&'a Path>,
     /// True once the walk is to stop (cancel, or a failure elsewhere).
     pub stopping: &'a (dyn Fn() -> bool + Sync),
+    pub excludes: &'a Excludes,
+    /// Mount points, when `excludes.one_file_system` is set.
+    pub mounts: &'a HashSet<PathBuf>,
 }
 
 /// Where a directory is in the walk: the source's index, then the index of
@@ -48,6 +53,9 @@ pub(crate) struct Child {
     pub(crate) warnings: Vec<String>,
     /// A directory to walk into: false for the repository itself.
     pub(crate) descend: bool,
+    /// A mount point not crossed (one file system): kept as an empty
+    /// directory.
+    pub(crate) mount_point: bool,
 }
 
 /// A directory's entries sorted by name, each stat'ed.
@@ -56,12 +64,16 @@ pub(crate) struct Listing {
     pub(crate) children: Vec<Option<Child>>,
     /// Why it could not be read (fully).
     pub(crate) errors: Vec<String>,
+    /// Entries left out by the excludes (not counting what is below them).
+    pub(crate) excluded: u64,
 }
 
 struct DirJob {
     path: PathBuf,
     /// The directory's tree in the parent snapshot.
     prev_tree: Option<Id>,
+    /// Its device number, to tell mount points below it.
+    dev: u64,
 }
 
 #[derive(Default)]
@@ -95,9 +107,9 @@ impl Drop for StopOnDrop<'_> {
 }
 
 impl DirPool {
-    pub(crate) fn submit(&self, key: WalkKey, path: PathBuf, prev_tree: Option<Id>) {
+    pub(crate) fn submit(&self, key: WalkKey, path: PathBuf, prev_tree: Option<Id>, dev: u64) {
         if let Ok(mut s) = self.state.lock() {
-            s.todo.insert(key, DirJob { path, prev_tree });
+            s.todo.insert(key, DirJob { path, prev_tree, dev });
         }
         self.changed.notify_all();
     }
@@ -197,6 +209,14 @@ fn list_dir(
         }
     }
     entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let excludes = env.excludes;
+    if let Some(marker) = excludes.marker(&job.path, entries.iter().map(|e| e.0.as_os_str())) {
+        let marker = marker.to_os_string();
+        let before = entries.len();
+        entries.retain(|e| e.0 == marker);
+        listing.excluded += (before - entries.len()) as u64;
+    }
+    let mut scratch = Vec::new();
     // A tree that cannot be read only costs change detection: its files
     // are read again.
     let prev_tree = match (job.prev_tree, reader) {
@@ -204,28 +224,50 @@ fn list_dir(
         _ => None,
     };
     listing.children.reserve(entries.len());
-    for (i, (name, e)) in entries.into_iter().enumerate() {
+    for (name, e) in entries {
+        // The key of a subdirectory is its index among the children kept.
+        let i = listing.children.len();
         let path = job.path.join(&name);
         let name = name.as_bytes();
+        if !excludes.patterns.is_empty() {
+            // The type from readdir needs no stat (the file system reports
+            // it in the directory entry), so an excluded entry costs none.
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            if excludes.patterns.matches(path.as_os_str().as_bytes(), is_dir, &mut scratch) {
+                listing.excluded += 1;
+                continue;
+            }
+        }
         let mut warnings = Vec::new();
         let meta = match e.metadata() {
             Ok(m) => m,
             Err(err) => {
                 warnings.push(err.to_string());
-                listing.children.push(Some(Child { path, node: None, prev: None, warnings, descend: false }));
+                let child = Child { path, node: None, prev: None, warnings, descend: false, mount_point: false };
+                listing.children.push(Some(child));
                 continue;
             }
         };
+        if excludes.larger_than.is_some_and(|n| meta.is_file() && meta.len() > n) {
+            listing.excluded += 1;
+            continue;
+        }
         let node = node_from_metadata(name, &path, &meta, owners, &mut warnings);
         let prev = prev_tree.as_ref().and_then(|t| t.find(name)).cloned();
         let mut descend = false;
-        if node.kind == NodeKind::Dir && env.skip_dir != Some(path.as_path()) {
+        let mount_point = node.kind == NodeKind::Dir
+            && excludes.one_file_system
+            && (meta.dev() != job.dev || env.mounts.contains(&path));
+        if mount_point {
+            listing.excluded += 1;
+        } else if node.kind == NodeKind::Dir && env.skip_dir != Some(path.as_path()) {
             descend = true;
             let mut sub = key.clone();
             sub.push(u32::try_from(i).unwrap_or(u32::MAX));
-            subdirs.push((sub, DirJob { path: path.clone(), prev_tree: prev.as_ref().and_then(|p| p.subtree) }));
+            let prev_tree = prev.as_ref().and_then(|p| p.subtree);
+            subdirs.push((sub, DirJob { path: path.clone(), prev_tree, dev: meta.dev() }));
         }
-        listing.children.push(Some(Child { path, node: Some(node), prev, warnings, descend }));
+        listing.children.push(Some(Child { path, node: Some(node), prev, warnings, descend, mount_point }));
     }
     (listing, subdirs)
 }

@@ -439,7 +439,10 @@ fn golden_snapshot() -> SnapshotFile {
             bytes_added_stored: 1234,
             blobs_added: 4,
             errors: 0,
+            entries_excluded: 0,
         },
+        excludes: Vec::new(),
+        original: None,
     }
 }
 

@@ -172,6 +172,8 @@ impl Fx {
             parent: None,
             program_version: "handmade".into(),
             summary: Summary::default(),
+            excludes: Vec::new(),
+            original: None,
         };
         let id = self.repo.save_snapshot(&file).unwrap();
         self.repo.load_snapshot(&id).unwrap()
@@ -367,7 +369,7 @@ fn a_tree_cannot_contain_itself() {
     assert_eq!(res.errors, 1, "{warnings:?}");
     assert!(warnings[0].contains(&forged.to_hex()), "{warnings:?}");
     assert_eq!(fs::read(target.join("e")).unwrap(), b"fine");
-    let report = check(&f.repo, &CheckOptions { read_data: true }, &NoProgress).unwrap();
+    let report = check(&f.repo, &CheckOptions { read_data: true, ..Default::default() }, &NoProgress).unwrap();
     assert!(!report.ok());
     assert!(report.errors.iter().any(|p| p.message.contains(&forged.to_hex())), "{:?}", report.errors);
     assert!(start.elapsed() < Duration::from_secs(30));

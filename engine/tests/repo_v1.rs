@@ -52,7 +52,7 @@ fn frozen_v1_repository_checks_and_restores() {
     let repo = Repository::open_local(&repo_dir).expect("v1 repository opens");
     assert_eq!(repo.config().version, 1);
 
-    let report = check(&repo, &CheckOptions { read_data: true }, &NoProgress).unwrap();
+    let report = check(&repo, &CheckOptions { read_data: true, ..Default::default() }, &NoProgress).unwrap();
     assert!(report.ok(), "check of the frozen repository: {:?}", report.errors);
     assert_eq!(report.snapshots, 2);
 

@@ -18,7 +18,9 @@ pub fn to_errno(e: &VfsError) -> Errno {
         VfsError::Engine(e) => match &**e {
             Error::Io { source, .. } => source.raw_os_error().map_or(Errno::EIO, Errno::from_i32),
             Error::NoSpace { .. } => Errno::ENOSPC,
-            Error::SnapshotNotFound(_) | Error::PathNotInSnapshot { .. } => Errno::ENOENT,
+            Error::SnapshotNotFound(_) | Error::PathNotInSnapshot { .. } | Error::PathInNoSnapshot { .. } => {
+                Errno::ENOENT
+            }
             Error::WrongEntryKind { .. } => Errno::EINVAL,
             Error::Interrupted => Errno::EINTR,
             _ => Errno::EIO,

@@ -370,7 +370,7 @@ fn damaged_or_missing_index_is_reported_and_rebuilt_by_repair_index() {
                 for f in &index_files {
                     fs::remove_file(f).unwrap();
                 }
-                fs::remove_file(fx.env.repo.join("index.redb")).unwrap();
+                fs::remove_file(fx.env.index_db()).unwrap();
             }
         }
         let out = fx.env.arc().arg("check").run().code_is(1);
@@ -384,7 +384,7 @@ fn damaged_or_missing_index_is_reported_and_rebuilt_by_repair_index() {
         if run == 0 {
             // With the database gone too, commands that need the index
             // refuse in one line that says how to rebuild it.
-            fs::remove_file(fx.env.repo.join("index.redb")).unwrap();
+            fs::remove_file(fx.env.index_db()).unwrap();
             let out = fx.env.arc().args(["restore", &fx.snaps[1], "--target"]).arg(fx.env.path("r")).run().failure();
             let line = out.one_line_error();
             assert!(line.contains(&name) && line.contains("arc repair index"), "{line}");
@@ -403,7 +403,7 @@ fn damaged_or_deleted_index_database_is_rebuilt_transparently() {
     for run in 0..3 {
         let fx = setup();
         let before = fx.env.arc().args(["list", "blobs"]).run().success().stdout_str();
-        let db = fx.env.repo.join("index.redb");
+        let db = fx.env.index_db();
         let len = fs::metadata(&db).unwrap().len();
         match run {
             0 => fs::remove_file(&db).unwrap(),

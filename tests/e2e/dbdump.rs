@@ -6,8 +6,8 @@
 //! standard client and compares every table, ordered by id, with the source
 //! as it was when that day was dumped.
 //!
-//! The servers are not optional: CI installs them (.ci/run), and a missing
-//! one fails the test rather than skipping it.
+//! The servers are not optional under CI (./test.sh installs them): a
+//! missing one fails the test there, and is reported as a skip elsewhere.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -21,31 +21,25 @@ use serde_json::Value;
 use crate::command_stream::{assert_check_ok, assert_state_unchanged, error_line, exact_state};
 use crate::util::*;
 
-const INSTALL_HINT: &str =
-    "run .ci/run as root, which installs mariadb-server, postgresql, redis-server and redis-tools";
+const INSTALL_HINT: &str = "./test.sh installs mariadb-server, postgresql, redis-server and redis-tools";
 
-/// A program the test cannot do without: on PATH, or where Debian puts it
-/// (mariadbd is in /usr/sbin, which a non-login PATH may lack).
+fn mariadb() -> [Need; 2] {
+    [Need::Program("mariadbd", "mariadb-server"), Need::Program("mysqldump", "mariadb-client")]
+}
+
+fn redis() -> [Need; 2] {
+    [Need::Program("redis-server", "redis-server"), Need::Program("redis-cli", "redis-tools")]
+}
+
+/// A program the test cannot do without (checked by `require!` first).
 fn need(program: &str) -> PathBuf {
-    which(program)
-        .or_else(|| ["/usr/sbin", "/usr/bin"].iter().map(|d| Path::new(d).join(program)).find(|p| p.is_file()))
-        .unwrap_or_else(|| panic!("`{program}` is not installed: {INSTALL_HINT}"))
+    find_program(program).unwrap_or_else(|| panic!("`{program}` is not installed: {INSTALL_HINT}"))
 }
 
 /// A PostgreSQL server program: the newest version under /usr/lib/postgresql.
 fn pg_bin(program: &str) -> PathBuf {
-    let mut found: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
-            let p = e.path().join("bin").join(program);
-            p.is_file().then_some((version, p))
-        })
-        .collect();
-    found.sort();
-    found.pop().map(|(_, p)| p).unwrap_or_else(|| panic!("no /usr/lib/postgresql/*/bin/{program}: {INSTALL_HINT}"))
+    let p = postgres_bin_dir().map(|d| d.join(program)).filter(|p| p.is_file());
+    p.unwrap_or_else(|| panic!("no /usr/lib/postgresql/*/bin/{program}: {INSTALL_HINT}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -580,6 +574,9 @@ fn assert_day2_small(day1: &Value, day2: &Value, what: &str) {
 
 #[test]
 fn mariadb_dumps_via_stdin_from_command_restore_day_by_day() {
+    if !requirements_met(&mariadb()) {
+        return;
+    }
     let env = TestEnv::new();
     let db = Mariadb::start(&env.path("mariadb"));
     db.fill("shop");
@@ -633,6 +630,7 @@ fn mariadb_dumps_via_stdin_from_command_restore_day_by_day() {
 
 #[test]
 fn postgres_dumps_piped_into_stdin_restore_day_by_day() {
+    require!(Need::Postgres);
     let env = TestEnv::new();
     let db = Postgres::start(&env.path("pg"));
     db.fill("app");
@@ -689,6 +687,9 @@ struct Day {
 
 #[test]
 fn files_and_three_databases_in_one_snapshot_per_day() {
+    let [m1, m2] = mariadb();
+    let [r1, r2] = redis();
+    require!(m1, m2, Need::Postgres, r1, r2);
     let env = TestEnv::new();
     let (maria, pg, redis) =
         (Mariadb::start(&env.path("mariadb")), Postgres::start(&env.path("pg")), Redis::start(&env.path("redis")));

@@ -23,8 +23,7 @@ impl Tmpfs {
     /// Mounts a tmpfs of `mib` MiB on `dir`, or returns None (with a note)
     /// when not root.
     fn mount(dir: &Path, mib: u64) -> Option<Tmpfs> {
-        if !is_root() {
-            eprintln!("SKIP: mounting a tmpfs needs root");
+        if !requirements_met(&[Need::Root]) {
             return None;
         }
         fs::create_dir_all(dir).unwrap();

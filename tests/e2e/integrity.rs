@@ -156,7 +156,7 @@ fn repair_index_rebuilds_an_identical_index() {
     for f in &index_files {
         fs::remove_file(f).unwrap();
     }
-    let _ = fs::remove_file(env.repo.join("index.redb"));
+    let _ = fs::remove_file(env.index_db());
 
     env.arc().args(["repair", "index"]).run().success();
     assert!(!files_under(&index_dir).is_empty(), "repair index wrote no index files");

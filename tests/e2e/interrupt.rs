@@ -110,7 +110,7 @@ fn packs_unknown_to_the_index_are_reused_by_the_next_backup() {
 
     let left = kill_backup_after_packs(&env, &src, 2);
     assert!(files_under(&env.repo.join("index")).is_empty(), "the killed run wrote an index file already");
-    std::fs::remove_file(env.repo.join("index.redb")).expect("remove index.redb");
+    std::fs::remove_file(env.index_db()).expect("remove the index database");
 
     let b = env.backup([&src]);
     let stored = ju64(&b, "summary.bytes_added_stored");

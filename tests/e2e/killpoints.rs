@@ -204,6 +204,7 @@ impl BackupCase {
 
 #[test]
 fn backup_killed_at_every_durable_step() {
+    require!(Need::FaultInjection);
     let env = TestEnv::in_memory();
     // 10 files of ~1 MiB random data with 1 MiB packs: ~12 packs, 70 steps.
     let case = backup_case(&env, 10, MIB, 41_000);
@@ -232,6 +233,7 @@ fn backup_killed_at_every_durable_step() {
 
 #[test]
 fn backup_sigkilled_at_seeded_random_moments() {
+    require!(Need::FaultInjection);
     let env = TestEnv::in_memory();
     let case = backup_case(&env, 12, 2 * MIB, 52_000);
     let repo = env.path("repo-kill");
@@ -318,6 +320,7 @@ fn prune_case(env: &TestEnv) -> PruneCase {
 
 #[test]
 fn prune_killed_at_every_durable_step() {
+    require!(Need::FaultInjection);
     let env = TestEnv::in_memory();
     let case = prune_case(&env);
     let kept: BTreeSet<String> = case.kept.iter().map(|(id, _)| id.clone()).collect();
@@ -373,6 +376,7 @@ fn prune_killed_at_every_durable_step() {
 
 #[test]
 fn forget_killed_at_every_durable_step() {
+    require!(Need::FaultInjection);
     const GENS: u64 = 28;
     let env = TestEnv::in_memory();
     let base = env.path("base");

@@ -3,8 +3,8 @@
 //! the mount), the time/ and at/ views, read-only behaviour, snapshots that
 //! appear while mounted, damaged data, and clean unmounting.
 //!
-//! These tests really mount, so they need /dev/fuse and root; otherwise
-//! they print why they are skipped and pass. A failing test still unmounts:
+//! These tests really mount, so they need /dev/fuse and root (`require!`:
+//! skipped with a note outside CI, failed under CI). A failing test still unmounts:
 //! [`Mounted`]'s Drop stops `arc mount` and runs `fusermount3 -u -z`.
 
 use std::ffi::OsStr;
@@ -17,29 +17,8 @@ use std::time::Duration;
 use crate::fixture::build_full;
 use crate::util::*;
 
-fn skip_reason() -> Option<&'static str> {
-    if std::env::var_os("ARC_SKIP_FUSE").is_some() {
-        Some("ARC_SKIP_FUSE is set")
-    } else if !Path::new("/dev/fuse").exists() {
-        Some("/dev/fuse is missing")
-    } else if !is_root() {
-        Some("FUSE tests need root here (/dev/fuse is root-only)")
-    } else {
-        None
-    }
-}
-
-macro_rules! require_fuse {
-    () => {
-        if let Some(why) = skip_reason() {
-            eprintln!("SKIP: {why}");
-            return;
-        }
-    };
-}
-
 /// Is `path` a mount point (per /proc/self/mountinfo)?
-fn is_mount_point(path: &Path) -> bool {
+pub(crate) fn is_mount_point(path: &Path) -> bool {
     let want = path.to_string_lossy().replace(' ', "\\040");
     fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
@@ -48,14 +27,14 @@ fn is_mount_point(path: &Path) -> bool {
 }
 
 /// A running `arc mount` (TZ=UTC, so names are predictable).
-struct Mounted {
+pub(crate) struct Mounted {
     child: Option<Running>,
     mnt: PathBuf,
 }
 
 impl Mounted {
     #[track_caller]
-    fn start(env: &TestEnv, mnt: &Path) -> Mounted {
+    pub(crate) fn start(env: &TestEnv, mnt: &Path) -> Mounted {
         fs::create_dir_all(mnt).unwrap();
         let mnt = fs::canonicalize(mnt).unwrap();
         let child = env.arc().env("TZ", "UTC").arg("mount").arg(&mnt).timeout(Duration::from_secs(120)).spawn();
@@ -75,13 +54,13 @@ impl Mounted {
         m
     }
 
-    fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+    pub(crate) fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
         self.mnt.join(rel)
     }
 
     /// SIGTERM, as Ctrl-C would; `arc mount` must unmount and exit 0.
     #[track_caller]
-    fn stop(mut self) -> Output {
+    pub(crate) fn stop(mut self) -> Output {
         let c = self.child.take().expect("running");
         c.signal(libc::SIGTERM);
         let out = c.wait();
@@ -113,7 +92,7 @@ fn errno_of(r: std::io::Result<impl Sized>) -> Option<i32> {
 
 #[test]
 fn mount_shows_every_file_type_and_cp_a_reproduces_it() {
-    require_fuse!();
+    require!(Need::Fuse);
     let env = TestEnv::new();
     let src = env.path("src");
     let fx = build_full(&src, 0);
@@ -197,7 +176,7 @@ fn backup_at(env: &TestEnv, src: &Path, marker: &str, time: &str, tags: &[&str])
 
 #[test]
 fn time_at_tags_views_and_new_snapshots_while_mounted() {
-    require_fuse!();
+    require!(Need::Fuse);
     let env = TestEnv::new();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -289,7 +268,7 @@ fn time_at_tags_views_and_new_snapshots_while_mounted() {
 
 #[test]
 fn damaged_chunk_is_eio_for_that_file_only_and_names_the_pack() {
-    require_fuse!();
+    require!(Need::Fuse);
     let env = TestEnv::new();
     let src = env.path("src");
     write_random_file(&src.join("damaged.bin"), 3 * MIB, 71);
@@ -336,7 +315,7 @@ fn damaged_chunk_is_eio_for_that_file_only_and_names_the_pack() {
 
 #[test]
 fn damaged_tree_is_eio_for_that_directory_only() {
-    require_fuse!();
+    require!(Need::Fuse);
     let env = TestEnv::new();
     let src = env.path("src");
     // Enough long names that many/'s tree is bigger than a frame (256 KiB)
@@ -421,10 +400,7 @@ fn mount_refuses_unusable_mount_points_in_one_line() {
 /// permissions enforced, and unmounts cleanly on SIGTERM.
 #[test]
 fn ordinary_user_mounts_through_fusermount3() {
-    require_fuse!();
-    if which("fusermount3").is_none() || which("setpriv").is_none() {
-        panic!("fusermount3 and setpriv are needed; .ci/run installs fuse3 and util-linux");
-    }
+    require!(Need::Fuse, Need::Program("fusermount3", "fuse3"), Need::Program("setpriv", "util-linux"));
     let env = TestEnv::new();
     let src = env.path("src");
     fs::create_dir_all(src.join("dir")).unwrap();

@@ -192,6 +192,7 @@ fn forget_with_prune_and_its_dry_run() {
 /// finishes and ends with the same space as an uninterrupted prune.
 #[test]
 fn prune_killed_after_each_step_leaves_a_valid_repository_and_a_rerun_finishes() {
+    require!(Need::FaultInjection);
     let env = TestEnv::new();
     let h = build_history(&env);
     let clean = env.path("clean");

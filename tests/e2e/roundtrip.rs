@@ -79,10 +79,7 @@ fn full_fixture_backup_and_restore_preserve_everything() {
 
 #[test]
 fn full_fixture_dump_extracts_equal_with_gnu_tar() {
-    if which("tar").is_none() {
-        eprintln!("skipped: GNU tar not installed");
-        return;
-    }
+    require!(Need::Program("tar", "tar"));
     let env = TestEnv::new();
     let fx = build_full(&env.path("src"), BIG);
     env.init();

@@ -29,6 +29,7 @@ enum Change {
 
 #[test]
 fn files_changed_between_walk_and_read_are_stored_as_read_with_a_warning() {
+    require!(Need::FaultInjection);
     let env = TestEnv::new();
     let src = env.path("src");
     let hooks = env.path("hooks");

@@ -21,10 +21,7 @@ fn chown_tree(p: &Path, uid: u32) {
 
 #[test]
 fn unreadable_file_and_directory_give_exit_3_and_a_partial_snapshot() {
-    if !is_root() || which("setpriv").is_none() {
-        eprintln!("skipped: needs root and setpriv");
-        return;
-    }
+    require!(Need::Root, Need::Program("setpriv", "util-linux"));
     let env = TestEnv::new();
     // nobody must be able to traverse to everything it should read.
     chmod(&env.root, 0o755);
@@ -60,7 +57,20 @@ fn unreadable_file_and_directory_give_exit_3_and_a_partial_snapshot() {
             out.describe()
         );
     }
+    // With --json, each unreadable item is also a restic-style `error`
+    // line on stdout: the item and why.
+    let errors: Vec<serde_json::Value> =
+        out.json_lines().into_iter().filter(|v| v["message_type"] == "error").collect();
+    for culprit in ["secret.bin", "locked"] {
+        let item = src.join(culprit).to_string_lossy().into_owned();
+        assert!(
+            errors.iter().any(|e| e["item"] == item.as_str()
+                && e["error"]["message"].as_str().is_some_and(|m| m.contains("Permission denied"))),
+            "no JSON error for {item}: {errors:?}"
+        );
+    }
     let b = out.json();
+    assert_eq!(b["message_type"], "summary", "{b:#}");
     assert!(ju64(&b, "summary.errors") >= 2, "errors in summary: {b:#}");
     assert_eq!(b["incomplete"], serde_json::Value::Bool(true), "{b:#}");
     let id = jstr(&b, "short_id").to_string();

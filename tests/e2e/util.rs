@@ -38,6 +38,106 @@ pub fn which(name: &str) -> Option<PathBuf> {
 }
 
 // ---------------------------------------------------------------------------
+// What a test needs from the machine
+// ---------------------------------------------------------------------------
+
+/// Something a test cannot run without. Under CI (the `CI` environment
+/// variable set and not empty) a missing one fails the test; otherwise the
+/// test is skipped and says so with a `SKIP: <test>: <reason>` line that
+/// `./test.sh` counts into its closing line.
+pub enum Need {
+    Root,
+    /// /dev/fuse and the right to open it (root here).
+    Fuse,
+    /// A program on PATH (or in /usr/sbin, /usr/bin); the second field names
+    /// the Debian package that provides it.
+    Program(&'static str, &'static str),
+    /// A PostgreSQL server under /usr/lib/postgresql/*/bin (Debian's layout).
+    Postgres,
+    /// The `arc` binary was built with the `fault-injection` feature, which
+    /// compiles in the test-only hooks (ARC_FAULT_*, ARC_TEST_*).
+    FaultInjection,
+}
+
+impl Need {
+    /// Why the need is not met, or None.
+    fn missing(&self) -> Option<String> {
+        match self {
+            Need::Root if !is_root() => Some("needs root".into()),
+            Need::Fuse if std::env::var_os("ARC_SKIP_FUSE").is_some() => Some("ARC_SKIP_FUSE is set".into()),
+            Need::Fuse if !Path::new("/dev/fuse").exists() => Some("/dev/fuse is missing".into()),
+            Need::Fuse if !is_root() => Some("FUSE tests need root (/dev/fuse is root-only here)".into()),
+            Need::Program(p, pkg) if find_program(p).is_none() => {
+                Some(format!("`{p}` is not installed (apt-get install {pkg})"))
+            }
+            Need::Postgres if postgres_bin_dir().is_none() => {
+                Some("no PostgreSQL server under /usr/lib/postgresql (apt-get install postgresql)".into())
+            }
+            Need::FaultInjection if !cfg!(feature = "fault-injection") => {
+                Some("arc was built without the fault-injection feature (./test.sh builds with it)".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Finds a program on PATH, or where Debian puts it (mariadbd is in
+/// /usr/sbin, which a non-login PATH may lack).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    which(name).or_else(|| ["/usr/sbin", "/usr/bin"].iter().map(|d| Path::new(d).join(name)).find(|p| p.is_file()))
+}
+
+/// The bin directory of the newest PostgreSQL under /usr/lib/postgresql.
+pub fn postgres_bin_dir() -> Option<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").is_file().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, p)| p)
+}
+
+fn under_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// True when every need is met. Otherwise: under CI the test fails here;
+/// outside CI the skip is reported (bypassing the test harness's output
+/// capture, so that it shows for passing tests too) and false is returned,
+/// for the test to return at once. Use through [`require!`].
+pub fn requirements_met(needs: &[Need]) -> bool {
+    let reasons: Vec<String> = needs.iter().filter_map(Need::missing).collect();
+    if reasons.is_empty() {
+        return true;
+    }
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("?");
+    let reasons = reasons.join(", ");
+    if under_ci() {
+        panic!("{test}: {reasons} (CI is set, so this fails instead of skipping; ./test.sh installs what is needed)");
+    }
+    let _ = writeln!(std::io::stderr(), "SKIP: {test}: {reasons}");
+    false
+}
+
+/// Returns from the calling test, reported as skipped, unless every need
+/// is met (under CI it fails instead): `require!(Need::Root, Need::Fuse);`.
+#[macro_export]
+macro_rules! require {
+    ($($need:expr),+ $(,)?) => {
+        if !$crate::util::requirements_met(&[$($need),+]) {
+            return;
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------
 // Running commands
 // ---------------------------------------------------------------------------
 
@@ -54,6 +154,7 @@ pub struct TestCommand {
     envs: Vec<(OsString, Option<OsString>)>,
     stdin: StdinSource,
     stdout_file: Option<PathBuf>,
+    stdout_closed: bool,
     cwd: Option<PathBuf>,
     run_as_nobody: bool,
     timeout: Duration,
@@ -67,6 +168,7 @@ impl TestCommand {
             envs: Vec::new(),
             stdin: StdinSource::Null,
             stdout_file: None,
+            stdout_closed: false,
             cwd: None,
             run_as_nobody: false,
             timeout: Duration::from_secs(600),
@@ -110,6 +212,13 @@ impl TestCommand {
     /// Sends stdout to a file instead of capturing it (large outputs).
     pub fn stdout_to(mut self, path: impl Into<PathBuf>) -> Self {
         self.stdout_file = Some(path.into());
+        self
+    }
+
+    /// Stdout is a pipe whose reading end is already closed: every write
+    /// fails with EPIPE, as when `head` has read what it wanted.
+    pub fn stdout_closed(mut self) -> Self {
+        self.stdout_closed = true;
         self
     }
 
@@ -175,6 +284,11 @@ impl TestCommand {
         };
         match &self.stdout_file {
             Some(p) => cmd.stdout(File::create(p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()))),
+            None if self.stdout_closed => {
+                let (reader, writer) = std::io::pipe().expect("pipe");
+                drop(reader);
+                cmd.stdout(writer)
+            }
             None => cmd.stdout(Stdio::piped()),
         };
         cmd.stderr(Stdio::piped());
@@ -365,8 +479,23 @@ impl Output {
     }
 
     #[track_caller]
+    /// The JSON value on stdout; when there are several lines (a backup's
+    /// status lines before its summary), the last one.
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON: {e}\n{}", self.describe()))
+        let lines = self.json_lines();
+        lines.last().cloned().unwrap_or_else(|| panic!("no JSON on stdout\n{}", self.describe()))
+    }
+
+    /// Every line of stdout parsed as one compact JSON value.
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.stdout_str()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("stdout line is not one JSON value: {e}: {l}\n{}", self.describe()))
+            })
+            .collect()
     }
 }
 
@@ -429,6 +558,18 @@ impl TestEnv {
 
     pub fn arc_at(&self, repo: &Path) -> TestCommand {
         self.cmd().arg("--repo").arg(repo)
+    }
+
+    /// The index database (a cache) of `self.repo`: under
+    /// `$XDG_CACHE_HOME/arc/<repository id>/`, never in the repository.
+    pub fn index_db(&self) -> PathBuf {
+        let cache = self.home.join(".cache/arc");
+        let dbs: Vec<PathBuf> =
+            files_under(&cache).into_iter().filter(|p| p.extension() == Some(OsStr::new("redb"))).collect();
+        match dbs.as_slice() {
+            [one] => one.clone(),
+            other => panic!("expected one index database under {}, found {other:?}", cache.display()),
+        }
     }
 
     pub fn init(&self) {

@@ -1,15 +1,23 @@
 use anyhow::{anyhow, Context, Result};
-use arc_engine::ops::backup::{backup, check_sources, BackupOptions};
+use arc_engine::ops::backup::{backup, check_sources, BackupOptions, DryRunFile, FileChange};
 use arc_engine::repo::InitOptions;
 use arc_engine::{Id, Repository};
 
 use super::command_stream::{self, StderrOut};
 use super::stdin_stream;
-use super::Env;
+use super::{select, Env};
 use crate::args::BackupArgs;
+use crate::backup_progress::BackupProgress;
 use crate::ui::{size, CliProgress};
 
-pub fn run(env: &Env, a: BackupArgs) -> Result<u8> {
+pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
+    // Patterns and lists are read first: a bad one stops arc before
+    // anything is read or written.
+    let excludes = select::backup_excludes(&a)?;
+    a.paths.extend(select::files_from(&a.files_from, &a.files_from0)?);
+    if a.paths.is_empty() && (!a.files_from.is_empty() || !a.files_from0.is_empty()) {
+        return Err(anyhow!("the --files-from lists name no path"));
+    }
     let stdin_stream = a.stdin || a.stdin_from_command.is_some();
     if a.paths.is_empty() && !stdin_stream && a.command_streams.is_empty() {
         return Err(anyhow!("nothing to back up: give paths, --stdin, --stdin-from-command or --command-stream"));
@@ -19,6 +27,9 @@ pub fn run(env: &Env, a: BackupArgs) -> Result<u8> {
         if std::fs::symlink_metadata(p).is_err() {
             return Err(anyhow!("{}: no such file or directory", p.display()));
         }
+    }
+    if a.dry_run {
+        return dry_run(env, a, excludes);
     }
     // Stream names are checked before any dump command runs.
     let mut names: Vec<&str> = Vec::new();
@@ -47,14 +58,12 @@ pub fn run(env: &Env, a: BackupArgs) -> Result<u8> {
         streams.push(stdin_stream::source(a.stdin_name.clone(), a.allow_empty));
     }
 
-    let repo = if env.is_default && !env.repo_path.join("config").exists() {
-        let repo = Repository::init_local(&env.repo_path, &InitOptions::default())
+    if env.is_default && !env.repo_path.join("config").exists() {
+        Repository::init_local(&env.repo_path, &InitOptions::default())
             .with_context(|| format!("cannot create the default repository at {}", env.repo_path.display()))?;
         eprintln!("arc: created repository at {}", env.repo_path.display());
-        repo
-    } else {
-        env.open()?
-    };
+    }
+    let repo = env.open()?;
     let parent = match &a.parent {
         Some(spec) => Some(repo.find_snapshot(spec, &Default::default())?.id),
         None => None,
@@ -68,16 +77,34 @@ pub fn run(env: &Env, a: BackupArgs) -> Result<u8> {
         parent,
         force_read: a.force_read,
         cancel: Some(env.cancel.clone()),
+        excludes,
     };
-    let progress = CliProgress::new(env.quiet, "backup");
+    let mut progress = BackupProgress::new(env.quiet, env.json, names.len() as u64);
     stderr_out.set_bar(progress.bar());
     let result = backup(&repo, opts, &progress);
     progress.finish();
     let result = result?;
     let s = &result.snapshot.summary;
     if env.json {
+        let secs = match (s.backup_start, s.backup_end) {
+            (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
+            _ => 0.0,
+        };
+        // restic's summary fields where restic has them; arc's own summary
+        // (as in `snapshots --json`) under "summary".
         super::print_json(&serde_json::json!({
             "message_type": "summary",
+            "files_new": s.files_new,
+            "files_changed": s.files_changed,
+            "files_unmodified": s.files_unchanged,
+            "data_blobs": s.blobs_added,
+            "data_added": s.bytes_added,
+            "data_added_packed": s.bytes_added_stored,
+            "total_files_processed": s.total_files,
+            "total_bytes_processed": s.total_bytes,
+            "total_duration": secs,
+            "backup_start": s.backup_start,
+            "backup_end": s.backup_end,
             "snapshot_id": result.snapshot_id,
             "short_id": result.snapshot_id.short(),
             "parent": result.snapshot.parent.map(|p: Id| p.to_hex()),
@@ -85,6 +112,7 @@ pub fn run(env: &Env, a: BackupArgs) -> Result<u8> {
             "paths": result.snapshot.paths,
             "tags": result.snapshot.tags,
             "summary": s,
+            "excludes": result.snapshot.excludes,
             "incomplete": result.warnings > 0,
         }))?;
     } else {
@@ -92,18 +120,33 @@ pub fn run(env: &Env, a: BackupArgs) -> Result<u8> {
             (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
             _ => 0.0,
         };
-        println!(
-            "files: {} new, {} changed, {} unchanged; {} dirs",
-            s.files_new, s.files_changed, s.files_unchanged, s.dirs
-        );
-        println!(
-            "read {}, added {} ({} stored) in {:.1}s",
-            size(s.bytes_read),
-            size(s.bytes_added),
-            size(s.bytes_added_stored),
-            secs
-        );
-        println!("snapshot {} saved", result.snapshot_id.short());
+        outln!(
+            "files: {} new, {} changed, {} unchanged; {} dirs{}",
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            s.dirs,
+            excluded_note(s.entries_excluded)
+        )?;
+        if s.bytes_read == 0 {
+            // Nothing was read: what was added is the snapshot's directory
+            // trees (new times, a new directory), not file data.
+            outln!(
+                "read nothing (no file changed); added {} of metadata, directory trees ({} stored) in {:.1}s",
+                size(s.bytes_added),
+                size(s.bytes_added_stored),
+                secs
+            )?;
+        } else {
+            outln!(
+                "read {}, added {} ({} stored) in {:.1}s",
+                size(s.bytes_read),
+                size(s.bytes_added),
+                size(s.bytes_added_stored),
+                secs
+            )?;
+        }
+        outln!("snapshot {} saved", result.snapshot_id.short())?;
     }
     if result.warnings > 0 {
         eprintln!(
@@ -114,4 +157,89 @@ pub fn run(env: &Env, a: BackupArgs) -> Result<u8> {
         return Ok(crate::EXIT_INCOMPLETE);
     }
     Ok(0)
+}
+
+fn excluded_note(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!("; {n} excluded")
+    }
+}
+
+/// `arc backup --dry-run`: the files a backup would read, and its counts.
+fn dry_run(env: &Env, a: BackupArgs, excludes: arc_engine::exclude::Excludes) -> Result<u8> {
+    let repo = env.open()?;
+    let parent = match &a.parent {
+        Some(spec) => Some(repo.find_snapshot(spec, &Default::default())?.id),
+        None => None,
+    };
+    let opts = BackupOptions {
+        paths: a.paths,
+        host: a.host,
+        parent,
+        force_read: a.force_read,
+        cancel: Some(env.cancel.clone()),
+        excludes,
+        ..Default::default()
+    };
+    let json = env.json;
+    // Printed as found, from the walk's thread: the list can be long.
+    let out = std::sync::Mutex::new(Ok(()));
+    let on_file = |f: &DryRunFile| {
+        let Ok(mut res) = out.lock() else { return };
+        if res.is_err() {
+            return;
+        }
+        *res = if json {
+            super::print_json_line(&DryRunItem {
+                message_type: "verbose_status",
+                action: f.change,
+                item: &f.path,
+                data_size: f.size,
+            })
+        } else {
+            let mark = if f.change == FileChange::New { '+' } else { 'M' };
+            use std::io::Write;
+            writeln!(std::io::stdout().lock(), "{mark} {}  ({})", f.path.display(), size(f.size)).map_err(Into::into)
+        };
+    };
+    let progress = CliProgress::new(env.quiet || !json, "dry run");
+    let summary = arc_engine::ops::backup::dry_run(&repo, opts, &progress, &on_file);
+    progress.finish();
+    out.into_inner().unwrap_or(Ok(()))?;
+    let s = summary?;
+    if json {
+        super::print_json_line(&DryRunSummary { message_type: "summary", dry_run: true, summary: &s })?;
+    } else {
+        println!(
+            "dry run: would read {} in {} files ({} new, {} changed, {} unchanged); {} dirs{}; nothing written",
+            size(s.bytes_read),
+            s.files_new + s.files_changed,
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            s.dirs,
+            excluded_note(s.entries_excluded)
+        );
+    }
+    Ok(if s.errors > 0 { crate::EXIT_INCOMPLETE } else { 0 })
+}
+
+/// A file a dry run would read (docs/json.md).
+#[derive(serde::Serialize)]
+struct DryRunItem<'a> {
+    message_type: &'static str,
+    action: FileChange,
+    item: &'a std::path::Path,
+    data_size: u64,
+}
+
+/// The last line of a dry run (docs/json.md).
+#[derive(serde::Serialize)]
+struct DryRunSummary<'a> {
+    message_type: &'static str,
+    dry_run: bool,
+    #[serde(flatten)]
+    summary: &'a arc_engine::format::snapshot::Summary,
 }

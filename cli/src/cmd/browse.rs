@@ -4,9 +4,9 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::{anyhow, Context, Result};
 use arc_engine::format::tree::{Node, NodeKind};
-use arc_engine::ops::tree_walk::{self, Located};
+use arc_engine::ops::browse;
 
-use super::{find_snapshot, split_target, Env};
+use super::{split_target, usage, Env};
 use crate::args::{CatArgs, DumpArgs, LsArgs};
 
 fn kind_char(k: NodeKind) -> char {
@@ -75,10 +75,7 @@ fn node_json(path: &[u8], n: &Node) -> serde_json::Value {
 }
 
 pub fn ls(env: &Env, a: LsArgs) -> Result<u8> {
-    let repo = env.open()?;
-    let snap = find_snapshot(&repo, &a.snapshot, &a.filter)?;
-    let located = tree_walk::locate(&repo, &snap, &a.path)?;
-    let base = tree_walk::split_path(&a.path)?.join(&b'/');
+    let repo = env.open_read()?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut json = Vec::new();
     let mut emit = |p: &[u8], n: &Node| -> arc_engine::Result<()> {
@@ -107,28 +104,8 @@ pub fn ls(env: &Env, a: LsArgs) -> Result<u8> {
         };
         res.map_err(|e| arc_engine::Error::io("<stdout>", e))
     };
-    let list_tree = |tree: arc_engine::Id, emit: &mut dyn FnMut(&[u8], &Node) -> arc_engine::Result<()>| {
-        if a.recursive {
-            tree_walk::walk(&repo, &tree, &base, emit, &mut |_, _| Ok(()))
-        } else {
-            for n in repo.load_tree(&tree)?.nodes {
-                let mut p = base.clone();
-                if !p.is_empty() {
-                    p.push(b'/');
-                }
-                p.extend_from_slice(&n.name);
-                emit(&p, &n)?;
-            }
-            Ok(())
-        }
-    };
-    match &located {
-        Located::Root(tree) => list_tree(*tree, &mut emit)?,
-        Located::Node(n) => match (n.kind, n.subtree) {
-            (NodeKind::Dir, Some(tree)) => list_tree(tree, &mut emit)?,
-            _ => emit(&base, n)?,
-        },
-    }
+    let opts = browse::LsOptions { recursive: a.recursive };
+    browse::ls(&repo, &a.snapshot, &a.filter.clone().into(), &a.path, opts, &mut emit)?;
     if env.json {
         super::print_json(&json)?;
     }
@@ -137,24 +114,16 @@ pub fn ls(env: &Env, a: LsArgs) -> Result<u8> {
 }
 
 pub fn cat(env: &Env, a: CatArgs) -> Result<u8> {
+    if let Some(path) = &a.extra {
+        return Err(usage(format!(
+            "arc cat takes one argument, SNAPSHOT:PATH: `arc cat {}:{path}`",
+            a.target.trim_end_matches(':')
+        )));
+    }
     let (spec, path) = split_target(&a.target, false)?;
-    let repo = env.open()?;
-    let snap = find_snapshot(&repo, &spec, &a.filter)?;
-    let node = match tree_walk::locate(&repo, &snap, &path)? {
-        Located::Node(n) if n.kind.has_chunks() => n,
-        _ => return Err(anyhow!("{path:?} in snapshot {} is not a file", snap.id.short())),
-    };
+    let repo = env.open_read()?;
     let mut out = std::io::stdout().lock();
-    let mut written = 0u64;
-    for id in &node.chunks {
-        let data = repo.read_blob(id).with_context(|| format!("reading {path}"))?;
-        out.write_all(&data)?;
-        written += data.len() as u64;
-    }
-    out.flush()?;
-    if written != node.size {
-        return Err(anyhow!("{path}: read {written} bytes, the snapshot records {}", node.size));
-    }
+    browse::cat(&repo, &spec, &a.filter.clone().into(), &path, &mut out)?;
     Ok(0)
 }
 
@@ -163,10 +132,9 @@ pub fn dump(env: &Env, a: DumpArgs) -> Result<u8> {
     if a.output.is_none() && std::io::stdout().is_terminal() {
         return Err(anyhow!("refusing to write a tar archive to a terminal; redirect stdout or use --output FILE"));
     }
-    let repo = env.open()?;
-    let snap = find_snapshot(&repo, &spec, &a.filter)?;
+    let repo = env.open_read()?;
     // Resolve the path before creating any output file.
-    tree_walk::locate(&repo, &snap, &path)?;
+    let (snap, _) = browse::resolve(&repo, &spec, &a.filter.clone().into(), &[&path])?;
     let stats = match &a.output {
         Some(file) => {
             let f = std::fs::File::create(file).with_context(|| format!("cannot create {}", file.display()))?;

@@ -2,40 +2,55 @@ use anyhow::Result;
 use arc_engine::ops::check::{check, CheckOptions};
 
 use super::Env;
-use crate::args::CheckArgs;
+use crate::args::{CheckArgs, Subset};
 use crate::ui::{size, CliProgress};
 
 pub fn run(env: &Env, a: CheckArgs) -> Result<u8> {
-    let repo = env.open()?;
+    let repo = env.open_read()?;
+    let read_data_subset = match a.read_data_subset {
+        None => None,
+        Some(Subset::Group(n, m)) => Some((n - 1, m)),
+        Some(Subset::Percent(p)) => {
+            let groups = (1.0 / p).round().max(1.0) as u32;
+            Some((next_group(&repo, groups), groups))
+        }
+    };
     let progress = CliProgress::new(env.quiet, "check");
-    let report = check(&repo, &CheckOptions { read_data: a.read_data }, &progress);
+    let report = check(&repo, &CheckOptions { read_data: a.read_data, read_data_subset }, &progress);
     progress.finish();
     let report = report?;
     if env.json {
         super::print_json(&report)?;
     } else {
-        println!(
+        outln!(
             "checked {} snapshots, {} trees, {} packs{}",
             report.snapshots,
             report.trees,
             report.packs,
-            if a.read_data {
+            if let Some(sub) = &report.read_data_subset {
+                format!(
+                    ", read subset {sub}: {} packs, {}, verified {} blobs",
+                    report.packs_read,
+                    size(report.bytes_read),
+                    report.blobs_verified
+                )
+            } else if a.read_data {
                 format!(", read {} and verified {} blobs", size(report.bytes_read), report.blobs_verified)
             } else {
                 String::new()
             }
-        );
+        )?;
         for w in &report.warnings {
-            println!("warning: {w}");
+            outln!("warning: {w}")?;
         }
         for p in &report.errors {
-            println!("error: {}", p.message);
+            outln!("error: {}", p.message)?;
             for f in &p.affected {
-                println!("  affects {f}");
+                outln!("  affects {f}")?;
             }
         }
         if report.ok() {
-            println!("no errors were found");
+            outln!("no errors were found")?;
         }
     }
     if report.ok() {
@@ -44,4 +59,22 @@ pub fn run(env: &Env, a: CheckArgs) -> Result<u8> {
         eprintln!("arc: error: the repository has {} problem(s)", report.errors.len());
         Ok(1)
     }
+}
+
+/// The group a `P%` check reads this time: a counter per repository in the
+/// cache directory, advanced on each run, so successive runs read
+/// successive groups and a cycle of runs reads every pack. It lives on this
+/// machine, not in the repository (check writes nothing there); without a
+/// cache directory the day number picks the group instead.
+fn next_group(repo: &arc_engine::Repository, groups: u32) -> u32 {
+    let key = arc_engine::Id::hash(repo.location().as_bytes()).short();
+    let Some(file) = dirs::cache_dir().map(|d| d.join("arc").join("check-subset").join(key)) else {
+        return (chrono::Utc::now().timestamp() / 86_400) as u32 % groups;
+    };
+    let n: u64 = std::fs::read_to_string(&file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    if let Some(dir) = file.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::write(&file, format!("{}\n", n + 1));
+    (n % u64::from(groups)) as u32
 }

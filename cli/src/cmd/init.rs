@@ -46,7 +46,7 @@ pub fn run(env: &Env, a: InitArgs) -> Result<u8> {
             "config": repo.config(),
         }))?;
     } else {
-        println!("created arc repository {} at {}", repo.config().id.short(), env.repo_path.display());
+        outln!("created arc repository {} at {}", repo.config().id.short(), env.repo_path.display())?;
     }
     Ok(0)
 }

@@ -10,28 +10,28 @@ use crate::args::{ListArgs, ListWhat, RepairCommand, UnlockArgs};
 use crate::ui::{size, CliProgress};
 
 pub fn stats(env: &Env) -> Result<u8> {
-    let repo = env.open()?;
+    let repo = env.open_read()?;
     let s = arc_engine::ops::stats::stats(&repo)?;
     if env.json {
         super::print_json(&s)?;
         return Ok(0);
     }
-    println!("repository         {}", repo.location());
-    println!("snapshots          {}", s.snapshots);
-    println!("logical size       {} in {} files", size(s.logical_bytes), s.logical_files);
-    println!("unique data        {} in {} data and {} tree blobs", size(s.unique_bytes), s.data_blobs, s.tree_blobs);
-    println!("stored             {} in {} packs", size(s.stored_bytes), s.packs);
+    outln!("repository         {}", repo.location())?;
+    outln!("snapshots          {}", s.snapshots)?;
+    outln!("logical size       {} in {} files", size(s.logical_bytes), s.logical_files)?;
+    outln!("unique data        {} in {} data and {} tree blobs", size(s.unique_bytes), s.data_blobs, s.tree_blobs)?;
+    outln!("stored             {} in {} packs", size(s.stored_bytes), s.packs)?;
     match (s.live_bytes, s.live_stored_bytes, s.unused_stored_bytes) {
         (Some(live), Some(live_stored), Some(unused)) => {
-            println!("live               {} ({} stored) reached by the snapshots", size(live), size(live_stored));
-            println!("unused             {} stored (`arc prune` frees it)", size(unused));
+            outln!("live               {} ({} stored) reached by the snapshots", size(live), size(live_stored))?;
+            outln!("unused             {} stored (`arc prune` frees it)", size(unused))?;
         }
-        _ => println!("live               unknown: {}", s.live_error.as_deref().unwrap_or("not computed")),
+        _ => outln!("live               unknown: {}", s.live_error.as_deref().unwrap_or("not computed"))?,
     }
-    println!("dedup ratio        {:.2}x", s.dedup_ratio);
-    println!("compression ratio  {:.2}x", s.compression_ratio);
+    outln!("dedup ratio        {:.2}x", s.dedup_ratio)?;
+    outln!("compression ratio  {:.2}x", s.compression_ratio)?;
     if s.stored_bytes > 0 {
-        println!("total saving       {:.2}x", s.logical_bytes as f64 / s.stored_bytes as f64);
+        outln!("total saving       {:.2}x", s.logical_bytes as f64 / s.stored_bytes as f64)?;
     }
     Ok(0)
 }
@@ -47,17 +47,20 @@ pub fn repair(env: &Env, cmd: RepairCommand) -> Result<u8> {
             if env.json {
                 super::print_json(&r)?;
             } else {
-                println!(
+                outln!(
                     "indexed {} blobs in {} packs; wrote {} index file(s), removed {}",
-                    r.blobs_indexed, r.packs_indexed, r.index_files_written, r.index_files_removed
-                );
+                    r.blobs_indexed,
+                    r.packs_indexed,
+                    r.index_files_written,
+                    r.index_files_removed
+                )?;
                 for p in &r.unreadable_packs {
-                    println!("unreadable pack: {p}");
+                    outln!("unreadable pack: {p}")?;
                 }
                 // Not silent: the pack is damaged even if its data was kept
                 // reachable; `check --read-data` tells what in it is intact.
                 for p in &r.kept_old_entries {
-                    println!("damaged pack: {p}");
+                    outln!("damaged pack: {p}")?;
                 }
             }
             Ok(if r.unreadable_packs.is_empty() { 0 } else { 1 })
@@ -66,7 +69,7 @@ pub fn repair(env: &Env, cmd: RepairCommand) -> Result<u8> {
 }
 
 pub fn list(env: &Env, a: ListArgs) -> Result<u8> {
-    let repo = env.open()?;
+    let repo = env.open_read()?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match a.what {
         ListWhat::Blobs => {
@@ -108,7 +111,7 @@ pub fn unlock(env: &Env, a: UnlockArgs) -> Result<u8> {
     let repo = env.open()?;
     let n = arc_engine::lock::remove_stale_locks(repo.storage().as_ref(), a.remove_all)?;
     if !env.quiet {
-        println!("removed {n} lock(s)");
+        outln!("removed {n} lock(s)")?;
     }
     Ok(0)
 }

@@ -5,13 +5,18 @@ mod backup;
 mod browse;
 mod check;
 mod command_stream;
+mod diff;
+mod docs;
+mod find;
 mod init;
 mod maintenance;
 mod mount;
 mod restore;
 mod retention;
+mod select;
 mod snapshots;
 mod stdin_stream;
+mod tag;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -31,6 +36,7 @@ pub struct Env {
     pub is_default: bool,
     pub json: bool,
     pub quiet: bool,
+    pub no_lock: bool,
     pub cancel: Arc<AtomicBool>,
 }
 
@@ -39,7 +45,7 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         Some(p) => (p, false),
         None => (default_repo_path()?, true),
     };
-    let env = Env { repo_path, is_default, json: cli.json, quiet: cli.quiet || cli.json, cancel };
+    let env = Env { repo_path, is_default, json: cli.json, quiet: cli.quiet || cli.json, no_lock: cli.no_lock, cancel };
     match cli.command {
         Command::Init(a) => init::run(&env, a),
         Command::Backup(a) => backup::run(&env, a),
@@ -56,6 +62,11 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         Command::Unlock(a) => maintenance::unlock(&env, a),
         Command::Forget(a) => retention::forget(&env, a),
         Command::Prune(a) => retention::prune(&env, a),
+        Command::Diff(a) => diff::run(&env, a),
+        Command::Find(a) => find::run(&env, a),
+        Command::Tag(a) => tag::run(&env, a),
+        Command::Completion(a) => docs::completion(a),
+        Command::Man(a) => docs::man(a),
     }
 }
 
@@ -65,22 +76,83 @@ fn default_repo_path() -> Result<PathBuf> {
     Ok(base.join("arc").join("repository"))
 }
 
+/// `$XDG_CACHE_HOME/arc` (`~/.cache/arc`): every repository's index
+/// database lives under it, in a directory named by the repository id.
+fn cache_root() -> Option<PathBuf> {
+    dirs::cache_dir().map(|d| d.join("arc"))
+}
+
+/// Can this process create files in the repository (its locks/)? False
+/// on a read-only mount (EROFS) and for another user's repository.
+fn repo_writable(repo: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(repo.join("locks").as_os_str().as_bytes()) else { return false };
+    // SAFETY: access(2) only reads the NUL-terminated path.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
 impl Env {
+    /// Opens the repository for a command that writes to it.
     pub fn open(&self) -> Result<Repository> {
-        if self.is_default && !self.repo_path.join("config").exists() {
+        if self.no_lock {
+            return Err(usage("--no-lock is only for commands that only read (snapshots, ls, cat, dump, restore, mount, check, stats, list)"));
+        }
+        self.open_repo()
+    }
+
+    /// Opens the repository for a command that only reads it: on a
+    /// repository this process cannot write (a write-protected disk,
+    /// another user's repository) or with --no-lock, without locks.
+    pub fn open_read(&self) -> Result<Repository> {
+        let mut repo = self.open_repo()?;
+        if self.no_lock {
+            repo.skip_shared_locks();
+        } else if !repo_writable(&self.repo_path) {
+            eprintln!(
+                "arc: warning: {} is not writable: reading it without a lock (a prune running elsewhere could remove data while it is read)",
+                self.repo_path.display()
+            );
+            repo.skip_shared_locks();
+        }
+        Ok(repo)
+    }
+
+    fn open_repo(&self) -> Result<Repository> {
+        let path = &self.repo_path;
+        if self.is_default && !path.join("config").exists() {
             return Err(anyhow!(
                 "no repository at {} (the default); run `arc init` or `arc backup PATH`, or pass --repo",
-                self.repo_path.display()
+                path.display()
             ));
         }
-        match Repository::open_local(&self.repo_path) {
-            Err(arc_engine::Error::NotARepository { path }) => Err(anyhow!(
-                "{}: not an arc repository (no config file); create one with `arc init --repo {}`",
-                path.display(),
-                path.display()
-            )),
+        let opened = match cache_root() {
+            Some(cache) => Repository::open_local_cached(path, &cache),
+            None => Repository::open_local(path),
+        };
+        match opened {
+            Err(arc_engine::Error::NotARepository { .. }) => Err(not_a_repository(path)),
+            Err(arc_engine::Error::Io { path: p, source }) if cache_root().is_some_and(|c| p.starts_with(&c)) => {
+                Err(anyhow!(
+                    "cannot create the index cache {}: {source} (set XDG_CACHE_HOME to a writable directory)",
+                    p.display()
+                ))
+            }
             other => Ok(other?),
         }
+    }
+}
+
+/// Why `path` is not a repository, and what to do about it: `arc init`
+/// only where it would succeed.
+fn not_a_repository(path: &std::path::Path) -> anyhow::Error {
+    let shown = path.display();
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_dir() => anyhow!("{shown} is a file, not a repository directory; --repo takes the directory a repository was created in"),
+        Ok(_) if std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some()) => anyhow!(
+            "{shown} is not an arc repository (no config file, and it holds other files); check --repo, or create a new repository in an empty directory with `arc init --repo DIR`"
+        ),
+        Ok(_) => anyhow!("{shown} is an empty directory, not a repository yet; create one with `arc init --repo {shown}`"),
+        Err(_) => anyhow!("no repository at {shown}; create one with `arc init --repo {shown}`"),
     }
 }
 
@@ -90,8 +162,27 @@ impl From<FilterArgs> for SnapshotFilter {
     }
 }
 
+/// A mistake in how arc was called, found after parsing: exits 2, like
+/// clap's own usage errors.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// The snapshot `spec` names (an id prefix, `latest`) among those `filter`
+/// selects.
 pub fn find_snapshot(repo: &Repository, spec: &str, filter: &FilterArgs) -> Result<Snapshot> {
     Ok(repo.find_snapshot(spec, &filter.clone().into())?)
+}
+
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    Usage(message.into()).into()
 }
 
 /// Splits `SNAPSHOT:PATH` (PATH optional when `path_optional`).
@@ -99,14 +190,26 @@ pub fn split_target(target: &str, path_optional: bool) -> Result<(String, String
     match target.split_once(':') {
         Some((snap, path)) if !snap.is_empty() => Ok((snap.to_string(), path.to_string())),
         None if path_optional => Ok((target.to_string(), "/".to_string())),
-        _ => Err(anyhow!("{target:?} is not SNAPSHOT:PATH (for example latest:/etc/hosts)")),
+        _ => Err(usage(format!("{target:?} is not SNAPSHOT:PATH (for example latest:/etc/hosts)"))),
     }
+}
+
+/// One JSON object on one line (newline-delimited JSON, for lists and
+/// status lines that a script reads as they come).
+pub fn print_json_line<T: serde::Serialize>(v: &T) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
 }
 
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, v)?;
+    // Compact, one value per line: what jq pipelines and log shippers read.
+    // serde_json's error hides the io::Error that a closed pipe is.
+    serde_json::to_writer(&mut out, v).map_err(std::io::Error::from)?;
     writeln!(out)?;
     Ok(())
 }

@@ -38,7 +38,7 @@ pub fn run(env: &Env, a: MountArgs) -> Result<u8> {
     // The usual mistakes (a non-empty directory, no FUSE) are caught
     // before the repository is opened.
     arc_fuse_mount::preflight(&a.mountpoint, &opts)?;
-    let repo = Arc::new(env.open()?);
+    let repo = Arc::new(env.open_read()?);
     // Held while mounted: prune (exclusive) must not delete packs that
     // open files read from. Backups (shared) can run alongside.
     let _lock = repo.lock_shared("mount")?;

@@ -1,21 +1,40 @@
 use anyhow::Result;
 use arc_engine::ops::restore::{restore, RestoreOptions};
 
-use super::{find_snapshot, Env};
+use super::{select, Env};
 use crate::args::RestoreArgs;
 use crate::ui::{size, CliProgress};
 
 pub fn run(env: &Env, a: RestoreArgs) -> Result<u8> {
-    let repo = env.open()?;
-    let snap = find_snapshot(&repo, &a.snapshot, &a.filter)?;
+    // Plain paths are looked up directly (a missing one is an error);
+    // with any glob character every include is a pattern, matched while
+    // walking the whole snapshot.
+    let is_glob = |s: &String| s.contains(['*', '?', '[', '\\', '!']);
+    let patterns = !a.iincludes.is_empty() || a.includes.iter().any(is_glob);
+    let (includes, include_patterns) = if patterns {
+        (
+            Vec::new(),
+            select::pattern_set(&[], &[], &[("--include", &a.includes, false), ("--iinclude", &a.iincludes, true)])?,
+        )
+    } else {
+        (a.includes, Default::default())
+    };
+    let exclude_patterns =
+        select::pattern_set(&[], &[], &[("--exclude", &a.excludes, false), ("--iexclude", &a.iexcludes, true)])?;
+    let repo = env.open_read()?;
+    // `latest` is the newest snapshot that holds every plain --include.
+    let held: Vec<&str> = includes.iter().map(String::as_str).collect();
+    let (snap, _) = arc_engine::ops::browse::resolve(&repo, &a.snapshot, &a.filter.clone().into(), &held)?;
     let opts = RestoreOptions {
         target: a.target.clone(),
-        includes: a.includes,
+        includes,
+        include_patterns,
+        exclude_patterns,
         overwrite: a.overwrite,
         cancel: Some(env.cancel.clone()),
     };
     let progress = CliProgress::new(env.quiet, "restore");
-    if opts.includes.is_empty() {
+    if opts.includes.is_empty() && opts.include_patterns.is_empty() && opts.exclude_patterns.is_empty() {
         arc_engine::progress::Progress::total(&progress, snap.file.summary.total_files, snap.file.summary.total_bytes);
     }
     let result = restore(&repo, &snap, &opts, &progress);
@@ -28,7 +47,7 @@ pub fn run(env: &Env, a: RestoreArgs) -> Result<u8> {
             "result": r,
         }))?;
     } else {
-        println!(
+        outln!(
             "restored snapshot {} to {}: {} files, {} dirs, {} other, {}",
             snap.id.short(),
             a.target.display(),
@@ -36,7 +55,7 @@ pub fn run(env: &Env, a: RestoreArgs) -> Result<u8> {
             r.dirs,
             r.other,
             size(r.bytes)
-        );
+        )?;
     }
     if r.errors > 0 {
         eprintln!("arc: error: {} item(s) could not be restored (see warnings above)", r.errors);

@@ -3,20 +3,23 @@
 
 use std::collections::HashSet;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use arc_engine::ops::forget::{self, ForgetOptions, ForgetReport, Verdict};
 use arc_engine::ops::prune::{self, PruneOptions, PruneReport, PruneStep};
 use arc_engine::ops::retention::{GroupBy, Policy, Reason};
 use arc_engine::{Id, Repository};
 
-use super::Env;
+use super::{usage, Env};
 use crate::args::{ForgetArgs, KeepArgs, PruneArgs};
 use crate::ui::{size, CliProgress};
 
-/// Test hook: `ARC_FAULT_PRUNE_STEP=N` makes prune exit with status 9 right
-/// after step N (see `arc_engine::ops::prune`), without unwinding or
-/// removing its lock, as if it had been killed there.
+/// Test hook, compiled in only with the `fault-injection` feature:
+/// `ARC_FAULT_PRUNE_STEP=N` makes prune exit with status 9 right after step
+/// N (see `arc_engine::ops::prune`), without unwinding or removing its
+/// lock, as if it had been killed there.
+#[cfg(feature = "fault-injection")]
 const FAULT_ENV: &str = "ARC_FAULT_PRUNE_STEP";
+#[cfg(feature = "fault-injection")]
 const FAULT_EXIT: i32 = 9;
 
 /// Any keep rule given?
@@ -30,6 +33,23 @@ pub fn has_rules(k: &KeepArgs) -> bool {
         || k.keep_yearly.is_some()
         || k.keep_within.is_some()
         || !k.keep_tags.is_empty()
+}
+
+/// The keep rules given with 0, as typed.
+fn zero_rules(k: &KeepArgs) -> Vec<String> {
+    [
+        ("--keep-last", k.keep_last),
+        ("--keep-hourly", k.keep_hourly),
+        ("--keep-daily", k.keep_daily),
+        ("--keep-decades", k.keep_decades),
+        ("--keep-weekly", k.keep_weekly),
+        ("--keep-monthly", k.keep_monthly),
+        ("--keep-yearly", k.keep_yearly),
+    ]
+    .into_iter()
+    .filter(|(_, v)| *v == Some(0))
+    .map(|(f, _)| format!("{f} 0"))
+    .collect()
 }
 
 pub fn policy(k: &KeepArgs) -> Result<(Policy, GroupBy)> {
@@ -68,7 +88,7 @@ fn show_time(v: &Verdict, local: bool) -> String {
 }
 
 /// Prints rows under a header, columns padded to their widest cell.
-pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -78,10 +98,11 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let line = |cells: &[String]| {
         cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
     };
-    println!("{}", line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>()));
+    outln!("{}", line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>()))?;
     for r in rows {
-        println!("{}", line(r));
+        outln!("{}", line(r))?;
     }
+    Ok(())
 }
 
 fn verdict_rows(list: &[Verdict], local: bool, with_reasons: bool) -> Vec<Vec<String>> {
@@ -96,19 +117,19 @@ fn verdict_rows(list: &[Verdict], local: bool, with_reasons: bool) -> Vec<Vec<St
         .collect()
 }
 
-fn print_forget(r: &ForgetReport, local: bool) {
+fn print_forget(r: &ForgetReport, local: bool) -> std::io::Result<()> {
     let zone = if local { "local time" } else { "UTC" };
     for g in &r.groups {
-        println!("{} (times in {zone}):", g.key);
+        outln!("{} (times in {zone}):", g.key)?;
         if !g.keep.is_empty() {
-            println!("keep {} snapshot(s):", g.keep.len());
-            print_table(&["ID", "Time", "Tags", "Kept by"], &verdict_rows(&g.keep, local, true));
+            outln!("keep {} snapshot(s):", g.keep.len())?;
+            print_table(&["ID", "Time", "Tags", "Kept by"], &verdict_rows(&g.keep, local, true))?;
         }
         if !g.remove.is_empty() {
-            println!("{} {} snapshot(s):", if r.dry_run { "would remove" } else { "remove" }, g.remove.len());
-            print_table(&["ID", "Time", "Tags"], &verdict_rows(&g.remove, local, false));
+            outln!("{} {} snapshot(s):", if r.dry_run { "would remove" } else { "remove" }, g.remove.len())?;
+            print_table(&["ID", "Time", "Tags"], &verdict_rows(&g.remove, local, false))?;
         }
-        println!();
+        outln!()?;
     }
     if r.groups.is_empty() && !r.removed.is_empty() {
         let rows: Vec<Vec<String>> = r
@@ -116,26 +137,35 @@ fn print_forget(r: &ForgetReport, local: bool) {
             .iter()
             .map(|v| vec![v.short_id.clone(), show_time(v, local), v.host.clone(), v.paths.join(" ")])
             .collect();
-        print_table(&["ID", "Time", "Host", "Paths"], &rows);
+        print_table(&["ID", "Time", "Host", "Paths"], &rows)?;
     }
     if r.dry_run {
-        println!("would remove {} snapshot(s) (dry run: nothing was changed)", r.removed.len());
+        outln!("would remove {} snapshot(s) (dry run: nothing was changed)", r.removed.len())?;
     } else {
-        println!("removed {} snapshot(s)", r.removed.len());
+        outln!("removed {} snapshot(s)", r.removed.len())?;
     }
+    Ok(())
 }
 
 pub fn forget(env: &Env, a: ForgetArgs) -> Result<u8> {
     let rules = has_rules(&a.keep);
     if !a.ids.is_empty() && rules {
-        return Err(anyhow!("give either snapshot ids or --keep-* rules, not both"));
+        return Err(usage("give either snapshot ids or --keep-* rules, not both"));
     }
     if a.ids.is_empty() && !rules {
-        return Err(anyhow!(
-            "nothing to forget: give --keep-* rules (e.g. --keep-daily 7 --keep-monthly 12) or snapshot ids"
+        return Err(usage(
+            "nothing to forget: give --keep-* rules (e.g. --keep-daily 7 --keep-monthly 12) or snapshot ids",
         ));
     }
     let (policy, group_by) = policy(&a.keep)?;
+    if a.ids.is_empty() && policy.is_empty() {
+        // Rules were given, but each keeps nothing (--keep-daily 0).
+        return Err(usage(format!(
+            "{} keeps no snapshot, so every snapshot would be forgotten; give a count of at least 1 \
+             (e.g. --keep-daily 7), or name the snapshots to forget by id",
+            zero_rules(&a.keep).join(" ")
+        )));
+    }
     let repo = env.open()?;
     let ids =
         a.ids.iter().map(|spec| Ok(repo.find_snapshot(spec, &Default::default())?.id)).collect::<Result<Vec<Id>>>()?;
@@ -144,8 +174,8 @@ pub fn forget(env: &Env, a: ForgetArgs) -> Result<u8> {
     let report = forget::forget(&repo, &opts)?;
     let pruned = if a.prune {
         if !env.json {
-            print_forget(&report, a.keep.local);
-            println!();
+            print_forget(&report, a.keep.local)?;
+            outln!()?;
         }
         let ignore: HashSet<Id> =
             if a.dry_run { report.removed.iter().map(|v| v.id).collect() } else { HashSet::new() };
@@ -160,20 +190,25 @@ pub fn forget(env: &Env, a: ForgetArgs) -> Result<u8> {
         }
         super::print_json(&v)?;
     } else if let Some(p) = &pruned {
-        print_prune(p);
+        print_prune(p)?;
     } else {
-        print_forget(&report, a.keep.local);
+        print_forget(&report, a.keep.local)?;
     }
     Ok(0)
 }
 
 fn run_prune(env: &Env, repo: &Repository, max_unused: f64, dry_run: bool, ignore: HashSet<Id>) -> Result<PruneReport> {
+    #[cfg(feature = "fault-injection")]
     let fault: Option<u32> = std::env::var(FAULT_ENV).ok().and_then(|v| v.trim().parse().ok());
+    #[cfg(not(feature = "fault-injection"))]
+    let fault: Option<u32> = None;
     let hook = move |s: PruneStep| {
+        #[cfg(feature = "fault-injection")]
         if fault == Some(s.number()) {
             eprintln!("arc: {FAULT_ENV}={}: exiting after prune step {s:?}", s.number());
             std::process::exit(FAULT_EXIT);
         }
+        let _ = (s, fault);
     };
     let opts = PruneOptions {
         max_unused,
@@ -187,27 +222,27 @@ fn run_prune(env: &Env, repo: &Repository, max_unused: f64, dry_run: bool, ignor
     Ok(r?)
 }
 
-fn print_prune(r: &PruneReport) {
+fn print_prune(r: &PruneReport) -> std::io::Result<()> {
     let (verb_del, verb_rew) = if r.dry_run { ("would delete", "would rewrite") } else { ("deleted", "rewrote") };
-    println!("{} snapshot(s), {} pack(s) of {}", r.snapshots, r.packs, size(r.stored_bytes));
-    println!(
+    outln!("{} snapshot(s), {} pack(s) of {}", r.snapshots, r.packs, size(r.stored_bytes))?;
+    outln!(
         "used:   {} blobs, {} ({} stored); unused: {} stored",
         r.live_blobs,
         size(r.live_bytes),
         size(r.live_stored_bytes),
         size(r.unused_stored_bytes)
-    );
-    println!("{verb_del} {} unused pack(s) of {}", r.packs_deleted, size(r.bytes_deleted));
+    )?;
+    outln!("{verb_del} {} unused pack(s) of {}", r.packs_deleted, size(r.bytes_deleted))?;
     if r.dry_run {
-        println!(
+        outln!(
             "{verb_rew} {} pack(s) of {}, copying {} blobs ({})",
             r.packs_repacked,
             size(r.bytes_repacked),
             r.blobs_copied,
             size(r.bytes_copied)
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "{verb_rew} {} pack(s) of {} into {} new pack(s) of {}, copying {} blobs ({})",
             r.packs_repacked,
             size(r.bytes_repacked),
@@ -215,26 +250,27 @@ fn print_prune(r: &PruneReport) {
             size(r.bytes_written),
             r.blobs_copied,
             size(r.bytes_copied)
-        );
+        )?;
     }
     if r.packs_adopted > 0 {
-        println!("listed {} pack(s) no index file listed", r.packs_adopted);
+        outln!("listed {} pack(s) no index file listed", r.packs_adopted)?;
     }
     if !r.dry_run && (r.index_files_written > 0 || r.index_files_deleted > 0) {
-        println!("index files: {} written, {} deleted", r.index_files_written, r.index_files_deleted);
+        outln!("index files: {} written, {} deleted", r.index_files_written, r.index_files_deleted)?;
     }
     for w in &r.warnings {
-        println!("warning: {w}");
+        outln!("warning: {w}")?;
     }
     if r.dry_run {
-        println!(
+        outln!(
             "packs: {} -> about {} (dry run: nothing was changed)",
             size(r.stored_bytes),
             size(r.stored_bytes_after)
-        );
+        )?;
     } else {
-        println!("packs: {} -> {}", size(r.stored_bytes), size(r.stored_bytes_after));
+        outln!("packs: {} -> {}", size(r.stored_bytes), size(r.stored_bytes_after))?;
     }
+    Ok(())
 }
 
 pub fn prune(env: &Env, a: PruneArgs) -> Result<u8> {
@@ -243,7 +279,7 @@ pub fn prune(env: &Env, a: PruneArgs) -> Result<u8> {
     if env.json {
         super::print_json(&r)?;
     } else {
-        print_prune(&r);
+        print_prune(&r)?;
     }
     Ok(0)
 }

@@ -24,11 +24,13 @@ pub fn snapshot_json(s: &Snapshot) -> serde_json::Value {
         "tree": f.tree,
         "program_version": f.program_version,
         "summary": f.summary,
+        "excludes": f.excludes,
+        "original": f.original,
     })
 }
 
 pub fn run(env: &Env, a: SnapshotsArgs) -> Result<u8> {
-    let repo = env.open()?;
+    let repo = env.open_read()?;
     let filter: SnapshotFilter = a.filter.into();
     // List what can be read; name each damaged snapshot file and fail at
     // the end, so that one bad file neither hides the others nor goes unseen.
@@ -101,12 +103,12 @@ pub fn run(env: &Env, a: SnapshotsArgs) -> Result<u8> {
             .trim_end()
             .to_string()
     };
-    println!("{}", line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>()));
-    println!("{}", "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1)));
+    outln!("{}", line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>()))?;
+    outln!("{}", "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1)))?;
     for r in &rows {
-        println!("{}", line(r));
+        outln!("{}", line(r))?;
     }
-    println!("{} snapshot(s)", rows.len());
+    outln!("{} snapshot(s)", rows.len())?;
     if failed != 0 {
         eprintln!("arc: error: {} snapshot file(s) could not be read (see warnings above)", damaged.len());
     }

@@ -34,6 +34,14 @@ pub struct Summary {
     pub blobs_added: u64,
     /// Files or directories that could not be read; the snapshot lacks them.
     pub errors: u64,
+    /// Entries the backup's excludes left out (an excluded directory counts
+    /// once: nothing below it is looked at). Absent when zero.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub entries_excluded: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +58,14 @@ pub struct SnapshotFile {
     pub parent: Option<Id>,
     pub program_version: String,
     pub summary: Summary,
+    /// The excludes the backup applied, one rule a string (SPEC.md section
+    /// 9). Absent when there were none, and in snapshots of older versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excludes: Vec<String>,
+    /// The id of the snapshot this one was rewritten from (by `tag`); the
+    /// first one when rewritten again. Absent for an original.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<Id>,
 }
 
 impl SnapshotFile {
@@ -61,5 +77,43 @@ impl SnapshotFile {
     pub fn decode(data: &[u8], name: &str) -> Result<SnapshotFile> {
         let (_, payload) = envelope::open(FileType::Snapshot, ENVELOPE_VERSION, name, data)?;
         serde_json::from_slice(&payload).map_err(|e| Error::corrupt("snapshot", name, e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod optional_fields_tests {
+    use super::*;
+
+    fn snapshot() -> SnapshotFile {
+        SnapshotFile {
+            time: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            host: "h".into(),
+            username: "u".into(),
+            uid: 1,
+            gid: 2,
+            paths: vec!["/srv".into()],
+            tags: vec![],
+            tree: Id::hash(b"tree"),
+            parent: None,
+            program_version: "arc 0.1.0".into(),
+            summary: Summary::default(),
+            excludes: Vec::new(),
+            original: None,
+        }
+    }
+
+    #[test]
+    fn excludes_original_and_entries_excluded_are_absent_when_empty_and_round_trip() {
+        let plain = snapshot();
+        let json = String::from_utf8(serde_json::to_vec(&plain).unwrap()).unwrap();
+        assert!(!json.contains("excludes") && !json.contains("original") && !json.contains("entries_excluded"));
+        let mut full = snapshot();
+        full.excludes = vec!["--exclude=*.tmp".into(), "--one-file-system".into()];
+        full.original = Some(Id::hash(b"first"));
+        full.summary.entries_excluded = 3;
+        let back = SnapshotFile::decode(&full.encode(), "x").unwrap();
+        assert_eq!(back, full);
+        // A snapshot of an older arc (none of the fields) reads as empty.
+        assert_eq!(SnapshotFile::decode(&plain.encode(), "x").unwrap(), plain);
     }
 }

@@ -22,6 +22,7 @@
 //! The snapshot file is written only after every pack and index file is
 //! durable, so a backup that dies leaves no snapshot, only reusable packs.
 
+use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -32,12 +33,13 @@ use crossbeam_channel::bounded;
 
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
+use crate::exclude::{mount_points, Excludes};
 use crate::format::snapshot::{SnapshotFile, Summary};
 use crate::format::tree::{Node, Timestamp};
 use crate::id::Id;
 use crate::packer::{self, BlobSink};
 use crate::progress::Progress;
-use crate::repo::{Repository, SnapshotFilter};
+use crate::repo::{Repository, Snapshot, SnapshotFilter};
 
 mod changes;
 mod events;
@@ -82,6 +84,24 @@ pub struct BackupOptions {
     pub force_read: bool,
     /// Set from a signal handler to stop the backup; no snapshot is written.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// What to leave out; recorded in the snapshot.
+    pub excludes: Excludes,
+}
+
+/// Whether a file is new since the parent snapshot or changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileChange {
+    New,
+    Changed,
+}
+
+/// A file a backup would read (see [`dry_run`]).
+#[derive(Debug, Clone)]
+pub struct DryRunFile {
+    pub path: PathBuf,
+    pub size: u64,
+    pub change: FileChange,
 }
 
 #[derive(Debug, Clone)]
@@ -142,7 +162,7 @@ impl Slot {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Change {
     New,
     Changed,
@@ -176,10 +196,31 @@ struct Job {
     path: PathBuf,
     seen: Seen,
     slot: Arc<Slot>,
+    change: Change,
 }
+
 fn cancelled(c: &Option<Arc<AtomicBool>>) -> bool {
     c.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
 }
+/// Whether a snapshot with `recorded` paths backed up the same files as a
+/// backup of `files` (plus streams, all of it `paths`): streams aside, so
+/// that adding or dropping a --command-stream keeps the parent and its
+/// change detection. A snapshot file does not say which of its paths were
+/// streams; a recorded path that is neither one of `files` nor anything on
+/// disk is taken for one (a stream's name, `/mysql/shop.sql`), while one
+/// that exists on disk was a backed-up file or directory this backup lacks.
+/// Only the choice of parent depends on this guess, and a parent only
+/// saves re-reading files whose size, times and inode are unchanged.
+fn same_files(recorded: &[String], files: &[String], paths: &[String]) -> bool {
+    if recorded == paths {
+        return true;
+    }
+    if files.is_empty() || !files.iter().all(|f| recorded.contains(f)) {
+        return false;
+    }
+    recorded.iter().filter(|r| !files.contains(r)).all(|r| paths.contains(r) || std::fs::symlink_metadata(r).is_err())
+}
+
 pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progress) -> Result<BackupResult> {
     let start = Utc::now();
     if opts.paths.is_empty() && opts.streams.is_empty() {
@@ -199,38 +240,31 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     repo.require_writable("backup")?;
     let _lock = repo.lock_shared("backup")?;
     let host = opts.host.clone().unwrap_or_else(crate::lock::hostname);
-    let parent = match opts.parent {
-        Some(id) => Some(repo.load_snapshot(&id)?),
-        None => {
-            let filter = SnapshotFilter { hosts: vec![host.clone()], ..Default::default() };
-            // The parent only saves re-reading unchanged files, so a damaged
-            // snapshot file is no reason to refuse a backup (check reports it).
-            repo.readable_snapshots()?.0.into_iter().rev().find(|s| filter.matches(&s.file) && s.file.paths == paths)
-        }
-    };
+    let files: Vec<String> = sources.iter().map(|s| s.disk.display().to_string()).collect();
+    let parent = find_parent(repo, opts.parent, &host, &files, &paths)?;
     // Packs left by an interrupted backup: known to the index database from
     // the start, so this run dedups against them, and listed in this run's
     // first index file.
     let adopt = repo.unindexed_packs()?;
     repo.index()?.add_packs(&adopt, None)?;
 
-    let ctx = Ctx {
-        repo,
-        progress,
-        cancel: opts.cancel.clone(),
-        force_read: opts.force_read,
-        parent_root: parent.as_ref().map(|p| p.file.tree),
-        file_chunker: Chunker::new(&repo.config().file_chunker),
-        stream_chunker: Chunker::new(&repo.config().stream_chunker),
-        bytes_read: AtomicU64::new(0),
-        warnings: AtomicU64::new(0),
-        repo_root: repo.storage().local_path().and_then(|p| std::fs::canonicalize(p).ok()),
-        stop: AtomicBool::new(false),
-        stream_error: Mutex::new(None),
-    };
+    let ctx = Ctx::new(repo, progress, &mut opts, parent.as_ref().map(|p| p.file.tree));
 
-    let abort = || ctx.stopping();
-    let run = packer::run(repo, adopt, &abort, |sink| run_pipeline(&ctx, sink, &sources, streams, &stream_paths));
+    // The size estimate for progress runs beside the pipeline and stops
+    // with it.
+    let scan_stop = AtomicBool::new(false);
+    let run = std::thread::scope(|s| {
+        let disk: Vec<PathBuf> = sources.iter().map(|s| s.disk.clone()).collect();
+        let (stop, skip) = (&scan_stop, ctx.repo_root.as_deref());
+        std::thread::Builder::new()
+            .name("arc-scan".into())
+            .spawn_scoped(s, move || crate::scan::count(&disk, skip, stop, progress))
+            .ok();
+        let abort = || ctx.stopping();
+        let run = packer::run(repo, adopt, &abort, |sink| run_pipeline(&ctx, sink, &sources, streams, &stream_paths));
+        scan_stop.store(true, Ordering::Relaxed);
+        run
+    });
     // A repository error is the root cause when there is one; otherwise a
     // failed stream is, and no snapshot is written. The packs holding what
     // was read before are written and listed either way.
@@ -254,6 +288,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     summary.bytes_added_stored = stats.bytes_stored;
     summary.blobs_added = stats.blobs_added;
     summary.errors = ctx.warnings.load(Ordering::Relaxed);
+    summary.entries_excluded = ctx.excluded.load(Ordering::Relaxed);
     summary.backup_start = Some(start);
     summary.backup_end = Some(Utc::now());
     let (uid, gid) = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
@@ -272,6 +307,8 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
         parent: parent.map(|p| p.id),
         program_version: format!("arc {}", env!("CARGO_PKG_VERSION")),
         summary,
+        excludes: ctx.excludes.describe(),
+        original: None,
     };
     // The commit point: everything the snapshot refers to is durable.
     let snapshot_id = repo.save_snapshot(&file)?;
@@ -295,6 +332,135 @@ struct Ctx<'a> {
     stop: AtomicBool,
     /// The first stream failure, the error the backup returns.
     stream_error: Mutex<Option<Error>>,
+    excludes: Excludes,
+    /// Mount points, for `excludes.one_file_system`.
+    mounts: HashSet<PathBuf>,
+    /// Entries the excludes left out.
+    excluded: AtomicU64,
+}
+
+/// The parent snapshot: the one given, else the latest of the same host
+/// and paths.
+/// The parent: the given snapshot, or the newest of this host that backed
+/// up the same files (`files`: the file sources; streams aside, see
+/// `same_files`).
+fn find_parent(
+    repo: &Repository,
+    given: Option<Id>,
+    host: &str,
+    files: &[String],
+    paths: &[String],
+) -> Result<Option<Snapshot>> {
+    Ok(match given {
+        Some(id) => Some(repo.load_snapshot(&id)?),
+        None => {
+            let filter = SnapshotFilter { hosts: vec![host.to_string()], ..Default::default() };
+            // The parent only saves re-reading unchanged files, so a damaged
+            // snapshot file is no reason to refuse a backup (check reports it).
+            repo.readable_snapshots()?
+                .0
+                .into_iter()
+                .rev()
+                .find(|s| filter.matches(&s.file) && same_files(&s.file.paths, files, paths))
+        }
+    })
+}
+
+/// What a backup of `opts` would read, without reading a file's contents
+/// or writing anything to the repository: the walk with its excludes and
+/// change detection against the parent snapshot, each file that would be
+/// read handed to `on_file`. Returns the counts a backup would record
+/// (`bytes_read`: what it would read).
+pub fn dry_run(
+    repo: &Repository,
+    mut opts: BackupOptions,
+    progress: &dyn Progress,
+    on_file: &(dyn Fn(&DryRunFile) + Sync),
+) -> Result<Summary> {
+    if !opts.streams.is_empty() {
+        return Err(Error::InvalidArgument {
+            what: "dry run",
+            reason: "streams cannot be tried without running their commands; give paths only".into(),
+        });
+    }
+    if opts.paths.is_empty() {
+        return Err(Error::InvalidArgument { what: "backup sources", reason: "give at least one path".into() });
+    }
+    let (sources, _) = resolve_sources(&opts.paths, &[])?;
+    let mut paths: Vec<String> = sources.iter().map(|s| s.disk.display().to_string()).collect();
+    paths.sort();
+    let host = opts.host.clone().unwrap_or_else(crate::lock::hostname);
+    let parent = find_parent(repo, opts.parent, &host, &paths, &paths)?;
+    let ctx = Ctx::new(repo, progress, &mut opts, parent.as_ref().map(|p| p.file.tree));
+    let (job_tx, job_rx) = bounded::<Job>(256);
+    let (event_tx, event_rx) = bounded::<WalkEvent>(4096);
+    let mut summary = Summary::default();
+    std::thread::scope(|scope| -> Result<()> {
+        let ctx = &ctx;
+        let sources = &sources;
+        let walked = scope.spawn(move || walker(ctx, sources, &[], &[], job_tx, event_tx));
+        let to_read = scope.spawn(move || {
+            let mut bytes = 0;
+            for job in job_rx.iter() {
+                let change = if job.change == Change::New { FileChange::New } else { FileChange::Changed };
+                on_file(&DryRunFile { path: job.path, size: job.seen.size, change });
+                bytes += job.seen.size;
+            }
+            bytes
+        });
+        for event in event_rx.iter() {
+            match event {
+                WalkEvent::EnterDir(..) => summary.dirs += 1,
+                WalkEvent::Entry(node, _, change) if node.kind.has_chunks() => {
+                    summary.total_files += 1;
+                    summary.total_bytes += node.size;
+                    match change {
+                        Change::New => summary.files_new += 1,
+                        Change::Changed => summary.files_changed += 1,
+                        Change::Unchanged => summary.files_unchanged += 1,
+                    }
+                }
+                WalkEvent::Entry(..) => summary.other_entries += 1,
+                WalkEvent::LeaveDir | WalkEvent::SourceDone => {}
+            }
+        }
+        walked.join().unwrap_or(Err(Error::Interrupted))?;
+        summary.bytes_read = to_read.join().unwrap_or(0);
+        Ok(())
+    })?;
+    if ctx.stopping() {
+        return Err(Error::Interrupted);
+    }
+    summary.errors = ctx.warnings.load(Ordering::Relaxed);
+    summary.entries_excluded = ctx.excluded.load(Ordering::Relaxed);
+    Ok(summary)
+}
+
+impl<'a> Ctx<'a> {
+    fn new(
+        repo: &'a Repository,
+        progress: &'a dyn Progress,
+        opts: &mut BackupOptions,
+        parent_root: Option<Id>,
+    ) -> Self {
+        Ctx {
+            repo,
+            progress,
+            cancel: opts.cancel.clone(),
+            force_read: opts.force_read,
+            parent_root,
+            file_chunker: Chunker::new(&repo.config().file_chunker),
+            stream_chunker: Chunker::new(&repo.config().stream_chunker),
+            bytes_read: AtomicU64::new(0),
+            warnings: AtomicU64::new(0),
+            repo_root: repo.storage().local_path().and_then(|p| std::fs::canonicalize(p).ok()),
+            stop: AtomicBool::new(false),
+            stream_error: Mutex::new(None),
+            mounts: if opts.excludes.one_file_system { mount_points() } else { Default::default() },
+            excludes: std::mem::take(&mut opts.excludes),
+            excluded: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Ctx<'_> {

@@ -109,9 +109,7 @@ pub fn plan(snapshots: &[Snapshot], opts: &ForgetOptions) -> Result<ForgetReport
     if opts.policy.is_empty() {
         return Err(Error::InvalidArgument {
             what: "forget policy",
-            reason: "no --keep-* rule given, which would forget every snapshot; \
-                     give keep rules, or name the snapshots to forget by id"
-                .into(),
+            reason: "the policy keeps no snapshot, which would forget every snapshot".into(),
         });
     }
     let selected: Vec<Snapshot> = snapshots.iter().filter(|s| opts.filter.matches(&s.file)).cloned().collect();

@@ -4,12 +4,16 @@
 //! [`Repository`]: crate::Repository
 
 pub mod backup;
+pub mod browse;
 pub mod check;
+pub mod diff;
+pub mod find;
 pub mod forget;
 pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod retention;
 pub mod stats;
+pub mod tag;
 pub mod tar;
 pub mod tree_walk;

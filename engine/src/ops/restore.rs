@@ -29,10 +29,11 @@ use nix::sys::stat::{Mode, SFlag};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid};
 
-use super::tree_walk::{self, split_path, Located};
+use super::tree_walk::{self, split_path, Located, Visit};
 use crate::error::{Error, IoContext, Result};
 use crate::format::tree::{Node, NodeKind, Timestamp};
 use crate::id::Id;
+use crate::patterns::PatternSet;
 use crate::progress::Progress;
 use crate::repo::{Repository, Snapshot};
 
@@ -41,6 +42,12 @@ pub struct RestoreOptions {
     pub target: PathBuf,
     /// Snapshot paths to restore (each with its subtree); all when empty.
     pub includes: Vec<String>,
+    /// Entries matching these patterns are restored with everything below
+    /// them, and the directories on the way to them (see
+    /// [`crate::patterns`]; matched on the snapshot path). All when empty.
+    pub include_patterns: PatternSet,
+    /// Entries matching these are not restored, nor anything below them.
+    pub exclude_patterns: PatternSet,
     /// Restore into a non-empty target, replacing what is in the way.
     pub overwrite: bool,
     pub cancel: Option<Arc<AtomicBool>>,
@@ -99,18 +106,8 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreResult> {
-    let target = &opts.target;
-    match std::fs::read_dir(target) {
-        Ok(mut rd) => {
-            if rd.next().is_some() && !opts.overwrite {
-                return Err(Error::TargetNotEmpty { path: target.clone() });
-            }
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => std::fs::create_dir_all(target).at(target)?,
-        Err(e) => return Err(Error::io(target, e)),
-    }
-    let target = std::fs::canonicalize(target).at(target)?;
-    // Resolve every include before writing anything: a typo fails cleanly.
+    // Resolve every include before creating or writing anything: a typo
+    // fails cleanly and leaves no directory behind.
     let mut roots: Vec<RestoreRoot> = Vec::new();
     let includes = if opts.includes.is_empty() { vec!["/".to_string()] } else { opts.includes.clone() };
     for inc in &includes {
@@ -129,6 +126,17 @@ pub fn restore(
     // An index that cannot be loaded fails the restore here, in one error,
     // rather than as a warning for every directory.
     repo.index()?;
+    let target = &opts.target;
+    match std::fs::read_dir(target) {
+        Ok(mut rd) => {
+            if rd.next().is_some() && !opts.overwrite {
+                return Err(Error::TargetNotEmpty { path: target.clone() });
+            }
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => std::fs::create_dir_all(target).at(target)?,
+        Err(e) => return Err(Error::io(target, e)),
+    }
+    let target = std::fs::canonicalize(target).at(target)?;
 
     let ctx = Ctx {
         repo,
@@ -177,15 +185,45 @@ pub fn restore(
             *bytes = 0;
             Ok(())
         };
+        let select = std::cell::RefCell::new(Select {
+            includes: &opts.include_patterns,
+            excludes: &opts.exclude_patterns,
+            pending: Vec::new(),
+            scratch: Vec::new(),
+        });
         for (snap_path, located, ancestors) in &roots {
+            select.borrow_mut().pending.clear();
             for (p, node) in ancestors {
                 let path = ctx.disk_path(p);
                 make_dir(&ctx, &path)?;
                 dirs.push((path, node.clone()));
             }
-            let mut visit = |p: &[u8], node: &Node| -> Result<()> {
+            let mut visit = |p: &[u8], node: &Node| -> Result<Visit> {
                 if ctx.cancelled() {
                     return Err(Error::Interrupted);
+                }
+                let mut sel = select.borrow_mut();
+                let included = match sel.decide(p, node) {
+                    Pick::Skip => return Ok(Visit::Skip),
+                    // On the way to possible matches: created only when
+                    // something below it is restored.
+                    Pick::Pass => {
+                        sel.pending.push(Pending {
+                            path: p.to_vec(),
+                            node: node.clone(),
+                            made: false,
+                            included: false,
+                        });
+                        return Ok(Visit::Enter);
+                    }
+                    Pick::Restore { included } => included,
+                };
+                for d in sel.pending.iter_mut().filter(|d| !d.made) {
+                    let path = ctx.disk_path(&d.path);
+                    make_dir(&ctx, &path)?;
+                    counts.dirs += 1;
+                    dirs.push((path, d.node.clone()));
+                    d.made = true;
                 }
                 let path = ctx.disk_path(p);
                 match node.kind {
@@ -212,7 +250,15 @@ pub fn restore(
                         }
                     }
                 }
-                Ok(())
+                if node.kind == NodeKind::Dir {
+                    sel.pending.push(Pending {
+                        path: p.to_vec(),
+                        node: Node::new(NodeKind::Dir, Vec::new()),
+                        made: true,
+                        included,
+                    });
+                }
+                Ok(Visit::Enter)
             };
             // A directory whose tree cannot be read loses its contents, not
             // the rest of the snapshot: warn (naming the tree, which `arc
@@ -227,13 +273,19 @@ pub fn restore(
                     }
                 }
             };
-            let mut leave = |_: &[u8], _: &Node| Ok(());
+            let mut leave = |_: &[u8], _: &Node| {
+                select.borrow_mut().pending.pop();
+                Ok(())
+            };
             match located {
-                Located::Root(tree) => tree_walk::walk_with(repo, tree, b"", &mut visit, &mut leave, &mut unreadable)?,
+                Located::Root(tree) => {
+                    tree_walk::walk_select(repo, tree, b"", &mut visit, &mut leave, &mut unreadable)?
+                }
                 Located::Node(node) => {
-                    visit(snap_path, node)?;
-                    if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
-                        tree_walk::walk_with(repo, &sub, snap_path, &mut visit, &mut leave, &mut unreadable)?;
+                    if visit(snap_path, node)? == Visit::Enter {
+                        if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
+                            tree_walk::walk_select(repo, &sub, snap_path, &mut visit, &mut leave, &mut unreadable)?;
+                        }
                     }
                 }
             }
@@ -453,4 +505,58 @@ fn apply_metadata(ctx: &Ctx<'_>, path: &Path, node: &Node, file: Option<&File>) 
             .map_err(errno)?,
     }
     Ok(())
+}
+
+/// A directory entered by a restore with patterns.
+struct Pending {
+    path: Vec<u8>,
+    node: Node,
+    /// Created on disk (it, or something below it, is restored).
+    made: bool,
+    /// It matched an include pattern: everything below is restored.
+    included: bool,
+}
+
+/// The include and exclude patterns of a restore, and the directories
+/// entered on the way down.
+struct Select<'a> {
+    includes: &'a PatternSet,
+    excludes: &'a PatternSet,
+    pending: Vec<Pending>,
+    scratch: Vec<usize>,
+}
+
+enum Pick {
+    /// Not restored, nothing below it looked at.
+    Skip,
+    /// Not restored itself, but something below may be.
+    Pass,
+    /// Restored; `included` when an include pattern matched it.
+    Restore { included: bool },
+}
+
+impl Select<'_> {
+    fn decide(&mut self, p: &[u8], node: &Node) -> Pick {
+        if self.includes.is_empty() && self.excludes.is_empty() {
+            return Pick::Restore { included: false };
+        }
+        let mut abs = Vec::with_capacity(p.len() + 1);
+        abs.push(b'/');
+        abs.extend_from_slice(p);
+        let is_dir = node.kind == NodeKind::Dir;
+        if self.excludes.matches(&abs, is_dir, &mut self.scratch) {
+            return Pick::Skip;
+        }
+        if self.includes.is_empty() || self.pending.last().is_some_and(|d| d.included) {
+            return Pick::Restore { included: true };
+        }
+        if self.includes.matches(&abs, is_dir, &mut self.scratch) {
+            return Pick::Restore { included: true };
+        }
+        if is_dir {
+            Pick::Pass
+        } else {
+            Pick::Skip
+        }
+    }
 }

@@ -43,22 +43,29 @@ impl Located {
     }
 }
 
+/// Resolves a snapshot path. A path that does not exist fails with
+/// [`Error::PathNotInSnapshot`] naming the deepest directory of it that
+/// does.
 pub fn locate(repo: &Repository, snapshot: &Snapshot, path: &str) -> Result<Located> {
     let comps = split_path(path)?;
+    let shown = |n: usize| format!("/{}", String::from_utf8_lossy(&comps[..n].join(&b'/')));
+    let missing = |existing: usize| Error::PathNotInSnapshot {
+        snapshot: snapshot.id.short(),
+        path: shown(comps.len()),
+        closest: shown(existing),
+    };
     let mut tree_id = snapshot.file.tree;
     let mut node: Option<Node> = None;
     for (i, c) in comps.iter().enumerate() {
         if let Some(n) = &node {
             tree_id = match (n.kind, n.subtree) {
                 (NodeKind::Dir, Some(id)) => id,
-                _ => return Err(Error::PathNotInSnapshot { snapshot: snapshot.id.short(), path: path.to_string() }),
+                // comps[i - 1] is not a directory: its parent is.
+                _ => return Err(missing(i - 1)),
             };
         }
         let tree = repo.load_tree(&tree_id)?;
-        node = Some(tree.find(c).cloned().ok_or_else(|| Error::PathNotInSnapshot {
-            snapshot: snapshot.id.short(),
-            path: format!("/{}", String::from_utf8_lossy(&comps[..=i].join(&b'/'))),
-        })?);
+        node = Some(tree.find(c).cloned().ok_or_else(|| missing(i))?);
     }
     Ok(match node {
         Some(n) => Located::Node(Box::new(n)),
@@ -97,6 +104,29 @@ pub fn walk_with(
     leave: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
     unreadable: &mut Unreadable<'_>,
 ) -> Result<()> {
+    let mut visit = |p: &[u8], n: &Node| visit(p, n).map(|()| Visit::Enter);
+    walk_at(repo, tree, prefix, 0, &mut visit, leave, unreadable)
+}
+
+/// What a selective walk does after visiting a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visit {
+    /// Walk its contents (then call `leave`).
+    Enter,
+    /// Skip its contents (and `leave`): nothing below it is read.
+    Skip,
+}
+
+/// Like [`walk_with`], but `visit` decides for each directory whether its
+/// contents are walked (restore with exclude patterns).
+pub fn walk_select(
+    repo: &Repository,
+    tree: &Id,
+    prefix: &[u8],
+    visit: &mut dyn FnMut(&[u8], &Node) -> Result<Visit>,
+    leave: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
+    unreadable: &mut Unreadable<'_>,
+) -> Result<()> {
     walk_at(repo, tree, prefix, 0, visit, leave, unreadable)
 }
 
@@ -115,7 +145,7 @@ fn walk_at(
     tree: &Id,
     prefix: &[u8],
     depth: usize,
-    visit: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
+    visit: &mut dyn FnMut(&[u8], &Node) -> Result<Visit>,
     leave: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
     unreadable: &mut Unreadable<'_>,
 ) -> Result<()> {
@@ -132,7 +162,9 @@ fn walk_at(
             path.push(b'/');
         }
         path.extend_from_slice(&node.name);
-        visit(&path, node)?;
+        if visit(&path, node)? == Visit::Skip {
+            continue;
+        }
         if node.kind == NodeKind::Dir {
             if let Some(sub) = node.subtree {
                 walk_at(repo, &sub, &path, depth + 1, visit, leave, unreadable)?;

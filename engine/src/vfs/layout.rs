@@ -383,6 +383,8 @@ mod tests {
                 parent: None,
                 program_version: "test".into(),
                 summary: Summary::default(),
+                excludes: Vec::new(),
+                original: None,
             },
         }
     }

@@ -83,6 +83,7 @@ pub(super) fn entry(
         }
     }
     if change == Change::Unchanged {
+        ctx.progress.unchanged(path, node.size);
         if let Some(p) = previous {
             node.chunks = p.chunks;
         }
@@ -114,7 +115,8 @@ pub(super) fn entry(
             );
         }
         let seen = Seen { size: node.size, mtime: node.mtime };
-        jobs.send(Job { path: path.to_path_buf(), seen, slot: slot.clone() }).map_err(|_| Error::Interrupted)?;
+        jobs.send(Job { path: path.to_path_buf(), seen, slot: slot.clone(), change })
+            .map_err(|_| Error::Interrupted)?;
         send(WalkEvent::Entry(node, Content::Pending(slot), change))
     }
 }

@@ -3,7 +3,9 @@
 //! builder's events and the file workers' jobs, in that order.
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
@@ -39,7 +41,13 @@ pub(super) fn walker(
     let mut out = WalkOut { links: HashMap::new(), jobs: &jobs, events: &events };
     let pool = DirPool::default();
     let stopping = || ctx.stopping();
-    let env = ListEnv { repo: ctx.repo, skip_dir: ctx.repo_root.as_deref(), stopping: &stopping };
+    let env = ListEnv {
+        repo: ctx.repo,
+        skip_dir: ctx.repo_root.as_deref(),
+        stopping: &stopping,
+        excludes: &ctx.excludes,
+        mounts: &ctx.mounts,
+    };
     // Listing is syscalls and, on a cold cache, disk waits: more threads
     // than cores keep more requests in flight.
     let threads = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4).clamp(2, 16);
@@ -77,7 +85,7 @@ pub(super) fn walker(
                 continue;
             }
             let key = vec![u32::try_from(si).unwrap_or(u32::MAX)];
-            pool.submit(key.clone(), src.disk.clone(), parent_node.and_then(|p| p.subtree));
+            pool.submit(key.clone(), src.disk.clone(), parent_node.and_then(|p| p.subtree), meta.dev());
             out.send(WalkEvent::EnterDir(node, src.disk.clone()))?;
             let first = pool.take(&key, &env)?;
             report_listing(ctx, &src.disk, &first);
@@ -100,6 +108,11 @@ pub(super) fn walker(
                 }
                 let Some(node) = child.node else { continue };
                 if node.kind == NodeKind::Dir {
+                    if child.mount_point {
+                        out.send(WalkEvent::EnterDir(node, child.path.clone()))?;
+                        out.send(WalkEvent::LeaveDir)?;
+                        continue;
+                    }
                     if !child.descend {
                         continue;
                     }
@@ -133,6 +146,7 @@ pub(super) fn walker(
 
 /// Warnings of a directory that could not be (fully) listed.
 fn report_listing(ctx: &Ctx<'_>, dir: &Path, listing: &Listing) {
+    ctx.excluded.fetch_add(listing.excluded, Ordering::Relaxed);
     for e in &listing.errors {
         ctx.warn(dir, e);
     }

@@ -22,7 +22,7 @@ use crate::packer::BlobSink;
 pub(super) fn worker(ctx: &Ctx<'_>, sink: &BlobSink<'_>, jobs: Receiver<Job>) {
     let mut buf = Vec::new();
     let mut reader = None;
-    for Job { path, seen, slot } in jobs.iter() {
+    for Job { path, seen, slot, .. } in jobs.iter() {
         let guard = SlotGuard(slot);
         let r = store_file(ctx, sink, &mut reader, &path, seen, &mut buf);
         guard.0.set(settle(ctx, sink, &path, r));
@@ -66,6 +66,7 @@ fn store_file(
     buf: &mut Vec<u8>,
 ) -> Result<Stored> {
     crate::fault::pause_before_read(path);
+    ctx.progress.reading(path);
     // O_NOATIME keeps backups from dirtying every inode; it is refused for
     // files we do not own, so fall back to a plain open.
     let file =

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The project's test command (README, "The two commands"; CI runs it through
+# .ci/run). On a fresh Debian machine, as root, it installs the system tools
+# and database servers the tests use (the packages' own services are not
+# started: the tests start their servers themselves, on unix sockets in
+# temporary directories), then runs every test binary of the workspace even
+# when one fails, with the test-only fault hooks compiled in, and ends with
+# one line:
+#
+#   N passed, N failed, N skipped (what was skipped and why)
+#
+# Tests that need root, /dev/fuse, a database server or a tool print
+# `SKIP: <test>: <reason>` when it is missing (tests/e2e/util.rs, require!);
+# with CI set they fail instead. Extra arguments go to `cargo test` (a test
+# name filter, for example: ./test.sh mount).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Debian packages, each with a file that shows it is installed.
+packages=(
+  "tar:/usr/bin/tar"
+  "util-linux:/usr/bin/setpriv"
+  "libarchive-tools:/usr/bin/bsdtar"
+  "fuse3:/usr/bin/fusermount3"
+  "mariadb-server:/usr/sbin/mariadbd"
+  "postgresql:/usr/lib/postgresql"
+  "redis-server:/usr/bin/redis-server"
+  "redis-tools:/usr/bin/redis-cli"
+  "strace:/usr/bin/strace"
+)
+need=()
+for p in "${packages[@]}"; do
+  [ -e "${p#*:}" ] || need+=("${p%%:*}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test.sh: installing ${need[*]}" >&2
+    # policy-rc.d 101 keeps the packages' maintainer scripts from starting
+    # their services (MariaDB, PostgreSQL, Redis) system-wide.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=0
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=1
+    fi
+    status=0
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${need[@]}" >/dev/null; } || status=$?
+    [ "$own_policy" = 1 ] && rm -f "$policy"
+    [ "$status" = 0 ] || { echo "test.sh: apt-get install ${need[*]} failed" >&2; exit "$status"; }
+  else
+    echo "test.sh: not installed: ${need[*]} (run as root to install them); tests that need them will be skipped" >&2
+  fi
+fi
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --release --workspace --no-fail-fast --features arc-cli/fault-injection "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+
+# libtest counts a skipped test as passed; the SKIP lines say which.
+awk '
+  /^test result:/ {
+    for (i = 1; i < NF; i++) {
+      if ($(i+1) ~ /^passed/) p += $i
+      if ($(i+1) ~ /^failed/) f += $i
+      if ($(i+1) ~ /^ignored/) ig += $i
+    }
+  }
+  /^SKIP: / {
+    line = substr($0, 7)
+    k = index(line, ": ")
+    name = substr(line, 1, k - 1); reason = substr(line, k + 2)
+    if (!(name in seen)) {
+      seen[name] = 1; s++
+      if (!(reason in by)) { order[++nr] = reason; by[reason] = name } else { by[reason] = by[reason] ", " name }
+    }
+  }
+  END {
+    why = ""
+    for (i = 1; i <= nr; i++) why = why (i > 1 ? "; " : "") order[i] ": " by[order[i]]
+    if (ig > 0) why = why (why != "" ? "; " : "") ig " marked #[ignore]"
+    printf "%d passed, %d failed, %d skipped%s\n", p - s, f, s + ig, (why != "" ? " (" why ")" : "")
+  }' "$log"
+exit "$status"
