@@ -90,7 +90,7 @@ fn a_snapshot_mount_with_a_new_device_keeps_every_tree_and_reads_nothing() {
             let sub = mnt.join(format!("site{d}"));
             std::fs::create_dir_all(&sub).unwrap();
             for f in 0..200 {
-                write_random_file(&sub.join(format!("f{f}.php")), 500 + f * 7, (d * 1000 + f) as u64);
+                write_random_file(&sub.join(format!("f{f}.php")), 500 + f * 7, d * 1000 + f);
             }
         }
         std::fs::hard_link(mnt.join("site0/f1.php"), mnt.join("site1/linked.php")).unwrap();
