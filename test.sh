@@ -27,6 +27,8 @@ packages=(
   "redis-server:/usr/bin/redis-server"
   "redis-tools:/usr/bin/redis-cli"
   "strace:/usr/bin/strace"
+  "rsync:/usr/bin/rsync"
+  "acl:/usr/bin/setfacl"
 )
 need=()
 for p in "${packages[@]}"; do

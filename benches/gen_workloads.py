@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Deterministic generator for arc's benchmark workloads (python3 stdlib only).
 
-Shapes (see /work/shared/workloads.md and BENCHMARKS.md):
+Shapes (see ../shared/workloads.md and BENCHMARKS.md):
   spool  maildir mail spool: ~200k messages, ~12k directories, ~1.2 GB
   www    ~10 web sites, ~35k files, ~0.7 GB (shared CMS release, uploads, big files)
   dump   dump/day1.sql + dump/day2.sql, ~300 MB mysqldump-style SQL, day 2 = ~1.5 % rows changed

@@ -12,6 +12,15 @@
 #   parallel      both large files read at once through one arc mount
 #   tree walks    `find MNT/latest/ | wc -l` and `ls -lR MNT/latest/` over the spool
 #                 snapshot (200k files), arc mount vs restic mount; peak RSS of the mount
+#   copy-out      whole snapshots of the spool, www and system shapes (system: a copy of
+#                 this machine's /usr/share and /etc, made on first use) copied out:
+#                 `arc restore` into a tmpfs against `cp -a`, `rsync -aHAX` and
+#                 `tar -cf - . | cat` through arc mount, and `cp -a` straight from the
+#                 source directory (what the copy tool itself costs); then 4 www sites
+#                 copied with `cp -a` at once and one after the other. Page cache dropped
+#                 (sync; drop_caches) before every step, restore included. Every copy is
+#                 checked against the source (names, types, sizes, modes, owners, mtimes,
+#                 link counts); kernel requests per file from `arc mount --count-requests`.
 #
 # Environment (defaults in brackets):
 #   ARC_BENCH_DIR              workloads and results [/var/tmp/arc-bench]
@@ -19,7 +28,8 @@
 #   ARC_BENCH_MOUNT_RANDOM_MIB size of the random file [1024]
 #   ARC_BIN                    arc binary [target/release/arc]
 #   ARC_BENCH_SKIP_BUILD       1: do not run cargo build [0]
-#   ARC_BENCH_MOUNT_PARTS      which parts to run: files (large files, parallel), walks [files walks]
+#   ARC_BENCH_MOUNT_PARTS      which parts to run: files (large files, parallel), walks, copy
+#                              [files walks copy]
 #   ARC_BENCH_MOUNT_BUSY       1: keep one nice-19 busy loop running throughout, so that
 #                              vCPUs do not halt between FUSE round trips (see BENCHMARKS.md) [0]
 #
@@ -34,7 +44,7 @@ BENCH_DIR=${ARC_BENCH_DIR:-/var/tmp/arc-bench}
 RUNS=${ARC_BENCH_RUNS:-3}
 RANDOM_MIB=${ARC_BENCH_MOUNT_RANDOM_MIB:-1024}
 BUSY=${ARC_BENCH_MOUNT_BUSY:-0}
-PARTS=${ARC_BENCH_MOUNT_PARTS:-files walks}
+PARTS=${ARC_BENCH_MOUNT_PARTS:-files walks copy}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 ARC_BIN=${ARC_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/arc}
 GEN=(python3 "$HERE/gen_workloads.py" "$BENCH_DIR")
@@ -47,6 +57,7 @@ pkgs=()
 command -v restic >/dev/null || pkgs+=(restic)
 command -v fusermount3 >/dev/null || pkgs+=(fuse3)
 [[ -x /usr/bin/time ]] || pkgs+=(time)
+command -v rsync >/dev/null || pkgs+=(rsync)
 if [[ ${#pkgs[@]} -gt 0 ]]; then
   log "apt-get install ${pkgs[*]}"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${pkgs[@]}" >/dev/null
@@ -59,6 +70,7 @@ fi
 # ---- workloads ---------------------------------------------------------------------------
 mkdir -p "$BENCH_DIR"
 "${GEN[@]}" --shapes spool,dump
+if part copy; then "${GEN[@]}" --shapes www; fi
 "${GEN[@]}" --spool-day2 revert >/dev/null 2>&1 || true
 SPOOL=$BENCH_DIR/spool
 SQL=$BENCH_DIR/dump/day1.sql
@@ -75,6 +87,14 @@ with open(sys.argv[1] + ".tmp", "wb") as f:
 import os
 os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 PY
+fi
+
+SYSTEM=$BENCH_DIR/mountbench/system
+if part copy && [[ ! -d $SYSTEM ]]; then
+  log "copying /usr/share and /etc to $SYSTEM (real system files)"
+  mkdir -p "$SYSTEM.tmp"
+  cp -a /usr/share /etc "$SYSTEM.tmp/"
+  mv "$SYSTEM.tmp" "$SYSTEM"
 fi
 
 # ---- work area, cleanup --------------------------------------------------------------------
@@ -127,15 +147,16 @@ timed() {
 }
 
 # ---- mounting --------------------------------------------------------------------------------
-start_mount() { # TOOL REPO NAME
-  local tool=$1 repo=$2 ready
+start_mount() { # TOOL REPO NAME [ARC MOUNT OPTIONS...]
+  local tool=$1 repo=$2 name=$3 ready
+  shift 3
   if [[ $tool == arc ]]; then
-    /usr/bin/time -v -o "$WORK/mount-time.txt" "$ARC_BIN" --repo "$repo" mount --utc "$MNT" \
-      > "$RES/logs/arc.$3.mount.log" 2>&1 &
+    /usr/bin/time -v -o "$WORK/mount-time.txt" "$ARC_BIN" --repo "$repo" mount --utc "$@" "$MNT" \
+      > "$RES/logs/arc.$name.mount.log" 2>&1 &
     ready=$MNT/latest
   else
     /usr/bin/time -v -o "$WORK/mount-time.txt" restic -r "$repo" mount "$MNT" \
-      > "$RES/logs/restic.$3.mount.log" 2>&1 &
+      > "$RES/logs/restic.$name.mount.log" 2>&1 &
     ready=$MNT/snapshots/latest
   fi
   MOUNT_PID=$!
@@ -164,9 +185,33 @@ record_rss() { # RUN TOOL STEP
   echo "$1,$2,$3_rss,0,,,${MOUNT_RSS_KB:-0},ok" >> "$CSV"
 }
 
-fresh_tmpfs() {
+fresh_tmpfs() { # [SIZE_MIB]
   while mountpoint -q "$T"; do umount "$T"; done
-  mount -t tmpfs -o size=$(( (RANDOM_MIB + 1024) * 1024 * 1024 )) arc-bench-mount "$T"
+  mount -t tmpfs -o size=$(( ${1:-$((RANDOM_MIB + 1024))} * 1024 * 1024 )) arc-bench-mount "$T"
+}
+
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+# What a copy must reproduce, one line per entry below DIR: type, path, size (files),
+# mode, owner, mtime, link count (files). Printed as a checksum.
+manifest() {
+  (cd "$1" && find . \( -type f -printf '%y %p %s %m %U:%G %T@ %n\n' \) -o -printf '%y %p %m %U:%G %T@\n' | sort | md5sum)
+}
+
+# verify RUN SHAPE STEP DIR: DIR must match the source's manifest.
+verify() {
+  if [[ $(manifest "$4") != "${MANIFEST[$2]}" ]]; then
+    log "VERIFY: $2 $3 (run $1) differs from the source"
+    echo "$1,arc,$2.$3.verify,0,,,,fail" >> "$CSV"
+  fi
+}
+
+# record_requests RUN STEP FILES: kernel requests per file, from the mount's exit line.
+record_requests() {
+  local n
+  n=$(grep -o 'kernel requests: [0-9]*' "$RES/logs/arc.$2-$1.mount.log" | grep -o '[0-9]*$' || true)
+  [[ -n $n ]] && echo "$1,arc,$2_requests,$n,,$3,,ok" >> "$CSV"
+  grep -o 'kernel requests: .*' "$RES/logs/arc.$2-$1.mount.log" > "$RES/logs/arc.$2-$1.requests.txt" || true
 }
 
 # ---- repositories ------------------------------------------------------------------------------
@@ -183,6 +228,17 @@ if part walks; then
   "$ARC_BIN" --repo "$A_SPOOL" backup -q "$SPOOL" >/dev/null
   restic -r "$R_SPOOL" init -q --repository-version 2 >/dev/null
   restic -r "$R_SPOOL" -q --compression auto backup --host arc-bench "$SPOOL" >/dev/null
+fi
+
+declare -A COPY_SRC=([spool]=$SPOOL [www]=$BENCH_DIR/www [system]=$SYSTEM) COPY_FILES=() MANIFEST=()
+COPY_SHAPES=(spool www system)
+if part copy; then
+  for shape in "${COPY_SHAPES[@]}"; do
+    "$ARC_BIN" --repo "$WORK/arc-copy-$shape" init >/dev/null
+    "$ARC_BIN" --repo "$WORK/arc-copy-$shape" backup -q "${COPY_SRC[$shape]}" >/dev/null
+    COPY_FILES[$shape]=$(find "${COPY_SRC[$shape]}" | wc -l)
+    MANIFEST[$shape]=$(manifest "${COPY_SRC[$shape]}")
+  done
 fi
 
 SQL_BYTES=$(stat -c %s "$SQL") RND_BYTES=$(stat -c %s "$RND")
@@ -240,6 +296,55 @@ for run in $(seq 1 "$RUNS"); do
     timed "$run" "$tool" spool.ls_lR "" "$SPOOL_FILES" bash -c 'ls -lR "$1/" | wc -l' _ "$top"
     stop_mount; record_rss "$run" "$tool" spool.ls_lR
   done
+
+  # Whole snapshots copied out: restore against copies through the mount.
+  for shape in "${COPY_SHAPES[@]}"; do
+    part copy || continue
+    repo=$WORK/arc-copy-$shape src=${COPY_SRC[$shape]} files=${COPY_FILES[$shape]}
+    rel=${src#/} sz=8192
+
+    fresh_tmpfs $sz; drop_caches
+    timed "$run" arc "$shape.restore" "" "$files" "$ARC_BIN" --repo "$repo" restore -q latest --target "$T/r"
+    verify "$run" "$shape" restore "$T/r/$rel"
+
+    fresh_tmpfs $sz; drop_caches
+    timed "$run" local "$shape.local_cp" "" "$files" cp -a "$src" "$T/"
+    verify "$run" "$shape" local_cp "$T/$(basename "$src")"
+
+    for step in cp rsync tar; do
+      fresh_tmpfs $sz; drop_caches
+      start_mount arc "$repo" "$shape.mount_$step-$run" --count-requests
+      case $step in
+        cp) timed "$run" arc "$shape.mount_cp" "" "$files" cp -a "$MNT/latest/$rel" "$T/" ;;
+        rsync) timed "$run" arc "$shape.mount_rsync" "" "$files" rsync -aHAX "$MNT/latest/$rel/" "$T/rs/" ;;
+        # shellcheck disable=SC2016
+        tar) timed "$run" arc "$shape.mount_tar" "" "$files" bash -c 'cd "$1" && tar -cf - . | cat >/dev/null' _ "$MNT/latest/$rel" ;;
+      esac
+      stop_mount
+      record_requests "$run" "$shape.mount_$step" "$files"
+      case $step in
+        cp) verify "$run" "$shape" mount_cp "$T/$(basename "$src")" ;;
+        rsync) verify "$run" "$shape" mount_rsync "$T/rs" ;;
+      esac
+    done
+  done
+
+  # Four readers at once: four www sites copied in parallel, against one after the other.
+  if part copy; then
+    mapfile -t SITES < <(find "${COPY_SRC[www]}" -mindepth 1 -maxdepth 1 -type d | sort | head -4)
+    SITES=("${SITES[@]/#\//$MNT/latest/}")
+    for mode in sequential parallel; do
+      fresh_tmpfs 8192; drop_caches
+      start_mount arc "$WORK/arc-copy-www" "www.copy4_$mode-$run"
+      # shellcheck disable=SC2016
+      if [[ $mode == sequential ]]; then
+        timed "$run" arc "www.copy4_$mode" "" 4 bash -c 'for s; do cp -a "$s" "'"$T"'/"; done' _ "${SITES[@]}"
+      else
+        timed "$run" arc "www.copy4_$mode" "" 4 bash -c 'for s; do cp -a "$s" "'"$T"'/" & done; wait' _ "${SITES[@]}"
+      fi
+      stop_mount
+    done
+  fi
 done
 echo "loadavg_end: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$RES/meta.txt"
 
@@ -282,19 +387,48 @@ par, s1, s2 = med("arc", "both.mount_cat_parallel"), med("arc", "sql.mount_cat")
 if par and s1 and s2:
     print()
     print(f"Both files at once through one arc mount: {par:.2f} s (one after the other: {s1 + s2:.2f} s).")
-if not any(r["step"].startswith("spool.") for r in rows):
-    sys.exit(0)  # only the large-file part ran
-print()
-print("| spool snapshot (200k files) | arc mount | restic mount | restic ÷ arc |")
-print("|---|---|---|---|")
-for step, label in (("spool.find", "`find MNT/latest/ \\| wc -l`"), ("spool.ls_lR", "`ls -lR MNT/latest/`")):
-    a, r = med("arc", step), med("restic", step)
-    ratio = "–" if not a or not r else f"{r / a:.1f}x"
-    print(f"| {label} | {fmt(a)} | {fmt(r)} | {ratio} |")
-for step in ("spool.find_rss", "spool.ls_lR_rss"):
-    a, r = med("arc", step, "rss_kb"), med("restic", step, "rss_kb")
-    label = step.replace("_rss", "").replace("spool.", "")
-    print(f"| peak RSS of the mount process ({label}) | {fmt(a and a / 1024, 'MB')} | {fmt(r and r / 1024, 'MB')} | {'–' if not a or not r else f'{r / a:.1f}x'} |")
+def walks():
+    print()
+    print("| spool snapshot (200k files) | arc mount | restic mount | restic ÷ arc |")
+    print("|---|---|---|---|")
+    for step, label in (("spool.find", "`find MNT/latest/ \\| wc -l`"), ("spool.ls_lR", "`ls -lR MNT/latest/`")):
+        a, r = med("arc", step), med("restic", step)
+        ratio = "–" if not a or not r else f"{r / a:.1f}x"
+        print(f"| {label} | {fmt(a)} | {fmt(r)} | {ratio} |")
+    for step in ("spool.find_rss", "spool.ls_lR_rss"):
+        a, r = med("arc", step, "rss_kb"), med("restic", step, "rss_kb")
+        label = step.replace("_rss", "").replace("spool.", "")
+        print(f"| peak RSS of the mount process ({label}) | {fmt(a and a / 1024, 'MB')} | {fmt(r and r / 1024, 'MB')} | {'–' if not a or not r else f'{r / a:.1f}x'} |")
+if any(r["step"] == "spool.find" for r in rows):
+    walks()
+
+shapes = [s for s in ("spool", "www", "system") if med("arc", s + ".restore") is not None]
+if shapes:
+    def files(shape):
+        for r in rows:
+            if r["step"] == shape + ".restore" and r["files"]:
+                return int(r["files"])
+    def per_file(shape, step):
+        n, f = med("arc", f"{shape}.mount_{step}_requests"), files(shape)
+        return "–" if n is None or not f else f"{n / f:.1f}"
+    def cell(shape, step, tool="arc"):
+        s, r = med(tool, f"{shape}.{step}"), med("arc", f"{shape}.restore")
+        return "–" if s is None else f"{s:.2f} s ({s / r:.1f}x)"
+    print()
+    print("| snapshot copied out | arc restore | cp -a through mount | rsync -aHAX through mount | tar -cf - . \\| cat through mount | cp -a from the source directory | requests per entry: cp; rsync; tar |")
+    print("|---|---|---|---|---|---|---|")
+    for shape in shapes:
+        print(f"| {shape} ({files(shape)} entries) | {fmt(med('arc', shape + '.restore'))} | {cell(shape, 'mount_cp')} | "
+              f"{cell(shape, 'mount_rsync')} | {cell(shape, 'mount_tar')} | {cell(shape, 'local_cp', 'local')} | "
+              f"{per_file(shape, 'cp')}; {per_file(shape, 'rsync')}; {per_file(shape, 'tar')} |")
+    print()
+    print("Times are medians; (Nx) is the time ÷ `arc restore` of the same snapshot.")
+    bad = [r for r in rows if r["step"].endswith(".verify")]
+    print("Every copy matched the source." if not bad else f"MISMATCHES: {', '.join(r['step'] + ' run ' + r['run'] for r in bad)}")
+    seq, par = med("arc", "www.copy4_sequential"), med("arc", "www.copy4_parallel")
+    if seq and par:
+        print()
+        print(f"Four www sites with `cp -a` through one mount: {par:.2f} s at once, {seq:.2f} s one after the other ({par / seq:.2f}x).")
 PY
 cat "$RES/summary.md"
 ln -sfn "$(basename "$RES")" "$BENCH_DIR/results/mount-latest"

@@ -101,6 +101,9 @@ mod everyday;
 #[path = "e2e/bigdir.rs"]
 mod bigdir;
 
+#[path = "e2e/messages.rs"]
+mod messages;
+
 #[path = "e2e/format_v1.rs"]
 mod format_v1;
 
@@ -109,3 +112,11 @@ mod shapes;
 
 #[path = "e2e/json_docs.rs"]
 mod json_docs;
+#[path = "e2e/tamper.rs"]
+mod tamper;
+
+#[path = "e2e/modes.rs"]
+mod modes;
+
+#[path = "e2e/keys.rs"]
+mod keys;

@@ -10,7 +10,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
     name = "arc",
     version,
     about = "Content-addressed, deduplicating backups with every snapshot a full tree",
-    after_help = "Exit codes: 0 success, 1 error, 3 snapshot written but some files could not be read.\n\
+    after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 snapshot written but some files could not be read.\n\
                   The repository is --repo, else $ARC_REPO, else $XDG_DATA_HOME/arc/repository."
 )]
 pub struct Cli {
@@ -68,6 +68,9 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Delete data no snapshot uses and rewrite mostly unused packs.
     Prune(PruneArgs),
+    /// Manage the passphrases (key files) that open the repository.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Show what changed between two snapshots: + added, - removed, M content, U metadata only, T type.
     Diff(DiffArgs),
     /// Find entries matching patterns in snapshots: in which, with size and mtime.
@@ -150,6 +153,11 @@ pub struct ManArgs {
 
 #[derive(Args, Debug)]
 pub struct InitArgs {
+    /// `none` stores the key unprotected (still format v2, same code paths);
+    /// the default asks for a passphrase (ARC_PASSWORD, ARC_PASSWORD_FILE,
+    /// ARC_PASSWORD_COMMAND, or the terminal, twice).
+    #[arg(long, value_enum, default_value = "passphrase")]
+    pub encryption: EncryptionMode,
     /// Minimum chunk size for files (e.g. 256K).
     #[arg(long, value_parser = parse_size)]
     pub chunk_min: Option<u64>,
@@ -354,7 +362,7 @@ pub struct PruneArgs {
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
-    /// Snapshot id prefix or "latest".
+    /// Snapshot id prefix or "latest" (the newest snapshot that holds PATH).
     pub snapshot: String,
     /// Directory (or file) inside the snapshot.
     #[arg(default_value = "/")]
@@ -413,11 +421,16 @@ pub struct MountArgs {
     /// polls while the mount is idle); 0 turns it off.
     #[arg(long, default_value_t = 200, value_name = "MICROSECONDS")]
     pub busy_poll_us: u64,
+    /// Count the kernel's requests by kind and print the counts when
+    /// unmounting (for measuring how many round trips a tool needs).
+    #[arg(long, hide = true)]
+    pub count_requests: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct CatArgs {
-    /// SNAPSHOT:PATH, e.g. latest:/etc/hosts
+    /// SNAPSHOT:PATH, e.g. latest:/etc/hosts or latest:mysql/shop.sql
+    /// (latest: the newest snapshot that holds PATH).
     pub target: String,
     /// restic's spelling `cat latest /path`: refused with a hint.
     #[arg(hide = true)]
@@ -428,7 +441,7 @@ pub struct CatArgs {
 
 #[derive(Args, Debug)]
 pub struct DumpArgs {
-    /// SNAPSHOT[:PATH], e.g. latest:/var/www
+    /// SNAPSHOT[:PATH], e.g. latest:/var/www (latest: the newest snapshot that holds PATH).
     pub target: String,
     /// Write the archive to this file instead of stdout.
     #[arg(long, short = 'o')]
@@ -472,6 +485,41 @@ pub fn parse_subset(s: &str) -> Result<Subset, String> {
         return Err(format!("{s:?}: the share must be more than 0%"));
     }
     Ok(Subset::Percent(p))
+}
+
+#[derive(Subcommand, Debug)]
+#[command(after_help = "The new passphrase comes from ARC_NEW_PASSWORD, ARC_NEW_PASSWORD_FILE, \
+                        ARC_NEW_PASSWORD_COMMAND, --new-password-file, or a terminal prompt (twice).")]
+pub enum KeyCommand {
+    /// List the key files: id, current, created, host (--json for scripts).
+    List,
+    /// Add a passphrase (a new key file wrapping the same master key).
+    Add(NewPasswordArgs),
+    /// Remove a key file by id (prefix); the last one and the one in use are refused.
+    Remove {
+        /// Key id or unique prefix (see `arc key list`).
+        id: String,
+    },
+    /// Change the passphrase in use (adds the new key file, then removes the old).
+    Passwd(NewPasswordArgs),
+    /// Print what opens this repository elsewhere: the default repository's
+    /// generated passphrase, and the current key file.
+    Export,
+}
+
+#[derive(Args, Debug)]
+pub struct NewPasswordArgs {
+    /// Read the new passphrase from this file (first line).
+    #[arg(long, value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EncryptionMode {
+    /// Key files wrap the master key with a passphrase (Argon2id).
+    Passphrase,
+    /// The key is stored unprotected in the repository: for a trusted local disk.
+    None,
 }
 
 #[derive(Subcommand, Debug)]

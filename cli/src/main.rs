@@ -15,6 +15,7 @@ macro_rules! outln {
 mod args;
 mod backup_progress;
 mod cmd;
+mod passphrase;
 mod ui;
 
 use std::process::ExitCode;
@@ -43,8 +44,24 @@ fn tune_allocator() {
     }
 }
 
+/// A panic is a bug in arc: say so, with where and the panic's message, in
+/// one line instead of Rust's default text. A worker's panic is then also
+/// the command's error (arc_engine::Error::Bug), never "interrupted".
+fn report_panics_as_bugs() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let message = arc_engine::sync::panic_message(info.payload());
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!(
+            "arc: internal error (a bug in arc; please report it): thread '{}' panicked{at}: {message}",
+            thread.name().unwrap_or("?")
+        );
+    }));
+}
+
 fn main() -> ExitCode {
     tune_allocator();
+    report_panics_as_bugs();
     let cli = args::Cli::parse();
     if matches!(cli.command, args::Command::Mount(_)) {
         // Before any thread exists: setting the environment is only sound

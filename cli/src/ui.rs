@@ -21,16 +21,29 @@ pub fn one_line(err: &anyhow::Error) -> String {
     parts.join(": ").replace('\n', " ")
 }
 
-/// What the user can do about an engine error, when the error alone does
-/// not say it: the engine words errors without command names.
+/// The next step for an engine error, in the CLI's words: the engine's
+/// errors carry what went wrong and on what; the commands that help are
+/// named here.
 pub fn hint(err: &anyhow::Error) -> Option<String> {
-    err.chain().find_map(|e| match e.downcast_ref::<arc_engine::Error>()? {
-        arc_engine::Error::ReadOnlyFormat { .. } => Some(
-            "migrate it into a new repository: `arc init --repo NEW` then \
-             `arc copy --repo NEW --from-repo OLD --all`"
-                .to_string(),
-        ),
-        _ => None,
+    use arc_engine::Error as E;
+    let e = err.chain().find_map(|e| e.downcast_ref::<E>())?;
+    Some(match e {
+        E::Locked { stale: true, .. } => "remove the stale lock with `arc unlock`".into(),
+        E::UnreadableLock { .. } => "if no other arc runs, remove it with `arc unlock --remove-all`".into(),
+        E::TargetNotEmpty { .. } => "use --overwrite to restore into it".into(),
+        E::Damaged { .. } => "run `arc check`, and `arc repair index` if the index is damaged".into(),
+        E::EmptyStream { .. } => "did the dump fail? use --allow-empty to store an empty stream".into(),
+        E::Corrupt { what: "index file", .. } | E::IndexDb { .. } => {
+            "rebuild the index from the packs with `arc repair index`".into()
+        }
+        E::ReadOnlyFormat { .. } => "migrate it into a new repository: `arc init --repo NEW` then \
+                                     `arc copy --repo NEW --from-repo OLD --all`"
+            .into(),
+        E::Bug { .. } => "please report it with the command line and this message".into(),
+        E::PathInNoSnapshot { .. } | E::PathNotInSnapshot { .. } => {
+            "`arc ls SNAPSHOT PATH` shows what a snapshot holds".into()
+        }
+        _ => return None,
     })
 }
 

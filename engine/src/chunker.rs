@@ -12,19 +12,35 @@ use std::io::{ErrorKind, Read};
 
 use fastcdc::v2020;
 
+use std::sync::Arc;
+
 use crate::format::config::ChunkerParams;
 
-#[derive(Clone, Copy)]
+/// fastcdc's gear table and its left-shifted twin.
+type GearTables = (Box<[u64; 256]>, Box<[u64; 256]>);
+
+#[derive(Clone)]
 pub struct Chunker {
     min: usize,
     avg: usize,
     max: usize,
     mask_s: u64,
     mask_l: u64,
+    /// The gear table and its left-shifted twin: fastcdc's own, XORed with
+    /// the repository's secret seed in format v2 (seed 0 in v1 leaves them
+    /// unchanged), so chunk boundaries depend on the key.
+    gear: Arc<GearTables>,
 }
 
 impl Chunker {
+    /// A chunker with fastcdc's unseeded gear table (format v1).
     pub fn new(p: &ChunkerParams) -> Chunker {
+        Self::with_seed(p, 0)
+    }
+
+    /// A chunker whose gear table is XORed with `seed` (fastcdc's
+    /// `get_gear_with_seed`, the crate's supported way to key it).
+    pub fn with_seed(p: &ChunkerParams, seed: u64) -> Chunker {
         // Same mask derivation as fastcdc's `FastCDC::new` (level 1).
         let bits = v2020::logarithm2(p.avg_size);
         Chunker {
@@ -33,6 +49,7 @@ impl Chunker {
             max: p.max_size as usize,
             mask_s: v2020::MASKS[(bits + 1) as usize],
             mask_l: v2020::MASKS[(bits - 1) as usize],
+            gear: Arc::new(v2020::get_gear_with_seed(seed)),
         }
     }
 
@@ -46,7 +63,7 @@ impl Chunker {
         if data.len() <= self.min {
             return data.len();
         }
-        let (_, len) = v2020::cut(
+        let (_, len) = v2020::cut_gear(
             data,
             self.min,
             self.avg,
@@ -55,6 +72,8 @@ impl Chunker {
             self.mask_l,
             self.mask_s << 1,
             self.mask_l << 1,
+            &self.gear.0,
+            &self.gear.1,
         );
         len
     }
@@ -149,13 +168,27 @@ mod tests {
     }
 
     #[test]
+    fn seeded_chunker_matches_fastcdc_with_seed_and_moves_boundaries() {
+        let params = ChunkerParams::new(4096, 16384, 65536).unwrap();
+        let data = pseudo_random(1_000_000, 7);
+        let seed = 0x0123_4567_89ab_cdef;
+        let seeded = Chunker::with_seed(&params, seed).cut_all(&data);
+        let expected: Vec<usize> =
+            v2020::FastCDC::with_level_and_seed(&data, 4096, 16384, 65536, v2020::Normalization::Level1, seed)
+                .map(|c| c.length)
+                .collect();
+        assert_eq!(seeded, expected);
+        assert_ne!(seeded, Chunker::new(&params).cut_all(&data), "the seed changes the boundaries");
+    }
+
+    #[test]
     fn stream_matches_slice_and_fastcdc() {
         let params = ChunkerParams::new(4096, 16384, 65536).unwrap();
         let c = Chunker::new(&params);
         let data = pseudo_random(1_000_000, 42);
         let expected: Vec<usize> = v2020::FastCDC::new(&data, 4096, 16384, 65536).map(|c| c.length).collect();
         assert_eq!(c.cut_all(&data), expected);
-        let mut s = StreamChunker::new(c, Trickle(&data));
+        let mut s = StreamChunker::new(c.clone(), Trickle(&data));
         let mut got = Vec::new();
         while let Some(ch) = s.next_chunk().unwrap() {
             got.push(ch.len());

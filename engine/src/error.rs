@@ -43,6 +43,28 @@ pub enum Error {
     #[error("repository format version {version} is read-only for this arc ({operation} writes only into format version {writable} and later)")]
     ReadOnlyFormat { version: u32, writable: u32, operation: &'static str },
 
+    /// A sealed file or frame failed authentication: it was changed, or
+    /// sealed with another repository's keys, or is not sealed at all.
+    #[error("{what} {name} is not authentic: it was modified or does not belong to this repository")]
+    NotAuthentic { what: &'static str, name: String },
+
+    /// The repository is encrypted and no passphrase was given.
+    #[error("this repository is encrypted and no passphrase was given")]
+    PassphraseRequired,
+
+    /// No key file opens with the passphrase given.
+    #[error("wrong passphrase: no key file of this repository opens with it")]
+    WrongPassphrase,
+
+    /// The repository has no usable key files.
+    #[error("{location}: the repository has no key files (keys/ is empty or missing); it cannot be opened")]
+    NoKeys { location: String },
+
+    /// A key operation that is refused (removing the last key, adding a
+    /// passphrase to an unencrypted repository ...).
+    #[error("{0}")]
+    KeyRefused(String),
+
     #[error("corrupt {what} {name}: {reason}")]
     Corrupt { what: &'static str, name: String, reason: String },
 
@@ -70,13 +92,18 @@ pub enum Error {
     #[error("{path:?} in snapshot {snapshot} is not a {expected}")]
     WrongEntryKind { snapshot: String, path: String, expected: &'static str },
 
-    #[error("repository is locked by {holder}{}", if *.stale { " (stale lock; remove it with `arc unlock`)" } else { "" })]
+    #[error("repository is locked by {holder}{}", if *.stale { " (a stale lock)" } else { "" })]
     Locked { holder: String, stale: bool },
+
+    /// A lock file that cannot be decoded (a newer arc's, or damaged): it
+    /// is respected, not guessed about.
+    #[error("repository is locked by an unreadable lock file {name} ({reason})")]
+    UnreadableLock { name: String, reason: String },
 
     #[error("index database {}: {reason}", path.display())]
     IndexDb { path: PathBuf, reason: String },
 
-    #[error("restore target {} exists and is not empty (use --overwrite to restore into it)", path.display())]
+    #[error("restore target {} exists and is not empty", path.display())]
     TargetNotEmpty { path: PathBuf },
 
     #[error("refusing unsafe entry name {name:?} in tree {tree}")]
@@ -104,8 +131,18 @@ pub enum Error {
     /// A maintenance operation that deletes data found the repository
     /// damaged and stopped before deleting anything: deciding what is
     /// unused needs every live tree and blob to be accounted for.
-    #[error("{operation} refused: {reason} (nothing was deleted; run `arc check`, and `arc repair index` if the index is damaged)")]
+    #[error("{operation} refused: {reason} (nothing was deleted)")]
     Damaged { operation: &'static str, reason: String },
+
+    /// A stream that produced no bytes, refused unless empty streams are
+    /// allowed: an empty dump is far more often a failed one.
+    #[error("{name}: the stream is empty")]
+    EmptyStream { name: String },
+
+    /// A worker thread panicked, or a lock was poisoned by one: a bug in
+    /// arc, never a normal stop. `message` is the panic's own.
+    #[error("internal error (a bug in arc): {what}: {message}")]
+    Bug { what: &'static str, message: String },
 }
 
 impl Error {

@@ -53,6 +53,19 @@ pub fn pause_before_read(path: &std::path::Path) {
     let _ = path;
 }
 
+/// Test hook: panics when `ARC_FAULT_PANIC` equals `point`, so that the
+/// e2e tests can prove a panicking worker is reported as a bug (see
+/// [`crate::sync`]) and not as "interrupted".
+#[inline]
+pub fn panic_point(point: &str) {
+    #[cfg(feature = "fault-injection")]
+    if std::env::var("ARC_FAULT_PANIC").is_ok_and(|v| v == point) {
+        panic!("injected panic at {point} (ARC_FAULT_PANIC)");
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = point;
+}
+
 #[cfg(feature = "fault-injection")]
 mod hooks {
     use std::fmt::Display;

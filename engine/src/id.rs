@@ -79,20 +79,14 @@ impl<'de> Deserialize<'de> for Id {
     }
 }
 
-/// How blob ids are computed. Recorded in the config; v1 knows only the
-/// unkeyed scheme, the keyed one is reserved for encrypted repositories.
+/// How blob ids are computed. Recorded in the config: v1 uses unkeyed
+/// BLAKE3, v2 keyed BLAKE3 with a subkey of the master secret
+/// (`Repository::blob_id` computes either).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum IdScheme {
     Blake3,
-}
-
-impl IdScheme {
-    pub fn blob_id(self, data: &[u8]) -> Id {
-        match self {
-            IdScheme::Blake3 => Id::hash(data),
-        }
-    }
+    KeyedBlake3,
 }
 
 #[cfg(test)]

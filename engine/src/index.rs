@@ -83,7 +83,7 @@ impl Slot {
     fn decode(b: &[u8; SLOT_LEN], path: &Path) -> Result<Slot> {
         let u = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let kind = BlobKind::from_u8((u(4) >> 24) as u8)
-            .ok_or_else(|| Error::index_db(path, "unknown blob kind in a blob row; run `arc repair index`"))?;
+            .ok_or_else(|| Error::index_db(path, "unknown blob kind in a blob row"))?;
         Ok(Slot { pack_no: u(0), frame_no: u(4) & 0x00ff_ffff, kind, offset_in_frame: u(8), raw_len: u(12) })
     }
 }
@@ -114,7 +114,7 @@ fn decode_frame(b: &[u8; 17], path: &Path) -> Result<FrameRecord> {
         stored_len: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
         raw_len: u32::from_le_bytes([b[12], b[13], b[14], b[15]]),
         codec: FrameCodec::from_u8(b[16])
-            .ok_or_else(|| Error::index_db(path, "unknown frame codec; run `arc repair index`"))?,
+            .ok_or_else(|| Error::index_db(path, "unknown frame codec"))?,
     })
 }
 
@@ -280,7 +280,7 @@ impl Index {
                         Some(no) => no,
                         None => {
                             let no = u32::try_from(next_pack).map_err(|_| {
-                                Error::index_db(p, "more than 2^32 packs recorded; run `arc repair index`")
+                                Error::index_db(p, "more than 2^32 packs recorded")
                             })?;
                             next_pack += 1;
                             tx!(p, pack_ids.insert(pe.pack.0, no))?;
@@ -322,7 +322,7 @@ impl Index {
                         if tx!(p, file_packs.insert(key, ()))?.is_none() {
                             let (id, len, count, listings) = tx!(p, packs.get(no))?
                                 .map(|v| v.value())
-                                .ok_or_else(|| Error::index_db(p, "pack row missing; run `arc repair index`"))?;
+                                .ok_or_else(|| Error::index_db(p, "pack row missing"))?;
                             tx!(p, packs.insert(no, (id, len, count, listings + 1)))?;
                         }
                     }
@@ -596,7 +596,7 @@ impl IndexReader {
     fn locate(&self, pack: Id, slot: Slot) -> Result<BlobLocation> {
         let p = &self.path;
         let frame = tx!(p, self.frames.get(frame_key(slot.pack_no, slot.frame_no)))?
-            .ok_or_else(|| Error::index_db(p, "frame row missing; run `arc repair index`"))?;
+            .ok_or_else(|| Error::index_db(p, "frame row missing"))?;
         Ok(BlobLocation {
             pack,
             frame: decode_frame(&frame.value(), p)?,

@@ -16,6 +16,7 @@
 
 pub mod change_cache;
 pub mod chunker;
+pub mod crypto;
 pub mod error;
 pub mod exclude;
 pub mod fault;
@@ -32,6 +33,7 @@ pub mod reader;
 pub mod repo;
 pub mod scan;
 pub mod storage;
+pub mod sync;
 #[cfg(test)]
 mod test_data;
 pub mod vfs;

@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use crate::crypto::{Keys, Purpose};
 use crate::error::{Error, Result};
 use crate::format::lock::LockFile;
+use crate::format::sealed;
 use crate::id::Id;
 use crate::storage::{FileKind, Storage};
 
@@ -57,6 +59,21 @@ impl LockFile {
     }
 }
 
+/// A lock file's stored bytes: sealed in format v2 (`keys`), plain in v1.
+fn encode_lock(keys: Option<&Keys>, lock: &LockFile) -> Result<Vec<u8>> {
+    match keys {
+        Some(k) => sealed::seal_file(k, Purpose::LOCK, &[], &lock.encode()),
+        None => Ok(lock.encode()),
+    }
+}
+
+fn decode_lock(keys: Option<&Keys>, data: Vec<u8>, name: &str) -> Result<LockFile> {
+    match keys {
+        Some(k) => LockFile::decode(&sealed::open_file(k, Purpose::LOCK, &[], &data, "lock", name)?, name),
+        None => LockFile::decode(&data, name),
+    }
+}
+
 /// Held while alive; removes its lock file when dropped.
 pub struct LockGuard {
     /// None for a lock that was skipped ([`LockGuard::none`]).
@@ -73,7 +90,12 @@ impl LockGuard {
         LockGuard { storage: None, name: String::new(), stop: None, refresher: None }
     }
 
-    pub fn acquire(storage: Arc<dyn Storage>, exclusive: bool, operation: &str) -> Result<LockGuard> {
+    pub fn acquire(
+        storage: Arc<dyn Storage>,
+        keys: Option<Arc<Keys>>,
+        exclusive: bool,
+        operation: &str,
+    ) -> Result<LockGuard> {
         let now = Utc::now();
         let mut lock = LockFile {
             exclusive,
@@ -90,8 +112,8 @@ impl LockGuard {
         .to_hex();
         // Write first, then look: two lockers racing both see each other and
         // both back off, which is safe.
-        storage.put(FileKind::Lock, &name, &lock.encode())?;
-        if let Err(e) = check_conflicts(storage.as_ref(), &name, exclusive) {
+        storage.put(FileKind::Lock, &name, &encode_lock(keys.as_deref(), &lock)?)?;
+        if let Err(e) = check_conflicts(storage.as_ref(), keys.as_deref(), &name, exclusive) {
             let _ = storage.delete(FileKind::Lock, &name);
             return Err(e);
         }
@@ -105,7 +127,9 @@ impl LockGuard {
                 .spawn(move || {
                     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(REFRESH_EVERY) {
                         lock.refreshed = Utc::now();
-                        let _ = storage.put(FileKind::Lock, &name, &lock.encode());
+                        if let Ok(bytes) = encode_lock(keys.as_deref(), &lock) {
+                            let _ = storage.put(FileKind::Lock, &name, &bytes);
+                        }
                     }
                 })
                 .ok()
@@ -114,25 +138,18 @@ impl LockGuard {
     }
 }
 
-fn check_conflicts(storage: &dyn Storage, own: &str, exclusive: bool) -> Result<()> {
+fn check_conflicts(storage: &dyn Storage, keys: Option<&Keys>, own: &str, exclusive: bool) -> Result<()> {
     for (name, _) in storage.list(FileKind::Lock)? {
         if name == own {
             continue;
         }
-        let lock = match storage.get(FileKind::Lock, &name).and_then(|d| LockFile::decode(&d, &name)) {
+        let lock = match storage.get(FileKind::Lock, &name).and_then(|d| decode_lock(keys, d, &name)) {
             Ok(l) => l,
             // Released meanwhile.
             Err(Error::Missing { .. }) => continue,
             // Locks are written atomically, so an unreadable one comes from
             // a newer arc or damage: respect it rather than guess.
-            Err(e) => {
-                return Err(Error::Locked {
-                    holder: format!(
-                    "unreadable lock file {name} ({e}); if no other arc runs, remove it with `arc unlock --remove-all`"
-                ),
-                    stale: false,
-                })
-            }
+            Err(e) => return Err(Error::UnreadableLock { name, reason: e.to_string() }),
         };
         if lock.is_stale() {
             if lock.host == hostname() {
@@ -150,10 +167,10 @@ fn check_conflicts(storage: &dyn Storage, own: &str, exclusive: bool) -> Result<
 
 /// Removes locks whose holders are gone (or all locks with `all`); returns
 /// how many were removed.
-pub fn remove_stale_locks(storage: &dyn Storage, all: bool) -> Result<usize> {
+pub fn remove_stale_locks(storage: &dyn Storage, keys: Option<&Keys>, all: bool) -> Result<usize> {
     let mut removed = 0;
     for (name, _) in storage.list(FileKind::Lock)? {
-        let stale = match storage.get(FileKind::Lock, &name).and_then(|d| LockFile::decode(&d, &name)) {
+        let stale = match storage.get(FileKind::Lock, &name).and_then(|d| decode_lock(keys, d, &name)) {
             Ok(l) => l.is_stale(),
             Err(_) => true,
         };

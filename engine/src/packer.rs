@@ -25,9 +25,11 @@ use std::sync::{Condvar, Mutex};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
+use crate::crypto::{Keys, Purpose};
 use crate::error::{Error, Result};
 use crate::format::index_file::{self, PackEntry};
 use crate::format::pack::{self, BlobKind, BlobRecord, FrameCodec, FrameRecord, Trailer};
+use crate::format::sealed;
 use crate::id::Id;
 use crate::index::IndexReader;
 use crate::repo::Repository;
@@ -223,7 +225,7 @@ impl BlobSink<'_> {
     /// Hashes `data` and stores it unless the repository (as seen by
     /// `index`) or this run already has it. Returns the blob id.
     pub fn store(&self, index: &IndexReader, kind: BlobKind, data: &[u8]) -> Result<Id> {
-        let id = self.repo.config().id_scheme.blob_id(data);
+        let id = self.repo.blob_id(data);
         self.store_with_id(index, id, kind, data)?;
         Ok(id)
     }
@@ -276,7 +278,7 @@ impl BlobSink<'_> {
                 reason: format!("{} bytes exceed the 4 GiB blob limit", data.len()),
             });
         }
-        if !self.pending.ids.lock().map_err(|_| Error::Interrupted)?.insert(id) {
+        if !crate::sync::lock(&self.pending.ids, "the packer's pending blob ids")?.insert(id) {
             return Ok(());
         }
         let stopped = || self.shared.failed.load(Ordering::Relaxed) || (self.abort)();
@@ -339,6 +341,7 @@ fn run_with_budget<T>(
     let pending = Pending::new();
     let frame_size = repo.config().frame_size as usize;
     let level = repo.config().compression.level;
+    let keys = repo.keys();
 
     std::thread::scope(|scope| {
         let shared = &shared;
@@ -346,7 +349,7 @@ fn run_with_budget<T>(
         scope.spawn(move || framer(blob_rx, frame_tx, frame_size, shared));
         for _ in 0..threads {
             let (rx, tx) = (frame_rx.clone(), packed_tx.clone());
-            scope.spawn(move || compressor(rx, tx, level, shared));
+            scope.spawn(move || compressor(rx, tx, level, keys.map(|k| k.as_ref()), shared));
         }
         drop(frame_rx);
         drop(packed_tx);
@@ -369,7 +372,7 @@ fn run_with_budget<T>(
         drop(sink);
         // The writer's error is the root cause when there is one (the
         // producer then only saw that the pipeline stopped).
-        let mut stats = writer.join().unwrap_or(Err(Error::Interrupted))?;
+        let mut stats = crate::sync::joined(writer.join(), "pack writer")?;
         if let Some(e) = shared.take_error() {
             return Err(e);
         }
@@ -424,7 +427,9 @@ fn framer(rx: Receiver<BlobJob>, tx: Sender<FrameJob>, frame_size: usize, shared
     }
 }
 
-fn compressor(rx: Receiver<FrameJob>, tx: Sender<CompressedFrame>, level: i32, shared: &Shared) {
+/// Compresses frames, and in format v2 pads and seals them (here, on the
+/// compressor threads, so sealing runs in parallel too).
+fn compressor(rx: Receiver<FrameJob>, tx: Sender<CompressedFrame>, level: i32, keys: Option<&Keys>, shared: &Shared) {
     let mut zstd = match zstd::bulk::Compressor::new(level) {
         Ok(c) => c,
         Err(e) => {
@@ -443,6 +448,15 @@ fn compressor(rx: Receiver<FrameJob>, tx: Sender<CompressedFrame>, level: i32, s
         let (stored, codec) = match compressed {
             Some(c) => (c, FrameCodec::Zstd),
             None => (job.raw, FrameCodec::Raw),
+        };
+        let stored = match keys.map(|k| sealed::seal_frame(k, &stored)) {
+            None => stored,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                shared.budget.release(job.budget);
+                shared.fail(e);
+                return;
+            }
         };
         shared.budget.release(job.budget);
         let frame = CompressedFrame { kind: job.kind, stored, raw_len, codec, blobs: job.blobs };
@@ -484,9 +498,9 @@ struct OpenPack {
 }
 
 impl OpenPack {
-    fn new(capacity: usize) -> OpenPack {
+    fn new(capacity: usize, sealed: bool) -> OpenPack {
         let mut buf = Vec::with_capacity(capacity);
-        buf.extend_from_slice(pack::HEADER);
+        buf.extend_from_slice(if sealed { pack::HEADER_V2 } else { pack::HEADER });
         OpenPack { buf, trailer: Trailer::default() }
     }
 
@@ -505,14 +519,17 @@ impl OpenPack {
     }
 
     /// Appends trailer and footer; returns the pack's id, bytes and entry.
-    fn seal(mut self) -> (Vec<u8>, PackEntry) {
-        let trailer = self.trailer.encode();
+    fn seal(mut self, keys: Option<&Keys>) -> Result<(Vec<u8>, PackEntry)> {
+        let trailer = match keys {
+            Some(k) => k.seal(Purpose::PACK_TRAILER, pack::HEADER_V2, &self.trailer.encode())?,
+            None => self.trailer.encode(),
+        };
         let footer = pack::encode_footer(&trailer);
         self.buf.extend_from_slice(&trailer);
         self.buf.extend_from_slice(&footer);
         let id = Id::hash(&self.buf);
         let entry = PackEntry { pack: id, pack_len: self.buf.len() as u64, trailer: self.trailer };
-        (self.buf, entry)
+        Ok((self.buf, entry))
     }
 }
 
@@ -559,8 +576,16 @@ fn pack_writer(
             })
             .collect();
         drop(upload_rx);
-        let mut open: [Option<OpenPack>; 2] = [None, None];
+        let keys = repo.keys().map(|k| k.as_ref());
+        // Per blob kind, one open pack in v1 and two in v2, where each
+        // frame goes to one of them at random: the order and sizes of a
+        // file's chunks inside a pack would otherwise identify known files
+        // even through encryption (format-spec/v2/crypto.md).
+        let slots = if keys.is_some() { 2 } else { 1 };
+        let mut open: [[Option<OpenPack>; 2]; 2] = [[None, None], [None, None]];
         let mut stopped = false;
+        let mut coin = [0u8; 64];
+        let mut coin_used = coin.len() * 8;
         for frame in rx.iter() {
             if stopped || shared.failed.load(Ordering::Relaxed) {
                 // Keep draining so upstream stages can finish.
@@ -568,32 +593,43 @@ fn pack_writer(
                 continue;
             }
             let kind = frame.kind as usize;
+            let slot = if slots == 1 {
+                0
+            } else {
+                if coin_used == coin.len() * 8 {
+                    crate::crypto::fill_random(&mut coin)?;
+                    coin_used = 0;
+                }
+                let bit = (coin[coin_used / 8] >> (coin_used % 8)) & 1;
+                coin_used += 1;
+                bit as usize
+            };
             // Every reader accepts at most MAX_BLOBS_PER_PACK blobs and
             // MAX_FRAMES_PER_PACK frames in a pack (v2 spec 2.1): close the
             // open pack before a frame would take it past either.
-            let over = open[kind].as_ref().is_some_and(|p| {
+            let over = open[kind][slot].as_ref().is_some_and(|p| {
                 p.trailer.blobs.len() + frame.blobs.len() > index_file::MAX_BLOBS_PER_PACK
                     || p.trailer.frames.len() >= index_file::MAX_FRAMES_PER_PACK
             });
             if over {
-                if let Some(full) = open[kind].take() {
-                    if upload_tx.send(full.seal()).is_err() {
+                if let Some(full) = open[kind][slot].take() {
+                    if upload_tx.send(full.seal(keys)?).is_err() {
                         stopped = true;
                         continue;
                     }
                 }
             }
-            let p = open[kind].get_or_insert_with(|| OpenPack::new(pack_size + pack_size / 8));
+            let p = open[kind][slot].get_or_insert_with(|| OpenPack::new(pack_size + pack_size / 8, keys.is_some()));
             p.add(frame);
             if p.buf.len() >= pack_size {
-                if let Some(full) = open[kind].take() {
-                    stopped = upload_tx.send(full.seal()).is_err();
+                if let Some(full) = open[kind][slot].take() {
+                    stopped = upload_tx.send(full.seal(keys)?).is_err();
                 }
             }
         }
         if !stopped {
-            for p in open.into_iter().flatten() {
-                if upload_tx.send(p.seal()).is_err() {
+            for p in open.into_iter().flatten().flatten() {
+                if upload_tx.send(p.seal(keys)?).is_err() {
                     break;
                 }
             }
@@ -601,7 +637,7 @@ fn pack_writer(
         drop(upload_tx);
         let mut result = Ok(());
         for u in uploaders {
-            let r = u.join().unwrap_or(Err(Error::Interrupted));
+            let r = crate::sync::joined(u.join(), "pack uploader");
             if result.is_ok() {
                 result = r;
             }
@@ -629,7 +665,7 @@ fn upload(repo: &Repository, pending: &Pending, unlisted: &Unlisted, bytes: Vec<
     unlisted.packs_written.fetch_add(1, Ordering::Relaxed);
     unlisted.bytes_stored.fetch_add(entry.pack_len, Ordering::Relaxed);
     let batch = {
-        let mut packs = unlisted.packs.lock().map_err(|_| Error::Interrupted)?;
+        let mut packs = crate::sync::lock(&unlisted.packs, "the packs not yet listed")?;
         packs.push(entry);
         if packs.len() >= PACKS_PER_INDEX_FILE {
             std::mem::take(&mut *packs)

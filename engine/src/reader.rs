@@ -68,6 +68,7 @@ impl BlobReader {
         let name = loc.pack.to_hex();
         let stored =
             repo.storage().get_range(FileKind::Pack, &name, loc.frame.offset, u64::from(loc.frame.stored_len))?;
+        let stored = repo.open_frame(stored, &name, loc.frame.offset)?;
         let raw: Arc<[u8]> = pack::decode_frame(&stored, &loc.frame, &name)?.into();
         self.remember(key, raw.clone());
         Ok(raw)
@@ -85,7 +86,7 @@ impl BlobReader {
         let bytes = frame.get(start..end).ok_or_else(|| {
             Error::corrupt("pack", loc.pack.to_hex(), format!("blob {} lies outside its frame", id.short()))
         })?;
-        if repo.config().id_scheme.blob_id(bytes) != *id {
+        if repo.blob_id(bytes) != *id {
             return Err(Error::corrupt(
                 "pack",
                 loc.pack.to_hex(),

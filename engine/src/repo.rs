@@ -9,13 +9,19 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
+use zeroize::Zeroizing;
+
+use crate::chunker::Chunker;
+use crate::crypto::{Keys, MasterSecret, Purpose};
 use crate::error::{Error, Result};
 use crate::format::config::{
-    ChunkerParams, CompressionAlgorithm, CompressionParams, Config, KNOWN_FEATURES, OLDEST_WRITABLE_VERSION,
-    REPO_FORMAT_VERSION,
+    ChunkerParams, CompressionAlgorithm, CompressionParams, Config, Encryption, KNOWN_FEATURES,
+    OLDEST_WRITABLE_VERSION, REPO_FORMAT_VERSION,
 };
 use crate::format::index_file::{self, PackEntry};
+use crate::format::key_file::{KeyFile, Protection};
 use crate::format::pack::{self, Trailer};
+use crate::format::sealed;
 use crate::format::snapshot::SnapshotFile;
 use crate::format::tree::{Node, Tree};
 use crate::format::tree_v2;
@@ -25,15 +31,36 @@ use crate::lock::LockGuard;
 use crate::reader::BlobReader;
 use crate::storage::{FileKind, LocalDir, Storage};
 
-/// Settings chosen at `init`; they never change afterwards.
-#[derive(Debug, Clone)]
+/// Settings chosen at `init`; they never change afterwards (except the
+/// set of key files).
+#[derive(Clone)]
 pub struct InitOptions {
     pub file_chunker: ChunkerParams,
     pub stream_chunker: ChunkerParams,
     pub compression_level: i32,
     pub pack_size: u32,
     pub frame_size: u32,
+    /// How the first key file protects the master secret.
+    pub protection: Protection,
 }
+
+impl std::fmt::Debug for InitOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitOptions")
+            .field("file_chunker", &self.file_chunker)
+            .field("stream_chunker", &self.stream_chunker)
+            .field("compression_level", &self.compression_level)
+            .field("pack_size", &self.pack_size)
+            .field("frame_size", &self.frame_size)
+            .field("passphrase", &matches!(self.protection, Protection::Passphrase { .. }))
+            .finish()
+    }
+}
+
+/// Supplies the passphrase when a repository turns out to need one (the
+/// CLI reads it from the environment or prompts); `None` when there is no
+/// way to get one.
+pub type PassphraseSource<'a> = &'a dyn Fn() -> Result<Zeroizing<String>>;
 
 impl Default for InitOptions {
     fn default() -> Self {
@@ -43,6 +70,7 @@ impl Default for InitOptions {
             compression_level: 3,
             pack_size: 16 * 1024 * 1024,
             frame_size: 256 * 1024,
+            protection: Protection::Unprotected,
         }
     }
 }
@@ -97,6 +125,10 @@ pub struct Repository {
     /// second open of the same file in one process).
     index_init: Mutex<()>,
     reader: OnceLock<BlobReader>,
+    /// The subkeys (format v2; `None` for a v1 repository).
+    keys: Option<Arc<Keys>>,
+    /// The master secret and the key file it was unwrapped from (v2).
+    master: Option<(MasterSecret, String)>,
     /// A shared read snapshot of the index for blob lookups on the read
     /// path; see [`Repository::lookup_blob`].
     lookup_reader: Mutex<Option<(Instant, Arc<IndexReader>)>>,
@@ -164,7 +196,7 @@ impl Repository {
             });
         }
         let now = Utc::now();
-        let config = Config {
+        let mut config = Config {
             version: REPO_FORMAT_VERSION,
             features: Some(KNOWN_FEATURES.iter().map(|f| f.to_string()).collect()),
             id: Id::hash(
@@ -177,22 +209,52 @@ impl Repository {
                 .as_bytes(),
             ),
             created: now,
-            id_scheme: IdScheme::Blake3,
+            id_scheme: IdScheme::KeyedBlake3,
             file_chunker: opts.file_chunker,
             stream_chunker: opts.stream_chunker,
             compression: CompressionParams { algorithm: CompressionAlgorithm::Zstd, level: opts.compression_level },
             pack_size: opts.pack_size,
             frame_size: opts.frame_size,
+            encryption: Some(match opts.protection {
+                Protection::Passphrase { .. } => Encryption::Passphrase,
+                Protection::Unprotected => Encryption::None,
+            }),
+            mac: None,
         };
+        let master = MasterSecret::random()?;
+        config.authenticate(&Keys::derive(&master));
+        // The key file before the config: a repository is only ever seen
+        // (config present) with a way to open it.
+        let key =
+            KeyFile::create(&master, config.id, &opts.protection, crate::lock::hostname(), crate::lock::username())?;
+        let key_bytes = key.encode();
+        storage.put(FileKind::Key, &Id::hash(&key_bytes).to_hex(), &key_bytes)?;
         storage.put(FileKind::Config, "config", &config.encode())?;
-        Self::open(storage, None)
+        let passphrase = match &opts.protection {
+            Protection::Passphrase { passphrase, .. } => Some(passphrase.clone()),
+            Protection::Unprotected => None,
+        };
+        Self::open_with(storage, None, Some(&move || passphrase.clone().ok_or(Error::PassphraseRequired)))
     }
 
+    /// Opens a local repository that needs no passphrase (v1, or v2 made
+    /// with `--encryption none`).
     pub fn open_local(path: &Path) -> Result<Repository> {
+        Self::open_local_with(path, None)
+    }
+
+    /// Opens a local repository, asking `passphrase` for the passphrase if
+    /// it is encrypted.
+    pub fn open_local_with(path: &Path, passphrase: Option<PassphraseSource<'_>>) -> Result<Repository> {
         if !path.join("config").is_file() {
             return Err(Error::NotARepository { path: path.to_path_buf() });
         }
-        Self::open(Arc::new(LocalDir::new(path)), None)
+        Self::open_with(Arc::new(LocalDir::new(path)), None, passphrase)
+    }
+
+    /// Opens a repository that needs no passphrase.
+    pub fn open(storage: Arc<dyn Storage>, index_db: Option<PathBuf>) -> Result<Repository> {
+        Self::open_with(storage, index_db, None)
     }
 
     /// Opens a local repository with its index database under
@@ -205,11 +267,23 @@ impl Repository {
     /// with the original, or a backup into one could dedup against packs
     /// only the other holds.
     pub fn open_local_cached(path: &Path, cache_root: &Path) -> Result<Repository> {
+        Self::open_local_cached_with(path, cache_root, None)
+    }
+
+    /// [`Repository::open_local_cached`], asking `passphrase` for the
+    /// passphrase if the repository is encrypted.
+    pub fn open_local_cached_with(
+        path: &Path,
+        cache_root: &Path,
+        passphrase: Option<PassphraseSource<'_>>,
+    ) -> Result<Repository> {
         if !path.join("config").is_file() {
             return Err(Error::NotARepository { path: path.to_path_buf() });
         }
         let storage: Arc<dyn Storage> = Arc::new(LocalDir::new(path));
-        let config = Self::read_config(storage.as_ref())?;
+        let (config, data) = Self::read_config(storage.as_ref())?;
+        // The key before anything is created on the config's say-so.
+        let (keys, master) = unlock_keys(storage.as_ref(), &config, &data, passphrase)?;
         let dir = cache_root.join(config.id.to_hex());
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
@@ -223,19 +297,26 @@ impl Repository {
         if legacy.is_file() {
             let _ = std::fs::remove_file(&legacy);
         }
-        Ok(Self::with_config(storage, config, index_path))
+        Ok(Self::with_config(storage, config, index_path, keys, master))
     }
 
-    fn read_config(storage: &dyn Storage) -> Result<Config> {
+    /// The config and its stored bytes (for the MAC check).
+    fn read_config(storage: &dyn Storage) -> Result<(Config, Vec<u8>)> {
         let data = match storage.get(FileKind::Config, "config") {
             Ok(d) => d,
             Err(Error::Missing { .. }) => return Err(Error::NotARepository { path: storage.location().into() }),
             Err(e) => return Err(e),
         };
-        Config::decode(&data)
+        Ok((Config::decode(&data)?, data))
     }
 
-    fn with_config(storage: Arc<dyn Storage>, config: Config, index_path: PathBuf) -> Repository {
+    fn with_config(
+        storage: Arc<dyn Storage>,
+        config: Config,
+        index_path: PathBuf,
+        keys: Option<Arc<Keys>>,
+        master: Option<(MasterSecret, String)>,
+    ) -> Repository {
         Repository {
             storage,
             config,
@@ -243,6 +324,8 @@ impl Repository {
             index: OnceLock::new(),
             index_init: Mutex::new(()),
             reader: OnceLock::new(),
+            keys,
+            master,
             lookup_reader: Mutex::new(None),
             shared_locks: true,
         }
@@ -256,8 +339,13 @@ impl Repository {
 
     /// Opens a repository. The index database lives in the repository
     /// directory for a local repository, else at `index_db`.
-    pub fn open(storage: Arc<dyn Storage>, index_db: Option<PathBuf>) -> Result<Repository> {
-        let config = Self::read_config(storage.as_ref())?;
+    pub fn open_with(
+        storage: Arc<dyn Storage>,
+        index_db: Option<PathBuf>,
+        passphrase: Option<PassphraseSource<'_>>,
+    ) -> Result<Repository> {
+        let (config, data) = Self::read_config(storage.as_ref())?;
+        let (keys, master) = unlock_keys(storage.as_ref(), &config, &data, passphrase)?;
         let index_path = match (index_db, storage.local_path()) {
             (Some(p), _) => p,
             (None, Some(root)) => root.join("index.redb"),
@@ -268,7 +356,63 @@ impl Repository {
                 })
             }
         };
-        Ok(Self::with_config(storage, config, index_path))
+        Ok(Self::with_config(storage, config, index_path, keys, master))
+    }
+
+    /// The subkeys of a v2 repository (`None` for v1): the one sealing API
+    /// every v2 file goes through is [`Keys::seal`] / [`Keys::open`] and
+    /// the wrappers in `format::sealed`.
+    pub fn keys(&self) -> Option<&Arc<Keys>> {
+        self.keys.as_ref()
+    }
+
+    /// The master secret and the name of the key file that opened the
+    /// repository (v2), for key management.
+    pub fn master(&self) -> Option<(&MasterSecret, &str)> {
+        self.master.as_ref().map(|(m, n)| (m, n.as_str()))
+    }
+
+    /// A blob's id under this repository's id scheme.
+    pub fn blob_id(&self, data: &[u8]) -> Id {
+        match &self.keys {
+            Some(k) => k.chunk_id(data),
+            None => Id::hash(data),
+        }
+    }
+
+    /// A chunker for `params`, with the secret gear seed in v2.
+    pub fn chunker(&self, params: &ChunkerParams) -> Chunker {
+        Chunker::with_seed(params, self.keys.as_ref().map_or(0, |k| k.gear_seed()))
+    }
+
+    /// Decodes a stored index file of either version (opening it in v2).
+    pub fn decode_index_file(&self, data: Vec<u8>, name: &str) -> Result<Vec<PackEntry>> {
+        Ok(self.decode_index_file_full(data, name)?.packs)
+    }
+
+    /// Like [`Repository::decode_index_file`], with the index files it
+    /// supersedes (v2 compaction).
+    pub fn decode_index_file_full(&self, data: Vec<u8>, name: &str) -> Result<index_file::IndexFile> {
+        let data = self.open_file(Purpose::INDEX_FILE, data, "index file", name)?;
+        let overhead = if self.keys.is_some() { sealed::OVERHEAD as u64 } else { 0 };
+        index_file::decode_file(&data, name, overhead)
+    }
+
+    /// Seals a repository file's bytes for storage (v2); v1 files are
+    /// stored as they are.
+    pub fn seal_file(&self, purpose: Purpose, plain: Vec<u8>) -> Result<Vec<u8>> {
+        match &self.keys {
+            Some(k) => sealed::seal_file(k, purpose, &[], &plain),
+            None => Ok(plain),
+        }
+    }
+
+    /// Opens a stored repository file (v2); returns v1 files as they are.
+    pub fn open_file(&self, purpose: Purpose, data: Vec<u8>, what: &'static str, name: &str) -> Result<Vec<u8>> {
+        match &self.keys {
+            Some(k) => sealed::open_file(k, purpose, &[], &data, what, name),
+            None => Ok(data),
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -298,11 +442,11 @@ impl Repository {
         if !self.shared_locks {
             return Ok(LockGuard::none());
         }
-        LockGuard::acquire(self.storage.clone(), false, operation)
+        LockGuard::acquire(self.storage.clone(), self.keys.clone(), false, operation)
     }
 
     pub fn lock_exclusive(&self, operation: &str) -> Result<LockGuard> {
-        LockGuard::acquire(self.storage.clone(), true, operation)
+        LockGuard::acquire(self.storage.clone(), self.keys.clone(), true, operation)
     }
 
     /// The index database, brought up to date with the index files on
@@ -311,7 +455,7 @@ impl Repository {
         if let Some(i) = self.index.get() {
             return Ok(i);
         }
-        let _init = self.index_init.lock().map_err(|_| Error::Interrupted)?;
+        let _init = crate::sync::lock(&self.index_init, "the index database's first open")?;
         if let Some(i) = self.index.get() {
             return Ok(i);
         }
@@ -346,19 +490,9 @@ impl Repository {
             let name = id.to_hex();
             let data = self.storage.get(FileKind::Index, &name)?;
             if Id::hash(&data) != *id {
-                return Err(Error::corrupt(
-                    "index file",
-                    name,
-                    "content does not match its name (run `arc repair index`)",
-                ));
+                return Err(Error::corrupt("index file", name, "content does not match its name"));
             }
-            // Every command needs the index: say how to get it back.
-            let file = index_file::decode_file(&data, &name).map_err(|e| match e {
-                Error::Corrupt { what, name, reason } => {
-                    Error::Corrupt { what, name, reason: format!("{reason} (run `arc repair index`)") }
-                }
-                e => e,
-            })?;
+            let file = self.decode_index_file_full(data, &name)?;
             new.push((*id, file));
         }
         let superseded: HashSet<Id> = new.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
@@ -378,7 +512,7 @@ impl Repository {
     /// (the mount) has the repository open.
     pub fn refresh_index(&self) -> Result<()> {
         let index = self.index()?;
-        let _one_at_a_time = self.index_init.lock().map_err(|_| Error::Interrupted)?;
+        let _one_at_a_time = crate::sync::lock(&self.index_init, "the index database's refresh")?;
         self.sync_index(index)
     }
 
@@ -410,7 +544,8 @@ impl Repository {
             .enumerate()
             .map(|(i, g)| {
                 let sup = if i == last { supersedes } else { &[] };
-                let data = index_file::encode_for(self.config.version, sup, g)?;
+                let plain = index_file::encode_for(self.config.version, sup, g)?;
+                let data = self.seal_file(Purpose::INDEX_FILE, plain)?;
                 Ok((Id::hash(&data), data, g))
             })
             .collect()
@@ -428,7 +563,26 @@ impl Repository {
         if Id::hash(&bytes) != sum {
             return Err(Error::corrupt("pack", &name, "trailer checksum mismatch"));
         }
+        let bytes = self.open_trailer(&bytes, &name)?;
         Ok(PackEntry { pack: *pack, pack_len, trailer: Trailer::decode(&bytes, &name, start)? })
+    }
+
+    /// Opens a pack's stored trailer (sealed in v2, plain in v1).
+    pub fn open_trailer(&self, stored: &[u8], pack: &str) -> Result<Vec<u8>> {
+        match &self.keys {
+            Some(k) => k
+                .open(Purpose::PACK_TRAILER, pack::HEADER_V2, stored, "pack trailer", pack)
+                .map_err(|_| Error::NotAuthentic { what: "pack trailer", name: pack.to_string() }),
+            None => Ok(stored.to_vec()),
+        }
+    }
+
+    /// The stored bytes of a pack frame: opened and unpadded in v2.
+    pub fn open_frame(&self, stored: Vec<u8>, pack: &str, offset: u64) -> Result<Vec<u8>> {
+        match &self.keys {
+            Some(k) => sealed::open_frame(k, &stored, pack, offset),
+            None => Ok(stored),
+        }
     }
 
     /// Packs in storage that no index file lists (left by an interrupted
@@ -454,7 +608,7 @@ impl Repository {
     }
 
     fn shared_lookup_reader(&self, refresh: bool) -> Result<Arc<IndexReader>> {
-        let mut slot = self.lookup_reader.lock().map_err(|_| Error::Interrupted)?;
+        let mut slot = crate::sync::lock(&self.lookup_reader, "the shared index reader")?;
         match slot.as_ref() {
             Some((at, r)) if !refresh && at.elapsed() < LOOKUP_READER_TTL => Ok(r.clone()),
             _ => {
@@ -520,12 +674,14 @@ impl Repository {
     }
 
     /// The key that decides where v2 trees are split (spec
-    /// `format-spec/v2/trees-index.md` 1.5). Readers never need it.
-    // TODO(v2-crypto): derive from the master secret once keys land; until
-    // then the repository id, which is as stable and only costs secrecy of
-    // the boundaries, not correctness.
+    /// `format-spec/v2/trees-index.md` 1.5), derived from the master
+    /// secret. Readers never need it; v1 repositories, which are never
+    /// written, have none and get one from the repository id.
     pub fn tree_split_key(&self) -> tree_v2::SplitKey {
-        tree_v2::SplitKey(blake3::derive_key("arc 2 tree split key", &self.config.id.0))
+        match &self.keys {
+            Some(k) => tree_v2::SplitKey(k.tree_split_key()),
+            None => tree_v2::SplitKey(blake3::derive_key("arc 2 tree split key", &self.config.id.0)),
+        }
     }
 
     pub fn snapshot_ids(&self) -> Result<Vec<Id>> {
@@ -538,6 +694,7 @@ impl Repository {
         if Id::hash(&data) != *id {
             return Err(Error::corrupt("snapshot", name, "content does not match its name"));
         }
+        let data = self.open_file(Purpose::SNAPSHOT, data, "snapshot", &name)?;
         Ok(Snapshot { id: *id, file: SnapshotFile::decode(&data, &name)? })
     }
 
@@ -598,7 +755,7 @@ impl Repository {
 
     /// Writes a snapshot file: the commit point of a backup.
     pub fn save_snapshot(&self, file: &SnapshotFile) -> Result<Id> {
-        let data = file.encode();
+        let data = self.seal_file(Purpose::SNAPSHOT, file.encode())?;
         let id = Id::hash(&data);
         self.storage.put(FileKind::Snapshot, &id.to_hex(), &data)?;
         Ok(id)
@@ -618,5 +775,83 @@ impl Repository {
             .into_iter()
             .filter_map(|(n, l)| n.parse().ok().map(|id| (id, l)))
             .collect())
+    }
+}
+
+/// The subkeys, and the master secret with the name of its key file.
+type Unlocked = (Option<Arc<Keys>>, Option<(MasterSecret, String)>);
+
+/// The keys of a v2 repository, checked against its config (`data`, the
+/// config's stored bytes); nothing for v1.
+fn unlock_keys(
+    storage: &dyn Storage,
+    config: &Config,
+    data: &[u8],
+    passphrase: Option<PassphraseSource<'_>>,
+) -> Result<Unlocked> {
+    if config.version < 2 {
+        return Ok((None, None));
+    }
+    let (master, key_name) = unlock(storage, config, passphrase)?;
+    let keys = Keys::derive(&master);
+    Config::verify(data, &keys)?;
+    Ok((Some(Arc::new(keys)), Some((master, key_name))))
+}
+
+/// Finds the key file that opens a v2 repository: the unprotected one of an
+/// `--encryption none` repository, else the first that the passphrase
+/// unwraps. Returns the master secret and the key file's name.
+fn unlock(
+    storage: &dyn Storage,
+    config: &Config,
+    passphrase: Option<PassphraseSource<'_>>,
+) -> Result<(MasterSecret, String)> {
+    let mut files = Vec::new();
+    for (name, _) in storage.list(FileKind::Key)? {
+        if name.parse::<Id>().is_err() {
+            continue;
+        }
+        let data = match storage.get(FileKind::Key, &name) {
+            Ok(d) => d,
+            Err(Error::Missing { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        if Id::hash(&data).to_hex() != name {
+            return Err(Error::corrupt("key file", name, "content does not match its name"));
+        }
+        files.push((KeyFile::decode(&data, &name)?, name));
+    }
+    if files.is_empty() {
+        return Err(Error::NoKeys { location: storage.location() });
+    }
+    let protected = config.encryption != Some(Encryption::None);
+    // A repository made with a passphrase never holds an unprotected key:
+    // one that does was tampered with (someone trying to make its next
+    // backups readable), and it is not used.
+    let candidates: Vec<&(KeyFile, String)> = files.iter().filter(|(k, _)| k.is_protected() == protected).collect();
+    if candidates.is_empty() {
+        return Err(Error::NotAuthentic {
+            what: "key file",
+            name: "keys/ (none matches the config's encryption)".into(),
+        });
+    }
+    let secret = if protected {
+        let source = passphrase.ok_or(Error::PassphraseRequired)?;
+        Some(source()?)
+    } else {
+        None
+    };
+    for (key, name) in candidates {
+        if key.repository != config.id {
+            continue;
+        }
+        if let Some(master) = key.unwrap_master(secret.as_ref().map(|s| s.as_str()), name)? {
+            return Ok((master, name.clone()));
+        }
+    }
+    if protected {
+        Err(Error::WrongPassphrase)
+    } else {
+        Err(Error::NotAuthentic { what: "key file", name: "keys/ (no key file belongs to this repository)".into() })
     }
 }

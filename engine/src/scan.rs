@@ -9,10 +9,12 @@
 //! it stops as soon as the backup ends. Its numbers are an estimate: files
 //! may change between the scan and the backup.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::exclude::Excludes;
 use crate::progress::Progress;
 
 /// How often running totals go to the front end while the scan goes on.
@@ -22,14 +24,33 @@ const REPORT_EVERY: Duration = Duration::from_millis(200);
 /// skipping `skip`, the repository itself), reporting running totals via
 /// [`Progress::scanned`] and the final ones with `complete` set. Returns
 /// early, without a final report, once `stop` is set.
-pub fn count(sources: &[PathBuf], skip: Option<&Path>, stop: &AtomicBool, progress: &dyn Progress) {
+/// The excludes' patterns and file system rule apply here too, so the scan
+/// never looks below what the backup leaves out (markers and sizes are left
+/// to the backup: the estimate may count a little more).
+pub fn count(
+    sources: &[PathBuf],
+    skip: Option<&Path>,
+    excludes: &Excludes,
+    stop: &AtomicBool,
+    progress: &dyn Progress,
+) {
     lower_priority();
     let (mut files, mut bytes) = (0u64, 0u64);
     let mut last = Instant::now();
+    let mut scratch = Vec::new();
     for src in sources {
-        let walk = walkdir::WalkDir::new(src).follow_links(false).into_iter();
-        let mut walk = walk.filter_entry(|e| skip != Some(e.path()));
-        while let Some(entry) = walk.next() {
+        let walk =
+            walkdir::WalkDir::new(src).follow_links(false).same_file_system(excludes.one_file_system).into_iter();
+        let walk = walk.filter_entry(|e| {
+            skip != Some(e.path())
+                && (e.depth() == 0
+                    || !excludes.patterns.matches(
+                        e.path().as_os_str().as_bytes(),
+                        e.file_type().is_dir(),
+                        &mut scratch,
+                    ))
+        });
+        for entry in walk {
             if stop.load(Ordering::Relaxed) {
                 return;
             }

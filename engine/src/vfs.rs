@@ -30,6 +30,7 @@
 
 mod cache;
 pub mod layout;
+mod readahead;
 
 use std::collections::{HashMap, HashSet};
 use std::ops::{Deref, Range};
@@ -90,6 +91,9 @@ pub struct VfsOptions {
     pub chunk_cache_bytes: usize,
     /// How far ahead of a sequential reader chunks are fetched.
     pub readahead_bytes: u64,
+    /// How much small-file data one batch of directory readahead loads
+    /// (see `readahead.rs`); 0 turns it off.
+    pub dir_readahead_bytes: u64,
 }
 
 impl Default for VfsOptions {
@@ -100,6 +104,7 @@ impl Default for VfsOptions {
             tree_cache_bytes: 64 << 20,
             chunk_cache_bytes: 128 << 20,
             readahead_bytes: 4 << 20,
+            dir_readahead_bytes: 8 << 20,
         }
     }
 }
@@ -235,6 +240,29 @@ struct ChunkTable {
 }
 
 impl ChunkTable {
+    /// Where the chunks of file `node` (of tree `tree`) are, from index
+    /// lookups only.
+    fn build(reader: &crate::index::IndexReader, tree: &Id, node: &Node) -> Result<ChunkTable> {
+        let mut chunks = Vec::with_capacity(node.chunks.len());
+        let mut ends = Vec::with_capacity(node.chunks.len());
+        let mut end = 0u64;
+        for id in &node.chunks {
+            let loc = reader.lookup(id)?.ok_or(Error::BlobNotInIndex(*id))?;
+            end += u64::from(loc.raw_len);
+            chunks.push((*id, loc));
+            ends.push(end);
+        }
+        if end != node.size {
+            return Err(Error::corrupt(
+                "tree",
+                tree.to_hex(),
+                format!("{:?}: chunks hold {end} bytes, the tree records {}", node.name_lossy(), node.size),
+            )
+            .into());
+        }
+        Ok(ChunkTable { chunks, ends, size: end })
+    }
+
     fn start(&self, k: usize) -> u64 {
         if k == 0 {
             0
@@ -295,6 +323,7 @@ pub struct Vfs {
     trees: Arc<FlightCache<Id, Arc<Tree>>>,
     chunks: Arc<FlightCache<Id, Arc<[u8]>>>,
     tables: Mutex<LruCache<(Id, u32), Arc<ChunkTable>>>,
+    dir_readahead: readahead::DirReadahead,
     owner: (u32, u32),
 }
 
@@ -338,7 +367,9 @@ impl Vfs {
         Vfs {
             trees: Arc::new(FlightCache::new(opts.tree_cache_bytes)),
             chunks: Arc::new(FlightCache::new(opts.chunk_cache_bytes)),
-            tables: Mutex::new(LruCache::new(std::num::NonZeroUsize::new(1024).unwrap_or(std::num::NonZeroUsize::MIN))),
+            // Enough for the files of a few directory readahead batches.
+            tables: Mutex::new(LruCache::new(std::num::NonZeroUsize::new(8192).unwrap_or(std::num::NonZeroUsize::MIN))),
+            dir_readahead: readahead::DirReadahead::new(),
             repo,
             opts,
             list: RwLock::new(None),
@@ -717,27 +748,7 @@ impl Vfs {
         if !node.kind.has_chunks() {
             return Err(VfsError::NotAFile);
         }
-        let table = Arc::new(self.with_index_retry(|| {
-            let reader = self.repo.index()?.reader()?;
-            let mut chunks = Vec::with_capacity(node.chunks.len());
-            let mut ends = Vec::with_capacity(node.chunks.len());
-            let mut end = 0u64;
-            for id in &node.chunks {
-                let loc = reader.lookup(id)?.ok_or(Error::BlobNotInIndex(*id))?;
-                end += u64::from(loc.raw_len);
-                chunks.push((*id, loc));
-                ends.push(end);
-            }
-            if end != node.size {
-                return Err(Error::corrupt(
-                    "tree",
-                    tree.to_hex(),
-                    format!("{:?}: chunks hold {end} bytes, the tree records {}", node.name_lossy(), node.size),
-                )
-                .into());
-            }
-            Ok(ChunkTable { chunks, ends, size: end })
-        })?);
+        let table = Arc::new(self.with_index_retry(|| ChunkTable::build(&self.repo.index()?.reader()?, tree, &node))?);
         lock(&self.tables).put(key, table.clone());
         Ok(OpenFile { table, last_end: AtomicU64::new(0) })
     }

@@ -117,7 +117,7 @@ impl DirPool {
     /// Waits for the listing of `key`, which must have been submitted
     /// (directly or as a subdirectory of a listed directory).
     pub(crate) fn take(&self, key: &WalkKey, env: &ListEnv<'_>) -> Result<Listing> {
-        let mut s = self.state.lock().map_err(|_| Error::Interrupted)?;
+        let mut s = crate::sync::lock(&self.state, "the directory lister's state")?;
         loop {
             if let Some(l) = s.done.remove(key) {
                 s.buffered -= l.children.len();
@@ -128,7 +128,14 @@ impl DirPool {
             if s.stop || (env.stopping)() {
                 return Err(Error::Interrupted);
             }
-            s = self.changed.wait_timeout(s, std::time::Duration::from_millis(100)).map_err(|_| Error::Interrupted)?.0;
+            s = self
+                .changed
+                .wait_timeout(s, std::time::Duration::from_millis(100))
+                .map_err(|_| Error::Bug {
+                    what: "the directory lister's state",
+                    message: "poisoned while waiting".into(),
+                })?
+                .0;
         }
     }
 

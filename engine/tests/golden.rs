@@ -475,6 +475,8 @@ fn golden_config() -> Config {
         compression: CompressionParams { algorithm: CompressionAlgorithm::Zstd, level: 3 },
         pack_size: 16 * 1024 * 1024,
         frame_size: 256 * 1024,
+        encryption: None,
+        mac: None,
     }
 }
 
@@ -615,7 +617,7 @@ fn build_golden_pack() -> Annotated {
     let trailer = a.bytes[start..].to_vec();
     spec_footer(&mut a, &trailer);
     assert_bytes_eq(&encode_footer(&trailer), &a.bytes[a.bytes.len() - 40..], "pack footer: engine vs spec");
-    assert_eq!(parse_pack(&a.bytes, "golden").unwrap(), t);
+    assert_eq!(parse_pack(&a.bytes, "golden", None).unwrap(), t);
     a
 }
 
@@ -627,7 +629,7 @@ fn golden_pack_bytes() -> Vec<u8> {
 /// the synthetic trailer's pack.
 fn golden_index_entries() -> Vec<PackEntry> {
     let pack_bytes = golden_pack_bytes();
-    let trailer = parse_pack(&pack_bytes, "pack-zstd").unwrap();
+    let trailer = parse_pack(&pack_bytes, "pack-zstd", None).unwrap();
     let synthetic = golden_trailer();
     vec![
         PackEntry { pack: Id::hash(&pack_bytes), pack_len: pack_bytes.len() as u64, trailer },
@@ -740,7 +742,7 @@ fn pack_with_zstd_frames_decodes() {
     let tbytes = &golden[start as usize..start as usize + tlen as usize];
     assert_eq!(Id::hash(tbytes), sum);
     let trailer = Trailer::decode(tbytes, name, start).unwrap();
-    assert_eq!(parse_pack(&golden, name).unwrap(), trailer);
+    assert_eq!(parse_pack(&golden, name, None).unwrap(), trailer);
 
     // Everything about the frames except the zstd bytes is fixed.
     let frames = golden_pack_frames();
@@ -915,7 +917,7 @@ fn readers_reject_unknown_versions_and_codes() {
     // Pack header version byte.
     let mut p = golden_pack_bytes();
     p[7] = 2;
-    assert!(parse_pack(&p, "v2").is_err());
+    assert!(parse_pack(&p, "v2", None).is_err());
 
     // Trailer: unknown frame codec, unknown blob kind, reserved bytes.
     let t = golden_trailer().encode();
@@ -1165,7 +1167,7 @@ fn chunk_all_ways(data: &[u8], (min, avg, max): (u32, u32, u32)) -> Vec<(usize, 
     }
     assert_eq!(pos, data.len());
     for step in [usize::MAX, 9973] {
-        let mut s = StreamChunker::new(chunker, Trickle { data, step });
+        let mut s = StreamChunker::new(chunker.clone(), Trickle { data, step });
         let mut streamed = Vec::new();
         let mut pos = 0;
         while let Some(c) = s.next_chunk().unwrap() {

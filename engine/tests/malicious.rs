@@ -385,10 +385,9 @@ fn deep_nesting_is_bounded() {
     let mut trees = Vec::with_capacity(DEPTH);
     let mut below = leaf;
     // Ids are content hashes, so each level can be computed before storing.
-    let id_scheme = f.repo.config().id_scheme;
     for _ in 0..DEPTH {
         let bytes = tree_bytes(&[E::dir(b"d", below)]);
-        below = id_scheme.blob_id(&bytes);
+        below = f.repo.blob_id(&bytes);
         trees.push((BlobKind::Tree, bytes, None));
     }
     f.store(trees);

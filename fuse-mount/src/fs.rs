@@ -1,9 +1,16 @@
 //! The `fuser::Filesystem` implementation: kernel requests in, VFS calls,
 //! replies out. It owns what only the kernel interface needs: inode
 //! numbers (with their kernel reference counts), open file and directory
-//! handles, cache lifetimes (TTLs, keep-cache flags) and the mapping of
-//! failures to errno values; everything about the repository is in
-//! [`arc_engine::vfs`].
+//! handles, cache lifetimes (TTLs, keep-cache flags, negative entries) and
+//! the mapping of failures to errno values; everything about the repository
+//! is in [`arc_engine::vfs`].
+//!
+//! Round trips per file are what copying out of the mount costs, so the
+//! kernel is asked to skip every one it can: files and directories open
+//! without OPEN/OPENDIR (and so without RELEASE), FLUSH is switched off,
+//! names and attributes of snapshot content are cached for a day, missing
+//! names too. What is left for `cp -a` of a small file is LOOKUP, READ and
+//! the xattr/ACL queries the tool makes (BENCHMARKS.md).
 //!
 //! Threads: requests arrive on one dispatch thread (the fastest setup for
 //! the common single walker, see [`ReadPool`]), which answers lookups,
@@ -18,6 +25,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
+use std::num::NonZeroUsize;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,11 +38,13 @@ use fuser::{
     OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
+use lru::LruCache;
 
 use crate::attr::{file_attr, file_type};
 use crate::errno::{is_damage, to_errno};
 use crate::inode::{child_key, Inode, InodeTable};
 use crate::spin::Spinner;
+use crate::stats::{Op, RequestCounts};
 use crate::MountEvents;
 
 /// Snapshot content never changes: the kernel may keep names and
@@ -81,6 +91,51 @@ impl<T> Handles<T> {
     }
     fn remove(&self, fh: u64) {
         lock(self.shard(fh)).remove(&fh);
+    }
+}
+
+/// Open files by inode, for reads the kernel sends without a handle (no
+/// OPEN round trip, see `open`). An [`OpenFile`] is cheap to rebuild (its
+/// chunk table is cached by the VFS); what keeping it buys is its record
+/// of where the previous read ended, which tells a sequential reader (who
+/// gets readahead) from a random one. Bounded: a file pushed out simply
+/// starts over as a new reader. Each is kept with the entry it was opened
+/// for, so an inode number that comes to stand for another entry (after
+/// the kernel forgot the first) never reads the first one's chunks.
+struct FilesByInode {
+    shards: Vec<Mutex<FileShard>>,
+}
+
+type FileShard = LruCache<u64, (Entry, Arc<OpenFile>)>;
+
+impl FilesByInode {
+    const SHARDS: usize = 16;
+    const PER_SHARD: usize = 256;
+
+    fn new() -> Self {
+        let cap = NonZeroUsize::new(Self::PER_SHARD).unwrap_or(NonZeroUsize::MIN);
+        FilesByInode { shards: (0..Self::SHARDS).map(|_| Mutex::new(LruCache::new(cap))).collect() }
+    }
+
+    fn shard(&self, ino: u64) -> &Mutex<FileShard> {
+        &self.shards[(ino % Self::SHARDS as u64) as usize]
+    }
+
+    fn get_or_open(
+        &self,
+        ino: u64,
+        entry: &Entry,
+        open: impl FnOnce() -> Result<OpenFile, VfsError>,
+    ) -> Result<Arc<OpenFile>, VfsError> {
+        if let Some((e, f)) = lock(self.shard(ino)).get(&ino) {
+            if e == entry {
+                return Ok(f.clone());
+            }
+        }
+        // Opened outside the lock: it may look chunks up in the index.
+        let f = Arc::new(open()?);
+        lock(self.shard(ino)).put(ino, (entry.clone(), f.clone()));
+        Ok(f)
     }
 }
 
@@ -194,13 +249,19 @@ pub struct ArcFs {
     vfs: Arc<Vfs>,
     inodes: Arc<InodeTable>,
     files: Handles<OpenFile>,
+    /// Files read without OPEN (`no_open`).
+    files_by_ino: FilesByInode,
     dirs: Handles<DirHandle>,
     report: Arc<Reporter>,
     readers: ReadPool,
     /// The kernel opens directories without asking (see `opendir`).
     zero_message_opendir: bool,
+    /// The kernel opens files without asking (see `open`).
+    zero_message_open: bool,
     /// Keeps CPUs awake while requests flow (see `spin.rs`).
     spinner: Option<Arc<Spinner>>,
+    /// Requests by opcode, when counting was asked for.
+    counts: Option<Arc<RequestCounts>>,
 }
 
 impl ArcFs {
@@ -209,6 +270,7 @@ impl ArcFs {
         events: Arc<dyn MountEvents>,
         read_threads: usize,
         spinner: Option<Arc<Spinner>>,
+        counts: Option<Arc<RequestCounts>>,
     ) -> ArcFs {
         let inodes = Arc::new(InodeTable::new());
         let report = Arc::new(Reporter {
@@ -221,18 +283,32 @@ impl ArcFs {
             vfs,
             inodes,
             files: Handles::new(),
+            files_by_ino: FilesByInode::new(),
             dirs: Handles::new(),
             report,
             readers: ReadPool::new(read_threads),
             zero_message_opendir: false,
+            zero_message_open: false,
             spinner,
+            counts,
         }
     }
 
     /// Every request starts here.
-    fn request(&self) {
+    fn request(&self, op: Op) {
         if let Some(s) = &self.spinner {
             s.request();
+        }
+        if let Some(c) = &self.counts {
+            c.add(op);
+        }
+    }
+
+    /// Counts a request that needs no busy-polling (no reply, or a
+    /// refusal).
+    fn count(&self, op: Op) {
+        if let Some(c) = &self.counts {
+            c.add(op);
         }
     }
 
@@ -336,6 +412,7 @@ impl fuser::Filesystem for ArcFs {
         }
         self.zero_message_opendir = offered.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
             && config.capabilities().contains(InitFlags::FUSE_AUTO_INVAL_DATA);
+        self.zero_message_open = offered.contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
         // Let the kernel read ahead as far as it allows (large, parallel
         // background reads of files), and keep more of them in flight.
         if let Err(max) = config.set_max_readahead(4 << 20) {
@@ -346,13 +423,21 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.request();
+        self.request(Op::Lookup);
         let p = match self.inode(parent) {
             Ok(p) => p,
             Err(e) => return reply.error(e),
         };
         let entry = match self.vfs.lookup(&p.entry, name.as_bytes()) {
             Ok(Some(e)) => e,
+            // A name missing from a snapshot directory stays missing: an
+            // entry with inode 0 is the kernel's negative entry, cached for
+            // the TTL, so probes for it (`.htaccess`, `.rsync-filter`,
+            // editor backups) are answered without a round trip. Views
+            // above the snapshots gain names, so there ENOENT is not cached.
+            Ok(None) if p.entry.is_immutable() => {
+                return reply.entry(&IMMUTABLE_TTL, &negative_attr(), Generation(0));
+            }
             Ok(None) => return reply.error(Errno::ENOENT),
             Err(e) => return reply.error(self.fail(parent.0, &e)),
         };
@@ -367,11 +452,12 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.count(Op::Forget);
         self.inodes.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.request();
+        self.request(Op::Getattr);
         let i = match self.inode(ino) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
@@ -383,7 +469,7 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.request();
+        self.request(Op::Readlink);
         let i = match self.inode(ino) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
@@ -395,9 +481,21 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.request();
+        self.request(Op::Open);
         if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
             return reply.error(Errno::EROFS);
+        }
+        // A file handle holds nothing a READ could not find from the inode
+        // (`FilesByInode`), so when the kernel can do without OPEN and
+        // RELEASE (answering ENOSYS once switches them off for the life of
+        // the mount), every file a copy reads costs two round trips less.
+        // The kernel then keeps each file's page cache across opens, as
+        // FOPEN_KEEP_CACHE below asks. Writes never get here (the mount is
+        // read-only: the kernel refuses them itself), and a file whose
+        // chunks cannot be found fails at its first READ instead, with the
+        // same EIO and report.
+        if self.zero_message_open {
+            return reply.error(Errno::ENOSYS);
         }
         let i = match self.inode(ino) {
             Ok(i) => i,
@@ -426,14 +524,35 @@ impl fuser::Filesystem for ArcFs {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.request();
-        let Some(f) = self.files.get(fh.0) else { return reply.error(Errno::EBADF) };
+        self.request(Op::Read);
+        if offset == 0 {
+            // A file read from its start: its small neighbours are likely
+            // next (a copy of the directory).
+            if let Ok(i) = self.inode(ino) {
+                self.vfs.readahead_after(&i.entry);
+            }
+        }
+        let f = if fh.0 == 0 {
+            // Opened without OPEN (see `open`).
+            let i = match self.inode(ino) {
+                Ok(i) => i,
+                Err(e) => return reply.error(e),
+            };
+            match self.files_by_ino.get_or_open(ino.0, &i.entry, || self.vfs.open(&i.entry)) {
+                Ok(f) => f,
+                Err(e) => return reply.error(self.fail(ino.0, &e)),
+            }
+        } else {
+            let Some(f) = self.files.get(fh.0) else { return reply.error(Errno::EBADF) };
+            f
+        };
         if size <= INLINE_READ_MAX && self.vfs.read_is_cached(&f, offset, size) {
             return match self.vfs.read_at(&f, offset, size) {
                 Ok(buf) => reply.data(&buf),
                 Err(e) => reply.error(self.fail(ino.0, &e)),
             };
         }
+        self.count(Op::ReadQueued);
         let (vfs, report) = (self.vfs.clone(), self.report.clone());
         self.readers.run(Box::new(move || match vfs.read_at(&f, offset, size) {
             Ok(buf) => reply.data(&buf),
@@ -451,21 +570,25 @@ impl fuser::Filesystem for ArcFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.request();
+        self.request(Op::Release);
         self.files.remove(fh.0);
         reply.ok();
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        reply.ok();
+        self.count(Op::Flush);
+        // Nothing to flush on a read-only mount; ENOSYS once tells the
+        // kernel so, and it stops sending FLUSH on every close.
+        reply.error(Errno::ENOSYS);
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.count(Op::Fsync);
         reply.ok();
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.request();
+        self.request(Op::Opendir);
         // Directory handles hold nothing a READDIR could not look up
         // itself, so when the kernel can do without OPENDIR and RELEASEDIR
         // (answering ENOSYS once switches them off), every directory a
@@ -496,7 +619,7 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        self.request();
+        self.request(Op::Readdir);
         let dir = match self.inode(ino) {
             Ok(d) => d,
             Err(e) => return reply.error(e),
@@ -523,18 +646,18 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        self.request();
+        self.request(Op::Releasedir);
         self.dirs.remove(fh.0);
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.request();
+        self.request(Op::Statfs);
         reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        self.request();
+        self.request(Op::Getxattr);
         let i = match self.inode(ino) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
@@ -547,7 +670,7 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.request();
+        self.request(Op::Listxattr);
         let i = match self.inode(ino) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
@@ -559,7 +682,7 @@ impl fuser::Filesystem for ArcFs {
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        self.request();
+        self.request(Op::Access);
         // default_permissions has the kernel check modes itself; this only
         // answers writes.
         if mask.contains(AccessFlags::W_OK) {
@@ -589,6 +712,7 @@ impl fuser::Filesystem for ArcFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
@@ -602,22 +726,27 @@ impl fuser::Filesystem for ArcFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
     fn mkdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
     fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
     fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
     fn symlink(&self, _req: &Request, _parent: INodeNo, _link_name: &OsStr, _target: &Path, reply: ReplyEntry) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
@@ -631,10 +760,12 @@ impl fuser::Filesystem for ArcFs {
         _flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
     fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
@@ -650,6 +781,7 @@ impl fuser::Filesystem for ArcFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
@@ -663,6 +795,7 @@ impl fuser::Filesystem for ArcFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
@@ -676,10 +809,12 @@ impl fuser::Filesystem for ArcFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
     }
 
@@ -693,7 +828,29 @@ impl fuser::Filesystem for ArcFs {
         _mode: i32,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Write);
         reply.error(Errno::EROFS)
+    }
+}
+
+/// The attributes of a negative entry: only the inode number (0) counts.
+fn negative_attr() -> fuser::FileAttr {
+    fuser::FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: fuser::FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
     }
 }
 

@@ -5,7 +5,9 @@
 //! ([`preflight`]), mounting with the right options ([`mount`]), and
 //! unmounting ([`Mounted::unmount`]). Modules: `fs` (the `fuser::Filesystem`
 //! implementation), `inode` (inode numbers ↔ VFS entries), `attr` (VFS
-//! attributes → kernel attributes), `errno` (the one error → errno map).
+//! attributes → kernel attributes), `errno` (the one error → errno map),
+//! `spin` (busy-polling during bursts of requests), `stats` (requests
+//! counted by opcode, on request).
 //! It prints nothing: damage found while serving reads is passed to the
 //! caller's [`MountEvents`].
 
@@ -14,6 +16,7 @@ mod errno;
 mod fs;
 mod inode;
 mod spin;
+mod stats;
 
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
@@ -53,6 +56,8 @@ pub struct MountOptions {
     pub busy_poll: Duration,
     /// Number of those threads: one per side of a walker/mount exchange.
     pub busy_poll_threads: usize,
+    /// Count kernel requests by opcode ([`Mounted::request_counts`]).
+    pub count_requests: bool,
 }
 
 impl Default for MountOptions {
@@ -65,6 +70,7 @@ impl Default for MountOptions {
             fsname: "arc".into(),
             busy_poll: Duration::from_micros(200),
             busy_poll_threads: cpus.min(2),
+            count_requests: false,
         }
     }
 }
@@ -84,6 +90,8 @@ pub enum MountError {
     NotADirectory(PathBuf),
     #[error("{}: not an empty directory; mount on an empty one", .0.display())]
     NotEmpty(PathBuf),
+    #[error("{}: already an arc mount (of {repo}); stop the `arc mount` serving it (Ctrl-C), or unmount it with `fusermount3 -u {}`", .path.display(), .path.display())]
+    AlreadyArcMount { path: PathBuf, repo: String },
     #[error("{}: a stale mount is in the way ({source}); remove it with `fusermount3 -u {}`", .path.display(), .path.display())]
     StaleMount { path: PathBuf, source: std::io::Error },
     #[error("--allow-other needs `user_allow_other` in /etc/fuse.conf when not mounting as root")]
@@ -183,6 +191,9 @@ fn check_mountpoint(mountpoint: &Path) -> Result<(), MountError> {
     if !meta.is_dir() {
         return Err(MountError::NotADirectory(mountpoint.into()));
     }
+    if let Some(repo) = arc_mount_at(mountpoint) {
+        return Err(MountError::AlreadyArcMount { path: mountpoint.into(), repo });
+    }
     match std::fs::read_dir(mountpoint) {
         Ok(mut rd) => match rd.next() {
             None => Ok(()),
@@ -193,11 +204,30 @@ fn check_mountpoint(mountpoint: &Path) -> Result<(), MountError> {
     }
 }
 
+/// The repository of the arc mount at `path`, if `path` is one: a FUSE
+/// mount whose source (the fsname `arc mount` sets) starts with `arc:`.
+fn arc_mount_at(path: &Path) -> Option<String> {
+    let path = std::fs::canonicalize(path).ok()?;
+    let want = path.to_string_lossy().replace(' ', "\\040");
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // Fields: id parent dev root mountpoint options... - fstype source superoptions
+    info.lines().rev().find_map(|l| {
+        let (head, tail) = l.split_once(" - ")?;
+        if head.split(' ').nth(4) != Some(want.as_str()) {
+            return None;
+        }
+        let mut t = tail.split(' ');
+        let (fstype, source) = (t.next()?, t.next()?);
+        (fstype.starts_with("fuse") && source.starts_with("arc:")).then(|| source["arc:".len()..].to_string())
+    })
+}
+
 /// A mounted file system, served by background threads until
 /// [`Mounted::unmount`] (or until someone runs `fusermount3 -u`).
 pub struct Mounted {
     session: Option<BackgroundSession>,
     mountpoint: PathBuf,
+    counts: Option<Arc<stats::RequestCounts>>,
 }
 
 /// How an unmount went.
@@ -251,7 +281,8 @@ pub fn mount(
     let canonical =
         std::fs::canonicalize(mountpoint).map_err(|e| MountError::Io { path: mountpoint.to_path_buf(), source: e })?;
     let spinner = spin::Spinner::start(opts.busy_poll, opts.busy_poll_threads).map(Arc::new);
-    let fs = fs::ArcFs::new(vfs, events, opts.read_threads, spinner.clone());
+    let counts = opts.count_requests.then(|| Arc::new(stats::RequestCounts::default()));
+    let fs = fs::ArcFs::new(vfs, events, opts.read_threads, spinner.clone(), counts.clone());
     let session = fuser::Session::new(fs, &canonical, &cfg)
         .map_err(|e| MountError::Mount { path: canonical.clone(), source: e })?;
     // The dispatch thread itself polls /dev/fuse during a burst (see
@@ -265,7 +296,7 @@ pub fn mount(
     }
     let session = session.spawn().map_err(|e| MountError::Mount { path: mountpoint.to_path_buf(), source: e })?;
     raise_kernel_readahead(&canonical);
-    Ok(Mounted { session: Some(session), mountpoint: canonical })
+    Ok(Mounted { session: Some(session), mountpoint: canonical, counts })
 }
 
 /// Lets the kernel read further ahead in files of this mount than the
@@ -282,6 +313,14 @@ fn raise_kernel_readahead(mountpoint: &Path) {
 impl Mounted {
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// Kernel requests received so far: the total and the nonzero counts
+    /// by opcode, if [`MountOptions::count_requests`] was set. Forgets are
+    /// counted per inode; `read-queued` counts the reads (among `read`)
+    /// whose data was not in memory and went to a read worker.
+    pub fn request_counts(&self) -> Option<(u64, Vec<(&'static str, u64)>)> {
+        self.counts.as_ref().map(|c| (c.total(), c.snapshot()))
     }
 
     /// The file system was unmounted from outside (`fusermount3 -u`,

@@ -98,7 +98,12 @@ fn write_lock(env: &TestEnv, name_seed: u8, exclusive: bool, host: &str, pid: u3
         operation: op.into(),
     };
     let path = env.repo.join("locks").join(format!("{name_seed:02x}").repeat(32));
-    fs::write(&path, lock.encode()).unwrap();
+    // Sealed with the repository's keys, as a real holder writes it.
+    let repo = open_repo(&env.repo);
+    let keys = repo.keys().expect("a v2 repository has keys");
+    let bytes =
+        arc_engine::format::sealed::seal_file(keys, arc_engine::crypto::Purpose::LOCK, &[], &lock.encode()).unwrap();
+    fs::write(&path, bytes).unwrap();
     path
 }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use arc_engine::format::pack::FOOTER_LEN;
 use arc_engine::index::BlobLocation;
 use arc_engine::ops::tree_walk::{locate, Located};
-use arc_engine::{Id, Repository, SnapshotFilter};
+use arc_engine::{Id, SnapshotFilter};
 
 use crate::util::*;
 
@@ -54,7 +54,7 @@ impl Fx {
 
     /// The tree blob of directory `dir` (absolute source path) and where it is.
     fn tree_of(&self, dir: &Path) -> (Id, BlobLocation) {
-        let repo = Repository::open_local(&self.env.repo).expect("open repository");
+        let repo = open_repo(&self.env.repo);
         let snap = repo.find_snapshot(&self.snaps[1], &SnapshotFilter::default()).unwrap();
         let id = match locate(&repo, &snap, &dir.to_string_lossy()).unwrap() {
             Located::Node(n) => n.subtree.expect("a directory"),
@@ -88,7 +88,7 @@ fn setup() -> Fx {
 
     let mut files = BTreeMap::new();
     {
-        let repo = Repository::open_local(&env.repo).expect("open repository");
+        let repo = open_repo(&env.repo);
         let snap = repo.find_snapshot(&s2, &SnapshotFilter::default()).unwrap();
         for p in files_under(&src) {
             let node = match locate(&repo, &snap, &p.to_string_lossy()).unwrap() {

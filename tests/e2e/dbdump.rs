@@ -486,6 +486,7 @@ fn arc_command(env: &TestEnv) -> Command {
         .env("XDG_CACHE_HOME", env.home.join(".cache"))
         .env("XDG_CONFIG_HOME", env.home.join(".config"))
         .env_remove("ARC_REPO")
+        .env("ARC_PASSWORD", TEST_PASSWORD)
         .arg("--repo")
         .arg(&env.repo);
     c

@@ -43,6 +43,9 @@ fn traced(env: &TestEnv, repo: &Path, args: &[&str]) -> Vec<Ev> {
         .arg(repo)
         .args(args)
         .env("HOME", &env.home)
+        .env("XDG_CACHE_HOME", env.home.join(".cache"))
+        .env("XDG_CONFIG_HOME", env.home.join(".config"))
+        .env("ARC_PASSWORD", TEST_PASSWORD)
         .env_remove("ARC_REPO")
         .run();
     assert!(out.status.success(), "arc under strace failed\n{}", out.describe());

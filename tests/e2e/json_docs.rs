@@ -74,7 +74,7 @@ fn json_schemas_match_docs_json_md() {
     let mut got: BTreeMap<&str, Value> = BTreeMap::new();
     let backup =
         |env: &TestEnv| env.arc().args(["--json", "backup"]).arg(&src).args(["--exclude", "*.tmp"]).run().success();
-    got.insert("backup", backup(&env).json());
+    got.insert("backup", lines(&backup(&env)).pop().unwrap());
     fs::write(src.join("site1/wp-config.php"), "changed").unwrap();
     fs::write(src.join("site1/new.php"), "new").unwrap();
     let dry = lines(

@@ -63,6 +63,7 @@ fn a_closed_stdout_ends_every_command_normally() {
             .env("REPO", &env.repo)
             .env("HOME", &env.home)
             .env("XDG_CACHE_HOME", env.home.join(".cache"))
+            .env("ARC_PASSWORD", TEST_PASSWORD)
             .run();
         assert_quiet_success(&out, cmd);
     }

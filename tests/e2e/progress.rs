@@ -108,6 +108,7 @@ fn a_terminal_shows_files_and_bytes_of_the_total_with_percentage_eta_and_path() 
         .env("SRC", &src)
         .env("HOME", &env.home)
         .env("XDG_CACHE_HOME", env.home.join(".cache"))
+        .env("ARC_PASSWORD", TEST_PASSWORD)
         .env("TERM", "xterm")
         .run()
         .success();

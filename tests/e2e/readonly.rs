@@ -54,7 +54,7 @@ fn every_read_command_works(env: &TestEnv, src: &Path, as_nobody: bool) {
     assert!(fs::metadata(&tar).unwrap().len() > 300_000);
     let target = env.path(if as_nobody { "home/restored" } else { "restored" });
     warned(arc().args(["restore", "latest", "--target"]).arg(&target).run().success(), "restore");
-    assert_same_file(&src.join("site/photo.jpg"), &restored(&target, &src).join("site/photo.jpg"));
+    assert_same_file(&src.join("site/photo.jpg"), &restored(&target, src).join("site/photo.jpg"));
     warned(arc().args(["check", "--read-data"]).run().success(), "check");
     warned(arc().arg("stats").run().success(), "stats");
     // --no-lock: no warning, same result.

@@ -21,6 +21,26 @@ use serde_json::Value;
 
 pub const MIB: u64 = 1024 * 1024;
 
+/// The passphrase every test repository is created and opened with
+/// (TestEnv sets ARC_PASSWORD for every `arc` it runs).
+pub const TEST_PASSWORD: &str = "correct horse battery staple (arc e2e)";
+
+/// The suite runs once per encryption mode: `ARC_TEST_ENCRYPTION=none`
+/// makes every `arc init` of the suite an `arc init --encryption none`
+/// (the README's test command runs both). Unset or anything else: the
+/// default, passphrase-encrypted repositories.
+pub fn encryption_none() -> bool {
+    std::env::var("ARC_TEST_ENCRYPTION").is_ok_and(|v| v == "none")
+}
+
+/// Opens a test repository with the engine (for inspection), with the
+/// suite's passphrase.
+pub fn open_repo(path: &Path) -> arc_engine::Repository {
+    let pw = || Ok(zeroize::Zeroizing::new(TEST_PASSWORD.to_string()));
+    arc_engine::Repository::open_local_with(path, Some(&pw))
+        .unwrap_or_else(|e| panic!("open repository {}: {e}", path.display()))
+}
+
 /// Path of the `arc` binary cargo built for this test target.
 pub fn arc_bin() -> &'static str {
     env!("CARGO_BIN_EXE_arc")
@@ -257,7 +277,13 @@ impl TestCommand {
     }
 
     /// Starts the program; see [`Running`].
-    pub fn spawn(self) -> Running {
+    pub fn spawn(mut self) -> Running {
+        // The suite's encryption mode (see `encryption_none`): every
+        // repository the suite creates is created in it.
+        if self.program == arc_bin() && encryption_none() && self.args.iter().any(|a| a == "init") {
+            self.args.push("--encryption".into());
+            self.args.push("none".into());
+        }
         let cmdline = self.cmdline();
         let mut cmd = if self.run_as_nobody {
             let mut c = Command::new("setpriv");
@@ -548,6 +574,12 @@ impl TestEnv {
             .env("XDG_CACHE_HOME", self.home.join(".cache"))
             .env("XDG_CONFIG_HOME", self.home.join(".config"))
             .env_remove("ARC_REPO")
+            .env("ARC_PASSWORD", TEST_PASSWORD)
+            .env_remove("ARC_PASSWORD_FILE")
+            .env_remove("ARC_PASSWORD_COMMAND")
+            .env_remove("ARC_NEW_PASSWORD")
+            .env_remove("ARC_NEW_PASSWORD_FILE")
+            .env_remove("ARC_NEW_PASSWORD_COMMAND")
             .current_dir(&self.root)
     }
 

@@ -1,4 +1,5 @@
 use anyhow::{anyhow, Context, Result};
+use arc_engine::format::key_file::Protection;
 use arc_engine::ops::backup::{backup, check_sources, BackupOptions, DryRunFile, FileChange};
 use arc_engine::repo::InitOptions;
 use arc_engine::{Id, Repository};
@@ -59,15 +60,36 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
     }
 
     if env.is_default && !env.repo_path.join("config").exists() {
-        Repository::init_local(&env.repo_path, &InitOptions::default())
+        // The README's first command: no init, maybe no terminal. The
+        // repository is encrypted with a passphrase from ARC_PASSWORD* if
+        // given, else a random one kept in the user's configuration.
+        let (passphrase, key_note) = match crate::passphrase::from_env("ARC")? {
+            Some(p) => (p, None),
+            None => {
+                let path = crate::passphrase::default_key_path()?;
+                let p = if path.exists() {
+                    crate::passphrase::existing(Some(&path))?
+                } else {
+                    crate::passphrase::create_default_key(&path)?
+                };
+                (p, Some(path))
+            }
+        };
+        let opts = InitOptions { protection: Protection::passphrase(passphrase), ..InitOptions::default() };
+        Repository::init_local(&env.repo_path, &opts)
             .with_context(|| format!("cannot create the default repository at {}", env.repo_path.display()))?;
-        eprintln!("arc: created repository at {}", env.repo_path.display());
+        match key_note {
+            Some(path) => eprintln!(
+                "arc: created an encrypted repository at {}; its key is in {} (keep a copy elsewhere: \
+                 `arc key export` prints it)",
+                env.repo_path.display(),
+                path.display()
+            ),
+            None => eprintln!("arc: created an encrypted repository at {}", env.repo_path.display()),
+        }
     }
     let repo = env.open()?;
-    let parent = match &a.parent {
-        Some(spec) => Some(repo.find_snapshot(spec, &Default::default())?.id),
-        None => None,
-    };
+    let parent = parent_id(&repo, a.parent.as_deref())?;
     let opts = BackupOptions {
         paths: a.paths,
         streams,
@@ -167,13 +189,18 @@ fn excluded_note(n: u64) -> String {
     }
 }
 
+/// The snapshot `--parent` names, if given.
+fn parent_id(repo: &Repository, spec: Option<&str>) -> Result<Option<Id>> {
+    Ok(match spec {
+        Some(spec) => Some(repo.find_snapshot(spec, &Default::default())?.id),
+        None => None,
+    })
+}
+
 /// `arc backup --dry-run`: the files a backup would read, and its counts.
 fn dry_run(env: &Env, a: BackupArgs, excludes: arc_engine::exclude::Excludes) -> Result<u8> {
     let repo = env.open()?;
-    let parent = match &a.parent {
-        Some(spec) => Some(repo.find_snapshot(spec, &Default::default())?.id),
-        None => None,
-    };
+    let parent = parent_id(&repo, a.parent.as_deref())?;
     let opts = BackupOptions {
         paths: a.paths,
         host: a.host,

@@ -49,6 +49,9 @@ pub fn run(env: &Env, a: CheckArgs) -> Result<u8> {
                 outln!("  affects {f}")?;
             }
         }
+        if report.index_damaged {
+            outln!("hint: rebuild the index from the packs with `arc repair index`")?;
+        }
         if report.ok() {
             outln!("no errors were found")?;
         }

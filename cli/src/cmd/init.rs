@@ -4,7 +4,8 @@ use arc_engine::repo::InitOptions;
 use arc_engine::Repository;
 
 use super::Env;
-use crate::args::InitArgs;
+use crate::args::{EncryptionMode, InitArgs};
+use arc_engine::format::key_file::Protection;
 
 fn u32_size(v: u64, what: &str) -> Result<u32> {
     u32::try_from(v).with_context(|| format!("{what} {v} is too large"))
@@ -36,7 +37,10 @@ pub fn options(a: &InitArgs) -> Result<InitOptions> {
 }
 
 pub fn run(env: &Env, a: InitArgs) -> Result<u8> {
-    let opts = options(&a)?;
+    let mut opts = options(&a)?;
+    if a.encryption == EncryptionMode::Passphrase {
+        opts.protection = Protection::passphrase(crate::passphrase::new("ARC", None)?);
+    }
     let repo = Repository::init_local(&env.repo_path, &opts)
         .with_context(|| format!("cannot create repository at {}", env.repo_path.display()))?;
     if env.json {
@@ -46,7 +50,12 @@ pub fn run(env: &Env, a: InitArgs) -> Result<u8> {
             "config": repo.config(),
         }))?;
     } else {
-        outln!("created arc repository {} at {}", repo.config().id.short(), env.repo_path.display())?;
+        outln!(
+            "created arc repository {} at {}{}",
+            repo.config().id.short(),
+            env.repo_path.display(),
+            if a.encryption == EncryptionMode::None { " (unencrypted: --encryption none)" } else { ", encrypted" }
+        )?;
     }
     Ok(0)
 }

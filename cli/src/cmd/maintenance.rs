@@ -109,7 +109,8 @@ pub fn list(env: &Env, a: ListArgs) -> Result<u8> {
 
 pub fn unlock(env: &Env, a: UnlockArgs) -> Result<u8> {
     let repo = env.open()?;
-    let n = arc_engine::lock::remove_stale_locks(repo.storage().as_ref(), a.remove_all)?;
+    let n =
+        arc_engine::lock::remove_stale_locks(repo.storage().as_ref(), repo.keys().map(|k| k.as_ref()), a.remove_all)?;
     if !env.quiet {
         outln!("removed {n} lock(s)")?;
     }

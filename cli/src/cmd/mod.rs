@@ -9,6 +9,7 @@ mod diff;
 mod docs;
 mod find;
 mod init;
+mod key;
 mod maintenance;
 mod mount;
 mod restore;
@@ -18,6 +19,7 @@ mod snapshots;
 mod stdin_stream;
 mod tag;
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -67,6 +69,7 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         Command::Tag(a) => tag::run(&env, a),
         Command::Completion(a) => docs::completion(a),
         Command::Man(a) => docs::man(a),
+        Command::Key(k) => key::run(&env, k),
     }
 }
 
@@ -86,7 +89,11 @@ fn cache_root() -> Option<PathBuf> {
 /// on a read-only mount (EROFS) and for another user's repository.
 fn repo_writable(repo: &std::path::Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(repo.join("locks").as_os_str().as_bytes()) else { return false };
+    // A missing locks/ is recreated by the first lock; then the repository
+    // directory itself must be writable.
+    let locks = repo.join("locks");
+    let dir = if locks.is_dir() { locks } else { repo.to_path_buf() };
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
     // SAFETY: access(2) only reads the NUL-terminated path.
     unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }
@@ -125,10 +132,23 @@ impl Env {
                 path.display()
             ));
         }
-        let opened = match cache_root() {
-            Some(cache) => Repository::open_local_cached(path, &cache),
-            None => Repository::open_local(path),
+        let local_key = if self.is_default { crate::passphrase::default_key_path().ok() } else { None };
+        // The engine asks only if the repository needs a passphrase; a
+        // failure to get one (no variable, no terminal) is ours to word.
+        let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
+        let source = || {
+            crate::passphrase::existing(local_key.as_deref()).map_err(|e| {
+                *failure.borrow_mut() = Some(e);
+                arc_engine::Error::PassphraseRequired
+            })
         };
+        let opened = match cache_root() {
+            Some(cache) => Repository::open_local_cached_with(path, &cache, Some(&source)),
+            None => Repository::open_local_with(path, Some(&source)),
+        };
+        if let Some(e) = failure.into_inner() {
+            return Err(e);
+        }
         match opened {
             Err(arc_engine::Error::NotARepository { .. }) => Err(not_a_repository(path)),
             Err(arc_engine::Error::Io { path: p, source }) if cache_root().is_some_and(|c| p.starts_with(&c)) => {

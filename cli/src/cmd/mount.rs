@@ -33,6 +33,7 @@ pub fn run(env: &Env, a: MountArgs) -> Result<u8> {
             .map(|c| if c == ',' || c.is_whitespace() { '_' } else { c })
             .collect(),
         busy_poll: std::time::Duration::from_micros(a.busy_poll_us),
+        count_requests: a.count_requests,
         ..Default::default()
     };
     // The usual mistakes (a non-empty directory, no FUSE) are caught
@@ -64,6 +65,10 @@ pub fn run(env: &Env, a: MountArgs) -> Result<u8> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let external = mounted.is_finished();
+    if let Some((total, counts)) = mounted.request_counts() {
+        let list: Vec<String> = counts.iter().map(|(op, n)| format!("{op} {n}")).collect();
+        eprintln!("arc: kernel requests: {total} ({})", list.join(", "));
+    }
     match mounted.unmount(Duration::from_secs(5))? {
         Unmounted::Cleanly if !env.quiet && !external => eprintln!("arc: unmounted {}", a.mountpoint.display()),
         Unmounted::Cleanly => {}

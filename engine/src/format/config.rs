@@ -115,9 +115,64 @@ pub struct Config {
     /// Blobs smaller than this are grouped into one compressed frame until
     /// the frame holds about this many raw bytes.
     pub frame_size: u32,
+    /// v2: how the key files protect the master secret. Everything is
+    /// sealed either way; this says whether key files need a passphrase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+    /// v2: keyed BLAKE3 (config MAC subkey) of the canonical config without
+    /// this key, hex. Checked once the master secret is unwrapped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encryption {
+    /// Key files wrap the master secret with a passphrase (Argon2id).
+    Passphrase,
+    /// `--encryption none`: key files store the master secret unprotected.
+    None,
 }
 
 impl Config {
+    /// The bytes the config MAC covers: the config as a JSON value without
+    /// its `mac` key, serialized compactly. Computed from the parsed value,
+    /// so it covers keys this binary does not know as well.
+    fn mac_input(value: &serde_json::Value) -> Vec<u8> {
+        let mut v = value.clone();
+        if let Some(obj) = v.as_object_mut() {
+            obj.remove("mac");
+        }
+        serde_json::to_vec(&v).expect("a JSON value serializes")
+    }
+
+    /// Sets `mac` for the keys of the repository (v2).
+    pub fn authenticate(&mut self, keys: &crate::crypto::Keys) {
+        self.mac = None;
+        let value = serde_json::to_value(&*self).expect("config serializes");
+        self.mac = Some(hex::encode(keys.config_mac(&Self::mac_input(&value))));
+    }
+
+    /// Checks the MAC of a stored config (its exact payload) with the
+    /// repository's keys: a config changed by anyone without the master
+    /// secret (say, to claim `--encryption none` or other chunker sizes)
+    /// fails here.
+    pub fn verify(data: &[u8], keys: &crate::crypto::Keys) -> Result<()> {
+        let not_authentic = || Error::NotAuthentic { what: "config", name: "config".into() };
+        let (_, payload) = envelope::open(FileType::Config, ENVELOPE_VERSION, "config", data)?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&payload).map_err(|e| Error::corrupt("config", "config", e.to_string()))?;
+        let stored = value.get("mac").and_then(|m| m.as_str()).ok_or_else(not_authentic)?;
+        let expected = keys.config_mac(&Self::mac_input(&value));
+        // Compared as BLAKE3 hashes do: blake3::Hash equality is constant-time.
+        let mut got = [0u8; 32];
+        hex::decode_to_slice(stored, &mut got).map_err(|_| not_authentic())?;
+        if blake3::Hash::from(got) != blake3::Hash::from(expected) {
+            return Err(not_authentic());
+        }
+        Ok(())
+    }
+
     /// Whether this binary may write into the repository (see
     /// [`OLDEST_WRITABLE_VERSION`]).
     pub fn writable(&self) -> bool {
@@ -166,6 +221,18 @@ impl Config {
         }
         let config: Config =
             serde_json::from_slice(&payload).map_err(|e| Error::corrupt("config", "config", e.to_string()))?;
+        if config.version >= 2
+            && (config.encryption.is_none() || config.mac.is_none() || config.id_scheme != IdScheme::KeyedBlake3)
+        {
+            return Err(Error::corrupt(
+                "config",
+                "config",
+                "a v2 config needs encryption, mac and id_scheme keyed-blake3",
+            ));
+        }
+        if config.version == 1 && config.id_scheme != IdScheme::Blake3 {
+            return Err(Error::corrupt("config", "config", "a v1 config uses id_scheme blake3"));
+        }
         ChunkerParams::new(config.file_chunker.min_size, config.file_chunker.avg_size, config.file_chunker.max_size)?;
         ChunkerParams::new(
             config.stream_chunker.min_size,

@@ -6,7 +6,7 @@
 //! ```text
 //! offset size
 //!  0      4   magic "ARCF"
-//!  4      1   file type (1 config, 2 index, 3 snapshot, 4 lock)
+//!  4      1   file type (1 config, 2 index, 3 snapshot, 4 lock, 5 key)
 //!  5      1   file type's format version
 //!  6      1   payload codec (0 = raw, 1 = zstd)
 //!  7      1   reserved, 0
@@ -33,6 +33,8 @@ pub enum FileType {
     Index = 2,
     Snapshot = 3,
     Lock = 4,
+    /// Format v2 key files (format-spec/v2/crypto.md).
+    Key = 5,
 }
 
 impl FileType {
@@ -42,6 +44,7 @@ impl FileType {
             FileType::Index => "index file",
             FileType::Snapshot => "snapshot",
             FileType::Lock => "lock",
+            FileType::Key => "key file",
         }
     }
 }

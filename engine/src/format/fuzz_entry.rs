@@ -154,7 +154,7 @@ pub fn pack_trailer(data: &[u8]) {
 /// cut out of its frame and hashed.
 pub fn pack(data: &[u8]) {
     let fixed = fix_pack(data);
-    let Ok(trailer) = pack::parse_pack(&fixed, "fuzz") else { return };
+    let Ok(trailer) = pack::parse_pack(&fixed, "fuzz", None) else { return };
     for (fi, frame) in trailer.frames.iter().enumerate() {
         // parse_pack promises every frame lies inside the pack.
         let start = frame.offset as usize;

@@ -76,19 +76,27 @@ pub fn encode(packs: &[PackEntry]) -> Vec<u8> {
 
 /// Decodes an index file of either version to its packs.
 pub fn decode(data: &[u8], name: &str) -> Result<Vec<PackEntry>> {
-    Ok(decode_file(data, name)?.packs)
+    decode_with(data, name, 0)
 }
 
-/// Decodes an index file of either version, `supersedes` included.
-pub fn decode_file(data: &[u8], name: &str) -> Result<IndexFile> {
+/// Decodes an index file of either version whose packs store their
+/// trailers with `trailer_overhead` more bytes than the plain trailer the
+/// index file copies (a v2 pack's sealed trailer: nonce and tag).
+pub fn decode_with(data: &[u8], name: &str, trailer_overhead: u64) -> Result<Vec<PackEntry>> {
+    Ok(decode_file(data, name, trailer_overhead)?.packs)
+}
+
+/// Decodes an index file of either version, `supersedes` included
+/// (`trailer_overhead` as for [`decode_with`]).
+pub fn decode_file(data: &[u8], name: &str, trailer_overhead: u64) -> Result<IndexFile> {
     let (version, payload) = envelope::open(FileType::Index, ENVELOPE_VERSION_2, name, data)?;
     if version == ENVELOPE_VERSION_2 {
-        return decode_payload_v2(&payload, name);
+        return decode_payload_v2(&payload, name, trailer_overhead);
     }
-    Ok(IndexFile { supersedes: Vec::new(), packs: decode_payload_v1(&payload, name)? })
+    Ok(IndexFile { supersedes: Vec::new(), packs: decode_payload_v1(&payload, name, trailer_overhead)? })
 }
 
-fn decode_payload_v1(payload: &[u8], name: &str) -> Result<Vec<PackEntry>> {
+fn decode_payload_v1(payload: &[u8], name: &str, trailer_overhead: u64) -> Result<Vec<PackEntry>> {
     let mut r = ByteReader::new(payload, "index file", name);
     if r.take(6)? != MAGIC {
         return Err(r.corrupt("bad magic"));
@@ -101,7 +109,7 @@ fn decode_payload_v1(payload: &[u8], name: &str) -> Result<Vec<PackEntry>> {
         let pack_len = r.u64()?;
         let tlen = r.u32()?;
         let frames_end = pack_len
-            .checked_sub(super::pack::FOOTER_LEN + u64::from(tlen))
+            .checked_sub(super::pack::FOOTER_LEN + u64::from(tlen) + trailer_overhead)
             .ok_or_else(|| r.corrupt(format!("pack {} length {pack_len} too small", pack.short())))?;
         let bytes = r.take(tlen as usize)?;
         let trailer = Trailer::decode(bytes, &pack.to_hex(), frames_end)?;
@@ -227,7 +235,7 @@ pub fn encode_for(format_version: u32, supersedes: &[Id], packs: &[PackEntry]) -
     }
 }
 
-pub fn decode_payload_v2(payload: &[u8], name: &str) -> Result<IndexFile> {
+pub fn decode_payload_v2(payload: &[u8], name: &str, trailer_overhead: u64) -> Result<IndexFile> {
     use super::pack::{BlobKind, BlobRecord, FrameCodec, FrameRecord, FOOTER_LEN};
     let mut r = ByteReader::new(payload, "index file", name);
     if r.take(6)? != MAGIC {
@@ -312,7 +320,7 @@ pub fn decode_payload_v2(payload: &[u8], name: &str) -> Result<IndexFile> {
         // encoding of what this file says.
         let bytes = t.encode();
         let frames_end = pack_len
-            .checked_sub(FOOTER_LEN + bytes.len() as u64)
+            .checked_sub(FOOTER_LEN + bytes.len() as u64 + trailer_overhead)
             .ok_or_else(|| r.corrupt(format!("pack {} length {pack_len} too small", pack.short())))?;
         let trailer = Trailer::decode(&bytes, &pack.to_hex(), frames_end)?;
         packs.push(PackEntry { pack, pack_len, trailer });
@@ -352,7 +360,7 @@ pub(crate) mod tests {
         let packs = vec![pack(3, 10, 4), pack(1, 1, 1), pack(2, 300, 64)];
         let sup = vec![Id::hash(b"b"), Id::hash(b"a")];
         let data = encode_v2(&sup, &packs).unwrap();
-        let f = decode_file(&data, "x").unwrap();
+        let f = decode_file(&data, "x", 0).unwrap();
         let mut want = packs.clone();
         want.sort_by_key(|p| p.pack);
         assert_eq!(f.packs, want, "entries equal the packs' own trailers");
@@ -360,7 +368,7 @@ pub(crate) mod tests {
         sup_sorted.sort();
         assert_eq!(f.supersedes, sup_sorted);
         // v1 files still decode, with nothing superseded.
-        let v1 = decode_file(&encode(&packs), "x").unwrap();
+        let v1 = decode_file(&encode(&packs), "x", 0).unwrap();
         assert_eq!((v1.packs, v1.supersedes), (packs.clone(), vec![]));
         // Blob records are sorted by id in the payload.
         let payload = encode_payload_v2(&sup, &packs).unwrap();
@@ -390,14 +398,14 @@ pub(crate) mod tests {
         // A reader refuses a count beyond a cap even when bytes follow.
         let mut payload = encode_payload_v2(&[], &[pack(1, 2, 2)]).unwrap();
         payload[12..16].copy_from_slice(&(MAX_PACKS_PER_FILE as u32 + 1).to_le_bytes());
-        assert!(decode_payload_v2(&payload, "x").is_err());
+        assert!(decode_payload_v2(&payload, "x", 0).is_err());
     }
 
     #[test]
     fn v2_rejects_damage() {
         let payload = encode_payload_v2(&[Id::hash(b"s")], &[pack(1, 5, 2), pack(2, 3, 3)]).unwrap();
         for cut in 0..payload.len() {
-            assert!(decode_payload_v2(&payload[..cut], "x").is_err(), "cut at {cut}");
+            assert!(decode_payload_v2(&payload[..cut], "x", 0).is_err(), "cut at {cut}");
         }
         // Swapping two blob records breaks the order; a frame out of place
         // breaks the trailer rules.
@@ -406,13 +414,13 @@ pub(crate) mod tests {
         let (a, b) = (swapped[blobs_at..blobs_at + 48].to_vec(), swapped[blobs_at + 48..blobs_at + 96].to_vec());
         swapped[blobs_at..blobs_at + 48].copy_from_slice(&b);
         swapped[blobs_at + 48..blobs_at + 96].copy_from_slice(&a);
-        assert!(decode_payload_v2(&swapped, "x").is_err());
+        assert!(decode_payload_v2(&swapped, "x", 0).is_err());
         let frames_at = 24 + 32 + 96;
         let mut moved = payload.clone();
         moved[frames_at] ^= 1;
-        assert!(decode_payload_v2(&moved, "x").is_err());
+        assert!(decode_payload_v2(&moved, "x", 0).is_err());
         let mut reserved = payload.clone();
         reserved[7] = 1;
-        assert!(decode_payload_v2(&reserved, "x").is_err());
+        assert!(decode_payload_v2(&reserved, "x", 0).is_err());
     }
 }

@@ -17,8 +17,10 @@ pub mod envelope;
 #[doc(hidden)]
 pub mod fuzz_entry;
 pub mod index_file;
+pub mod key_file;
 pub mod lock;
 pub mod pack;
+pub mod sealed;
 pub mod snapshot;
 pub mod tree;
 pub mod tree_v2;

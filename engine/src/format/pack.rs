@@ -23,6 +23,10 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 
 pub const HEADER: &[u8; 8] = b"ARCPACK\x01";
+/// Format v2 packs: every frame and the trailer are sealed
+/// (format-spec/v2/crypto.md); the footer stays plain so the trailer can
+/// be found with one ranged read.
+pub const HEADER_V2: &[u8; 8] = b"ARCPACK\x02";
 pub const HEADER_LEN: u64 = 8;
 pub const FOOTER_LEN: u64 = 40;
 const FOOTER_MAGIC: &[u8; 4] = b"ARCT";
@@ -140,7 +144,12 @@ impl Trailer {
             let Some(end) = end.filter(|_| offset == next_offset) else {
                 return Err(r.corrupt(format!("frame at {offset} (+{stored_len}) out of place")));
             };
-            if codec == FrameCodec::Raw && stored_len != raw_len {
+            // A raw frame stores its bytes as they are (v1) or sealed and
+            // padded (v2), which fixes its stored length either way.
+            if codec == FrameCodec::Raw
+                && stored_len != raw_len
+                && super::sealed::sealed_frame_len(raw_len as usize) as u64 != u64::from(stored_len)
+            {
                 return Err(r.corrupt("raw frame with differing stored and raw length"));
             }
             next_offset = end;
@@ -203,26 +212,37 @@ pub fn trailer_range(footer: &[u8], pack: &str, pack_len: u64) -> Result<(u64, u
     Ok((start, len, sum))
 }
 
-pub fn check_header(header: &[u8], pack: &str) -> Result<()> {
-    if header != HEADER {
+/// Checks a pack's header: v1 packs in v1 repositories, sealed v2 packs in
+/// v2 ones (`sealed`).
+pub fn check_header(header: &[u8], pack: &str, sealed: bool) -> Result<()> {
+    if header != if sealed { HEADER_V2 } else { HEADER } {
         return Err(Error::corrupt("pack", pack, "bad header magic or unsupported pack version"));
     }
     Ok(())
 }
 
-/// Parses a whole pack held in memory (check --read-data, repair).
-pub fn parse_pack(data: &[u8], pack: &str) -> Result<Trailer> {
+/// Parses a whole pack held in memory (check --read-data, repair); `keys`
+/// opens the sealed trailer of a v2 pack.
+pub fn parse_pack(data: &[u8], pack: &str, keys: Option<&crate::crypto::Keys>) -> Result<Trailer> {
     let len = data.len() as u64;
     if len < HEADER_LEN + FOOTER_LEN {
         return Err(Error::corrupt("pack", pack, format!("only {len} bytes")));
     }
-    check_header(&data[..HEADER_LEN as usize], pack)?;
+    check_header(&data[..HEADER_LEN as usize], pack, keys.is_some())?;
     let (start, tlen, sum) = trailer_range(&data[(len - FOOTER_LEN) as usize..], pack, len)?;
     let trailer = &data[start as usize..start as usize + tlen as usize];
     if Id::hash(trailer) != sum {
         return Err(Error::corrupt("pack", pack, "trailer checksum mismatch"));
     }
-    Trailer::decode(trailer, pack, start)
+    match keys {
+        Some(k) => {
+            let opened = k
+                .open(crate::crypto::Purpose::PACK_TRAILER, HEADER_V2, trailer, "pack trailer", pack)
+                .map_err(|_| Error::NotAuthentic { what: "pack trailer", name: pack.to_string() })?;
+            Trailer::decode(&opened, pack, start)
+        }
+        None => Trailer::decode(trailer, pack, start),
+    }
 }
 
 /// The most bytes zstd data of `stored` bytes can decompress to. Every zstd

@@ -169,6 +169,19 @@ enum Change {
     Unchanged,
 }
 
+impl Change {
+    /// Counts a file with content of `size` bytes in the summary.
+    fn count_file(self, summary: &mut Summary, size: u64) {
+        summary.total_files += 1;
+        summary.total_bytes += size;
+        match self {
+            Change::New => summary.files_new += 1,
+            Change::Changed => summary.files_changed += 1,
+            Change::Unchanged => summary.files_unchanged += 1,
+        }
+    }
+}
+
 enum Content {
     /// Not a file, or chunks already in the node (unchanged from parent).
     Ready,
@@ -238,6 +251,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     paths.sort();
 
     repo.require_writable("backup")?;
+    repo.require_writable("backup")?;
     let _lock = repo.lock_shared("backup")?;
     let host = opts.host.clone().unwrap_or_else(crate::lock::hostname);
     let files: Vec<String> = sources.iter().map(|s| s.disk.display().to_string()).collect();
@@ -255,10 +269,10 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     let scan_stop = AtomicBool::new(false);
     let run = std::thread::scope(|s| {
         let disk: Vec<PathBuf> = sources.iter().map(|s| s.disk.clone()).collect();
-        let (stop, skip) = (&scan_stop, ctx.repo_root.as_deref());
+        let (stop, skip, excludes) = (&scan_stop, ctx.repo_root.as_deref(), &ctx.excludes);
         std::thread::Builder::new()
             .name("arc-scan".into())
-            .spawn_scoped(s, move || crate::scan::count(&disk, skip, stop, progress))
+            .spawn_scoped(s, move || crate::scan::count(&disk, skip, excludes, stop, progress))
             .ok();
         let abort = || ctx.stopping();
         let run = packer::run(repo, adopt, &abort, |sink| run_pipeline(&ctx, sink, &sources, streams, &stream_paths));
@@ -412,13 +426,7 @@ pub fn dry_run(
             match event {
                 WalkEvent::EnterDir(..) => summary.dirs += 1,
                 WalkEvent::Entry(node, _, change) if node.kind.has_chunks() => {
-                    summary.total_files += 1;
-                    summary.total_bytes += node.size;
-                    match change {
-                        Change::New => summary.files_new += 1,
-                        Change::Changed => summary.files_changed += 1,
-                        Change::Unchanged => summary.files_unchanged += 1,
-                    }
+                    change.count_file(&mut summary, node.size)
                 }
                 WalkEvent::Entry(..) => summary.other_entries += 1,
                 WalkEvent::LeaveDir | WalkEvent::SourceDone => {}
@@ -449,8 +457,8 @@ impl<'a> Ctx<'a> {
             cancel: opts.cancel.clone(),
             force_read: opts.force_read,
             parent_root,
-            file_chunker: Chunker::new(&repo.config().file_chunker),
-            stream_chunker: Chunker::new(&repo.config().stream_chunker),
+            file_chunker: repo.chunker(&repo.config().file_chunker),
+            stream_chunker: repo.chunker(&repo.config().stream_chunker),
             bytes_read: AtomicU64::new(0),
             warnings: AtomicU64::new(0),
             repo_root: repo.storage().local_path().and_then(|p| std::fs::canonicalize(p).ok()),
@@ -528,14 +536,24 @@ fn run_pipeline(
             scope.spawn(move || stop_streams_on_failure(ctx, sink, running, abort, stops));
         }
         let slots = &stream_slots;
-        let walker = scope.spawn(move || walker(ctx, sources, slots, stream_paths, job_tx, event_tx));
+        let walker = scope.spawn(move || {
+            crate::fault::panic_point("walker");
+            walker(ctx, sources, slots, stream_paths, job_tx, event_tx)
+        });
         let built = build_trees(ctx, sink, event_rx, sources.len() + stream_paths.len());
-        let walked = walker.join().unwrap_or(Err(Error::Interrupted));
+        let walked = crate::sync::joined(walker.join(), "backup walker");
         if built.is_err() || walked.is_err() {
             abort.store(true, Ordering::SeqCst);
         }
-        let (nodes, mut summary) = built?;
-        walked?;
+        // A bug in the walker is the cause of whatever the builder saw.
+        let (nodes, mut summary) = match (built, walked) {
+            (_, Err(e @ Error::Bug { .. })) => return Err(e),
+            (built, walked) => {
+                let b = built?;
+                walked?;
+                b
+            }
+        };
         // Top-level nodes in the order of `sources` then streams.
         let mut items: Vec<Placed> = Vec::new();
         let places = sources.iter().map(|s| &s.components).chain(stream_paths.iter());

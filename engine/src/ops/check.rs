@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::format::index_file::{self, PackEntry};
+use crate::format::index_file::PackEntry;
 use crate::format::pack;
 use crate::format::tree::NodeKind;
 use crate::id::Id;
@@ -61,6 +61,9 @@ pub struct CheckReport {
     pub read_data_subset: Option<String>,
     pub bytes_read: u64,
     pub errors: Vec<Problem>,
+    /// An index file is damaged: rebuilding the index from the packs
+    /// (repair index) is the way back.
+    pub index_damaged: bool,
     /// Not damage: e.g. packs an interrupted backup left unlisted.
     pub warnings: Vec<String>,
 }
@@ -85,7 +88,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
             if Id::hash(&data).to_hex() != name {
                 return Err(Error::corrupt("index file", &name, "content does not match its name"));
             }
-            index_file::decode(&data, &name)
+            repo.decode_index_file(data, &name)
         });
         match loaded {
             Ok(packs) => {
@@ -93,7 +96,10 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
                     listed.insert(p.pack, p);
                 }
             }
-            Err(e) => report.error(format!("{e} (run `arc repair index`)")),
+            Err(e) => {
+                report.error(e.to_string());
+                report.index_damaged = true;
+            }
         }
     }
 
@@ -170,79 +176,80 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
         }
     }
     report.snapshots = snapshots.len() as u64;
-    let mut tree_ok: HashMap<Id, bool> = HashMap::new();
+
+    // Every distinct tree once, whatever number of snapshots share it.
+    let tree_ok = std::sync::Mutex::new(HashMap::<Id, bool>::new());
     let mut chunk_ok: HashMap<Id, bool> = HashMap::new();
-    let mut affected: HashMap<String, Vec<String>> = HashMap::new();
-    for snap in &snapshots {
-        let short = snap.id.short();
-        let mut stack: Vec<(Id, Vec<u8>, usize)> = vec![(snap.file.tree, Vec::new(), 0)];
-        while let Some((tree_id, path, depth)) = stack.pop() {
-            let shown = format!("{short}:/{}", String::from_utf8_lossy(&path));
-            // What restore and dump refuse to follow is damage to report.
-            if depth > tree_walk::MAX_TREE_DEPTH {
-                let e = tree_walk::too_deep(&tree_id);
-                report.errors.push(Problem { message: format!("{e}"), affected: vec![shown] });
-                continue;
-            }
-            if let Some(false) = tree_ok.get(&tree_id) {
-                affected.entry(format!("tree {tree_id}")).or_default().push(shown);
-                continue;
-            }
-            let first_visit = !tree_ok.contains_key(&tree_id);
-            let tree = if bad_blobs.contains(&tree_id) || !blob_pack.contains_key(&tree_id) {
-                Err(Error::BlobNotInIndex(tree_id))
+    let mut damage = false;
+    {
+        let load = |id: &Id| {
+            if bad_blobs.contains(id) || !blob_pack.contains_key(id) {
+                Err(Error::BlobNotInIndex(*id))
             } else {
-                repo.load_tree(&tree_id)
-            };
-            let tree = match tree {
-                Ok(t) => t,
-                Err(e) => {
-                    if first_visit {
-                        report.error(format!("tree {tree_id}: {e}"));
-                    }
-                    tree_ok.insert(tree_id, false);
-                    affected.entry(format!("tree {tree_id}")).or_default().push(shown);
-                    continue;
-                }
-            };
-            if first_visit {
-                report.trees += 1;
+                repo.load_tree(id)
             }
-            tree_ok.insert(tree_id, true);
+        };
+        let mut visit = |id: &Id, tree: &crate::format::tree::Tree| {
+            report.trees += 1;
+            if let Ok(mut ok) = tree_ok.lock() {
+                ok.insert(*id, true);
+            }
             for node in &tree.nodes {
-                let mut p = path.clone();
-                if !p.is_empty() {
-                    p.push(b'/');
-                }
-                p.extend_from_slice(&node.name);
                 match node.kind {
-                    NodeKind::Dir => match node.subtree {
-                        Some(sub) => stack.push((sub, p, depth + 1)),
-                        None => {
-                            report.error(format!("{short}:/{}: directory without a tree", String::from_utf8_lossy(&p)))
-                        }
-                    },
+                    NodeKind::Dir if node.subtree.is_none() => damage = true,
                     k if k.has_chunks() => {
                         for c in &node.chunks {
                             let ok = *chunk_ok
                                 .entry(*c)
                                 .or_insert_with(|| blob_pack.contains_key(c) && !bad_blobs.contains(c));
-                            if !ok {
-                                let key = if bad_blobs.contains(c) {
-                                    format!("damaged data blob {c}")
-                                } else {
-                                    format!("data blob {c} is not in any index file")
-                                };
-                                affected
-                                    .entry(key)
-                                    .or_default()
-                                    .push(format!("{short}:/{}", String::from_utf8_lossy(&p)));
-                            }
+                            damage |= !ok;
                         }
                     }
                     _ => {}
                 }
             }
+            Ok(())
+        };
+        let mut errors = Vec::new();
+        let mut failed = |id: &Id, e: Error| {
+            // A chain too deep is reported with its paths below, like the
+            // restore and dump that refuse it; every other failure here.
+            let too_deep = matches!(&e, Error::Corrupt { reason, .. } if reason.starts_with("nested deeper"));
+            errors.push((too_deep, format!("tree {id}: {e}")));
+            if let Ok(mut ok) = tree_ok.lock() {
+                ok.insert(*id, false);
+            }
+            Ok(())
+        };
+        let roots: Vec<Id> = snapshots.iter().map(|s| s.file.tree).collect();
+        tree_walk::visit_unique_trees(roots, &load, &mut visit, &mut failed)?;
+        damage |= !errors.is_empty();
+        for (too_deep, e) in errors {
+            if !too_deep {
+                report.error(e);
+            }
+        }
+    }
+    let tree_ok = tree_ok.into_inner().unwrap_or_default();
+
+    // Only when something is damaged: which files and directories of which
+    // snapshots it affects. Subtrees found clean are not walked again.
+    let mut affected: HashMap<String, Vec<String>> = HashMap::new();
+    if damage {
+        let mut clean: HashSet<Id> = HashSet::new();
+        for snap in &snapshots {
+            let short = snap.id.short();
+            affected_paths(
+                repo,
+                &short,
+                snap.file.tree,
+                &tree_ok,
+                &chunk_ok,
+                &bad_blobs,
+                &mut clean,
+                &mut affected,
+                &mut report,
+            );
         }
     }
     let mut affected: Vec<(String, Vec<String>)> = affected.into_iter().collect();
@@ -260,6 +267,112 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
         report.errors.push(Problem { message: what, affected: files });
     }
     Ok(report)
+}
+
+/// A directory being walked by [`affected_paths`].
+struct Frame {
+    id: Id,
+    /// Its subdirectories still to walk: (tree, path).
+    subdirs: Vec<(Id, Vec<u8>)>,
+    depth: usize,
+    /// Something below it is damaged.
+    dirty: bool,
+}
+
+/// Records in `affected` every path of one snapshot that damage reaches:
+/// files with a damaged or missing chunk, directories whose tree cannot be
+/// read. Depth first with an explicit stack (crafted trees can be deep);
+/// a subtree found clean is remembered in `clean` and skipped at every
+/// other path and in every other snapshot.
+#[allow(clippy::too_many_arguments)]
+fn affected_paths(
+    repo: &Repository,
+    short: &str,
+    root: Id,
+    tree_ok: &HashMap<Id, bool>,
+    chunk_ok: &HashMap<Id, bool>,
+    bad_blobs: &HashSet<Id>,
+    clean: &mut HashSet<Id>,
+    affected: &mut HashMap<String, Vec<String>>,
+    report: &mut CheckReport,
+) {
+    let shown = |p: &[u8]| format!("{short}:/{}", String::from_utf8_lossy(p));
+    let mut stack: Vec<Frame> =
+        vec![Frame { id: Id::hash(b""), subdirs: vec![(root, Vec::new())], depth: 0, dirty: false }];
+    while let Some(top) = stack.last_mut() {
+        let Some((id, path)) = top.subdirs.pop() else {
+            let done = stack.pop().map(|f| (f.id, f.dirty)).unwrap_or((root, true));
+            match stack.last_mut() {
+                Some(parent) if done.1 => parent.dirty = true,
+                Some(_) => {
+                    clean.insert(done.0);
+                }
+                None => {}
+            }
+            continue;
+        };
+        let depth = top.depth + 1;
+        if clean.contains(&id) {
+            continue;
+        }
+        if depth > tree_walk::MAX_TREE_DEPTH + 1 {
+            top.dirty = true;
+            let e = tree_walk::too_deep(&id);
+            affected.entry(format!("{e}")).or_default().push(shown(&path));
+            continue;
+        }
+        if tree_ok.get(&id) != Some(&true) {
+            top.dirty = true;
+            affected.entry(format!("tree {id}")).or_default().push(shown(&path));
+            continue;
+        }
+        // Loaded fine in the first pass; a failure now (it changed since)
+        // is reported like one then.
+        let tree = match repo.load_tree(&id) {
+            Ok(t) => t,
+            Err(e) => {
+                top.dirty = true;
+                report.error(format!("tree {id}: {e}"));
+                affected.entry(format!("tree {id}")).or_default().push(shown(&path));
+                continue;
+            }
+        };
+        let mut frame = Frame { id, subdirs: Vec::new(), depth, dirty: false };
+        for node in &tree.nodes {
+            let mut p = path.clone();
+            if !p.is_empty() {
+                p.push(b'/');
+            }
+            p.extend_from_slice(&node.name);
+            match node.kind {
+                NodeKind::Dir => match node.subtree {
+                    Some(sub) => frame.subdirs.push((sub, p)),
+                    None => {
+                        frame.dirty = true;
+                        report.error(format!("{}: directory without a tree", shown(&p)));
+                    }
+                },
+                k if k.has_chunks() => {
+                    for c in &node.chunks {
+                        if chunk_ok.get(c) == Some(&true) {
+                            continue;
+                        }
+                        frame.dirty = true;
+                        let key = if bad_blobs.contains(c) {
+                            format!("damaged data blob {c}")
+                        } else {
+                            format!("data blob {c} is not in any index file")
+                        };
+                        affected.entry(key).or_default().push(shown(&p));
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Popped from the end: reverse for name order.
+        frame.subdirs.reverse();
+        stack.push(frame);
+    }
 }
 
 /// Reads one pack whole and verifies everything in it. Returns (bytes
@@ -284,7 +397,7 @@ fn verify_pack(
     if Id::hash(&data) != *id {
         errors.push(format!("pack {name}: content does not match its name (damaged)"));
     }
-    let trailer = match (pack::parse_pack(&data, &name), listed) {
+    let trailer = match (pack::parse_pack(&data, &name, repo.keys().map(|k| k.as_ref())), listed) {
         (Ok(t), _) => t,
         // A damaged trailer or footer does not make the frames before it
         // unreadable: the index entry (a copy of the trailer) still locates
@@ -305,7 +418,6 @@ fn verify_pack(
         }
     }
     let mut verified = 0;
-    let id_scheme = repo.config().id_scheme;
     for (fi, frame) in trailer.frames.iter().enumerate() {
         let blobs: Vec<_> = trailer.blobs.iter().filter(|b| b.frame as usize == fi).collect();
         // Offsets may come from an index entry rather than the pack's own
@@ -315,7 +427,10 @@ fn verify_pack(
             bad.extend(blobs.iter().map(|b| b.id));
             continue;
         };
-        let raw = match pack::decode_frame(stored, frame, &name) {
+        let raw = match repo
+            .open_frame(stored.to_vec(), &name, frame.offset)
+            .and_then(|s| pack::decode_frame(&s, frame, &name))
+        {
             Ok(r) => r,
             Err(e) => {
                 errors.push(format!("{e}"));
@@ -326,7 +441,7 @@ fn verify_pack(
         for b in blobs {
             let end = b.offset_in_frame as usize + b.raw_len as usize;
             verified += 1;
-            if raw.get(b.offset_in_frame as usize..end).is_none_or(|bytes| id_scheme.blob_id(bytes) != b.id) {
+            if raw.get(b.offset_in_frame as usize..end).is_none_or(|bytes| repo.blob_id(bytes) != b.id) {
                 errors.push(format!("pack {name}: blob {} does not match its hash", b.id));
                 bad.push(b.id);
             }

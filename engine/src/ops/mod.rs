@@ -9,6 +9,7 @@ pub mod check;
 pub mod diff;
 pub mod find;
 pub mod forget;
+pub mod keys;
 pub mod prune;
 pub mod repair;
 pub mod restore;

@@ -44,11 +44,12 @@ use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, Result};
-use crate::format::index_file::{self, PackEntry};
+use crate::format::index_file::PackEntry;
 use crate::format::pack::{self, BlobKind};
 use crate::format::tree_v2;
 use crate::id::Id;
 use crate::index::BlobLocation;
+use crate::ops::tree_walk;
 use crate::packer;
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -56,9 +57,6 @@ use crate::storage::FileKind;
 
 /// Packs per index file written by prune (as `repair index`).
 const PACKS_PER_INDEX_FILE: usize = 256;
-/// Trees loaded in parallel at a time while marking; bounds the memory of
-/// decoded trees held at once.
-const TREE_BATCH: usize = 256;
 
 /// The steps after which [`PruneOptions::after_step`] is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -220,51 +218,38 @@ fn tree_locations(packs: &[PackEntry], listed: &HashSet<Id>) -> HashMap<Id, Blob
 fn mark_live(repo: &Repository, trees: &HashMap<Id, BlobLocation>, ignore: &HashSet<Id>) -> Result<(HashSet<Id>, u64)> {
     let reader = repo.blob_reader()?;
     let mut live: HashSet<Id> = HashSet::new();
-    let mut frontier: Vec<Id> = Vec::new();
-    let mut snapshots = 0;
+    let mut roots = Vec::new();
     for id in repo.snapshot_ids()? {
         if ignore.contains(&id) {
             continue;
         }
         let snap = repo.load_snapshot(&id).map_err(|e| damaged(format!("snapshot {id} cannot be read: {e}")))?;
-        snapshots += 1;
-        if live.insert(snap.file.tree) {
-            frontier.push(snap.file.tree);
-        }
+        roots.push(snap.file.tree);
     }
-    // Breadth first, a batch of trees at a time loaded in parallel; a tree
-    // enters the frontier only when first seen, so each is read once.
-    while !frontier.is_empty() {
-        let mut next = Vec::new();
-        for batch in frontier.chunks(TREE_BATCH) {
-            let children: Vec<Result<(Vec<Id>, Vec<Id>)>> = batch
-                .par_iter()
-                .map(|tree_id| {
-                    let loc = trees
-                        .get(tree_id)
-                        .ok_or_else(|| damaged(format!("tree {tree_id}, which a snapshot needs, is in no pack")))?;
-                    // v1 trees, and the leaves, nodes and chunk lists of
-                    // v2 directories: every blob of a split directory is
-                    // live, not only its root.
-                    let refs = reader
-                        .read_at(repo, tree_id, loc)
-                        .and_then(|data| tree_v2::references(&data, tree_id))
-                        .map_err(|e| damaged(format!("tree {tree_id} of a snapshot cannot be read: {e}")))?;
-                    Ok((refs.metadata, refs.chunks))
-                })
-                .collect();
-            for c in children {
-                let (subtrees, chunks) = c?;
-                live.extend(chunks);
-                for t in subtrees {
-                    if live.insert(t) {
-                        next.push(t);
-                    }
-                }
-            }
-        }
-        frontier = next;
-    }
+    let snapshots = roots.len() as u64;
+    // Blob by blob, not directory by directory: v1 trees, and the nodes,
+    // leaves and chunk lists of v2 directories, every one of which is live
+    // (not only a directory's root).
+    let load = |tree_id: &Id| -> Result<tree_v2::Refs> {
+        let loc = trees
+            .get(tree_id)
+            .ok_or_else(|| damaged(format!("tree {tree_id}, which a snapshot needs, is in no pack")))?;
+        reader
+            .read_at(repo, tree_id, loc)
+            .and_then(|data| tree_v2::references(&data, tree_id))
+            .map_err(|e| damaged(format!("tree {tree_id} of a snapshot cannot be read: {e}")))
+    };
+    let mut visit = |id: &Id, refs: &tree_v2::Refs| {
+        live.insert(*id);
+        live.extend(refs.chunks.iter().copied());
+        Ok(())
+    };
+    // Deciding what is unused needs every live tree: any failure stops.
+    let mut failed = |_: &Id, e: Error| match e {
+        e @ Error::Damaged { .. } => Err(e),
+        e => Err(damaged(e.to_string())),
+    };
+    tree_walk::visit_unique(roots, &load, &|refs: &tree_v2::Refs| refs.metadata.clone(), &mut visit, &mut failed)?;
     Ok((live, snapshots))
 }
 
@@ -283,7 +268,7 @@ fn load_packs(repo: &Repository, report: &mut PruneReport) -> Result<LoadedPacks
         if Id::hash(&data).to_hex() != name {
             return Err(damaged(format!("index file {name} does not match its name")));
         }
-        let entries = index_file::decode(&data, &name).map_err(|e| damaged(e.to_string()))?;
+        let entries = repo.decode_index_file(data, &name).map_err(|e| damaged(e.to_string()))?;
         index_files.push((name.clone(), entries.iter().map(|e| e.pack).collect()));
         for e in entries {
             listed.entry(e.pack).or_insert((e, name.clone()));
@@ -493,7 +478,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress
                 continue;
             }
             let data = repo.storage().get(FileKind::Index, &name)?;
-            new_packs.extend(index_file::decode(&data, &name)?.into_iter().map(|e| e.pack));
+            new_packs.extend(repo.decode_index_file(data, &name)?.into_iter().map(|e| e.pack));
         }
     }
     step(PruneStep::Repacked);
@@ -571,7 +556,6 @@ fn copy_live(
     sink: &packer::BlobSink<'_>,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let id_scheme = repo.config().id_scheme;
     packs.par_iter().try_for_each(|p| -> Result<()> {
         let name = p.entry.pack.to_hex();
         let data = repo.storage().get(FileKind::Pack, &name)?;
@@ -600,7 +584,7 @@ fn copy_live(
             let stored = data
                 .get(start..start + frame.stored_len as usize)
                 .ok_or_else(|| Error::corrupt("pack", &name, format!("frame at {start} lies outside the pack")))?;
-            let raw = pack::decode_frame(stored, frame, &name)?;
+            let raw = pack::decode_frame(&repo.open_frame(stored.to_vec(), &name, frame.offset)?, frame, &name)?;
             for &bi in blobs {
                 let b = &trailer.blobs[bi];
                 let (s, e) = (b.offset_in_frame as usize, b.offset_in_frame as usize + b.raw_len as usize);
@@ -609,7 +593,7 @@ fn copy_live(
                 })?;
                 // Never copy damage: the copy would replace the only
                 // record that something was wrong.
-                if id_scheme.blob_id(bytes) != b.id {
+                if repo.blob_id(bytes) != b.id {
                     return Err(Error::corrupt(
                         "pack",
                         &name,

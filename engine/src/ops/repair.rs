@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::Result;
-use crate::format::index_file::{self, PackEntry};
+use crate::format::index_file::PackEntry;
 use crate::id::Id;
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -39,7 +39,7 @@ pub fn repair_index(repo: &Repository, progress: &dyn Progress) -> Result<Repair
     // trailer is damaged: their listing may be the last map to intact data.
     let mut old_entries: HashMap<Id, PackEntry> = HashMap::new();
     for name in &old {
-        if let Ok(entries) = repo.storage().get(FileKind::Index, name).and_then(|d| index_file::decode(&d, name)) {
+        if let Ok(entries) = repo.storage().get(FileKind::Index, name).and_then(|d| repo.decode_index_file(d, name)) {
             old_entries.extend(entries.into_iter().map(|e| (e.pack, e)));
         }
     }

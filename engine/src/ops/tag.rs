@@ -32,6 +32,7 @@ pub fn tag(repo: &Repository, snapshots: &[Snapshot], opts: &TagOptions) -> Resu
     if let Some(t) = opts.set.iter().flatten().chain(&opts.add).chain(&opts.remove).find(|t| t.is_empty()) {
         return Err(Error::InvalidArgument { what: "tag", reason: format!("{t:?}: a tag cannot be empty") });
     }
+    repo.require_writable("tag")?;
     // Like forget: nothing else may rewrite or delete snapshots meanwhile.
     let _lock = repo.lock_exclusive("tag")?;
     let mut out = Vec::new();

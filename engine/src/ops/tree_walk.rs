@@ -1,9 +1,16 @@
 //! Navigating a snapshot's trees: resolving a path to its node and visiting
-//! every node below one, depth first in name order. Shared by ls, restore,
-//! cat, dump and check so that all of them see a snapshot the same way.
+//! every node below one, depth first in name order (ls, restore, cat, dump,
+//! and check's report of damaged paths); and visiting every distinct tree
+//! reachable from many snapshots exactly once ([`visit_unique_trees`]:
+//! check, prune's live marking, stats). So all of them see a snapshot the
+//! same way, and none reads a tree shared by snapshots twice.
+
+use std::collections::HashSet;
+
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::format::tree::{Node, NodeKind};
+use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
 use crate::repo::{Repository, Snapshot};
 
@@ -174,3 +181,90 @@ fn walk_at(
     }
     Ok(())
 }
+
+/// Trees loaded at once by [`visit_unique_trees`]: enough to keep every
+/// core busy, few enough to bound the decoded trees held at once.
+const TREE_BATCH: usize = 256;
+
+/// Visits every distinct tree reachable from `roots` exactly once, breadth
+/// first, loading a batch of trees in parallel with `load`. `visit(id,
+/// tree)` sees each tree that loaded; `failed(id, error)` each that did not
+/// (return the error to stop, `Ok` to go on without what is below it).
+/// Memory is the set of tree ids seen plus one batch of trees.
+pub fn visit_unique_trees(
+    roots: impl IntoIterator<Item = Id>,
+    load: &(dyn Fn(&Id) -> Result<Tree> + Sync),
+    visit: &mut dyn FnMut(&Id, &Tree) -> Result<()>,
+    failed: &mut dyn FnMut(&Id, Error) -> Result<()>,
+) -> Result<()> {
+    let subdirs = |tree: &Tree| -> Vec<Id> {
+        tree.nodes
+            .iter()
+            .filter_map(|n| match (n.kind, n.subtree) {
+                (NodeKind::Dir, Some(sub)) => Some(sub),
+                _ => None,
+            })
+            .collect()
+    };
+    visit_unique_within(MAX_TREE_DEPTH, roots, load, &subdirs, visit, failed)
+}
+
+/// [`visit_unique_trees`] over any kind of loaded blob `T`: `children(t)`
+/// names the blobs below it. Prune walks tree blobs one by one with it (a
+/// v2 directory's nodes, leaves and chunk lists are blobs of their own,
+/// each of which must be marked live), check and stats whole directories.
+pub fn visit_unique<T: Send>(
+    roots: impl IntoIterator<Item = Id>,
+    load: &(dyn Fn(&Id) -> Result<T> + Sync),
+    children: &dyn Fn(&T) -> Vec<Id>,
+    visit: &mut dyn FnMut(&Id, &T) -> Result<()>,
+    failed: &mut dyn FnMut(&Id, Error) -> Result<()>,
+) -> Result<()> {
+    visit_unique_within(MAX_BLOB_DEPTH, roots, load, children, visit, failed)
+}
+
+fn visit_unique_within<T: Send>(
+    max_depth: usize,
+    roots: impl IntoIterator<Item = Id>,
+    load: &(dyn Fn(&Id) -> Result<T> + Sync),
+    children: &dyn Fn(&T) -> Vec<Id>,
+    visit: &mut dyn FnMut(&Id, &T) -> Result<()>,
+    failed: &mut dyn FnMut(&Id, Error) -> Result<()>,
+) -> Result<()> {
+    let mut seen: HashSet<Id> = HashSet::new();
+    let mut frontier: Vec<Id> = roots.into_iter().filter(|id| seen.insert(*id)).collect();
+    let mut depth = 0;
+    while !frontier.is_empty() {
+        if depth > max_depth {
+            for id in &frontier {
+                failed(id, too_deep(id))?;
+            }
+            break;
+        }
+        let mut next = Vec::new();
+        for batch in frontier.chunks(TREE_BATCH) {
+            let loaded: Vec<(Id, Result<T>)> = batch.par_iter().map(|id| (*id, load(id))).collect();
+            for (id, item) in loaded {
+                match item {
+                    Ok(item) => {
+                        visit(&id, &item)?;
+                        for sub in children(&item) {
+                            if seen.insert(sub) {
+                                next.push(sub);
+                            }
+                        }
+                    }
+                    Err(e) => failed(&id, e)?,
+                }
+            }
+        }
+        frontier = next;
+        depth += 1;
+    }
+    Ok(())
+}
+
+/// Deepest level [`visit_unique`] follows: [`MAX_TREE_DEPTH`] directories,
+/// each of which may be a v2 directory of up to `tree_v2::MAX_LEVEL` node
+/// levels above its leaves and a chunk list below them.
+const MAX_BLOB_DEPTH: usize = MAX_TREE_DEPTH * (crate::format::tree_v2::MAX_LEVEL as usize + 2);

@@ -7,7 +7,8 @@
 //! REPO/snapshots/<snapshot id>
 //! REPO/locks/<lock name>
 //! REPO/tmp/                       partial writes, never read
-//! REPO/index.redb                 the local index database (a cache)
+//! (the index database, a cache, lives in the user's cache directory:
+//! see `Repository::open_local_cached`)
 //! ```
 //! Writes go to `tmp/`, are fsynced, renamed into place, and the target
 //! directory is fsynced, so a file either exists complete or not at all.
@@ -28,7 +29,7 @@ pub struct LocalDir {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-pub const DIRS: [&str; 5] = ["data", "index", "snapshots", "locks", "tmp"];
+pub const DIRS: [&str; 6] = ["data", "index", "snapshots", "locks", "keys", "tmp"];
 
 impl LocalDir {
     pub fn new(root: impl Into<PathBuf>) -> LocalDir {
@@ -73,6 +74,7 @@ impl LocalDir {
             FileKind::Index => self.root.join("index").join(name),
             FileKind::Snapshot => self.root.join("snapshots").join(name),
             FileKind::Lock => self.root.join("locks").join(name),
+            FileKind::Key => self.root.join("keys").join(name),
         })
     }
 
@@ -230,6 +232,7 @@ impl Storage for LocalDir {
             FileKind::Index => vec![self.root.join("index")],
             FileKind::Snapshot => vec![self.root.join("snapshots")],
             FileKind::Lock => vec![self.root.join("locks")],
+            FileKind::Key => vec![self.root.join("keys")],
         };
         let mut out = Vec::new();
         for dir in dirs {

@@ -21,6 +21,8 @@ pub enum FileKind {
     Index,
     Snapshot,
     Lock,
+    /// `keys/<id>`: one key file per passphrase (format v2).
+    Key,
 }
 
 impl FileKind {
@@ -31,6 +33,7 @@ impl FileKind {
             FileKind::Index => "index file",
             FileKind::Snapshot => "snapshot",
             FileKind::Lock => "lock",
+            FileKind::Key => "key file",
         }
     }
 }

@@ -404,7 +404,7 @@ fn index_v2_payload() {
     spec_index_v2_payload(&mut a, &golden_supersedes(), &entries);
     let engine = index_file::encode_payload_v2(&golden_supersedes(), &entries).unwrap();
     let golden = pinned("v2/index-payload.hex", &a, &engine);
-    let decoded = index_file::decode_payload_v2(&golden, "golden").unwrap();
+    let decoded = index_file::decode_payload_v2(&golden, "golden", 0).unwrap();
     let mut want = entries.clone();
     want.sort_by_key(|p| p.pack);
     assert_eq!(decoded.packs, want, "decodes to the packs' own trailers");
@@ -428,7 +428,7 @@ fn index_v2_file_decodes() {
         a
     });
     assert_eq!(&golden[..8], b"ARCF\x02\x02\x01\x00");
-    let f = index_file::decode_file(&golden, "golden").unwrap();
+    let f = index_file::decode_file(&golden, "golden", 0).unwrap();
     let mut want = entries.clone();
     want.sort_by_key(|p| p.pack);
     assert_eq!(f.packs, want);

@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use crossbeam_channel::Receiver;
@@ -114,7 +114,7 @@ fn store_large(
     mut file: File,
     seen: Seen,
 ) -> Result<Stored> {
-    match store_chunks(ctx, sink, reader, ctx.file_chunker, &mut file)? {
+    match store_chunks(ctx, sink, reader, ctx.file_chunker.clone(), &mut file)? {
         Ok((chunks, read)) => {
             check_unchanged(ctx, path, &file, seen, read);
             Ok(Ok((chunks, read)))
@@ -180,7 +180,7 @@ pub(super) fn store_stream(
 ) -> Result<Stored> {
     // Unlike a file, a stream cannot be skipped with a warning: a dump that
     // breaks off must not become a snapshot.
-    let (chunks, read) = match store_chunks(ctx, sink, &mut None, ctx.stream_chunker, reader)? {
+    let (chunks, read) = match store_chunks(ctx, sink, &mut None, ctx.stream_chunker.clone(), reader)? {
         Ok(r) => r,
         // A read that failed because the backup was stopping (the stop hook
         // killed the dump) is not the cause: report the one that is.
@@ -191,10 +191,7 @@ pub(super) fn store_stream(
         }
     };
     if read == 0 && !allow_empty {
-        ctx.fail_stream(Error::BadSource {
-            path: PathBuf::from(name),
-            reason: "the stream is empty (did the dump fail?); use --allow-empty to store it anyway".into(),
-        });
+        ctx.fail_stream(Error::EmptyStream { name: name.to_string() });
         return Err(Error::Interrupted);
     }
     Ok(Ok((chunks, read)))

@@ -48,8 +48,7 @@ pub(super) fn store_tree(
         let data = tree.encode()?;
         return sink.store(reader, BlobKind::Tree, &data);
     }
-    let scheme = ctx.repo.config().id_scheme;
-    let enc = tree_v2::encode_dir(&mut tree, &ctx.repo.tree_split_key(), &|b| scheme.blob_id(b))?;
+    let enc = tree_v2::encode_dir(&mut tree, &ctx.repo.tree_split_key(), &|b| ctx.repo.blob_id(b))?;
     for (id, data) in &enc.blobs {
         sink.store_with_id(reader, *id, BlobKind::Tree, data)?;
     }
@@ -84,13 +83,7 @@ pub(super) fn build_trees(
             }
         }
         if node.kind.has_chunks() {
-            summary.total_files += 1;
-            summary.total_bytes += node.size;
-            match change {
-                Change::New => summary.files_new += 1,
-                Change::Changed => summary.files_changed += 1,
-                Change::Unchanged => summary.files_unchanged += 1,
-            }
+            change.count_file(summary, node.size);
         } else if node.kind != NodeKind::Dir {
             summary.other_entries += 1;
         }

@@ -1,0 +1,86 @@
+//! `arc key list|add|remove|passwd|export`.
+
+use anyhow::Result;
+use arc_engine::ops::keys;
+
+use super::Env;
+use crate::args::KeyCommand;
+
+pub fn run(env: &Env, cmd: KeyCommand) -> Result<u8> {
+    let repo = env.open()?;
+    match cmd {
+        KeyCommand::List => {
+            let list = keys::list_keys(&repo)?;
+            if env.json {
+                super::print_json(&list)?;
+            } else {
+                println!("  {:<12} {:<20} {:<30} protected", "id", "created", "user@host");
+                for k in &list {
+                    println!(
+                        "{} {:<12} {:<20} {:<30} {}",
+                        if k.current { "*" } else { " " },
+                        &k.id[..12],
+                        k.created.format("%Y-%m-%d %H:%M:%S"),
+                        format!("{}@{}", k.username, k.host),
+                        if k.protected { "passphrase" } else { "no (--encryption none)" }
+                    );
+                }
+            }
+        }
+        KeyCommand::Add(a) => {
+            let pw = crate::passphrase::new("ARC_NEW", a.new_password_file.as_deref())?;
+            let id = keys::add_key(&repo, pw)?;
+            report(env, "added", &id)?;
+        }
+        KeyCommand::Remove { id } => {
+            let id = keys::remove_key(&repo, &id)?;
+            report(env, "removed", &id)?;
+        }
+        KeyCommand::Passwd(a) => {
+            let pw = crate::passphrase::new("ARC_NEW", a.new_password_file.as_deref())?;
+            let id = keys::change_passphrase(&repo, pw)?;
+            report(env, "changed passphrase; new key", &id)?;
+        }
+        KeyCommand::Export => {
+            let (id, bytes) = keys::export_key(&repo)?;
+            // The default repository's generated passphrase is what a user
+            // needs to open it from another machine; the key file is what
+            // restores keys/ if it is ever lost.
+            let generated = if env.is_default {
+                let path = crate::passphrase::default_key_path()?;
+                match crate::passphrase::from_env("ARC")? {
+                    Some(_) => None,
+                    None => std::fs::read_to_string(&path).ok().map(|s| s.trim_end().to_string()),
+                }
+            } else {
+                None
+            };
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            if env.json {
+                super::print_json(&serde_json::json!({
+                    "repository": repo.config().id,
+                    "key_id": id,
+                    "passphrase": generated,
+                    "key_file": hex,
+                }))?;
+            } else {
+                println!("repository  {}", repo.config().id);
+                if let Some(p) = &generated {
+                    println!("passphrase  {p}");
+                }
+                println!("key file    keys/{id}");
+                println!("{hex}");
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn report(env: &Env, what: &str, id: &str) -> Result<()> {
+    if env.json {
+        super::print_json(&serde_json::json!({ "action": what, "id": id }))
+    } else {
+        println!("{what} {}", &id[..12.min(id.len())]);
+        Ok(())
+    }
+}

@@ -1,0 +1,153 @@
+//! Where passphrases come from: ARC_PASSWORD, ARC_PASSWORD_FILE,
+//! ARC_PASSWORD_COMMAND, the default repository's key file, or a prompt on
+//! the terminal. Without any of them and without a terminal, arc fails at
+//! once naming the variables, so scripts and cron never hang on a prompt.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{anyhow, bail, Context, Result};
+use zeroize::Zeroizing;
+
+pub const SOURCES: &str = "ARC_PASSWORD, ARC_PASSWORD_FILE or ARC_PASSWORD_COMMAND";
+
+/// A passphrase file or command output ends in a newline that is not part
+/// of the passphrase (as restic and borg read them).
+fn strip_newline(mut s: String) -> Zeroizing<String> {
+    if s.ends_with('\n') {
+        s.pop();
+        if s.ends_with('\r') {
+            s.pop();
+        }
+    }
+    Zeroizing::new(s)
+}
+
+fn read_file(path: &Path, what: &str) -> Result<Zeroizing<String>> {
+    let s = std::fs::read_to_string(path).with_context(|| format!("{what} {}", path.display()))?;
+    Ok(strip_newline(s))
+}
+
+fn run_command(cmd: &str, var: &str) -> Result<Zeroizing<String>> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("{var}: cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{var}: {cmd:?} failed ({})", out.status);
+    }
+    let s =
+        String::from_utf8(out.stdout).map_err(|_| anyhow!("{var}: {cmd:?} printed a passphrase that is not UTF-8"))?;
+    Ok(strip_newline(s))
+}
+
+/// The passphrase from the environment (`prefix` = "ARC" or "ARC_NEW"),
+/// if one of its variables is set. Empty passphrases are refused.
+pub fn from_env(prefix: &str) -> Result<Option<Zeroizing<String>>> {
+    let var = |name: &str| std::env::var_os(format!("{prefix}_{name}")).filter(|v| !v.is_empty());
+    let pw = if let Some(v) = var("PASSWORD") {
+        Some(Zeroizing::new(v.into_string().map_err(|_| anyhow!("{prefix}_PASSWORD is not UTF-8"))?))
+    } else if let Some(p) = var("PASSWORD_FILE") {
+        Some(read_file(Path::new(&p), &format!("{prefix}_PASSWORD_FILE"))?)
+    } else if let Some(c) = var("PASSWORD_COMMAND") {
+        let c = c.into_string().map_err(|_| anyhow!("{prefix}_PASSWORD_COMMAND is not UTF-8"))?;
+        Some(run_command(&c, &format!("{prefix}_PASSWORD_COMMAND"))?)
+    } else {
+        None
+    };
+    if pw.as_ref().is_some_and(|p| p.is_empty()) {
+        bail!("the passphrase from {prefix}_PASSWORD* is empty");
+    }
+    Ok(pw)
+}
+
+fn prompt(text: &str) -> Result<Zeroizing<String>> {
+    let pw = Zeroizing::new(rpassword::prompt_password(text).context("cannot read the passphrase from the terminal")?);
+    if pw.is_empty() {
+        bail!("empty passphrase");
+    }
+    Ok(pw)
+}
+
+fn have_tty() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// The passphrase of an existing repository.
+pub fn existing(local_key: Option<&Path>) -> Result<Zeroizing<String>> {
+    if let Some(pw) = from_env("ARC")? {
+        return Ok(pw);
+    }
+    if let Some(path) = local_key.filter(|p| p.exists()) {
+        return read_file(path, "key file");
+    }
+    if have_tty() {
+        return prompt("repository passphrase: ");
+    }
+    bail!("this repository is encrypted: set {SOURCES} (no terminal to ask on)")
+}
+
+/// A new passphrase (init, key add/passwd): `prefix` variables, then
+/// `file`, then the terminal, asked twice.
+pub fn new(prefix: &str, file: Option<&Path>) -> Result<Zeroizing<String>> {
+    if let Some(pw) = from_env(prefix)? {
+        return Ok(pw);
+    }
+    if let Some(f) = file {
+        let pw = read_file(f, "passphrase file")?;
+        if pw.is_empty() {
+            bail!("passphrase file {} is empty", f.display());
+        }
+        return Ok(pw);
+    }
+    if have_tty() {
+        let a = prompt("new passphrase: ")?;
+        let b = prompt("repeat the passphrase: ")?;
+        if a != b {
+            bail!("the passphrases differ");
+        }
+        return Ok(a);
+    }
+    let vars = SOURCES.replace("ARC_", &format!("{prefix}_"));
+    bail!("no passphrase for the new key: set {vars} (no terminal to ask on)")
+}
+
+/// `$XDG_CONFIG_HOME/arc/repository.key`: the random passphrase of the
+/// default repository.
+pub fn default_key_path() -> Result<PathBuf> {
+    let base = dirs::config_dir().ok_or_else(|| anyhow!("cannot find a configuration directory: set HOME"))?;
+    Ok(base.join("arc").join("repository.key"))
+}
+
+/// Creates the default repository's key file: 256 random bits, hex,
+/// mode 0600, written completely before it is renamed into place.
+pub fn create_default_key(path: &Path) -> Result<Zeroizing<String>> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut raw = Zeroizing::new([0u8; 32]);
+    arc_engine::crypto::fill_random(&mut raw[..])?;
+    let pw = Zeroizing::new(hex_encode(&raw[..]));
+    let dir = path.parent().ok_or_else(|| anyhow!("{}: no parent directory", path.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = dir.join(format!(".repository.key.{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(pw.as_bytes())
+        .and_then(|_| f.write_all(b"\n"))
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(pw)
+}
+
+fn hex_encode(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
