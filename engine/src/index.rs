@@ -113,8 +113,7 @@ fn decode_frame(b: &[u8; 17], path: &Path) -> Result<FrameRecord> {
         offset: u64::from_le_bytes(off),
         stored_len: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
         raw_len: u32::from_le_bytes([b[12], b[13], b[14], b[15]]),
-        codec: FrameCodec::from_u8(b[16])
-            .ok_or_else(|| Error::index_db(path, "unknown frame codec"))?,
+        codec: FrameCodec::from_u8(b[16]).ok_or_else(|| Error::index_db(path, "unknown frame codec"))?,
     })
 }
 
@@ -279,9 +278,8 @@ impl Index {
                     let no = match known {
                         Some(no) => no,
                         None => {
-                            let no = u32::try_from(next_pack).map_err(|_| {
-                                Error::index_db(p, "more than 2^32 packs recorded")
-                            })?;
+                            let no = u32::try_from(next_pack)
+                                .map_err(|_| Error::index_db(p, "more than 2^32 packs recorded"))?;
                             next_pack += 1;
                             tx!(p, pack_ids.insert(pe.pack.0, no))?;
                             tx!(p, packs.insert(no, (pe.pack.0, pe.pack_len, pe.trailer.blobs.len() as u32, 0)))?;

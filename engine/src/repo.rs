@@ -15,8 +15,8 @@ use crate::chunker::Chunker;
 use crate::crypto::{Keys, MasterSecret, Purpose};
 use crate::error::{Error, Result};
 use crate::format::config::{
-    ChunkerParams, CompressionAlgorithm, CompressionParams, Config, Encryption, KNOWN_FEATURES,
-    OLDEST_WRITABLE_VERSION, REPO_FORMAT_VERSION,
+    ChunkerParams, CompressionAlgorithm, CompressionParams, Config, Encryption, FEATURE_INDEX_V2, FEATURE_TREES_V2,
+    KNOWN_FEATURES, OLDEST_WRITABLE_VERSION, REPO_FORMAT_VERSION,
 };
 use crate::format::index_file::{self, PackEntry};
 use crate::format::key_file::{KeyFile, Protection};
@@ -544,7 +544,7 @@ impl Repository {
             .enumerate()
             .map(|(i, g)| {
                 let sup = if i == last { supersedes } else { &[] };
-                let plain = index_file::encode_for(self.config.version, sup, g)?;
+                let plain = index_file::encode_for(self.writes_index_v2(), sup, g)?;
                 let data = self.seal_file(Purpose::INDEX_FILE, plain)?;
                 Ok((Id::hash(&data), data, g))
             })
@@ -667,10 +667,18 @@ impl Repository {
         }
     }
 
-    /// Whether new structures are written in format v2 (trees, index
-    /// files): in a v2 repository. v1 repositories keep v1 encodings.
-    pub fn writes_v2(&self) -> bool {
-        self.config.version >= 2
+    /// Whether directories are written as v2 trees (split, chunk lists,
+    /// change cache): in a v2 repository whose config lists `trees-v2`.
+    /// Others (v1, or v2 made before the feature such as the frozen
+    /// repo-v2) keep v1 tree encodings, which every v2 reader reads.
+    pub fn writes_trees_v2(&self) -> bool {
+        self.config.version >= 2 && self.config.has_feature(FEATURE_TREES_V2)
+    }
+
+    /// Whether index files are written as index v2: in a v2 repository
+    /// whose config lists `index-v2`.
+    pub fn writes_index_v2(&self) -> bool {
+        self.config.version >= 2 && self.config.has_feature(FEATURE_INDEX_V2)
     }
 
     /// The key that decides where v2 trees are split (spec

@@ -225,10 +225,11 @@ pub fn encode_v2(supersedes: &[Id], packs: &[PackEntry]) -> Result<Vec<u8>> {
     Ok(envelope::seal(FileType::Index, ENVELOPE_VERSION_2, Codec::Zstd, &payload))
 }
 
-/// The index file a repository of `format_version` takes: v2 in a v2
-/// repository, v1 (no supersedes) in a v1 one.
-pub fn encode_for(format_version: u32, supersedes: &[Id], packs: &[PackEntry]) -> Result<Vec<u8>> {
-    if format_version >= 2 {
+/// An index file of version 2 (with `supersedes`) when `v2`, else of
+/// version 1 (a repository whose config lacks the `index-v2` feature; it
+/// cannot say what it supersedes, so `supersedes` must be empty there).
+pub fn encode_for(v2: bool, supersedes: &[Id], packs: &[PackEntry]) -> Result<Vec<u8>> {
+    if v2 {
         encode_v2(supersedes, packs)
     } else {
         Ok(encode(packs))

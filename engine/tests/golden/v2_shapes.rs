@@ -4,8 +4,52 @@
 //! pseudocode, independently of `engine/src/format/`.
 
 use super::*;
+use arc_engine::crypto::{padme, Keys, MasterSecret, Purpose};
+use arc_engine::format::sealed;
 use arc_engine::format::tree_v2::{self, SplitKey};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use std::collections::HashMap;
+
+// ---------------------------------------------------------------------------
+// The vectors' key: the master secret of ../vectors/v2 (bytes 00 01 .. 1f,
+// as in subkeys.txt), so every blob id, split and sealed box below is what
+// an arc of today writes into a repository with that key.
+// ---------------------------------------------------------------------------
+
+fn master() -> MasterSecret {
+    let mut m = [0u8; 32];
+    for (i, b) in m.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    MasterSecret::from_bytes(m)
+}
+
+fn keys() -> Keys {
+    Keys::derive(&master())
+}
+
+/// crypto.md 2.1: a subkey.
+fn spec_subkey(context: &str) -> [u8; 32] {
+    blake3::derive_key(context, master().as_bytes())
+}
+
+/// crypto.md 4: a blob id is keyed BLAKE3 of the blob.
+fn spec_id(bytes: &[u8]) -> Id {
+    Id(*blake3::keyed_hash(&spec_subkey("arc 2026-12 format v2 chunk id"), bytes).as_bytes())
+}
+
+/// crypto.md 5: a sealed box, written out with the AEAD crate alone.
+fn spec_seal(key: [u8; 32], label: &str, ad: &[u8], nonce: [u8; 24], plain: &[u8]) -> Vec<u8> {
+    let mut aad = b"arc2".to_vec();
+    aad.push(label.len() as u8);
+    aad.extend_from_slice(label.as_bytes());
+    aad.extend_from_slice(ad);
+    let ct = XChaCha20Poly1305::new(&key.into())
+        .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad: &aad })
+        .unwrap();
+    [nonce.to_vec(), ct].concat()
+}
 
 // ---------------------------------------------------------------------------
 // Spec-side encoders (trees-index.md)
@@ -124,7 +168,7 @@ fn spec_lists(key: &[u8; 32], n: &Node) -> Option<Vec<(Id, Vec<u8>)>> {
             .map(|(s, e)| {
                 let mut a = Annotated::new("", &[]);
                 spec_chunk_list(&mut a, &n.chunks[s..e]);
-                (Id::hash(&a.bytes), a.bytes)
+                (spec_id(&a.bytes), a.bytes)
             })
             .collect(),
     )
@@ -163,7 +207,7 @@ fn spec_split(key: &[u8; 32], nodes: &[Node]) -> Vec<(u8, usize, Vec<u8>, Vec<u8
         spec_tree_header(&mut a, 0, e - s);
         entries[s..e].iter().for_each(|x| a.bytes.extend_from_slice(x));
         let first = nodes.get(s).map(|n| n.name.clone()).unwrap_or_default();
-        items.push((Id::hash(&a.bytes), (e - s) as u64, first.clone()));
+        items.push((spec_id(&a.bytes), (e - s) as u64, first.clone()));
         out.push((0, e - s, first, a.bytes));
     }
     let mut level = 0u8;
@@ -179,7 +223,7 @@ fn spec_split(key: &[u8; 32], nodes: &[Node]) -> Vec<(u8, usize, Vec<u8>, Vec<u8
                 spec_child(&mut a, i, id, *count, first);
             }
             let total = items[s..e].iter().map(|c| c.1).sum();
-            next.push((Id::hash(&a.bytes), total, items[s].2.clone()));
+            next.push((spec_id(&a.bytes), total, items[s].2.clone()));
             out.push((level, e - s, items[s].2.clone(), a.bytes));
         }
         items = next;
@@ -241,8 +285,11 @@ fn spec_index_v2_payload(a: &mut Annotated, supersedes: &[Id], packs: &[PackEntr
 // Expected values
 // ---------------------------------------------------------------------------
 
+/// trees-index.md 1.5: the split key is a subkey of the master secret.
 fn split_key() -> [u8; 32] {
-    *blake3::hash(b"arc golden tree split key").as_bytes()
+    let key = spec_subkey("arc 2026-12 format v2 tree split");
+    assert_eq!(keys().tree_split_key(), key, "the engine derives the split key as the spec says");
+    key
 }
 
 /// What a v2 reader returns for a node (trees-index.md 1.2).
@@ -312,14 +359,15 @@ fn tree_v2_leaf_with_every_kind_and_a_chunk_list() {
 
     let mut tree = Tree { nodes: nodes.clone() };
     tree.nodes.reverse(); // the encoder sorts
-    let enc = tree_v2::encode_dir(&mut tree, &SplitKey(key), &|b| Id::hash(b)).unwrap();
+    let keys = keys();
+    let enc = tree_v2::encode_dir(&mut tree, &SplitKey(key), &|b| keys.chunk_id(b)).unwrap();
     assert_eq!(enc.blobs.len(), 2, "one chunk list, one leaf");
     let golden_list = pinned("v2/chunk-list.hex", &list, &enc.blobs[0].1);
     let golden_leaf = pinned("v2/tree-leaf.hex", &leaf, &enc.blobs[1].1);
-    assert_eq!(enc.root, Id::hash(&golden_leaf));
+    assert_eq!(enc.root, spec_id(&golden_leaf));
 
     let blobs: HashMap<Id, std::sync::Arc<[u8]>> =
-        [(Id::hash(&golden_list), golden_list.as_slice().into())].into_iter().collect();
+        [(spec_id(&golden_list), golden_list.as_slice().into())].into_iter().collect();
     let (back, leaves) = tree_v2::assemble(&enc.root, &golden_leaf, &mut |id: &Id| {
         blobs.get(id).cloned().ok_or_else(|| Error::corrupt("blob", id.to_hex(), "missing"))
     })
@@ -334,7 +382,8 @@ fn tree_v2_split_directory() {
     let nodes = golden_big_dir();
     let spec = spec_split(&key, &nodes);
     let mut tree = Tree { nodes: nodes.clone() };
-    let enc = tree_v2::encode_dir(&mut tree, &SplitKey(key), &|b| Id::hash(b)).unwrap();
+    let keys = keys();
+    let enc = tree_v2::encode_dir(&mut tree, &SplitKey(key), &|b| keys.chunk_id(b)).unwrap();
     let engine: Vec<&[u8]> = enc.blobs.iter().map(|(_, b)| b.as_slice()).collect();
     let want: Vec<&[u8]> = spec.iter().map(|s| s.3.as_slice()).collect();
     assert_eq!(engine.len(), want.len(), "blob count");
@@ -342,21 +391,17 @@ fn tree_v2_split_directory() {
         assert_bytes_eq(e, w, &format!("split blob {i}: engine and spec-side encoder differ"));
     }
 
-    // The list of every blob (level, count, first name, BLAKE3) pins the
-    // whole split; the root node is pinned byte by byte.
+    // The list of every blob (level, count, first name, id) pins the whole
+    // split; the root node is pinned byte by byte, and in its sealed frame.
     let mut text = String::from(
         "# A split v2 directory (format-spec/v2/trees-index.md 1.5): 3000 fifos named\n\
          # entry-00000 .. entry-02999 (mode 0o010644, mtime 1714567890+i s, i ns, no owner\n\
-         # names), split key = BLAKE3(\"arc golden tree split key\").\n\
-         # One line per blob, bottom-up: blob <level> <entries or children> <first name> <BLAKE3 of the blob>.\n\
+         # names), master secret 00 01 .. 1f (../v2/subkeys.txt): split key = its tree split subkey.\n\
+         # One line per blob, bottom-up: blob <level> <entries or children> <first name> <blob id (keyed BLAKE3)>.\n\
          # The last blob is the root (tree-node.hex).\n",
     );
     for (level, count, first, bytes) in &spec {
-        text.push_str(&format!(
-            "blob {level} {count} {} {}\n",
-            String::from_utf8_lossy(first),
-            blake3::hash(bytes).to_hex()
-        ));
+        text.push_str(&format!("blob {level} {count} {} {}\n", String::from_utf8_lossy(first), spec_id(bytes)));
     }
     if regenerate() {
         write_atomic("v2/tree-split.txt", &text);
@@ -372,7 +417,7 @@ fn tree_v2_split_directory() {
     let leaves: Vec<&(u8, usize, Vec<u8>, Vec<u8>)> = spec.iter().filter(|s| s.0 == level - 1).collect();
     spec_tree_header(&mut root, *level, *count);
     for (i, l) in leaves.iter().enumerate() {
-        spec_child(&mut root, i, &Id::hash(&l.3), l.1 as u64, &l.2);
+        spec_child(&mut root, i, &spec_id(&l.3), l.1 as u64, &l.2);
     }
     assert_eq!(&root.bytes, root_bytes);
     let golden_root = pinned("v2/tree-node.hex", &root, &enc.blobs.last().unwrap().1);
@@ -380,10 +425,33 @@ fn tree_v2_split_directory() {
     let blobs: HashMap<Id, std::sync::Arc<[u8]>> =
         enc.blobs.iter().map(|(id, b)| (*id, std::sync::Arc::from(b.as_slice()))).collect();
     let mut read = |id: &Id| blobs.get(id).cloned().ok_or_else(|| Error::corrupt("blob", id.to_hex(), "missing"));
-    let (back, _) = tree_v2::assemble(&Id::hash(&golden_root), &golden_root, &mut read).unwrap();
+    let (back, _) = tree_v2::assemble(&spec_id(&golden_root), &golden_root, &mut read).unwrap();
     assert_eq!(back.nodes, nodes.iter().map(as_read_v2).collect::<Vec<_>>());
     let found = tree_v2::lookup(&enc.root, &golden_root, b"entry-01234", &mut read).unwrap();
     assert_eq!(found, Some(as_read_v2(&nodes[1234])));
+
+    // As stored: the root node alone in a pack frame (codec raw, so the
+    // frame's stored bytes are the blob), sealed (crypto.md 5.2).
+    let nonce = [0x31u8; 24];
+    let inner_len = padme(4 + golden_root.len() as u64) as usize;
+    let mut inner = (golden_root.len() as u32).to_le_bytes().to_vec();
+    inner.extend_from_slice(&golden_root);
+    inner.resize(inner_len, 0);
+    let engine = keys.seal_with_nonce(Purpose::BLOB_FRAME, &[], &inner, nonce).unwrap();
+    let spec = spec_seal(spec_subkey("arc 2026-12 format v2 data sealing"), "blob frame", &[], nonce, &inner);
+    assert_bytes_eq(&engine, &spec, "sealed frame: engine and spec-side sealing differ");
+    let mut a = Annotated::new(
+        "The root node of tree-split.txt (tree-node.hex) as stored: a sealed pack frame (crypto.md 5.2)",
+        &[
+            "Master secret 00 01 .. 1f (subkeys.txt), nonce 24 * 0x31. The frame holds the node alone,",
+            "codec raw, so the sealed plaintext is stored_len u32 || the node || zero padding",
+            &format!("up to padme(4 + {}) = {inner_len} bytes.", golden_root.len()),
+        ],
+    );
+    a.field("nonce", &spec[..24], false);
+    a.field("XChaCha20-Poly1305 ciphertext || tag (data subkey, label \"blob frame\", no ad)", &spec[24..], false);
+    let golden = pinned("v2/tree-node-frame.hex", &a, &engine);
+    assert_eq!(sealed::open_frame(&keys, &golden, "golden", 8).unwrap(), golden_root);
 }
 
 fn golden_supersedes() -> Vec<Id> {
@@ -435,4 +503,59 @@ fn index_v2_file_decodes() {
     assert_eq!(f.supersedes.len(), 2);
     // The v1 decoder entry point reads it too.
     assert_eq!(index_file::decode(&golden, "golden").unwrap(), want);
+}
+
+/// An index file as a v2 repository stores it (crypto.md 5.1 around
+/// section 2 of trees-index.md): the envelope of index-file.hex, with the
+/// packs' lengths counting their sealed trailers (nonce and tag, 40 bytes
+/// more than the trailer the index file copies), sealed as a file.
+#[test]
+fn index_v2_file_sealed() {
+    let keys = keys();
+    let entries: Vec<PackEntry> = golden_index_entries()
+        .into_iter()
+        .map(|mut p| {
+            p.pack_len += sealed::OVERHEAD as u64;
+            p
+        })
+        .collect();
+    let nonce = [0x32u8; 24];
+    let header = *b"ARCS\x01\x00\x00\x00";
+    let golden = frozen("v2/index-file-sealed.hex", || {
+        let plain = index_file::encode_v2(&golden_supersedes(), &entries).unwrap();
+        let bytes =
+            [header.to_vec(), keys.seal_with_nonce(Purpose::INDEX_FILE, &header, &plain, nonce).unwrap()].concat();
+        let mut a = Annotated::new(
+            "Index file v2 as stored in a v2 repository: a sealed file (crypto.md 5.1) (FROZEN: decode-only vector)",
+            &[
+                "Master secret 00 01 .. 1f (subkeys.txt), nonce 24 * 0x32. The plaintext is an index file v2",
+                "(envelope version 2, zstd) listing the packs of index-payload.hex with pack_len + 40 (their",
+                "trailers are sealed), superseding the same two files. File name = BLAKE3-256 of these bytes.",
+            ],
+        );
+        a.field("magic \"ARCS\", version 1, reserved", &header, false);
+        a.field("nonce", &nonce, false);
+        a.field(
+            "ciphertext || tag (metadata subkey, label \"index file\", ad = the 8 header bytes)",
+            &bytes[32..],
+            false,
+        );
+        assert_eq!(a.bytes, bytes);
+        a
+    });
+    let plain = sealed::open_file(&keys, Purpose::INDEX_FILE, &[], &golden, "index file", "golden").unwrap();
+    assert_eq!(&plain[..8], b"ARCF\x02\x02\x01\x00", "an index file v2 envelope inside");
+    // The sealing is the spec's, byte for byte.
+    let spec = spec_seal(spec_subkey("arc 2026-12 format v2 metadata sealing"), "index file", &header, nonce, &plain);
+    assert_bytes_eq(&golden[8..], &spec, "index-file-sealed.hex: not the spec's sealing of its plaintext");
+    let f = index_file::decode_file(&plain, "golden", sealed::OVERHEAD as u64).unwrap();
+    let mut want = entries.clone();
+    want.sort_by_key(|p| p.pack);
+    assert_eq!(f.packs, want);
+    let mut sup = golden_supersedes();
+    sup.sort();
+    assert_eq!(f.supersedes, sup);
+    // A box sealed for another purpose, or the plain envelope, is refused.
+    assert!(sealed::open_file(&keys, Purpose::SNAPSHOT, &[], &golden, "snapshot", "golden").is_err());
+    assert!(sealed::open_file(&keys, Purpose::INDEX_FILE, &[], &plain, "index file", "golden").is_err());
 }

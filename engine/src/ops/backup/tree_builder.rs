@@ -44,7 +44,7 @@ pub(super) fn store_tree(
     dir: Option<&Path>,
     changes: &mut change_cache::Batch,
 ) -> Result<Id> {
-    if !ctx.repo.writes_v2() {
+    if !ctx.repo.writes_trees_v2() {
         let data = tree.encode()?;
         return sink.store(reader, BlobKind::Tree, &data);
     }
