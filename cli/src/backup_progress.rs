@@ -31,7 +31,7 @@ struct Counts {
 
 impl Counts {
     /// A restic `status` message.
-    fn status(&self, start: Instant) -> serde_json::Value {
+    fn status(&self, start: Instant) -> Status {
         let elapsed = start.elapsed().as_secs_f64();
         let (files, bytes) = (self.files_done.load(Ordering::Relaxed), self.bytes_done.load(Ordering::Relaxed));
         let (total_files, total_bytes) =
@@ -43,30 +43,58 @@ impl Counts {
         } else {
             0.0
         };
-        let mut v = serde_json::json!({
-            "message_type": "status",
-            "seconds_elapsed": elapsed as u64,
-            "percent_done": percent,
-            "total_files": total_files,
-            "files_done": files,
-            "total_bytes": total_bytes,
-            "bytes_done": bytes,
-            "error_count": self.errors.load(Ordering::Relaxed),
-        });
-        let obj = v.as_object_mut().expect("an object");
         // Only once the total is known and something was done is an
         // estimate honest.
-        if self.scan_complete.load(Ordering::Relaxed) && bytes > 0 && elapsed > 0.0 {
-            let remaining = total_bytes.saturating_sub(bytes) as f64 / (bytes as f64 / elapsed);
-            obj.insert("seconds_remaining".into(), serde_json::json!(remaining.round() as u64));
+        let seconds_remaining = (self.scan_complete.load(Ordering::Relaxed) && bytes > 0 && elapsed > 0.0)
+            .then(|| (total_bytes.saturating_sub(bytes) as f64 / (bytes as f64 / elapsed)).round() as u64);
+        let current_files = match self.current.lock() {
+            Ok(c) if !c.as_os_str().is_empty() => Some(vec![c.display().to_string()]),
+            _ => None,
+        };
+        Status {
+            message_type: "status",
+            seconds_elapsed: elapsed as u64,
+            percent_done: percent,
+            total_files,
+            files_done: files,
+            total_bytes,
+            bytes_done: bytes,
+            error_count: self.errors.load(Ordering::Relaxed),
+            seconds_remaining,
+            current_files,
         }
-        if let Ok(c) = self.current.lock() {
-            if !c.as_os_str().is_empty() {
-                obj.insert("current_files".into(), serde_json::json!([c.display().to_string()]));
-            }
-        }
-        v
     }
+}
+
+/// restic's `status` line of `backup --json` (docs/json.md).
+#[derive(serde::Serialize)]
+struct Status {
+    message_type: &'static str,
+    seconds_elapsed: u64,
+    percent_done: f64,
+    total_files: u64,
+    files_done: u64,
+    total_bytes: u64,
+    bytes_done: u64,
+    error_count: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seconds_remaining: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current_files: Option<Vec<String>>,
+}
+
+/// restic's `error` line of `backup --json`: the item and why.
+#[derive(serde::Serialize)]
+struct ErrorLine<'a> {
+    message_type: &'static str,
+    error: ErrorMessage<'a>,
+    during: &'static str,
+    item: String,
+}
+
+#[derive(serde::Serialize)]
+struct ErrorMessage<'a> {
+    message: &'a str,
 }
 
 pub struct BackupProgress {
@@ -83,7 +111,7 @@ pub struct BackupProgress {
 
 /// One JSON value on its own line on stdout; a closed stdout is left to
 /// the final summary to notice.
-fn json_line(v: &serde_json::Value) {
+fn json_line(v: &impl serde::Serialize) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     if serde_json::to_writer(&mut out, v).is_ok() {
@@ -204,13 +232,12 @@ impl Progress for BackupProgress {
             None => eprintln!("{line}"),
         }
         if self.json {
-            // restic's error message: the item and why.
-            json_line(&serde_json::json!({
-                "message_type": "error",
-                "error": { "message": message },
-                "during": "archival",
-                "item": path.display().to_string(),
-            }));
+            json_line(&ErrorLine {
+                message_type: "error",
+                error: ErrorMessage { message },
+                during: "archival",
+                item: path.display().to_string(),
+            });
         }
     }
 

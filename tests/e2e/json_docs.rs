@@ -70,8 +70,8 @@ fn json_schemas_match_docs_json_md() {
     fs::write(src.join("site1/wp-config.php"), "a").unwrap();
     fs::write(src.join("site1/index.php"), "b").unwrap();
     fs::write(src.join("site1/x.tmp"), "t").unwrap();
-    env.init();
     let mut got: BTreeMap<&str, Value> = BTreeMap::new();
+    got.insert("init", env.arc().args(["--json", "init"]).run().success().json());
     let backup =
         |env: &TestEnv| env.arc().args(["--json", "backup"]).arg(&src).args(["--exclude", "*.tmp"]).run().success();
     got.insert("backup", lines(&backup(&env)).pop().unwrap());
@@ -94,6 +94,9 @@ fn json_schemas_match_docs_json_md() {
     got.insert("find-summary", find.last().unwrap().clone());
     got.insert("tag", env.arc().args(["--json", "tag", "latest", "--add", "keep"]).run().success().json());
     got.insert("check", env.arc().args(["--json", "check", "--read-data-subset", "1/1"]).run().success().json());
+    let ls = lines(&env.arc().args(["--json", "ls", "-R", "latest"]).run().success());
+    assert!(ls.iter().all(|l| l["message_type"] == "node"), "ls --json: {ls:?}");
+    got.insert("ls-node", ls.iter().find(|l| l["type"] == "file").unwrap().clone());
     let out = env.path("out");
     got.insert("restore", env.arc().args(["--json", "restore", "latest", "--target"]).arg(&out).run().success().json());
 

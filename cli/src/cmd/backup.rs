@@ -112,31 +112,29 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
             (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
             _ => 0.0,
         };
-        // restic's summary fields where restic has them; arc's own summary
-        // (as in `snapshots --json`) under "summary".
-        super::print_json(&serde_json::json!({
-            "message_type": "summary",
-            "files_new": s.files_new,
-            "files_changed": s.files_changed,
-            "files_unmodified": s.files_unchanged,
-            "data_blobs": s.blobs_added,
-            "data_added": s.bytes_added,
-            "data_added_packed": s.bytes_added_stored,
-            "total_files_processed": s.total_files,
-            "total_bytes_processed": s.total_bytes,
-            "total_duration": secs,
-            "backup_start": s.backup_start,
-            "backup_end": s.backup_end,
-            "snapshot_id": result.snapshot_id,
-            "short_id": result.snapshot_id.short(),
-            "parent": result.snapshot.parent.map(|p: Id| p.to_hex()),
-            "time": result.snapshot.time,
-            "paths": result.snapshot.paths,
-            "tags": result.snapshot.tags,
-            "summary": s,
-            "excludes": result.snapshot.excludes,
-            "incomplete": result.warnings > 0,
-        }))?;
+        super::print_json(&BackupSummary {
+            message_type: "summary",
+            files_new: s.files_new,
+            files_changed: s.files_changed,
+            files_unmodified: s.files_unchanged,
+            data_blobs: s.blobs_added,
+            data_added: s.bytes_added,
+            data_added_packed: s.bytes_added_stored,
+            total_files_processed: s.total_files,
+            total_bytes_processed: s.total_bytes,
+            total_duration: secs,
+            backup_start: s.backup_start,
+            backup_end: s.backup_end,
+            snapshot_id: result.snapshot_id,
+            short_id: result.snapshot_id.short(),
+            parent: result.snapshot.parent,
+            time: result.snapshot.time,
+            paths: &result.snapshot.paths,
+            tags: &result.snapshot.tags,
+            summary: s,
+            excludes: &result.snapshot.excludes,
+            incomplete: result.warnings > 0,
+        })?;
     } else {
         let secs = match (s.backup_start, s.backup_end) {
             (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
@@ -251,6 +249,34 @@ fn dry_run(env: &Env, a: BackupArgs, excludes: arc_engine::exclude::Excludes) ->
         );
     }
     Ok(if s.errors > 0 { crate::EXIT_INCOMPLETE } else { 0 })
+}
+
+/// The last line of `backup --json` (docs/json.md, `backup`): restic's
+/// summary fields where restic has them, arc's own summary (as in
+/// `snapshots --json`) under `summary`.
+#[derive(serde::Serialize)]
+struct BackupSummary<'a> {
+    message_type: &'static str,
+    files_new: u64,
+    files_changed: u64,
+    files_unmodified: u64,
+    data_blobs: u64,
+    data_added: u64,
+    data_added_packed: u64,
+    total_files_processed: u64,
+    total_bytes_processed: u64,
+    total_duration: f64,
+    backup_start: Option<chrono::DateTime<chrono::Utc>>,
+    backup_end: Option<chrono::DateTime<chrono::Utc>>,
+    snapshot_id: Id,
+    short_id: String,
+    parent: Option<Id>,
+    time: chrono::DateTime<chrono::Utc>,
+    paths: &'a [String],
+    tags: &'a [String],
+    summary: &'a arc_engine::format::snapshot::Summary,
+    excludes: &'a [String],
+    incomplete: bool,
 }
 
 /// A file a dry run would read (docs/json.md).

@@ -48,39 +48,73 @@ fn time_string(t: arc_engine::format::tree::Timestamp) -> String {
         .unwrap_or_else(|| t.sec.to_string())
 }
 
-fn node_json(path: &[u8], n: &Node) -> serde_json::Value {
-    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    serde_json::json!({
-        "path": format!("/{}", lossy(path)),
-        "name": lossy(&n.name),
-        "type": n.kind,
-        "mode": n.mode,
-        "permissions": mode_string(n),
-        "uid": n.uid,
-        "gid": n.gid,
-        "user": lossy(&n.user),
-        "group": lossy(&n.group),
-        "size": n.size,
-        "mtime": chrono::DateTime::from_timestamp(n.mtime.sec, n.mtime.nsec)
-            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)),
-        "ctime": chrono::DateTime::from_timestamp(n.ctime.sec, n.ctime.nsec)
-            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)),
-        "inode": n.inode,
-        "links": n.nlink,
-        "target": (!n.target.is_empty()).then(|| lossy(&n.target)),
-        "rdev": n.rdev,
-        "xattrs": n.xattrs.iter().map(|(k, _)| lossy(k)).collect::<Vec<_>>(),
-        "chunks": n.chunks.len(),
-    })
+/// One entry of `ls --json` (docs/json.md, `ls`): one line each, so a
+/// listing of millions of entries is never held in memory.
+#[derive(serde::Serialize)]
+struct NodeLine {
+    /// restic's `struct_type`, as `message_type` like arc's other lines.
+    message_type: &'static str,
+    path: String,
+    name: String,
+    #[serde(rename = "type")]
+    kind: NodeKind,
+    mode: u32,
+    permissions: String,
+    uid: u32,
+    gid: u32,
+    user: String,
+    group: String,
+    size: u64,
+    mtime: Option<String>,
+    ctime: Option<String>,
+    inode: u64,
+    links: u32,
+    target: Option<String>,
+    rdev: u64,
+    xattrs: Vec<String>,
+    chunks: usize,
+}
+
+impl NodeLine {
+    fn new(path: &[u8], n: &Node) -> NodeLine {
+        let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let time = |t: arc_engine::format::tree::Timestamp| {
+            chrono::DateTime::from_timestamp(t.sec, t.nsec)
+                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+        };
+        NodeLine {
+            message_type: "node",
+            path: format!("/{}", lossy(path)),
+            name: lossy(&n.name),
+            kind: n.kind,
+            mode: n.mode,
+            permissions: mode_string(n),
+            uid: n.uid,
+            gid: n.gid,
+            user: lossy(&n.user),
+            group: lossy(&n.group),
+            size: n.size,
+            mtime: time(n.mtime),
+            ctime: time(n.ctime),
+            inode: n.inode,
+            links: n.nlink,
+            target: (!n.target.is_empty()).then(|| lossy(&n.target)),
+            rdev: n.rdev,
+            xattrs: n.xattrs.iter().map(|(k, _)| lossy(k)).collect(),
+            chunks: n.chunks.len(),
+        }
+    }
 }
 
 pub fn ls(env: &Env, a: LsArgs) -> Result<u8> {
     let repo = env.open_read()?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut json = Vec::new();
     let mut emit = |p: &[u8], n: &Node| -> arc_engine::Result<()> {
         if env.json {
-            json.push(node_json(p, n));
+            serde_json::to_writer(&mut out, &NodeLine::new(p, n))
+                .map_err(std::io::Error::from)
+                .and_then(|()| writeln!(out))
+                .map_err(|e| arc_engine::Error::io("<stdout>", e))?;
             return Ok(());
         }
         let shown = format!("/{}", String::from_utf8_lossy(p));
@@ -106,9 +140,6 @@ pub fn ls(env: &Env, a: LsArgs) -> Result<u8> {
     };
     let opts = browse::LsOptions { recursive: a.recursive };
     browse::ls(&repo, &a.snapshot, &a.filter.clone().into(), &a.path, opts, &mut emit)?;
-    if env.json {
-        super::print_json(&json)?;
-    }
     out.flush()?;
     Ok(0)
 }

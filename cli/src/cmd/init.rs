@@ -7,6 +7,14 @@ use super::Env;
 use crate::args::{EncryptionMode, InitArgs};
 use arc_engine::format::key_file::Protection;
 
+/// `init --json` (docs/json.md, `init`).
+#[derive(serde::Serialize)]
+struct InitReport<'a> {
+    repository: &'a std::path::Path,
+    id: arc_engine::Id,
+    config: &'a arc_engine::format::config::Config,
+}
+
 fn u32_size(v: u64, what: &str) -> Result<u32> {
     u32::try_from(v).with_context(|| format!("{what} {v} is too large"))
 }
@@ -44,11 +52,7 @@ pub fn run(env: &Env, a: InitArgs) -> Result<u8> {
     let repo = Repository::init_local(&env.repo_path, &opts)
         .with_context(|| format!("cannot create repository at {}", env.repo_path.display()))?;
     if env.json {
-        super::print_json(&serde_json::json!({
-            "repository": env.repo_path,
-            "id": repo.config().id,
-            "config": repo.config(),
-        }))?;
+        super::print_json(&InitReport { repository: &env.repo_path, id: repo.config().id, config: repo.config() })?;
     } else {
         outln!(
             "created arc repository {} at {}{}",

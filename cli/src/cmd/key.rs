@@ -57,12 +57,12 @@ pub fn run(env: &Env, cmd: KeyCommand) -> Result<u8> {
             };
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
             if env.json {
-                super::print_json(&serde_json::json!({
-                    "repository": repo.config().id,
-                    "key_id": id,
-                    "passphrase": generated,
-                    "key_file": hex,
-                }))?;
+                super::print_json(&KeyExport {
+                    repository: repo.config().id,
+                    key_id: &id,
+                    passphrase: generated.as_deref(),
+                    key_file: &hex,
+                })?;
             } else {
                 println!("repository  {}", repo.config().id);
                 if let Some(p) = &generated {
@@ -76,9 +76,27 @@ pub fn run(env: &Env, cmd: KeyCommand) -> Result<u8> {
     Ok(0)
 }
 
+/// `key export --json` (docs/json.md, `key`).
+#[derive(serde::Serialize)]
+struct KeyExport<'a> {
+    repository: arc_engine::Id,
+    key_id: &'a str,
+    /// The default repository's generated passphrase, else `null`.
+    passphrase: Option<&'a str>,
+    /// The key file's bytes in hex.
+    key_file: &'a str,
+}
+
+/// `key add|remove|passwd --json` (docs/json.md, `key`).
+#[derive(serde::Serialize)]
+struct KeyAction<'a> {
+    action: &'a str,
+    id: &'a str,
+}
+
 fn report(env: &Env, what: &str, id: &str) -> Result<()> {
     if env.json {
-        super::print_json(&serde_json::json!({ "action": what, "id": id }))
+        super::print_json(&KeyAction { action: what, id })
     } else {
         println!("{what} {}", &id[..12.min(id.len())]);
         Ok(())

@@ -5,6 +5,14 @@ use super::{select, Env};
 use crate::args::RestoreArgs;
 use crate::ui::{size, CliProgress};
 
+/// `restore --json` (docs/json.md, `restore`).
+#[derive(serde::Serialize)]
+struct RestoreReport<'a, R: serde::Serialize> {
+    snapshot_id: arc_engine::Id,
+    target: &'a std::path::Path,
+    result: &'a R,
+}
+
 pub fn run(env: &Env, a: RestoreArgs) -> Result<u8> {
     // Plain paths are looked up directly (a missing one is an error);
     // with any glob character every include is a pattern, matched while
@@ -41,11 +49,7 @@ pub fn run(env: &Env, a: RestoreArgs) -> Result<u8> {
     progress.finish();
     let r = result?;
     if env.json {
-        super::print_json(&serde_json::json!({
-            "snapshot_id": snap.id,
-            "target": a.target,
-            "result": r,
-        }))?;
+        super::print_json(&RestoreReport { snapshot_id: snap.id, target: &a.target, result: &r })?;
     } else {
         outln!(
             "restored snapshot {} to {}: {} files, {} dirs, {} other, {}",

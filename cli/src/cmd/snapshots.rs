@@ -1,32 +1,62 @@
 use anyhow::Result;
+use arc_engine::format::snapshot::Summary;
 use arc_engine::ops::forget;
+use arc_engine::Id;
 use arc_engine::{Snapshot, SnapshotFilter};
 
 use super::{retention, Env};
 use crate::args::SnapshotsArgs;
 use crate::ui::size;
 
-/// The JSON form of a snapshot; field names follow restic's.
-pub fn snapshot_json(s: &Snapshot) -> serde_json::Value {
-    let f = &s.file;
-    serde_json::json!({
-        "id": s.id,
-        "short_id": s.id.short(),
-        "time": f.time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        "host": f.host,
-        "hostname": f.host,
-        "username": f.username,
-        "uid": f.uid,
-        "gid": f.gid,
-        "paths": f.paths,
-        "tags": f.tags,
-        "parent": f.parent,
-        "tree": f.tree,
-        "program_version": f.program_version,
-        "summary": f.summary,
-        "excludes": f.excludes,
-        "original": f.original,
-    })
+/// The JSON form of a snapshot (docs/json.md, `snapshots`); field names
+/// follow restic's.
+#[derive(serde::Serialize)]
+pub struct SnapshotReport<'a, K: serde::Serialize> {
+    pub id: Id,
+    pub short_id: String,
+    pub time: String,
+    pub host: &'a str,
+    /// restic's name for `host`.
+    pub hostname: &'a str,
+    pub username: &'a str,
+    pub uid: u32,
+    pub gid: u32,
+    pub paths: &'a [String],
+    pub tags: &'a [String],
+    pub parent: Option<Id>,
+    pub tree: Id,
+    pub program_version: &'a str,
+    pub summary: &'a Summary,
+    pub excludes: &'a [String],
+    pub original: Option<Id>,
+    /// With keep rules only: the rules that keep the snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_by: Option<K>,
+}
+
+impl<'a, K: serde::Serialize> SnapshotReport<'a, K> {
+    pub fn new(s: &'a Snapshot, kept_by: Option<K>) -> Self {
+        let f = &s.file;
+        SnapshotReport {
+            id: s.id,
+            short_id: s.id.short(),
+            time: f.time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            host: &f.host,
+            hostname: &f.host,
+            username: &f.username,
+            uid: f.uid,
+            gid: f.gid,
+            paths: &f.paths,
+            tags: &f.tags,
+            parent: f.parent,
+            tree: f.tree,
+            program_version: &f.program_version,
+            summary: &f.summary,
+            excludes: &f.excludes,
+            original: f.original,
+            kept_by,
+        }
+    }
 }
 
 pub fn run(env: &Env, a: SnapshotsArgs) -> Result<u8> {
@@ -49,17 +79,8 @@ pub fn run(env: &Env, a: SnapshotsArgs) -> Result<u8> {
         None
     };
     if env.json {
-        let list: Vec<serde_json::Value> = snaps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let mut v = snapshot_json(s);
-                if let (Some(k), Some(obj)) = (&kept_by, v.as_object_mut()) {
-                    obj.insert("kept_by".into(), serde_json::json!(k[i]));
-                }
-                v
-            })
-            .collect();
+        let list: Vec<_> =
+            snaps.iter().enumerate().map(|(i, s)| SnapshotReport::new(s, kept_by.as_ref().map(|k| &k[i]))).collect();
         super::print_json(&list)?;
         return Ok(failed);
     }
