@@ -657,6 +657,26 @@ impl Repository {
         }
     }
 
+    /// [`Repository::load_tree`], plus every blob the directory is made of:
+    /// its root first, then (a split v2 directory) its nodes, leaves and
+    /// chunk lists; not its subdirectories. For whoever must find, keep or
+    /// copy a directory whole: the commit check, copy.
+    pub fn load_tree_with_parts(&self, id: &Id) -> Result<(Tree, Vec<Id>)> {
+        let data = self.read_blob(id)?;
+        let mut parts = vec![*id];
+        let tree = match tree_v2::blob_version(&data) {
+            Some(tree_v2::VERSION) => {
+                tree_v2::assemble(id, &data, &mut |b| {
+                    parts.push(*b);
+                    self.read_blob(b)
+                })?
+                .0
+            }
+            _ => Tree::decode(&data, id)?,
+        };
+        Ok((tree, parts))
+    }
+
     /// One entry of the directory `tree`, reading only what leads to it (one
     /// blob per level of a split v2 directory; the whole blob of a v1 one).
     pub fn lookup_name(&self, tree: &Id, name: &[u8]) -> Result<Option<Node>> {

@@ -709,4 +709,42 @@ mod tests {
             assert!(matches!(prune(&repo, &opts, &NoProgress), Err(Error::InvalidArgument { .. })));
         }
     }
+
+    /// Every blob of a split v2 directory is live, not only its root: a
+    /// prune that rewrites every pack with something unused keeps all of
+    /// them, and the directory still loads whole and checks clean.
+    #[test]
+    fn prune_keeps_every_blob_of_a_split_directory() {
+        use crate::ops::backup::{backup, BackupOptions};
+        use crate::ops::check::{check, CheckOptions};
+        use crate::ops::tree_walk::{locate, Located};
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("src/big");
+        std::fs::create_dir_all(&big).unwrap();
+        for i in 0..3000 {
+            std::fs::write(big.join(format!("f{i:05}")), format!("file {i}")).unwrap();
+        }
+        let repo = Repository::init_local(&dir.path().join("repo"), &InitOptions::default()).unwrap();
+        assert!(repo.writes_trees_v2());
+        let opts = || BackupOptions { paths: vec![big.clone()], ..Default::default() };
+        let first = backup(&repo, opts(), &NoProgress).unwrap();
+        std::fs::write(big.join("f01234"), "changed").unwrap();
+        let second = backup(&repo, opts(), &NoProgress).unwrap();
+        // The first snapshot goes: its old leaf, nodes and file are unused.
+        repo.storage().delete(FileKind::Snapshot, &first.snapshot_id.to_hex()).unwrap();
+        let r = prune(&repo, &PruneOptions { max_unused: 0.0, ..Default::default() }, &NoProgress).unwrap();
+        assert!(r.packs_deleted + r.packs_repacked > 0, "{r:?}");
+        drop(repo);
+
+        let repo = Repository::open_local(&dir.path().join("repo")).unwrap();
+        let snap = repo.load_snapshot(&second.snapshot_id).unwrap();
+        let Located::Node(node) = locate(&repo, &snap, &big.display().to_string()).unwrap() else {
+            panic!("no directory at {}", big.display())
+        };
+        let (tree, parts) = repo.load_tree_with_parts(&node.subtree.unwrap()).unwrap();
+        assert_eq!(tree.nodes.len(), 3000);
+        assert!(parts.len() > 3, "a split directory: {} blobs", parts.len());
+        let report = check(&repo, &CheckOptions { read_data: true, ..Default::default() }, &NoProgress).unwrap();
+        assert!(report.ok(), "{:?}", report.errors);
+    }
 }

@@ -13,10 +13,8 @@ use crossbeam_channel::Receiver;
 use super::{Change, Content, Ctx, FileOutcome, WalkEvent};
 use crate::change_cache;
 use crate::error::{Error, Result};
-use crate::format::pack::BlobKind;
 use crate::format::snapshot::Summary;
 use crate::format::tree::{Node, NodeKind, Timestamp, Tree};
-use crate::format::tree_v2;
 use crate::id::Id;
 use crate::index::IndexReader;
 use crate::metadata::{node_from_metadata, OwnerNames};
@@ -31,7 +29,7 @@ pub(super) type Placed = (Vec<Vec<u8>>, Node);
 /// so far.
 type OpenDir = (Node, PathBuf, Vec<(Node, Content, Change)>);
 
-/// Stores a directory's tree: one v1 blob in a v1 repository; in a v2 one
+/// Stores a directory's tree (`ops::tree_store`): one v1 blob where the config lacks `trees-v2`, else
 /// the canonical split (leaves, nodes, chunk lists) of
 /// `format-spec/v2/trees-index.md`, and, for a directory on disk, its
 /// leaves' inodes and ctimes in the local change cache. Returns the
@@ -44,18 +42,11 @@ pub(super) fn store_tree(
     dir: Option<&Path>,
     changes: &mut change_cache::Batch,
 ) -> Result<Id> {
-    if !ctx.repo.writes_trees_v2() {
-        let data = tree.encode()?;
-        return sink.store(reader, BlobKind::Tree, &data);
+    let stored = crate::ops::tree_store::store_dir(ctx.repo, sink, reader, &mut tree)?;
+    if let Some(dir) = dir.filter(|_| ctx.repo.writes_trees_v2()) {
+        changes.add(ctx.repo.index()?, dir, &stored.leaves, &tree.nodes)?;
     }
-    let enc = tree_v2::encode_dir(&mut tree, &ctx.repo.tree_split_key(), &|b| ctx.repo.blob_id(b))?;
-    for (id, data) in &enc.blobs {
-        sink.store_with_id(reader, *id, BlobKind::Tree, data)?;
-    }
-    if let Some(dir) = dir {
-        changes.add(ctx.repo.index()?, dir, &enc.leaves, &tree.nodes)?;
-    }
-    Ok(enc.root)
+    Ok(stored.id)
 }
 /// Consumes walk events, waits for file contents when a directory closes,
 /// and stores one tree blob per directory. Returns one node per source.
