@@ -77,6 +77,9 @@ mod concurrency;
 #[path = "e2e/sourcechange.rs"]
 mod sourcechange;
 
+#[path = "e2e/protocol.rs"]
+mod protocol;
+
 #[path = "e2e/pipes.rs"]
 mod pipes;
 

@@ -64,6 +64,9 @@ pub enum Command {
     List(ListArgs),
     /// Remove stale locks left by processes that are gone.
     Unlock(UnlockArgs),
+    /// Copy snapshots from another repository into this one (--repo), sending only what it lacks;
+    /// also the way to move a format v1 repository to v2.
+    Copy(CopyArgs),
     /// Remove snapshots by retention policy (--keep-*) or by id; --prune also frees their data.
     Forget(ForgetArgs),
     /// Delete data no snapshot uses and rewrite mostly unused packs.
@@ -182,6 +185,10 @@ pub struct InitArgs {
     /// Target pack size (e.g. 16M).
     #[arg(long, value_parser = parse_size)]
     pub pack_size: Option<u64>,
+    /// How long `prune` waits between marking unused data and deleting it, so that backups
+    /// running meanwhile are safe (e.g. 24h, 90m, 30s; default 24h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub prune_grace: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -348,6 +355,23 @@ pub struct ForgetArgs {
     /// With --prune: rewrite packs whose unused share exceeds this (e.g. 10%).
     #[arg(long, value_name = "PERCENT", default_value = "10%", value_parser = parse_percent, requires = "prune")]
     pub max_unused: f64,
+    /// With --prune: delete at once under an exclusive lock (see `prune --instant`).
+    #[arg(long, requires = "prune")]
+    pub instant: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// The repository to copy from (the target is --repo); its passphrase from ARC_FROM_PASSWORD,
+    /// ARC_FROM_PASSWORD_FILE or ARC_FROM_PASSWORD_COMMAND, else as the target's.
+    #[arg(long, value_name = "PATH")]
+    pub from_repo: std::path::PathBuf,
+    /// Snapshots of the source to copy (id prefixes or `latest`).
+    #[arg(value_name = "SNAPSHOT", required_unless_present = "all", conflicts_with = "all")]
+    pub snapshots: Vec<String>,
+    /// Copy every snapshot of the source.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Args, Debug)]
@@ -358,6 +382,10 @@ pub struct PruneArgs {
     /// Report what would be deleted and rewritten; change nothing.
     #[arg(long, short = 'n')]
     pub dry_run: bool,
+    /// Delete unused data at once under an exclusive lock, instead of marking it and deleting it
+    /// on a later run after the grace period (only when no other arc uses the repository).
+    #[arg(long)]
+    pub instant: bool,
 }
 
 #[derive(Args, Debug)]
@@ -573,6 +601,24 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Percentages like `10%` or `10`: the unit is always percent, so
 /// `--max-unused 5` means 5 %. Returns the fraction (0.05).
+/// Whole seconds from `N` with a unit `s`, `m`, `h` or `d` (a bare number
+/// is seconds). Four units do not warrant a crate.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 's')) => (&t[..i], 1),
+        Some((i, 'm')) => (&t[..i], 60),
+        Some((i, 'h')) => (&t[..i], 3600),
+        Some((i, 'd')) => (&t[..i], 86400),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?} is not a duration like 30s, 90m, 24h or 2d"))
+}
+
 pub fn parse_percent(s: &str) -> Result<f64, String> {
     let t = s.trim().trim_end_matches('%').trim();
     let v: f64 = t.parse().map_err(|_| format!("{s:?} is not a percentage like 10%"))?;

@@ -91,6 +91,25 @@ pub fn existing(local_key: Option<&Path>) -> Result<Zeroizing<String>> {
     bail!("this repository is encrypted: set {SOURCES} (no terminal to ask on)")
 }
 
+/// The passphrase of `copy`'s source repository: `ARC_FROM_PASSWORD*`
+/// (restic's `RESTIC_FROM_PASSWORD`), else the `ARC_PASSWORD*` of the
+/// target (the common case of one passphrase for both), else the terminal.
+pub fn existing_source() -> Result<Zeroizing<String>> {
+    if let Some(pw) = from_env("ARC_FROM")? {
+        return Ok(pw);
+    }
+    if let Some(pw) = from_env("ARC")? {
+        return Ok(pw);
+    }
+    if have_tty() {
+        return prompt("source repository passphrase: ");
+    }
+    let vars = SOURCES.replace("ARC_", "ARC_FROM_");
+    bail!(
+        "the --from-repo repository is encrypted: set {vars} (or {SOURCES} if it is the same) (no terminal to ask on)"
+    )
+}
+
 /// A new passphrase (init, key add/passwd): `prefix` variables, then
 /// `file`, then the terminal, asked twice.
 pub fn new(prefix: &str, file: Option<&Path>) -> Result<Zeroizing<String>> {

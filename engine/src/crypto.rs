@@ -82,6 +82,12 @@ impl Purpose {
     pub const INDEX_FILE: Purpose = Purpose::new("index file", KeyUse::Metadata);
     pub const SNAPSHOT: Purpose = Purpose::new("snapshot", KeyUse::Metadata);
     pub const LOCK: Purpose = Purpose::new("lock", KeyUse::Metadata);
+    /// Session files (format-spec/v2/protocol.md §2.1); the associated
+    /// data is the file's name.
+    pub const SESSION: Purpose = Purpose::new("session", KeyUse::Metadata);
+    /// Prune marks (protocol.md §2.2); named by the hash of their sealed
+    /// bytes, like snapshots.
+    pub const PRUNE_MARK: Purpose = Purpose::new("prune mark", KeyUse::Metadata);
 }
 
 /// The subkeys of an opened repository.

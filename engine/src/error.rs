@@ -128,6 +128,17 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
 
+    /// A backup, prune or copy could not keep its session alive (format v2):
+    /// it stopped without committing anything; what it wrote is kept.
+    #[error("the session could not be kept alive, nothing was committed: {reason}")]
+    SessionLost { reason: String },
+
+    /// A backup found that a concurrent prune deleted data it relied on
+    /// (only after it was stopped for longer than the session expiry); no
+    /// snapshot was written.
+    #[error("a concurrent prune deleted {what}, which this backup relied on; no snapshot was written (run the backup again)")]
+    PrunedMeanwhile { what: String },
+
     /// A maintenance operation that deletes data found the repository
     /// damaged and stopped before deleting anything: deciding what is
     /// unused needs every live tree and blob to be accounted for.

@@ -32,6 +32,7 @@ pub mod progress;
 pub mod reader;
 pub mod repo;
 pub mod scan;
+pub mod session;
 pub mod storage;
 pub mod sync;
 #[cfg(test)]

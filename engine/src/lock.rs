@@ -31,16 +31,18 @@ pub fn username() -> String {
     nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_else(|| uid.to_string())
 }
 
+/// Whether process `pid` exists on this host (signal 0 probes without
+/// touching it; `EPERM` means it exists under another user).
+pub(crate) fn pid_alive(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None)
+        .map(|_| true)
+        .unwrap_or_else(|e| e == nix::errno::Errno::EPERM)
+}
+
 impl LockFile {
     pub fn is_stale(&self) -> bool {
-        if self.host == hostname() {
-            // Signal 0 probes for existence without touching the process.
-            let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), None)
-                .map(|_| true)
-                .unwrap_or_else(|e| e == nix::errno::Errno::EPERM);
-            if !alive {
-                return true;
-            }
+        if self.host == hostname() && !pid_alive(self.pid) {
+            return true;
         }
         let age = Utc::now().signed_duration_since(self.refreshed);
         age.to_std().map(|a| a > STALE_AFTER).unwrap_or(false)
@@ -136,6 +138,52 @@ impl LockGuard {
         };
         Ok(LockGuard { storage: Some(storage), name, stop: Some(stop), refresher })
     }
+}
+
+impl LockGuard {
+    /// The lock file's name under `locks/`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The storage's clock, read from the timestamp of a file we just wrote.
+pub(crate) fn storage_now(storage: &dyn Storage, own_lock: &str) -> Result<std::time::SystemTime> {
+    Ok(storage.stat(FileKind::Lock, own_lock)?.modified)
+}
+
+/// For a v2 session just announced: fails if a live exclusive lock is held
+/// (`prune --instant`, `repair index`). Liveness is judged by the lock
+/// file's storage timestamp against the storage time of the newest
+/// session file, not by any host clock (format-spec/v2/protocol.md §7).
+pub(crate) fn check_no_exclusive(storage: &dyn Storage, keys: Option<&Keys>) -> Result<()> {
+    let locks = storage.list_stat(FileKind::Lock)?;
+    if locks.is_empty() {
+        return Ok(());
+    }
+    let now = storage.list_stat(FileKind::Session)?.into_iter().map(|(_, s)| s.modified).max();
+    for (name, stat) in locks {
+        let lock = match storage.get(FileKind::Lock, &name).and_then(|d| decode_lock(keys, d, &name)) {
+            Ok(l) => l,
+            Err(Error::Missing { .. }) => continue,
+            Err(e) => return Err(Error::UnreadableLock { name, reason: e.to_string() }),
+        };
+        if lock.host == hostname() && !pid_alive(lock.pid) {
+            // Its process is gone on this very host: safe to remove (as a
+            // v1 lock taker does).
+            let _ = storage.delete(FileKind::Lock, &name);
+            continue;
+        }
+        if !lock.exclusive {
+            continue;
+        }
+        let age = now.and_then(|n| n.duration_since(stat.modified).ok());
+        if age.is_some_and(|a| a > STALE_AFTER) {
+            continue;
+        }
+        return Err(Error::Locked { holder: lock.describe(), stale: false });
+    }
+    Ok(())
 }
 
 fn check_conflicts(storage: &dyn Storage, keys: Option<&Keys>, own: &str, exclusive: bool) -> Result<()> {

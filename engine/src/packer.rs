@@ -252,7 +252,15 @@ impl BlobSink<'_> {
         if self.shared.failed.load(Ordering::Relaxed) {
             return Err(self.stopped());
         }
-        if index.contains(&id)? {
+        // Format v2: a blob counts as present only in a pack no prune mark
+        // names (format-spec/v2/protocol.md §4 B5).
+        let marked = self.repo.marked_packs();
+        let present = if marked.is_empty() {
+            index.contains(&id)?
+        } else {
+            index.lookup(&id)?.is_some_and(|loc| !marked.contains(&loc.pack))
+        };
+        if present {
             return Ok(());
         }
         self.enqueue(id, kind, data)

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -40,6 +40,9 @@ pub struct InitOptions {
     pub compression_level: i32,
     pub pack_size: u32,
     pub frame_size: u32,
+    /// Timing of the v2 commit and prune protocol; `None` for the
+    /// defaults (a grace period of 24 h).
+    pub protocol: Option<crate::format::config::ProtocolSettings>,
     /// How the first key file protects the master secret.
     pub protection: Protection,
 }
@@ -70,6 +73,7 @@ impl Default for InitOptions {
             compression_level: 3,
             pack_size: 16 * 1024 * 1024,
             frame_size: 256 * 1024,
+            protocol: None,
             protection: Protection::Unprotected,
         }
     }
@@ -132,6 +136,9 @@ pub struct Repository {
     /// A shared read snapshot of the index for blob lookups on the read
     /// path; see [`Repository::lookup_blob`].
     lookup_reader: Mutex<Option<(Instant, Arc<IndexReader>)>>,
+    /// Packs named by prune marks, as the running session last read them
+    /// (v2); dedup never relies on them.
+    marked: Arc<RwLock<Arc<HashSet<Id>>>>,
     /// False when shared locks are skipped: the repository cannot be
     /// written (a read-only disk, another user's repository) or the user
     /// asked for it. Exclusive locks are never skipped.
@@ -180,6 +187,16 @@ impl Repository {
     /// Writes the config into empty storage; the config is written last so
     /// a half-initialised repository is never mistaken for a real one.
     pub fn init(storage: Arc<dyn Storage>, opts: &InitOptions) -> Result<Repository> {
+        Self::init_with_index(storage, opts, None)
+    }
+
+    /// [`init`](Self::init) for storage that is not a local directory: the
+    /// index database lives at `index_db`.
+    pub fn init_with_index(
+        storage: Arc<dyn Storage>,
+        opts: &InitOptions,
+        index_db: Option<PathBuf>,
+    ) -> Result<Repository> {
         if storage.exists(FileKind::Config, "config")? {
             return Err(Error::AlreadyExists { path: storage.location().into() });
         }
@@ -194,6 +211,9 @@ impl Repository {
                 what: "pack size",
                 reason: format!("{} is not between 1 MiB and 256 MiB", opts.pack_size),
             });
+        }
+        if let Some(p) = &opts.protocol {
+            p.validate()?;
         }
         let now = Utc::now();
         let mut config = Config {
@@ -215,6 +235,7 @@ impl Repository {
             compression: CompressionParams { algorithm: CompressionAlgorithm::Zstd, level: opts.compression_level },
             pack_size: opts.pack_size,
             frame_size: opts.frame_size,
+            protocol: Some(opts.protocol.unwrap_or_default()),
             encryption: Some(match opts.protection {
                 Protection::Passphrase { .. } => Encryption::Passphrase,
                 Protection::Unprotected => Encryption::None,
@@ -234,7 +255,7 @@ impl Repository {
             Protection::Passphrase { passphrase, .. } => Some(passphrase.clone()),
             Protection::Unprotected => None,
         };
-        Self::open_with(storage, None, Some(&move || passphrase.clone().ok_or(Error::PassphraseRequired)))
+        Self::open_with(storage, index_db, Some(&move || passphrase.clone().ok_or(Error::PassphraseRequired)))
     }
 
     /// Opens a local repository that needs no passphrase (v1, or v2 made
@@ -328,6 +349,7 @@ impl Repository {
             master,
             lookup_reader: Mutex::new(None),
             shared_locks: true,
+            marked: Arc::new(RwLock::new(Arc::new(HashSet::new()))),
         }
     }
 
@@ -445,8 +467,58 @@ impl Repository {
         LockGuard::acquire(self.storage.clone(), self.keys.clone(), false, operation)
     }
 
+    /// The exclusive lock. With the v2 protocol, backups hold sessions
+    /// instead of locks, so a live session also refuses it (and a backup
+    /// starting meanwhile sees the lock: both write first, then look).
     pub fn lock_exclusive(&self, operation: &str) -> Result<LockGuard> {
-        LockGuard::acquire(self.storage.clone(), self.keys.clone(), true, operation)
+        let guard = LockGuard::acquire(self.storage.clone(), self.keys.clone(), true, operation)?;
+        if let Some(settings) = self.protocol() {
+            let now = crate::lock::storage_now(self.storage.as_ref(), guard.name())?;
+            if let Some(s) =
+                crate::session::live_sessions(self.storage.as_ref(), self.v2_keys()?, &settings, now, None)?.first()
+            {
+                return Err(Error::Locked { holder: s.describe(), stale: false });
+            }
+        }
+        Ok(guard)
+    }
+
+    /// The v2 commit and prune protocol's settings, if this repository
+    /// uses it (format-spec/v2/protocol.md).
+    pub fn protocol(&self) -> Option<crate::format::config::ProtocolSettings> {
+        // Every writable repository (format v2) uses it; v1 is read-only.
+        self.config.writable().then(|| self.config.protocol.unwrap_or_default())
+    }
+
+    /// Starts a session (v2): announced in the repository and refreshed
+    /// until dropped; while it lives, dedup avoids packs that prune marks
+    /// name. Refused while an exclusive lock (`prune --instant`, `repair`)
+    /// is held.
+    pub fn start_session(&self, operation: &str) -> Result<crate::session::Session> {
+        let settings = self.protocol().ok_or_else(|| Error::InvalidArgument {
+            what: "repository",
+            reason: "sessions need a repository of format v2".into(),
+        })?;
+        let keys = self.v2_keys()?.clone();
+        let session =
+            crate::session::Session::start(self.storage.clone(), keys, settings, operation, self.marked.clone())?;
+        crate::lock::check_no_exclusive(self.storage.as_ref(), self.keys.as_deref())?;
+        Ok(session)
+    }
+
+    /// The keys of a v2 repository, which every v2 repository has (sealed
+    /// with a stored key under `--encryption none`); the protocol's files
+    /// are sealed with them.
+    pub(crate) fn v2_keys(&self) -> Result<&Arc<Keys>> {
+        self.keys.as_ref().ok_or_else(|| Error::InvalidArgument {
+            what: "repository",
+            reason: "the commit and prune protocol needs a repository of format v2".into(),
+        })
+    }
+
+    /// Packs that prune marks name, as the running session knows them.
+    pub fn marked_packs(&self) -> Arc<HashSet<Id>> {
+        self.marked.read().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// The index database, brought up to date with the index files on
@@ -488,7 +560,13 @@ impl Repository {
         let mut new: Vec<(Id, index_file::IndexFile)> = Vec::new();
         for id in in_storage.difference(&known) {
             let name = id.to_hex();
-            let data = self.storage.get(FileKind::Index, &name)?;
+            let data = match self.storage.get(FileKind::Index, &name) {
+                Ok(d) => d,
+                // Replaced by a concurrent prune since the listing: the
+                // files replacing it are merged by the next sync.
+                Err(Error::Missing { .. }) => continue,
+                Err(e) => return Err(e),
+            };
             if Id::hash(&data) != *id {
                 return Err(Error::corrupt("index file", name, "content does not match its name"));
             }
@@ -587,13 +665,24 @@ impl Repository {
 
     /// Packs in storage that no index file lists (left by an interrupted
     /// or still running backup), with their trailers.
+    ///
+    /// Format v2: packs named by a prune mark are left out. A sweep deletes
+    /// the index files listing a pack before the pack itself; meanwhile
+    /// the pack looks unlisted, and listing it again would leave an index
+    /// file naming a pack that is about to go.
     pub fn unindexed_packs(&self) -> Result<Vec<PackEntry>> {
         let listed: HashSet<Id> = self.index()?.packs()?.into_iter().filter(|p| p.3).map(|p| p.0).collect();
+        let marked = self.marked_packs();
         let mut out = Vec::new();
         for (name, len) in self.storage.list(FileKind::Pack)? {
             let Ok(id) = name.parse::<Id>() else { continue };
-            if !listed.contains(&id) {
-                out.push(self.read_pack_trailer(&id, len)?);
+            if !listed.contains(&id) && !marked.contains(&id) {
+                match self.read_pack_trailer(&id, len) {
+                    Ok(e) => out.push(e),
+                    // Deleted since the listing (a prune): nothing to adopt.
+                    Err(Error::Missing { .. }) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(out)

@@ -475,6 +475,7 @@ fn golden_config() -> Config {
         compression: CompressionParams { algorithm: CompressionAlgorithm::Zstd, level: 3 },
         pack_size: 16 * 1024 * 1024,
         frame_size: 256 * 1024,
+        protocol: None,
         encryption: None,
         mac: None,
     }

@@ -62,8 +62,10 @@ fn sigterm_stops_a_backup_waiting_on_a_silent_stdin() {
         .stdin_file(&fifo)
         .timeout(Duration::from_secs(30))
         .spawn();
-    // Running once it holds its lock.
-    assert!(wait_for(Duration::from_secs(60), || !files_under(&env.repo.join("locks")).is_empty()));
+    // Running once it holds its session (format v2; a lock in v1).
+    let announced =
+        || !files_under(&env.repo.join("sessions")).is_empty() || !files_under(&env.repo.join("locks")).is_empty();
+    assert!(wait_for(Duration::from_secs(60), announced));
     std::thread::sleep(Duration::from_millis(300));
     running.signal(libc::SIGTERM);
     let started = std::time::Instant::now();
@@ -73,6 +75,7 @@ fn sigterm_stops_a_backup_waiting_on_a_silent_stdin() {
     assert!(started.elapsed() < Duration::from_secs(30));
     assert!(env.snapshot_files().is_empty(), "an interrupted backup left a snapshot");
     assert!(files_under(&env.repo.join("locks")).is_empty(), "the lock was left behind");
+    assert!(files_under(&env.repo.join("sessions")).is_empty(), "the session was left behind");
     env.arc().arg("check").run().success();
 }
 

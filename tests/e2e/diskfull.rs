@@ -201,7 +201,7 @@ fn prune_on_a_full_filesystem_loses_nothing_and_finishes_once_space_is_freed() {
 
     let packs_before = files_under(&repo.join("data"));
     let filler = fs_.fill_leaving(128 * 1024);
-    let out = env.arc_at(&repo).arg("prune").run();
+    let out = env.arc_at(&repo).args(["prune", "--instant"]).run();
     let line = assert_no_space_error(&out, &repo);
     eprintln!("prune on a full disk: {line}");
     let missing: Vec<_> = packs_before.iter().filter(|p| !p.exists()).collect();
@@ -213,7 +213,7 @@ fn prune_on_a_full_filesystem_loses_nothing_and_finishes_once_space_is_freed() {
     restore_and_compare(&env, &repo, &kept, &src, &expected);
 
     fs::remove_file(&filler).unwrap();
-    let r = env.arc_at(&repo).args(["--json", "prune"]).run().success().json();
+    let r = env.arc_at(&repo).args(["--json", "prune", "--instant"]).run().success().json();
     assert!(ju64(&r, "packs_repacked") > 0, "{r:#}");
     let check = env.arc_at(&repo).args(["check", "--read-data"]).run().success();
     assert!(!check.stdout_str().contains("warning"), "{}", check.describe());

@@ -113,7 +113,8 @@ fn kind(repo: &Path, p: &Path) -> Kind {
         Some("data") => Kind::Pack,
         Some("index") => Kind::Index,
         Some("snapshots") => Kind::Snapshot,
-        Some("locks") => Kind::Lock,
+        // A v2 session announces a running operation as a lock did.
+        Some("locks") | Some("sessions") => Kind::Lock,
         _ => Kind::Other,
     }
 }
@@ -297,7 +298,7 @@ fn prune_makes_replacements_durable_before_it_deletes() {
     }
     env.arc_at(&repo).args(["forget", "--keep-last", "1"]).run().success();
 
-    let evs = traced(&env, &repo, &["prune"]);
+    let evs = traced(&env, &repo, &["prune", "--instant"]);
     let puts = puts(&repo, &evs);
     let gone = unlinks(&repo, &evs);
     let new_packs: Vec<_> = puts.iter().filter(|p| p.kind == Kind::Pack).collect();

@@ -1,4 +1,6 @@
-//! kill -9 at every durable step of backup, prune and forget.
+//! kill -9 at every durable step of backup, prune and forget, and (format
+//! v2 protocol) of backup with a session, both phases of prune (mark,
+//! sweep) and copy.
 //!
 //! The engine counts every durable step it takes on a repository (a
 //! temporary file half and fully written, its fsync, rename, directory
@@ -145,8 +147,12 @@ struct BackupCase {
 }
 
 fn backup_case(env: &TestEnv, new_files: u64, file_size: u64, seed: u64) -> BackupCase {
+    backup_case_with(env, new_files, file_size, seed, &[])
+}
+
+fn backup_case_with(env: &TestEnv, new_files: u64, file_size: u64, seed: u64, init: &[&str]) -> BackupCase {
     let base = env.path("base");
-    env.arc_at(&base).args(["init", "--pack-size", "1M"]).run().success();
+    env.arc_at(&base).args(["init", "--pack-size", "1M"]).args(init).run().success();
     let src = env.path("src");
     for i in 0..20u64 {
         write_random_file(&src.join(format!("old/f{i:02}.txt")), 2000 + i * 300, seed + i);
@@ -204,10 +210,23 @@ impl BackupCase {
 
 #[test]
 fn backup_killed_at_every_durable_step() {
+    backup_killed_at_every_step(&[]);
+}
+
+/// The same with the v2 protocol: the backup announces a session first and
+/// checks prune marks before its commit. (A grace period of an hour keeps
+/// session refreshes out of the few seconds the backup takes, so the step
+/// count is the same on every run.)
+#[test]
+fn backup_with_a_session_killed_at_every_durable_step() {
+    backup_killed_at_every_step(&["--prune-grace", "1h"]);
+}
+
+fn backup_killed_at_every_step(init: &[&str]) {
     require!(Need::FaultInjection);
     let env = TestEnv::in_memory();
     // 10 files of ~1 MiB random data with 1 MiB packs: ~12 packs, 70 steps.
-    let case = backup_case(&env, 10, MIB, 41_000);
+    let case = backup_case_with(&env, 10, MIB, 41_000, init);
     let trace = env.path("trace");
     let repo = env.path("repo-kill");
 
@@ -295,8 +314,12 @@ fn backup_generation(env: &TestEnv, base: &Path, src: &Path, g: u64, time: &str)
 }
 
 fn prune_case(env: &TestEnv) -> PruneCase {
+    prune_case_with(env, &[])
+}
+
+fn prune_case_with(env: &TestEnv, init: &[&str]) -> PruneCase {
     let base = env.path("base");
-    env.arc_at(&base).args(["init", "--pack-size", "1M"]).run().success();
+    env.arc_at(&base).args(["init", "--pack-size", "1M"]).args(init).run().success();
     let src = env.path("src");
     let mut snaps = Vec::new();
     write_random_file(&src.join("shared.bin"), MIB, 5);
@@ -332,7 +355,7 @@ fn prune_killed_at_every_durable_step() {
     // rewritten, so the fixture always has packs to rewrite however its
     // blobs were spread over packs (format v2 assigns frames to one of two
     // open packs at random).
-    let prune = ["prune", "--max-unused", "0%"];
+    let prune = ["prune", "--instant", "--max-unused", "0%"];
     let (out, total) = count_steps(env.arc_at(&repo).arg("--json").args(prune), &trace);
     let r = out.json();
     assert!(ju64(&r, "packs_deleted") > 0 && ju64(&r, "packs_repacked") > 0, "nothing to delete or rewrite: {r:#}");
@@ -431,4 +454,273 @@ fn forget_killed_at_every_durable_step() {
         "forget: {killed} runs killed at steps 1..={total}, {restores} surviving snapshots restored, all verified"
     );
     assert!(killed >= 50, "only {killed} forgets were killed");
+}
+
+/// What must hold after a v2 prune (either phase) died at a kill point:
+/// the kept snapshots are there and restore, and `check --read-data`
+/// passes; then a rerun of `prune` succeeds and leaves a repository that
+/// passes `check --read-data` too.
+#[track_caller]
+fn verify_prune_kill(
+    env: &TestEnv,
+    case: &PruneCase,
+    repo: &Path,
+    kept: &BTreeSet<String>,
+    ctx: &str,
+) -> serde_json::Value {
+    assert_eq!(&snapshot_ids(env, repo, ctx), kept, "{ctx}: the snapshots changed");
+    check_read_data(env, repo, ctx);
+    for (id, expected) in &case.kept {
+        assert_restores(env, repo, id, &case.src, expected, ctx);
+    }
+    let again = env.arc_at(repo).args(["--json", "prune"]).run();
+    assert!(again.status.success(), "{ctx}: the next prune fails\n{}", again.describe());
+    check_read_data(env, repo, &format!("{ctx}, rerun"));
+    let (id, expected) = &case.kept[1];
+    assert_restores(env, repo, id, &case.src, expected, &format!("{ctx}, rerun"));
+    again.json()
+}
+
+/// kill -9 at every durable step of both phases of a v2 prune: the run
+/// that marks (and rewrites mostly unused packs), and the run after the
+/// grace period that sweeps the marks.
+#[test]
+fn prune_mark_and_sweep_killed_at_every_durable_step() {
+    require!(Need::FaultInjection);
+    let env = TestEnv::in_memory();
+    let case = prune_case_with(&env, &["--prune-grace", "2s"]);
+    let kept: BTreeSet<String> = case.kept.iter().map(|(id, _)| id.clone()).collect();
+    // Packs younger than the grace period are never marked.
+    std::thread::sleep(Duration::from_secs(3));
+    let trace = env.path("trace");
+    let repo = env.path("repo-kill");
+
+    // Phase 1: mark.
+    fresh_copy(&case.base, &repo);
+    let (out, total) = count_steps(env.arc_at(&repo).args(["--json", "prune"]), &trace);
+    let r = out.json();
+    assert!(ju64(&r, "packs_marked") > 0 && ju64(&r, "packs_repacked") > 0, "nothing to mark or rewrite: {r:#}");
+    assert_eq!(ju64(&r, "packs_deleted"), 0, "the marking run deleted packs: {r:#}");
+    eprintln!("an uninterrupted marking prune takes {total} durable steps: {r}");
+    let marked = env.path("base-marked");
+    fresh_copy(&repo, &marked);
+    let mut killed = 0;
+    for n in 1..=total + 2 {
+        fresh_copy(&case.base, &repo);
+        let run = run_killed_at(env.arc_at(&repo).arg("prune"), n, &trace);
+        killed += usize::from(run.killed);
+        let ctx = format!("marking prune killed at step {n} ({})", run.at);
+        verify_prune_kill(&env, &case, &repo, &kept, &ctx);
+    }
+    assert!(killed >= 20, "only {killed} marking prunes were killed");
+
+    // Phase 2: sweep, once the marks are older than the grace period.
+    std::thread::sleep(Duration::from_secs(3));
+    fresh_copy(&marked, &repo);
+    let (out, total) = count_steps(env.arc_at(&repo).args(["--json", "prune"]), &trace);
+    let r = out.json();
+    assert!(ju64(&r, "packs_deleted") > 0 && ju64(&r, "marks_swept") > 0, "the sweep deleted nothing: {r:#}");
+    let clean_size = data_bytes(&repo);
+    eprintln!("an uninterrupted sweeping prune takes {total} durable steps: {r}");
+    let mut killed = 0;
+    for n in 1..=total + 2 {
+        fresh_copy(&marked, &repo);
+        let run = run_killed_at(env.arc_at(&repo).arg("prune"), n, &trace);
+        killed += usize::from(run.killed);
+        let ctx = format!("sweeping prune killed at step {n} ({})", run.at);
+        verify_prune_kill(&env, &case, &repo, &kept, &ctx);
+        // The rerun finished the sweep (it may have marked the repacked
+        // copies' leftovers anew, which takes another grace period).
+        let size = data_bytes(&repo);
+        assert!(
+            size <= clean_size + clean_size / 10 + 64 * 1024,
+            "{ctx}: after the rerun data/ holds {size} bytes; an uninterrupted sweep left {clean_size}"
+        );
+    }
+    assert!(killed >= 10, "only {killed} sweeping prunes were killed");
+}
+
+/// kill -9 at every durable step of `arc copy` from the frozen v1
+/// repository into a v2 one with other chunker parameters: the target
+/// holds only whole snapshots that restore like their originals, passes
+/// `check --read-data`, and the rerun copies the rest.
+#[test]
+fn copy_killed_at_every_durable_step() {
+    require!(Need::FaultInjection);
+    let env = TestEnv::in_memory();
+    let src = env.path("v1");
+    cp_a(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../format-spec/vectors/repo-v1"), &src);
+    let base = env.path("base");
+    env.arc_at(&base)
+        .args(["init", "--prune-grace", "1h", "--chunk-min", "16K", "--chunk-avg", "64K", "--chunk-max", "256K"])
+        .args(["--pack-size", "1M"])
+        .run()
+        .success();
+    let originals: Vec<(String, PathBuf)> = {
+        let out = env.arc_at(&src).args(["--json", "snapshots"]).run().success().json();
+        out.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let id = jstr(s, "id").to_string();
+                let target = env.path(format!("original-{id}"));
+                env.arc_at(&src).args(["restore", &id, "--target"]).arg(&target).run().success();
+                (jstr(s, "time").to_string(), target)
+            })
+            .collect()
+    };
+    let trace = env.path("trace");
+    let repo = env.path("repo-kill");
+    let copy = |repo: &Path| env.arc_at(repo).args(["copy", "--all", "--from-repo"]).arg(&src);
+    fresh_copy(&base, &repo);
+    let (_, total) = count_steps(copy(&repo), &trace);
+    eprintln!("an uninterrupted copy takes {total} durable steps");
+    let verify = |ctx: &str| {
+        check_read_data(&env, &repo, ctx);
+        let out = env.arc_at(&repo).args(["--json", "snapshots"]).run().success().json();
+        for s in out.as_array().unwrap() {
+            let (_, original) = originals
+                .iter()
+                .find(|(t, _)| t == jstr(s, "time"))
+                .unwrap_or_else(|| panic!("{ctx}: a snapshot that is in no source: {s}"));
+            let target = env.path("restore-check");
+            if target.exists() {
+                fs::remove_dir_all(&target).unwrap();
+            }
+            env.arc_at(&repo).args(["restore", jstr(s, "id"), "--target"]).arg(&target).run().success();
+            for entry in fs::read_dir(original).unwrap() {
+                let name = entry.unwrap().file_name();
+                let diffs = compare_trees(&original.join(&name), &target.join(&name), &CompareOpts::default());
+                assert!(diffs.is_empty(), "{ctx}: a copied snapshot restores differently:\n{}", diffs.join("\n"));
+            }
+        }
+        out.as_array().unwrap().len()
+    };
+    let mut killed = 0;
+    for n in 1..=total + 2 {
+        fresh_copy(&base, &repo);
+        let run = run_killed_at(copy(&repo), n, &trace);
+        killed += usize::from(run.killed);
+        let ctx = format!("copy killed at step {n} ({})", run.at);
+        assert!(verify(&ctx) <= 2, "{ctx}");
+        let again = copy(&repo).run();
+        assert!(again.status.success(), "{ctx}: the next copy fails\n{}", again.describe());
+        assert_eq!(verify(&format!("{ctx}, rerun")), 2, "{ctx}: the rerun did not copy everything");
+    }
+    eprintln!("copy: {killed} runs killed at steps 1..={total}, all verified");
+    assert!(killed >= 10, "only {killed} copies were killed");
+}
+
+/// kill -9 at every durable step of `key add`, `key remove` and `key
+/// passwd`: a killed run never leaves the repository without a working
+/// passphrase or with a torn key file; the passphrases that worked before
+/// still work (for passwd: the old one or the new one), every snapshot
+/// restores byte for byte and `check --read-data` passes; running the
+/// command again finishes the job. With `--encryption none` key files hold
+/// no passphrase: `key add` is refused and leaves the repository as it was.
+#[test]
+fn key_add_remove_and_passwd_killed_at_every_durable_step() {
+    require!(Need::FaultInjection);
+    const SECOND: &str = "second passphrase (killpoints)";
+    const NEW: &str = "new passphrase (killpoints)";
+    let env = TestEnv::in_memory();
+    let base = env.path("base");
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random_file(&src.join("a.bin"), 300_000, 7);
+    fs::write(src.join("b.txt"), "keys\n").unwrap();
+    env.arc_at(&base).arg("init").run().success();
+    let snap =
+        jstr(&env.arc_at(&base).args(["--json", "backup"]).arg(&src).run().success().json(), "snapshot_id").to_string();
+    let expected = env.path("expected");
+    cp_a(&src, &expected);
+    if encryption_none() {
+        let before = repo_listing(&base);
+        let out = env.arc_at(&base).args(["key", "add"]).env("ARC_NEW_PASSWORD", NEW).run().failure();
+        assert!(out.one_line_error().contains("--encryption none"), "{}", out.describe());
+        assert_listing_unchanged(&before, &repo_listing(&base), "refused key add");
+        return;
+    }
+    env.arc_at(&base).args(["key", "add"]).env("ARC_NEW_PASSWORD", SECOND).run().success();
+    let key_of = |repo: &Path, pw: &str| -> Option<String> {
+        let out = env.arc_at(repo).env("ARC_PASSWORD", pw).args(["--json", "key", "list"]).run();
+        out.status.success().then(|| {
+            let keys = out.json();
+            let current = keys.as_array().unwrap().iter().find(|k| k["current"] == true).expect("a current key");
+            jstr(current, "id").to_string()
+        })
+    };
+    let second_id = key_of(&base, SECOND).expect("the second key opens the base repository");
+    let trace = env.path("trace");
+    let repo = env.path("repo-kill");
+    type Op<'a> = (&'a str, Vec<&'a str>, &'a str);
+    // (name, arguments, passphrase the command runs with)
+    let ops: [Op; 3] = [
+        ("key add", vec!["key", "add"], TEST_PASSWORD),
+        ("key remove", vec!["key", "remove", &second_id], TEST_PASSWORD),
+        ("key passwd", vec!["key", "passwd"], SECOND),
+    ];
+    let mut killed = 0;
+    for (name, args, pw) in &ops {
+        let cmd = |repo: &Path| env.arc_at(repo).env("ARC_PASSWORD", pw).env("ARC_NEW_PASSWORD", NEW).args(args);
+        fresh_copy(&base, &repo);
+        let (_, total) = count_steps(cmd(&repo), &trace);
+        assert!(total > 0, "{name} took no durable step");
+        for n in 1..=total + 1 {
+            fresh_copy(&base, &repo);
+            let run = run_killed_at(cmd(&repo), n, &trace);
+            killed += usize::from(run.killed);
+            let ctx = format!("{name} killed at step {n} ({})", run.at);
+            let opens: Vec<&str> =
+                [TEST_PASSWORD, SECOND, NEW].into_iter().filter(|p| key_of(&repo, p).is_some()).collect();
+            match *name {
+                "key add" => assert!(opens.contains(&TEST_PASSWORD) && opens.contains(&SECOND), "{ctx}: {opens:?}"),
+                "key remove" => assert!(opens.contains(&TEST_PASSWORD), "{ctx}: {opens:?}"),
+                _ => assert!(
+                    opens.contains(&TEST_PASSWORD) && (opens.contains(&SECOND) || opens.contains(&NEW)),
+                    "{ctx}: {opens:?}"
+                ),
+            }
+            // Every key file is whole: listing them with any working
+            // passphrase reads each one.
+            let listed = env.arc_at(&repo).args(["--json", "key", "list"]).run();
+            assert!(listed.status.success(), "{ctx}: key list fails\n{}", listed.describe());
+            check_read_data(&env, &repo, &ctx);
+            assert_restores(&env, &repo, &snap, &src, &expected, &ctx);
+            // Finish the job.
+            match *name {
+                "key add" => {
+                    if !opens.contains(&NEW) {
+                        cmd(&repo).run().success();
+                    }
+                    assert!(key_of(&repo, NEW).is_some(), "{ctx}: the rerun added no key");
+                }
+                "key remove" => {
+                    if opens.contains(&SECOND) {
+                        cmd(&repo).run().success();
+                    }
+                    assert!(key_of(&repo, SECOND).is_none(), "{ctx}: the second key is still there");
+                }
+                _ => {
+                    if opens.contains(&SECOND) {
+                        // Not finished: the old key is still there (with or
+                        // without the new one): passwd again from it.
+                        env.arc_at(&repo)
+                            .env("ARC_PASSWORD", SECOND)
+                            .env("ARC_NEW_PASSWORD", NEW)
+                            .args(args)
+                            .run()
+                            .success();
+                    }
+                    assert!(
+                        key_of(&repo, SECOND).is_none() && key_of(&repo, NEW).is_some(),
+                        "{ctx}: passwd unfinished"
+                    );
+                }
+            }
+            assert!(key_of(&repo, TEST_PASSWORD).is_some(), "{ctx}: the untouched key stopped working");
+        }
+    }
+    eprintln!("key add/remove/passwd: {killed} runs killed, all verified");
+    assert!(killed >= 3, "only {killed} key commands were killed");
 }

@@ -120,7 +120,7 @@ fn prune_frees_forgotten_data_and_keeps_snapshots_restorable() {
     assert!(text.stdout_str().contains("would delete"), "{}", text.describe());
     assert_listing_unchanged(&listing, &repo_listing(&env.repo), "prune --dry-run (text)");
 
-    let r = env.arc().args(["--json", "prune"]).run().success().json();
+    let r = env.arc().args(["--json", "prune", "--instant"]).run().success().json();
     eprintln!("prune: {r:#}");
     assert!(ju64(&r, "packs_deleted") > 0, "no pack deleted: {r:#}");
     assert!(ju64(&r, "packs_repacked") > 0, "no pack rewritten: {r:#}");
@@ -143,7 +143,7 @@ fn prune_frees_forgotten_data_and_keeps_snapshots_restorable() {
 
     // Nothing left to do: a second prune changes nothing.
     let listing = repo_listing(&env.repo);
-    let again = env.arc().args(["--json", "prune"]).run().success().json();
+    let again = env.arc().args(["--json", "prune", "--instant"]).run().success().json();
     assert_eq!(ju64(&again, "packs_deleted") + ju64(&again, "packs_repacked"), 0, "{again:#}");
     assert_listing_unchanged(&listing, &repo_listing(&env.repo), "second prune");
 
@@ -176,7 +176,7 @@ fn forget_with_prune_and_its_dry_run() {
     assert_eq!(ju64(&dry["prune"], "snapshots"), 1, "{dry:#}");
     assert!(ju64(&dry["prune"], "bytes_deleted") + ju64(&dry["prune"], "bytes_repacked") > 2 * MIB, "{dry:#}");
 
-    let done = env.arc().args(["--json", "forget", "--keep-last", "1", "--prune"]).run().success().json();
+    let done = env.arc().args(["--json", "forget", "--keep-last", "1", "--prune", "--instant"]).run().success().json();
     assert_eq!(done["removed"].as_array().unwrap().len(), 3);
     let after = data_bytes(&env.repo);
     assert_eq!(ju64(&done["prune"], "stored_bytes_after"), after);
@@ -197,21 +197,21 @@ fn prune_killed_after_each_step_leaves_a_valid_repository_and_a_rerun_finishes()
     let h = build_history(&env);
     let clean = env.path("clean");
     cp_a(&env.repo, &clean);
-    let r = env.arc_at(&clean).args(["--json", "prune"]).run().success().json();
+    let r = env.arc_at(&clean).args(["--json", "prune", "--instant"]).run().success().json();
     assert!(ju64(&r, "packs_repacked") > 0 && ju64(&r, "packs_deleted") > 0, "{r:#}");
     let clean_size = data_bytes(&clean);
 
     for step in 1..=8u32 {
         let repo = env.path(format!("repo-step{step}"));
         cp_a(&env.repo, &repo);
-        let out = env.arc_at(&repo).arg("prune").env("ARC_FAULT_PRUNE_STEP", step.to_string()).run();
+        let out = env.arc_at(&repo).args(["prune", "--instant"]).env("ARC_FAULT_PRUNE_STEP", step.to_string()).run();
         let out = out.code_is(9);
         assert!(out.stderr_str().contains("ARC_FAULT_PRUNE_STEP"), "{}", out.describe());
         let check = env.arc_at(&repo).args(["check", "--read-data"]).run();
         assert!(check.status.success(), "check fails after prune stopped at step {step}\n{}", check.describe());
         h.assert_kept_restorable(&env, &repo, &format!("step{step}"));
 
-        let r = env.arc_at(&repo).args(["--json", "prune"]).run().success().json();
+        let r = env.arc_at(&repo).args(["--json", "prune", "--instant"]).run().success().json();
         let check = env.arc_at(&repo).args(["check", "--read-data"]).run().success();
         assert!(!check.stdout_str().contains("warning"), "step {step}: {}", check.describe());
         let size = data_bytes(&repo);
@@ -221,7 +221,7 @@ fn prune_killed_after_each_step_leaves_a_valid_repository_and_a_rerun_finishes()
         );
         h.assert_kept_restorable(&env, &repo, &format!("step{step}-rerun"));
         // And the rerun really finished: nothing is left to do.
-        let again = env.arc_at(&repo).args(["--json", "prune"]).run().success().json();
+        let again = env.arc_at(&repo).args(["--json", "prune", "--instant"]).run().success().json();
         assert_eq!(ju64(&again, "packs_deleted") + ju64(&again, "packs_repacked"), 0, "step {step}: {again:#}");
         fs::remove_dir_all(&repo).unwrap();
     }
@@ -235,14 +235,14 @@ fn prune_sigkilled_at_random_moments() {
     let clean = env.path("clean");
     cp_a(&env.repo, &clean);
     let t0 = Instant::now();
-    env.arc_at(&clean).arg("prune").run().success();
+    env.arc_at(&clean).args(["prune", "--instant"]).run().success();
     let took = t0.elapsed();
     eprintln!("an uninterrupted prune took {took:?}");
 
     for k in 1..=6u32 {
         let repo = env.path(format!("repo-kill{k}"));
         cp_a(&env.repo, &repo);
-        let running = env.arc_at(&repo).arg("prune").spawn();
+        let running = env.arc_at(&repo).args(["prune", "--instant"]).spawn();
         std::thread::sleep(took * k / 7);
         let mut running = running;
         if !running.has_exited() {
@@ -253,7 +253,7 @@ fn prune_sigkilled_at_random_moments() {
         let check = env.arc_at(&repo).args(["check", "--read-data"]).run();
         assert!(check.status.success(), "check fails after prune was killed (run {k})\n{}", check.describe());
         h.assert_kept_restorable(&env, &repo, &format!("kill{k}"));
-        env.arc_at(&repo).arg("prune").run().success();
+        env.arc_at(&repo).args(["prune", "--instant"]).run().success();
         env.arc_at(&repo).args(["check", "--read-data"]).run().success();
         h.assert_kept_restorable(&env, &repo, &format!("kill{k}-rerun"));
         fs::remove_dir_all(&repo).unwrap();
@@ -275,7 +275,7 @@ fn prune_handles_unlisted_packs() {
     }
     env.arc().arg("check").run().failure();
     // ...and prune keeps what is live and lists it again.
-    let r = env.arc().args(["--json", "prune"]).run().success().json();
+    let r = env.arc().args(["--json", "prune", "--instant"]).run().success().json();
     assert!(ju64(&r, "packs_adopted") > 0, "{r:#}");
     let check = env.arc().args(["check", "--read-data"]).run().success();
     assert!(!check.stdout_str().contains("warning"), "{}", check.describe());
@@ -294,7 +294,7 @@ fn prune_handles_unlisted_packs() {
     assert_eq!(running.wait().status.signal(), Some(libc::SIGKILL));
     let left = env.pack_files().len() - packs_before;
 
-    let r = env.arc().args(["--json", "prune"]).run().success().json();
+    let r = env.arc().args(["--json", "prune", "--instant"]).run().success().json();
     let (deleted, repacked, written) =
         (ju64(&r, "packs_deleted") as usize, ju64(&r, "packs_repacked") as usize, ju64(&r, "packs_written") as usize);
     assert!(deleted >= left, "{left} packs left by the killed backup: {r:#}");

@@ -580,6 +580,9 @@ impl TestEnv {
             .env_remove("ARC_NEW_PASSWORD")
             .env_remove("ARC_NEW_PASSWORD_FILE")
             .env_remove("ARC_NEW_PASSWORD_COMMAND")
+            .env_remove("ARC_FROM_PASSWORD")
+            .env_remove("ARC_FROM_PASSWORD_FILE")
+            .env_remove("ARC_FROM_PASSWORD_COMMAND")
             .current_dir(&self.root)
     }
 

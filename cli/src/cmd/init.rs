@@ -1,5 +1,5 @@
 use anyhow::{Context, Result};
-use arc_engine::format::config::ChunkerParams;
+use arc_engine::format::config::{ChunkerParams, ProtocolSettings};
 use arc_engine::repo::InitOptions;
 use arc_engine::Repository;
 
@@ -40,6 +40,9 @@ pub fn options(a: &InitArgs) -> Result<InitOptions> {
     opts.compression_level = a.compression;
     if let Some(p) = a.pack_size {
         opts.pack_size = u32_size(p, "--pack-size")?;
+    }
+    if let Some(g) = a.prune_grace {
+        opts.protocol = Some(ProtocolSettings::with_grace(g));
     }
     Ok(opts)
 }

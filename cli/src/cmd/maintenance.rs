@@ -109,10 +109,14 @@ pub fn list(env: &Env, a: ListArgs) -> Result<u8> {
 
 pub fn unlock(env: &Env, a: UnlockArgs) -> Result<u8> {
     let repo = env.open()?;
-    let n =
-        arc_engine::lock::remove_stale_locks(repo.storage().as_ref(), repo.keys().map(|k| k.as_ref()), a.remove_all)?;
+    let keys = repo.keys().map(|k| k.as_ref());
+    let n = arc_engine::lock::remove_stale_locks(repo.storage().as_ref(), keys, a.remove_all)?;
+    let s = arc_engine::session::remove_dead_sessions(repo.storage().as_ref(), keys, a.remove_all)?;
     if !env.quiet {
         outln!("removed {n} lock(s)")?;
+        if s > 0 {
+            outln!("removed {s} session file(s) of processes that are gone")?;
+        }
     }
     Ok(0)
 }

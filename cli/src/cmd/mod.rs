@@ -5,6 +5,7 @@ mod backup;
 mod browse;
 mod check;
 mod command_stream;
+mod copy;
 mod diff;
 mod docs;
 mod find;
@@ -62,6 +63,7 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         Command::Repair(r) => maintenance::repair(&env, r),
         Command::List(a) => maintenance::list(&env, a),
         Command::Unlock(a) => maintenance::unlock(&env, a),
+        Command::Copy(a) => copy::run(&env, a),
         Command::Forget(a) => retention::forget(&env, a),
         Command::Prune(a) => retention::prune(&env, a),
         Command::Diff(a) => diff::run(&env, a),

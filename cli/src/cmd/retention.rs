@@ -179,7 +179,7 @@ pub fn forget(env: &Env, a: ForgetArgs) -> Result<u8> {
         }
         let ignore: HashSet<Id> =
             if a.dry_run { report.removed.iter().map(|v| v.id).collect() } else { HashSet::new() };
-        Some(run_prune(env, &repo, a.max_unused, a.dry_run, ignore)?)
+        Some(run_prune(env, &repo, a.max_unused, a.dry_run, a.instant, ignore)?)
     } else {
         None
     };
@@ -197,7 +197,14 @@ pub fn forget(env: &Env, a: ForgetArgs) -> Result<u8> {
     Ok(0)
 }
 
-fn run_prune(env: &Env, repo: &Repository, max_unused: f64, dry_run: bool, ignore: HashSet<Id>) -> Result<PruneReport> {
+fn run_prune(
+    env: &Env,
+    repo: &Repository,
+    max_unused: f64,
+    dry_run: bool,
+    instant: bool,
+    ignore: HashSet<Id>,
+) -> Result<PruneReport> {
     #[cfg(feature = "fault-injection")]
     let fault: Option<u32> = std::env::var(FAULT_ENV).ok().and_then(|v| v.trim().parse().ok());
     #[cfg(not(feature = "fault-injection"))]
@@ -215,6 +222,7 @@ fn run_prune(env: &Env, repo: &Repository, max_unused: f64, dry_run: bool, ignor
         dry_run,
         ignore_snapshots: ignore,
         after_step: if fault.is_some() { Some(&hook) } else { None },
+        instant,
     };
     let progress = CliProgress::new(env.quiet, "prune");
     let r = prune::prune(repo, &opts, &progress);
@@ -252,6 +260,22 @@ fn print_prune(r: &PruneReport) -> std::io::Result<()> {
             size(r.bytes_copied)
         )?;
     }
+    if r.packs_marked > 0 {
+        println!(
+            "marked {} unused pack(s) of {}; a prune after the grace period deletes them if still unused",
+            r.packs_marked,
+            size(r.bytes_marked)
+        );
+    }
+    if r.packs_recovered > 0 {
+        println!("kept {} marked pack(s) that snapshots use again", r.packs_recovered);
+    }
+    if r.marks_pending > 0 {
+        println!(
+            "{} earlier mark(s) not due yet (grace period, or a backup older than the mark still runs)",
+            r.marks_pending
+        );
+    }
     if r.packs_adopted > 0 {
         outln!("listed {} pack(s) no index file listed", r.packs_adopted)?;
     }
@@ -275,7 +299,7 @@ fn print_prune(r: &PruneReport) -> std::io::Result<()> {
 
 pub fn prune(env: &Env, a: PruneArgs) -> Result<u8> {
     let repo = env.open()?;
-    let r = run_prune(env, &repo, a.max_unused, a.dry_run, HashSet::new())?;
+    let r = run_prune(env, &repo, a.max_unused, a.dry_run, a.instant, HashSet::new())?;
     if env.json {
         super::print_json(&r)?;
     } else {

@@ -127,6 +127,10 @@ pub struct Config {
     /// Blobs smaller than this are grouped into one compressed frame until
     /// the frame holds about this many raw bytes.
     pub frame_size: u32,
+    /// Timing of the v2 commit and prune protocol
+    /// (format-spec/v2/protocol.md §3.2). Absent in v1 configs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<ProtocolSettings>,
     /// v2: how the key files protect the master secret. Everything is
     /// sealed either way; this says whether key files need a passphrase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,6 +139,71 @@ pub struct Config {
     /// this key, hex. Checked once the master secret is unwrapped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+}
+
+/// Durations of the v2 commit and prune protocol, in whole seconds of the
+/// storage's clock (format-spec/v2/protocol.md §3.2). A missing key takes
+/// its default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProtocolSettings {
+    /// A mark waits this long before its packs may be deleted; no pack
+    /// younger than this is marked.
+    pub grace_secs: u64,
+    /// How often a session rewrites its file.
+    pub session_refresh_secs: u64,
+    /// A session not refreshed for this long is dead.
+    pub session_expiry_secs: u64,
+    /// Slack for the time from a put to its visibility in a listing.
+    pub margin_secs: u64,
+}
+
+impl Default for ProtocolSettings {
+    fn default() -> Self {
+        ProtocolSettings {
+            grace_secs: 24 * 3600,
+            session_refresh_secs: 300,
+            session_expiry_secs: 1800,
+            margin_secs: 300,
+        }
+    }
+}
+
+impl ProtocolSettings {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |reason: String| Error::InvalidArgument { what: "protocol settings", reason };
+        if self.grace_secs == 0
+            || self.session_refresh_secs == 0
+            || self.session_expiry_secs == 0
+            || self.margin_secs == 0
+        {
+            return Err(bad("every duration must be at least one second".into()));
+        }
+        if self.session_expiry_secs < 3 * self.session_refresh_secs {
+            return Err(bad(format!(
+                "session expiry {} s must be at least three refreshes ({} s)",
+                self.session_expiry_secs,
+                3 * self.session_refresh_secs
+            )));
+        }
+        Ok(())
+    }
+
+    /// Settings for a grace period of `grace_secs`: the defaults for the
+    /// default grace, and for a shorter one (tests) the session timings
+    /// shrink with it, so that a session can expire within the grace
+    /// period: expiry = grace (at least 3 s, at most 30 min), refresh =
+    /// expiry / 6, margin = grace / 10 (at least 1 s, at most 5 min).
+    pub fn with_grace(grace_secs: u64) -> ProtocolSettings {
+        let d = ProtocolSettings::default();
+        let expiry = grace_secs.clamp(3, d.session_expiry_secs);
+        ProtocolSettings {
+            grace_secs: grace_secs.max(1),
+            session_refresh_secs: (expiry / 6).max(1),
+            session_expiry_secs: expiry,
+            margin_secs: (grace_secs / 10).clamp(1, d.margin_secs),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -258,6 +327,9 @@ impl Config {
         )?;
         if !(1024 * 1024..=256 * 1024 * 1024).contains(&config.pack_size) || config.frame_size > config.pack_size {
             return Err(Error::corrupt("config", "config", "pack_size/frame_size out of range"));
+        }
+        if let Some(p) = &config.protocol {
+            p.validate().map_err(|e| Error::corrupt("config", "config", e.to_string()))?;
         }
         Ok(config)
     }

@@ -6,7 +6,7 @@
 //! ```text
 //! offset size
 //!  0      4   magic "ARCF"
-//!  4      1   file type (1 config, 2 index, 3 snapshot, 4 lock, 5 key)
+//!  4      1   file type (1 config, 2 index, 3 snapshot, 4 lock, 5 key, 6 session, 7 mark)
 //!  5      1   file type's format version
 //!  6      1   payload codec (0 = raw, 1 = zstd)
 //!  7      1   reserved, 0
@@ -35,6 +35,10 @@ pub enum FileType {
     Lock = 4,
     /// Format v2 key files (format-spec/v2/crypto.md).
     Key = 5,
+    /// v2: format-spec/v2/protocol.md §2.1.
+    Session = 6,
+    /// v2: format-spec/v2/protocol.md §2.2.
+    Mark = 7,
 }
 
 impl FileType {
@@ -45,6 +49,8 @@ impl FileType {
             FileType::Snapshot => "snapshot",
             FileType::Lock => "lock",
             FileType::Key => "key file",
+            FileType::Session => "session",
+            FileType::Mark => "prune mark",
         }
     }
 }

@@ -251,8 +251,17 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     paths.sort();
 
     repo.require_writable("backup")?;
-    repo.require_writable("backup")?;
-    let _lock = repo.lock_shared("backup")?;
+    // Format v2: a session instead of a lock (format-spec/v2/protocol.md
+    // §4); it must exist before anything is read or written.
+    let (_lock, session) = match repo.protocol() {
+        Some(_) => (None, Some(repo.start_session("backup")?)),
+        None => (Some(repo.lock_shared("backup")?), None),
+    };
+    if session.is_some() {
+        // A long-lived Repository's index database may predate a sweep;
+        // the index files tell what is gone.
+        repo.refresh_index()?;
+    }
     let host = opts.host.clone().unwrap_or_else(crate::lock::hostname);
     let files: Vec<String> = sources.iter().map(|s| s.disk.display().to_string()).collect();
     let parent = find_parent(repo, opts.parent, &host, &files, &paths)?;
@@ -262,7 +271,8 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     let adopt = repo.unindexed_packs()?;
     repo.index()?.add_packs(&adopt, None)?;
 
-    let ctx = Ctx::new(repo, progress, &mut opts, parent.as_ref().map(|p| p.file.tree));
+    let mut ctx = Ctx::new(repo, progress, &mut opts, parent.as_ref().map(|p| p.file.tree));
+    ctx.session_lost = session.as_ref().map(|s| s.lost_flag());
 
     // The size estimate for progress runs beside the pipeline and stops
     // with it.
@@ -282,6 +292,11 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     // A repository error is the root cause when there is one; otherwise a
     // failed stream is, and no snapshot is written. The packs holding what
     // was read before are written and listed either way.
+    if let Some(s) = &session {
+        // A session that could not be refreshed stopped the pipeline (B3):
+        // that is the cause, whatever the pipeline reported.
+        s.check()?;
+    }
     let stream_error = ctx.stream_error.lock().ok().and_then(|mut e| e.take());
     let (root, stats) = match (run, stream_error) {
         (Err(e), _) if !matches!(e, Error::Interrupted) => return Err(e),
@@ -324,8 +339,14 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
         excludes: ctx.excludes.describe(),
         original: None,
     };
+    // v2: nothing the snapshot reaches may live only in a pack a prune
+    // marked meanwhile (B6); then the commit point.
+    if let Some(s) = &session {
+        crate::ops::commit::verify(repo, s, root_tree)?;
+    }
     // The commit point: everything the snapshot refers to is durable.
     let snapshot_id = repo.save_snapshot(&file)?;
+    drop(session);
     Ok(BackupResult { snapshot_id, warnings: file.summary.errors, snapshot: file })
 }
 
@@ -346,6 +367,9 @@ struct Ctx<'a> {
     stop: AtomicBool,
     /// The first stream failure, the error the backup returns.
     stream_error: Mutex<Option<Error>>,
+    /// Raised when the v2 session could not be refreshed: stop like on
+    /// cancel; the backup then fails with the session's error.
+    session_lost: Option<Arc<AtomicBool>>,
     excludes: Excludes,
     /// Mount points, for `excludes.one_file_system`.
     mounts: HashSet<PathBuf>,
@@ -464,6 +488,7 @@ impl<'a> Ctx<'a> {
             repo_root: repo.storage().local_path().and_then(|p| std::fs::canonicalize(p).ok()),
             stop: AtomicBool::new(false),
             stream_error: Mutex::new(None),
+            session_lost: None,
             mounts: if opts.excludes.one_file_system { mount_points() } else { Default::default() },
             excludes: std::mem::take(&mut opts.excludes),
             excluded: AtomicU64::new(0),
@@ -474,7 +499,24 @@ impl<'a> Ctx<'a> {
 impl Ctx<'_> {
     /// The backup is being stopped: cancelled by the caller, or a stream failed.
     fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed) || cancelled(&self.cancel)
+        self.stop.load(Ordering::Relaxed) || cancelled(&self.cancel) || cancelled(&self.session_lost)
+    }
+
+    /// Whether a chunk list of the parent may be reused as it is: with
+    /// prune marks about, every chunk must be in a pack no mark names
+    /// (format-spec/v2/protocol.md §4 B5); otherwise the file is read again.
+    fn reusable(&self, chunks: &[Id]) -> Result<bool> {
+        let marked = self.repo.marked_packs();
+        if marked.is_empty() {
+            return Ok(true);
+        }
+        for c in chunks {
+            match self.repo.lookup_blob(c)? {
+                Some(loc) if !marked.contains(&loc.pack) => {}
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 
     /// Records a stream's failure and stops the backup without failing the

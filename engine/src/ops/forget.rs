@@ -137,7 +137,16 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     if !opts.dry_run {
         repo.require_writable("forget")?;
     }
-    let _lock = if opts.dry_run { repo.lock_shared("forget --dry-run")? } else { repo.lock_exclusive("forget")? };
+    // Format v2: deleting snapshots only makes data unused, which backups
+    // and two-phase prunes handle (format-spec/v2/protocol.md §5.4); the
+    // shared lock keeps forget out of an instant prune's way only.
+    let _lock = if opts.dry_run {
+        repo.lock_shared("forget --dry-run")?
+    } else if repo.protocol().is_some() {
+        repo.lock_shared("forget")?
+    } else {
+        repo.lock_exclusive("forget")?
+    };
     let snapshots = repo.snapshots()?;
     let report = plan(&snapshots, opts)?;
     if !opts.dry_run {

@@ -6,11 +6,14 @@
 pub mod backup;
 pub mod browse;
 pub mod check;
+pub mod commit;
+pub mod copy;
 pub mod diff;
 pub mod find;
 pub mod forget;
 pub mod keys;
 pub mod prune;
+pub mod prune_protocol;
 pub mod repair;
 pub mod restore;
 pub mod retention;

@@ -98,11 +98,21 @@ pub struct PruneOptions<'a> {
     pub ignore_snapshots: HashSet<Id>,
     /// Called after each step (test hook; see the module docs).
     pub after_step: Option<&'a (dyn Fn(PruneStep) + Sync)>,
+    /// Format v2: delete at once, in one pass under the exclusive lock,
+    /// instead of marking now and deleting after the grace period
+    /// (format-spec/v2/protocol.md §7). v1 repositories always prune so.
+    pub instant: bool,
 }
 
 impl Default for PruneOptions<'_> {
     fn default() -> Self {
-        PruneOptions { max_unused: 0.10, dry_run: false, ignore_snapshots: HashSet::new(), after_step: None }
+        PruneOptions {
+            max_unused: 0.10,
+            dry_run: false,
+            ignore_snapshots: HashSet::new(),
+            after_step: None,
+            instant: false,
+        }
     }
 }
 
@@ -146,25 +156,38 @@ pub struct PruneReport {
     pub stored_bytes_after: u64,
     /// Packs that could not be read and were left alone.
     pub warnings: Vec<String>,
+    /// Format v2 (two-phase prune): packs named in the mark written by this
+    /// run, and their bytes; they are deleted by a run after the grace
+    /// period if still unused.
+    pub packs_marked: u64,
+    pub bytes_marked: u64,
+    pub marks_written: u64,
+    /// Marks whose packs this run deleted (or recovered).
+    pub marks_swept: u64,
+    /// Marks not due yet (grace period, or a session older than the mark
+    /// still running).
+    pub marks_pending: u64,
+    /// Marked packs that a snapshot needs again and that therefore stay.
+    pub packs_recovered: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fate {
+pub(crate) enum Fate {
     Keep,
     Repack,
     Delete,
 }
 
 /// One pack as the plan sees it.
-struct PackPlan {
-    entry: PackEntry,
+pub(crate) struct PackPlan {
+    pub(crate) entry: PackEntry,
     /// Listed by at least one index file.
-    listed: bool,
+    pub(crate) listed: bool,
     /// Per blob record: this is the copy of a live blob that stays.
-    chosen: Vec<bool>,
+    pub(crate) chosen: Vec<bool>,
     used_share: u64,
     total_share: u64,
-    fate: Fate,
+    pub(crate) fate: Fate,
 }
 
 /// Stored bytes attributed to a blob: its part of its frame's stored bytes
@@ -182,10 +205,12 @@ fn share(entry: &PackEntry, blob: usize) -> u64 {
 
 /// Everything prune decides before it writes anything.
 pub struct Plan {
-    packs: Vec<PackPlan>,
+    pub(crate) packs: Vec<PackPlan>,
+    /// Every blob some snapshot reaches.
+    pub(crate) live: HashSet<Id>,
     /// Index file name -> packs it lists.
-    index_files: Vec<(String, Vec<Id>)>,
-    report: PruneReport,
+    pub(crate) index_files: Vec<(String, Vec<Id>)>,
+    pub(crate) report: PruneReport,
 }
 
 fn damaged(reason: String) -> Error {
@@ -302,13 +327,25 @@ fn load_packs(repo: &Repository, report: &mut PruneReport) -> Result<LoadedPacks
     Ok((packs, listed_ids, index_files))
 }
 
-/// How good a pack is as the home of a live blob's surviving copy: its
-/// potential live fraction (parts per million), listed, lower id.
-type CopyScore = (u64, bool, std::cmp::Reverse<Id>);
+/// How good a pack is as the home of a live blob's surviving copy: not
+/// named by a prune mark, its potential live fraction (parts per million),
+/// listed, lower id.
+type CopyScore = (bool, u64, bool, std::cmp::Reverse<Id>);
 
 /// Makes the plan: what is live, which copy of each live blob stays, and
 /// what happens to each pack. Reads only.
 pub fn plan(repo: &Repository, max_unused: f64, ignore_snapshots: &HashSet<Id>) -> Result<Plan> {
+    plan_avoiding(repo, max_unused, ignore_snapshots, &HashSet::new())
+}
+
+/// [`plan`], choosing the surviving copy of a live blob outside the packs
+/// in `marked` whenever there is one (format v2: those are due to go).
+pub(crate) fn plan_avoiding(
+    repo: &Repository,
+    max_unused: f64,
+    ignore_snapshots: &HashSet<Id>,
+    marked: &HashSet<Id>,
+) -> Result<Plan> {
     if !(0.0..=1.0).contains(&max_unused) {
         return Err(Error::InvalidArgument {
             what: "max-unused",
@@ -348,7 +385,7 @@ pub fn plan(repo: &Repository, max_unused: f64, ignore_snapshots: &HashSet<Id>) 
         }
         // Parts per million, so that the comparison is exact.
         let fraction = (potential * 1_000_000).checked_div(p.total_share).unwrap_or(1_000_000);
-        let score = (fraction, p.listed, std::cmp::Reverse(p.entry.pack));
+        let score = (!marked.contains(&p.entry.pack), fraction, p.listed, std::cmp::Reverse(p.entry.pack));
         let mut seen = HashSet::new();
         for (bi, b) in p.entry.trailer.blobs.iter().enumerate() {
             if !live.contains(&b.id) || !seen.insert(b.id) {
@@ -421,7 +458,7 @@ pub fn plan(repo: &Repository, max_unused: f64, ignore_snapshots: &HashSet<Id>) 
     // Unreadable unlisted packs stay where they are.
     let planned: u64 = packs.iter().map(|p| p.entry.pack_len).sum();
     report.stored_bytes_after = after + report.stored_bytes.saturating_sub(planned);
-    Ok(Plan { packs, index_files, report })
+    Ok(Plan { packs, live, index_files, report })
 }
 
 impl Plan {
@@ -443,6 +480,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress
     if !opts.dry_run {
         repo.require_writable("prune")?;
     }
+    if repo.protocol().is_some() && !opts.instant && !opts.dry_run {
+        return super::prune_protocol::run(repo, opts, progress);
+    }
     let _lock = if opts.dry_run { repo.lock_shared("prune --dry-run")? } else { repo.lock_exclusive("prune")? };
     let plan = plan(repo, opts.max_unused, &opts.ignore_snapshots)?;
     let step = |s: PruneStep| {
@@ -458,6 +498,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress
     }
     if !plan.has_work() {
         report.tmp_files_removed = clean_tmp(repo);
+        settle_marks(repo, &mut report)?;
         return Ok(report);
     }
     let goes = plan.goes();
@@ -483,6 +524,40 @@ pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress
     }
     step(PruneStep::Repacked);
 
+    let no_check = || Ok(());
+    delete_packs(repo, &plan, &goes, &new_packs, &step, &no_check, &mut report)?;
+    report.tmp_files_removed = clean_tmp(repo);
+    step(PruneStep::PacksDeleted);
+    settle_marks(repo, &mut report)?;
+    report.stored_bytes_after = repo.stored_bytes()?.1;
+    Ok(report)
+}
+
+/// After a one-pass prune under the exclusive lock (format v2 `--instant`)
+/// every mark is settled: what it named is deleted or needed again.
+fn settle_marks(repo: &Repository, report: &mut PruneReport) -> Result<()> {
+    for (name, _) in repo.storage().list(FileKind::Mark)? {
+        repo.storage().delete(FileKind::Mark, &name)?;
+        report.marks_swept += 1;
+    }
+    Ok(())
+}
+
+/// Deletes the packs in `goes` in the order of SPEC 13.2 (steps 3 to 8 of
+/// the module docs): index files listing one of them are replaced by index
+/// files listing their other packs (and every kept pack no index file
+/// lists) before they are deleted, the index database is rebuilt, and only
+/// then are the packs deleted. `before_delete` runs before the first
+/// deletion and may stop it (format v2: the session must still be alive).
+pub(crate) fn delete_packs(
+    repo: &Repository,
+    plan: &Plan,
+    goes: &HashSet<Id>,
+    new_packs: &HashSet<Id>,
+    step: &dyn Fn(PruneStep),
+    before_delete: &dyn Fn() -> Result<()>,
+    report: &mut PruneReport,
+) -> Result<()> {
     // 3. Index files that go: those listing a pack that goes. Kept packs
     // they list, and kept unlisted packs, get a new listing first.
     let obsolete: Vec<&str> = plan
@@ -500,7 +575,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress
     let relist: Vec<PackEntry> = plan
         .packs
         .iter()
-        .filter(|p| p.fate == Fate::Keep && !still_listed.contains(&p.entry.pack))
+        .filter(|p| {
+            !goes.contains(&p.entry.pack) && !still_listed.contains(&p.entry.pack) && (p.listed || p.fate == Fate::Keep)
+        })
         .map(|p| p.entry.clone())
         .collect();
     // The last new listing names the files it replaces (v2 spec 2.3), so
@@ -516,6 +593,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress
     }
     step(PruneStep::IndexWritten);
 
+    before_delete()?;
     // 4, 5. Only now may the old listings go.
     for (i, name) in obsolete.iter().enumerate() {
         repo.storage().delete(FileKind::Index, name)?;
@@ -533,7 +611,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress
     // 7, 8. Delete. A new pack can never be one that goes (it holds only
     // used blobs), but the check costs nothing and rules it out.
     let mut first = true;
-    for p in plan.packs.iter().filter(|p| p.fate != Fate::Keep) {
+    before_delete()?;
+    for p in plan.packs.iter().filter(|p| goes.contains(&p.entry.pack)) {
         if new_packs.contains(&p.entry.pack) {
             continue;
         }
@@ -542,15 +621,12 @@ pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress
             step(PruneStep::FirstPackDeleted);
         }
     }
-    report.tmp_files_removed = clean_tmp(repo);
-    step(PruneStep::PacksDeleted);
-    report.stored_bytes_after = repo.stored_bytes()?.1;
-    Ok(report)
+    Ok(())
 }
 
 /// Reads each pack to rewrite once and hands its chosen blobs, verified
 /// against their ids, to the packer. Packs are read in parallel.
-fn copy_live(
+pub(crate) fn copy_live(
     repo: &Repository,
     packs: &[&PackPlan],
     sink: &packer::BlobSink<'_>,
@@ -616,7 +692,7 @@ fn copy_live(
 /// only files untouched for longer than a lock takes to go stale are
 /// removed. Our own in-flight files (the lock refresh) carry our pid and
 /// stay.
-fn clean_tmp(repo: &Repository) -> u64 {
+pub(crate) fn clean_tmp(repo: &Repository) -> u64 {
     let Some(root) = repo.storage().local_path() else {
         return 0;
     };

@@ -6,6 +6,8 @@
 //! REPO/index/<index file id>
 //! REPO/snapshots/<snapshot id>
 //! REPO/locks/<lock name>
+//! REPO/sessions/<session id>      v2: running backups, prunes, copies
+//! REPO/marks/<mark id>            v2: packs a prune will delete later
 //! REPO/tmp/                       partial writes, never read
 //! (the index database, a cache, lives in the user's cache directory:
 //! see `Repository::open_local_cached`)
@@ -19,7 +21,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{FileKind, Storage};
+use super::{FileKind, FileStat, Storage};
 use crate::error::{Error, IoContext, Result};
 use crate::fault;
 
@@ -29,7 +31,7 @@ pub struct LocalDir {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-pub const DIRS: [&str; 6] = ["data", "index", "snapshots", "locks", "keys", "tmp"];
+pub const DIRS: [&str; 8] = ["data", "index", "snapshots", "locks", "keys", "sessions", "marks", "tmp"];
 
 impl LocalDir {
     pub fn new(root: impl Into<PathBuf>) -> LocalDir {
@@ -75,6 +77,8 @@ impl LocalDir {
             FileKind::Snapshot => self.root.join("snapshots").join(name),
             FileKind::Lock => self.root.join("locks").join(name),
             FileKind::Key => self.root.join("keys").join(name),
+            FileKind::Session => self.root.join("sessions").join(name),
+            FileKind::Mark => self.root.join("marks").join(name),
         })
     }
 
@@ -210,10 +214,20 @@ impl Storage for LocalDir {
     }
 
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        Ok(self.list_stat(kind)?.into_iter().map(|(n, s)| (n, s.len)).collect())
+    }
+
+    fn stat(&self, kind: FileKind, name: &str) -> Result<FileStat> {
+        let p = self.path(kind, name)?;
+        let m = fs::metadata(&p).map_err(|e| Self::not_found(kind, name, &p, e))?;
+        Ok(FileStat { len: m.len(), modified: m.modified().at(&p)? })
+    }
+
+    fn list_stat(&self, kind: FileKind) -> Result<Vec<(String, FileStat)>> {
         let dirs: Vec<PathBuf> = match kind {
             FileKind::Config => {
                 return Ok(match fs::metadata(self.root.join("config")) {
-                    Ok(m) => vec![("config".into(), m.len())],
+                    Ok(m) => vec![("config".into(), FileStat { len: m.len(), modified: m.modified().at(&self.root)? })],
                     Err(_) => vec![],
                 })
             }
@@ -233,6 +247,8 @@ impl Storage for LocalDir {
             FileKind::Snapshot => vec![self.root.join("snapshots")],
             FileKind::Lock => vec![self.root.join("locks")],
             FileKind::Key => vec![self.root.join("keys")],
+            FileKind::Session => vec![self.root.join("sessions")],
+            FileKind::Mark => vec![self.root.join("marks")],
         };
         let mut out = Vec::new();
         for dir in dirs {
@@ -250,7 +266,9 @@ impl Storage for LocalDir {
                     continue;
                 }
                 match entry.metadata() {
-                    Ok(m) if m.is_file() => out.push((name, m.len())),
+                    Ok(m) if m.is_file() => {
+                        out.push((name, FileStat { len: m.len(), modified: m.modified().at(entry.path())? }))
+                    }
                     Ok(_) => {}
                     // Deleted between readdir and stat: not there any more.
                     Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -258,7 +276,7 @@ impl Storage for LocalDir {
                 }
             }
         }
-        out.sort();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 

@@ -7,10 +7,19 @@
 //!   survives a crash; a crash during `put` leaves no file of that name.
 //! - files are immutable once written (locks are replaced by a new `put`).
 //! - `list` returns only complete files.
+//! - `stat` and `list_stat` report the time **the storage** recorded when
+//!   a file was last written (a local file's mtime, S3's LastModified), not
+//!   a time the writer chose: the v2 commit and prune protocol
+//!   (format-spec/v2/protocol.md §3) learns the storage clock from it and
+//!   never compares host clocks.
 
 mod local;
+mod memory;
 
 pub use local::LocalDir;
+pub use memory::{MemoryStorage, MemoryStorageOptions};
+
+use std::time::SystemTime;
 
 use crate::error::Result;
 
@@ -23,7 +32,32 @@ pub enum FileKind {
     Lock,
     /// `keys/<id>`: one key file per passphrase (format v2).
     Key,
+    /// A running backup's, prune's or copy's announcement (v2).
+    Session,
+    /// A prune's record of packs to delete later (v2).
+    Mark,
 }
+
+/// What the storage knows of a file besides its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    pub len: u64,
+    /// When the storage recorded the last write of the file, by its own
+    /// clock.
+    pub modified: SystemTime,
+}
+
+/// All kinds, for listing a whole repository.
+pub const ALL_KINDS: [FileKind; 8] = [
+    FileKind::Config,
+    FileKind::Pack,
+    FileKind::Index,
+    FileKind::Snapshot,
+    FileKind::Lock,
+    FileKind::Key,
+    FileKind::Session,
+    FileKind::Mark,
+];
 
 impl FileKind {
     pub fn describe(self) -> &'static str {
@@ -34,6 +68,8 @@ impl FileKind {
             FileKind::Snapshot => "snapshot",
             FileKind::Lock => "lock",
             FileKind::Key => "key file",
+            FileKind::Session => "session",
+            FileKind::Mark => "prune mark",
         }
     }
 }
@@ -52,4 +88,8 @@ pub trait Storage: Send + Sync {
     /// Names and sizes of all files of `kind`.
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>>;
     fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
+    /// Length and storage timestamp of one file.
+    fn stat(&self, kind: FileKind, name: &str) -> Result<FileStat>;
+    /// Names, lengths and storage timestamps of all files of `kind`.
+    fn list_stat(&self, kind: FileKind) -> Result<Vec<(String, FileStat)>>;
 }

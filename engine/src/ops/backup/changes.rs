@@ -63,7 +63,7 @@ pub(super) fn entry(
     }
     let change = match &previous {
         None => Change::New,
-        Some(p) if !ctx.force_read && same_file(p, &node) => Change::Unchanged,
+        Some(p) if !ctx.force_read && same_file(p, &node) && ctx.reusable(&p.chunks)? => Change::Unchanged,
         Some(_) => Change::Changed,
     };
     let key = (node.device, node.inode);

@@ -1,0 +1,73 @@
+//! `arc copy --from-repo SRC [SNAPSHOT...|--all]`: the target is --repo.
+//! The source's passphrase comes from `ARC_FROM_PASSWORD`,
+//! `ARC_FROM_PASSWORD_FILE` or `ARC_FROM_PASSWORD_COMMAND`, else from the
+//! target's variables, else the terminal.
+
+use std::cell::RefCell;
+
+use anyhow::{anyhow, Context, Result};
+use arc_engine::ops::copy::{copy, CopyOptions};
+use arc_engine::{Repository, SnapshotFilter};
+
+use super::Env;
+use crate::args::CopyArgs;
+use crate::ui::{size, CliProgress};
+
+pub fn run(env: &Env, a: CopyArgs) -> Result<u8> {
+    let dst = env.open()?;
+    // As for --repo: the engine asks only if the source is encrypted, and
+    // a failure to get a passphrase is ours to word.
+    let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
+    let source = || {
+        crate::passphrase::existing_source().map_err(|e| {
+            *failure.borrow_mut() = Some(e);
+            arc_engine::Error::PassphraseRequired
+        })
+    };
+    let opened = Repository::open_local_with(&a.from_repo, Some(&source));
+    if let Some(e) = failure.into_inner() {
+        return Err(e);
+    }
+    let src = match opened {
+        Err(arc_engine::Error::NotARepository { path }) => {
+            return Err(anyhow!("--from-repo {}: not an arc repository (no config file)", path.display()))
+        }
+        other => other.with_context(|| format!("cannot open --from-repo {}", a.from_repo.display()))?,
+    };
+    if dst.config().id == src.config().id {
+        return Err(anyhow!("--from-repo {} is the target repository itself", a.from_repo.display()));
+    }
+    let mut snapshots = Vec::new();
+    for spec in &a.snapshots {
+        snapshots.push(
+            src.find_snapshot(spec, &SnapshotFilter::default())
+                .with_context(|| format!("in --from-repo {}", a.from_repo.display()))?
+                .id,
+        );
+    }
+    let progress = CliProgress::new(env.quiet, "copy");
+    let opts = CopyOptions { snapshots, cancel: Some(env.cancel.clone()) };
+    let r = copy(&src, &dst, &opts, &progress);
+    progress.finish();
+    let r = r?;
+    if env.json {
+        super::print_json(&r)?;
+        return Ok(0);
+    }
+    for c in &r.copied {
+        println!("copied snapshot {} as {}", c.source.short(), c.target.short());
+    }
+    for s in &r.skipped {
+        println!("snapshot {} is already in the target", s.short());
+    }
+    println!(
+        "{} snapshot(s) copied, {} already there; added {} blobs ({}, {} stored){}",
+        r.copied.len(),
+        r.skipped.len(),
+        r.blobs_added,
+        size(r.bytes_added),
+        size(r.bytes_stored),
+        if r.rechunked { "; content was re-chunked for the target's chunker and ids" } else { "" }
+    );
+    Ok(0)
+}

@@ -1,0 +1,128 @@
+//! The commit check of a v2 backup or copy (format-spec/v2/protocol.md §4,
+//! B6, B7, B9): run after every pack and index file of the new snapshot is
+//! durable and right before the snapshot is put. It makes sure that no
+//! blob the snapshot reaches lives only in a pack that a prune marked
+//! since the session started (or, after the session lapsed, in any marked
+//! or deleted pack): such blobs are copied into new packs first, and if
+//! one is gone already, the snapshot is not written.
+//!
+//! In the common case (no prune marked anything meanwhile and the session
+//! never lapsed) this costs one session refresh and one listing of
+//! `marks/`.
+
+use std::collections::HashSet;
+
+use crate::error::{Error, Result};
+use crate::format::pack::BlobKind;
+use crate::id::Id;
+use crate::packer;
+use crate::repo::Repository;
+use crate::session::{load_marks, Session};
+
+/// How often a check that keeps lapsing is repeated before giving up.
+const ROUNDS: usize = 3;
+
+/// What the check did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CommitCheck {
+    /// Blobs copied out of marked packs into new packs.
+    pub blobs_copied: u64,
+    /// Whether the tree had to be walked (a relevant mark, or a lapse).
+    pub walked: bool,
+}
+
+fn gone(what: String) -> Error {
+    Error::PrunedMeanwhile { what }
+}
+
+/// Verifies (and repairs by copying) everything the tree at `root` needs.
+pub fn verify(repo: &Repository, session: &Session, root: Id) -> Result<CommitCheck> {
+    let mut out = CommitCheck::default();
+    let mut copied: HashSet<Id> = HashSet::new();
+    let margin = std::time::Duration::from_secs(session.settings().margin_secs);
+    let since = session.start_time().checked_sub(margin).unwrap_or(session.start_time());
+    for _ in 0..ROUNDS {
+        session.refresh_now()?;
+        let lapsed = session.lapsed();
+        session.clear_lapse();
+        let marks = load_marks(repo.storage().as_ref(), repo.v2_keys()?)?;
+        let suspect: HashSet<Id> = marks
+            .iter()
+            .filter(|m| lapsed || m.time >= since)
+            .flat_map(|m| m.file.packs.iter().map(|p| p.id))
+            .collect();
+        if suspect.is_empty() && !lapsed {
+            return Ok(out);
+        }
+        out.walked = true;
+        // A sweep replaces the index files that list what it deletes: the
+        // database must not keep pointing at deleted packs.
+        repo.refresh_index()?;
+        let existing: Option<HashSet<Id>> = if lapsed { Some(repo.pack_sizes()?.into_keys().collect()) } else { None };
+        let needs_copy = |pack: &Id| suspect.contains(pack) || existing.as_ref().is_some_and(|e| !e.contains(pack));
+        let to_copy = walk(repo, root, &needs_copy, &copied)?;
+        if !to_copy.is_empty() {
+            let ((), _) = packer::run(repo, Vec::new(), &|| false, |sink| {
+                for (id, kind) in &to_copy {
+                    let data = repo.read_blob(id).map_err(|e| match e {
+                        Error::Missing { .. } | Error::BlobNotInIndex(_) => gone(format!("blob {id} ({e})")),
+                        e => e,
+                    })?;
+                    sink.store_copy(*id, *kind, &data)?;
+                }
+                Ok(())
+            })?;
+            out.blobs_copied += to_copy.len() as u64;
+            copied.extend(to_copy.iter().map(|(id, _)| *id));
+        }
+        // B9: no gap between this check and the snapshot's put.
+        session.refresh_now()?;
+        if !session.lapsed() {
+            return Ok(out);
+        }
+    }
+    Err(Error::SessionLost { reason: format!("the session lapsed {ROUNDS} times during the commit check") })
+}
+
+/// Every blob reachable from `root` whose (first) location is a pack for
+/// which `needs_copy` holds, except those in `done`. A blob or tree that is
+/// in no pack any more means a prune deleted it.
+fn walk(
+    repo: &Repository,
+    root: Id,
+    needs_copy: &dyn Fn(&Id) -> bool,
+    done: &HashSet<Id>,
+) -> Result<Vec<(Id, BlobKind)>> {
+    let mut out = Vec::new();
+    let mut seen: HashSet<Id> = HashSet::new();
+    let mut frontier = vec![root];
+    seen.insert(root);
+    let locate = |id: &Id, what: &str| -> Result<Id> {
+        match repo.lookup_blob(id)? {
+            Some(loc) => Ok(loc.pack),
+            None => Err(gone(format!("{what} {id}"))),
+        }
+    };
+    while let Some(tree_id) = frontier.pop() {
+        if needs_copy(&locate(&tree_id, "tree")?) && !done.contains(&tree_id) {
+            out.push((tree_id, BlobKind::Tree));
+        }
+        let tree = repo.load_tree(&tree_id).map_err(|e| match e {
+            Error::Missing { .. } | Error::BlobNotInIndex(_) => gone(format!("tree {tree_id} ({e})")),
+            e => e,
+        })?;
+        for node in &tree.nodes {
+            if let Some(sub) = node.subtree {
+                if seen.insert(sub) {
+                    frontier.push(sub);
+                }
+            }
+            for c in &node.chunks {
+                if seen.insert(*c) && needs_copy(&locate(c, "chunk")?) && !done.contains(c) {
+                    out.push((*c, BlobKind::Data));
+                }
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,382 @@
+//! The v2 commit and prune protocol under concurrency and faults
+//! (format-spec/v2/protocol.md), on a local directory and on the in-memory
+//! backend with injected delays: backups of overlapping trees and prunes
+//! run at the same time, repeatedly, and afterwards every snapshot restores
+//! byte for byte and `check --read-data` passes. Each test counts the
+//! rounds in which a backup and a prune really ran at the same time and
+//! requires most of them to, so that a protocol in which one side always
+//! waits for or refuses the other cannot pass.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use arc_engine::format::config::{ChunkerParams, ProtocolSettings};
+use arc_engine::ops::backup::{backup, BackupOptions, StreamSource};
+use arc_engine::ops::check::{check, CheckOptions};
+use arc_engine::ops::forget::{forget, ForgetOptions};
+use arc_engine::ops::prune::{prune, PruneOptions, PruneReport};
+use arc_engine::ops::restore::{restore, RestoreOptions};
+use arc_engine::progress::NoProgress;
+use arc_engine::repo::InitOptions;
+use arc_engine::storage::{FileKind, LocalDir, MemoryStorage, MemoryStorageOptions, Storage};
+use arc_engine::{Error, Id, Repository};
+
+const HOSTS: usize = 4;
+const PRUNES: usize = 2;
+const ROUNDS: usize = 8;
+const GRACE_SECS: u64 = 2;
+
+fn init_options() -> InitOptions {
+    InitOptions {
+        // Small chunks, so that trees of a few hundred KiB share many.
+        file_chunker: ChunkerParams::new(8 * 1024, 32 * 1024, 128 * 1024).unwrap(),
+        stream_chunker: ChunkerParams::new(8 * 1024, 32 * 1024, 128 * 1024).unwrap(),
+        pack_size: 1024 * 1024,
+        frame_size: 64 * 1024,
+        protocol: Some(ProtocolSettings::with_grace(GRACE_SECS)),
+        ..Default::default()
+    }
+}
+
+fn pseudo_random(len: usize, mut x: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// One host's tree in one round: a file every host and two rounds share, a
+/// file all rounds share, and one of its own.
+fn make_tree(dir: &Path, round: usize, host: usize) {
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("shared-now"), pseudo_random(300 * 1024, 1 + (round / 2) as u64)).unwrap();
+    std::fs::write(dir.join("sub/shared-always"), pseudo_random(200 * 1024, 99)).unwrap();
+    std::fs::write(dir.join("own"), pseudo_random(250 * 1024, 1000 + (round * HOSTS + host) as u64)).unwrap();
+}
+
+/// How to reach the repository: each operation opens its own
+/// `Repository` (its own index database), as separate processes would.
+struct Repo {
+    storage: Arc<dyn Storage>,
+    caches: PathBuf,
+}
+
+impl Repo {
+    fn open(&self, who: &str) -> Repository {
+        Repository::open(self.storage.clone(), Some(self.caches.join(format!("{who}.redb")))).unwrap()
+    }
+}
+
+fn overlaps(a: (Instant, Instant), b: (Instant, Instant)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+/// Runs the rounds; returns the expected content of each snapshot (its
+/// source directory) and the prune reports.
+fn backups_and_prunes_at_once(repo: &Repo, work: &Path) -> (HashMap<Id, PathBuf>, Vec<PruneReport>) {
+    let mut expected: HashMap<Id, PathBuf> = HashMap::new();
+    let mut reports = Vec::new();
+    let mut overlapping_rounds = 0;
+    for round in 0..ROUNDS {
+        // Garbage for the prunes: keep only the newest snapshot of each host.
+        {
+            let r = repo.open("main");
+            let snaps = r.snapshots().unwrap();
+            let mut newest: HashMap<String, Id> = HashMap::new();
+            for s in &snaps {
+                newest.insert(s.file.host.clone(), s.id);
+            }
+            let ids: Vec<Id> = snaps.iter().map(|s| s.id).filter(|id| !newest.values().any(|n| n == id)).collect();
+            if !ids.is_empty() {
+                forget(&r, &ForgetOptions { ids: ids.clone(), ..Default::default() }).unwrap();
+                for id in ids {
+                    expected.remove(&id);
+                }
+            }
+        }
+        let dirs: Vec<PathBuf> = (0..HOSTS)
+            .map(|h| {
+                let d = work.join(format!("r{round}")).join(format!("h{h}"));
+                make_tree(&d, round, h);
+                d
+            })
+            .collect();
+        let barrier = Barrier::new(HOSTS + PRUNES);
+        let (backups, prunes) = std::thread::scope(|scope| {
+            let backups: Vec<_> = dirs
+                .iter()
+                .enumerate()
+                .map(|(h, d)| {
+                    let barrier = &barrier;
+                    scope.spawn(move || {
+                        let r = repo.open(&format!("backup{h}"));
+                        barrier.wait();
+                        let start = Instant::now();
+                        let opts = BackupOptions {
+                            paths: vec![d.clone()],
+                            host: Some(format!("host{h}")),
+                            ..Default::default()
+                        };
+                        let res = backup(&r, opts, &NoProgress);
+                        (res, (start, Instant::now()))
+                    })
+                })
+                .collect();
+            let prunes: Vec<_> = (0..PRUNES)
+                .map(|p| {
+                    let barrier = &barrier;
+                    scope.spawn(move || {
+                        let r = repo.open(&format!("prune{p}"));
+                        barrier.wait();
+                        let start = Instant::now();
+                        let res = prune(&r, &PruneOptions { max_unused: 0.0, ..Default::default() }, &NoProgress);
+                        (res, (start, Instant::now()))
+                    })
+                })
+                .collect();
+            let b: Vec<_> = backups.into_iter().map(|t| t.join().unwrap()).collect();
+            let p: Vec<_> = prunes.into_iter().map(|t| t.join().unwrap()).collect();
+            (b, p)
+        });
+        let mut backup_times = Vec::new();
+        for (h, (res, t)) in backups.into_iter().enumerate() {
+            let r = res.unwrap_or_else(|e| panic!("round {round}: backup of host {h} failed: {e}"));
+            expected.insert(r.snapshot_id, dirs[h].clone());
+            backup_times.push(t);
+        }
+        let mut prune_times = Vec::new();
+        for (res, t) in prunes {
+            reports.push(res.unwrap_or_else(|e| panic!("round {round}: prune failed: {e}")));
+            prune_times.push(t);
+        }
+        if backup_times.iter().any(|b| prune_times.iter().any(|p| overlaps(*b, *p))) {
+            overlapping_rounds += 1;
+        }
+        // Let marks come due during the test.
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    assert!(
+        overlapping_rounds * 4 >= ROUNDS * 3,
+        "backups and prunes overlapped in only {overlapping_rounds} of {ROUNDS} rounds"
+    );
+    (expected, reports)
+}
+
+fn read_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out: Vec<(PathBuf, Vec<u8>)> = walkdir(dir)
+        .into_iter()
+        .map(|p| (p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap()))
+        .collect();
+    out.sort();
+    out
+}
+
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Every snapshot restores to exactly its source, and check --read-data
+/// passes.
+fn verify_all(repo: &Repository, expected: &HashMap<Id, PathBuf>, scratch: &Path) {
+    let snaps = repo.snapshots().unwrap();
+    assert_eq!(snaps.len(), expected.len(), "snapshots present vs committed and not forgotten");
+    for s in &snaps {
+        let src = expected.get(&s.id).unwrap_or_else(|| panic!("snapshot {} was not made by a backup here", s.id));
+        let target = scratch.join(s.id.to_hex());
+        let opts = RestoreOptions { target: target.clone(), ..Default::default() };
+        restore(repo, s, &opts, &NoProgress).unwrap_or_else(|e| panic!("restore of {}: {e}", s.id));
+        let restored = target.join(src.strip_prefix("/").unwrap());
+        assert_eq!(read_tree(&restored), read_tree(src), "snapshot {} differs from its source", s.id);
+    }
+    let report = check(repo, &CheckOptions { read_data: true, ..Default::default() }, &NoProgress).unwrap();
+    assert!(report.ok(), "check --read-data: {:?}", report.errors);
+}
+
+fn assert_protocol_worked(reports: &[PruneReport]) {
+    let marked: u64 = reports.iter().map(|r| r.packs_marked).sum();
+    let deleted: u64 = reports.iter().map(|r| r.packs_deleted).sum();
+    assert!(marked > 0, "no prune marked anything: the test exercised nothing");
+    assert!(deleted > 0, "no prune swept a mark: the test exercised nothing");
+}
+
+#[test]
+fn four_backups_and_two_prunes_at_once_on_a_local_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("repo");
+    let local = LocalDir::new(&root);
+    local.create_layout().unwrap();
+    let storage: Arc<dyn Storage> = Arc::new(local);
+    let caches = tmp.path().join("caches");
+    std::fs::create_dir_all(&caches).unwrap();
+    Repository::init_with_index(storage.clone(), &init_options(), Some(caches.join("init.redb"))).unwrap();
+    let repo = Repo { storage, caches };
+    let (expected, reports) = backups_and_prunes_at_once(&repo, &tmp.path().join("src"));
+    assert_protocol_worked(&reports);
+    verify_all(&repo.open("verify"), &expected, &tmp.path().join("restore"));
+}
+
+#[test]
+fn four_backups_and_two_prunes_at_once_in_memory_with_delays() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The storage's clock is three hours ahead of the host's: the protocol
+    // never compares the two.
+    let mem = MemoryStorage::new(MemoryStorageOptions { delay: Duration::from_millis(2), clock_offset_secs: 3 * 3600 });
+    let storage: Arc<dyn Storage> = Arc::new(mem);
+    let caches = tmp.path().join("caches");
+    std::fs::create_dir_all(&caches).unwrap();
+    Repository::init_with_index(storage.clone(), &init_options(), Some(caches.join("init.redb"))).unwrap();
+    let repo = Repo { storage, caches };
+    let (expected, reports) = backups_and_prunes_at_once(&repo, &tmp.path().join("src"));
+    assert_protocol_worked(&reports);
+    verify_all(&repo.open("verify"), &expected, &tmp.path().join("restore"));
+}
+
+/// A backup frozen (its session refresh stuck, as in a suspended VM) past
+/// the grace period and the session expiry, while a prune marks and
+/// sweeps the packs it deduplicated against, either commits a snapshot
+/// that restores byte for byte or fails cleanly without one.
+#[test]
+fn a_backup_frozen_past_the_grace_period_commits_intact_or_aborts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemoryStorage::new(MemoryStorageOptions::default()));
+    let storage: Arc<dyn Storage> = mem.clone();
+    let caches = tmp.path().join("caches");
+    std::fs::create_dir_all(&caches).unwrap();
+    Repository::init_with_index(storage.clone(), &init_options(), Some(caches.join("init.redb"))).unwrap();
+    let repo = Repo { storage, caches };
+    let src = tmp.path().join("src");
+    make_tree(&src, 0, 0);
+    let first =
+        backup(&repo.open("first"), BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress)
+            .unwrap();
+    // Packs must be older than the grace period to be marked.
+    std::thread::sleep(Duration::from_secs(GRACE_SECS + 1));
+
+    // The frozen backup: the same tree (so it deduplicates against the
+    // first snapshot's packs) plus a stream it is still reading when it
+    // freezes.
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let stream_data = pseudo_random(100 * 1024, 7);
+    let reader = GatedReader { gate: Some(go_rx), data: std::io::Cursor::new(stream_data.clone()) };
+    let frozen = std::thread::spawn({
+        let r = repo.open("frozen");
+        let src = src.clone();
+        move || {
+            let opts = BackupOptions {
+                paths: vec![src],
+                streams: vec![StreamSource {
+                    name: "stream.bin".into(),
+                    reader: Box::new(reader),
+                    allow_empty: false,
+                    stop: None,
+                }],
+                ..Default::default()
+            };
+            backup(&r, opts, &NoProgress)
+        }
+    });
+    // Let it start and deduplicate, then freeze its session refreshes.
+    std::thread::sleep(Duration::from_millis(800));
+    mem.freeze_existing(FileKind::Session).unwrap();
+    // Meanwhile the first snapshot is forgotten, a prune marks its packs,
+    // and once the grace period and the frozen session's expiry have
+    // passed, another prune sweeps them.
+    let pruner = repo.open("pruner");
+    forget(&pruner, &ForgetOptions { ids: vec![first.snapshot_id], ..Default::default() }).unwrap();
+    let marked = prune(&pruner, &PruneOptions::default(), &NoProgress).unwrap();
+    assert!(marked.packs_marked > 0, "{marked:?}");
+    let settings = ProtocolSettings::with_grace(GRACE_SECS);
+    std::thread::sleep(Duration::from_secs(settings.session_expiry_secs.max(GRACE_SECS) + 1));
+    let swept = prune(&pruner, &PruneOptions::default(), &NoProgress).unwrap();
+    assert!(swept.packs_deleted > 0, "the frozen session still held the sweep back: {swept:?}");
+    // The backup continues.
+    mem.thaw();
+    let _ = go_tx.send(());
+    let result = frozen.join().unwrap();
+    match result {
+        Ok(r) => {
+            let verify = repo.open("verify");
+            let expected: HashMap<Id, PathBuf> = HashMap::from([(r.snapshot_id, src.clone())]);
+            let snaps = verify.snapshots().unwrap();
+            assert_eq!(snaps.len(), 1);
+            let target = tmp.path().join("restore");
+            let opts = RestoreOptions { target: target.clone(), ..Default::default() };
+            restore(&verify, &snaps[0], &opts, &NoProgress).unwrap();
+            assert_eq!(read_tree(&target.join(src.strip_prefix("/").unwrap())), read_tree(&src));
+            assert_eq!(std::fs::read(target.join("stream.bin")).unwrap(), stream_data);
+            let _ = expected;
+            let report = check(&verify, &CheckOptions { read_data: true, ..Default::default() }, &NoProgress).unwrap();
+            assert!(report.ok(), "{:?}", report.errors);
+            eprintln!("frozen backup committed intact (sweep deleted {} packs)", swept.packs_deleted);
+        }
+        Err(e) => {
+            assert!(matches!(e, Error::PrunedMeanwhile { .. } | Error::SessionLost { .. }), "unclean failure: {e}");
+            assert!(repo.open("verify").snapshots().unwrap().is_empty());
+            eprintln!("frozen backup aborted cleanly: {e}");
+        }
+    }
+}
+
+/// Yields nothing until the gate opens, then its data.
+struct GatedReader {
+    gate: Option<std::sync::mpsc::Receiver<()>>,
+    data: std::io::Cursor<Vec<u8>>,
+}
+
+impl std::io::Read for GatedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(g) = self.gate.take() {
+            let _ = g.recv();
+        }
+        self.data.read(buf)
+    }
+}
+
+/// A session refresh that fails stops the backup: no snapshot, and what
+/// was written is kept for the next one.
+#[test]
+fn a_failed_session_refresh_aborts_the_backup_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemoryStorage::new(MemoryStorageOptions::default()));
+    let storage: Arc<dyn Storage> = mem.clone();
+    let caches = tmp.path().join("caches");
+    std::fs::create_dir_all(&caches).unwrap();
+    Repository::init_with_index(storage.clone(), &init_options(), Some(caches.join("init.redb"))).unwrap();
+    let repo = Repo { storage: storage.clone(), caches };
+    let src = tmp.path().join("src");
+    make_tree(&src, 0, 0);
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let reader = GatedReader { gate: Some(go_rx), data: std::io::Cursor::new(pseudo_random(50 * 1024, 3)) };
+    let r = repo.open("b");
+    let t = std::thread::spawn(move || {
+        let opts = BackupOptions {
+            paths: vec![src],
+            streams: vec![StreamSource { name: "s".into(), reader: Box::new(reader), allow_empty: false, stop: None }],
+            ..Default::default()
+        };
+        backup(&r, opts, &NoProgress)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    mem.fail_puts(FileKind::Session, true);
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = go_tx.send(());
+    let res = t.join().unwrap();
+    assert!(matches!(res, Err(Error::SessionLost { .. })), "{:?}", res.map(|r| r.snapshot_id));
+    assert!(storage.list(FileKind::Snapshot).unwrap().is_empty());
+    assert!(!storage.list(FileKind::Pack).unwrap().is_empty(), "the packs written were kept");
+}
