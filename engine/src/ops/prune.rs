@@ -808,7 +808,8 @@ mod tests {
         let second = backup(&repo, opts(), &NoProgress).unwrap();
         // The first snapshot goes: its old leaf, nodes and file are unused.
         repo.storage().delete(FileKind::Snapshot, &first.snapshot_id.to_hex()).unwrap();
-        let r = prune(&repo, &PruneOptions { max_unused: 0.0, ..Default::default() }, &NoProgress).unwrap();
+        let r =
+            prune(&repo, &PruneOptions { max_unused: 0.0, instant: true, ..Default::default() }, &NoProgress).unwrap();
         assert!(r.packs_deleted + r.packs_repacked > 0, "{r:?}");
         drop(repo);
 
