@@ -29,6 +29,7 @@ packages=(
   "strace:/usr/bin/strace"
   "rsync:/usr/bin/rsync"
   "acl:/usr/bin/setfacl"
+  "chromium:/usr/bin/chromium"
 )
 need=()
 for p in "${packages[@]}"; do

@@ -123,3 +123,6 @@ mod modes;
 
 #[path = "e2e/keys.rs"]
 mod keys;
+
+#[path = "e2e/fleet.rs"]
+mod fleet;

@@ -84,6 +84,57 @@ pub enum Command {
     Completion(CompletionArgs),
     /// Print the manual page (roff) of arc, or of one command.
     Man(ManArgs),
+    /// Run the jobs of a configuration file (all, or those named); see docs/config.md.
+    Run(RunArgs),
+    /// Per job: last successful backup, its age, size and result; exit 1 when one is older than its max-age.
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Exit codes: 0 every job succeeded (or was already running), 1 a job failed \
+                        (the summary line names it).\n\n\
+                        Cron, every minute with spread: * * * * * root arc run --config /etc/arc/arc.toml --due")]
+pub struct RunArgs {
+    /// The configuration file.
+    #[arg(long, short = 'c', env = "ARC_CONFIG", value_name = "FILE")]
+    pub config: PathBuf,
+    /// Jobs to run (default: all).
+    #[arg(value_name = "JOB")]
+    pub jobs: Vec<String>,
+    /// Show what each job would do and the commands it would run; run nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Run only the jobs whose time has come (spread), each at most once per window.
+    #[arg(long)]
+    pub due: bool,
+    /// Print each job's offset in its spread window and next start (with --json: for scripts).
+    #[arg(long, conflicts_with_all = ["dry_run", "due", "print_systemd"])]
+    pub schedule: bool,
+    /// Print a systemd service and timer for this configuration.
+    #[arg(long, conflicts_with_all = ["dry_run", "due"])]
+    pub print_systemd: bool,
+    /// Take this as the current time for --due and --schedule (for tests and what-if checks).
+    #[arg(long, value_parser = parse_loose_time, hide = true)]
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The configuration file.
+    #[arg(long, short = 'c', env = "ARC_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Also write the metrics as a node-exporter textfile (written atomically).
+    #[arg(long, value_name = "FILE")]
+    pub prometheus: Option<PathBuf>,
+    /// Also write a self-contained HTML report with a chart per job.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// `arc status --json` outputs of several hosts, combined into one --html page.
+    #[arg(value_name = "JSON", conflicts_with = "config")]
+    pub reports: Vec<PathBuf>,
+    /// Take this as the current time (for tests).
+    #[arg(long, value_parser = parse_loose_time, hide = true)]
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Args, Debug)]
@@ -287,6 +338,14 @@ pub struct BackupArgs {
     /// List what would be read and count what would be backed up; write nothing.
     #[arg(long, short = 'n', conflicts_with = "any_stream")]
     pub dry_run: bool,
+    /// Read at most RATE bytes per second from files and streams together (e.g. 60MiB), so the
+    /// backup does not starve a live service of disk bandwidth.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub limit_read: Option<u64>,
+    /// Record the one PATH given under this absolute path instead, e.g. a filesystem snapshot
+    /// mounted at /mnt/snap/srv recorded as /srv (restores, latest: and the mount show /srv).
+    #[arg(long = "as", value_name = "PATH")]
+    pub record_as: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -597,6 +656,17 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         _ => return Err(format!("{s:?}: unknown unit {unit:?}")),
     };
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Rates like `60MiB`, `60MiB/s`, `500K` (bytes per second; 0 is refused:
+/// leave the option out for no limit).
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t);
+    match parse_size(t)? {
+        0 => Err(format!("{s:?}: a rate must be more than 0 (leave the limit out for none)")),
+        n => Ok(n),
+    }
 }
 
 /// Percentages like `10%` or `10`: the unit is always percent, so

@@ -15,6 +15,7 @@ macro_rules! outln {
 mod args;
 mod backup_progress;
 mod cmd;
+mod job;
 mod passphrase;
 mod ui;
 

@@ -24,12 +24,12 @@ fn strip_newline(mut s: String) -> Zeroizing<String> {
     Zeroizing::new(s)
 }
 
-fn read_file(path: &Path, what: &str) -> Result<Zeroizing<String>> {
+pub(crate) fn read_file(path: &Path, what: &str) -> Result<Zeroizing<String>> {
     let s = std::fs::read_to_string(path).with_context(|| format!("{what} {}", path.display()))?;
     Ok(strip_newline(s))
 }
 
-fn run_command(cmd: &str, var: &str) -> Result<Zeroizing<String>> {
+pub(crate) fn run_command(cmd: &str, var: &str) -> Result<Zeroizing<String>> {
     let out = Command::new("sh")
         .arg("-c")
         .arg(cmd)

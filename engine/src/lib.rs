@@ -29,6 +29,7 @@ pub mod ops;
 pub mod packer;
 pub mod patterns;
 pub mod progress;
+pub mod ratelimit;
 pub mod reader;
 pub mod repo;
 pub mod scan;

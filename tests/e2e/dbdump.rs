@@ -133,8 +133,9 @@ fn client(program: &Path, args: &[&str], stdin: &[u8]) -> Vec<u8> {
 // MariaDB
 // ---------------------------------------------------------------------------
 
-struct Mariadb {
-    sock: PathBuf,
+pub(crate) struct Mariadb {
+    /// The server's socket.
+    pub(crate) sock: PathBuf,
     client: PathBuf,
     dump: PathBuf,
     _server: Server,
@@ -143,7 +144,7 @@ struct Mariadb {
 const MARIADB_TABLES: [&str; 3] = ["customers", "orders", "attachments"];
 
 impl Mariadb {
-    fn start(dir: &Path) -> Mariadb {
+    pub(crate) fn start(dir: &Path) -> Mariadb {
         let (install, server) = (need("mariadb-install-db"), need("mariadbd"));
         let (client, dump) = (need("mariadb"), need("mysqldump"));
         fs::create_dir_all(dir).unwrap();
@@ -187,7 +188,7 @@ impl Mariadb {
         Mariadb { sock, client, dump, _server: server }
     }
 
-    fn sql(&self, db: &str, sql: &str) -> Vec<u8> {
+    pub(crate) fn sql(&self, db: &str, sql: &str) -> Vec<u8> {
         let sock = format!("--socket={}", self.sock.display());
         client(&self.client, &["--no-defaults", &sock, "-uroot", "--batch", "--skip-column-names", db], sql.as_bytes())
     }
@@ -254,8 +255,8 @@ impl Mariadb {
 // PostgreSQL
 // ---------------------------------------------------------------------------
 
-struct Postgres {
-    sockdir: PathBuf,
+pub(crate) struct Postgres {
+    pub(crate) sockdir: PathBuf,
     psql: PathBuf,
     dump: PathBuf,
     /// `--restrict-key` (pg_dump >= 15.14 and 16.10...) replaces a random key
@@ -280,7 +281,7 @@ fn postgres_ids() -> (u32, u32) {
 }
 
 impl Postgres {
-    fn start(dir: &Path) -> Postgres {
+    pub(crate) fn start(dir: &Path) -> Postgres {
         let (initdb, postgres) = (pg_bin("initdb"), pg_bin("postgres"));
         let (psql, dump, ready) = (pg_bin("psql"), pg_bin("pg_dump"), pg_bin("pg_isready"));
         fs::create_dir_all(dir).unwrap();
@@ -323,7 +324,7 @@ impl Postgres {
         Postgres { sockdir: dir.to_path_buf(), psql, dump, restrict_key, _server: server }
     }
 
-    fn sql(&self, db: &str, sql: &str) -> Vec<u8> {
+    pub(crate) fn sql(&self, db: &str, sql: &str) -> Vec<u8> {
         let host = self.sockdir.display().to_string();
         client(
             &self.psql,
@@ -391,15 +392,15 @@ impl Postgres {
 // Redis
 // ---------------------------------------------------------------------------
 
-struct Redis {
-    sock: PathBuf,
+pub(crate) struct Redis {
+    pub(crate) sock: PathBuf,
     cli: PathBuf,
     _server: Server,
 }
 
 impl Redis {
     /// A server in `dir`; it loads `dir/dump.rdb` if that exists.
-    fn start(dir: &Path) -> Redis {
+    pub(crate) fn start(dir: &Path) -> Redis {
         let (server, cli) = (need("redis-server"), need("redis-cli"));
         fs::create_dir_all(dir).unwrap();
         let sock = dir.join("sock");
@@ -442,7 +443,7 @@ impl Redis {
     }
 
     /// 20 000 string keys with binary values, a hash and a list.
-    fn fill(&self) {
+    pub(crate) fn fill(&self) {
         let mut rng = Rng::new(0x4ED15);
         let mut cmds: Vec<Vec<Vec<u8>>> = (0..20_000)
             .map(|i| vec![b"SET".to_vec(), format!("session:{i}").into_bytes(), rng.bytes(40 + (i % 60))])

@@ -1,4 +1,4 @@
-//! docs/json.md documents every `--json` output of backup, dry run,
+//! docs/json.md documents every `--json` output of backup, dry run, run, status,
 //! snapshots, diff, find, tag, check and restore with an example; this test
 //! runs each command and checks that its output has exactly the fields of
 //! the example, so the document and the program cannot drift apart.
@@ -100,11 +100,41 @@ fn json_schemas_match_docs_json_md() {
     let out = env.path("out");
     got.insert("restore", env.arc().args(["--json", "restore", "latest", "--target"]).arg(&out).run().success().json());
 
+    let config = env.path("arc.toml");
+    fs::write(
+        &config,
+        format!(
+            "repository = \"{}\"\n[defaults]\nspread = \"24h\"\nmax-age = \"26h\"\n\
+             [[jobs]]\nname = \"ldap\"\nkind = \"command\"\ncommand = \"echo dn\"\nstream = \"ldap/data.ldif\"\n",
+            env.repo.display()
+        ),
+    )
+    .unwrap();
+    let fleet = |args: &[&str]| {
+        env.cmd()
+            .env("XDG_STATE_HOME", env.path("state"))
+            .arg("--json")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .run()
+            .success()
+            .json()
+    };
+    got.insert("run-summary", fleet(&["run"]));
+    got.insert("status", fleet(&["status"]));
+    got.insert("schedule", fleet(&["run", "--schedule"])[0].clone());
+
     let examples = examples();
     assert_eq!(examples.keys().map(String::as_str).collect::<Vec<_>>(), got.keys().copied().collect::<Vec<_>>());
+    assert!(examples["schedule"].is_array());
     let mut diffs = Vec::new();
     for (name, actual) in &got {
-        same_shape(&examples[*name], actual, name, &mut diffs);
+        let example = match &examples[*name] {
+            Value::Array(a) if *name == "schedule" => &a[0],
+            e => e,
+        };
+        same_shape(example, actual, name, &mut diffs);
     }
     assert!(diffs.is_empty(), "docs/json.md and the output differ:\n{}", diffs.join("\n"));
 }

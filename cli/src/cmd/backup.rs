@@ -19,6 +19,9 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
     if a.paths.is_empty() && (!a.files_from.is_empty() || !a.files_from0.is_empty()) {
         return Err(anyhow!("the --files-from lists name no path"));
     }
+    if a.record_as.is_some() && a.paths.len() != 1 {
+        return Err(super::usage("--as records one path under another: give exactly one PATH"));
+    }
     let stdin_stream = a.stdin || a.stdin_from_command.is_some();
     if a.paths.is_empty() && !stdin_stream && a.command_streams.is_empty() {
         return Err(anyhow!("nothing to back up: give paths, --stdin, --stdin-from-command or --command-stream"));
@@ -100,6 +103,8 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
         force_read: a.force_read,
         cancel: Some(env.cancel.clone()),
         excludes,
+        limit_read: a.limit_read,
+        record_as: a.record_as,
     };
     let mut progress = BackupProgress::new(env.quiet, env.json, names.len() as u64);
     stderr_out.set_bar(progress.bar());
@@ -206,6 +211,7 @@ fn dry_run(env: &Env, a: BackupArgs, excludes: arc_engine::exclude::Excludes) ->
         force_read: a.force_read,
         cancel: Some(env.cancel.clone()),
         excludes,
+        record_as: a.record_as,
         ..Default::default()
     };
     let json = env.json;

@@ -231,19 +231,44 @@ pub fn start(
     out: &StderrOut,
 ) -> Result<StreamSource> {
     let argv = argv(cmdline).map_err(|e| anyhow!("stream {name}: {e}"))?;
+    start_argv(name, cmdline, &argv, &Extra::default(), allow_empty, prefix_stderr, out)
+}
+
+/// What `arc run` adds to a dump command: its environment (passwords for
+/// the database clients) and the job's CPU and I/O priority.
+#[derive(Default, Clone)]
+pub struct Extra {
+    pub env: Vec<(String, String)>,
+    pub priority: crate::job::priority::Priority,
+}
+
+/// [`start`] with the program and arguments given (no splitting, no shell),
+/// `cmdline` being how they are shown.
+pub fn start_argv(
+    name: &str,
+    cmdline: &str,
+    argv: &[String],
+    extra: &Extra,
+    allow_empty: bool,
+    prefix_stderr: bool,
+    out: &StderrOut,
+) -> Result<StreamSource> {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.envs(extra.env.iter().cloned());
+    let priority = extra.priority;
     // SAFETY: prctl is async-signal-safe. If arc dies without cleaning up
     // (SIGKILL, a second Ctrl-C), the kernel kills the command as well
     // rather than leaving a dump running for nobody. The signal is sent
-    // when the spawning thread ends, and commands are spawned by arc's main
-    // thread, which lives as long as the process.
+    // when the spawning thread ends: `arc backup` spawns commands from its
+    // main thread, which lives as long as the process; `arc run` from the
+    // stream's reading thread, which lives until the command has exited.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            Ok(())
+            priority.apply()
         });
     }
     let mut child = cmd.spawn().map_err(|e| anyhow!("cannot run '{}': {}", argv[0], strip_os_error(&e)))?;

@@ -4,7 +4,7 @@
 mod backup;
 mod browse;
 mod check;
-mod command_stream;
+pub(crate) mod command_stream;
 mod copy;
 mod diff;
 mod docs;
@@ -15,7 +15,7 @@ mod maintenance;
 mod mount;
 mod restore;
 mod retention;
-mod select;
+pub(crate) mod select;
 mod snapshots;
 mod stdin_stream;
 mod tag;
@@ -31,6 +31,7 @@ use arc_engine::{Repository, Snapshot, SnapshotFilter};
 use crate::args::{Cli, Command, FilterArgs};
 
 pub use command_stream::parse_named_command;
+pub use retention::print_table;
 
 /// What every command gets besides its own arguments.
 pub struct Env {
@@ -72,6 +73,8 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         Command::Completion(a) => docs::completion(a),
         Command::Man(a) => docs::man(a),
         Command::Key(k) => key::run(&env, k),
+        Command::Run(a) => crate::job::run(&env, a),
+        Command::Status(a) => crate::job::status(&env, a),
     }
 }
 
@@ -83,7 +86,7 @@ fn default_repo_path() -> Result<PathBuf> {
 
 /// `$XDG_CACHE_HOME/arc` (`~/.cache/arc`): every repository's index
 /// database lives under it, in a directory named by the repository id.
-fn cache_root() -> Option<PathBuf> {
+pub(crate) fn cache_root() -> Option<PathBuf> {
     dirs::cache_dir().map(|d| d.join("arc"))
 }
 

@@ -86,6 +86,13 @@ pub struct BackupOptions {
     pub cancel: Option<Arc<AtomicBool>>,
     /// What to leave out; recorded in the snapshot.
     pub excludes: Excludes,
+    /// Bytes per second read from all sources together (files and
+    /// streams); `None` reads as fast as the disks allow.
+    pub limit_read: Option<u64>,
+    /// Record the one path of `paths` under this absolute path instead
+    /// (a filesystem snapshot mounted elsewhere, recorded where the data
+    /// lives: restores, `latest:` and the mount show this path).
+    pub record_as: Option<PathBuf>,
 }
 
 /// Whether a file is new since the parent snapshot or changed.
@@ -245,8 +252,8 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     // Validate every source before touching the repository.
     let streams = std::mem::take(&mut opts.streams);
     let names: Vec<&str> = streams.iter().map(|s| s.name.as_str()).collect();
-    let (sources, stream_paths) = resolve_sources(&opts.paths, &names)?;
-    let mut paths: Vec<String> = sources.iter().map(|s| s.disk.display().to_string()).collect();
+    let (sources, stream_paths) = resolve_sources(&opts.paths, opts.record_as.as_deref(), &names)?;
+    let mut paths: Vec<String> = sources.iter().map(|s| s.recorded.display().to_string()).collect();
     paths.extend(stream_paths.iter().map(|c| format!("/{}", join(c))));
     paths.sort();
 
@@ -263,7 +270,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
         repo.refresh_index()?;
     }
     let host = opts.host.clone().unwrap_or_else(crate::lock::hostname);
-    let files: Vec<String> = sources.iter().map(|s| s.disk.display().to_string()).collect();
+    let files: Vec<String> = sources.iter().map(|s| s.recorded.display().to_string()).collect();
     let parent = find_parent(repo, opts.parent, &host, &files, &paths)?;
     // Packs left by an interrupted backup: known to the index database from
     // the start, so this run dedups against them, and listed in this run's
@@ -375,6 +382,7 @@ struct Ctx<'a> {
     mounts: HashSet<PathBuf>,
     /// Entries the excludes left out.
     excluded: AtomicU64,
+    limit_read: Option<crate::ratelimit::RateLimit>,
 }
 
 /// The parent snapshot: the one given, else the latest of the same host
@@ -424,8 +432,8 @@ pub fn dry_run(
     if opts.paths.is_empty() {
         return Err(Error::InvalidArgument { what: "backup sources", reason: "give at least one path".into() });
     }
-    let (sources, _) = resolve_sources(&opts.paths, &[])?;
-    let mut paths: Vec<String> = sources.iter().map(|s| s.disk.display().to_string()).collect();
+    let (sources, _) = resolve_sources(&opts.paths, opts.record_as.as_deref(), &[])?;
+    let mut paths: Vec<String> = sources.iter().map(|s| s.recorded.display().to_string()).collect();
     paths.sort();
     let host = opts.host.clone().unwrap_or_else(crate::lock::hostname);
     let parent = find_parent(repo, opts.parent, &host, &paths, &paths)?;
@@ -492,6 +500,7 @@ impl<'a> Ctx<'a> {
             mounts: if opts.excludes.one_file_system { mount_points() } else { Default::default() },
             excludes: std::mem::take(&mut opts.excludes),
             excluded: AtomicU64::new(0),
+            limit_read: opts.limit_read.map(crate::ratelimit::RateLimit::new),
         }
     }
 }

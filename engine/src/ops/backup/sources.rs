@@ -12,7 +12,10 @@ use crate::format::tree::is_safe_name;
 /// Resolved source: where it is on disk and where it goes in the snapshot.
 pub(super) struct Source {
     pub(super) disk: PathBuf,
-    /// Components below the snapshot root (empty for `/`).
+    /// Where it is recorded: `disk`, or the path given with `record_as`
+    /// (a filesystem snapshot mounted at /mnt/snap/srv recorded as /srv).
+    pub(super) recorded: PathBuf,
+    /// Components below the snapshot root (empty for `/`), of `recorded`.
     pub(super) components: Vec<Vec<u8>>,
 }
 /// Makes `p` absolute and lexically clean without following a final
@@ -25,6 +28,11 @@ fn resolve_source(p: &Path) -> Result<Source> {
             Error::io(p, e)
         }
     })?;
+    let clean = clean_absolute(p)?;
+    Ok(Source { recorded: clean.clone(), components: components_of(&clean), disk: clean })
+}
+
+fn clean_absolute(p: &Path) -> Result<PathBuf> {
     let abs = std::path::absolute(p).at(p)?;
     let mut clean = PathBuf::from("/");
     for c in abs.components() {
@@ -36,14 +44,17 @@ fn resolve_source(p: &Path) -> Result<Source> {
             _ => {}
         }
     }
-    let components = clean
+    Ok(clean)
+}
+
+fn components_of(clean: &Path) -> Vec<Vec<u8>> {
+    clean
         .components()
         .filter_map(|c| match c {
             Component::Normal(n) => Some(n.as_bytes().to_vec()),
             _ => None,
         })
-        .collect();
-    Ok(Source { disk: clean, components })
+        .collect()
 }
 
 fn stream_components(name: &str) -> Result<Vec<Vec<u8>>> {
@@ -63,15 +74,38 @@ fn stream_components(name: &str) -> Result<Vec<Vec<u8>>> {
 /// starts dump commands calls this first, so a bad name stops it before
 /// any command runs.
 pub fn check_sources(paths: &[PathBuf], stream_names: &[&str]) -> Result<()> {
-    resolve_sources(paths, stream_names).map(|_| ())
+    resolve_sources(paths, None, stream_names).map(|_| ())
 }
 
 /// Resolved file sources (sorted, nested ones dropped) and the snapshot
 /// components of each stream, in the order given.
 pub(super) type ResolvedSources = (Vec<Source>, Vec<Vec<Vec<u8>>>);
 
-pub(super) fn resolve_sources(paths: &[PathBuf], stream_names: &[&str]) -> Result<ResolvedSources> {
+/// `record_as`: the one path of `paths` is recorded under this path
+/// instead (`arc backup /mnt/snap/srv --as /srv`).
+pub(super) fn resolve_sources(
+    paths: &[PathBuf],
+    record_as: Option<&Path>,
+    stream_names: &[&str],
+) -> Result<ResolvedSources> {
     let mut sources = paths.iter().map(|p| resolve_source(p)).collect::<Result<Vec<_>>>()?;
+    if let Some(recorded) = record_as {
+        let [source] = sources.as_mut_slice() else {
+            return Err(Error::InvalidArgument {
+                what: "record-as path",
+                reason: format!("give exactly one path to record as {}", recorded.display()),
+            });
+        };
+        if !recorded.is_absolute() {
+            return Err(Error::InvalidArgument {
+                what: "record-as path",
+                reason: format!("{} is not an absolute path", recorded.display()),
+            });
+        }
+        let clean = clean_absolute(recorded)?;
+        source.components = components_of(&clean);
+        source.recorded = clean;
+    }
     sources.sort_by(|a, b| a.components.cmp(&b.components));
     sources.dedup_by(|b, a| b.components.starts_with(&a.components));
     let stream_paths = stream_names.iter().map(|n| stream_components(n)).collect::<Result<Vec<_>>>()?;
@@ -88,7 +122,7 @@ pub(super) fn resolve_sources(paths: &[PathBuf], stream_names: &[&str]) -> Resul
             return Err(clash(format!(
                 "{:?} overlaps the backed-up path {} (stream /{} and the path would share a place in the snapshot)",
                 stream_names[i],
-                s.disk.display(),
+                s.recorded.display(),
                 join(a)
             )));
         }

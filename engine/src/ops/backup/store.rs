@@ -93,6 +93,9 @@ fn store_file(
         }
     }
     buf.truncate(filled);
+    if let Some(l) = &ctx.limit_read {
+        l.take(filled);
+    }
     let read = filled as u64;
     let mut chunks = Vec::new();
     let mut pos = 0;
@@ -133,6 +136,7 @@ fn store_chunks(
     chunker: Chunker,
     source: impl Read,
 ) -> Result<std::io::Result<(Vec<Id>, u64)>> {
+    let source = crate::ratelimit::Limited { inner: source, limit: ctx.limit_read.as_ref() };
     let mut s = StreamChunker::new(chunker, source);
     let mut chunks = Vec::new();
     let mut reported = 0;
