@@ -110,6 +110,9 @@ mod messages;
 #[path = "e2e/format_v1.rs"]
 mod format_v1;
 
+#[path = "e2e/shapes.rs"]
+mod shapes;
+
 #[path = "e2e/json_docs.rs"]
 mod json_docs;
 

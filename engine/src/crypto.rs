@@ -31,6 +31,7 @@ const CTX_GEAR: &str = "arc 2026-12 format v2 chunker gear seed";
 const CTX_DATA: &str = "arc 2026-12 format v2 data sealing";
 const CTX_METADATA: &str = "arc 2026-12 format v2 metadata sealing";
 const CTX_CONFIG: &str = "arc 2026-12 format v2 config mac";
+const CTX_TREE_SPLIT: &str = "arc 2026-12 format v2 tree split";
 
 /// The random master secret of a repository. Every key file wraps the same
 /// one; everything else is derived from it.
@@ -93,6 +94,7 @@ impl Purpose {
 pub struct Keys {
     chunk_id: Zeroizing<[u8; KEY_LEN]>,
     config_mac: Zeroizing<[u8; KEY_LEN]>,
+    tree_split: Zeroizing<[u8; KEY_LEN]>,
     gear_seed: u64,
     data: XChaCha20Poly1305,
     metadata: XChaCha20Poly1305,
@@ -119,6 +121,7 @@ impl Keys {
         Keys {
             chunk_id: derive(CTX_CHUNK_ID, master),
             config_mac: derive(CTX_CONFIG, master),
+            tree_split: derive(CTX_TREE_SPLIT, master),
             // fastcdc treats seed 0 as "unseeded"; 2^-64 odds, but a fixed
             // non-zero fallback keeps the rule total.
             gear_seed: match u64::from_le_bytes(seed) {
@@ -140,6 +143,13 @@ impl Keys {
     /// chunk boundaries, and with them chunk sizes, depend on the key.
     pub fn gear_seed(&self) -> u64 {
         self.gear_seed
+    }
+
+    /// The key of the boundary hashes that split v2 directories and chunk
+    /// lists (format-spec/v2/trees-index.md 1.5), secret for the same
+    /// reason as the gear seed: where a directory is cut depends on names.
+    pub fn tree_split_key(&self) -> [u8; KEY_LEN] {
+        *self.tree_split
     }
 
     /// MAC of the config payload: nobody without the master secret can

@@ -27,7 +27,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::crypto::{Keys, Purpose};
 use crate::error::{Error, Result};
-use crate::format::index_file::PackEntry;
+use crate::format::index_file::{self, PackEntry};
 use crate::format::pack::{self, BlobKind, BlobRecord, FrameCodec, FrameRecord, Trailer};
 use crate::format::sealed;
 use crate::id::Id;
@@ -617,6 +617,21 @@ fn pack_writer(
                 coin_used += 1;
                 bit as usize
             };
+            // Every reader accepts at most MAX_BLOBS_PER_PACK blobs and
+            // MAX_FRAMES_PER_PACK frames in a pack (v2 spec 2.1): close the
+            // open pack before a frame would take it past either.
+            let over = open[kind][slot].as_ref().is_some_and(|p| {
+                p.trailer.blobs.len() + frame.blobs.len() > index_file::MAX_BLOBS_PER_PACK
+                    || p.trailer.frames.len() >= index_file::MAX_FRAMES_PER_PACK
+            });
+            if over {
+                if let Some(full) = open[kind][slot].take() {
+                    if upload_tx.send(full.seal(keys)?).is_err() {
+                        stopped = true;
+                        continue;
+                    }
+                }
+            }
             let p = open[kind][slot].get_or_insert_with(|| OpenPack::new(pack_size + pack_size / 8, keys.is_some()));
             p.add(frame);
             if p.buf.len() >= pack_size {
@@ -692,10 +707,10 @@ pub fn list_unlisted_packs(repo: &Repository) -> Result<()> {
 /// database small), and only then drops their blobs from `pending`, the
 /// in-process dedup set that covered them meanwhile.
 fn write_index_file(repo: &Repository, packs: &mut Vec<PackEntry>, pending: Option<&Pending>) -> Result<()> {
-    let data = repo.encode_index_file(packs)?;
-    let id = Id::hash(&data);
-    repo.storage().put(FileKind::Index, &id.to_hex(), &data)?;
-    repo.index()?.add_packs(packs, Some(id))?;
+    for (id, data, group) in repo.encode_index_files(packs, &[])? {
+        repo.storage().put(FileKind::Index, &id.to_hex(), &data)?;
+        repo.index()?.add_packs(group, Some(id))?;
+    }
     if let Some(pending) = pending {
         pending.committed(packs.iter().flat_map(|p| &p.trailer.blobs).map(|b| &b.id));
     }

@@ -15,17 +15,18 @@ use crate::chunker::Chunker;
 use crate::crypto::{Keys, MasterSecret, Purpose};
 use crate::error::{Error, Result};
 use crate::format::config::{
-    ChunkerParams, CompressionAlgorithm, CompressionParams, Config, Encryption, KNOWN_FEATURES,
-    OLDEST_WRITABLE_VERSION, REPO_FORMAT_VERSION,
+    ChunkerParams, CompressionAlgorithm, CompressionParams, Config, Encryption, FEATURE_INDEX_V2, FEATURE_TREES_V2,
+    KNOWN_FEATURES, OLDEST_WRITABLE_VERSION, REPO_FORMAT_VERSION,
 };
 use crate::format::index_file::{self, PackEntry};
 use crate::format::key_file::{KeyFile, Protection};
 use crate::format::pack::{self, Trailer};
 use crate::format::sealed;
 use crate::format::snapshot::SnapshotFile;
-use crate::format::tree::Tree;
+use crate::format::tree::{Node, Tree};
+use crate::format::tree_v2;
 use crate::id::{Id, IdScheme};
-use crate::index::{BlobLocation, Index, IndexReader};
+use crate::index::{BlobLocation, Index, IndexReader, IndexUpdate};
 use crate::lock::LockGuard;
 use crate::reader::BlobReader;
 use crate::storage::{FileKind, LocalDir, Storage};
@@ -77,6 +78,9 @@ impl Default for InitOptions {
         }
     }
 }
+
+/// An index file ready to put: its name, bytes and the packs it lists.
+pub type EncodedIndexFile<'a> = (Id, Vec<u8>, &'a [PackEntry]);
 
 /// A snapshot and its id.
 #[derive(Debug, Clone)]
@@ -146,6 +150,20 @@ pub struct Repository {
 /// with a shared database) per blob, short enough not to pin old pages that
 /// a concurrent backup's commits would like to reuse.
 const LOOKUP_READER_TTL: Duration = Duration::from_secs(5);
+
+impl Drop for Repository {
+    /// The end of every command that opened the index: give back the pages
+    /// its writes left behind (see [`Index::compact_if_wasteful`]). Only a
+    /// cache is at stake, so a failure is ignored.
+    fn drop(&mut self) {
+        if let Ok(slot) = self.lookup_reader.get_mut() {
+            *slot = None;
+        }
+        if let Some(index) = self.index.get_mut() {
+            let _ = index.compact_if_wasteful();
+        }
+    }
+}
 
 impl Repository {
     /// Creates a new repository in an empty or missing local directory.
@@ -424,16 +442,17 @@ impl Repository {
         Chunker::with_seed(params, self.keys.as_ref().map_or(0, |k| k.gear_seed()))
     }
 
-    /// An index file's stored bytes (sealed in v2).
-    pub fn encode_index_file(&self, packs: &[PackEntry]) -> Result<Vec<u8>> {
-        self.seal_file(Purpose::INDEX_FILE, index_file::encode(packs))
+    /// Decodes a stored index file of either version (opening it in v2).
+    pub fn decode_index_file(&self, data: Vec<u8>, name: &str) -> Result<Vec<PackEntry>> {
+        Ok(self.decode_index_file_full(data, name)?.packs)
     }
 
-    /// Decodes a stored index file (opening it in v2).
-    pub fn decode_index_file(&self, data: Vec<u8>, name: &str) -> Result<Vec<PackEntry>> {
+    /// Like [`Repository::decode_index_file`], with the index files it
+    /// supersedes (v2 compaction).
+    pub fn decode_index_file_full(&self, data: Vec<u8>, name: &str) -> Result<index_file::IndexFile> {
         let data = self.open_file(Purpose::INDEX_FILE, data, "index file", name)?;
         let overhead = if self.keys.is_some() { sealed::OVERHEAD as u64 } else { 0 };
-        index_file::decode_with(&data, name, overhead)
+        index_file::decode_file(&data, name, overhead)
     }
 
     /// Seals a repository file's bytes for storage (v2); v1 files are
@@ -552,8 +571,12 @@ impl Repository {
         Ok(self.index.get_or_init(|| index))
     }
 
-    /// Merges index files the database has not seen; rebuilds it when an
-    /// index file it was built from has gone (a prune or repair elsewhere).
+    /// Brings the database in step with the index files, incrementally
+    /// (v2 spec 2.4): reads only index files it has not seen; drops the
+    /// packs of known index files that are gone (another host's prune or
+    /// compaction) unless a present file lists them again; drops unlisted
+    /// packs that are gone. A file that a present file supersedes is not
+    /// read (its packs are in the superseding one).
     fn sync_index(&self, index: &Index) -> Result<()> {
         let in_storage: HashSet<Id> =
             self.storage.list(FileKind::Index)?.into_iter().filter_map(|(n, _)| n.parse().ok()).collect();
@@ -562,18 +585,14 @@ impl Repository {
         // index file lists it; prune deletes such packs when nothing in
         // them is used, without any index file going away. An entry left
         // pointing at one would make its blobs look present to dedup.
-        let unlisted_gone = || -> Result<bool> {
-            for (pack, _, _, listed) in index.packs()? {
-                if !listed && !self.storage.exists(FileKind::Pack, &pack.to_hex())? {
-                    return Ok(true);
-                }
+        let mut gone_packs = Vec::new();
+        for (pack, _, _, listed) in index.packs()? {
+            if !listed && !self.storage.exists(FileKind::Pack, &pack.to_hex())? {
+                gone_packs.push(pack);
             }
-            Ok(false)
-        };
-        if !known.is_subset(&in_storage) || unlisted_gone()? {
-            index.clear()?;
         }
-        let known = index.index_files()?;
+        let gone_files: Vec<Id> = known.difference(&in_storage).copied().collect();
+        let mut new: Vec<(Id, index_file::IndexFile)> = Vec::new();
         for id in in_storage.difference(&known) {
             let name = id.to_hex();
             let data = match self.storage.get(FileKind::Index, &name) {
@@ -586,10 +605,19 @@ impl Repository {
             if Id::hash(&data) != *id {
                 return Err(Error::corrupt("index file", name, "content does not match its name"));
             }
-            let packs = self.decode_index_file(data, &name)?;
-            index.add_packs(&packs, Some(*id))?;
+            let file = self.decode_index_file_full(data, &name)?;
+            new.push((*id, file));
         }
-        Ok(())
+        let superseded: HashSet<Id> = new.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        let empty: &[PackEntry] = &[];
+        let add: Vec<(Option<Id>, &[PackEntry])> = new
+            .iter()
+            .map(|(id, f)| (Some(*id), if superseded.contains(id) { empty } else { f.packs.as_slice() }))
+            .collect();
+        if add.is_empty() && gone_files.is_empty() && gone_packs.is_empty() {
+            return Ok(());
+        }
+        index.apply(&IndexUpdate { add, gone_files, gone_packs })
     }
 
     /// Brings the index database up to date with index files written since
@@ -610,6 +638,30 @@ impl Repository {
             *slot = None;
         }
         self.sync_index(index)
+    }
+
+    /// Index files listing `packs`, in this repository's index file
+    /// version, split within the caps every reader accepts (v2 spec 2.1):
+    /// (name, bytes, the packs it lists), to be put in this order.
+    /// `supersedes` goes into the last file only, so that a reader who sees
+    /// it knows every file before it is durable too (v2 spec 2.3).
+    pub fn encode_index_files<'a>(
+        &self,
+        packs: &'a [PackEntry],
+        supersedes: &[Id],
+    ) -> Result<Vec<EncodedIndexFile<'a>>> {
+        let groups = index_file::split_within_caps(packs);
+        let last = groups.len().saturating_sub(1);
+        groups
+            .into_iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let sup = if i == last { supersedes } else { &[] };
+                let plain = index_file::encode_for(self.writes_index_v2(), sup, g)?;
+                let data = self.seal_file(Purpose::INDEX_FILE, plain)?;
+                Ok((Id::hash(&data), data, g))
+            })
+            .collect()
     }
 
     /// Reads a pack's trailer with two ranged reads (footer, then trailer).
@@ -707,9 +759,81 @@ impl Repository {
         reader.read(self, id)
     }
 
+    /// The whole directory whose tree is `id`, in either tree version: a
+    /// v2 directory split over several blobs is assembled here, so that
+    /// every reader sees one list of entries.
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        Ok(self.load_tree_with_leaves(id)?.0)
+    }
+
+    /// [`Repository::load_tree`], plus the directory's leaf blobs (id and
+    /// entry count, in name order; one leaf for a v1 tree), which per-leaf
+    /// side data such as the change-detection cache is keyed by.
+    pub fn load_tree_with_leaves(&self, id: &Id) -> Result<(Tree, Vec<(Id, usize)>)> {
         let data = self.read_blob(id)?;
-        Tree::decode(&data, id)
+        match tree_v2::blob_version(&data) {
+            Some(tree_v2::VERSION) => tree_v2::assemble(id, &data, &mut |b| self.read_blob(b)),
+            _ => {
+                let t = Tree::decode(&data, id)?;
+                let n = t.nodes.len();
+                Ok((t, vec![(*id, n)]))
+            }
+        }
+    }
+
+    /// [`Repository::load_tree`], plus every blob the directory is made of:
+    /// its root first, then (a split v2 directory) its nodes, leaves and
+    /// chunk lists; not its subdirectories. For whoever must find, keep or
+    /// copy a directory whole: the commit check, copy.
+    pub fn load_tree_with_parts(&self, id: &Id) -> Result<(Tree, Vec<Id>)> {
+        let data = self.read_blob(id)?;
+        let mut parts = vec![*id];
+        let tree = match tree_v2::blob_version(&data) {
+            Some(tree_v2::VERSION) => {
+                tree_v2::assemble(id, &data, &mut |b| {
+                    parts.push(*b);
+                    self.read_blob(b)
+                })?
+                .0
+            }
+            _ => Tree::decode(&data, id)?,
+        };
+        Ok((tree, parts))
+    }
+
+    /// One entry of the directory `tree`, reading only what leads to it (one
+    /// blob per level of a split v2 directory; the whole blob of a v1 one).
+    pub fn lookup_name(&self, tree: &Id, name: &[u8]) -> Result<Option<Node>> {
+        let data = self.read_blob(tree)?;
+        match tree_v2::blob_version(&data) {
+            Some(tree_v2::VERSION) => tree_v2::lookup(tree, &data, name, &mut |b| self.read_blob(b)),
+            _ => Ok(Tree::decode(&data, tree)?.find(name).cloned()),
+        }
+    }
+
+    /// Whether directories are written as v2 trees (split, chunk lists,
+    /// change cache): in a v2 repository whose config lists `trees-v2`.
+    /// Others (v1, or v2 made before the feature such as the frozen
+    /// repo-v2) keep v1 tree encodings, which every v2 reader reads.
+    pub fn writes_trees_v2(&self) -> bool {
+        self.config.version >= 2 && self.config.has_feature(FEATURE_TREES_V2)
+    }
+
+    /// Whether index files are written as index v2: in a v2 repository
+    /// whose config lists `index-v2`.
+    pub fn writes_index_v2(&self) -> bool {
+        self.config.version >= 2 && self.config.has_feature(FEATURE_INDEX_V2)
+    }
+
+    /// The key that decides where v2 trees are split (spec
+    /// `format-spec/v2/trees-index.md` 1.5), derived from the master
+    /// secret. Readers never need it; v1 repositories, which are never
+    /// written, have none and get one from the repository id.
+    pub fn tree_split_key(&self) -> tree_v2::SplitKey {
+        match &self.keys {
+            Some(k) => tree_v2::SplitKey(k.tree_split_key()),
+            None => tree_v2::SplitKey(blake3::derive_key("arc 2 tree split key", &self.config.id.0)),
+        }
     }
 
     pub fn snapshot_ids(&self) -> Result<Vec<Id>> {

@@ -13,7 +13,7 @@ use std::sync::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::exclude::Excludes;
-use crate::format::tree::{Node, NodeKind, Tree};
+use crate::format::tree::{Node, NodeKind};
 use crate::id::Id;
 use crate::index::IndexReader;
 use crate::metadata::{node_from_metadata, OwnerNames};
@@ -227,12 +227,7 @@ fn list_dir(
     // A tree that cannot be read only costs change detection: its files
     // are read again.
     let prev_tree = match (job.prev_tree, reader) {
-        (Some(id), Some(r)) => r
-            .lookup(&id)
-            .ok()
-            .flatten()
-            .and_then(|loc| env.repo.blob_reader().and_then(|br| br.read_at(env.repo, &id, &loc)).ok())
-            .and_then(|data| Tree::decode(&data, &id).ok()),
+        (Some(id), Some(r)) => crate::change_cache::previous_tree(env.repo, r, &id, &job.path).ok(),
         _ => None,
     };
     listing.children.reserve(entries.len());

@@ -33,6 +33,10 @@ use arc_engine::format::tree::{Node, NodeKind, Timestamp, Tree};
 use arc_engine::id::{Id, IdScheme};
 use arc_engine::Error;
 
+/// Format v2 trees and index files (trees-index.md).
+#[path = "golden/v2_shapes.rs"]
+mod v2_shapes;
+
 // ---------------------------------------------------------------------------
 // Vector files
 // ---------------------------------------------------------------------------
@@ -45,14 +49,17 @@ fn regenerate() -> bool {
     std::env::var("ARC_REGENERATE_VECTORS").is_ok_and(|v| v == "1")
 }
 
+/// `name` may have a directory part (`v2/…`).
 fn write_atomic(name: &str, text: &str) {
-    let dir = vectors_dir();
+    let path = vectors_dir().join(name);
+    let dir = path.parent().unwrap().to_path_buf();
     std::fs::create_dir_all(&dir).unwrap();
     static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
+    let file = path.file_name().unwrap().to_string_lossy();
+    let tmp = dir.join(format!(".{file}.{}.{n}.tmp", std::process::id()));
     std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, dir.join(name)).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
 }
 
 fn read_vector(name: &str) -> String {

@@ -78,6 +78,9 @@ fn subkeys_and_keyed_ids() {
     let gear = derive("arc 2026-12 format v2 chunker gear seed");
     assert_eq!(keys.gear_seed(), u64::from_le_bytes(gear[..8].try_into().unwrap()));
     text += &format!("gear_seed = {:#018x}\n", keys.gear_seed());
+    let split = derive("arc 2026-12 format v2 tree split");
+    assert_eq!(keys.tree_split_key(), split);
+    text += &format!("tree_split_key = {}\n", hex::encode(split));
     let mac = keys.config_mac(b"{\"version\":2}");
     assert_eq!(mac, *blake3::keyed_hash(&derive("arc 2026-12 format v2 config mac"), b"{\"version\":2}").as_bytes());
     text += &format!("config_mac({{\"version\":2}}) = {}\n", hex::encode(mac));

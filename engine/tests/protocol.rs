@@ -487,3 +487,71 @@ fn failing_requests_never_leave_a_wrong_snapshot() {
     expected.insert(rep.snapshot_id, src);
     verify_all(&repo.open("verify2"), &expected, &tmp.path().join("restore"));
 }
+
+/// A backup that deduplicated against the leaves and nodes of a split
+/// directory (format-spec/v2/trees-index.md) in packs a prune then marks
+/// copies them at its commit check like any other blob, so the sweep finds
+/// no marked pack needed again and recovers none.
+#[test]
+fn the_commit_check_copies_every_blob_of_a_split_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemoryStorage::new(MemoryStorageOptions::default()));
+    let storage: Arc<dyn Storage> = mem.clone();
+    let caches = tmp.path().join("caches");
+    std::fs::create_dir_all(&caches).unwrap();
+    Repository::init_with_index(storage.clone(), &init_options(), Some(caches.join("init.redb"))).unwrap();
+    let repo = Repo { storage, caches };
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("big")).unwrap();
+    for i in 0..3000 {
+        std::fs::write(src.join(format!("big/f{i:05}")), format!("file {i}")).unwrap();
+    }
+    let first =
+        backup(&repo.open("first"), BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress)
+            .unwrap();
+    std::thread::sleep(Duration::from_secs(GRACE_SECS + 1));
+
+    // The second backup stores nothing new for `src` (every tree blob and
+    // chunk is in the first snapshot's packs) and waits on a stream until
+    // a prune has marked those packs.
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let reader = GatedReader { gate: Some(go_rx), data: std::io::Cursor::new(pseudo_random(10 * 1024, 3)) };
+    let second = std::thread::spawn({
+        let r = repo.open("second");
+        let src = src.clone();
+        move || {
+            let opts = BackupOptions {
+                paths: vec![src],
+                streams: vec![StreamSource {
+                    name: "stream.bin".into(),
+                    reader: Box::new(reader),
+                    allow_empty: false,
+                    stop: None,
+                }],
+                ..Default::default()
+            };
+            backup(&r, opts, &NoProgress)
+        }
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let pruner = repo.open("pruner");
+    forget(&pruner, &ForgetOptions { ids: vec![first.snapshot_id], ..Default::default() }).unwrap();
+    let marked = prune(&pruner, &PruneOptions::default(), &NoProgress).unwrap();
+    assert!(marked.packs_marked > 0, "{marked:?}");
+    let _ = go_tx.send(());
+    let result = second.join().unwrap().expect("the second backup commits");
+
+    let settings = ProtocolSettings::with_grace(GRACE_SECS);
+    std::thread::sleep(Duration::from_secs(settings.session_expiry_secs.max(GRACE_SECS) + 1));
+    let swept = prune(&pruner, &PruneOptions::default(), &NoProgress).unwrap();
+    assert!(swept.packs_deleted > 0, "{swept:?}");
+    assert_eq!(swept.packs_recovered, 0, "a blob the commit check should have copied was still needed: {swept:?}");
+
+    let verify = repo.open("verify");
+    let snap = verify.load_snapshot(&result.snapshot_id).unwrap();
+    let target = tmp.path().join("restore");
+    restore(&verify, &snap, &RestoreOptions { target: target.clone(), ..Default::default() }, &NoProgress).unwrap();
+    assert_eq!(read_tree(&target.join(src.strip_prefix("/").unwrap())), read_tree(&src));
+    let report = check(&verify, &CheckOptions { read_data: true, ..Default::default() }, &NoProgress).unwrap();
+    assert!(report.ok(), "{:?}", report.errors);
+}

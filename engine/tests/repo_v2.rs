@@ -6,6 +6,9 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use arc_engine::crypto::Purpose;
+use arc_engine::format::{sealed, tree_v2};
+use arc_engine::ops::backup::{backup, BackupOptions};
 use arc_engine::ops::check::{check, CheckOptions};
 use arc_engine::ops::restore::{restore, RestoreOptions};
 use arc_engine::ops::tree_walk::{locate, Located};
@@ -98,4 +101,39 @@ fn frozen_v2_repository_checks_and_restores() {
     assert_eq!(hello.ino(), hard.ino(), "dir/hard is a hardlink of hello.txt");
     assert!(fs::symlink_metadata(root.join("dir/fifo")).unwrap().file_type().is_fifo());
     assert_eq!((hello.mtime(), hello.mtime_nsec()), (1_767_323_045, 123_456_789));
+
+    // The config lists no features, so a backup into the copy writes the
+    // v1 forms again, sealed (format-spec/v2/trees-index.md section 5):
+    // v1 tree blobs, v1 index envelopes. The repository stays what its
+    // config says, for every arc that reads it.
+    assert!(!repo.writes_trees_v2() && !repo.writes_index_v2());
+    let index_dir = repo_dir.join("index");
+    let names = |d: &Path| -> std::collections::HashSet<String> {
+        fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+    };
+    let before = names(&index_dir);
+    let src = tmp.path().join("more");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    for i in 0..300 {
+        fs::write(src.join("sub").join(format!("f{i:04}")), format!("file {i}\n")).unwrap();
+    }
+    let result = backup(&repo, BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress).unwrap();
+    let new: Vec<String> = names(&index_dir).difference(&before).cloned().collect();
+    assert!(!new.is_empty(), "the backup wrote an index file");
+    let keys = repo.keys().unwrap();
+    for n in &new {
+        let data = fs::read(index_dir.join(n)).unwrap();
+        let plain = sealed::open_file(keys, Purpose::INDEX_FILE, &[], &data, "index file", n).unwrap();
+        assert_eq!(&plain[..6], b"ARCF\x02\x01", "{n}: a v1 index envelope (type 2, version 1), sealed");
+    }
+    assert_eq!(tree_v2::blob_version(&repo.read_blob(&result.snapshot.tree).unwrap()), Some(1), "a v1 root tree");
+    let snap = repo.load_snapshot(&result.snapshot_id).unwrap();
+    let sub = match locate(&repo, &snap, &src.join("sub").display().to_string()).unwrap() {
+        Located::Node(n) => n.subtree.unwrap(),
+        other => panic!("sub is {other:?}"),
+    };
+    assert_eq!(tree_v2::blob_version(&repo.read_blob(&sub).unwrap()), Some(1), "300 entries in one v1 tree blob");
+    assert_eq!(repo.load_tree(&sub).unwrap().nodes.len(), 300);
+    let report = check(&repo, &CheckOptions { read_data: true, ..Default::default() }, &NoProgress).unwrap();
+    assert!(report.ok(), "check after a backup into the frozen repository's copy: {:?}", report.errors);
 }

@@ -17,9 +17,11 @@ use arc_engine::{Id, SnapshotFilter};
 
 use crate::util::*;
 
-/// Files in `many/`: enough that the directory's tree blob is bigger than a
-/// frame (256 KiB) and so sits in a frame of its own, which lets a test
-/// damage that one tree and nothing else.
+/// Files in `many/`, beside as many symlinks with 4000-byte targets: a v2
+/// directory is split into leaves of at most about 256 KiB, and the links
+/// make leaves of that size, each bigger than a frame (256 KiB) and so in a
+/// frame of its own, which lets a test damage one blob of that one
+/// directory and nothing else.
 const MANY: usize = 900;
 
 struct Fx {
@@ -53,6 +55,20 @@ impl Fx {
     }
 
     /// The tree blob of directory `dir` (absolute source path) and where it is.
+    /// The biggest blob `dir`'s tree is made of (a leaf of a split v2
+    /// directory), with the directory's tree id.
+    fn biggest_part_of(&self, dir: &Path) -> (Id, BlobLocation) {
+        let (tree, _) = self.tree_of(dir);
+        let repo = open_repo(&self.env.repo);
+        let (_, parts) = repo.load_tree_with_parts(&tree).unwrap();
+        let loc = parts
+            .iter()
+            .map(|p| repo.lookup_blob(p).unwrap().expect("tree blob is indexed"))
+            .max_by_key(|l| l.raw_len)
+            .unwrap();
+        (tree, loc)
+    }
+
     fn tree_of(&self, dir: &Path) -> (Id, BlobLocation) {
         let repo = open_repo(&self.env.repo);
         let snap = repo.find_snapshot(&self.snaps[1], &SnapshotFilter::default()).unwrap();
@@ -79,6 +95,8 @@ fn setup() -> Fx {
     for i in 0..MANY {
         let name = format!("{}-{i:05}.txt", "a-long-file-name-so-that-this-directory-gets-a-big-tree".repeat(3));
         fs::write(src.join("many").join(name), format!("{i}\n")).unwrap();
+        let target = format!("{i:05}/{}", "t".repeat(3994));
+        std::os::unix::fs::symlink(target, src.join("many").join(format!("link-{i:05}"))).unwrap();
     }
     // Small packs, so that one pack holds only a few of the files.
     env.arc().args(["init", "--pack-size", "1M"]).run().success();
@@ -288,8 +306,8 @@ fn damaged_or_missing_tree_costs_only_its_directory() {
     // of the root gone (everything lost, still a clean report).
     let fx = setup();
     let many = fx.src.join("many");
-    let (tree, loc) = fx.tree_of(&many);
-    assert!(loc.frame.raw_len as usize == loc.raw_len as usize, "many/'s tree shares its frame");
+    let (tree, loc) = fx.biggest_part_of(&many);
+    assert!(loc.frame.raw_len as usize == loc.raw_len as usize, "many/'s biggest tree blob shares its frame");
     flip_byte(&fx.pack_path(&loc.pack), loc.frame.offset + u64::from(loc.frame.stored_len) / 2);
     check_reports(&fx, false, &format!("tree {tree}"), &BTreeSet::from([many.clone()]));
     check_reports(&fx, true, &format!("tree {tree}"), &BTreeSet::from([many.clone()]));

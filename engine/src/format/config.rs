@@ -19,7 +19,19 @@ pub const OLDEST_WRITABLE_VERSION: u32 = 2;
 /// lists the features a reader needs; a reader that lacks one refuses the
 /// repository with [`Error::NeedsFeature`] instead of misreading it, so a
 /// later arc can add a feature without a new format version.
-pub const KNOWN_FEATURES: &[&str] = &[];
+///
+/// A v2 config without a feature means the v1 encoding of what the feature
+/// changes (format-spec/v2/README.md section 4): readers accept both
+/// encodings, telling them apart by their own magic and version; writers
+/// use the new one only where the config lists its feature, so an arc that
+/// lacks the feature never meets the encoding.
+pub const KNOWN_FEATURES: &[&str] = &[FEATURE_TREES_V2, FEATURE_INDEX_V2];
+/// Split directories, chunk list blobs, trees without change-detection
+/// fields (format-spec/v2/trees-index.md section 1).
+pub const FEATURE_TREES_V2: &str = "trees-v2";
+/// Index files v2: sorted, capped, with `supersedes` (trees-index.md
+/// section 2).
+pub const FEATURE_INDEX_V2: &str = "index-v2";
 const ENVELOPE_VERSION: u8 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,6 +216,11 @@ pub enum Encryption {
 }
 
 impl Config {
+    /// Whether the config lists `feature` (never in v1).
+    pub fn has_feature(&self, feature: &str) -> bool {
+        self.features.as_ref().is_some_and(|f| f.iter().any(|x| x == feature))
+    }
+
     /// The bytes the config MAC covers: the config as a JSON value without
     /// its `mac` key, serialized compactly. Computed from the parsed value,
     /// so it covers keys this binary does not know as well.

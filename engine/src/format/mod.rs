@@ -25,6 +25,7 @@ pub mod sealed;
 pub mod session;
 pub mod snapshot;
 pub mod tree;
+pub mod tree_v2;
 
 use crate::error::{Error, Result};
 use crate::id::Id;

@@ -42,7 +42,7 @@ pub enum NodeKind {
 }
 
 impl NodeKind {
-    fn from_u8(v: u8) -> Option<NodeKind> {
+    pub fn from_u8(v: u8) -> Option<NodeKind> {
         Some(match v {
             1 => NodeKind::File,
             2 => NodeKind::Dir,
@@ -284,7 +284,7 @@ impl Tree {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample_tree() -> Tree {

@@ -196,7 +196,8 @@ enum Content {
 }
 
 enum WalkEvent {
-    EnterDir(Node),
+    /// A directory and its path on disk.
+    EnterDir(Node, PathBuf),
     LeaveDir,
     Entry(Node, Content, Change),
     /// A source (top-level item) is complete.
@@ -455,7 +456,7 @@ pub fn dry_run(
         });
         for event in event_rx.iter() {
             match event {
-                WalkEvent::EnterDir(_) => summary.dirs += 1,
+                WalkEvent::EnterDir(..) => summary.dirs += 1,
                 WalkEvent::Entry(node, _, change) if node.kind.has_chunks() => {
                     change.count_file(&mut summary, node.size)
                 }
@@ -613,7 +614,7 @@ fn run_pipeline(
             }
         }
         let reader = ctx.repo.index()?.reader()?;
-        let root = assemble(sink, &reader, Path::new("/"), items, &mut summary)?;
+        let root = assemble(ctx, sink, &reader, Path::new("/"), items, &mut summary)?;
         Ok((root, summary))
     })
 }

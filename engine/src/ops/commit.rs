@@ -104,13 +104,18 @@ fn walk(
         }
     };
     while let Some(tree_id) = frontier.pop() {
-        if needs_copy(&locate(&tree_id, "tree")?) && !done.contains(&tree_id) {
-            out.push((tree_id, BlobKind::Tree));
-        }
-        let tree = repo.load_tree(&tree_id).map_err(|e| match e {
+        locate(&tree_id, "tree")?;
+        // Every blob of the directory: a split v2 directory's nodes, leaves
+        // and chunk lists too, which a parent's unchanged directory shares.
+        let (tree, parts) = repo.load_tree_with_parts(&tree_id).map_err(|e| match e {
             Error::Missing { .. } | Error::BlobNotInIndex(_) => gone(format!("tree {tree_id} ({e})")),
             e => e,
         })?;
+        for part in parts {
+            if (part == tree_id || seen.insert(part)) && needs_copy(&locate(&part, "tree")?) && !done.contains(&part) {
+                out.push((part, BlobKind::Tree));
+            }
+        }
         for node in &tree.nodes {
             if let Some(sub) = node.subtree {
                 if seen.insert(sub) {

@@ -19,11 +19,13 @@
 
 use std::io::Read;
 
+use super::tree_store;
 use crate::chunker::{Chunker, StreamChunker};
 use crate::error::{Error, Result};
 use crate::format::pack::BlobKind;
 use crate::format::snapshot::SnapshotFile;
 use crate::format::tree::{Node, Tree};
+use crate::format::tree_v2;
 use crate::id::Id;
 use crate::index::IndexReader;
 use crate::packer::{self, BlobSink};
@@ -165,7 +167,7 @@ impl Copier<'_> {
         if self.stopped() {
             return Err(Error::Interrupted);
         }
-        let tree = self.src.load_tree(id)?;
+        let (tree, parts) = self.src.load_tree_with_parts(id)?;
         let mut nodes: Vec<Node> = Vec::with_capacity(tree.nodes.len());
         for mut node in tree.nodes {
             if let Some(sub) = node.subtree {
@@ -181,14 +183,22 @@ impl Copier<'_> {
             }
             nodes.push(node);
         }
-        if self.rechunk {
-            let data = Tree { nodes }.encode()?;
-            sink.store(sink.index_reader(cache)?, BlobKind::Tree, &data)
+        // A directory the source split (v2 tree) goes into a target whose
+        // config lacks `trees-v2` re-encoded, like every directory whose ids
+        // change: the target holds only encodings its features announce.
+        let split = parts.len() > 1 || tree_v2::blob_version(&self.src.read_blob(id)?) == Some(tree_v2::VERSION);
+        if self.rechunk || (split && !self.dst.writes_trees_v2()) {
+            let stored = tree_store::store_dir(self.dst, sink, sink.index_reader(cache)?, &mut Tree { nodes })?;
+            Ok(stored.id)
         } else {
-            // Same ids: the tree is stored as the source has it (its bytes
-            // are what its id names), after everything it refers to.
-            let raw = self.src.read_blob(id)?;
-            sink.store_with_id(sink.index_reader(cache)?, *id, BlobKind::Tree, &raw)?;
+            // Same ids: the directory is stored as the source has it (each
+            // blob's bytes are what its id names), every blob of it (a
+            // split directory's nodes, leaves and chunk lists), after
+            // everything it refers to and the root last.
+            for part in parts.iter().rev() {
+                let raw = self.src.read_blob(part)?;
+                sink.store_with_id(sink.index_reader(cache)?, *part, BlobKind::Tree, &raw)?;
+            }
             Ok(*id)
         }
     }

@@ -20,4 +20,5 @@ pub mod retention;
 pub mod stats;
 pub mod tag;
 pub mod tar;
+pub mod tree_store;
 pub mod tree_walk;

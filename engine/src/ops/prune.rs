@@ -46,7 +46,7 @@ use std::collections::{HashMap, HashSet};
 use crate::error::{Error, Result};
 use crate::format::index_file::PackEntry;
 use crate::format::pack::{self, BlobKind};
-use crate::format::tree::Tree;
+use crate::format::tree_v2;
 use crate::id::Id;
 use crate::index::BlobLocation;
 use crate::ops::tree_walk;
@@ -252,22 +252,21 @@ fn mark_live(repo: &Repository, trees: &HashMap<Id, BlobLocation>, ignore: &Hash
         roots.push(snap.file.tree);
     }
     let snapshots = roots.len() as u64;
-    let load = |tree_id: &Id| -> Result<Tree> {
+    // Blob by blob, not directory by directory: v1 trees, and the nodes,
+    // leaves and chunk lists of v2 directories, every one of which is live
+    // (not only a directory's root).
+    let load = |tree_id: &Id| -> Result<tree_v2::Refs> {
         let loc = trees
             .get(tree_id)
             .ok_or_else(|| damaged(format!("tree {tree_id}, which a snapshot needs, is in no pack")))?;
         reader
             .read_at(repo, tree_id, loc)
-            .and_then(|data| Tree::decode(&data, tree_id))
+            .and_then(|data| tree_v2::references(&data, tree_id))
             .map_err(|e| damaged(format!("tree {tree_id} of a snapshot cannot be read: {e}")))
     };
-    let mut visit = |id: &Id, tree: &Tree| {
+    let mut visit = |id: &Id, refs: &tree_v2::Refs| {
         live.insert(*id);
-        for node in &tree.nodes {
-            if node.kind.has_chunks() {
-                live.extend(node.chunks.iter().copied());
-            }
-        }
+        live.extend(refs.chunks.iter().copied());
         Ok(())
     };
     // Deciding what is unused needs every live tree: any failure stops.
@@ -275,7 +274,7 @@ fn mark_live(repo: &Repository, trees: &HashMap<Id, BlobLocation>, ignore: &Hash
         e @ Error::Damaged { .. } => Err(e),
         e => Err(damaged(e.to_string())),
     };
-    tree_walk::visit_unique_trees(roots, &load, &mut visit, &mut failed)?;
+    tree_walk::visit_unique(roots, &load, &|refs: &tree_v2::Refs| refs.metadata.clone(), &mut visit, &mut failed)?;
     Ok((live, snapshots))
 }
 
@@ -581,11 +580,16 @@ pub(crate) fn delete_packs(
         })
         .map(|p| p.entry.clone())
         .collect();
-    for group in relist.chunks(PACKS_PER_INDEX_FILE) {
-        let data = repo.encode_index_file(group)?;
-        let name = Id::hash(&data).to_hex();
-        repo.storage().put(FileKind::Index, &name, &data)?;
-        report.index_files_written += 1;
+    // The last new listing names the files it replaces (v2 spec 2.3), so
+    // other hosts' caches read it instead of rebuilding.
+    let superseded: Vec<Id> = obsolete.iter().filter_map(|n| n.parse().ok()).collect();
+    let groups: Vec<&[PackEntry]> = relist.chunks(PACKS_PER_INDEX_FILE).collect();
+    for (i, group) in groups.iter().enumerate() {
+        let sup = if i + 1 == groups.len() { &superseded[..] } else { &[] };
+        for (id, data, _) in repo.encode_index_files(group, sup)? {
+            repo.storage().put(FileKind::Index, &id.to_hex(), &data)?;
+            report.index_files_written += 1;
+        }
     }
     step(PruneStep::IndexWritten);
 
@@ -784,5 +788,44 @@ mod tests {
             let opts = PruneOptions { max_unused: bad, ..Default::default() };
             assert!(matches!(prune(&repo, &opts, &NoProgress), Err(Error::InvalidArgument { .. })));
         }
+    }
+
+    /// Every blob of a split v2 directory is live, not only its root: a
+    /// prune that rewrites every pack with something unused keeps all of
+    /// them, and the directory still loads whole and checks clean.
+    #[test]
+    fn prune_keeps_every_blob_of_a_split_directory() {
+        use crate::ops::backup::{backup, BackupOptions};
+        use crate::ops::check::{check, CheckOptions};
+        use crate::ops::tree_walk::{locate, Located};
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("src/big");
+        std::fs::create_dir_all(&big).unwrap();
+        for i in 0..3000 {
+            std::fs::write(big.join(format!("f{i:05}")), format!("file {i}")).unwrap();
+        }
+        let repo = Repository::init_local(&dir.path().join("repo"), &InitOptions::default()).unwrap();
+        assert!(repo.writes_trees_v2());
+        let opts = || BackupOptions { paths: vec![big.clone()], ..Default::default() };
+        let first = backup(&repo, opts(), &NoProgress).unwrap();
+        std::fs::write(big.join("f01234"), "changed").unwrap();
+        let second = backup(&repo, opts(), &NoProgress).unwrap();
+        // The first snapshot goes: its old leaf, nodes and file are unused.
+        repo.storage().delete(FileKind::Snapshot, &first.snapshot_id.to_hex()).unwrap();
+        let r =
+            prune(&repo, &PruneOptions { max_unused: 0.0, instant: true, ..Default::default() }, &NoProgress).unwrap();
+        assert!(r.packs_deleted + r.packs_repacked > 0, "{r:?}");
+        drop(repo);
+
+        let repo = Repository::open_local(&dir.path().join("repo")).unwrap();
+        let snap = repo.load_snapshot(&second.snapshot_id).unwrap();
+        let Located::Node(node) = locate(&repo, &snap, &big.display().to_string()).unwrap() else {
+            panic!("no directory at {}", big.display())
+        };
+        let (tree, parts) = repo.load_tree_with_parts(&node.subtree.unwrap()).unwrap();
+        assert_eq!(tree.nodes.len(), 3000);
+        assert!(parts.len() > 3, "a split directory: {} blobs", parts.len());
+        let report = check(&repo, &CheckOptions { read_data: true, ..Default::default() }, &NoProgress).unwrap();
+        assert!(report.ok(), "{:?}", report.errors);
     }
 }

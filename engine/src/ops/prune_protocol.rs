@@ -159,9 +159,10 @@ pub fn run(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress) 
         .map(|p| p.entry.clone())
         .collect();
     if !unlisted.is_empty() {
-        let data = repo.encode_index_file(&unlisted)?;
-        repo.storage().put(FileKind::Index, &Id::hash(&data).to_hex(), &data)?;
-        report.index_files_written += 1;
+        for (id, data, _) in repo.encode_index_files(&unlisted, &[])? {
+            repo.storage().put(FileKind::Index, &id.to_hex(), &data)?;
+            report.index_files_written += 1;
+        }
         report.packs_adopted = unlisted.len() as u64;
     }
     step(PruneStep::IndexWritten);

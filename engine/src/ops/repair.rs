@@ -70,11 +70,12 @@ pub fn repair_index(repo: &Repository, progress: &dyn Progress) -> Result<Repair
     }
     let mut written: HashSet<String> = HashSet::new();
     for group in entries.chunks(PACKS_PER_FILE) {
-        let data = repo.encode_index_file(group)?;
-        let name = Id::hash(&data).to_hex();
-        repo.storage().put(FileKind::Index, &name, &data)?;
-        written.insert(name);
-        report.index_files_written += 1;
+        for (id, data, _) in repo.encode_index_files(group, &[])? {
+            let name = id.to_hex();
+            repo.storage().put(FileKind::Index, &name, &data)?;
+            written.insert(name);
+            report.index_files_written += 1;
+        }
     }
     for name in old {
         if !written.contains(&name) {

@@ -197,11 +197,45 @@ pub fn visit_unique_trees(
     visit: &mut dyn FnMut(&Id, &Tree) -> Result<()>,
     failed: &mut dyn FnMut(&Id, Error) -> Result<()>,
 ) -> Result<()> {
+    let subdirs = |tree: &Tree| -> Vec<Id> {
+        tree.nodes
+            .iter()
+            .filter_map(|n| match (n.kind, n.subtree) {
+                (NodeKind::Dir, Some(sub)) => Some(sub),
+                _ => None,
+            })
+            .collect()
+    };
+    visit_unique_within(MAX_TREE_DEPTH, roots, load, &subdirs, visit, failed)
+}
+
+/// [`visit_unique_trees`] over any kind of loaded blob `T`: `children(t)`
+/// names the blobs below it. Prune walks tree blobs one by one with it (a
+/// v2 directory's nodes, leaves and chunk lists are blobs of their own,
+/// each of which must be marked live), check and stats whole directories.
+pub fn visit_unique<T: Send>(
+    roots: impl IntoIterator<Item = Id>,
+    load: &(dyn Fn(&Id) -> Result<T> + Sync),
+    children: &dyn Fn(&T) -> Vec<Id>,
+    visit: &mut dyn FnMut(&Id, &T) -> Result<()>,
+    failed: &mut dyn FnMut(&Id, Error) -> Result<()>,
+) -> Result<()> {
+    visit_unique_within(MAX_BLOB_DEPTH, roots, load, children, visit, failed)
+}
+
+fn visit_unique_within<T: Send>(
+    max_depth: usize,
+    roots: impl IntoIterator<Item = Id>,
+    load: &(dyn Fn(&Id) -> Result<T> + Sync),
+    children: &dyn Fn(&T) -> Vec<Id>,
+    visit: &mut dyn FnMut(&Id, &T) -> Result<()>,
+    failed: &mut dyn FnMut(&Id, Error) -> Result<()>,
+) -> Result<()> {
     let mut seen: HashSet<Id> = HashSet::new();
     let mut frontier: Vec<Id> = roots.into_iter().filter(|id| seen.insert(*id)).collect();
     let mut depth = 0;
     while !frontier.is_empty() {
-        if depth > MAX_TREE_DEPTH {
+        if depth > max_depth {
             for id in &frontier {
                 failed(id, too_deep(id))?;
             }
@@ -209,16 +243,14 @@ pub fn visit_unique_trees(
         }
         let mut next = Vec::new();
         for batch in frontier.chunks(TREE_BATCH) {
-            let loaded: Vec<(Id, Result<Tree>)> = batch.par_iter().map(|id| (*id, load(id))).collect();
-            for (id, tree) in loaded {
-                match tree {
-                    Ok(tree) => {
-                        visit(&id, &tree)?;
-                        for node in &tree.nodes {
-                            if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
-                                if seen.insert(sub) {
-                                    next.push(sub);
-                                }
+            let loaded: Vec<(Id, Result<T>)> = batch.par_iter().map(|id| (*id, load(id))).collect();
+            for (id, item) in loaded {
+                match item {
+                    Ok(item) => {
+                        visit(&id, &item)?;
+                        for sub in children(&item) {
+                            if seen.insert(sub) {
+                                next.push(sub);
                             }
                         }
                     }
@@ -231,3 +263,8 @@ pub fn visit_unique_trees(
     }
     Ok(())
 }
+
+/// Deepest level [`visit_unique`] follows: [`MAX_TREE_DEPTH`] directories,
+/// each of which may be a v2 directory of up to `tree_v2::MAX_LEVEL` node
+/// levels above its leaves and a chunk list below them.
+const MAX_BLOB_DEPTH: usize = MAX_TREE_DEPTH * (crate::format::tree_v2::MAX_LEVEL as usize + 2);

@@ -86,7 +86,7 @@ pub(super) fn walker(
             }
             let key = vec![u32::try_from(si).unwrap_or(u32::MAX)];
             pool.submit(key.clone(), src.disk.clone(), parent_node.and_then(|p| p.subtree), meta.dev());
-            out.send(WalkEvent::EnterDir(node))?;
+            out.send(WalkEvent::EnterDir(node, src.disk.clone()))?;
             let first = pool.take(&key, &env)?;
             report_listing(ctx, &src.disk, &first);
             // Open directories, innermost last: key, listing, next child.
@@ -109,7 +109,7 @@ pub(super) fn walker(
                 let Some(node) = child.node else { continue };
                 if node.kind == NodeKind::Dir {
                     if child.mount_point {
-                        out.send(WalkEvent::EnterDir(node))?;
+                        out.send(WalkEvent::EnterDir(node, child.path.clone()))?;
                         out.send(WalkEvent::LeaveDir)?;
                         continue;
                     }
@@ -118,7 +118,7 @@ pub(super) fn walker(
                     }
                     let mut sub = key.clone();
                     sub.push(u32::try_from(i).unwrap_or(u32::MAX));
-                    out.send(WalkEvent::EnterDir(node))?;
+                    out.send(WalkEvent::EnterDir(node, child.path.clone()))?;
                     let l = pool.take(&sub, &env)?;
                     report_listing(ctx, &child.path, &l);
                     stack.push((sub, l, 0));

@@ -5,14 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 use crossbeam_channel::Receiver;
 
 use super::{Change, Content, Ctx, FileOutcome, WalkEvent};
+use crate::change_cache;
 use crate::error::{Error, Result};
-use crate::format::pack::BlobKind;
 use crate::format::snapshot::Summary;
 use crate::format::tree::{Node, NodeKind, Timestamp, Tree};
 use crate::id::Id;
@@ -25,8 +25,29 @@ use crate::packer::BlobSink;
 pub(super) type SourceNodes = Vec<Option<Node>>;
 /// A node to place in the snapshot at a path of components.
 pub(super) type Placed = (Vec<Vec<u8>>, Node);
-/// An open directory in the tree builder and its entries so far.
-type OpenDir = (Node, Vec<(Node, Content, Change)>);
+/// An open directory in the tree builder, its path on disk and its entries
+/// so far.
+type OpenDir = (Node, PathBuf, Vec<(Node, Content, Change)>);
+
+/// Stores a directory's tree (`ops::tree_store`): one v1 blob where the config lacks `trees-v2`, else
+/// the canonical split (leaves, nodes, chunk lists) of
+/// `format-spec/v2/trees-index.md`, and, for a directory on disk, its
+/// leaves' inodes and ctimes in the local change cache. Returns the
+/// directory's tree id.
+pub(super) fn store_tree(
+    ctx: &Ctx<'_>,
+    sink: &BlobSink<'_>,
+    reader: &IndexReader,
+    mut tree: Tree,
+    dir: Option<&Path>,
+    changes: &mut change_cache::Batch,
+) -> Result<Id> {
+    let stored = crate::ops::tree_store::store_dir(ctx.repo, sink, reader, &mut tree)?;
+    if let Some(dir) = dir.filter(|_| ctx.repo.writes_trees_v2()) {
+        changes.add(ctx.repo.index()?, dir, &stored.leaves, &tree.nodes)?;
+    }
+    Ok(stored.id)
+}
 /// Consumes walk events, waits for file contents when a directory closes,
 /// and stores one tree blob per directory. Returns one node per source.
 pub(super) fn build_trees(
@@ -39,6 +60,7 @@ pub(super) fn build_trees(
     let mut stack: Vec<OpenDir> = Vec::new();
     let mut done: SourceNodes = Vec::new();
     let mut top: Option<Node> = None;
+    let mut changes = change_cache::Batch::default();
 
     let resolve = |entry: (Node, Content, Change), summary: &mut Summary| -> Option<Node> {
         let (mut node, content, change) = entry;
@@ -64,22 +86,21 @@ pub(super) fn build_trees(
             return Err(Error::Interrupted);
         }
         match event {
-            WalkEvent::EnterDir(node) => stack.push((node, Vec::new())),
+            WalkEvent::EnterDir(node, path) => stack.push((node, path, Vec::new())),
             WalkEvent::Entry(node, content, change) => match stack.last_mut() {
-                Some((_, entries)) => entries.push((node, content, change)),
+                Some((_, _, entries)) => entries.push((node, content, change)),
                 None => top = resolve((node, content, change), &mut summary),
             },
             WalkEvent::LeaveDir => {
-                let Some((mut dir, entries)) = stack.pop() else {
+                let Some((mut dir, path, entries)) = stack.pop() else {
                     return Err(Error::corrupt("pipeline", "walker", "unbalanced directory events"));
                 };
-                let mut tree = Tree { nodes: entries.into_iter().filter_map(|e| resolve(e, &mut summary)).collect() };
-                let data = tree.encode()?;
+                let tree = Tree { nodes: entries.into_iter().filter_map(|e| resolve(e, &mut summary)).collect() };
                 let reader = ctx.repo.index()?.reader()?;
-                dir.subtree = Some(sink.store(&reader, BlobKind::Tree, &data)?);
+                dir.subtree = Some(store_tree(ctx, sink, &reader, tree, Some(&path), &mut changes)?);
                 summary.dirs += 1;
                 match stack.last_mut() {
-                    Some((_, entries)) => entries.push((dir, Content::Ready, Change::Unchanged)),
+                    Some((_, _, entries)) => entries.push((dir, Content::Ready, Change::Unchanged)),
                     None => top = Some(dir),
                 }
             }
@@ -92,12 +113,14 @@ pub(super) fn build_trees(
     if done.len() != expected {
         return Err(Error::Interrupted);
     }
+    changes.flush(ctx.repo.index()?)?;
     Ok((done, summary))
 }
 /// Builds the directories above the sources (`/var` for `/var/www`) from
 /// their metadata on disk, or synthetic ones for stream paths; returns the
 /// root tree id.
 pub(super) fn assemble(
+    ctx: &Ctx<'_>,
     sink: &BlobSink<'_>,
     reader: &IndexReader,
     disk_dir: &Path,
@@ -130,12 +153,13 @@ pub(super) fn assemble(
             // Stream paths have no directory on disk.
             _ => synthetic_dir(name.clone()),
         };
-        node.subtree = Some(assemble(sink, reader, &path, sub, summary)?);
+        node.subtree = Some(assemble(ctx, sink, reader, &path, sub, summary)?);
         summary.dirs += 1;
         tree.nodes.push(node);
     }
-    let data = tree.encode()?;
-    sink.store(reader, BlobKind::Tree, &data)
+    // Directories above the sources hold no file of the walk: nothing for
+    // the change cache.
+    store_tree(ctx, sink, reader, tree, None, &mut change_cache::Batch::default())
 }
 
 pub(super) fn synthetic_dir(name: Vec<u8>) -> Node {
