@@ -137,3 +137,72 @@ fn frozen_v2_repository_checks_and_restores() {
     let report = check(&repo, &CheckOptions { read_data: true, ..Default::default() }, &NoProgress).unwrap();
     assert!(report.ok(), "check after a backup into the frozen repository's copy: {:?}", report.errors);
 }
+
+fn frozen_split_repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../format-spec/vectors/repo-v2-split")
+}
+
+/// The second frozen v2 repository (make-repo-v2-split.sh): features
+/// trees-v2 and index-v2, a directory of 3,001 entries split into several
+/// tree blobs, a file whose chunk list is a blob of its own, index v2 files
+/// and a pending prune mark. Every later arc must read it, and a prune run
+/// on a copy must finish the mark it left.
+#[test]
+fn frozen_v2_split_repository_checks_restores_and_sweeps_its_mark() {
+    use arc_engine::ops::prune::{prune, PruneOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let repo_dir = tmp.path().join("repo");
+    copy_tree(&frozen_split_repo(), &repo_dir);
+    let pw = || Ok(zeroize::Zeroizing::new("arc frozen repo-v2-split".to_string()));
+    let repo = Repository::open_local_with(&repo_dir, Some(&pw)).expect("the repository opens with its passphrase");
+    assert_eq!(repo.config().version, 2);
+    assert!(repo.writes_trees_v2() && repo.writes_index_v2(), "the config lists trees-v2 and index-v2");
+
+    let report = check(&repo, &CheckOptions { read_data: true, ..Default::default() }, &NoProgress).unwrap();
+    assert!(report.ok(), "check of the frozen repository: {:?}", report.errors);
+    let snaps = repo.snapshots().unwrap();
+    assert_eq!(snaps.len(), 2, "snapshot `one` was forgotten before the prune that left the mark");
+
+    let src = "/tmp/arc-repo-v2-split-src";
+    let snap = repo.find_snapshot("latest", &SnapshotFilter { paths: vec![src.into()], ..Default::default() }).unwrap();
+    assert_eq!(snap.file.tags, ["two"]);
+    let big = match locate(&repo, &snap, &format!("{src}/big")).unwrap() {
+        Located::Node(n) => n.subtree.unwrap(),
+        other => panic!("big is {other:?}"),
+    };
+    assert_eq!(tree_v2::blob_version(&repo.read_blob(&big).unwrap()), Some(2), "big/ is a v2 (split) tree");
+    assert!(repo.load_tree_with_parts(&big).unwrap().1.len() > 1, "big/ is split into several blobs");
+    let random = match locate(&repo, &snap, &format!("{src}/dir/random.bin")).unwrap() {
+        Located::Node(n) => n,
+        other => panic!("random.bin is {other:?}"),
+    };
+    assert!(random.chunks.len() > tree_v2::INLINE_CHUNKS_MAX, "random.bin's chunk list is a blob of its own");
+
+    let restore_and_compare = |repo: &Repository, target: &Path| {
+        let result =
+            restore(repo, &snap, &RestoreOptions { target: target.to_path_buf(), ..Default::default() }, &NoProgress)
+                .unwrap();
+        assert_eq!(result.errors, 0);
+        let root = target.join(src.trim_start_matches('/'));
+        assert_eq!(fs::read(root.join("dir/random.bin")).unwrap(), random_bin());
+        assert_eq!(fs::read_dir(root.join("big")).unwrap().count(), 3001);
+        for i in [0, 1, 1499, 1501, 2999] {
+            assert_eq!(fs::read(root.join(format!("big/f{i:05}"))).unwrap(), format!("file {i}\n").as_bytes());
+        }
+        assert_eq!(fs::read(root.join("big/f01500")).unwrap(), b"changed 1500\n");
+        assert_eq!(fs::read(root.join("big/f03000")).unwrap(), b"file 3000\n");
+    };
+    restore_and_compare(&repo, &tmp.path().join("restored"));
+
+    // The pending mark: its grace (1 s) counts from the storage time of the
+    // copy's mark file, so a prune two seconds later sweeps it.
+    assert_eq!(fs::read_dir(repo_dir.join("marks")).unwrap().count(), 1);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let swept = prune(&repo, &PruneOptions::default(), &NoProgress).unwrap();
+    assert_eq!(swept.packs_deleted, 3, "{swept:?}");
+    assert_eq!(swept.packs_recovered, 0, "{swept:?}");
+    assert_eq!(fs::read_dir(repo_dir.join("marks")).unwrap().count(), 0, "the swept mark is gone");
+    let report = check(&repo, &CheckOptions { read_data: true, ..Default::default() }, &NoProgress).unwrap();
+    assert!(report.ok(), "check after the sweep: {:?}", report.errors);
+    restore_and_compare(&repo, &tmp.path().join("restored-after-sweep"));
+}
