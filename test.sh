@@ -52,17 +52,7 @@ if [ ${#need[@]} -gt 0 ]; then
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         "${need[@]}" >/dev/null; } || status=$?
     [ "$own_policy" = 1 ] && rm -f "$policy"
-    [ "$status" = 0 ] || { echo "test.sh: apt-get install ${need[*]} failed" >&2; # The distributed tier: a 3-node Garage cluster, when its binary is cached
-# (tests/distributed.sh says how to build it) and no test filter was given.
-if [ $# = 0 ] && [ -x "$CACHE/garage-2.5.0/bin/garage" ]; then
-  if ! tests/distributed.sh; then
-    echo "tests/distributed.sh failed" >&2
-    status=1
-  fi
-elif [ $# = 0 ]; then
-  echo "SKIP: tests/distributed.sh: no Garage binary at $CACHE/garage-2.5.0/bin/garage (tests/distributed.sh says how to build it)"
-fi
-exit "$status"; }
+    [ "$status" = 0 ] || { echo "test.sh: apt-get install ${need[*]} failed" >&2; exit "$status"; }
   else
     echo "test.sh: not installed: ${need[*]} (run as root to install them); tests that need them will be skipped" >&2
   fi
@@ -91,6 +81,22 @@ cargo test --release --workspace --no-fail-fast --features arc-cli/fault-injecti
 status=${PIPESTATUS[0]}
 set -e
 
+# The distributed tier: a 3-node Garage cluster, when its binary is cached
+# (tests/distributed.sh says how to build it) and no test filter was given.
+# Its result goes into the log as one more test, so the closing line counts it.
+if [ $# = 0 ] && [ -x "$CACHE/garage-2.5.0/bin/garage" ]; then
+  if tests/distributed.sh 2>&1 | tee -a "$log"; [ "${PIPESTATUS[0]}" = 0 ]; then
+    echo "test result: ok. 1 passed; 0 failed; 0 ignored (tests/distributed.sh)" | tee -a "$log"
+  else
+    echo "tests/distributed.sh failed" >&2
+    echo "test result: FAILED. 0 passed; 1 failed; 0 ignored (tests/distributed.sh)" | tee -a "$log"
+    status=1
+  fi
+elif [ $# = 0 ]; then
+  echo "SKIP: tests/distributed.sh: no Garage binary at $CACHE/garage-2.5.0/bin/garage (tests/distributed.sh says how to build it)" | tee -a "$log"
+  echo "test result: ok. 1 passed; 0 failed; 0 ignored (tests/distributed.sh)" >>"$log"
+fi
+
 # libtest counts a skipped test as passed; the SKIP lines say which.
 awk '
   /^test result:/ {
@@ -115,14 +121,4 @@ awk '
     if (ig > 0) why = why (why != "" ? "; " : "") ig " marked #[ignore]"
     printf "%d passed, %d failed, %d skipped%s\n", p - s, f, s + ig, (why != "" ? " (" why ")" : "")
   }' "$log"
-# The distributed tier: a 3-node Garage cluster, when its binary is cached
-# (tests/distributed.sh says how to build it) and no test filter was given.
-if [ $# = 0 ] && [ -x "$CACHE/garage-2.5.0/bin/garage" ]; then
-  if ! tests/distributed.sh; then
-    echo "tests/distributed.sh failed" >&2
-    status=1
-  fi
-elif [ $# = 0 ]; then
-  echo "SKIP: tests/distributed.sh: no Garage binary at $CACHE/garage-2.5.0/bin/garage (tests/distributed.sh says how to build it)"
-fi
 exit "$status"
