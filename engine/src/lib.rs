@@ -34,6 +34,7 @@ pub mod reader;
 pub mod repo;
 pub mod scan;
 pub mod session;
+pub mod sorted_runs;
 pub mod storage;
 pub mod sync;
 #[cfg(test)]

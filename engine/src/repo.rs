@@ -629,6 +629,21 @@ impl Repository {
         self.sync_index(index)
     }
 
+    /// A scratch directory for one operation's sorted runs (check and
+    /// prune; removed when dropped): beside the index database (the cache
+    /// directory), or the repository's `tmp/` when the database is inside
+    /// a local repository, so that scratch never lands in the repository's
+    /// own directories and stays on the disk the cache was put on.
+    pub fn scratch_dir(&self) -> Result<tempfile::TempDir> {
+        let local_tmp = self.storage.local_path().filter(|r| self.index_path.starts_with(r)).map(|r| r.join("tmp"));
+        let dir = match local_tmp {
+            Some(tmp) => tmp,
+            None => self.index_path.parent().map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir),
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        tempfile::Builder::new().prefix("scratch-").tempdir_in(&dir).map_err(|e| Error::io(&dir, e))
+    }
+
     /// Drops the index database and rebuilds it from the index files.
     pub fn rebuild_index_db(&self) -> Result<()> {
         let index = self.index()?;

@@ -15,12 +15,14 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::format::index_file::PackEntry;
-use crate::format::pack;
+use crate::format::pack::{self, BlobKind};
 use crate::format::tree::NodeKind;
 use crate::id::Id;
+use crate::ops::pack_table::{Occurrence, PackTable, SORT_MEMORY};
 use crate::ops::tree_walk;
 use crate::progress::Progress;
 use crate::repo::{Repository, Snapshot};
+use crate::sorted_runs::Sorter;
 use crate::storage::FileKind;
 
 #[derive(Debug, Clone, Default)]
@@ -81,8 +83,12 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
     let _lock = repo.lock_shared("check")?;
     let mut report = CheckReport::default();
 
-    // Index files, as stored (not the database, which is only a cache).
-    let mut listed: HashMap<Id, PackEntry> = HashMap::new();
+    // Index files, as stored (not the database, which is only a cache),
+    // one at a time: every pack's trailer goes to scratch and every blob
+    // copy to an on-disk sorter (memory grows with packs and trees, not
+    // with blobs; see ops/pack_table.rs).
+    let mut table = PackTable::new(repo)?;
+    let mut tree_copies: Vec<(Id, u32)> = Vec::new();
     for (name, _) in repo.storage().list(FileKind::Index)? {
         let loaded = repo.storage().get(FileKind::Index, &name).and_then(|data| {
             if Id::hash(&data).to_hex() != name {
@@ -93,7 +99,11 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
         match loaded {
             Ok(packs) => {
                 for p in packs {
-                    listed.insert(p.pack, p);
+                    if let Some(no) = table.add(&p, true)? {
+                        for b in p.trailer.blobs.iter().filter(|b| b.kind == BlobKind::Tree) {
+                            tree_copies.push((b.id, no));
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -105,38 +115,32 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
 
     let stored = repo.pack_sizes()?;
     report.packs = stored.len() as u64;
-    let mut missing_packs: HashSet<Id> = HashSet::new();
-    for (id, entry) in &listed {
-        match stored.get(id) {
+    // By table number.
+    let mut missing_packs: HashSet<u32> = HashSet::new();
+    for (no, row) in table.rows.iter().enumerate() {
+        let id = row.id;
+        match stored.get(&id) {
             None => {
-                missing_packs.insert(*id);
+                missing_packs.insert(no as u32);
                 report.error(format!("pack {id} is missing"));
             }
-            Some(&len) if len != entry.pack_len => {
-                missing_packs.insert(*id);
-                report.error(format!(
-                    "pack {id} has {len} bytes, the index says {} (truncated or replaced)",
-                    entry.pack_len
-                ));
+            Some(&len) if len != row.len => {
+                missing_packs.insert(no as u32);
+                report.error(format!("pack {id} has {len} bytes, the index says {} (truncated or replaced)", row.len));
             }
             Some(_) => {}
         }
     }
-    let unlisted: Vec<&Id> = stored.keys().filter(|id| !listed.contains_key(id)).collect();
-    if !unlisted.is_empty() {
+    let unlisted = stored.keys().filter(|id| table.number(id).is_none()).count();
+    if unlisted > 0 {
         report.warnings.push(format!(
-            "{} pack(s) are not listed in any index file (left by an interrupted or running backup; the next backup adopts them)",
-            unlisted.len()
+            "{unlisted} pack(s) are not listed in any index file (left by an interrupted or running backup; the next backup adopts them)"
         ));
     }
-
-    // Blob -> pack, from the index files.
-    let mut blob_pack: HashMap<Id, Id> = HashMap::new();
-    for (pack_id, entry) in &listed {
-        for b in &entry.trailer.blobs {
-            blob_pack.entry(b.id).or_insert(*pack_id);
-        }
-    }
+    // Trees with a copy in a pack that is there.
+    let present_trees: HashSet<Id> =
+        tree_copies.into_iter().filter(|(_, no)| !missing_packs.contains(no)).map(|(id, _)| id).collect();
+    let occurrences = table.occurrences()?;
 
     // Damaged blobs found by reading data.
     let mut bad_blobs: HashSet<Id> = HashSet::new();
@@ -149,8 +153,13 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
         progress.total(packs.len() as u64, packs.iter().map(|p| p.1).sum());
         report.packs_read = packs.len() as u64;
         report.read_data_subset = opts.read_data_subset.map(|(g, n)| format!("{}/{n}", g + 1));
-        let results: Vec<(u64, u64, Vec<String>, Vec<Id>)> =
-            packs.par_iter().map(|(id, len)| verify_pack(repo, id, *len, listed.get(id), progress)).collect();
+        let results: Vec<(u64, u64, Vec<String>, Vec<Id>)> = packs
+            .par_iter()
+            .map(|(id, len)| {
+                let listed = table.number(id).map(|no| table.entry(no)).transpose()?;
+                Ok(verify_pack(repo, id, *len, listed.as_ref(), progress))
+            })
+            .collect::<Result<_>>()?;
         for (bytes, blobs, errors, bad) in results {
             report.bytes_read += bytes;
             report.blobs_verified += blobs;
@@ -158,12 +167,6 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
                 report.error(e);
             }
             bad_blobs.extend(bad);
-        }
-    }
-    // Blobs whose pack is gone are as bad as damaged ones.
-    for (blob, pack) in &blob_pack {
-        if missing_packs.contains(pack) {
-            bad_blobs.insert(*blob);
         }
     }
 
@@ -177,13 +180,15 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
     }
     report.snapshots = snapshots.len() as u64;
 
-    // Every distinct tree once, whatever number of snapshots share it.
+    // Every distinct tree once, whatever number of snapshots share it;
+    // the chunks they reference go to an on-disk sorter, checked against
+    // the copies below.
     let tree_ok = std::sync::Mutex::new(HashMap::<Id, bool>::new());
-    let mut chunk_ok: HashMap<Id, bool> = HashMap::new();
+    let mut referenced: Sorter<32> = Sorter::new(table.scratch(), SORT_MEMORY, true);
     let mut damage = false;
     {
         let load = |id: &Id| {
-            if bad_blobs.contains(id) || !blob_pack.contains_key(id) {
+            if bad_blobs.contains(id) || !present_trees.contains(id) {
                 Err(Error::BlobNotInIndex(*id))
             } else {
                 repo.load_tree(id)
@@ -199,10 +204,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
                     NodeKind::Dir if node.subtree.is_none() => damage = true,
                     k if k.has_chunks() => {
                         for c in &node.chunks {
-                            let ok = *chunk_ok
-                                .entry(*c)
-                                .or_insert_with(|| blob_pack.contains_key(c) && !bad_blobs.contains(c));
-                            damage |= !ok;
+                            referenced.push(c.0)?;
                         }
                     }
                     _ => {}
@@ -232,6 +234,32 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
     }
     let tree_ok = tree_ok.into_inner().unwrap_or_default();
 
+    // Referenced chunks against the copies, both sorted: a chunk is fine
+    // when it has a copy in a pack that is there and no copy was found
+    // damaged. Only the chunks that are not are kept (true: damaged or
+    // only in missing packs; false: in no index file).
+    let mut bad_chunks: HashMap<Id, bool> = HashMap::new();
+    {
+        let mut copies = occurrences.peekable();
+        for c in referenced.finish()? {
+            let c = Id(c?);
+            let (mut any, mut present) = (false, false);
+            while let Some(rec) = copies.next_if(|r| r.as_ref().map_or(true, |r| r[..32] <= c.0[..])) {
+                let occ = Occurrence::from_bytes(&rec?);
+                if occ.blob == c {
+                    any = true;
+                    present |= !missing_packs.contains(&occ.pack);
+                }
+            }
+            if !any {
+                bad_chunks.insert(c, false);
+            } else if !present || bad_blobs.contains(&c) {
+                bad_chunks.insert(c, true);
+            }
+        }
+    }
+    damage |= !bad_chunks.is_empty();
+
     // Only when something is damaged: which files and directories of which
     // snapshots it affects. Subtrees found clean are not walked again.
     let mut affected: HashMap<String, Vec<String>> = HashMap::new();
@@ -239,17 +267,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
         let mut clean: HashSet<Id> = HashSet::new();
         for snap in &snapshots {
             let short = snap.id.short();
-            affected_paths(
-                repo,
-                &short,
-                snap.file.tree,
-                &tree_ok,
-                &chunk_ok,
-                &bad_blobs,
-                &mut clean,
-                &mut affected,
-                &mut report,
-            );
+            affected_paths(repo, &short, snap.file.tree, &tree_ok, &bad_chunks, &mut clean, &mut affected, &mut report);
         }
     }
     let mut affected: Vec<(String, Vec<String>)> = affected.into_iter().collect();
@@ -290,8 +308,7 @@ fn affected_paths(
     short: &str,
     root: Id,
     tree_ok: &HashMap<Id, bool>,
-    chunk_ok: &HashMap<Id, bool>,
-    bad_blobs: &HashSet<Id>,
+    bad_chunks: &HashMap<Id, bool>,
     clean: &mut HashSet<Id>,
     affected: &mut HashMap<String, Vec<String>>,
     report: &mut CheckReport,
@@ -354,11 +371,9 @@ fn affected_paths(
                 },
                 k if k.has_chunks() => {
                     for c in &node.chunks {
-                        if chunk_ok.get(c) == Some(&true) {
-                            continue;
-                        }
+                        let Some(&damaged) = bad_chunks.get(c) else { continue };
                         frame.dirty = true;
-                        let key = if bad_blobs.contains(c) {
+                        let key = if damaged {
                             format!("damaged data blob {c}")
                         } else {
                             format!("data blob {c} is not in any index file")

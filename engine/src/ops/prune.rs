@@ -41,22 +41,21 @@
 //! which is what the crash-safety tests use to "kill" prune between steps.
 
 use rayon::prelude::*;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use crate::error::{Error, Result};
 use crate::format::index_file::PackEntry;
-use crate::format::pack::{self, BlobKind};
-use crate::format::tree_v2;
+use crate::format::pack;
 use crate::id::Id;
-use crate::index::BlobLocation;
-use crate::ops::tree_walk;
+pub use crate::ops::prune_plan::{plan, Plan};
+pub(crate) use crate::ops::prune_plan::{plan_avoiding, Fate, PackPlan, RepackPack};
 use crate::packer;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::storage::FileKind;
 
 /// Packs per index file written by prune (as `repair index`).
-const PACKS_PER_INDEX_FILE: usize = 256;
+pub(crate) const PACKS_PER_INDEX_FILE: usize = 256;
 
 /// The steps after which [`PruneOptions::after_step`] is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -171,311 +170,6 @@ pub struct PruneReport {
     pub packs_recovered: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fate {
-    Keep,
-    Repack,
-    Delete,
-}
-
-/// One pack as the plan sees it.
-pub(crate) struct PackPlan {
-    pub(crate) entry: PackEntry,
-    /// Listed by at least one index file.
-    pub(crate) listed: bool,
-    /// Per blob record: this is the copy of a live blob that stays.
-    pub(crate) chosen: Vec<bool>,
-    used_share: u64,
-    total_share: u64,
-    pub(crate) fate: Fate,
-}
-
-/// Stored bytes attributed to a blob: its part of its frame's stored bytes
-/// (frames are compressed as a whole).
-fn share(entry: &PackEntry, blob: usize) -> u64 {
-    let b = &entry.trailer.blobs[blob];
-    let Some(f) = entry.trailer.frames.get(b.frame as usize) else {
-        return 0;
-    };
-    if f.raw_len == 0 {
-        return 0;
-    }
-    u64::from(f.stored_len) * u64::from(b.raw_len) / u64::from(f.raw_len)
-}
-
-/// Everything prune decides before it writes anything.
-pub struct Plan {
-    pub(crate) packs: Vec<PackPlan>,
-    /// Every blob some snapshot reaches.
-    pub(crate) live: HashSet<Id>,
-    /// Index file name -> packs it lists.
-    pub(crate) index_files: Vec<(String, Vec<Id>)>,
-    pub(crate) report: PruneReport,
-}
-
-fn damaged(reason: String) -> Error {
-    Error::Damaged { operation: "prune", reason }
-}
-
-/// Where every tree blob is, from the packs' own trailers (listed packs
-/// first). Prune reads trees through this map and not through the index
-/// database: the database knows only listed packs, and may be stale.
-fn tree_locations(packs: &[PackEntry], listed: &HashSet<Id>) -> HashMap<Id, BlobLocation> {
-    let mut out = HashMap::new();
-    let (first, second): (Vec<&PackEntry>, Vec<&PackEntry>) = packs.iter().partition(|p| listed.contains(&p.pack));
-    for p in first.into_iter().chain(second) {
-        for b in p.trailer.blobs.iter().filter(|b| b.kind == BlobKind::Tree) {
-            let Some(frame) = p.trailer.frames.get(b.frame as usize) else { continue };
-            out.entry(b.id).or_insert(BlobLocation {
-                pack: p.pack,
-                frame: *frame,
-                offset_in_frame: b.offset_in_frame,
-                raw_len: b.raw_len,
-                kind: b.kind,
-            });
-        }
-    }
-    out
-}
-
-/// Every blob reachable from the snapshots not in `ignore`, each tree read
-/// once. Returns (live blob ids, snapshots counted).
-fn mark_live(repo: &Repository, trees: &HashMap<Id, BlobLocation>, ignore: &HashSet<Id>) -> Result<(HashSet<Id>, u64)> {
-    let reader = repo.blob_reader()?;
-    let mut live: HashSet<Id> = HashSet::new();
-    let mut roots = Vec::new();
-    for id in repo.snapshot_ids()? {
-        if ignore.contains(&id) {
-            continue;
-        }
-        let snap = repo.load_snapshot(&id).map_err(|e| damaged(format!("snapshot {id} cannot be read: {e}")))?;
-        roots.push(snap.file.tree);
-    }
-    let snapshots = roots.len() as u64;
-    // Blob by blob, not directory by directory: v1 trees, and the nodes,
-    // leaves and chunk lists of v2 directories, every one of which is live
-    // (not only a directory's root).
-    let load = |tree_id: &Id| -> Result<tree_v2::Refs> {
-        let loc = trees
-            .get(tree_id)
-            .ok_or_else(|| damaged(format!("tree {tree_id}, which a snapshot needs, is in no pack")))?;
-        reader
-            .read_at(repo, tree_id, loc)
-            .and_then(|data| tree_v2::references(&data, tree_id))
-            .map_err(|e| damaged(format!("tree {tree_id} of a snapshot cannot be read: {e}")))
-    };
-    let mut visit = |id: &Id, refs: &tree_v2::Refs| {
-        live.insert(*id);
-        live.extend(refs.chunks.iter().copied());
-        Ok(())
-    };
-    // Deciding what is unused needs every live tree: any failure stops.
-    let mut failed = |_: &Id, e: Error| match e {
-        e @ Error::Damaged { .. } => Err(e),
-        e => Err(damaged(e.to_string())),
-    };
-    tree_walk::visit_unique(roots, &load, &|refs: &tree_v2::Refs| refs.metadata.clone(), &mut visit, &mut failed)?;
-    Ok((live, snapshots))
-}
-
-/// Every pack (listed ones first found), the ids of the listed ones, and
-/// each index file's name with the packs it lists.
-type LoadedPacks = (Vec<PackEntry>, HashSet<Id>, Vec<(String, Vec<Id>)>);
-
-/// Reads every index file (checking each against its name) and lists
-/// every pack in storage, reading the trailers of packs no index file
-/// lists. A listed pack that is missing or has another size is damage.
-fn load_packs(repo: &Repository, report: &mut PruneReport) -> Result<LoadedPacks> {
-    let mut index_files = Vec::new();
-    let mut listed: HashMap<Id, (PackEntry, String)> = HashMap::new();
-    for (name, _) in repo.storage().list(FileKind::Index)? {
-        let data = repo.storage().get(FileKind::Index, &name)?;
-        if Id::hash(&data).to_hex() != name {
-            return Err(damaged(format!("index file {name} does not match its name")));
-        }
-        let entries = repo.decode_index_file(data, &name).map_err(|e| damaged(e.to_string()))?;
-        index_files.push((name.clone(), entries.iter().map(|e| e.pack).collect()));
-        for e in entries {
-            listed.entry(e.pack).or_insert((e, name.clone()));
-        }
-    }
-    let stored = repo.pack_sizes()?;
-    report.packs = stored.len() as u64;
-    report.stored_bytes = stored.values().sum();
-    for (id, (entry, file)) in &listed {
-        match stored.get(id) {
-            None => return Err(damaged(format!("pack {id}, listed by index file {file}, is missing"))),
-            Some(&len) if len != entry.pack_len => {
-                return Err(damaged(format!("pack {id} has {len} bytes, index file {file} says {}", entry.pack_len)))
-            }
-            Some(_) => {}
-        }
-    }
-    let listed_ids: HashSet<Id> = listed.keys().copied().collect();
-    let mut packs: Vec<PackEntry> = listed.into_values().map(|(e, _)| e).collect();
-    for (id, len) in &stored {
-        if listed_ids.contains(id) {
-            continue;
-        }
-        match repo.read_pack_trailer(id, *len) {
-            Ok(e) => packs.push(e),
-            // Not ours to judge: an unreadable file is left for `check`.
-            Err(e) => report.warnings.push(format!("unlisted pack {id} left alone: {e}")),
-        }
-    }
-    packs.sort_by_key(|p| p.pack);
-    Ok((packs, listed_ids, index_files))
-}
-
-/// How good a pack is as the home of a live blob's surviving copy: not
-/// named by a prune mark, its potential live fraction (parts per million),
-/// listed, lower id.
-type CopyScore = (bool, u64, bool, std::cmp::Reverse<Id>);
-
-/// Makes the plan: what is live, which copy of each live blob stays, and
-/// what happens to each pack. Reads only.
-pub fn plan(repo: &Repository, max_unused: f64, ignore_snapshots: &HashSet<Id>) -> Result<Plan> {
-    plan_avoiding(repo, max_unused, ignore_snapshots, &HashSet::new())
-}
-
-/// [`plan`], choosing the surviving copy of a live blob outside the packs
-/// in `marked` whenever there is one (format v2: those are due to go).
-pub(crate) fn plan_avoiding(
-    repo: &Repository,
-    max_unused: f64,
-    ignore_snapshots: &HashSet<Id>,
-    marked: &HashSet<Id>,
-) -> Result<Plan> {
-    if !(0.0..=1.0).contains(&max_unused) {
-        return Err(Error::InvalidArgument {
-            what: "max-unused",
-            reason: format!("{max_unused} is not a fraction between 0 and 1"),
-        });
-    }
-    let mut report = PruneReport::default();
-    let (entries, listed, index_files) = load_packs(repo, &mut report)?;
-    let trees = tree_locations(&entries, &listed);
-    let (live, snapshots) = mark_live(repo, &trees, ignore_snapshots)?;
-    drop(trees);
-    report.snapshots = snapshots;
-
-    // Potential live fraction of every pack: what it would hold if it kept
-    // every live blob it has a copy of. The copy of a blob that stays is
-    // the one in the pack with the highest such fraction (then listed
-    // packs, then the lower id), so that the copies an interrupted prune
-    // already made (fully live) win over the mostly dead originals.
-    let mut packs: Vec<PackPlan> = entries
-        .into_iter()
-        .map(|entry| {
-            let n = entry.trailer.blobs.len();
-            let listed = listed.contains(&entry.pack);
-            PackPlan { entry, listed, chosen: vec![false; n], used_share: 0, total_share: 0, fate: Fate::Keep }
-        })
-        .collect();
-    let mut best: HashMap<Id, (CopyScore, usize, usize)> = HashMap::new();
-    for (pi, p) in packs.iter_mut().enumerate() {
-        let mut potential = 0u64;
-        let mut seen = HashSet::new();
-        for (bi, b) in p.entry.trailer.blobs.iter().enumerate() {
-            let s = share(&p.entry, bi);
-            p.total_share += s;
-            if live.contains(&b.id) && seen.insert(b.id) {
-                potential += s;
-            }
-        }
-        // Parts per million, so that the comparison is exact.
-        let fraction = (potential * 1_000_000).checked_div(p.total_share).unwrap_or(1_000_000);
-        let score = (!marked.contains(&p.entry.pack), fraction, p.listed, std::cmp::Reverse(p.entry.pack));
-        let mut seen = HashSet::new();
-        for (bi, b) in p.entry.trailer.blobs.iter().enumerate() {
-            if !live.contains(&b.id) || !seen.insert(b.id) {
-                continue;
-            }
-            match best.get(&b.id) {
-                Some((s, _, _)) if *s >= score => {}
-                _ => {
-                    best.insert(b.id, (score, pi, bi));
-                }
-            }
-        }
-    }
-    let mut missing: Vec<Id> = live.iter().filter(|id| !best.contains_key(id)).copied().collect();
-    if !missing.is_empty() {
-        missing.sort();
-        let shown: Vec<String> = missing.iter().take(5).map(|i| i.to_hex()).collect();
-        return Err(damaged(format!(
-            "{} blob(s) that snapshots need are in no pack (e.g. {})",
-            missing.len(),
-            shown.join(", ")
-        )));
-    }
-    for (_, (_, pi, bi)) in best {
-        let p = &mut packs[pi];
-        p.chosen[bi] = true;
-        p.used_share += share(&p.entry, bi);
-        report.live_blobs += 1;
-        report.live_bytes += u64::from(p.entry.trailer.blobs[bi].raw_len);
-    }
-
-    let mut after = 0u64;
-    for p in &mut packs {
-        let unused = p.total_share - p.used_share;
-        report.live_stored_bytes += p.used_share;
-        report.unused_stored_bytes += unused;
-        p.fate = if !p.chosen.iter().any(|c| *c) {
-            Fate::Delete
-        } else if p.total_share > 0 && unused as f64 > max_unused * p.total_share as f64 {
-            Fate::Repack
-        } else {
-            Fate::Keep
-        };
-        match p.fate {
-            Fate::Delete => {
-                report.packs_deleted += 1;
-                report.bytes_deleted += p.entry.pack_len;
-            }
-            Fate::Repack => {
-                report.packs_repacked += 1;
-                report.bytes_repacked += p.entry.pack_len;
-                report.blobs_copied += p.chosen.iter().filter(|c| **c).count() as u64;
-                report.bytes_copied += p
-                    .chosen
-                    .iter()
-                    .zip(&p.entry.trailer.blobs)
-                    .filter(|(c, _)| **c)
-                    .map(|(_, b)| u64::from(b.raw_len))
-                    .sum::<u64>();
-                after += p.used_share;
-            }
-            Fate::Keep => {
-                after += p.entry.pack_len;
-                if !p.listed {
-                    report.packs_adopted += 1;
-                }
-            }
-        }
-    }
-    // Unreadable unlisted packs stay where they are.
-    let planned: u64 = packs.iter().map(|p| p.entry.pack_len).sum();
-    report.stored_bytes_after = after + report.stored_bytes.saturating_sub(planned);
-    Ok(Plan { packs, live, index_files, report })
-}
-
-impl Plan {
-    /// The figures of the plan (what a dry run reports).
-    pub fn report(&self) -> &PruneReport {
-        &self.report
-    }
-
-    fn goes(&self) -> HashSet<Id> {
-        self.packs.iter().filter(|p| p.fate != Fate::Keep).map(|p| p.entry.pack).collect()
-    }
-
-    fn has_work(&self) -> bool {
-        self.packs.iter().any(|p| p.fate != Fate::Keep || !p.listed)
-    }
-}
-
 pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress) -> Result<PruneReport> {
     if !opts.dry_run {
         repo.require_writable("prune")?;
@@ -509,8 +203,10 @@ pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress
     let to_repack: Vec<&PackPlan> = plan.packs.iter().filter(|p| p.fate == Fate::Repack).collect();
     let mut new_packs: HashSet<Id> = HashSet::new();
     if !to_repack.is_empty() {
-        progress.total(to_repack.len() as u64, to_repack.iter().map(|p| p.entry.pack_len).sum());
-        let ((), stats) = packer::run(repo, Vec::new(), &|| false, |sink| copy_live(repo, &to_repack, sink, progress))?;
+        progress.total(to_repack.len() as u64, to_repack.iter().map(|p| p.pack_len).sum());
+        let select = |p: &PackPlan| p.fate == Fate::Repack;
+        let ((), stats) =
+            packer::run(repo, Vec::new(), &|| false, |sink| copy_live(repo, &plan, &select, sink, progress))?;
         report.packs_written = stats.packs_written;
         report.bytes_written = stats.bytes_stored;
         // The packer's index files are the ones that were not there before.
@@ -572,24 +268,39 @@ pub(crate) fn delete_packs(
         .filter(|(_, packs)| !packs.iter().any(|p| goes.contains(p)))
         .flat_map(|(_, packs)| packs.iter().copied())
         .collect();
-    let relist: Vec<PackEntry> = plan
-        .packs
-        .iter()
-        .filter(|p| {
-            !goes.contains(&p.entry.pack) && !still_listed.contains(&p.entry.pack) && (p.listed || p.fate == Fate::Keep)
-        })
-        .map(|p| p.entry.clone())
-        .collect();
     // The last new listing names the files it replaces (v2 spec 2.3), so
-    // other hosts' caches read it instead of rebuilding.
+    // other hosts' caches read it instead of rebuilding. Trailers are read
+    // back a group at a time; one group is held back to be the last.
     let superseded: Vec<Id> = obsolete.iter().filter_map(|n| n.parse().ok()).collect();
-    let groups: Vec<&[PackEntry]> = relist.chunks(PACKS_PER_INDEX_FILE).collect();
-    for (i, group) in groups.iter().enumerate() {
-        let sup = if i + 1 == groups.len() { &superseded[..] } else { &[] };
+    let mut write = |group: &[PackEntry], sup: &[Id]| -> Result<()> {
         for (id, data, _) in repo.encode_index_files(group, sup)? {
             repo.storage().put(FileKind::Index, &id.to_hex(), &data)?;
             report.index_files_written += 1;
         }
+        Ok(())
+    };
+    let mut held: Option<Vec<PackEntry>> = None;
+    let mut group: Vec<PackEntry> = Vec::new();
+    for p in plan
+        .packs
+        .iter()
+        .filter(|p| !goes.contains(&p.pack) && !still_listed.contains(&p.pack) && (p.listed || p.fate == Fate::Keep))
+    {
+        group.push(plan.entry(p)?);
+        if group.len() == PACKS_PER_INDEX_FILE {
+            if let Some(g) = held.replace(std::mem::take(&mut group)) {
+                write(&g, &[])?;
+            }
+        }
+    }
+    match (held, group.is_empty()) {
+        (Some(g), true) => write(&g, &superseded)?,
+        (Some(g), false) => {
+            write(&g, &[])?;
+            write(&group, &superseded)?;
+        }
+        (None, false) => write(&group, &superseded)?,
+        (None, true) => {}
     }
     step(PruneStep::IndexWritten);
 
@@ -614,8 +325,8 @@ pub(crate) fn delete_packs(
     let doomed: Vec<String> = plan
         .packs
         .iter()
-        .filter(|p| goes.contains(&p.entry.pack) && !new_packs.contains(&p.entry.pack))
-        .map(|p| p.entry.pack.to_hex())
+        .filter(|p| goes.contains(&p.pack) && !new_packs.contains(&p.pack))
+        .map(|p| p.pack.to_hex())
         .collect();
     if let Some((first, rest)) = doomed.split_first() {
         repo.storage().delete(FileKind::Pack, first)?;
@@ -628,11 +339,21 @@ pub(crate) fn delete_packs(
     Ok(())
 }
 
-/// Reads each pack to rewrite once and hands its chosen blobs, verified
+/// Reads each pack `select` picks once and hands its chosen blobs, verified
 /// against their ids, to the packer. Packs are read in parallel.
 pub(crate) fn copy_live(
     repo: &Repository,
-    packs: &[&PackPlan],
+    plan: &Plan,
+    select: &dyn Fn(&PackPlan) -> bool,
+    sink: &packer::BlobSink<'_>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    plan.for_each_repack_batch(select, &mut |batch| copy_batch(repo, batch, sink, progress))
+}
+
+fn copy_batch(
+    repo: &Repository,
+    packs: &[RepackPack],
     sink: &packer::BlobSink<'_>,
     progress: &dyn Progress,
 ) -> Result<()> {
@@ -725,7 +446,7 @@ pub(crate) fn clean_tmp(repo: &Repository) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::pack::{BlobRecord, FrameCodec, FrameRecord, Trailer};
+    use crate::format::pack::{BlobKind, BlobRecord, FrameCodec, FrameRecord, Trailer};
     use crate::progress::NoProgress;
     use crate::repo::InitOptions;
 

@@ -77,21 +77,13 @@ pub fn run(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress) 
 
     // --- sweep ---
     let due_packs: HashSet<Id> = due.iter().flat_map(|m| m.file.packs.iter().map(|p| p.id)).collect();
-    let safe: HashSet<Id> = plan
-        .packs
-        .iter()
-        .filter(|p| p.listed && !all_marked.contains(&p.entry.pack))
-        .flat_map(|p| p.entry.trailer.blobs.iter().map(|b| b.id))
-        .collect();
-    let goes: HashSet<Id> = plan
-        .packs
-        .iter()
-        .filter(|p| due_packs.contains(&p.entry.pack))
-        .filter(|p| p.entry.trailer.blobs.iter().all(|b| !plan.live.contains(&b.id) || safe.contains(&b.id)))
-        .map(|p| p.entry.pack)
-        .collect();
+    // A due pack goes when every live blob in it has a copy in a listed
+    // pack outside every mark (the plan's merge of copies finds the packs
+    // holding one that has none).
+    let goes: HashSet<Id> =
+        plan.packs.iter().filter(|p| due_packs.contains(&p.pack) && !p.holds_sole_copy).map(|p| p.pack).collect();
     report.packs_recovered =
-        plan.packs.iter().filter(|p| due_packs.contains(&p.entry.pack) && !goes.contains(&p.entry.pack)).count() as u64;
+        plan.packs.iter().filter(|p| due_packs.contains(&p.pack) && !goes.contains(&p.pack)).count() as u64;
     if !goes.is_empty() {
         // P9: a prune stopped past the expiry may hold a stale view.
         let alive = || -> Result<()> {
@@ -104,9 +96,9 @@ pub fn run(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress) 
             Ok(())
         };
         prune::delete_packs(repo, &plan, &goes, &HashSet::new(), &step, &alive, &mut report)?;
-        for p in plan.packs.iter().filter(|p| goes.contains(&p.entry.pack)) {
+        for p in plan.packs.iter().filter(|p| goes.contains(&p.pack)) {
             report.packs_deleted += 1;
-            report.bytes_deleted += p.entry.pack_len;
+            report.bytes_deleted += p.pack_len;
         }
     }
     // P10: a mark goes after its packs.
@@ -131,44 +123,44 @@ pub fn run(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress) 
     // P2: never a pack younger than the grace period (it may belong to a
     // backup still running, listed or not).
     let markable = |p: &&PackPlan| {
-        !goes.contains(&p.entry.pack)
-            && !still_marked.contains(&p.entry.pack)
-            && mtimes.get(&p.entry.pack).is_some_and(|t| older_than(*t, grace))
+        !goes.contains(&p.pack)
+            && !still_marked.contains(&p.pack)
+            && mtimes.get(&p.pack).is_some_and(|t| older_than(*t, grace))
     };
     let dead: Vec<&PackPlan> = plan.packs.iter().filter(|p| p.fate == Fate::Delete).filter(markable).collect();
     let to_repack: Vec<&PackPlan> = plan.packs.iter().filter(|p| p.fate == Fate::Repack).filter(markable).collect();
     // P3: copies first, listed by the packer's index files.
     if !to_repack.is_empty() {
-        progress.total(to_repack.len() as u64, to_repack.iter().map(|p| p.entry.pack_len).sum());
+        progress.total(to_repack.len() as u64, to_repack.iter().map(|p| p.pack_len).sum());
+        let chosen: HashSet<Id> = to_repack.iter().map(|p| p.pack).collect();
+        let select = |p: &PackPlan| chosen.contains(&p.pack);
         let ((), stats) =
-            packer::run(repo, Vec::new(), &|| false, |sink| prune::copy_live(repo, &to_repack, sink, progress))?;
+            packer::run(repo, Vec::new(), &|| false, |sink| prune::copy_live(repo, &plan, &select, sink, progress))?;
         report.packs_written = stats.packs_written;
         report.bytes_written = stats.bytes_stored;
         for p in &to_repack {
             report.packs_repacked += 1;
-            report.bytes_repacked += p.entry.pack_len;
-            report.blobs_copied += p.chosen.iter().filter(|c| **c).count() as u64;
+            report.bytes_repacked += p.pack_len;
+            report.blobs_copied += p.chosen;
         }
     }
     step(PruneStep::Repacked);
     // P4: packs that stay and no index file lists.
-    let unlisted: Vec<_> = plan
-        .packs
-        .iter()
-        .filter(|p| !p.listed && p.fate == Fate::Keep && !goes.contains(&p.entry.pack))
-        .map(|p| p.entry.clone())
-        .collect();
-    if !unlisted.is_empty() {
-        for (id, data, _) in repo.encode_index_files(&unlisted, &[])? {
+    let unlisted: Vec<&PackPlan> =
+        plan.packs.iter().filter(|p| !p.listed && p.fate == Fate::Keep && !goes.contains(&p.pack)).collect();
+    // A group of trailers at a time: their number is not bounded.
+    for group in unlisted.chunks(prune::PACKS_PER_INDEX_FILE) {
+        let entries = group.iter().map(|p| plan.entry(p)).collect::<Result<Vec<_>>>()?;
+        for (id, data, _) in repo.encode_index_files(&entries, &[])? {
             repo.storage().put(FileKind::Index, &id.to_hex(), &data)?;
             report.index_files_written += 1;
         }
-        report.packs_adopted = unlisted.len() as u64;
     }
+    report.packs_adopted = unlisted.len() as u64;
     step(PruneStep::IndexWritten);
     // P5: the mark, whose storage timestamp is its time.
     let packs: Vec<MarkedPack> =
-        dead.iter().chain(&to_repack).map(|p| MarkedPack { id: p.entry.pack, len: p.entry.pack_len }).collect();
+        dead.iter().chain(&to_repack).map(|p| MarkedPack { id: p.pack, len: p.pack_len }).collect();
     if !packs.is_empty() {
         report.packs_marked = packs.len() as u64;
         report.bytes_marked = packs.iter().map(|p| p.len).sum();
