@@ -132,3 +132,6 @@ mod keys;
 
 #[path = "e2e/fleet.rs"]
 mod fleet;
+
+#[path = "e2e/scale.rs"]
+mod scale;

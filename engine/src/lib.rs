@@ -37,6 +37,7 @@ pub mod session;
 pub mod sorted_runs;
 pub mod storage;
 pub mod sync;
+pub mod synthetic;
 #[cfg(test)]
 mod test_data;
 pub mod vfs;

@@ -145,6 +145,11 @@ pub struct Repository {
     shared_locks: bool,
 }
 
+/// Blob records of new index files applied to the index database in one
+/// transaction by a sync: bounds a rebuild's memory (~100 bytes a record
+/// decoded, plus the transaction's dirty pages).
+const SYNC_BATCH_BLOBS: usize = 250_000;
+
 /// How long the read path keeps one index read transaction: long enough
 /// that restoring many small files does not open one (several syscalls
 /// with a shared database) per blob, short enough not to pin old pages that
@@ -592,8 +597,41 @@ impl Repository {
             }
         }
         let gone_files: Vec<Id> = known.difference(&in_storage).copied().collect();
-        let mut new: Vec<(Id, index_file::IndexFile)> = Vec::new();
+        // New files are read and applied a batch at a time, so that a
+        // rebuild (after every prune) holds one batch of trailers and one
+        // transaction's dirty pages, not the whole repository's. Gone files
+        // and packs go in the last transaction, after every addition: a
+        // pack that a new file lists again keeps its rows.
+        let mut superseded: HashSet<Id> = HashSet::new();
+        let mut batch: Vec<(Id, Option<index_file::IndexFile>)> = Vec::new();
+        let mut batch_blobs = 0usize;
+        let apply = |batch: &mut Vec<(Id, Option<index_file::IndexFile>)>,
+                     superseded: &HashSet<Id>,
+                     gone: Option<(Vec<Id>, Vec<Id>)>|
+         -> Result<()> {
+            let empty: &[PackEntry] = &[];
+            let add: Vec<(Option<Id>, &[PackEntry])> = batch
+                .iter()
+                .map(|(id, f)| match f {
+                    Some(f) if !superseded.contains(id) => (Some(*id), f.packs.as_slice()),
+                    _ => (Some(*id), empty),
+                })
+                .collect();
+            let (gone_files, gone_packs) = gone.unwrap_or_default();
+            if add.is_empty() && gone_files.is_empty() && gone_packs.is_empty() {
+                return Ok(());
+            }
+            index.apply(&IndexUpdate { add, gone_files, gone_packs })?;
+            batch.clear();
+            Ok(())
+        };
         for id in in_storage.difference(&known) {
+            // A file a file already read supersedes: its packs are in that
+            // one; it is only recorded as known.
+            if superseded.contains(id) {
+                batch.push((*id, None));
+                continue;
+            }
             let name = id.to_hex();
             let data = match self.storage.get(FileKind::Index, &name) {
                 Ok(d) => d,
@@ -606,18 +644,15 @@ impl Repository {
                 return Err(Error::corrupt("index file", name, "content does not match its name"));
             }
             let file = self.decode_index_file_full(data, &name)?;
-            new.push((*id, file));
+            superseded.extend(file.supersedes.iter().copied());
+            batch_blobs += file.packs.iter().map(|p| p.trailer.blobs.len()).sum::<usize>();
+            batch.push((*id, Some(file)));
+            if batch_blobs >= SYNC_BATCH_BLOBS {
+                apply(&mut batch, &superseded, None)?;
+                batch_blobs = 0;
+            }
         }
-        let superseded: HashSet<Id> = new.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
-        let empty: &[PackEntry] = &[];
-        let add: Vec<(Option<Id>, &[PackEntry])> = new
-            .iter()
-            .map(|(id, f)| (Some(*id), if superseded.contains(id) { empty } else { f.packs.as_slice() }))
-            .collect();
-        if add.is_empty() && gone_files.is_empty() && gone_packs.is_empty() {
-            return Ok(());
-        }
-        index.apply(&IndexUpdate { add, gone_files, gone_packs })
+        apply(&mut batch, &superseded, Some((gone_files, gone_packs)))
     }
 
     /// Brings the index database up to date with index files written since

@@ -413,6 +413,33 @@ impl Running {
     }
 }
 
+impl Running {
+    /// Like [`Running::wait`], and the process's peak resident memory in
+    /// KiB (its `ru_maxrss`, from wait4(2): exact, unlike sampling /proc).
+    pub fn wait_with_peak_rss(mut self) -> (Output, u64) {
+        use std::os::unix::process::ExitStatusExt;
+        let deadline = Instant::now() + self.timeout;
+        let (status, rss) = loop {
+            let mut status = 0;
+            // SAFETY: an all-zero rusage is valid; wait4 on our own child.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            let r = unsafe { libc::wait4(self.pid(), &mut status, libc::WNOHANG, &mut usage) };
+            assert!(r >= 0, "wait4 failed: {}", std::io::Error::last_os_error());
+            if r == self.pid() {
+                break (std::process::ExitStatus::from_raw(status), usage.ru_maxrss as u64);
+            }
+            assert!(Instant::now() < deadline, "`{}` did not finish within {:?}", self.cmdline, self.timeout);
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        if let Some(t) = self.stdin_thread.take() {
+            let _ = t.join();
+        }
+        let stdout = self.stdout_thread.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default();
+        let stderr = self.stderr_thread.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default();
+        (Output { cmdline: std::mem::take(&mut self.cmdline), status, stdout, stderr }, rss)
+    }
+}
+
 impl Drop for Running {
     /// A test that panics while a command runs must not leave it behind.
     fn drop(&mut self) {

@@ -42,6 +42,12 @@ impl LocalDir {
         &self.root
     }
 
+    /// Where a file of the repository lives (the synthetic-index
+    /// generator creates sparse packs there).
+    pub fn file_path(&self, kind: FileKind, name: &str) -> Result<PathBuf> {
+        self.path(kind, name)
+    }
+
     /// Creates the directory skeleton (the config is written separately).
     pub fn create_layout(&self) -> Result<()> {
         fs::create_dir_all(&self.root).at(&self.root)?;
