@@ -631,3 +631,76 @@ fn redis_job_stores_an_rdb_snapshot() {
     let rdb = env.arc().args(["cat", "latest:redis/dump.rdb"]).run().success().stdout;
     assert!(rdb.starts_with(b"REDIS") && rdb.len() > 500_000, "an RDB file of the 20 000 keys: {} bytes", rdb.len());
 }
+
+/// A job with a local and an S3 repository and `fan-out = "copy"`: the dump
+/// command runs once, the snapshot lands in the first repository and is
+/// copied into the second (a remote one, named by URL in the file), both
+/// hold the same content, and `arc status` reads both. A repository string
+/// with an unknown scheme is refused with the file and line.
+#[test]
+fn fan_out_copy_reads_once_into_a_local_and_an_s3_repository() {
+    use crate::backends::{self, Backend};
+    if !requirements_met(&backends::needs(Backend::S3)) {
+        return;
+    }
+    let env = TestEnv::new();
+    env.init();
+    let s3_root = env.path("s3");
+    let server = backends::start(Backend::S3, &s3_root, &s3_root.join("offsite"));
+    let with_s3 = |c: TestCommand| c.envs_from(server.env.clone());
+    with_s3(env.cmd()).arg("--repo").arg(&server.url).arg("init").run().success();
+
+    let counter = env.path("dumps-run");
+    let config = env.path("arc.toml");
+    let write_config = |offsite: &str| {
+        fs::write(
+            &config,
+            format!(
+                "[repositories.local]\npath = \"{}\"\n\n[repositories.offsite]\nurl = \"{offsite}\"\n\n\
+                 [[jobs]]\nname = \"app\"\nkind = \"command\"\nrepositories = [\"local\", \"offsite\"]\n\
+                 fan-out = \"copy\"\ncommand = \"echo run >> {}; seq 1 200000\"\nstream = \"app/numbers.txt\"\n",
+                env.repo.display(),
+                counter.display()
+            ),
+        )
+        .unwrap();
+    };
+    write_config(&server.url);
+    let dry = with_s3(env.cmd()).env("XDG_STATE_HOME", env.path("state")).args(["run", "--dry-run", "--config"]);
+    let dry = dry.arg(&config).run().success();
+    assert!(dry.stdout_str().contains("then copied into offsite (s3:"), "{}", dry.describe());
+
+    let out = with_s3(env.cmd())
+        .env("XDG_STATE_HOME", env.path("state"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .timeout(Duration::from_secs(120))
+        .run()
+        .success();
+    assert_eq!(fs::read_to_string(&counter).unwrap(), "run\n", "the dump ran more than once\n{}", out.describe());
+    assert!(out.stderr_str().contains("copied snapshot"), "{}", out.describe());
+
+    let local = env.snapshots_json();
+    let remote = with_s3(env.cmd()).args(["--json", "--repo", &server.url, "snapshots"]).run().success().json();
+    let remote = remote.as_array().unwrap();
+    assert_eq!((local.len(), remote.len()), (1, 1), "{local:?} {remote:?}");
+    for k in ["time", "host", "tags", "paths"] {
+        assert_eq!(local[0][k], remote[0][k], "{k} differs between the repositories");
+    }
+    let expected: String = (1..=200_000).map(|i| format!("{i}\n")).collect();
+    let dumped = with_s3(env.cmd()).args(["--repo", &server.url, "cat", "latest:app/numbers.txt"]).run().success();
+    assert_eq!(dumped.stdout_str(), expected, "the copied snapshot's stream differs");
+
+    let st = with_s3(env.cmd())
+        .env("XDG_STATE_HOME", env.path("state"))
+        .args(["--json", "status", "--config"])
+        .arg(&config)
+        .run()
+        .success();
+    assert!(st.stdout_str().contains("\"app\""), "{}", st.describe());
+
+    write_config("s4:http://127.0.0.1:1/b");
+    let bad = env.cmd().args(["run", "--config"]).arg(&config).run().failure();
+    let line = bad.stderr_str();
+    assert!(line.contains("arc.toml:5") && line.contains("s4:"), "{}", bad.describe());
+}
