@@ -280,7 +280,18 @@ fn postgres_ids() -> (u32, u32) {
     unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
 }
 
+fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
+    if fs::symlink_metadata(path).unwrap().is_dir() {
+        for e in fs::read_dir(path).unwrap() {
+            chown_tree(&e.unwrap().path(), uid, gid);
+        }
+    }
+}
+
 impl Postgres {
+    /// A server on `dir/data`: a new cluster (initdb), or the data
+    /// directory already there (a restored physical backup).
     pub(crate) fn start(dir: &Path) -> Postgres {
         let (initdb, postgres) = (pg_bin("initdb"), pg_bin("postgres"));
         let (psql, dump, ready) = (pg_bin("psql"), pg_bin("pg_dump"), pg_bin("pg_isready"));
@@ -303,11 +314,29 @@ impl Postgres {
             }
         };
         let data = dir.join("data");
-        let mut init = Command::new(initdb);
-        init.arg("-D").arg(&data).args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"]);
-        as_server_user(&mut init);
-        let out = init.output().unwrap_or_else(|e| panic!("cannot run initdb: {e}"));
-        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        if data.exists() {
+            // A data directory given to us (restored from a physical
+            // backup): the server's user owns it, and only that user may
+            // read it, or PostgreSQL refuses to start.
+            if let Some((uid, gid)) = ids {
+                chown_tree(&data, uid, gid);
+            }
+            fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).unwrap();
+        } else {
+            let mut init = Command::new(initdb);
+            init.arg("-D").arg(&data).args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ]);
+            as_server_user(&mut init);
+            let out = init.output().unwrap_or_else(|e| panic!("cannot run initdb: {e}"));
+            assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
 
         let mut cmd = Command::new(postgres);
         cmd.arg("-D").arg(&data).arg("-k").arg(dir);

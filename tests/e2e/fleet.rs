@@ -704,3 +704,47 @@ fn fan_out_copy_reads_once_into_a_local_and_an_s3_repository() {
     let line = bad.stderr_str();
     assert!(line.contains("arc.toml:5") && line.contains("s4:"), "{}", bad.describe());
 }
+
+/// `physical = true` on a PostgreSQL job: pg_basebackup's tar stream is
+/// stored, and what `arc cat` gives back starts as a server of its own
+/// (recovery from the backup's WAL) with the data the source had. The
+/// job asks for a fast checkpoint (pg_basebackup's default spreads it over
+/// minutes, gentle on a live server, slow in a test).
+#[test]
+fn postgresql_physical_backup_starts_as_a_server_with_the_same_data() {
+    require!(Need::Postgres, Need::Program("tar", "tar"));
+    let env = TestEnv::new();
+    env.init();
+    let pg = Postgres::start(&env.path("pg"));
+    pg.sql("postgres", "CREATE DATABASE shop;");
+    pg.sql(
+        "shop",
+        "CREATE TABLE orders (id int PRIMARY KEY, note text);
+         INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(1, 50000) g;",
+    );
+    let query = "SELECT count(*), md5(string_agg(note, ',' ORDER BY id)) FROM orders;";
+    let expected = pg.sql("shop", query);
+    let config = env.path("arc.toml");
+    fs::write(
+        &config,
+        format!(
+            "repository = \"{}\"\n[[jobs]]\nname = \"pgbase\"\nkind = \"postgresql\"\nsocket = \"{}\"\nuser = \"postgres\"\nphysical = true\n\
+             dump-options = [\"--checkpoint=fast\"]\n",
+            env.repo.display(),
+            pg.sockdir.display()
+        ),
+    )
+    .unwrap();
+    let out = run(&env, &config, &[]).success();
+    assert!(out.stderr_str().contains("pg_basebackup"), "{}", out.describe());
+    drop(pg);
+
+    let tar = env.path("base.tar");
+    env.arc().args(["cat", "latest:postgresql/base.tar"]).stdout_to(&tar).run().success();
+    let data = env.path("restored/data");
+    fs::create_dir_all(&data).unwrap();
+    TestCommand::new("tar").arg("-xf").arg(&tar).arg("-C").arg(&data).run().success();
+    assert!(data.join("PG_VERSION").is_file() && data.join("backup_label").is_file());
+    let restored = Postgres::start(&env.path("restored"));
+    assert_eq!(restored.sql("shop", query), expected, "the restored server has other data");
+}
