@@ -144,6 +144,8 @@ pub(crate) struct Mariadb {
 const MARIADB_TABLES: [&str; 3] = ["customers", "orders", "attachments"];
 
 impl Mariadb {
+    /// A server on `dir/data`: a new instance (mariadb-install-db), or the
+    /// data directory already there (a restored physical backup).
     pub(crate) fn start(dir: &Path) -> Mariadb {
         let (install, server) = (need("mariadb-install-db"), need("mariadbd"));
         let (client, dump) = (need("mariadb"), need("mysqldump"));
@@ -156,14 +158,17 @@ impl Mariadb {
         // time in one /tmp collide on temporary table names.
         let tmp = dir.join("tmp");
         fs::create_dir_all(&tmp).unwrap();
-        TestCommand::new(install)
-            .env("TMPDIR", &tmp)
-            .args(["--no-defaults", "--auth-root-authentication-method=normal", "--skip-test-db"])
-            .args(user)
-            .arg(format!("--datadir={}", data.display()))
-            .timeout(Duration::from_secs(120))
-            .run()
-            .success();
+        // A data directory already there is a restored physical backup.
+        if !data.exists() {
+            TestCommand::new(install)
+                .env("TMPDIR", &tmp)
+                .args(["--no-defaults", "--auth-root-authentication-method=normal", "--skip-test-db"])
+                .args(user)
+                .arg(format!("--datadir={}", data.display()))
+                .timeout(Duration::from_secs(120))
+                .run()
+                .success();
+        }
         let sock = dir.join("sock");
         let mut cmd = Command::new(server);
         cmd.arg("--no-defaults")

@@ -748,3 +748,54 @@ fn postgresql_physical_backup_starts_as_a_server_with_the_same_data() {
     let restored = Postgres::start(&env.path("restored"));
     assert_eq!(restored.sql("shop", query), expected, "the restored server has other data");
 }
+
+/// `physical = true` on a MariaDB job: mariabackup's xbstream is stored,
+/// and what `arc cat` gives back, unpacked with mbstream and prepared with
+/// `mariabackup --prepare`, starts as a server with the source's data.
+#[test]
+fn mariadb_physical_backup_starts_as_a_server_with_the_same_data() {
+    require!(
+        Need::Program("mariadbd", "mariadb-server"),
+        Need::Program("mariabackup", "mariadb-backup"),
+        Need::Program("mbstream", "mariadb-backup")
+    );
+    let env = TestEnv::new();
+    env.init();
+    let db = Mariadb::start(&env.path("mariadb"));
+    db.sql(
+        "mysql",
+        "CREATE DATABASE shop; USE shop;
+         CREATE TABLE orders (id INT PRIMARY KEY, note VARCHAR(64)) ENGINE=InnoDB;
+         INSERT INTO orders SELECT seq, MD5(seq) FROM seq_1_to_50000;",
+    );
+    let query = "SELECT COUNT(*), MD5(GROUP_CONCAT(note ORDER BY id SEPARATOR ',')) FROM orders;";
+    let widen = "SET SESSION group_concat_max_len = 4194304;";
+    let expected = db.sql("shop", &format!("{widen} {query}"));
+    let config = env.path("arc.toml");
+    fs::write(
+        &config,
+        format!(
+            "repository = \"{}\"\n[[jobs]]\nname = \"mariabase\"\nkind = \"mysql\"\nsocket = \"{}\"\nuser = \"root\"\nphysical = true\n",
+            env.repo.display(),
+            db.sock.display()
+        ),
+    )
+    .unwrap();
+    let out = run(&env, &config, &[]).success();
+    assert!(out.stderr_str().contains("mariabackup"), "{}", out.describe());
+    drop(db);
+
+    let stream = env.path("physical.xbstream");
+    env.arc().args(["cat", "latest:mysql/physical.xbstream"]).stdout_to(&stream).run().success();
+    let data = env.path("restored/data");
+    fs::create_dir_all(&data).unwrap();
+    TestCommand::new("mbstream").arg("-x").arg("-C").arg(&data).stdin_file(&stream).run().success();
+    TestCommand::new("mariabackup")
+        .args(["--prepare", "--use-memory=64M"])
+        .arg(format!("--target-dir={}", data.display()))
+        .timeout(Duration::from_secs(120))
+        .run()
+        .success();
+    let restored = Mariadb::start(&env.path("restored"));
+    assert_eq!(restored.sql("shop", &format!("{widen} {query}")), expected, "the restored server has other data");
+}
