@@ -635,8 +635,10 @@ fn redis_job_stores_an_rdb_snapshot() {
 /// A job with a local and an S3 repository and `fan-out = "copy"`: the dump
 /// command runs once, the snapshot lands in the first repository and is
 /// copied into the second (a remote one, named by URL in the file), both
-/// hold the same content, and `arc status` reads both. A repository string
-/// with an unknown scheme is refused with the file and line.
+/// hold the same content, and `arc status` reads both. A copy that fails
+/// (the server is down) fails the job, and its snapshot follows with the
+/// next run. A repository string with an unknown scheme is refused with
+/// the file and line.
 #[test]
 fn fan_out_copy_reads_once_into_a_local_and_an_s3_repository() {
     use crate::backends::{self, Backend};
@@ -698,6 +700,22 @@ fn fan_out_copy_reads_once_into_a_local_and_an_s3_repository() {
         .run()
         .success();
     assert!(st.stdout_str().contains("\"app\""), "{}", st.describe());
+
+    // The S3 server goes away: the job fails, the local repository has
+    // the run. Back on another port: the next run copies both snapshots.
+    drop(server);
+    let failed = env.cmd().env("XDG_STATE_HOME", env.path("state")).args(["run", "--config"]).arg(&config);
+    let failed = failed.timeout(Duration::from_secs(180)).run().failure();
+    assert!(failed.stderr_str().contains("offsite"), "{}", failed.describe());
+    assert_eq!(env.snapshots_json().len(), 2);
+    let server = backends::start(Backend::S3, &s3_root, &s3_root.join("offsite"));
+    write_config(&server.url);
+    let again = env.cmd().envs_from(server.env.clone()).env("XDG_STATE_HOME", env.path("state"));
+    again.args(["run", "--config"]).arg(&config).timeout(Duration::from_secs(120)).run().success();
+    assert_eq!(fs::read_to_string(&counter).unwrap(), "run\nrun\nrun\n");
+    let remote = env.cmd().envs_from(server.env.clone()).args(["--json", "--repo", &server.url, "snapshots"]);
+    let remote = remote.run().success().json();
+    assert_eq!(remote.as_array().unwrap().len(), 3, "the snapshot of the failed copy did not follow: {remote:#}");
 
     write_config("s4:http://127.0.0.1:1/b");
     let bad = env.cmd().args(["run", "--config"]).arg(&config).run().failure();

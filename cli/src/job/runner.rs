@@ -480,9 +480,21 @@ fn backup_job(ctx: &Ctx<'_>, job: &Job, prio: Priority, r: &mut JobReport) -> Re
         }
     }
     if let Some((src, id)) = &first {
+        // Every snapshot of this job and host, not only today's: one that a
+        // failed copy left behind (the other side was down) follows with
+        // the next run; those the target has are skipped by `copy`.
+        let mut wanted = vec![*id];
+        if let Ok(all) = src.snapshots() {
+            let tag = job.tag();
+            wanted.extend(
+                all.iter()
+                    .filter(|s| s.id != *id && s.file.host == ctx.host && s.file.tags.contains(&tag))
+                    .map(|s| s.id),
+            );
+        }
         for repo_cfg in copied_to {
             let dst = open_repo(repo_cfg)?;
-            let opts = CopyOptions { snapshots: vec![*id], cancel: Some(ctx.opts.cancel.clone()) };
+            let opts = CopyOptions { snapshots: wanted.clone(), cancel: Some(ctx.opts.cancel.clone()) };
             let c = copy(src, &dst, &opts, &NoProgress)
                 .with_context(|| format!("copy of snapshot {} into {}", id.short(), repo_cfg.name))?;
             for s in &c.copied {
