@@ -163,7 +163,16 @@ fn mark_live(
         if ignore.contains(&id) {
             continue;
         }
-        let snap = repo.load_snapshot(&id).map_err(|e| damaged(format!("snapshot {id} cannot be read: {e}")))?;
+        let snap = match repo.load_snapshot(&id) {
+            Ok(snap) => snap,
+            // Listed, then gone: a `forget` on another host deleted it
+            // after the listing (or a store whose listing lags its deletes
+            // still showed it). Nothing references a deleted snapshot, so
+            // it needs no protection; a snapshot written after the listing
+            // is protected by its session, not by this loop.
+            Err(Error::Missing { .. }) => continue,
+            Err(e) => return Err(damaged(format!("snapshot {id} cannot be read: {e}"))),
+        };
         roots.push(snap.file.tree);
     }
     let snapshots = roots.len() as u64;
