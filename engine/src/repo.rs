@@ -675,8 +675,12 @@ impl Repository {
             Some(tmp) => tmp,
             None => self.index_path.parent().map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir),
         };
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        tempfile::Builder::new().prefix("scratch-").tempdir_in(&dir).map_err(|e| Error::io(&dir, e))
+        let make = |dir: &Path| {
+            std::fs::create_dir_all(dir).and_then(|()| tempfile::Builder::new().prefix("scratch-").tempdir_in(dir))
+        };
+        // A repository on a read-only disk is still checked: then the
+        // system's temporary directory.
+        make(&dir).or_else(|_| make(&std::env::temp_dir())).map_err(|e| Error::io(&dir, e))
     }
 
     /// Drops the index database and rebuilds it from the index files.
