@@ -62,6 +62,8 @@ pub enum Command {
     Repair(RepairCommand),
     /// Low-level listings for scripts and debugging.
     List(ListArgs),
+    /// Show or clean up the local caches of repositories ($XDG_CACHE_HOME/arc).
+    Cache(CacheArgs),
     /// Remove stale locks left by processes that are gone.
     Unlock(UnlockArgs),
     /// Copy snapshots from another repository into this one (--repo), sending only what it lacks;
@@ -613,6 +615,21 @@ pub enum EncryptionMode {
 pub enum RepairCommand {
     /// Rebuild the index files and index database from the packs.
     Index,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Each repository's cache holds its index, snapshot files and recently used trees; \
+                        a missing or damaged cache is rebuilt from the repository.")]
+pub struct CacheArgs {
+    /// List each cached repository: id, location, size, last used (the default).
+    #[arg(long, conflicts_with = "cleanup")]
+    pub list: bool,
+    /// Remove the caches of repositories not used for --max-unused.
+    #[arg(long)]
+    pub cleanup: bool,
+    /// With --cleanup: how long a cache may go unused (30s, 90m, 24h, 30d).
+    #[arg(long, value_name = "AGE", default_value = "30d", value_parser = parse_duration, requires = "cleanup")]
+    pub max_unused: u64,
 }
 
 #[derive(Args, Debug)]

@@ -3,6 +3,7 @@
 
 mod backup;
 mod browse;
+mod cache;
 mod check;
 pub(crate) mod command_stream;
 mod copy;
@@ -77,6 +78,7 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         Command::Stats => maintenance::stats(&env),
         Command::Repair(r) => maintenance::repair(&env, r),
         Command::List(a) => maintenance::list(&env, a),
+        Command::Cache(a) => cache::run(&env, a),
         Command::Unlock(a) => maintenance::unlock(&env, a),
         Command::Copy(a) => copy::run(&env, a),
         Command::Forget(a) => retention::forget(&env, a),
