@@ -31,6 +31,14 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub no_lock: bool,
 
+    /// Send at most RATE bytes per second to a remote repository (e.g. 20MiB), all uploads together.
+    #[arg(long, global = true, value_name = "RATE", value_parser = parse_rate)]
+    pub limit_upload: Option<u64>,
+
+    /// Receive at most RATE bytes per second from a remote repository, all downloads together.
+    #[arg(long, global = true, value_name = "RATE", value_parser = parse_rate)]
+    pub limit_download: Option<u64>,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -275,7 +275,13 @@ impl Repository {
             KeyFile::create(&master, config.id, &opts.protection, crate::lock::hostname(), crate::lock::username())?;
         let key_bytes = key.encode();
         storage.put(FileKind::Key, &Id::hash(&key_bytes).to_hex(), &key_bytes)?;
-        storage.put(FileKind::Config, "config", &config.encode())?;
+        // Create-if-absent: two `init`s of one location at once must not
+        // leave a config whose key file belongs to the other (atomic where
+        // the store honours conditional writes; see Storage::put_new).
+        if !storage.put_new(FileKind::Config, "config", &config.encode())? {
+            let _ = storage.delete(FileKind::Key, &Id::hash(&key_bytes).to_hex());
+            return Err(Error::AlreadyExists { path: storage.location().into() });
+        }
         Ok(match &opts.protection {
             Protection::Passphrase { passphrase, .. } => Some(passphrase.clone()),
             Protection::Unprotected => None,

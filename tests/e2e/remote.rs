@@ -155,6 +155,13 @@ fn second_snapshots_on_s3_reads_the_local_cache() {
         let v: serde_json::Value = serde_json::from_str(&out.stdout_str()).unwrap();
         v.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
     };
+    // The conditional-write probe of `init` left nothing behind.
+    let tmp = bucket.join("tmp");
+    assert!(
+        !tmp.exists() || fs::read_dir(&tmp).unwrap().next().is_none(),
+        "left in tmp/: {:?}",
+        listing(&tmp, |_| false)
+    );
     let first = ids(&arc().args(["--json", "snapshots"]).run().success());
     assert_eq!(first.len(), 2);
 
@@ -178,4 +185,43 @@ fn second_snapshots_on_s3_reads_the_local_cache() {
     fs::remove_dir_all(env.home.join(".cache/arc")).unwrap();
     let out = arc().args(["--json", "snapshots"]).run();
     assert!(out.code() != Some(0) || ids(&out).len() < 2, "{}", out.describe());
+}
+
+/// `--limit-upload` and `--limit-download` on s3s-fs: the bytes a backup
+/// stores and a restore reads, over the command's whole run time, stay
+/// under the rate (plus the bucket's tenth of a second of burst), and the
+/// limit really slows the transfer down (it takes at least the time the
+/// bytes need at that rate).
+#[test]
+fn limit_upload_and_download_hold_on_s3() {
+    use crate::backends::{needs, start, Backend};
+    if !requirements_met(&needs(Backend::S3)) {
+        return;
+    }
+    let env = TestEnv::new();
+    let bucket = env.path("limited");
+    let server = start(Backend::S3, &env.root, &bucket);
+    let arc = || env.cmd().envs_from(server.env.clone()).args(["--repo", &server.url]);
+    let src = env.path("src");
+    write_random_file(&src.join("a.bin"), 3 * MIB, 7);
+    arc().arg("init").run().success();
+    let rate = 2 * MIB;
+    let stored = |dir: &std::path::Path| -> u64 { listing(dir, |_| false).values().sum() };
+    let before = stored(&bucket);
+    let t = std::time::Instant::now();
+    arc().args(["--limit-upload", "2MiB", "backup"]).arg(&src).run().success();
+    let up = t.elapsed().as_secs_f64();
+    let sent = (stored(&bucket) - before) as f64;
+    assert!(sent > 3.0 * MIB as f64);
+    assert!(sent / up <= rate as f64 * 1.1, "{sent} bytes in {up:.2} s is over 2 MiB/s");
+    assert!(up >= (sent - rate as f64 / 10.0) / rate as f64, "{sent} bytes in {up:.2} s: the limit did not apply");
+
+    let target = env.path("restore");
+    let t = std::time::Instant::now();
+    arc().args(["--limit-download", "2MiB", "restore", "latest", "--target"]).arg(&target).run().success();
+    let down = t.elapsed().as_secs_f64();
+    // At least the file's bytes came down (packs are read by ranges).
+    let got = 3.0 * MIB as f64;
+    assert!(down >= (got - rate as f64 / 10.0) / rate as f64, "3 MiB restored in {down:.2} s at a 2 MiB/s limit");
+    assert_eq!(fs::read(restored(&target, &src).join("a.bin")).unwrap(), fs::read(src.join("a.bin")).unwrap());
 }

@@ -14,7 +14,7 @@ mod init;
 mod key;
 mod maintenance;
 mod mount;
-mod remote;
+pub(crate) mod remote;
 mod restore;
 mod retention;
 pub(crate) mod select;
@@ -56,6 +56,7 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         None => (default_repo_path()?, true),
     };
     let location = parse_location(&repo_path)?;
+    remote::set_limits(remote::Limits { upload: cli.limit_upload, download: cli.limit_download });
     let env = Env {
         repo_path,
         location,

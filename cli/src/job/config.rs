@@ -60,6 +60,8 @@ pub struct Settings {
     pub nice: Option<i32>,
     pub ionice: Option<Ionice>,
     pub limit_read: Option<Rate>,
+    pub limit_upload: Option<Rate>,
+    pub limit_download: Option<Rate>,
     pub keep: Option<Keep>,
     pub max_age: Option<Dur>,
     pub spread: Option<Dur>,
@@ -208,6 +210,8 @@ pub struct JobEntry {
     pub nice: Option<i32>,
     pub ionice: Option<Ionice>,
     pub limit_read: Option<Rate>,
+    pub limit_upload: Option<Rate>,
+    pub limit_download: Option<Rate>,
     pub keep: Option<Keep>,
     pub max_age: Option<Dur>,
     pub spread: Option<Dur>,
@@ -225,6 +229,9 @@ pub struct Job {
     pub nice: Option<i32>,
     pub ionice: Option<Ionice>,
     pub limit_read: Option<u64>,
+    /// Bytes per second to and from a remote repository.
+    pub limit_upload: Option<u64>,
+    pub limit_download: Option<u64>,
     pub keep: Option<Keep>,
     pub max_age: Option<Duration>,
     pub spread: Option<Duration>,
@@ -234,6 +241,11 @@ pub struct Job {
 }
 
 impl Job {
+    /// The job's transfer limits for remote repositories.
+    pub fn limits(&self) -> crate::cmd::remote::Limits {
+        crate::cmd::remote::Limits { upload: self.limit_upload, download: self.limit_download }
+    }
+
     pub fn name(&self) -> &str {
         &self.entry.name
     }
@@ -365,8 +377,8 @@ impl Config {
 
         let mut repos: BTreeMap<String, Repo> = BTreeMap::new();
         if let Some(r) = &raw.repository {
-            if r.contains("://") {
-                return Err(at(line_of(text, text.find("repository").unwrap_or(0)), "repository", format!("{r:?}: only local paths are supported so far (remote repositories come with the remote backends)")));
+            if let Err(e) = arc_engine::storage::Location::parse(r) {
+                return Err(at(line_of(text, text.find("repository").unwrap_or(0)), "repository", format!("{e}")));
             }
             repos.insert(
                 "default".into(),
@@ -445,6 +457,8 @@ impl Config {
                 nice: e.nice.or(d.nice),
                 ionice: e.ionice.or(d.ionice),
                 limit_read: e.limit_read.or(d.limit_read).map(|r| r.0),
+                limit_upload: e.limit_upload.or(d.limit_upload).map(|r| r.0),
+                limit_download: e.limit_download.or(d.limit_download).map(|r| r.0),
                 keep,
                 max_age: e.max_age.or(d.max_age).map(|v| v.0),
                 spread: e.spread.or(d.spread).map(|v| v.0),
@@ -593,16 +607,18 @@ mod tests {
     #[test]
     fn defaults_apply_and_jobs_override() {
         let c = parse(
-            "repository = \"/r\"\n[defaults]\nnice = 10\nlimit-read = \"60MiB\"\nmax-age = \"26h\"\n\
+            "repository = \"/r\"\n[defaults]\nnice = 10\nlimit-read = \"60MiB\"\nlimit-upload = \"20MiB\"\nmax-age = \"26h\"\n\
              keep = { daily = 10, decades = 6, monthly = 12, yearly = 5 }\n\
              notify = { webhook = \"http://127.0.0.1:9/h\", on = \"always\" }\n\
-             [[jobs]]\nname = \"www\"\nkind = \"files\"\npaths = [\"/var/www\"]\nnice = 5\n\
+             [[jobs]]\nname = \"www\"\nkind = \"files\"\npaths = [\"/var/www\"]\nnice = 5\nlimit-upload = \"1MiB/s\"\nlimit-download = \"2M\"\n\
              [[jobs]]\nname = \"mysql\"\nkind = \"mysql\"\ndatabases = \"all\"\nexclude-databases = [\"test\"]\n",
         )
         .unwrap();
         assert_eq!(c.jobs[0].nice, Some(5));
         assert_eq!(c.jobs[1].nice, Some(10));
         assert_eq!(c.jobs[1].limit_read, Some(60 << 20));
+        assert_eq!((c.jobs[0].limit_upload, c.jobs[0].limit_download), (Some(1 << 20), Some(2 << 20)));
+        assert_eq!((c.jobs[1].limit_upload, c.jobs[1].limit_download), (Some(20 << 20), None));
         assert_eq!(c.jobs[1].max_age, Some(Duration::from_secs(26 * 3600)));
         assert!(matches!(c.jobs[1].entry.databases, Some(Databases::All)));
         assert_eq!(c.jobs[0].repositories[0].path, PathBuf::from("/r"));
