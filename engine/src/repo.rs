@@ -628,7 +628,19 @@ impl Repository {
                 gone_packs.push(pack);
             }
         }
-        let gone_files: Vec<Id> = known.difference(&in_storage).copied().collect();
+        // A listing may lag behind puts (an eventually consistent store):
+        // a file this process just wrote, or another host did, can be
+        // missing from it. Dropping its packs would make their blobs look
+        // absent: dedup would store them again, and a backup's commit
+        // check would take its own new blobs for pruned ones and abort
+        // (PrunedMeanwhile). So a known file missing from the listing is
+        // gone only if a HEAD (read-after-write consistent) agrees.
+        let mut gone_files: Vec<Id> = Vec::new();
+        for id in known.difference(&in_storage) {
+            if !self.storage.exists(FileKind::Index, &id.to_hex())? {
+                gone_files.push(*id);
+            }
+        }
         let mut new: Vec<(Id, index_file::IndexFile)> = Vec::new();
         for id in in_storage.difference(&known) {
             let name = id.to_hex();

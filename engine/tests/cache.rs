@@ -226,3 +226,28 @@ fn forgotten_snapshots_leave_the_cache_and_check_reads_the_repository() {
     assert_eq!(repo.snapshots().unwrap().len(), 2);
     assert_eq!(s.storage.take().0, 2);
 }
+
+/// A listing that lags behind puts (engine/src/storage/faulty.rs) hides
+/// the index files a backup just wrote. Refreshing the index database from
+/// such a listing must not drop their packs: the backup's commit check
+/// refreshes it whenever a prune marked something meanwhile, and then
+/// took the backup's own new blobs for pruned ones (PrunedMeanwhile).
+#[test]
+fn a_lagging_listing_does_not_drop_index_files_just_written() {
+    use arc_engine::storage::{Faults, FaultyStorage};
+    let tmp = tempfile::tempdir().unwrap();
+    let mem: Arc<dyn Storage> = Arc::new(MemoryStorage::new(MemoryStorageOptions::default()));
+    let faulty = Arc::new(FaultyStorage::new(mem, Faults::default()));
+    let storage: Arc<dyn Storage> = faulty.clone();
+    let repo = Repository::init_cached(storage, &InitOptions::default(), &tmp.path().join("cache")).unwrap();
+    faulty.set_faults(Faults { list_lag: std::time::Duration::from_secs(60), ..Default::default() });
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"written while the listing lags").unwrap();
+    let snap = backup(&repo, BackupOptions { paths: vec![src], ..Default::default() }, &NoProgress).unwrap();
+    assert!(faulty.list(FileKind::Index).unwrap().is_empty(), "the listing hides the new index file");
+    repo.refresh_index().unwrap();
+    let tree = repo.load_snapshot(&snap.snapshot_id).unwrap().file.tree;
+    assert!(repo.lookup_blob(&tree).unwrap().is_some(), "the new index file's packs were dropped from the database");
+    repo.load_tree(&tree).unwrap();
+}
