@@ -23,6 +23,7 @@ packages=(
   "libarchive-tools:/usr/bin/bsdtar"
   "fuse3:/usr/bin/fusermount3"
   "mariadb-server:/usr/sbin/mariadbd"
+  "mariadb-backup:/usr/bin/mariabackup"
   "postgresql:/usr/lib/postgresql"
   "redis-server:/usr/bin/redis-server"
   "redis-tools:/usr/bin/redis-cli"

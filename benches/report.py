@@ -65,7 +65,7 @@ ROWS = {
         ("peak RSS, stdin backup, MB", "stdin", "rss", None),
     ],
 }
-TOOL_ORDER = ("arc", "restic", "borg")
+TOOL_ORDER = ("arc", "arc-none", "restic", "borg")
 
 
 def med(xs):

@@ -5,7 +5,9 @@
 #
 # Environment (defaults in brackets):
 #   ARC_BENCH_DIR    where workloads, temporary repositories and results live [/var/tmp/arc-bench]
-#   ARC_BENCH_TOOLS  tools to time, any of "arc restic borg" [arc restic borg]
+#   ARC_BENCH_TOOLS  tools to time, any of "arc arc-none restic borg" [arc restic borg]
+#                    (arc: an encrypted repository, the default of `arc init`;
+#                    arc-none: the same binary on `arc init --encryption none`)
 #   ARC_BENCH_RUNS   runs per measurement; tables show the median [3]
 #   ARC_BENCH_SCALE  workload scale factor, e.g. 0.02 for a quick self-test [1]
 #   ARC_BENCH_SEED   workload seed [20241124]
@@ -42,7 +44,7 @@ for s in "${SHAPES[@]}"; do
   case $s in spool|www|dump|big) ;; *) echo "unknown shape '$s' (spool www dump big)" >&2; exit 2 ;; esac
 done
 for t in "${TOOLS[@]}"; do
-  case $t in arc|restic|borg) ;; *) echo "unknown tool '$t' (arc restic borg)" >&2; exit 2 ;; esac
+  case $t in arc|arc-none|restic|borg) ;; *) echo "unknown tool '$t' (arc arc-none restic borg)" >&2; exit 2 ;; esac
 done
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "ARC_BENCH_RUNS must be a positive integer" >&2; exit 2; }
 [[ $(id -u) == 0 ]] || { echo "run as root (tmpfs mounts, apt-get)" >&2; exit 2; }
@@ -62,7 +64,7 @@ if [[ ${#pkgs[@]} -gt 0 ]]; then
 fi
 
 # ---- (b) arc ----------------------------------------------------------------------------
-if has_tool arc; then
+if has_tool arc || has_tool arc-none; then
   if [[ ${ARC_BENCH_SKIP_BUILD:-0} != 1 ]]; then
     log "cargo build --release"
     (cd "$ROOT" && cargo build --release)
@@ -93,7 +95,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-export RESTIC_PASSWORD=arc-bench RESTIC_CACHE_DIR=$WORK/cache/restic
+export ARC_PASSWORD=arc-bench RESTIC_PASSWORD=arc-bench RESTIC_CACHE_DIR=$WORK/cache/restic
 export BORG_BASE_DIR=$WORK/cache/borg BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 export XDG_CACHE_HOME=$WORK/cache/xdg
 
@@ -105,7 +107,7 @@ record() { # shape tool run step seconds rss_kb bytes files status
 
 tool_version() {
   case $1 in
-    arc) "$ARC_BIN" --version 2>/dev/null | head -1 || echo "arc (no --version)" ;;
+    arc|arc-none) "$ARC_BIN" --version 2>/dev/null | head -1 || echo "arc (no --version)" ;;
     restic) restic version | head -1 ;;
     borg) borg --version ;;
   esac
@@ -182,27 +184,28 @@ tree_stats() { # DIR -> "FILES BYTES SIG"
 cmd_init() { # TOOL REPO
   case $1 in
     arc) CMD=("$ARC_BIN" --repo "$2" "${ARC_EXTRA[@]}" init) ;;
+    arc-none) CMD=("$ARC_BIN" --repo "$2" "${ARC_EXTRA[@]}" init --encryption none) ;;
     restic) CMD=(restic -r "$2" init --repository-version 2) ;;
     borg) CMD=(borg init --encryption none "$2") ;;
   esac
 }
 cmd_backup() { # TOOL REPO ARCHIVE PATH
   case $1 in
-    arc) CMD=("$ARC_BIN" --repo "$2" "${ARC_EXTRA[@]}" backup "$4" --json) ;;
+    arc|arc-none) CMD=("$ARC_BIN" --repo "$2" "${ARC_EXTRA[@]}" backup "$4" --json) ;;
     restic) CMD=(restic -r "$2" --compression auto backup --host arc-bench "$4") ;;
     borg) CMD=(borg create --compression "zstd,3" "$2::$3" "$4") ;;
   esac
 }
 cmd_backup_stdin() { # TOOL REPO ARCHIVE NAME
   case $1 in
-    arc) CMD=("$ARC_BIN" --repo "$2" "${ARC_EXTRA[@]}" backup --stdin --stdin-name "$4") ;;
+    arc|arc-none) CMD=("$ARC_BIN" --repo "$2" "${ARC_EXTRA[@]}" backup --stdin --stdin-name "$4") ;;
     restic) CMD=(restic -r "$2" --compression auto backup --host arc-bench --stdin --stdin-filename "$4") ;;
     borg) CMD=(borg create --compression "zstd,3" --stdin-name "$4" "$2::$3" -) ;;
   esac
 }
 cmd_restore() { # TOOL REPO ARCHIVE TARGET (the latest snapshot; borg needs its name)
   case $1 in
-    arc) CMD=("$ARC_BIN" --repo "$2" "${ARC_EXTRA[@]}" restore latest --target "$4") ;;
+    arc|arc-none) CMD=("$ARC_BIN" --repo "$2" "${ARC_EXTRA[@]}" restore latest --target "$4") ;;
     restic) CMD=(restic -r "$2" restore latest --target "$4") ;;
     borg) CMD=(env -C "$4" borg extract "$2::$3") ;;
   esac

@@ -144,6 +144,8 @@ pub(crate) struct Mariadb {
 const MARIADB_TABLES: [&str; 3] = ["customers", "orders", "attachments"];
 
 impl Mariadb {
+    /// A server on `dir/data`: a new instance (mariadb-install-db), or the
+    /// data directory already there (a restored physical backup).
     pub(crate) fn start(dir: &Path) -> Mariadb {
         let (install, server) = (need("mariadb-install-db"), need("mariadbd"));
         let (client, dump) = (need("mariadb"), need("mysqldump"));
@@ -156,14 +158,17 @@ impl Mariadb {
         // time in one /tmp collide on temporary table names.
         let tmp = dir.join("tmp");
         fs::create_dir_all(&tmp).unwrap();
-        TestCommand::new(install)
-            .env("TMPDIR", &tmp)
-            .args(["--no-defaults", "--auth-root-authentication-method=normal", "--skip-test-db"])
-            .args(user)
-            .arg(format!("--datadir={}", data.display()))
-            .timeout(Duration::from_secs(120))
-            .run()
-            .success();
+        // A data directory already there is a restored physical backup.
+        if !data.exists() {
+            TestCommand::new(install)
+                .env("TMPDIR", &tmp)
+                .args(["--no-defaults", "--auth-root-authentication-method=normal", "--skip-test-db"])
+                .args(user)
+                .arg(format!("--datadir={}", data.display()))
+                .timeout(Duration::from_secs(120))
+                .run()
+                .success();
+        }
         let sock = dir.join("sock");
         let mut cmd = Command::new(server);
         cmd.arg("--no-defaults")
@@ -280,7 +285,18 @@ fn postgres_ids() -> (u32, u32) {
     unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
 }
 
+fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
+    if fs::symlink_metadata(path).unwrap().is_dir() {
+        for e in fs::read_dir(path).unwrap() {
+            chown_tree(&e.unwrap().path(), uid, gid);
+        }
+    }
+}
+
 impl Postgres {
+    /// A server on `dir/data`: a new cluster (initdb), or the data
+    /// directory already there (a restored physical backup).
     pub(crate) fn start(dir: &Path) -> Postgres {
         let (initdb, postgres) = (pg_bin("initdb"), pg_bin("postgres"));
         let (psql, dump, ready) = (pg_bin("psql"), pg_bin("pg_dump"), pg_bin("pg_isready"));
@@ -303,11 +319,29 @@ impl Postgres {
             }
         };
         let data = dir.join("data");
-        let mut init = Command::new(initdb);
-        init.arg("-D").arg(&data).args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"]);
-        as_server_user(&mut init);
-        let out = init.output().unwrap_or_else(|e| panic!("cannot run initdb: {e}"));
-        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        if data.exists() {
+            // A data directory given to us (restored from a physical
+            // backup): the server's user owns it, and only that user may
+            // read it, or PostgreSQL refuses to start.
+            if let Some((uid, gid)) = ids {
+                chown_tree(&data, uid, gid);
+            }
+            fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).unwrap();
+        } else {
+            let mut init = Command::new(initdb);
+            init.arg("-D").arg(&data).args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ]);
+            as_server_user(&mut init);
+            let out = init.output().unwrap_or_else(|e| panic!("cannot run initdb: {e}"));
+            assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
 
         let mut cmd = Command::new(postgres);
         cmd.arg("-D").arg(&data).arg("-k").arg(dir);

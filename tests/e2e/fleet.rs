@@ -631,3 +631,189 @@ fn redis_job_stores_an_rdb_snapshot() {
     let rdb = env.arc().args(["cat", "latest:redis/dump.rdb"]).run().success().stdout;
     assert!(rdb.starts_with(b"REDIS") && rdb.len() > 500_000, "an RDB file of the 20 000 keys: {} bytes", rdb.len());
 }
+
+/// A job with a local and an S3 repository and `fan-out = "copy"`: the dump
+/// command runs once, the snapshot lands in the first repository and is
+/// copied into the second (a remote one, named by URL in the file), both
+/// hold the same content, and `arc status` reads both. A copy that fails
+/// (the server is down) fails the job, and its snapshot follows with the
+/// next run. A repository string with an unknown scheme is refused with
+/// the file and line.
+#[test]
+fn fan_out_copy_reads_once_into_a_local_and_an_s3_repository() {
+    use crate::backends::{self, Backend};
+    if !requirements_met(&backends::needs(Backend::S3)) {
+        return;
+    }
+    let env = TestEnv::new();
+    env.init();
+    let s3_root = env.path("s3");
+    let server = backends::start(Backend::S3, &s3_root, &s3_root.join("offsite"));
+    let with_s3 = |c: TestCommand| c.envs_from(server.env.clone());
+    with_s3(env.cmd()).arg("--repo").arg(&server.url).arg("init").run().success();
+
+    let counter = env.path("dumps-run");
+    let config = env.path("arc.toml");
+    let write_config = |offsite: &str| {
+        fs::write(
+            &config,
+            format!(
+                "[repositories.local]\npath = \"{}\"\n\n[repositories.offsite]\nurl = \"{offsite}\"\n\n\
+                 [[jobs]]\nname = \"app\"\nkind = \"command\"\nrepositories = [\"local\", \"offsite\"]\n\
+                 fan-out = \"copy\"\ncommand = \"echo run >> {}; seq 1 200000\"\nstream = \"app/numbers.txt\"\n",
+                env.repo.display(),
+                counter.display()
+            ),
+        )
+        .unwrap();
+    };
+    write_config(&server.url);
+    let dry = with_s3(env.cmd()).env("XDG_STATE_HOME", env.path("state")).args(["run", "--dry-run", "--config"]);
+    let dry = dry.arg(&config).run().success();
+    assert!(dry.stdout_str().contains("then copied into offsite (s3:"), "{}", dry.describe());
+
+    let out = with_s3(env.cmd())
+        .env("XDG_STATE_HOME", env.path("state"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .timeout(Duration::from_secs(120))
+        .run()
+        .success();
+    assert_eq!(fs::read_to_string(&counter).unwrap(), "run\n", "the dump ran more than once\n{}", out.describe());
+    assert!(out.stderr_str().contains("copied snapshot"), "{}", out.describe());
+
+    let local = env.snapshots_json();
+    let remote = with_s3(env.cmd()).args(["--json", "--repo", &server.url, "snapshots"]).run().success().json();
+    let remote = remote.as_array().unwrap();
+    assert_eq!((local.len(), remote.len()), (1, 1), "{local:?} {remote:?}");
+    for k in ["time", "host", "tags", "paths"] {
+        assert_eq!(local[0][k], remote[0][k], "{k} differs between the repositories");
+    }
+    let expected: String = (1..=200_000).map(|i| format!("{i}\n")).collect();
+    let dumped = with_s3(env.cmd()).args(["--repo", &server.url, "cat", "latest:app/numbers.txt"]).run().success();
+    assert_eq!(dumped.stdout_str(), expected, "the copied snapshot's stream differs");
+
+    let st = with_s3(env.cmd())
+        .env("XDG_STATE_HOME", env.path("state"))
+        .args(["--json", "status", "--config"])
+        .arg(&config)
+        .run()
+        .success();
+    assert!(st.stdout_str().contains("\"app\""), "{}", st.describe());
+
+    // The S3 server goes away: the job fails, the local repository has
+    // the run. Back on another port: the next run copies both snapshots.
+    drop(server);
+    let failed = env.cmd().env("XDG_STATE_HOME", env.path("state")).args(["run", "--config"]).arg(&config);
+    let failed = failed.timeout(Duration::from_secs(180)).run().failure();
+    assert!(failed.stderr_str().contains("offsite"), "{}", failed.describe());
+    assert_eq!(env.snapshots_json().len(), 2);
+    let server = backends::start(Backend::S3, &s3_root, &s3_root.join("offsite"));
+    write_config(&server.url);
+    let again = env.cmd().envs_from(server.env.clone()).env("XDG_STATE_HOME", env.path("state"));
+    again.args(["run", "--config"]).arg(&config).timeout(Duration::from_secs(120)).run().success();
+    assert_eq!(fs::read_to_string(&counter).unwrap(), "run\nrun\nrun\n");
+    let remote = env.cmd().envs_from(server.env.clone()).args(["--json", "--repo", &server.url, "snapshots"]);
+    let remote = remote.run().success().json();
+    assert_eq!(remote.as_array().unwrap().len(), 3, "the snapshot of the failed copy did not follow: {remote:#}");
+
+    write_config("s4:http://127.0.0.1:1/b");
+    let bad = env.cmd().args(["run", "--config"]).arg(&config).run().failure();
+    let line = bad.stderr_str();
+    assert!(line.contains("arc.toml:5") && line.contains("s4:"), "{}", bad.describe());
+}
+
+/// `physical = true` on a PostgreSQL job: pg_basebackup's tar stream is
+/// stored, and what `arc cat` gives back starts as a server of its own
+/// (recovery from the backup's WAL) with the data the source had. The
+/// job asks for a fast checkpoint (pg_basebackup's default spreads it over
+/// minutes, gentle on a live server, slow in a test).
+#[test]
+fn postgresql_physical_backup_starts_as_a_server_with_the_same_data() {
+    require!(Need::Postgres, Need::Program("tar", "tar"));
+    let env = TestEnv::new();
+    env.init();
+    let pg = Postgres::start(&env.path("pg"));
+    pg.sql("postgres", "CREATE DATABASE shop;");
+    pg.sql(
+        "shop",
+        "CREATE TABLE orders (id int PRIMARY KEY, note text);
+         INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(1, 50000) g;",
+    );
+    let query = "SELECT count(*), md5(string_agg(note, ',' ORDER BY id)) FROM orders;";
+    let expected = pg.sql("shop", query);
+    let config = env.path("arc.toml");
+    fs::write(
+        &config,
+        format!(
+            "repository = \"{}\"\n[[jobs]]\nname = \"pgbase\"\nkind = \"postgresql\"\nsocket = \"{}\"\nuser = \"postgres\"\nphysical = true\n\
+             dump-options = [\"--checkpoint=fast\"]\n",
+            env.repo.display(),
+            pg.sockdir.display()
+        ),
+    )
+    .unwrap();
+    let out = run(&env, &config, &[]).success();
+    assert!(out.stderr_str().contains("pg_basebackup"), "{}", out.describe());
+    drop(pg);
+
+    let tar = env.path("base.tar");
+    env.arc().args(["cat", "latest:postgresql/base.tar"]).stdout_to(&tar).run().success();
+    let data = env.path("restored/data");
+    fs::create_dir_all(&data).unwrap();
+    TestCommand::new("tar").arg("-xf").arg(&tar).arg("-C").arg(&data).run().success();
+    assert!(data.join("PG_VERSION").is_file() && data.join("backup_label").is_file());
+    let restored = Postgres::start(&env.path("restored"));
+    assert_eq!(restored.sql("shop", query), expected, "the restored server has other data");
+}
+
+/// `physical = true` on a MariaDB job: mariabackup's xbstream is stored,
+/// and what `arc cat` gives back, unpacked with mbstream and prepared with
+/// `mariabackup --prepare`, starts as a server with the source's data.
+#[test]
+fn mariadb_physical_backup_starts_as_a_server_with_the_same_data() {
+    require!(
+        Need::Program("mariadbd", "mariadb-server"),
+        Need::Program("mariabackup", "mariadb-backup"),
+        Need::Program("mbstream", "mariadb-backup")
+    );
+    let env = TestEnv::new();
+    env.init();
+    let db = Mariadb::start(&env.path("mariadb"));
+    db.sql(
+        "mysql",
+        "CREATE DATABASE shop; USE shop;
+         CREATE TABLE orders (id INT PRIMARY KEY, note VARCHAR(64)) ENGINE=InnoDB;
+         INSERT INTO orders SELECT seq, MD5(seq) FROM seq_1_to_50000;",
+    );
+    let query = "SELECT COUNT(*), MD5(GROUP_CONCAT(note ORDER BY id SEPARATOR ',')) FROM orders;";
+    let widen = "SET SESSION group_concat_max_len = 4194304;";
+    let expected = db.sql("shop", &format!("{widen} {query}"));
+    let config = env.path("arc.toml");
+    fs::write(
+        &config,
+        format!(
+            "repository = \"{}\"\n[[jobs]]\nname = \"mariabase\"\nkind = \"mysql\"\nsocket = \"{}\"\nuser = \"root\"\nphysical = true\n",
+            env.repo.display(),
+            db.sock.display()
+        ),
+    )
+    .unwrap();
+    let out = run(&env, &config, &[]).success();
+    assert!(out.stderr_str().contains("mariabackup"), "{}", out.describe());
+    drop(db);
+
+    let stream = env.path("physical.xbstream");
+    env.arc().args(["cat", "latest:mysql/physical.xbstream"]).stdout_to(&stream).run().success();
+    let data = env.path("restored/data");
+    fs::create_dir_all(&data).unwrap();
+    TestCommand::new("mbstream").arg("-x").arg("-C").arg(&data).stdin_file(&stream).run().success();
+    TestCommand::new("mariabackup")
+        .args(["--prepare", "--use-memory=64M"])
+        .arg(format!("--target-dir={}", data.display()))
+        .timeout(Duration::from_secs(120))
+        .run()
+        .success();
+    let restored = Mariadb::start(&env.path("restored"));
+    assert_eq!(restored.sql("shop", &format!("{widen} {query}")), expected, "the restored server has other data");
+}

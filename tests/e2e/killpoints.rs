@@ -257,12 +257,18 @@ fn backup_sigkilled_at_seeded_random_moments() {
     let case = backup_case(&env, 12, 2 * MIB, 52_000);
     let repo = env.path("repo-kill");
 
-    fresh_copy(&case.base, &repo);
-    let t0 = Instant::now();
-    let out = env.arc_at(&repo).args(["--json", "backup"]).arg(&case.src).run().success();
-    let took = t0.elapsed();
-    let full = ju64(&out.json(), "summary.bytes_added_stored");
-    eprintln!("an uninterrupted backup took {took:?}");
+    // The fastest of three uninterrupted runs: the first one reads a cold
+    // page cache and a loaded machine makes any one run slow, and a `took`
+    // longer than the later runs lets most seeded kills land after the end.
+    let (mut took, mut full) = (Duration::MAX, 0);
+    for _ in 0..3 {
+        fresh_copy(&case.base, &repo);
+        let t0 = Instant::now();
+        let out = env.arc_at(&repo).args(["--json", "backup"]).arg(&case.src).run().success();
+        took = took.min(t0.elapsed());
+        full = ju64(&out.json(), "summary.bytes_added_stored");
+    }
+    eprintln!("an uninterrupted backup took {took:?} at best");
 
     let mut rng = Rng::new(0x6b696c6c);
     let (mut killed, mut finished) = (0, 0);
@@ -332,6 +338,13 @@ fn prune_case_with(env: &TestEnv, init: &[&str]) -> PruneCase {
         for i in 0..60u64 {
             if g == 0 || i % 4 == g % 4 {
                 write_random_file(&src.join(format!("small/m{i:03}.txt")), 1000 + rng.below(8000), 1000 * g + i);
+            }
+            // Never changed, so live in every snapshot, and read between
+            // the generation-0 `.txt` files that all die: whichever open
+            // pack a frame goes to, generation 0 leaves packs holding both
+            // live and dead blobs (something to rewrite in every run).
+            if g == 0 {
+                write_random_file(&src.join(format!("small/m{i:03}.keep")), 1000 + rng.below(8000), 500_000 + i);
             }
         }
         snaps.push(backup_generation(env, &base, &src, g, &format!("2024-01-{:02}T00:00:00Z", g + 1)));

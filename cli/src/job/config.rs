@@ -31,6 +31,8 @@ struct FileConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RepoEntry {
+    /// A local path or a URL (`s3:…`, `sftp://…`, `webdav:…`), as --repo.
+    #[serde(alias = "url")]
     pub path: PathBuf,
     /// Read the passphrase from this file (else ARC_PASSWORD*).
     pub password_file: Option<PathBuf>,
@@ -67,6 +69,19 @@ pub struct Settings {
     pub prune: Option<PruneEvery>,
     pub hook_timeout: Option<Dur>,
     pub repositories: Option<Vec<String>>,
+    pub fan_out: Option<FanOut>,
+}
+
+/// How a job with several repositories fills them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FanOut {
+    /// Back up into each repository in turn (each reads the sources).
+    #[default]
+    Backup,
+    /// Back up into the first, then `arc copy` the new snapshot into each
+    /// of the others: the sources are read (and databases dumped) once.
+    Copy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -215,6 +230,7 @@ pub struct JobEntry {
     pub prune: Option<PruneEvery>,
     pub hook_timeout: Option<Dur>,
     pub repositories: Option<Vec<String>>,
+    pub fan_out: Option<FanOut>,
 }
 
 /// A job with its defaults applied and its repositories resolved.
@@ -231,6 +247,7 @@ pub struct Job {
     pub notify: Option<Notify>,
     pub prune: Option<PruneEvery>,
     pub hook_timeout: Duration,
+    pub fan_out: FanOut,
 }
 
 impl Job {
@@ -253,6 +270,17 @@ pub struct Repo {
     pub path: PathBuf,
     pub password_file: Option<PathBuf>,
     pub password_command: Option<String>,
+}
+
+impl Repo {
+    /// Where the repository is, as the user should see it (a URL without
+    /// credentials).
+    pub fn shown(&self) -> String {
+        match crate::cmd::parse_location(&self.path) {
+            Ok(l) => l.to_string(),
+            Err(_) => self.path.display().to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -361,16 +389,32 @@ impl Config {
         let at = |line: usize, key: &str, msg: String| anyhow!("{}:{line}: key `{key}`: {msg}", file.display());
 
         let mut repos: BTreeMap<String, Repo> = BTreeMap::new();
+        // A repository string is checked as --repo is (a known scheme, a
+        // well-formed URL) before any job runs.
+        // `after`: where the key's table starts; the key is the first line
+        // after it that sets `key`.
+        let check_location = |path: &Path, keys: &[&str], after: &str| {
+            crate::cmd::parse_location(path).map(|_| ()).map_err(|e| {
+                let start = text.find(after).unwrap_or(0);
+                let (offset, key) = keys
+                    .iter()
+                    .filter_map(|k| text[start..].find(&format!("\n{k}")).map(|o| (start + o + 1, *k)))
+                    .min()
+                    .unwrap_or((start, keys[0]));
+                // The engine's reason names the value already.
+                let msg = e.to_string();
+                at(line_of(text, offset), key, msg.trim_start_matches("--repo ").to_string())
+            })
+        };
         if let Some(r) = &raw.repository {
-            if r.contains("://") {
-                return Err(at(line_of(text, text.find("repository").unwrap_or(0)), "repository", format!("{r:?}: only local paths are supported so far (remote repositories come with the remote backends)")));
-            }
+            check_location(Path::new(r), &["repository"], "")?;
             repos.insert(
                 "default".into(),
                 Repo { name: "default".into(), path: r.into(), password_file: None, password_command: None },
             );
         }
         for (name, e) in &raw.repositories {
+            check_location(&e.path, &["path", "url"], &format!("[repositories.{name}]"))?;
             if repos.contains_key(name) {
                 return Err(anyhow!("{}: repository name {name:?} is used twice", file.display()));
             }
@@ -447,6 +491,7 @@ impl Config {
                 spread: e.spread.or(d.spread).map(|v| v.0),
                 notify: e.notify.clone().or_else(|| d.notify.clone()),
                 prune: e.prune.or(d.prune),
+                fan_out: e.fan_out.or(d.fan_out).unwrap_or_default(),
                 hook_timeout: e.hook_timeout.or(d.hook_timeout).map(|v| v.0).unwrap_or(DEFAULT_HOOK_TIMEOUT),
                 entry: e,
             });

@@ -19,13 +19,14 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use arc_engine::exclude::{Excludes, IfPresent};
 use arc_engine::ops::backup::{backup, BackupOptions};
+use arc_engine::ops::copy::{copy, CopyOptions};
 use arc_engine::ops::forget::{self, ForgetOptions};
 use arc_engine::ops::prune::{self, PruneOptions};
 use arc_engine::ops::retention::{GroupBy, Policy};
 use arc_engine::{Repository, SnapshotFilter};
 use chrono::{DateTime, Utc};
 
-use super::config::{Config, Job, Keep, Repo};
+use super::config::{Config, FanOut, Job, Keep, Repo};
 use super::history;
 use super::notify::{self, JobReport, Summary};
 use super::plan::{self, Plan};
@@ -61,11 +62,8 @@ pub fn open_repo(r: &Repo) -> Result<Repository> {
         };
         got.map_err(|_| arc_engine::Error::PassphraseRequired)
     };
-    let opened = match crate::cmd::cache_root() {
-        Some(cache) => Repository::open_local_cached_with(&r.path, &cache, Some(&pass)),
-        None => Repository::open_local_with(&r.path, Some(&pass)),
-    };
-    opened.with_context(|| format!("repository {} ({})", r.name, r.path.display()))
+    crate::cmd::open_other(&r.path, "repository", Some(&pass))
+        .with_context(|| format!("repository {} ({})", r.name, r.shown()))
 }
 
 /// Runs `sh -c CMD` in its own process group, killed whole after `timeout`.
@@ -417,7 +415,14 @@ fn backup_job(ctx: &Ctx<'_>, job: &Job, prio: Priority, r: &mut JobReport) -> Re
     tags.extend(job.entry.tags.iter().cloned());
     let out = StderrOut::default();
     let extra_env = |d: &plan::Dump| Extra { env: d.env.clone(), priority: prio };
-    for repo_cfg in &job.repositories {
+    // With fan-out = "copy" the sources are read once, into the first
+    // repository, and the snapshot is copied into the others.
+    let (backed_up, copied_to) = match job.fan_out {
+        FanOut::Copy => job.repositories.split_at(1),
+        FanOut::Backup => (&job.repositories[..], &[][..]),
+    };
+    let mut first: Option<(Repository, arc_engine::Id)> = None;
+    for repo_cfg in backed_up {
         let repo = open_repo(repo_cfg)?;
         let slots = Slots::new(job.entry.dump_parallel.unwrap_or(2));
         for d in &p.dumps {
@@ -450,6 +455,7 @@ fn backup_job(ctx: &Ctx<'_>, job: &Job, prio: Priority, r: &mut JobReport) -> Re
                 ),
             );
         }
+        let snapshot_id = res.snapshot_id;
         // The run just saved is the history's last entry, judged against
         // the ones before it.
         if let Ok(all) = repo.snapshots() {
@@ -467,6 +473,43 @@ fn backup_job(ctx: &Ctx<'_>, job: &Job, prio: Priority, r: &mut JobReport) -> Re
                         ),
                     );
                 }
+            }
+        }
+        if first.is_none() {
+            first = Some((repo, snapshot_id));
+        }
+    }
+    if let Some((src, id)) = &first {
+        // Every snapshot of this job and host, not only today's: one that a
+        // failed copy left behind (the other side was down) follows with
+        // the next run; those the target has are skipped by `copy`.
+        let mut wanted = vec![*id];
+        if let Ok(all) = src.snapshots() {
+            let tag = job.tag();
+            wanted.extend(
+                all.iter()
+                    .filter(|s| s.id != *id && s.file.host == ctx.host && s.file.tags.contains(&tag))
+                    .map(|s| s.id),
+            );
+        }
+        for repo_cfg in copied_to {
+            let dst = open_repo(repo_cfg)?;
+            let opts = CopyOptions { snapshots: wanted.clone(), cancel: Some(ctx.opts.cancel.clone()) };
+            let c = copy(src, &dst, &opts, &NoProgress)
+                .with_context(|| format!("copy of snapshot {} into {}", id.short(), repo_cfg.name))?;
+            for s in &c.copied {
+                r.snapshots.push(s.target.short());
+                ctx.log.event(
+                    name,
+                    &format!(
+                        "copied snapshot {} into {} as {} ({} blobs, {} bytes added)",
+                        s.source.short(),
+                        repo_cfg.name,
+                        s.target.short(),
+                        c.blobs_added,
+                        c.bytes_added
+                    ),
+                );
             }
         }
     }
@@ -516,7 +559,7 @@ fn retention_and_prune(ctx: &Ctx<'_>, jobs: &[&Job], reports: &mut [JobReport]) 
                 }
             }
             if let Some(every) = job.prune.and_then(|p| p.0) {
-                let e = prune_wanted.entry(repo_cfg.path.display().to_string()).or_insert((repo_cfg.clone(), every));
+                let e = prune_wanted.entry(repo_cfg.shown()).or_insert((repo_cfg.clone(), every));
                 e.1 = e.1.min(every);
             }
         }
@@ -558,9 +601,13 @@ fn dry_run(jobs: &[&Job], opts: &RunOptions) -> Result<u8> {
     let mut failed = 0;
     for job in jobs {
         writeln!(out, "job {} ({}):", job.name(), job.kind())?;
-        let repos: Vec<String> =
-            job.repositories.iter().map(|r| format!("{} ({})", r.name, r.path.display())).collect();
-        writeln!(out, "  into {} with tag {}", repos.join(", "), job.tag())?;
+        let repos: Vec<String> = job.repositories.iter().map(|r| format!("{} ({})", r.name, r.shown())).collect();
+        match (job.fan_out, repos.split_first()) {
+            (FanOut::Copy, Some((first, rest))) if !rest.is_empty() => {
+                writeln!(out, "  into {first} with tag {}, then copied into {}", job.tag(), rest.join(", "))?
+            }
+            _ => writeln!(out, "  into {} with tag {}", repos.join(", "), job.tag())?,
+        }
         if let Some(b) = &job.entry.before {
             writeln!(out, "  before: {b}")?;
         }

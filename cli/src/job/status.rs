@@ -74,6 +74,9 @@ pub fn collect(cfg: &Config, now: DateTime<Utc>) -> Result<Report> {
             }
         }
         runs.sort_by_key(|r| r.time);
+        // A snapshot copied into the job's other repositories (fan-out =
+        // "copy") keeps its time: one run, not one per repository.
+        runs.dedup_by_key(|r| r.time);
         let st = state.load(job.name());
         let last = runs.last();
         let last_success = last.map(|r| r.time);

@@ -248,7 +248,16 @@ fn mark_live(repo: &Repository, trees: &HashMap<Id, BlobLocation>, ignore: &Hash
         if ignore.contains(&id) {
             continue;
         }
-        let snap = repo.load_snapshot(&id).map_err(|e| damaged(format!("snapshot {id} cannot be read: {e}")))?;
+        let snap = match repo.load_snapshot(&id) {
+            Ok(snap) => snap,
+            // Listed, then gone: a `forget` on another host deleted it
+            // after the listing (or a store whose listing lags its deletes
+            // still showed it). Nothing references a deleted snapshot, so
+            // it needs no protection; a snapshot written after the listing
+            // is protected by its session, not by this loop.
+            Err(Error::Missing { .. }) => continue,
+            Err(e) => return Err(damaged(format!("snapshot {id} cannot be read: {e}"))),
+        };
         roots.push(snap.file.tree);
     }
     let snapshots = roots.len() as u64;
@@ -788,6 +797,46 @@ mod tests {
             let opts = PruneOptions { max_unused: bad, ..Default::default() };
             assert!(matches!(prune(&repo, &opts, &NoProgress), Err(Error::InvalidArgument { .. })));
         }
+    }
+
+    /// A snapshot forgotten by another host after prune listed it (here: a
+    /// listing that still shows a deleted file) is gone, not damage: prune
+    /// goes on, and what the remaining snapshot needs stays.
+    #[test]
+    fn a_snapshot_forgotten_after_the_listing_does_not_stop_prune() {
+        use crate::ops::backup::{backup, BackupOptions};
+        use crate::ops::check::{check, CheckOptions};
+        use crate::storage::{Faults, FaultyStorage, MemoryStorage, MemoryStorageOptions, Storage};
+        use std::sync::Arc;
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let mem: Arc<dyn Storage> = Arc::new(MemoryStorage::new(MemoryStorageOptions::default()));
+        let faulty = Arc::new(FaultyStorage::new(mem, Faults::default()));
+        let storage: Arc<dyn Storage> = faulty.clone();
+        let index = Some(dir.path().join("index.redb"));
+        let repo = Repository::init_with_index(storage, &InitOptions::default(), index).unwrap();
+        let opts = || BackupOptions { paths: vec![src.clone()], ..Default::default() };
+        std::fs::write(src.join("a"), vec![1u8; 300_000]).unwrap();
+        let first = backup(&repo, opts(), &NoProgress).unwrap();
+        std::fs::write(src.join("a"), vec![2u8; 300_000]).unwrap();
+        let second = backup(&repo, opts(), &NoProgress).unwrap();
+        let lag = Duration::from_millis(400);
+        // Both snapshots are older than the lag, so both are listed; the
+        // deleted one keeps being listed for the lag.
+        std::thread::sleep(lag + Duration::from_millis(100));
+        faulty.set_faults(Faults { list_lag: lag, ..Faults::default() });
+        repo.storage().delete(FileKind::Snapshot, &first.snapshot_id.to_hex()).unwrap();
+        assert!(repo.snapshot_ids().unwrap().contains(&first.snapshot_id), "the listing does not lag");
+        let r =
+            prune(&repo, &PruneOptions { max_unused: 0.0, instant: true, ..Default::default() }, &NoProgress).unwrap();
+        assert_eq!(r.snapshots, 1, "{r:?}");
+        assert!(r.packs_deleted + r.packs_repacked > 0, "the first snapshot's data stayed: {r:?}");
+        faulty.set_faults(Faults::default());
+        assert!(repo.load_snapshot(&second.snapshot_id).is_ok());
+        let report = check(&repo, &CheckOptions { read_data: true, ..Default::default() }, &NoProgress).unwrap();
+        assert!(report.ok(), "{:?}", report.errors);
     }
 
     /// Every blob of a split v2 directory is live, not only its root: a
