@@ -441,7 +441,8 @@ fn failing_requests_never_leave_a_wrong_snapshot() {
     for round in 0..12 {
         let src = tmp.path().join(format!("src{round}"));
         make_tree(&src, round, round % HOSTS);
-        let who = format!("b{round}");
+        // Opened on an honest store: the faults are for the backup.
+        let r = repo.open(&format!("b{round}"));
         faulty.set_faults(Faults {
             seed: round as u64 + 1,
             transient: 0.01,
@@ -450,7 +451,7 @@ fn failing_requests_never_leave_a_wrong_snapshot() {
             list_lag: Duration::from_millis(200),
             ..Default::default()
         });
-        match repo.backup(&who, &src) {
+        match backup(&r, BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress) {
             Ok(rep) => {
                 expected.insert(rep.snapshot_id, src);
             }
