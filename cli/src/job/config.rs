@@ -318,18 +318,15 @@ impl<'de> Deserialize<'de> for Rate {
     }
 }
 
-/// `"26h"`, `"90m"`, `"7d"`, `"1h 30m"` (humantime's syntax).
+/// `"26h"`, `"90m"`, `"7d"`, `"1h 30m"`: the command line's syntax
+/// ([`crate::args::parse_duration`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Dur(pub Duration);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        match humantime::parse_duration(&s) {
-            Ok(v) if !v.is_zero() => Ok(Dur(v)),
-            Ok(_) => Err(serde::de::Error::custom(format!("{s:?}: a duration must be more than 0"))),
-            Err(e) => Err(serde::de::Error::custom(format!("{s:?} is not a duration like 26h, 90m or 7d: {e}"))),
-        }
+        crate::args::parse_duration(&s).map(Dur).map_err(serde::de::Error::custom)
     }
 }
 
@@ -348,7 +345,7 @@ impl<'de> Deserialize<'de> for PruneEvery {
             "daily" => Some(Duration::from_secs(day)),
             "weekly" => Some(Duration::from_secs(7 * day)),
             "monthly" => Some(Duration::from_secs(30 * day)),
-            other => Some(humantime::parse_duration(other).map_err(|_| {
+            other => Some(crate::args::parse_duration(other).map_err(|_| {
                 serde::de::Error::custom(format!(
                     "{other:?} is not daily, weekly, monthly, always, never or a duration like 3d"
                 ))
@@ -628,6 +625,23 @@ mod tests {
 
     fn parse(t: &str) -> Result<Config> {
         Config::parse(Path::new("arc.toml"), t)
+    }
+
+    /// The file and the command line (`init --prune-grace`) read durations
+    /// with one parser.
+    #[test]
+    fn durations_share_the_command_line_syntax() {
+        let job = "[[jobs]]\nname=\"a\"\nkind=\"files\"\npaths=[\"/\"]\n";
+        let c =
+            parse(&format!("repository = \"/r\"\n[defaults]\nmax-age = \"1h 30m\"\nspread = \"90\"\n{job}")).unwrap();
+        assert_eq!(c.jobs[0].max_age, Some(Duration::from_secs(5400)));
+        assert_eq!(c.jobs[0].spread, Some(Duration::from_secs(90)));
+        let e = parse(&format!("repository = \"/r\"\n[defaults]\nmax-age = \"0s\"\n{job}")).unwrap_err().to_string();
+        assert!(e.contains("key `max-age`") && e.contains("must be more than 0"), "{e}");
+        assert_eq!(crate::args::parse_duration_secs("1h 30m"), Ok(5400));
+        assert_eq!(crate::args::parse_duration_secs("2d"), Ok(172_800));
+        assert!(crate::args::parse_duration_secs("1500ms").is_err());
+        assert!(crate::args::parse_duration_secs("soon").unwrap_err().contains("not a duration"));
     }
 
     #[test]
