@@ -638,7 +638,7 @@ pub struct CacheArgs {
     pub cleanup: bool,
     /// With --cleanup: how long a cache may go unused (30s, 90m, 24h, 30d).
     #[arg(long, value_name = "AGE", default_value = "30d", value_parser = parse_duration, requires = "cleanup")]
-    pub max_unused: u64,
+    pub max_unused: std::time::Duration,
 }
 
 #[derive(Args, Debug)]

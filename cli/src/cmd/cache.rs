@@ -2,7 +2,7 @@
 //! (engine/src/cache.rs): list them, or remove those not used for a while
 //! (restic's `cache --cleanup`).
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::{anyhow, Result};
 use arc_engine::cache::{self, CacheInfo};
@@ -48,7 +48,7 @@ fn age(t: SystemTime) -> String {
 pub fn run(env: &Env, a: CacheArgs) -> Result<u8> {
     let root = super::cache_root().ok_or_else(|| anyhow!("no cache directory: set XDG_CACHE_HOME or HOME"))?;
     if a.cleanup {
-        let removed = cache::remove_unused(&root, Duration::from_secs(a.max_unused))?;
+        let removed = cache::remove_unused(&root, a.max_unused)?;
         if env.json {
             super::print_json(&removed.iter().map(entry).collect::<Vec<_>>())?;
         } else if !env.quiet {
