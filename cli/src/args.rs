@@ -2,6 +2,7 @@
 //! needs the repository happens in the commands.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
@@ -30,6 +31,14 @@ pub struct Cli {
     /// with a warning, when the repository cannot be written).
     #[arg(long, global = true)]
     pub no_lock: bool,
+
+    /// Send at most RATE bytes per second to a remote repository (e.g. 20MiB), all uploads together.
+    #[arg(long, global = true, value_name = "RATE", value_parser = parse_rate)]
+    pub limit_upload: Option<u64>,
+
+    /// Receive at most RATE bytes per second from a remote repository, all downloads together.
+    #[arg(long, global = true, value_name = "RATE", value_parser = parse_rate)]
+    pub limit_download: Option<u64>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -62,6 +71,8 @@ pub enum Command {
     Repair(RepairCommand),
     /// Low-level listings for scripts and debugging.
     List(ListArgs),
+    /// Show or clean up the local caches of repositories ($XDG_CACHE_HOME/arc).
+    Cache(CacheArgs),
     /// Remove stale locks left by processes that are gone.
     Unlock(UnlockArgs),
     /// Copy snapshots from another repository into this one (--repo), sending only what it lacks;
@@ -238,7 +249,7 @@ pub struct InitArgs {
     pub pack_size: Option<u64>,
     /// How long `prune` waits between marking unused data and deleting it, so that backups
     /// running meanwhile are safe (e.g. 24h, 90m, 30s; default 24h).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_secs)]
     pub prune_grace: Option<u64>,
 }
 
@@ -616,6 +627,21 @@ pub enum RepairCommand {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "Each repository's cache holds its index, snapshot files and recently used trees; \
+                        a missing or damaged cache is rebuilt from the repository.")]
+pub struct CacheArgs {
+    /// List each cached repository: id, location, size, last used (the default).
+    #[arg(long, conflicts_with = "cleanup")]
+    pub list: bool,
+    /// Remove the caches of repositories not used for --max-unused.
+    #[arg(long)]
+    pub cleanup: bool,
+    /// With --cleanup: how long a cache may go unused (30s, 90m, 24h, 30d).
+    #[arg(long, value_name = "AGE", default_value = "30d", value_parser = parse_duration, requires = "cleanup")]
+    pub max_unused: std::time::Duration,
+}
+
+#[derive(Args, Debug)]
 pub struct ListArgs {
     #[arg(value_enum)]
     pub what: ListWhat,
@@ -669,26 +695,33 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
     }
 }
 
-/// Percentages like `10%` or `10`: the unit is always percent, so
-/// `--max-unused 5` means 5 %. Returns the fraction (0.05).
-/// Whole seconds from `N` with a unit `s`, `m`, `h` or `d` (a bare number
-/// is seconds). Four units do not warrant a crate.
-pub fn parse_duration(s: &str) -> Result<u64, String> {
+/// Durations like `30s`, `90m`, `24h`, `2d` or `1h 30m` (humantime's
+/// syntax; a bare number is seconds), more than 0: the one duration syntax
+/// of the command line and the configuration file (job/config.rs).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, 's')) => (&t[..i], 1),
-        Some((i, 'm')) => (&t[..i], 60),
-        Some((i, 'h')) => (&t[..i], 3600),
-        Some((i, 'd')) => (&t[..i], 86400),
-        _ => (t, 1),
+    let d = if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        Duration::from_secs(t.parse().map_err(|_| format!("{s:?} is too large"))?)
+    } else {
+        humantime::parse_duration(t).map_err(|e| format!("{s:?} is not a duration like 30s, 90m, 24h or 2d: {e}"))?
     };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("{s:?} is not a duration like 30s, 90m, 24h or 2d"))
+    if d.is_zero() {
+        return Err(format!("{s:?}: a duration must be more than 0"));
+    }
+    Ok(d)
 }
 
+/// [`parse_duration`] in whole seconds, for settings kept in seconds.
+pub fn parse_duration_secs(s: &str) -> Result<u64, String> {
+    let d = parse_duration(s)?;
+    if d.subsec_nanos() != 0 {
+        return Err(format!("{s:?}: give whole seconds"));
+    }
+    Ok(d.as_secs())
+}
+
+/// Percentages like `10%` or `10`: the unit is always percent, so
+/// `--max-unused 5` means 5 %. Returns the fraction (0.05).
 pub fn parse_percent(s: &str) -> Result<f64, String> {
     let t = s.trim().trim_end_matches('%').trim();
     let v: f64 = t.parse().map_err(|_| format!("{s:?} is not a percentage like 10%"))?;

@@ -14,6 +14,7 @@
 //! # Ok::<(), arc_engine::Error>(())
 //! ```
 
+pub mod cache;
 pub mod change_cache;
 pub mod chunker;
 pub mod crypto;

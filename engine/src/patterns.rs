@@ -33,6 +33,7 @@ pub struct PatternSpec {
 struct Rule {
     negate: bool,
     dir_only: bool,
+    anchored: bool,
 }
 
 /// A compiled list of patterns; see the module documentation for the syntax.
@@ -101,6 +102,14 @@ impl PatternSet {
         scratch.iter().rev().map(|&i| &self.rules[i]).find(|r| is_dir || !r.dir_only).map(|r| !r.negate)
     }
 
+    /// True when no pattern is anchored: whether a path matches then
+    /// depends on its last component alone (`*.tmp`, `cache/`), so an entry
+    /// matches alike wherever its directory is. `find` uses it to remember
+    /// a tree's matches once per tree instead of once per place.
+    pub fn matches_names_only(&self) -> bool {
+        self.rules.iter().all(|r| !r.anchored)
+    }
+
     /// True when `path` is excluded (matched last by a plain pattern).
     pub fn matches(&self, path: &[u8], is_dir: bool, scratch: &mut Vec<usize>) -> bool {
         self.decide(path, is_dir, scratch) == Some(true)
@@ -126,7 +135,7 @@ fn translate(pattern: &str) -> std::result::Result<(Rule, String), String> {
         return Err("the pattern matches only the root".into());
     }
     let glob = if anchored { format!("/{body}") } else { format!("**/{body}") };
-    Ok((Rule { negate, dir_only }, glob))
+    Ok((Rule { negate, dir_only, anchored }, glob))
 }
 
 #[cfg(test)]
@@ -159,6 +168,13 @@ mod tests {
         assert!(m(&s, "/var/lib/a/b/c.pid", false));
         assert!(!m(&s, "/x/var/lib/a/c.pid", false), "a / in the middle anchors at the root");
         assert!(m(&s, "/abc", false) && m(&s, "/q/xz", false) && !m(&s, "/q/zz", false));
+    }
+
+    #[test]
+    fn names_only_sets_have_no_anchored_pattern() {
+        assert!(set(&["*.tmp", "cache/", "!keep.tmp", "wp-config.php"]).matches_names_only());
+        assert!(!set(&["*.tmp", "/var/www"]).matches_names_only());
+        assert!(!set(&["var/lib/*.pid"]).matches_names_only(), "a / in the middle anchors");
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! byte-bounded LRU cache, because consecutive small files share a frame and
 //! readers (restore, cat, the mount) ask for them one after another.
 //! A blob whose bytes do not hash to its id is an error, never returned.
+//!
+//! Frames holding trees also go through the repository's local cache
+//! (cache.rs), as stored: a cached frame is opened and checked like a
+//! fetched one, and one that fails is dropped and fetched again.
 
 use std::sync::{Arc, Mutex};
 
@@ -61,17 +65,41 @@ impl BlobReader {
 
     /// The decompressed frame holding a blob.
     pub fn frame(&self, repo: &Repository, loc: &BlobLocation) -> Result<Arc<[u8]>> {
+        Ok(self.frame_from(repo, loc, true)?.0)
+    }
+
+    /// The frame, from memory, the local cache (trees, if `use_disk`) or
+    /// the repository; and where it came from.
+    fn frame_from(&self, repo: &Repository, loc: &BlobLocation, use_disk: bool) -> Result<(Arc<[u8]>, Source)> {
         let key = (loc.pack, loc.frame.offset);
         if let Some(f) = self.cached(&key) {
-            return Ok(f);
+            return Ok((f, Source::Memory));
         }
         let name = loc.pack.to_hex();
+        let disk = repo.cache().filter(|c| c.caches_files() && loc.kind == pack::BlobKind::Tree);
+        if let Some(c) = disk.filter(|_| use_disk) {
+            if let Some(stored) = c.frame(&loc.pack, loc.frame.offset, loc.frame.stored_len) {
+                let decoded = repo
+                    .open_frame(stored, &name, loc.frame.offset)
+                    .and_then(|s| pack::decode_frame(&s, &loc.frame, &name));
+                match decoded {
+                    Ok(raw) => {
+                        let raw: Arc<[u8]> = raw.into();
+                        self.remember(key, raw.clone());
+                        return Ok((raw, Source::Disk));
+                    }
+                    Err(_) => c.drop_frame(&loc.pack, loc.frame.offset, loc.frame.stored_len),
+                }
+            }
+        }
         let stored =
             repo.storage().get_range(FileKind::Pack, &name, loc.frame.offset, u64::from(loc.frame.stored_len))?;
+        // Kept for the local cache once a blob of it is verified.
+        let keep = disk.map(|_| stored.clone());
         let stored = repo.open_frame(stored, &name, loc.frame.offset)?;
         let raw: Arc<[u8]> = pack::decode_frame(&stored, &loc.frame, &name)?.into();
         self.remember(key, raw.clone());
-        Ok(raw)
+        Ok((raw, Source::Storage(keep)))
     }
 
     pub fn read(&self, repo: &Repository, id: &Id) -> Result<Arc<[u8]>> {
@@ -80,22 +108,68 @@ impl BlobReader {
     }
 
     pub fn read_at(&self, repo: &Repository, id: &Id, loc: &BlobLocation) -> Result<Arc<[u8]>> {
-        let frame = self.frame(repo, loc)?;
-        let start = loc.offset_in_frame as usize;
-        let end = start + loc.raw_len as usize;
-        let bytes = frame.get(start..end).ok_or_else(|| {
-            Error::corrupt("pack", loc.pack.to_hex(), format!("blob {} lies outside its frame", id.short()))
-        })?;
-        if repo.blob_id(bytes) != *id {
-            return Err(Error::corrupt(
-                "pack",
-                loc.pack.to_hex(),
-                format!("blob {} does not match its hash (frame at offset {})", id.short(), loc.frame.offset),
-            ));
+        match self.read_in(repo, id, loc, true) {
+            // A wrong frame from the local cache: forget it everywhere and
+            // read the repository's.
+            Err((_, Source::Disk)) => {
+                if let Some(c) = repo.cache() {
+                    c.drop_frame(&loc.pack, loc.frame.offset, loc.frame.stored_len);
+                }
+                if let Ok(mut c) = self.cache.lock() {
+                    if let Some(f) = c.frames.pop(&(loc.pack, loc.frame.offset)) {
+                        c.bytes -= f.len();
+                    }
+                }
+                self.read_in(repo, id, loc, false).map_err(|(e, _)| e)
+            }
+            other => other.map_err(|(e, _)| e),
         }
-        if start == 0 && end == frame.len() {
-            return Ok(frame);
-        }
-        Ok(Arc::from(bytes))
     }
+
+    fn read_in(
+        &self,
+        repo: &Repository,
+        id: &Id,
+        loc: &BlobLocation,
+        use_disk: bool,
+    ) -> std::result::Result<Arc<[u8]>, (Error, Source)> {
+        let (frame, source) = self.frame_from(repo, loc, use_disk).map_err(|e| (e, Source::Storage(None)))?;
+        match verified(repo, id, loc, frame) {
+            Ok(blob) => {
+                if let (Source::Storage(Some(stored)), Some(c)) = (&source, repo.cache()) {
+                    c.store_frame(&loc.pack, loc.frame.offset, stored);
+                }
+                Ok(blob)
+            }
+            Err(e) => Err((e, source)),
+        }
+    }
+}
+
+/// Where a frame came from.
+enum Source {
+    Memory,
+    Disk,
+    /// The repository; with its stored bytes if they are to be cached.
+    Storage(Option<Vec<u8>>),
+}
+
+/// The blob `id` out of its frame, checked against its id.
+fn verified(repo: &Repository, id: &Id, loc: &BlobLocation, frame: Arc<[u8]>) -> Result<Arc<[u8]>> {
+    let start = loc.offset_in_frame as usize;
+    let end = start + loc.raw_len as usize;
+    let bytes = frame.get(start..end).ok_or_else(|| {
+        Error::corrupt("pack", loc.pack.to_hex(), format!("blob {} lies outside its frame", id.short()))
+    })?;
+    if repo.blob_id(bytes) != *id {
+        return Err(Error::corrupt(
+            "pack",
+            loc.pack.to_hex(),
+            format!("blob {} does not match its hash (frame at offset {})", id.short(), loc.frame.offset),
+        ));
+    }
+    if start == 0 && end == frame.len() {
+        return Ok(frame);
+    }
+    Ok(Arc::from(bytes))
 }

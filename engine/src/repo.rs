@@ -11,6 +11,7 @@ use chrono::Utc;
 
 use zeroize::Zeroizing;
 
+use crate::cache::RepoCache;
 use crate::chunker::Chunker;
 use crate::crypto::{Keys, MasterSecret, Purpose};
 use crate::error::{Error, Result};
@@ -139,6 +140,11 @@ pub struct Repository {
     /// Packs named by prune marks, as the running session last read them
     /// (v2); dedup never relies on them.
     marked: Arc<RwLock<Arc<HashSet<Id>>>>,
+    /// The local cache (`<cache root>/<repository id>/`), when the
+    /// repository was opened with a cache root.
+    cache: Option<RepoCache>,
+    /// False while reads must come from the repository itself (`check`).
+    cache_reads: bool,
     /// False when shared locks are skipped: the repository cannot be
     /// written (a read-only disk, another user's repository) or the user
     /// asked for it. Exclusive locks are never skipped.
@@ -166,6 +172,9 @@ impl Drop for Repository {
         }
         if let Some(index) = self.index.get_mut() {
             let _ = index.compact_if_wasteful();
+        }
+        if let Some(c) = &self.cache {
+            c.evict();
         }
     }
 }
@@ -271,7 +280,13 @@ impl Repository {
             KeyFile::create(&master, config.id, &opts.protection, crate::lock::hostname(), crate::lock::username())?;
         let key_bytes = key.encode();
         storage.put(FileKind::Key, &Id::hash(&key_bytes).to_hex(), &key_bytes)?;
-        storage.put(FileKind::Config, "config", &config.encode())?;
+        // Create-if-absent: two `init`s of one location at once must not
+        // leave a config whose key file belongs to the other (atomic where
+        // the store honours conditional writes; see Storage::put_new).
+        if !storage.put_new(FileKind::Config, "config", &config.encode())? {
+            let _ = storage.delete(FileKind::Key, &Id::hash(&key_bytes).to_hex());
+            return Err(Error::AlreadyExists { path: storage.location().into() });
+        }
         Ok(match &opts.protection {
             Protection::Passphrase { passphrase, .. } => Some(passphrase.clone()),
             Protection::Unprotected => None,
@@ -350,15 +365,22 @@ impl Repository {
         let (config, data) = Self::read_config(storage.as_ref())?;
         // The key before anything is created on the config's say-so.
         let (keys, master) = unlock_keys(storage.as_ref(), &config, &data, passphrase)?;
-        let dir = cache_root.join(config.id.to_hex());
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let location = match storage.local_path() {
             Some(path) => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()).into_os_string(),
             None => storage.location().into(),
         };
         let key = Id::hash(location.as_encoded_bytes()).to_hex();
-        let index_path = dir.join(format!("index-{}.redb", &key[..16]));
-        Ok(Self::with_config(storage, config, index_path, keys, master))
+        let shown = match storage.local_path() {
+            Some(_) => location.to_string_lossy().into_owned(),
+            None => storage.location(),
+        };
+        // Snapshot files and trees are cached where fetching them costs
+        // requests; a local repository's own files are as near as a copy.
+        let cache = RepoCache::open(cache_root, &config.id, &shown, &key[..16], storage.local_path().is_none())?;
+        let index_path = cache.index_path();
+        let mut repo = Self::with_config(storage, config, index_path, keys, master);
+        repo.cache = Some(cache);
+        Ok(repo)
     }
 
     /// The config and its stored bytes (for the MAC check).
@@ -389,8 +411,23 @@ impl Repository {
             master,
             lookup_reader: Mutex::new(None),
             shared_locks: true,
+            cache: None,
+            cache_reads: true,
             marked: Arc::new(RwLock::new(Arc::new(HashSet::new()))),
         }
+    }
+
+    /// The local cache, if the repository was opened with one and reads
+    /// may use it.
+    pub fn cache(&self) -> Option<&RepoCache> {
+        self.cache.as_ref().filter(|_| self.cache_reads)
+    }
+
+    /// Reads everything from the repository itself from now on, not from
+    /// the local cache: for `check`, which must see the repository's own
+    /// bytes (a cached copy would hide damage to the stored one).
+    pub fn bypass_cache(&mut self) {
+        self.cache_reads = false;
     }
 
     /// Takes no shared locks from now on (see [`Repository::lock_shared`]):
@@ -596,7 +633,19 @@ impl Repository {
                 gone_packs.push(pack);
             }
         }
-        let gone_files: Vec<Id> = known.difference(&in_storage).copied().collect();
+        // A listing may lag behind puts (an eventually consistent store):
+        // a file this process just wrote, or another host did, can be
+        // missing from it. Dropping its packs would make their blobs look
+        // absent: dedup would store them again, and a backup's commit
+        // check would take its own new blobs for pruned ones and abort
+        // (PrunedMeanwhile). So a known file missing from the listing is
+        // gone only if a HEAD (read-after-write consistent) agrees.
+        let mut gone_files: Vec<Id> = Vec::new();
+        for id in known.difference(&in_storage) {
+            if !self.storage.exists(FileKind::Index, &id.to_hex())? {
+                gone_files.push(*id);
+            }
+        }
         // New files are read and applied a batch at a time, so that a
         // rebuild (after every prune) holds one batch of trailers and one
         // transaction's dirty pages, not the whole repository's. Gone files
@@ -894,12 +943,32 @@ impl Repository {
         Ok(self.storage.list(FileKind::Snapshot)?.into_iter().filter_map(|(n, _)| n.parse().ok()).collect())
     }
 
+    /// One snapshot, from the local cache if it holds the file (verified
+    /// by its hash), else from the repository (and then cached).
     pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        let data = self.snapshot_bytes(id)?;
+        self.decode_snapshot(id, data)
+    }
+
+    /// The stored bytes of snapshot `id`, checked against its name: from
+    /// the cache if it has them, else fetched and cached.
+    fn snapshot_bytes(&self, id: &Id) -> Result<Vec<u8>> {
+        if let Some(data) = self.cache().and_then(|c| c.snapshot(id)) {
+            return Ok(data);
+        }
         let name = id.to_hex();
         let data = self.storage.get(FileKind::Snapshot, &name)?;
         if Id::hash(&data) != *id {
             return Err(Error::corrupt("snapshot", name, "content does not match its name"));
         }
+        if let Some(c) = self.cache() {
+            c.store_snapshot(id, &data);
+        }
+        Ok(data)
+    }
+
+    fn decode_snapshot(&self, id: &Id, data: Vec<u8>) -> Result<Snapshot> {
+        let name = id.to_hex();
         let data = self.open_file(Purpose::SNAPSHOT, data, "snapshot", &name)?;
         Ok(Snapshot { id: *id, file: SnapshotFile::decode(&data, &name)? })
     }
@@ -918,20 +987,63 @@ impl Repository {
     /// The snapshots that can be read, oldest first, and the error of each
     /// snapshot file that cannot: one damaged snapshot file must not stop
     /// listing or backing up the others.
+    ///
+    /// The one way every command lists snapshots: one listing of
+    /// `snapshots/`, then each file from the local cache if it holds it,
+    /// the others fetched in parallel (the storage's concurrency) and
+    /// cached; cached files no longer listed are dropped.
     pub fn readable_snapshots(&self) -> Result<(Vec<Snapshot>, Vec<DamagedSnapshot>)> {
+        let ids = self.snapshot_ids()?;
+        let results = self.fetch_snapshots(&ids);
         let mut out = Vec::new();
         let mut damaged = Vec::new();
-        for id in self.snapshot_ids()? {
-            match self.load_snapshot(&id) {
+        for (id, res) in ids.iter().zip(results) {
+            match res.and_then(|data| self.decode_snapshot(id, data)) {
                 Ok(s) => out.push(s),
                 // Forgotten since the listing (a concurrent forget): gone,
                 // not damaged.
                 Err(Error::Missing { .. }) => {}
-                Err(e) => damaged.push((id, e)),
+                Err(e) => damaged.push((*id, e)),
             }
+        }
+        if let Some(c) = self.cache() {
+            c.retain_snapshots(&ids.iter().copied().collect());
         }
         out.sort_by(|a, b| a.file.time.cmp(&b.file.time).then(a.id.cmp(&b.id)));
         Ok((out, damaged))
+    }
+
+    /// The stored bytes of each of `ids`, in order: cached ones first,
+    /// the rest fetched by up to `storage.concurrency()` threads (a remote
+    /// store answers many small GETs in parallel much faster than in turn).
+    fn fetch_snapshots(&self, ids: &[Id]) -> Vec<Result<Vec<u8>>> {
+        let workers = self.storage.concurrency().clamp(1, 16).min(ids.len().max(1));
+        if workers == 1 {
+            return ids.iter().map(|id| self.snapshot_bytes(id)).collect();
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let slots: Vec<Mutex<Option<Result<Vec<u8>>>>> = ids.iter().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(id) = ids.get(i) else { break };
+                    let res = self.snapshot_bytes(id);
+                    if let Ok(mut slot) = slots[i].lock() {
+                        *slot = Some(res);
+                    }
+                });
+            }
+        });
+        slots
+            .into_iter()
+            .zip(ids)
+            .map(|(slot, id)| {
+                slot.into_inner().ok().flatten().unwrap_or_else(|| {
+                    Err(Error::corrupt("snapshot", id.to_hex(), "a reading thread panicked (a bug)"))
+                })
+            })
+            .collect()
     }
 
     /// Resolves `latest` (narrowed by `filter`) or a unique id prefix.
@@ -964,6 +1076,9 @@ impl Repository {
         let data = self.seal_file(Purpose::SNAPSHOT, file.encode())?;
         let id = Id::hash(&data);
         self.storage.put(FileKind::Snapshot, &id.to_hex(), &data)?;
+        if let Some(c) = self.cache() {
+            c.store_snapshot(&id, &data);
+        }
         Ok(id)
     }
 

@@ -52,6 +52,33 @@ pub fn load_marks(storage: &dyn Storage, keys: &Keys) -> Result<Vec<Mark>> {
     Ok(out)
 }
 
+/// Opens (authenticates and decodes) every session file and prune mark,
+/// for check: the error of each that does not open, which names the file.
+/// A file removed between the listing and its read (a session that ended,
+/// a mark a sweep finished) is skipped, as is a name that is not an id
+/// (nothing of arc's). A damaged mark stops every prune (the packs it
+/// names cannot be known), and a damaged session holds back every sweep
+/// until it expires: both are worth an error rather than silence.
+pub fn damaged_protocol_files(storage: &dyn Storage, keys: &Keys) -> Result<Vec<Error>> {
+    let mut out = Vec::new();
+    for kind in [FileKind::Session, FileKind::Mark] {
+        for (name, _) in storage.list(kind)? {
+            if name.parse::<Id>().is_err() {
+                continue;
+            }
+            let opened = storage.get(kind, &name).and_then(|data| match kind {
+                FileKind::Session => session::decode(keys, &data, &name).map(drop),
+                _ => mark::decode(keys, &data, &name).map(drop),
+            });
+            match opened {
+                Ok(()) | Err(Error::Missing { .. }) => {}
+                Err(e) => out.push(e),
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A session file seen by someone else.
 #[derive(Debug, Clone)]
 pub struct SessionInfo {

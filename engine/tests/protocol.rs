@@ -13,7 +13,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use arc_engine::format::config::{ChunkerParams, ProtocolSettings};
-use arc_engine::ops::backup::{backup, BackupOptions, StreamSource};
+use arc_engine::ops::backup::{backup, BackupOptions, BackupResult, StreamSource};
 use arc_engine::ops::check::{check, CheckOptions};
 use arc_engine::ops::forget::{forget, ForgetOptions};
 use arc_engine::ops::prune::{prune, PruneOptions, PruneReport};
@@ -21,7 +21,10 @@ use arc_engine::ops::restore::{restore, RestoreOptions};
 use arc_engine::progress::NoProgress;
 use arc_engine::repo::InitOptions;
 use arc_engine::storage::{Faults, FaultyStorage, FileKind, LocalDir, MemoryStorage, MemoryStorageOptions, Storage};
-use arc_engine::{Error, Id, Repository};
+use arc_engine::{Error, Id, Repository, Snapshot};
+
+mod common;
+use common::pseudo_random;
 
 const HOSTS: usize = 4;
 const PRUNES: usize = 2;
@@ -38,17 +41,6 @@ fn init_options() -> InitOptions {
         protocol: Some(ProtocolSettings::with_grace(GRACE_SECS)),
         ..Default::default()
     }
-}
-
-fn pseudo_random(len: usize, mut x: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// One host's tree in one round: a file every host and two rounds share, a
@@ -68,9 +60,52 @@ struct Repo {
 }
 
 impl Repo {
+    /// A new repository on `storage`, the index databases of its users in
+    /// `tmp/caches`.
+    fn create(storage: Arc<dyn Storage>, tmp: &Path) -> Repo {
+        let caches = tmp.join("caches");
+        std::fs::create_dir_all(&caches).unwrap();
+        Repository::init_with_index(storage.clone(), &init_options(), Some(caches.join("init.redb"))).unwrap();
+        Repo { storage, caches }
+    }
+
     fn open(&self, who: &str) -> Repository {
         Repository::open(self.storage.clone(), Some(self.caches.join(format!("{who}.redb")))).unwrap()
     }
+
+    /// A backup of `src` by `who`.
+    fn backup(&self, who: &str, src: &Path) -> Result<BackupResult, Error> {
+        backup(&self.open(who), BackupOptions { paths: vec![src.to_path_buf()], ..Default::default() }, &NoProgress)
+    }
+
+    /// A backup of `src` plus a stream `stream.bin` that yields nothing
+    /// until `gate` opens (then `data`), in a thread: a backup that stays
+    /// open for as long as a test needs.
+    fn gated_backup(
+        &self,
+        who: &str,
+        src: &Path,
+        data: Vec<u8>,
+        gate: std::sync::mpsc::Receiver<()>,
+    ) -> std::thread::JoinHandle<Result<BackupResult, Error>> {
+        let r = self.open(who);
+        let reader = GatedReader { gate: Some(gate), data: std::io::Cursor::new(data) };
+        let opts = BackupOptions {
+            paths: vec![src.to_path_buf()],
+            streams: vec![StreamSource {
+                name: "stream.bin".into(),
+                reader: Box::new(reader),
+                allow_empty: false,
+                stop: None,
+            }],
+            ..Default::default()
+        };
+        std::thread::spawn(move || backup(&r, opts, &NoProgress))
+    }
+}
+
+fn in_memory() -> Arc<MemoryStorage> {
+    Arc::new(MemoryStorage::new(MemoryStorageOptions::default()))
 }
 
 fn overlaps(a: (Instant, Instant), b: (Instant, Instant)) -> bool {
@@ -212,12 +247,20 @@ fn verify_all(repo: &Repository, expected: &HashMap<Id, PathBuf>, scratch: &Path
     assert_eq!(snaps.len(), expected.len(), "snapshots present vs committed and not forgotten");
     for s in &snaps {
         let src = expected.get(&s.id).unwrap_or_else(|| panic!("snapshot {} was not made by a backup here", s.id));
-        let target = scratch.join(s.id.to_hex());
-        let opts = RestoreOptions { target: target.clone(), ..Default::default() };
-        restore(repo, s, &opts, &NoProgress).unwrap_or_else(|e| panic!("restore of {}: {e}", s.id));
-        let restored = target.join(src.strip_prefix("/").unwrap());
-        assert_eq!(read_tree(&restored), read_tree(src), "snapshot {} differs from its source", s.id);
+        assert_restores(repo, s, src, &scratch.join(s.id.to_hex()));
     }
+    assert_check_passes(repo);
+}
+
+/// Snapshot `s` restores into `target` to exactly the tree `src`.
+fn assert_restores(repo: &Repository, s: &Snapshot, src: &Path, target: &Path) {
+    let opts = RestoreOptions { target: target.to_path_buf(), ..Default::default() };
+    restore(repo, s, &opts, &NoProgress).unwrap_or_else(|e| panic!("restore of {}: {e}", s.id));
+    let restored = target.join(src.strip_prefix("/").unwrap());
+    assert_eq!(read_tree(&restored), read_tree(src), "snapshot {} differs from its source", s.id);
+}
+
+fn assert_check_passes(repo: &Repository) {
     let report = check(repo, &CheckOptions { read_data: true, ..Default::default() }, &NoProgress).unwrap();
     assert!(report.ok(), "check --read-data: {:?}", report.errors);
 }
@@ -235,11 +278,7 @@ fn four_backups_and_two_prunes_at_once_on_a_local_directory() {
     let root = tmp.path().join("repo");
     let local = LocalDir::new(&root);
     local.create_layout().unwrap();
-    let storage: Arc<dyn Storage> = Arc::new(local);
-    let caches = tmp.path().join("caches");
-    std::fs::create_dir_all(&caches).unwrap();
-    Repository::init_with_index(storage.clone(), &init_options(), Some(caches.join("init.redb"))).unwrap();
-    let repo = Repo { storage, caches };
+    let repo = Repo::create(Arc::new(local), tmp.path());
     let (expected, reports) = backups_and_prunes_at_once(&repo, &tmp.path().join("src"), false);
     assert_protocol_worked(&reports);
     verify_all(&repo.open("verify"), &expected, &tmp.path().join("restore"));
@@ -251,11 +290,7 @@ fn four_backups_and_two_prunes_at_once_in_memory_with_delays() {
     // The storage's clock is three hours ahead of the host's: the protocol
     // never compares the two.
     let mem = MemoryStorage::new(MemoryStorageOptions { delay: Duration::from_millis(2), clock_offset_secs: 3 * 3600 });
-    let storage: Arc<dyn Storage> = Arc::new(mem);
-    let caches = tmp.path().join("caches");
-    std::fs::create_dir_all(&caches).unwrap();
-    Repository::init_with_index(storage.clone(), &init_options(), Some(caches.join("init.redb"))).unwrap();
-    let repo = Repo { storage, caches };
+    let repo = Repo::create(Arc::new(mem), tmp.path());
     let (expected, reports) = backups_and_prunes_at_once(&repo, &tmp.path().join("src"), false);
     assert_protocol_worked(&reports);
     verify_all(&repo.open("verify"), &expected, &tmp.path().join("restore"));
@@ -268,17 +303,11 @@ fn four_backups_and_two_prunes_at_once_in_memory_with_delays() {
 #[test]
 fn a_backup_frozen_past_the_grace_period_commits_intact_or_aborts() {
     let tmp = tempfile::tempdir().unwrap();
-    let mem = Arc::new(MemoryStorage::new(MemoryStorageOptions::default()));
-    let storage: Arc<dyn Storage> = mem.clone();
-    let caches = tmp.path().join("caches");
-    std::fs::create_dir_all(&caches).unwrap();
-    Repository::init_with_index(storage.clone(), &init_options(), Some(caches.join("init.redb"))).unwrap();
-    let repo = Repo { storage, caches };
+    let mem = in_memory();
+    let repo = Repo::create(mem.clone(), tmp.path());
     let src = tmp.path().join("src");
     make_tree(&src, 0, 0);
-    let first =
-        backup(&repo.open("first"), BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress)
-            .unwrap();
+    let first = repo.backup("first", &src).unwrap();
     // Packs must be older than the grace period to be marked.
     std::thread::sleep(Duration::from_secs(GRACE_SECS + 1));
 
@@ -287,24 +316,7 @@ fn a_backup_frozen_past_the_grace_period_commits_intact_or_aborts() {
     // freezes.
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let stream_data = pseudo_random(100 * 1024, 7);
-    let reader = GatedReader { gate: Some(go_rx), data: std::io::Cursor::new(stream_data.clone()) };
-    let frozen = std::thread::spawn({
-        let r = repo.open("frozen");
-        let src = src.clone();
-        move || {
-            let opts = BackupOptions {
-                paths: vec![src],
-                streams: vec![StreamSource {
-                    name: "stream.bin".into(),
-                    reader: Box::new(reader),
-                    allow_empty: false,
-                    stop: None,
-                }],
-                ..Default::default()
-            };
-            backup(&r, opts, &NoProgress)
-        }
-    });
+    let frozen = repo.gated_backup("frozen", &src, stream_data.clone(), go_rx);
     // Let it start and deduplicate, then freeze its session refreshes.
     std::thread::sleep(Duration::from_millis(800));
     mem.freeze_existing(FileKind::Session).unwrap();
@@ -326,17 +338,13 @@ fn a_backup_frozen_past_the_grace_period_commits_intact_or_aborts() {
     match result {
         Ok(r) => {
             let verify = repo.open("verify");
-            let expected: HashMap<Id, PathBuf> = HashMap::from([(r.snapshot_id, src.clone())]);
             let snaps = verify.snapshots().unwrap();
             assert_eq!(snaps.len(), 1);
+            assert_eq!(snaps[0].id, r.snapshot_id);
             let target = tmp.path().join("restore");
-            let opts = RestoreOptions { target: target.clone(), ..Default::default() };
-            restore(&verify, &snaps[0], &opts, &NoProgress).unwrap();
-            assert_eq!(read_tree(&target.join(src.strip_prefix("/").unwrap())), read_tree(&src));
+            assert_restores(&verify, &snaps[0], &src, &target);
             assert_eq!(std::fs::read(target.join("stream.bin")).unwrap(), stream_data);
-            let _ = expected;
-            let report = check(&verify, &CheckOptions { read_data: true, ..Default::default() }, &NoProgress).unwrap();
-            assert!(report.ok(), "{:?}", report.errors);
+            assert_check_passes(&verify);
             eprintln!("frozen backup committed intact (sweep deleted {} packs)", swept.packs_deleted);
         }
         Err(e) => {
@@ -367,25 +375,13 @@ impl std::io::Read for GatedReader {
 #[test]
 fn a_failed_session_refresh_aborts_the_backup_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
-    let mem = Arc::new(MemoryStorage::new(MemoryStorageOptions::default()));
-    let storage: Arc<dyn Storage> = mem.clone();
-    let caches = tmp.path().join("caches");
-    std::fs::create_dir_all(&caches).unwrap();
-    Repository::init_with_index(storage.clone(), &init_options(), Some(caches.join("init.redb"))).unwrap();
-    let repo = Repo { storage: storage.clone(), caches };
+    let mem = in_memory();
+    let repo = Repo::create(mem.clone(), tmp.path());
+    let storage = repo.storage.clone();
     let src = tmp.path().join("src");
     make_tree(&src, 0, 0);
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let reader = GatedReader { gate: Some(go_rx), data: std::io::Cursor::new(pseudo_random(50 * 1024, 3)) };
-    let r = repo.open("b");
-    let t = std::thread::spawn(move || {
-        let opts = BackupOptions {
-            paths: vec![src],
-            streams: vec![StreamSource { name: "s".into(), reader: Box::new(reader), allow_empty: false, stop: None }],
-            ..Default::default()
-        };
-        backup(&r, opts, &NoProgress)
-    });
+    let t = repo.gated_backup("b", &src, pseudo_random(50 * 1024, 3), go_rx);
     std::thread::sleep(Duration::from_millis(500));
     mem.fail_puts(FileKind::Session, true);
     std::thread::sleep(Duration::from_secs(2));
@@ -416,15 +412,11 @@ fn four_backups_and_two_prunes_at_once_through_a_lying_store() {
         retries: 10,
     };
     let faulty = Arc::new(FaultyStorage::new(mem, Faults::default()));
-    let storage: Arc<dyn Storage> = faulty.clone();
-    let caches = tmp.path().join("caches");
-    std::fs::create_dir_all(&caches).unwrap();
     // Created on an honest store: opening a repository whose key file a
     // lagging listing still hides fails (NoKeys), which is right but not
     // what this test is about.
-    Repository::init_with_index(storage.clone(), &init_options(), Some(caches.join("init.redb"))).unwrap();
+    let repo = Repo::create(faulty.clone(), tmp.path());
     faulty.set_faults(lies);
-    let repo = Repo { storage, caches };
     let (expected, reports) = backups_and_prunes_at_once(&repo, &tmp.path().join("src"), true);
     assert_protocol_worked(&reports);
     let c = faulty.counts();
@@ -442,18 +434,14 @@ fn four_backups_and_two_prunes_at_once_through_a_lying_store() {
 #[test]
 fn failing_requests_never_leave_a_wrong_snapshot() {
     let tmp = tempfile::tempdir().unwrap();
-    let mem: Arc<dyn Storage> = Arc::new(MemoryStorage::new(MemoryStorageOptions::default()));
-    let faulty = Arc::new(FaultyStorage::new(mem, Faults::default()));
-    let storage: Arc<dyn Storage> = faulty.clone();
-    let caches = tmp.path().join("caches");
-    std::fs::create_dir_all(&caches).unwrap();
-    Repository::init_with_index(storage.clone(), &init_options(), Some(caches.join("init.redb"))).unwrap();
-    let repo = Repo { storage, caches };
+    let faulty = Arc::new(FaultyStorage::new(in_memory(), Faults::default()));
+    let repo = Repo::create(faulty.clone(), tmp.path());
     let mut expected: HashMap<Id, PathBuf> = HashMap::new();
     let mut failed = 0;
     for round in 0..12 {
         let src = tmp.path().join(format!("src{round}"));
         make_tree(&src, round, round % HOSTS);
+        // Opened on an honest store: the faults are for the backup.
         let r = repo.open(&format!("b{round}"));
         faulty.set_faults(Faults {
             seed: round as u64 + 1,
@@ -481,9 +469,7 @@ fn failing_requests_never_leave_a_wrong_snapshot() {
     }
     let src = tmp.path().join("src-final");
     make_tree(&src, 99, 0);
-    let rep =
-        backup(&repo.open("final"), BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress)
-            .expect("a backup on a healthy store");
+    let rep = repo.backup("final", &src).expect("a backup on a healthy store");
     expected.insert(rep.snapshot_id, src);
     verify_all(&repo.open("verify2"), &expected, &tmp.path().join("restore"));
 }
@@ -495,44 +481,20 @@ fn failing_requests_never_leave_a_wrong_snapshot() {
 #[test]
 fn the_commit_check_copies_every_blob_of_a_split_directory() {
     let tmp = tempfile::tempdir().unwrap();
-    let mem = Arc::new(MemoryStorage::new(MemoryStorageOptions::default()));
-    let storage: Arc<dyn Storage> = mem.clone();
-    let caches = tmp.path().join("caches");
-    std::fs::create_dir_all(&caches).unwrap();
-    Repository::init_with_index(storage.clone(), &init_options(), Some(caches.join("init.redb"))).unwrap();
-    let repo = Repo { storage, caches };
+    let repo = Repo::create(in_memory(), tmp.path());
     let src = tmp.path().join("src");
     std::fs::create_dir_all(src.join("big")).unwrap();
     for i in 0..3000 {
         std::fs::write(src.join(format!("big/f{i:05}")), format!("file {i}")).unwrap();
     }
-    let first =
-        backup(&repo.open("first"), BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress)
-            .unwrap();
+    let first = repo.backup("first", &src).unwrap();
     std::thread::sleep(Duration::from_secs(GRACE_SECS + 1));
 
     // The second backup stores nothing new for `src` (every tree blob and
     // chunk is in the first snapshot's packs) and waits on a stream until
     // a prune has marked those packs.
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let reader = GatedReader { gate: Some(go_rx), data: std::io::Cursor::new(pseudo_random(10 * 1024, 3)) };
-    let second = std::thread::spawn({
-        let r = repo.open("second");
-        let src = src.clone();
-        move || {
-            let opts = BackupOptions {
-                paths: vec![src],
-                streams: vec![StreamSource {
-                    name: "stream.bin".into(),
-                    reader: Box::new(reader),
-                    allow_empty: false,
-                    stop: None,
-                }],
-                ..Default::default()
-            };
-            backup(&r, opts, &NoProgress)
-        }
-    });
+    let second = repo.gated_backup("second", &src, pseudo_random(10 * 1024, 3), go_rx);
     std::thread::sleep(Duration::from_secs(3));
     let pruner = repo.open("pruner");
     forget(&pruner, &ForgetOptions { ids: vec![first.snapshot_id], ..Default::default() }).unwrap();
@@ -549,9 +511,72 @@ fn the_commit_check_copies_every_blob_of_a_split_directory() {
 
     let verify = repo.open("verify");
     let snap = verify.load_snapshot(&result.snapshot_id).unwrap();
-    let target = tmp.path().join("restore");
-    restore(&verify, &snap, &RestoreOptions { target: target.clone(), ..Default::default() }, &NoProgress).unwrap();
-    assert_eq!(read_tree(&target.join(src.strip_prefix("/").unwrap())), read_tree(&src));
-    let report = check(&verify, &CheckOptions { read_data: true, ..Default::default() }, &NoProgress).unwrap();
-    assert!(report.ok(), "{:?}", report.errors);
+    assert_restores(&verify, &snap, &src, &tmp.path().join("restore"));
+    assert_check_passes(&verify);
+}
+
+/// check opens (authenticates and decodes) every session file and prune
+/// mark: one damaged by a flipped byte is an error naming it, as is a
+/// damaged mark stored under the name its new bytes hash to (so that only
+/// the authentication can catch it).
+#[test]
+fn check_reports_a_damaged_session_file_or_prune_mark_by_name() {
+    use arc_engine::format::{mark, session};
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::create(in_memory(), tmp.path());
+    let src = tmp.path().join("src");
+    make_tree(&src, 0, 0);
+    repo.backup("b", &src).unwrap();
+    let r = repo.open("check");
+    let keys = r.keys().unwrap().clone();
+    let s = session::SessionFile {
+        session: Id::hash(b"a session"),
+        operation: "backup".into(),
+        host: "elsewhere".into(),
+        username: "u".into(),
+        pid: 1,
+        started: chrono::Utc::now(),
+        started_storage: None,
+    };
+    let session_name = s.session.to_hex();
+    let session_data = session::encode(&keys, &s).unwrap();
+    let m = mark::MarkFile {
+        prune_session: Id::hash(b"a prune"),
+        host: "elsewhere".into(),
+        created: chrono::Utc::now(),
+        packs: Vec::new(),
+    };
+    let mark_data = mark::encode(&keys, &m).unwrap();
+    let mark_name = Id::hash(&mark_data).to_hex();
+    let storage = repo.storage.clone();
+    storage.put(FileKind::Session, &session_name, &session_data).unwrap();
+    storage.put(FileKind::Mark, &mark_name, &mark_data).unwrap();
+    let errors = || -> Vec<String> {
+        let report = check(&r, &CheckOptions::default(), &NoProgress).unwrap();
+        report.errors.into_iter().map(|p| p.message).collect()
+    };
+    assert_eq!(errors(), Vec::<String>::new(), "intact session and mark files");
+
+    let flipped = |data: &[u8]| {
+        let mut d = data.to_vec();
+        let at = d.len() / 2;
+        d[at] ^= 0x01;
+        d
+    };
+    storage.put(FileKind::Session, &session_name, &flipped(&session_data)).unwrap();
+    let e = errors();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains(&session_name) && e[0].contains("not authentic"), "{e:?}");
+    storage.put(FileKind::Session, &session_name, &session_data).unwrap();
+
+    storage.put(FileKind::Mark, &mark_name, &flipped(&mark_data)).unwrap();
+    let e = errors();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains(&mark_name) && e[0].contains("prune mark"), "{e:?}");
+    storage.delete(FileKind::Mark, &mark_name).unwrap();
+    let renamed = Id::hash(&flipped(&mark_data)).to_hex();
+    storage.put(FileKind::Mark, &renamed, &flipped(&mark_data)).unwrap();
+    let e = errors();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains(&renamed) && e[0].contains("not authentic"), "{e:?}");
 }

@@ -6,6 +6,9 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+mod common;
+use common::{copy_tree, frozen_random_bin};
+
 use arc_engine::ops::check::{check, CheckOptions};
 use arc_engine::ops::restore::{restore, RestoreOptions};
 use arc_engine::ops::tree_walk::{locate, Located};
@@ -14,34 +17,6 @@ use arc_engine::{Repository, SnapshotFilter};
 
 fn frozen_repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../format-spec/vectors/repo-v1")
-}
-
-/// Copies the frozen repository (opening it writes locks and the index
-/// database, and the original must stay untouched).
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &dest);
-        } else {
-            fs::copy(entry.path(), dest).unwrap();
-        }
-    }
-}
-
-/// The generator of `dir/random.bin` in make-repo-v1.sh.
-fn random_bin() -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..600 * 1024)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]
@@ -85,7 +60,7 @@ fn frozen_v1_repository_checks_and_restores() {
     let root = target.join("tmp/arc-repo-v1-src");
     assert_eq!(fs::read(root.join("hello.txt")).unwrap(), b"hello arc\n");
     assert_eq!(fs::metadata(root.join("empty")).unwrap().len(), 0);
-    assert_eq!(fs::read(root.join("dir/random.bin")).unwrap(), random_bin());
+    assert_eq!(fs::read(root.join("dir/random.bin")).unwrap(), frozen_random_bin());
     assert_eq!(fs::read(root.join("dir/sub/text.txt")).unwrap(), b"line of text\n".repeat(5000));
     assert_eq!(fs::metadata(root.join("dir/sub/text.txt")).unwrap().permissions().mode() & 0o7777, 0o640);
     assert_eq!(fs::read_link(root.join("dir/link")).unwrap(), Path::new("../hello.txt"));

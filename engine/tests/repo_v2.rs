@@ -6,6 +6,9 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+mod common;
+use common::{copy_tree, frozen_random_bin};
+
 use arc_engine::crypto::Purpose;
 use arc_engine::format::{sealed, tree_v2};
 use arc_engine::ops::backup::{backup, BackupOptions};
@@ -17,34 +20,6 @@ use arc_engine::{Repository, SnapshotFilter};
 
 fn frozen_repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../format-spec/vectors/repo-v2")
-}
-
-/// Copies the frozen repository (opening it writes locks and the index
-/// database, and the original must stay untouched).
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &dest);
-        } else {
-            fs::copy(entry.path(), dest).unwrap();
-        }
-    }
-}
-
-/// The generator of `dir/random.bin` in make-repo-v2.sh.
-fn random_bin() -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..600 * 1024)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]
@@ -93,7 +68,7 @@ fn frozen_v2_repository_checks_and_restores() {
     let root = target.join("tmp/arc-repo-v2-src");
     assert_eq!(fs::read(root.join("hello.txt")).unwrap(), b"hello arc\n");
     assert_eq!(fs::metadata(root.join("empty")).unwrap().len(), 0);
-    assert_eq!(fs::read(root.join("dir/random.bin")).unwrap(), random_bin());
+    assert_eq!(fs::read(root.join("dir/random.bin")).unwrap(), frozen_random_bin());
     assert_eq!(fs::read(root.join("dir/sub/text.txt")).unwrap(), b"line of text\n".repeat(5000));
     assert_eq!(fs::metadata(root.join("dir/sub/text.txt")).unwrap().permissions().mode() & 0o7777, 0o640);
     assert_eq!(fs::read_link(root.join("dir/link")).unwrap(), Path::new("../hello.txt"));
@@ -184,7 +159,7 @@ fn frozen_v2_split_repository_checks_restores_and_sweeps_its_mark() {
                 .unwrap();
         assert_eq!(result.errors, 0);
         let root = target.join(src.trim_start_matches('/'));
-        assert_eq!(fs::read(root.join("dir/random.bin")).unwrap(), random_bin());
+        assert_eq!(fs::read(root.join("dir/random.bin")).unwrap(), frozen_random_bin());
         assert_eq!(fs::read_dir(root.join("big")).unwrap().count(), 3001);
         for i in [0, 1, 1499, 1501, 2999] {
             assert_eq!(fs::read(root.join(format!("big/f{i:05}"))).unwrap(), format!("file {i}\n").as_bytes());

@@ -1,5 +1,5 @@
 //! docs/json.md documents every `--json` output of backup, dry run, run, status,
-//! snapshots, diff, find, tag, check and restore with an example; this test
+//! snapshots, diff, find, tag, check, restore, prune and copy with an example; this test
 //! runs each command and checks that its output has exactly the fields of
 //! the example, so the document and the program cannot drift apart.
 
@@ -99,6 +99,14 @@ fn json_schemas_match_docs_json_md() {
     got.insert("ls-node", ls.iter().find(|l| l["type"] == "file").unwrap().clone());
     let out = env.path("out");
     got.insert("restore", env.arc().args(["--json", "restore", "latest", "--target"]).arg(&out).run().success().json());
+    env.arc().args(["forget", &s1]).run().success();
+    got.insert("prune", env.arc().args(["--json", "prune"]).run().success().json());
+    let other = env.path("other-repo");
+    env.arc_at(&other).arg("init").run().success();
+    env.arc_at(&other).arg("backup").arg(&src).run().success();
+    let copy = env.arc().args(["--json", "copy", "--all", "--from-repo"]).arg(&other).run().success().json();
+    assert_eq!(copy["copied"].as_array().map(Vec::len), Some(1), "{copy}");
+    got.insert("copy", copy);
 
     let config = env.path("arc.toml");
     fs::write(

@@ -129,3 +129,99 @@ fn remote_repository_commands_and_urls() {
     env.restore("latest", &target3);
     assert_trees_equal(&src, &restored(&target3, &src), &CompareOpts::default());
 }
+
+/// The local cache of a remote repository (s3s-fs): a second `snapshots`
+/// reads the snapshot files from `$XDG_CACHE_HOME/arc/<id>/` (shown by the
+/// stored copies being damaged meanwhile: the listing is unchanged), while
+/// `check` reads the repository's own bytes and finds the damage; without
+/// the cache the damage shows. `arc cache --list` and `--cleanup`.
+#[test]
+fn second_snapshots_on_s3_reads_the_local_cache() {
+    use crate::backends::{needs, start, Backend};
+    if !requirements_met(&needs(Backend::S3)) {
+        return;
+    }
+    let env = TestEnv::new();
+    let bucket = env.path("cached");
+    let server = start(Backend::S3, &env.root, &bucket);
+    let arc = || env.cmd().envs_from(server.env.clone()).args(["--repo", &server.url]);
+    let src = env.path("src");
+    write_file(&src.join("a"), b"first");
+    arc().arg("init").run().success();
+    arc().arg("backup").arg(&src).run().success();
+    write_file(&src.join("b"), b"second");
+    arc().arg("backup").arg(&src).run().success();
+    let ids = |out: &Output| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(&out.stdout_str()).unwrap();
+        v.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
+    };
+    // The conditional-write probe of `init` left nothing behind.
+    let tmp = bucket.join("tmp");
+    assert!(
+        !tmp.exists() || fs::read_dir(&tmp).unwrap().next().is_none(),
+        "left in tmp/: {:?}",
+        listing(&tmp, |_| false)
+    );
+    let first = ids(&arc().args(["--json", "snapshots"]).run().success());
+    assert_eq!(first.len(), 2);
+
+    for f in fs::read_dir(bucket.join("snapshots")).unwrap() {
+        fs::write(f.unwrap().path(), b"damaged on the server").unwrap();
+    }
+    let second = ids(&arc().args(["--json", "snapshots"]).run().success());
+    assert_eq!(second, first, "the second listing came from the cache");
+    let out = arc().arg("check").run().failure();
+    assert!(out.stdout_str().contains("snapshot") || out.stderr_str().contains("snapshot"), "{}", out.describe());
+
+    let out = env.cmd().args(["--json", "cache", "--list"]).run().success();
+    let list: serde_json::Value = serde_json::from_str(&out.stdout_str()).unwrap();
+    let entry = &list.as_array().unwrap()[0];
+    assert_eq!(entry["location"].as_str(), Some(server.url.as_str()), "{}", out.describe());
+    assert!(entry["size"].as_u64().unwrap() > 0);
+    let out = env.cmd().args(["cache", "--cleanup"]).run().success();
+    assert!(out.stdout_str().contains("removed 0 cache(s)"), "a cache used just now stays:\n{}", out.describe());
+
+    // A cold cache sees the repository as it is.
+    fs::remove_dir_all(env.home.join(".cache/arc")).unwrap();
+    let out = arc().args(["--json", "snapshots"]).run();
+    assert!(out.code() != Some(0) || ids(&out).len() < 2, "{}", out.describe());
+}
+
+/// `--limit-upload` and `--limit-download` on s3s-fs: the bytes a backup
+/// stores and a restore reads, over the command's whole run time, stay
+/// under the rate (plus the bucket's tenth of a second of burst), and the
+/// limit really slows the transfer down (it takes at least the time the
+/// bytes need at that rate).
+#[test]
+fn limit_upload_and_download_hold_on_s3() {
+    use crate::backends::{needs, start, Backend};
+    if !requirements_met(&needs(Backend::S3)) {
+        return;
+    }
+    let env = TestEnv::new();
+    let bucket = env.path("limited");
+    let server = start(Backend::S3, &env.root, &bucket);
+    let arc = || env.cmd().envs_from(server.env.clone()).args(["--repo", &server.url]);
+    let src = env.path("src");
+    write_random_file(&src.join("a.bin"), 3 * MIB, 7);
+    arc().arg("init").run().success();
+    let rate = 2 * MIB;
+    let stored = |dir: &std::path::Path| -> u64 { listing(dir, |_| false).values().sum() };
+    let before = stored(&bucket);
+    let t = std::time::Instant::now();
+    arc().args(["--limit-upload", "2MiB", "backup"]).arg(&src).run().success();
+    let up = t.elapsed().as_secs_f64();
+    let sent = (stored(&bucket) - before) as f64;
+    assert!(sent > 3.0 * MIB as f64);
+    assert!(sent / up <= rate as f64 * 1.1, "{sent} bytes in {up:.2} s is over 2 MiB/s");
+    assert!(up >= (sent - rate as f64 / 10.0) / rate as f64, "{sent} bytes in {up:.2} s: the limit did not apply");
+
+    let target = env.path("restore");
+    let t = std::time::Instant::now();
+    arc().args(["--limit-download", "2MiB", "restore", "latest", "--target"]).arg(&target).run().success();
+    let down = t.elapsed().as_secs_f64();
+    // At least the file's bytes came down (packs are read by ranges).
+    let got = 3.0 * MIB as f64;
+    assert!(down >= (got - rate as f64 / 10.0) / rate as f64, "3 MiB restored in {down:.2} s at a 2 MiB/s limit");
+    assert_eq!(fs::read(restored(&target, &src).join("a.bin")).unwrap(), fs::read(src.join("a.bin")).unwrap());
+}

@@ -6,7 +6,9 @@ use crate::args::{CheckArgs, Subset};
 use crate::ui::{size, CliProgress};
 
 pub fn run(env: &Env, a: CheckArgs) -> Result<u8> {
-    let repo = env.open_read()?;
+    let mut repo = env.open_read()?;
+    // The repository's own bytes: a cached copy would hide damage to them.
+    repo.bypass_cache();
     let read_data_subset = match a.read_data_subset {
         None => None,
         Some(Subset::Group(n, m)) => Some((n - 1, m)),

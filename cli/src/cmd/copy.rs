@@ -13,6 +13,25 @@ use super::Env;
 use crate::args::CopyArgs;
 use crate::ui::{size, CliProgress};
 
+/// `copy --json` (docs/json.md).
+#[derive(serde::Serialize)]
+struct CopyJson {
+    copied: Vec<Copied>,
+    /// Source snapshots the target already had.
+    skipped: Vec<String>,
+    rechunked: bool,
+    blobs_added: u64,
+    bytes_added: u64,
+    bytes_stored: u64,
+}
+
+/// A copied snapshot: its id in the source and in the target.
+#[derive(serde::Serialize)]
+struct Copied {
+    source: String,
+    target: String,
+}
+
 pub fn run(env: &Env, a: CopyArgs) -> Result<u8> {
     let dst = env.open()?;
     // As for --repo: the engine asks only if the source is encrypted, and
@@ -46,7 +65,14 @@ pub fn run(env: &Env, a: CopyArgs) -> Result<u8> {
     progress.finish();
     let r = r?;
     if env.json {
-        super::print_json(&r)?;
+        super::print_json(&CopyJson {
+            copied: r.copied.iter().map(|c| Copied { source: c.source.to_hex(), target: c.target.to_hex() }).collect(),
+            skipped: r.skipped.iter().map(|s| s.to_hex()).collect(),
+            rechunked: r.rechunked,
+            blobs_added: r.blobs_added,
+            bytes_added: r.bytes_added,
+            bytes_stored: r.bytes_stored,
+        })?;
         return Ok(0);
     }
     for c in &r.copied {

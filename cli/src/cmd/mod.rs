@@ -3,6 +3,7 @@
 
 mod backup;
 mod browse;
+mod cache;
 mod check;
 pub(crate) mod command_stream;
 mod copy;
@@ -13,7 +14,7 @@ mod init;
 mod key;
 mod maintenance;
 mod mount;
-mod remote;
+pub(crate) mod remote;
 mod restore;
 mod retention;
 pub(crate) mod select;
@@ -55,6 +56,7 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         None => (default_repo_path()?, true),
     };
     let location = parse_location(&repo_path)?;
+    remote::set_limits(remote::Limits { upload: cli.limit_upload, download: cli.limit_download });
     let env = Env {
         repo_path,
         location,
@@ -77,6 +79,7 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         Command::Stats => maintenance::stats(&env),
         Command::Repair(r) => maintenance::repair(&env, r),
         Command::List(a) => maintenance::list(&env, a),
+        Command::Cache(a) => cache::run(&env, a),
         Command::Unlock(a) => maintenance::unlock(&env, a),
         Command::Copy(a) => copy::run(&env, a),
         Command::Forget(a) => retention::forget(&env, a),

@@ -4,10 +4,11 @@
 //! create a repository there).
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use anyhow::{anyhow, Context, Result};
 use arc_engine::repo::{InitOptions, PassphraseSource};
-use arc_engine::storage::{self, Location};
+use arc_engine::storage::{self, Location, RemoteOptions};
 use arc_engine::Repository;
 
 /// Where credentials for `location` come from, for hints.
@@ -17,6 +18,33 @@ fn credential_hint(location: &Location) -> &'static str {
         Location::Sftp { .. } => "SFTP logs in as ssh does (agent, ~/.ssh/config, known_hosts); ARC_SFTP_KEY names an identity file, ARC_SSH_CONFIG an ssh config file",
         Location::WebDav { .. } => "WebDAV logs in as the URL's user with the password in ARC_WEBDAV_PASSWORD",
         Location::Local(_) => "",
+    }
+}
+
+/// Transfer limits for every remote repository this process opens
+/// (`--limit-upload`, `--limit-download`), set once from the command line.
+static LIMITS: OnceLock<Limits> = OnceLock::new();
+
+/// Bytes per second up and down; `None`: no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub upload: Option<u64>,
+    pub download: Option<u64>,
+}
+
+/// Sets the limits of the command line (first call wins).
+pub fn set_limits(l: Limits) {
+    let _ = LIMITS.set(l);
+}
+
+fn options(extra: Option<Limits>) -> RemoteOptions {
+    let global = LIMITS.get().copied().unwrap_or_default();
+    let l = extra.unwrap_or_default();
+    RemoteOptions {
+        // A job's own limit wins over the command line's.
+        limit_upload: l.upload.or(global.upload),
+        limit_download: l.download.or(global.download),
+        ..RemoteOptions::default()
     }
 }
 
@@ -54,8 +82,18 @@ pub fn open(
     cache_root: Option<PathBuf>,
     passphrase: Option<PassphraseSource<'_>>,
 ) -> Result<Repository> {
+    open_limited(location, cache_root, passphrase, None)
+}
+
+/// [`open`], with transfer limits of its own (a fleet job's).
+pub fn open_limited(
+    location: &Location,
+    cache_root: Option<PathBuf>,
+    passphrase: Option<PassphraseSource<'_>>,
+    limits: Option<Limits>,
+) -> Result<Repository> {
     let cache = cache(cache_root)?;
-    let storage = storage::connect(location).map_err(|e| explain(location, e))?;
+    let storage = storage::connect_with(location, options(limits)).map_err(|e| explain(location, e))?;
     match Repository::open_cached_with(storage, &cache, passphrase) {
         Ok(r) => Ok(r),
         Err(arc_engine::Error::NotARepository { .. }) => {
@@ -71,7 +109,7 @@ pub fn open(
 
 pub fn init(location: &Location, opts: &InitOptions, cache_root: Option<PathBuf>) -> Result<Repository> {
     let cache = cache(cache_root)?;
-    let storage = storage::connect(location).map_err(|e| explain(location, e))?;
+    let storage = storage::connect_with(location, options(None)).map_err(|e| explain(location, e))?;
     Repository::init_cached(storage, opts, &cache)
         .map_err(|e| explain(location, e))
         .with_context(|| format!("cannot create repository at {location}"))

@@ -62,6 +62,8 @@ pub struct Settings {
     pub nice: Option<i32>,
     pub ionice: Option<Ionice>,
     pub limit_read: Option<Rate>,
+    pub limit_upload: Option<Rate>,
+    pub limit_download: Option<Rate>,
     pub keep: Option<Keep>,
     pub max_age: Option<Dur>,
     pub spread: Option<Dur>,
@@ -223,6 +225,8 @@ pub struct JobEntry {
     pub nice: Option<i32>,
     pub ionice: Option<Ionice>,
     pub limit_read: Option<Rate>,
+    pub limit_upload: Option<Rate>,
+    pub limit_download: Option<Rate>,
     pub keep: Option<Keep>,
     pub max_age: Option<Dur>,
     pub spread: Option<Dur>,
@@ -241,6 +245,9 @@ pub struct Job {
     pub nice: Option<i32>,
     pub ionice: Option<Ionice>,
     pub limit_read: Option<u64>,
+    /// Bytes per second to and from a remote repository.
+    pub limit_upload: Option<u64>,
+    pub limit_download: Option<u64>,
     pub keep: Option<Keep>,
     pub max_age: Option<Duration>,
     pub spread: Option<Duration>,
@@ -251,6 +258,11 @@ pub struct Job {
 }
 
 impl Job {
+    /// The job's transfer limits for remote repositories.
+    pub fn limits(&self) -> crate::cmd::remote::Limits {
+        crate::cmd::remote::Limits { upload: self.limit_upload, download: self.limit_download }
+    }
+
     pub fn name(&self) -> &str {
         &self.entry.name
     }
@@ -306,18 +318,15 @@ impl<'de> Deserialize<'de> for Rate {
     }
 }
 
-/// `"26h"`, `"90m"`, `"7d"`, `"1h 30m"` (humantime's syntax).
+/// `"26h"`, `"90m"`, `"7d"`, `"1h 30m"`: the command line's syntax
+/// ([`crate::args::parse_duration`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Dur(pub Duration);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        match humantime::parse_duration(&s) {
-            Ok(v) if !v.is_zero() => Ok(Dur(v)),
-            Ok(_) => Err(serde::de::Error::custom(format!("{s:?}: a duration must be more than 0"))),
-            Err(e) => Err(serde::de::Error::custom(format!("{s:?} is not a duration like 26h, 90m or 7d: {e}"))),
-        }
+        crate::args::parse_duration(&s).map(Dur).map_err(serde::de::Error::custom)
     }
 }
 
@@ -336,7 +345,7 @@ impl<'de> Deserialize<'de> for PruneEvery {
             "daily" => Some(Duration::from_secs(day)),
             "weekly" => Some(Duration::from_secs(7 * day)),
             "monthly" => Some(Duration::from_secs(30 * day)),
-            other => Some(humantime::parse_duration(other).map_err(|_| {
+            other => Some(crate::args::parse_duration(other).map_err(|_| {
                 serde::de::Error::custom(format!(
                     "{other:?} is not daily, weekly, monthly, always, never or a duration like 3d"
                 ))
@@ -489,6 +498,8 @@ impl Config {
                 nice: e.nice.or(d.nice),
                 ionice: e.ionice.or(d.ionice),
                 limit_read: e.limit_read.or(d.limit_read).map(|r| r.0),
+                limit_upload: e.limit_upload.or(d.limit_upload).map(|r| r.0),
+                limit_download: e.limit_download.or(d.limit_download).map(|r| r.0),
                 keep,
                 max_age: e.max_age.or(d.max_age).map(|v| v.0),
                 spread: e.spread.or(d.spread).map(|v| v.0),
@@ -616,6 +627,23 @@ mod tests {
         Config::parse(Path::new("arc.toml"), t)
     }
 
+    /// The file and the command line (`init --prune-grace`) read durations
+    /// with one parser.
+    #[test]
+    fn durations_share_the_command_line_syntax() {
+        let job = "[[jobs]]\nname=\"a\"\nkind=\"files\"\npaths=[\"/\"]\n";
+        let c =
+            parse(&format!("repository = \"/r\"\n[defaults]\nmax-age = \"1h 30m\"\nspread = \"90\"\n{job}")).unwrap();
+        assert_eq!(c.jobs[0].max_age, Some(Duration::from_secs(5400)));
+        assert_eq!(c.jobs[0].spread, Some(Duration::from_secs(90)));
+        let e = parse(&format!("repository = \"/r\"\n[defaults]\nmax-age = \"0s\"\n{job}")).unwrap_err().to_string();
+        assert!(e.contains("key `max-age`") && e.contains("must be more than 0"), "{e}");
+        assert_eq!(crate::args::parse_duration_secs("1h 30m"), Ok(5400));
+        assert_eq!(crate::args::parse_duration_secs("2d"), Ok(172_800));
+        assert!(crate::args::parse_duration_secs("1500ms").is_err());
+        assert!(crate::args::parse_duration_secs("soon").unwrap_err().contains("not a duration"));
+    }
+
     #[test]
     fn errors_name_file_line_and_key() {
         let e =
@@ -638,16 +666,18 @@ mod tests {
     #[test]
     fn defaults_apply_and_jobs_override() {
         let c = parse(
-            "repository = \"/r\"\n[defaults]\nnice = 10\nlimit-read = \"60MiB\"\nmax-age = \"26h\"\n\
+            "repository = \"/r\"\n[defaults]\nnice = 10\nlimit-read = \"60MiB\"\nlimit-upload = \"20MiB\"\nmax-age = \"26h\"\n\
              keep = { daily = 10, decades = 6, monthly = 12, yearly = 5 }\n\
              notify = { webhook = \"http://127.0.0.1:9/h\", on = \"always\" }\n\
-             [[jobs]]\nname = \"www\"\nkind = \"files\"\npaths = [\"/var/www\"]\nnice = 5\n\
+             [[jobs]]\nname = \"www\"\nkind = \"files\"\npaths = [\"/var/www\"]\nnice = 5\nlimit-upload = \"1MiB/s\"\nlimit-download = \"2M\"\n\
              [[jobs]]\nname = \"mysql\"\nkind = \"mysql\"\ndatabases = \"all\"\nexclude-databases = [\"test\"]\n",
         )
         .unwrap();
         assert_eq!(c.jobs[0].nice, Some(5));
         assert_eq!(c.jobs[1].nice, Some(10));
         assert_eq!(c.jobs[1].limit_read, Some(60 << 20));
+        assert_eq!((c.jobs[0].limit_upload, c.jobs[0].limit_download), (Some(1 << 20), Some(2 << 20)));
+        assert_eq!((c.jobs[1].limit_upload, c.jobs[1].limit_download), (Some(20 << 20), None));
         assert_eq!(c.jobs[1].max_age, Some(Duration::from_secs(26 * 3600)));
         assert!(matches!(c.jobs[1].entry.databases, Some(Databases::All)));
         assert_eq!(c.jobs[0].repositories[0].path, PathBuf::from("/r"));

@@ -46,8 +46,8 @@ pub struct RunOptions {
 }
 
 /// Opens a job's repository with the passphrase its table names, else
-/// from ARC_PASSWORD*.
-pub fn open_repo(r: &Repo) -> Result<Repository> {
+/// from ARC_PASSWORD*; a remote one with the job's transfer limits.
+pub fn open_repo(r: &Repo, limits: Option<crate::cmd::remote::Limits>) -> Result<Repository> {
     let pass = || -> arc_engine::Result<zeroize::Zeroizing<String>> {
         let got = if let Some(f) = &r.password_file {
             crate::passphrase::read_file(f, "password-file")
@@ -62,6 +62,11 @@ pub fn open_repo(r: &Repo) -> Result<Repository> {
         };
         got.map_err(|_| arc_engine::Error::PassphraseRequired)
     };
+    let location = crate::cmd::parse_location(&r.path)?;
+    if location.is_remote() && limits.is_some() {
+        return crate::cmd::remote::open_limited(&location, crate::cmd::cache_root(), Some(&pass), limits)
+            .with_context(|| format!("repository {} ({})", r.name, r.shown()));
+    }
     crate::cmd::open_other(&r.path, "repository", Some(&pass))
         .with_context(|| format!("repository {} ({})", r.name, r.shown()))
 }
@@ -423,7 +428,7 @@ fn backup_job(ctx: &Ctx<'_>, job: &Job, prio: Priority, r: &mut JobReport) -> Re
     };
     let mut first: Option<(Repository, arc_engine::Id)> = None;
     for repo_cfg in backed_up {
-        let repo = open_repo(repo_cfg)?;
+        let repo = open_repo(repo_cfg, Some(job.limits()))?;
         let slots = Slots::new(job.entry.dump_parallel.unwrap_or(2));
         for d in &p.dumps {
             ctx.log.event(name, &format!("dump {}: {}", d.name, d.cmdline()));
@@ -493,7 +498,7 @@ fn backup_job(ctx: &Ctx<'_>, job: &Job, prio: Priority, r: &mut JobReport) -> Re
             );
         }
         for repo_cfg in copied_to {
-            let dst = open_repo(repo_cfg)?;
+            let dst = open_repo(repo_cfg, Some(job.limits()))?;
             let opts = CopyOptions { snapshots: wanted.clone(), cancel: Some(ctx.opts.cancel.clone()) };
             let c = copy(src, &dst, &opts, &NoProgress)
                 .with_context(|| format!("copy of snapshot {} into {}", id.short(), repo_cfg.name))?;
@@ -529,7 +534,7 @@ fn retention_and_prune(ctx: &Ctx<'_>, jobs: &[&Job], reports: &mut [JobReport]) 
         let Some(keep) = &job.keep else { continue };
         for repo_cfg in &job.repositories {
             let done = (|| -> Result<usize> {
-                let repo = open_repo(repo_cfg)?;
+                let repo = open_repo(repo_cfg, Some(job.limits()))?;
                 let opts = ForgetOptions {
                     policy: policy(keep)?,
                     // The job's snapshots of this host are one series,
@@ -570,7 +575,7 @@ fn retention_and_prune(ctx: &Ctx<'_>, jobs: &[&Job], reports: &mut [JobReport]) 
             continue;
         }
         let result = (|| -> Result<Option<String>> {
-            let repo = open_repo(&repo_cfg)?;
+            let repo = open_repo(&repo_cfg, None)?;
             let id = repo.config().id.to_hex();
             let last = ctx.state.last_prune(&id);
             if last.is_some_and(|l| Utc::now() - l < chrono::Duration::from_std(every).unwrap_or_default()) {
@@ -642,6 +647,12 @@ fn dry_run(jobs: &[&Job], opts: &RunOptions) -> Result<u8> {
         }
         if let Some(l) = job.limit_read {
             writeln!(out, "  limit-read {l} bytes/s")?;
+        }
+        if let Some(l) = job.limit_upload {
+            writeln!(out, "  limit-upload {l} bytes/s")?;
+        }
+        if let Some(l) = job.limit_download {
+            writeln!(out, "  limit-download {l} bytes/s")?;
         }
     }
     writeln!(out, "dry run: {} job(s), nothing was run", jobs.len())?;

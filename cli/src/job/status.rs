@@ -61,7 +61,9 @@ pub fn collect(cfg: &Config, now: DateTime<Utc>) -> Result<Report> {
         let mut runs: Vec<Run> = Vec::new();
         for r in &job.repositories {
             if !cache.iter().any(|(p, _)| p == &r.path) {
-                let listed = open_repo(r).and_then(|repo| Ok(repo.snapshots()?)).map_err(|e| format!("{e:#}"));
+                let listed = open_repo(r, Some(job.limits()))
+                    .and_then(|repo| Ok(repo.snapshots()?))
+                    .map_err(|e| format!("{e:#}"));
                 cache.push((r.path.clone(), listed));
             }
             let Some((_, listed)) = cache.iter().find(|(p, _)| p == &r.path) else { continue };

@@ -124,11 +124,67 @@ pub struct Tree {
     pub nodes: Vec<Node>,
 }
 
-fn too_long(what: &str, name: &[u8]) -> Error {
+pub(super) fn too_long(what: &str, name: &[u8]) -> Error {
     Error::InvalidArgument {
         what: "tree entry",
         reason: format!("{what} of {:?} is too long to store", String::from_utf8_lossy(name)),
     }
+}
+
+// The fields that tree v1 (SPEC.md section 4) and tree v2
+// (format-spec/v2/trees-index.md section 1.2) encode alike: one writer and
+// reader each, so the two encodings cannot drift apart in them.
+
+/// Mode, uid, gid, user name and group name (u8 lengths).
+pub(super) fn write_owner(w: &mut ByteWriter, n: &Node) -> Result<()> {
+    w.u32(n.mode);
+    w.u32(n.uid);
+    w.u32(n.gid);
+    w.u8(u8::try_from(n.user.len()).map_err(|_| too_long("user name", &n.name))?);
+    w.bytes(&n.user);
+    w.u8(u8::try_from(n.group.len()).map_err(|_| too_long("group name", &n.name))?);
+    w.bytes(&n.group);
+    Ok(())
+}
+
+pub(super) fn read_owner(r: &mut ByteReader<'_>, n: &mut Node) -> Result<()> {
+    n.mode = r.u32()?;
+    n.uid = r.u32()?;
+    n.gid = r.u32()?;
+    let ul = r.u8()? as usize;
+    n.user = r.take(ul)?.to_vec();
+    let gl = r.u8()? as usize;
+    n.group = r.take(gl)?.to_vec();
+    Ok(())
+}
+
+/// The xattr list (u16 count; u16 name and u32 value lengths) and the link
+/// target (u32 length).
+pub(super) fn write_xattrs_and_target(w: &mut ByteWriter, n: &Node) -> Result<()> {
+    w.u16(u16::try_from(n.xattrs.len()).map_err(|_| too_long("xattr list", &n.name))?);
+    for (k, v) in &n.xattrs {
+        w.u16(u16::try_from(k.len()).map_err(|_| too_long("xattr name", &n.name))?);
+        w.bytes(k);
+        w.u32(u32::try_from(v.len()).map_err(|_| too_long("xattr value", &n.name))?);
+        w.bytes(v);
+    }
+    w.u32(u32::try_from(n.target.len()).map_err(|_| too_long("link target", &n.name))?);
+    w.bytes(&n.target);
+    Ok(())
+}
+
+pub(super) fn read_xattrs_and_target(r: &mut ByteReader<'_>, n: &mut Node) -> Result<()> {
+    let xc = r.u16()? as usize;
+    for _ in 0..xc {
+        let kl = r.u16()? as usize;
+        let k = r.take(kl)?.to_vec();
+        let vl = r.u32()? as usize;
+        let v = r.take(vl)?.to_vec();
+        n.xattrs.push((k, v));
+    }
+    let tl = r.u32()? as usize;
+    n.target = r.take(tl)?.to_vec();
+    Ok(())
 }
 
 /// A name that can be a single path component on restore.
@@ -162,13 +218,7 @@ impl Tree {
             w.u8(n.kind as u8);
             w.u16(u16::try_from(n.name.len()).map_err(|_| too_long("name", &n.name))?);
             w.bytes(&n.name);
-            w.u32(n.mode);
-            w.u32(n.uid);
-            w.u32(n.gid);
-            w.u8(u8::try_from(n.user.len()).map_err(|_| too_long("user name", &n.name))?);
-            w.bytes(&n.user);
-            w.u8(u8::try_from(n.group.len()).map_err(|_| too_long("group name", &n.name))?);
-            w.bytes(&n.group);
+            write_owner(&mut w, n)?;
             w.i64(n.mtime.sec);
             w.u32(n.mtime.nsec);
             w.i64(n.ctime.sec);
@@ -178,15 +228,7 @@ impl Tree {
             w.u64(n.device);
             w.u32(n.nlink);
             w.u64(n.rdev);
-            w.u16(u16::try_from(n.xattrs.len()).map_err(|_| too_long("xattr list", &n.name))?);
-            for (k, v) in &n.xattrs {
-                w.u16(u16::try_from(k.len()).map_err(|_| too_long("xattr name", &n.name))?);
-                w.bytes(k);
-                w.u32(u32::try_from(v.len()).map_err(|_| too_long("xattr value", &n.name))?);
-                w.bytes(v);
-            }
-            w.u32(u32::try_from(n.target.len()).map_err(|_| too_long("link target", &n.name))?);
-            w.bytes(&n.target);
+            write_xattrs_and_target(&mut w, n)?;
             match n.kind {
                 NodeKind::File | NodeKind::Hardlink => {
                     w.u32(u32::try_from(n.chunks.len()).map_err(|_| too_long("chunk list", &n.name))?);
@@ -234,13 +276,7 @@ impl Tree {
                 }
             }
             let mut n = Node::new(kind, entry_name);
-            n.mode = r.u32()?;
-            n.uid = r.u32()?;
-            n.gid = r.u32()?;
-            let ul = r.u8()? as usize;
-            n.user = r.take(ul)?.to_vec();
-            let gl = r.u8()? as usize;
-            n.group = r.take(gl)?.to_vec();
+            read_owner(&mut r, &mut n)?;
             n.mtime = Timestamp { sec: r.i64()?, nsec: r.u32()? };
             n.ctime = Timestamp { sec: r.i64()?, nsec: r.u32()? };
             if n.mtime.nsec >= 1_000_000_000 || n.ctime.nsec >= 1_000_000_000 {
@@ -251,16 +287,7 @@ impl Tree {
             n.device = r.u64()?;
             n.nlink = r.u32()?;
             n.rdev = r.u64()?;
-            let xc = r.u16()? as usize;
-            for _ in 0..xc {
-                let kl = r.u16()? as usize;
-                let k = r.take(kl)?.to_vec();
-                let vl = r.u32()? as usize;
-                let v = r.take(vl)?.to_vec();
-                n.xattrs.push((k, v));
-            }
-            let tl = r.u32()? as usize;
-            n.target = r.take(tl)?.to_vec();
+            read_xattrs_and_target(&mut r, &mut n)?;
             match kind {
                 NodeKind::File | NodeKind::Hardlink => {
                     let cc = r.u32()? as usize;

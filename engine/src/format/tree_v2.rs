@@ -9,7 +9,10 @@
 //! the caller's (the repository passes a reader closure), so the module
 //! stays a pure codec that golden vectors and fuzzing can drive.
 
-use super::tree::{is_safe_name, Node, NodeKind, Timestamp, Tree};
+use super::tree::{
+    is_safe_name, read_owner, read_xattrs_and_target, too_long, write_owner, write_xattrs_and_target, Node, NodeKind,
+    Timestamp, Tree,
+};
 use super::{ByteReader, ByteWriter};
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -91,13 +94,6 @@ pub struct EncodedDir {
     pub leaves: Vec<(Id, usize)>,
 }
 
-fn too_long(what: &str, name: &[u8]) -> Error {
-    Error::InvalidArgument {
-        what: "tree entry",
-        reason: format!("{what} of {:?} is too long to store", String::from_utf8_lossy(name)),
-    }
-}
-
 fn invalid(reason: String) -> Error {
     Error::InvalidArgument { what: "tree entry", reason }
 }
@@ -151,26 +147,12 @@ fn encode_entry(w: &mut ByteWriter, n: &Node, lists: Option<&[Id]>) -> Result<()
     w.u8(flags);
     w.u16(u16::try_from(n.name.len()).map_err(|_| too_long("name", &n.name))?);
     w.bytes(&n.name);
-    w.u32(n.mode);
-    w.u32(n.uid);
-    w.u32(n.gid);
-    w.u8(u8::try_from(n.user.len()).map_err(|_| too_long("user name", &n.name))?);
-    w.bytes(&n.user);
-    w.u8(u8::try_from(n.group.len()).map_err(|_| too_long("group name", &n.name))?);
-    w.bytes(&n.group);
+    write_owner(w, n)?;
     w.i64(n.mtime.sec);
     w.u32(n.mtime.nsec);
     w.u64(n.size);
     w.u64(n.rdev);
-    w.u16(u16::try_from(n.xattrs.len()).map_err(|_| too_long("xattr list", &n.name))?);
-    for (k, v) in &n.xattrs {
-        w.u16(u16::try_from(k.len()).map_err(|_| too_long("xattr name", &n.name))?);
-        w.bytes(k);
-        w.u32(u32::try_from(v.len()).map_err(|_| too_long("xattr value", &n.name))?);
-        w.bytes(v);
-    }
-    w.u32(u32::try_from(n.target.len()).map_err(|_| too_long("link target", &n.name))?);
-    w.bytes(&n.target);
+    write_xattrs_and_target(w, n)?;
     match n.kind {
         NodeKind::File | NodeKind::Hardlink => {
             w.u32(u32::try_from(n.chunks.len()).map_err(|_| too_long("chunk list", &n.name))?);
@@ -378,13 +360,7 @@ pub fn decode_blob(data: &[u8], id: &Id) -> Result<TreeBlob> {
         }
         let mut n = Node::new(kind, entry_name);
         n.nlink = if flags & FLAG_LINKED != 0 { 2 } else { 1 };
-        n.mode = r.u32()?;
-        n.uid = r.u32()?;
-        n.gid = r.u32()?;
-        let ul = r.u8()? as usize;
-        n.user = r.take(ul)?.to_vec();
-        let gl = r.u8()? as usize;
-        n.group = r.take(gl)?.to_vec();
+        read_owner(&mut r, &mut n)?;
         n.mtime = Timestamp { sec: r.i64()?, nsec: r.u32()? };
         if n.mtime.nsec >= 1_000_000_000 {
             return Err(r.corrupt("nanoseconds out of range"));
@@ -393,16 +369,7 @@ pub fn decode_blob(data: &[u8], id: &Id) -> Result<TreeBlob> {
         n.ctime = n.mtime;
         n.size = r.u64()?;
         n.rdev = r.u64()?;
-        let xc = r.u16()? as usize;
-        for _ in 0..xc {
-            let kl = r.u16()? as usize;
-            let k = r.take(kl)?.to_vec();
-            let vl = r.u32()? as usize;
-            let v = r.take(vl)?.to_vec();
-            n.xattrs.push((k, v));
-        }
-        let tl = r.u32()? as usize;
-        n.target = r.take(tl)?.to_vec();
+        read_xattrs_and_target(&mut r, &mut n)?;
         let mut lists = None;
         match kind {
             NodeKind::File | NodeKind::Hardlink => {

@@ -113,6 +113,13 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
         }
     }
 
+    // Session files and prune marks (v2): each must open with the keys.
+    if let Some(keys) = repo.keys() {
+        for e in crate::session::damaged_protocol_files(repo.storage().as_ref(), keys)? {
+            report.error(e.to_string());
+        }
+    }
+
     let stored = repo.pack_sizes()?;
     report.packs = stored.len() as u64;
     // By table number.

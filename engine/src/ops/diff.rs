@@ -1,11 +1,12 @@
 //! `diff`: what changed between two snapshots. Trees are compared by id and
 //! the walk stops wherever two subtrees have the same id, so two snapshots
 //! of ten million files that differ in one directory cost the trees on the
-//! way to that directory and no more.
+//! way to that directory and no more ([`TreeWalker::walk_pair`]).
 
 use crate::error::Result;
-use crate::format::tree::{Node, NodeKind, Tree};
+use crate::format::tree::{Node, NodeKind};
 use crate::id::Id;
+use crate::ops::tree_walk::{Below, TreeWalker};
 use crate::repo::Repository;
 
 /// How an entry differs.
@@ -67,63 +68,39 @@ pub struct DiffStats {
 /// Compares the trees `a` and `b`, handing every change to `out` in path
 /// order.
 pub fn diff(repo: &Repository, a: &Id, b: &Id, out: &mut dyn FnMut(Change) -> Result<()>) -> Result<DiffStats> {
-    let mut d = Differ { repo, stats: DiffStats::default(), out };
-    d.trees(Some(a), Some(b), "")?;
+    diff_with(&mut TreeWalker::new(repo), a, b, out)
+}
+
+/// [`diff`] through `walker` (which counts what it loads).
+pub fn diff_with(
+    walker: &mut TreeWalker<'_>,
+    a: &Id,
+    b: &Id,
+    out: &mut dyn FnMut(Change) -> Result<()>,
+) -> Result<DiffStats> {
+    let before = walker.trees_loaded();
+    let mut d = Differ { stats: DiffStats::default(), out };
+    walker.walk_pair(Some(a), Some(b), b"", &mut |path, x, y| {
+        let path = String::from_utf8_lossy(path);
+        match (x, y) {
+            (Some(x), Some(y)) => d.both(x, y, &path),
+            (Some(x), None) => d.one_side(x, &path, Modifier::Removed),
+            (None, Some(y)) => d.one_side(y, &path, Modifier::Added),
+            (None, None) => Ok((None, None)),
+        }
+    })?;
+    d.stats.trees_read = walker.trees_loaded() - before;
     Ok(d.stats)
 }
 
-struct Differ<'a, 'o> {
-    repo: &'a Repository,
+struct Differ<'o> {
     stats: DiffStats,
     out: &'o mut dyn FnMut(Change) -> Result<()>,
 }
 
-impl Differ<'_, '_> {
-    fn load(&mut self, id: Option<&Id>) -> Result<Tree> {
-        match id {
-            Some(id) => {
-                self.stats.trees_read += 1;
-                self.repo.load_tree(id)
-            }
-            None => Ok(Tree::default()),
-        }
-    }
-
-    fn trees(&mut self, a: Option<&Id>, b: Option<&Id>, prefix: &str) -> Result<()> {
-        if a == b {
-            return Ok(());
-        }
-        let (ta, tb) = (self.load(a)?, self.load(b)?);
-        // Both sorted by name bytes: a merge join.
-        let (mut i, mut j) = (0, 0);
-        while i < ta.nodes.len() || j < tb.nodes.len() {
-            let order = match (ta.nodes.get(i), tb.nodes.get(j)) {
-                (Some(x), Some(y)) => x.name.cmp(&y.name),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                _ => std::cmp::Ordering::Greater,
-            };
-            match order {
-                std::cmp::Ordering::Less => {
-                    self.one_side(&ta.nodes[i], prefix, Modifier::Removed)?;
-                    i += 1;
-                }
-                std::cmp::Ordering::Greater => {
-                    self.one_side(&tb.nodes[j], prefix, Modifier::Added)?;
-                    j += 1;
-                }
-                std::cmp::Ordering::Equal => {
-                    self.both(&ta.nodes[i], &tb.nodes[j], prefix)?;
-                    i += 1;
-                    j += 1;
-                }
-            }
-        }
-        Ok(())
-    }
-
+impl Differ<'_> {
     /// An entry (and everything below it) present on one side only.
-    fn one_side(&mut self, n: &Node, prefix: &str, m: Modifier) -> Result<()> {
-        let path = join(prefix, &n.name);
+    fn one_side(&mut self, n: &Node, path: &str, m: Modifier) -> Result<Below> {
         let count = if m == Modifier::Added { &mut self.stats.added } else { &mut self.stats.removed };
         match n.kind {
             NodeKind::Dir => count.dirs += 1,
@@ -135,30 +112,23 @@ impl Differ<'_, '_> {
         }
         let file = n.kind.has_chunks();
         (self.out)(Change {
-            path: path.clone(),
+            path: path.to_string(),
             modifier: m,
             what: Vec::new(),
             is_dir: n.kind == NodeKind::Dir,
             size_before: (file && m == Modifier::Removed).then_some(n.size),
             size_after: (file && m == Modifier::Added).then_some(n.size),
         })?;
-        if n.kind == NodeKind::Dir {
-            if m == Modifier::Added {
-                self.trees(None, n.subtree.as_ref(), &path)?;
-            } else {
-                self.trees(n.subtree.as_ref(), None, &path)?;
-            }
-        }
-        Ok(())
+        let sub = if n.kind == NodeKind::Dir { n.subtree } else { None };
+        Ok(if m == Modifier::Added { (None, sub) } else { (sub, None) })
     }
 
-    fn both(&mut self, x: &Node, y: &Node, prefix: &str) -> Result<()> {
-        let path = join(prefix, &x.name);
+    fn both(&mut self, x: &Node, y: &Node, path: &str) -> Result<Below> {
         let dir = |n: &Node| n.kind == NodeKind::Dir;
         if x.kind != y.kind && !(x.kind.has_chunks() && y.kind.has_chunks()) {
             self.stats.type_changed += 1;
             (self.out)(Change {
-                path: path.clone(),
+                path: path.to_string(),
                 modifier: Modifier::TypeChanged,
                 what: vec!["type"],
                 is_dir: dir(y),
@@ -167,8 +137,7 @@ impl Differ<'_, '_> {
             })?;
             // What was below the old directory is gone, and what is below
             // the new one is new.
-            let (a, b) = (dir(x).then_some(x.subtree).flatten(), dir(y).then_some(y.subtree).flatten());
-            return self.trees(a.as_ref(), b.as_ref(), &path);
+            return Ok((dir(x).then_some(x.subtree).flatten(), dir(y).then_some(y.subtree).flatten()));
         }
         let mut what = Vec::new();
         let content = if x.kind.has_chunks() { x.chunks != y.chunks } else { x.target != y.target };
@@ -205,7 +174,7 @@ impl Differ<'_, '_> {
                 Modifier::Metadata
             };
             (self.out)(Change {
-                path: path.clone(),
+                path: path.to_string(),
                 modifier,
                 what,
                 is_dir: dir(x),
@@ -213,13 +182,6 @@ impl Differ<'_, '_> {
                 size_after: y.kind.has_chunks().then_some(y.size),
             })?;
         }
-        if dir(x) {
-            self.trees(x.subtree.as_ref(), y.subtree.as_ref(), &path)?;
-        }
-        Ok(())
+        Ok(if dir(x) { (x.subtree, y.subtree) } else { (None, None) })
     }
-}
-
-fn join(prefix: &str, name: &[u8]) -> String {
-    format!("{prefix}/{}", String::from_utf8_lossy(name))
 }

@@ -1,16 +1,14 @@
 //! `find`: which snapshots hold entries matching a pattern. Snapshots of
-//! one host share most of their trees; a subtree met again at the same
-//! path (same tree id) is not read again: its matches are remembered from
-//! the first visit, and a subtree without any is remembered as such.
-
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+//! one host share most of their trees; a subtree met again (same tree id)
+//! is not read again: its matches are remembered from the first visit
+//! ([`TreeWalker::collect`]), and a subtree without any is remembered as
+//! such.
 
 use chrono::{DateTime, Utc};
 
 use crate::error::Result;
 use crate::format::tree::{Node, NodeKind};
-use crate::id::Id;
+use crate::ops::tree_walk::{Memo, TreeWalker};
 use crate::patterns::PatternSet;
 use crate::repo::{Repository, Snapshot};
 
@@ -45,8 +43,6 @@ pub struct FindStats {
     pub trees_read: u64,
 }
 
-type Key = (Id, Vec<u8>);
-
 /// Searches `snapshots` in the order given, calling `out` for each match
 /// (in path order within a snapshot).
 pub fn find(
@@ -55,76 +51,53 @@ pub fn find(
     opts: &FindOptions,
     out: &mut dyn FnMut(&Snapshot, &Found) -> Result<()>,
 ) -> Result<FindStats> {
-    let mut f = Finder { repo, opts, empty: HashSet::new(), found: HashMap::new(), stats: FindStats::default() };
+    find_with(&mut TreeWalker::new(repo), snapshots, opts, out)
+}
+
+/// [`find`] through `walker` (which counts what it loads).
+pub fn find_with(
+    walker: &mut TreeWalker<'_>,
+    snapshots: &[Snapshot],
+    opts: &FindOptions,
+    out: &mut dyn FnMut(&Snapshot, &Found) -> Result<()>,
+) -> Result<FindStats> {
+    let before = walker.trees_loaded();
+    let mut stats = FindStats::default();
+    // Patterns without a `/` match names, so a tree's matches are the same
+    // wherever it is met and are remembered per tree; an anchored pattern
+    // makes them depend on the tree's path, and then they are remembered
+    // per tree and path.
+    let mut memo = Memo::new(!opts.patterns.matches_names_only());
+    let mut scratch = Vec::new();
+    let mut pick = |path: &[u8], node: &Node| -> Option<Found> {
+        let hit = opts.patterns.matches(path, node.kind == NodeKind::Dir, &mut scratch) && in_time(opts, node);
+        // The path is set per snapshot, from where the tree was met.
+        hit.then(|| found(node))
+    };
     for snap in snapshots {
-        f.stats.snapshots += 1;
-        let matches = f.tree(&snap.file.tree, b"")?;
-        for m in matches.iter() {
-            f.stats.matches += 1;
-            out(snap, m)?;
+        stats.snapshots += 1;
+        let matches = walker.collect(&snap.file.tree, b"", &mut memo, &mut pick)?;
+        for (path, m) in matches.iter() {
+            stats.matches += 1;
+            out(snap, &Found { path: String::from_utf8_lossy(path).into_owned(), ..m.clone() })?;
         }
     }
-    Ok(f.stats)
+    stats.trees_read = walker.trees_loaded() - before;
+    Ok(stats)
 }
 
-struct Finder<'a> {
-    repo: &'a Repository,
-    opts: &'a FindOptions,
-    /// Subtrees at a path known to hold no match.
-    empty: HashSet<Key>,
-    /// Subtrees at a path with their matches.
-    found: HashMap<Key, Arc<Vec<Found>>>,
-    stats: FindStats,
-}
-
-impl Finder<'_> {
-    fn tree(&mut self, id: &Id, path: &[u8]) -> Result<Arc<Vec<Found>>> {
-        let key = (*id, path.to_vec());
-        if self.empty.contains(&key) {
-            return Ok(Arc::default());
-        }
-        if let Some(m) = self.found.get(&key) {
-            return Ok(m.clone());
-        }
-        self.stats.trees_read += 1;
-        let tree = self.repo.load_tree(id)?;
-        let mut out = Vec::new();
-        let mut scratch = Vec::new();
-        for node in &tree.nodes {
-            let mut p = path.to_vec();
-            p.push(b'/');
-            p.extend_from_slice(&node.name);
-            let is_dir = node.kind == NodeKind::Dir;
-            if self.opts.patterns.matches(&p, is_dir, &mut scratch) && self.in_time(node) {
-                out.push(found(&p, node));
-            }
-            if let (true, Some(sub)) = (is_dir, node.subtree) {
-                out.extend(self.tree(&sub, &p)?.iter().cloned());
-            }
-        }
-        if out.is_empty() {
-            self.empty.insert(key);
-            Ok(Arc::default())
-        } else {
-            let out = Arc::new(out);
-            self.found.insert(key, out.clone());
-            Ok(out)
-        }
-    }
-
-    fn in_time(&self, n: &Node) -> bool {
-        let t = mtime(n);
-        self.opts.newest.is_none_or(|x| t <= x) && self.opts.oldest.is_none_or(|x| t >= x)
-    }
+fn in_time(opts: &FindOptions, n: &Node) -> bool {
+    let t = mtime(n);
+    opts.newest.is_none_or(|x| t <= x) && opts.oldest.is_none_or(|x| t >= x)
 }
 
 fn mtime(n: &Node) -> DateTime<Utc> {
     DateTime::from_timestamp(n.mtime.sec, n.mtime.nsec).unwrap_or_default()
 }
 
-fn found(path: &[u8], n: &Node) -> Found {
+fn found(n: &Node) -> Found {
     Found {
-        path: String::from_utf8_lossy(path).into_owned(),
+        path: String::new(),
         kind: kind_name(n.kind),
         size: n.size,
         mode: n.mode,

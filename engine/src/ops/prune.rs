@@ -419,7 +419,8 @@ fn copy_batch(
 /// stay.
 pub(crate) fn clean_tmp(repo: &Repository) -> u64 {
     let Some(root) = repo.storage().local_path() else {
-        return 0;
+        // Only a cleanup: a failure leaves the files for the next prune.
+        return clean_remote_tmp(repo).unwrap_or(0);
     };
     let own = format!(".{}.", std::process::id());
     let Ok(rd) = std::fs::read_dir(root.join("tmp")) else {
@@ -441,6 +442,35 @@ pub(crate) fn clean_tmp(repo: &Repository) -> u64 {
         }
     }
     removed
+}
+
+/// [`clean_tmp`] on SFTP and WebDAV, whose puts stage in `tmp/`: removes
+/// files older than the grace period (a put in progress takes minutes at
+/// most), aged by the storage's clock: against the newest session or lock
+/// (this prune's own is among them), never the host's clock. Our own
+/// in-flight files carry our pid and stay.
+fn clean_remote_tmp(repo: &Repository) -> Result<u64> {
+    let storage = repo.storage();
+    let files = storage.list_tmp()?;
+    if files.is_empty() {
+        return Ok(0);
+    }
+    let sessions = storage.list_stat(FileKind::Session)?.into_iter();
+    let Some(now) = sessions.chain(storage.list_stat(FileKind::Lock)?).map(|(_, s)| s.modified).max() else {
+        return Ok(0);
+    };
+    let keep_for = repo.protocol().map_or(crate::lock::STALE_AFTER, |p| std::time::Duration::from_secs(p.grace_secs));
+    let own = format!(".{}.", std::process::id());
+    let mut removed = 0;
+    for (name, stat) in files {
+        let old = now.duration_since(stat.modified).is_ok_and(|age| age > keep_for);
+        if old && !name.contains(&own) {
+            storage.delete_tmp(&name)?;
+            crate::fault::step("tmp removed", &name);
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -466,6 +496,30 @@ mod tests {
         assert_eq!(clean_tmp(&repo), 1);
         assert!(young.exists(), "a file another process may be writing was removed");
         assert!(!old.exists());
+    }
+
+    /// SFTP and WebDAV stage puts in `tmp/`; an interrupted one leaves a
+    /// file there. Prune removes those older than the grace period by the
+    /// storage's clock (here two hours behind the host's) and keeps
+    /// younger ones, which may be puts in progress.
+    #[test]
+    fn prune_removes_old_staged_puts_on_remote_stores() {
+        use crate::storage::{MemoryStorage, MemoryStorageOptions, Storage};
+        use std::sync::Arc;
+        use std::time::Duration;
+        let mem = Arc::new(MemoryStorage::new(MemoryStorageOptions { clock_offset_secs: -7200, ..Default::default() }));
+        let dir = tempfile::tempdir().unwrap();
+        let opts = InitOptions {
+            protocol: Some(crate::format::config::ProtocolSettings::with_grace(60)),
+            ..Default::default()
+        };
+        let repo = Repository::init_with_index(mem.clone(), &opts, Some(dir.path().join("i.redb"))).unwrap();
+        mem.leave_tmp(&format!("{}.77.0", "a".repeat(64)), Duration::from_secs(61 + 30));
+        mem.leave_tmp(&format!("{}.77.1", "b".repeat(64)), Duration::from_secs(5));
+        let report = prune(&repo, &PruneOptions::default(), &NoProgress).unwrap();
+        assert_eq!(report.tmp_files_removed, 1);
+        let left: Vec<String> = mem.list_tmp().unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(left, vec![format!("{}.77.1", "b".repeat(64))]);
     }
 
     /// A backup records each pack in the database before any index file

@@ -263,6 +263,14 @@ impl Storage for FaultyStorage {
     fn concurrency(&self) -> usize {
         self.inner.concurrency().max(4)
     }
+
+    fn list_tmp(&self) -> Result<Vec<(String, FileStat)>> {
+        self.inner.list_tmp()
+    }
+
+    fn delete_tmp(&self, name: &str) -> Result<()> {
+        self.inner.delete_tmp(name)
+    }
 }
 
 #[cfg(test)]

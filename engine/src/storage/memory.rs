@@ -40,6 +40,8 @@ pub struct MemoryStorage {
     opts: MemoryStorageOptions,
     files: Mutex<BTreeMap<(u8, String), File>>,
     failing: Mutex<HashSet<u8>>,
+    /// `tmp/`: what a staged put left behind (see [`MemoryStorage::leave_tmp`]).
+    tmp: Mutex<BTreeMap<String, SystemTime>>,
     held: (Mutex<HashSet<(u8, String)>>, std::sync::Condvar),
     jitter: AtomicU64,
 }
@@ -54,6 +56,7 @@ impl MemoryStorage {
             opts,
             files: Mutex::new(BTreeMap::new()),
             failing: Mutex::new(HashSet::new()),
+            tmp: Mutex::new(BTreeMap::new()),
             held: (Mutex::new(HashSet::new()), std::sync::Condvar::new()),
             jitter: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
         }
@@ -67,6 +70,14 @@ impl MemoryStorage {
             } else {
                 f.remove(&(kind as u8));
             }
+        }
+    }
+
+    /// Leaves a file under `tmp/` written `age` ago by the storage's clock,
+    /// as an interrupted staged put on SFTP or WebDAV does.
+    pub fn leave_tmp(&self, name: &str, age: Duration) {
+        if let Ok(mut t) = self.tmp.lock() {
+            t.insert(name.to_string(), self.now() - age);
         }
     }
 
@@ -203,6 +214,28 @@ impl Storage for MemoryStorage {
             .take_while(|((fk, _), _)| *fk == k)
             .map(|((_, n), f)| (n.clone(), FileStat { len: f.data.len() as u64, modified: f.modified }))
             .collect())
+    }
+
+    fn put_new(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool> {
+        self.pause();
+        let mut files = self.files()?;
+        if files.contains_key(&key(kind, name)) {
+            return Ok(false);
+        }
+        files.insert(key(kind, name), File { data: data.into(), modified: self.now() });
+        Ok(true)
+    }
+
+    fn list_tmp(&self) -> Result<Vec<(String, FileStat)>> {
+        let t = self.tmp.lock().map_err(|_| Error::corrupt("memory storage", "tmp", "poisoned by a panic"))?;
+        Ok(t.iter().map(|(n, m)| (n.clone(), FileStat { len: 0, modified: *m })).collect())
+    }
+
+    fn delete_tmp(&self, name: &str) -> Result<()> {
+        if let Ok(mut t) = self.tmp.lock() {
+            t.remove(name);
+        }
+        Ok(())
     }
 }
 

@@ -140,6 +140,32 @@ pub trait Storage: Send + Sync {
     /// [`list`](Self::list)'s ordering and completeness. One listing of a
     /// prefix (paged), never one request per file.
     fn list_stat(&self, kind: FileKind) -> Result<Vec<(String, FileStat)>>;
+    /// Stores `data` under a name no file has yet: `Ok(true)` if it did,
+    /// `Ok(false)` (nothing written) if a file of that name exists.
+    /// Atomic only where the store honours conditional writes (S3's
+    /// `If-None-Match: *`, probed by [`RemoteStorage`]); elsewhere a check
+    /// then a put, so two writers within one round trip of each other may
+    /// both see `true` and the later put wins. Used only where that is
+    /// acceptable (creating a repository's config), never by the protocol.
+    fn put_new(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool> {
+        if self.exists(kind, name)? {
+            return Ok(false);
+        }
+        self.put(kind, name, data)?;
+        Ok(true)
+    }
+    /// Files under `tmp/` that are not the repository's own (on SFTP and
+    /// WebDAV: puts staged there and left behind by an interrupted
+    /// process), with their storage times; empty where puts are not staged.
+    /// A local directory's `tmp/` is cleaned through
+    /// [`local_path`](Self::local_path) instead.
+    fn list_tmp(&self) -> Result<Vec<(String, FileStat)>> {
+        Ok(Vec::new())
+    }
+    /// Removes one file of [`list_tmp`](Self::list_tmp); idempotent.
+    fn delete_tmp(&self, _name: &str) -> Result<()> {
+        Ok(())
+    }
     /// How many requests the engine should keep in flight at once for
     /// uploads and reads (a hint: remote stores want several, a local disk
     /// gains little beyond two).
@@ -151,8 +177,13 @@ pub trait Storage: Send + Sync {
 /// The storage `location` names: a [`LocalDir`] (which need not exist
 /// yet) or a [`RemoteStorage`] connected with the default options.
 pub fn connect(location: &Location) -> Result<std::sync::Arc<dyn Storage>> {
+    connect_with(location, RemoteOptions::default())
+}
+
+/// [`connect`], with `opts` for a remote store (ignored for a directory).
+pub fn connect_with(location: &Location, opts: RemoteOptions) -> Result<std::sync::Arc<dyn Storage>> {
     Ok(match location {
         Location::Local(path) => std::sync::Arc::new(LocalDir::new(path)),
-        remote => std::sync::Arc::new(RemoteStorage::open(remote, RemoteOptions::default())?),
+        remote => std::sync::Arc::new(RemoteStorage::open(remote, opts)?),
     })
 }

@@ -39,6 +39,7 @@ use opendal::{ErrorKind, Operator};
 use super::location::Location;
 use super::{FileKind, FileStat, Storage};
 use crate::error::{Error, Result};
+use crate::ratelimit::RateLimit;
 
 /// Tuning of a remote backend.
 #[derive(Debug, Clone)]
@@ -56,11 +57,23 @@ pub struct RemoteOptions {
     /// A request that makes no progress for this long fails (and is
     /// retried): a server that hangs does not hang arc.
     pub io_timeout: Duration,
+    /// Bytes per second sent, all uploads together (`--limit-upload`).
+    pub limit_upload: Option<u64>,
+    /// Bytes per second received, all downloads together
+    /// (`--limit-download`).
+    pub limit_download: Option<u64>,
 }
 
 impl Default for RemoteOptions {
     fn default() -> Self {
-        RemoteOptions { connections: 8, retries: 6, part_size: 16 * 1024 * 1024, io_timeout: Duration::from_secs(60) }
+        RemoteOptions {
+            connections: 8,
+            retries: 6,
+            part_size: 16 * 1024 * 1024,
+            io_timeout: Duration::from_secs(60),
+            limit_upload: None,
+            limit_download: None,
+        }
     }
 }
 
@@ -97,6 +110,17 @@ pub struct RemoteStorage {
     atomic_put: bool,
     opts: RemoteOptions,
     tmp_counter: AtomicU64,
+    /// Token buckets shared by every request of this backend: a put pays
+    /// for its bytes before it is sent, a read for the bytes it asks for
+    /// (a whole-file get once it knows the length), so the average rate
+    /// over any stretch longer than the bucket's tenth of a second stays
+    /// under the limit however many requests run at once.
+    upload: Option<RateLimit>,
+    download: Option<RateLimit>,
+    /// Whether the store honours `If-None-Match: *` (see
+    /// [`RemoteStorage::honours_conditional_writes`]); probed once, when
+    /// first needed.
+    conditional: std::sync::OnceLock<bool>,
     /// The private `ssh` wrapper of an SFTP repository (see [`ssh_wrapper`]).
     _ssh_wrapper: Option<TempDir>,
 }
@@ -213,10 +237,55 @@ impl RemoteStorage {
             rt,
             shown: location.to_string(),
             atomic_put,
-            opts,
+            opts: opts.clone(),
             tmp_counter: AtomicU64::new(0),
+            upload: opts.limit_upload.map(RateLimit::new),
+            download: opts.limit_download.map(RateLimit::new),
+            conditional: std::sync::OnceLock::new(),
             _ssh_wrapper: wrapper,
         })
+    }
+
+    /// Whether a write with if-not-exists really refuses to replace an
+    /// existing object. Probed once per process, when first needed: the
+    /// same probe object (`tmp/probe-<random>`) is written twice with
+    /// `If-None-Match: *`; a store that honours it refuses the second
+    /// write (412), one that ignores it (Garage) overwrites. SFTP and
+    /// WebDAV offer no such write at all. The probe object is deleted
+    /// (a lost delete leaves it to prune's `tmp/` cleanup). Nothing in the
+    /// commit and prune protocol depends on the answer
+    /// (format-spec/v2/remote.md §3).
+    pub fn honours_conditional_writes(&self) -> Result<bool> {
+        if let Some(v) = self.conditional.get() {
+            return Ok(*v);
+        }
+        let v = self.probe_conditional_writes()?;
+        Ok(*self.conditional.get_or_init(|| v))
+    }
+
+    fn probe_conditional_writes(&self) -> Result<bool> {
+        if !self.atomic_put || !self.op.info().capability().write_with_if_not_exists {
+            return Ok(false);
+        }
+        let mut rnd = [0u8; 16];
+        crate::crypto::fill_random(&mut rnd)?;
+        let path = format!("tmp/probe-{}", hex::encode(rnd));
+        let write =
+            || self.block(self.op.write_with(&path, opendal::Buffer::from(b"probe".to_vec())).if_not_exists(true));
+        let first = write();
+        let second = first.is_ok().then(write);
+        let _ = self.block(self.op.delete(&path));
+        let failed = match (first, second) {
+            (Ok(_), Some(Ok(_))) => return Ok(false),
+            (Ok(_), Some(Err(e))) if e.kind() == ErrorKind::ConditionNotMatch => return Ok(true),
+            (Ok(_), None) => return Ok(false),
+            (Ok(_), Some(Err(e))) | (Err(e), _) => e,
+        };
+        // A store that rejects the header itself does not honour it.
+        if failed.kind() == ErrorKind::Unsupported {
+            return Ok(false);
+        }
+        Err(self.other(&path, failed))
     }
 
     fn path(&self, kind: FileKind, name: &str) -> Result<String> {
@@ -378,6 +447,9 @@ impl Storage for RemoteStorage {
 
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
         let path = self.path(kind, name)?;
+        if let Some(l) = &self.upload {
+            l.take(data.len());
+        }
         let buf = opendal::Buffer::from(data.to_vec());
         if self.atomic_put {
             let w = self.op.write_with(&path, buf).chunk(self.opts.part_size).concurrent(2);
@@ -396,6 +468,9 @@ impl Storage for RemoteStorage {
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         let path = self.path(kind, name)?;
         let buf = self.block(self.op.read(&path)).map_err(|e| self.err(kind, name, e))?;
+        if let Some(l) = &self.download {
+            l.take(buf.len());
+        }
         Ok(buf.to_vec())
     }
 
@@ -407,6 +482,9 @@ impl Storage for RemoteStorage {
         let end = offset
             .checked_add(len)
             .ok_or_else(|| Error::corrupt(kind.describe(), name, format!("range {offset}+{len} overflows")))?;
+        if let Some(l) = &self.download {
+            l.take(usize::try_from(len).unwrap_or(usize::MAX));
+        }
         let buf = match self.block(self.op.read_with(&path).range(offset..end)) {
             Ok(b) => b,
             // 416: the range starts past the end.
@@ -484,5 +562,41 @@ impl Storage for RemoteStorage {
 
     fn concurrency(&self) -> usize {
         self.opts.connections
+    }
+
+    fn put_new(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool> {
+        if !self.honours_conditional_writes()? {
+            if self.exists(kind, name)? {
+                return Ok(false);
+            }
+            self.put(kind, name, data)?;
+            return Ok(true);
+        }
+        let path = self.path(kind, name)?;
+        if let Some(l) = &self.upload {
+            l.take(data.len());
+        }
+        let w = self.op.write_with(&path, opendal::Buffer::from(data.to_vec())).if_not_exists(true);
+        match self.block(w) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(false),
+            Err(e) => Err(self.err(kind, name, e)),
+        }
+    }
+
+    fn list_tmp(&self) -> Result<Vec<(String, FileStat)>> {
+        self.list_dir(FileKind::Lock, "tmp")
+    }
+
+    fn delete_tmp(&self, name: &str) -> Result<()> {
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(Error::InvalidArgument { what: "file name", reason: format!("{name:?}") });
+        }
+        let path = format!("tmp/{name}");
+        match self.block(self.op.delete(&path)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.other(&path, e)),
+        }
     }
 }
