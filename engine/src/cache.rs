@@ -68,8 +68,12 @@ pub struct RepoCache {
     tree_budget: u64,
     /// Bytes of frames this process added; eviction runs only if any.
     frames_added: AtomicU64,
-    tmp_counter: AtomicU64,
 }
+
+/// Numbers the temporary files of this process: several caches of one
+/// repository can be open in one process (threads, tests), and their
+/// temporary names must not meet.
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl RepoCache {
     /// Opens (creating or, for another version, emptying) the cache of
@@ -84,17 +88,22 @@ impl RepoCache {
             let _ = write_atomic(&tag, TAG.as_bytes(), &root.join(format!(".tag-{}", std::process::id())));
         }
         let version_file = dir.join("version");
+        // Several processes (or threads) open a new cache at once (backups
+        // beside a prune): each writes through a temporary file of its own,
+        // so no rename finds its source already taken by another's.
+        let version_tmp =
+            dir.join(format!(".version.tmp-{}-{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
         match std::fs::read_to_string(&version_file) {
             Ok(v) if v.trim_end() == CACHE_VERSION => {}
             // A cache from before the cache was versioned holds only
             // index databases, which check their own schema (index.rs).
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                write_atomic(&version_file, format!("{CACHE_VERSION}\n").as_bytes(), &dir.join(".version.tmp"))?;
+                write_atomic(&version_file, format!("{CACHE_VERSION}\n").as_bytes(), &version_tmp)?;
             }
             // Another layout (a newer or older arc): read nothing of it.
             _ => {
                 empty_dir(&dir)?;
-                write_atomic(&version_file, format!("{CACHE_VERSION}\n").as_bytes(), &dir.join(".version.tmp"))?;
+                write_atomic(&version_file, format!("{CACHE_VERSION}\n").as_bytes(), &version_tmp)?;
             }
         }
         let cache = RepoCache {
@@ -103,7 +112,6 @@ impl RepoCache {
             files,
             tree_budget: TREE_BUDGET,
             frames_added: AtomicU64::new(0),
-            tmp_counter: AtomicU64::new(0),
         };
         // Rewritten on every open: its mtime is the "last used" of
         // `arc cache --list` and `--cleanup`.
@@ -133,7 +141,7 @@ impl RepoCache {
     }
 
     fn tmp_path(&self) -> PathBuf {
-        self.dir.join(format!(".tmp-{}-{}", std::process::id(), self.tmp_counter.fetch_add(1, Ordering::Relaxed)))
+        self.dir.join(format!(".tmp-{}-{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)))
     }
 
     fn snapshot_path(&self, id: &Id) -> PathBuf {

@@ -137,6 +137,12 @@ fn puts(repo: &Path, evs: &[Ev]) -> Vec<Put> {
     let mut out = Vec::new();
     for (i, ev) in evs.iter().enumerate() {
         let Ev::Rename(from, to) = ev else { continue };
+        // The rule is the repository's. The local cache
+        // ($XDG_CACHE_HOME/arc: its CACHEDIR.TAG, cached snapshot files) is
+        // verified on every read and rebuilt when damaged.
+        if !to.starts_with(repo) {
+            continue;
+        }
         assert!(
             evs[..i].iter().any(|e| *e == Ev::Sync(from.clone())),
             "{} was renamed into place as {} without an fsync of it first",
