@@ -415,18 +415,31 @@ impl Running {
 
 impl Running {
     /// Like [`Running::wait`], and the process's peak resident memory in
-    /// KiB (its `ru_maxrss`, from wait4(2): exact, unlike sampling /proc).
+    /// KiB (its VmHWM from /proc, sampled every few milliseconds).
     pub fn wait_with_peak_rss(mut self) -> (Output, u64) {
         use std::os::unix::process::ExitStatusExt;
         let deadline = Instant::now() + self.timeout;
+        // The peak is the exec'd program's own VmHWM, sampled while it
+        // runs: wait4's ru_maxrss also counts the forked copy of this test
+        // process before the exec (hundreds of MiB while the whole suite
+        // runs), which is not the program's. VmHWM only grows, so the last
+        // sample is the peak up to a few milliseconds before the exit.
+        let status_file = format!("/proc/{}/status", self.pid());
+        let mut hwm = 0u64;
         let (status, rss) = loop {
+            if let Ok(text) = std::fs::read_to_string(&status_file) {
+                let kib = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+                hwm = hwm.max(kib.unwrap_or(0));
+            }
             let mut status = 0;
-            // SAFETY: an all-zero rusage is valid; wait4 on our own child.
-            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            let r = unsafe { libc::wait4(self.pid(), &mut status, libc::WNOHANG, &mut usage) };
-            assert!(r >= 0, "wait4 failed: {}", std::io::Error::last_os_error());
+            // SAFETY: waitpid on our own child, with a valid status pointer.
+            let r = unsafe { libc::waitpid(self.pid(), &mut status, libc::WNOHANG) };
+            assert!(r >= 0, "waitpid failed: {}", std::io::Error::last_os_error());
             if r == self.pid() {
-                break (std::process::ExitStatus::from_raw(status), usage.ru_maxrss as u64);
+                break (std::process::ExitStatus::from_raw(status), hwm);
             }
             assert!(Instant::now() < deadline, "`{}` did not finish within {:?}", self.cmdline, self.timeout);
             std::thread::sleep(Duration::from_millis(5));
