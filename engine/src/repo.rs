@@ -27,7 +27,7 @@ use crate::format::snapshot::SnapshotFile;
 use crate::format::tree::{Node, Tree};
 use crate::format::tree_v2;
 use crate::id::{Id, IdScheme};
-use crate::index::{BlobLocation, Index, IndexReader, IndexUpdate};
+use crate::index::{BlobLocation, Index, IndexReader};
 use crate::lock::LockGuard;
 use crate::reader::BlobReader;
 use crate::storage::{FileKind, LocalDir, Storage};
@@ -151,11 +151,6 @@ pub struct Repository {
     shared_locks: bool,
 }
 
-/// Blob records of new index files applied to the index database in one
-/// transaction by a sync: bounds a rebuild's memory (~100 bytes a record
-/// decoded, plus the transaction's dirty pages).
-const SYNC_BATCH_BLOBS: usize = 250_000;
-
 /// How long the read path keeps one index read transaction: long enough
 /// that restoring many small files does not open one (several syscalls
 /// with a shared database) per blob, short enough not to pin old pages that
@@ -163,14 +158,16 @@ const SYNC_BATCH_BLOBS: usize = 250_000;
 const LOOKUP_READER_TTL: Duration = Duration::from_secs(5);
 
 impl Drop for Repository {
-    /// The end of every command that opened the index: give back the pages
-    /// its writes left behind (see [`Index::compact_if_wasteful`]). Only a
+    /// The end of every command that opened the index: merge a grown delta
+    /// into the sorted file ([`Index::settle`]) and give back the pages its
+    /// writes left behind (see [`Index::compact_if_wasteful`]). Only a
     /// cache is at stake, so a failure is ignored.
     fn drop(&mut self) {
         if let Ok(slot) = self.lookup_reader.get_mut() {
             *slot = None;
         }
         if let Some(index) = self.index.get_mut() {
+            let _ = index.settle();
             let _ = index.compact_if_wasteful();
         }
         if let Some(c) = &self.cache {
@@ -609,7 +606,7 @@ impl Repository {
             return Ok(i);
         }
         let index = Index::open(&self.index_path)?;
-        self.sync_index(&index)?;
+        self.sync_index_or_refill(&index)?;
         Ok(self.index.get_or_init(|| index))
     }
 
@@ -619,6 +616,15 @@ impl Repository {
     /// compaction) unless a present file lists them again; drops unlisted
     /// packs that are gone. A file that a present file supersedes is not
     /// read (its packs are in the superseding one).
+    fn sync_index_or_refill(&self, index: &Index) -> Result<()> {
+        match self.sync_index(index) {
+            // The sorted file was found damaged and the cache emptied: fill
+            // it again from the index files.
+            Err(_) if index.take_emptied() => self.sync_index(index),
+            r => r,
+        }
+    }
+
     fn sync_index(&self, index: &Index) -> Result<()> {
         let in_storage: HashSet<Id> =
             self.storage.list(FileKind::Index)?.into_iter().filter_map(|(n, _)| n.parse().ok()).collect();
@@ -646,39 +652,18 @@ impl Repository {
                 gone_files.push(*id);
             }
         }
-        // New files are read and applied a batch at a time, so that a
-        // rebuild (after every prune) holds one batch of trailers and one
-        // transaction's dirty pages, not the whole repository's. Gone files
-        // and packs go in the last transaction, after every addition: a
-        // pack that a new file lists again keeps its rows.
+        // One transaction: new files are read one at a time; their rows go
+        // into redb while they are few (a backup's files) and to sorted
+        // runs, merged into a new sorted file at commit, when they are many
+        // (a new host, a rebuild). Gone files and packs come after every
+        // addition: a pack that a new file lists again keeps its rows.
+        let mut update = index.begin()?;
         let mut superseded: HashSet<Id> = HashSet::new();
-        let mut batch: Vec<(Id, Option<index_file::IndexFile>)> = Vec::new();
-        let mut batch_blobs = 0usize;
-        let apply = |batch: &mut Vec<(Id, Option<index_file::IndexFile>)>,
-                     superseded: &HashSet<Id>,
-                     gone: Option<(Vec<Id>, Vec<Id>)>|
-         -> Result<()> {
-            let empty: &[PackEntry] = &[];
-            let add: Vec<(Option<Id>, &[PackEntry])> = batch
-                .iter()
-                .map(|(id, f)| match f {
-                    Some(f) if !superseded.contains(id) => (Some(*id), f.packs.as_slice()),
-                    _ => (Some(*id), empty),
-                })
-                .collect();
-            let (gone_files, gone_packs) = gone.unwrap_or_default();
-            if add.is_empty() && gone_files.is_empty() && gone_packs.is_empty() {
-                return Ok(());
-            }
-            index.apply(&IndexUpdate { add, gone_files, gone_packs })?;
-            batch.clear();
-            Ok(())
-        };
         for id in in_storage.difference(&known) {
             // A file a file already read supersedes: its packs are in that
             // one; it is only recorded as known.
             if superseded.contains(id) {
-                batch.push((*id, None));
+                update.add(Some(*id), &[])?;
                 continue;
             }
             let name = id.to_hex();
@@ -694,14 +679,11 @@ impl Repository {
             }
             let file = self.decode_index_file_full(data, &name)?;
             superseded.extend(file.supersedes.iter().copied());
-            batch_blobs += file.packs.iter().map(|p| p.trailer.blobs.len()).sum::<usize>();
-            batch.push((*id, Some(file)));
-            if batch_blobs >= SYNC_BATCH_BLOBS {
-                apply(&mut batch, &superseded, None)?;
-                batch_blobs = 0;
-            }
+            update.add(Some(*id), &file.packs)?;
         }
-        apply(&mut batch, &superseded, Some((gone_files, gone_packs)))
+        update.gone_files(&gone_files)?;
+        update.gone_packs(&gone_packs)?;
+        update.commit()
     }
 
     /// Brings the index database up to date with index files written since
@@ -710,7 +692,7 @@ impl Repository {
     pub fn refresh_index(&self) -> Result<()> {
         let index = self.index()?;
         let _one_at_a_time = crate::sync::lock(&self.index_init, "the index database's refresh")?;
-        self.sync_index(index)
+        self.sync_index_or_refill(index)
     }
 
     /// A scratch directory for one operation's sorted runs (check and
@@ -740,7 +722,7 @@ impl Repository {
         if let Ok(mut slot) = self.lookup_reader.lock() {
             *slot = None;
         }
-        self.sync_index(index)
+        self.sync_index_or_refill(index)
     }
 
     /// Index files listing `packs`, in this repository's index file
