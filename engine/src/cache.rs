@@ -7,6 +7,7 @@
 //! <root>/<id>/version                    "arc cache 1": the layout below
 //! <root>/<id>/location-<key>             a location this cache serves; mtime = last used
 //! <root>/<id>/index-<key>.redb           the index database (index.rs), per location
+//! <root>/<id>/index-<key>.<gen>.rows     its sorted rows (index_sorted.rs)
 //! <root>/<id>/snapshots/<snapshot id>    snapshot files, byte for byte as stored
 //! <root>/<id>/trees/<2 hex>/<pack>-<offset>-<len>
 //!                                        pack frames holding trees, as stored (sealed)

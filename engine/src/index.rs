@@ -255,8 +255,7 @@ impl Index {
                 }
             }
         };
-        let index =
-            Index { db, path: path.to_path_buf(), sorted: Mutex::new(None), emptied: AtomicBool::new(false) };
+        let index = Index { db, path: path.to_path_buf(), sorted: Mutex::new(None), emptied: AtomicBool::new(false) };
         let (version, generation) = {
             let r = tx!(path, index.db.begin_read())?;
             match r.open_table(META) {
@@ -409,7 +408,8 @@ impl Index {
         let r = tx!(p, self.db.begin_read())?;
         let meta = tx!(p, r.open_table(META))?;
         let g = meta_get(p, &meta, "sorted_gen")?;
-        let sorted_bytes = if g == 0 { 0 } else { std::fs::metadata(self.sorted_path(g)).map(|m| m.len()).unwrap_or(0) };
+        let sorted_bytes =
+            if g == 0 { 0 } else { std::fs::metadata(self.sorted_path(g)).map(|m| m.len()).unwrap_or(0) };
         Ok(CacheSizes {
             sorted_rows: meta_get(p, &meta, "sorted_rows")?,
             delta_rows: meta_get(p, &meta, "delta_rows")?,
@@ -511,8 +511,8 @@ impl Index {
             Ok((slot_row(k.value().0, &v.value()), None))
         })));
         if let Some(s) = &reader.sorted {
-            let s = s.clone();
-            sources.push(Box::new((0..s.rows() as usize).map(move |i| Ok((s.row(i)?, Some(i))))));
+            let mut rows = s.rows_reader().enumerate();
+            sources.push(Box::new(std::iter::from_fn(move || rows.next().map(|(i, r)| r.map(|r| (r, Some(i)))))));
         }
         let mut last: Option<[u8; 32]> = None;
         for item in MergeRows::new(sources) {
@@ -721,7 +721,8 @@ struct Bulk {
 impl Bulk {
     fn new(index: &Index) -> Result<Bulk> {
         let parent = index.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let dir = tempfile::Builder::new().prefix("index-fill-").tempdir_in(parent).map_err(|e| Error::io(parent, e))?;
+        let dir =
+            tempfile::Builder::new().prefix("index-fill-").tempdir_in(parent).map_err(|e| Error::io(parent, e))?;
         let frames_path = dir.path().join("frames");
         let frames = File::create(&frames_path).map_err(|e| Error::io(&frames_path, e))?;
         Ok(Bulk {
@@ -859,8 +860,9 @@ impl Update<'_> {
             if let Some(file_no) = file_no {
                 let key = u64::from(file_no) << 32 | u64::from(no);
                 if tx!(p, file_packs.insert(key, ()))?.is_none() {
-                    let (id, len, count, listings) =
-                        tx!(p, packs.get(no))?.map(|v| v.value()).ok_or_else(|| Error::index_db(p, "pack row missing"))?;
+                    let (id, len, count, listings) = tx!(p, packs.get(no))?
+                        .map(|v| v.value())
+                        .ok_or_else(|| Error::index_db(p, "pack row missing"))?;
                     tx!(p, packs.insert(no, (id, len, count, listings + 1)))?;
                 }
             }
@@ -981,12 +983,9 @@ impl Update<'_> {
         let old = match old_gen {
             0 => None,
             g => match index.sorted_file(g) {
-                // Read whole anyway: its hashes are checked first, so that
-                // damage is not carried into the new file.
-                Ok(s) => match s.verify() {
-                    Ok(()) => Some(s),
-                    Err(e) => return Ok(MergeOutcome::Damaged(e)),
-                },
+                // Read whole below, with its hashes checked before the new
+                // file replaces it, so that damage is not carried over.
+                Ok(s) => Some(s),
                 Err(OpenError::Missing) => {
                     return Ok(MergeOutcome::Damaged(Error::index_db(p, "the sorted index file is missing")))
                 }
@@ -1036,6 +1035,7 @@ impl Update<'_> {
             }
             Ok(())
         };
+        let mut old_frames = old.as_ref().map(|s| (s.frames_reader(), 0u64));
         {
             let frames_t = tx!(p, w.open_table(FRAMES))?;
             for (no, id, len) in &live {
@@ -1044,11 +1044,20 @@ impl Update<'_> {
                     bulk_packs.next();
                     copy_bulk_frames(&mut writer, n, false)?;
                 }
-                if let Some(&pos) = old_pos.get(no) {
-                    let Some(s) = &old else { continue };
+                if let (Some(&pos), Some(s), Some((reader, at))) = (old_pos.get(no), &old, old_frames.as_mut()) {
+                    // Frames in file order: those of packs dropped since
+                    // are read past (and hashed).
+                    let frames = s.frames_of(pos);
+                    let mut b = [0u8; index_sorted::FRAME_LEN];
+                    while *at < frames.start {
+                        reader.read(&mut b)?;
+                        *at += 1;
+                    }
                     writer.begin_pack(Id(*id), *no, s.pack(pos).frames_end)?;
-                    for f in s.frames_of(pos) {
-                        writer.frame_bytes(&s.frame_bytes(f))?;
+                    while *at < frames.end {
+                        reader.read(&mut b)?;
+                        writer.frame_bytes(&b)?;
+                        *at += 1;
                     }
                     continue;
                 }
@@ -1070,6 +1079,7 @@ impl Update<'_> {
                 }
             }
         }
+        let old_rows = old.as_ref().map(|s| std::cell::RefCell::new(s.rows_reader()));
         {
             let blobs = tx!(p, w.open_table(BLOBS))?;
             let dups = tx!(p, w.open_table(DUPS))?;
@@ -1082,9 +1092,10 @@ impl Update<'_> {
                 let (k, v) = tx!(p, item)?;
                 Ok((slot_row(k.value().0, &v.value()), None))
             })));
-            if let Some(s) = &old {
-                let s = s.clone();
-                sources.push(Box::new((0..s.rows() as usize).map(move |i| Ok((s.row(i)?, None)))));
+            if let Some(r) = &old_rows {
+                sources.push(Box::new(std::iter::from_fn(move || {
+                    r.borrow_mut().next().map(|row| row.map(|row| (row, None)))
+                })));
             }
             if let Some(b) = bulk.take() {
                 let Bulk { sorter, dir, .. } = b;
@@ -1104,6 +1115,12 @@ impl Update<'_> {
                 }
                 last = Some((row.id, row.pack_no));
                 writer.row(&row)?;
+            }
+        }
+        if let (Some(s), Some((frames, _)), Some(rows)) = (&old, old_frames, old_rows) {
+            let (r, pr) = rows.into_inner().finish()?;
+            if let Err(e) = s.check_hashes(frames.finish()?, r, pr) {
+                return Ok(MergeOutcome::Damaged(e));
             }
         }
         let rows = writer.finish()?;
@@ -1375,7 +1392,8 @@ mod tests {
     /// Packs of 1,000 files' worth of blobs: some blobs stored twice (two
     /// backups at once), one pack over 4 GiB (kept in redb).
     fn packs_for_fill() -> Vec<PackEntry> {
-        let mut packs: Vec<PackEntry> = (0..30).map(|i| pack(100 + i, 97 + i as usize * 13, 1 + i as usize % 5)).collect();
+        let mut packs: Vec<PackEntry> =
+            (0..30).map(|i| pack(100 + i, 97 + i as usize * 13, 1 + i as usize % 5)).collect();
         let copies: Vec<Id> = packs[3].trailer.blobs.iter().take(40).map(|b| b.id).collect();
         for (b, id) in packs[20].trailer.blobs.iter_mut().zip(copies) {
             b.id = id;
@@ -1394,7 +1412,9 @@ mod tests {
         let want = expected(&packs.iter().collect::<Vec<_>>());
         // From scratch: one update, far over BULK_ROWS, through sorted runs.
         let scratch = Index::open(&dir.path().join("scratch.redb")).unwrap();
-        scratch.apply(&IndexUpdate { add: files.iter().map(|(f, p)| (Some(*f), *p)).collect(), ..Default::default() }).unwrap();
+        scratch
+            .apply(&IndexUpdate { add: files.iter().map(|(f, p)| (Some(*f), *p)).collect(), ..Default::default() })
+            .unwrap();
         let s = scratch.sizes().unwrap();
         assert!(s.sorted_rows > 0 && s.sorted_bytes > 0, "{s:?}");
         assert_eq!(s.delta_rows, packs[7].trailer.blobs.len() as u64, "the wide pack stays in redb");
@@ -1432,15 +1452,25 @@ mod tests {
         assert_eq!(before.sorted_rows, 2400);
         // The prune: packs 0 and 6 go; one file lists the others and
         // supersedes f1 and f2.
-        let kept: Vec<PackEntry> = packs.iter().enumerate().filter(|(i, _)| i % 6 != 0).map(|(_, p)| p.clone()).collect();
+        let kept: Vec<PackEntry> =
+            packs.iter().enumerate().filter(|(i, _)| i % 6 != 0).map(|(_, p)| p.clone()).collect();
         let c = Id::hash(b"compacted");
-        index.apply(&IndexUpdate { add: vec![(Some(c), &kept)], gone_files: vec![f1, f2], gone_packs: vec![] }).unwrap();
+        index
+            .apply(&IndexUpdate { add: vec![(Some(c), &kept)], gone_files: vec![f1, f2], gone_packs: vec![] })
+            .unwrap();
         let after = index.sizes().unwrap();
         assert_eq!(after.sorted_bytes, before.sorted_bytes, "no rewrite for a sixth of dead rows: {after:?}");
         assert_eq!(index.index_files().unwrap(), HashSet::from([c]));
         agrees(&index, &expected(&kept.iter().collect::<Vec<_>>()));
         // The next merge leaves the dead rows out.
-        index.begin().map(|mut u| { u.merge = true; u.commit() }).unwrap().unwrap();
+        index
+            .begin()
+            .map(|mut u| {
+                u.merge = true;
+                u.commit()
+            })
+            .unwrap()
+            .unwrap();
         assert_eq!(index.sizes().unwrap().sorted_rows, 2000);
         agrees(&index, &expected(&kept.iter().collect::<Vec<_>>()));
         assert_eq!(index.packs().unwrap().len(), 10);
@@ -1485,7 +1515,14 @@ mod tests {
         bytes[200] ^= 0x01;
         std::fs::write(&f, &bytes).unwrap();
         let index = Index::open(&path).unwrap();
-        assert!(index.begin().map(|mut u| { u.merge = true; u.commit() }).unwrap().is_err());
+        assert!(index
+            .begin()
+            .map(|mut u| {
+                u.merge = true;
+                u.commit()
+            })
+            .unwrap()
+            .is_err());
         assert!(index.take_emptied());
         assert!(index.index_files().unwrap().is_empty());
         fill(&index);

@@ -345,9 +345,63 @@ impl Drop for Writer {
     }
 }
 
+/// One section of the file read front to back with plain reads, hashing
+/// what it reads: a merge reads the whole file, and pages of the map it
+/// touched would count in the process's resident memory (at 100M rows,
+/// gigabytes of a `check` or `prune` that otherwise stays under 1 GiB).
+pub struct SectionReader<'a> {
+    file: &'a File,
+    path: &'a Path,
+    pos: u64,
+    end: u64,
+    buf: Vec<u8>,
+    at: usize,
+    hash: blake3::Hasher,
+}
+
+impl SectionReader<'_> {
+    fn fill(&mut self) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let n = (self.end - self.pos).min(1 << 20) as usize;
+        self.buf.resize(n, 0);
+        self.file.read_exact_at(&mut self.buf, self.pos).map_err(|e| Error::io(self.path, e))?;
+        self.hash.update(&self.buf);
+        self.pos += n as u64;
+        self.at = 0;
+        Ok(())
+    }
+
+    /// The next `out.len()` bytes of the section.
+    pub fn read(&mut self, out: &mut [u8]) -> Result<()> {
+        let mut done = 0;
+        while done < out.len() {
+            if self.at == self.buf.len() {
+                if self.pos == self.end {
+                    return Err(Error::index_db(self.path, "sorted index: read past a section"));
+                }
+                self.fill()?;
+            }
+            let n = (out.len() - done).min(self.buf.len() - self.at);
+            out[done..done + n].copy_from_slice(&self.buf[self.at..self.at + n]);
+            self.at += n;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Reads the rest of the section; its hash.
+    pub fn finish(mut self) -> Result<[u8; 32]> {
+        while self.pos < self.end {
+            self.fill()?;
+        }
+        Ok(*self.hash.finalize().as_bytes())
+    }
+}
+
 /// An open sorted file.
 pub struct SortedIndex {
     map: memmap2::Mmap,
+    file: File,
     path: PathBuf,
     bits: u32,
     packs: usize,
@@ -358,6 +412,54 @@ pub struct SortedIndex {
     prefixes_off: usize,
     packs_off: usize,
     fanout_off: usize,
+}
+
+/// The rows of a sorted file in order, read with plain reads.
+pub struct RowsReader<'a> {
+    index: &'a SortedIndex,
+    rows: SectionReader<'a>,
+    prefixes: SectionReader<'a>,
+    left: u64,
+}
+
+impl RowsReader<'_> {
+    /// Reads the rest; the hashes of the rows and prefixes sections.
+    pub fn finish(self) -> Result<([u8; 32], [u8; 32])> {
+        Ok((self.rows.finish()?, self.prefixes.finish()?))
+    }
+
+    fn next_row(&mut self) -> Result<Row> {
+        let mut b = [0u8; ROW_LEN];
+        self.rows.read(&mut b)?;
+        let mut p = [0u8; 4];
+        self.prefixes.read(&mut p)?;
+        let pos = le32(&b, 28) as usize;
+        if pos >= self.index.packs {
+            return Err(Error::index_db(&self.index.path, "sorted index: a row names no pack"));
+        }
+        let mut id = [0u8; 32];
+        id[..4].copy_from_slice(&key_u32(u32::from_le_bytes(p)));
+        id[4..].copy_from_slice(&b[..28]);
+        Ok(Row {
+            id,
+            pack_no: self.index.pack(pos).pack_no,
+            frame_word: le32(&b, 32),
+            offset_in_frame: le32(&b, 36),
+            raw_len: le32(&b, 40),
+        })
+    }
+}
+
+impl Iterator for RowsReader<'_> {
+    type Item = Result<Row>;
+
+    fn next(&mut self) -> Option<Result<Row>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        Some(self.next_row())
+    }
 }
 
 impl std::fmt::Debug for SortedIndex {
@@ -385,6 +487,9 @@ impl SortedIndex {
         // us; every access below is bounds-checked against the length the
         // header was checked to describe.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| OpenError::Damaged(Error::io(path, e)))?;
+        // Lookups jump around: read-ahead would fill the page cache with
+        // neighbours nobody asked for.
+        let _ = map.advise(memmap2::Advice::Random);
         let bad = |why: &str| OpenError::Damaged(Error::index_db(path, format!("sorted index: {why}")));
         if map.len() < HEADER_LEN || &map[..7] != MAGIC {
             return Err(bad("not a sorted index file"));
@@ -426,6 +531,7 @@ impl SortedIndex {
             packs_off: packs_off as usize,
             fanout_off: fanout_off as usize,
             map,
+            file,
         };
         // The fan-out must be non-decreasing and end at the row count, the
         // packs' first frames likewise: then every range below is inside
@@ -598,17 +704,50 @@ impl SortedIndex {
         Ok((pack.id, frame, off, len, kind))
     }
 
-    /// Checks the hashes of frames, rows and prefixes: the whole file.
-    pub fn verify(&self) -> Result<()> {
-        let section = |a: usize, b: usize| *blake3::hash(&self.map[a..b]).as_bytes();
+    fn section(&self, start: usize, end: usize) -> SectionReader<'_> {
+        SectionReader {
+            file: &self.file,
+            path: &self.path,
+            pos: start as u64,
+            end: end as u64,
+            buf: Vec::new(),
+            at: 0,
+            hash: blake3::Hasher::new(),
+        }
+    }
+
+    /// The frames section, to be read in order (and hashed).
+    pub fn frames_reader(&self) -> SectionReader<'_> {
+        self.section(self.frames_off, self.rows_off)
+    }
+
+    /// Every row in order, read with plain reads (see [`SectionReader`]).
+    pub fn rows_reader(&self) -> RowsReader<'_> {
+        RowsReader {
+            index: self,
+            rows: self.section(self.rows_off, self.prefixes_off),
+            prefixes: self.section(self.prefixes_off, self.packs_off),
+            left: self.rows,
+        }
+    }
+
+    /// Checks the section hashes a full read computed against the header.
+    pub fn check_hashes(&self, frames: [u8; 32], rows: [u8; 32], prefixes: [u8; 32]) -> Result<()> {
         let mut bulk = blake3::Hasher::new();
-        bulk.update(&section(self.frames_off, self.rows_off));
-        bulk.update(&section(self.rows_off, self.prefixes_off));
-        bulk.update(&section(self.prefixes_off, self.packs_off));
+        bulk.update(&frames);
+        bulk.update(&rows);
+        bulk.update(&prefixes);
         if bulk.finalize().as_bytes() != &self.map[88..120] {
             return Err(Error::index_db(&self.path, "sorted index: frames or rows damaged"));
         }
         Ok(())
+    }
+
+    /// Checks the hashes of frames, rows and prefixes: reads the whole file.
+    pub fn verify(&self) -> Result<()> {
+        let rows = self.rows_reader();
+        let (r, p) = rows.finish()?;
+        self.check_hashes(self.frames_reader().finish()?, r, p)
     }
 
     /// Reads a whole file's bytes (tests).
@@ -627,7 +766,12 @@ mod tests {
 
     fn frames(n: u32) -> Vec<FrameRecord> {
         (0..n)
-            .map(|i| FrameRecord { offset: 8 + 100 * u64::from(i), stored_len: 100, raw_len: 1000, codec: FrameCodec::Zstd })
+            .map(|i| FrameRecord {
+                offset: 8 + 100 * u64::from(i),
+                stored_len: 100,
+                raw_len: 1000,
+                codec: FrameCodec::Zstd,
+            })
             .collect()
     }
 
