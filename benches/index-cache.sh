@@ -10,7 +10,9 @@
 # Generates DATA_DIR/spool with gen_workloads.py at SCALE (default 0.25:
 # 50,000 messages) unless present, backs it up into a fresh repository,
 # applies --spool-day2, backs up again, reverts. Prints the file sizes and
-# bytes per blob (blobs from `arc stats --json`: data plus tree blobs).
+# bytes per blob (blobs from `arc stats --json`: data plus tree blobs),
+# and, with `cargo build --release -p arc-engine --example
+# index-cache-sizes`, the change-detection cache's share of the database.
 set -eu
 ARC=${1:-target/release/arc}
 DATA=${2:-target/bench}
@@ -29,10 +31,18 @@ sizes() { # prints: db bytes, sorted bytes
     rows=$(find "$XDG_CACHE_HOME" -name 'index-*.rows' -exec stat -c %s {} + | awk '{s+=$1} END {print s+0}')
     echo "$db $rows"
 }
+SIZES=${SIZES:-target/release/examples/index-cache-sizes}
 report() { # label, blobs
     set -- "$1" "$2" $(sizes)
     total=$(($3 + $4))
     echo "$1: $2 blobs; cache $total bytes ($((total / $2)) per blob): database $3 ($(($3 / $2)) per blob), sorted rows $4 ($(($4 / $2)) per blob)"
+    # The database's share that is the change-detection cache (one record
+    # per directory leaf with its files' inodes and ctimes, not per blob).
+    if [ -x "$SIZES" ]; then
+        c=$("$SIZES" "$(find "$XDG_CACHE_HOME" -name 'index-*.redb' | head -1)" |
+            python3 -c 'import json,sys; print(json.load(sys.stdin)["change_cache_bytes"])')
+        echo "  of the database, change cache pages: $c bytes; index without them: $((total - c)) bytes, $(((total - c) / $2)) per blob"
+    fi
 }
 "$ARC" -q -r "$REPO/r" backup "$DATA/spool" >/dev/null
 report "after one backup" "$(blobs)"

@@ -206,12 +206,15 @@ pub struct IndexUpdate<'a> {
 }
 
 /// Sizes of the cache's parts (for `arc stats`-like figures and tests).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CacheSizes {
     pub sorted_rows: u64,
     pub delta_rows: u64,
     pub sorted_bytes: u64,
     pub db_bytes: u64,
+    /// Bytes of the database's pages that hold the change-detection cache
+    /// (a per-file cache that shares the file, not part of the index).
+    pub change_cache_bytes: u64,
 }
 
 impl Index {
@@ -410,7 +413,16 @@ impl Index {
         let g = meta_get(p, &meta, "sorted_gen")?;
         let sorted_bytes =
             if g == 0 { 0 } else { std::fs::metadata(self.sorted_path(g)).map(|m| m.len()).unwrap_or(0) };
+        let change_cache_bytes = match r.open_table(CHANGES) {
+            Ok(t) => {
+                let st = tx!(p, t.stats())?;
+                st.stored_bytes() + st.metadata_bytes() + st.fragmented_bytes()
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => 0,
+            Err(e) => return Err(Error::index_db(p, e)),
+        };
         Ok(CacheSizes {
+            change_cache_bytes,
             sorted_rows: meta_get(p, &meta, "sorted_rows")?,
             delta_rows: meta_get(p, &meta, "delta_rows")?,
             sorted_bytes,
@@ -525,7 +537,7 @@ impl Index {
                     if reader.dropped.contains(&row.pack_no) {
                         continue;
                     }
-                    let (pack, frame, offset_in_frame, raw_len, kind) = s.locate(i)?;
+                    let (pack, frame, offset_in_frame, raw_len, kind) = s.locate_at(i)?;
                     BlobLocation { pack, frame, offset_in_frame, raw_len, kind }
                 }
                 _ => {
@@ -1214,12 +1226,12 @@ impl IndexReader {
     }
 
     /// The first row of `id` in the sorted file whose pack is live.
-    fn sorted_row(&self, id: &Id) -> Result<Option<usize>> {
+    fn sorted_row(&self, id: &Id) -> Result<Option<index_sorted::Found>> {
         let Some(s) = &self.sorted else { return Ok(None) };
-        for i in s.find(&id.0) {
-            let row = s.row(i)?;
-            if self.dropped.is_empty() || !self.dropped.contains(&row.pack_no) {
-                return Ok(Some(i));
+        for f in s.find(&id.0)? {
+            let pack_no = s.found_pack_no(&f)?;
+            if self.dropped.is_empty() || !self.dropped.contains(&pack_no) {
+                return Ok(Some(f));
             }
         }
         Ok(None)
@@ -1229,8 +1241,8 @@ impl IndexReader {
         if let Some(loc) = self.lookup_delta(id)? {
             return Ok(Some(loc));
         }
-        let (Some(s), Some(i)) = (&self.sorted, self.sorted_row(id)?) else { return Ok(None) };
-        let (pack, frame, offset_in_frame, raw_len, kind) = s.locate(i)?;
+        let (Some(s), Some(f)) = (&self.sorted, self.sorted_row(id)?) else { return Ok(None) };
+        let (pack, frame, offset_in_frame, raw_len, kind) = s.locate(&f)?;
         Ok(Some(BlobLocation { pack, frame, offset_in_frame, raw_len, kind }))
     }
 

@@ -1,7 +1,7 @@
 //! The sorted part of the local index cache: one immutable file holding
 //! every blob row in id order, with the packs and frames the rows point
-//! into, written in one sequential pass and searched in place through a
-//! memory map. `crate::index` owns when it is built (merging the previous
+//! into, written in one sequential pass and searched in place with
+//! positioned reads. `crate::index` owns when it is built (merging the previous
 //! file, the recent rows kept in redb and new index files' rows from
 //! sorted runs) and which of its packs are still live.
 //!
@@ -9,9 +9,10 @@
 //! keeps its leaves about two thirds full and its frames in a table of
 //! their own (73-87 bytes a blob measured, issue 11's target is 60), and
 //! filling it one insert at a time took minutes per million rows. A sorted
-//! array needs no slack, is written at disk speed, and a lookup touches a
-//! fan-out entry, a run of 4-byte prefixes (small enough to stay in the
-//! page cache at 100M rows) and, only when a prefix matches, one row.
+//! array needs no slack, is written at disk speed, and a lookup reads a
+//! fan-out entry (in memory), one bucket of about 128 4-byte prefixes
+//! (the prefixes are small enough to stay in the page cache at 100M rows)
+//! and, only when a prefix matches, one row.
 //!
 //! Layout (a cache, not a repository format: `format-spec/v2/trees-index.md`
 //! 2.4 describes it; another version is discarded and rebuilt). All
@@ -398,22 +399,6 @@ impl SectionReader<'_> {
     }
 }
 
-/// An open sorted file.
-pub struct SortedIndex {
-    map: memmap2::Mmap,
-    file: File,
-    path: PathBuf,
-    bits: u32,
-    packs: usize,
-    frames: u64,
-    rows: u64,
-    frames_off: usize,
-    rows_off: usize,
-    prefixes_off: usize,
-    packs_off: usize,
-    fanout_off: usize,
-}
-
 /// The rows of a sorted file in order, read with plain reads.
 pub struct RowsReader<'a> {
     index: &'a SortedIndex,
@@ -433,20 +418,7 @@ impl RowsReader<'_> {
         self.rows.read(&mut b)?;
         let mut p = [0u8; 4];
         self.prefixes.read(&mut p)?;
-        let pos = le32(&b, 28) as usize;
-        if pos >= self.index.packs {
-            return Err(Error::index_db(&self.index.path, "sorted index: a row names no pack"));
-        }
-        let mut id = [0u8; 32];
-        id[..4].copy_from_slice(&key_u32(u32::from_le_bytes(p)));
-        id[4..].copy_from_slice(&b[..28]);
-        Ok(Row {
-            id,
-            pack_no: self.index.pack(pos).pack_no,
-            frame_word: le32(&b, 32),
-            offset_in_frame: le32(&b, 36),
-            raw_len: le32(&b, 40),
-        })
+        self.index.row_from(&b, u32::from_le_bytes(p))
     }
 }
 
@@ -460,6 +432,37 @@ impl Iterator for RowsReader<'_> {
         self.left -= 1;
         Some(self.next_row())
     }
+}
+
+/// An open sorted file. Its packs and fan-out are held in memory (48
+/// bytes a pack, 4 a bucket: about 12 MB at 100M rows); prefixes, rows
+/// and frames are read with `pread` where a lookup needs them. Not a
+/// memory map: the pages a map touches count as the process's resident
+/// memory (the kernel maps cached neighbours of each faulting page too),
+/// and its size counts against a `ulimit -v`, at 100M rows 5.7 GB.
+pub struct SortedIndex {
+    file: File,
+    path: PathBuf,
+    header: [u8; HEADER_LEN],
+    /// The packs and fan-out sections.
+    tail: Vec<u8>,
+    bits: u32,
+    packs: usize,
+    frames: u64,
+    rows: u64,
+    len: u64,
+    frames_off: usize,
+    rows_off: usize,
+    prefixes_off: usize,
+    packs_off: usize,
+    fanout_off: usize,
+}
+
+/// A row [`SortedIndex::find`] found: its position and stored bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Found {
+    pub pos: usize,
+    bytes: [u8; ROW_LEN],
 }
 
 impl std::fmt::Debug for SortedIndex {
@@ -477,29 +480,28 @@ pub enum OpenError {
 
 impl SortedIndex {
     pub fn open(path: &Path) -> std::result::Result<SortedIndex, OpenError> {
+        use std::os::unix::fs::FileExt;
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(OpenError::Missing),
             Err(e) => return Err(OpenError::Damaged(Error::io(path, e))),
         };
-        // SAFETY: the file is never written after it is renamed into place
-        // (a new file replaces it), so the mapping does not change under
-        // us; every access below is bounds-checked against the length the
-        // header was checked to describe.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| OpenError::Damaged(Error::io(path, e)))?;
-        // Lookups jump around: read-ahead would fill the page cache with
-        // neighbours nobody asked for.
-        let _ = map.advise(memmap2::Advice::Random);
+        let io = |e: std::io::Error| OpenError::Damaged(Error::io(path, e));
+        let len = file.metadata().map_err(io)?.len();
         let bad = |why: &str| OpenError::Damaged(Error::index_db(path, format!("sorted index: {why}")));
-        if map.len() < HEADER_LEN || &map[..7] != MAGIC {
+        let mut h = [0u8; HEADER_LEN];
+        if len < HEADER_LEN as u64 {
             return Err(bad("not a sorted index file"));
         }
-        if map[7] != VERSION {
+        file.read_exact_at(&mut h, 0).map_err(io)?;
+        if &h[..7] != MAGIC {
+            return Err(bad("not a sorted index file"));
+        }
+        if h[7] != VERSION {
             return Err(bad("another version"));
         }
-        let h = &map[..HEADER_LEN];
-        let bits = le32(h, 8);
-        let v = |i: usize| le64(h, 16 + 8 * i);
+        let bits = le32(&h, 8);
+        let v = |i: usize| le64(&h, 16 + 8 * i);
         let (packs, frames, rows) = (v(0), v(1), v(2));
         let (frames_off, rows_off, prefixes_off, packs_off, fanout_off, end) = (v(3), v(4), v(5), v(6), v(7), v(8));
         let consistent = bits <= MAX_BITS
@@ -509,28 +511,32 @@ impl SortedIndex {
             && Some(packs_off) == rows.checked_mul(4).and_then(|x| x.checked_add(prefixes_off))
             && Some(fanout_off) == packs.checked_mul(PACK_LEN as u64).and_then(|x| x.checked_add(packs_off))
             && end == fanout_off + ((1u64 << bits) + 1) * 4
-            && end == map.len() as u64;
+            && end == len;
         if !consistent {
             return Err(bad("sections do not add up to the file"));
         }
+        let mut tail = vec![0u8; (end - packs_off) as usize];
+        file.read_exact_at(&mut tail, packs_off).map_err(io)?;
         let mut meta = blake3::Hasher::new();
         meta.update(&h[..HASHED_HEADER]);
-        meta.update(&map[packs_off as usize..end as usize]);
+        meta.update(&tail);
         if meta.finalize().as_bytes() != &h[HASHED_HEADER..HASHED_HEADER + 32] {
             return Err(bad("header, packs or fan-out damaged"));
         }
         let s = SortedIndex {
             path: path.to_path_buf(),
+            header: h,
+            tail,
             bits,
             packs: packs as usize,
             frames,
             rows,
+            len,
             frames_off: frames_off as usize,
             rows_off: rows_off as usize,
             prefixes_off: prefixes_off as usize,
             packs_off: packs_off as usize,
             fanout_off: fanout_off as usize,
-            map,
             file,
         };
         // The fan-out must be non-decreasing and end at the row count, the
@@ -572,123 +578,143 @@ impl SortedIndex {
 
     /// Bytes of the file.
     pub fn len(&self) -> u64 {
-        self.map.len() as u64
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
         self.rows == 0
     }
 
+    fn read_at(&self, buf: &mut [u8], at: usize) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.read_exact_at(buf, at as u64).map_err(|e| Error::io(&self.path, e))
+    }
+
     fn fanout(&self, b: usize) -> usize {
-        le32(&self.map, self.fanout_off + 4 * b) as usize
-    }
-
-    fn prefix(&self, i: usize) -> u32 {
-        le32(&self.map, self.prefixes_off + 4 * i)
-    }
-
-    fn row_bytes(&self, i: usize) -> &[u8] {
-        &self.map[self.rows_off + ROW_LEN * i..self.rows_off + ROW_LEN * (i + 1)]
+        le32(&self.tail, self.fanout_off - self.packs_off + 4 * b) as usize
     }
 
     pub fn pack(&self, i: usize) -> SortedPack {
-        let b = &self.map[self.packs_off + PACK_LEN * i..self.packs_off + PACK_LEN * (i + 1)];
+        let b = &self.tail[PACK_LEN * i..PACK_LEN * (i + 1)];
         let mut id = [0u8; 32];
         id.copy_from_slice(&b[..32]);
         SortedPack { id: Id(id), pack_no: le32(b, 32), frames_end: le32(b, 36), first_frame: le64(b, 40) }
     }
 
-    /// Frames of pack position `i` (global frame numbers).
-    fn pack_frames(&self, i: usize) -> Range<u64> {
+    /// The frames of pack position `i`, as frame numbers of the file.
+    pub fn frames_of(&self, i: usize) -> Range<u64> {
         let next = if i + 1 < self.packs { self.pack(i + 1).first_frame } else { self.frames };
         self.pack(i).first_frame..next
     }
 
-    /// The stored bytes of frame `f` (for copying into a new file).
-    pub fn frame_bytes(&self, f: u64) -> [u8; FRAME_LEN] {
-        let at = self.frames_off + FRAME_LEN * f as usize;
-        let mut b = [0u8; FRAME_LEN];
-        b.copy_from_slice(&self.map[at..at + FRAME_LEN]);
-        b
-    }
-
-    /// The frames of pack position `i`, as global frame numbers.
-    pub fn frames_of(&self, i: usize) -> Range<u64> {
-        self.pack_frames(i)
-    }
-
-    /// The rows whose id is `id` (its copies, by pack number).
-    pub fn find(&self, id: &[u8; 32]) -> Range<usize> {
+    /// The rows whose id is `id` (its copies, by pack number): one read
+    /// of the bucket's prefixes, and one of each row whose prefix matches.
+    pub fn find(&self, id: &[u8; 32]) -> Result<Vec<Found>> {
         let p = u32_at(id, 0);
         let b = bucket(p, self.bits);
         let (lo, hi) = (self.fanout(b), self.fanout(b + 1));
-        let (mut l, mut h) = (lo, hi);
+        let mut out = Vec::new();
+        if lo == hi {
+            return Ok(out);
+        }
+        let mut small = [0u8; 4096];
+        let mut big = Vec::new();
+        let prefixes: &mut [u8] = if (hi - lo) * 4 <= small.len() {
+            &mut small[..(hi - lo) * 4]
+        } else {
+            big.resize((hi - lo) * 4, 0);
+            &mut big
+        };
+        self.read_at(prefixes, self.prefixes_off + 4 * lo)?;
+        let at = |i: usize| le32(prefixes, 4 * i);
+        let n = hi - lo;
+        let (mut l, mut h) = (0, n);
         while l < h {
             let m = l + (h - l) / 2;
-            if self.prefix(m) < p {
+            if at(m) < p {
                 l = m + 1;
             } else {
                 h = m;
             }
         }
         let mut i = l;
-        while i < hi && self.prefix(i) == p {
-            match self.row_bytes(i)[..28].cmp(&id[4..]) {
-                std::cmp::Ordering::Less => i += 1,
-                std::cmp::Ordering::Equal => break,
-                std::cmp::Ordering::Greater => return i..i,
+        while i < n && at(i) == p {
+            let mut bytes = [0u8; ROW_LEN];
+            self.read_at(&mut bytes, self.rows_off + ROW_LEN * (lo + i))?;
+            match bytes[..28].cmp(&id[4..]) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => out.push(Found { pos: lo + i, bytes }),
+                std::cmp::Ordering::Greater => break,
             }
-        }
-        let start = i;
-        while i < hi && self.prefix(i) == p && self.row_bytes(i)[..28] == id[4..] {
             i += 1;
         }
-        start..i
+        Ok(out)
     }
 
-    /// Row `i` with its pack's number.
-    pub fn row(&self, i: usize) -> Result<Row> {
-        let b = self.row_bytes(i);
-        let pos = le32(b, 28) as usize;
+    fn row_from(&self, bytes: &[u8; ROW_LEN], prefix: u32) -> Result<Row> {
+        let pos = le32(bytes, 28) as usize;
         if pos >= self.packs {
             return Err(Error::index_db(&self.path, "sorted index: a row names no pack"));
         }
         let mut id = [0u8; 32];
-        id[..4].copy_from_slice(&key_u32(self.prefix(i)));
-        id[4..].copy_from_slice(&b[..28]);
+        id[..4].copy_from_slice(&key_u32(prefix));
+        id[4..].copy_from_slice(&bytes[..28]);
         Ok(Row {
             id,
             pack_no: self.pack(pos).pack_no,
-            frame_word: le32(b, 32),
-            offset_in_frame: le32(b, 36),
-            raw_len: le32(b, 40),
+            frame_word: le32(bytes, 32),
+            offset_in_frame: le32(bytes, 36),
+            raw_len: le32(bytes, 40),
         })
     }
 
-    /// The pack position of row `i`.
-    pub fn row_pack(&self, i: usize) -> usize {
-        le32(self.row_bytes(i), 28) as usize
+    /// The pack number of a found row.
+    pub fn found_pack_no(&self, f: &Found) -> Result<u32> {
+        let pos = le32(&f.bytes, 28) as usize;
+        if pos >= self.packs {
+            return Err(Error::index_db(&self.path, "sorted index: a row names no pack"));
+        }
+        Ok(self.pack(pos).pack_no)
     }
 
-    /// Where row `i`'s blob is: pack id, frame, offset, length and kind,
-    /// checked against the pack's frames.
-    pub fn locate(&self, i: usize) -> Result<(Id, FrameRecord, u32, u32, BlobKind)> {
+    /// Row `i` with its pack's number (two reads; tests and single rows).
+    pub fn row(&self, i: usize) -> Result<Row> {
+        let mut bytes = [0u8; ROW_LEN];
+        self.read_at(&mut bytes, self.rows_off + ROW_LEN * i)?;
+        let mut p = [0u8; 4];
+        self.read_at(&mut p, self.prefixes_off + 4 * i)?;
+        self.row_from(&bytes, u32::from_le_bytes(p))
+    }
+
+    /// Where row `i`'s blob is (see [`SortedIndex::locate`]).
+    pub fn locate_at(&self, i: usize) -> Result<(Id, FrameRecord, u32, u32, BlobKind)> {
+        let mut bytes = [0u8; ROW_LEN];
+        self.read_at(&mut bytes, self.rows_off + ROW_LEN * i)?;
+        self.locate(&Found { pos: i, bytes })
+    }
+
+    /// Where a found row's blob is: pack id, frame, offset, length and
+    /// kind, checked against the pack's frames.
+    pub fn locate(&self, f: &Found) -> Result<(Id, FrameRecord, u32, u32, BlobKind)> {
         let bad = |why: &str| Error::index_db(&self.path, format!("sorted index: {why}"));
-        let b = self.row_bytes(i);
+        let b = &f.bytes;
         let pos = le32(b, 28) as usize;
         if pos >= self.packs {
             return Err(bad("a row names no pack"));
         }
         let pack = self.pack(pos);
-        let frames = self.pack_frames(pos);
+        let frames = self.frames_of(pos);
         let word = le32(b, 32);
-        let f = frames.start + u64::from(word & 0x00ff_ffff);
-        if f >= frames.end {
+        let fno = frames.start + u64::from(word & 0x00ff_ffff);
+        if fno >= frames.end {
             return Err(bad("a row names no frame of its pack"));
         }
-        let fb = self.frame_bytes(f);
+        // The frame and the next one's offset (its end), in one read.
+        let mut fb = [0u8; FRAME_LEN + 4];
+        let n = if fno + 1 < frames.end { FRAME_LEN + 4 } else { FRAME_LEN };
+        self.read_at(&mut fb[..n], self.frames_off + FRAME_LEN * fno as usize)?;
         let offset = le32(&fb, 0);
-        let next = if f + 1 < frames.end { le32(&self.frame_bytes(f + 1), 0) } else { pack.frames_end };
+        let next = if n > FRAME_LEN { le32(&fb, FRAME_LEN) } else { pack.frames_end };
         let codec = FrameCodec::from_u8(fb[8]).ok_or_else(|| bad("unknown frame codec"))?;
         let kind = BlobKind::from_u8((word >> 24) as u8).ok_or_else(|| bad("unknown blob kind"))?;
         let frame = FrameRecord {
@@ -737,7 +763,7 @@ impl SortedIndex {
         bulk.update(&frames);
         bulk.update(&rows);
         bulk.update(&prefixes);
-        if bulk.finalize().as_bytes() != &self.map[88..120] {
+        if bulk.finalize().as_bytes() != &self.header[88..120] {
             return Err(Error::index_db(&self.path, "sorted index: frames or rows damaged"));
         }
         Ok(())
@@ -804,14 +830,15 @@ mod tests {
         s.verify().unwrap();
         assert_eq!(s.rows(), 5001);
         for (i, r) in rows.iter().enumerate() {
-            let found = s.find(&r.id);
-            assert!(found.contains(&i), "{i}");
+            let found = s.find(&r.id).unwrap();
+            assert!(found.iter().any(|f| f.pos == i), "{i}");
             assert_eq!(s.row(i).unwrap(), *r);
         }
-        assert_eq!(s.find(&row(17, 0, 0).id).len(), 2);
-        assert!(s.find(&Id::hash(b"absent").0).is_empty());
-        let i = s.find(&row(9, 0, 0).id).start;
-        let (pack, frame, off, len, kind) = s.locate(i).unwrap();
+        assert_eq!(s.find(&row(17, 0, 0).id).unwrap().len(), 2);
+        assert!(s.find(&Id::hash(b"absent").0).unwrap().is_empty());
+        let found = s.find(&row(9, 0, 0).id).unwrap();
+        let (pack, frame, off, len, kind) = s.locate(&found[0]).unwrap();
+        assert_eq!(s.locate_at(found[0].pos).unwrap(), (pack, frame, off, len, kind));
         assert_eq!((pack, frame, off, len, kind), (Id::hash(b"b"), frames(10)[9], 10, 20, BlobKind::Tree));
         drop(s);
         // One flipped byte in the packs: refused at open; in the rows:
