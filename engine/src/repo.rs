@@ -16,8 +16,8 @@ use crate::chunker::Chunker;
 use crate::crypto::{Keys, MasterSecret, Purpose};
 use crate::error::{Error, Result};
 use crate::format::config::{
-    ChunkerParams, CompressionAlgorithm, CompressionParams, Config, Encryption, FEATURE_INDEX_V2, FEATURE_TREES_V2,
-    KNOWN_FEATURES, OLDEST_WRITABLE_VERSION, REPO_FORMAT_VERSION,
+    ChunkerParams, CompressionAlgorithm, CompressionParams, Config, Encryption, DEFAULT_FEATURES, FEATURE_INDEX_V2,
+    FEATURE_SHARED_CONTENT_KEYS, FEATURE_TREES_V2, OLDEST_WRITABLE_VERSION, REPO_FORMAT_VERSION,
 };
 use crate::format::index_file::{self, PackEntry};
 use crate::format::key_file::{KeyFile, Protection};
@@ -46,6 +46,10 @@ pub struct InitOptions {
     pub protocol: Option<crate::format::config::ProtocolSettings>,
     /// How the first key file protects the master secret.
     pub protection: Protection,
+    /// The content keys of another repository to name and cut content
+    /// with (`init --copy-chunker-params-from`), so the two dedup against
+    /// each other; `None` for keys of this repository's own.
+    pub content_keys: Option<crate::crypto::ContentKeys>,
 }
 
 impl std::fmt::Debug for InitOptions {
@@ -76,6 +80,7 @@ impl Default for InitOptions {
             frame_size: 256 * 1024,
             protocol: None,
             protection: Protection::Unprotected,
+            content_keys: None,
         }
     }
 }
@@ -248,7 +253,13 @@ impl Repository {
         let now = Utc::now();
         let mut config = Config {
             version: REPO_FORMAT_VERSION,
-            features: Some(KNOWN_FEATURES.iter().map(|f| f.to_string()).collect()),
+            features: Some(
+                DEFAULT_FEATURES
+                    .iter()
+                    .chain(opts.content_keys.as_ref().map(|_| &FEATURE_SHARED_CONTENT_KEYS))
+                    .map(|f| f.to_string())
+                    .collect(),
+            ),
             id: Id::hash(
                 format!(
                     "{}-{}-{}",
@@ -270,10 +281,15 @@ impl Repository {
                 Protection::Passphrase { .. } => Encryption::Passphrase,
                 Protection::Unprotected => Encryption::None,
             }),
+            content_keys: None,
             mac: None,
         };
         let master = MasterSecret::random()?;
-        config.authenticate(&Keys::derive(&master));
+        let keys = Keys::derive(&master);
+        if let Some(content) = &opts.content_keys {
+            config.content_keys = Some(crate::format::content_keys::seal(&keys, &config.id, content)?);
+        }
+        config.authenticate(&keys);
         // The key file before the config: a repository is only ever seen
         // (config present) with a way to open it.
         let key =
@@ -1114,8 +1130,13 @@ fn unlock_keys(
         return Ok((None, None));
     }
     let (master, key_name) = unlock(storage, config, passphrase)?;
-    let keys = Keys::derive(&master);
+    let mut keys = Keys::derive(&master);
     Config::verify(data, &keys)?;
+    // Only after the MAC: the sealed content keys are part of what it covers.
+    if let Some(stored) = &config.content_keys {
+        let content = crate::format::content_keys::open(&keys, &config.id, stored)?;
+        keys = keys.with_content_keys(content);
+    }
     Ok((Some(Arc::new(keys)), Some((master, key_name))))
 }
 
