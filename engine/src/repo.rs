@@ -842,6 +842,70 @@ impl Repository {
         Ok(out)
     }
 
+    /// Packs the index database knows that no index file lists yet (this
+    /// host's, stored by a process that has not listed them or never
+    /// will), with their trailers; found without listing the storage.
+    pub fn unlisted_known_packs(&self) -> Result<Vec<PackEntry>> {
+        let marked = self.marked_packs();
+        let mut out = Vec::new();
+        for (id, len, _, listed) in self.index()?.packs()? {
+            if listed || marked.contains(&id) {
+                continue;
+            }
+            match self.read_pack_trailer(&id, len) {
+                Ok(e) => out.push(e),
+                Err(Error::Missing { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where packs that nobody has listed are looked for: a listing of
+    /// every pack costs a readdir on a local disk but one request per
+    /// thousand packs elsewhere, on every backup. So a remote repository
+    /// relies on the index database (every pack is recorded there as soon
+    /// as it is stored) and lists `data/` only when this host may have
+    /// packs the database missed (cache.rs, `writers/`).
+    fn scans_for_packs(&self) -> Option<&RepoCache> {
+        self.cache.as_ref().filter(|c| c.caches_files())
+    }
+
+    /// The packs a backup or copy starting now adopts (dedups against and
+    /// lists in its first index file): every unlisted pack in storage on
+    /// a local disk; elsewhere the unlisted packs the index database
+    /// knows, and all of storage's only when a scan is due. Also the
+    /// announcement of this writer, to hold until it has listed its packs.
+    pub fn packs_to_adopt(&self) -> Result<(Vec<PackEntry>, Option<crate::cache::WriterFile>)> {
+        let Some(cache) = self.scans_for_packs() else {
+            return Ok((self.unindexed_packs()?, None));
+        };
+        // Announced before the scan: killed between the scan and recording
+        // what it found, this process leaves a file that makes the next
+        // backup scan again.
+        let writer = cache.writer()?;
+        let adopt = if cache.pack_scan_needed() {
+            let found = self.unindexed_packs()?;
+            self.index()?.add_packs(&found, None)?;
+            cache.pack_scan_done();
+            found
+        } else {
+            self.unlisted_known_packs()?
+        };
+        Ok((adopt, Some(writer)))
+    }
+
+    /// The packs a backup or copy lists before it commits its snapshot:
+    /// every pack it may have deduplicated against that no index file
+    /// lists (another process's, still running or killed). Such a pack is
+    /// known to the index database, since that is where dedup found it.
+    pub fn packs_to_list_before_commit(&self) -> Result<Vec<PackEntry>> {
+        match self.scans_for_packs() {
+            None => self.unindexed_packs(),
+            Some(_) => self.unlisted_known_packs(),
+        }
+    }
+
     pub fn blob_reader(&self) -> Result<&BlobReader> {
         if let Some(r) = self.reader.get() {
             return Ok(r);
