@@ -30,11 +30,12 @@ ARC=${3:-target/release/arc}
 LIMIT_MIB=${LIMIT_MIB:-1024}
 GEN=${GEN:-target/release/examples/synthetic-index}
 LOOK=${LOOK:-target/release/examples/index-lookups}
-DIR=$(mktemp -d "${TMPDIR:-/tmp}/arc-scale-lookups.XXXXXX")
+# KEEP=DIR: use (and keep) DIR, reusing a repository generated there.
+DIR=${KEEP:-$(mktemp -d "${TMPDIR:-/tmp}/arc-scale-lookups.XXXXXX")}
 CG=
 cleanup() {
     [ -n "$CG" ] && [ -d "$CG" ] && rmdir "$CG" 2>/dev/null || true
-    rm -rf "$DIR"
+    [ -n "${KEEP:-}" ] || rm -rf "$DIR"
 }
 trap cleanup EXIT
 export ARC_PASSWORD=${ARC_PASSWORD:-bench}
@@ -77,8 +78,11 @@ limited() {
     fi
     sh -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' sh "$CG" "$@"
 }
-"$ARC" -q -r "$R" init >/dev/null
-measure "generate $CHUNKS chunks" "$GEN" "$R" "$CHUNKS" 512 1
+if [ ! -f "$R/config" ]; then
+    "$ARC" -q -r "$R" init >/dev/null
+    measure "generate $CHUNKS chunks" "$GEN" "$R" "$CHUNKS" 512 1
+fi
+rm -rf "$XDG_CACHE_HOME"
 measure "check (fills the cache)" "$ARC" -q -r "$R" check
 size=$(find "$XDG_CACHE_HOME" \( -name 'index-*.redb' -o -name 'index-*.rows' \) -exec stat -c %s {} + |
     awk '{s+=$1} END {print s+0}')
