@@ -32,7 +32,14 @@ fn main() {
     }
 }
 
-fn run(cache: &PathBuf, repo: &PathBuf, chunks: u64, count: u64, per: u64, seed: u64) -> arc_engine::Result<()> {
+fn run(
+    cache: &std::path::Path,
+    repo: &std::path::Path,
+    chunks: u64,
+    count: u64,
+    per: u64,
+    seed: u64,
+) -> arc_engine::Result<()> {
     let password = || {
         std::env::var("ARC_PASSWORD").map(zeroize::Zeroizing::new).map_err(|_| arc_engine::Error::PassphraseRequired)
     };

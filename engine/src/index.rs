@@ -513,7 +513,7 @@ impl Index {
         let reader = self.reader()?;
         let p = &self.path;
         let mut live_cache: HashMap<u32, Option<Id>> = HashMap::new();
-        let mut sources: Vec<Box<dyn Iterator<Item = Result<(Row, Option<usize>)>> + '_>> = Vec::new();
+        let mut sources: Vec<RowSource<'_>> = Vec::new();
         sources.push(Box::new(tx!(p, reader.blobs.iter())?.map(|item| {
             let (k, v) = tx!(p, item)?;
             Ok((slot_row(k.value(), &v.value()), None))
