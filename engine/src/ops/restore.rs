@@ -452,28 +452,39 @@ fn decode_in_order(ctx: &Ctx<'_>, chunks: &[Id], mut write: impl FnMut(&[u8]) ->
     }
     std::thread::scope(|scope| {
         let mut ready = Vec::with_capacity(decoders);
+        let mut handles = Vec::with_capacity(decoders);
         for k in 0..decoders {
             let (tx, rx) = bounded::<Result<Arc<[u8]>>>(DECODE_AHEAD);
             ready.push(rx);
-            scope.spawn(move || {
+            handles.push(scope.spawn(move || {
                 for id in chunks.iter().skip(k).step_by(decoders) {
                     if ctx.cancelled() {
-                        return;
+                        return Ok(());
                     }
                     let r = ctx.repo.read_blob(id);
                     let failed = r.is_err();
                     if tx.send(r).is_err() || failed {
-                        return;
+                        return Ok(());
                     }
                 }
-            });
+                Ok(())
+            }));
         }
-        for i in 0..chunks.len() {
-            // A decoder that ended without sending saw the cancel.
-            let data = ready[i % decoders].recv().map_err(|_| Error::Interrupted)??;
-            write(&data)?;
+        let written = (|| {
+            for i in 0..chunks.len() {
+                // A decoder that ended without sending saw the cancel, or
+                // panicked (reported below).
+                let data = ready[i % decoders].recv().map_err(|_| Error::Interrupted)??;
+                write(&data)?;
+            }
+            Ok(())
+        })();
+        // Decoders blocked on a full channel stop once it is gone.
+        drop(ready);
+        for h in handles {
+            crate::sync::joined(h.join(), "restore decoder")?;
         }
-        Ok(())
+        written
     })
 }
 
