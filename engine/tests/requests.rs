@@ -228,3 +228,89 @@ fn packs_of_a_killed_backup_are_found_by_one_scan_and_reused() {
     let counts = r.storage.take();
     assert_eq!(counts.get(Op::List, FileKind::Pack), 0, "{counts}");
 }
+
+/// Every ranged read takes 200 ms, as a frame fetched over a slow link.
+struct SlowReads(Arc<CountingStorage>);
+
+impl Storage for SlowReads {
+    fn location(&self) -> String {
+        self.0.location()
+    }
+    fn local_path(&self) -> Option<&Path> {
+        None
+    }
+    fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> arc_engine::Result<()> {
+        self.0.put(kind, name, data)
+    }
+    fn get(&self, kind: FileKind, name: &str) -> arc_engine::Result<Vec<u8>> {
+        self.0.get(kind, name)
+    }
+    fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> arc_engine::Result<Vec<u8>> {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        self.0.get_range(kind, name, offset, len)
+    }
+    fn size(&self, kind: FileKind, name: &str) -> arc_engine::Result<u64> {
+        self.0.size(kind, name)
+    }
+    fn exists(&self, kind: FileKind, name: &str) -> arc_engine::Result<bool> {
+        self.0.exists(kind, name)
+    }
+    fn list(&self, kind: FileKind) -> arc_engine::Result<Vec<(String, u64)>> {
+        self.0.list(kind)
+    }
+    fn delete(&self, kind: FileKind, name: &str) -> arc_engine::Result<()> {
+        self.0.delete(kind, name)
+    }
+    fn stat(&self, kind: FileKind, name: &str) -> arc_engine::Result<arc_engine::storage::FileStat> {
+        self.0.stat(kind, name)
+    }
+    fn list_stat(&self, kind: FileKind) -> arc_engine::Result<Vec<(String, arc_engine::storage::FileStat)>> {
+        self.0.list_stat(kind)
+    }
+}
+
+/// reader.rs: readers that want blobs of one frame at the same moment (the
+/// mount's readahead and the reads it runs ahead of, restore's workers)
+/// share one fetch of the frame instead of each fetching it.
+#[test]
+fn readers_of_one_frame_at_once_share_one_fetch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mem: Arc<dyn Storage> = Arc::new(MemoryStorage::new(MemoryStorageOptions::default()));
+    let counting = Arc::new(CountingStorage::new(mem));
+    let storage = Arc::new(SlowReads(counting.clone()));
+    let repo = Arc::new(Repository::init_cached(storage, &InitOptions::default(), &tmp.path().join("cache")).unwrap());
+    let src = tree(tmp.path(), 8);
+    let snap = backup(&repo, BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress).unwrap();
+    // The chunks of the eight small files: one frame.
+    let mut tree_id = snap.snapshot.tree;
+    for c in src.join("d0000").components().filter_map(|c| c.as_os_str().to_str().filter(|s| *s != "/")) {
+        tree_id = repo
+            .load_tree(&tree_id)
+            .unwrap()
+            .nodes
+            .into_iter()
+            .find(|n| n.name == c.as_bytes())
+            .unwrap()
+            .subtree
+            .unwrap();
+    }
+    let chunks: Vec<arc_engine::Id> =
+        repo.load_tree(&tree_id).unwrap().nodes.iter().flat_map(|n| n.chunks.clone()).collect();
+    assert_eq!(chunks.len(), 8);
+    let frames: std::collections::HashSet<_> = chunks
+        .iter()
+        .map(|id| {
+            let l = repo.lookup_blob(id).unwrap().unwrap();
+            (l.pack, l.frame.offset)
+        })
+        .collect();
+    counting.take();
+    std::thread::scope(|s| {
+        for id in &chunks {
+            let repo = repo.clone();
+            s.spawn(move || repo.blob_reader().unwrap().read(&repo, id).unwrap());
+        }
+    });
+    let c = counting.take();
+    assert_eq!(c.get(Op::GetRange, FileKind::Pack), frames.len() as u64, "one fetch per frame: {c}");
+}
