@@ -150,7 +150,7 @@ impl BlobReader {
             if let Some(stored) = c.frame(&loc.pack, loc.frame.offset, loc.frame.stored_len) {
                 let decoded = repo
                     .open_frame(stored, &name, loc.frame.offset)
-                    .and_then(|s| pack::decode_frame(&s, &loc.frame, &name));
+                    .and_then(|s| pack::decode_frame_owned(s, &loc.frame, &name));
                 match decoded {
                     Ok(raw) => {
                         let raw: Arc<[u8]> = raw.into();
@@ -166,7 +166,7 @@ impl BlobReader {
         // Kept for the local cache once a blob of it is verified.
         let keep = disk.map(|_| stored.clone());
         let stored = repo.open_frame(stored, &name, loc.frame.offset)?;
-        let raw: Arc<[u8]> = pack::decode_frame(&stored, &loc.frame, &name)?.into();
+        let raw: Arc<[u8]> = pack::decode_frame_owned(stored, &loc.frame, &name)?.into();
         self.remember(key, raw.clone());
         Ok((raw, Source::Storage(keep)))
     }

@@ -794,7 +794,7 @@ impl Repository {
     /// The stored bytes of a pack frame: opened and unpadded in v2.
     pub fn open_frame(&self, stored: Vec<u8>, pack: &str, offset: u64) -> Result<Vec<u8>> {
         match &self.keys {
-            Some(k) => sealed::open_frame(k, &stored, pack, offset),
+            Some(k) => sealed::open_frame_owned(k, stored, pack, offset),
             None => Ok(stored),
         }
     }

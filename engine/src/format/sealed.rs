@@ -85,22 +85,33 @@ pub fn sealed_frame_len(stored_len: usize) -> usize {
     padme(4 + stored_len as u64) as usize + OVERHEAD
 }
 
-/// Pads and seals one pack frame (compressed or raw stored bytes).
+/// Pads and seals one pack frame (compressed or raw stored bytes). The
+/// sealed frame is assembled in one buffer and encrypted in place: the
+/// stored bytes are copied once (a frame is up to a whole 4 MiB chunk).
 pub fn seal_frame(keys: &Keys, stored: &[u8]) -> Result<Vec<u8>> {
     let inner_len = padme(4 + stored.len() as u64) as usize;
-    let mut inner = Vec::with_capacity(inner_len);
-    inner.extend_from_slice(&(stored.len() as u32).to_le_bytes());
-    inner.extend_from_slice(stored);
-    inner.resize(inner_len, 0);
-    keys.seal(Purpose::BLOB_FRAME, &[], &inner)
+    let mut buf = Vec::with_capacity(NONCE_LEN + inner_len + TAG_LEN);
+    buf.resize(NONCE_LEN, 0);
+    buf.extend_from_slice(&(stored.len() as u32).to_le_bytes());
+    buf.extend_from_slice(stored);
+    buf.resize(NONCE_LEN + inner_len, 0);
+    keys.seal_in_place(Purpose::BLOB_FRAME, &[], &mut buf)?;
+    Ok(buf)
 }
 
 /// Opens a sealed frame of pack `pack` at `offset`; returns the stored
 /// bytes without padding.
 pub fn open_frame(keys: &Keys, sealed: &[u8], pack: &str, offset: u64) -> Result<Vec<u8>> {
-    let mut inner = keys
-        .open(Purpose::BLOB_FRAME, &[], sealed, "pack", pack)
+    open_frame_owned(keys, sealed.to_vec(), pack, offset)
+}
+
+/// [`open_frame`] on a buffer the caller gives up: decrypted in place, so
+/// a frame read from storage is not copied on its way to the decoder.
+pub fn open_frame_owned(keys: &Keys, mut sealed: Vec<u8>, pack: &str, offset: u64) -> Result<Vec<u8>> {
+    let range = keys
+        .open_in_place(Purpose::BLOB_FRAME, &[], &mut sealed, "pack", pack)
         .map_err(|_| Error::NotAuthentic { what: "pack", name: format!("{pack} (frame at offset {offset})") })?;
+    let inner = &sealed[range.clone()];
     let bad = || Error::corrupt("pack", pack, format!("sealed frame at {offset}: bad length or padding"));
     let len = u32::from_le_bytes(inner.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
     if 4 + len > inner.len()
@@ -109,9 +120,10 @@ pub fn open_frame(keys: &Keys, sealed: &[u8], pack: &str, offset: u64) -> Result
     {
         return Err(bad());
     }
-    inner.truncate(4 + len);
-    inner.drain(..4);
-    Ok(inner)
+    let start = range.start + 4;
+    sealed.copy_within(start..start + len, 0);
+    sealed.truncate(len);
+    Ok(sealed)
 }
 
 #[cfg(test)]
