@@ -846,9 +846,9 @@ impl Repository {
     /// Where packs that nobody has listed are looked for: a listing of
     /// every pack costs a readdir on a local disk but one request per
     /// thousand packs elsewhere, on every backup. So a remote repository
-    /// relies on the index database (every pack is recorded there as soon
-    /// as it is stored) and lists `data/` only when this host may have
-    /// packs the database missed (cache.rs, `writers/`).
+    /// lists `data/` only when a writer of this host was killed or its
+    /// cache is new (cache.rs, `writers/`), and otherwise takes the
+    /// unlisted packs the index database knows.
     fn scans_for_packs(&self) -> Option<&RepoCache> {
         self.cache.as_ref().filter(|c| c.caches_files())
     }
