@@ -808,32 +808,32 @@ impl Repository {
     /// file naming a pack that is about to go.
     pub fn unindexed_packs(&self) -> Result<Vec<PackEntry>> {
         let listed: HashSet<Id> = self.index()?.packs()?.into_iter().filter(|p| p.3).map(|p| p.0).collect();
-        let marked = self.marked_packs();
-        let mut out = Vec::new();
-        for (name, len) in self.storage.list(FileKind::Pack)? {
-            let Ok(id) = name.parse::<Id>() else { continue };
-            if !listed.contains(&id) && !marked.contains(&id) {
-                match self.read_pack_trailer(&id, len) {
-                    Ok(e) => out.push(e),
-                    // Deleted since the listing (a prune): nothing to adopt.
-                    Err(Error::Missing { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(out)
+        let stored = self.storage.list(FileKind::Pack)?;
+        self.unlisted_trailers(
+            stored.into_iter().filter_map(|(name, len)| Some((name.parse::<Id>().ok()?, len))),
+            |id| listed.contains(id),
+        )
     }
 
     /// Packs the index database knows that no index file lists yet (this
-    /// host's, stored by a process that has not listed them or never
+    /// host's, adopted by a process that has not listed them yet or never
     /// will), with their trailers; found without listing the storage.
     pub fn unlisted_known_packs(&self) -> Result<Vec<PackEntry>> {
+        let known = self.index()?.packs()?;
+        self.unlisted_trailers(known.into_iter().filter(|p| !p.3).map(|p| (p.0, p.1)), |_| false)
+    }
+
+    /// The trailers of the `candidates` (pack, length) that are neither
+    /// `listed` nor marked by a prune (see [`Self::unindexed_packs`] for
+    /// why); a pack deleted since the candidates were found is skipped.
+    fn unlisted_trailers(
+        &self,
+        candidates: impl Iterator<Item = (Id, u64)>,
+        listed: impl Fn(&Id) -> bool,
+    ) -> Result<Vec<PackEntry>> {
         let marked = self.marked_packs();
         let mut out = Vec::new();
-        for (id, len, _, listed) in self.index()?.packs()? {
-            if listed || marked.contains(&id) {
-                continue;
-            }
+        for (id, len) in candidates.filter(|(id, _)| !listed(id) && !marked.contains(id)) {
             match self.read_pack_trailer(&id, len) {
                 Ok(e) => out.push(e),
                 Err(Error::Missing { .. }) => {}
@@ -849,7 +849,7 @@ impl Repository {
     /// lists `data/` only when a writer of this host was killed or its
     /// cache is new (cache.rs, `writers/`), and otherwise takes the
     /// unlisted packs the index database knows.
-    fn scans_for_packs(&self) -> Option<&RepoCache> {
+    fn writer_tracking_cache(&self) -> Option<&RepoCache> {
         self.cache.as_ref().filter(|c| c.caches_files())
     }
 
@@ -859,16 +859,15 @@ impl Repository {
     /// knows, and all of storage's only when a scan is due. Also the
     /// announcement of this writer, to hold until it has listed its packs.
     pub fn packs_to_adopt(&self) -> Result<(Vec<PackEntry>, Option<crate::cache::WriterFile>)> {
-        let Some(cache) = self.scans_for_packs() else {
+        let Some(cache) = self.writer_tracking_cache() else {
             return Ok((self.unindexed_packs()?, None));
         };
-        // Announced before the scan: killed between the scan and recording
-        // what it found, this process leaves a file that makes the next
-        // backup scan again.
+        // Announced before the scan: killed before the caller has recorded
+        // what the scan found, this process leaves a file that makes the
+        // next backup scan again.
         let writer = cache.writer()?;
         let adopt = if cache.pack_scan_needed() {
             let found = self.unindexed_packs()?;
-            self.index()?.add_packs(&found, None)?;
             cache.pack_scan_done();
             found
         } else {
@@ -882,7 +881,7 @@ impl Repository {
     /// lists (another process's, still running or killed). Such a pack is
     /// known to the index database, since that is where dedup found it.
     pub fn packs_to_list_before_commit(&self) -> Result<Vec<PackEntry>> {
-        match self.scans_for_packs() {
+        match self.writer_tracking_cache() {
             None => self.unindexed_packs(),
             Some(_) => self.unlisted_known_packs(),
         }
