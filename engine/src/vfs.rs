@@ -17,8 +17,9 @@
 //! - the snapshot list, re-read from storage at most once per
 //!   [`VfsOptions::snapshot_ttl`], so new backups appear without remounting
 //!   (and the index database learns their index files);
-//! - a byte-bounded cache of decoded trees, loaded on demand: mounting a
-//!   repository with thousands of snapshots reads no tree up front;
+//! - a byte-bounded cache of decoded tree blobs, loaded on demand: mounting
+//!   a repository with thousands of snapshots reads no tree up front, and a
+//!   directory split over many blobs is read a leaf at a time (`dirs.rs`);
 //! - a byte-bounded chunk cache with single-flight loading and readahead:
 //!   an open file knows where each of its chunks starts (from index
 //!   lookups, without reading data), so a run of 128 KiB kernel reads
@@ -29,6 +30,7 @@
 //! one is an error naming the pack, never wrong bytes.
 
 mod cache;
+mod dirs;
 pub mod layout;
 mod readahead;
 
@@ -42,9 +44,10 @@ use chrono::{DateTime, Utc};
 use lru::LruCache;
 
 use self::cache::{FlightCache, Slot};
+use self::dirs::DirBlob;
 pub use self::layout::{parse_at, Scope, SnapRef, SnapshotList, Zone};
 use crate::error::Error;
-use crate::format::tree::{Node, NodeKind, Timestamp, Tree};
+use crate::format::tree::{Node, NodeKind, Timestamp};
 use crate::id::Id;
 use crate::index::BlobLocation;
 use crate::repo::{Repository, Snapshot};
@@ -195,9 +198,10 @@ pub struct Attr {
 }
 
 /// A directory's entries, in a stable order (offsets stay valid while
-/// the listing is held).
+/// the listing is held). A snapshot directory is read from its tree blobs
+/// as [`Vfs::list_from`] goes (a leaf at a time), not held whole.
 pub enum Listing {
-    Tree { tree: Id, nodes: Arc<Tree> },
+    Tree { tree: Id, len: u32 },
     Items(Vec<DirItem>),
 }
 
@@ -210,7 +214,7 @@ pub struct DirItem {
 impl Listing {
     pub fn len(&self) -> usize {
         match self {
-            Listing::Tree { nodes, .. } => nodes.nodes.len(),
+            Listing::Tree { len, .. } => *len as usize,
             Listing::Items(v) => v.len(),
         }
     }
@@ -218,17 +222,18 @@ impl Listing {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
 
-    /// Name, entry and kind of item `i`.
-    pub fn get(&self, i: usize) -> Option<(&[u8], Entry, Kind)> {
-        match self {
-            Listing::Tree { tree, nodes } => nodes
-                .nodes
-                .get(i)
-                .map(|n| (n.name.as_slice(), Entry::Node { tree: *tree, index: i as u32 }, n.kind.into())),
-            Listing::Items(v) => v.get(i).map(|d| (d.name.as_slice(), d.entry.clone(), d.kind)),
-        }
-    }
+/// One item of a listing, as [`Vfs::list_from`] hands it out.
+pub struct ListItem<'a> {
+    /// Position in the listing.
+    pub pos: usize,
+    pub name: &'a [u8],
+    pub entry: Entry,
+    pub kind: Kind,
+    /// A hardlink's recorded target (see [`Vfs::hardlink_target`]), so a
+    /// front end numbering it like its link group needs no second read.
+    pub hardlink_target: Option<&'a [u8]>,
 }
 
 /// Where each chunk of a file lies: ids, locations and cumulative end
@@ -320,7 +325,9 @@ pub struct Vfs {
     /// refreshes.
     known: Mutex<HashMap<Id, Snapshot>>,
     skipped: Mutex<Vec<SkippedSnapshot>>,
-    trees: Arc<FlightCache<Id, Arc<Tree>>>,
+    trees: Arc<FlightCache<Id, Arc<DirBlob>>>,
+    /// Tree blobs read from the repository (cache misses), for stats.
+    tree_blob_reads: AtomicU64,
     chunks: Arc<FlightCache<Id, Arc<[u8]>>>,
     tables: Mutex<LruCache<(Id, u32), Arc<ChunkTable>>>,
     dir_readahead: readahead::DirReadahead,
@@ -331,22 +338,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section here is a single map update; a panic in
     // another thread cannot leave the data half-changed.
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn tree_weight(t: &Arc<Tree>) -> usize {
-    t.nodes
-        .iter()
-        .map(|n| {
-            std::mem::size_of::<Node>()
-                + n.name.len()
-                + n.user.len()
-                + n.group.len()
-                + n.target.len()
-                + n.chunks.len() * 32
-                + n.xattrs.iter().map(|(k, v)| k.len() + v.len() + 48).sum::<usize>()
-        })
-        .sum::<usize>()
-        + 64
 }
 
 fn chunk_weight(c: &Arc<[u8]>) -> usize {
@@ -366,6 +357,7 @@ impl Vfs {
     pub fn new(repo: Arc<Repository>, opts: VfsOptions) -> Vfs {
         Vfs {
             trees: Arc::new(FlightCache::new(opts.tree_cache_bytes)),
+            tree_blob_reads: AtomicU64::new(0),
             chunks: Arc::new(FlightCache::new(opts.chunk_cache_bytes)),
             // Enough for the files of a few directory readahead batches.
             tables: Mutex::new(LruCache::new(std::num::NonZeroUsize::new(8192).unwrap_or(std::num::NonZeroUsize::MIN))),
@@ -381,6 +373,12 @@ impl Vfs {
 
     pub fn repository(&self) -> &Arc<Repository> {
         &self.repo
+    }
+
+    /// Tree blobs read from the repository so far (the tree cache's
+    /// misses).
+    pub fn tree_blob_reads(&self) -> u64 {
+        self.tree_blob_reads.load(Ordering::Relaxed)
     }
 
     fn current_list(&self, fresh_only: bool) -> Option<Arc<SnapshotList>> {
@@ -457,19 +455,6 @@ impl Vfs {
         }
     }
 
-    fn tree(&self, id: &Id) -> Result<Arc<Tree>> {
-        self.trees.get_or_load(id, tree_weight, || self.with_index_retry(|| Ok(Arc::new(self.repo.load_tree(id)?))))
-    }
-
-    fn with_node<R>(&self, tree: &Id, index: u32, f: impl FnOnce(&Node) -> R) -> Result<R> {
-        let t = self.tree(tree)?;
-        let n = t
-            .nodes
-            .get(index as usize)
-            .ok_or_else(|| Error::corrupt("tree", tree.to_hex(), format!("no entry {index}")))?;
-        Ok(f(n))
-    }
-
     /// The tree listing a directory entry.
     fn dir_tree(&self, e: &Entry) -> Result<Id> {
         match e {
@@ -487,12 +472,7 @@ impl Vfs {
         match parent {
             Entry::Snapshot(_) | Entry::Node { .. } => {
                 let tree_id = self.dir_tree(parent)?;
-                let tree = self.tree(&tree_id)?;
-                Ok(tree
-                    .nodes
-                    .binary_search_by(|n| n.name.as_slice().cmp(name))
-                    .ok()
-                    .map(|i| Entry::Node { tree: tree_id, index: i as u32 }))
+                Ok(self.find_in_dir(&tree_id, name)?.map(|index| Entry::Node { tree: tree_id, index }))
             }
             Entry::Latest(..) | Entry::AtLink(..) => Err(VfsError::NotADirectory),
             _ => {
@@ -574,13 +554,56 @@ impl Vfs {
         match dir {
             Entry::Snapshot(_) | Entry::Node { .. } => {
                 let tree = self.dir_tree(dir)?;
-                Ok(Listing::Tree { tree, nodes: self.tree(&tree)? })
+                Ok(Listing::Tree { tree, len: self.dir_len(&tree)? })
             }
             _ => {
                 let list = self.snapshots()?;
                 Ok(Listing::Items(self.virtual_items(dir, &list)?))
             }
         }
+    }
+
+    /// Calls `f` with the items of `listing` from position `from` on, in
+    /// order, until it returns `true` (the reply is full).
+    pub fn list_from(&self, listing: &Listing, from: usize, mut f: impl FnMut(ListItem<'_>) -> bool) -> Result<()> {
+        match listing {
+            Listing::Items(v) => {
+                for (pos, d) in v.iter().enumerate().skip(from) {
+                    let item =
+                        ListItem { pos, name: &d.name, entry: d.entry.clone(), kind: d.kind, hardlink_target: None };
+                    if f(item) {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+            Listing::Tree { tree, len } => {
+                let Ok(from) = u32::try_from(from) else { return Ok(()) };
+                self.for_each_node(tree, from, |index, n| {
+                    index >= *len
+                        || f(ListItem {
+                            pos: index as usize,
+                            name: &n.name,
+                            entry: Entry::Node { tree: *tree, index },
+                            kind: n.kind.into(),
+                            hardlink_target: (n.kind == NodeKind::Hardlink).then_some(n.target.as_slice()),
+                        })
+                })
+            }
+        }
+    }
+
+    /// Every item of directory `dir`, for tests.
+    #[cfg(test)]
+    pub(crate) fn items(&self, dir: &Entry) -> Vec<(Vec<u8>, Entry)> {
+        let l = self.read_dir(dir).unwrap();
+        let mut v = Vec::new();
+        self.list_from(&l, 0, |i| {
+            v.push((i.name.to_vec(), i.entry));
+            false
+        })
+        .unwrap();
+        v
     }
 
     fn virtual_attr(&self, kind: Kind, size: u64, nlink: u32, list: &SnapshotList) -> Attr {
@@ -720,16 +743,15 @@ impl Vfs {
         let mut tree_id = s.tree;
         let mut chain = Vec::with_capacity(comps.len());
         for (i, c) in comps.iter().enumerate() {
-            let tree = self.tree(&tree_id)?;
-            let Ok(idx) = tree.nodes.binary_search_by(|n| n.name.as_slice().cmp(c)) else { return Ok(None) };
-            let n = &tree.nodes[idx];
-            chain.push((idx as u32, Entry::Node { tree: tree_id, index: idx as u32 }));
+            let Some(idx) = self.find_in_dir(&tree_id, c)? else { return Ok(None) };
+            let (kind, subtree) = self.with_node(&tree_id, idx, |n| (n.kind, n.subtree))?;
+            chain.push((idx, Entry::Node { tree: tree_id, index: idx }));
             if i + 1 < comps.len() {
-                match (n.kind, n.subtree) {
+                match (kind, subtree) {
                     (NodeKind::Dir, Some(sub)) => tree_id = sub,
                     _ => return Ok(None),
                 }
-            } else if n.kind != NodeKind::File {
+            } else if kind != NodeKind::File {
                 return Ok(None);
             }
         }
@@ -744,10 +766,10 @@ impl Vfs {
         if let Some(t) = lock(&self.tables).get(&key) {
             return Ok(OpenFile { table: t.clone(), last_end: AtomicU64::new(0) });
         }
-        let node = self.with_node(tree, *index, |n| n.clone())?;
-        if !node.kind.has_chunks() {
+        if !self.with_node(tree, *index, |n| n.kind.has_chunks())? {
             return Err(VfsError::NotAFile);
         }
+        let node = self.node_with_chunks(tree, *index)?;
         let table = Arc::new(self.with_index_retry(|| ChunkTable::build(&self.repo.index()?.reader()?, tree, &node))?);
         lock(&self.tables).put(key, table.clone());
         Ok(OpenFile { table, last_end: AtomicU64::new(0) })
@@ -900,8 +922,7 @@ mod tests {
     }
 
     fn names(vfs: &Vfs, e: &Entry) -> Vec<String> {
-        let l = vfs.read_dir(e).unwrap();
-        (0..l.len()).map(|i| String::from_utf8_lossy(l.get(i).unwrap().0).into_owned()).collect()
+        vfs.items(e).into_iter().map(|(n, _)| String::from_utf8_lossy(&n).into_owned()).collect()
     }
 
     fn in_snapshot(s: &Setup, snap: Entry) -> Entry {

@@ -326,8 +326,14 @@ impl ArcFs {
     /// of its link group, so all its names share one inode number; if that
     /// file cannot be resolved the link stands alone (it carries the same
     /// content). `count` registers one kernel reference.
-    fn child_inode(&self, parent: &Inode, name: &[u8], entry: Entry, count: bool) -> (u64, Entry) {
-        if let Ok(Some(target)) = self.vfs.hardlink_target(&entry) {
+    /// `link` is the entry's hardlink target when the caller has it
+    /// (a listing does), else it is looked up.
+    fn child_inode(&self, parent: &Inode, name: &[u8], entry: Entry, link: Link<'_>, count: bool) -> (u64, Entry) {
+        let target = match link {
+            Link::Unknown => self.vfs.hardlink_target(&entry).ok().flatten().map(std::borrow::Cow::Owned),
+            Link::Known(t) => t.map(std::borrow::Cow::Borrowed),
+        };
+        if let Some(target) = target {
             if let Some(found) = self.resolve_link(parent.snap_root, &target, count) {
                 return found;
             }
@@ -364,6 +370,13 @@ impl ArcFs {
         }
         None
     }
+}
+
+/// What the caller of [`ArcFs::child_inode`] knows of an entry's hardlink
+/// target.
+enum Link<'a> {
+    Unknown,
+    Known(Option<&'a [u8]>),
 }
 
 impl ArcFs {
@@ -441,7 +454,7 @@ impl fuser::Filesystem for ArcFs {
             Ok(None) => return reply.error(Errno::ENOENT),
             Err(e) => return reply.error(self.fail(parent.0, &e)),
         };
-        let (ino, entry) = self.child_inode(&p, name.as_bytes(), entry, true);
+        let (ino, entry) = self.child_inode(&p, name.as_bytes(), entry, Link::Unknown, true);
         match self.vfs.attr(&entry) {
             Ok(a) => reply.entry(&ttl(&entry), &file_attr(ino, &a), Generation(0)),
             Err(e) => {
@@ -628,21 +641,24 @@ impl fuser::Filesystem for ArcFs {
             Ok(d) => d,
             Err(e) => return reply.error(self.fail(ino.0, &e)),
         };
-        for i in offset as usize..d.listing.len() + 2 {
-            let full = match i {
-                0 => reply.add(ino, 1, fuser::FileType::Directory, "."),
-                1 => reply.add(INodeNo(d.parent), 2, fuser::FileType::Directory, ".."),
-                _ => {
-                    let Some((name, entry, kind)) = d.listing.get(i - 2) else { break };
-                    let (cino, _) = self.child_inode(&dir, name, entry, false);
-                    reply.add(INodeNo(cino), i as u64 + 1, file_type(kind), OsStr::from_bytes(name))
-                }
-            };
-            if full {
-                break;
-            }
+        // Offsets: 1 after ".", 2 after "..", then item i of the listing
+        // ends at i + 3.
+        if offset == 0 && reply.add(ino, 1, fuser::FileType::Directory, ".") {
+            return reply.ok();
         }
-        reply.ok()
+        if offset <= 1 && reply.add(INodeNo(d.parent), 2, fuser::FileType::Directory, "..") {
+            return reply.ok();
+        }
+        // A large directory is read a leaf at a time as the reply fills.
+        let from = offset.saturating_sub(2) as usize;
+        let listed = self.vfs.list_from(&d.listing, from, |item| {
+            let (cino, _) = self.child_inode(&dir, item.name, item.entry, Link::Known(item.hardlink_target), false);
+            reply.add(INodeNo(cino), item.pos as u64 + 3, file_type(item.kind), OsStr::from_bytes(item.name))
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.fail(ino.0, &e)),
+        }
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {

@@ -23,7 +23,7 @@ use lru::LruCache;
 
 use super::cache::Slot;
 use super::{chunk_weight, load_chunk, lock, ChunkTable, Entry, Vfs};
-use crate::format::tree::{NodeKind, Tree};
+use crate::format::tree::NodeKind;
 use crate::id::Id;
 
 /// Files larger than this are left to the sequential readahead of
@@ -103,32 +103,30 @@ impl Vfs {
         let vfs = self.clone();
         rayon::spawn(move || {
             let _guard = guard;
-            let progress = match vfs.tree(&dir) {
-                Ok(tree) => vfs.load_batch(dir, &tree, from, budget),
-                // The reader hits (and reports) the same failure itself.
-                Err(_) => Progress::Done { next_at: u32::MAX, end: u32::MAX },
-            };
+            let progress = vfs.load_batch(dir, from, budget);
             lock(&vfs.dir_readahead.dirs).put(dir, progress);
         });
     }
 
     /// Loads the chunks of the small files from entry `from` on, until
     /// `budget` bytes of them are cached or loading.
-    fn load_batch(&self, dir: Id, tree: &Tree, from: u32, budget: u64) -> Progress {
-        let Ok(reader) = self.repo.index().and_then(|i| i.reader()) else {
-            return Progress::Done { next_at: u32::MAX, end: u32::MAX };
-        };
+    fn load_batch(&self, dir: Id, from: u32, budget: u64) -> Progress {
+        // On failure the reader hits (and reports) the same error itself.
+        let finished = Progress::Done { next_at: u32::MAX, end: u32::MAX };
+        let Ok(reader) = self.repo.index().and_then(|i| i.reader()) else { return finished };
+        let Ok(len) = self.dir_len(&dir) else { return finished };
         let mut bytes = 0u64;
         let mut end = from;
-        for (i, node) in tree.nodes.iter().enumerate().skip(from as usize) {
+        let walked = self.for_each_node(&dir, from, |i, node| {
             if bytes >= budget {
-                break;
+                return true;
             }
-            end = i as u32 + 1;
+            end = i + 1;
+            // Files with out-of-line chunk lists are far above SMALL_FILE.
             if node.kind != NodeKind::File || node.size > SMALL_FILE || node.chunks.is_empty() {
-                continue;
+                return false;
             }
-            let key = (dir, i as u32);
+            let key = (dir, i);
             let cached = lock(&self.tables).get(&key).cloned();
             let table = match cached {
                 Some(t) => t,
@@ -139,7 +137,7 @@ impl Vfs {
                         t
                     }
                     // Left for the reader to find and report.
-                    Err(_) => continue,
+                    Err(_) => return false,
                 },
             };
             for (id, loc) in &table.chunks {
@@ -150,9 +148,10 @@ impl Vfs {
                 }
             }
             bytes += node.size;
-        }
-        if end as usize >= tree.nodes.len() {
-            return Progress::Done { next_at: u32::MAX, end: u32::MAX };
+            false
+        });
+        if walked.is_err() || end >= len {
+            return finished;
         }
         Progress::Done { next_at: from + (end - from) / 2, end }
     }
@@ -182,13 +181,11 @@ mod tests {
         let repo = Repository::init_local(&dir.path().join("repo"), &InitOptions::default()).unwrap();
         backup(&repo, BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress).unwrap();
         let vfs = Arc::new(Vfs::new(Arc::new(repo), VfsOptions { dir_readahead_bytes, ..Default::default() }));
-        let snaps = vfs.read_dir(&Entry::Snapshots).unwrap();
-        let mut e = snaps.get(0).unwrap().1;
+        let mut e = vfs.items(&Entry::Snapshots).remove(0).1;
         for c in src.to_str().unwrap().split('/').filter(|c| !c.is_empty()) {
             e = vfs.lookup(&e, c.as_bytes()).unwrap().unwrap();
         }
-        let listing = vfs.read_dir(&e).unwrap();
-        let files = (0..listing.len()).map(|i| listing.get(i).unwrap().1).collect();
+        let files = vfs.items(&e).into_iter().map(|(_, e)| e).collect();
         (dir, vfs, files)
     }
 
