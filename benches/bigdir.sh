@@ -21,6 +21,8 @@
 #                               in one process, median (warm)
 #                   missing     a name that does not exist, the same way
 #                 peak RSS of the mount, and its kernel request counts per step.
+# Each mount step also records the CPU time (user+sys) the mount process spent on it, which
+# is what to compare on a loaded machine (the wall time then includes waiting for a CPU).
 # Every mount step is bounded by ARC_BENCH_STEP_TIMEOUT seconds (a timeout is recorded, not
 # fatal), so a slow binary can be measured too.
 #
@@ -31,6 +33,7 @@
 #   ARC_BENCH_STAT_REPEAT    warm stats per figure [101]
 #   ARC_BENCH_STEP_TIMEOUT   seconds per mount step [600]
 #   ARC_BIGDIR_KEEP          1: keep the repository and the generated tree [0: keep the tree only]
+#   ARC_BIGDIR_STEPS         mount steps to run [stat ls-f ls ls-l]
 #   ARC_BIGDIR_REPO          an existing repository of this tree (from a run with
 #                            ARC_BIGDIR_KEEP=1): skip the backups, measure the mount only (to
 #                            compare two binaries on one repository) []
@@ -57,7 +60,7 @@ log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 SRC=$BENCH_DIR/bigdir/src
 DIR=$SRC/d
 STAMP=$BENCH_DIR/bigdir/generated-$N-v1
-if [[ ! -f $STAMP ]]; then
+if [[ ! -f $STAMP && -z ${ARC_BIGDIR_REPO:-} ]]; then
   need_inodes=$((N + 1000))
   mkdir -p "$BENCH_DIR"
   free_inodes=$(df --output=iavail "$BENCH_DIR" | tail -1)
@@ -82,7 +85,7 @@ fi
 NEWFILE=$DIR/m9999999.added.eml
 rm -f "$NEWFILE"
 PROBE=$(printf 'm%07d.%s.eml' $((N / 2)) "$(python3 -c "import hashlib,sys;print(hashlib.blake2b(($((N / 2))).to_bytes(8,'little'),digest_size=8).hexdigest()[:8])")")
-[[ -f $DIR/$PROBE ]] || { echo "probe $DIR/$PROBE missing: regenerate (rm $STAMP)" >&2; exit 2; }
+[[ -n ${ARC_BIGDIR_REPO:-} || -f $DIR/$PROBE ]] || { echo "probe $DIR/$PROBE missing: regenerate (rm $STAMP)" >&2; exit 2; }
 
 # ---- work area -----------------------------------------------------------------------------
 RES=$BENCH_DIR/results/bigdir-$(date -u +%Y%m%dT%H%M%SZ)
@@ -105,6 +108,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
 CSV=$RES/raw.csv
+# user_sys: of arc for backups, of the mount process for mount steps
 echo "step,seconds,user_sys,rss_kb,bytes,requests,status" > "$CSV"
 {
   echo "started_utc: $(date -u +%FT%TZ)  host: $(hostname)  cpus: $(nproc)  kernel: $(uname -r)"
@@ -179,18 +183,29 @@ stop_mount() { # sets MOUNT_RSS_KB, MOUNT_REQUESTS
   MOUNT_REQUESTS=$(grep -o 'kernel requests: .*' "$WORK/mount.log" | sed 's/kernel requests: //; s/,/;/g' || true)
 }
 
-# timed STEP CMD...: wall seconds of CMD (bounded by STEP_TIMEOUT)
+# CPU seconds (user+sys) the mount process has used so far
+mount_cpu() {
+  local child
+  child=$(pgrep -P "$MOUNT_PID" || true)
+  [[ -n $child ]] || { echo 0; return; }
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$child/stat"
+}
+
+# timed STEP CMD...: wall seconds of CMD (bounded by STEP_TIMEOUT), and the mount's CPU time
 timed() {
-  local step=$1 rc=0 t0 t1; shift
+  local step=$1 rc=0 t0 t1 c0 c1; shift
+  c0=$(mount_cpu)
   t0=$EPOCHREALTIME
   timeout "$STEP_TIMEOUT" "$@" > "$RES/logs/$step.log" 2>&1 || rc=$?
   t1=$EPOCHREALTIME
-  local secs status=ok
+  c1=$(mount_cpu)
+  local secs cpu status=ok
   secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+  cpu=$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }')
   [[ $rc == 0 ]] || status=fail:$rc
   [[ $rc == 124 ]] && status=timeout
-  echo "$step,$secs,,,,,$status" >> "$CSV"
-  log "$(printf '%-20s %9ss  %s' "$step" "$secs" "$status")"
+  echo "$step,$secs,$cpu,,,,$status" >> "$CSV"
+  log "$(printf '%-20s %9ss  mount cpu %6ss  %s' "$step" "$secs" "$cpu" "$status")"
 }
 
 # stat_times STEP PATH: the first stat (cold), then REPEAT more, median (warm), in one process
@@ -211,6 +226,7 @@ print("%.6f %.6f" % (first, statistics.median(one() for _ in range(n))))
 PY
 )
   read -r cold warm <<< "$out"
+  [[ $cold == timeout ]] && log "$step: timed out"
   echo "$step-cold,$cold,,,,,ok" >> "$CSV"
   echo "$step-warm-median,$warm,,,,,ok" >> "$CSV"
   log "$(printf '%-20s cold %ss  warm median %ss' "$step" "$cold" "$warm")"
@@ -235,10 +251,7 @@ mount_step() { # NAME: one fresh mount, cold then warm
   echo "mount-$name,,,$MOUNT_RSS_KB,,$MOUNT_REQUESTS,ok" >> "$CSV"
   log "mount for $name: peak RSS $MOUNT_RSS_KB KiB; requests: $MOUNT_REQUESTS"
 }
-mount_step stat
-mount_step ls-f
-mount_step ls
-mount_step ls-l
+for s in ${ARC_BIGDIR_STEPS:-stat ls-f ls ls-l}; do mount_step "$s"; done
 echo "loadavg_end: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$RES/meta.txt"
 log "results: $RES"
 column -s, -t < "$CSV" >&2

@@ -19,6 +19,7 @@
 #   ARC_SPOOL2M_SCALE    scale of the large spool [10]
 #   ARC_BIN              arc binary [target/release/arc]
 #   ARC_SPOOL2M_DIR      where the two spools are generated (s200k/, s2m/) [$ARC_BENCH_DIR/spool-scale]
+#   ARC_SPOOL2M_NO_GEN   1: use the trees found in ARC_SPOOL2M_DIR as they are (no generation)
 #   ARC_SPOOL2M_KEEP     1: keep the generated large spool [0: delete it at the end, it is big]
 #
 # Results: $ARC_BENCH_DIR/results/spool2m-<UTC time>/{raw.csv,meta.txt,logs/}
@@ -39,9 +40,11 @@ log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 TREES=${ARC_SPOOL2M_DIR:-$BENCH_DIR/spool-scale}
 SMALL=$TREES/s200k LARGE=$TREES/s2m
 mkdir -p "$SMALL" "$LARGE"
-log "generating the spools (skipped when present)"
-python3 "$HERE/gen_workloads.py" "$SMALL" --shapes spool --scale 1 >&2
-python3 "$HERE/gen_workloads.py" "$LARGE" --shapes spool --scale "$SCALE" >&2
+if [[ ${ARC_SPOOL2M_NO_GEN:-0} != 1 ]]; then
+  log "generating the spools (skipped when present)"
+  python3 "$HERE/gen_workloads.py" "$SMALL" --shapes spool --scale 1 >&2
+  python3 "$HERE/gen_workloads.py" "$LARGE" --shapes spool --scale "$SCALE" >&2
+fi
 
 RES=$BENCH_DIR/results/spool2m-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$RES/logs"
