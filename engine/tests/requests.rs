@@ -10,6 +10,7 @@ use std::sync::Arc;
 use arc_engine::ops::backup::{backup, BackupOptions};
 use arc_engine::ops::forget::{forget, ForgetOptions};
 use arc_engine::ops::prune::{prune, PruneOptions};
+use arc_engine::ops::restore::RestoreOptions;
 use arc_engine::progress::NoProgress;
 use arc_engine::repo::InitOptions;
 use arc_engine::storage::{CountingStorage, FileKind, MemoryStorage, MemoryStorageOptions, Op, RequestCounts, Storage};
@@ -313,4 +314,68 @@ fn readers_of_one_frame_at_once_share_one_fetch() {
     });
     let c = counting.take();
     assert_eq!(c.get(Op::GetRange, FileKind::Pack), frames.len() as u64, "one fetch per frame: {c}");
+}
+
+/// `n` files of `size` incompressible bytes (so that each frame holds few
+/// of them and the restore has many frames to fetch).
+fn random_tree(root: &Path, n: usize, size: usize) -> PathBuf {
+    let src = root.join("random");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..n {
+        let bytes: Vec<u8> = (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(src.join(format!("f{i:04}")), bytes).unwrap();
+    }
+    src
+}
+
+/// The distinct data frames (pack, offset) holding every file's chunks.
+fn data_frames(repo: &Repository, tree: &arc_engine::Id, out: &mut std::collections::HashSet<(arc_engine::Id, u64)>) {
+    for n in repo.load_tree(tree).unwrap().nodes {
+        if let Some(sub) = n.subtree {
+            data_frames(repo, &sub, out);
+        }
+        for c in &n.chunks {
+            let l = repo.lookup_blob(c).unwrap().unwrap();
+            out.insert((l.pack, l.frame.offset));
+        }
+    }
+}
+
+/// prefetch.rs: a restore from a remote store reads the frames of a batch
+/// of files in a few coalesced ranged reads, not one request per frame,
+/// and the files come back byte for byte.
+#[test]
+fn a_restore_reads_neighbouring_frames_together() {
+    let r = Remote::new();
+    let src = random_tree(r.tmp.path(), 300, 24 * 1024);
+    let repo = r.open("cache");
+    let done = backup(&repo, BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress).unwrap();
+    let mut frames = std::collections::HashSet::new();
+    data_frames(&repo, &done.snapshot.tree, &mut frames);
+    assert!(frames.len() >= 20, "{} frames: the test needs many", frames.len());
+
+    let repo = r.open("cache");
+    let snapshot = repo.load_snapshot(&done.snapshot_id).unwrap();
+    let target = r.tmp.path().join("restored");
+    r.storage.take();
+    let opts = RestoreOptions { target: target.clone(), ..Default::default() };
+    arc_engine::ops::restore::restore(&repo, &snapshot, &opts, &NoProgress).unwrap();
+    let c = r.storage.take();
+    let reads = c.get(Op::GetRange, FileKind::Pack) + c.get(Op::Get, FileKind::Pack);
+    // 300 files of 24 KiB are two batches of about 4 MiB: a handful of
+    // reads however the frames fall, against one per frame before.
+    assert!(reads * 4 <= frames.len() as u64, "{reads} reads of packs for {} frames: {c}", frames.len());
+    for i in 0..300 {
+        let name = format!("f{i:04}");
+        let restored = std::fs::read(target.join(src.strip_prefix("/").unwrap()).join(&name)).unwrap();
+        assert_eq!(restored, std::fs::read(src.join(&name)).unwrap(), "{name}");
+    }
 }

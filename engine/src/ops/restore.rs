@@ -34,6 +34,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::tree::{Node, NodeKind, Timestamp};
 use crate::id::Id;
 use crate::patterns::PatternSet;
+use crate::prefetch::Prefetched;
 use crate::progress::Progress;
 use crate::repo::{Repository, Snapshot};
 
@@ -94,6 +95,12 @@ type RestoreRoot = (Vec<u8>, Located, Vec<(Vec<u8>, Node)>);
 
 /// Granularity of hole detection on restore (a common filesystem block).
 const HOLE_BLOCK: usize = 4096;
+
+/// Stored bytes a worker fetches ahead for one batch on a remote store.
+/// A batch holds about 4 MiB of file content, and its frames are kept
+/// compressed until read, so with the storage's eight workers this is at
+/// most 64 MiB; the chunks of a bigger file past it are read one by one.
+const PREFETCH_BUDGET: u64 = 8 << 20;
 
 struct FileJob {
     path: PathBuf,
@@ -170,11 +177,14 @@ pub fn restore(
             let ctx = &ctx;
             scope.spawn(move || {
                 for batch in rx.iter() {
+                    // On a remote store, the batch's frames in a few
+                    // ranged reads instead of one round trip per frame.
+                    let pre = ctx.repo.prefetch(batch.iter().flat_map(|j| &j.node.chunks), PREFETCH_BUDGET);
                     for job in batch {
                         if ctx.cancelled() {
                             return;
                         }
-                        if let Err(e) = restore_file(ctx, &job.path, &job.node) {
+                        if let Err(e) = restore_file(ctx, &job.path, &job.node, &pre) {
                             ctx.warn(&job.path, &e.to_string());
                         }
                     }
@@ -319,7 +329,7 @@ pub fn restore(
             };
         if linked {
             ctx.files.fetch_add(1, Ordering::Relaxed);
-        } else if let Err(e) = restore_file(&ctx, &path, &node) {
+        } else if let Err(e) = restore_file(&ctx, &path, &node, &Prefetched::none()) {
             ctx.warn(&path, &e.to_string());
         }
     }
@@ -363,7 +373,7 @@ fn make_dir(ctx: &Ctx<'_>, path: &Path) -> Result<()> {
     }
 }
 
-fn restore_file(ctx: &Ctx<'_>, path: &Path, node: &Node) -> Result<()> {
+fn restore_file(ctx: &Ctx<'_>, path: &Path, node: &Node, pre: &Prefetched) -> Result<()> {
     if ctx.overwrite {
         // Replace instead of writing through whatever is there.
         let _ = remove_existing(path);
@@ -375,7 +385,7 @@ fn restore_file(ctx: &Ctx<'_>, path: &Path, node: &Node) -> Result<()> {
         .mode(0o600)
         .open(path)
         .at(path)?;
-    let written = match write_content(ctx, path, node, file) {
+    let written = match write_content(ctx, path, node, file, pre) {
         Ok(n) => n,
         Err(e) => {
             // A partly written file would look restored: better missing
@@ -392,10 +402,10 @@ fn restore_file(ctx: &Ctx<'_>, path: &Path, node: &Node) -> Result<()> {
 
 /// Writes a file's chunks, keeping all-zero chunks as holes, then its
 /// metadata. Returns the bytes of content.
-fn write_content(ctx: &Ctx<'_>, path: &Path, node: &Node, mut file: File) -> Result<u64> {
+fn write_content(ctx: &Ctx<'_>, path: &Path, node: &Node, mut file: File, pre: &Prefetched) -> Result<u64> {
     let mut written = 0u64;
     let mut pending_hole = 0u64;
-    decode_in_order(ctx, &node.chunks, |data| {
+    decode_in_order(ctx, &node.chunks, pre, |data| {
         // Zero runs of whole filesystem blocks become holes, also inside
         // chunks that hold data, so sparse files stay sparse.
         let mut run_start = 0;
@@ -448,11 +458,16 @@ const DECODE_AHEAD: usize = 1;
 /// The first chunk that fails ends the file with that chunk's error (which
 /// names the blob and pack); the decoders stop when the writer drops their
 /// channels.
-fn decode_in_order(ctx: &Ctx<'_>, chunks: &[Id], mut write: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+fn decode_in_order(
+    ctx: &Ctx<'_>,
+    chunks: &[Id],
+    pre: &Prefetched,
+    mut write: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
     let decoders = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(chunks.len());
     if decoders < 2 {
         for id in chunks {
-            write(&ctx.repo.read_blob(id)?)?;
+            write(&ctx.repo.read_blob_with(id, pre)?)?;
         }
         return Ok(());
     }
@@ -467,7 +482,7 @@ fn decode_in_order(ctx: &Ctx<'_>, chunks: &[Id], mut write: impl FnMut(&[u8]) ->
                     if ctx.cancelled() {
                         return Ok(());
                     }
-                    let r = ctx.repo.read_blob(id);
+                    let r = ctx.repo.read_blob_with(id, pre);
                     let failed = r.is_err();
                     if tx.send(r).is_err() || failed {
                         return Ok(());
