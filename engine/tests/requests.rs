@@ -24,7 +24,7 @@ struct Remote {
 impl Remote {
     fn new() -> Remote {
         let mem: Arc<dyn Storage> = Arc::new(MemoryStorage::new(MemoryStorageOptions::default()));
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = private_tempdir();
         let storage = Arc::new(CountingStorage::new(mem));
         Repository::init_cached(storage.clone(), &InitOptions::default(), &tmp.path().join("cache")).unwrap();
         Remote { tmp, storage }
@@ -35,6 +35,38 @@ impl Remote {
     fn open(&self, cache: &str) -> Repository {
         Repository::open_cached_with(self.storage.clone(), &self.tmp.path().join(cache), None).unwrap()
     }
+}
+
+/// The tests of this file, each of which gets a directory of its own.
+const TESTS: [&str; 7] = [
+    "a_no_change_backup_asks_the_same_of_the_storage_whatever_the_file_count",
+    "prune_requests_grow_with_objects_read_and_deleted_not_with_snapshots",
+    "a_new_host_downloads_the_index_and_snapshot_files_once",
+    "packs_of_a_killed_backup_are_found_by_one_scan_and_reused",
+    "readers_of_one_frame_at_once_share_one_fetch",
+    "a_restore_reads_neighbouring_frames_together",
+    "the_mounts_directory_readahead_reads_neighbouring_frames_together",
+];
+
+/// A temporary directory whose ancestors no other test touches. A
+/// snapshot records the metadata of the directories above what it backs
+/// up, so with a tempdir straight under /tmp, whose mtime changes whenever
+/// another test (or process) makes its own, the second of two backups
+/// wrote new trees for `/` and `/tmp`: a pack that the no-change test
+/// counted. So every test's directory is made at once, before any test
+/// backs anything up, and a test adds entries only below its own.
+fn private_tempdir() -> tempfile::TempDir {
+    static DIRS: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let parent = DIRS.get_or_init(|| {
+        let parent = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("requests-{}", std::process::id()));
+        for t in TESTS {
+            std::fs::create_dir_all(parent.join(t)).unwrap();
+        }
+        parent
+    });
+    let name = std::thread::current().name().unwrap_or_default().to_string();
+    assert!(TESTS.contains(&name.as_str()), "add {name} to TESTS");
+    tempfile::tempdir_in(parent.join(name)).unwrap()
 }
 
 /// `files` small files in directories of 50.
@@ -275,7 +307,7 @@ impl Storage for SlowReads {
 /// share one fetch of the frame instead of each fetching it.
 #[test]
 fn readers_of_one_frame_at_once_share_one_fetch() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = private_tempdir();
     let mem: Arc<dyn Storage> = Arc::new(MemoryStorage::new(MemoryStorageOptions::default()));
     let counting = Arc::new(CountingStorage::new(mem));
     let storage = Arc::new(SlowReads(counting.clone()));
