@@ -116,6 +116,11 @@ impl Prefetched {
         self.locations.get(id)
     }
 
+    /// Whether the frame holding `id` was fetched ahead.
+    pub fn holds(&self, id: &Id) -> bool {
+        self.locations.get(id).is_some_and(|l| self.frames.contains_key(&(l.pack, l.frame.offset)))
+    }
+
     /// A copy of the frame's stored bytes, if fetched ahead (a copy: the
     /// frame is opened in place, and a frame too big for the reader's
     /// cache may be asked for again by the next blob in it).
