@@ -117,6 +117,7 @@ impl Vfs {
         let Ok(len) = self.dir_len(&dir) else { return finished };
         let mut bytes = 0u64;
         let mut end = from;
+        let mut batch: Vec<Arc<ChunkTable>> = Vec::new();
         let walked = self.for_each_node(&dir, from, |i, node| {
             if bytes >= budget {
                 return true;
@@ -140,17 +141,26 @@ impl Vfs {
                     Err(_) => return false,
                 },
             };
+            batch.push(table);
+            bytes += node.size;
+            false
+        });
+        if walked.is_err() {
+            return finished;
+        }
+        // From a remote store, the batch's frames in a few ranged reads
+        // (prefetch.rs) rather than a round trip each.
+        let pre = self.repo.prefetch_located(batch.iter().flat_map(|t| t.chunks.iter().copied()), budget);
+        for table in &batch {
             for (id, loc) in &table.chunks {
                 if let Slot::Claimed(claim) = self.chunks.claim(id, chunk_weight) {
                     // A failure is not cached: the reader retries and
                     // reports it.
-                    let _ = claim.complete(load_chunk(&self.repo, id, loc));
+                    let _ = claim.complete(load_chunk(&self.repo, id, loc, &pre));
                 }
             }
-            bytes += node.size;
-            false
-        });
-        if walked.is_err() || end >= len {
+        }
+        if end >= len {
             return finished;
         }
         Progress::Done { next_at: from + (end - from) / 2, end }
