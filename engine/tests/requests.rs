@@ -431,13 +431,21 @@ fn the_mounts_directory_readahead_reads_neighbouring_frames_together() {
         Arc::new(r.open("cache")),
         VfsOptions { dir_readahead_bytes: 8 << 20, ..Default::default() },
     ));
-    let snaps = vfs.read_dir(&Entry::Snapshots).unwrap();
-    let mut e = snaps.get(0).unwrap().1;
+    let entries = |dir: &Entry| {
+        let listing = vfs.read_dir(dir).unwrap();
+        let mut v = Vec::new();
+        vfs.list_from(&listing, 0, |i| {
+            v.push(i.entry);
+            false
+        })
+        .unwrap();
+        v
+    };
+    let mut e = entries(&Entry::Snapshots).remove(0);
     for c in src.to_str().unwrap().split('/').filter(|c| !c.is_empty()) {
         e = vfs.lookup(&e, c.as_bytes()).unwrap().unwrap();
     }
-    let listing = vfs.read_dir(&e).unwrap();
-    let files: Vec<Entry> = (0..listing.len()).map(|i| listing.get(i).unwrap().1).collect();
+    let files: Vec<Entry> = entries(&e);
     r.storage.take();
     vfs.readahead_after(&files[0]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
