@@ -134,6 +134,52 @@ impl Prefetched {
     }
 }
 
+/// Puts the frames holding the trees `ids` into the repository's local
+/// cache of tree frames, fetching those it lacks in coalesced ranged reads,
+/// up to `budget` stored bytes. A walk calls this with a directory's
+/// subdirectories before descending into them: their trees were written
+/// one after another, so one request brings the frames that a walk of a
+/// new host (restore, `ls -R`, `find`) fetched one at a time, each a round
+/// trip on the walker's single thread. A frame is kept only once it opens
+/// (its authentication checked), like every frame the cache gets; nothing
+/// happens without a cache of tree frames (local repositories).
+pub fn warm_tree_cache<'a>(repo: &Repository, ids: impl IntoIterator<Item = &'a Id>, budget: u64) {
+    let Some(cache) = repo.cache().filter(|c| c.caches_files()) else { return };
+    let Ok(reader) = repo.blob_reader() else { return };
+    let mut wanted: HashMap<FrameKey, u32> = HashMap::new();
+    let mut bytes = 0u64;
+    for id in ids {
+        let Ok(Some(loc)) = repo.lookup_blob(id) else { continue };
+        let key = (loc.pack, loc.frame.offset);
+        if loc.kind != BlobKind::Tree
+            || bytes >= budget
+            || wanted.contains_key(&key)
+            || reader.holds(&key)
+            || cache.has_frame(&loc.pack, loc.frame.offset, loc.frame.stored_len)
+        {
+            continue;
+        }
+        wanted.insert(key, loc.frame.stored_len);
+        bytes += u64::from(loc.frame.stored_len);
+    }
+    if wanted.is_empty() {
+        return;
+    }
+    for span in spans(wanted.into_iter().map(|((pack, offset), len)| (pack, offset, len)).collect()) {
+        let name = span.pack.to_hex();
+        let Ok(data) = repo.storage().get_range(FileKind::Pack, &name, span.start, span.end - span.start) else {
+            continue;
+        };
+        for (offset, len) in span.frames {
+            let from = (offset - span.start) as usize;
+            let Some(stored) = data.get(from..from + len as usize) else { continue };
+            if repo.open_frame(stored.to_vec(), &name, offset).is_ok() {
+                cache.store_frame(&span.pack, offset, stored);
+            }
+        }
+    }
+}
+
 /// The ranged reads that cover `frames` (pack, offset, stored length):
 /// frames of one pack in offset order, merged while the gap between them
 /// is at most [`MAX_GAP`] and the read stays within [`MAX_SPAN`].

@@ -170,6 +170,11 @@ pub fn restore(
     let workers =
         (ctx.cpus * 2).max(if repo.storage().local_path().is_some() { 0 } else { repo.storage().concurrency() });
     let (tx, rx) = bounded::<Vec<FileJob>>(workers * 2);
+    // A batch ends at 4 MiB of content or at this many files. On a local
+    // disk, small batches spread a directory of tiny files over the
+    // workers; on a remote store a batch's frames are one request
+    // (prefetch.rs), and 256 files of 1 KiB were a request per 256 KiB.
+    let batch_files = if ctx.remote { 4096 } else { 256 };
     let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
     let mut links: Vec<(PathBuf, Vec<u8>, Node)> = Vec::new();
     // Snapshot paths of multiply linked files this restore writes: the only
@@ -260,7 +265,7 @@ pub fn restore(
                         }
                         batch_bytes += node.size;
                         batch.push(FileJob { path, node: node.clone() });
-                        if batch_bytes >= 4 << 20 || batch.len() >= 256 {
+                        if batch_bytes >= 4 << 20 || batch.len() >= batch_files {
                             flush(&mut batch, &mut batch_bytes)?;
                         }
                     }
