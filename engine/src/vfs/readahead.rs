@@ -120,6 +120,7 @@ impl Vfs {
         };
         let mut bytes = 0u64;
         let mut end = from;
+        let mut batch: Vec<Arc<ChunkTable>> = Vec::new();
         for (i, node) in tree.nodes.iter().enumerate().skip(from as usize) {
             if bytes >= budget {
                 break;
@@ -142,6 +143,19 @@ impl Vfs {
                     Err(_) => continue,
                 },
             };
+            batch.push(table);
+            bytes += node.size;
+        }
+        // From a remote store, the batch's frames in a few ranged reads,
+        // registered with the blob reader so that the copying process
+        // waits for them instead of fetching them alone (prefetch.rs).
+        if self.repo.storage().local_path().is_none() {
+            if let Ok(blobs) = self.repo.blob_reader() {
+                let located: Vec<_> = batch.iter().flat_map(|t| t.chunks.iter().copied()).collect();
+                blobs.load_frames(&self.repo, &located, budget);
+            }
+        }
+        for table in &batch {
             for (id, loc) in &table.chunks {
                 if let Slot::Claimed(claim) = self.chunks.claim(id, chunk_weight) {
                     // A failure is not cached: the reader retries and
@@ -149,7 +163,6 @@ impl Vfs {
                     let _ = claim.complete(load_chunk(&self.repo, id, loc));
                 }
             }
-            bytes += node.size;
         }
         if end as usize >= tree.nodes.len() {
             return Progress::Done { next_at: u32::MAX, end: u32::MAX };
