@@ -63,14 +63,17 @@ impl BlobReader {
         }
     }
 
-    /// The decompressed frame holding a blob.
-    pub fn frame(&self, repo: &Repository, loc: &BlobLocation) -> Result<Arc<[u8]>> {
-        Ok(self.frame_from(repo, loc, true)?.0)
-    }
-
-    /// The frame, from memory, the local cache (trees, if `use_disk`) or
-    /// the repository; and where it came from.
-    fn frame_from(&self, repo: &Repository, loc: &BlobLocation, use_disk: bool) -> Result<(Arc<[u8]>, Source)> {
+    /// The frame holding blob `id`, from memory, the local cache (trees, if
+    /// `use_disk`) or the repository; and where it came from. A delta frame
+    /// (a stream chunk stored against a base chunk) is decoded here, its
+    /// base read through this same cache: one more frame at most.
+    fn frame_from(
+        &self,
+        repo: &Repository,
+        id: &Id,
+        loc: &BlobLocation,
+        use_disk: bool,
+    ) -> Result<(Arc<[u8]>, Source)> {
         let key = (loc.pack, loc.frame.offset);
         if let Some(f) = self.cached(&key) {
             return Ok((f, Source::Memory));
@@ -79,9 +82,7 @@ impl BlobReader {
         let disk = repo.cache().filter(|c| c.caches_files() && loc.kind == pack::BlobKind::Tree);
         if let Some(c) = disk.filter(|_| use_disk) {
             if let Some(stored) = c.frame(&loc.pack, loc.frame.offset, loc.frame.stored_len) {
-                let decoded = repo
-                    .open_frame(stored, &name, loc.frame.offset)
-                    .and_then(|s| pack::decode_frame(&s, &loc.frame, &name));
+                let decoded = repo.decode_frame(stored, &loc.frame, &name, id, &|b| repo.read_delta_base(b));
                 match decoded {
                     Ok(raw) => {
                         let raw: Arc<[u8]> = raw.into();
@@ -96,8 +97,7 @@ impl BlobReader {
             repo.storage().get_range(FileKind::Pack, &name, loc.frame.offset, u64::from(loc.frame.stored_len))?;
         // Kept for the local cache once a blob of it is verified.
         let keep = disk.map(|_| stored.clone());
-        let stored = repo.open_frame(stored, &name, loc.frame.offset)?;
-        let raw: Arc<[u8]> = pack::decode_frame(&stored, &loc.frame, &name)?.into();
+        let raw: Arc<[u8]> = repo.decode_frame(stored, &loc.frame, &name, id, &|b| repo.read_delta_base(b))?.into();
         self.remember(key, raw.clone());
         Ok((raw, Source::Storage(keep)))
     }
@@ -133,7 +133,7 @@ impl BlobReader {
         loc: &BlobLocation,
         use_disk: bool,
     ) -> std::result::Result<Arc<[u8]>, (Error, Source)> {
-        let (frame, source) = self.frame_from(repo, loc, use_disk).map_err(|e| (e, Source::Storage(None)))?;
+        let (frame, source) = self.frame_from(repo, id, loc, use_disk).map_err(|e| (e, Source::Storage(None)))?;
         match verified(repo, id, loc, frame) {
             Ok(blob) => {
                 if let (Source::Storage(Some(stored)), Some(c)) = (&source, repo.cache()) {

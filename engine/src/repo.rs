@@ -16,13 +16,13 @@ use crate::chunker::Chunker;
 use crate::crypto::{Keys, MasterSecret, Purpose};
 use crate::error::{Error, Result};
 use crate::format::config::{
-    ChunkerParams, CompressionAlgorithm, CompressionParams, Config, Encryption, FEATURE_INDEX_V2, FEATURE_TREES_V2,
-    KNOWN_FEATURES, OLDEST_WRITABLE_VERSION, REPO_FORMAT_VERSION,
+    ChunkerParams, CompressionAlgorithm, CompressionParams, Config, Encryption, FEATURES_AT_INIT, FEATURE_INDEX_V2,
+    FEATURE_STREAM_DELTAS, FEATURE_TREES_V2, OLDEST_WRITABLE_VERSION, REPO_FORMAT_VERSION,
 };
 use crate::format::index_file::{self, PackEntry};
 use crate::format::key_file::{KeyFile, Protection};
 use crate::format::pack::{self, Trailer};
-use crate::format::sealed;
+use crate::format::{delta, sealed};
 use crate::format::snapshot::SnapshotFile;
 use crate::format::tree::{Node, Tree};
 use crate::format::tree_v2;
@@ -149,6 +149,9 @@ pub struct Repository {
     /// written (a read-only disk, another user's repository) or the user
     /// asked for it. Exclusive locks are never skipped.
     shared_locks: bool,
+    /// The stored config lists `stream-deltas` (as read at open, or added
+    /// by this process before its first delta frame).
+    stream_deltas_listed: std::sync::atomic::AtomicBool,
 }
 
 /// Blob records of new index files applied to the index database in one
@@ -248,7 +251,7 @@ impl Repository {
         let now = Utc::now();
         let mut config = Config {
             version: REPO_FORMAT_VERSION,
-            features: Some(KNOWN_FEATURES.iter().map(|f| f.to_string()).collect()),
+            features: Some(FEATURES_AT_INIT.iter().map(|f| f.to_string()).collect()),
             id: Id::hash(
                 format!(
                     "{}-{}-{}",
@@ -401,6 +404,7 @@ impl Repository {
         master: Option<(MasterSecret, String)>,
     ) -> Repository {
         Repository {
+            stream_deltas_listed: std::sync::atomic::AtomicBool::new(config.has_feature(FEATURE_STREAM_DELTAS)),
             storage,
             config,
             index_path,
@@ -799,6 +803,108 @@ impl Repository {
             Some(k) => sealed::open_frame(k, &stored, pack, offset),
             None => Ok(stored),
         }
+    }
+
+    /// The raw bytes of a stored frame: opened, unpadded and decompressed;
+    /// a delta frame (format::delta) decoded against its base chunk, which
+    /// `base` reads (through the blob reader's cache: at most one more
+    /// frame). `chunk` is the blob the caller wants from the frame (a delta
+    /// frame holds exactly one), named in the error when the base fails.
+    pub fn decode_frame(
+        &self,
+        stored: Vec<u8>,
+        frame: &pack::FrameRecord,
+        pack: &str,
+        chunk: &Id,
+        base: &dyn Fn(&Id) -> Result<Arc<[u8]>>,
+    ) -> Result<Vec<u8>> {
+        if frame.codec != pack::FrameCodec::Delta {
+            return pack::decode_frame(&self.open_frame(stored, pack, frame.offset)?, frame, pack);
+        }
+        let keys = self.keys.as_ref().ok_or_else(|| {
+            Error::corrupt("pack", pack, format!("delta frame at {} in a format v1 repository", frame.offset))
+        })?;
+        let (base_id, delta) = delta::open(keys, &stored, pack, frame.offset)?;
+        let base_plain = base(&base_id).map_err(|e| Error::DeltaBase {
+            chunk: *chunk,
+            base: base_id,
+            pack: pack.to_string(),
+            source: Box::new(e),
+        })?;
+        delta::decompress(&delta, &base_plain, frame.raw_len, pack, frame.offset)
+    }
+
+    /// A delta frame's base id and zstd delta, authenticated (not decoded).
+    pub fn open_delta(&self, stored: &[u8], frame: &pack::FrameRecord, pack: &str) -> Result<(Id, Vec<u8>)> {
+        let keys = self.v2_keys()?;
+        delta::open(keys, stored, pack, frame.offset)
+    }
+
+    /// The base chunk named by the delta frame `frame` of pack `pack`: one
+    /// ranged read of its first 32 bytes.
+    pub fn delta_base(&self, pack: &Id, frame: &pack::FrameRecord) -> Result<Id> {
+        let name = pack.to_hex();
+        let head = self.storage.get_range(FileKind::Pack, &name, frame.offset, delta::BASE_LEN as u64)?;
+        delta::base_of(&head, &name, frame.offset)
+    }
+
+    /// Reads a chunk to serve as a delta's base: it must be stored plainly
+    /// (deltas are one step deep, streams.md section 4.4).
+    pub fn read_delta_base(&self, base: &Id) -> Result<Arc<[u8]>> {
+        let loc = self.lookup_blob(base)?.ok_or(Error::BlobNotInIndex(*base))?;
+        if loc.frame.codec == pack::FrameCodec::Delta {
+            return Err(Error::corrupt(
+                "pack",
+                loc.pack.to_hex(),
+                format!("chunk {base} is a delta, and a delta's base never is one"),
+            ));
+        }
+        self.blob_reader()?.read_at(self, base, &loc)
+    }
+
+    /// Whether a blob at `loc` may be relied on while prune marks name the
+    /// packs in `marked` (format-spec/v2/protocol.md §4 B5): its pack is
+    /// unmarked and, for a delta, so is its base's (a delta is only as
+    /// durable as its base).
+    pub fn outside_marks(&self, loc: &BlobLocation, marked: &HashSet<Id>) -> Result<bool> {
+        if marked.contains(&loc.pack) {
+            return Ok(false);
+        }
+        if loc.frame.codec != pack::FrameCodec::Delta {
+            return Ok(true);
+        }
+        let base = match self.delta_base(&loc.pack, &loc.frame) {
+            Ok(b) => b,
+            Err(Error::Missing { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        Ok(self.lookup_blob(&base)?.is_some_and(|b| !marked.contains(&b.pack)))
+    }
+
+    /// Lists `stream-deltas` in the stored config unless it already does:
+    /// called before the first pack holding a delta frame is written, so
+    /// that an arc without the feature refuses the repository instead of
+    /// finding frames it cannot read. The config is read afresh and edited
+    /// as stored ([`Config::with_feature`]).
+    pub(crate) fn list_stream_deltas(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.stream_deltas_listed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let keys = self.v2_keys()?;
+        let (config, data) = Self::read_config(self.storage.as_ref())?;
+        if !config.has_feature(FEATURE_STREAM_DELTAS) {
+            let updated = Config::with_feature(&data, FEATURE_STREAM_DELTAS, keys)?;
+            self.storage.put(FileKind::Config, "config", &updated)?;
+            crate::fault::step("config lists stream-deltas", &"config");
+        }
+        self.stream_deltas_listed.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether deltas may be written: format v2 (sealed frames).
+    pub fn writes_stream_deltas(&self) -> bool {
+        self.config.version >= 2 && self.keys.is_some()
     }
 
     /// Packs in storage that no index file lists (left by an interrupted

@@ -87,20 +87,23 @@ pub fn sealed_frame_len(stored_len: usize) -> usize {
 
 /// Pads and seals one pack frame (compressed or raw stored bytes).
 pub fn seal_frame(keys: &Keys, stored: &[u8]) -> Result<Vec<u8>> {
+    keys.seal(Purpose::BLOB_FRAME, &[], &padded(stored))
+}
+
+/// `stored_len u32 || stored || zero padding` up to padmé(4 + stored_len):
+/// the plaintext of every sealed frame (delta frames too, format::delta).
+pub(crate) fn padded(stored: &[u8]) -> Vec<u8> {
     let inner_len = padme(4 + stored.len() as u64) as usize;
     let mut inner = Vec::with_capacity(inner_len);
     inner.extend_from_slice(&(stored.len() as u32).to_le_bytes());
     inner.extend_from_slice(stored);
     inner.resize(inner_len, 0);
-    keys.seal(Purpose::BLOB_FRAME, &[], &inner)
+    inner
 }
 
-/// Opens a sealed frame of pack `pack` at `offset`; returns the stored
-/// bytes without padding.
-pub fn open_frame(keys: &Keys, sealed: &[u8], pack: &str, offset: u64) -> Result<Vec<u8>> {
-    let mut inner = keys
-        .open(Purpose::BLOB_FRAME, &[], sealed, "pack", pack)
-        .map_err(|_| Error::NotAuthentic { what: "pack", name: format!("{pack} (frame at offset {offset})") })?;
+/// The stored bytes of a padded frame plaintext ([`padded`]), refusing a
+/// wrong length or non-zero padding.
+pub(crate) fn unpadded(mut inner: Vec<u8>, pack: &str, offset: u64) -> Result<Vec<u8>> {
     let bad = || Error::corrupt("pack", pack, format!("sealed frame at {offset}: bad length or padding"));
     let len = u32::from_le_bytes(inner.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
     if 4 + len > inner.len()
@@ -112,6 +115,15 @@ pub fn open_frame(keys: &Keys, sealed: &[u8], pack: &str, offset: u64) -> Result
     inner.truncate(4 + len);
     inner.drain(..4);
     Ok(inner)
+}
+
+/// Opens a sealed frame of pack `pack` at `offset`; returns the stored
+/// bytes without padding.
+pub fn open_frame(keys: &Keys, sealed: &[u8], pack: &str, offset: u64) -> Result<Vec<u8>> {
+    let inner = keys
+        .open(Purpose::BLOB_FRAME, &[], sealed, "pack", pack)
+        .map_err(|_| Error::NotAuthentic { what: "pack", name: format!("{pack} (frame at offset {offset})") })?;
+    unpadded(inner, pack, offset)
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ mod changes;
 mod events;
 mod sources;
 mod store;
+mod stream_delta;
 mod tree_builder;
 
 use events::walker;
@@ -521,7 +522,7 @@ impl Ctx<'_> {
         }
         for c in chunks {
             match self.repo.lookup_blob(c)? {
-                Some(loc) if !marked.contains(&loc.pack) => {}
+                Some(loc) if self.repo.outside_marks(&loc, &marked)? => {}
                 _ => return Ok(false),
             }
         }
@@ -571,14 +572,14 @@ fn run_pipeline(
         // worker after the walk: a dump command blocks as soon as its pipe
         // (64 KiB) is full, and several dumps must progress side by side.
         let mut stops = Vec::new();
-        for (stream, slot) in streams.into_iter().zip(&stream_slots) {
+        for ((stream, slot), components) in streams.into_iter().zip(&stream_slots).zip(stream_paths) {
             let StreamSource { name, reader, allow_empty, stop } = stream;
             stops.extend(stop);
             let (slot, running) = (slot.clone(), &streams_running);
             scope.spawn(move || {
                 let _done = CountDown(running);
                 let guard = SlotGuard(slot);
-                let r = store_stream(ctx, sink, &name, reader, allow_empty);
+                let r = store_stream(ctx, sink, &name, components, reader, allow_empty);
                 guard.0.set(settle(ctx, sink, Path::new(&name), r));
             });
         }
