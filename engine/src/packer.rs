@@ -133,9 +133,15 @@ enum Encoding {
     /// A stream chunk that may be stored as a delta against `base`
     /// (format::delta): the compressor keeps the delta if it is smaller
     /// than half the chunk compressed alone.
-    TryDelta { base: Id, base_data: std::sync::Arc<[u8]> },
+    TryDelta {
+        base: Id,
+        base_data: std::sync::Arc<[u8]>,
+    },
     /// Already a delta (prune copies a delta frame as it is).
-    Delta { base: Id, delta: Vec<u8> },
+    Delta {
+        base: Id,
+        delta: Vec<u8>,
+    },
 }
 
 struct FrameJob {

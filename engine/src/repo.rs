@@ -22,10 +22,10 @@ use crate::format::config::{
 use crate::format::index_file::{self, PackEntry};
 use crate::format::key_file::{KeyFile, Protection};
 use crate::format::pack::{self, Trailer};
-use crate::format::{delta, sealed};
 use crate::format::snapshot::SnapshotFile;
 use crate::format::tree::{Node, Tree};
 use crate::format::tree_v2;
+use crate::format::{delta, sealed};
 use crate::id::{Id, IdScheme};
 use crate::index::{BlobLocation, Index, IndexReader, IndexUpdate};
 use crate::lock::LockGuard;

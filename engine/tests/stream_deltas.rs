@@ -283,7 +283,10 @@ fn the_feature_is_known_and_added_to_the_stored_config_in_place() {
     // Everything else is as it was.
     let mut before = Config::decode(&stored).unwrap();
     before.features.as_mut().unwrap().push(FEATURE_STREAM_DELTAS.into());
-    assert_eq!((before.id, before.features, before.stream_chunker), (config.id, config.features, config.stream_chunker));
+    assert_eq!(
+        (before.id, before.features, before.stream_chunker),
+        (config.id, config.features, config.stream_chunker)
+    );
     // Without the repository's keys no one can add it (nor anything else).
     let other = new_repo(&tmp.path().join("other"));
     assert!(Config::with_feature(&stored, FEATURE_STREAM_DELTAS, other.keys().unwrap()).is_err());

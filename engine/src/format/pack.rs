@@ -178,7 +178,8 @@ impl Trailer {
                 return Err(r.corrupt(format!("blob {} extends past its frame", id.short())));
             }
             // A delta frame is one chunk (streams.md section 4.3).
-            if f.codec == FrameCodec::Delta && (offset_in_frame != 0 || raw_len != f.raw_len || kind != BlobKind::Data) {
+            if f.codec == FrameCodec::Delta && (offset_in_frame != 0 || raw_len != f.raw_len || kind != BlobKind::Data)
+            {
                 return Err(r.corrupt(format!("blob {} is not the whole of its delta frame", id.short())));
             }
             blobs.push(BlobRecord { id, kind, frame, offset_in_frame, raw_len });

@@ -203,7 +203,7 @@ pub(super) fn store_stream(
                 if p.anchor(&id, start, len) || index.contains(&id)? {
                     None
                 } else {
-                    p.base_for(ctx.repo, index, start, len)?
+                    p.base_for(ctx.repo, index, chunk, start)?
                 }
             }
             None => None,
