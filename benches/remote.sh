@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# arc vs restic on the same S3 server (s3s-fs on loopback), side by side in one run
-# (BENCHMARKS.md, "Remote repositories"): for each tool, a first backup of a workload
-# shape, a no-change backup, and a full restore; wall seconds, HTTP requests and bytes
-# sent and received, counted by a small TCP proxy between the tool and the server.
+# arc vs restic on the same S3 server, side by side in one run (BENCHMARKS.md, "Remote
+# repositories"): for each server and workload shape, arc's first backup, no-change
+# backup, restore and `cp -a` through `arc mount` (both with a cold local cache, as on a
+# new host), and restic's first backup, no-change backup and restore; wall seconds,
+# HTTP requests and bytes each way, counted by a small TCP proxy between the tool and
+# the server. arc's first backup into a local repository on the same disk is timed too
+# (issue 14: the S3 backup within 1.5x of it).
 #
 #   benches/remote.sh [SHAPE...]        (default: spool www)
 #
+# Servers: s3s-fs over a directory (always) and a 3-node Garage cluster (replication
+# factor 3, tests/lib/garage.sh) when its binary is in the tool cache; ARC_BENCH_SERVERS
+# picks ("s3s", "garage", or both, the default).
 # Environment: ARC_BENCH_DIR [/var/tmp/arc-bench] (workloads generated there by
-# gen_workloads.py if missing), ARC_BIN [./target/release/arc], ARC_TOOL_CACHE
-# [~/.cache/arc-tools] (s3s-fs 0.14.1, as ./test.sh installs it), restic from apt.
+# gen_workloads.py if missing), ARC_BENCH_SCALE [1] (workload scale, as benches/run.sh), ARC_BIN [./target/release/arc], ARC_TOOL_CACHE
+# [~/.cache/arc-tools] (s3s-fs 0.14.1 as ./test.sh installs it; garage-2.5.0 as
+# tests/distributed.sh says), restic from apt; root for the page-cache drops and FUSE.
 # Needs an idle machine for meaningful times; request and byte counts do not.
 set -euo pipefail
 export LC_ALL=C
@@ -18,30 +25,27 @@ BENCH_DIR=${ARC_BENCH_DIR:-/var/tmp/arc-bench}
 ARC=${ARC_BIN:-$ROOT/target/release/arc}
 CACHE=${ARC_TOOL_CACHE:-$HOME/.cache/arc-tools}
 S3S=$CACHE/s3s-fs-0.14.1/bin/s3s-fs
+G=$CACHE/garage-2.5.0/bin/garage
 SHAPES=("$@")
 [ ${#SHAPES[@]} -gt 0 ] || SHAPES=(spool www)
+read -r -a SERVERS <<< "${ARC_BENCH_SERVERS:-s3s garage}"
 [[ -x $ARC ]] || { echo "no arc binary at $ARC (cargo build --release)" >&2; exit 1; }
 [[ -x $S3S ]] || { echo "no s3s-fs at $S3S (./test.sh installs it)" >&2; exit 1; }
 command -v restic >/dev/null || { echo "restic is not installed (apt-get install restic)" >&2; exit 1; }
+command -v fusermount3 >/dev/null || { echo "fusermount3 is missing (apt-get install fuse3)" >&2; exit 1; }
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+fail() { echo "remote.sh: $*" >&2; exit 1; }
 
-python3 "$HERE/gen_workloads.py" "$BENCH_DIR" --shapes "${SHAPES[@]}" >/dev/null
+python3 "$HERE/gen_workloads.py" "$BENCH_DIR" --scale "${ARC_BENCH_SCALE:-1}" --shapes "${SHAPES[@]}" >/dev/null
 W=$(mktemp -d "$BENCH_DIR/remote.XXXXXX")
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$W"' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-KEY=GK0123456789abcdef01234567
-SECRET=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
-SPORT=$(free_port)
-PPORT=$(free_port)
-mkdir -p "$W/s3/bench-arc" "$W/s3/bench-restic"
-"$S3S" --host 127.0.0.1 --port "$SPORT" --access-key "$KEY" --secret-key "$SECRET" "$W/s3" >"$W/s3.log" 2>&1 &
-pids+=("$!")
 # The counting proxy: bytes each way and requests (request lines at the
 # start of the client's stream or after a blank line ending a header).
 cat >"$W/proxy.py" <<'PY'
-import re, socket, sys, threading
+import os, re, socket, sys, threading
 listen, target, counter = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 stats = {"up": 0, "down": 0, "requests": 0}
 lock = threading.Lock()
@@ -62,8 +66,13 @@ def pump(src, dst, key, parse):
     try: dst.shutdown(socket.SHUT_WR)
     except OSError: pass
 def dump():
-    with lock, open(counter, "w") as f:
-        f.write(f'{stats["requests"]} {stats["up"]} {stats["down"]}\n')
+    # Written aside and renamed, so a reader never sees a half-written file.
+    try:
+        with lock, open(counter + ".tmp", "w") as f:
+            f.write(f'{stats["requests"]} {stats["up"]} {stats["down"]}\n')
+        os.replace(counter + ".tmp", counter)
+    except OSError:
+        pass  # the work directory is being removed: the run is over
 srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind(("127.0.0.1", listen)); srv.listen(128)
 threading.Thread(target=lambda: [dump() or threading.Event().wait(0.2) for _ in iter(int, 1)], daemon=True).start()
@@ -73,13 +82,16 @@ while True:
     threading.Thread(target=pump, args=(c, s, "up", True), daemon=True).start()
     threading.Thread(target=pump, args=(s, c, "down", False), daemon=True).start()
 PY
-python3 "$W/proxy.py" "$PPORT" "$SPORT" "$W/counter" &
-pids+=("$!")
-until [ -s "$W/counter" ] && curl -s -o /dev/null "http://127.0.0.1:$SPORT"; do sleep 0.1; done
+MNT=$W/mnt
+mkdir -p "$MNT"
+trap 'mountpoint -q "$MNT" && fusermount3 -u -z "$MNT"; kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$W"' EXIT
+drop_caches() { sync; if [[ -w /proc/sys/vm/drop_caches ]]; then echo 3 > /proc/sys/vm/drop_caches; fi; }
 
-export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1
-export ARC_PASSWORD=bench RESTIC_PASSWORD=bench XDG_CACHE_HOME=$W/cache RESTIC_CACHE_DIR=$W/restic-cache
-counts() { sleep 0.5; cat "$W/counter"; }
+counts() { # "requests up down" so far (0 0 0 before a proxy runs)
+  sleep 0.5
+  [[ -e $W/counter ]] || { echo "0 0 0"; return; }
+  cat "$W/counter"
+}
 measure() { # label command...
   local before after t0 t1
   before=$(counts)
@@ -91,26 +103,83 @@ measure() { # label command...
 import sys
 label, t0, t1 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 b = [int(x) for x in sys.argv[4].split()]; a = [int(x) for x in sys.argv[5].split()]
-print(f"| {label} | {t1 - t0:.1f} | {a[0] - b[0]} | {(a[1] - b[1]) / 2**20:.1f} | {(a[2] - b[2]) / 2**20:.1f} |")
+print(f"| {label} | {t1 - t0:.1f} | {a[0] - b[0]} | {(a[1] - b[1]) / 2**20:.1f} | {(a[2] - b[2]) / 2**20:.1f} |", flush=True)
 PY
 }
 
+# `cp -a` of the newest snapshot out of `arc mount` into DEST.
+mount_copy() { # repo dest
+  "$ARC" --repo "$1" mount "$MNT" >"$W/mount.log" 2>&1 &
+  local pid=$! _
+  for _ in $(seq 600); do [[ -e $MNT/latest ]] && break; sleep 0.1; done
+  [[ -e $MNT/latest ]] || { kill "$pid"; fail "arc mount did not come up: $(tail -3 "$W/mount.log")"; }
+  cp -a "$MNT/latest/." "$2"
+  kill -INT "$pid"; wait "$pid" || true
+  while mountpoint -q "$MNT"; do fusermount3 -u -z "$MNT"; done
+}
+
+export ARC_PASSWORD=bench RESTIC_PASSWORD=bench XDG_CACHE_HOME=$W/cache RESTIC_CACHE_DIR=$W/restic-cache
 echo "| run | wall s | requests | MiB sent | MiB received |"
 echo "|---|---|---|---|---|"
 for shape in "${SHAPES[@]}"; do
   src=$BENCH_DIR/$shape
-  A="s3:http://127.0.0.1:$PPORT/bench-arc/$shape"
-  R="s3:http://127.0.0.1:$PPORT/bench-restic/$shape"
-  log "$shape: arc"
-  "$ARC" --repo "$A" init >/dev/null
-  measure "arc first backup $shape" "$ARC" --repo "$A" backup "$src"
-  measure "arc no-change backup $shape" "$ARC" --repo "$A" backup "$src"
-  rm -rf "$XDG_CACHE_HOME"
-  measure "arc restore $shape (cold cache)" "$ARC" --repo "$A" restore latest --target "$W/r-arc-$shape"
-  log "$shape: restic"
-  restic -r "$R" init >/dev/null
-  measure "restic first backup $shape" restic -r "$R" backup "$src"
-  measure "restic no-change backup $shape" restic -r "$R" backup "$src"
-  measure "restic restore $shape" restic -r "$R" restore latest --target "$W/r-restic-$shape"
-  rm -rf "$W/r-arc-$shape" "$W/r-restic-$shape"
+  drop_caches
+  "$ARC" --repo "$W/local-$shape" init >/dev/null
+  measure "arc first backup $shape, local repository" "$ARC" --repo "$W/local-$shape" backup "$src"
+  rm -rf "$W/local-$shape"
+done
+
+for server in "${SERVERS[@]}"; do
+  case $server in
+    s3s)
+      SPORT=$(free_port)
+      mkdir -p "$W/s3/bench-arc" "$W/s3/bench-restic"
+      "$S3S" --host 127.0.0.1 --port "$SPORT" --access-key GK0123456789abcdef01234567 \
+        --secret-key 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef "$W/s3" >"$W/s3.log" 2>&1 &
+      pids+=("$!")
+      until curl -s -o /dev/null "http://127.0.0.1:$SPORT"; do sleep 0.1; done
+      export AWS_ACCESS_KEY_ID=GK0123456789abcdef01234567 AWS_DEFAULT_REGION=us-east-1
+      export AWS_SECRET_ACCESS_KEY=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+      ;;
+    garage)
+      if [[ ! -x $G ]]; then log "no Garage at $G: the Garage rows are skipped (tests/distributed.sh says how to build it)"; continue; fi
+      # shellcheck source=tests/lib/garage.sh
+      source "$ROOT/tests/lib/garage.sh"
+      garage_cluster bench-arc
+      garage_bucket bench-restic
+      SPORT=$(s3port 1)
+      export AWS_ACCESS_KEY_ID=$GARAGE_KEY AWS_SECRET_ACCESS_KEY=$GARAGE_SECRET AWS_DEFAULT_REGION=$GARAGE_REGION
+      ;;
+    *) fail "unknown server $server (s3s or garage)" ;;
+  esac
+  PPORT=$(free_port)
+  rm -f "$W/counter"
+  python3 "$W/proxy.py" "$PPORT" "$SPORT" "$W/counter" &
+  pids+=("$!")
+  until [ -s "$W/counter" ]; do sleep 0.1; done
+  for shape in "${SHAPES[@]}"; do
+    src=$BENCH_DIR/$shape
+    A="s3:http://127.0.0.1:$PPORT/bench-arc/$shape"
+    R="s3:http://127.0.0.1:$PPORT/bench-restic/$shape"
+    log "$server $shape: arc"
+    "$ARC" --repo "$A" init >/dev/null
+    drop_caches
+    measure "arc first backup $shape ($server)" "$ARC" --repo "$A" backup "$src"
+    measure "arc no-change backup $shape ($server)" "$ARC" --repo "$A" backup "$src"
+    rm -rf "$XDG_CACHE_HOME"
+    drop_caches
+    measure "arc restore $shape ($server, cold cache)" "$ARC" --repo "$A" restore latest --target "$W/r-arc-$shape"
+    rm -rf "$XDG_CACHE_HOME" "$W/r-arc-$shape"
+    mkdir -p "$W/r-arc-$shape"
+    drop_caches
+    measure "arc cp -a through the mount $shape ($server, cold cache)" mount_copy "$A" "$W/r-arc-$shape"
+    log "$server $shape: restic"
+    restic -r "$R" init >/dev/null
+    drop_caches
+    measure "restic first backup $shape ($server)" restic -r "$R" backup "$src"
+    measure "restic no-change backup $shape ($server)" restic -r "$R" backup "$src"
+    drop_caches
+    measure "restic restore $shape ($server)" restic -r "$R" restore latest --target "$W/r-restic-$shape"
+    rm -rf "$W/r-arc-$shape" "$W/r-restic-$shape"
+  done
 done

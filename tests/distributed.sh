@@ -43,70 +43,11 @@ trap cleanup EXIT
 step() { printf '\n== %s\n' "$*"; }
 fail() { echo "distributed.sh: FAILED: $*" >&2; exit 1; }
 
-# Nine free loopback ports (S3, RPC, admin for each node).
-read -r -a ports <<<"$(python3 - <<'PY'
-import socket
-socks = [socket.socket() for _ in range(9)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-)"
-s3port() { echo "${ports[$((($1 - 1) * 3))]}"; }
-rpcport() { echo "${ports[$((($1 - 1) * 3 + 1))]}"; }
-adminport() { echo "${ports[$((($1 - 1) * 3 + 2))]}"; }
-
-RPC_SECRET=$(head -c32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-KEY=GK0123456789abcdef01234567
-SECRET=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
-for i in 1 2 3; do
-  mkdir -p "$W/n$i"
-  cat >"$W/n$i/garage.toml" <<TOML
-metadata_dir = "$W/n$i/meta"
-data_dir = "$W/n$i/data"
-db_engine = "sqlite"
-metadata_fsync = false
-data_fsync = false
-replication_factor = 3
-rpc_bind_addr = "127.0.0.1:$(rpcport $i)"
-rpc_public_addr = "127.0.0.1:$(rpcport $i)"
-rpc_secret = "$RPC_SECRET"
-[s3_api]
-s3_region = "garage"
-api_bind_addr = "127.0.0.1:$(s3port $i)"
-root_domain = ".s3.garage.localhost"
-[admin]
-api_bind_addr = "127.0.0.1:$(adminport $i)"
-admin_token = "arc-ci-admin"
-TOML
-  chmod 600 "$W/n$i/garage.toml"
-done
-gc() { local n=$1; shift; "$G" -c "$W/n$n/garage.toml" "$@"; }
-node_pid=()
-start_node() {
-  # The binary itself in the background (not the gc function, whose
-  # subshell a kill would leave the server running behind).
-  "$G" -c "$W/n$1/garage.toml" server >>"$W/n$1/server.log" 2>&1 &
-  node_pid[$1]=$!
-  pids+=("$!")
-}
-stop_node() {
-  kill -9 "${node_pid[$1]}" 2>/dev/null || true
-  wait "${node_pid[$1]}" 2>/dev/null || true
-}
-
+# shellcheck source=tests/lib/garage.sh
+source tests/lib/garage.sh
 step "starting 3 Garage nodes"
-for i in 1 2 3; do start_node $i; done
-for i in 1 2 3; do
-  for _ in $(seq 150); do gc $i status >/dev/null 2>&1 && break; sleep 0.2; done
-  gc $i status >/dev/null 2>&1 || fail "node $i did not start: $(tail -5 "$W/n$i/server.log")"
-done
-for i in 2 3; do gc 1 node connect "$(gc $i node id -q)" >/dev/null; done
-for i in 1 2 3; do gc 1 layout assign -z "dc$i" -c 1G "$(gc $i node id -q | cut -c1-64)" >/dev/null; done
-gc 1 layout apply --version 1 >/dev/null
-gc 1 key import "$KEY" "$SECRET" -n arc-ci --yes >/dev/null
-gc 1 bucket create arc-test >/dev/null
-gc 1 bucket allow --read --write --owner arc-test --key arc-ci >/dev/null
+garage_cluster arc-test
+KEY=$GARAGE_KEY SECRET=$GARAGE_SECRET
 
 export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=garage
 export HOME=$W/home XDG_CACHE_HOME=$W/home/.cache ARC_PASSWORD=distributed-test

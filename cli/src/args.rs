@@ -251,6 +251,16 @@ pub struct InitArgs {
     /// running meanwhile are safe (e.g. 24h, 90m, 30s; default 24h).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_secs)]
     pub prune_grace: Option<u64>,
+    /// Name and cut content exactly as repository REPO does (its chunk sizes and its secret
+    /// content keys), so that `arc copy` between the two sends only what the target lacks.
+    /// REPO's passphrase from ARC_FROM_PASSWORD, ARC_FROM_PASSWORD_FILE or
+    /// ARC_FROM_PASSWORD_COMMAND, else as this repository's.
+    #[arg(
+        long,
+        value_name = "REPO",
+        conflicts_with_all = ["chunk_min", "chunk_avg", "chunk_max", "stream_chunk_min", "stream_chunk_avg", "stream_chunk_max"]
+    )]
+    pub copy_chunker_params_from: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone, Default)]

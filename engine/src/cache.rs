@@ -10,7 +10,17 @@
 //! <root>/<id>/snapshots/<snapshot id>    snapshot files, byte for byte as stored
 //! <root>/<id>/trees/<2 hex>/<pack>-<offset>-<len>
 //!                                        pack frames holding trees, as stored (sealed)
+//! <root>/<id>/writers/<pid>-<n>          a backup or copy of this host is writing packs
+//! <root>/<id>/packs-scanned-<key>        this host's packs are all known to its index database
 //! ```
+//!
+//! The last two spare a remote repository's backups a listing of every
+//! pack (remote.md section 4): packs that no index file lists yet are
+//! found in the index database, which records each pack as soon as it is
+//! stored, unless a writer of this host stopped between storing a pack and
+//! recording it (its `writers/` file outlives it) or the database is new
+//! (no `packs-scanned-` file). Only then does a backup list `data/` to
+//! adopt such packs.
 //!
 //! Only a cache: nothing in it is trusted. A snapshot file is used only if
 //! its bytes hash to its name (snapshot files are named by the hash of
@@ -68,6 +78,15 @@ pub struct RepoCache {
     tree_budget: u64,
     /// Bytes of frames this process added; eviction runs only if any.
     frames_added: AtomicU64,
+}
+
+/// A `writers/` file, removed when dropped (see [`RepoCache::writer`]).
+pub struct WriterFile(PathBuf);
+
+impl Drop for WriterFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Numbers the temporary files of this process: several caches of one
@@ -133,6 +152,47 @@ impl RepoCache {
     /// Whether snapshot files and tree frames are cached.
     pub fn caches_files(&self) -> bool {
         self.files
+    }
+
+    /// Whether this host may have stored packs that its index database
+    /// does not know: the database of this location has never been
+    /// checked against a listing of the packs, or a backup or copy of this
+    /// host stopped without removing its `writers/` file (killed).
+    pub fn pack_scan_needed(&self) -> bool {
+        if !self.dir.join(format!("packs-scanned-{}", self.location_key)).exists() {
+            return true;
+        }
+        self.stale_writers().next().is_some()
+    }
+
+    fn stale_writers(&self) -> impl Iterator<Item = PathBuf> {
+        std::fs::read_dir(self.dir.join("writers")).into_iter().flatten().flatten().filter_map(|e| {
+            let name = e.file_name();
+            let pid = name.to_str()?.split('-').next()?.parse::<u32>().ok()?;
+            (!crate::lock::pid_alive(pid)).then(|| e.path())
+        })
+    }
+
+    /// Records that the packs of storage were listed and every one unknown
+    /// to the index database adopted: the `writers/` files of processes
+    /// that are gone are dropped, and the database counts as complete.
+    pub fn pack_scan_done(&self) {
+        for stale in self.stale_writers().collect::<Vec<_>>() {
+            let _ = std::fs::remove_file(stale);
+        }
+        let done = self.dir.join(format!("packs-scanned-{}", self.location_key));
+        let _ = write_atomic(&done, b"", &self.tmp_path());
+    }
+
+    /// Announces a process that stores packs, until the returned guard is
+    /// dropped; a process killed meanwhile leaves the file behind, which
+    /// makes the next backup scan (see [`Self::pack_scan_needed`]).
+    pub fn writer(&self) -> Result<WriterFile> {
+        let dir = self.dir.join("writers");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let path = dir.join(format!("{}-{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
+        std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(WriterFile(path))
     }
 
     /// Sets the byte budget of tree frames (tests).

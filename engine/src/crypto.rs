@@ -91,6 +91,29 @@ impl Purpose {
     /// Prune marks (protocol.md §2.2); named by the hash of their sealed
     /// bytes, like snapshots.
     pub const PRUNE_MARK: Purpose = Purpose::new("prune mark", KeyUse::Metadata);
+    /// Content keys taken from another repository, sealed in the config
+    /// (crypto.md §2.4); the associated data is the config id.
+    pub const CONTENT_KEYS: Purpose = Purpose::new("content keys", KeyUse::Metadata);
+}
+
+/// The subkeys that decide how content is named and cut: the chunk id key,
+/// the tree split key and the gear seed. Two repositories with equal
+/// content keys (and chunker sizes) store identical content as identical
+/// blobs, so `copy` between them sends only what the target lacks
+/// (crypto.md §2.4). The sealing keys are not among them: each repository
+/// still seals with its own.
+#[derive(Clone)]
+pub struct ContentKeys {
+    pub chunk_id: Zeroizing<[u8; KEY_LEN]>,
+    pub tree_split: Zeroizing<[u8; KEY_LEN]>,
+    /// Never 0 (fastcdc's "unseeded").
+    pub gear_seed: u64,
+}
+
+impl std::fmt::Debug for ContentKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ContentKeys(..)")
+    }
 }
 
 /// The subkeys of an opened repository.
@@ -140,6 +163,23 @@ impl Keys {
     /// key can test whether the repository holds a known file.
     pub fn chunk_id(&self, data: &[u8]) -> Id {
         Id(*blake3::keyed_hash(&self.chunk_id, data).as_bytes())
+    }
+
+    /// The keys that name and cut content, to be shared with a repository
+    /// made with `init --copy-chunker-params-from` this one.
+    pub fn content_keys(&self) -> ContentKeys {
+        ContentKeys { chunk_id: self.chunk_id.clone(), tree_split: self.tree_split.clone(), gear_seed: self.gear_seed }
+    }
+
+    /// These keys with the content keys of another repository in place of
+    /// the ones derived from this repository's master secret (a config
+    /// with `content_keys`); sealing and the config MAC stay this
+    /// repository's own.
+    pub fn with_content_keys(mut self, content: ContentKeys) -> Keys {
+        self.chunk_id = content.chunk_id;
+        self.tree_split = content.tree_split;
+        self.gear_seed = content.gear_seed;
+        self
     }
 
     /// The chunker's gear-table seed (fastcdc `with_level_and_seed`), so

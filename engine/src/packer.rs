@@ -760,6 +760,23 @@ fn pack_writer(
     })
 }
 
+/// The next backup of a remote repository reads this one's trees as its
+/// parent's: a tree pack's frames go into the local cache as stored
+/// (sealed) now, so that a no-change backup fetches no tree at all
+/// (format-spec/v2/remote.md section 4). Packs hold one blob kind each.
+fn cache_tree_frames(repo: &Repository, entry: &PackEntry, bytes: &[u8]) {
+    let Some(cache) = repo.cache().filter(|c| c.caches_files()) else { return };
+    if entry.trailer.blobs.first().is_none_or(|b| b.kind != crate::format::pack::BlobKind::Tree) {
+        return;
+    }
+    for f in &entry.trailer.frames {
+        let start = f.offset as usize;
+        if let Some(stored) = bytes.get(start..start + f.stored_len as usize) {
+            cache.store_frame(&entry.pack, f.offset, stored);
+        }
+    }
+}
+
 /// Writes one pack durably, then makes it known: index database first (so
 /// dedup sees it), then, every few packs, an index file.
 fn upload(repo: &Repository, pending: &Pending, unlisted: &Unlisted, bytes: Vec<u8>, entry: PackEntry) -> Result<()> {
@@ -767,6 +784,7 @@ fn upload(repo: &Repository, pending: &Pending, unlisted: &Unlisted, bytes: Vec<
         repo.list_stream_deltas()?;
     }
     repo.storage().put(FileKind::Pack, &entry.pack.to_hex(), &bytes)?;
+    cache_tree_frames(repo, &entry, &bytes);
     drop(bytes);
     unlisted.packs_written.fetch_add(1, Ordering::Relaxed);
     unlisted.bytes_stored.fetch_add(entry.pack_len, Ordering::Relaxed);
@@ -785,9 +803,10 @@ fn upload(repo: &Repository, pending: &Pending, unlisted: &Unlisted, bytes: Vec<
     Ok(())
 }
 
-/// Writes an index file for every pack in storage that none lists yet.
+/// Writes an index file for every pack that none lists yet and that this
+/// process may have deduplicated against (Repository::packs_to_list_before_commit).
 pub fn list_unlisted_packs(repo: &Repository) -> Result<()> {
-    let mut unlisted = repo.unindexed_packs()?;
+    let mut unlisted = repo.packs_to_list_before_commit()?;
     if unlisted.is_empty() {
         return Ok(());
     }

@@ -8,7 +8,8 @@
 //! (cache.rs), as stored: a cached frame is opened and checked like a
 //! fetched one, and one that fails is dropped and fetched again.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
 
 use lru::LruCache;
 
@@ -32,11 +33,70 @@ struct FrameCache {
 
 pub struct BlobReader {
     cache: Mutex<FrameCache>,
+    /// Frames being fetched right now. Readers that want the same frame at
+    /// once (the mount's readahead of neighbouring directories, whose files
+    /// share frames, and the reads it runs ahead of; restore's workers) wait
+    /// for that one fetch and take the frame from the cache, instead of each
+    /// fetching it: a cold mount of a remote repository fetched a third of
+    /// its frames twice.
+    loading: Mutex<HashMap<FrameKey, Arc<Loading>>>,
+}
+
+/// One fetch in flight, and the readers waiting for it.
+#[derive(Default)]
+struct Loading {
+    done: Mutex<bool>,
+    finished: Condvar,
+}
+
+/// Ends a fetch in flight however the fetch ends: wakes its waiters.
+struct LoadingGuard<'a> {
+    reader: &'a BlobReader,
+    key: FrameKey,
+    loading: Arc<Loading>,
+}
+
+impl Drop for LoadingGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.reader.loading.lock() {
+            m.remove(&self.key);
+        }
+        if let Ok(mut done) = self.loading.done.lock() {
+            *done = true;
+        }
+        self.loading.finished.notify_all();
+    }
 }
 
 impl BlobReader {
     pub fn new(budget: usize) -> BlobReader {
-        BlobReader { cache: Mutex::new(FrameCache { frames: LruCache::unbounded(), bytes: 0, budget }) }
+        BlobReader {
+            cache: Mutex::new(FrameCache { frames: LruCache::unbounded(), bytes: 0, budget }),
+            loading: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Either this reader fetches frame `key` (the guard ends the fetch for
+    /// others when dropped), or another is fetching it already, and this
+    /// returns once that fetch has ended, successfully or not. A poisoned
+    /// map only costs the deduplication.
+    fn begin_fetch(&self, key: FrameKey) -> Option<LoadingGuard<'_>> {
+        let waiting = {
+            let Ok(mut m) = self.loading.lock() else { return None };
+            match m.get(&key) {
+                Some(l) => l.clone(),
+                None => {
+                    let loading = Arc::new(Loading::default());
+                    m.insert(key, loading.clone());
+                    return Some(LoadingGuard { reader: self, key, loading });
+                }
+            }
+        };
+        if let Ok(done) = waiting.done.lock() {
+            // Poisoned or not, the fetch is over once the wait ends.
+            drop(waiting.finished.wait_while(done, |d| !*d));
+        }
+        None
     }
 
     fn cached(&self, key: &FrameKey) -> Option<Arc<[u8]>> {
@@ -77,6 +137,15 @@ impl BlobReader {
         let key = (loc.pack, loc.frame.offset);
         if let Some(f) = self.cached(&key) {
             return Ok((f, Source::Memory));
+        }
+        let fetching = self.begin_fetch(key);
+        if fetching.is_none() {
+            // Another reader fetched it meanwhile; if it is not in the
+            // cache now (too large to keep, or the fetch failed), fetch it
+            // here as if no one had.
+            if let Some(f) = self.cached(&key) {
+                return Ok((f, Source::Memory));
+            }
         }
         let name = loc.pack.to_hex();
         let disk = repo.cache().filter(|c| c.caches_files() && loc.kind == pack::BlobKind::Tree);

@@ -16,8 +16,8 @@ use crate::chunker::Chunker;
 use crate::crypto::{Keys, MasterSecret, Purpose};
 use crate::error::{Error, Result};
 use crate::format::config::{
-    ChunkerParams, CompressionAlgorithm, CompressionParams, Config, Encryption, FEATURES_AT_INIT, FEATURE_INDEX_V2,
-    FEATURE_STREAM_DELTAS, FEATURE_TREES_V2, OLDEST_WRITABLE_VERSION, REPO_FORMAT_VERSION,
+    ChunkerParams, CompressionAlgorithm, CompressionParams, Config, Encryption, DEFAULT_FEATURES, FEATURE_INDEX_V2,
+    FEATURE_SHARED_CONTENT_KEYS, FEATURE_STREAM_DELTAS, FEATURE_TREES_V2, OLDEST_WRITABLE_VERSION, REPO_FORMAT_VERSION,
 };
 use crate::format::index_file::{self, PackEntry};
 use crate::format::key_file::{KeyFile, Protection};
@@ -46,6 +46,10 @@ pub struct InitOptions {
     pub protocol: Option<crate::format::config::ProtocolSettings>,
     /// How the first key file protects the master secret.
     pub protection: Protection,
+    /// The content keys of another repository to name and cut content
+    /// with (`init --copy-chunker-params-from`), so the two dedup against
+    /// each other; `None` for keys of this repository's own.
+    pub content_keys: Option<crate::crypto::ContentKeys>,
 }
 
 impl std::fmt::Debug for InitOptions {
@@ -76,6 +80,7 @@ impl Default for InitOptions {
             frame_size: 256 * 1024,
             protocol: None,
             protection: Protection::Unprotected,
+            content_keys: None,
         }
     }
 }
@@ -251,7 +256,13 @@ impl Repository {
         let now = Utc::now();
         let mut config = Config {
             version: REPO_FORMAT_VERSION,
-            features: Some(FEATURES_AT_INIT.iter().map(|f| f.to_string()).collect()),
+            features: Some(
+                DEFAULT_FEATURES
+                    .iter()
+                    .chain(opts.content_keys.as_ref().map(|_| &FEATURE_SHARED_CONTENT_KEYS))
+                    .map(|f| f.to_string())
+                    .collect(),
+            ),
             id: Id::hash(
                 format!(
                     "{}-{}-{}",
@@ -273,10 +284,15 @@ impl Repository {
                 Protection::Passphrase { .. } => Encryption::Passphrase,
                 Protection::Unprotected => Encryption::None,
             }),
+            content_keys: None,
             mac: None,
         };
         let master = MasterSecret::random()?;
-        config.authenticate(&Keys::derive(&master));
+        let keys = Keys::derive(&master);
+        if let Some(content) = &opts.content_keys {
+            config.content_keys = Some(crate::format::content_keys::seal(&keys, &config.id, content)?);
+        }
+        config.authenticate(&keys);
         // The key file before the config: a repository is only ever seen
         // (config present) with a way to open it.
         let key =
@@ -932,6 +948,70 @@ impl Repository {
         Ok(out)
     }
 
+    /// Packs the index database knows that no index file lists yet (this
+    /// host's, stored by a process that has not listed them or never
+    /// will), with their trailers; found without listing the storage.
+    pub fn unlisted_known_packs(&self) -> Result<Vec<PackEntry>> {
+        let marked = self.marked_packs();
+        let mut out = Vec::new();
+        for (id, len, _, listed) in self.index()?.packs()? {
+            if listed || marked.contains(&id) {
+                continue;
+            }
+            match self.read_pack_trailer(&id, len) {
+                Ok(e) => out.push(e),
+                Err(Error::Missing { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where packs that nobody has listed are looked for: a listing of
+    /// every pack costs a readdir on a local disk but one request per
+    /// thousand packs elsewhere, on every backup. So a remote repository
+    /// relies on the index database (every pack is recorded there as soon
+    /// as it is stored) and lists `data/` only when this host may have
+    /// packs the database missed (cache.rs, `writers/`).
+    fn scans_for_packs(&self) -> Option<&RepoCache> {
+        self.cache.as_ref().filter(|c| c.caches_files())
+    }
+
+    /// The packs a backup or copy starting now adopts (dedups against and
+    /// lists in its first index file): every unlisted pack in storage on
+    /// a local disk; elsewhere the unlisted packs the index database
+    /// knows, and all of storage's only when a scan is due. Also the
+    /// announcement of this writer, to hold until it has listed its packs.
+    pub fn packs_to_adopt(&self) -> Result<(Vec<PackEntry>, Option<crate::cache::WriterFile>)> {
+        let Some(cache) = self.scans_for_packs() else {
+            return Ok((self.unindexed_packs()?, None));
+        };
+        // Announced before the scan: killed between the scan and recording
+        // what it found, this process leaves a file that makes the next
+        // backup scan again.
+        let writer = cache.writer()?;
+        let adopt = if cache.pack_scan_needed() {
+            let found = self.unindexed_packs()?;
+            self.index()?.add_packs(&found, None)?;
+            cache.pack_scan_done();
+            found
+        } else {
+            self.unlisted_known_packs()?
+        };
+        Ok((adopt, Some(writer)))
+    }
+
+    /// The packs a backup or copy lists before it commits its snapshot:
+    /// every pack it may have deduplicated against that no index file
+    /// lists (another process's, still running or killed). Such a pack is
+    /// known to the index database, since that is where dedup found it.
+    pub fn packs_to_list_before_commit(&self) -> Result<Vec<PackEntry>> {
+        match self.scans_for_packs() {
+            None => self.unindexed_packs(),
+            Some(_) => self.unlisted_known_packs(),
+        }
+    }
+
     pub fn blob_reader(&self) -> Result<&BlobReader> {
         if let Some(r) = self.reader.get() {
             return Ok(r);
@@ -1220,8 +1300,13 @@ fn unlock_keys(
         return Ok((None, None));
     }
     let (master, key_name) = unlock(storage, config, passphrase)?;
-    let keys = Keys::derive(&master);
+    let mut keys = Keys::derive(&master);
     Config::verify(data, &keys)?;
+    // Only after the MAC: the sealed content keys are part of what it covers.
+    if let Some(stored) = &config.content_keys {
+        let content = crate::format::content_keys::open(&keys, &config.id, stored)?;
+        keys = keys.with_content_keys(content);
+    }
     Ok((Some(Arc::new(keys)), Some((master, key_name))))
 }
 

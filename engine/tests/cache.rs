@@ -126,9 +126,20 @@ fn second_listing_and_tree_walk_fetch_nothing_again() {
     assert_eq!(listed.len(), 3);
     assert_eq!(s.storage.take().0, 0, "snapshot files written by this host come from its cache");
     let tree = repo.snapshots().unwrap()[2].file.tree;
+    // So did they with the trees they wrote.
     let mut names = Vec::new();
     walk(&repo, &tree, &mut names);
     assert!(names.contains(&"file".to_string()), "{names:?}");
+    assert_eq!(s.storage.take().1, 0, "trees written by this host come from its cache");
+    let trees = s.cache_root.join(repo.config().id.to_hex()).join("trees");
+    drop(repo);
+    // Trees this host did not write (here: dropped from the cache) are
+    // fetched once.
+    std::fs::remove_dir_all(&trees).unwrap();
+    let repo = s.open();
+    let mut first = Vec::new();
+    walk(&repo, &tree, &mut first);
+    assert_eq!(first, names);
     let (_, first_ranges) = s.storage.take();
     assert!(first_ranges > 0);
     drop(repo);

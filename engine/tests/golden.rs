@@ -477,6 +477,7 @@ fn golden_config() -> Config {
         frame_size: 256 * 1024,
         protocol: None,
         encryption: None,
+        content_keys: None,
         mac: None,
     }
 }

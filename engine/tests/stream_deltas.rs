@@ -266,9 +266,9 @@ fn copy_stores_deltas_plainly_in_the_target() {
 
 #[test]
 fn the_feature_is_known_and_added_to_the_stored_config_in_place() {
-    use arc_engine::format::config::{Config, FEATURES_AT_INIT, KNOWN_FEATURES};
+    use arc_engine::format::config::{Config, DEFAULT_FEATURES, KNOWN_FEATURES};
     assert!(KNOWN_FEATURES.contains(&FEATURE_STREAM_DELTAS));
-    assert!(!FEATURES_AT_INIT.contains(&FEATURE_STREAM_DELTAS), "init leaves it out until a delta is written");
+    assert!(!DEFAULT_FEATURES.contains(&FEATURE_STREAM_DELTAS), "init leaves it out until a delta is written");
     let tmp = tempfile::tempdir().unwrap();
     let repo = new_repo(tmp.path());
     let stored = std::fs::read(tmp.path().join("repo/config")).unwrap();

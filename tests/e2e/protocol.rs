@@ -177,6 +177,74 @@ fn copy_between_v2_repositories_reencrypts_and_sends_only_what_the_target_lacks(
     }
 }
 
+/// `init --copy-chunker-params-from A`: the new repository takes A's chunk
+/// sizes and content keys (sealed under its own keys, its own passphrase),
+/// so content both hold is named alike and `copy` between them re-cuts
+/// nothing and sends only what is new; everything restores identical and
+/// checks with the target's passphrase alone. A v1 source and a wrong source
+/// passphrase are refused before anything is created.
+#[test]
+fn init_copy_chunker_params_from_makes_copy_send_only_new_content() {
+    const TARGET_PASSWORD: &str = "the copy target's own passphrase";
+    let env = TestEnv::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    let at_b = || env.arc_at(&b).env("ARC_PASSWORD", TARGET_PASSWORD).env("ARC_FROM_PASSWORD", TEST_PASSWORD);
+    env.arc_at(&a)
+        .args(["init", "--prune-grace", GRACE, "--chunk-avg", "512K", "--stream-chunk-avg", "128K"])
+        .run()
+        .success();
+    let made = at_b()
+        .args(["--json", "init", "--prune-grace", GRACE, "--copy-chunker-params-from"])
+        .arg(&a)
+        .run()
+        .success()
+        .json();
+    let config = &made["config"];
+    let features: Vec<&str> = config["features"].as_array().unwrap().iter().filter_map(|f| f.as_str()).collect();
+    assert!(features.contains(&"shared-content-keys"), "{made:#}");
+    assert_eq!(config["file_chunker"]["avg_size"], 512 * 1024, "{made:#}");
+    assert_eq!(config["stream_chunker"]["avg_size"], 128 * 1024, "{made:#}");
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    for i in 0..3u64 {
+        write_random_file(&src.join(format!("f{i}.bin")), (1 + i) * 900_000, 40 + i);
+        fs::write(src.join("sub").join(format!("small{i}.txt")), format!("small file {i}\n")).unwrap();
+    }
+    env.arc_at(&a).args(["backup", "--time", "2026-01-01T00:00:00Z"]).arg(&src).run().success();
+    // The target backs up the same content on its own (another host).
+    at_b().args(["backup", "--time", "2026-01-01T12:00:00Z"]).arg(&src).run().success();
+    write_random_file(&src.join("new.bin"), 1_200_000, 77);
+    env.arc_at(&a).args(["backup", "--time", "2026-01-02T00:00:00Z"]).arg(&src).run().success();
+    let r = at_b().args(["--json", "copy", "--all", "--from-repo"]).arg(&a).run().success().json();
+    assert_eq!(r["rechunked"], serde_json::Value::Bool(false), "same content keys, no re-cut: {r:#}");
+    assert_eq!(r["copied"].as_array().map(|c| c.len()), Some(2), "{r:#}");
+    let added = ju64(&r, "bytes_added");
+    assert!((1_200_000..1_200_000 + 64 * 1024).contains(&added), "only new.bin's content is new to the target: {r:#}");
+    at_b().args(["check", "--read-data"]).run().success();
+    let copied = at_b().args(["--json", "snapshots"]).run().success().json();
+    let latest = copied.as_array().unwrap().iter().find(|s| jstr(s, "time").starts_with("2026-01-02")).unwrap();
+    let out = env.path("restored");
+    at_b().args(["restore", jstr(latest, "id"), "--target"]).arg(&out).run().success();
+    let diffs = compare_trees(&src, &restored(&out, &src), &CompareOpts::default());
+    assert!(diffs.is_empty(), "the copy restores differently:\n{}", diffs.join("\n"));
+
+    // Refusals leave nothing behind.
+    let v1 = env.path("v1");
+    cp_a(&frozen_v1(), &v1);
+    let c = env.path("c");
+    env.arc_at(&c).args(["init", "--copy-chunker-params-from"]).arg(&v1).run().failure().stderr_contains("format v1");
+    if !encryption_none() {
+        env.arc_at(&c)
+            .env("ARC_FROM_PASSWORD", "not the source's passphrase")
+            .args(["init", "--copy-chunker-params-from"])
+            .arg(&a)
+            .run()
+            .failure()
+            .stderr_contains("--copy-chunker-params-from");
+    }
+    assert!(!c.join("config").exists(), "a refused init created a repository");
+}
+
 #[test]
 fn copy_needs_a_source_and_a_choice() {
     let env = TestEnv::new();

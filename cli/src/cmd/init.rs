@@ -1,4 +1,6 @@
-use anyhow::{Context, Result};
+use std::cell::RefCell;
+
+use anyhow::{anyhow, Context, Result};
 use arc_engine::format::config::{ChunkerParams, ProtocolSettings};
 use arc_engine::repo::InitOptions;
 use arc_engine::Repository;
@@ -47,8 +49,41 @@ pub fn options(a: &InitArgs) -> Result<InitOptions> {
     Ok(opts)
 }
 
+/// `--copy-chunker-params-from REPO`: REPO's chunker sizes and content
+/// keys (crypto.md §2.4), read before anything is created.
+fn copy_chunker_params(opts: &mut InitOptions, from: &std::path::Path) -> Result<()> {
+    let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
+    let source = || {
+        crate::passphrase::existing_source().map_err(|e| {
+            *failure.borrow_mut() = Some(e);
+            arc_engine::Error::PassphraseRequired
+        })
+    };
+    let opened = super::open_other(from, "--copy-chunker-params-from", Some(&source));
+    if let Some(e) = failure.into_inner() {
+        return Err(e);
+    }
+    let src = opened?;
+    let Some(keys) = src.keys() else {
+        return Err(anyhow!(
+            "--copy-chunker-params-from {}: a format v{} repository names chunks by plain BLAKE3, which a v2 \
+             repository never does; `arc copy --from-repo {}` migrates it (re-cutting its content once)",
+            from.display(),
+            src.config().version,
+            from.display()
+        ));
+    };
+    opts.file_chunker = src.config().file_chunker;
+    opts.stream_chunker = src.config().stream_chunker;
+    opts.content_keys = Some(keys.content_keys());
+    Ok(())
+}
+
 pub fn run(env: &Env, a: InitArgs) -> Result<u8> {
     let mut opts = options(&a)?;
+    if let Some(from) = &a.copy_chunker_params_from {
+        copy_chunker_params(&mut opts, from)?;
+    }
     if a.encryption == EncryptionMode::Passphrase {
         opts.protection = Protection::passphrase(crate::passphrase::new("ARC", None)?);
     }
@@ -67,6 +102,12 @@ pub fn run(env: &Env, a: InitArgs) -> Result<u8> {
             env.shown(),
             if a.encryption == EncryptionMode::None { " (unencrypted: --encryption none)" } else { ", encrypted" }
         )?;
+        if let Some(from) = &a.copy_chunker_params_from {
+            outln!(
+                "content is named and cut as in {}: `arc copy` between the two sends only chunks the target lacks",
+                from.display()
+            )?;
+        }
     }
     Ok(0)
 }

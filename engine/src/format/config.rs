@@ -25,11 +25,12 @@ pub const OLDEST_WRITABLE_VERSION: u32 = 2;
 /// encodings, telling them apart by their own magic and version; writers
 /// use the new one only where the config lists its feature, so an arc that
 /// lacks the feature never meets the encoding.
-pub const KNOWN_FEATURES: &[&str] = &[FEATURE_TREES_V2, FEATURE_INDEX_V2, FEATURE_STREAM_DELTAS];
-/// What `init` lists. `stream-deltas` is added by the first backup that
-/// writes a delta ([`Config::with_feature`]), so a repository that never
-/// stores one stays readable by arcs without it.
-pub const FEATURES_AT_INIT: &[&str] = &[FEATURE_TREES_V2, FEATURE_INDEX_V2];
+pub const KNOWN_FEATURES: &[&str] =
+    &[FEATURE_TREES_V2, FEATURE_INDEX_V2, FEATURE_SHARED_CONTENT_KEYS, FEATURE_STREAM_DELTAS];
+/// The features `init` lists in every new repository; the others are listed
+/// only by repositories that use them (`stream-deltas` is added by the
+/// first backup that writes a delta, [`Config::with_feature`]).
+pub const DEFAULT_FEATURES: &[&str] = &[FEATURE_TREES_V2, FEATURE_INDEX_V2];
 /// Split directories, chunk list blobs, trees without change-detection
 /// fields (format-spec/v2/trees-index.md section 1).
 pub const FEATURE_TREES_V2: &str = "trees-v2";
@@ -39,6 +40,11 @@ pub const FEATURE_INDEX_V2: &str = "index-v2";
 /// Stream chunks stored as zstd deltas against a chunk of the parent's
 /// stream (format-spec/v2/streams.md section 4; frame codec 2).
 pub const FEATURE_STREAM_DELTAS: &str = "stream-deltas";
+/// The config carries sealed `content_keys` taken from another repository
+/// (`init --copy-chunker-params-from`; format-spec/v2/crypto.md §2.4): a
+/// reader without the feature would name and cut content with keys derived
+/// from this repository's master secret and find every blob "corrupt".
+pub const FEATURE_SHARED_CONTENT_KEYS: &str = "shared-content-keys";
 const ENVELOPE_VERSION: u8 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +148,11 @@ pub struct Config {
     /// sealed either way; this says whether key files need a passphrase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,
+    /// v2 with feature `shared-content-keys`: the chunk id key, tree split
+    /// key and gear seed of the repository this one was made to dedup
+    /// with, sealed (format::content_keys). Covered by `mac`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_keys: Option<String>,
     /// v2: keyed BLAKE3 (config MAC subkey) of the canonical config without
     /// this key, hex. Checked once the master secret is unwrapped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -351,6 +362,13 @@ impl Config {
                 "a v2 config needs encryption, mac and id_scheme keyed-blake3",
             ));
         }
+        if config.content_keys.is_some() != config.has_feature(FEATURE_SHARED_CONTENT_KEYS) {
+            return Err(Error::corrupt(
+                "config",
+                "config",
+                format!("content_keys and the feature {FEATURE_SHARED_CONTENT_KEYS} come together"),
+            ));
+        }
         if config.version == 1 && config.id_scheme != IdScheme::Blake3 {
             return Err(Error::corrupt("config", "config", "a v1 config uses id_scheme blake3"));
         }
@@ -367,5 +385,42 @@ impl Config {
             p.validate().map_err(|e| Error::corrupt("config", "config", e.to_string()))?;
         }
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v2_config() -> Config {
+        Config {
+            version: 2,
+            features: Some(DEFAULT_FEATURES.iter().map(|f| f.to_string()).collect()),
+            id: Id([3; 32]),
+            created: chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("a valid time"),
+            id_scheme: IdScheme::KeyedBlake3,
+            file_chunker: ChunkerParams::default_files(),
+            stream_chunker: ChunkerParams::default_streams(),
+            compression: CompressionParams { algorithm: CompressionAlgorithm::Zstd, level: 3 },
+            pack_size: 16 * 1024 * 1024,
+            frame_size: 256 * 1024,
+            protocol: Some(ProtocolSettings::default()),
+            encryption: Some(Encryption::Passphrase),
+            content_keys: None,
+            mac: Some("00".repeat(32)),
+        }
+    }
+
+    #[test]
+    fn content_keys_come_with_their_feature() {
+        assert!(Config::decode(&v2_config().encode()).is_ok());
+        let mut with_keys = v2_config();
+        with_keys.content_keys = Some("ab".repeat(113));
+        assert!(matches!(Config::decode(&with_keys.encode()), Err(Error::Corrupt { .. })));
+        with_keys.features.as_mut().expect("v2 lists features").push(FEATURE_SHARED_CONTENT_KEYS.into());
+        assert!(Config::decode(&with_keys.encode()).is_ok());
+        let mut feature_only = v2_config();
+        feature_only.features.as_mut().expect("v2 lists features").push(FEATURE_SHARED_CONTENT_KEYS.into());
+        assert!(matches!(Config::decode(&feature_only.encode()), Err(Error::Corrupt { .. })));
     }
 }

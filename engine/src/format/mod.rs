@@ -13,6 +13,7 @@
 //! part of the repository format.
 
 pub mod config;
+pub mod content_keys;
 pub mod delta;
 pub mod envelope;
 #[doc(hidden)]

@@ -276,7 +276,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     // Packs left by an interrupted backup: known to the index database from
     // the start, so this run dedups against them, and listed in this run's
     // first index file.
-    let adopt = repo.unindexed_packs()?;
+    let (adopt, _writer) = repo.packs_to_adopt()?;
     repo.index()?.add_packs(&adopt, None)?;
 
     let mut ctx = Ctx::new(repo, progress, &mut opts, parent.as_ref().map(|p| p.file.tree));

@@ -141,7 +141,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
     let unlisted = stored.keys().filter(|id| table.number(id).is_none()).count();
     if unlisted > 0 {
         report.warnings.push(format!(
-            "{unlisted} pack(s) are not listed in any index file (left by an interrupted or running backup; the next backup adopts them)"
+            "{unlisted} pack(s) are not listed in any index file (left by an interrupted or running backup; the next prune, or this host's next backup, adopts them)"
         ));
     }
     // Trees with a copy in a pack that is there.

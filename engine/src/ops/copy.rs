@@ -104,7 +104,7 @@ pub fn copy(src: &Repository, dst: &Repository, opts: &CopyOptions, progress: &d
             report.skipped.push(snap.id);
             continue;
         }
-        let adopt = dst.unindexed_packs()?;
+        let (adopt, _writer) = dst.packs_to_adopt()?;
         dst.index()?.add_packs(&adopt, None)?;
         let copier = Copier {
             src,

@@ -26,12 +26,14 @@
 //! - errors name the file (kind and name, or the remote object) and never
 //!   carry a credential.
 
+pub mod counting;
 mod faulty;
 mod local;
 pub mod location;
 mod memory;
 pub mod remote;
 
+pub use counting::{CountingStorage, Op, RequestCounts};
 pub use faulty::{FaultCounts, Faults, FaultyStorage};
 pub use local::LocalDir;
 pub use location::Location;
@@ -42,7 +44,7 @@ use std::time::SystemTime;
 
 use crate::error::Result;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FileKind {
     Config,
     Pack,

@@ -360,11 +360,54 @@ impl RemoteStorage {
 /// status and the first cause (a refused connection, the server's error
 /// body). opendal's own Display adds its request context, which repeats
 /// the endpoint and path we already show.
+/// `S3Error { code: "X", message: "M", .. }`, as opendal renders an S3
+/// error body, as "S3 error X: M".
+fn s3_error_body(msg: &str) -> Option<String> {
+    let quoted = |key: &str| {
+        let rest = &msg[msg.find(&format!("{key}: \""))? + key.len() + 3..];
+        Some(rest[..rest.find('"')?].to_string())
+    };
+    if !msg.starts_with("S3Error") {
+        return None;
+    }
+    let code = quoted("code")?;
+    Some(match quoted("message").filter(|m| !m.is_empty()) {
+        Some(m) => format!("S3 error {code}: {m}"),
+        None => format!("S3 error {code}"),
+    })
+}
+
+/// What an error without a message (a HEAD has no body to explain it) says
+/// in its context: the operation and the HTTP status, e.g. "HeadObject
+/// answered HTTP 403", instead of opendal's whole context dump.
+fn status_only(e: &opendal::Error) -> Option<String> {
+    let text = e.to_string();
+    let after = |key: &str| -> Option<String> {
+        let rest = &text[text.find(key)? + key.len()..];
+        Some(rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect())
+    };
+    let status = after("status: ").filter(|s| !s.is_empty())?;
+    let op = after("service_operation: ").filter(|s| !s.is_empty()).unwrap_or_else(|| "the request".into());
+    let reason = match status.as_str() {
+        "400" => " (bad request: a malformed bucket name or URL?)",
+        "401" | "403" => " (access denied)",
+        "404" => " (not found)",
+        "409" => " (conflict)",
+        "500" | "502" | "503" | "504" => " (server error)",
+        _ => "",
+    };
+    Some(format!("{op} answered HTTP {status}{reason}"))
+}
+
 fn describe(e: &opendal::Error) -> String {
     let mut out = String::new();
     let msg = e.message().trim();
-    if !msg.is_empty() {
+    if let Some(body) = s3_error_body(msg) {
+        out.push_str(&body);
+    } else if !msg.is_empty() {
         out.push_str(msg);
+    } else if let Some(status) = status_only(e) {
+        out.push_str(&status);
     }
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
@@ -598,5 +641,32 @@ impl Storage for RemoteStorage {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.other(&path, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_read_as_one_short_line() {
+        let body = opendal::Error::new(
+            ErrorKind::PermissionDenied,
+            r#"S3Error { code: "SignatureDoesNotMatch", message: "", resource: "", request_id: "" }"#,
+        );
+        assert_eq!(describe(&body), "S3 error SignatureDoesNotMatch (PermissionDenied)");
+        let with_message = opendal::Error::new(
+            ErrorKind::Unexpected,
+            r#"S3Error { code: "NoSuchBucket", message: "The specified bucket does not exist", resource: "" }"#,
+        );
+        assert_eq!(describe(&with_message), "S3 error NoSuchBucket: The specified bucket does not exist (Unexpected)");
+        let head = opendal::Error::new(ErrorKind::Unexpected, "")
+            .with_operation("stat")
+            .with_context("service_operation", "HeadObject")
+            .with_context("response", "Parts { status: 400, version: HTTP/1.1 }");
+        assert_eq!(
+            describe(&head),
+            "HeadObject answered HTTP 400 (bad request: a malformed bucket name or URL?) (Unexpected)"
+        );
     }
 }
