@@ -175,7 +175,7 @@ impl Pairing {
         }
         let Some((_, map)) = &self.landmarks else { return };
         if let Some((n_off, p_off)) =
-            landmarks(chunk).into_iter().filter_map(|(off, h)| map.get(&h).map(|&p| (off, p))).last()
+            landmarks(chunk).into_iter().rev().find_map(|(off, h)| map.get(&h).map(|&p| (off, p)))
         {
             self.shift = (p.start + u64::from(p_off)) as i64 - (start + u64::from(n_off)) as i64;
         }
