@@ -36,7 +36,7 @@ command -v fusermount3 >/dev/null || { echo "fusermount3 is missing (apt-get ins
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 fail() { echo "remote.sh: $*" >&2; exit 1; }
 
-python3 "$HERE/gen_workloads.py" "$BENCH_DIR" --scale "${ARC_BENCH_SCALE:-1}" --shapes "${SHAPES[@]}" >/dev/null
+python3 "$HERE/gen_workloads.py" "$BENCH_DIR" --scale "${ARC_BENCH_SCALE:-1}" --shapes "$(IFS=,; echo "${SHAPES[*]}")" >/dev/null
 W=$(mktemp -d "$BENCH_DIR/remote.XXXXXX")
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$W"' EXIT

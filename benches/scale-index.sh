@@ -5,8 +5,8 @@
 # packs). Prints wall time and peak RSS (GNU time's %M) of: generation,
 # the first `check` (which also fills the index cache), a warm `check`,
 # `prune --dry-run` (the plan alone) and `prune --instant` (plan, index
-# rewrite, index cache rebuild, deletion of the dead tenth); then the
-# index cache's bytes per chunk. With a second binary (OLD_ARC), the same
+# rewrite, index cache update, deletion of the dead tenth); then the
+# index cache's bytes per chunk (database plus sorted rows file). With a second binary (OLD_ARC), the same
 # commands of that binary run on the same repository first, side by side.
 #
 #   benches/scale-index.sh [CHUNKS] [ARC_BINARY] [OLD_ARC]
@@ -41,8 +41,9 @@ if [ -n "$OLD" ]; then
 fi
 measure "check (cold cache)" "$ARC" -q -r "$R" check
 measure "check (warm)" "$ARC" -q -r "$R" check
-db=$(find "$XDG_CACHE_HOME" -name '*.redb' | head -1)
-size=$(stat -c %s "$db")
+# The cache: its database and its sorted rows file.
+size=$(find "$XDG_CACHE_HOME" \( -name 'index-*.redb' -o -name 'index-*.rows' \) -exec stat -c %s {} + |
+    awk '{s+=$1} END {print s+0}')
 measure "prune --dry-run" "$ARC" -q -r "$R" prune --dry-run
 measure "prune --instant" "$ARC" -q -r "$R" prune --instant
 measure "check after prune" "$ARC" -q -r "$R" check

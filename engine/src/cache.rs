@@ -7,6 +7,7 @@
 //! <root>/<id>/version                    "arc cache 1": the layout below
 //! <root>/<id>/location-<key>             a location this cache serves; mtime = last used
 //! <root>/<id>/index-<key>.redb           the index database (index.rs), per location
+//! <root>/<id>/index-<key>.<gen>.rows     its sorted rows (index_sorted.rs)
 //! <root>/<id>/snapshots/<snapshot id>    snapshot files, byte for byte as stored
 //! <root>/<id>/trees/<2 hex>/<pack>-<offset>-<len>
 //!                                        pack frames holding trees, as stored (sealed)
@@ -15,12 +16,13 @@
 //! ```
 //!
 //! The last two spare a remote repository's backups a listing of every
-//! pack (remote.md section 4): packs that no index file lists yet are
-//! found in the index database, which records each pack as soon as it is
-//! stored, unless a writer of this host stopped between storing a pack and
-//! recording it (its `writers/` file outlives it) or the database is new
-//! (no `packs-scanned-` file). Only then does a backup list `data/` to
-//! adopt such packs.
+//! pack (remote.md section 4). A pack that no index file lists exists
+//! while its writer runs (the writer lists its packs before it ends, even
+//! after an error) or after its writer was killed. So a backup lists
+//! `data/` to adopt such packs only when a writer of this host was killed
+//! (its `writers/` file outlives it) or the database is new (no
+//! `packs-scanned-` file); otherwise the unlisted packs it needs are those
+//! in the index database (adopted by another process of this host).
 //!
 //! Only a cache: nothing in it is trusted. A snapshot file is used only if
 //! its bytes hash to its name (snapshot files are named by the hash of

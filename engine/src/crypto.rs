@@ -9,7 +9,7 @@
 //! (`argon2`) for passphrases (in `format::key_file`). See
 //! format-spec/v2/crypto.md for why each was chosen.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -236,6 +236,49 @@ impl Keys {
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ct);
         Ok(out)
+    }
+
+    /// [`Keys::seal`] without copying: `buf` holds `NONCE_LEN` bytes of
+    /// room followed by the plaintext, and is turned into the same box
+    /// `seal` returns (`nonce || ciphertext || tag`). Pack frames are
+    /// sealed this way: their bytes are assembled once, in place.
+    pub fn seal_in_place(&self, purpose: Purpose, ad: &[u8], buf: &mut Vec<u8>) -> Result<()> {
+        if buf.len() < NONCE_LEN {
+            return Err(Error::InvalidArgument { what: "sealed data", reason: "no room for the nonce".into() });
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce)?;
+        buf[..NONCE_LEN].copy_from_slice(&nonce);
+        let aad = crate::format::sealed::associated_data(purpose, ad);
+        let tag = self
+            .cipher(purpose)
+            .encrypt_in_place_detached(XNonce::from_slice(&nonce), &aad, &mut buf[NONCE_LEN..])
+            .map_err(|_| Error::InvalidArgument { what: "sealed data", reason: "too large to seal".into() })?;
+        buf.extend_from_slice(&tag);
+        Ok(())
+    }
+
+    /// [`Keys::open`] without copying: decrypts the box in `sealed` in
+    /// place and returns the range of the plaintext within it.
+    pub fn open_in_place(
+        &self,
+        purpose: Purpose,
+        ad: &[u8],
+        sealed: &mut [u8],
+        what: &'static str,
+        name: &str,
+    ) -> Result<std::ops::Range<usize>> {
+        if sealed.len() < NONCE_LEN + TAG_LEN {
+            return Err(Error::NotAuthentic { what, name: name.to_string() });
+        }
+        let aad = crate::format::sealed::associated_data(purpose, ad);
+        let end = sealed.len() - TAG_LEN;
+        let (head, tag) = sealed.split_at_mut(end);
+        let (nonce, body) = head.split_at_mut(NONCE_LEN);
+        self.cipher(purpose)
+            .decrypt_in_place_detached(XNonce::from_slice(nonce), &aad, body, (&*tag).into())
+            .map_err(|_| Error::NotAuthentic { what, name: name.to_string() })?;
+        Ok(NONCE_LEN..end)
     }
 
     /// Opens a box sealed by [`Keys::seal`] for the same purpose and

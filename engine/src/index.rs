@@ -1,22 +1,37 @@
-//! The index database: a redb file mapping blob id to where the blob lives
-//! (pack, frame, offset, lengths), plus the packs and index files it was
-//! built from. It is a cache of the repository's index files (which are in
-//! turn a copy of the pack trailers): it can always be rebuilt, and it is
-//! never the only record of anything.
+//! The local index cache: where each blob lives (pack, frame, offset,
+//! lengths), plus the packs and index files it was built from. It is a
+//! cache of the repository's index files (which are in turn a copy of the
+//! pack trailers): it can always be rebuilt, and it is never the only
+//! record of anything.
 //!
-//! Layout (schema 2, `format-spec/v2/trees-index.md` 2.4): each pack id is
-//! stored once, in a pack-number table, and each frame once, so a blob
-//! costs its id and 16 bytes. Packs whose listing index files are gone
-//! (another host's prune or compaction) are dropped by number without a
-//! rebuild; blob rows that still point at a dropped pack read as absent
-//! (a blob's further copies are kept in `dups`) and are swept out in bulk
-//! once they are a quarter of the table.
+//! Two parts (`format-spec/v2/trees-index.md` 2.4):
+//! * a **sorted file** (`crate::index_sorted`): almost every blob row, in
+//!   id order with its packs and frames, written in one sequential pass;
+//! * a redb database beside it: the packs and index files the cache knows,
+//!   the rows added since the sorted file was written (the **delta**: a
+//!   backup's packs as they become durable), the packs dropped since then,
+//!   and the change-detection cache (`crate::change_cache`).
 //!
-//! Several arc processes may open it at once (redb's multi-writer mode), so
-//! concurrent backups into one local repository share it.
+//! The sorted file is rewritten (a merge of itself, the delta and sorted
+//! runs of new rows) when a sync reads many rows at once (a new host, a
+//! rebuild: the rows go to sorted runs, not into the B-tree), and when a
+//! command ends with a delta over 1/64 of the sorted rows or dropped rows
+//! over a quarter. Each pack id is stored once, in a pack-number table.
+//! Packs whose listing index files are gone (another host's prune or
+//! compaction) are dropped by number without a rebuild; their rows read as
+//! absent and are left out of the next sorted file.
+//!
+//! Several arc processes may open it at once (redb's multi-writer mode):
+//! a merge happens inside a redb write transaction, writes the new sorted
+//! file under a new generation number, and deletes the old one after the
+//! commit (a reader that mapped it keeps its mapping).
 
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -26,6 +41,8 @@ use crate::fault;
 use crate::format::index_file::PackEntry;
 use crate::format::pack::{BlobKind, FrameCodec, FrameRecord};
 use crate::id::Id;
+use crate::index_sorted::{self, OpenError, Row, SortedIndex, RECORD_LEN};
+use crate::sorted_runs::{Merged, Sorter};
 
 /// blob id -> pack_no u32 | frame_no u24 | kind u8 | offset_in_frame u32 | raw_len u32
 const BLOBS: TableDefinition<[u8; 32], [u8; SLOT_LEN]> = TableDefinition::new("blobs");
@@ -40,15 +57,35 @@ const DUPS: TableDefinition<([u8; 32], u32), [u8; SLOT_LEN]> = TableDefinition::
 const INDEX_FILES: TableDefinition<[u8; 32], u32> = TableDefinition::new("index_files");
 /// (file_no << 32 | pack_no): which known index file lists which pack.
 const FILE_PACKS: TableDefinition<u64, ()> = TableDefinition::new("file_packs");
+/// Packs dropped since the sorted file was written: its rows of them
+/// read as absent.
+const DROPPED: TableDefinition<u32, ()> = TableDefinition::new("dropped");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// change-cache key -> stamp u32 (unix days) || records (`crate::change_cache`).
 /// Not emptied by [`Index::clear`]: it is not derived from index files.
 const CHANGES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("changes");
 
 /// Bumped when the table layout changes; a mismatching database is rebuilt.
-const SCHEMA_VERSION: u64 = 2;
+/// 3: rows in a sorted file beside the database.
+const SCHEMA_VERSION: u64 = 3;
 const SLOT_LEN: usize = 16;
-const ALL_TABLES: [&str; 8] = ["blobs", "frames", "packs", "pack_ids", "dups", "index_files", "file_packs", "meta"];
+const ALL_TABLES: [&str; 9] =
+    ["blobs", "frames", "packs", "pack_ids", "dups", "index_files", "file_packs", "dropped", "meta"];
+
+/// Rows one update puts into redb before the rest go to sorted runs and
+/// the update ends with a merge: a few of a backup's index files, not a
+/// new host's whole fill. The engine's tests use a small number, so that
+/// their syncs go through the sorted path.
+const BULK_ROWS: u64 = if cfg!(test) { 1000 } else { 100_000 };
+/// A command ends with a merge when the delta holds more than this
+/// fraction of the sorted rows: redb's rows cost about twice a sorted
+/// row, so 1/64 keeps the cache within 2 % of its sorted size, and the
+/// sorted file is rewritten once per 1/64 of growth.
+const DELTA_FRACTION: u64 = 64;
+/// Within one command (a long first backup), a delta larger than both
+/// this and the sorted rows is merged at once: the rewrites double in
+/// size, so their total stays proportional to the rows.
+const DELTA_MERGE_MIN: u64 = 1_000_000;
 
 /// Where a blob is: everything needed to read it with one ranged read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +125,12 @@ impl Slot {
     }
 }
 
+/// A redb slot as a merge row.
+fn slot_row(id: [u8; 32], b: &[u8; SLOT_LEN]) -> Row {
+    let u = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    Row { id, pack_no: u(0), frame_word: u(4), offset_in_frame: u(8), raw_len: u(12) }
+}
+
 fn index_file_no(files: &redb::Table<[u8; 32], u32>, f: &Id, p: &Path) -> Result<Option<u32>> {
     let no = files.get(f.0).map_err(|e| db_error(p, e.into()))?.map(|v| v.value());
     Ok(no)
@@ -120,6 +163,11 @@ fn decode_frame(b: &[u8; 17], path: &Path) -> Result<FrameRecord> {
 pub struct Index {
     db: redb::Database,
     path: PathBuf,
+    /// The sorted file of the generation last opened.
+    sorted: Mutex<Option<(u64, Arc<SortedIndex>)>>,
+    /// Set when a merge found the sorted file damaged and emptied the
+    /// cache: the caller fills it again from the index files.
+    emptied: AtomicBool,
 }
 
 fn db_err(path: &Path) -> impl Fn(redb::Error) -> Error + '_ {
@@ -141,6 +189,10 @@ macro_rules! tx {
     };
 }
 
+fn meta_get(p: &Path, meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64> {
+    Ok(tx!(p, meta.get(key))?.map(|v| v.value()).unwrap_or(0))
+}
+
 /// A change to the cache applied in one transaction by [`Index::apply`].
 #[derive(Default)]
 pub struct IndexUpdate<'a> {
@@ -153,10 +205,24 @@ pub struct IndexUpdate<'a> {
     pub gone_packs: Vec<Id>,
 }
 
+/// Sizes of the cache's parts (for `arc stats`-like figures and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheSizes {
+    pub sorted_rows: u64,
+    pub delta_rows: u64,
+    pub sorted_bytes: u64,
+    pub db_bytes: u64,
+    /// Bytes of the database's pages that hold the change-detection cache
+    /// (a per-file cache that shares the file, not part of the index).
+    pub change_cache_bytes: u64,
+}
+
 impl Index {
-    /// Opens or creates the database at `path`. A database with another
-    /// schema version, or one redb cannot open (damaged), is recreated empty;
-    /// the caller then refills it from the index files.
+    /// Opens or creates the cache at `path` (the database; the sorted file
+    /// is beside it). A database with another schema version, or one redb
+    /// cannot open (damaged), is recreated empty, and so is one whose
+    /// sorted file is missing, of another version or damaged; the caller
+    /// then refills it from the index files.
     pub fn open(path: &Path) -> Result<Index> {
         let build = || {
             let mut b = redb::Builder::new();
@@ -192,17 +258,24 @@ impl Index {
                 }
             }
         };
-        let index = Index { db, path: path.to_path_buf() };
-        let version = {
+        let index = Index { db, path: path.to_path_buf(), sorted: Mutex::new(None), emptied: AtomicBool::new(false) };
+        let (version, generation) = {
             let r = tx!(path, index.db.begin_read())?;
             match r.open_table(META) {
-                Ok(t) => tx!(path, t.get("schema_version"))?.map(|v| v.value()),
-                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Ok(t) => (tx!(path, t.get("schema_version"))?.map(|v| v.value()), meta_get(path, &t, "sorted_gen")?),
+                Err(redb::TableError::TableDoesNotExist(_)) => (None, 0),
                 Err(e) => return Err(Error::index_db(path, e)),
             }
         };
         if version != Some(SCHEMA_VERSION) {
             index.clear()?;
+        } else if generation != 0 {
+            match index.sorted_file(generation) {
+                Ok(_) => {}
+                // Gone or damaged (a crash between the file and the commit
+                // cannot leave this: the file is renamed into place first).
+                Err(OpenError::Missing) | Err(OpenError::Damaged(_)) => index.clear()?,
+            }
         }
         Ok(index)
     }
@@ -211,27 +284,79 @@ impl Index {
         &self.path
     }
 
-    /// Empties every table (rebuild starts from here).
+    /// The sorted file of generation `g`.
+    fn sorted_path(&self, g: u64) -> PathBuf {
+        self.path.with_extension(format!("{g}.rows"))
+    }
+
+    /// The sorted file of generation `g`, opened once per process.
+    fn sorted_file(&self, g: u64) -> std::result::Result<Arc<SortedIndex>, OpenError> {
+        let mut slot = self.sorted.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((have, s)) = slot.as_ref() {
+            if *have == g {
+                return Ok(s.clone());
+            }
+        }
+        let s = Arc::new(SortedIndex::open(&self.sorted_path(g))?);
+        *slot = Some((g, s.clone()));
+        Ok(s)
+    }
+
+    /// Removes sorted files (and their temporaries) of generations other
+    /// than `keep`: left by a crash, or replaced by a merge.
+    fn remove_stale_files(&self, keep: u64) {
+        let (Some(dir), Some(stem)) = (self.path.parent(), self.path.file_stem().and_then(|s| s.to_str())) else {
+            return;
+        };
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let keep = format!("{stem}.{keep}.rows");
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(rest) = name.strip_prefix(stem).and_then(|r| r.strip_prefix('.')) else { continue };
+            let generation = rest.split('.').next().unwrap_or("");
+            let ours = !generation.is_empty() && generation.bytes().all(|b| b.is_ascii_digit());
+            if ours && (rest.ends_with(".rows") || rest.ends_with(".tmp")) && name != keep {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// Empties every table but the change cache, and drops the sorted file
+    /// (rebuild starts from here).
     pub fn clear(&self) -> Result<()> {
         let p = &self.path;
         let w = tx!(p, self.db.begin_write())?;
+        Self::clear_in(p, &w)?;
+        tx!(p, w.commit())?;
+        fault::step("index db commit (cleared)", &p.display());
+        *self.sorted.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.remove_stale_files(0);
+        Ok(())
+    }
+
+    fn clear_in(p: &Path, w: &redb::WriteTransaction) -> Result<()> {
         for t in ALL_TABLES {
             let _ = w.delete_table(redb::TableDefinition::<[u8; 32], u8>::new(t));
         }
-        {
-            w.open_table(BLOBS).map_err(|e| db_err(p)(e.into()))?;
-            w.open_table(FRAMES).map_err(|e| db_err(p)(e.into()))?;
-            w.open_table(PACKS).map_err(|e| db_err(p)(e.into()))?;
-            w.open_table(PACK_IDS).map_err(|e| db_err(p)(e.into()))?;
-            w.open_table(DUPS).map_err(|e| db_err(p)(e.into()))?;
-            w.open_table(INDEX_FILES).map_err(|e| db_err(p)(e.into()))?;
-            w.open_table(FILE_PACKS).map_err(|e| db_err(p)(e.into()))?;
-            let mut meta = tx!(p, w.open_table(META))?;
-            tx!(p, meta.insert("schema_version", SCHEMA_VERSION))?;
-        }
-        tx!(p, w.commit())?;
-        fault::step("index db commit (cleared)", &p.display());
+        w.open_table(BLOBS).map_err(|e| db_err(p)(e.into()))?;
+        w.open_table(FRAMES).map_err(|e| db_err(p)(e.into()))?;
+        w.open_table(PACKS).map_err(|e| db_err(p)(e.into()))?;
+        w.open_table(PACK_IDS).map_err(|e| db_err(p)(e.into()))?;
+        w.open_table(DUPS).map_err(|e| db_err(p)(e.into()))?;
+        w.open_table(INDEX_FILES).map_err(|e| db_err(p)(e.into()))?;
+        w.open_table(FILE_PACKS).map_err(|e| db_err(p)(e.into()))?;
+        w.open_table(DROPPED).map_err(|e| db_err(p)(e.into()))?;
+        let mut meta = tx!(p, w.open_table(META))?;
+        tx!(p, meta.insert("schema_version", SCHEMA_VERSION))?;
         Ok(())
+    }
+
+    /// Whether a merge found the sorted file damaged and emptied the cache
+    /// since the last call (the caller refills it).
+    pub fn take_emptied(&self) -> bool {
+        self.emptied.swap(false, Ordering::SeqCst)
     }
 
     /// Records packs (and the index file that lists them, if any) in one
@@ -243,179 +368,103 @@ impl Index {
     /// Applies new index files, gone index files and gone unlisted packs in
     /// one durable transaction (the incremental update of spec 2.4).
     pub fn apply(&self, update: &IndexUpdate<'_>) -> Result<()> {
+        let mut u = self.begin()?;
+        for (file, entries) in &update.add {
+            u.add(*file, entries)?;
+        }
+        u.gone_files(&update.gone_files)?;
+        u.gone_packs(&update.gone_packs)?;
+        u.commit()
+    }
+
+    /// Starts an update: one write transaction, committed by
+    /// [`Update::commit`].
+    pub fn begin(&self) -> Result<Update<'_>> {
         let p = &self.path;
         let w = tx!(p, self.db.begin_write())?;
-        {
-            let mut blobs = tx!(p, w.open_table(BLOBS))?;
-            let mut frames = tx!(p, w.open_table(FRAMES))?;
-            let mut packs = tx!(p, w.open_table(PACKS))?;
-            let mut pack_ids = tx!(p, w.open_table(PACK_IDS))?;
-            let mut dups = tx!(p, w.open_table(DUPS))?;
-            let mut files = tx!(p, w.open_table(INDEX_FILES))?;
-            let mut file_packs = tx!(p, w.open_table(FILE_PACKS))?;
-            let mut meta = tx!(p, w.open_table(META))?;
-            let mut next_pack = tx!(p, meta.get("next_pack_no"))?.map(|v| v.value()).unwrap_or(0);
-            let mut next_file = tx!(p, meta.get("next_file_no"))?.map(|v| v.value()).unwrap_or(0);
-            let mut dead = tx!(p, meta.get("dead_rows"))?.map(|v| v.value()).unwrap_or(0);
+        Ok(Update { index: self, w, bulk: None, redb_rows: 0, merge: false })
+    }
 
-            // Additions first: a pack that a new file lists again (a
-            // compaction) keeps its number and rows when its old file goes.
-            for (index_file, entries) in &update.add {
-                let file_no = match index_file {
-                    Some(f) => match index_file_no(&files, f, p)? {
-                        Some(no) => Some(no),
-                        None => {
-                            let no = next_file as u32;
-                            next_file += 1;
-                            tx!(p, files.insert(f.0, no))?;
-                            Some(no)
-                        }
-                    },
-                    None => None,
-                };
-                for pe in entries.iter() {
-                    let known = tx!(p, pack_ids.get(pe.pack.0))?.map(|v| v.value());
-                    let no = match known {
-                        Some(no) => no,
-                        None => {
-                            let no = u32::try_from(next_pack)
-                                .map_err(|_| Error::index_db(p, "more than 2^32 packs recorded"))?;
-                            next_pack += 1;
-                            tx!(p, pack_ids.insert(pe.pack.0, no))?;
-                            tx!(p, packs.insert(no, (pe.pack.0, pe.pack_len, pe.trailer.blobs.len() as u32, 0)))?;
-                            for (i, f) in pe.trailer.frames.iter().enumerate() {
-                                tx!(p, frames.insert(frame_key(no, i as u32), encode_frame(f)))?;
-                            }
-                            for b in &pe.trailer.blobs {
-                                let slot = Slot {
-                                    pack_no: no,
-                                    frame_no: b.frame,
-                                    kind: b.kind,
-                                    offset_in_frame: b.offset_in_frame,
-                                    raw_len: b.raw_len,
-                                };
-                                let existing = tx!(p, blobs.get(b.id.0))?.map(|v| v.value());
-                                match existing {
-                                    None => {
-                                        tx!(p, blobs.insert(b.id.0, slot.encode()))?;
-                                    }
-                                    Some(old) => {
-                                        let old = Slot::decode(&old, p)?;
-                                        if tx!(p, packs.get(old.pack_no))?.is_none() {
-                                            // The row pointed at a dropped pack.
-                                            tx!(p, blobs.insert(b.id.0, slot.encode()))?;
-                                            dead = dead.saturating_sub(1);
-                                        } else if old.pack_no != no {
-                                            // A second copy (two backups at once).
-                                            tx!(p, dups.insert((b.id.0, no), slot.encode()))?;
-                                        }
-                                    }
-                                }
-                            }
-                            no
-                        }
-                    };
-                    if let Some(file_no) = file_no {
-                        let key = u64::from(file_no) << 32 | u64::from(no);
-                        if tx!(p, file_packs.insert(key, ()))?.is_none() {
-                            let (id, len, count, listings) = tx!(p, packs.get(no))?
-                                .map(|v| v.value())
-                                .ok_or_else(|| Error::index_db(p, "pack row missing"))?;
-                            tx!(p, packs.insert(no, (id, len, count, listings + 1)))?;
-                        }
-                    }
-                }
-            }
-            // Drops a pack by number: its row, id and frames. Its blob rows
-            // stay and read as absent until a sweep.
-            let mut drop_pack = |no: u32,
-                                 packs: &mut redb::Table<u32, ([u8; 32], u64, u32, u32)>,
-                                 pack_ids: &mut redb::Table<[u8; 32], u32>,
-                                 frames: &mut redb::Table<u64, [u8; 17]>|
-             -> Result<()> {
-                if let Some(row) = tx!(p, packs.remove(no))? {
-                    let (id, _, count, _) = row.value();
-                    tx!(p, pack_ids.remove(id))?;
-                    tx!(p, frames.retain_in(frame_key(no, 0)..=frame_key(no, u32::MAX), |_, _| false))?;
-                    dead += u64::from(count);
-                }
-                Ok(())
-            };
-
-            for gone in &update.gone_files {
-                let Some(file_no) = tx!(p, files.remove(gone.0))?.map(|v| v.value()) else { continue };
-                let range = u64::from(file_no) << 32..=(u64::from(file_no) << 32 | u64::from(u32::MAX));
-                let listed: Vec<u32> = tx!(p, file_packs.range(range.clone()))?
-                    .map(|r| r.map(|(k, _)| k.value() as u32))
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(|e| db_error(p, e.into()))?;
-                tx!(p, file_packs.retain_in(range, |_, _| false))?;
-                for no in listed {
-                    let row = tx!(p, packs.get(no))?.map(|v| v.value());
-                    if let Some((id, len, count, listings)) = row {
-                        if listings <= 1 {
-                            drop_pack(no, &mut packs, &mut pack_ids, &mut frames)?;
-                        } else {
-                            tx!(p, packs.insert(no, (id, len, count, listings - 1)))?;
-                        }
-                    }
-                }
-            }
-            for gone in &update.gone_packs {
-                let no = tx!(p, pack_ids.get(gone.0))?.map(|v| v.value());
-                if let Some(no) = no {
-                    drop_pack(no, &mut packs, &mut pack_ids, &mut frames)?;
-                }
-            }
-
-            // Sweep rows of dropped packs once they are a quarter of the
-            // table: one pass, instead of one per prune.
-            let total = tx!(p, blobs.len())?;
-            if dead > 0 && dead * 4 > total {
-                let live: HashSet<u32> = tx!(p, packs.iter())?
-                    .map(|r| r.map(|(k, _)| k.value()))
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(|e| db_error(p, e.into()))?;
-                let mut promote = Vec::new();
-                tx!(
-                    p,
-                    dups.retain(|(id, no), slot| {
-                        if !live.contains(&no) {
-                            return false;
-                        }
-                        promote.push((id, slot));
-                        true
-                    })
-                )?;
-                let is_dead = |v: &[u8; SLOT_LEN]| !live.contains(&u32::from_le_bytes([v[0], v[1], v[2], v[3]]));
-                tx!(p, blobs.retain(|_, v| !is_dead(&v)))?;
-                for (id, slot) in promote {
-                    if tx!(p, blobs.get(id))?.is_none() {
-                        tx!(p, blobs.insert(id, slot))?;
-                        tx!(p, dups.remove((id, u32::from_le_bytes([slot[0], slot[1], slot[2], slot[3]]))))?;
-                    }
-                }
-                dead = 0;
-            }
-            tx!(p, meta.insert("next_pack_no", next_pack))?;
-            tx!(p, meta.insert("next_file_no", next_file))?;
-            tx!(p, meta.insert("dead_rows", dead))?;
+    /// Merges the delta into the sorted file when it has grown past
+    /// 1/64 of it, or when dropped rows are a quarter of all: the end of
+    /// every command that wrote to the cache.
+    pub fn settle(&self) -> Result<()> {
+        let p = &self.path;
+        let (sorted, delta, dead) = {
+            let r = tx!(p, self.db.begin_read())?;
+            let meta = tx!(p, r.open_table(META))?;
+            (meta_get(p, &meta, "sorted_rows")?, meta_get(p, &meta, "delta_rows")?, meta_get(p, &meta, "dead_rows")?)
+        };
+        let grown = delta > 0 && delta * DELTA_FRACTION > sorted;
+        let dead = dead > 0 && dead * 4 > sorted + delta;
+        if grown || dead {
+            let mut u = self.begin()?;
+            u.merge = true;
+            u.commit()?;
         }
-        tx!(p, w.commit())?;
-        fault::step("index db commit", &p.display());
         Ok(())
+    }
+
+    /// Rows in the sorted file and in the delta, and the bytes of both.
+    pub fn sizes(&self) -> Result<CacheSizes> {
+        let p = &self.path;
+        let r = tx!(p, self.db.begin_read())?;
+        let meta = tx!(p, r.open_table(META))?;
+        let g = meta_get(p, &meta, "sorted_gen")?;
+        let sorted_bytes =
+            if g == 0 { 0 } else { std::fs::metadata(self.sorted_path(g)).map(|m| m.len()).unwrap_or(0) };
+        let change_cache_bytes = match r.open_table(CHANGES) {
+            Ok(t) => {
+                let st = tx!(p, t.stats())?;
+                st.stored_bytes() + st.metadata_bytes() + st.fragmented_bytes()
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => 0,
+            Err(e) => return Err(Error::index_db(p, e)),
+        };
+        Ok(CacheSizes {
+            change_cache_bytes,
+            sorted_rows: meta_get(p, &meta, "sorted_rows")?,
+            delta_rows: meta_get(p, &meta, "delta_rows")?,
+            sorted_bytes,
+            db_bytes: self.db_len()?,
+        })
     }
 
     pub fn reader(&self) -> Result<IndexReader> {
         let p = &self.path;
-        let r = tx!(p, self.db.begin_read())?;
-        Ok(IndexReader {
-            blobs: tx!(p, r.open_table(BLOBS))?,
-            frames: tx!(p, r.open_table(FRAMES))?,
-            packs: tx!(p, r.open_table(PACKS))?,
-            dups: tx!(p, r.open_table(DUPS))?,
-            path: self.path.clone(),
-        })
+        // A merge in another process may replace the sorted file between
+        // the read transaction and the open: then a fresh transaction
+        // names the new one.
+        for _ in 0..8 {
+            let r = tx!(p, self.db.begin_read())?;
+            let (g, delta) = {
+                let meta = tx!(p, r.open_table(META))?;
+                (meta_get(p, &meta, "sorted_gen")?, meta_get(p, &meta, "delta_rows")?)
+            };
+            let sorted = match g {
+                0 => None,
+                g => match self.sorted_file(g) {
+                    Ok(s) => Some(s),
+                    Err(OpenError::Missing) => continue,
+                    Err(OpenError::Damaged(e)) => return Err(e),
+                },
+            };
+            let mut dropped = HashSet::new();
+            for item in tx!(p, tx!(p, r.open_table(DROPPED))?.iter())? {
+                dropped.insert(tx!(p, item)?.0.value());
+            }
+            return Ok(IndexReader {
+                blobs: tx!(p, r.open_table(BLOBS))?,
+                frames: tx!(p, r.open_table(FRAMES))?,
+                packs: tx!(p, r.open_table(PACKS))?,
+                dups: tx!(p, r.open_table(DUPS))?,
+                sorted,
+                dropped,
+                delta: delta > 0,
+                path: self.path.clone(),
+            });
+        }
+        Err(Error::index_db(p, "the sorted index file keeps disappearing"))
     }
 
     pub fn lookup(&self, id: &Id) -> Result<Option<BlobLocation>> {
@@ -463,26 +512,50 @@ impl Index {
     pub fn for_each_blob(&self, mut f: impl FnMut(Id, BlobLocation) -> Result<()>) -> Result<()> {
         let reader = self.reader()?;
         let p = &self.path;
-        let mut pack_cache: HashMap<u32, Option<Id>> = HashMap::new();
-        for item in tx!(p, reader.blobs.iter())? {
+        let mut live_cache: HashMap<u32, Option<Id>> = HashMap::new();
+        let mut sources: Vec<RowSource<'_>> = Vec::new();
+        sources.push(Box::new(tx!(p, reader.blobs.iter())?.map(|item| {
             let (k, v) = tx!(p, item)?;
-            let id = Id(k.value());
-            let slot = Slot::decode(&v.value(), p)?;
-            let live = match pack_cache.get(&slot.pack_no) {
-                Some(x) => *x,
-                None => {
-                    let x = tx!(p, reader.packs.get(slot.pack_no))?.map(|v| Id(v.value().0));
-                    pack_cache.insert(slot.pack_no, x);
-                    x
+            Ok((slot_row(k.value(), &v.value()), None))
+        })));
+        sources.push(Box::new(tx!(p, reader.dups.iter())?.map(|item| {
+            let (k, v) = tx!(p, item)?;
+            Ok((slot_row(k.value().0, &v.value()), None))
+        })));
+        if let Some(s) = &reader.sorted {
+            let mut rows = s.rows_reader().enumerate();
+            sources.push(Box::new(std::iter::from_fn(move || rows.next().map(|(i, r)| r.map(|r| (r, Some(i)))))));
+        }
+        let mut last: Option<[u8; 32]> = None;
+        for item in MergeRows::new(sources) {
+            let (row, sorted_at) = item?;
+            if last == Some(row.id) {
+                continue;
+            }
+            let loc = match (sorted_at, &reader.sorted) {
+                (Some(i), Some(s)) => {
+                    if reader.dropped.contains(&row.pack_no) {
+                        continue;
+                    }
+                    let (pack, frame, offset_in_frame, raw_len, kind) = s.locate_at(i)?;
+                    BlobLocation { pack, frame, offset_in_frame, raw_len, kind }
+                }
+                _ => {
+                    let live = match live_cache.get(&row.pack_no) {
+                        Some(x) => *x,
+                        None => {
+                            let x = reader.live_pack(row.pack_no)?;
+                            live_cache.insert(row.pack_no, x);
+                            x
+                        }
+                    };
+                    let Some(pack) = live else { continue };
+                    let slot = Slot::decode(&row_slot(&row), p)?;
+                    reader.locate(pack, slot)?
                 }
             };
-            let loc = match live {
-                Some(pack) => Some(reader.locate(pack, slot)?),
-                None => reader.lookup_dups(&id)?,
-            };
-            if let Some(loc) = loc {
-                f(id, loc)?;
-            }
+            last = Some(row.id);
+            f(Id(row.id), loc)?;
         }
         Ok(())
     }
@@ -509,7 +582,7 @@ impl Index {
             tx!(p, w.abort())?;
             st.allocated_pages() * st.page_size() as u64
         };
-        let len = self.file_len()?;
+        let len = self.db_len()?;
         if len <= live + live / 10 + (256 << 10) {
             return Ok(false);
         }
@@ -575,9 +648,523 @@ impl Index {
         Ok(())
     }
 
-    /// Bytes of the database file (for the bytes-per-chunk figures).
-    pub fn file_len(&self) -> Result<u64> {
+    /// Bytes of the database file.
+    pub fn db_len(&self) -> Result<u64> {
         Ok(std::fs::metadata(&self.path).map_err(|e| Error::io(&self.path, e))?.len())
+    }
+
+    /// Bytes of the whole cache: the database and the sorted file (for
+    /// the bytes-per-chunk figures).
+    pub fn file_len(&self) -> Result<u64> {
+        let s = self.sizes()?;
+        Ok(s.db_bytes + s.sorted_bytes)
+    }
+}
+
+/// The redb slot of a merge row.
+fn row_slot(row: &Row) -> [u8; SLOT_LEN] {
+    let mut b = [0u8; SLOT_LEN];
+    b[..4].copy_from_slice(&row.pack_no.to_le_bytes());
+    b[4..8].copy_from_slice(&row.frame_word.to_le_bytes());
+    b[8..12].copy_from_slice(&row.offset_in_frame.to_le_bytes());
+    b[12..16].copy_from_slice(&row.raw_len.to_le_bytes());
+    b
+}
+
+type RowSource<'a> = Box<dyn Iterator<Item = Result<(Row, Option<usize>)>> + 'a>;
+
+/// Merges sorted row streams into one, by (id, pack number); each row
+/// carries its position in the sorted file when it comes from there.
+struct MergeRows<'a> {
+    sources: Vec<RowSource<'a>>,
+    heads: Vec<Option<(Row, Option<usize>)>>,
+    started: bool,
+}
+
+impl<'a> MergeRows<'a> {
+    fn new(sources: Vec<RowSource<'a>>) -> Self {
+        MergeRows { heads: Vec::with_capacity(sources.len()), sources, started: false }
+    }
+}
+
+impl Iterator for MergeRows<'_> {
+    type Item = Result<(Row, Option<usize>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if !self.started {
+            self.started = true;
+            for s in self.sources.iter_mut() {
+                match s.next().transpose() {
+                    Ok(h) => self.heads.push(h),
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+        }
+        // A handful of sources: a linear scan beats a heap.
+        let mut best: Option<usize> = None;
+        for (i, h) in self.heads.iter().enumerate() {
+            if let Some((row, _)) = h {
+                if best.is_none_or(|b| self.heads[b].as_ref().is_some_and(|(r, _)| row < r)) {
+                    best = Some(i);
+                }
+            }
+        }
+        let i = best?;
+        let next = match self.sources[i].next().transpose() {
+            Ok(h) => h,
+            Err(e) => return Some(Err(e)),
+        };
+        std::mem::replace(&mut self.heads[i], next).map(Ok)
+    }
+}
+
+/// New rows of one update on their way to a sorted file: sorted runs of
+/// rows, and the frames of their packs (in the sorted file's layout) in a
+/// scratch file, pack by pack in increasing pack number.
+struct Bulk {
+    dir: tempfile::TempDir,
+    sorter: Sorter<RECORD_LEN>,
+    frames_path: PathBuf,
+    frames: BufWriter<File>,
+    /// (pack_no, frames_end, frame count), increasing.
+    packs: Vec<(u32, u32, u32)>,
+}
+
+impl Bulk {
+    fn new(index: &Index) -> Result<Bulk> {
+        let parent = index.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir =
+            tempfile::Builder::new().prefix("index-fill-").tempdir_in(parent).map_err(|e| Error::io(parent, e))?;
+        let frames_path = dir.path().join("frames");
+        let frames = File::create(&frames_path).map_err(|e| Error::io(&frames_path, e))?;
+        Ok(Bulk {
+            sorter: Sorter::new(dir.path(), crate::ops::pack_table::SORT_MEMORY, false),
+            frames: BufWriter::with_capacity(1 << 20, frames),
+            frames_path,
+            dir,
+            packs: Vec::new(),
+        })
+    }
+}
+
+/// The outcome of a merge that could not use the sorted file it had.
+enum MergeOutcome {
+    Done(u64),
+    Damaged(Error),
+}
+
+/// One write transaction of the cache (see [`Index::begin`]).
+pub struct Update<'i> {
+    index: &'i Index,
+    w: redb::WriteTransaction,
+    bulk: Option<Bulk>,
+    /// Rows this update put into redb.
+    redb_rows: u64,
+    /// Merge into a new sorted file at commit whatever the sizes.
+    merge: bool,
+}
+
+impl Update<'_> {
+    /// Adds an index file (or, with `None`, packs no index file lists)
+    /// and its packs. A pack the cache knows keeps its number and rows.
+    pub fn add(&mut self, index_file: Option<Id>, entries: &[PackEntry]) -> Result<()> {
+        let index = self.index;
+        let p = &index.path;
+        let w = &self.w;
+        let mut blobs = tx!(p, w.open_table(BLOBS))?;
+        let mut frames = tx!(p, w.open_table(FRAMES))?;
+        let mut packs = tx!(p, w.open_table(PACKS))?;
+        let mut pack_ids = tx!(p, w.open_table(PACK_IDS))?;
+        let mut dups = tx!(p, w.open_table(DUPS))?;
+        let mut files = tx!(p, w.open_table(INDEX_FILES))?;
+        let mut file_packs = tx!(p, w.open_table(FILE_PACKS))?;
+        let mut meta = tx!(p, w.open_table(META))?;
+        let mut next_pack = meta_get(p, &meta, "next_pack_no")?;
+        let mut next_file = meta_get(p, &meta, "next_file_no")?;
+        let mut dead = meta_get(p, &meta, "dead_rows")?;
+        let mut delta = meta_get(p, &meta, "delta_rows")?;
+
+        let file_no = match index_file {
+            Some(f) => match index_file_no(&files, &f, p)? {
+                Some(no) => Some(no),
+                None => {
+                    let no = u32::try_from(next_file)
+                        .map_err(|_| Error::index_db(p, "more than 2^32 index files recorded"))?;
+                    next_file += 1;
+                    tx!(p, files.insert(f.0, no))?;
+                    Some(no)
+                }
+            },
+            None => None,
+        };
+        for pe in entries {
+            let known = tx!(p, pack_ids.get(pe.pack.0))?.map(|v| v.value());
+            let no = match known {
+                Some(no) => no,
+                None => {
+                    let no =
+                        u32::try_from(next_pack).map_err(|_| Error::index_db(p, "more than 2^32 packs recorded"))?;
+                    next_pack += 1;
+                    tx!(p, pack_ids.insert(pe.pack.0, no))?;
+                    tx!(p, packs.insert(no, (pe.pack.0, pe.pack_len, pe.trailer.blobs.len() as u32, 0)))?;
+                    let rows = pe.trailer.blobs.len() as u64;
+                    let fits = index_sorted::fits(pe.pack_len, &pe.trailer.frames);
+                    match fits {
+                        Some(end) if self.bulk.is_some() || self.redb_rows + rows > BULK_ROWS => {
+                            if self.bulk.is_none() {
+                                self.bulk = Some(Bulk::new(index)?);
+                            }
+                            let Some(bulk) = self.bulk.as_mut() else { continue };
+                            for f in &pe.trailer.frames {
+                                let b = index_sorted::encode_frame(f);
+                                bulk.frames.write_all(&b).map_err(|e| Error::io(&bulk.frames_path, e))?;
+                            }
+                            bulk.packs.push((no, end, pe.trailer.frames.len() as u32));
+                            for b in &pe.trailer.blobs {
+                                let row = Row {
+                                    id: b.id.0,
+                                    pack_no: no,
+                                    frame_word: b.frame | (b.kind as u32) << 24,
+                                    offset_in_frame: b.offset_in_frame,
+                                    raw_len: b.raw_len,
+                                };
+                                bulk.sorter.push(row.to_record())?;
+                            }
+                        }
+                        _ => {
+                            self.redb_rows += rows;
+                            for (i, f) in pe.trailer.frames.iter().enumerate() {
+                                tx!(p, frames.insert(frame_key(no, i as u32), encode_frame(f)))?;
+                            }
+                            for b in &pe.trailer.blobs {
+                                let slot = Slot {
+                                    pack_no: no,
+                                    frame_no: b.frame,
+                                    kind: b.kind,
+                                    offset_in_frame: b.offset_in_frame,
+                                    raw_len: b.raw_len,
+                                };
+                                let existing = tx!(p, blobs.get(b.id.0))?.map(|v| v.value());
+                                match existing {
+                                    None => {
+                                        tx!(p, blobs.insert(b.id.0, slot.encode()))?;
+                                        delta += 1;
+                                    }
+                                    Some(old) => {
+                                        let old = Slot::decode(&old, p)?;
+                                        if tx!(p, packs.get(old.pack_no))?.is_none() {
+                                            // The row pointed at a dropped pack.
+                                            tx!(p, blobs.insert(b.id.0, slot.encode()))?;
+                                            dead = dead.saturating_sub(1);
+                                        } else if old.pack_no != no {
+                                            // A second copy (two backups at once).
+                                            tx!(p, dups.insert((b.id.0, no), slot.encode()))?;
+                                            delta += 1;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    no
+                }
+            };
+            if let Some(file_no) = file_no {
+                let key = u64::from(file_no) << 32 | u64::from(no);
+                if tx!(p, file_packs.insert(key, ()))?.is_none() {
+                    let (id, len, count, listings) = tx!(p, packs.get(no))?
+                        .map(|v| v.value())
+                        .ok_or_else(|| Error::index_db(p, "pack row missing"))?;
+                    tx!(p, packs.insert(no, (id, len, count, listings + 1)))?;
+                }
+            }
+        }
+        tx!(p, meta.insert("next_pack_no", next_pack))?;
+        tx!(p, meta.insert("next_file_no", next_file))?;
+        tx!(p, meta.insert("dead_rows", dead))?;
+        tx!(p, meta.insert("delta_rows", delta))?;
+        Ok(())
+    }
+
+    /// Drops a pack by number: its row and id, its frames in redb; its
+    /// rows read as absent until the next merge leaves them out.
+    fn drop_pack(&self, no: u32) -> Result<()> {
+        let p = &self.index.path;
+        let w = &self.w;
+        let mut packs = tx!(p, w.open_table(PACKS))?;
+        let Some(row) = tx!(p, packs.remove(no))? else { return Ok(()) };
+        let (id, _, count, _) = row.value();
+        drop(row);
+        tx!(p, tx!(p, w.open_table(PACK_IDS))?.remove(id))?;
+        tx!(p, tx!(p, w.open_table(FRAMES))?.retain_in(frame_key(no, 0)..=frame_key(no, u32::MAX), |_, _| false))?;
+        tx!(p, tx!(p, w.open_table(DROPPED))?.insert(no, ()))?;
+        let mut meta = tx!(p, w.open_table(META))?;
+        let dead = meta_get(p, &meta, "dead_rows")? + u64::from(count);
+        tx!(p, meta.insert("dead_rows", dead))?;
+        Ok(())
+    }
+
+    /// Known index files that are gone: packs no remaining file lists are
+    /// dropped. Call after every addition of the same sync, so that a pack
+    /// that a new file lists again keeps its rows.
+    pub fn gone_files(&mut self, gone: &[Id]) -> Result<()> {
+        let p = &self.index.path;
+        for f in gone {
+            let listed: Vec<u32> = {
+                let mut files = tx!(p, self.w.open_table(INDEX_FILES))?;
+                let Some(file_no) = tx!(p, files.remove(f.0))?.map(|v| v.value()) else { continue };
+                let mut file_packs = tx!(p, self.w.open_table(FILE_PACKS))?;
+                let range = u64::from(file_no) << 32..=(u64::from(file_no) << 32 | u64::from(u32::MAX));
+                let listed = tx!(p, file_packs.range(range.clone()))?
+                    .map(|r| r.map(|(k, _)| k.value() as u32))
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|e| db_error(p, e.into()))?;
+                tx!(p, file_packs.retain_in(range, |_, _| false))?;
+                listed
+            };
+            for no in listed {
+                let row = tx!(p, tx!(p, self.w.open_table(PACKS))?.get(no))?.map(|v| v.value());
+                if let Some((id, len, count, listings)) = row {
+                    if listings <= 1 {
+                        self.drop_pack(no)?;
+                    } else {
+                        tx!(p, tx!(p, self.w.open_table(PACKS))?.insert(no, (id, len, count, listings - 1)))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Unlisted packs that are gone from the repository.
+    pub fn gone_packs(&mut self, gone: &[Id]) -> Result<()> {
+        let p = &self.index.path;
+        for pack in gone {
+            let no = tx!(p, tx!(p, self.w.open_table(PACK_IDS))?.get(pack.0))?.map(|v| v.value());
+            if let Some(no) = no {
+                self.drop_pack(no)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits, writing a new sorted file first when this update read many
+    /// rows, was asked to, or left a delta larger than both the sorted
+    /// rows and a million, or dropped rows over a quarter of all.
+    pub fn commit(mut self) -> Result<()> {
+        let index = self.index;
+        let p = &index.path;
+        let (sorted, delta, dead) = {
+            let meta = tx!(p, self.w.open_table(META))?;
+            (meta_get(p, &meta, "sorted_rows")?, meta_get(p, &meta, "delta_rows")?, meta_get(p, &meta, "dead_rows")?)
+        };
+        let merge = self.merge
+            || self.bulk.is_some()
+            || (dead > 0 && dead * 4 > sorted + delta)
+            || (delta > DELTA_MERGE_MIN && delta > sorted);
+        let mut new_gen = None;
+        if merge {
+            match self.merge_into_sorted()? {
+                MergeOutcome::Done(g) => new_gen = Some(g),
+                MergeOutcome::Damaged(e) => {
+                    drop(self.w);
+                    index.clear()?;
+                    index.emptied.store(true, Ordering::SeqCst);
+                    return Err(e);
+                }
+            }
+        }
+        tx!(p, self.w.commit())?;
+        fault::step("index db commit", &p.display());
+        if let Some(g) = new_gen {
+            index.remove_stale_files(g);
+        }
+        Ok(())
+    }
+
+    /// Writes a new sorted file of every live row (the old file's, redb's,
+    /// and this update's sorted runs) and empties the delta.
+    fn merge_into_sorted(&mut self) -> Result<MergeOutcome> {
+        let index = self.index;
+        let p = &index.path;
+        let w = &self.w;
+        let (old_gen, last_gen, delta_rows) = {
+            let meta = tx!(p, w.open_table(META))?;
+            (meta_get(p, &meta, "sorted_gen")?, meta_get(p, &meta, "last_gen")?, meta_get(p, &meta, "delta_rows")?)
+        };
+        let old = match old_gen {
+            0 => None,
+            g => match index.sorted_file(g) {
+                // Read whole below, with its hashes checked before the new
+                // file replaces it, so that damage is not carried over.
+                Ok(s) => Some(s),
+                Err(OpenError::Missing) => {
+                    return Ok(MergeOutcome::Damaged(Error::index_db(p, "the sorted index file is missing")))
+                }
+                Err(OpenError::Damaged(e)) => return Ok(MergeOutcome::Damaged(e)),
+            },
+        };
+        let new_gen = old_gen.max(last_gen) + 1;
+        let live: Vec<(u32, [u8; 32], u64)> = {
+            let packs = tx!(p, w.open_table(PACKS))?;
+            let mut v = Vec::new();
+            for item in tx!(p, packs.iter())? {
+                let (k, val) = tx!(p, item)?;
+                let (id, len, _, _) = val.value();
+                v.push((k.value(), id, len));
+            }
+            v
+        };
+        let old_pos: HashMap<u32, usize> = match &old {
+            Some(s) => (0..s.packs()).map(|i| (s.pack(i).pack_no, i)).collect(),
+            None => HashMap::new(),
+        };
+        let mut bulk = self.bulk.take();
+        let new_rows = bulk.as_ref().map_or(0, |b| b.sorter.pushed());
+        let hint = old.as_ref().map_or(0, |s| s.rows()) + delta_rows + new_rows;
+        let final_path = index.sorted_path(new_gen);
+        let tmp = final_path.with_extension("tmp");
+        let mut writer = index_sorted::Writer::create(&tmp, hint)?;
+        let mut wide: HashSet<u32> = HashSet::new();
+        // The bulk packs' frames, read back in pack order.
+        let mut bulk_reader = match &mut bulk {
+            Some(b) => {
+                b.frames.flush().map_err(|e| Error::io(&b.frames_path, e))?;
+                let f = File::open(&b.frames_path).map_err(|e| Error::io(&b.frames_path, e))?;
+                Some((BufReader::with_capacity(1 << 20, f), b.frames_path.clone()))
+            }
+            None => None,
+        };
+        let mut bulk_packs = bulk.as_ref().map(|b| b.packs.clone()).unwrap_or_default().into_iter().peekable();
+        let mut copy_bulk_frames = |writer: &mut index_sorted::Writer, n: u32, keep: bool| -> Result<()> {
+            let Some((r, path)) = bulk_reader.as_mut() else { return Ok(()) };
+            let mut b = [0u8; index_sorted::FRAME_LEN];
+            for _ in 0..n {
+                r.read_exact(&mut b).map_err(|e| Error::io(&*path, e))?;
+                if keep {
+                    writer.frame_bytes(&b)?;
+                }
+            }
+            Ok(())
+        };
+        let mut old_frames = old.as_ref().map(|s| (s.frames_reader(), 0u64));
+        {
+            let frames_t = tx!(p, w.open_table(FRAMES))?;
+            for (no, id, len) in &live {
+                // Bulk packs dropped in this same update: skip their frames.
+                while let Some(&(_, _, n)) = bulk_packs.peek().filter(|b| b.0 < *no) {
+                    bulk_packs.next();
+                    copy_bulk_frames(&mut writer, n, false)?;
+                }
+                if let (Some(&pos), Some(s), Some((reader, at))) = (old_pos.get(no), &old, old_frames.as_mut()) {
+                    // Frames in file order: those of packs dropped since
+                    // are read past (and hashed).
+                    let frames = s.frames_of(pos);
+                    let mut b = [0u8; index_sorted::FRAME_LEN];
+                    while *at < frames.start {
+                        reader.read(&mut b)?;
+                        *at += 1;
+                    }
+                    writer.begin_pack(Id(*id), *no, s.pack(pos).frames_end)?;
+                    while *at < frames.end {
+                        reader.read(&mut b)?;
+                        writer.frame_bytes(&b)?;
+                        *at += 1;
+                    }
+                    continue;
+                }
+                if let Some((bno, end, n)) = bulk_packs.next_if(|b| b.0 == *no) {
+                    writer.begin_pack(Id(*id), bno, end)?;
+                    copy_bulk_frames(&mut writer, n, true)?;
+                    continue;
+                }
+                let mut frames = Vec::new();
+                for item in tx!(p, frames_t.range(frame_key(*no, 0)..=frame_key(*no, u32::MAX)))? {
+                    let (_, v) = tx!(p, item)?;
+                    frames.push(decode_frame(&v.value(), p)?);
+                }
+                match index_sorted::fits(*len, &frames) {
+                    Some(end) => writer.pack(Id(*id), *no, end, &frames)?,
+                    None => {
+                        wide.insert(*no);
+                    }
+                }
+            }
+        }
+        let old_rows = old.as_ref().map(|s| std::cell::RefCell::new(s.rows_reader()));
+        {
+            let blobs = tx!(p, w.open_table(BLOBS))?;
+            let dups = tx!(p, w.open_table(DUPS))?;
+            let mut sources: Vec<RowSource<'_>> = Vec::new();
+            sources.push(Box::new(tx!(p, blobs.iter())?.map(|item| {
+                let (k, v) = tx!(p, item)?;
+                Ok((slot_row(k.value(), &v.value()), None))
+            })));
+            sources.push(Box::new(tx!(p, dups.iter())?.map(|item| {
+                let (k, v) = tx!(p, item)?;
+                Ok((slot_row(k.value().0, &v.value()), None))
+            })));
+            if let Some(r) = &old_rows {
+                sources.push(Box::new(std::iter::from_fn(move || {
+                    r.borrow_mut().next().map(|row| row.map(|row| (row, None)))
+                })));
+            }
+            if let Some(b) = bulk.take() {
+                let Bulk { sorter, dir, .. } = b;
+                let merged: Merged<RECORD_LEN> = sorter.finish()?;
+                // The run files live in `dir` until the merge is done.
+                let dir = Arc::new(dir);
+                sources.push(Box::new(merged.map(move |r| {
+                    let _keep = &dir;
+                    r.map(|rec| (Row::from_record(&rec), None))
+                })));
+            }
+            let mut last: Option<([u8; 32], u32)> = None;
+            for item in MergeRows::new(sources) {
+                let (row, _) = item?;
+                if last == Some((row.id, row.pack_no)) || writer.position(row.pack_no).is_none() {
+                    continue;
+                }
+                last = Some((row.id, row.pack_no));
+                writer.row(&row)?;
+            }
+        }
+        if let (Some(s), Some((frames, _)), Some(rows)) = (&old, old_frames, old_rows) {
+            let (r, pr) = rows.into_inner().finish()?;
+            if let Err(e) = s.check_hashes(frames.finish()?, r, pr) {
+                return Ok(MergeOutcome::Damaged(e));
+            }
+        }
+        let rows = writer.finish()?;
+        std::fs::rename(&tmp, &final_path).map_err(|e| Error::io(&final_path, e))?;
+        // The delta now lives in the sorted file; only packs too wide for
+        // it keep theirs in redb.
+        let mut kept = 0u64;
+        if wide.is_empty() {
+            for t in ["blobs", "dups", "frames"] {
+                let _ = w.delete_table(redb::TableDefinition::<[u8; 32], u8>::new(t));
+            }
+            tx!(p, w.open_table(BLOBS))?;
+            tx!(p, w.open_table(DUPS))?;
+            tx!(p, w.open_table(FRAMES))?;
+        } else {
+            let pack_of = |v: &[u8; SLOT_LEN]| u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+            let mut blobs = tx!(p, w.open_table(BLOBS))?;
+            tx!(p, blobs.retain(|_, v| wide.contains(&pack_of(&v))))?;
+            let mut dups = tx!(p, w.open_table(DUPS))?;
+            tx!(p, dups.retain(|(_, no), _| wide.contains(&no)))?;
+            tx!(p, tx!(p, w.open_table(FRAMES))?.retain(|k, _| wide.contains(&((k >> 32) as u32))))?;
+            kept = tx!(p, blobs.len())? + tx!(p, dups.len())?;
+        }
+        let _ = w.delete_table(redb::TableDefinition::<[u8; 32], u8>::new("dropped"));
+        tx!(p, w.open_table(DROPPED))?;
+        let mut meta = tx!(p, w.open_table(META))?;
+        tx!(p, meta.insert("sorted_gen", new_gen))?;
+        tx!(p, meta.insert("last_gen", new_gen))?;
+        tx!(p, meta.insert("sorted_rows", rows))?;
+        tx!(p, meta.insert("delta_rows", kept))?;
+        tx!(p, meta.insert("dead_rows", 0))?;
+        Ok(MergeOutcome::Done(new_gen))
     }
 }
 
@@ -587,6 +1174,11 @@ pub struct IndexReader {
     frames: redb::ReadOnlyTable<u64, [u8; 17]>,
     packs: redb::ReadOnlyTable<u32, ([u8; 32], u64, u32, u32)>,
     dups: redb::ReadOnlyTable<([u8; 32], u32), [u8; SLOT_LEN]>,
+    sorted: Option<Arc<SortedIndex>>,
+    /// Packs of the sorted file dropped since it was written.
+    dropped: HashSet<u32>,
+    /// Whether redb holds rows at all (most lookups then skip it).
+    delta: bool,
     path: PathBuf,
 }
 
@@ -620,7 +1212,10 @@ impl IndexReader {
         Ok(None)
     }
 
-    pub fn lookup(&self, id: &Id) -> Result<Option<BlobLocation>> {
+    fn lookup_delta(&self, id: &Id) -> Result<Option<BlobLocation>> {
+        if !self.delta {
+            return Ok(None);
+        }
         let p = &self.path;
         let Some(v) = tx!(p, self.blobs.get(id.0))? else { return Ok(None) };
         let slot = Slot::decode(&v.value(), p)?;
@@ -630,14 +1225,29 @@ impl IndexReader {
         }
     }
 
-    pub fn contains(&self, id: &Id) -> Result<bool> {
-        let p = &self.path;
-        let Some(v) = tx!(p, self.blobs.get(id.0))? else { return Ok(false) };
-        let slot = Slot::decode(&v.value(), p)?;
-        if tx!(p, self.packs.get(slot.pack_no))?.is_some() {
-            return Ok(true);
+    /// The first row of `id` in the sorted file whose pack is live.
+    fn sorted_row(&self, id: &Id) -> Result<Option<index_sorted::Found>> {
+        let Some(s) = &self.sorted else { return Ok(None) };
+        for f in s.find(&id.0)? {
+            let pack_no = s.found_pack_no(&f)?;
+            if self.dropped.is_empty() || !self.dropped.contains(&pack_no) {
+                return Ok(Some(f));
+            }
         }
-        Ok(self.lookup_dups(id)?.is_some())
+        Ok(None)
+    }
+
+    pub fn lookup(&self, id: &Id) -> Result<Option<BlobLocation>> {
+        if let Some(loc) = self.lookup_delta(id)? {
+            return Ok(Some(loc));
+        }
+        let (Some(s), Some(f)) = (&self.sorted, self.sorted_row(id)?) else { return Ok(None) };
+        let (pack, frame, offset_in_frame, raw_len, kind) = s.locate(&f)?;
+        Ok(Some(BlobLocation { pack, frame, offset_in_frame, raw_len, kind }))
+    }
+
+    pub fn contains(&self, id: &Id) -> Result<bool> {
+        Ok(self.sorted_row(id)?.is_some() || self.lookup_delta(id)?.is_some())
     }
 }
 
@@ -664,16 +1274,17 @@ mod tests {
         // A backup: commits every few packs while its lookups hold readers.
         for i in 0..40u64 {
             let _held = index.reader().unwrap();
-            let packs: Vec<PackEntry> = (0..4).map(|j| pack(i * 4 + j, 300, 64)).collect();
+            // 800 rows a commit: the rows stay in redb (BULK_ROWS).
+            let packs: Vec<PackEntry> = (0..4).map(|j| pack(i * 4 + j, 200, 64)).collect();
             index.add_packs(&packs, Some(Id::hash(&i.to_le_bytes()))).unwrap();
         }
-        let before = index.file_len().unwrap();
-        assert!(index.compact_if_wasteful().unwrap(), "{before} bytes for 48k blobs");
-        let after = index.file_len().unwrap();
-        eprintln!("{before} -> {after} bytes, {} per blob", after / 48_000);
+        let before = index.db_len().unwrap();
+        assert!(index.compact_if_wasteful().unwrap(), "{before} bytes for 32k blobs");
+        let after = index.db_len().unwrap();
+        eprintln!("{before} -> {after} bytes, {} per blob", after / 32_000);
         assert!(after < before * 3 / 4, "{before} -> {after}");
         assert!(!index.compact_if_wasteful().unwrap(), "nothing left to give back");
-        assert_eq!(index.blob_count().unwrap(), 48_000);
+        assert_eq!(index.blob_count().unwrap(), 32_000);
     }
 
     #[test]
@@ -730,11 +1341,11 @@ mod tests {
         assert_eq!(index.lookup(&id).unwrap().unwrap().pack, first.pack);
         index.apply(&IndexUpdate { gone_files: vec![f1], ..Default::default() }).unwrap();
         assert_eq!(index.lookup(&id).unwrap().unwrap().pack, second.pack, "the copy is found");
-        // 20 dead rows of 20: swept by that commit, the copies promoted.
-        let r = index.db.begin_read().unwrap();
-        assert_eq!(r.open_table(BLOBS).unwrap().len().unwrap(), 20);
-        assert_eq!(r.open_table(DUPS).unwrap().len().unwrap(), 0);
-        drop(r);
+        // 20 dead rows of 40: that commit merged the rest into the sorted
+        // file, the copies only.
+        let sizes = index.sizes().unwrap();
+        assert_eq!((sizes.sorted_rows, sizes.delta_rows), (20, 0), "{sizes:?}");
+        assert_eq!(index.lookup(&id).unwrap().unwrap().pack, second.pack);
         assert_eq!(ids(&index).len(), 20);
         // An unlisted pack that is gone is dropped too.
         let loose = pack(9, 5, 5);
@@ -742,6 +1353,213 @@ mod tests {
         assert!(index.lookup(&loose.trailer.blobs[0].id).unwrap().is_some());
         index.apply(&IndexUpdate { gone_packs: vec![loose.pack], ..Default::default() }).unwrap();
         assert!(index.lookup(&loose.trailer.blobs[0].id).unwrap().is_none());
+    }
+
+    /// Every blob of `packs` with each location it has, as the trailers say.
+    fn expected(packs: &[&PackEntry]) -> HashMap<Id, Vec<BlobLocation>> {
+        let mut out: HashMap<Id, Vec<BlobLocation>> = HashMap::new();
+        for pe in packs {
+            for b in &pe.trailer.blobs {
+                out.entry(b.id).or_default().push(BlobLocation {
+                    pack: pe.pack,
+                    frame: pe.trailer.frames[b.frame as usize],
+                    offset_in_frame: b.offset_in_frame,
+                    raw_len: b.raw_len,
+                    kind: b.kind,
+                });
+            }
+        }
+        out
+    }
+
+    fn all(index: &Index) -> Vec<(Id, BlobLocation)> {
+        let mut out = Vec::new();
+        index
+            .for_each_blob(|id, loc| {
+                out.push((id, loc));
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    /// Lookups, `contains` and the iteration agree with the trailers.
+    fn agrees(index: &Index, want: &HashMap<Id, Vec<BlobLocation>>) {
+        let r = index.reader().unwrap();
+        for (id, locs) in want {
+            let got = r.lookup(id).unwrap().unwrap_or_else(|| panic!("{} missing", id.short()));
+            assert!(locs.contains(&got), "{}: {got:?} not in {locs:?}", id.short());
+            assert!(r.contains(id).unwrap());
+        }
+        for i in 0..200u64 {
+            let absent = Id::hash(&i.to_le_bytes());
+            assert!(!r.contains(&absent).unwrap() && r.lookup(&absent).unwrap().is_none());
+        }
+        let listed = all(index);
+        assert_eq!(listed.len(), want.len());
+        assert!(listed.windows(2).all(|w| w[0].0 < w[1].0), "in id order, once each");
+        assert!(listed.iter().all(|(id, loc)| want[id].contains(loc)));
+    }
+
+    /// Packs of 1,000 files' worth of blobs: some blobs stored twice (two
+    /// backups at once), one pack over 4 GiB (kept in redb).
+    fn packs_for_fill() -> Vec<PackEntry> {
+        let mut packs: Vec<PackEntry> =
+            (0..30).map(|i| pack(100 + i, 97 + i as usize * 13, 1 + i as usize % 5)).collect();
+        let copies: Vec<Id> = packs[3].trailer.blobs.iter().take(40).map(|b| b.id).collect();
+        for (b, id) in packs[20].trailer.blobs.iter_mut().zip(copies) {
+            b.id = id;
+        }
+        packs[20].trailer.blobs.sort_by_key(|b| (b.frame, b.offset_in_frame));
+        packs[7].pack_len = 5 << 30;
+        packs
+    }
+
+    #[test]
+    fn a_fill_from_scratch_equals_an_incremental_fill_and_agrees_with_the_index_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let packs = packs_for_fill();
+        let files: Vec<(Id, &[PackEntry])> =
+            packs.chunks(4).enumerate().map(|(i, c)| (Id::hash(&[i as u8]), c)).collect();
+        let want = expected(&packs.iter().collect::<Vec<_>>());
+        // From scratch: one update, far over BULK_ROWS, through sorted runs.
+        let scratch = Index::open(&dir.path().join("scratch.redb")).unwrap();
+        scratch
+            .apply(&IndexUpdate { add: files.iter().map(|(f, p)| (Some(*f), *p)).collect(), ..Default::default() })
+            .unwrap();
+        let s = scratch.sizes().unwrap();
+        assert!(s.sorted_rows > 0 && s.sorted_bytes > 0, "{s:?}");
+        assert_eq!(s.delta_rows, packs[7].trailer.blobs.len() as u64, "the wide pack stays in redb");
+        agrees(&scratch, &want);
+        // Incrementally: one file at a time, as backups record them, with
+        // a command's end (settle) now and then.
+        let inc = Index::open(&dir.path().join("inc.redb")).unwrap();
+        for (i, (f, p)) in files.iter().enumerate() {
+            inc.add_packs(p, Some(*f)).unwrap();
+            if i % 3 == 1 {
+                inc.settle().unwrap();
+            }
+        }
+        agrees(&inc, &want);
+        assert_eq!(all(&inc), all(&scratch), "the same blobs at the same places");
+        inc.settle().unwrap();
+        assert_eq!(all(&inc), all(&scratch));
+        // Reopened, the sorted file is read again as it was.
+        drop(inc);
+        let inc = Index::open(&dir.path().join("inc.redb")).unwrap();
+        assert_eq!(all(&inc), all(&scratch));
+        assert_eq!(inc.index_files().unwrap().len(), files.len());
+    }
+
+    #[test]
+    fn another_hosts_prune_updates_a_sorted_cache_incrementally() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.redb")).unwrap();
+        let packs: Vec<PackEntry> = (0..12).map(|i| pack(500 + i, 200, 3)).collect();
+        let (f1, f2) = (Id::hash(b"f1"), Id::hash(b"f2"));
+        index
+            .apply(&IndexUpdate { add: vec![(Some(f1), &packs[..6]), (Some(f2), &packs[6..])], ..Default::default() })
+            .unwrap();
+        let before = index.sizes().unwrap();
+        assert_eq!(before.sorted_rows, 2400);
+        // The prune: packs 0 and 6 go; one file lists the others and
+        // supersedes f1 and f2.
+        let kept: Vec<PackEntry> =
+            packs.iter().enumerate().filter(|(i, _)| i % 6 != 0).map(|(_, p)| p.clone()).collect();
+        let c = Id::hash(b"compacted");
+        index
+            .apply(&IndexUpdate { add: vec![(Some(c), &kept)], gone_files: vec![f1, f2], gone_packs: vec![] })
+            .unwrap();
+        let after = index.sizes().unwrap();
+        assert_eq!(after.sorted_bytes, before.sorted_bytes, "no rewrite for a sixth of dead rows: {after:?}");
+        assert_eq!(index.index_files().unwrap(), HashSet::from([c]));
+        agrees(&index, &expected(&kept.iter().collect::<Vec<_>>()));
+        // The next merge leaves the dead rows out.
+        index
+            .begin()
+            .map(|mut u| {
+                u.merge = true;
+                u.commit()
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(index.sizes().unwrap().sorted_rows, 2000);
+        agrees(&index, &expected(&kept.iter().collect::<Vec<_>>()));
+        assert_eq!(index.packs().unwrap().len(), 10);
+    }
+
+    #[test]
+    fn a_cache_of_another_version_or_damaged_is_rebuilt_never_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.redb");
+        let packs: Vec<PackEntry> = (0..8).map(|i| pack(900 + i, 300, 2)).collect();
+        let fill = |index: &Index| index.add_packs(&packs, Some(Id::hash(b"f"))).unwrap();
+        let sorted_file = || {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "rows"))
+                .collect();
+            assert_eq!(v.len(), 1, "{v:?}");
+            v.pop().unwrap()
+        };
+        {
+            let index = Index::open(&path).unwrap();
+            fill(&index);
+            assert_eq!(index.sizes().unwrap().sorted_rows, 2400);
+        }
+        // The pack table damaged: refused at open, the cache emptied.
+        let f = sorted_file();
+        let mut bytes = std::fs::read(&f).unwrap();
+        let n = bytes.len();
+        bytes[n - 40] ^= 0x10;
+        std::fs::write(&f, &bytes).unwrap();
+        let index = Index::open(&path).unwrap();
+        assert!(index.index_files().unwrap().is_empty(), "emptied, to be refilled");
+        assert!(index.lookup(&packs[0].trailer.blobs[0].id).unwrap().is_none());
+        fill(&index);
+        agrees(&index, &expected(&packs.iter().collect::<Vec<_>>()));
+        drop(index);
+        // Rows damaged: a merge checks the whole file, empties the cache and
+        // says so.
+        let f = sorted_file();
+        let mut bytes = std::fs::read(&f).unwrap();
+        bytes[200] ^= 0x01;
+        std::fs::write(&f, &bytes).unwrap();
+        let index = Index::open(&path).unwrap();
+        assert!(index
+            .begin()
+            .map(|mut u| {
+                u.merge = true;
+                u.commit()
+            })
+            .unwrap()
+            .is_err());
+        assert!(index.take_emptied());
+        assert!(index.index_files().unwrap().is_empty());
+        fill(&index);
+        drop(index);
+        // Another version of the sorted file, or of the database.
+        let f = sorted_file();
+        let mut bytes = std::fs::read(&f).unwrap();
+        bytes[7] += 1;
+        std::fs::write(&f, &bytes).unwrap();
+        assert!(Index::open(&path).unwrap().index_files().unwrap().is_empty());
+        {
+            let index = Index::open(&path).unwrap();
+            fill(&index);
+            let w = index.db.begin_write().unwrap();
+            w.open_table(META).unwrap().insert("schema_version", 2).unwrap();
+            w.commit().unwrap();
+        }
+        assert!(Index::open(&path).unwrap().index_files().unwrap().is_empty());
+        // A sorted file that vanished (deleted by hand): emptied too.
+        {
+            let index = Index::open(&path).unwrap();
+            fill(&index);
+        }
+        std::fs::remove_file(sorted_file()).unwrap();
+        assert!(Index::open(&path).unwrap().index_files().unwrap().is_empty());
     }
 
     #[test]

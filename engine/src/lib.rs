@@ -24,6 +24,7 @@ pub mod fault;
 pub mod format;
 pub mod id;
 pub mod index;
+pub mod index_sorted;
 pub mod lock;
 pub mod metadata;
 pub mod ops;

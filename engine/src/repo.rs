@@ -27,7 +27,7 @@ use crate::format::tree::{Node, Tree};
 use crate::format::tree_v2;
 use crate::format::{delta, sealed};
 use crate::id::{Id, IdScheme};
-use crate::index::{BlobLocation, Index, IndexReader, IndexUpdate};
+use crate::index::{BlobLocation, Index, IndexReader};
 use crate::lock::LockGuard;
 use crate::reader::BlobReader;
 use crate::storage::{FileKind, LocalDir, Storage};
@@ -159,11 +159,6 @@ pub struct Repository {
     stream_deltas_listed: std::sync::atomic::AtomicBool,
 }
 
-/// Blob records of new index files applied to the index database in one
-/// transaction by a sync: bounds a rebuild's memory (~100 bytes a record
-/// decoded, plus the transaction's dirty pages).
-const SYNC_BATCH_BLOBS: usize = 250_000;
-
 /// How long the read path keeps one index read transaction: long enough
 /// that restoring many small files does not open one (several syscalls
 /// with a shared database) per blob, short enough not to pin old pages that
@@ -171,14 +166,16 @@ const SYNC_BATCH_BLOBS: usize = 250_000;
 const LOOKUP_READER_TTL: Duration = Duration::from_secs(5);
 
 impl Drop for Repository {
-    /// The end of every command that opened the index: give back the pages
-    /// its writes left behind (see [`Index::compact_if_wasteful`]). Only a
+    /// The end of every command that opened the index: merge a grown delta
+    /// into the sorted file ([`Index::settle`]) and give back the pages its
+    /// writes left behind (see [`Index::compact_if_wasteful`]). Only a
     /// cache is at stake, so a failure is ignored.
     fn drop(&mut self) {
         if let Ok(slot) = self.lookup_reader.get_mut() {
             *slot = None;
         }
         if let Some(index) = self.index.get_mut() {
+            let _ = index.settle();
             let _ = index.compact_if_wasteful();
         }
         if let Some(c) = &self.cache {
@@ -629,7 +626,7 @@ impl Repository {
             return Ok(i);
         }
         let index = Index::open(&self.index_path)?;
-        self.sync_index(&index)?;
+        self.sync_index_or_refill(&index)?;
         Ok(self.index.get_or_init(|| index))
     }
 
@@ -639,6 +636,15 @@ impl Repository {
     /// compaction) unless a present file lists them again; drops unlisted
     /// packs that are gone. A file that a present file supersedes is not
     /// read (its packs are in the superseding one).
+    fn sync_index_or_refill(&self, index: &Index) -> Result<()> {
+        match self.sync_index(index) {
+            // The sorted file was found damaged and the cache emptied: fill
+            // it again from the index files.
+            Err(_) if index.take_emptied() => self.sync_index(index),
+            r => r,
+        }
+    }
+
     fn sync_index(&self, index: &Index) -> Result<()> {
         let in_storage: HashSet<Id> =
             self.storage.list(FileKind::Index)?.into_iter().filter_map(|(n, _)| n.parse().ok()).collect();
@@ -666,39 +672,18 @@ impl Repository {
                 gone_files.push(*id);
             }
         }
-        // New files are read and applied a batch at a time, so that a
-        // rebuild (after every prune) holds one batch of trailers and one
-        // transaction's dirty pages, not the whole repository's. Gone files
-        // and packs go in the last transaction, after every addition: a
-        // pack that a new file lists again keeps its rows.
+        // One transaction: new files are read one at a time; their rows go
+        // into redb while they are few (a backup's files) and to sorted
+        // runs, merged into a new sorted file at commit, when they are many
+        // (a new host, a rebuild). Gone files and packs come after every
+        // addition: a pack that a new file lists again keeps its rows.
+        let mut update = index.begin()?;
         let mut superseded: HashSet<Id> = HashSet::new();
-        let mut batch: Vec<(Id, Option<index_file::IndexFile>)> = Vec::new();
-        let mut batch_blobs = 0usize;
-        let apply = |batch: &mut Vec<(Id, Option<index_file::IndexFile>)>,
-                     superseded: &HashSet<Id>,
-                     gone: Option<(Vec<Id>, Vec<Id>)>|
-         -> Result<()> {
-            let empty: &[PackEntry] = &[];
-            let add: Vec<(Option<Id>, &[PackEntry])> = batch
-                .iter()
-                .map(|(id, f)| match f {
-                    Some(f) if !superseded.contains(id) => (Some(*id), f.packs.as_slice()),
-                    _ => (Some(*id), empty),
-                })
-                .collect();
-            let (gone_files, gone_packs) = gone.unwrap_or_default();
-            if add.is_empty() && gone_files.is_empty() && gone_packs.is_empty() {
-                return Ok(());
-            }
-            index.apply(&IndexUpdate { add, gone_files, gone_packs })?;
-            batch.clear();
-            Ok(())
-        };
         for id in in_storage.difference(&known) {
             // A file a file already read supersedes: its packs are in that
             // one; it is only recorded as known.
             if superseded.contains(id) {
-                batch.push((*id, None));
+                update.add(Some(*id), &[])?;
                 continue;
             }
             let name = id.to_hex();
@@ -714,14 +699,11 @@ impl Repository {
             }
             let file = self.decode_index_file_full(data, &name)?;
             superseded.extend(file.supersedes.iter().copied());
-            batch_blobs += file.packs.iter().map(|p| p.trailer.blobs.len()).sum::<usize>();
-            batch.push((*id, Some(file)));
-            if batch_blobs >= SYNC_BATCH_BLOBS {
-                apply(&mut batch, &superseded, None)?;
-                batch_blobs = 0;
-            }
+            update.add(Some(*id), &file.packs)?;
         }
-        apply(&mut batch, &superseded, Some((gone_files, gone_packs)))
+        update.gone_files(&gone_files)?;
+        update.gone_packs(&gone_packs)?;
+        update.commit()
     }
 
     /// Brings the index database up to date with index files written since
@@ -730,7 +712,7 @@ impl Repository {
     pub fn refresh_index(&self) -> Result<()> {
         let index = self.index()?;
         let _one_at_a_time = crate::sync::lock(&self.index_init, "the index database's refresh")?;
-        self.sync_index(index)
+        self.sync_index_or_refill(index)
     }
 
     /// A scratch directory for one operation's sorted runs (check and
@@ -760,7 +742,7 @@ impl Repository {
         if let Ok(mut slot) = self.lookup_reader.lock() {
             *slot = None;
         }
-        self.sync_index(index)
+        self.sync_index_or_refill(index)
     }
 
     /// Index files listing `packs`, in this repository's index file
@@ -816,7 +798,7 @@ impl Repository {
     /// The stored bytes of a pack frame: opened and unpadded in v2.
     pub fn open_frame(&self, stored: Vec<u8>, pack: &str, offset: u64) -> Result<Vec<u8>> {
         match &self.keys {
-            Some(k) => sealed::open_frame(k, &stored, pack, offset),
+            Some(k) => sealed::open_frame_owned(k, stored, pack, offset),
             None => Ok(stored),
         }
     }
@@ -835,7 +817,7 @@ impl Repository {
         base: &dyn Fn(&Id) -> Result<Arc<[u8]>>,
     ) -> Result<Vec<u8>> {
         if frame.codec != pack::FrameCodec::Delta {
-            return pack::decode_frame(&self.open_frame(stored, pack, frame.offset)?, frame, pack);
+            return pack::decode_frame_owned(self.open_frame(stored, pack, frame.offset)?, frame, pack);
         }
         let keys = self.keys.as_ref().ok_or_else(|| {
             Error::corrupt("pack", pack, format!("delta frame at {} in a format v1 repository", frame.offset))
@@ -932,32 +914,32 @@ impl Repository {
     /// file naming a pack that is about to go.
     pub fn unindexed_packs(&self) -> Result<Vec<PackEntry>> {
         let listed: HashSet<Id> = self.index()?.packs()?.into_iter().filter(|p| p.3).map(|p| p.0).collect();
-        let marked = self.marked_packs();
-        let mut out = Vec::new();
-        for (name, len) in self.storage.list(FileKind::Pack)? {
-            let Ok(id) = name.parse::<Id>() else { continue };
-            if !listed.contains(&id) && !marked.contains(&id) {
-                match self.read_pack_trailer(&id, len) {
-                    Ok(e) => out.push(e),
-                    // Deleted since the listing (a prune): nothing to adopt.
-                    Err(Error::Missing { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(out)
+        let stored = self.storage.list(FileKind::Pack)?;
+        self.unlisted_trailers(
+            stored.into_iter().filter_map(|(name, len)| Some((name.parse::<Id>().ok()?, len))),
+            |id| listed.contains(id),
+        )
     }
 
     /// Packs the index database knows that no index file lists yet (this
-    /// host's, stored by a process that has not listed them or never
+    /// host's, adopted by a process that has not listed them yet or never
     /// will), with their trailers; found without listing the storage.
     pub fn unlisted_known_packs(&self) -> Result<Vec<PackEntry>> {
+        let known = self.index()?.packs()?;
+        self.unlisted_trailers(known.into_iter().filter(|p| !p.3).map(|p| (p.0, p.1)), |_| false)
+    }
+
+    /// The trailers of the `candidates` (pack, length) that are neither
+    /// `listed` nor marked by a prune (see [`Self::unindexed_packs`] for
+    /// why); a pack deleted since the candidates were found is skipped.
+    fn unlisted_trailers(
+        &self,
+        candidates: impl Iterator<Item = (Id, u64)>,
+        listed: impl Fn(&Id) -> bool,
+    ) -> Result<Vec<PackEntry>> {
         let marked = self.marked_packs();
         let mut out = Vec::new();
-        for (id, len, _, listed) in self.index()?.packs()? {
-            if listed || marked.contains(&id) {
-                continue;
-            }
+        for (id, len) in candidates.filter(|(id, _)| !listed(id) && !marked.contains(id)) {
             match self.read_pack_trailer(&id, len) {
                 Ok(e) => out.push(e),
                 Err(Error::Missing { .. }) => {}
@@ -970,10 +952,10 @@ impl Repository {
     /// Where packs that nobody has listed are looked for: a listing of
     /// every pack costs a readdir on a local disk but one request per
     /// thousand packs elsewhere, on every backup. So a remote repository
-    /// relies on the index database (every pack is recorded there as soon
-    /// as it is stored) and lists `data/` only when this host may have
-    /// packs the database missed (cache.rs, `writers/`).
-    fn scans_for_packs(&self) -> Option<&RepoCache> {
+    /// lists `data/` only when a writer of this host was killed or its
+    /// cache is new (cache.rs, `writers/`), and otherwise takes the
+    /// unlisted packs the index database knows.
+    fn writer_tracking_cache(&self) -> Option<&RepoCache> {
         self.cache.as_ref().filter(|c| c.caches_files())
     }
 
@@ -983,16 +965,15 @@ impl Repository {
     /// knows, and all of storage's only when a scan is due. Also the
     /// announcement of this writer, to hold until it has listed its packs.
     pub fn packs_to_adopt(&self) -> Result<(Vec<PackEntry>, Option<crate::cache::WriterFile>)> {
-        let Some(cache) = self.scans_for_packs() else {
+        let Some(cache) = self.writer_tracking_cache() else {
             return Ok((self.unindexed_packs()?, None));
         };
-        // Announced before the scan: killed between the scan and recording
-        // what it found, this process leaves a file that makes the next
-        // backup scan again.
+        // Announced before the scan: killed before the caller has recorded
+        // what the scan found, this process leaves a file that makes the
+        // next backup scan again.
         let writer = cache.writer()?;
         let adopt = if cache.pack_scan_needed() {
             let found = self.unindexed_packs()?;
-            self.index()?.add_packs(&found, None)?;
             cache.pack_scan_done();
             found
         } else {
@@ -1006,7 +987,7 @@ impl Repository {
     /// lists (another process's, still running or killed). Such a pack is
     /// known to the index database, since that is where dedup found it.
     pub fn packs_to_list_before_commit(&self) -> Result<Vec<PackEntry>> {
-        match self.scans_for_packs() {
+        match self.writer_tracking_cache() {
             None => self.unindexed_packs(),
             Some(_) => self.unlisted_known_packs(),
         }

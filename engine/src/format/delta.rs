@@ -23,7 +23,7 @@
 
 use zstd::zstd_safe::{CCtx, CParameter, DCtx};
 
-use super::sealed::{padded, unpadded, OVERHEAD};
+use super::sealed::{not_authentic, open_padded, padded, seal_padded, OVERHEAD};
 use crate::crypto::{padme, Keys, Purpose};
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -52,7 +52,7 @@ pub fn compress(base: &[u8], data: &[u8], level: i32) -> Result<Vec<u8>> {
 
 /// Seals a delta against `base` into a delta frame.
 pub fn seal(keys: &Keys, base: &Id, delta: &[u8]) -> Result<Vec<u8>> {
-    let sealed = keys.seal(Purpose::DELTA_FRAME, &base.0, &padded(delta))?;
+    let sealed = seal_padded(keys, Purpose::DELTA_FRAME, &base.0, delta)?;
     Ok([&base.0[..], &sealed].concat())
 }
 
@@ -78,10 +78,9 @@ pub fn base_of(stored: &[u8], pack: &str, offset: u64) -> Result<Id> {
 /// zstd delta.
 pub fn open(keys: &Keys, stored: &[u8], pack: &str, offset: u64) -> Result<(Id, Vec<u8>)> {
     let base = base_of(stored, pack, offset)?;
-    let inner = keys
-        .open(Purpose::DELTA_FRAME, &base.0, &stored[BASE_LEN..], "pack", pack)
-        .map_err(|_| Error::NotAuthentic { what: "pack", name: format!("{pack} (delta frame at offset {offset})") })?;
-    Ok((base, unpadded(inner, pack, offset)?))
+    let delta = open_padded(keys, Purpose::DELTA_FRAME, &base.0, stored[BASE_LEN..].to_vec(), pack, offset)
+        .map_err(|e| not_authentic(e, format!("{pack} (delta frame at offset {offset})")))?;
+    Ok((base, delta))
 }
 
 /// The chunk of `raw_len` bytes a delta decodes to against `base`'s
