@@ -786,8 +786,14 @@ fn cache_tree_frames(repo: &Repository, entry: &PackEntry, bytes: &[u8]) {
 /// Writes one pack durably, then makes it known: index database first (so
 /// dedup sees it), then, every few packs, an index file.
 fn upload(repo: &Repository, pending: &Pending, unlisted: &Unlisted, bytes: Vec<u8>, entry: PackEntry) -> Result<()> {
-    if entry.trailer.frames.iter().any(|f| f.codec == FrameCodec::Delta) {
-        repo.list_stream_deltas()?;
+    // Delta frames are only made where the config lists the feature; a
+    // pack holding one elsewhere would be unreadable by the arcs the
+    // repository was made for.
+    if !repo.writes_stream_deltas() && entry.trailer.frames.iter().any(|f| f.codec == FrameCodec::Delta) {
+        return Err(Error::Bug {
+            what: "packer",
+            message: format!("pack {} holds a delta frame, and the repository lacks stream-deltas", entry.pack),
+        });
     }
     repo.storage().put(FileKind::Pack, &entry.pack.to_hex(), &bytes)?;
     cache_tree_frames(repo, &entry, &bytes);

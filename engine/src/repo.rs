@@ -154,9 +154,6 @@ pub struct Repository {
     /// written (a read-only disk, another user's repository) or the user
     /// asked for it. Exclusive locks are never skipped.
     shared_locks: bool,
-    /// The stored config lists `stream-deltas` (as read at open, or added
-    /// by this process before its first delta frame).
-    stream_deltas_listed: std::sync::atomic::AtomicBool,
 }
 
 /// How long the read path keeps one index read transaction: long enough
@@ -417,7 +414,6 @@ impl Repository {
         master: Option<(MasterSecret, String)>,
     ) -> Repository {
         Repository {
-            stream_deltas_listed: std::sync::atomic::AtomicBool::new(config.has_feature(FEATURE_STREAM_DELTAS)),
             storage,
             config,
             index_path,
@@ -879,30 +875,12 @@ impl Repository {
         Ok(self.lookup_blob(&base)?.is_some_and(|b| !marked.contains(&b.pack)))
     }
 
-    /// Lists `stream-deltas` in the stored config unless it already does:
-    /// called before the first pack holding a delta frame is written, so
-    /// that an arc without the feature refuses the repository instead of
-    /// finding frames it cannot read. The config is read afresh and edited
-    /// as stored ([`Config::with_feature`]).
-    pub(crate) fn list_stream_deltas(&self) -> Result<()> {
-        use std::sync::atomic::Ordering;
-        if self.stream_deltas_listed.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        let keys = self.v2_keys()?;
-        let (config, data) = Self::read_config(self.storage.as_ref())?;
-        if !config.has_feature(FEATURE_STREAM_DELTAS) {
-            let updated = Config::with_feature(&data, FEATURE_STREAM_DELTAS, keys)?;
-            self.storage.put(FileKind::Config, "config", &updated)?;
-            crate::fault::step("config lists stream-deltas", &"config");
-        }
-        self.stream_deltas_listed.store(true, Ordering::SeqCst);
-        Ok(())
-    }
-
-    /// Whether deltas may be written: format v2 (sealed frames).
+    /// Whether delta frames may be written: the config lists
+    /// `stream-deltas` (every repository made since the feature exists;
+    /// never added later, format-spec/v2/streams.md §4.1). Any other
+    /// repository gets its streams stored plainly.
     pub fn writes_stream_deltas(&self) -> bool {
-        self.config.version >= 2 && self.keys.is_some()
+        self.config.has_feature(FEATURE_STREAM_DELTAS) && self.keys.is_some()
     }
 
     /// Packs in storage that no index file lists (left by an interrupted

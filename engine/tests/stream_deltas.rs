@@ -2,10 +2,13 @@
 //! `stream-deltas`): a dump whose rows change here and there is stored, on
 //! day 2, as zstd deltas against day 1's chunks; every reader gets the
 //! bytes back, deltas are one step deep, a damaged base is reported naming
-//! the chunk, prune keeps a base while a delta needs it, and copy stores
-//! plainly.
+//! the chunk, prune keeps a base while a delta needs it, copy stores
+//! plainly, and a repository made before the feature (or a backup told
+//! not to) never gets a delta.
 
 use std::path::Path;
+
+mod common;
 
 use arc_engine::format::config::FEATURE_STREAM_DELTAS;
 use arc_engine::format::pack::FrameCodec;
@@ -113,8 +116,6 @@ fn a_changed_dump_is_stored_as_deltas_and_reads_back() {
     let (day1, day2) = (dump(ROWS, 0), dump(ROWS, 1));
     let first = back_up(&repo, day1.clone());
     let after1 = stored_bytes(tmp.path());
-    // Nothing to pair with on day 1: the config does not list the feature.
-    assert!(!Repository::open_local(&tmp.path().join("repo")).unwrap().config().has_feature(FEATURE_STREAM_DELTAS));
     let second = back_up(&repo, day2.clone());
     let added = stored_bytes(tmp.path()) - after1;
     let d = deltas(&repo, &second.snapshot.tree);
@@ -128,7 +129,6 @@ fn a_changed_dump_is_stored_as_deltas_and_reads_back() {
         assert_eq!(repo.blob_id(&repo.read_blob(c).unwrap()), *c);
     }
     let reopened = Repository::open_local(&tmp.path().join("repo")).unwrap();
-    assert!(reopened.config().has_feature(FEATURE_STREAM_DELTAS), "the first delta lists the feature");
     assert_eq!(read_stream(&reopened, &first.snapshot.tree).unwrap(), day1);
     assert_eq!(read_stream(&reopened, &second.snapshot.tree).unwrap(), day2);
     // restore, through the same reader and a fresh process's view.
@@ -260,34 +260,49 @@ fn copy_stores_deltas_plainly_in_the_target() {
     let copied = dst.load_snapshot(&report.copied[0].target).unwrap();
     assert_eq!(read_stream(&dst, &copied.file.tree).unwrap(), day2);
     assert!(deltas(&dst, &copied.file.tree).is_empty());
-    assert!(!dst.config().has_feature(FEATURE_STREAM_DELTAS), "the target needs no newer arc");
     assert_check_passes(&dst);
 }
 
+/// Features are set at `init` only (streams.md §4.1): a new repository
+/// lists `stream-deltas` and gets deltas; one made before the feature (the
+/// frozen repo-v2-split, features trees-v2 and index-v2) gets the same
+/// series stored plainly, its config untouched, readable by the arcs that
+/// made it; and `no_stream_deltas` (`backup --no-stream-deltas`) stores
+/// plainly in a repository that has the feature.
 #[test]
-fn the_feature_is_known_and_added_to_the_stored_config_in_place() {
-    use arc_engine::format::config::{Config, DEFAULT_FEATURES, KNOWN_FEATURES};
-    assert!(KNOWN_FEATURES.contains(&FEATURE_STREAM_DELTAS));
-    assert!(!DEFAULT_FEATURES.contains(&FEATURE_STREAM_DELTAS), "init leaves it out until a delta is written");
+fn only_a_repository_made_with_the_feature_gets_delta_frames() {
+    use arc_engine::format::config::{DEFAULT_FEATURES, KNOWN_FEATURES};
+    assert!(KNOWN_FEATURES.contains(&FEATURE_STREAM_DELTAS) && DEFAULT_FEATURES.contains(&FEATURE_STREAM_DELTAS));
+    let (day1, day2) = (dump(ROWS, 0), dump(ROWS, 1));
     let tmp = tempfile::tempdir().unwrap();
+
     let repo = new_repo(tmp.path());
-    let stored = std::fs::read(tmp.path().join("repo/config")).unwrap();
-    let keys = repo.keys().unwrap();
-    let added = Config::with_feature(&stored, FEATURE_STREAM_DELTAS, keys).unwrap();
-    // This arc reads it; its MAC holds; adding again changes nothing (two
-    // hosts adding it at once write the same bytes).
-    let config = Config::decode(&added).unwrap();
-    assert!(config.has_feature(FEATURE_STREAM_DELTAS));
-    Config::verify(&added, keys).unwrap();
-    assert_eq!(Config::with_feature(&added, FEATURE_STREAM_DELTAS, keys).unwrap(), added);
-    // Everything else is as it was.
-    let mut before = Config::decode(&stored).unwrap();
-    before.features.as_mut().unwrap().push(FEATURE_STREAM_DELTAS.into());
-    assert_eq!(
-        (before.id, before.features, before.stream_chunker),
-        (config.id, config.features, config.stream_chunker)
+    assert!(repo.config().has_feature(FEATURE_STREAM_DELTAS), "init lists the feature");
+    back_up(&repo, day1.clone());
+    let with = back_up(&repo, day2.clone());
+    assert!(!deltas(&repo, &with.snapshot.tree).is_empty(), "a repository with the feature gets deltas");
+
+    let old_dir = tmp.path().join("old");
+    common::copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../format-spec/vectors/repo-v2-split"),
+        &old_dir,
     );
-    // Without the repository's keys no one can add it (nor anything else).
-    let other = new_repo(&tmp.path().join("other"));
-    assert!(Config::with_feature(&stored, FEATURE_STREAM_DELTAS, other.keys().unwrap()).is_err());
+    let config_before = std::fs::read(old_dir.join("config")).unwrap();
+    let pw = || Ok(zeroize::Zeroizing::new("arc frozen repo-v2-split".to_string()));
+    let old = Repository::open_local_with(&old_dir, Some(&pw)).unwrap();
+    assert!(!old.config().has_feature(FEATURE_STREAM_DELTAS) && !old.writes_stream_deltas());
+    back_up(&old, day1);
+    let plain = back_up(&old, day2.clone());
+    assert!(deltas(&old, &plain.snapshot.tree).is_empty(), "a repository without the feature got a delta frame");
+    assert_eq!(std::fs::read(old_dir.join("config")).unwrap(), config_before, "the config is never rewritten");
+    assert_eq!(read_stream(&old, &plain.snapshot.tree).unwrap(), day2);
+    assert_check_passes(&old);
+
+    // Turned off for one backup: the next day, every chunk changed, is
+    // stored plainly (no base is read).
+    let day3 = dump(ROWS, 2);
+    let opts = BackupOptions { streams: vec![stream(day3.clone())], no_stream_deltas: true, ..Default::default() };
+    let off = backup(&repo, opts, &NoProgress).unwrap();
+    assert!(deltas(&repo, &off.snapshot.tree).is_empty(), "--no-stream-deltas wrote a delta frame");
+    assert_eq!(read_stream(&repo, &off.snapshot.tree).unwrap(), day3);
 }

@@ -28,9 +28,11 @@ pub const OLDEST_WRITABLE_VERSION: u32 = 2;
 pub const KNOWN_FEATURES: &[&str] =
     &[FEATURE_TREES_V2, FEATURE_INDEX_V2, FEATURE_SHARED_CONTENT_KEYS, FEATURE_STREAM_DELTAS];
 /// The features `init` lists in every new repository; the others are listed
-/// only by repositories that use them (`stream-deltas` is added by the
-/// first backup that writes a delta, [`Config::with_feature`]).
-pub const DEFAULT_FEATURES: &[&str] = &[FEATURE_TREES_V2, FEATURE_INDEX_V2];
+/// only by repositories made to use them. Features are set at `init` only:
+/// no arc rewrites a stored config (SFTP and WebDAV cannot overwrite a file
+/// atomically, S3 cannot compare-and-swap; format-spec/v2/streams.md §4.1),
+/// so a repository made before a feature goes without it.
+pub const DEFAULT_FEATURES: &[&str] = &[FEATURE_TREES_V2, FEATURE_INDEX_V2, FEATURE_STREAM_DELTAS];
 /// Split directories, chunk list blobs, trees without change-detection
 /// fields (format-spec/v2/trees-index.md section 1).
 pub const FEATURE_TREES_V2: &str = "trees-v2";
@@ -275,34 +277,6 @@ impl Config {
             return Err(not_authentic());
         }
         Ok(())
-    }
-
-    /// The stored config `data` with `feature` added to its features and
-    /// its MAC recomputed. Edited as a JSON value, so keys this binary does
-    /// not know survive; the result is the same bytes whoever computes it,
-    /// so hosts adding the same feature at once write the same file.
-    pub fn with_feature(data: &[u8], feature: &str, keys: &crate::crypto::Keys) -> Result<Vec<u8>> {
-        Config::verify(data, keys)?;
-        let (_, payload) = envelope::open(FileType::Config, ENVELOPE_VERSION, "config", data)?;
-        let mut value: serde_json::Value =
-            serde_json::from_slice(&payload).map_err(|e| Error::corrupt("config", "config", e.to_string()))?;
-        let list = value
-            .get_mut("features")
-            .and_then(|f| f.as_array_mut())
-            .ok_or_else(|| Error::corrupt("config", "config", "features list missing"))?;
-        if !list.iter().any(|f| f.as_str() == Some(feature)) {
-            list.push(serde_json::Value::from(feature));
-        }
-        let mac = hex::encode(keys.config_mac(&Self::mac_input(&value)));
-        if let Some(obj) = value.as_object_mut() {
-            obj.insert("mac".into(), serde_json::Value::from(mac));
-        }
-        let json = serde_json::to_vec_pretty(&value).expect("a JSON value serializes");
-        let out = envelope::seal(FileType::Config, ENVELOPE_VERSION, Codec::Raw, &json);
-        // What every reader will do with it: parse, and check the MAC.
-        Config::decode(&out)?;
-        Config::verify(&out, keys)?;
-        Ok(out)
     }
 
     /// Whether this binary may write into the repository (see
