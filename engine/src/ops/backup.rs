@@ -94,6 +94,11 @@ pub struct BackupOptions {
     /// (a filesystem snapshot mounted elsewhere, recorded where the data
     /// lives: restores, `latest:` and the mount show this path).
     pub record_as: Option<PathBuf>,
+    /// Store every stream chunk plainly, never as a delta against the
+    /// parent's stream: no base chunk is read back from the repository
+    /// (for a remote store that bills downloads; format-spec/v2/streams.md
+    /// section 4.7).
+    pub no_stream_deltas: bool,
 }
 
 /// Whether a file is new since the parent snapshot or changed.
@@ -384,6 +389,9 @@ struct Ctx<'a> {
     /// Entries the excludes left out.
     excluded: AtomicU64,
     limit_read: Option<crate::ratelimit::RateLimit>,
+    /// Streams may be stored as deltas against the parent's (the caller
+    /// did not refuse it; the repository's feature is checked apart).
+    stream_deltas: bool,
 }
 
 /// The parent snapshot: the one given, else the latest of the same host
@@ -502,6 +510,7 @@ impl<'a> Ctx<'a> {
             excludes: std::mem::take(&mut opts.excludes),
             excluded: AtomicU64::new(0),
             limit_read: opts.limit_read.map(crate::ratelimit::RateLimit::new),
+            stream_deltas: !opts.no_stream_deltas,
         }
     }
 }

@@ -188,7 +188,7 @@ pub(super) fn store_stream(
     reader: Box<dyn Read + Send>,
     allow_empty: bool,
 ) -> Result<Stored> {
-    let mut pairing = Pairing::load(ctx.repo, ctx.parent_root, components);
+    let mut pairing = if ctx.stream_deltas { Pairing::load(ctx.repo, ctx.parent_root, components) } else { None };
     let mut index = None;
     let mut offset = 0u64;
     let mut store = |chunk: &[u8]| -> Result<Id> {
