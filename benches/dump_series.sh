@@ -27,8 +27,13 @@
 # Environment: ARC_BIN [target/release/arc], ARC_BIN_BEFORE [unset], ARC_SERIES_DIR
 # [/var/tmp/arc-dump-series], ARC_SERIES_CLUSTER_SCALE [0.25], ARC_SERIES_SEED [20261206],
 # ARC_SERIES_OPTIONS [all four chunk sizes; e.g. "64K 256K 1M" for today's only],
-# ARC_SERIES_SIMULATE [1; 0 skips benches/dump_rows.py's simulated options].
-# Sizes are exact and repeatable; no timing is recorded (the machine is shared).
+# ARC_SERIES_SIMULATE [1; 0 skips benches/dump_rows.py's simulated options],
+# ARC_SERIES_TEMPLATE [unset; a repository path, made if missing: every arc repository of the
+# default chunk sizes (64K/256K/1M, and `before`) is made with --copy-chunker-params-from it].
+# Sizes are exact and repeatable for one repository, but each `init` draws new secret content
+# keys, which move the chunk boundaries: day 2 of scattered-pg varies from 231 to 302 KB over
+# three key sets. To compare two arcs (ARC_BIN_BEFORE, or a change to the pairing), pin the
+# keys with ARC_SERIES_TEMPLATE and repeat with a few templates. No timing is recorded.
 set -euo pipefail
 export LC_ALL=C
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -41,6 +46,8 @@ export ARC_PASSWORD=dump-series RESTIC_PASSWORD=dump-series
 command -v restic >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y restic >/dev/null; }
 command -v zstd >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y zstd >/dev/null; }
 [[ -x $ARC_BIN ]] || { echo "no arc binary at $ARC_BIN (cargo build --release)" >&2; exit 2; }
+TEMPLATE=${ARC_SERIES_TEMPLATE:-}
+[[ -z $TEMPLATE || -d $TEMPLATE ]] || "$ARC_BIN" --repo "$TEMPLATE" init >/dev/null
 
 mkdir -p "$DIR"
 [[ -f $DIR/scattered/pg/day2.sql ]] || python3 "$HERE/gen_dump_series.py" "$DIR/scattered" --seed "$SEED"
@@ -72,7 +79,11 @@ for series in $SERIES; do
     repo=$DIR/repo cache=$DIR/cache
     rm -rf "$repo" "$cache"
     export XDG_CACHE_HOME=$cache
-    "$bin" --repo "$repo" init --stream-chunk-min "$mn" --stream-chunk-avg "$av" --stream-chunk-max "$mx" >/dev/null
+    if [[ -n $TEMPLATE && $p == "64K 256K 1M" ]]; then
+      "$bin" --repo "$repo" init --copy-chunker-params-from "$TEMPLATE" >/dev/null
+    else
+      "$bin" --repo "$repo" init --stream-chunk-min "$mn" --stream-chunk-avg "$av" --stream-chunk-max "$mx" >/dev/null
+    fi
     "$bin" --repo "$repo" --json backup --stdin --stdin-name db.sql < "$d1" > "$DIR/day1.json"
     s1=$(size "$repo")
     "$bin" --repo "$repo" --json backup --stdin --stdin-name db.sql < "$d2" | tail -n 1 > "$DIR/day2.json"
