@@ -17,10 +17,9 @@ use crate::error::{Error, Result};
 use crate::format::pack;
 use crate::id::Id;
 use crate::index::BlobLocation;
+use crate::prefetch::{FrameKey, Prefetched};
 use crate::repo::Repository;
 use crate::storage::FileKind;
-
-type FrameKey = (Id, u64);
 
 /// Larger frames hold a single big chunk and are not cached.
 const MAX_CACHED_FRAME: usize = 1024 * 1024;
@@ -103,6 +102,12 @@ impl BlobReader {
         self.cache.lock().ok()?.frames.get(key).cloned()
     }
 
+    /// Whether the frame is in the cache, decoded (without making it the
+    /// most recently used).
+    pub(crate) fn holds(&self, key: &FrameKey) -> bool {
+        self.cache.lock().is_ok_and(|c| c.frames.contains(key))
+    }
+
     fn remember(&self, key: FrameKey, frame: Arc<[u8]>) {
         let Ok(mut c) = self.cache.lock() else { return };
         // Frames of grouped small blobs are read again and again by
@@ -124,15 +129,17 @@ impl BlobReader {
     }
 
     /// The frame holding blob `id`, from memory, the local cache (trees, if
-    /// `use_disk`) or the repository; and where it came from. A delta frame
-    /// (a stream chunk stored against a base chunk) is decoded here, its
-    /// base read through this same cache: one more frame at most.
+    /// `use_disk`), the bytes fetched ahead in `pre`, or the repository; and
+    /// where it came from. A delta frame (a stream chunk stored against a
+    /// base chunk) is decoded here, its base read through this same cache:
+    /// one more frame at most.
     fn frame_from(
         &self,
         repo: &Repository,
         id: &Id,
         loc: &BlobLocation,
         use_disk: bool,
+        pre: &Prefetched,
     ) -> Result<(Arc<[u8]>, Source)> {
         let key = (loc.pack, loc.frame.offset);
         if let Some(f) = self.cached(&key) {
@@ -162,8 +169,12 @@ impl BlobReader {
                 }
             }
         }
-        let stored =
-            repo.storage().get_range(FileKind::Pack, &name, loc.frame.offset, u64::from(loc.frame.stored_len))?;
+        let stored = match pre.stored_frame(&key) {
+            Some(stored) => stored,
+            None => {
+                repo.storage().get_range(FileKind::Pack, &name, loc.frame.offset, u64::from(loc.frame.stored_len))?
+            }
+        };
         // Kept for the local cache once a blob of it is verified.
         let keep = disk.map(|_| stored.clone());
         let raw: Arc<[u8]> = repo.decode_frame(stored, &loc.frame, &name, id, &|b| repo.read_delta_base(b))?.into();
@@ -176,8 +187,23 @@ impl BlobReader {
         self.read_at(repo, id, &loc)
     }
 
+    /// [`BlobReader::read`], taking the location and the frame from `pre`
+    /// where it has them.
+    pub fn read_with(&self, repo: &Repository, id: &Id, pre: &Prefetched) -> Result<Arc<[u8]>> {
+        match pre.location(id) {
+            Some(loc) => self.read_at_with(repo, id, loc, pre),
+            None => self.read(repo, id),
+        }
+    }
+
     pub fn read_at(&self, repo: &Repository, id: &Id, loc: &BlobLocation) -> Result<Arc<[u8]>> {
-        match self.read_in(repo, id, loc, true) {
+        self.read_at_with(repo, id, loc, &Prefetched::none())
+    }
+
+    /// [`BlobReader::read_at`], with the frame from `pre` if it was fetched
+    /// ahead.
+    pub fn read_at_with(&self, repo: &Repository, id: &Id, loc: &BlobLocation, pre: &Prefetched) -> Result<Arc<[u8]>> {
+        match self.read_in(repo, id, loc, true, pre) {
             // A wrong frame from the local cache: forget it everywhere and
             // read the repository's.
             Err((_, Source::Disk)) => {
@@ -189,7 +215,7 @@ impl BlobReader {
                         c.bytes -= f.len();
                     }
                 }
-                self.read_in(repo, id, loc, false).map_err(|(e, _)| e)
+                self.read_in(repo, id, loc, false, pre).map_err(|(e, _)| e)
             }
             other => other.map_err(|(e, _)| e),
         }
@@ -201,8 +227,10 @@ impl BlobReader {
         id: &Id,
         loc: &BlobLocation,
         use_disk: bool,
+        pre: &Prefetched,
     ) -> std::result::Result<Arc<[u8]>, (Error, Source)> {
-        let (frame, source) = self.frame_from(repo, id, loc, use_disk).map_err(|e| (e, Source::Storage(None)))?;
+        let (frame, source) =
+            self.frame_from(repo, id, loc, use_disk, pre).map_err(|e| (e, Source::Storage(None)))?;
         match verified(repo, id, loc, frame) {
             Ok(blob) => {
                 if let (Source::Storage(Some(stored)), Some(c)) = (&source, repo.cache()) {
