@@ -229,8 +229,7 @@ impl BlobReader {
         use_disk: bool,
         pre: &Prefetched,
     ) -> std::result::Result<Arc<[u8]>, (Error, Source)> {
-        let (frame, source) =
-            self.frame_from(repo, id, loc, use_disk, pre).map_err(|e| (e, Source::Storage(None)))?;
+        let (frame, source) = self.frame_from(repo, id, loc, use_disk, pre).map_err(|e| (e, Source::Storage(None)))?;
         match verified(repo, id, loc, frame) {
             Ok(blob) => {
                 if let (Source::Storage(Some(stored)), Some(c)) = (&source, repo.cache()) {

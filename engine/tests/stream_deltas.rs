@@ -283,10 +283,7 @@ fn only_a_repository_made_with_the_feature_gets_delta_frames() {
     assert!(!deltas(&repo, &with.snapshot.tree).is_empty(), "a repository with the feature gets deltas");
 
     let old_dir = tmp.path().join("old");
-    common::copy_tree(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../format-spec/vectors/repo-v2-split"),
-        &old_dir,
-    );
+    common::copy_tree(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../format-spec/vectors/repo-v2-split"), &old_dir);
     let config_before = std::fs::read(old_dir.join("config")).unwrap();
     let pw = || Ok(zeroize::Zeroizing::new("arc frozen repo-v2-split".to_string()));
     let old = Repository::open_local_with(&old_dir, Some(&pw)).unwrap();
