@@ -95,8 +95,25 @@ impl Prefetched {
             wanted.insert(key, loc.frame.stored_len);
             bytes += u64::from(loc.frame.stored_len);
         }
-        for span in spans(wanted.into_iter().map(|((pack, offset), len)| (pack, offset, len)).collect()) {
-            pre.requests += 1;
+        pre.read_spans(repo, wanted);
+        pre
+    }
+
+    /// The stored bytes of the frames of `locs` (distinct frames, all
+    /// wanted), in coalesced ranged reads; no locations recorded.
+    pub(crate) fn fetch_frames(repo: &Repository, locs: &[BlobLocation]) -> Prefetched {
+        let mut pre = Prefetched::default();
+        let frames: HashMap<FrameKey, u32> =
+            locs.iter().map(|l| ((l.pack, l.frame.offset), l.frame.stored_len)).collect();
+        pre.read_spans(repo, frames);
+        pre
+    }
+
+    /// Fetches `frames` (key and stored length) in coalesced ranged reads
+    /// and keeps their stored bytes.
+    fn read_spans(&mut self, repo: &Repository, frames: HashMap<FrameKey, u32>) {
+        for span in spans(frames.into_iter().map(|((pack, offset), len)| (pack, offset, len)).collect()) {
+            self.requests += 1;
             let name = span.pack.to_hex();
             let Ok(data) = repo.storage().get_range(FileKind::Pack, &name, span.start, span.end - span.start) else {
                 continue;
@@ -104,11 +121,10 @@ impl Prefetched {
             for (offset, len) in span.frames {
                 let from = (offset - span.start) as usize;
                 if let Some(stored) = data.get(from..from + len as usize) {
-                    pre.frames.insert((span.pack, offset), stored.to_vec());
+                    self.frames.insert((span.pack, offset), stored.to_vec());
                 }
             }
         }
-        pre
     }
 
     /// Where `id` is, if this batch looked it up.
@@ -162,20 +178,11 @@ pub fn warm_tree_cache<'a>(repo: &Repository, ids: impl IntoIterator<Item = &'a 
         wanted.insert(key, loc.frame.stored_len);
         bytes += u64::from(loc.frame.stored_len);
     }
-    if wanted.is_empty() {
-        return;
-    }
-    for span in spans(wanted.into_iter().map(|((pack, offset), len)| (pack, offset, len)).collect()) {
-        let name = span.pack.to_hex();
-        let Ok(data) = repo.storage().get_range(FileKind::Pack, &name, span.start, span.end - span.start) else {
-            continue;
-        };
-        for (offset, len) in span.frames {
-            let from = (offset - span.start) as usize;
-            let Some(stored) = data.get(from..from + len as usize) else { continue };
-            if repo.open_frame(stored.to_vec(), &name, offset).is_ok() {
-                cache.store_frame(&span.pack, offset, stored);
-            }
+    let mut pre = Prefetched::default();
+    pre.read_spans(repo, wanted);
+    for ((pack, offset), stored) in pre.frames {
+        if repo.open_frame(stored.clone(), &pack.to_hex(), offset).is_ok() {
+            cache.store_frame(&pack, offset, &stored);
         }
     }
 }
