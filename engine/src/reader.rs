@@ -124,7 +124,14 @@ impl BlobReader {
         let mut bytes = 0u64;
         for (_, loc) in located {
             let key = (loc.pack, loc.frame.offset);
-            if loc.kind != pack::BlobKind::Data || bytes >= budget || self.holds(&key) {
+            // A delta frame (a stream chunk) decodes against its base, which
+            // may be one of the frames this batch holds guards for: it is
+            // left to the read that needs it.
+            if loc.kind != pack::BlobKind::Data
+                || loc.frame.codec == pack::FrameCodec::Delta
+                || bytes >= budget
+                || self.holds(&key)
+            {
                 continue;
             }
             let Some(guard) = self.try_begin_fetch(key) else { continue };
