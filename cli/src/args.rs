@@ -363,6 +363,11 @@ pub struct BackupArgs {
     /// backup does not starve a live service of disk bandwidth.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub limit_read: Option<u64>,
+    /// Store dump streams plainly instead of as deltas against the parent snapshot's stream:
+    /// more storage, but no chunk of the parent is downloaded (for a remote store that bills
+    /// downloads).
+    #[arg(long)]
+    pub no_stream_deltas: bool,
     /// Record the one PATH given under this absolute path instead, e.g. a filesystem snapshot
     /// mounted at /mnt/snap/srv recorded as /srv (restores, latest: and the mount show /srv).
     #[arg(long = "as", value_name = "PATH")]

@@ -78,6 +78,9 @@ impl Purpose {
         Purpose { label, key }
     }
     pub const BLOB_FRAME: Purpose = Purpose::new("blob frame", KeyUse::Data);
+    /// Delta frames of stream chunks (format-spec/v2/streams.md §4); the
+    /// associated data is the base chunk's id.
+    pub const DELTA_FRAME: Purpose = Purpose::new("delta frame", KeyUse::Data);
     pub const PACK_TRAILER: Purpose = Purpose::new("pack trailer", KeyUse::Metadata);
     pub const INDEX_FILE: Purpose = Purpose::new("index file", KeyUse::Metadata);
     pub const SNAPSHOT: Purpose = Purpose::new("snapshot", KeyUse::Metadata);

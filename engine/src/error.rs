@@ -157,6 +157,11 @@ pub enum Error {
     #[error("{name}: the stream is empty")]
     EmptyStream { name: String },
 
+    /// A stream chunk stored as a delta whose base chunk is missing or
+    /// damaged: the chunk cannot be rebuilt (format-spec/v2/streams.md §4).
+    #[error("chunk {chunk} (pack {pack}) is stored as a delta of chunk {base}, which cannot be read: {source}")]
+    DeltaBase { chunk: Id, base: Id, pack: String, source: Box<Error> },
+
     /// A worker thread panicked, or a lock was poisoned by one: a bug in
     /// arc, never a normal stop. `message` is the panic's own.
     #[error("internal error (a bug in arc): {what}: {message}")]

@@ -29,7 +29,7 @@ use crate::crypto::{Keys, Purpose};
 use crate::error::{Error, Result};
 use crate::format::index_file::{self, PackEntry};
 use crate::format::pack::{self, BlobKind, BlobRecord, FrameCodec, FrameRecord, Trailer};
-use crate::format::sealed;
+use crate::format::{delta, sealed};
 use crate::id::Id;
 use crate::index::IndexReader;
 use crate::repo::Repository;
@@ -123,7 +123,25 @@ struct BlobJob {
     id: Id,
     kind: BlobKind,
     data: Vec<u8>,
+    encoding: Encoding,
     budget: usize,
+}
+
+/// How a blob may be stored besides plainly (zstd or raw).
+enum Encoding {
+    Plain,
+    /// A stream chunk that may be stored as a delta against `base`
+    /// (format::delta): the compressor keeps the delta if it is smaller
+    /// than half the chunk compressed alone.
+    TryDelta {
+        base: Id,
+        base_data: std::sync::Arc<[u8]>,
+    },
+    /// Already a delta (prune copies a delta frame as it is).
+    Delta {
+        base: Id,
+        delta: Vec<u8>,
+    },
 }
 
 struct FrameJob {
@@ -131,6 +149,8 @@ struct FrameJob {
     raw: Vec<u8>,
     /// (id, offset in frame, length)
     blobs: Vec<(Id, u32, u32)>,
+    /// Not `Plain` only for a frame of one blob.
+    encoding: Encoding,
     budget: usize,
 }
 
@@ -254,18 +274,10 @@ impl BlobSink<'_> {
         if self.shared.failed.load(Ordering::Relaxed) {
             return Err(self.stopped());
         }
-        // Format v2: a blob counts as present only in a pack no prune mark
-        // names (format-spec/v2/protocol.md §4 B5).
-        let marked = self.repo.marked_packs();
-        let present = if marked.is_empty() {
-            index.contains(&id)?
-        } else {
-            index.lookup(&id)?.is_some_and(|loc| !marked.contains(&loc.pack))
-        };
-        if present {
+        if self.present(index, &id)? {
             return Ok(());
         }
-        self.enqueue(id, kind, data)
+        self.enqueue(id, kind, data, Encoding::Plain)
     }
 
     /// Stores a blob although the repository already has it: `prune`
@@ -274,11 +286,58 @@ impl BlobSink<'_> {
     /// `data` against `id`. A blob already queued in this run is still
     /// stored only once.
     pub fn store_copy(&self, id: Id, kind: BlobKind, data: &[u8]) -> Result<()> {
-        self.enqueue(id, kind, data)
+        self.enqueue(id, kind, data, Encoding::Plain)
+    }
+
+    /// [`store_copy`](Self::store_copy) of a chunk stored as a delta
+    /// against `base` (prune keeps a delta a delta; its base stays live).
+    /// The caller has decoded `delta` against the base and verified the
+    /// result, `data`, against `id`.
+    pub fn store_copy_delta(&self, id: Id, data: &[u8], base: Id, delta: Vec<u8>) -> Result<()> {
+        self.enqueue(id, BlobKind::Data, data, Encoding::Delta { base, delta })
+    }
+
+    /// Like [`store_with_id`](Self::store_with_id) for a stream chunk that
+    /// has a counterpart `base` in the parent snapshot's stream (a plainly
+    /// stored chunk): stored as a delta against it when that is smaller
+    /// than half the chunk compressed alone (format-spec/v2/streams.md §4).
+    pub fn store_stream_chunk(
+        &self,
+        index: &IndexReader,
+        id: Id,
+        data: &[u8],
+        base: Option<(Id, std::sync::Arc<[u8]>)>,
+    ) -> Result<()> {
+        match base {
+            Some((base, base_data)) if base != id && self.repo.writes_stream_deltas() => {
+                if self.shared.failed.load(Ordering::Relaxed) {
+                    return Err(self.stopped());
+                }
+                if self.present(index, &id)? {
+                    return Ok(());
+                }
+                self.enqueue(id, BlobKind::Data, data, Encoding::TryDelta { base, base_data })
+            }
+            _ => self.store_with_id(index, id, BlobKind::Data, data),
+        }
+    }
+
+    /// Whether dedup may rely on the repository's copy of `id`.
+    fn present(&self, index: &IndexReader, id: &Id) -> Result<bool> {
+        // Format v2: a blob counts as present only in a pack no prune mark
+        // names (format-spec/v2/protocol.md §4 B5).
+        let marked = self.repo.marked_packs();
+        if marked.is_empty() {
+            return index.contains(id);
+        }
+        match index.lookup(id)? {
+            Some(loc) => self.repo.outside_marks(&loc, &marked),
+            None => Ok(false),
+        }
     }
 
     /// Queues a blob for the framer unless this run queued it already.
-    fn enqueue(&self, id: Id, kind: BlobKind, data: &[u8]) -> Result<()> {
+    fn enqueue(&self, id: Id, kind: BlobKind, data: &[u8], encoding: Encoding) -> Result<()> {
         if self.shared.failed.load(Ordering::Relaxed) {
             return Err(self.stopped());
         }
@@ -292,10 +351,15 @@ impl BlobSink<'_> {
             return Ok(());
         }
         let stopped = || self.shared.failed.load(Ordering::Relaxed) || (self.abort)();
-        let budget = self.shared.budget.acquire(data.len(), &stopped)?;
+        // A delta candidate's base is held in flight too.
+        let extra = match &encoding {
+            Encoding::TryDelta { base_data, .. } => base_data.len(),
+            _ => 0,
+        };
+        let budget = self.shared.budget.acquire(data.len() + extra, &stopped)?;
         self.blobs_added.fetch_add(1, Ordering::Relaxed);
         self.bytes_added.fetch_add(data.len() as u64, Ordering::Relaxed);
-        let job = BlobJob { id, kind, data: data.to_vec(), budget };
+        let job = BlobJob { id, kind, data: data.to_vec(), encoding, budget };
         if self.tx.send(job).is_err() {
             self.shared.budget.release(budget);
             return Err(self.stopped());
@@ -402,11 +466,13 @@ fn framer(rx: Receiver<BlobJob>, tx: Sender<FrameJob>, frame_size: usize, shared
         }
     };
     for blob in rx {
-        if blob.data.len() >= frame_size {
+        // A delta (candidate) is a frame of its own: its frame holds one chunk.
+        if blob.data.len() >= frame_size || !matches!(blob.encoding, Encoding::Plain) {
             send(FrameJob {
                 kind: blob.kind,
                 blobs: vec![(blob.id, 0, blob.data.len() as u32)],
                 raw: blob.data,
+                encoding: blob.encoding,
                 budget: blob.budget,
             });
             continue;
@@ -416,6 +482,7 @@ fn framer(rx: Receiver<BlobJob>, tx: Sender<FrameJob>, frame_size: usize, shared
             kind: blob.kind,
             raw: Vec::with_capacity(frame_size + frame_size / 4),
             blobs: Vec::new(),
+            encoding: Encoding::Plain,
             budget: 0,
         });
         group.blobs.push((blob.id, group.raw.len() as u32, blob.data.len() as u32));
@@ -448,21 +515,44 @@ fn compressor(rx: Receiver<FrameJob>, tx: Sender<CompressedFrame>, level: i32, k
         }
     };
     let mut probe = zstd::bulk::Compressor::new(1).ok();
-    for job in rx {
-        let compressed = if probe.as_mut().is_some_and(|p| looks_incompressible(p, &job.raw)) {
-            None
-        } else {
-            zstd.compress(&job.raw).ok().filter(|c| c.len() < job.raw.len())
-        };
+    for mut job in rx {
         let raw_len = job.raw.len() as u32;
-        let (stored, codec) = match compressed {
-            Some(c) => (c, FrameCodec::Zstd),
-            None => (job.raw, FrameCodec::Raw),
+        let (base, (stored, codec)) = match std::mem::replace(&mut job.encoding, Encoding::Plain) {
+            Encoding::Delta { base, delta } => (Some(base), (delta, FrameCodec::Delta)),
+            encoding => {
+                let compressed = if probe.as_mut().is_some_and(|p| looks_incompressible(p, &job.raw)) {
+                    None
+                } else {
+                    zstd.compress(&job.raw).ok().filter(|c| c.len() < job.raw.len())
+                };
+                let alone = compressed.as_ref().map_or(job.raw.len(), |c| c.len());
+                // streams.md §4.2: a delta only when it is smaller than half
+                // the chunk compressed alone (else the base is a poor match
+                // and a restore would read two frames for little gain).
+                let delta = match &encoding {
+                    Encoding::TryDelta { base, base_data } => delta::compress(base_data, &job.raw, level)
+                        .ok()
+                        .filter(|d| d.len() * 2 < alone)
+                        .map(|d| (*base, d)),
+                    _ => None,
+                };
+                drop(encoding);
+                match (delta, compressed) {
+                    (Some((base, d)), _) => (Some(base), (d, FrameCodec::Delta)),
+                    (None, Some(c)) => (None, (c, FrameCodec::Zstd)),
+                    (None, None) => (None, (std::mem::take(&mut job.raw), FrameCodec::Raw)),
+                }
+            }
         };
-        let stored = match keys.map(|k| sealed::seal_frame(k, &stored)) {
-            None => stored,
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
+        let sealed = match (keys, base) {
+            (None, None) => Ok(stored),
+            (Some(k), None) => sealed::seal_frame(k, &stored),
+            (Some(k), Some(base)) => delta::seal(k, &base, &stored),
+            (None, Some(_)) => Err(Error::Bug { what: "packer", message: "a delta frame in a v1 repository".into() }),
+        };
+        let stored = match sealed {
+            Ok(s) => s,
+            Err(e) => {
                 shared.budget.release(job.budget);
                 shared.fail(e);
                 return;
@@ -704,6 +794,15 @@ fn cache_tree_frames(repo: &Repository, entry: &PackEntry, bytes: &[u8]) {
 /// Writes one pack durably, then makes it known: index database first (so
 /// dedup sees it), then, every few packs, an index file.
 fn upload(repo: &Repository, pending: &Pending, unlisted: &Unlisted, bytes: Vec<u8>, entry: PackEntry) -> Result<()> {
+    // Delta frames are only made where the config lists the feature; a
+    // pack holding one elsewhere would be unreadable by the arcs the
+    // repository was made for.
+    if !repo.writes_stream_deltas() && entry.trailer.frames.iter().any(|f| f.codec == FrameCodec::Delta) {
+        return Err(Error::Bug {
+            what: "packer",
+            message: format!("pack {} holds a delta frame, and the repository lacks stream-deltas", entry.pack),
+        });
+    }
     repo.storage().put(FileKind::Pack, &entry.pack.to_hex(), &bytes)?;
     cache_tree_frames(repo, &entry, &bytes);
     drop(bytes);

@@ -124,7 +124,14 @@ impl BlobReader {
         let mut bytes = 0u64;
         for (_, loc) in located {
             let key = (loc.pack, loc.frame.offset);
-            if loc.kind != pack::BlobKind::Data || bytes >= budget || self.holds(&key) {
+            // A delta frame (a stream chunk) decodes against its base, which
+            // may be one of the frames this batch holds guards for: it is
+            // left to the read that needs it.
+            if loc.kind != pack::BlobKind::Data
+                || loc.frame.codec == pack::FrameCodec::Delta
+                || bytes >= budget
+                || self.holds(&key)
+            {
                 continue;
             }
             let Some(guard) = self.try_begin_fetch(key) else { continue };
@@ -178,17 +185,15 @@ impl BlobReader {
         }
     }
 
-    /// The decompressed frame holding a blob.
-    pub fn frame(&self, repo: &Repository, loc: &BlobLocation) -> Result<Arc<[u8]>> {
-        Ok(self.frame_from(repo, loc, true, &Prefetched::none())?.0)
-    }
-
-    /// The frame, from memory, the local cache (trees, if `use_disk`),
-    /// the bytes fetched ahead in `pre`, or the repository; and where it
-    /// came from.
+    /// The frame holding blob `id`, from memory, the local cache (trees, if
+    /// `use_disk`), the bytes fetched ahead in `pre`, or the repository; and
+    /// where it came from. A delta frame (a stream chunk stored against a
+    /// base chunk) is decoded here, its base read through this same cache:
+    /// one more frame at most.
     fn frame_from(
         &self,
         repo: &Repository,
+        id: &Id,
         loc: &BlobLocation,
         use_disk: bool,
         pre: &Prefetched,
@@ -210,9 +215,7 @@ impl BlobReader {
         let disk = repo.cache().filter(|c| c.caches_files() && loc.kind == pack::BlobKind::Tree);
         if let Some(c) = disk.filter(|_| use_disk) {
             if let Some(stored) = c.frame(&loc.pack, loc.frame.offset, loc.frame.stored_len) {
-                let decoded = repo
-                    .open_frame(stored, &name, loc.frame.offset)
-                    .and_then(|s| pack::decode_frame_owned(s, &loc.frame, &name));
+                let decoded = repo.decode_frame(stored, &loc.frame, &name, id, &|b| repo.read_delta_base(b));
                 match decoded {
                     Ok(raw) => {
                         let raw: Arc<[u8]> = raw.into();
@@ -231,8 +234,7 @@ impl BlobReader {
         };
         // Kept for the local cache once a blob of it is verified.
         let keep = disk.map(|_| stored.clone());
-        let stored = repo.open_frame(stored, &name, loc.frame.offset)?;
-        let raw: Arc<[u8]> = pack::decode_frame_owned(stored, &loc.frame, &name)?.into();
+        let raw: Arc<[u8]> = repo.decode_frame(stored, &loc.frame, &name, id, &|b| repo.read_delta_base(b))?.into();
         self.remember(key, raw.clone());
         Ok((raw, Source::Storage(keep)))
     }
@@ -284,7 +286,7 @@ impl BlobReader {
         use_disk: bool,
         pre: &Prefetched,
     ) -> std::result::Result<Arc<[u8]>, (Error, Source)> {
-        let (frame, source) = self.frame_from(repo, loc, use_disk, pre).map_err(|e| (e, Source::Storage(None)))?;
+        let (frame, source) = self.frame_from(repo, id, loc, use_disk, pre).map_err(|e| (e, Source::Storage(None)))?;
         match verified(repo, id, loc, frame) {
             Ok(blob) => {
                 if let (Source::Storage(Some(stored)), Some(c)) = (&source, repo.cache()) {

@@ -17,15 +17,15 @@ use crate::crypto::{Keys, MasterSecret, Purpose};
 use crate::error::{Error, Result};
 use crate::format::config::{
     ChunkerParams, CompressionAlgorithm, CompressionParams, Config, Encryption, DEFAULT_FEATURES, FEATURE_INDEX_V2,
-    FEATURE_SHARED_CONTENT_KEYS, FEATURE_TREES_V2, OLDEST_WRITABLE_VERSION, REPO_FORMAT_VERSION,
+    FEATURE_SHARED_CONTENT_KEYS, FEATURE_STREAM_DELTAS, FEATURE_TREES_V2, OLDEST_WRITABLE_VERSION, REPO_FORMAT_VERSION,
 };
 use crate::format::index_file::{self, PackEntry};
 use crate::format::key_file::{KeyFile, Protection};
 use crate::format::pack::{self, Trailer};
-use crate::format::sealed;
 use crate::format::snapshot::SnapshotFile;
 use crate::format::tree::{Node, Tree};
 use crate::format::tree_v2;
+use crate::format::{delta, sealed};
 use crate::id::{Id, IdScheme};
 use crate::index::{BlobLocation, Index, IndexReader};
 use crate::lock::LockGuard;
@@ -798,6 +798,90 @@ impl Repository {
             Some(k) => sealed::open_frame_owned(k, stored, pack, offset),
             None => Ok(stored),
         }
+    }
+
+    /// The raw bytes of a stored frame: opened, unpadded and decompressed;
+    /// a delta frame (format::delta) decoded against its base chunk, which
+    /// `base` reads (through the blob reader's cache: at most one more
+    /// frame). `chunk` is the blob the caller wants from the frame (a delta
+    /// frame holds exactly one), named in the error when the base fails.
+    pub fn decode_frame(
+        &self,
+        stored: Vec<u8>,
+        frame: &pack::FrameRecord,
+        pack: &str,
+        chunk: &Id,
+        base: &dyn Fn(&Id) -> Result<Arc<[u8]>>,
+    ) -> Result<Vec<u8>> {
+        if frame.codec != pack::FrameCodec::Delta {
+            return pack::decode_frame_owned(self.open_frame(stored, pack, frame.offset)?, frame, pack);
+        }
+        let keys = self.keys.as_ref().ok_or_else(|| {
+            Error::corrupt("pack", pack, format!("delta frame at {} in a format v1 repository", frame.offset))
+        })?;
+        let (base_id, delta) = delta::open(keys, &stored, pack, frame.offset)?;
+        let base_plain = base(&base_id).map_err(|e| Error::DeltaBase {
+            chunk: *chunk,
+            base: base_id,
+            pack: pack.to_string(),
+            source: Box::new(e),
+        })?;
+        delta::decompress(&delta, &base_plain, frame.raw_len, pack, frame.offset)
+    }
+
+    /// A delta frame's base id and zstd delta, authenticated (not decoded).
+    pub fn open_delta(&self, stored: &[u8], frame: &pack::FrameRecord, pack: &str) -> Result<(Id, Vec<u8>)> {
+        let keys = self.v2_keys()?;
+        delta::open(keys, stored, pack, frame.offset)
+    }
+
+    /// The base chunk named by the delta frame `frame` of pack `pack`: one
+    /// ranged read of its first 32 bytes.
+    pub fn delta_base(&self, pack: &Id, frame: &pack::FrameRecord) -> Result<Id> {
+        let name = pack.to_hex();
+        let head = self.storage.get_range(FileKind::Pack, &name, frame.offset, delta::BASE_LEN as u64)?;
+        delta::base_of(&head, &name, frame.offset)
+    }
+
+    /// Reads a chunk to serve as a delta's base: it must be stored plainly
+    /// (deltas are one step deep, streams.md section 4.4).
+    pub fn read_delta_base(&self, base: &Id) -> Result<Arc<[u8]>> {
+        let loc = self.lookup_blob(base)?.ok_or(Error::BlobNotInIndex(*base))?;
+        if loc.frame.codec == pack::FrameCodec::Delta {
+            return Err(Error::corrupt(
+                "pack",
+                loc.pack.to_hex(),
+                format!("chunk {base} is a delta, and a delta's base never is one"),
+            ));
+        }
+        self.blob_reader()?.read_at(self, base, &loc)
+    }
+
+    /// Whether a blob at `loc` may be relied on while prune marks name the
+    /// packs in `marked` (format-spec/v2/protocol.md §4 B5): its pack is
+    /// unmarked and, for a delta, so is its base's (a delta is only as
+    /// durable as its base).
+    pub fn outside_marks(&self, loc: &BlobLocation, marked: &HashSet<Id>) -> Result<bool> {
+        if marked.contains(&loc.pack) {
+            return Ok(false);
+        }
+        if loc.frame.codec != pack::FrameCodec::Delta {
+            return Ok(true);
+        }
+        let base = match self.delta_base(&loc.pack, &loc.frame) {
+            Ok(b) => b,
+            Err(Error::Missing { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        Ok(self.lookup_blob(&base)?.is_some_and(|b| !marked.contains(&b.pack)))
+    }
+
+    /// Whether delta frames may be written: the config lists
+    /// `stream-deltas` (every repository made since the feature exists;
+    /// never added later, format-spec/v2/streams.md §4.1). Any other
+    /// repository gets its streams stored plainly.
+    pub fn writes_stream_deltas(&self) -> bool {
+        self.config.has_feature(FEATURE_STREAM_DELTAS) && self.keys.is_some()
     }
 
     /// Packs in storage that no index file lists (left by an interrupted

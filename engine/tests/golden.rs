@@ -921,11 +921,12 @@ fn readers_reject_unknown_versions_and_codes() {
     p[7] = 2;
     assert!(parse_pack(&p, "v2", None).is_err());
 
-    // Trailer: unknown frame codec, unknown blob kind, reserved bytes.
+    // Trailer: unknown frame codec (2 is a delta frame, streams.md), unknown
+    // blob kind, reserved bytes.
     let t = golden_trailer().encode();
     let frame0_codec = 8 + 16;
     let blob0_kind = 8 + 24 * 3 + 32;
-    for (at, v) in [(frame0_codec, 2u8), (frame0_codec + 1, 1), (blob0_kind, 2), (blob0_kind + 1, 1)] {
+    for (at, v) in [(frame0_codec, 3u8), (frame0_codec + 1, 1), (blob0_kind, 2), (blob0_kind + 1, 1)] {
         let mut bad = t.clone();
         bad[at] = v;
         assert!(Trailer::decode(&bad, "bad", SYNTHETIC_FRAMES_END).is_err(), "byte {at} = {v}");

@@ -227,3 +227,68 @@ fn content_keys() {
         ),
     );
 }
+
+/// The base and the chunk of the delta vector: rows of a table, the chunk
+/// with row 17 changed and a row appended (streams.md section 4).
+fn delta_vector_rows() -> (Vec<u8>, Vec<u8>) {
+    let row =
+        |i: usize, status: &str| format!("{i}\t{}\talpha.bravo{}@example.com\t{status}\n", i * 7919 % 1000, i % 97);
+    let base: String = (0..40).map(|i| row(i, "paid")).collect();
+    let chunk: String = (0..41).map(|i| row(i, if i == 17 { "returned" } else { "paid" })).collect();
+    (base.into_bytes(), chunk.into_bytes())
+}
+
+/// A delta frame and its base (streams.md section 4.3, crypto.md 5): the
+/// zstd delta is read from the vector (zstd's output may change between
+/// zstd versions; its decoding may not) unless regenerating; the sealing
+/// is rebuilt both ways.
+#[test]
+fn delta_frame() {
+    use arc_engine::format::delta;
+    let keys = Keys::derive(&master());
+    let (base, chunk) = delta_vector_rows();
+    let (base_id, chunk_id) = (keys.chunk_id(&base), keys.chunk_id(&chunk));
+    let path = dir().join("delta-frame.hex");
+    let d = if regenerate() {
+        delta::compress(&base, &chunk, 3).unwrap()
+    } else {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line = text.lines().find_map(|l| l.strip_prefix("# delta = ")).expect("a delta line");
+        hex::decode(line).unwrap()
+    };
+    assert!(d.len() * 4 < zstd::bulk::compress(&chunk, 3).unwrap().len(), "the vector's delta is a real delta");
+    assert_eq!(delta::decompress(&d, &base, chunk.len() as u32, "golden", 8).unwrap(), chunk);
+    let nonce = [0x44u8; 24];
+    let engine = delta::seal_with_nonce(&keys, &base_id, &d, nonce).unwrap();
+    // The spec's layout: base id, then a box of the padded delta under the
+    // data key, label "delta frame", the base id as associated data.
+    let inner_len = arc_engine::crypto::padme(4 + d.len() as u64) as usize;
+    let mut inner = (d.len() as u32).to_le_bytes().to_vec();
+    inner.extend_from_slice(&d);
+    inner.resize(inner_len, 0);
+    let spec = [
+        base_id.0.to_vec(),
+        spec_seal(derive("arc 2026-12 format v2 data sealing"), "delta frame", &base_id.0, nonce, &inner),
+    ]
+    .concat();
+    assert_eq!(engine, spec);
+    assert_eq!(engine.len(), delta::frame_len(d.len()));
+    assert_eq!(delta::open(&keys, &engine, "golden", 8).unwrap(), (base_id, d.clone()));
+    pin(
+        "delta-frame.hex",
+        &format!(
+            "# a delta frame (streams.md 4.3): master 00..1f, nonce 24*0x44; frame record codec 2, raw_len {}\n\
+             # base ({} bytes, keyed id {base_id}):\n{}\
+             # chunk ({} bytes, keyed id {chunk_id}) = the base with row 17 'returned' and row 40 appended\n\
+             # delta = {}\n\
+             # frame ({} bytes):\n{}",
+            chunk.len(),
+            base.len(),
+            hex_lines(&base),
+            chunk.len(),
+            hex::encode(&d),
+            engine.len(),
+            hex_lines(&engine)
+        ),
+    );
+}

@@ -105,6 +105,7 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
         excludes,
         limit_read: a.limit_read,
         record_as: a.record_as,
+        no_stream_deltas: a.no_stream_deltas,
     };
     let mut progress = BackupProgress::new(env.quiet, env.json, names.len() as u64);
     stderr_out.set_bar(progress.bar());

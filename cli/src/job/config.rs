@@ -72,6 +72,7 @@ pub struct Settings {
     pub hook_timeout: Option<Dur>,
     pub repositories: Option<Vec<String>>,
     pub fan_out: Option<FanOut>,
+    pub stream_deltas: Option<bool>,
 }
 
 /// How a job with several repositories fills them.
@@ -235,6 +236,7 @@ pub struct JobEntry {
     pub hook_timeout: Option<Dur>,
     pub repositories: Option<Vec<String>>,
     pub fan_out: Option<FanOut>,
+    pub stream_deltas: Option<bool>,
 }
 
 /// A job with its defaults applied and its repositories resolved.
@@ -255,6 +257,8 @@ pub struct Job {
     pub prune: Option<PruneEvery>,
     pub hook_timeout: Duration,
     pub fan_out: FanOut,
+    /// Dump streams may be stored as deltas against the parent's (`stream-deltas`, default true).
+    pub stream_deltas: bool,
 }
 
 impl Job {
@@ -506,6 +510,7 @@ impl Config {
                 notify: e.notify.clone().or_else(|| d.notify.clone()),
                 prune: e.prune.or(d.prune),
                 fan_out: e.fan_out.or(d.fan_out).unwrap_or_default(),
+                stream_deltas: e.stream_deltas.or(d.stream_deltas).unwrap_or(true),
                 hook_timeout: e.hook_timeout.or(d.hook_timeout).map(|v| v.0).unwrap_or(DEFAULT_HOOK_TIMEOUT),
                 entry: e,
             });
@@ -668,8 +673,8 @@ mod tests {
         let c = parse(
             "repository = \"/r\"\n[defaults]\nnice = 10\nlimit-read = \"60MiB\"\nlimit-upload = \"20MiB\"\nmax-age = \"26h\"\n\
              keep = { daily = 10, decades = 6, monthly = 12, yearly = 5 }\n\
-             notify = { webhook = \"http://127.0.0.1:9/h\", on = \"always\" }\n\
-             [[jobs]]\nname = \"www\"\nkind = \"files\"\npaths = [\"/var/www\"]\nnice = 5\nlimit-upload = \"1MiB/s\"\nlimit-download = \"2M\"\n\
+             notify = { webhook = \"http://127.0.0.1:9/h\", on = \"always\" }\nstream-deltas = false\n\
+             [[jobs]]\nname = \"www\"\nkind = \"files\"\npaths = [\"/var/www\"]\nnice = 5\nlimit-upload = \"1MiB/s\"\nlimit-download = \"2M\"\nstream-deltas = true\n\
              [[jobs]]\nname = \"mysql\"\nkind = \"mysql\"\ndatabases = \"all\"\nexclude-databases = [\"test\"]\n",
         )
         .unwrap();
@@ -682,5 +687,8 @@ mod tests {
         assert!(matches!(c.jobs[1].entry.databases, Some(Databases::All)));
         assert_eq!(c.jobs[0].repositories[0].path, PathBuf::from("/r"));
         assert_eq!(c.jobs[0].notify.as_ref().unwrap().on, NotifyOn::Always);
+        assert_eq!((c.jobs[0].stream_deltas, c.jobs[1].stream_deltas), (true, false));
+        let c = parse("repository = \"/r\"\n[[jobs]]\nname = \"db\"\nkind = \"postgresql\"\n").unwrap();
+        assert!(c.jobs[0].stream_deltas, "deltas are on unless a job turns them off");
     }
 }

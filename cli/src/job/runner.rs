@@ -443,6 +443,7 @@ fn backup_job(ctx: &Ctx<'_>, job: &Job, prio: Priority, r: &mut JobReport) -> Re
             excludes: excludes(job)?,
             limit_read: job.limit_read,
             record_as: job.entry.record_as.clone(),
+            no_stream_deltas: !job.stream_deltas,
             ..Default::default()
         };
         let res = backup(&repo, opts, &NoProgress).with_context(|| format!("backup into {}", repo_cfg.name))?;
@@ -653,6 +654,9 @@ fn dry_run(jobs: &[&Job], opts: &RunOptions) -> Result<u8> {
         }
         if let Some(l) = job.limit_download {
             writeln!(out, "  limit-download {l} bytes/s")?;
+        }
+        if !job.stream_deltas {
+            writeln!(out, "  stream-deltas off: dump streams stored plainly")?;
         }
     }
     writeln!(out, "dry run: {} job(s), nothing was run", jobs.len())?;

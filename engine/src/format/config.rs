@@ -25,16 +25,23 @@ pub const OLDEST_WRITABLE_VERSION: u32 = 2;
 /// encodings, telling them apart by their own magic and version; writers
 /// use the new one only where the config lists its feature, so an arc that
 /// lacks the feature never meets the encoding.
-pub const KNOWN_FEATURES: &[&str] = &[FEATURE_TREES_V2, FEATURE_INDEX_V2, FEATURE_SHARED_CONTENT_KEYS];
+pub const KNOWN_FEATURES: &[&str] =
+    &[FEATURE_TREES_V2, FEATURE_INDEX_V2, FEATURE_SHARED_CONTENT_KEYS, FEATURE_STREAM_DELTAS];
 /// The features `init` lists in every new repository; the others are listed
-/// only by repositories that use them.
-pub const DEFAULT_FEATURES: &[&str] = &[FEATURE_TREES_V2, FEATURE_INDEX_V2];
+/// only by repositories made to use them. Features are set at `init` only:
+/// no arc rewrites a stored config (SFTP and WebDAV cannot overwrite a file
+/// atomically, S3 cannot compare-and-swap; format-spec/v2/streams.md §4.1),
+/// so a repository made before a feature goes without it.
+pub const DEFAULT_FEATURES: &[&str] = &[FEATURE_TREES_V2, FEATURE_INDEX_V2, FEATURE_STREAM_DELTAS];
 /// Split directories, chunk list blobs, trees without change-detection
 /// fields (format-spec/v2/trees-index.md section 1).
 pub const FEATURE_TREES_V2: &str = "trees-v2";
 /// Index files v2: sorted, capped, with `supersedes` (trees-index.md
 /// section 2).
 pub const FEATURE_INDEX_V2: &str = "index-v2";
+/// Stream chunks stored as zstd deltas against a chunk of the parent's
+/// stream (format-spec/v2/streams.md section 4; frame codec 2).
+pub const FEATURE_STREAM_DELTAS: &str = "stream-deltas";
 /// The config carries sealed `content_keys` taken from another repository
 /// (`init --copy-chunker-params-from`; format-spec/v2/crypto.md §2.4): a
 /// reader without the feature would name and cut content with keys derived

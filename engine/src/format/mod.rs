@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod content_keys;
+pub mod delta;
 pub mod envelope;
 #[doc(hidden)]
 pub mod fuzz_entry;

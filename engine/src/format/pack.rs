@@ -56,6 +56,10 @@ impl BlobKind {
 pub enum FrameCodec {
     Raw = 0,
     Zstd = 1,
+    /// A stream chunk stored as a zstd delta against another chunk
+    /// (format::delta; format v2 with feature `stream-deltas`). Its frame
+    /// holds exactly that one chunk.
+    Delta = 2,
 }
 
 impl FrameCodec {
@@ -63,6 +67,7 @@ impl FrameCodec {
         match v {
             0 => Some(FrameCodec::Raw),
             1 => Some(FrameCodec::Zstd),
+            2 => Some(FrameCodec::Delta),
             _ => None,
         }
     }
@@ -172,6 +177,11 @@ impl Trailer {
             if u64::from(offset_in_frame) + u64::from(raw_len) > u64::from(f.raw_len) {
                 return Err(r.corrupt(format!("blob {} extends past its frame", id.short())));
             }
+            // A delta frame is one chunk (streams.md section 4.3).
+            if f.codec == FrameCodec::Delta && (offset_in_frame != 0 || raw_len != f.raw_len || kind != BlobKind::Data)
+            {
+                return Err(r.corrupt(format!("blob {} is not the whole of its delta frame", id.short())));
+            }
             blobs.push(BlobRecord { id, kind, frame, offset_in_frame, raw_len });
         }
         r.finish()?;
@@ -257,7 +267,7 @@ pub fn zstd_output_bound(stored: usize) -> u64 {
 pub fn decode_frame_owned(stored: Vec<u8>, frame: &FrameRecord, pack: &str) -> Result<Vec<u8>> {
     match frame.codec {
         FrameCodec::Raw => check_raw_len(stored, frame, pack),
-        FrameCodec::Zstd => decode_frame(&stored, frame, pack),
+        FrameCodec::Zstd | FrameCodec::Delta => decode_frame(&stored, frame, pack),
     }
 }
 
@@ -292,8 +302,16 @@ fn zstd_decompress(stored: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
 }
 
 /// Decompresses one frame's stored bytes, checking its recorded raw length.
+/// A delta frame needs its base and is decoded by `Repository::decode_frame`.
 pub fn decode_frame(stored: &[u8], frame: &FrameRecord, pack: &str) -> Result<Vec<u8>> {
     let raw = match frame.codec {
+        FrameCodec::Delta => {
+            return Err(Error::corrupt(
+                "pack",
+                pack,
+                format!("frame at {} is a delta frame, which needs its base to be decoded", frame.offset),
+            ))
+        }
         FrameCodec::Raw => stored.to_vec(),
         FrameCodec::Zstd => {
             // The output buffer is sized by raw_len, a field of the trailer:

@@ -89,14 +89,35 @@ pub fn sealed_frame_len(stored_len: usize) -> usize {
 /// sealed frame is assembled in one buffer and encrypted in place: the
 /// stored bytes are copied once (a frame is up to a whole 4 MiB chunk).
 pub fn seal_frame(keys: &Keys, stored: &[u8]) -> Result<Vec<u8>> {
-    let inner_len = padme(4 + stored.len() as u64) as usize;
-    let mut buf = Vec::with_capacity(NONCE_LEN + inner_len + TAG_LEN);
+    seal_padded(keys, Purpose::BLOB_FRAME, &[], stored)
+}
+
+/// The box of `stored_len u32 || stored || zero padding` for `purpose`
+/// and `ad`: every sealed frame, blob frames and delta frames
+/// (format::delta) alike.
+pub(crate) fn seal_padded(keys: &Keys, purpose: Purpose, ad: &[u8], stored: &[u8]) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(NONCE_LEN + padme(4 + stored.len() as u64) as usize + TAG_LEN);
     buf.resize(NONCE_LEN, 0);
+    push_padded(&mut buf, stored);
+    keys.seal_in_place(purpose, ad, &mut buf)?;
+    Ok(buf)
+}
+
+/// Appends `stored_len u32 || stored || zero padding` up to
+/// padmé(4 + stored_len) to `buf`.
+fn push_padded(buf: &mut Vec<u8>, stored: &[u8]) {
+    let end = buf.len() + padme(4 + stored.len() as u64) as usize;
     buf.extend_from_slice(&(stored.len() as u32).to_le_bytes());
     buf.extend_from_slice(stored);
-    buf.resize(NONCE_LEN + inner_len, 0);
-    keys.seal_in_place(Purpose::BLOB_FRAME, &[], &mut buf)?;
-    Ok(buf)
+    buf.resize(end, 0);
+}
+
+/// The padded plaintext of a sealed frame holding `stored`: for golden
+/// vectors sealed with a given nonce.
+pub(crate) fn padded(stored: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    push_padded(&mut out, stored);
+    out
 }
 
 /// Opens a sealed frame of pack `pack` at `offset`; returns the stored
@@ -107,10 +128,31 @@ pub fn open_frame(keys: &Keys, sealed: &[u8], pack: &str, offset: u64) -> Result
 
 /// [`open_frame`] on a buffer the caller gives up: decrypted in place, so
 /// a frame read from storage is not copied on its way to the decoder.
-pub fn open_frame_owned(keys: &Keys, mut sealed: Vec<u8>, pack: &str, offset: u64) -> Result<Vec<u8>> {
-    let range = keys
-        .open_in_place(Purpose::BLOB_FRAME, &[], &mut sealed, "pack", pack)
-        .map_err(|_| Error::NotAuthentic { what: "pack", name: format!("{pack} (frame at offset {offset})") })?;
+pub fn open_frame_owned(keys: &Keys, sealed: Vec<u8>, pack: &str, offset: u64) -> Result<Vec<u8>> {
+    open_padded(keys, Purpose::BLOB_FRAME, &[], sealed, pack, offset)
+        .map_err(|e| not_authentic(e, format!("{pack} (frame at offset {offset})")))
+}
+
+/// Names the frame in an authentication failure; other errors pass.
+pub(crate) fn not_authentic(e: Error, name: String) -> Error {
+    match e {
+        Error::NotAuthentic { what, .. } => Error::NotAuthentic { what, name },
+        e => e,
+    }
+}
+
+/// Opens the box in `sealed` (for `purpose` and `ad`) in place and
+/// returns the stored bytes without padding, refusing a wrong length or
+/// non-zero padding.
+pub(crate) fn open_padded(
+    keys: &Keys,
+    purpose: Purpose,
+    ad: &[u8],
+    mut sealed: Vec<u8>,
+    pack: &str,
+    offset: u64,
+) -> Result<Vec<u8>> {
+    let range = keys.open_in_place(purpose, ad, &mut sealed, "pack", pack)?;
     let inner = &sealed[range.clone()];
     let bad = || Error::corrupt("pack", pack, format!("sealed frame at {offset}: bad length or padding"));
     let len = u32::from_le_bytes(inner.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;

@@ -45,6 +45,7 @@ mod changes;
 mod events;
 mod sources;
 mod store;
+mod stream_delta;
 mod tree_builder;
 
 use events::walker;
@@ -93,6 +94,11 @@ pub struct BackupOptions {
     /// (a filesystem snapshot mounted elsewhere, recorded where the data
     /// lives: restores, `latest:` and the mount show this path).
     pub record_as: Option<PathBuf>,
+    /// Store every stream chunk plainly, never as a delta against the
+    /// parent's stream: no base chunk is read back from the repository
+    /// (for a remote store that bills downloads; format-spec/v2/streams.md
+    /// section 4.7).
+    pub no_stream_deltas: bool,
 }
 
 /// Whether a file is new since the parent snapshot or changed.
@@ -383,6 +389,9 @@ struct Ctx<'a> {
     /// Entries the excludes left out.
     excluded: AtomicU64,
     limit_read: Option<crate::ratelimit::RateLimit>,
+    /// Streams may be stored as deltas against the parent's (the caller
+    /// did not refuse it; the repository's feature is checked apart).
+    stream_deltas: bool,
 }
 
 /// The parent snapshot: the one given, else the latest of the same host
@@ -501,6 +510,7 @@ impl<'a> Ctx<'a> {
             excludes: std::mem::take(&mut opts.excludes),
             excluded: AtomicU64::new(0),
             limit_read: opts.limit_read.map(crate::ratelimit::RateLimit::new),
+            stream_deltas: !opts.no_stream_deltas,
         }
     }
 }
@@ -521,7 +531,7 @@ impl Ctx<'_> {
         }
         for c in chunks {
             match self.repo.lookup_blob(c)? {
-                Some(loc) if !marked.contains(&loc.pack) => {}
+                Some(loc) if self.repo.outside_marks(&loc, &marked)? => {}
                 _ => return Ok(false),
             }
         }
@@ -571,14 +581,14 @@ fn run_pipeline(
         // worker after the walk: a dump command blocks as soon as its pipe
         // (64 KiB) is full, and several dumps must progress side by side.
         let mut stops = Vec::new();
-        for (stream, slot) in streams.into_iter().zip(&stream_slots) {
+        for ((stream, slot), components) in streams.into_iter().zip(&stream_slots).zip(stream_paths) {
             let StreamSource { name, reader, allow_empty, stop } = stream;
             stops.extend(stop);
             let (slot, running) = (slot.clone(), &streams_running);
             scope.spawn(move || {
                 let _done = CountDown(running);
                 let guard = SlotGuard(slot);
-                let r = store_stream(ctx, sink, &name, reader, allow_empty);
+                let r = store_stream(ctx, sink, &name, components, reader, allow_empty);
                 guard.0.set(settle(ctx, sink, Path::new(&name), r));
             });
         }

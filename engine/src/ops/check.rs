@@ -449,10 +449,11 @@ fn verify_pack(
             bad.extend(blobs.iter().map(|b| b.id));
             continue;
         };
-        let raw = match repo
-            .open_frame(stored.to_vec(), &name, frame.offset)
-            .and_then(|s| pack::decode_frame(&s, frame, &name))
-        {
+        // A delta frame (one stream chunk) is decoded against its base,
+        // which is read and verified like any blob: a missing or damaged
+        // base makes the chunk damaged, named in the error.
+        let chunk = blobs.first().map_or(Id([0; 32]), |b| b.id);
+        let raw = match repo.decode_frame(stored.to_vec(), frame, &name, &chunk, &|b| repo.read_delta_base(b)) {
             Ok(r) => r,
             Err(e) => {
                 errors.push(format!("{e}"));

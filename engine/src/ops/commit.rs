@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 
 use crate::error::{Error, Result};
-use crate::format::pack::BlobKind;
+use crate::format::pack::{BlobKind, FrameCodec};
 use crate::id::Id;
 use crate::packer;
 use crate::repo::Repository;
@@ -123,8 +123,24 @@ fn walk(
                 }
             }
             for c in &node.chunks {
-                if seen.insert(*c) && needs_copy(&locate(c, "chunk")?) && !done.contains(c) {
+                if !seen.insert(*c) {
+                    continue;
+                }
+                let loc = repo.lookup_blob(c)?.ok_or_else(|| gone(format!("chunk {c}")))?;
+                if needs_copy(&loc.pack) && !done.contains(c) {
                     out.push((*c, BlobKind::Data));
+                }
+                // A stream chunk stored as a delta relies on its base as
+                // much as on itself (streams.md §4.6). A copied delta is
+                // stored plainly, but the copy happens after this walk.
+                if loc.frame.codec == FrameCodec::Delta {
+                    let base = repo.delta_base(&loc.pack, &loc.frame).map_err(|e| match e {
+                        Error::Missing { .. } => gone(format!("chunk {c} ({e})")),
+                        e => e,
+                    })?;
+                    if seen.insert(base) && needs_copy(&locate(&base, "chunk")?) && !done.contains(&base) {
+                        out.push((base, BlobKind::Data));
+                    }
                 }
             }
         }

@@ -45,7 +45,7 @@ use std::collections::HashSet;
 
 use crate::error::{Error, Result};
 use crate::format::index_file::PackEntry;
-use crate::format::pack;
+use crate::format::pack::FrameCodec;
 use crate::id::Id;
 pub use crate::ops::prune_plan::{plan, Plan};
 pub(crate) use crate::ops::prune_plan::{plan_avoiding, Fate, PackPlan, RepackPack};
@@ -377,7 +377,15 @@ fn copy_batch(
             let stored = data
                 .get(start..start + frame.stored_len as usize)
                 .ok_or_else(|| Error::corrupt("pack", &name, format!("frame at {start} lies outside the pack")))?;
-            let raw = pack::decode_frame(&repo.open_frame(stored.to_vec(), &name, frame.offset)?, frame, &name)?;
+            let chunk = trailer.blobs[blobs[0]].id;
+            let raw = repo.decode_frame(stored.to_vec(), frame, &name, &chunk, &|b| repo.read_delta_base(b))?;
+            // A delta stays a delta (its base is live: prune_plan marks it),
+            // copied as its stored delta once the chunk it decodes to is
+            // verified below.
+            let delta = match frame.codec {
+                FrameCodec::Delta => Some(repo.open_delta(stored, frame, &name)?),
+                _ => None,
+            };
             for &bi in blobs {
                 let b = &trailer.blobs[bi];
                 let (s, e) = (b.offset_in_frame as usize, b.offset_in_frame as usize + b.raw_len as usize);
@@ -393,7 +401,10 @@ fn copy_batch(
                         format!("blob {} does not match its hash", b.id.short()),
                     ));
                 }
-                sink.store_copy(b.id, b.kind, bytes)?;
+                match &delta {
+                    Some((base, d)) => sink.store_copy_delta(b.id, bytes, *base, d.clone())?,
+                    None => sink.store_copy(b.id, b.kind, bytes)?,
+                }
             }
         }
         progress.bytes(p.entry.pack_len);

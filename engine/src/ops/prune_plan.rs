@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 use crate::format::index_file::PackEntry;
-use crate::format::pack::BlobKind;
+use crate::format::pack::{BlobKind, FrameCodec, FrameRecord};
 use crate::format::tree_v2;
 use crate::id::Id;
 use crate::index::BlobLocation;
@@ -79,6 +79,22 @@ struct Loaded {
     table: PackTable,
     index_files: Vec<(String, Vec<Id>)>,
     trees: HashMap<Id, BlobLocation>,
+    deltas: Deltas,
+}
+
+/// Every copy of every chunk stored as a delta (stream deltas,
+/// format-spec/v2/streams.md §4.6): (pack, frame). A live delta makes its
+/// base live, and the base id is in the frame, not in the trailer. Held in
+/// memory: one entry per delta chunk, a small share of a repository's blobs.
+type Deltas = HashMap<Id, Vec<(Id, FrameRecord)>>;
+
+fn add_deltas(deltas: &mut Deltas, p: &PackEntry) {
+    for b in &p.trailer.blobs {
+        let Some(frame) = p.trailer.frames.get(b.frame as usize) else { continue };
+        if frame.codec == FrameCodec::Delta {
+            deltas.entry(b.id).or_default().push((p.pack, *frame));
+        }
+    }
 }
 
 fn add_trees(trees: &mut HashMap<Id, BlobLocation>, p: &PackEntry) {
@@ -102,6 +118,7 @@ fn load_packs(repo: &Repository, report: &mut PruneReport) -> Result<Loaded> {
     let mut table = PackTable::new(repo)?;
     let mut index_files = Vec::new();
     let mut trees = HashMap::new();
+    let mut deltas = HashMap::new();
     // The index file that first listed each pack (by table number).
     let mut first_file: Vec<u32> = Vec::new();
     for (name, _) in repo.storage().list(FileKind::Index)? {
@@ -116,6 +133,7 @@ fn load_packs(repo: &Repository, report: &mut PruneReport) -> Result<Loaded> {
             if table.add(e, true)?.is_some() {
                 first_file.push(file_no);
                 add_trees(&mut trees, e);
+                add_deltas(&mut deltas, e);
             }
         }
     }
@@ -140,12 +158,13 @@ fn load_packs(repo: &Repository, report: &mut PruneReport) -> Result<Loaded> {
             Ok(e) => {
                 table.add(&e, false)?;
                 add_trees(&mut trees, &e);
+                add_deltas(&mut deltas, &e);
             }
             // Not ours to judge: an unreadable file is left for `check`.
             Err(e) => report.warnings.push(format!("unlisted pack {id} left alone: {e}")),
         }
     }
-    Ok(Loaded { table, index_files, trees })
+    Ok(Loaded { table, index_files, trees, deltas })
 }
 
 /// Every blob reachable from the snapshots not in `ignore` (sorted, each
@@ -153,6 +172,7 @@ fn load_packs(repo: &Repository, report: &mut PruneReport) -> Result<Loaded> {
 fn mark_live(
     repo: &Repository,
     trees: &HashMap<Id, BlobLocation>,
+    deltas: &Deltas,
     ignore: &HashSet<Id>,
     scratch: &std::path::Path,
 ) -> Result<(Merged<32>, u64)> {
@@ -188,10 +208,14 @@ fn mark_live(
             .and_then(|data| tree_v2::references(&data, tree_id))
             .map_err(|e| damaged(format!("tree {tree_id} of a snapshot cannot be read: {e}")))
     };
+    let mut live_deltas: HashSet<Id> = HashSet::new();
     let mut visit = |id: &Id, refs: &tree_v2::Refs| {
         live.push(id.0)?;
         for c in &refs.chunks {
             live.push(c.0)?;
+            if deltas.contains_key(c) {
+                live_deltas.insert(*c);
+            }
         }
         Ok(())
     };
@@ -201,6 +225,16 @@ fn mark_live(
         e => Err(damaged(e.to_string())),
     };
     tree_walk::visit_unique(roots, &load, &|refs: &tree_v2::Refs| refs.metadata.clone(), &mut visit, &mut failed)?;
+    // A live delta keeps its base live, whichever copy of the delta stays
+    // (each copy names its own base). Bases are never deltas: one step.
+    for id in &live_deltas {
+        for (pack, frame) in deltas.get(id).into_iter().flatten() {
+            let base = repo
+                .delta_base(pack, frame)
+                .map_err(|e| damaged(format!("the base of delta chunk {id} in pack {pack} cannot be read: {e}")))?;
+            live.push(base.0)?;
+        }
+    }
     Ok((live.finish()?, snapshots))
 }
 
@@ -230,9 +264,9 @@ pub(crate) fn plan_avoiding(
         });
     }
     let mut report = PruneReport::default();
-    let Loaded { mut table, index_files, trees } = load_packs(repo, &mut report)?;
-    let (live, snapshots) = mark_live(repo, &trees, ignore_snapshots, table.scratch())?;
-    drop(trees);
+    let Loaded { mut table, index_files, trees, deltas } = load_packs(repo, &mut report)?;
+    let (live, snapshots) = mark_live(repo, &trees, &deltas, ignore_snapshots, table.scratch())?;
+    drop((trees, deltas));
     report.snapshots = snapshots;
     let n = table.rows.len();
 

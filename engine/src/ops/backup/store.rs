@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 
 use crossbeam_channel::Receiver;
 
+use super::stream_delta::Pairing;
 use super::{Ctx, FileOutcome, Job, Seen, SlotGuard};
 use crate::chunker::{Chunker, StreamChunker};
 use crate::error::{Error, Result};
@@ -117,7 +118,8 @@ fn store_large(
     mut file: File,
     seen: Seen,
 ) -> Result<Stored> {
-    match store_chunks(ctx, sink, reader, ctx.file_chunker.clone(), &mut file)? {
+    let mut store = |chunk: &[u8]| sink.store(sink.index_reader(reader)?, BlobKind::Data, chunk);
+    match store_chunks(ctx, ctx.file_chunker.clone(), &mut file, &mut store)? {
         Ok((chunks, read)) => {
             check_unchanged(ctx, path, &file, seen, read);
             Ok(Ok((chunks, read)))
@@ -126,15 +128,14 @@ fn store_large(
     }
 }
 
-/// Chunks and stores everything `source` yields, reporting progress as it
-/// goes. The outer error stops the backup; the inner one is the source's
-/// own read error, which the caller judges.
+/// Chunks everything `source` yields and hands each chunk to `store`,
+/// reporting progress as it goes. The outer error stops the backup; the
+/// inner one is the source's own read error, which the caller judges.
 fn store_chunks(
     ctx: &Ctx<'_>,
-    sink: &BlobSink<'_>,
-    reader: &mut Option<(u64, IndexReader)>,
     chunker: Chunker,
     source: impl Read,
+    store: &mut dyn FnMut(&[u8]) -> Result<Id>,
 ) -> Result<std::io::Result<(Vec<Id>, u64)>> {
     let source = crate::ratelimit::Limited { inner: source, limit: ctx.limit_read.as_ref() };
     let mut s = StreamChunker::new(chunker, source);
@@ -145,7 +146,7 @@ fn store_chunks(
             return Err(Error::Interrupted);
         }
         match s.next_chunk() {
-            Ok(Some(chunk)) => chunks.push(sink.store(sink.index_reader(reader)?, BlobKind::Data, chunk)?),
+            Ok(Some(chunk)) => chunks.push(store(chunk)?),
             Ok(None) => break,
             Err(e) => return Ok(Err(e)),
         }
@@ -175,16 +176,44 @@ fn check_unchanged(ctx: &Ctx<'_>, path: &Path, file: &File, seen: Seen, read: u6
     }
 }
 
+/// Stores a stream (a database dump) recorded at `components`. With an
+/// entry of that name in the parent snapshot, each new chunk may be stored
+/// as a delta against its counterpart there (stream_delta.rs); its id is
+/// the id of its plaintext either way.
 pub(super) fn store_stream(
     ctx: &Ctx<'_>,
     sink: &BlobSink<'_>,
     name: &str,
+    components: &[Vec<u8>],
     reader: Box<dyn Read + Send>,
     allow_empty: bool,
 ) -> Result<Stored> {
+    let mut pairing = if ctx.stream_deltas { Pairing::load(ctx.repo, ctx.parent_root, components) } else { None };
+    let mut index = None;
+    let mut offset = 0u64;
+    let mut store = |chunk: &[u8]| -> Result<Id> {
+        let index = sink.index_reader(&mut index)?;
+        let id = ctx.repo.blob_id(chunk);
+        let (start, len) = (offset, chunk.len() as u64);
+        offset += len;
+        let base = match pairing.as_mut() {
+            Some(p) => {
+                // A chunk the parent's stream or the repository has is
+                // deduplicated as always; only new ones look for a base.
+                if p.anchor(&id, start, len) || index.contains(&id)? {
+                    None
+                } else {
+                    p.base_for(ctx.repo, index, chunk, start)?
+                }
+            }
+            None => None,
+        };
+        sink.store_stream_chunk(index, id, chunk, base)?;
+        Ok(id)
+    };
     // Unlike a file, a stream cannot be skipped with a warning: a dump that
     // breaks off must not become a snapshot.
-    let (chunks, read) = match store_chunks(ctx, sink, &mut None, ctx.stream_chunker.clone(), reader)? {
+    let (chunks, read) = match store_chunks(ctx, ctx.stream_chunker.clone(), reader, &mut store)? {
         Ok(r) => r,
         // A read that failed because the backup was stopping (the stop hook
         // killed the dump) is not the cause: report the one that is.
