@@ -117,7 +117,7 @@ fn store_large(
     mut file: File,
     seen: Seen,
 ) -> Result<Stored> {
-    match store_chunks(ctx, sink, reader, ctx.file_chunker.clone(), &mut file)? {
+    match store_chunks(ctx, sink, reader, ctx.file_chunker.clone(), &mut file, false)? {
         Ok((chunks, read)) => {
             check_unchanged(ctx, path, &file, seen, read);
             Ok(Ok((chunks, read)))
@@ -126,15 +126,17 @@ fn store_large(
     }
 }
 
-/// Chunks and stores everything `source` yields, reporting progress as it
-/// goes. The outer error stops the backup; the inner one is the source's
-/// own read error, which the caller judges.
+/// Chunks and stores everything `source` yields (a `stream`'s chunks at
+/// the stream compression level), reporting progress as it goes. The outer
+/// error stops the backup; the inner one is the source's own read error,
+/// which the caller judges.
 fn store_chunks(
     ctx: &Ctx<'_>,
     sink: &BlobSink<'_>,
     reader: &mut Option<(u64, IndexReader)>,
     chunker: Chunker,
     source: impl Read,
+    stream: bool,
 ) -> Result<std::io::Result<(Vec<Id>, u64)>> {
     let source = crate::ratelimit::Limited { inner: source, limit: ctx.limit_read.as_ref() };
     let mut s = StreamChunker::new(chunker, source);
@@ -145,7 +147,14 @@ fn store_chunks(
             return Err(Error::Interrupted);
         }
         match s.next_chunk() {
-            Ok(Some(chunk)) => chunks.push(sink.store(sink.index_reader(reader)?, BlobKind::Data, chunk)?),
+            Ok(Some(chunk)) => {
+                let index = sink.index_reader(reader)?;
+                chunks.push(if stream {
+                    sink.store_stream(index, chunk)?
+                } else {
+                    sink.store(index, BlobKind::Data, chunk)?
+                })
+            }
             Ok(None) => break,
             Err(e) => return Ok(Err(e)),
         }
@@ -184,7 +193,7 @@ pub(super) fn store_stream(
 ) -> Result<Stored> {
     // Unlike a file, a stream cannot be skipped with a warning: a dump that
     // breaks off must not become a snapshot.
-    let (chunks, read) = match store_chunks(ctx, sink, &mut None, ctx.stream_chunker.clone(), reader)? {
+    let (chunks, read) = match store_chunks(ctx, sink, &mut None, ctx.stream_chunker.clone(), reader, true)? {
         Ok(r) => r,
         // A read that failed because the backup was stopping (the stop hook
         // killed the dump) is not the cause: report the one that is.
