@@ -30,6 +30,7 @@ pub mod metadata;
 pub mod ops;
 pub mod packer;
 pub mod patterns;
+pub mod prefetch;
 pub mod progress;
 pub mod ratelimit;
 pub mod reader;

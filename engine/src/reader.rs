@@ -17,10 +17,9 @@ use crate::error::{Error, Result};
 use crate::format::pack;
 use crate::id::Id;
 use crate::index::BlobLocation;
+use crate::prefetch::{FrameKey, Prefetched};
 use crate::repo::Repository;
 use crate::storage::FileKind;
-
-type FrameKey = (Id, u64);
 
 /// A frame holding only one blob of at least this many bytes is a big
 /// chunk's own frame (the packer gives every blob of `frame_size` or more
@@ -118,6 +117,12 @@ impl BlobReader {
         self.cache.lock().ok()?.frames.get(key).cloned()
     }
 
+    /// Whether the frame is in the cache, decoded (without making it the
+    /// most recently used).
+    pub(crate) fn holds(&self, key: &FrameKey) -> bool {
+        self.cache.lock().is_ok_and(|c| c.frames.contains(key))
+    }
+
     fn remember(&self, loc: &BlobLocation, frame: Arc<[u8]>) {
         if !worth_caching(loc) {
             return;
@@ -138,12 +143,19 @@ impl BlobReader {
 
     /// The decompressed frame holding a blob.
     pub fn frame(&self, repo: &Repository, loc: &BlobLocation) -> Result<Arc<[u8]>> {
-        Ok(self.frame_from(repo, loc, true)?.0)
+        Ok(self.frame_from(repo, loc, true, &Prefetched::none())?.0)
     }
 
-    /// The frame, from memory, the local cache (trees, if `use_disk`) or
-    /// the repository; and where it came from.
-    fn frame_from(&self, repo: &Repository, loc: &BlobLocation, use_disk: bool) -> Result<(Arc<[u8]>, Source)> {
+    /// The frame, from memory, the local cache (trees, if `use_disk`),
+    /// the bytes fetched ahead in `pre`, or the repository; and where it
+    /// came from.
+    fn frame_from(
+        &self,
+        repo: &Repository,
+        loc: &BlobLocation,
+        use_disk: bool,
+        pre: &Prefetched,
+    ) -> Result<(Arc<[u8]>, Source)> {
         let key = (loc.pack, loc.frame.offset);
         if let Some(f) = self.cached(&key) {
             return Ok((f, Source::Memory));
@@ -151,7 +163,7 @@ impl BlobReader {
         let fetching = self.begin_fetch(key);
         if fetching.is_none() {
             // Another reader fetched it meanwhile; if it is not in the
-            // cache now (too large to keep, or the fetch failed), fetch it
+            // cache now (a big chunk's own frame, or the fetch failed), fetch it
             // here as if no one had.
             if let Some(f) = self.cached(&key) {
                 return Ok((f, Source::Memory));
@@ -174,8 +186,12 @@ impl BlobReader {
                 }
             }
         }
-        let stored =
-            repo.storage().get_range(FileKind::Pack, &name, loc.frame.offset, u64::from(loc.frame.stored_len))?;
+        let stored = match pre.stored_frame(&key) {
+            Some(stored) => stored,
+            None => {
+                repo.storage().get_range(FileKind::Pack, &name, loc.frame.offset, u64::from(loc.frame.stored_len))?
+            }
+        };
         // Kept for the local cache once a blob of it is verified.
         let keep = disk.map(|_| stored.clone());
         let stored = repo.open_frame(stored, &name, loc.frame.offset)?;
@@ -189,8 +205,23 @@ impl BlobReader {
         self.read_at(repo, id, &loc)
     }
 
+    /// [`BlobReader::read`], taking the location and the frame from `pre`
+    /// where it has them.
+    pub fn read_with(&self, repo: &Repository, id: &Id, pre: &Prefetched) -> Result<Arc<[u8]>> {
+        match pre.location(id) {
+            Some(loc) => self.read_at_with(repo, id, loc, pre),
+            None => self.read(repo, id),
+        }
+    }
+
     pub fn read_at(&self, repo: &Repository, id: &Id, loc: &BlobLocation) -> Result<Arc<[u8]>> {
-        match self.read_in(repo, id, loc, true) {
+        self.read_at_with(repo, id, loc, &Prefetched::none())
+    }
+
+    /// [`BlobReader::read_at`], with the frame from `pre` if it was fetched
+    /// ahead.
+    pub fn read_at_with(&self, repo: &Repository, id: &Id, loc: &BlobLocation, pre: &Prefetched) -> Result<Arc<[u8]>> {
+        match self.read_in(repo, id, loc, true, pre) {
             // A wrong frame from the local cache: forget it everywhere and
             // read the repository's.
             Err((_, Source::Disk)) => {
@@ -202,7 +233,7 @@ impl BlobReader {
                         c.bytes -= f.len();
                     }
                 }
-                self.read_in(repo, id, loc, false).map_err(|(e, _)| e)
+                self.read_in(repo, id, loc, false, pre).map_err(|(e, _)| e)
             }
             other => other.map_err(|(e, _)| e),
         }
@@ -214,8 +245,9 @@ impl BlobReader {
         id: &Id,
         loc: &BlobLocation,
         use_disk: bool,
+        pre: &Prefetched,
     ) -> std::result::Result<Arc<[u8]>, (Error, Source)> {
-        let (frame, source) = self.frame_from(repo, loc, use_disk).map_err(|e| (e, Source::Storage(None)))?;
+        let (frame, source) = self.frame_from(repo, loc, use_disk, pre).map_err(|e| (e, Source::Storage(None)))?;
         match verified(repo, id, loc, frame) {
             Ok(blob) => {
                 if let (Source::Storage(Some(stored)), Some(c)) = (&source, repo.cache()) {

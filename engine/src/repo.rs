@@ -29,6 +29,7 @@ use crate::format::tree_v2;
 use crate::id::{Id, IdScheme};
 use crate::index::{BlobLocation, Index, IndexReader};
 use crate::lock::LockGuard;
+use crate::prefetch::Prefetched;
 use crate::reader::BlobReader;
 use crate::storage::{FileKind, LocalDir, Storage};
 
@@ -944,6 +945,31 @@ impl Repository {
     pub fn read_blob(&self, id: &Id) -> Result<Arc<[u8]>> {
         let reader = self.blob_reader()?;
         reader.read(self, id)
+    }
+
+    /// [`Repository::read_blob`], with the frame from `pre` if it was
+    /// fetched ahead.
+    pub fn read_blob_with(&self, id: &Id, pre: &Prefetched) -> Result<Arc<[u8]>> {
+        self.blob_reader()?.read_with(self, id, pre)
+    }
+
+    /// Fetches ahead, in few ranged reads, the frames of the blobs `ids`
+    /// up to `budget` stored bytes (prefetch.rs). Only a remote store gains
+    /// from it: a local one answers each read without a round trip, so
+    /// there this fetches nothing.
+    pub fn prefetch<'a>(&self, ids: impl IntoIterator<Item = &'a Id>, budget: u64) -> Prefetched {
+        if self.storage().local_path().is_some() {
+            return Prefetched::none();
+        }
+        Prefetched::fetch(self, ids, budget)
+    }
+
+    /// [`Repository::prefetch`] for blobs whose locations are known.
+    pub fn prefetch_located(&self, located: impl IntoIterator<Item = (Id, BlobLocation)>, budget: u64) -> Prefetched {
+        if self.storage().local_path().is_some() {
+            return Prefetched::none();
+        }
+        Prefetched::fetch_located(self, located, budget)
     }
 
     /// The whole directory whose tree is `id`, in either tree version: a

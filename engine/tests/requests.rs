@@ -10,6 +10,7 @@ use std::sync::Arc;
 use arc_engine::ops::backup::{backup, BackupOptions};
 use arc_engine::ops::forget::{forget, ForgetOptions};
 use arc_engine::ops::prune::{prune, PruneOptions};
+use arc_engine::ops::restore::RestoreOptions;
 use arc_engine::progress::NoProgress;
 use arc_engine::repo::InitOptions;
 use arc_engine::storage::{CountingStorage, FileKind, MemoryStorage, MemoryStorageOptions, Op, RequestCounts, Storage};
@@ -23,7 +24,7 @@ struct Remote {
 impl Remote {
     fn new() -> Remote {
         let mem: Arc<dyn Storage> = Arc::new(MemoryStorage::new(MemoryStorageOptions::default()));
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = private_tempdir();
         let storage = Arc::new(CountingStorage::new(mem));
         Repository::init_cached(storage.clone(), &InitOptions::default(), &tmp.path().join("cache")).unwrap();
         Remote { tmp, storage }
@@ -34,6 +35,39 @@ impl Remote {
     fn open(&self, cache: &str) -> Repository {
         Repository::open_cached_with(self.storage.clone(), &self.tmp.path().join(cache), None).unwrap()
     }
+}
+
+/// The tests of this file, each of which gets a directory of its own.
+const TESTS: [&str; 8] = [
+    "a_no_change_backup_asks_the_same_of_the_storage_whatever_the_file_count",
+    "prune_requests_grow_with_objects_read_and_deleted_not_with_snapshots",
+    "a_new_host_downloads_the_index_and_snapshot_files_once",
+    "packs_of_a_killed_backup_are_found_by_one_scan_and_reused",
+    "readers_of_one_frame_at_once_share_one_fetch",
+    "a_restore_reads_neighbouring_frames_together",
+    "a_restore_reads_a_big_files_chunks_in_runs",
+    "the_mounts_directory_readahead_reads_neighbouring_frames_together",
+];
+
+/// A temporary directory whose ancestors no other test touches. A
+/// snapshot records the metadata of the directories above what it backs
+/// up, so with a tempdir straight under /tmp, whose mtime changes whenever
+/// another test (or process) makes its own, the second of two backups
+/// wrote new trees for `/` and `/tmp`: a pack that the no-change test
+/// counted. So every test's directory is made at once, before any test
+/// backs anything up, and a test adds entries only below its own.
+fn private_tempdir() -> tempfile::TempDir {
+    static DIRS: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let parent = DIRS.get_or_init(|| {
+        let parent = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("requests-{}", std::process::id()));
+        for t in TESTS {
+            std::fs::create_dir_all(parent.join(t)).unwrap();
+        }
+        parent
+    });
+    let name = std::thread::current().name().unwrap_or_default().to_string();
+    assert!(TESTS.contains(&name.as_str()), "add {name} to TESTS");
+    tempfile::tempdir_in(parent.join(name)).unwrap()
 }
 
 /// `files` small files in directories of 50.
@@ -274,7 +308,7 @@ impl Storage for SlowReads {
 /// share one fetch of the frame instead of each fetching it.
 #[test]
 fn readers_of_one_frame_at_once_share_one_fetch() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = private_tempdir();
     let mem: Arc<dyn Storage> = Arc::new(MemoryStorage::new(MemoryStorageOptions::default()));
     let counting = Arc::new(CountingStorage::new(mem));
     let storage = Arc::new(SlowReads(counting.clone()));
@@ -313,4 +347,135 @@ fn readers_of_one_frame_at_once_share_one_fetch() {
     });
     let c = counting.take();
     assert_eq!(c.get(Op::GetRange, FileKind::Pack), frames.len() as u64, "one fetch per frame: {c}");
+}
+
+/// `n` files of `size` incompressible bytes (so that each frame holds few
+/// of them and the restore has many frames to fetch).
+fn random_tree(root: &Path, n: usize, size: usize) -> PathBuf {
+    let src = root.join("random");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..n {
+        let bytes: Vec<u8> = (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(src.join(format!("f{i:04}")), bytes).unwrap();
+    }
+    src
+}
+
+/// The distinct data frames (pack, offset) holding every file's chunks.
+fn data_frames(repo: &Repository, tree: &arc_engine::Id, out: &mut std::collections::HashSet<(arc_engine::Id, u64)>) {
+    for n in repo.load_tree(tree).unwrap().nodes {
+        if let Some(sub) = n.subtree {
+            data_frames(repo, &sub, out);
+        }
+        for c in &n.chunks {
+            let l = repo.lookup_blob(c).unwrap().unwrap();
+            out.insert((l.pack, l.frame.offset));
+        }
+    }
+}
+
+/// prefetch.rs: a restore from a remote store reads the frames of a batch
+/// of files in a few coalesced ranged reads, not one request per frame,
+/// and the files come back byte for byte.
+#[test]
+fn a_restore_reads_neighbouring_frames_together() {
+    let r = Remote::new();
+    let src = random_tree(r.tmp.path(), 300, 24 * 1024);
+    let repo = r.open("cache");
+    let done = backup(&repo, BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress).unwrap();
+    let mut frames = std::collections::HashSet::new();
+    data_frames(&repo, &done.snapshot.tree, &mut frames);
+    assert!(frames.len() >= 20, "{} frames: the test needs many", frames.len());
+
+    let repo = r.open("cache");
+    let snapshot = repo.load_snapshot(&done.snapshot_id).unwrap();
+    let target = r.tmp.path().join("restored");
+    r.storage.take();
+    let opts = RestoreOptions { target: target.clone(), ..Default::default() };
+    arc_engine::ops::restore::restore(&repo, &snapshot, &opts, &NoProgress).unwrap();
+    let c = r.storage.take();
+    let reads = c.get(Op::GetRange, FileKind::Pack) + c.get(Op::Get, FileKind::Pack);
+    // 300 files of 24 KiB are two batches of about 4 MiB: a handful of
+    // reads however the frames fall, against one per frame before.
+    assert!(reads * 4 <= frames.len() as u64, "{reads} reads of packs for {} frames: {c}", frames.len());
+    for i in 0..300 {
+        let name = format!("f{i:04}");
+        let restored = std::fs::read(target.join(src.strip_prefix("/").unwrap()).join(&name)).unwrap();
+        assert_eq!(restored, std::fs::read(src.join(&name)).unwrap(), "{name}");
+    }
+}
+
+/// prefetch.rs, vfs/readahead.rs: the mount's directory readahead on a
+/// remote store loads a directory's small files in a few coalesced
+/// ranged reads, as restore does.
+#[test]
+fn the_mounts_directory_readahead_reads_neighbouring_frames_together() {
+    use arc_engine::vfs::{Entry, Vfs, VfsOptions};
+    let r = Remote::new();
+    let src = random_tree(r.tmp.path(), 150, 24 * 1024);
+    let repo = r.open("cache");
+    let done = backup(&repo, BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress).unwrap();
+    let mut frames = std::collections::HashSet::new();
+    data_frames(&repo, &done.snapshot.tree, &mut frames);
+    assert!(frames.len() >= 12, "{} frames: the test needs many", frames.len());
+
+    let vfs = Arc::new(Vfs::new(
+        Arc::new(r.open("cache")),
+        VfsOptions { dir_readahead_bytes: 8 << 20, ..Default::default() },
+    ));
+    let snaps = vfs.read_dir(&Entry::Snapshots).unwrap();
+    let mut e = snaps.get(0).unwrap().1;
+    for c in src.to_str().unwrap().split('/').filter(|c| !c.is_empty()) {
+        e = vfs.lookup(&e, c.as_bytes()).unwrap().unwrap();
+    }
+    let listing = vfs.read_dir(&e).unwrap();
+    let files: Vec<Entry> = (0..listing.len()).map(|i| listing.get(i).unwrap().1).collect();
+    r.storage.take();
+    vfs.readahead_after(&files[0]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !files.iter().all(|f| vfs.read_is_cached(&vfs.open(f).unwrap(), 0, 1 << 20)) {
+        assert!(std::time::Instant::now() < deadline, "the readahead never loaded every file");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let c = r.storage.take();
+    let reads = c.get(Op::GetRange, FileKind::Pack) + c.get(Op::Get, FileKind::Pack);
+    assert!(reads * 4 <= frames.len() as u64, "{reads} reads of packs for {} frames: {c}", frames.len());
+    let f = vfs.open(&files[7]).unwrap();
+    assert_eq!(&*vfs.read_at(&f, 0, 1 << 20).unwrap(), &std::fs::read(src.join("f0007")).unwrap()[..]);
+}
+
+/// restore.rs: on a remote store, the chunks of a big file are fetched in
+/// runs, one coalesced ranged read each, not one request per chunk.
+#[test]
+fn a_restore_reads_a_big_files_chunks_in_runs() {
+    let r = Remote::new();
+    let src = random_tree(r.tmp.path(), 1, 40 << 20);
+    let repo = r.open("cache");
+    let done = backup(&repo, BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress).unwrap();
+    let mut frames = std::collections::HashSet::new();
+    data_frames(&repo, &done.snapshot.tree, &mut frames);
+    assert!(frames.len() >= 16, "{} chunks: the test needs many", frames.len());
+
+    let repo = r.open("cache");
+    let snapshot = repo.load_snapshot(&done.snapshot_id).unwrap();
+    let target = r.tmp.path().join("restored");
+    r.storage.take();
+    let opts = RestoreOptions { target: target.clone(), ..Default::default() };
+    arc_engine::ops::restore::restore(&repo, &snapshot, &opts, &NoProgress).unwrap();
+    let c = r.storage.take();
+    let reads = c.get(Op::GetRange, FileKind::Pack) + c.get(Op::Get, FileKind::Pack);
+    // A run's chunks lie in the two packs a backup fills at once (format
+    // v2 spreads blobs over two open packs): two reads a run, against one
+    // per chunk before.
+    assert!(reads * 2 <= frames.len() as u64, "{reads} reads of packs for {} chunks: {c}", frames.len());
+    let restored = std::fs::read(target.join(src.strip_prefix("/").unwrap()).join("f0000")).unwrap();
+    assert!(restored == std::fs::read(src.join("f0000")).unwrap(), "the big file differs");
 }

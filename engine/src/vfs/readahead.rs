@@ -120,6 +120,7 @@ impl Vfs {
         };
         let mut bytes = 0u64;
         let mut end = from;
+        let mut batch: Vec<Arc<ChunkTable>> = Vec::new();
         for (i, node) in tree.nodes.iter().enumerate().skip(from as usize) {
             if bytes >= budget {
                 break;
@@ -142,14 +143,20 @@ impl Vfs {
                     Err(_) => continue,
                 },
             };
+            batch.push(table);
+            bytes += node.size;
+        }
+        // From a remote store, the batch's frames in a few ranged reads
+        // (prefetch.rs) rather than a round trip each.
+        let pre = self.repo.prefetch_located(batch.iter().flat_map(|t| t.chunks.iter().copied()), budget);
+        for table in &batch {
             for (id, loc) in &table.chunks {
                 if let Slot::Claimed(claim) = self.chunks.claim(id, chunk_weight) {
                     // A failure is not cached: the reader retries and
                     // reports it.
-                    let _ = claim.complete(load_chunk(&self.repo, id, loc));
+                    let _ = claim.complete(load_chunk(&self.repo, id, loc, &pre));
                 }
             }
-            bytes += node.size;
         }
         if end as usize >= tree.nodes.len() {
             return Progress::Done { next_at: u32::MAX, end: u32::MAX };
