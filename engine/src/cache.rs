@@ -292,6 +292,11 @@ impl RepoCache {
         Some(data)
     }
 
+    /// Whether a frame is cached (by name; its bytes are checked when read).
+    pub fn has_frame(&self, pack: &Id, offset: u64, len: u32) -> bool {
+        self.files && self.frame_path(pack, offset, len).exists()
+    }
+
     /// Keeps a frame's stored bytes, fetched from the repository.
     pub fn store_frame(&self, pack: &Id, offset: u64, stored: &[u8]) {
         if !self.files || stored.len() as u64 > self.tree_budget / 4 {

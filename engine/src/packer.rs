@@ -173,12 +173,14 @@ impl Pending {
 }
 
 /// What the packer wrote.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct PackerStats {
     pub blobs_added: u64,
     pub bytes_added: u64,
     pub packs_written: u64,
     pub bytes_stored: u64,
+    /// The packs written, in the order their uploads finished.
+    pub packs: Vec<Id>,
 }
 
 /// State shared by every stage; the first error stops them all.
@@ -594,6 +596,7 @@ struct Unlisted {
     packs: Mutex<Vec<PackEntry>>,
     packs_written: AtomicU64,
     bytes_stored: AtomicU64,
+    written: Mutex<Vec<Id>>,
 }
 
 fn pack_writer(
@@ -604,8 +607,12 @@ fn pack_writer(
     adopt: Vec<PackEntry>,
 ) -> Result<PackerStats> {
     let pack_size = repo.config().pack_size as usize;
-    let unlisted =
-        Unlisted { packs: Mutex::new(adopt), packs_written: AtomicU64::new(0), bytes_stored: AtomicU64::new(0) };
+    let unlisted = Unlisted {
+        packs: Mutex::new(adopt),
+        packs_written: AtomicU64::new(0),
+        bytes_stored: AtomicU64::new(0),
+        written: Mutex::new(Vec::new()),
+    };
     // Rendezvous: a sealed pack waits in the writer until an uploader is
     // free, so at most uploaders + 2 packs are in memory.
     let (upload_tx, upload_rx) = bounded::<(Vec<u8>, PackEntry)>(0);
@@ -705,6 +712,7 @@ fn pack_writer(
     Ok(PackerStats {
         packs_written: unlisted.packs_written.load(Ordering::Relaxed),
         bytes_stored: unlisted.bytes_stored.load(Ordering::Relaxed),
+        packs: unlisted.written.into_inner().unwrap_or_default(),
         ..Default::default()
     })
 }
@@ -734,6 +742,7 @@ fn upload(repo: &Repository, pending: &Pending, unlisted: &Unlisted, bytes: Vec<
     drop(bytes);
     unlisted.packs_written.fetch_add(1, Ordering::Relaxed);
     unlisted.bytes_stored.fetch_add(entry.pack_len, Ordering::Relaxed);
+    crate::sync::lock(&unlisted.written, "the packs written")?.push(entry.pack);
     let batch = {
         let mut packs = crate::sync::lock(&unlisted.packs, "the packs not yet listed")?;
         packs.push(entry);

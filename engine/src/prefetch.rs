@@ -95,8 +95,25 @@ impl Prefetched {
             wanted.insert(key, loc.frame.stored_len);
             bytes += u64::from(loc.frame.stored_len);
         }
-        for span in spans(wanted.into_iter().map(|((pack, offset), len)| (pack, offset, len)).collect()) {
-            pre.requests += 1;
+        pre.read_spans(repo, wanted);
+        pre
+    }
+
+    /// The stored bytes of the frames of `locs` (distinct frames, all
+    /// wanted), in coalesced ranged reads; no locations recorded.
+    pub(crate) fn fetch_frames(repo: &Repository, locs: &[BlobLocation]) -> Prefetched {
+        let mut pre = Prefetched::default();
+        let frames: HashMap<FrameKey, u32> =
+            locs.iter().map(|l| ((l.pack, l.frame.offset), l.frame.stored_len)).collect();
+        pre.read_spans(repo, frames);
+        pre
+    }
+
+    /// Fetches `frames` (key and stored length) in coalesced ranged reads
+    /// and keeps their stored bytes.
+    fn read_spans(&mut self, repo: &Repository, frames: HashMap<FrameKey, u32>) {
+        for span in spans(frames.into_iter().map(|((pack, offset), len)| (pack, offset, len)).collect()) {
+            self.requests += 1;
             let name = span.pack.to_hex();
             let Ok(data) = repo.storage().get_range(FileKind::Pack, &name, span.start, span.end - span.start) else {
                 continue;
@@ -104,11 +121,10 @@ impl Prefetched {
             for (offset, len) in span.frames {
                 let from = (offset - span.start) as usize;
                 if let Some(stored) = data.get(from..from + len as usize) {
-                    pre.frames.insert((span.pack, offset), stored.to_vec());
+                    self.frames.insert((span.pack, offset), stored.to_vec());
                 }
             }
         }
-        pre
     }
 
     /// Where `id` is, if this batch looked it up.
@@ -131,6 +147,43 @@ impl Prefetched {
     /// Ranged reads this batch made.
     pub fn requests(&self) -> usize {
         self.requests
+    }
+}
+
+/// Puts the frames holding the trees `ids` into the repository's local
+/// cache of tree frames, fetching those it lacks in coalesced ranged reads,
+/// up to `budget` stored bytes. A walk calls this with a directory's
+/// subdirectories before descending into them: their trees were written
+/// one after another, so one request brings the frames that a walk of a
+/// new host (restore, `ls -R`, `find`) fetched one at a time, each a round
+/// trip on the walker's single thread. A frame is kept only once it opens
+/// (its authentication checked), like every frame the cache gets; nothing
+/// happens without a cache of tree frames (local repositories).
+pub fn warm_tree_cache<'a>(repo: &Repository, ids: impl IntoIterator<Item = &'a Id>, budget: u64) {
+    let Some(cache) = repo.cache().filter(|c| c.caches_files()) else { return };
+    let Ok(reader) = repo.blob_reader() else { return };
+    let mut wanted: HashMap<FrameKey, u32> = HashMap::new();
+    let mut bytes = 0u64;
+    for id in ids {
+        let Ok(Some(loc)) = repo.lookup_blob(id) else { continue };
+        let key = (loc.pack, loc.frame.offset);
+        if loc.kind != BlobKind::Tree
+            || bytes >= budget
+            || wanted.contains_key(&key)
+            || reader.holds(&key)
+            || cache.has_frame(&loc.pack, loc.frame.offset, loc.frame.stored_len)
+        {
+            continue;
+        }
+        wanted.insert(key, loc.frame.stored_len);
+        bytes += u64::from(loc.frame.stored_len);
+    }
+    let mut pre = Prefetched::default();
+    pre.read_spans(repo, wanted);
+    for ((pack, offset), stored) in pre.frames {
+        if repo.open_frame(stored.clone(), &pack.to_hex(), offset).is_ok() {
+            cache.store_frame(&pack, offset, &stored);
+        }
     }
 }
 

@@ -113,6 +113,56 @@ impl BlobReader {
         None
     }
 
+    /// Like [`BlobReader::begin_fetch`], but never waits: `None` if the
+    /// frame is being fetched by another reader already.
+    fn try_begin_fetch(&self, key: FrameKey) -> Option<LoadingGuard<'_>> {
+        let mut m = self.loading.lock().ok()?;
+        if m.contains_key(&key) {
+            return None;
+        }
+        let loading = Arc::new(Loading::default());
+        m.insert(key, loading.clone());
+        Some(LoadingGuard { reader: self, key, loading })
+    }
+
+    /// Loads the data frames holding `located` into the cache, decoded,
+    /// fetching neighbours in coalesced ranged reads (prefetch.rs), up to
+    /// `budget` stored bytes. Each frame is registered as being fetched
+    /// before its read starts, so a reader that wants it meanwhile waits
+    /// for this read instead of fetching it alone (the mount's readahead
+    /// races the copying process for the same frames). Frames cached or
+    /// being fetched already are skipped; errors are left to the reads
+    /// that need the frames.
+    pub fn load_frames(&self, repo: &Repository, located: &[(Id, BlobLocation)], budget: u64) {
+        let mut guards = Vec::new();
+        let mut wanted = Vec::new();
+        let mut bytes = 0u64;
+        for (_, loc) in located {
+            let key = (loc.pack, loc.frame.offset);
+            if loc.kind != pack::BlobKind::Data || bytes >= budget || self.holds(&key) {
+                continue;
+            }
+            let Some(guard) = self.try_begin_fetch(key) else { continue };
+            guards.push(guard);
+            wanted.push(*loc);
+            bytes += u64::from(loc.frame.stored_len);
+        }
+        let pre = Prefetched::fetch_frames(repo, &wanted);
+        for loc in &wanted {
+            let key = (loc.pack, loc.frame.offset);
+            let Some(stored) = pre.stored_frame(&key) else { continue };
+            let name = loc.pack.to_hex();
+            let raw = repo
+                .open_frame(stored, &name, loc.frame.offset)
+                .and_then(|s| pack::decode_frame_owned(s, &loc.frame, &name));
+            if let Ok(raw) = raw {
+                self.remember(key, raw.into());
+            }
+        }
+        // Dropping the guards wakes the readers waiting for these frames.
+        drop(guards);
+    }
+
     fn cached(&self, key: &FrameKey) -> Option<Arc<[u8]>> {
         self.cache.lock().ok()?.frames.get(key).cloned()
     }

@@ -47,7 +47,6 @@ use crate::error::Error;
 use crate::format::tree::{Node, NodeKind, Timestamp, Tree};
 use crate::id::Id;
 use crate::index::BlobLocation;
-use crate::prefetch::Prefetched;
 use crate::repo::{Repository, Snapshot};
 
 /// Why a VFS call failed. Cheap to clone: a failed chunk load is handed
@@ -359,8 +358,8 @@ fn timestamp(t: DateTime<Utc>) -> Timestamp {
 }
 
 /// Reads and verifies one chunk (the blob reader checks its hash).
-fn load_chunk(repo: &Repository, id: &Id, loc: &BlobLocation, pre: &Prefetched) -> Result<Arc<[u8]>> {
-    Ok(repo.blob_reader()?.read_at_with(repo, id, loc, pre)?)
+fn load_chunk(repo: &Repository, id: &Id, loc: &BlobLocation) -> Result<Arc<[u8]>> {
+    Ok(repo.blob_reader()?.read_at(repo, id, loc)?)
 }
 
 impl Vfs {
@@ -756,8 +755,7 @@ impl Vfs {
 
     fn chunk(&self, t: &ChunkTable, k: usize) -> Result<Arc<[u8]>> {
         let (id, loc) = &t.chunks[k];
-        let chunk =
-            self.chunks.get_or_load(id, chunk_weight, || load_chunk(&self.repo, id, loc, &Prefetched::none()))?;
+        let chunk = self.chunks.get_or_load(id, chunk_weight, || load_chunk(&self.repo, id, loc))?;
         if chunk.len() as u64 != t.ends[k] - t.start(k) {
             // The blob reader checked the hash, so this means the index
             // disagrees with the data.
@@ -779,7 +777,7 @@ impl Vfs {
             let repo = self.repo.clone();
             rayon::spawn(move || {
                 // A failure reaches whoever reads the chunk next.
-                let _ = claim.complete(load_chunk(&repo, &id, &loc, &Prefetched::none()));
+                let _ = claim.complete(load_chunk(&repo, &id, &loc));
             });
         }
     }

@@ -38,7 +38,7 @@ impl Remote {
 }
 
 /// The tests of this file, each of which gets a directory of its own.
-const TESTS: [&str; 8] = [
+const TESTS: [&str; 9] = [
     "a_no_change_backup_asks_the_same_of_the_storage_whatever_the_file_count",
     "prune_requests_grow_with_objects_read_and_deleted_not_with_snapshots",
     "a_new_host_downloads_the_index_and_snapshot_files_once",
@@ -46,6 +46,7 @@ const TESTS: [&str; 8] = [
     "readers_of_one_frame_at_once_share_one_fetch",
     "a_restore_reads_neighbouring_frames_together",
     "a_restore_reads_a_big_files_chunks_in_runs",
+    "a_walk_on_a_new_host_fetches_neighbouring_tree_frames_together",
     "the_mounts_directory_readahead_reads_neighbouring_frames_together",
 ];
 
@@ -413,9 +414,85 @@ fn a_restore_reads_neighbouring_frames_together() {
     }
 }
 
-/// prefetch.rs, vfs/readahead.rs: the mount's directory readahead on a
-/// remote store loads a directory's small files in a few coalesced
-/// ranged reads, as restore does.
+/// restore.rs: on a remote store, the chunks of a big file are fetched in
+/// runs, one coalesced ranged read each, not one request per chunk.
+#[test]
+fn a_restore_reads_a_big_files_chunks_in_runs() {
+    let r = Remote::new();
+    let src = random_tree(r.tmp.path(), 1, 40 << 20);
+    let repo = r.open("cache");
+    let done = backup(&repo, BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress).unwrap();
+    let mut frames = std::collections::HashSet::new();
+    data_frames(&repo, &done.snapshot.tree, &mut frames);
+    assert!(frames.len() >= 16, "{} chunks: the test needs many", frames.len());
+
+    let repo = r.open("cache");
+    let snapshot = repo.load_snapshot(&done.snapshot_id).unwrap();
+    let target = r.tmp.path().join("restored");
+    r.storage.take();
+    let opts = RestoreOptions { target: target.clone(), ..Default::default() };
+    arc_engine::ops::restore::restore(&repo, &snapshot, &opts, &NoProgress).unwrap();
+    let c = r.storage.take();
+    let reads = c.get(Op::GetRange, FileKind::Pack) + c.get(Op::Get, FileKind::Pack);
+    // Runs of up to 8 MiB stored (about 6 here), whose chunks lie in the
+    // two packs a backup fills at once (format v2 spreads blobs over two
+    // open packs): two reads a run, one more where a pack ends, 11-19 in
+    // all for ~30 chunks; before, one read per chunk.
+    assert!(reads * 3 <= frames.len() as u64 * 2, "{reads} reads of packs for {} chunks: {c}", frames.len());
+    let restored = std::fs::read(target.join(src.strip_prefix("/").unwrap()).join("f0000")).unwrap();
+    assert!(restored == std::fs::read(src.join("f0000")).unwrap(), "the big file differs");
+}
+
+/// tree_walk.rs, prefetch.rs: a walk of every directory on a new host
+/// (restore, `ls -R`) fetches the tree frames of a directory's
+/// subdirectories together before descending, not one request per frame.
+#[test]
+fn a_walk_on_a_new_host_fetches_neighbouring_tree_frames_together() {
+    use arc_engine::ops::tree_walk::{walk_select, Visit};
+    let r = Remote::new();
+    let src = r.tmp.path().join("dirs");
+    for d in 0..1500 {
+        let dir = src.join(format!("site{:02}", d % 30)).join(format!("dir-with-a-long-name-{d:05}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..6 {
+            std::fs::write(dir.join(format!("file-with-a-long-name-{f}.php")), format!("{d} {f}")).unwrap();
+        }
+    }
+    let done = backup(&r.open("cache"), BackupOptions { paths: vec![src], ..Default::default() }, &NoProgress).unwrap();
+    let repo = r.open("new-host");
+    let mut trees = Vec::new();
+    let mut frames = std::collections::HashSet::new();
+    let mut stack = vec![done.snapshot.tree];
+    while let Some(t) = stack.pop() {
+        let l = repo.lookup_blob(&t).unwrap().unwrap();
+        frames.insert((l.pack, l.frame.offset));
+        trees.push(t);
+        stack.extend(repo.load_tree(&t).unwrap().nodes.iter().filter_map(|n| n.subtree));
+    }
+    assert!(frames.len() >= 6, "{} tree frames: the test needs many", frames.len());
+
+    let repo = r.open("newer-host");
+    r.storage.take();
+    let mut entries = 0;
+    let mut visit = |_: &[u8], _: &arc_engine::format::tree::Node| {
+        entries += 1;
+        Ok(Visit::Enter)
+    };
+    let mut leave = |_: &[u8], _: &arc_engine::format::tree::Node| Ok(());
+    let mut unreadable = |_: &[u8], _: &arc_engine::Id, e: arc_engine::Error| Err(e);
+    walk_select(&repo, &done.snapshot.tree, b"", &mut visit, &mut leave, &mut unreadable).unwrap();
+    assert_eq!(entries, trees.len() - 1 + 1500 * 6);
+    let c = r.storage.take();
+    let reads = c.get(Op::GetRange, FileKind::Pack);
+    // The root's tree comes alone; the frames of the 30 site directories
+    // (written after their subdirectories, so spread over every frame)
+    // come together: 4 reads here, 6 (one per frame) before.
+    assert!(reads * 3 <= frames.len() as u64 * 2, "{reads} reads of packs for {} tree frames: {c}", frames.len());
+}
+
+/// reader.rs `load_frames`, vfs/readahead.rs: the mount's directory
+/// readahead on a remote store loads a directory's small files in a few
+/// coalesced ranged reads, as restore does.
 #[test]
 fn the_mounts_directory_readahead_reads_neighbouring_frames_together() {
     use arc_engine::vfs::{Entry, Vfs, VfsOptions};
@@ -450,32 +527,4 @@ fn the_mounts_directory_readahead_reads_neighbouring_frames_together() {
     assert!(reads * 4 <= frames.len() as u64, "{reads} reads of packs for {} frames: {c}", frames.len());
     let f = vfs.open(&files[7]).unwrap();
     assert_eq!(&*vfs.read_at(&f, 0, 1 << 20).unwrap(), &std::fs::read(src.join("f0007")).unwrap()[..]);
-}
-
-/// restore.rs: on a remote store, the chunks of a big file are fetched in
-/// runs, one coalesced ranged read each, not one request per chunk.
-#[test]
-fn a_restore_reads_a_big_files_chunks_in_runs() {
-    let r = Remote::new();
-    let src = random_tree(r.tmp.path(), 1, 40 << 20);
-    let repo = r.open("cache");
-    let done = backup(&repo, BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress).unwrap();
-    let mut frames = std::collections::HashSet::new();
-    data_frames(&repo, &done.snapshot.tree, &mut frames);
-    assert!(frames.len() >= 16, "{} chunks: the test needs many", frames.len());
-
-    let repo = r.open("cache");
-    let snapshot = repo.load_snapshot(&done.snapshot_id).unwrap();
-    let target = r.tmp.path().join("restored");
-    r.storage.take();
-    let opts = RestoreOptions { target: target.clone(), ..Default::default() };
-    arc_engine::ops::restore::restore(&repo, &snapshot, &opts, &NoProgress).unwrap();
-    let c = r.storage.take();
-    let reads = c.get(Op::GetRange, FileKind::Pack) + c.get(Op::Get, FileKind::Pack);
-    // A run's chunks lie in the two packs a backup fills at once (format
-    // v2 spreads blobs over two open packs): two reads a run, against one
-    // per chunk before.
-    assert!(reads * 2 <= frames.len() as u64, "{reads} reads of packs for {} chunks: {c}", frames.len());
-    let restored = std::fs::read(target.join(src.strip_prefix("/").unwrap()).join("f0000")).unwrap();
-    assert!(restored == std::fs::read(src.join("f0000")).unwrap(), "the big file differs");
 }

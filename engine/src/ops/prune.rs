@@ -196,7 +196,6 @@ pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress
         return Ok(report);
     }
     let goes = plan.goes();
-    let old_index: HashSet<&str> = plan.index_files.iter().map(|(n, _)| n.as_str()).collect();
 
     // 2. Copy the live blobs of the packs to rewrite. The packer writes
     // each new pack durably, then index files listing them.
@@ -209,14 +208,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress
             packer::run(repo, Vec::new(), &|| false, |sink| copy_live(repo, &plan, &select, sink, progress))?;
         report.packs_written = stats.packs_written;
         report.bytes_written = stats.bytes_stored;
-        // The packer's index files are the ones that were not there before.
-        for (name, _) in repo.storage().list(FileKind::Index)? {
-            if old_index.contains(name.as_str()) {
-                continue;
-            }
-            let data = repo.storage().get(FileKind::Index, &name)?;
-            new_packs.extend(repo.decode_index_file(data, &name)?.into_iter().map(|e| e.pack));
-        }
+        new_packs.extend(stats.packs);
     }
     step(PruneStep::Repacked);
 

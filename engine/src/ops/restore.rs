@@ -33,6 +33,7 @@ use super::tree_walk::{self, split_path, Located, Visit};
 use crate::error::{Error, IoContext, Result};
 use crate::format::tree::{Node, NodeKind, Timestamp};
 use crate::id::Id;
+use crate::index::BlobLocation;
 use crate::patterns::PatternSet;
 use crate::prefetch::Prefetched;
 use crate::progress::Progress;
@@ -170,6 +171,11 @@ pub fn restore(
     let workers =
         (ctx.cpus * 2).max(if repo.storage().local_path().is_some() { 0 } else { repo.storage().concurrency() });
     let (tx, rx) = bounded::<Vec<FileJob>>(workers * 2);
+    // A batch ends at 4 MiB of content or at this many files. On a local
+    // disk, small batches spread a directory of tiny files over the
+    // workers; on a remote store a batch's frames are one request
+    // (prefetch.rs), and 256 files of 1 KiB were a request per 256 KiB.
+    let batch_files = if ctx.remote { 4096 } else { 256 };
     let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
     let mut links: Vec<(PathBuf, Vec<u8>, Node)> = Vec::new();
     // Snapshot paths of multiply linked files this restore writes: the only
@@ -185,7 +191,11 @@ pub fn restore(
                 for batch in rx.iter() {
                     // On a remote store, the batch's frames in a few
                     // ranged reads instead of one round trip per frame.
-                    let pre = ctx.repo.prefetch(batch.iter().flat_map(|j| &j.node.chunks), PREFETCH_BUDGET);
+                    // Files of several chunks are fetched in runs of
+                    // their own (decode_in_order): a chunk fetched here
+                    // would split the run it sits in into two requests.
+                    let small = batch.iter().filter(|j| j.node.chunks.len() == 1);
+                    let pre = ctx.repo.prefetch(small.flat_map(|j| &j.node.chunks), PREFETCH_BUDGET);
                     for job in batch {
                         if ctx.cancelled() {
                             return;
@@ -260,7 +270,7 @@ pub fn restore(
                         }
                         batch_bytes += node.size;
                         batch.push(FileJob { path, node: node.clone() });
-                        if batch_bytes >= 4 << 20 || batch.len() >= 256 {
+                        if batch_bytes >= 4 << 20 || batch.len() >= batch_files {
                             flush(&mut batch, &mut batch_bytes)?;
                         }
                     }
@@ -454,24 +464,43 @@ fn write_content(ctx: &Ctx<'_>, path: &Path, node: &Node, mut file: File, pre: &
 /// 5 MiB per file in flight; 20 MiB with 4 MiB file chunks at most.
 const DECODE_AHEAD: usize = 1;
 
-/// On a remote store, decoders take a file's chunks in runs of this many,
-/// each fetched in one coalesced ranged read (prefetch.rs) instead of a
-/// round trip per chunk: eight file chunks are about 8 MiB, eight stream
-/// chunks about 2 MiB.
-const REMOTE_RUN: usize = 8;
-/// Stored bytes fetched ahead for one run: with a decoder per CPU and the
-/// storage's eight workers, at most 16 runs are held at once.
-const RUN_BUDGET: u64 = 8 << 20;
+/// On a remote store, decoders take a file's chunks in runs of about this
+/// many stored bytes, each run's frames fetched in one coalesced ranged read
+/// per pack (prefetch.rs) instead of a round trip per chunk. With a decoder
+/// per CPU and the storage's eight workers, at most 16 runs are held at once.
+const RUN_BYTES: u64 = 8 << 20;
+
+/// `chunks` cut into the runs the decoders take: one chunk each on a local
+/// disk; on a remote store, consecutive chunks up to [`RUN_BYTES`] stored,
+/// by their locations (`None`: a chunk the index lacks, left to the read
+/// that reports it).
+fn runs(chunks: &[Id], located: Option<&[Option<BlobLocation>]>) -> Vec<std::ops::Range<usize>> {
+    let Some(located) = located else { return (0..chunks.len()).map(|i| i..i + 1).collect() };
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, loc) in located.iter().enumerate() {
+        let len = loc.map_or(0, |l| u64::from(l.frame.stored_len));
+        if i > start && bytes + len > RUN_BYTES {
+            out.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    if start < chunks.len() {
+        out.push(start..chunks.len());
+    }
+    out
+}
 
 /// Calls `write` with each of `chunks`' contents, in order. A file of one
 /// chunk (or one run, below) is read on this thread; for more, decoder
 /// threads (one per CPU) read, decrypt, decompress and verify chunks ahead
 /// of the writer, so that one big file or dump stream is not restored at
-/// the speed of one core. Decoders take runs of chunks, of one chunk on a
-/// local disk and of [`REMOTE_RUN`] on a remote store, where each run's
-/// frames come in one request: decoder `k` takes runs `k`, `k + d`,
-/// `k + 2d`, … and hands their chunks over a channel of its own, so the
-/// writer takes them in order without a reorder buffer, and memory stays
+/// the speed of one core. Decoders take runs of chunks ([`runs`]): one
+/// chunk on a local disk, up to [`RUN_BYTES`] on a remote store, where a
+/// run's frames come in one request per pack. Decoder `k` takes runs `k`,
+/// `k + d`, `k + 2d`, … and hands their chunks over a channel of its own,
+/// so the writer takes them in order without a reorder buffer, and memory stays
 /// bounded by `d * (DECODE_AHEAD + 1) + 1` chunks plus a run's stored
 /// bytes per decoder. Chunks whose frames `pre` holds (the batch's
 /// prefetch) are not fetched again. The first chunk that fails ends the
@@ -483,20 +512,27 @@ fn decode_in_order(
     pre: &Prefetched,
     mut write: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
-    let run = if ctx.remote { REMOTE_RUN } else { 1 };
-    let fetch_run = |r: &[Id]| match run {
-        1 => Prefetched::none(),
-        _ => ctx.repo.prefetch(r.iter().filter(|id| !pre.holds(id)), RUN_BUDGET),
+    // On a remote store, where every chunk is, for runs by stored size.
+    let located: Option<Vec<Option<BlobLocation>>> = ctx.remote.then(|| {
+        chunks.iter().map(|id| pre.location(id).copied().or_else(|| ctx.repo.lookup_blob(id).ok().flatten())).collect()
+    });
+    let runs = runs(chunks, located.as_deref());
+    let fetch_run = |r: std::ops::Range<usize>| match &located {
+        None => Prefetched::none(),
+        Some(located) => {
+            let wanted = r.filter(|&i| !pre.holds(&chunks[i])).filter_map(|i| located[i].map(|l| (chunks[i], l)));
+            ctx.repo.prefetch_located(wanted, RUN_BYTES)
+        }
     };
     let read = |id: &Id, fetched: &Prefetched| match pre.holds(id) {
         true => ctx.repo.read_blob_with(id, pre),
         false => ctx.repo.read_blob_with(id, fetched),
     };
-    let decoders = ctx.cpus.min(chunks.len().div_ceil(run));
+    let decoders = ctx.cpus.min(runs.len());
     if decoders < 2 {
-        for r in chunks.chunks(run) {
-            let fetched = fetch_run(r);
-            for id in r {
+        for r in &runs {
+            let fetched = fetch_run(r.clone());
+            for id in &chunks[r.clone()] {
                 write(&read(id, &fetched)?)?;
             }
         }
@@ -508,11 +544,11 @@ fn decode_in_order(
         for k in 0..decoders {
             let (tx, rx) = bounded::<Result<Arc<[u8]>>>(DECODE_AHEAD);
             ready.push(rx);
-            let (fetch_run, read) = (&fetch_run, &read);
+            let (fetch_run, read, runs) = (&fetch_run, &read, &runs);
             handles.push(scope.spawn(move || {
-                for r in chunks.chunks(run).skip(k).step_by(decoders) {
-                    let fetched = fetch_run(r);
-                    for id in r {
+                for r in runs.iter().skip(k).step_by(decoders) {
+                    let fetched = fetch_run(r.clone());
+                    for id in &chunks[r.clone()] {
                         if ctx.cancelled() {
                             return Ok(());
                         }
@@ -527,11 +563,13 @@ fn decode_in_order(
             }));
         }
         let written = (|| {
-            for i in 0..chunks.len() {
-                // A decoder that ended without sending saw the cancel, or
-                // panicked (reported below).
-                let data = ready[(i / run) % decoders].recv().map_err(|_| Error::Interrupted)??;
-                write(&data)?;
+            for (n, r) in runs.iter().enumerate() {
+                for _ in r.clone() {
+                    // A decoder that ended without sending saw the cancel,
+                    // or panicked (reported below).
+                    let data = ready[n % decoders].recv().map_err(|_| Error::Interrupted)??;
+                    write(&data)?;
+                }
             }
             Ok(())
         })();

@@ -146,6 +146,11 @@ pub fn walk_select(
 /// than this would otherwise exhaust the stack of the recursive walk.
 pub const MAX_TREE_DEPTH: usize = 4096;
 
+/// Stored bytes of tree frames a walk fetches ahead per directory on a
+/// remote store (prefetch.rs): a few frames of 256 KiB, each holding the
+/// trees of many directories.
+const TREE_WARM_BUDGET: u64 = 2 << 20;
+
 /// The error for a tree nested deeper than [`MAX_TREE_DEPTH`].
 pub fn too_deep(tree: &Id) -> Error {
     Error::corrupt("tree", tree.to_hex(), format!("nested deeper than {MAX_TREE_DEPTH} directories"))
@@ -167,7 +172,8 @@ fn walk_at(
         Ok(t) => t,
         Err(e) => return unreadable(prefix, tree, e),
     };
-    for node in &t.nodes {
+    let mut warmed = false;
+    for (i, node) in t.nodes.iter().enumerate() {
         let mut path = prefix.to_vec();
         if !path.is_empty() {
             path.push(b'/');
@@ -178,6 +184,13 @@ fn walk_at(
         }
         if node.kind == NodeKind::Dir {
             if let Some(sub) = node.subtree {
+                // On the first subdirectory entered, the trees of it and
+                // of the ones after it, in few requests (remote stores).
+                if !warmed {
+                    let rest = t.nodes[i..].iter().filter_map(|n| n.subtree.as_ref());
+                    crate::prefetch::warm_tree_cache(repo, rest, TREE_WARM_BUDGET);
+                    warmed = true;
+                }
                 walk_at(repo, &sub, &path, depth + 1, visit, leave, unreadable)?;
             }
             leave(&path, node)?;

@@ -146,15 +146,21 @@ impl Vfs {
             batch.push(table);
             bytes += node.size;
         }
-        // From a remote store, the batch's frames in a few ranged reads
-        // (prefetch.rs) rather than a round trip each.
-        let pre = self.repo.prefetch_located(batch.iter().flat_map(|t| t.chunks.iter().copied()), budget);
+        // From a remote store, the batch's frames in a few ranged reads,
+        // registered with the blob reader so that the copying process
+        // waits for them instead of fetching them alone (prefetch.rs).
+        if self.repo.storage().local_path().is_none() {
+            if let Ok(blobs) = self.repo.blob_reader() {
+                let located: Vec<_> = batch.iter().flat_map(|t| t.chunks.iter().copied()).collect();
+                blobs.load_frames(&self.repo, &located, budget);
+            }
+        }
         for table in &batch {
             for (id, loc) in &table.chunks {
                 if let Slot::Claimed(claim) = self.chunks.claim(id, chunk_weight) {
                     // A failure is not cached: the reader retries and
                     // reports it.
-                    let _ = claim.complete(load_chunk(&self.repo, id, loc, &pre));
+                    let _ = claim.complete(load_chunk(&self.repo, id, loc));
                 }
             }
         }
