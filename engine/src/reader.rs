@@ -139,7 +139,8 @@ impl BlobReader {
         let mut bytes = 0u64;
         for (_, loc) in located {
             let key = (loc.pack, loc.frame.offset);
-            if loc.kind != pack::BlobKind::Data || bytes >= budget || self.holds(&key) {
+            // A big chunk's own frame would be decoded only to be dropped.
+            if loc.kind != pack::BlobKind::Data || !worth_caching(loc) || bytes >= budget || self.holds(&key) {
                 continue;
             }
             let Some(guard) = self.try_begin_fetch(key) else { continue };
@@ -156,7 +157,7 @@ impl BlobReader {
                 .open_frame(stored, &name, loc.frame.offset)
                 .and_then(|s| pack::decode_frame_owned(s, &loc.frame, &name));
             if let Ok(raw) = raw {
-                self.remember(key, raw.into());
+                self.remember(loc, raw.into());
             }
         }
         // Dropping the guards wakes the readers waiting for these frames.
