@@ -11,7 +11,8 @@
 //!   `frame_size` raw bytes), so a 6 KB mail message is compressed together
 //!   with its neighbours instead of alone; big blobs get a frame each.
 //! * Compressors run zstd in parallel and keep a frame raw when compression
-//!   does not pay.
+//!   does not pay. Stream chunks (database dumps) are framed apart from
+//!   files and compressed at the repository's stream level.
 //! * The pack writer fills one pack per blob kind (trees apart from data, so
 //!   browsing never reads data packs) and hands full packs to uploader
 //!   threads, which write each durably; every few packs (and at the end) an
@@ -124,6 +125,8 @@ struct BlobJob {
     kind: BlobKind,
     data: Vec<u8>,
     encoding: Encoding,
+    /// A stream chunk: compressed at the stream level.
+    stream: bool,
     budget: usize,
 }
 
@@ -151,6 +154,8 @@ struct FrameJob {
     blobs: Vec<(Id, u32, u32)>,
     /// Not `Plain` only for a frame of one blob.
     encoding: Encoding,
+    /// Stream chunks: compressed at the stream level.
+    stream: bool,
     budget: usize,
 }
 
@@ -248,7 +253,7 @@ impl BlobSink<'_> {
     /// `index`) or this run already has it. Returns the blob id.
     pub fn store(&self, index: &IndexReader, kind: BlobKind, data: &[u8]) -> Result<Id> {
         let id = self.repo.blob_id(data);
-        self.store_with_id(index, id, kind, data)?;
+        self.store_as(index, id, kind, data, false)?;
         Ok(id)
     }
 
@@ -271,13 +276,17 @@ impl BlobSink<'_> {
 
     /// Like [`store`](Self::store) for a blob whose id the caller computed.
     pub fn store_with_id(&self, index: &IndexReader, id: Id, kind: BlobKind, data: &[u8]) -> Result<()> {
+        self.store_as(index, id, kind, data, false)
+    }
+
+    fn store_as(&self, index: &IndexReader, id: Id, kind: BlobKind, data: &[u8], stream: bool) -> Result<()> {
         if self.shared.failed.load(Ordering::Relaxed) {
             return Err(self.stopped());
         }
         if self.present(index, &id)? {
             return Ok(());
         }
-        self.enqueue(id, kind, data, Encoding::Plain)
+        self.enqueue(id, kind, data, Encoding::Plain, stream)
     }
 
     /// Stores a blob although the repository already has it: `prune`
@@ -286,7 +295,7 @@ impl BlobSink<'_> {
     /// `data` against `id`. A blob already queued in this run is still
     /// stored only once.
     pub fn store_copy(&self, id: Id, kind: BlobKind, data: &[u8]) -> Result<()> {
-        self.enqueue(id, kind, data, Encoding::Plain)
+        self.enqueue(id, kind, data, Encoding::Plain, false)
     }
 
     /// [`store_copy`](Self::store_copy) of a chunk stored as a delta
@@ -294,7 +303,7 @@ impl BlobSink<'_> {
     /// The caller has decoded `delta` against the base and verified the
     /// result, `data`, against `id`.
     pub fn store_copy_delta(&self, id: Id, data: &[u8], base: Id, delta: Vec<u8>) -> Result<()> {
-        self.enqueue(id, BlobKind::Data, data, Encoding::Delta { base, delta })
+        self.enqueue(id, BlobKind::Data, data, Encoding::Delta { base, delta }, true)
     }
 
     /// Like [`store_with_id`](Self::store_with_id) for a stream chunk that
@@ -316,9 +325,9 @@ impl BlobSink<'_> {
                 if self.present(index, &id)? {
                     return Ok(());
                 }
-                self.enqueue(id, BlobKind::Data, data, Encoding::TryDelta { base, base_data })
+                self.enqueue(id, BlobKind::Data, data, Encoding::TryDelta { base, base_data }, true)
             }
-            _ => self.store_with_id(index, id, BlobKind::Data, data),
+            _ => self.store_as(index, id, BlobKind::Data, data, true),
         }
     }
 
@@ -337,7 +346,7 @@ impl BlobSink<'_> {
     }
 
     /// Queues a blob for the framer unless this run queued it already.
-    fn enqueue(&self, id: Id, kind: BlobKind, data: &[u8], encoding: Encoding) -> Result<()> {
+    fn enqueue(&self, id: Id, kind: BlobKind, data: &[u8], encoding: Encoding, stream: bool) -> Result<()> {
         if self.shared.failed.load(Ordering::Relaxed) {
             return Err(self.stopped());
         }
@@ -359,7 +368,7 @@ impl BlobSink<'_> {
         let budget = self.shared.budget.acquire(data.len() + extra, &stopped)?;
         self.blobs_added.fetch_add(1, Ordering::Relaxed);
         self.bytes_added.fetch_add(data.len() as u64, Ordering::Relaxed);
-        let job = BlobJob { id, kind, data: data.to_vec(), encoding, budget };
+        let job = BlobJob { id, kind, data: data.to_vec(), encoding, stream, budget };
         if self.tx.send(job).is_err() {
             self.shared.budget.release(budget);
             return Err(self.stopped());
@@ -414,7 +423,7 @@ fn run_with_budget<T>(
     let shared = Shared { failed: AtomicBool::new(false), first_error: Mutex::new(None), budget: Budget::new(budget) };
     let pending = Pending::new();
     let frame_size = repo.config().frame_size as usize;
-    let level = repo.config().compression.level;
+    let levels = Levels { files: repo.config().compression.level, streams: repo.config().stream_level() };
     let keys = repo.keys();
 
     std::thread::scope(|scope| {
@@ -423,7 +432,7 @@ fn run_with_budget<T>(
         scope.spawn(move || framer(blob_rx, frame_tx, frame_size, shared));
         for _ in 0..threads {
             let (rx, tx) = (frame_rx.clone(), packed_tx.clone());
-            scope.spawn(move || compressor(rx, tx, level, keys.map(|k| k.as_ref()), shared));
+            scope.spawn(move || compressor(rx, tx, levels, keys.map(|k| k.as_ref()), shared));
         }
         drop(frame_rx);
         drop(packed_tx);
@@ -458,8 +467,9 @@ fn run_with_budget<T>(
 }
 
 fn framer(rx: Receiver<BlobJob>, tx: Sender<FrameJob>, frame_size: usize, shared: &Shared) {
-    // One open group per kind, so tree blobs never share frames with data.
-    let mut groups: [Option<FrameJob>; 2] = [None, None];
+    // One open group per kind, so tree blobs never share frames with data,
+    // and one for stream chunks, which are compressed at their own level.
+    let mut groups: [Option<FrameJob>; 3] = [None, None, None];
     let send = |job: FrameJob| {
         if tx.send(job).is_err() {
             shared.fail(Error::Interrupted);
@@ -473,16 +483,18 @@ fn framer(rx: Receiver<BlobJob>, tx: Sender<FrameJob>, frame_size: usize, shared
                 blobs: vec![(blob.id, 0, blob.data.len() as u32)],
                 raw: blob.data,
                 encoding: blob.encoding,
+                stream: blob.stream,
                 budget: blob.budget,
             });
             continue;
         }
-        let slot = &mut groups[blob.kind as usize];
+        let slot = &mut groups[if blob.stream { 2 } else { blob.kind as usize }];
         let group = slot.get_or_insert_with(|| FrameJob {
             kind: blob.kind,
             raw: Vec::with_capacity(frame_size + frame_size / 4),
             blobs: Vec::new(),
             encoding: Encoding::Plain,
+            stream: blob.stream,
             budget: 0,
         });
         group.blobs.push((blob.id, group.raw.len() as u32, blob.data.len() as u32));
@@ -504,18 +516,32 @@ fn framer(rx: Receiver<BlobJob>, tx: Sender<FrameJob>, frame_size: usize, shared
     }
 }
 
+/// The zstd levels of the repository's config.
+#[derive(Clone, Copy)]
+struct Levels {
+    files: i32,
+    streams: i32,
+}
+
 /// Compresses frames, and in format v2 pads and seals them (here, on the
 /// compressor threads, so sealing runs in parallel too).
-fn compressor(rx: Receiver<FrameJob>, tx: Sender<CompressedFrame>, level: i32, keys: Option<&Keys>, shared: &Shared) {
-    let mut zstd = match zstd::bulk::Compressor::new(level) {
-        Ok(c) => c,
-        Err(e) => {
+fn compressor(
+    rx: Receiver<FrameJob>,
+    tx: Sender<CompressedFrame>,
+    levels: Levels,
+    keys: Option<&Keys>,
+    shared: &Shared,
+) {
+    let new = |level| {
+        zstd::bulk::Compressor::new(level).map_err(|e| {
             shared.fail(Error::InvalidArgument { what: "compression level", reason: e.to_string() });
-            return;
-        }
+        })
     };
+    let Ok(mut files) = new(levels.files) else { return };
+    let Ok(mut streams) = new(levels.streams) else { return };
     let mut probe = zstd::bulk::Compressor::new(1).ok();
     for mut job in rx {
+        let (zstd, level) = if job.stream { (&mut streams, levels.streams) } else { (&mut files, levels.files) };
         let raw_len = job.raw.len() as u32;
         let (base, (stored, codec)) = match std::mem::replace(&mut job.encoding, Encoding::Plain) {
             Encoding::Delta { base, delta } => (Some(base), (delta, FrameCodec::Delta)),

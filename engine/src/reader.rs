@@ -21,8 +21,23 @@ use crate::prefetch::{FrameKey, Prefetched};
 use crate::repo::Repository;
 use crate::storage::FileKind;
 
-/// Larger frames hold a single big chunk and are not cached.
-const MAX_CACHED_FRAME: usize = 1024 * 1024;
+/// A frame holding only one blob of at least this many bytes is a big
+/// chunk's own frame (the packer gives every blob of `frame_size` or more
+/// a frame of its own), and is not cached; smaller frames of one blob (the
+/// last group of a backup, a small tree) cost little to keep.
+const OWN_FRAME_MIN: u32 = 128 * 1024;
+
+/// Whether the frame holding `loc` is worth keeping: a frame of grouped
+/// small blobs is read again by the neighbours of the blob asked for,
+/// while a big chunk's own frame is read once (a repeat is a dedup hit,
+/// rare) and keeping it would only evict the others. Keyed on the shape,
+/// not the size: a repository of 1 MiB frames (its groups reach up to
+/// 2 MiB) decompressed a whole group again for every small file when
+/// frames over 1 MiB were not kept, and restored a mail spool 75x slower.
+fn worth_caching(loc: &BlobLocation) -> bool {
+    let own_frame = loc.offset_in_frame == 0 && loc.raw_len == loc.frame.raw_len;
+    !(own_frame && loc.raw_len >= OWN_FRAME_MIN)
+}
 
 struct FrameCache {
     frames: LruCache<FrameKey, Arc<[u8]>>,
@@ -126,9 +141,11 @@ impl BlobReader {
             let key = (loc.pack, loc.frame.offset);
             // A delta frame (a stream chunk) decodes against its base, which
             // may be one of the frames this batch holds guards for: it is
-            // left to the read that needs it.
+            // left to the read that needs it. A big chunk's own frame would
+            // be decoded only to be dropped.
             if loc.kind != pack::BlobKind::Data
                 || loc.frame.codec == pack::FrameCodec::Delta
+                || !worth_caching(loc)
                 || bytes >= budget
                 || self.holds(&key)
             {
@@ -148,7 +165,7 @@ impl BlobReader {
                 .open_frame(stored, &name, loc.frame.offset)
                 .and_then(|s| pack::decode_frame_owned(s, &loc.frame, &name));
             if let Ok(raw) = raw {
-                self.remember(key, raw.into());
+                self.remember(loc, raw.into());
             }
         }
         // Dropping the guards wakes the readers waiting for these frames.
@@ -165,14 +182,12 @@ impl BlobReader {
         self.cache.lock().is_ok_and(|c| c.frames.contains(key))
     }
 
-    fn remember(&self, key: FrameKey, frame: Arc<[u8]>) {
-        let Ok(mut c) = self.cache.lock() else { return };
-        // Frames of grouped small blobs are read again and again by
-        // consecutive files; a big chunk's own frame is read once (a repeat
-        // is a dedup hit, rare), and caching it would only evict the others.
-        if frame.len() > MAX_CACHED_FRAME {
+    fn remember(&self, loc: &BlobLocation, frame: Arc<[u8]>) {
+        if !worth_caching(loc) {
             return;
         }
+        let key = (loc.pack, loc.frame.offset);
+        let Ok(mut c) = self.cache.lock() else { return };
         c.bytes += frame.len();
         if let Some(old) = c.frames.put(key, frame) {
             c.bytes -= old.len();
@@ -205,7 +220,7 @@ impl BlobReader {
         let fetching = self.begin_fetch(key);
         if fetching.is_none() {
             // Another reader fetched it meanwhile; if it is not in the
-            // cache now (too large to keep, or the fetch failed), fetch it
+            // cache now (a big chunk's own frame, or the fetch failed), fetch it
             // here as if no one had.
             if let Some(f) = self.cached(&key) {
                 return Ok((f, Source::Memory));
@@ -219,7 +234,7 @@ impl BlobReader {
                 match decoded {
                     Ok(raw) => {
                         let raw: Arc<[u8]> = raw.into();
-                        self.remember(key, raw.clone());
+                        self.remember(loc, raw.clone());
                         return Ok((raw, Source::Disk));
                     }
                     Err(_) => c.drop_frame(&loc.pack, loc.frame.offset, loc.frame.stored_len),
@@ -235,7 +250,7 @@ impl BlobReader {
         // Kept for the local cache once a blob of it is verified.
         let keep = disk.map(|_| stored.clone());
         let raw: Arc<[u8]> = repo.decode_frame(stored, &loc.frame, &name, id, &|b| repo.read_delta_base(b))?.into();
-        self.remember(key, raw.clone());
+        self.remember(loc, raw.clone());
         Ok((raw, Source::Storage(keep)))
     }
 

@@ -473,6 +473,8 @@ fn golden_config() -> Config {
         file_chunker: ChunkerParams::default_files(),
         stream_chunker: ChunkerParams::default_streams(),
         compression: CompressionParams { algorithm: CompressionAlgorithm::Zstd, level: 3 },
+        // A v1 config has none (format v2 README section 1).
+        stream_compression: None,
         pack_size: 16 * 1024 * 1024,
         frame_size: 256 * 1024,
         protocol: None,

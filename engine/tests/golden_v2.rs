@@ -291,4 +291,79 @@ fn delta_frame() {
             hex_lines(&engine)
         ),
     );
+/// A v2 config with `stream_compression` (README.md section 1), its MAC
+/// under master 00..1f recomputed from the spec's rule (crypto.md section
+/// 3: the JSON value without `mac`, serialized compactly), and what any v2
+/// reader does with a key it does not know: the MAC covers it, the parse
+/// ignores it. So a config of this arc opens in an arc that predates the
+/// key (it then compresses streams at `compression`), and nobody without
+/// the master secret can change the key.
+#[test]
+fn config_with_stream_compression() {
+    use arc_engine::format::config::{
+        ChunkerParams, CompressionAlgorithm, CompressionParams, Config, Encryption, ProtocolSettings,
+    };
+    use arc_engine::format::envelope::{self, Codec, FileType};
+    let keys = Keys::derive(&master());
+    let zstd = |level| CompressionParams { algorithm: CompressionAlgorithm::Zstd, level };
+    let mut config = Config {
+        version: 2,
+        features: Some(vec!["trees-v2".into(), "index-v2".into()]),
+        id: Id([0x11; 32]),
+        created: chrono::DateTime::from_timestamp(1_796_515_200, 0).unwrap(),
+        id_scheme: arc_engine::id::IdScheme::KeyedBlake3,
+        file_chunker: ChunkerParams::new(262_144, 1_048_576, 4_194_304).unwrap(),
+        stream_chunker: ChunkerParams::new(65_536, 262_144, 1_048_576).unwrap(),
+        compression: zstd(3),
+        stream_compression: Some(zstd(1)),
+        pack_size: 16 * 1024 * 1024,
+        frame_size: 1024 * 1024,
+        protocol: Some(ProtocolSettings::default()),
+        encryption: Some(Encryption::Passphrase),
+        content_keys: None,
+        mac: None,
+    };
+    config.authenticate(&keys);
+    let stored = config.encode();
+    let (_, payload) = envelope::open(FileType::Config, 1, "config", &stored).unwrap();
+    let text = String::from_utf8(payload.clone()).unwrap();
+    pin("config.json", &text);
+
+    // The spec's MAC, from the primitives.
+    let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mac = value.as_object_mut().unwrap().remove("mac").unwrap();
+    let canonical = serde_json::to_vec(&value).unwrap();
+    let spec = blake3::keyed_hash(&derive("arc 2026-12 format v2 config mac"), &canonical);
+    assert_eq!(mac.as_str().unwrap(), spec.to_hex().as_str());
+    let decoded = Config::decode(&stored).unwrap();
+    Config::verify(&stored, &keys).unwrap();
+    assert_eq!((decoded.compression.level, decoded.stream_level()), (3, 1));
+
+    let seal = |v: &serde_json::Value| envelope::seal(FileType::Config, 1, Codec::Raw, &serde_json::to_vec(v).unwrap());
+    let with_mac = |mut v: serde_json::Value| {
+        let mut bare = v.clone();
+        bare.as_object_mut().unwrap().remove("mac");
+        let mac = blake3::keyed_hash(&derive("arc 2026-12 format v2 config mac"), &serde_json::to_vec(&bare).unwrap());
+        v["mac"] = mac.to_hex().as_str().into();
+        v
+    };
+    // Covered: a level changed without the master secret is refused.
+    let mut forged: serde_json::Value = serde_json::from_str(&text).unwrap();
+    forged["stream_compression"]["level"] = 22.into();
+    let forged = seal(&forged);
+    assert!(Config::decode(&forged).is_ok(), "the parse alone cannot tell");
+    assert!(matches!(Config::verify(&forged, &keys), Err(arc_engine::Error::NotAuthentic { .. })));
+    // A key this arc does not know, as `stream_compression` is to an arc
+    // that predates it: parsed, ignored, authenticated.
+    let mut later: serde_json::Value = serde_json::from_str(&text).unwrap();
+    later["a_later_writer_setting"] = serde_json::json!({ "level": 7 });
+    let later = seal(&with_mac(later));
+    assert_eq!(Config { mac: None, ..Config::decode(&later).unwrap() }, Config { mac: None, ..decoded.clone() });
+    Config::verify(&later, &keys).unwrap();
+    // Absent (a repository made before it): streams take `compression`.
+    let mut before: serde_json::Value = serde_json::from_str(&text).unwrap();
+    before.as_object_mut().unwrap().remove("stream_compression");
+    let before = seal(&with_mac(before));
+    Config::verify(&before, &keys).unwrap();
+    assert_eq!(Config::decode(&before).unwrap().stream_level(), 3);
 }

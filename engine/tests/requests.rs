@@ -26,7 +26,10 @@ impl Remote {
         let mem: Arc<dyn Storage> = Arc::new(MemoryStorage::new(MemoryStorageOptions::default()));
         let tmp = private_tempdir();
         let storage = Arc::new(CountingStorage::new(mem));
-        Repository::init_cached(storage.clone(), &InitOptions::default(), &tmp.path().join("cache")).unwrap();
+        // 256 KiB frames: the request-pattern tests need many frames from
+        // small trees.
+        let opts = InitOptions { frame_size: 256 * 1024, ..Default::default() };
+        Repository::init_cached(storage.clone(), &opts, &tmp.path().join("cache")).unwrap();
         Remote { tmp, storage }
     }
 

@@ -19,9 +19,9 @@ use crate::util::*;
 
 /// Files in `many/`, beside as many symlinks with 4000-byte targets: a v2
 /// directory is split into leaves of at most about 256 KiB, and the links
-/// make leaves of that size, each bigger than a frame (256 KiB) and so in a
-/// frame of its own, which lets a test damage one blob of that one
-/// directory and nothing else.
+/// make leaves of that size, each bigger than a frame (`--frame-size 256K`)
+/// and so in a frame of its own, which lets a test damage one blob of that
+/// one directory and nothing else.
 const MANY: usize = 900;
 
 struct Fx {
@@ -99,7 +99,7 @@ fn setup() -> Fx {
         std::os::unix::fs::symlink(target, src.join("many").join(format!("link-{i:05}"))).unwrap();
     }
     // Small packs, so that one pack holds only a few of the files.
-    env.arc().args(["init", "--pack-size", "1M"]).run().success();
+    env.arc().args(["init", "--pack-size", "1M", "--frame-size", "256K"]).run().success();
     let s1 = jstr(&env.backup([&src]), "short_id").to_string();
     write_random_file(&src.join("later/l.bin"), 700_000, 999);
     let s2 = jstr(&env.backup([&src]), "short_id").to_string();

@@ -288,7 +288,9 @@ fn damaged_chunk_is_eio_for_that_file_only_and_names_the_pack() {
     let src = env.path("src");
     write_random_file(&src.join("damaged.bin"), 3 * MIB, 71);
     write_random_file(&src.join("intact.bin"), 3 * MIB, 72);
-    env.init();
+    // Frames of 256 KiB, the smallest chunk: every chunk alone in its frame,
+    // so damage to one leaves the chunks before it readable.
+    env.arc().args(["init", "--frame-size", "256K"]).run().success();
     env.backup([&src]);
 
     // Flip a byte in the middle of the frame of damaged.bin's second
@@ -336,8 +338,8 @@ fn damaged_tree_is_eio_for_that_directory_only() {
     require!(Need::Fuse);
     let env = TestEnv::new();
     let src = env.path("src");
-    // Enough long names that many/'s tree is bigger than a frame (256 KiB)
-    // and so alone in its frame: damage there hits that one directory.
+    // Enough long names that many/'s tree is bigger than a frame (256 KiB
+    // here) and so alone in its frame: damage there hits that one directory.
     fs::create_dir_all(src.join("many")).unwrap();
     for i in 0..900 {
         let name = format!("{}-{i:05}.txt", "a-long-file-name-so-that-this-directory-gets-a-big-tree".repeat(3));
@@ -350,7 +352,7 @@ fn damaged_tree_is_eio_for_that_directory_only() {
     }
     write_random_file(&src.join("ok/intact.bin"), MIB, 81);
     write_random_file(&src.join("top.bin"), 300_000, 82);
-    env.arc().args(["init", "--pack-size", "1M"]).run().success();
+    env.arc().args(["init", "--pack-size", "1M", "--frame-size", "256K"]).run().success();
     env.backup([&src]);
     let (pack, offset, tree) = {
         use arc_engine::ops::tree_walk::{locate, Located};

@@ -20,7 +20,8 @@ fn repo_with(env: &TestEnv, repo: &Path, seed: u64) -> (PathBuf, String) {
         write_random_file(&src.join("big.bin"), 300 * 1024, seed);
         fs::write(src.join("small.txt"), b"small file\n").unwrap();
     }
-    env.arc_at(repo).arg("init").run().success();
+    // Frames of 256 KiB: the 300 KiB file is then alone in its frame.
+    env.arc_at(repo).args(["init", "--frame-size", "256K"]).run().success();
     let out = env.arc_at(repo).args(["--json", "backup"]).arg(&src).run().success();
     (src, jstr(&out.json(), "short_id").to_string())
 }

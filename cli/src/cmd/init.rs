@@ -40,8 +40,12 @@ pub fn options(a: &InitArgs) -> Result<InitOptions> {
         )?;
     }
     opts.compression_level = a.compression;
+    opts.stream_compression_level = a.stream_compression;
     if let Some(p) = a.pack_size {
         opts.pack_size = u32_size(p, "--pack-size")?;
+    }
+    if let Some(f) = a.frame_size {
+        opts.frame_size = u32_size(f, "--frame-size")?;
     }
     if let Some(g) = a.prune_grace {
         opts.protocol = Some(ProtocolSettings::with_grace(g));

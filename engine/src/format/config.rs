@@ -137,6 +137,12 @@ pub struct Config {
     pub file_chunker: ChunkerParams,
     pub stream_chunker: ChunkerParams,
     pub compression: CompressionParams,
+    /// How stream chunks (stdin, command output: database dumps) are
+    /// compressed; absent means as `compression`. Only writers read it, so
+    /// it needs no feature: an arc that does not know the key ignores it
+    /// (and compresses streams as files), and the MAC covers it either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_compression: Option<CompressionParams>,
     /// Packs are closed once they reach this many bytes.
     pub pack_size: u32,
     /// Blobs smaller than this are grouped into one compressed frame until
@@ -279,6 +285,11 @@ impl Config {
         Ok(())
     }
 
+    /// The zstd level for stream chunks.
+    pub fn stream_level(&self) -> i32 {
+        self.stream_compression.unwrap_or(self.compression).level
+    }
+
     /// Whether this binary may write into the repository (see
     /// [`OLDEST_WRITABLE_VERSION`]).
     pub fn writable(&self) -> bool {
@@ -376,6 +387,7 @@ mod tests {
             file_chunker: ChunkerParams::default_files(),
             stream_chunker: ChunkerParams::default_streams(),
             compression: CompressionParams { algorithm: CompressionAlgorithm::Zstd, level: 3 },
+            stream_compression: None,
             pack_size: 16 * 1024 * 1024,
             frame_size: 256 * 1024,
             protocol: Some(ProtocolSettings::default()),
