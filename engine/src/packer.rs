@@ -541,7 +541,7 @@ fn compressor(
     let Ok(mut streams) = new(levels.streams) else { return };
     let mut probe = zstd::bulk::Compressor::new(1).ok();
     for mut job in rx {
-        let (zstd, level) = if job.stream { (&mut streams, levels.streams) } else { (&mut files, levels.files) };
+        let zstd = if job.stream { &mut streams } else { &mut files };
         let raw_len = job.raw.len() as u32;
         let (base, (stored, codec)) = match std::mem::replace(&mut job.encoding, Encoding::Plain) {
             Encoding::Delta { base, delta } => (Some(base), (delta, FrameCodec::Delta)),
@@ -555,8 +555,12 @@ fn compressor(
                 // streams.md §4.2: a delta only when it is smaller than half
                 // the chunk compressed alone (else the base is a poor match
                 // and a restore would read two frames for little gain).
+                // Deltas at the file level whatever the stream level: at
+                // zstd level 1 the matcher finds too little of the base (a
+                // third of a changed dump's chunks came out as deltas,
+                // against all but the appended tail at level 3).
                 let delta = match &encoding {
-                    Encoding::TryDelta { base, base_data } => delta::compress(base_data, &job.raw, level)
+                    Encoding::TryDelta { base, base_data } => delta::compress(base_data, &job.raw, levels.files.max(3))
                         .ok()
                         .filter(|d| d.len() * 2 < alone)
                         .map(|d| (*base, d)),

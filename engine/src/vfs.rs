@@ -892,8 +892,11 @@ mod tests {
         std::fs::hard_link(src.join("big"), src.join("sub/deeper/big-link")).unwrap();
         std::os::unix::fs::symlink("../big", src.join("sub/link")).unwrap();
         let opts = InitOptions {
-            // Small chunks, so a file spans many of them.
+            // Small chunks, so a file spans many of them, in frames small
+            // enough that the first and last chunks of `big` lie in
+            // different ones (the damage test below).
             file_chunker: ChunkerParams::new(8192, 32768, 65536).unwrap(),
+            frame_size: 256 * 1024,
             ..Default::default()
         };
         let repo = Repository::init_local(&dir.path().join("repo"), &opts).unwrap();

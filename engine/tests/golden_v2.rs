@@ -291,6 +291,8 @@ fn delta_frame() {
             hex_lines(&engine)
         ),
     );
+}
+
 /// A v2 config with `stream_compression` (README.md section 1), its MAC
 /// under master 00..1f recomputed from the spec's rule (crypto.md section
 /// 3: the JSON value without `mac`, serialized compactly), and what any v2
