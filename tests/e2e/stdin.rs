@@ -144,10 +144,16 @@ fn a_two_day_stdin_dump_series_stores_day_2_as_deltas() {
     assert!(fs::read(target.join("db.sql")).unwrap() == day2, "restore of day 2 differs");
     env.arc().args(["check", "--read-data"]).run().success();
     let m = crate::mount::Mounted::start(&env, &env.path("mnt"));
-    let mut names: Vec<_> = fs::read_dir(m.path("snapshots")).unwrap().map(|e| e.unwrap().file_name()).collect();
-    names.sort();
+    let names: Vec<String> = fs::read_dir(m.path("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(names.len(), 3);
-    assert!(fs::read(m.path("snapshots").join(&names[0]).join("db.sql")).unwrap() == day1);
-    assert!(fs::read(m.path("snapshots").join(&names[1]).join("db.sql")).unwrap() == day2);
+    // By id, not by order: the three backups may share a second, and the
+    // names (time, then short id) then sort by id.
+    for (s, data) in [(&s1, &day1), (&s2, &day2)] {
+        let name = names.iter().find(|n| n.ends_with(s.as_str())).unwrap_or_else(|| panic!("no {s} in {names:?}"));
+        assert!(fs::read(m.path("snapshots").join(name).join("db.sql")).unwrap() == *data, "{name}/db.sql differs");
+    }
     m.stop();
 }
