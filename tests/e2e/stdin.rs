@@ -118,8 +118,10 @@ fn a_two_day_stdin_dump_series_stores_day_2_as_deltas() {
     let s2 = backup(&day2);
     let added = dir_bytes(&env.repo.join("data")) - after1;
     // Without deltas every chunk holds a changed row and day 2 is stored
-    // again in full.
-    assert!(added * 10 < after1, "day 2 added {added} bytes to day 1's {after1}");
+    // again in full (day 3 below: over 80 %). With them it is typically a
+    // few %; now and then one chunk finds no counterpart and is stored
+    // plainly (12 % of day 1 in one run of ten), hence a fifth.
+    assert!(added * 5 < after1, "day 2 added {added} bytes to day 1's {after1}");
     let config = fs::read(env.repo.join("config")).unwrap();
     assert!(String::from_utf8_lossy(&config).contains("stream-deltas"), "init lists the feature");
     // Day 3 changes another 1 % of the rows, so again every chunk; told
