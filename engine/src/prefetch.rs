@@ -41,7 +41,6 @@ const MAX_SPAN: u64 = 16 << 20;
 pub struct Prefetched {
     locations: HashMap<Id, BlobLocation>,
     frames: HashMap<FrameKey, Vec<u8>>,
-    requests: usize,
 }
 
 /// One ranged read: `[start, end)` of `pack`, covering `frames`
@@ -113,7 +112,6 @@ impl Prefetched {
     /// and keeps their stored bytes.
     fn read_spans(&mut self, repo: &Repository, frames: HashMap<FrameKey, u32>) {
         for span in spans(frames.into_iter().map(|((pack, offset), len)| (pack, offset, len)).collect()) {
-            self.requests += 1;
             let name = span.pack.to_hex();
             let Ok(data) = repo.storage().get_range(FileKind::Pack, &name, span.start, span.end - span.start) else {
                 continue;
@@ -142,11 +140,6 @@ impl Prefetched {
     /// cache may be asked for again by the next blob in it).
     pub(crate) fn stored_frame(&self, key: &FrameKey) -> Option<Vec<u8>> {
         self.frames.get(key).cloned()
-    }
-
-    /// Ranged reads this batch made.
-    pub fn requests(&self) -> usize {
-        self.requests
     }
 }
 

@@ -386,6 +386,28 @@ fn data_frames(repo: &Repository, tree: &arc_engine::Id, out: &mut std::collecti
     }
 }
 
+/// Backs up `src`, then restores it as a new process of this host would
+/// (the cache kept, an empty frame cache): the data frames of the
+/// snapshot, and what the restore asked of the storage.
+fn restore_requests(r: &Remote, src: &Path) -> (std::collections::HashSet<(arc_engine::Id, u64)>, RequestCounts) {
+    let repo = r.open("cache");
+    let done =
+        backup(&repo, BackupOptions { paths: vec![src.to_path_buf()], ..Default::default() }, &NoProgress).unwrap();
+    let mut frames = std::collections::HashSet::new();
+    data_frames(&repo, &done.snapshot.tree, &mut frames);
+    let repo = r.open("cache");
+    let snapshot = repo.load_snapshot(&done.snapshot_id).unwrap();
+    r.storage.take();
+    let opts = RestoreOptions { target: r.tmp.path().join("restored"), ..Default::default() };
+    arc_engine::ops::restore::restore(&repo, &snapshot, &opts, &NoProgress).unwrap();
+    (frames, r.storage.take())
+}
+
+/// The restored copy of `src/name`.
+fn restored(r: &Remote, src: &Path, name: &str) -> Vec<u8> {
+    std::fs::read(r.tmp.path().join("restored").join(src.strip_prefix("/").unwrap()).join(name)).unwrap()
+}
+
 /// prefetch.rs: a restore from a remote store reads the frames of a batch
 /// of files in a few coalesced ranged reads, not one request per frame,
 /// and the files come back byte for byte.
@@ -393,27 +415,15 @@ fn data_frames(repo: &Repository, tree: &arc_engine::Id, out: &mut std::collecti
 fn a_restore_reads_neighbouring_frames_together() {
     let r = Remote::new();
     let src = random_tree(r.tmp.path(), 300, 24 * 1024);
-    let repo = r.open("cache");
-    let done = backup(&repo, BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress).unwrap();
-    let mut frames = std::collections::HashSet::new();
-    data_frames(&repo, &done.snapshot.tree, &mut frames);
+    let (frames, c) = restore_requests(&r, &src);
     assert!(frames.len() >= 20, "{} frames: the test needs many", frames.len());
-
-    let repo = r.open("cache");
-    let snapshot = repo.load_snapshot(&done.snapshot_id).unwrap();
-    let target = r.tmp.path().join("restored");
-    r.storage.take();
-    let opts = RestoreOptions { target: target.clone(), ..Default::default() };
-    arc_engine::ops::restore::restore(&repo, &snapshot, &opts, &NoProgress).unwrap();
-    let c = r.storage.take();
     let reads = c.get(Op::GetRange, FileKind::Pack) + c.get(Op::Get, FileKind::Pack);
     // 300 files of 24 KiB are two batches of about 4 MiB: a handful of
     // reads however the frames fall, against one per frame before.
     assert!(reads * 4 <= frames.len() as u64, "{reads} reads of packs for {} frames: {c}", frames.len());
     for i in 0..300 {
         let name = format!("f{i:04}");
-        let restored = std::fs::read(target.join(src.strip_prefix("/").unwrap()).join(&name)).unwrap();
-        assert_eq!(restored, std::fs::read(src.join(&name)).unwrap(), "{name}");
+        assert_eq!(restored(&r, &src, &name), std::fs::read(src.join(&name)).unwrap(), "{name}");
     }
 }
 
@@ -423,27 +433,15 @@ fn a_restore_reads_neighbouring_frames_together() {
 fn a_restore_reads_a_big_files_chunks_in_runs() {
     let r = Remote::new();
     let src = random_tree(r.tmp.path(), 1, 40 << 20);
-    let repo = r.open("cache");
-    let done = backup(&repo, BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress).unwrap();
-    let mut frames = std::collections::HashSet::new();
-    data_frames(&repo, &done.snapshot.tree, &mut frames);
+    let (frames, c) = restore_requests(&r, &src);
     assert!(frames.len() >= 16, "{} chunks: the test needs many", frames.len());
-
-    let repo = r.open("cache");
-    let snapshot = repo.load_snapshot(&done.snapshot_id).unwrap();
-    let target = r.tmp.path().join("restored");
-    r.storage.take();
-    let opts = RestoreOptions { target: target.clone(), ..Default::default() };
-    arc_engine::ops::restore::restore(&repo, &snapshot, &opts, &NoProgress).unwrap();
-    let c = r.storage.take();
     let reads = c.get(Op::GetRange, FileKind::Pack) + c.get(Op::Get, FileKind::Pack);
     // Runs of up to 8 MiB stored (about 6 here), whose chunks lie in the
     // two packs a backup fills at once (format v2 spreads blobs over two
     // open packs): two reads a run, one more where a pack ends, 11-19 in
     // all for ~30 chunks; before, one read per chunk.
     assert!(reads * 3 <= frames.len() as u64 * 2, "{reads} reads of packs for {} chunks: {c}", frames.len());
-    let restored = std::fs::read(target.join(src.strip_prefix("/").unwrap()).join("f0000")).unwrap();
-    assert!(restored == std::fs::read(src.join("f0000")).unwrap(), "the big file differs");
+    assert!(restored(&r, &src, "f0000") == std::fs::read(src.join("f0000")).unwrap(), "the big file differs");
 }
 
 /// tree_walk.rs, prefetch.rs: a walk of every directory on a new host
