@@ -16,7 +16,10 @@
 # cgroup v2 directory under the current one, or a cgroup v1 memory
 # directory under the current one (`memory.limit_in_bytes`, which counts
 # page cache too); the script says which. Lookups are LOOKUPS ids the
-# repository holds and LOOKUPS it does not, one thread.
+# repository holds and LOOKUPS it does not, one thread, then LOOKUPS other
+# held ids from THREADS threads (default 4, as a backup's file workers);
+# the JSON also gives the sorted file's rows read per lookup of each kind.
+# Then `prune --dry-run`, and a warm `check` unless WARM_CHECK=0.
 #
 # Needs root for the cgroup, `cargo build --release -p arc-engine
 # --example synthetic-index --example index-lookups`, and about CHUNKS *
@@ -98,4 +101,4 @@ elif [ -n "$CG" ] && [ -f "$CG/memory.peak" ]; then
     echo "cgroup peak (process and page cache): $(($(cat "$CG/memory.peak") / 1048576)) MiB"
 fi
 measure "prune --dry-run" "$ARC" -q -r "$R" prune --dry-run
-measure "check (warm cache)" "$ARC" -q -r "$R" check
+[ "${WARM_CHECK:-1}" = 0 ] || measure "check (warm cache)" "$ARC" -q -r "$R" check

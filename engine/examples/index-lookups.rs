@@ -7,7 +7,9 @@
 //! the repository holds (a chunk of a random pack) and COUNT of ids it
 //! does not, one thread, as a backup's dedup asks (`contains`), and COUNT
 //! `lookup`s of present ids (the location, as a restore asks). Prints
-//! JSON. Used by benches/scale-lookups.sh.
+//! JSON, with the sorted file's rows read per absent and per present
+//! `contains`; then COUNT other present ids from THREADS threads (env,
+//! default 4), as a backup's file workers ask. Used by benches/scale-lookups.sh.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -72,18 +74,59 @@ fn run(
         }
         Ok((ids.len() as f64 / t.elapsed().as_secs_f64(), found))
     };
-    // Absent first: a cold cache is cold for them.
+    // Absent first: a cold cache is cold for them. Rows read per lookup
+    // of each kind: what a lookup costs beyond the mapped keys.
+    let per_lookup = |reads: u64| reads as f64 / count.max(1) as f64;
+    let r0 = reader.sorted_row_reads();
     let (absent_rate, absent_found) = timed(&absent, &|id| reader.contains(id))?;
+    let r1 = reader.sorted_row_reads();
     let (present_rate, present_found) = timed(&present, &|id| reader.contains(id))?;
+    let (absent_reads, present_reads) = (per_lookup(r1 - r0), per_lookup(reader.sorted_row_reads() - r1));
     let (locate_rate, located) = timed(&present, &|id| Ok(reader.lookup(id)?.is_some()))?;
+    // Present ids again (other ones), from THREADS threads as a backup's
+    // file workers ask: a row not in the page cache is a wait on the disk,
+    // and several waits overlap.
+    let threads = std::env::var("THREADS").ok().and_then(|t| t.parse::<usize>().ok()).unwrap_or(4).max(1);
+    let more: Vec<Id> = (0..count)
+        .map(|_| {
+            let p = next() % packs;
+            let n = (chunks - p * per).min(per);
+            chunk_id(seed, p, (next() % n) as u32)
+        })
+        .collect();
+    let t = Instant::now();
+    let parallel_found = std::thread::scope(|scope| -> arc_engine::Result<u64> {
+        let workers: Vec<_> = more
+            .chunks(more.len().div_ceil(threads).max(1))
+            .map(|part| {
+                let index = &index;
+                scope.spawn(move || -> arc_engine::Result<u64> {
+                    let reader = index.reader()?;
+                    let mut found = 0;
+                    for id in part {
+                        found += u64::from(reader.contains(id)?);
+                    }
+                    Ok(found)
+                })
+            })
+            .collect();
+        let mut found = 0;
+        for w in workers {
+            found += w.join().map_err(|_| arc_engine::Error::index_db(cache, "a lookup thread panicked"))??;
+        }
+        Ok(found)
+    })?;
+    let parallel_rate = more.len() as f64 / t.elapsed().as_secs_f64();
     let sizes = index.sizes()?;
     let vm = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let hwm =
         vm.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("").trim_start_matches("VmHWM:").trim().to_string();
     println!(
         "{{\"chunks\": {chunks}, \"open_and_fill_s\": {open_s:.2}, \"absent_per_s\": {absent_rate:.0}, \
-         \"present_per_s\": {present_rate:.0}, \"locate_per_s\": {locate_rate:.0}, \"absent_found\": {absent_found}, \
-         \"present_found\": {present_found}, \"located\": {located}, \"sorted_bytes\": {}, \"db_bytes\": {}, \
+         \"present_per_s\": {present_rate:.0}, \"locate_per_s\": {locate_rate:.0}, \
+         \"present_per_s_{threads}_threads\": {parallel_rate:.0}, \"absent_found\": {absent_found}, \
+         \"present_found\": {present_found}, \"located\": {located}, \"parallel_found\": {parallel_found}, \"absent_row_reads\": {absent_reads:.7}, \
+         \"present_row_reads\": {present_reads:.4}, \"sorted_bytes\": {}, \"db_bytes\": {}, \
          \"bytes_per_chunk\": {:.1}, \"vm_hwm\": \"{hwm}\"}}",
         sizes.sorted_bytes,
         sizes.db_bytes,

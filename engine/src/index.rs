@@ -1246,8 +1246,17 @@ impl IndexReader {
         Ok(Some(BlobLocation { pack, frame, offset_in_frame, raw_len, kind }))
     }
 
+    /// Whether the index holds `id`: only ever from a whole id compared
+    /// (a row of the sorted file or the delta's key), since a backup does
+    /// not store what this says is there.
     pub fn contains(&self, id: &Id) -> Result<bool> {
         Ok(self.sorted_row(id)?.is_some() || self.lookup_delta(id)?.is_some())
+    }
+
+    /// Rows of the sorted file read by lookups since it was opened (by any
+    /// reader of this process): a lookup's cost beyond the mapped keys.
+    pub fn sorted_row_reads(&self) -> u64 {
+        self.sorted.as_ref().map_or(0, |s| s.row_reads())
     }
 }
 
@@ -1486,6 +1495,44 @@ mod tests {
         assert_eq!(index.sizes().unwrap().sorted_rows, 2000);
         agrees(&index, &expected(&kept.iter().collect::<Vec<_>>()));
         assert_eq!(index.packs().unwrap().len(), 10);
+    }
+
+    #[test]
+    fn contains_answers_present_only_from_a_whole_id_and_absent_ids_read_no_row() {
+        // 40,960 rows in the sorted file: 8 fan-out bits, so the bucket
+        // implies id byte 0 and the mapped key is id bytes 1..5.
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.redb")).unwrap();
+        let packs: Vec<PackEntry> = (0..40).map(|i| pack(7000 + i, 1024, 64)).collect();
+        index.add_packs(&packs, Some(Id::hash(b"f"))).unwrap();
+        let sizes = index.sizes().unwrap();
+        assert_eq!((sizes.sorted_rows, sizes.delta_rows), (40 * 1024, 0), "all in the sorted file");
+        let r = index.reader().unwrap();
+        let ids: Vec<Id> = packs.iter().flat_map(|p| p.trailer.blobs.iter().map(|b| b.id)).collect();
+        let reads = |f: &dyn Fn()| {
+            let before = r.sorted_row_reads();
+            f();
+            r.sorted_row_reads() - before
+        };
+        // A present id: one row read, its whole id compared.
+        let n = reads(&|| assert!(ids.iter().all(|id| r.contains(id).unwrap())));
+        assert_eq!(n, ids.len() as u64);
+        let loc = r.lookup(&ids[5000]).unwrap().unwrap();
+        assert_eq!(loc.pack, packs[5000 / 1024].pack);
+        // Absent ids that a key of id bytes 0..4 (sorted file version 1)
+        // would have matched: answered from the mapped keys alone.
+        let near: Vec<Id> = ids.iter().take(2000).map(|id| Id(flip(id.0, 4))).collect();
+        assert_eq!(reads(&|| assert!(near.iter().all(|id| !r.contains(id).unwrap()))), 0);
+        // Absent ids sharing bucket and key with a present id (they differ
+        // in the last byte): absent, after reading that row.
+        let twins: Vec<Id> = ids.iter().take(2000).map(|id| Id(flip(id.0, 31))).collect();
+        let n = reads(&|| assert!(twins.iter().all(|id| !r.contains(id).unwrap() && r.lookup(id).unwrap().is_none())));
+        assert_eq!(n, 2 * twins.len() as u64);
+    }
+
+    fn flip(mut id: [u8; 32], at: usize) -> [u8; 32] {
+        id[at] ^= 0x5a;
+        id
     }
 
     #[test]

@@ -10,9 +10,19 @@
 //! their own (73-87 bytes a blob measured, issue 11's target is 60), and
 //! filling it one insert at a time took minutes per million rows. A sorted
 //! array needs no slack, is written at disk speed, and a lookup reads a
-//! fan-out entry (in memory), one bucket of about 128 4-byte prefixes
-//! (the prefixes are small enough to stay in the page cache at 100M rows)
-//! and, only when a prefix matches, one row.
+//! fan-out entry (in memory), one bucket of about 128 4-byte keys (the
+//! keys are small enough to stay in the page cache at 100M rows) and,
+//! only when a key matches, one row.
+//!
+//! A bucket's rows share the top `bits` bits of their ids, so the id's
+//! whole bytes among them (`skip` = bits / 8 bytes) are stored by neither
+//! the key nor the row, and the key is the 4 id bytes after them: at 100M
+//! rows (19 bits) it tells ids apart by 29 bits beyond the bucket, so an
+//! absent id reads a row about once in 3 million lookups (a key of id
+//! bytes 0..4 told them apart by 13: once in 43). A present id always
+//! costs its row: only the whole id may answer "present" (a backup skips
+//! storing what the index says is there), and the whole ids of 100M rows
+//! cannot be held in 1 GiB (`format-spec/v2/trees-index.md` 2.4).
 //!
 //! Layout (a cache, not a repository format: `format-spec/v2/trees-index.md`
 //! 2.4 describes it; another version is discarded and rebuilt). All
@@ -22,15 +32,15 @@
 //! |---|---|---|
 //! | header | 160 | magic `ARCIDXS`, version, fan-out bits, counts, section offsets, hashes |
 //! | frames | 9 x F | offset u32, raw_len u32, codec u8; stored_len is the next frame's offset (or the pack's `frames_end`) minus this one's |
-//! | rows | 44 x N | id bytes 4..32, pack (position in the packs section) u32, frame u24 + kind u8, offset_in_frame u32, raw_len u32 |
-//! | prefixes | 4 x N | id bytes 0..4 as a big-endian number |
+//! | rows | (44 - skip) x N | id bytes skip+4..32, pack (position in the packs section) u32, frame u24 + kind u8, offset_in_frame u32, raw_len u32 |
+//! | keys | 4 x N | id bytes skip..skip+4 as a big-endian number |
 //! | packs | 48 x P | pack id, pack number (the redb cache's), frames_end u32, first frame u64 |
 //! | fanout | 4 x (2^bits + 1) | first row of each bucket of the top `bits` bits of the id; the last entry is N |
 //!
 //! Rows are strictly increasing by (id, pack number): the copies of a blob
 //! are adjacent. A damaged file must never give a wrong answer silently:
 //! the header, packs and fan-out are hashed and checked at every open (a
-//! few MB at 100M rows); frames, rows and prefixes are hashed and checked
+//! few MB at 100M rows); frames, rows and keys are hashed and checked
 //! whenever the file is read whole (a merge); every location a lookup
 //! returns is checked against its pack's frames, and every blob read
 //! through one is verified against its id. A pack whose frames do not fit
@@ -41,6 +51,7 @@ use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::format::pack::{BlobKind, FrameCodec, FrameRecord};
@@ -49,15 +60,19 @@ use crate::sorted_runs::{key_u32, u32_at};
 
 const MAGIC: &[u8; 7] = b"ARCIDXS";
 /// Bumped when the layout changes; a file of another version is rebuilt.
-pub const VERSION: u8 = 1;
+/// 2: keys after the id bytes the bucket implies, rows without those.
+pub const VERSION: u8 = 2;
 const HEADER_LEN: usize = 160;
 pub const FRAME_LEN: usize = 9;
-const ROW_LEN: usize = 44;
+/// The location part of a row: pack position, frame word, offset, length.
+const LOC_LEN: usize = 16;
+/// A row's length when no id byte is implied by the bucket.
+const MAX_ROW_LEN: usize = 28 + LOC_LEN;
 const PACK_LEN: usize = 48;
 /// Bytes of the header covered by the meta hash (everything before it).
 const HASHED_HEADER: usize = 120;
 /// Rows per fan-out bucket aimed at: a lookup scans about this many
-/// 4-byte prefixes.
+/// 4-byte keys.
 const ROWS_PER_BUCKET: u64 = 128;
 const MAX_BITS: u32 = 24;
 
@@ -117,12 +132,29 @@ fn bits_for(rows: u64) -> u32 {
     (63 - buckets.leading_zeros()).min(MAX_BITS)
 }
 
-fn bucket(prefix: u32, bits: u32) -> usize {
+/// The bucket of an id: its top `bits` bits.
+fn bucket(id: &[u8; 32], bits: u32) -> usize {
     if bits == 0 {
         0
     } else {
-        (prefix >> (32 - bits)) as usize
+        (u32_at(id, 0) >> (32 - bits)) as usize
     }
+}
+
+/// Leading id bytes every row of a bucket shares (whole bytes of its top
+/// `bits` bits): stored by neither the key nor the row.
+fn skip_for(bits: u32) -> usize {
+    (bits / 8) as usize
+}
+
+/// Bytes of a row: the id after its key, then the location.
+fn row_len(skip: usize) -> usize {
+    MAX_ROW_LEN - skip
+}
+
+/// The key of an id: the 4 bytes after the skipped ones.
+fn key_of(id: &[u8; 32], skip: usize) -> u32 {
+    u32_at(id, skip)
 }
 
 /// A pack as the file lists it.
@@ -168,6 +200,7 @@ pub struct Writer {
     prefix_path: PathBuf,
     prefixes: BufWriter<File>,
     bits: u32,
+    skip: usize,
     counts: Vec<u32>,
     packs: Vec<SortedPack>,
     frames: u64,
@@ -193,6 +226,7 @@ impl Writer {
             prefix_path,
             prefixes: BufWriter::with_capacity(1 << 20, prefixes),
             bits,
+            skip: skip_for(bits),
             counts: vec![0; 1 << bits],
             packs: Vec::new(),
             frames: 0,
@@ -259,19 +293,20 @@ impl Writer {
         if self.rows >= u64::from(u32::MAX) {
             return Err(Error::index_db(&self.path, "more than 2^32 blob rows"));
         }
-        let mut b = [0u8; ROW_LEN];
-        b[..28].copy_from_slice(&row.id[4..]);
-        b[28..32].copy_from_slice(&pos.to_le_bytes());
-        b[32..36].copy_from_slice(&row.frame_word.to_le_bytes());
-        b[36..40].copy_from_slice(&row.offset_in_frame.to_le_bytes());
-        b[40..44].copy_from_slice(&row.raw_len.to_le_bytes());
-        self.rows_hash.update(&b);
-        self.write(&b)?;
-        let prefix = u32_at(&row.id, 0);
-        let p = prefix.to_le_bytes();
-        self.prefixes_hash.update(&p);
-        self.prefixes.write_all(&p).map_err(|e| Error::io(&self.prefix_path, e))?;
-        self.counts[bucket(prefix, self.bits)] += 1;
+        let mut b = [0u8; MAX_ROW_LEN];
+        let tail = 28 - self.skip;
+        b[..tail].copy_from_slice(&row.id[self.skip + 4..]);
+        b[tail..tail + 4].copy_from_slice(&pos.to_le_bytes());
+        b[tail + 4..tail + 8].copy_from_slice(&row.frame_word.to_le_bytes());
+        b[tail + 8..tail + 12].copy_from_slice(&row.offset_in_frame.to_le_bytes());
+        b[tail + 12..tail + 16].copy_from_slice(&row.raw_len.to_le_bytes());
+        let b = &b[..row_len(self.skip)];
+        self.rows_hash.update(b);
+        self.write(b)?;
+        let k = key_of(&row.id, self.skip).to_le_bytes();
+        self.prefixes_hash.update(&k);
+        self.prefixes.write_all(&k).map_err(|e| Error::io(&self.prefix_path, e))?;
+        self.counts[bucket(&row.id, self.bits)] += 1;
         self.rows += 1;
         Ok(())
     }
@@ -281,14 +316,14 @@ impl Writer {
         self.rows
     }
 
-    /// Appends prefixes, packs and fan-out, writes the header, and makes
+    /// Appends the keys, packs and fan-out, writes the header, and makes
     /// the file durable. Returns the number of rows.
     pub fn finish(mut self) -> Result<u64> {
         let frames_off = HEADER_LEN as u64;
         let rows_off = frames_off + self.frames * FRAME_LEN as u64;
-        let prefixes_off = rows_off + self.rows * ROW_LEN as u64;
+        let prefixes_off = rows_off + self.rows * row_len(self.skip) as u64;
         let packs_off = prefixes_off + self.rows * 4;
-        // The prefixes, from their side file.
+        // The keys, from their side file.
         self.prefixes.flush().map_err(|e| Error::io(&self.prefix_path, e))?;
         let mut side = File::open(&self.prefix_path).map_err(|e| Error::io(&self.prefix_path, e))?;
         std::io::copy(&mut side, &mut self.file).map_err(|e| Error::io(&self.path, e))?;
@@ -404,21 +439,30 @@ pub struct RowsReader<'a> {
     index: &'a SortedIndex,
     rows: SectionReader<'a>,
     prefixes: SectionReader<'a>,
-    left: u64,
+    /// The next row's position and bucket (its id's skipped bytes).
+    at: usize,
+    bucket: usize,
 }
 
 impl RowsReader<'_> {
-    /// Reads the rest; the hashes of the rows and prefixes sections.
+    /// Reads the rest; the hashes of the rows and keys sections.
     pub fn finish(self) -> Result<([u8; 32], [u8; 32])> {
         Ok((self.rows.finish()?, self.prefixes.finish()?))
     }
 
     fn next_row(&mut self) -> Result<Row> {
-        let mut b = [0u8; ROW_LEN];
-        self.rows.read(&mut b)?;
-        let mut p = [0u8; 4];
-        self.prefixes.read(&mut p)?;
-        self.index.row_from(&b, u32::from_le_bytes(p))
+        let s = self.index;
+        let mut b = [0u8; MAX_ROW_LEN];
+        self.rows.read(&mut b[..s.row_len])?;
+        let mut k = [0u8; 4];
+        self.prefixes.read(&mut k)?;
+        // The fan-out was checked at open to be non-decreasing up to the
+        // row count: this stops at a bucket holding row `at`.
+        while s.fanout(self.bucket + 1) <= self.at {
+            self.bucket += 1;
+        }
+        self.at += 1;
+        s.row_from(&b, u32::from_le_bytes(k), self.bucket)
     }
 }
 
@@ -426,32 +470,40 @@ impl Iterator for RowsReader<'_> {
     type Item = Result<Row>;
 
     fn next(&mut self) -> Option<Result<Row>> {
-        if self.left == 0 {
+        if self.at as u64 >= self.index.rows {
             return None;
         }
-        self.left -= 1;
         Some(self.next_row())
     }
 }
 
 /// An open sorted file. Its packs and fan-out are held in memory (48
-/// bytes a pack, 4 a bucket: about 12 MB at 100M rows); the prefixes are
+/// bytes a pack, 4 a bucket: about 12 MB at 100M rows); the keys are
 /// mapped (4 bytes a row), so that a lookup of an absent id, most of a
 /// backup's, makes no system call; rows and frames are read with `pread`
 /// where a lookup needs them. Not the whole file mapped: the pages a map
 /// touches count as the process's resident memory (the kernel maps cached
 /// neighbours of each faulting page too: 80 MiB in a 1.5M-chunk `check`),
-/// and its size counts against a `ulimit -v`, at 100M rows 5.7 GB where
-/// the prefixes are 400 MB.
+/// and its size counts against a `ulimit -v`, at 100M rows 5.5 GB where
+/// the keys are 400 MB.
 pub struct SortedIndex {
+    /// Sections read whole, front to back (merges, `verify`).
     file: File,
-    /// The prefixes section (empty when there are no rows).
+    /// The same file opened again for lookups' single rows and frames,
+    /// with read-ahead off (`POSIX_FADV_RANDOM` is a property of an open
+    /// file, so the sequential readers keep theirs): a 42-byte row read
+    /// must not bring its neighbours into a page cache the keys and the
+    /// rows asked for need.
+    random: File,
+    /// The keys section (empty when there are no rows).
     prefixes: Option<memmap2::Mmap>,
     path: PathBuf,
     header: [u8; HEADER_LEN],
     /// The packs and fan-out sections.
     tail: Vec<u8>,
     bits: u32,
+    skip: usize,
+    row_len: usize,
     packs: usize,
     frames: u64,
     rows: u64,
@@ -461,13 +513,16 @@ pub struct SortedIndex {
     prefixes_off: usize,
     packs_off: usize,
     fanout_off: usize,
+    /// Rows [`SortedIndex::find`] has read: what a lookup costs beyond
+    /// the mapped keys (the lookups bench reports it per lookup).
+    row_reads: AtomicU64,
 }
 
-/// A row [`SortedIndex::find`] found: its position and stored bytes.
+/// A row [`SortedIndex::find`] found: its position and location bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct Found {
     pub pos: usize,
-    bytes: [u8; ROW_LEN],
+    loc: [u8; LOC_LEN],
 }
 
 impl std::fmt::Debug for SortedIndex {
@@ -485,14 +540,29 @@ pub enum OpenError {
 
 impl SortedIndex {
     pub fn open(path: &Path) -> std::result::Result<SortedIndex, OpenError> {
-        use std::os::unix::fs::FileExt;
-        let file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(OpenError::Missing),
-            Err(e) => return Err(OpenError::Damaged(Error::io(path, e))),
+        use std::os::unix::fs::{FileExt, MetadataExt};
+        let open = || match File::open(path) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(OpenError::Missing),
+            Err(e) => Err(OpenError::Damaged(Error::io(path, e))),
         };
+        let (file, random) = (open()?, open()?);
         let io = |e: std::io::Error| OpenError::Damaged(Error::io(path, e));
-        let len = file.metadata().map_err(io)?.len();
+        let meta = file.metadata().map_err(io)?;
+        let other = random.metadata().map_err(io)?;
+        if (meta.dev(), meta.ino()) != (other.dev(), other.ino()) {
+            // Replaced between the two opens (a merge elsewhere): the
+            // caller opens the generation its next transaction names.
+            return Err(OpenError::Missing);
+        }
+        // Advice only: lookups are as correct without it.
+        let _ = nix::fcntl::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&random),
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_RANDOM,
+        );
+        let len = meta.len();
         let bad = |why: &str| OpenError::Damaged(Error::index_db(path, format!("sorted index: {why}")));
         let mut h = [0u8; HEADER_LEN];
         if len < HEADER_LEN as u64 {
@@ -506,13 +576,16 @@ impl SortedIndex {
             return Err(bad("another version"));
         }
         let bits = le32(&h, 8);
+        if bits > MAX_BITS {
+            return Err(bad("sections do not add up to the file"));
+        }
+        let (skip, row_len) = (skip_for(bits), row_len(skip_for(bits)));
         let v = |i: usize| le64(&h, 16 + 8 * i);
         let (packs, frames, rows) = (v(0), v(1), v(2));
         let (frames_off, rows_off, prefixes_off, packs_off, fanout_off, end) = (v(3), v(4), v(5), v(6), v(7), v(8));
-        let consistent = bits <= MAX_BITS
-            && frames_off == HEADER_LEN as u64
+        let consistent = frames_off == HEADER_LEN as u64
             && Some(rows_off) == frames.checked_mul(FRAME_LEN as u64).and_then(|x| x.checked_add(frames_off))
-            && Some(prefixes_off) == rows.checked_mul(ROW_LEN as u64).and_then(|x| x.checked_add(rows_off))
+            && Some(prefixes_off) == rows.checked_mul(row_len as u64).and_then(|x| x.checked_add(rows_off))
             && Some(packs_off) == rows.checked_mul(4).and_then(|x| x.checked_add(prefixes_off))
             && Some(fanout_off) == packs.checked_mul(PACK_LEN as u64).and_then(|x| x.checked_add(packs_off))
             && end == fanout_off + ((1u64 << bits) + 1) * 4
@@ -550,6 +623,8 @@ impl SortedIndex {
             header: h,
             tail,
             bits,
+            skip,
+            row_len,
             packs: packs as usize,
             frames,
             rows,
@@ -560,6 +635,8 @@ impl SortedIndex {
             packs_off: packs_off as usize,
             fanout_off: fanout_off as usize,
             file,
+            random,
+            row_reads: AtomicU64::new(0),
         };
         // The fan-out must be non-decreasing and end at the row count, the
         // packs' first frames likewise: then every range below is inside
@@ -607,13 +684,35 @@ impl SortedIndex {
         self.rows == 0
     }
 
+    /// Rows read by lookups so far (every [`SortedIndex::find`] of this
+    /// open file, in any thread).
+    pub fn row_reads(&self) -> u64 {
+        self.row_reads.load(Ordering::Relaxed)
+    }
+
+    /// A lookup's positioned read (frames, rows), without read-ahead.
     fn read_at(&self, buf: &mut [u8], at: usize) -> Result<()> {
         use std::os::unix::fs::FileExt;
-        self.file.read_exact_at(buf, at as u64).map_err(|e| Error::io(&self.path, e))
+        self.random.read_exact_at(buf, at as u64).map_err(|e| Error::io(&self.path, e))
     }
 
     fn fanout(&self, b: usize) -> usize {
         le32(&self.tail, self.fanout_off - self.packs_off + 4 * b) as usize
+    }
+
+    /// The bucket holding row `i` (< rows): the last whose first row is
+    /// at most `i`.
+    fn bucket_of(&self, i: usize) -> usize {
+        let (mut lo, mut hi) = (0, 1usize << self.bits);
+        while hi - lo > 1 {
+            let m = lo + (hi - lo) / 2;
+            if self.fanout(m) <= i {
+                lo = m;
+            } else {
+                hi = m;
+            }
+        }
+        lo
     }
 
     pub fn pack(&self, i: usize) -> SortedPack {
@@ -630,35 +729,42 @@ impl SortedIndex {
     }
 
     /// The rows whose id is `id` (its copies, by pack number): a binary
-    /// search of the bucket's mapped prefixes, and one read of each row
-    /// whose prefix matches.
+    /// search of the bucket's mapped keys, and one read of each row whose
+    /// key matches, which alone decides: a key is a part of the id, and
+    /// the id is present only if all of it is.
     pub fn find(&self, id: &[u8; 32]) -> Result<Vec<Found>> {
-        let p = u32_at(id, 0);
-        let b = bucket(p, self.bits);
+        let b = bucket(id, self.bits);
+        let key = key_of(id, self.skip);
         let (lo, hi) = (self.fanout(b), self.fanout(b + 1));
         let mut out = Vec::new();
         if lo == hi {
             return Ok(out);
         }
-        let Some(prefixes) = self.prefixes.as_ref().and_then(|m| m.get(4 * lo..4 * hi)) else { return Ok(out) };
-        let at = |i: usize| le32(prefixes, 4 * i);
+        let Some(keys) = self.prefixes.as_ref().and_then(|m| m.get(4 * lo..4 * hi)) else { return Ok(out) };
+        let at = |i: usize| le32(keys, 4 * i);
         let n = hi - lo;
         let (mut l, mut h) = (0, n);
         while l < h {
             let m = l + (h - l) / 2;
-            if at(m) < p {
+            if at(m) < key {
                 l = m + 1;
             } else {
                 h = m;
             }
         }
+        let tail = 28 - self.skip;
         let mut i = l;
-        while i < n && at(i) == p {
-            let mut bytes = [0u8; ROW_LEN];
-            self.read_at(&mut bytes, self.rows_off + ROW_LEN * (lo + i))?;
-            match bytes[..28].cmp(&id[4..]) {
+        while i < n && at(i) == key {
+            let mut bytes = [0u8; MAX_ROW_LEN];
+            self.row_reads.fetch_add(1, Ordering::Relaxed);
+            self.read_at(&mut bytes[..self.row_len], self.rows_off + self.row_len * (lo + i))?;
+            match bytes[..tail].cmp(&id[self.skip + 4..]) {
                 std::cmp::Ordering::Less => {}
-                std::cmp::Ordering::Equal => out.push(Found { pos: lo + i, bytes }),
+                std::cmp::Ordering::Equal => {
+                    let mut loc = [0u8; LOC_LEN];
+                    loc.copy_from_slice(&bytes[tail..self.row_len]);
+                    out.push(Found { pos: lo + i, loc });
+                }
                 std::cmp::Ordering::Greater => break,
             }
             i += 1;
@@ -666,26 +772,33 @@ impl SortedIndex {
         Ok(out)
     }
 
-    fn row_from(&self, bytes: &[u8; ROW_LEN], prefix: u32) -> Result<Row> {
-        let pos = le32(bytes, 28) as usize;
+    /// A row from its stored bytes, its key and its bucket (which gives
+    /// the id's skipped bytes).
+    fn row_from(&self, bytes: &[u8; MAX_ROW_LEN], key: u32, bucket: usize) -> Result<Row> {
+        let tail = 28 - self.skip;
+        let loc = &bytes[tail..self.row_len];
+        let pos = le32(loc, 0) as usize;
         if pos >= self.packs {
             return Err(Error::index_db(&self.path, "sorted index: a row names no pack"));
         }
         let mut id = [0u8; 32];
-        id[..4].copy_from_slice(&key_u32(prefix));
-        id[4..].copy_from_slice(&bytes[..28]);
+        // The bucket is the id's top `bits` bits; `skip` whole bytes of them.
+        let head = if self.bits == 0 { 0 } else { (bucket as u32) << (32 - self.bits) };
+        id[..self.skip].copy_from_slice(&key_u32(head)[..self.skip]);
+        id[self.skip..self.skip + 4].copy_from_slice(&key_u32(key));
+        id[self.skip + 4..].copy_from_slice(&bytes[..tail]);
         Ok(Row {
             id,
             pack_no: self.pack(pos).pack_no,
-            frame_word: le32(bytes, 32),
-            offset_in_frame: le32(bytes, 36),
-            raw_len: le32(bytes, 40),
+            frame_word: le32(loc, 4),
+            offset_in_frame: le32(loc, 8),
+            raw_len: le32(loc, 12),
         })
     }
 
     /// The pack number of a found row.
     pub fn found_pack_no(&self, f: &Found) -> Result<u32> {
-        let pos = le32(&f.bytes, 28) as usize;
+        let pos = le32(&f.loc, 0) as usize;
         if pos >= self.packs {
             return Err(Error::index_db(&self.path, "sorted index: a row names no pack"));
         }
@@ -694,32 +807,32 @@ impl SortedIndex {
 
     /// Row `i` with its pack's number (two reads; tests and single rows).
     pub fn row(&self, i: usize) -> Result<Row> {
-        let mut bytes = [0u8; ROW_LEN];
-        self.read_at(&mut bytes, self.rows_off + ROW_LEN * i)?;
-        let mut p = [0u8; 4];
-        self.read_at(&mut p, self.prefixes_off + 4 * i)?;
-        self.row_from(&bytes, u32::from_le_bytes(p))
+        let mut bytes = [0u8; MAX_ROW_LEN];
+        self.read_at(&mut bytes[..self.row_len], self.rows_off + self.row_len * i)?;
+        let mut k = [0u8; 4];
+        self.read_at(&mut k, self.prefixes_off + 4 * i)?;
+        self.row_from(&bytes, u32::from_le_bytes(k), self.bucket_of(i))
     }
 
     /// Where row `i`'s blob is (see [`SortedIndex::locate`]).
     pub fn locate_at(&self, i: usize) -> Result<(Id, FrameRecord, u32, u32, BlobKind)> {
-        let mut bytes = [0u8; ROW_LEN];
-        self.read_at(&mut bytes, self.rows_off + ROW_LEN * i)?;
-        self.locate(&Found { pos: i, bytes })
+        let mut loc = [0u8; LOC_LEN];
+        self.read_at(&mut loc, self.rows_off + self.row_len * i + (28 - self.skip))?;
+        self.locate(&Found { pos: i, loc })
     }
 
     /// Where a found row's blob is: pack id, frame, offset, length and
     /// kind, checked against the pack's frames.
     pub fn locate(&self, f: &Found) -> Result<(Id, FrameRecord, u32, u32, BlobKind)> {
         let bad = |why: &str| Error::index_db(&self.path, format!("sorted index: {why}"));
-        let b = &f.bytes;
-        let pos = le32(b, 28) as usize;
+        let b = &f.loc;
+        let pos = le32(b, 0) as usize;
         if pos >= self.packs {
             return Err(bad("a row names no pack"));
         }
         let pack = self.pack(pos);
         let frames = self.frames_of(pos);
-        let word = le32(b, 32);
+        let word = le32(b, 4);
         let fno = frames.start + u64::from(word & 0x00ff_ffff);
         if fno >= frames.end {
             return Err(bad("a row names no frame of its pack"));
@@ -738,13 +851,12 @@ impl SortedIndex {
             raw_len: le32(&fb, 4),
             codec,
         };
-        let (off, len) = (le32(b, 36), le32(b, 40));
+        let (off, len) = (le32(b, 8), le32(b, 12));
         if u64::from(off) + u64::from(len) > u64::from(frame.raw_len) {
             return Err(bad("a blob outside its frame"));
         }
         Ok((pack.id, frame, off, len, kind))
     }
-
     fn section(&self, start: usize, end: usize) -> SectionReader<'_> {
         SectionReader {
             file: &self.file,
@@ -768,7 +880,8 @@ impl SortedIndex {
             index: self,
             rows: self.section(self.rows_off, self.prefixes_off),
             prefixes: self.section(self.prefixes_off, self.packs_off),
-            left: self.rows,
+            at: 0,
+            bucket: 0,
         }
     }
 
@@ -784,7 +897,7 @@ impl SortedIndex {
         Ok(())
     }
 
-    /// Checks the hashes of frames, rows and prefixes: reads the whole file.
+    /// Checks the hashes of frames, rows and keys: reads the whole file.
     pub fn verify(&self) -> Result<()> {
         let rows = self.rows_reader();
         let (r, p) = rows.finish()?;
@@ -872,6 +985,32 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         assert!(matches!(SortedIndex::open(&path), Err(OpenError::Damaged(_))));
         assert!(matches!(SortedIndex::open(&dir.path().join("none")), Err(OpenError::Missing)));
+    }
+
+    #[test]
+    fn id_bytes_the_bucket_implies_are_restored_from_it() {
+        // 40,000 rows: 8 fan-out bits, so rows and keys leave out id byte 0.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.rows");
+        let mut rows: Vec<Row> = (0..40_000).map(|i| row(i, 3, i % 10)).collect();
+        rows.sort();
+        let mut w = Writer::create(&path, rows.len() as u64).unwrap();
+        w.pack(Id::hash(b"a"), 3, 1008, &frames(10)).unwrap();
+        for r in &rows {
+            w.row(r).unwrap();
+        }
+        w.finish().unwrap();
+        let s = SortedIndex::open(&path).map_err(|_| ()).unwrap();
+        assert_eq!((s.bits, s.skip, s.row_len), (8, 1, 43));
+        assert_eq!(s.len(), (HEADER_LEN + 9 * 10 + (43 + 4) * 40_000 + PACK_LEN + 4 * 257) as u64);
+        s.verify().unwrap();
+        let read: Vec<Row> = s.rows_reader().map(|r| r.unwrap()).collect();
+        assert!(read == rows, "every row read back whole, in order");
+        for i in (0..rows.len()).step_by(997).chain([0, rows.len() - 1]) {
+            assert_eq!(s.row(i).unwrap(), rows[i]);
+            let found = s.find(&rows[i].id).unwrap();
+            assert_eq!(found.iter().map(|f| f.pos).collect::<Vec<_>>(), [i]);
+        }
     }
 
     #[test]
