@@ -97,19 +97,12 @@ drop_caches() { sync; if [[ -w /proc/sys/vm/drop_caches ]]; then echo 3 > /proc/
 
 counts() { # "requests up down" so far (0 0 0 before a proxy runs)
   sleep 0.5
-  [[ -e $W/counter ]] || { echo "0 0 0"; return; }
-  cat "$W/counter"
+  [[ -e $COUNTER ]] || { echo "0 0 0"; return; }
+  cat "$COUNTER"
 }
-# Children's CPU seconds (user + sys) so far: bash's `times`, second line. Not in a
-# subshell, whose children are its own.
-cpu_now() {
-  times >"$W/times"
-  python3 - "$W/times" <<'PY'
-import re, sys
-line = open(sys.argv[1]).read().splitlines()[1]
-print(sum(float(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", line)))
-PY
-}
+# Children's CPU seconds (user + sys) so far, into FILE: bash's `times`, whose second
+# line is the children's. Never in a subshell ($(...)), whose children are its own.
+cpu_to() { times >"$1"; }
 # run LABEL PREP COMMAND...: PREP, then COMMAND timed against the server (EP=$SPORT,
 # SUF=""), then PREP and COMMAND again through the proxy into the twin repositories
 # (EP=$PPORT, SUF=-counted), counted. Both see EP and SUF; repository URLs are built
@@ -119,9 +112,9 @@ run() {
   shift 2
   EP=${SPORT:-} SUF=""
   $prep
-  c0=$(cpu_now); t0=$(date +%s.%N)
+  cpu_to "$W/cpu0"; t0=$(date +%s.%N)
   "$@" >/dev/null 2>"$W/err" || { echo "$label failed: $(tail -3 "$W/err")" >&2; exit 1; }
-  t1=$(date +%s.%N); c1=$(cpu_now)
+  t1=$(date +%s.%N); cpu_to "$W/cpu1"
   before="- - -" after="- - -"
   if [[ -n ${SPORT:-} && ${ARC_BENCH_COUNT:-1} != 0 ]]; then
     EP=$PPORT SUF=-counted
@@ -132,9 +125,13 @@ run() {
   elif [[ -z ${SPORT:-} ]]; then
     before="0 0 0" after="0 0 0"
   fi
-  python3 - "$label" "$t0" "$t1" "$c0" "$c1" "$before" "$after" <<'PY'
-import sys
-label, t0, t1, c0, c1 = sys.argv[1], *map(float, sys.argv[2:6])
+  python3 - "$label" "$t0" "$t1" "$W/cpu0" "$W/cpu1" "$before" "$after" <<'PY'
+import re, sys
+def cpu(path):
+    line = open(path).read().splitlines()[1]
+    return sum(float(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", line))
+label, t0, t1 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+c0, c1 = cpu(sys.argv[4]), cpu(sys.argv[5])
 b, a = sys.argv[6].split(), sys.argv[7].split()
 if "-" in a:
     req = up = down = "-"
@@ -174,7 +171,7 @@ restic_restore() { restic -r "$(restic_url)" restore latest --target "$W/r-resti
 export ARC_PASSWORD=bench RESTIC_PASSWORD=bench XDG_CACHE_HOME=$W/cache RESTIC_CACHE_DIR=$W/restic-cache
 echo "| run | wall s | requests | MiB sent | MiB received | CPU s |"
 echo "|---|---|---|---|---|---|"
-SPORT=
+SPORT= COUNTER=$W/counter-none
 for shape in "${SHAPES[@]}"; do
   src=$BENCH_DIR/$shape
   "$ARC" --repo "$W/local-$shape" init >/dev/null
@@ -206,10 +203,13 @@ for server in "${SERVERS[@]}"; do
     *) fail "unknown server $server (s3s or garage)" ;;
   esac
   PPORT=$(free_port)
-  rm -f "$W/counter"
-  python3 "$W/proxy.py" "$PPORT" "$SPORT" "$W/counter" &
-  pids+=("$!")
-  until [ -s "$W/counter" ]; do sleep 0.1; done
+  # A counter of this server's own: the previous server's proxy is stopped
+  # below, but a file shared with it would mix the two.
+  COUNTER=$W/counter-$server
+  python3 "$W/proxy.py" "$PPORT" "$SPORT" "$COUNTER" &
+  proxy=$!
+  pids+=("$proxy")
+  until [ -s "$COUNTER" ]; do sleep 0.1; done
   for shape in "${SHAPES[@]}"; do
     src=$BENCH_DIR/$shape
     log "$server $shape: arc"
@@ -231,6 +231,6 @@ for server in "${SERVERS[@]}"; do
     run "restic restore $shape ($server, cold cache)" restic_new_host restic_restore
     rm -rf "$W/r-restic-$shape" "$W/r-restic-$shape-counted"
   done
-  # The next server's processes replace these (Garage's are killed on exit).
+  kill "$proxy"
   SPORT=
 done
