@@ -451,7 +451,8 @@ fn a_restore_reads_a_big_files_chunks_in_runs() {
 /// frames all over the packs (as the same CMS in ten sites does), and
 /// more of them than the reader's frame cache holds: each pack is read
 /// in about one GET. Before, each batch of files fetched its own frames
-/// (a GET per pack it touched), 60-80 GETs here.
+/// within an 8 MiB budget and the rest one by one: 1,040 GETs of 4 packs,
+/// 483 MB downloaded for 47 MiB of files.
 #[test]
 fn a_restore_of_a_deduplicated_tree_reads_each_pack_about_once() {
     let r = Remote::new();
