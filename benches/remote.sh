@@ -2,10 +2,15 @@
 # arc vs restic on the same S3 server, side by side in one run (BENCHMARKS.md, "Remote
 # repositories"): for each server and workload shape, arc's first backup, no-change
 # backup, restore and `cp -a` through `arc mount` (both with a cold local cache, as on a
-# new host), and restic's first backup, no-change backup and restore; wall seconds,
-# HTTP requests and bytes each way, counted by a small TCP proxy between the tool and
-# the server. arc's first backup into a local repository on the same disk is timed too
-# (issue 14: the S3 backup within 1.5x of it).
+# new host), and restic's first backup, no-change backup and restore (its cache emptied
+# before the restore too); wall and CPU seconds, HTTP requests and bytes each way. arc's
+# first backup into a local repository on the same disk is timed too (issue 14: the S3
+# backup within 1.5x of it).
+#
+# Every step runs twice: once straight against the server, timed, and once through a
+# small counting TCP proxy into a twin repository (the same data under another
+# prefix), counted. Timing through the proxy, as this script did before, added a
+# Python relay's latency to every request and so penalised whichever tool made more.
 #
 #   benches/remote.sh [SHAPE...]        (default: spool www)
 #
@@ -13,10 +18,13 @@
 # factor 3, tests/lib/garage.sh) when its binary is in the tool cache; ARC_BENCH_SERVERS
 # picks ("s3s", "garage", or both, the default).
 # Environment: ARC_BENCH_DIR [/var/tmp/arc-bench] (workloads generated there by
-# gen_workloads.py if missing), ARC_BENCH_SCALE [1] (workload scale, as benches/run.sh), ARC_BIN [./target/release/arc], ARC_TOOL_CACHE
-# [~/.cache/arc-tools] (s3s-fs 0.14.1 as ./test.sh installs it; garage-2.5.0 as
-# tests/distributed.sh says), restic from apt; root for the page-cache drops and FUSE.
-# Needs an idle machine for meaningful times; request and byte counts do not.
+# gen_workloads.py if missing), ARC_BENCH_SCALE [1] (workload scale, as benches/run.sh),
+# ARC_BIN [./target/release/arc], ARC_TOOL_CACHE [~/.cache/arc-tools] (s3s-fs 0.14.1 as
+# ./test.sh installs it; garage-2.5.0 as tests/distributed.sh says), ARC_BENCH_COUNT [1]
+# (0: skip the counted runs, the request columns then read "-"), ARC_BENCH_MOUNT [1]
+# (0: skip the `cp -a` through the mount), restic from apt; root
+# for the page-cache drops and FUSE. Needs an idle machine for meaningful wall times;
+# request and byte counts do not, and CPU seconds suffer less from load.
 set -euo pipefail
 export LC_ALL=C
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -89,21 +97,48 @@ drop_caches() { sync; if [[ -w /proc/sys/vm/drop_caches ]]; then echo 3 > /proc/
 
 counts() { # "requests up down" so far (0 0 0 before a proxy runs)
   sleep 0.5
-  [[ -e $W/counter ]] || { echo "0 0 0"; return; }
-  cat "$W/counter"
+  [[ -e $COUNTER ]] || { echo "0 0 0"; return; }
+  cat "$COUNTER"
 }
-measure() { # label command...
-  local before after t0 t1
-  before=$(counts)
-  t0=$(date +%s.%N)
-  "${@:2}" >/dev/null 2>"$W/err" || { echo "$1 failed: $(tail -3 "$W/err")" >&2; exit 1; }
-  t1=$(date +%s.%N)
-  after=$(counts)
-  python3 - "$1" "$t0" "$t1" "$before" "$after" <<'PY'
-import sys
+# Children's CPU seconds (user + sys) so far, into FILE: bash's `times`, whose second
+# line is the children's. Never in a subshell ($(...)), whose children are its own.
+cpu_to() { times >"$1"; }
+# run LABEL PREP COMMAND...: PREP, then COMMAND timed against the server (EP=$SPORT,
+# SUF=""), then PREP and COMMAND again through the proxy into the twin repositories
+# (EP=$PPORT, SUF=-counted), counted. Both see EP and SUF; repository URLs are built
+# from them. Without a server (the local reference) EP is empty and one run is made.
+run() {
+  local label=$1 prep=$2 t0 t1 c0 c1 before after
+  shift 2
+  EP=${SPORT:-} SUF=""
+  $prep
+  cpu_to "$W/cpu0"; t0=$(date +%s.%N)
+  "$@" >/dev/null 2>"$W/err" || { echo "$label failed: $(tail -3 "$W/err")" >&2; exit 1; }
+  t1=$(date +%s.%N); cpu_to "$W/cpu1"
+  before="- - -" after="- - -"
+  if [[ -n ${SPORT:-} && ${ARC_BENCH_COUNT:-1} != 0 ]]; then
+    EP=$PPORT SUF=-counted
+    $prep
+    before=$(counts)
+    "$@" >/dev/null 2>"$W/err" || { echo "$label (counted) failed: $(tail -3 "$W/err")" >&2; exit 1; }
+    after=$(counts)
+  elif [[ -z ${SPORT:-} ]]; then
+    before="0 0 0" after="0 0 0"
+  fi
+  python3 - "$label" "$t0" "$t1" "$W/cpu0" "$W/cpu1" "$before" "$after" <<'PY'
+import re, sys
+def cpu(path):
+    line = open(path).read().splitlines()[1]
+    return sum(float(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", line))
 label, t0, t1 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-b = [int(x) for x in sys.argv[4].split()]; a = [int(x) for x in sys.argv[5].split()]
-print(f"| {label} | {t1 - t0:.1f} | {a[0] - b[0]} | {(a[1] - b[1]) / 2**20:.1f} | {(a[2] - b[2]) / 2**20:.1f} |", flush=True)
+c0, c1 = cpu(sys.argv[4]), cpu(sys.argv[5])
+b, a = sys.argv[6].split(), sys.argv[7].split()
+if "-" in a:
+    req = up = down = "-"
+else:
+    b, a = [int(x) for x in b], [int(x) for x in a]
+    req, up, down = a[0] - b[0], f"{(a[1] - b[1]) / 2**20:.1f}", f"{(a[2] - b[2]) / 2**20:.1f}"
+print(f"| {label} | {t1 - t0:.1f} | {req} | {up} | {down} | {c1 - c0:.1f} |", flush=True)
 PY
 }
 
@@ -118,14 +153,29 @@ mount_copy() { # repo dest
   while mountpoint -q "$MNT"; do fusermount3 -u -z "$MNT"; done
 }
 
+# The steps. Each builds its repository URL from EP and SUF (run above).
+arc_url() { echo "s3:http://127.0.0.1:$EP/bench-arc/$shape$SUF"; }
+restic_url() { echo "s3:http://127.0.0.1:$EP/bench-restic/$shape$SUF"; }
+no_prep() { :; }
+cold() { drop_caches; }
+# A new host: no local cache, nothing of the source or target in the page cache.
+new_host() { rm -rf "$XDG_CACHE_HOME" "$W/r-arc-$shape$SUF"; mkdir -p "$W/r-arc-$shape$SUF"; drop_caches; }
+restic_new_host() { rm -rf "$RESTIC_CACHE_DIR" "$W/r-restic-$shape$SUF"; drop_caches; }
+local_backup() { "$ARC" --repo "$W/local-$shape" backup "$src"; }
+arc_backup() { "$ARC" --repo "$(arc_url)" backup "$src"; }
+arc_restore() { "$ARC" --repo "$(arc_url)" restore latest --target "$W/r-arc-$shape$SUF"; }
+arc_mount_copy() { mount_copy "$(arc_url)" "$W/r-arc-$shape$SUF"; }
+restic_backup() { restic -r "$(restic_url)" backup "$src"; }
+restic_restore() { restic -r "$(restic_url)" restore latest --target "$W/r-restic-$shape$SUF"; }
+
 export ARC_PASSWORD=bench RESTIC_PASSWORD=bench XDG_CACHE_HOME=$W/cache RESTIC_CACHE_DIR=$W/restic-cache
-echo "| run | wall s | requests | MiB sent | MiB received |"
-echo "|---|---|---|---|---|"
+echo "| run | wall s | requests | MiB sent | MiB received | CPU s |"
+echo "|---|---|---|---|---|---|"
+SPORT= COUNTER=$W/counter-none
 for shape in "${SHAPES[@]}"; do
   src=$BENCH_DIR/$shape
-  drop_caches
   "$ARC" --repo "$W/local-$shape" init >/dev/null
-  measure "arc first backup $shape, local repository" "$ARC" --repo "$W/local-$shape" backup "$src"
+  run "arc first backup $shape, local repository" cold local_backup
   rm -rf "$W/local-$shape"
 done
 
@@ -153,33 +203,34 @@ for server in "${SERVERS[@]}"; do
     *) fail "unknown server $server (s3s or garage)" ;;
   esac
   PPORT=$(free_port)
-  rm -f "$W/counter"
-  python3 "$W/proxy.py" "$PPORT" "$SPORT" "$W/counter" &
-  pids+=("$!")
-  until [ -s "$W/counter" ]; do sleep 0.1; done
+  # A counter of this server's own: the previous server's proxy is stopped
+  # below, but a file shared with it would mix the two.
+  COUNTER=$W/counter-$server
+  python3 "$W/proxy.py" "$PPORT" "$SPORT" "$COUNTER" &
+  proxy=$!
+  pids+=("$proxy")
+  until [ -s "$COUNTER" ]; do sleep 0.1; done
   for shape in "${SHAPES[@]}"; do
     src=$BENCH_DIR/$shape
-    A="s3:http://127.0.0.1:$PPORT/bench-arc/$shape"
-    R="s3:http://127.0.0.1:$PPORT/bench-restic/$shape"
     log "$server $shape: arc"
-    "$ARC" --repo "$A" init >/dev/null
-    drop_caches
-    measure "arc first backup $shape ($server)" "$ARC" --repo "$A" backup "$src"
-    measure "arc no-change backup $shape ($server)" "$ARC" --repo "$A" backup "$src"
-    rm -rf "$XDG_CACHE_HOME"
-    drop_caches
-    measure "arc restore $shape ($server, cold cache)" "$ARC" --repo "$A" restore latest --target "$W/r-arc-$shape"
-    rm -rf "$XDG_CACHE_HOME" "$W/r-arc-$shape"
-    mkdir -p "$W/r-arc-$shape"
-    drop_caches
-    measure "arc cp -a through the mount $shape ($server, cold cache)" mount_copy "$A" "$W/r-arc-$shape"
+    EP=$SPORT
+    for SUF in "" -counted; do
+      "$ARC" --repo "$(arc_url)" init >/dev/null
+      restic -r "$(restic_url)" init >/dev/null
+    done
+    run "arc first backup $shape ($server)" cold arc_backup
+    run "arc no-change backup $shape ($server)" no_prep arc_backup
+    run "arc restore $shape ($server, cold cache)" new_host arc_restore
+    if [[ ${ARC_BENCH_MOUNT:-1} != 0 ]]; then
+      run "arc cp -a through the mount $shape ($server, cold cache)" new_host arc_mount_copy
+    fi
+    rm -rf "$W/r-arc-$shape" "$W/r-arc-$shape-counted"
     log "$server $shape: restic"
-    restic -r "$R" init >/dev/null
-    drop_caches
-    measure "restic first backup $shape ($server)" restic -r "$R" backup "$src"
-    measure "restic no-change backup $shape ($server)" restic -r "$R" backup "$src"
-    drop_caches
-    measure "restic restore $shape ($server)" restic -r "$R" restore latest --target "$W/r-restic-$shape"
-    rm -rf "$W/r-arc-$shape" "$W/r-restic-$shape"
+    run "restic first backup $shape ($server)" cold restic_backup
+    run "restic no-change backup $shape ($server)" no_prep restic_backup
+    run "restic restore $shape ($server, cold cache)" restic_new_host restic_restore
+    rm -rf "$W/r-restic-$shape" "$W/r-restic-$shape-counted"
   done
+  kill "$proxy"
+  SPORT=
 done

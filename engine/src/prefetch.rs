@@ -46,11 +46,11 @@ pub struct Prefetched {
 /// One ranged read: `[start, end)` of `pack`, covering `frames`
 /// (offset, stored length), sorted by offset.
 #[derive(Debug, PartialEq, Eq)]
-struct Span {
-    pack: Id,
-    start: u64,
-    end: u64,
-    frames: Vec<(u64, u32)>,
+pub(crate) struct Span {
+    pub pack: Id,
+    pub start: u64,
+    pub end: u64,
+    pub frames: Vec<(u64, u32)>,
 }
 
 impl Prefetched {
@@ -183,17 +183,47 @@ pub fn warm_tree_cache<'a>(repo: &Repository, ids: impl IntoIterator<Item = &'a 
 /// The ranged reads that cover `frames` (pack, offset, stored length):
 /// frames of one pack in offset order, merged while the gap between them
 /// is at most [`MAX_GAP`] and the read stays within [`MAX_SPAN`].
-fn spans(mut frames: Vec<(Id, u64, u32)>) -> Vec<Span> {
+fn spans(frames: Vec<(Id, u64, u32)>) -> Vec<Span> {
+    coalesce(frames, MAX_GAP, MAX_SPAN)
+}
+
+/// [`spans`] with the gap and read limits given.
+fn coalesce(mut frames: Vec<(Id, u64, u32)>, max_gap: u64, max_span: u64) -> Vec<Span> {
     frames.sort_unstable();
     let mut out: Vec<Span> = Vec::new();
     for (pack, offset, len) in frames {
         let end = offset + u64::from(len);
         match out.last_mut() {
-            Some(s) if s.pack == pack && offset <= s.end + MAX_GAP && end - s.start <= MAX_SPAN && offset >= s.end => {
+            Some(s) if s.pack == pack && offset <= s.end + max_gap && end - s.start <= max_span && offset >= s.end => {
                 s.end = end;
                 s.frames.push((offset, len));
             }
             _ => out.push(Span { pack, start: offset, end, frames: vec![(offset, len)] }),
+        }
+    }
+    out
+}
+
+/// The ranged reads of a restore planned pack by pack (ops/restore/packs.rs):
+/// all the frames a restore needs from each pack, known at once. As
+/// [`spans`], and where at least half of the stretch from a pack's first
+/// needed frame to its last is needed, and that stretch fits in
+/// `max_span`, the whole stretch in one read: the unneeded bytes between
+/// cost less than the round trips they would save (restic reads whole
+/// packs for the same reason).
+pub(crate) fn pack_reads(mut frames: Vec<(Id, u64, u32)>, max_span: u64) -> Vec<Span> {
+    frames.sort_unstable();
+    frames.dedup();
+    let mut out = Vec::new();
+    for one_pack in frames.chunk_by(|a, b| a.0 == b.0) {
+        let (first, last) = (one_pack[0], one_pack[one_pack.len() - 1]);
+        let stretch = last.1 + u64::from(last.2) - first.1;
+        let needed: u64 = one_pack.iter().map(|f| u64::from(f.2)).sum();
+        if stretch <= max_span && needed * 2 >= stretch {
+            let frames = one_pack.iter().map(|f| (f.1, f.2)).collect();
+            out.push(Span { pack: first.0, start: first.1, end: first.1 + stretch, frames });
+        } else {
+            out.extend(coalesce(one_pack.to_vec(), MAX_GAP, max_span));
         }
     }
     out
@@ -241,5 +271,23 @@ mod tests {
         assert_eq!(s.len(), 3, "{s:?}");
         assert!(s.iter().all(|s| s.end - s.start <= MAX_SPAN));
         assert_eq!(s.iter().map(|s| s.frames.len()).sum::<usize>(), 40);
+    }
+
+    #[test]
+    fn a_pack_mostly_needed_is_read_in_one_go_and_a_sparse_one_in_pieces() {
+        let mib = 1u64 << 20;
+        // Pack 1: 12 of 16 MiB needed, with 2 MiB holes: one read.
+        let mut frames: Vec<_> = (0..16).filter(|i| i % 4 != 1).map(|i| (pack(1), i * mib, mib as u32)).collect();
+        // Pack 2: three small frames 4 MiB apart: three reads.
+        frames.extend((0..3).map(|i| (pack(2), i * 4 * mib, 1000)));
+        // Pack 3: needed throughout but longer than a read may be.
+        frames.extend((0..40).map(|i| (pack(3), i * mib, mib as u32)));
+        let s = pack_reads(frames, 20 * mib);
+        let of = |p: u8| s.iter().filter(|s| s.pack == pack(p)).collect::<Vec<_>>();
+        assert_eq!(of(1).len(), 1, "{s:?}");
+        assert_eq!((of(1)[0].start, of(1)[0].end, of(1)[0].frames.len()), (0, 16 * mib, 12));
+        assert_eq!(of(2).len(), 3, "{s:?}");
+        assert!(of(3).len() >= 2 && of(3).iter().all(|s| s.end - s.start <= 20 * mib), "{s:?}");
+        assert_eq!(of(3).iter().map(|s| s.frames.len()).sum::<usize>(), 40);
     }
 }

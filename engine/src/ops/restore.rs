@@ -2,12 +2,16 @@
 //! directory with content and every recorded piece of metadata.
 //!
 //! One thread walks the trees and creates directories, links and special
-//! files; worker threads write file contents in batches of consecutive
-//! files (consecutive small files share compressed frames, so one worker
-//! decompresses a frame once for all of them). Holes are kept: an all-zero
-//! chunk is skipped with a seek, not written. Directory metadata is applied
-//! last, deepest first, so writing into a directory does not disturb its
-//! times or permissions.
+//! files. From a local repository, worker threads write file contents in
+//! batches of consecutive files (consecutive small files share compressed
+//! frames, so one worker decompresses a frame once for all of them). From
+//! a remote store, where every read is a round trip, the walk hands over
+//! windows of files instead, restored pack by pack (restore/packs.rs):
+//! each pack's needed frames in a few large reads, written into every
+//! file that holds them. Holes are kept: an all-zero chunk is skipped
+//! with a seek, not written. Directory metadata is applied last, deepest
+//! first, so writing into a directory does not disturb its times or
+//! permissions.
 //!
 //! Nothing is written outside the target: names are single components
 //! (enforced when trees are decoded), files are opened with O_NOFOLLOW,
@@ -38,6 +42,8 @@ use crate::patterns::PatternSet;
 use crate::prefetch::Prefetched;
 use crate::progress::Progress;
 use crate::repo::{Repository, Snapshot};
+
+mod packs;
 
 #[derive(Default, Clone)]
 pub struct RestoreOptions {
@@ -103,12 +109,6 @@ type RestoreRoot = (Vec<u8>, Located, Vec<(Vec<u8>, Node)>);
 /// Granularity of hole detection on restore (a common filesystem block).
 const HOLE_BLOCK: usize = 4096;
 
-/// Stored bytes a worker fetches ahead for one batch on a remote store.
-/// A batch holds about 4 MiB of file content, and its frames are kept
-/// compressed until read, so with the storage's eight workers this is at
-/// most 64 MiB; the chunks of a bigger file past it are read one by one.
-const PREFETCH_BUDGET: u64 = 8 << 20;
-
 struct FileJob {
     path: PathBuf,
     node: Node,
@@ -165,17 +165,16 @@ pub fn restore(
         cpus: std::thread::available_parallelism().map_or(2, |n| n.get()),
         remote: repo.storage().local_path().is_none(),
     };
-    // Two per CPU keeps a disk busy; a remote store's reads are round trips,
-    // so there as many as it takes requests at once (its concurrency hint):
-    // with four, a restore from S3 spent most of its time waiting on GETs.
-    let workers =
-        (ctx.cpus * 2).max(if repo.storage().local_path().is_some() { 0 } else { repo.storage().concurrency() });
-    let (tx, rx) = bounded::<Vec<FileJob>>(workers * 2);
-    // A batch ends at 4 MiB of content or at this many files. On a local
-    // disk, small batches spread a directory of tiny files over the
-    // workers; on a remote store a batch's frames are one request
-    // (prefetch.rs), and 256 files of 1 KiB were a request per 256 KiB.
-    let batch_files = if ctx.remote { 4096 } else { 256 };
+    // Two per CPU keeps a disk busy (a remote store has workers of its own
+    // per window, as many as it takes requests at once: packs.rs).
+    let workers = if ctx.remote { 0 } else { ctx.cpus * 2 };
+    let (tx, rx) = bounded::<Vec<FileJob>>(workers.max(1) * 2);
+    // The walk fills the next window while one is restored.
+    let (window_tx, window_rx) = bounded::<packs::Window>(0);
+    let mut window = packs::Window::default();
+    // A batch ends at 4 MiB of content or at this many files: small
+    // batches spread a directory of tiny files over the workers.
+    let batch_files = 256;
     let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
     let mut links: Vec<(PathBuf, Vec<u8>, Node)> = Vec::new();
     // Snapshot paths of multiply linked files this restore writes: the only
@@ -189,18 +188,11 @@ pub fn restore(
             let ctx = &ctx;
             scope.spawn(move || {
                 for batch in rx.iter() {
-                    // On a remote store, the batch's frames in a few
-                    // ranged reads instead of one round trip per frame.
-                    // Files of several chunks are fetched in runs of
-                    // their own (decode_in_order): a chunk fetched here
-                    // would split the run it sits in into two requests.
-                    let small = batch.iter().filter(|j| j.node.chunks.len() == 1);
-                    let pre = ctx.repo.prefetch(small.flat_map(|j| &j.node.chunks), PREFETCH_BUDGET);
                     for job in batch {
                         if ctx.cancelled() {
                             return;
                         }
-                        if let Err(e) = restore_file(ctx, &job.path, &job.node, &pre) {
+                        if let Err(e) = restore_file(ctx, &job.path, &job.node, &Prefetched::none()) {
                             ctx.warn(&job.path, &e.to_string());
                         }
                     }
@@ -208,6 +200,19 @@ pub fn restore(
             });
         }
         drop(rx);
+        if ctx.remote {
+            let ctx = &ctx;
+            scope.spawn(move || {
+                for w in window_rx.iter() {
+                    if ctx.cancelled() {
+                        return;
+                    }
+                    packs::restore_window(ctx, w);
+                }
+            });
+        } else {
+            drop(window_rx);
+        }
         let mut batch: Vec<FileJob> = Vec::new();
         let mut batch_bytes = 0u64;
         let flush = |batch: &mut Vec<FileJob>, bytes: &mut u64| -> Result<()> {
@@ -268,10 +273,18 @@ pub fn restore(
                         if node.nlink > 1 {
                             link_targets.insert(p.to_vec());
                         }
-                        batch_bytes += node.size;
-                        batch.push(FileJob { path, node: node.clone() });
-                        if batch_bytes >= 4 << 20 || batch.len() >= batch_files {
-                            flush(&mut batch, &mut batch_bytes)?;
+                        let job = FileJob { path, node: node.clone() };
+                        if ctx.remote {
+                            window.push(job);
+                            if window.is_full() {
+                                window_tx.send(std::mem::take(&mut window)).map_err(|_| Error::Interrupted)?;
+                            }
+                        } else {
+                            batch_bytes += node.size;
+                            batch.push(job);
+                            if batch_bytes >= 4 << 20 || batch.len() >= batch_files {
+                                flush(&mut batch, &mut batch_bytes)?;
+                            }
                         }
                     }
                     NodeKind::Hardlink => links.push((path, node.target.clone(), node.clone())),
@@ -323,7 +336,11 @@ pub fn restore(
             }
         }
         flush(&mut batch, &mut batch_bytes)?;
+        if !window.is_empty() {
+            window_tx.send(std::mem::take(&mut window)).map_err(|_| Error::Interrupted)?;
+        }
         drop(tx);
+        drop(window_tx);
         Ok(())
     });
     walked?;
