@@ -81,7 +81,13 @@ pub fn today() -> u32 {
 #[derive(Default)]
 pub struct Batch {
     records: Vec<([u8; 32], Vec<u8>)>,
+    /// Bytes of `records`: a batch is written once it holds a few MiB, so
+    /// a backup of millions of files does not keep their records to the end.
+    bytes: usize,
 }
+
+/// Bytes of records written at once.
+const BATCH_BYTES: usize = 4 << 20;
 
 impl Batch {
     /// Records one leaf of a directory on disk just encoded (`nodes`: its
@@ -89,9 +95,11 @@ impl Batch {
     pub fn add_leaf(&mut self, index: &Index, dir: &Path, leaf: &Id, nodes: &[Node]) -> Result<()> {
         // Leaves without files need nothing.
         if let Some(first) = nodes.first().filter(|_| nodes.iter().any(|n| n.kind == NodeKind::File)) {
-            self.records.push((key(dir, &first.name), encode(leaf, nodes)));
+            let rec = encode(leaf, nodes);
+            self.bytes += 32 + rec.len();
+            self.records.push((key(dir, &first.name), rec));
         }
-        if self.records.len() >= 16_384 {
+        if self.records.len() >= 16_384 || self.bytes >= BATCH_BYTES {
             self.flush(index)?;
         }
         Ok(())
@@ -101,6 +109,7 @@ impl Batch {
         if self.records.is_empty() {
             return Ok(());
         }
+        self.bytes = 0;
         index.put_change_records(&std::mem::take(&mut self.records), today(), REFRESH_DAYS, EXPIRE_DAYS)
     }
 }

@@ -68,8 +68,10 @@ pub(crate) fn subdir_key(dir: &[u64], i: u64) -> WalkKey {
 }
 
 /// Entries of listed but not yet consumed pieces kept at most, beyond the
-/// one piece the walk waits for: bounds the memory of looking ahead.
-const LIST_AHEAD_ENTRIES: usize = 16 * 1024;
+/// one piece the walk waits for: bounds the memory of looking ahead (a
+/// stat'ed entry is some 400 bytes; four pieces keep the listers that far
+/// ahead of the walk, as far as the events channel lets the walk run).
+const LIST_AHEAD_ENTRIES: usize = 4 * PIECE_ENTRIES;
 
 /// Entries stat'ed and handed out at once: a directory of a million
 /// entries is a thousand pieces, each listed when the walk nears it.
