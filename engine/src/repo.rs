@@ -754,6 +754,31 @@ impl Repository {
         make(&dir).or_else(|_| make(&std::env::temp_dir())).map_err(|e| Error::io(&dir, e))
     }
 
+    /// Makes the index database forget the index files a prune deleted
+    /// and the packs it is about to delete, in one transaction, with no
+    /// request to the storage (the prune recorded the files replacing them
+    /// as it wrote them). Never empties the database on the way: it is
+    /// shared by every process of this host on the repository, and a
+    /// backup committing meanwhile looks its blobs up in it (a rebuild's
+    /// empty moment made such a backup take its trees for pruned ones and
+    /// stop).
+    pub fn forget_packs(&self, gone_files: &[Id], gone_packs: &[Id]) -> Result<()> {
+        let index = self.index()?;
+        {
+            let _one_at_a_time = crate::sync::lock(&self.index_init, "the index database's refresh")?;
+            index.apply(&crate::index::IndexUpdate {
+                gone_files: gone_files.to_vec(),
+                gone_packs: gone_packs.to_vec(),
+                ..Default::default()
+            })?;
+        }
+        // The read path's shared snapshot predates the update.
+        if let Ok(mut slot) = self.lookup_reader.lock() {
+            *slot = None;
+        }
+        Ok(())
+    }
+
     /// Drops the index database and rebuilds it from the index files.
     pub fn rebuild_index_db(&self) -> Result<()> {
         let index = self.index()?;

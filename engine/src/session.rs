@@ -171,6 +171,9 @@ struct State {
     /// Set once two consecutive storage times were further apart than the
     /// expiry allows (§4 B4); cleared by [`Session::clear_lapse`].
     lapsed: bool,
+    /// The longest gap between consecutive storage times so far, to say
+    /// how long a lapsed session went unheard.
+    longest_gap: Duration,
     /// Why the last refresh failed; a failed session must not commit.
     failed: Option<String>,
     /// Marks read so far, by name.
@@ -245,7 +248,13 @@ impl Session {
             name,
             file,
             start,
-            state: Mutex::new(State { last: start, lapsed: false, failed: None, marks: HashMap::new() }),
+            state: Mutex::new(State {
+                last: start,
+                lapsed: false,
+                longest_gap: Duration::ZERO,
+                failed: None,
+                marks: HashMap::new(),
+            }),
             marked,
             lost: Arc::new(AtomicBool::new(false)),
         });
@@ -313,6 +322,12 @@ impl Session {
         self.inner.state.lock().map(|s| s.lapsed).unwrap_or(true)
     }
 
+    /// The longest time between two consecutive writes of the session
+    /// file, in storage time.
+    pub fn longest_gap(&self) -> Duration {
+        self.inner.state.lock().map(|s| s.longest_gap).unwrap_or_default()
+    }
+
     pub fn clear_lapse(&self) {
         if let Ok(mut s) = self.inner.state.lock() {
             s.lapsed = false;
@@ -349,8 +364,9 @@ impl Inner {
             let limit =
                 Duration::from_secs(self.settings.session_expiry_secs.saturating_sub(self.settings.margin_secs));
             // A storage clock that went backwards is no evidence of a gap.
-            if stat.modified.duration_since(s.last).is_ok_and(|gap| gap > limit) {
-                s.lapsed = true;
+            if let Ok(gap) = stat.modified.duration_since(s.last) {
+                s.lapsed |= gap > limit;
+                s.longest_gap = s.longest_gap.max(gap);
             }
             if stat.modified > s.last {
                 s.last = stat.modified;

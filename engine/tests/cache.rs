@@ -262,3 +262,105 @@ fn a_lagging_listing_does_not_drop_index_files_just_written() {
     assert!(repo.lookup_blob(&tree).unwrap().is_some(), "the new index file's packs were dropped from the database");
     repo.load_tree(&tree).unwrap();
 }
+
+/// Every process of a host works on the one index cache of a repository.
+/// A prune that deletes packs must never leave it without the rows of
+/// what stays: a backup committing meanwhile refreshes the cache and looks
+/// up every tree it reaches (its commit check), and when the prune emptied
+/// the cache to rebuild it, such a backup found no row for a tree it had
+/// just deduplicated and stopped ("a concurrent prune deleted tree ...").
+/// Here a second handle on the same cache does what the commit check does,
+/// over and over, while instant prunes delete packs and rewrite the index
+/// files listing them; every lookup of a kept blob must succeed.
+#[test]
+fn a_prune_never_leaves_the_shared_index_cache_without_what_stays() {
+    use arc_engine::ops::prune::{prune, PruneOptions};
+    use std::sync::atomic::AtomicBool;
+    let tmp = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new(MemoryStorageOptions::default()));
+    let cache = tmp.path().join("cache");
+    let repo = Repository::init_cached(storage.clone(), &InitOptions::default(), &cache).unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("kept")).unwrap();
+    for i in 0..20u64 {
+        std::fs::write(src.join(format!("kept/k{i}")), format!("kept {i}\n").repeat(100)).unwrap();
+    }
+    let rounds = 4u64;
+    let per_round = 30u64;
+    let mut kept_blobs: Vec<Id> = Vec::new();
+    let stop = AtomicBool::new(false);
+    let lookups = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        // The other process: refresh, then look every kept blob up.
+        let checker = scope.spawn(|| -> std::result::Result<(), String> {
+            let other = Repository::open_cached_with(storage.clone(), &cache, None).unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                let wanted: Vec<Id> = KEPT.lock().unwrap().clone();
+                other.refresh_index().map_err(|e| e.to_string())?;
+                // A read transaction of this moment, as the commit check's
+                // retry of a miss opens one.
+                let now = other.index().and_then(|i| i.reader()).map_err(|e| e.to_string())?;
+                for id in &wanted {
+                    if now.lookup(id).map_err(|e| e.to_string())?.is_none() {
+                        return Err(format!("kept blob {id} has no row in the shared index cache"));
+                    }
+                    lookups.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(())
+        });
+        for round in 0..rounds {
+            // Many small backups, each with packs and an index file of its
+            // own, then all but the last forgotten: the prune deletes their
+            // packs and the index files that list them.
+            for i in 0..per_round {
+                std::fs::write(src.join("changing"), format!("round {round} backup {i}\n").repeat(200)).unwrap();
+                let time = chrono::DateTime::from_timestamp(1_700_000_000 + (round * per_round + i) as i64 * 60, 0);
+                backup(&repo, BackupOptions { paths: vec![src.clone()], time, ..Default::default() }, &NoProgress)
+                    .unwrap();
+            }
+            let mut opts = ForgetOptions::default();
+            opts.policy.last = 1;
+            forget(&repo, &opts).unwrap();
+            if kept_blobs.is_empty() {
+                let snap = repo.snapshots().unwrap().pop().unwrap();
+                kept_blobs = reachable(&repo, &snap.file.tree);
+                // The root and the directories above `kept` change with
+                // every backup; the files under it and their trees do not.
+                *KEPT.lock().unwrap() = kept_blobs.clone();
+            }
+            let report = prune(&repo, &PruneOptions { instant: true, ..Default::default() }, &NoProgress).unwrap();
+            assert!(report.packs_deleted > 0 && report.index_files_deleted > 0, "{report:?}");
+        }
+        stop.store(true, Ordering::SeqCst);
+        checker.join().unwrap().unwrap();
+    });
+    assert!(lookups.load(Ordering::Relaxed) > 0, "the other handle never looked anything up");
+}
+
+/// The kept blobs the checker thread looks up (set once the first round
+/// has a snapshot to take them from).
+static KEPT: std::sync::Mutex<Vec<Id>> = std::sync::Mutex::new(Vec::new());
+
+/// Blob ids reachable from `tree` under its `kept` directory: its tree and
+/// its files' chunks.
+fn reachable(repo: &Repository, tree: &Id) -> Vec<Id> {
+    fn under(repo: &Repository, tree: &Id, inside: bool, out: &mut Vec<Id>) {
+        let t = repo.load_tree(tree).unwrap();
+        if inside {
+            out.push(*tree);
+        }
+        for node in &t.nodes {
+            let here = inside || node.name == b"kept";
+            if here {
+                out.extend(node.chunks.iter().copied());
+            }
+            if let Some(sub) = &node.subtree {
+                under(repo, sub, here, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    under(repo, tree, false, &mut out);
+    out
+}

@@ -4,11 +4,13 @@
 
 use std::sync::Arc;
 
+use arc_engine::crypto::ContentKeys;
 use arc_engine::ops::backup::{backup, BackupOptions, StreamSource};
 use arc_engine::progress::NoProgress;
 use arc_engine::repo::InitOptions;
 use arc_engine::storage::{FileKind, MemoryStorage, MemoryStorageOptions, Storage};
 use arc_engine::Repository;
+use zeroize::Zeroizing;
 
 /// 3 MB of SQL-dump-like text with varied rows (so zstd levels differ).
 fn dump() -> Vec<u8> {
@@ -41,8 +43,17 @@ fn dump() -> Vec<u8> {
 fn stored(files_level: i32, streams_level: i32, as_file: bool, data: &[u8]) -> u64 {
     let tmp = tempfile::tempdir().unwrap();
     let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new(MemoryStorageOptions::default()));
-    let opts =
-        InitOptions { compression_level: files_level, stream_compression_level: streams_level, ..Default::default() };
+    // One set of content keys for every run: each repository's own would
+    // cut the dump at other places, and chunks of other sizes compress
+    // (and pad) differently enough to hide what the levels change.
+    let content_keys =
+        ContentKeys { chunk_id: Zeroizing::new([1; 32]), tree_split: Zeroizing::new([2; 32]), gear_seed: 3 };
+    let opts = InitOptions {
+        compression_level: files_level,
+        stream_compression_level: streams_level,
+        content_keys: Some(content_keys),
+        ..Default::default()
+    };
     let repo = Repository::init_with_index(storage.clone(), &opts, Some(tmp.path().join("index.redb"))).unwrap();
     let src = tmp.path().join("src");
     std::fs::create_dir_all(&src).unwrap();

@@ -191,15 +191,23 @@ impl BackupCase {
         assert!(again.status.success(), "{ctx}: the next backup fails\n{}", again.describe());
         let again = again.json();
         let stored = ju64(&again, "summary.bytes_added_stored");
-        // Every durable pack of the killed run is reused: what the retry
-        // stores and what was left add up to one backup (plus at most a
-        // tree pack written twice, when the kill came between the tree
-        // pack and the snapshot).
+        // Every durable pack of the killed run is reused: nothing the
+        // retry stores was in them already, so a prune finds no second
+        // copy of any blob. This is counted per blob, not by comparing
+        // sizes: the frames of two runs group small chunks differently
+        // (two open packs chosen at random), and their padding makes whole
+        // backups differ by tens of KB from run to run. The slack is for
+        // the trees of `src`'s ancestors, which the killed run may have
+        // stored and which are dead after the retry: this test writes
+        // beside `src`, so their mtimes changed in between.
+        let plan = env.arc_at(repo).args(["--json", "prune", "--dry-run"]).run();
+        assert!(plan.status.success(), "{ctx}: prune --dry-run after the retry fails\n{}", plan.describe());
+        let unused = ju64(&plan.json(), "unused_stored_bytes");
         assert!(
-            stored + left <= full + 64 * 1024,
-            "{ctx}: the killed run left {left} bytes of packs and the retry stored {stored} more; an uninterrupted backup stores {full}\n{again:#}"
+            unused <= 64 * 1024,
+            "{ctx}: {unused} bytes are stored twice: the killed run left {left} bytes of packs and the retry stored {stored} more; an uninterrupted backup stores {full}\n{again:#}"
         );
-        if left > 64 * 1024 && committed.is_none() {
+        if left > full / 10 && committed.is_none() {
             assert!(stored < full, "{ctx}: the retry stored everything again ({stored} of {full})");
         }
         let out = env.arc_at(repo).arg("check").run();

@@ -60,7 +60,22 @@ pub fn verify(repo: &Repository, session: &Session, root: Id) -> Result<CommitCh
         repo.refresh_index()?;
         let existing: Option<HashSet<Id>> = if lapsed { Some(repo.pack_sizes()?.into_keys().collect()) } else { None };
         let needs_copy = |pack: &Id| suspect.contains(pack) || existing.as_ref().is_some_and(|e| !e.contains(pack));
-        let to_copy = walk(repo, root, &needs_copy, &copied)?;
+        // Only a lapsed session can find something gone (§6): say how long
+        // it went unheard, which is what the user can act on.
+        let why = |e: Error| {
+            match e {
+            Error::PrunedMeanwhile { what } if lapsed => Error::PrunedMeanwhile {
+                what: format!(
+                    "{what} while this backup went unheard for {:.1} s (longer than the session expiry allows, {} s less a margin of {} s)",
+                    session.longest_gap().as_secs_f64(),
+                    session.settings().session_expiry_secs,
+                    session.settings().margin_secs
+                ),
+            },
+            e => e,
+        }
+        };
+        let to_copy = walk(repo, root, &needs_copy, &copied).map_err(why)?;
         if !to_copy.is_empty() {
             let ((), _) = packer::run(repo, Vec::new(), &|| false, |sink| {
                 for (id, kind) in &to_copy {
@@ -71,7 +86,8 @@ pub fn verify(repo: &Repository, session: &Session, root: Id) -> Result<CommitCh
                     sink.store_copy(*id, *kind, &data)?;
                 }
                 Ok(())
-            })?;
+            })
+            .map_err(why)?;
             out.blobs_copied += to_copy.len() as u64;
             copied.extend(to_copy.iter().map(|(id, _)| *id));
         }

@@ -264,9 +264,12 @@ pub(crate) fn delete_packs(
     // other hosts' caches read it instead of rebuilding. Trailers are read
     // back a group at a time; one group is held back to be the last.
     let superseded: Vec<Id> = obsolete.iter().filter_map(|n| n.parse().ok()).collect();
+    // Each new listing goes into the index database as it is written, so
+    // that forgetting the old ones below needs no rebuild.
     let mut write = |group: &[PackEntry], sup: &[Id]| -> Result<()> {
-        for (id, data, _) in repo.encode_index_files(group, sup)? {
+        for (id, data, listed) in repo.encode_index_files(group, sup)? {
             repo.storage().put(FileKind::Index, &id.to_hex(), &data)?;
+            repo.index()?.add_packs(listed, Some(id))?;
             report.index_files_written += 1;
         }
         Ok(())
@@ -307,19 +310,17 @@ pub(crate) fn delete_packs(
     }
     step(PruneStep::OldIndexDeleted);
 
-    // 6. The database forgets the packs that go before they go.
-    repo.rebuild_index_db()?;
+    // 6. The database forgets the packs that go before they go. A new
+    // pack can never be one that goes (it holds only used blobs), but the
+    // check costs nothing and rules it out.
+    let doomed: Vec<Id> =
+        plan.packs.iter().filter(|p| goes.contains(&p.pack) && !new_packs.contains(&p.pack)).map(|p| p.pack).collect();
+    repo.forget_packs(&superseded, &doomed)?;
     step(PruneStep::IndexDbRebuilt);
 
-    // 7, 8. Delete. A new pack can never be one that goes (it holds only
-    // used blobs), but the check costs nothing and rules it out.
+    // 7, 8. Delete.
     before_delete()?;
-    let doomed: Vec<String> = plan
-        .packs
-        .iter()
-        .filter(|p| goes.contains(&p.pack) && !new_packs.contains(&p.pack))
-        .map(|p| p.pack.to_hex())
-        .collect();
+    let doomed: Vec<String> = doomed.iter().map(Id::to_hex).collect();
     if let Some((first, rest)) = doomed.split_first() {
         repo.storage().delete(FileKind::Pack, first)?;
         step(PruneStep::FirstPackDeleted);

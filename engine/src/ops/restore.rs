@@ -470,24 +470,30 @@ const DECODE_AHEAD: usize = 1;
 /// per CPU and the storage's eight workers, at most 16 runs are held at once.
 const RUN_BYTES: u64 = 8 << 20;
 
-/// `chunks` cut into the runs the decoders take: one chunk each on a local
-/// disk; on a remote store, consecutive chunks up to [`RUN_BYTES`] stored,
-/// by their locations (`None`: a chunk the index lacks, left to the read
-/// that reports it).
-fn runs(chunks: &[Id], located: Option<&[Option<BlobLocation>]>) -> Vec<std::ops::Range<usize>> {
-    let Some(located) = located else { return (0..chunks.len()).map(|i| i..i + 1).collect() };
+/// `chunks` cut into the runs the decoders take, by their locations
+/// (`None`: a chunk the index lacks, left to the read that reports it). On
+/// a local disk a run is the chunks that share a frame, so that two
+/// decoders never wait on one frame's decompression (a 1 MiB stream frame
+/// holds about four chunks); on a remote store, consecutive chunks up to
+/// [`RUN_BYTES`] stored.
+fn runs(located: &[Option<BlobLocation>], remote: bool) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0u64);
     for (i, loc) in located.iter().enumerate() {
         let len = loc.map_or(0, |l| u64::from(l.frame.stored_len));
-        if i > start && bytes + len > RUN_BYTES {
+        let frame = |l: &Option<BlobLocation>| l.map(|l| (l.pack, l.frame.offset));
+        let split = |prev| match remote {
+            true => bytes + len > RUN_BYTES,
+            false => frame(loc).is_none() || frame(loc) != frame(prev),
+        };
+        if i > start && split(&located[i - 1]) {
             out.push(start..i);
             (start, bytes) = (i, 0);
         }
         bytes += len;
     }
-    if start < chunks.len() {
-        out.push(start..chunks.len());
+    if start < located.len() {
+        out.push(start..located.len());
     }
     out
 }
@@ -512,14 +518,18 @@ fn decode_in_order(
     pre: &Prefetched,
     mut write: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
-    // On a remote store, where every chunk is, for runs by stored size.
-    let located: Option<Vec<Option<BlobLocation>>> = ctx.remote.then(|| {
-        chunks.iter().map(|id| pre.location(id).copied().or_else(|| ctx.repo.lookup_blob(id).ok().flatten())).collect()
-    });
-    let runs = runs(chunks, located.as_deref());
-    let fetch_run = |r: std::ops::Range<usize>| match &located {
-        None => Prefetched::none(),
-        Some(located) => {
+    // Where every chunk is, for the runs (a file of one chunk has one).
+    let located: Vec<Option<BlobLocation>> = match chunks.len() {
+        1 => vec![None],
+        _ => chunks
+            .iter()
+            .map(|id| pre.location(id).copied().or_else(|| ctx.repo.lookup_blob(id).ok().flatten()))
+            .collect(),
+    };
+    let runs = runs(&located, ctx.remote);
+    let fetch_run = |r: std::ops::Range<usize>| match ctx.remote {
+        false => Prefetched::none(),
+        true => {
             let wanted = r.filter(|&i| !pre.holds(&chunks[i])).filter_map(|i| located[i].map(|l| (chunks[i], l)));
             ctx.repo.prefetch_located(wanted, RUN_BYTES)
         }
