@@ -233,6 +233,9 @@ struct NodeLevel {
     held: Option<(Id, Vec<u8>, u64, Vec<u8>)>,
 }
 
+/// The repository's blob id function, as the encoder keeps it.
+pub type BlobIdFn<'a> = Box<dyn Fn(&[u8]) -> Id + 'a>;
+
 /// Encodes a directory entry by entry, in name order, into the canonical
 /// v2 split (spec 1.5), handing out every blob as soon as it is complete.
 /// The cuts are content-defined and depend only on the entries before
@@ -242,7 +245,7 @@ struct NodeLevel {
 /// the same blobs as [`encode_dir`] on the whole directory.
 pub struct DirEncoder<'a> {
     key: SplitKey,
-    blob_id: Box<dyn Fn(&[u8]) -> Id + 'a>,
+    blob_id: BlobIdFn<'a>,
     leaf: OpenPart,
     levels: Vec<NodeLevel>,
     last_name: Option<Vec<u8>>,
@@ -254,7 +257,7 @@ pub struct DirEncoder<'a> {
 }
 
 impl<'a> DirEncoder<'a> {
-    pub fn new(key: SplitKey, blob_id: Box<dyn Fn(&[u8]) -> Id + 'a>) -> Self {
+    pub fn new(key: SplitKey, blob_id: BlobIdFn<'a>) -> Self {
         DirEncoder {
             key,
             blob_id,
