@@ -13,7 +13,7 @@
 //! one site in several vhosts) share leaf ids but not inodes.
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 use crate::format::tree::{Node, NodeKind, Timestamp, Tree};
@@ -81,22 +81,25 @@ pub fn today() -> u32 {
 #[derive(Default)]
 pub struct Batch {
     records: Vec<([u8; 32], Vec<u8>)>,
+    /// Bytes of `records`: a batch is written once it holds a few MiB, so
+    /// a backup of millions of files does not keep their records to the end.
+    bytes: usize,
 }
 
+/// Bytes of records written at once.
+const BATCH_BYTES: usize = 4 << 20;
+
 impl Batch {
-    /// Records the leaves of a directory just encoded (`nodes` sorted, as
-    /// `encode_dir` leaves them) and writes a full batch.
-    pub fn add(&mut self, index: &Index, dir: &Path, leaves: &[(Id, usize)], nodes: &[Node]) -> Result<()> {
-        let mut at = 0;
-        for (leaf, count) in leaves {
-            let part = &nodes[at..at + count];
-            at += count;
-            // Leaves without files need nothing.
-            if let Some(first) = part.first().filter(|_| part.iter().any(|n| n.kind == NodeKind::File)) {
-                self.records.push((key(dir, &first.name), encode(leaf, part)));
-            }
+    /// Records one leaf of a directory on disk just encoded (`nodes`: its
+    /// entries in order) and writes a full batch.
+    pub fn add_leaf(&mut self, index: &Index, dir: &Path, leaf: &Id, nodes: &[Node]) -> Result<()> {
+        // Leaves without files need nothing.
+        if let Some(first) = nodes.first().filter(|_| nodes.iter().any(|n| n.kind == NodeKind::File)) {
+            let rec = encode(leaf, nodes);
+            self.bytes += 32 + rec.len();
+            self.records.push((key(dir, &first.name), rec));
         }
-        if self.records.len() >= 16_384 {
+        if self.records.len() >= 16_384 || self.bytes >= BATCH_BYTES {
             self.flush(index)?;
         }
         Ok(())
@@ -106,38 +109,96 @@ impl Batch {
         if self.records.is_empty() {
             return Ok(());
         }
+        self.bytes = 0;
         index.put_change_records(&std::mem::take(&mut self.records), today(), REFRESH_DAYS, EXPIRE_DAYS)
     }
 }
 
-/// The parent snapshot's tree of the directory at `dir`, read through
-/// `reader`, with inode and ctime of its files as change detection needs
-/// them: from the tree itself (v1) or from this cache (v2). A v2 leaf the
-/// cache has no record of keeps inode 0, which no file on disk has, so its
-/// files read as changed.
-pub fn previous_tree(repo: &Repository, reader: &IndexReader, id: &Id, dir: &Path) -> Result<Tree> {
-    let mut read = |b: &Id| -> Result<std::sync::Arc<[u8]>> {
-        let loc = reader.lookup(b)?.ok_or(crate::error::Error::BlobNotInIndex(*b))?;
-        repo.blob_reader()?.read_at(repo, b, &loc)
-    };
-    let data = read(id)?;
-    if tree_v2::blob_version(&data) != Some(tree_v2::VERSION) {
-        return Tree::decode(&data, id);
+/// The parent snapshot's tree of the directory at `dir`, read a leaf at a
+/// time as names are asked for in increasing order (the walk's order), so
+/// that a directory of any size costs one leaf of memory. Its files come
+/// with inode and ctime as change detection needs them: from the tree
+/// itself (v1) or from this cache (v2). A v2 leaf the cache has no record
+/// of keeps inode 0, which no file on disk has, so its files read as
+/// changed.
+pub struct PreviousDir {
+    dir: PathBuf,
+    /// Entries of the current leaf (a v1 tree: all of it), and the next.
+    leaf: std::vec::IntoIter<Node>,
+    next: Option<Node>,
+    /// The rest of a v2 directory; `None` for v1 or once read through.
+    leaves: Option<tree_v2::LeafReader>,
+}
+
+impl PreviousDir {
+    pub fn open(repo: &Repository, reader: &IndexReader, id: &Id, dir: &Path) -> Result<PreviousDir> {
+        let data = read_blob(repo, reader, id)?;
+        let mut prev = PreviousDir { dir: dir.to_path_buf(), leaf: Vec::new().into_iter(), next: None, leaves: None };
+        if tree_v2::blob_version(&data) != Some(tree_v2::VERSION) {
+            prev.leaf = Tree::decode(&data, id)?.nodes.into_iter();
+        } else {
+            prev.leaves = Some(tree_v2::LeafReader::new(id, &data)?);
+        }
+        prev.next = prev.leaf.next();
+        Ok(prev)
     }
-    let (mut tree, leaves) = tree_v2::assemble(id, &data, &mut read)?;
-    let index = repo.index()?;
-    let mut at = 0;
-    for (leaf, count) in leaves {
-        let nodes = &mut tree.nodes[at..at + count];
-        at += count;
-        let Some(first) = nodes.first() else { continue };
-        let restored = match index.change_record(&key(dir, &first.name))? {
-            Some(rec) => restore(&leaf, nodes, &rec),
-            None => false,
-        };
-        if !restored {
-            nodes.iter_mut().for_each(|n| n.inode = 0);
+
+    /// The entry named `name`, if the directory has it. Names must be asked
+    /// in increasing order; every entry before `name` is skipped for good.
+    /// A leaf that cannot be read ends the directory (its files and those
+    /// after it read as new: change detection only saves reading).
+    pub fn find(&mut self, repo: &Repository, reader: &IndexReader, name: &[u8]) -> Option<Node> {
+        loop {
+            match &self.next {
+                Some(n) if n.name.as_slice() < name => self.next = self.leaf.next(),
+                Some(n) if n.name.as_slice() == name => {
+                    let found = self.next.take();
+                    self.next = self.leaf.next();
+                    return found;
+                }
+                Some(_) => return None,
+                None => {
+                    let leaves = self.leaves.as_mut()?;
+                    match next_leaf(repo, reader, leaves, &self.dir) {
+                        Ok(Some(nodes)) => {
+                            self.leaf = nodes.into_iter();
+                            self.next = self.leaf.next();
+                        }
+                        _ => {
+                            self.leaves = None;
+                            return None;
+                        }
+                    }
+                }
+            }
         }
     }
-    Ok(tree)
+}
+
+fn read_blob(repo: &Repository, reader: &IndexReader, b: &Id) -> Result<std::sync::Arc<[u8]>> {
+    let loc = reader.lookup(b)?.ok_or(crate::error::Error::BlobNotInIndex(*b))?;
+    repo.blob_reader()?.read_at(repo, b, &loc)
+}
+
+/// The next leaf of a v2 directory with inode and ctime from the cache.
+fn next_leaf(
+    repo: &Repository,
+    reader: &IndexReader,
+    leaves: &mut tree_v2::LeafReader,
+    dir: &Path,
+) -> Result<Option<Vec<Node>>> {
+    let Some((leaf, mut nodes)) = leaves.next_leaf(&mut |b: &Id| read_blob(repo, reader, b))? else {
+        return Ok(None);
+    };
+    let restored = match nodes.first() {
+        Some(first) => match repo.index()?.change_record(&key(dir, &first.name))? {
+            Some(rec) => restore(&leaf, &mut nodes, &rec),
+            None => false,
+        },
+        None => true,
+    };
+    if !restored {
+        nodes.iter_mut().for_each(|n| n.inode = 0);
+    }
+    Ok(Some(nodes))
 }

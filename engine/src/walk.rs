@@ -1,16 +1,27 @@
 //! The parallel directory walker: lists the directories of a backup's
 //! sources, several at once and ahead of need, and hands the listings out
 //! strictly depth first in name order (the order a snapshot's trees are
-//! built in). Each entry is stat'ed relative to its directory and matched
-//! with the same name in the parent snapshot's tree, so the consumer can
-//! tell unchanged files without another lookup.
+//! built in). Each entry is stat'ed and matched with the same name in the
+//! parent snapshot's tree, so the consumer can tell unchanged files
+//! without another lookup.
+//!
+//! Memory does not grow with the size of a directory beyond its names: a
+//! directory is read whole once (readdir gives names unsorted, and the
+//! snapshot needs them sorted), its names kept packed in one buffer (16
+//! bytes plus the name's length each); then it is stat'ed and handed out
+//! in pieces of [`PIECE_ENTRIES`] entries, each listed only when the walk
+//! is about to need it, and the parent snapshot's tree of it is read a leaf
+//! at a time beside the names ([`crate::change_cache::PreviousDir`]).
+//! Listed pieces waiting for the walk are bounded by [`LIST_AHEAD_ENTRIES`].
 
 use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 
+use crate::change_cache::PreviousDir;
 use crate::error::{Error, Result};
 use crate::exclude::Excludes;
 use crate::format::tree::{Node, NodeKind};
@@ -33,15 +44,38 @@ pub(crate) struct ListEnv<'a> {
     pub mounts: &'a HashSet<PathBuf>,
 }
 
-/// Where a directory is in the walk: the source's index, then the index of
-/// each directory on the way down among its parent's sorted entries. Keys
-/// compare in exactly depth-first, name-sorted order (a directory's key is a
-/// prefix of its descendants' keys), the order the walk consumes them.
-pub(crate) type WalkKey = Vec<u32>;
+/// Where a piece of a listing is in the walk, as a path of numbers from
+/// the source's index down: a directory's key is a prefix of the keys of
+/// everything in it, its piece starting at child `i` is the directory's key
+/// and `2i`, its subdirectory `i` the directory's key and `2i + 1`. Keys
+/// compare in exactly depth-first, name-sorted order, the order the walk
+/// consumes them: a piece before the subdirectories it lists, and those
+/// (with everything below them) before the next piece.
+pub(crate) type WalkKey = Vec<u64>;
 
-/// Entries of listed but not yet consumed directories kept at most, beyond
-/// the one directory the walk waits for: bounds the memory of looking ahead.
-const LIST_AHEAD_ENTRIES: usize = 16 * 1024;
+/// The key of the piece of the directory `dir` whose first child is `first`.
+pub(crate) fn piece_key(dir: &[u64], first: u64) -> WalkKey {
+    let mut k = dir.to_vec();
+    k.push(2 * first);
+    k
+}
+
+/// The key of the directory that is child `i` of the directory `dir`.
+pub(crate) fn subdir_key(dir: &[u64], i: u64) -> WalkKey {
+    let mut k = dir.to_vec();
+    k.push(2 * i + 1);
+    k
+}
+
+/// Entries of listed but not yet consumed pieces kept at most, beyond the
+/// one piece the walk waits for: bounds the memory of looking ahead (a
+/// stat'ed entry is some 400 bytes; four pieces keep the listers that far
+/// ahead of the walk, as far as the events channel lets the walk run).
+const LIST_AHEAD_ENTRIES: usize = 4 * PIECE_ENTRIES;
+
+/// Entries stat'ed and handed out at once: a directory of a million
+/// entries is a thousand pieces, each listed when the walk nears it.
+pub(crate) const PIECE_ENTRIES: usize = 1024;
 
 /// One entry of a directory listing.
 pub(crate) struct Child {
@@ -58,14 +92,18 @@ pub(crate) struct Child {
     pub(crate) mount_point: bool,
 }
 
-/// A directory's entries sorted by name, each stat'ed.
+/// A piece of a directory's entries sorted by name, each stat'ed.
 #[derive(Default)]
 pub(crate) struct Listing {
     pub(crate) children: Vec<Option<Child>>,
-    /// Why it could not be read (fully).
+    /// Why the directory could not be read (fully); on its first piece.
     pub(crate) errors: Vec<String>,
     /// Entries left out by the excludes (not counting what is below them).
     pub(crate) excluded: u64,
+    /// The position of the first child among the directory's children.
+    pub(crate) first: u64,
+    /// More pieces of the directory follow.
+    pub(crate) more: bool,
 }
 
 struct DirJob {
@@ -74,6 +112,60 @@ struct DirJob {
     prev_tree: Option<Id>,
     /// Its device number, to tell mount points below it.
     dev: u64,
+    /// Once the directory is read: what is left of it (boxed: most jobs
+    /// wait in the queue unread).
+    open: Option<Box<OpenDir>>,
+}
+
+/// A directory read and partly handed out.
+struct OpenDir {
+    names: Names,
+    /// The next name to list.
+    next: usize,
+    /// Children kept so far (the position of the next one).
+    kept: u64,
+    /// The parent snapshot's tree of the directory, read along.
+    prev: Option<PreviousDir>,
+}
+
+/// A directory's names sorted as bytes, packed into one buffer: 16 bytes
+/// and the name each, where a `Vec` of names would cost 24 bytes and an
+/// allocation each.
+#[derive(Default)]
+struct Names {
+    bytes: Vec<u8>,
+    /// Start and length of each name; the top bit of the length: a
+    /// directory, as readdir says (only asked for when patterns apply).
+    spans: Vec<(usize, u32)>,
+}
+
+const DIR_BIT: u32 = 1 << 31;
+
+impl Names {
+    fn push(&mut self, name: &[u8], is_dir: bool) {
+        let len = name.len().min((DIR_BIT - 1) as usize) as u32;
+        self.spans.push((self.bytes.len(), len | if is_dir { DIR_BIT } else { 0 }));
+        self.bytes.extend_from_slice(&name[..len as usize]);
+    }
+
+    fn name(&self, span: (usize, u32)) -> &[u8] {
+        &self.bytes[span.0..span.0 + (span.1 & !DIR_BIT) as usize]
+    }
+
+    fn sort(&mut self) {
+        let mut spans = std::mem::take(&mut self.spans);
+        spans.sort_unstable_by(|a, b| self.name(*a).cmp(self.name(*b)));
+        self.spans = spans;
+    }
+
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    fn get(&self, i: usize) -> (&OsStr, bool) {
+        let span = self.spans[i];
+        (OsStr::from_bytes(self.name(span)), span.1 & DIR_BIT != 0)
+    }
 }
 
 #[derive(Default)]
@@ -107,15 +199,18 @@ impl Drop for StopOnDrop<'_> {
 }
 
 impl DirPool {
-    pub(crate) fn submit(&self, key: WalkKey, path: PathBuf, prev_tree: Option<Id>, dev: u64) {
+    /// Queues the listing of a source directory whose key is `dir`; its
+    /// first piece is `piece_key(dir, 0)`.
+    pub(crate) fn submit(&self, dir: &[u64], path: PathBuf, prev_tree: Option<Id>, dev: u64) {
         if let Ok(mut s) = self.state.lock() {
-            s.todo.insert(key, DirJob { path, prev_tree, dev });
+            s.todo.insert(piece_key(dir, 0), DirJob { path, prev_tree, dev, open: None });
         }
         self.changed.notify_all();
     }
 
-    /// Waits for the listing of `key`, which must have been submitted
-    /// (directly or as a subdirectory of a listed directory).
+    /// Waits for the piece of a listing at `key`, which must have been
+    /// submitted (directly, as a subdirectory of a listed piece or as the
+    /// piece after one with `more` set).
     pub(crate) fn take(&self, key: &WalkKey, env: &ListEnv<'_>) -> Result<Listing> {
         let mut s = crate::sync::lock(&self.state, "the directory lister's state")?;
         loop {
@@ -139,10 +234,11 @@ impl DirPool {
         }
     }
 
-    /// A lister thread: takes the first directory in walk order, lists it,
-    /// queues its subdirectories and hands the listing over. It waits while
-    /// the buffer is full, unless its directory comes before everything
-    /// buffered: the walk needs that one first, so it must never wait.
+    /// A lister thread: takes the first piece in walk order, lists it,
+    /// queues its subdirectories and the directory's next piece, and hands
+    /// the piece over. It waits while the buffer is full, unless its piece
+    /// comes before everything buffered: the walk needs that one first, so
+    /// it must never wait.
     pub(crate) fn work(&self, env: &ListEnv<'_>) {
         // Parent trees were all in the index before this backup started, so
         // one read transaction serves the whole walk.
@@ -172,9 +268,9 @@ impl DirPool {
                     };
                 }
             };
-            let (listing, subdirs) = list_dir(env, reader.as_ref(), &mut owners, &key, &job);
+            let (listing, subdirs, rest) = list_piece(env, reader.as_ref(), &mut owners, &key, job);
             let Ok(mut s) = self.state.lock() else { return };
-            for (k, j) in subdirs {
+            for (k, j) in subdirs.into_iter().chain(rest) {
                 s.todo.insert(k, j);
             }
             s.buffered += listing.children.len();
@@ -185,73 +281,53 @@ impl DirPool {
     }
 }
 
-/// Lists one directory: names sorted as bytes, each entry stat'ed relative
-/// to the directory (no path walk per entry) with its xattrs, and matched
-/// with the parent snapshot's tree. Returns the listing and the jobs of its
-/// subdirectories.
-fn list_dir(
+/// Lists the next piece of a directory (reading the directory first if
+/// this is its first piece): up to [`PIECE_ENTRIES`] entries in name
+/// order, each stat'ed with its xattrs and matched with the parent
+/// snapshot's tree. Returns the piece, the jobs of its subdirectories and,
+/// when entries are left, the job of the next piece.
+type Listed = (Listing, Vec<(WalkKey, DirJob)>, Option<(WalkKey, DirJob)>);
+
+fn list_piece(
     env: &ListEnv<'_>,
     reader: Option<&IndexReader>,
     owners: &mut OwnerNames,
     key: &WalkKey,
-    job: &DirJob,
-) -> (Listing, Vec<(WalkKey, DirJob)>) {
+    mut job: DirJob,
+) -> Listed {
     let mut listing = Listing::default();
     let mut subdirs = Vec::new();
     if (env.stopping)() {
-        return (listing, subdirs);
+        return (listing, subdirs, None);
     }
-    let rd = match std::fs::read_dir(&job.path) {
-        Ok(rd) => rd,
-        Err(e) => {
-            listing.errors.push(e.to_string());
-            return (listing, subdirs);
-        }
-    };
-    let mut entries: Vec<(std::ffi::OsString, std::fs::DirEntry)> = Vec::new();
-    for e in rd {
-        match e {
-            Ok(e) => entries.push((e.file_name(), e)),
-            Err(e) => listing.errors.push(e.to_string()),
-        }
-    }
-    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let dir = &key[..key.len() - 1];
     let excludes = env.excludes;
-    if let Some(marker) = excludes.marker(&job.path, entries.iter().map(|e| e.0.as_os_str())) {
-        let marker = marker.to_os_string();
-        let before = entries.len();
-        entries.retain(|e| e.0 == marker);
-        listing.excluded += (before - entries.len()) as u64;
+    if job.open.is_none() {
+        job.open = open_dir(env, reader, &job, &mut listing);
     }
-    let mut scratch = Vec::new();
-    // A tree that cannot be read only costs change detection: its files
-    // are read again.
-    let prev_tree = match (job.prev_tree, reader) {
-        (Some(id), Some(r)) => crate::change_cache::previous_tree(env.repo, r, &id, &job.path).ok(),
-        _ => None,
+    let Some(open) = job.open.as_mut() else {
+        return (listing, subdirs, None);
     };
-    listing.children.reserve(entries.len());
-    for (name, e) in entries {
-        // The key of a subdirectory is its index among the children kept.
-        let i = listing.children.len();
-        let path = job.path.join(&name);
+    listing.first = open.kept;
+    let mut scratch = Vec::new();
+    while listing.children.len() < PIECE_ENTRIES && open.next < open.names.len() {
+        let (name, is_dir) = open.names.get(open.next);
+        open.next += 1;
+        let path = job.path.join(name);
         let name = name.as_bytes();
-        if !excludes.patterns.is_empty() {
-            // The type from readdir needs no stat (the file system reports
-            // it in the directory entry), so an excluded entry costs none.
-            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-            if excludes.patterns.matches(path.as_os_str().as_bytes(), is_dir, &mut scratch) {
-                listing.excluded += 1;
-                continue;
-            }
+        if !excludes.patterns.is_empty() && excludes.patterns.matches(path.as_os_str().as_bytes(), is_dir, &mut scratch)
+        {
+            listing.excluded += 1;
+            continue;
         }
         let mut warnings = Vec::new();
-        let meta = match e.metadata() {
+        let meta = match std::fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(err) => {
                 warnings.push(err.to_string());
                 let child = Child { path, node: None, prev: None, warnings, descend: false, mount_point: false };
                 listing.children.push(Some(child));
+                open.kept += 1;
                 continue;
             }
         };
@@ -259,8 +335,14 @@ fn list_dir(
             listing.excluded += 1;
             continue;
         }
+        // The position of a child among the children kept.
+        let i = open.kept;
+        open.kept += 1;
         let node = node_from_metadata(name, &path, &meta, owners, &mut warnings);
-        let prev = prev_tree.as_ref().and_then(|t| t.find(name)).cloned();
+        let prev = match (open.prev.as_mut(), reader) {
+            (Some(p), Some(r)) => p.find(env.repo, r, name),
+            _ => None,
+        };
         let mut descend = false;
         let mount_point = node.kind == NodeKind::Dir
             && excludes.one_file_system
@@ -269,12 +351,67 @@ fn list_dir(
             listing.excluded += 1;
         } else if node.kind == NodeKind::Dir && env.skip_dir != Some(path.as_path()) {
             descend = true;
-            let mut sub = key.clone();
-            sub.push(u32::try_from(i).unwrap_or(u32::MAX));
             let prev_tree = prev.as_ref().and_then(|p| p.subtree);
-            subdirs.push((sub, DirJob { path: path.clone(), prev_tree, dev: meta.dev() }));
+            let sub = DirJob { path: path.clone(), prev_tree, dev: meta.dev(), open: None };
+            subdirs.push((piece_key(&subdir_key(dir, i), 0), sub));
         }
         listing.children.push(Some(Child { path, node: Some(node), prev, warnings, descend, mount_point }));
     }
-    (listing, subdirs)
+    listing.more = open.next < open.names.len();
+    let next = piece_key(dir, open.kept);
+    let rest = listing.more.then_some((next, job));
+    (listing, subdirs, rest)
+}
+
+/// Reads a directory's names and sorts them as bytes, applies the
+/// excludes' markers, and opens the parent snapshot's tree of it. `None`
+/// (with the error in `listing`) when it cannot be read.
+fn open_dir(
+    env: &ListEnv<'_>,
+    reader: Option<&IndexReader>,
+    job: &DirJob,
+    listing: &mut Listing,
+) -> Option<Box<OpenDir>> {
+    let rd = match std::fs::read_dir(&job.path) {
+        Ok(rd) => rd,
+        Err(e) => {
+            listing.errors.push(e.to_string());
+            return None;
+        }
+    };
+    let excludes = env.excludes;
+    let mut names = Names::default();
+    for e in rd {
+        match e {
+            // The type from readdir needs no stat (the file system reports
+            // it in the directory entry), so an excluded entry costs none.
+            Ok(e) => names.push(
+                e.file_name().as_bytes(),
+                !excludes.patterns.is_empty() && e.file_type().is_ok_and(|t| t.is_dir()),
+            ),
+            Err(e) => listing.errors.push(e.to_string()),
+        }
+    }
+    names.sort();
+    let all = (0..names.len()).map(|i| names.get(i).0);
+    if let Some(marker) = excludes.marker(&job.path, all).map(|m| m.to_os_string()) {
+        let mut kept = Names::default();
+        for i in 0..names.len() {
+            let (n, is_dir) = names.get(i);
+            if n == marker {
+                kept.push(n.as_bytes(), is_dir);
+            }
+        }
+        listing.excluded += (names.len() - kept.len()) as u64;
+        names = kept;
+    }
+    names.bytes.shrink_to_fit();
+    names.spans.shrink_to_fit();
+    // A tree that cannot be read only costs change detection: its files
+    // are read again.
+    let prev = match (job.prev_tree, reader) {
+        (Some(id), Some(r)) => PreviousDir::open(env.repo, r, &id, &job.path).ok(),
+        _ => None,
+    };
+    Some(Box::new(OpenDir { names, next: 0, kept: 0, prev }))
 }

@@ -183,90 +183,257 @@ fn header(w: &mut ByteWriter, level: u8, count: usize) {
 /// Encodes a directory in the canonical v2 split (spec 1.5). Sorts the
 /// entries by name; fails for unsafe or duplicate names and for fields too
 /// long for their length prefix. `blob_id` is the repository's blob id
-/// function.
+/// function. Blobs come out in the order of [`EncodedDir::blobs`].
 pub fn encode_dir(tree: &mut Tree, key: &SplitKey, blob_id: &dyn Fn(&[u8]) -> Id) -> Result<EncodedDir> {
     tree.nodes.sort_by(|a, b| a.name.cmp(&b.name));
     if let Some(w) = tree.nodes.windows(2).find(|w| w[0].name == w[1].name) {
         return Err(invalid(format!("duplicate name {:?}", w[0].name_lossy())));
     }
-    if u32::try_from(tree.nodes.len()).is_err() {
-        return Err(invalid("more than 2^32-1 entries in one directory".into()));
-    }
-    let mut blobs = Vec::new();
-    let mut entries: Vec<Vec<u8>> = Vec::with_capacity(tree.nodes.len());
+    let mut enc = DirEncoder::new(key.clone(), Box::new(blob_id));
     for n in &tree.nodes {
+        enc.push(n)?;
+    }
+    let root = enc.seal()?;
+    // Chunk lists first, then leaves, then nodes level by level (the
+    // encoder hands out each blob as soon as it is complete).
+    enc.out.sort_by_key(|(class, _, _)| *class);
+    let blobs = enc.out.into_iter().map(|(_, id, b)| (id, b)).collect();
+    Ok(EncodedDir { root, blobs, leaves: enc.leaves })
+}
+
+/// Where a blob stands in [`EncodedDir::blobs`]' order: chunk lists, then
+/// leaves, then nodes by level.
+type BlobClass = u8;
+const CLASS_LIST: BlobClass = 0;
+
+/// The open (not yet cut) part of one level: its items encoded, and what
+/// the cut rule and the level above need of it.
+#[derive(Default)]
+struct OpenPart {
+    body: Vec<u8>,
+    items: usize,
+    /// Encoded length of the items, as the cut rule counts it.
+    bytes: usize,
+    /// Entries below the items.
+    entries: u64,
+    first: Vec<u8>,
+}
+
+/// One level of nodes above the leaves while a directory is encoded.
+#[derive(Default)]
+struct NodeLevel {
+    part: OpenPart,
+    /// Items (children) this level has received so far.
+    items: u64,
+    /// The first child, which is the directory's root if it stays alone.
+    first: Option<Id>,
+    /// A node cut after the level's first child alone (only an item of
+    /// 64 KiB does that): it exists only if a second child follows, since a
+    /// level of one item is the root itself (spec 1.5).
+    held: Option<(Id, Vec<u8>, u64, Vec<u8>)>,
+}
+
+/// The repository's blob id function, as the encoder keeps it.
+pub type BlobIdFn<'a> = Box<dyn Fn(&[u8]) -> Id + 'a>;
+
+/// Encodes a directory entry by entry, in name order, into the canonical
+/// v2 split (spec 1.5), handing out every blob as soon as it is complete.
+/// The cuts are content-defined and depend only on the entries before
+/// them, so a leaf is cut the moment its last entry arrives: the encoder
+/// holds one open leaf and one open node per level (each bounded by the
+/// cut's MAX and MAX_BYTES), whatever the size of the directory, and gives
+/// the same blobs as [`encode_dir`] on the whole directory.
+pub struct DirEncoder<'a> {
+    key: SplitKey,
+    blob_id: BlobIdFn<'a>,
+    leaf: OpenPart,
+    levels: Vec<NodeLevel>,
+    last_name: Option<Vec<u8>>,
+    entries: u64,
+    /// Complete blobs not yet taken, with their class.
+    out: Vec<(BlobClass, Id, Vec<u8>)>,
+    /// Leaves cut and not yet taken: id and entry count, in name order.
+    leaves: Vec<(Id, usize)>,
+}
+
+impl<'a> DirEncoder<'a> {
+    pub fn new(key: SplitKey, blob_id: BlobIdFn<'a>) -> Self {
+        DirEncoder {
+            key,
+            blob_id,
+            leaf: OpenPart::default(),
+            levels: Vec::new(),
+            last_name: None,
+            entries: 0,
+            out: Vec::new(),
+            leaves: Vec::new(),
+        }
+    }
+
+    /// Adds the next entry; names must come strictly increasing.
+    pub fn push(&mut self, n: &Node) -> Result<()> {
+        if let Some(last) = &self.last_name {
+            if *last == n.name {
+                return Err(invalid(format!("duplicate name {:?}", n.name_lossy())));
+            }
+            if *last > n.name {
+                return Err(invalid(format!("{:?} out of name order", n.name_lossy())));
+            }
+        }
+        if self.entries >= u64::from(u32::MAX) {
+            return Err(invalid("more than 2^32-1 entries in one directory".into()));
+        }
         let lists = if n.kind.has_chunks() && n.chunks.len() > INLINE_CHUNKS_MAX {
-            let hashes: Vec<u32> = n.chunks.iter().map(|c| key.hash(LIST_DOMAIN, &c.0)).collect();
+            let hashes: Vec<u32> = n.chunks.iter().map(|c| self.key.hash(LIST_DOMAIN, &c.0)).collect();
             let lens = vec![32usize; n.chunks.len()];
             let mut start = 0;
             let mut ids = Vec::new();
             for end in cut_points(&hashes, &lens, LIST_CUT) {
                 let data = encode_chunk_list(&n.chunks[start..end]);
-                let id = blob_id(&data);
+                let id = (self.blob_id)(&data);
                 ids.push(id);
-                blobs.push((id, data));
+                self.out.push((CLASS_LIST, id, data));
                 start = end;
             }
             Some(ids)
         } else {
             None
         };
-        let mut w = ByteWriter::default();
-        encode_entry(&mut w, n, lists.as_deref())?;
-        entries.push(w.buf);
+        let mut w = ByteWriter { buf: std::mem::take(&mut self.leaf.body) };
+        let before = w.buf.len();
+        let encoded = encode_entry(&mut w, n, lists.as_deref());
+        let len = w.buf.len() - before;
+        self.leaf.body = w.buf;
+        if let Err(e) = encoded {
+            self.leaf.body.truncate(before);
+            return Err(e);
+        }
+        if self.leaf.items == 0 {
+            self.leaf.first = n.name.clone();
+        }
+        self.leaf.items += 1;
+        self.leaf.entries += 1;
+        self.leaf.bytes = self.leaf.bytes.saturating_add(len);
+        self.entries += 1;
+        self.last_name = Some(n.name.clone());
+        if cuts(&self.leaf, self.key.hash(0, &n.name), LEAF_CUT) {
+            self.cut_leaf()?;
+        }
+        Ok(())
     }
 
-    // Level 0: leaves of entries.
-    let hashes: Vec<u32> = tree.nodes.iter().map(|n| key.hash(0, &n.name)).collect();
-    let lens: Vec<usize> = entries.iter().map(|e| e.len()).collect();
-    let ends = if entries.is_empty() { vec![0] } else { cut_points(&hashes, &lens, LEAF_CUT) };
-    // Children of the next level: (id, entries below, first name).
-    let mut level_items: Vec<(Id, u64, Vec<u8>)> = Vec::new();
-    let mut leaves = Vec::new();
-    let mut start = 0;
-    for end in ends {
-        let mut w = ByteWriter::with_capacity(HEADER_LEN + lens[start..end].iter().sum::<usize>());
-        header(&mut w, 0, end - start);
-        entries[start..end].iter().for_each(|e| w.bytes(e));
-        let id = blob_id(&w.buf);
-        blobs.push((id, w.buf));
-        leaves.push((id, end - start));
-        let first = tree.nodes.get(start).map(|n| n.name.clone()).unwrap_or_default();
-        level_items.push((id, (end - start) as u64, first));
-        start = end;
+    /// Complete blobs since the last call, to be stored: chunk lists before
+    /// the leaf naming them, every child before its node.
+    pub fn take_blobs(&mut self) -> impl Iterator<Item = (Id, Vec<u8>)> + '_ {
+        self.out.drain(..).map(|(_, id, b)| (id, b))
     }
-    let mut level = 0u8;
-    while level_items.len() > 1 {
-        level += 1;
-        if level > MAX_LEVEL {
+
+    /// Leaves cut since the last call: id and entry count, in name order.
+    pub fn take_leaves(&mut self) -> impl Iterator<Item = (Id, usize)> + '_ {
+        self.leaves.drain(..)
+    }
+
+    /// Bytes the encoder holds: the open leaf, the open node of each level
+    /// and blobs not yet taken. Bounded by the cut rule, not by the
+    /// directory's size.
+    pub fn held_bytes(&self) -> usize {
+        let parts: usize = self.levels.iter().map(|l| l.part.body.len() + l.part.first.len()).sum();
+        self.leaf.body.len() + parts + self.out.iter().map(|(_, _, b)| b.len()).sum::<usize>()
+    }
+
+    /// Cuts what is open at every level; returns the directory's id. The
+    /// last blobs and leaves are left to take.
+    pub fn seal(&mut self) -> Result<Id> {
+        if self.leaf.items > 0 || self.entries == 0 {
+            self.cut_leaf()?;
+        }
+        let mut level = 0;
+        loop {
+            let Some(l) = self.levels.get_mut(level) else {
+                return Err(invalid("a directory without leaves".into()));
+            };
+            if l.items == 1 {
+                // A level of one item is no level: that item is the root.
+                return l.first.ok_or_else(|| invalid("a level without its first item".into()));
+            }
+            if l.part.items > 0 {
+                let part = std::mem::take(&mut l.part);
+                self.cut_node(level, part)?;
+            }
+            level += 1;
+        }
+    }
+
+    fn cut_leaf(&mut self) -> Result<()> {
+        let part = std::mem::take(&mut self.leaf);
+        let mut w = ByteWriter::with_capacity(HEADER_LEN + part.body.len());
+        header(&mut w, 0, part.items);
+        w.bytes(&part.body);
+        let id = (self.blob_id)(&w.buf);
+        self.out.push((1, id, w.buf));
+        self.leaves.push((id, part.items));
+        self.add_child(0, id, part.entries, part.first)
+    }
+
+    /// Adds a child to the nodes of level `at + 1` (`levels[at]`).
+    fn add_child(&mut self, at: usize, id: Id, entries: u64, first: Vec<u8>) -> Result<()> {
+        if at >= usize::from(MAX_LEVEL) {
             return Err(invalid("directory too large to split".into()));
         }
-        let hashes: Vec<u32> = level_items.iter().map(|c| key.hash(level, &c.2)).collect();
-        let lens: Vec<usize> = level_items.iter().map(|c| 42 + c.2.len()).collect();
-        let mut next = Vec::new();
-        let mut start = 0;
-        for end in cut_points(&hashes, &lens, NODE_CUT) {
-            let mut w = ByteWriter::with_capacity(HEADER_LEN + lens[start..end].iter().sum::<usize>());
-            header(&mut w, level, end - start);
-            let mut total = 0u64;
-            for (id, count, first) in &level_items[start..end] {
-                w.id(id);
-                w.u64(*count);
-                w.u16(first.len() as u16);
-                w.bytes(first);
-                total += count;
-            }
-            let id = blob_id(&w.buf);
-            blobs.push((id, w.buf));
-            next.push((id, total, level_items[start].2.clone()));
-            start = end;
+        if self.levels.len() <= at {
+            self.levels.push(NodeLevel::default());
         }
-        // A level of one item per part cannot shrink; the MIN of 16 and a
-        // forced cut at MAX only produce a one-item part at the very end.
-        level_items = next;
+        let l = &mut self.levels[at];
+        l.items += 1;
+        if l.items == 1 {
+            l.first = Some(id);
+        }
+        if let Some((hid, data, hentries, hfirst)) = l.held.take() {
+            self.out.push((at as u8 + 2, hid, data));
+            self.add_child(at + 1, hid, hentries, hfirst)?;
+        }
+        let level = at as u8 + 1;
+        let hash = self.key.hash(level, &first);
+        let l = &mut self.levels[at];
+        let mut w = ByteWriter { buf: std::mem::take(&mut l.part.body) };
+        w.id(&id);
+        w.u64(entries);
+        w.u16(first.len() as u16);
+        w.bytes(&first);
+        l.part.body = w.buf;
+        l.part.bytes = l.part.bytes.saturating_add(42 + first.len());
+        l.part.entries += entries;
+        if l.part.items == 0 {
+            l.part.first = first;
+        }
+        l.part.items += 1;
+        if cuts(&l.part, hash, NODE_CUT) {
+            let part = std::mem::take(&mut l.part);
+            self.cut_node(at, part)?;
+        }
+        Ok(())
     }
-    let root = level_items[0].0;
-    Ok(EncodedDir { root, blobs, leaves })
+
+    fn cut_node(&mut self, at: usize, part: OpenPart) -> Result<()> {
+        let level = at as u8 + 1;
+        let mut w = ByteWriter::with_capacity(HEADER_LEN + part.body.len());
+        header(&mut w, level, part.items);
+        w.bytes(&part.body);
+        let id = (self.blob_id)(&w.buf);
+        let l = &mut self.levels[at];
+        if l.items == 1 {
+            l.held = Some((id, w.buf, part.entries, part.first));
+            return Ok(());
+        }
+        self.out.push((level + 1, id, w.buf));
+        self.add_child(at + 1, id, part.entries, part.first)
+    }
+}
+
+/// Whether the cut rule (spec 1.5) ends `part` after its newest item,
+/// whose boundary hash is `hash` (the end of the input cuts apart).
+fn cuts(part: &OpenPart, hash: u32, cut: Cut) -> bool {
+    part.items >= cut.max || part.bytes >= cut.max_bytes || (part.items >= cut.min && hash & cut.mask == 0)
 }
 
 /// One decoded tree blob of version 2.
@@ -472,62 +639,122 @@ fn resolve_lists(entry: LeafEntry, read: &mut ReadBlob<'_>, leaf: &Id) -> Result
 pub fn assemble(root: &Id, data: &[u8], read: &mut ReadBlob<'_>) -> Result<(Tree, Vec<(Id, usize)>)> {
     let mut nodes = Vec::new();
     let mut leaves = Vec::new();
-    match decode_blob(data, root)? {
-        TreeBlob::Leaf(entries) => {
-            leaves.push((*root, entries.len()));
-            for e in entries {
-                nodes.push(resolve_lists(e, read, root)?);
-            }
-        }
-        TreeBlob::Node { level, children } => {
-            collect(root, level, children, read, &mut nodes, &mut leaves)?;
-        }
+    let mut r = LeafReader::new(root, data)?;
+    while let Some((id, part)) = r.next_leaf(read)? {
+        leaves.push((id, part.len()));
+        nodes.extend(part);
     }
     Ok((Tree { nodes }, leaves))
 }
 
-fn collect(
-    id: &Id,
+/// A node being read: its children, the next one, and what its parent
+/// says of it (checked once it is read through).
+struct OpenNode {
+    id: Id,
     level: u8,
-    children: Vec<Child>,
-    read: &mut ReadBlob<'_>,
-    nodes: &mut Vec<Node>,
-    leaves: &mut Vec<(Id, usize)>,
-) -> Result<()> {
-    for child in children {
-        let before = nodes.len();
-        let data = read(&child.id)?;
-        match decode_blob(&data, &child.id)? {
-            TreeBlob::Leaf(entries) if level == 1 => {
-                if entries.is_empty() {
-                    return Err(mismatch(id, "an empty leaf as a child".into()));
+    children: std::vec::IntoIter<Child>,
+    /// The parent's id and the entry count it lists for this node; `None`
+    /// for the root.
+    listed: Option<(Id, u64)>,
+    /// Entries read before this node's first.
+    start: u64,
+}
+
+/// Reads a directory leaf after leaf in name order, holding one leaf and
+/// the nodes on the way to it (a split directory of any size in bounded
+/// memory), and checks every cross-blob rule of spec 1.4 as it goes: each
+/// child is of the level below its parent, has the first name and entry
+/// count its parent lists, and names increase across leaves.
+pub struct LeafReader {
+    stack: Vec<OpenNode>,
+    /// The root, when it is a leaf, until it is read.
+    root_leaf: Option<(Id, Vec<LeafEntry>)>,
+    last_name: Option<Vec<u8>>,
+    entries: u64,
+}
+
+impl LeafReader {
+    pub fn new(root: &Id, data: &[u8]) -> Result<Self> {
+        let mut r = LeafReader { stack: Vec::new(), root_leaf: None, last_name: None, entries: 0 };
+        match decode_blob(data, root)? {
+            TreeBlob::Leaf(entries) => r.root_leaf = Some((*root, entries)),
+            TreeBlob::Node { level, children } => {
+                r.stack.push(OpenNode { id: *root, level, children: children.into_iter(), listed: None, start: 0 })
+            }
+        }
+        Ok(r)
+    }
+
+    /// The next leaf (its id and entries, chunk lists resolved), or `None`
+    /// after the last.
+    pub fn next_leaf(&mut self, read: &mut ReadBlob<'_>) -> Result<Option<(Id, Vec<Node>)>> {
+        if let Some((id, entries)) = self.root_leaf.take() {
+            let nodes = entries.into_iter().map(|e| resolve_lists(e, read, &id)).collect::<Result<Vec<_>>>()?;
+            self.entries = nodes.len() as u64;
+            return Ok(Some((id, nodes)));
+        }
+        loop {
+            let Some(top) = self.stack.last_mut() else { return Ok(None) };
+            let Some(child) = top.children.next() else {
+                let done = self.stack.pop().expect("a node on the stack");
+                if let Some((parent, count)) = done.listed {
+                    if self.entries - done.start != count {
+                        return Err(mismatch(
+                            &parent,
+                            format!("child {} does not match its first name or entry count", done.id.short()),
+                        ));
+                    }
                 }
-                leaves.push((child.id, entries.len()));
-                for e in entries {
-                    if nodes.last().is_some_and(|p: &Node| p.name >= e.node.name) {
+                continue;
+            };
+            let (parent, level) = (top.id, top.level);
+            let data = read(&child.id)?;
+            match decode_blob(&data, &child.id)? {
+                TreeBlob::Leaf(entries) if level == 1 => {
+                    if entries.is_empty() {
+                        return Err(mismatch(&parent, "an empty leaf as a child".into()));
+                    }
+                    if entries[0].node.name != child.first_name || entries.len() as u64 != child.entries {
+                        return Err(mismatch(
+                            &parent,
+                            format!("child {} does not match its first name or entry count", child.id.short()),
+                        ));
+                    }
+                    if self.last_name.as_ref().is_some_and(|p| *p >= entries[0].node.name) {
                         return Err(mismatch(&child.id, "entries not sorted across leaves".into()));
                     }
-                    nodes.push(resolve_lists(e, read, &child.id)?);
+                    self.entries += entries.len() as u64;
+                    if u32::try_from(self.entries).is_err() {
+                        return Err(mismatch(&parent, "more than 2^32-1 entries".into()));
+                    }
+                    let nodes =
+                        entries.into_iter().map(|e| resolve_lists(e, read, &child.id)).collect::<Result<Vec<_>>>()?;
+                    self.last_name = nodes.last().map(|n| n.name.clone());
+                    return Ok(Some((child.id, nodes)));
+                }
+                TreeBlob::Node { level: l, children } if l + 1 == level => {
+                    // A node's first name is its first child's, down to
+                    // the leaf whose first entry bears it.
+                    if children.first().map(|c| &c.first_name) != Some(&child.first_name) {
+                        return Err(mismatch(
+                            &parent,
+                            format!("child {} does not match its first name or entry count", child.id.short()),
+                        ));
+                    }
+                    self.stack.push(OpenNode {
+                        id: child.id,
+                        level: l,
+                        children: children.into_iter(),
+                        listed: Some((parent, child.entries)),
+                        start: self.entries,
+                    });
+                }
+                _ => {
+                    return Err(mismatch(&parent, format!("child {} is not of level {}", child.id.short(), level - 1)))
                 }
             }
-            TreeBlob::Node { level: l, children: grand } if l + 1 == level => {
-                collect(&child.id, l, grand, read, nodes, leaves)?;
-            }
-            _ => return Err(mismatch(id, format!("child {} is not of level {}", child.id.short(), level - 1))),
-        }
-        if nodes.get(before).map(|n| &n.name) != Some(&child.first_name)
-            || (nodes.len() - before) as u64 != child.entries
-        {
-            return Err(mismatch(
-                id,
-                format!("child {} does not match its first name or entry count", child.id.short()),
-            ));
-        }
-        if u32::try_from(nodes.len()).is_err() {
-            return Err(mismatch(id, "more than 2^32-1 entries".into()));
         }
     }
-    Ok(())
 }
 
 /// Finds one name in the directory whose root blob is `root`, reading
@@ -795,5 +1022,198 @@ mod tests {
         assert!(encode_dir(&mut dup, &key(), &|b| Id::hash(b)).is_err());
         let seen: HashSet<_> = map.keys().collect();
         assert!(seen.contains(&root));
+    }
+
+    /// The whole-directory encoder that `DirEncoder` replaced, kept as the
+    /// reference its output must equal blob for blob: the split of every
+    /// level computed over the level's complete list of items.
+    fn batch_encode_dir(tree: &mut Tree, key: &SplitKey, blob_id: &dyn Fn(&[u8]) -> Id) -> Result<EncodedDir> {
+        tree.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(w) = tree.nodes.windows(2).find(|w| w[0].name == w[1].name) {
+            return Err(invalid(format!("duplicate name {:?}", w[0].name_lossy())));
+        }
+        if u32::try_from(tree.nodes.len()).is_err() {
+            return Err(invalid("more than 2^32-1 entries in one directory".into()));
+        }
+        let mut blobs = Vec::new();
+        let mut entries: Vec<Vec<u8>> = Vec::with_capacity(tree.nodes.len());
+        for n in &tree.nodes {
+            let lists = if n.kind.has_chunks() && n.chunks.len() > INLINE_CHUNKS_MAX {
+                let hashes: Vec<u32> = n.chunks.iter().map(|c| key.hash(LIST_DOMAIN, &c.0)).collect();
+                let lens = vec![32usize; n.chunks.len()];
+                let mut start = 0;
+                let mut ids = Vec::new();
+                for end in cut_points(&hashes, &lens, LIST_CUT) {
+                    let data = encode_chunk_list(&n.chunks[start..end]);
+                    let id = blob_id(&data);
+                    ids.push(id);
+                    blobs.push((id, data));
+                    start = end;
+                }
+                Some(ids)
+            } else {
+                None
+            };
+            let mut w = ByteWriter::default();
+            encode_entry(&mut w, n, lists.as_deref())?;
+            entries.push(w.buf);
+        }
+
+        // Level 0: leaves of entries.
+        let hashes: Vec<u32> = tree.nodes.iter().map(|n| key.hash(0, &n.name)).collect();
+        let lens: Vec<usize> = entries.iter().map(|e| e.len()).collect();
+        let ends = if entries.is_empty() { vec![0] } else { cut_points(&hashes, &lens, LEAF_CUT) };
+        // Children of the next level: (id, entries below, first name).
+        let mut level_items: Vec<(Id, u64, Vec<u8>)> = Vec::new();
+        let mut leaves = Vec::new();
+        let mut start = 0;
+        for end in ends {
+            let mut w = ByteWriter::with_capacity(HEADER_LEN + lens[start..end].iter().sum::<usize>());
+            header(&mut w, 0, end - start);
+            entries[start..end].iter().for_each(|e| w.bytes(e));
+            let id = blob_id(&w.buf);
+            blobs.push((id, w.buf));
+            leaves.push((id, end - start));
+            let first = tree.nodes.get(start).map(|n| n.name.clone()).unwrap_or_default();
+            level_items.push((id, (end - start) as u64, first));
+            start = end;
+        }
+        let mut level = 0u8;
+        while level_items.len() > 1 {
+            level += 1;
+            if level > MAX_LEVEL {
+                return Err(invalid("directory too large to split".into()));
+            }
+            let hashes: Vec<u32> = level_items.iter().map(|c| key.hash(level, &c.2)).collect();
+            let lens: Vec<usize> = level_items.iter().map(|c| 42 + c.2.len()).collect();
+            let mut next = Vec::new();
+            let mut start = 0;
+            for end in cut_points(&hashes, &lens, NODE_CUT) {
+                let mut w = ByteWriter::with_capacity(HEADER_LEN + lens[start..end].iter().sum::<usize>());
+                header(&mut w, level, end - start);
+                let mut total = 0u64;
+                for (id, count, first) in &level_items[start..end] {
+                    w.id(id);
+                    w.u64(*count);
+                    w.u16(first.len() as u16);
+                    w.bytes(first);
+                    total += count;
+                }
+                let id = blob_id(&w.buf);
+                blobs.push((id, w.buf));
+                next.push((id, total, level_items[start].2.clone()));
+                start = end;
+            }
+            // A level of one item per part cannot shrink; the MIN of 16 and a
+            // forced cut at MAX only produce a one-item part at the very end.
+            level_items = next;
+        }
+        let root = level_items[0].0;
+        Ok(EncodedDir { root, blobs, leaves })
+    }
+
+    /// Shapes whose splits exercise every cut: many leaves and two node
+    /// levels, leaves cut by MAX_BYTES (long targets), nodes cut early by
+    /// long names, chunk lists, one entry, none.
+    fn shapes() -> Vec<Tree> {
+        let mut long_targets: Vec<Node> = (0..1500u64)
+            .map(|i| {
+                let mut n = Node::new(NodeKind::Symlink, format!("link-{i:05}").into_bytes());
+                n.mode = 0o120777;
+                n.target = format!("{i:05}/{}", "t".repeat(3994)).into_bytes();
+                n
+            })
+            .collect();
+        let mut big = file("big.img", 3);
+        big.chunks = (0..20_000u32).map(|i| Id::hash(&i.to_le_bytes())).collect();
+        long_targets.push(big);
+        let long_names = (0..3000u64).map(|i| file(&format!("{i:06}-{}", "n".repeat(240)), i)).collect();
+        // Names of 65,500 bytes (the format allows them; no file system
+        // does): four entries fill a leaf, and one such first name fills a
+        // node's MAX_BYTES, so a node is cut after that one child. With one
+        // leaf, that node must not exist (the leaf is the root); with more,
+        // no level ever shrinks to one item and both encoders refuse.
+        let huge = |count: u64| Tree {
+            nodes: (0..count).map(|i| file(&format!("{i:03}{}", "h".repeat(65_497)), i)).collect(),
+        };
+        vec![
+            big_dir(250_000),
+            huge(3),
+            huge(9),
+            Tree { nodes: long_targets },
+            Tree { nodes: long_names },
+            Tree { nodes: vec![file("only", 1)] },
+            Tree::default(),
+        ]
+    }
+
+    #[test]
+    fn the_streaming_encoder_gives_the_batch_split_blob_for_blob() {
+        for (k, t) in shapes().into_iter().enumerate() {
+            // Several keys: where the cuts fall (and so one-child nodes at
+            // the end of a level) depends on the key.
+            for seed in 0u32..if k == 0 { 2 } else { 12 } {
+                let key = SplitKey(*blake3::hash(&seed.to_le_bytes()).as_bytes());
+                let want = batch_encode_dir(&mut t.clone(), &key, &|b| Id::hash(b));
+                let got = encode_dir(&mut t.clone(), &key, &|b| Id::hash(b));
+                match k {
+                    1 => assert!(matches!(&got, Ok(e) if e.blobs.len() == 1), "one leaf, and it is the root"),
+                    2 => assert!(got.is_err(), "no level of huge first names shrinks"),
+                    _ => {}
+                }
+                let (got, want) = match (got, want) {
+                    (Ok(g), Ok(w)) => (g, w),
+                    (Err(g), Err(w)) => {
+                        assert_eq!(g.to_string(), w.to_string(), "shape {k}, key {seed}");
+                        continue;
+                    }
+                    (g, w) => panic!("shape {k}, key {seed}: {:?} against {:?}", g.map(|e| e.root), w.map(|e| e.root)),
+                };
+                assert_eq!(got.root, want.root, "shape {k}, key {seed}");
+                assert_eq!(got.leaves, want.leaves, "shape {k}, key {seed}");
+                let ids = |e: &EncodedDir| e.blobs.iter().map(|(id, _)| *id).collect::<Vec<_>>();
+                assert_eq!(ids(&got), ids(&want), "shape {k}, key {seed}: blobs or their order");
+            }
+        }
+    }
+
+    /// The encoder's memory is one open part per level: the same bound for
+    /// 20,000 entries as for 200,000, far below either directory's size.
+    #[test]
+    fn the_streaming_encoder_holds_a_bounded_part_of_any_directory() {
+        let mut peaks = Vec::new();
+        for n in [20_000u64, 200_000] {
+            let mut t = big_dir(n);
+            t.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+            let mut enc = DirEncoder::new(key(), Box::new(|b: &[u8]| Id::hash(b)));
+            let (mut peak, mut total, mut leaves) = (0, 0, 0);
+            for node in &t.nodes {
+                enc.push(node).unwrap();
+                peak = peak.max(enc.held_bytes());
+                total += enc.take_blobs().map(|(_, b)| b.len()).sum::<usize>();
+                leaves += enc.take_leaves().count();
+            }
+            enc.seal().unwrap();
+            leaves += enc.take_leaves().count();
+            total += enc.take_blobs().map(|(_, b)| b.len()).sum::<usize>();
+            assert!(leaves as u64 > n / 1024, "{leaves} leaves for {n} entries");
+            assert!(total > 50 * n as usize, "the directory is {total} bytes");
+            peaks.push(peak);
+        }
+        // One leaf of at most 256 KiB plus an entry, one node per level.
+        let bound = LEAF_CUT.max_bytes + 4096 + 2 * NODE_CUT.max_bytes;
+        assert!(peaks.iter().all(|p| *p < bound), "peaks {peaks:?} over {bound}");
+    }
+
+    #[test]
+    fn the_streaming_encoder_refuses_names_out_of_order() {
+        let mut enc = DirEncoder::new(key(), Box::new(|b: &[u8]| Id::hash(b)));
+        enc.push(&file("b", 1)).unwrap();
+        assert!(enc.push(&file("a", 2)).unwrap_err().to_string().contains("out of name order"));
+        assert!(enc.push(&file("b", 2)).unwrap_err().to_string().contains("duplicate"));
+        enc.push(&file("c", 3)).unwrap();
+        let root = enc.seal().unwrap();
+        let want = encode_dir(&mut Tree { nodes: vec![file("b", 1), file("c", 3)] }, &key(), &|b| Id::hash(b)).unwrap();
+        assert_eq!(root, want.root);
     }
 }

@@ -5,8 +5,9 @@
 //! walk (crate::walk: listers, N threads: readdir, lstat, xattrs, parent tree)
 //!   └─> events (1 thread: depth-first order, changes: unchanged files, hardlinks)
 //!         ├─(bounded)─> store (N threads: read, chunk, hash, dedup) ─> BlobSink
-//!         └─(bounded)─> tree_builder (this thread: waits for file results when
-//!                       a directory closes, encodes and stores its tree blob)
+//!         └─(bounded)─> tree_builder (this thread: waits for each file's result
+//!                       in turn, encodes and stores each directory's tree leaf
+//!                       by leaf as its entries come)
 //! ```
 //! This file holds the orchestration and the messages between the stages;
 //! each stage is a file of its own: [`sources`] (checks before anything is
@@ -750,5 +751,80 @@ mod tests {
             other => panic!("expected StreamFailed, got {:?}", other.map(|r| r.snapshot_id)),
         }
         assert!(repo.snapshots().unwrap().is_empty());
+    }
+
+    /// A directory of more entries than a listing piece, with
+    /// subdirectories on both sides of piece boundaries and an excluded
+    /// name: the snapshot holds every entry in name order with each
+    /// subdirectory's own entries, its tree id is the one the whole-directory
+    /// encoder gives, and the next backup finds every file unchanged (the
+    /// parent's leaves matched as the pieces go).
+    #[test]
+    fn a_directory_of_several_pieces_is_stored_as_one_split_directory() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_local(&dir.path().join("repo"), &InitOptions::default()).unwrap();
+        assert!(repo.writes_trees_v2());
+        let src = dir.path().join("src");
+        let d = src.join("d");
+        std::fs::create_dir_all(&d).unwrap();
+        let n = 2 * crate::walk::PIECE_ENTRIES + 700;
+        let mut names = Vec::new();
+        let mut files = 0u64;
+        for i in 0..n {
+            let name = format!("e{i:05}");
+            if i % 341 == 0 || i == crate::walk::PIECE_ENTRIES - 1 || i == crate::walk::PIECE_ENTRIES {
+                std::fs::create_dir(d.join(&name)).unwrap();
+                for j in 0..3 {
+                    std::fs::write(d.join(&name).join(format!("f{j}")), format!("{i} {j}")).unwrap();
+                }
+                files += 3;
+            } else {
+                std::fs::write(d.join(&name), format!("file {i}")).unwrap();
+                files += 1;
+            }
+            names.push(name);
+        }
+        std::fs::write(d.join("skip.tmp"), "left out").unwrap();
+        // A pattern on directories only (readdir's type, no stat) and one on
+        // any name.
+        let specs = ["*.tmp", "e00682/"].map(|p| crate::patterns::PatternSpec {
+            pattern: p.into(),
+            origin: "test".into(),
+            case_insensitive: false,
+        });
+        let excludes =
+            Excludes { patterns: crate::patterns::PatternSet::new(specs.to_vec()).unwrap(), ..Default::default() };
+        let opts = || BackupOptions { paths: vec![src.clone()], excludes: excludes.clone(), ..Default::default() };
+        // e00682 is one of the subdirectories (682 = 2 x 341).
+        names.retain(|n| n != "e00682");
+        files -= 3;
+        let first = backup(&repo, opts(), &NoProgress).unwrap();
+        assert_eq!(first.snapshot.summary.files_new, files);
+        assert_eq!(first.snapshot.summary.entries_excluded, 2);
+
+        let snap = repo.load_snapshot(&first.snapshot_id).unwrap();
+        let comps: Vec<&[u8]> = src.iter().skip(1).map(|c| c.as_bytes()).collect();
+        let mut tree_id = snap.file.tree;
+        for c in &comps {
+            tree_id = repo.lookup_name(&tree_id, c).unwrap().unwrap().subtree.unwrap();
+        }
+        let d_id = repo.lookup_name(&tree_id, b"d").unwrap().unwrap().subtree.unwrap();
+        let (mut tree, leaves) = repo.load_tree_with_leaves(&d_id).unwrap();
+        assert!(leaves.len() > 3, "{} leaves", leaves.len());
+        let got: Vec<String> = tree.nodes.iter().map(|n| String::from_utf8_lossy(&n.name).into_owned()).collect();
+        assert_eq!(got, names);
+        for node in tree.nodes.iter().filter(|n| n.kind == crate::format::tree::NodeKind::Dir) {
+            let sub = repo.load_tree(&node.subtree.unwrap()).unwrap();
+            let sub_names: Vec<&[u8]> = sub.nodes.iter().map(|n| n.name.as_slice()).collect();
+            assert_eq!(sub_names, [b"f0".as_slice(), b"f1", b"f2"], "{}", node.name_lossy());
+        }
+        let whole = crate::format::tree_v2::encode_dir(&mut tree, &repo.tree_split_key(), &|b| repo.blob_id(b));
+        assert_eq!(whole.unwrap().root, d_id, "streamed and whole-directory encodings differ");
+
+        let second = backup(&repo, opts(), &NoProgress).unwrap();
+        let s = &second.snapshot.summary;
+        assert_eq!((s.files_new, s.files_changed, s.files_unchanged), (0, 0, files));
+        assert_eq!(second.snapshot.tree, first.snapshot.tree);
     }
 }

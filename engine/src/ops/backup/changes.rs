@@ -40,6 +40,9 @@ fn same_file(a: &Node, b: &Node) -> bool {
 /// The first file of a set of hardlinks; later links refer to it.
 pub(super) struct LinkGroup {
     first_path: Vec<u8>,
+    /// Links not seen yet (of `nlink`): the group is dropped once all are,
+    /// so a tree of hardlinks does not hold every group to the end.
+    unseen: u32,
     /// Pending content, or `None` when `chunks` came from the parent.
     slot: Option<Arc<Slot>>,
     chunks: Vec<Id>,
@@ -68,7 +71,7 @@ pub(super) fn entry(
     };
     let key = (node.device, node.inode);
     if node.nlink > 1 {
-        if let Some(group) = links.get(&key) {
+        if let Some(group) = links.get_mut(&key) {
             node.kind = NodeKind::Hardlink;
             node.target = group.first_path.clone();
             let content = match &group.slot {
@@ -79,7 +82,12 @@ pub(super) fn entry(
                     Content::Ready
                 }
             };
-            return send(WalkEvent::Entry(node, content, group.change));
+            let change = group.change;
+            group.unseen = group.unseen.saturating_sub(1);
+            if group.unseen == 0 {
+                links.remove(&key);
+            }
+            return send(WalkEvent::Entry(node, content, change));
         }
     }
     if change == Change::Unchanged {
@@ -92,6 +100,7 @@ pub(super) fn entry(
                 key,
                 LinkGroup {
                     first_path: snapshot_path(&src.components, path, &src.disk),
+                    unseen: node.nlink - 1,
                     slot: None,
                     chunks: node.chunks.clone(),
                     size: node.size,
@@ -107,6 +116,7 @@ pub(super) fn entry(
                 key,
                 LinkGroup {
                     first_path: snapshot_path(&src.components, path, &src.disk),
+                    unseen: node.nlink - 1,
                     slot: Some(slot.clone()),
                     chunks: Vec::new(),
                     size: 0,

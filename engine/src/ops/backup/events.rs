@@ -17,7 +17,7 @@ use super::{Change, Content, Ctx, Job, Slot, WalkEvent};
 use crate::error::{Error, Result};
 use crate::format::tree::NodeKind;
 use crate::metadata::{node_from_metadata, OwnerNames};
-use crate::walk::{DirPool, ListEnv, Listing, StopOnDrop, WalkKey};
+use crate::walk::{piece_key, subdir_key, DirPool, ListEnv, Listing, StopOnDrop, WalkKey};
 
 /// Walks the sources in order and hands out work.
 ///
@@ -84,19 +84,29 @@ pub(super) fn walker(
                 out.send(WalkEvent::SourceDone)?;
                 continue;
             }
-            let key = vec![u32::try_from(si).unwrap_or(u32::MAX)];
-            pool.submit(key.clone(), src.disk.clone(), parent_node.and_then(|p| p.subtree), meta.dev());
+            let dir = vec![si as u64];
+            pool.submit(&dir, src.disk.clone(), parent_node.and_then(|p| p.subtree), meta.dev());
             out.send(WalkEvent::EnterDir(node, src.disk.clone()))?;
-            let first = pool.take(&key, &env)?;
+            let first = pool.take(&piece_key(&dir, 0), &env)?;
             report_listing(ctx, &src.disk, &first);
-            // Open directories, innermost last: key, listing, next child.
-            let mut stack: Vec<(WalkKey, Listing, usize)> = vec![(key, first, 0)];
-            while let Some((key, listing, next)) = stack.last_mut() {
+            // Open directories, innermost last: key, the piece of its
+            // listing being walked, next child in it.
+            let mut stack: Vec<(WalkKey, Listing, usize)> = vec![(dir, first, 0)];
+            while let Some((dir, listing, next)) = stack.last_mut() {
                 if ctx.stopping() {
                     return Err(Error::Interrupted);
                 }
                 let i = *next;
                 let Some(slot) = listing.children.get_mut(i) else {
+                    if listing.more {
+                        let key = piece_key(dir, listing.first + listing.children.len() as u64);
+                        let piece = pool.take(&key, &env)?;
+                        // Read errors come with a directory's first piece;
+                        // later ones only count what was excluded.
+                        report_listing(ctx, &src.disk, &piece);
+                        (*listing, *next) = (piece, 0);
+                        continue;
+                    }
                     out.send(WalkEvent::LeaveDir)?;
                     stack.pop();
                     continue;
@@ -116,10 +126,9 @@ pub(super) fn walker(
                     if !child.descend {
                         continue;
                     }
-                    let mut sub = key.clone();
-                    sub.push(u32::try_from(i).unwrap_or(u32::MAX));
+                    let sub = subdir_key(dir, listing.first + i as u64);
                     out.send(WalkEvent::EnterDir(node, child.path.clone()))?;
-                    let l = pool.take(&sub, &env)?;
+                    let l = pool.take(&piece_key(&sub, 0), &env)?;
                     report_listing(ctx, &child.path, &l);
                     stack.push((sub, l, 0));
                 } else {

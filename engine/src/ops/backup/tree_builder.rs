@@ -1,9 +1,16 @@
 //! The tree builder of a backup: consumes the ordered walk's events,
-//! waits for a file's content when its directory closes, and stores one
-//! tree blob per directory; then builds the directories above the sources
-//! up to the snapshot's root tree.
+//! waits for each file's content in turn, and stores each directory's tree
+//! as its entries come (`ops::tree_store::DirWriter`: in v2 a leaf is
+//! stored as soon as the split ends it); then builds the directories above
+//! the sources up to the snapshot's root tree.
+//!
+//! Memory does not grow with the number of files or the size of one
+//! directory: what is held is, per directory on the current path, one
+//! unfinished leaf (at most 1,024 entries or 256 KiB encoded) and one
+//! unfinished node per level above it; the walk runs at most the events
+//! channel's capacity ahead.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -18,6 +25,7 @@ use crate::format::tree::{Node, NodeKind, Timestamp, Tree};
 use crate::id::Id;
 use crate::index::IndexReader;
 use crate::metadata::{node_from_metadata, OwnerNames};
+use crate::ops::tree_store::DirWriter;
 use crate::packer::BlobSink;
 
 /// One entry per source: `None` when it vanished before it could be read
@@ -25,31 +33,79 @@ use crate::packer::BlobSink;
 pub(super) type SourceNodes = Vec<Option<Node>>;
 /// A node to place in the snapshot at a path of components.
 pub(super) type Placed = (Vec<Vec<u8>>, Node);
-/// An open directory in the tree builder, its path on disk and its entries
-/// so far.
-type OpenDir = (Node, PathBuf, Vec<(Node, Content, Change)>);
-
-/// Stores a directory's tree (`ops::tree_store`): one v1 blob where the config lacks `trees-v2`, else
-/// the canonical split (leaves, nodes, chunk lists) of
-/// `format-spec/v2/trees-index.md`, and, for a directory on disk, its
-/// leaves' inodes and ctimes in the local change cache. Returns the
-/// directory's tree id.
-pub(super) fn store_tree(
-    ctx: &Ctx<'_>,
-    sink: &BlobSink<'_>,
-    reader: &IndexReader,
-    mut tree: Tree,
-    dir: Option<&Path>,
-    changes: &mut change_cache::Batch,
-) -> Result<Id> {
-    let stored = crate::ops::tree_store::store_dir(ctx.repo, sink, reader, &mut tree)?;
-    if let Some(dir) = dir.filter(|_| ctx.repo.writes_trees_v2()) {
-        changes.add(ctx.repo.index()?, dir, &stored.leaves, &tree.nodes)?;
-    }
-    Ok(stored.id)
+/// An open directory in the tree builder: its node and path on disk, its
+/// tree so far, and, in v2, its entries not yet in a complete leaf (for the
+/// change cache: inode and ctime are not in the tree).
+struct OpenDir<'r> {
+    node: Node,
+    path: PathBuf,
+    writer: DirWriter<'r>,
+    unsealed: VecDeque<Node>,
 }
-/// Consumes walk events, waits for file contents when a directory closes,
-/// and stores one tree blob per directory. Returns one node per source.
+
+impl OpenDir<'_> {
+    /// Adds an entry, storing every blob it completes, and records the
+    /// leaves it completed in the change cache.
+    fn push(
+        &mut self,
+        ctx: &Ctx<'_>,
+        sink: &BlobSink<'_>,
+        reader: &IndexReader,
+        node: Node,
+        changes: &mut change_cache::Batch,
+    ) -> Result<()> {
+        let v2 = matches!(self.writer, DirWriter::V2(_));
+        if v2 {
+            // Only what the change cache needs: the chunks are in the
+            // encoder's leaf already.
+            let mut kept = Node::new(node.kind, node.name.clone());
+            (kept.inode, kept.ctime) = (node.inode, node.ctime);
+            self.unsealed.push_back(kept);
+        }
+        let leaves = self.writer.push(sink, reader, node)?;
+        self.record(ctx, &leaves, changes)
+    }
+
+    fn record(&mut self, ctx: &Ctx<'_>, leaves: &[(Id, usize)], changes: &mut change_cache::Batch) -> Result<()> {
+        for (leaf, count) in leaves {
+            let nodes: Vec<Node> = self.unsealed.drain(..(*count).min(self.unsealed.len())).collect();
+            changes.add_leaf(ctx.repo.index()?, &self.path, leaf, &nodes)?;
+        }
+        Ok(())
+    }
+
+    /// Stores the rest of the directory; returns its node with the subtree.
+    fn finish(
+        mut self,
+        ctx: &Ctx<'_>,
+        sink: &BlobSink<'_>,
+        reader: &IndexReader,
+        changes: &mut change_cache::Batch,
+    ) -> Result<Node> {
+        let writer = std::mem::replace(&mut self.writer, DirWriter::V1(Vec::new()));
+        let v2 = matches!(writer, DirWriter::V2(_));
+        let stored = writer.finish(sink, reader)?;
+        if v2 {
+            self.record(ctx, &stored.leaves, changes)?;
+        }
+        self.node.subtree = Some(stored.id);
+        Ok(self.node)
+    }
+}
+
+/// Stores a directory's tree built whole (`ops::tree_store`): one v1 blob
+/// where the config lacks `trees-v2`, else the canonical split (leaves,
+/// nodes, chunk lists) of `format-spec/v2/trees-index.md`. For the
+/// directories above the sources, which hold no file of the walk.
+pub(super) fn store_tree(ctx: &Ctx<'_>, sink: &BlobSink<'_>, reader: &IndexReader, mut tree: Tree) -> Result<Id> {
+    Ok(crate::ops::tree_store::store_dir(ctx.repo, sink, reader, &mut tree)?.id)
+}
+
+/// Consumes walk events and stores each directory's tree as its entries
+/// come: an entry whose content is being read is waited for when it is
+/// its turn, so what is held is the open directories' unfinished leaves,
+/// never a whole directory (the events channel bounds how far the walk
+/// runs ahead). Returns one node per source.
 pub(super) fn build_trees(
     ctx: &Ctx<'_>,
     sink: &BlobSink<'_>,
@@ -57,10 +113,11 @@ pub(super) fn build_trees(
     expected: usize,
 ) -> Result<(SourceNodes, Summary)> {
     let mut summary = Summary::default();
-    let mut stack: Vec<OpenDir> = Vec::new();
+    let mut stack: Vec<OpenDir<'_>> = Vec::new();
     let mut done: SourceNodes = Vec::new();
     let mut top: Option<Node> = None;
     let mut changes = change_cache::Batch::default();
+    let mut reader = None;
 
     let resolve = |entry: (Node, Content, Change), summary: &mut Summary| -> Option<Node> {
         let (mut node, content, change) = entry;
@@ -86,22 +143,25 @@ pub(super) fn build_trees(
             return Err(Error::Interrupted);
         }
         match event {
-            WalkEvent::EnterDir(node, path) => stack.push((node, path, Vec::new())),
-            WalkEvent::Entry(node, content, change) => match stack.last_mut() {
-                Some((_, _, entries)) => entries.push((node, content, change)),
-                None => top = resolve((node, content, change), &mut summary),
-            },
+            WalkEvent::EnterDir(node, path) => {
+                stack.push(OpenDir { node, path, writer: DirWriter::new(ctx.repo), unsealed: VecDeque::new() })
+            }
+            WalkEvent::Entry(node, content, change) => {
+                let Some(node) = resolve((node, content, change), &mut summary) else { continue };
+                match stack.last_mut() {
+                    Some(dir) => dir.push(ctx, sink, sink.index_reader(&mut reader)?, node, &mut changes)?,
+                    None => top = Some(node),
+                }
+            }
             WalkEvent::LeaveDir => {
-                let Some((mut dir, path, entries)) = stack.pop() else {
+                let Some(dir) = stack.pop() else {
                     return Err(Error::corrupt("pipeline", "walker", "unbalanced directory events"));
                 };
-                let tree = Tree { nodes: entries.into_iter().filter_map(|e| resolve(e, &mut summary)).collect() };
-                let reader = ctx.repo.index()?.reader()?;
-                dir.subtree = Some(store_tree(ctx, sink, &reader, tree, Some(&path), &mut changes)?);
+                let node = dir.finish(ctx, sink, sink.index_reader(&mut reader)?, &mut changes)?;
                 summary.dirs += 1;
                 match stack.last_mut() {
-                    Some((_, _, entries)) => entries.push((dir, Content::Ready, Change::Unchanged)),
-                    None => top = Some(dir),
+                    Some(parent) => parent.push(ctx, sink, sink.index_reader(&mut reader)?, node, &mut changes)?,
+                    None => top = Some(node),
                 }
             }
             WalkEvent::SourceDone => done.push(top.take()),
@@ -159,7 +219,7 @@ pub(super) fn assemble(
     }
     // Directories above the sources hold no file of the walk: nothing for
     // the change cache.
-    store_tree(ctx, sink, reader, tree, None, &mut change_cache::Batch::default())
+    store_tree(ctx, sink, reader, tree)
 }
 
 pub(super) fn synthetic_dir(name: Vec<u8>) -> Node {
