@@ -62,18 +62,19 @@ pub fn verify(repo: &Repository, session: &Session, root: Id) -> Result<CommitCh
         let needs_copy = |pack: &Id| suspect.contains(pack) || existing.as_ref().is_some_and(|e| !e.contains(pack));
         // Only a lapsed session can find something gone (§6): say how long
         // it went unheard, which is what the user can act on.
-        let why = |e: Error| {
-            match e {
-            Error::PrunedMeanwhile { what } if lapsed => Error::PrunedMeanwhile {
-                what: format!(
-                    "{what} while this backup went unheard for {:.1} s (longer than the session expiry allows, {} s less a margin of {} s)",
-                    session.longest_gap().as_secs_f64(),
-                    session.settings().session_expiry_secs,
-                    session.settings().margin_secs
-                ),
-            },
+        let why = |e: Error| match e {
+            Error::PrunedMeanwhile { what } if lapsed => {
+                let s = session.settings();
+                let gap = session.longest_gap().as_secs_f64();
+                let (expiry, margin) = (s.session_expiry_secs, s.margin_secs);
+                Error::PrunedMeanwhile {
+                    what: format!(
+                        "{what} while this backup went unheard for {gap:.1} s \
+                         (longer than the session expiry allows, {expiry} s less a margin of {margin} s)"
+                    ),
+                }
+            }
             e => e,
-        }
         };
         let to_copy = walk(repo, root, &needs_copy, &copied).map_err(why)?;
         if !to_copy.is_empty() {
