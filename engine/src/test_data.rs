@@ -1,4 +1,5 @@
-//! Deterministic incompressible bytes for the engine's unit tests.
+//! Helpers for the engine's unit tests: deterministic incompressible
+//! bytes, and a progress sink that records warnings.
 
 /// `len` bytes of xorshift64 output (the low byte of each step); the same
 /// seed always gives the same bytes. `seed` must not be 0.
@@ -12,4 +13,15 @@ pub(crate) fn pseudo_random(len: usize, mut seed: u64) -> Vec<u8> {
             seed as u8
         })
         .collect()
+}
+
+/// A progress sink that keeps every warning (path, message), for tests
+/// that check what an operation warned about.
+#[derive(Default)]
+pub(crate) struct Warnings(pub(crate) std::sync::Mutex<Vec<(std::path::PathBuf, String)>>);
+
+impl crate::progress::Progress for Warnings {
+    fn warn(&self, path: &std::path::Path, message: &str) {
+        self.0.lock().unwrap().push((path.to_path_buf(), message.to_string()));
+    }
 }

@@ -750,8 +750,7 @@ mod tests {
     use crate::ops::backup::{backup, BackupOptions, StreamSource};
     use crate::progress::NoProgress;
     use crate::repo::InitOptions;
-    use crate::test_data::pseudo_random;
-    use std::sync::Mutex;
+    use crate::test_data::{pseudo_random, Warnings};
 
     /// Small stream chunks, each in a frame of its own: a few MiB make
     /// hundreds of chunks, and damaging one frame damages one chunk.
@@ -797,15 +796,6 @@ mod tests {
         match tree_walk::locate(repo, snapshot, path).unwrap() {
             Located::Node(node) => node.chunks.clone(),
             Located::Root(_) => panic!("{path} is the root"),
-        }
-    }
-
-    #[derive(Default)]
-    struct Warnings(Mutex<Vec<(PathBuf, String)>>);
-
-    impl Progress for Warnings {
-        fn warn(&self, path: &Path, message: &str) {
-            self.0.lock().unwrap().push((path.to_path_buf(), message.to_string()));
         }
     }
 

@@ -402,23 +402,13 @@ mod tests {
     use std::collections::HashSet;
     use std::os::unix::fs::MetadataExt;
     use std::path::{Path, PathBuf};
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
     use super::super::{restore, RestoreOptions};
     use crate::ops::backup::{backup, BackupOptions};
-    use crate::progress::Progress;
     use crate::repo::{InitOptions, Repository};
     use crate::storage::{FileKind, MemoryStorage, MemoryStorageOptions, Storage};
-    use crate::test_data::pseudo_random;
-
-    #[derive(Default)]
-    struct Warnings(Mutex<Vec<(PathBuf, String)>>);
-
-    impl Progress for Warnings {
-        fn warn(&self, path: &Path, message: &str) {
-            self.0.lock().unwrap().push((path.to_path_buf(), message.to_string()));
-        }
-    }
+    use crate::test_data::{pseudo_random, Warnings};
 
     /// From a store the engine treats as remote: files deduplicated across
     /// two directories and a sparse file come back byte for byte (the
