@@ -33,6 +33,7 @@ mod cache;
 mod dirs;
 pub mod layout;
 mod readahead;
+mod work;
 
 use std::collections::{HashMap, HashSet};
 use std::ops::{Deref, Range};
@@ -46,6 +47,7 @@ use lru::LruCache;
 use self::cache::{FlightCache, Slot};
 use self::dirs::DirBlob;
 pub use self::layout::{parse_at, Scope, SnapRef, SnapshotList, Zone};
+pub use self::work::{WorkGauge, WorkGuard};
 use crate::error::Error;
 use crate::format::tree::{Node, NodeKind, Timestamp};
 use crate::id::Id;
@@ -331,6 +333,8 @@ pub struct Vfs {
     chunks: Arc<FlightCache<Id, Arc<[u8]>>>,
     tables: Mutex<LruCache<(Id, u32), Arc<ChunkTable>>>,
     dir_readahead: readahead::DirReadahead,
+    /// Background work in flight (see `work.rs`).
+    work: Arc<WorkGauge>,
     owner: (u32, u32),
 }
 
@@ -362,6 +366,7 @@ impl Vfs {
             // Enough for the files of a few directory readahead batches.
             tables: Mutex::new(LruCache::new(std::num::NonZeroUsize::new(8192).unwrap_or(std::num::NonZeroUsize::MIN))),
             dir_readahead: readahead::DirReadahead::new(),
+            work: Arc::new(WorkGauge::default()),
             repo,
             opts,
             list: RwLock::new(None),
@@ -369,6 +374,12 @@ impl Vfs {
             skipped: Mutex::new(Vec::new()),
             owner: (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()),
         }
+    }
+
+    /// The gauge of this view's background work, for a front end that
+    /// busy-polls (it adds its own read workers to it).
+    pub fn work(&self) -> &Arc<WorkGauge> {
+        &self.work
     }
 
     pub fn repository(&self) -> &Arc<Repository> {
@@ -797,7 +808,9 @@ impl Vfs {
         let (id, loc) = t.chunks[k];
         if let Slot::Claimed(claim) = self.chunks.claim(&id, chunk_weight) {
             let repo = self.repo.clone();
+            let work = self.work.start();
             rayon::spawn(move || {
+                let _work = work;
                 // A failure reaches whoever reads the chunk next.
                 let _ = claim.complete(load_chunk(&repo, &id, &loc));
             });

@@ -297,7 +297,7 @@ impl ArcFs {
     /// Every request starts here.
     fn request(&self, op: Op) {
         if let Some(s) = &self.spinner {
-            s.request();
+            s.request(op == Op::Read);
         }
         if let Some(c) = &self.counts {
             c.add(op);
@@ -567,9 +567,15 @@ impl fuser::Filesystem for ArcFs {
         }
         self.count(Op::ReadQueued);
         let (vfs, report) = (self.vfs.clone(), self.report.clone());
-        self.readers.run(Box::new(move || match vfs.read_at(&f, offset, size) {
-            Ok(buf) => reply.data(&buf),
-            Err(e) => reply.error(report.fail(ino.0, &e)),
+        // Counted from now, not from when a worker takes it: a queued read
+        // is work the CPUs are about to be needed for (see `spin.rs`).
+        let work = self.vfs.work().start();
+        self.readers.run(Box::new(move || {
+            let _work = work;
+            match vfs.read_at(&f, offset, size) {
+                Ok(buf) => reply.data(&buf),
+                Err(e) => reply.error(report.fail(ino.0, &e)),
+            }
         }));
     }
 

@@ -280,7 +280,7 @@ pub fn mount(
     // mount, which fails once the mount is dead.
     let canonical =
         std::fs::canonicalize(mountpoint).map_err(|e| MountError::Io { path: mountpoint.to_path_buf(), source: e })?;
-    let spinner = spin::Spinner::start(opts.busy_poll, opts.busy_poll_threads).map(Arc::new);
+    let spinner = spin::Spinner::start(opts.busy_poll, opts.busy_poll_threads, vfs.work().clone()).map(Arc::new);
     let counts = opts.count_requests.then(|| Arc::new(stats::RequestCounts::default()));
     let fs = fs::ArcFs::new(vfs, events, opts.read_threads, spinner.clone(), counts.clone());
     let session = fuser::Session::new(fs, &canonical, &cfg)

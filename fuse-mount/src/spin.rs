@@ -15,6 +15,13 @@
 //! * the session's /dev/fuse descriptor is switched to non-blocking, so
 //!   the dispatch thread (whose read loop retries on EAGAIN) polls for the
 //!   next request instead of sleeping in read(2) and being woken for it;
+//!   only while the mount's background work (prefetches, directory
+//!   readahead, read workers: the engine's `vfs::WorkGauge`) has been quiet
+//!   for `window`, because this polling runs at normal priority and took a
+//!   CPU that work needed: `cp -a` of www through a local mount took
+//!   14-16 s with it and 6.6-6.9 s without, and from an S3 server on the
+//!   same machine the poller burnt a CPU for the whole copy (BENCHMARKS.md,
+//!   "Busy-polling that backs off");
 //! * a few threads at `SCHED_IDLE` priority spin, so the walker's CPU does
 //!   not halt while it waits for an answer. `SCHED_IDLE` means they never
 //!   take time from anything else that wants to run: the scheduler
@@ -25,6 +32,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use arc_engine::vfs::WorkGauge;
 
 pub struct Spinner {
     shared: Arc<Shared>,
@@ -46,7 +55,20 @@ struct Shared {
     /// next request instead of sleeping in read(2).
     fuse_fd: OnceLock<OwnedFd>,
     nonblocking: AtomicBool,
+    work: Arc<WorkGauge>,
+    window: Duration,
+    /// Nanoseconds since `epoch` of the latest READ.
+    last_read: AtomicU64,
 }
+
+/// The descriptor does not poll for this long after a READ. Polling pays
+/// off for walks (`find`, `ls -lR`: requests answered from memory, one
+/// after another); a reader of file data (`cp -a`, `tar`, `rsync`) needs
+/// the CPUs for the data and for writing it out, and a READ every file or
+/// so keeps the polling off for the whole copy. Long against the time
+/// between two files of a copy, short against a human's pause.
+const READ_HOLD_OFF_NS: u64 = 50_000_000;
+const NEVER: u64 = u64::MAX;
 
 fn set_nonblocking(fd: &OwnedFd, on: bool) {
     // SAFETY: fcntl on a descriptor we own; flags are read then written.
@@ -64,6 +86,13 @@ impl Shared {
         self.epoch.elapsed().as_nanos() as u64
     }
 
+    /// No READ for [`READ_HOLD_OFF_NS`] and no background work for the
+    /// window: the descriptor may poll.
+    fn may_poll(&self, now: u64) -> bool {
+        let last_read = self.last_read.load(Ordering::Relaxed);
+        (last_read == NEVER || now.saturating_sub(last_read) >= READ_HOLD_OFF_NS) && self.work.quiet_for(self.window)
+    }
+
     fn recent_request(&self) -> bool {
         self.now_ns().saturating_sub(self.last_request.load(Ordering::Relaxed)) < self.window_ns
     }
@@ -71,8 +100,9 @@ impl Shared {
 
 impl Spinner {
     /// `threads` spinners that keep spinning for `window` after each
-    /// request. Returns None when `window` or `threads` is zero.
-    pub fn start(window: Duration, threads: usize) -> Option<Spinner> {
+    /// request; the descriptor polls only while `work` has been quiet for
+    /// `window`. Returns None when `window` or `threads` is zero.
+    pub fn start(window: Duration, threads: usize, work: Arc<WorkGauge>) -> Option<Spinner> {
         if window.is_zero() || threads == 0 {
             return None;
         }
@@ -86,6 +116,9 @@ impl Spinner {
             wake: Condvar::new(),
             fuse_fd: OnceLock::new(),
             nonblocking: AtomicBool::new(false),
+            work,
+            window,
+            last_read: AtomicU64::new(NEVER),
         });
         let threads = (0..threads)
             .filter_map(|i| {
@@ -100,16 +133,26 @@ impl Spinner {
         let _ = self.shared.fuse_fd.set(fd);
     }
 
-    /// Called at the start of every request: keeps the spinners going, and
-    /// wakes them at the start of a burst.
-    pub fn request(&self) {
+    /// Called at the start of every request (`reads_data`: a READ):
+    /// keeps the spinners going, and wakes them at the start of a burst.
+    pub fn request(&self, reads_data: bool) {
         let s = &self.shared;
-        s.last_request.store(s.now_ns(), Ordering::Relaxed);
+        let now = s.now_ns();
+        s.last_request.store(now, Ordering::Relaxed);
+        if reads_data {
+            s.last_read.store(now, Ordering::Relaxed);
+        }
         if let Some(fd) = s.fuse_fd.get() {
-            // A plain load first: every request passes here, and the
-            // flag is almost always set already during a burst.
-            if !s.nonblocking.load(Ordering::Relaxed) && !s.nonblocking.swap(true, Ordering::AcqRel) {
-                set_nonblocking(fd, true);
+            // Plain loads first: every request passes here, and the flag
+            // almost always has the wanted value already.
+            if s.may_poll(now) {
+                if !s.nonblocking.load(Ordering::Relaxed) && !s.nonblocking.swap(true, Ordering::AcqRel) {
+                    set_nonblocking(fd, true);
+                }
+            } else if s.nonblocking.load(Ordering::Relaxed) && s.nonblocking.swap(false, Ordering::AcqRel) {
+                // Work was handed out since: this thread sleeps in read(2)
+                // after this request instead of taking the work's CPU.
+                set_nonblocking(fd, false);
             }
         }
         if !s.awake.load(Ordering::Relaxed) && !s.awake.swap(true, Ordering::AcqRel) {
@@ -176,18 +219,22 @@ fn spin_loop(s: &Shared) {
 mod tests {
     use super::*;
 
+    fn gauge() -> Arc<WorkGauge> {
+        Arc::new(WorkGauge::default())
+    }
+
     #[test]
     fn spinners_sleep_after_the_window_and_wake_on_a_request() {
-        let spinner = Spinner::start(Duration::from_millis(5), 2).expect("spinner");
+        let spinner = Spinner::start(Duration::from_millis(5), 2, gauge()).expect("spinner");
         assert!(!spinner.shared.awake.load(Ordering::Acquire));
-        spinner.request();
+        spinner.request(false);
         assert!(spinner.shared.awake.load(Ordering::Acquire));
         let deadline = Instant::now() + Duration::from_secs(5);
         while spinner.shared.awake.load(Ordering::Acquire) {
             assert!(Instant::now() < deadline, "spinners did not stop after the window");
             std::thread::sleep(Duration::from_millis(1));
         }
-        spinner.request();
+        spinner.request(false);
         assert!(spinner.shared.awake.load(Ordering::Acquire));
         drop(spinner); // joins: must not hang while spinning
     }
@@ -197,10 +244,10 @@ mod tests {
         let (read_end, _write_end) = nix::unistd::pipe().expect("pipe");
         let probe = read_end.try_clone().expect("dup");
         let nonblocking = || unsafe { libc::fcntl(probe.as_raw_fd(), libc::F_GETFL) } & libc::O_NONBLOCK != 0;
-        let spinner = Spinner::start(Duration::from_millis(5), 1).expect("spinner");
+        let spinner = Spinner::start(Duration::from_millis(5), 1, gauge()).expect("spinner");
         spinner.attach_fuse_fd(read_end);
         assert!(!nonblocking());
-        spinner.request();
+        spinner.request(false);
         assert!(nonblocking(), "a request must switch the descriptor to polling");
         let deadline = Instant::now() + Duration::from_secs(5);
         while nonblocking() {
@@ -210,8 +257,50 @@ mod tests {
     }
 
     #[test]
+    fn descriptor_does_not_poll_while_background_work_runs() {
+        let (read_end, _write_end) = nix::unistd::pipe().expect("pipe");
+        let probe = read_end.try_clone().expect("dup");
+        let nonblocking = || unsafe { libc::fcntl(probe.as_raw_fd(), libc::F_GETFL) } & libc::O_NONBLOCK != 0;
+        let work = gauge();
+        let window = Duration::from_millis(50);
+        let spinner = Spinner::start(window, 1, work.clone()).expect("spinner");
+        spinner.attach_fuse_fd(read_end);
+        spinner.request(false);
+        assert!(nonblocking(), "no work yet: the descriptor polls");
+        let running = work.start();
+        spinner.request(false);
+        assert!(!nonblocking(), "a request while work runs must stop the polling");
+        spinner.request(false);
+        assert!(!nonblocking(), "nor start it again while the work runs");
+        drop(running);
+        spinner.request(false);
+        assert!(!nonblocking(), "not within the window after the work ended");
+        std::thread::sleep(window);
+        spinner.request(false);
+        assert!(nonblocking(), "polls again once the work has been quiet for the window");
+    }
+
+    #[test]
+    fn descriptor_does_not_poll_while_file_data_is_read() {
+        let (read_end, _write_end) = nix::unistd::pipe().expect("pipe");
+        let probe = read_end.try_clone().expect("dup");
+        let nonblocking = || unsafe { libc::fcntl(probe.as_raw_fd(), libc::F_GETFL) } & libc::O_NONBLOCK != 0;
+        let spinner = Spinner::start(Duration::from_millis(5), 1, gauge()).expect("spinner");
+        spinner.attach_fuse_fd(read_end);
+        spinner.request(false);
+        assert!(nonblocking(), "a walk polls");
+        spinner.request(true);
+        assert!(!nonblocking(), "a READ stops the polling");
+        spinner.request(false);
+        assert!(!nonblocking(), "and a walk's request right after does not start it again");
+        std::thread::sleep(Duration::from_nanos(READ_HOLD_OFF_NS));
+        spinner.request(false);
+        assert!(nonblocking(), "polls again after the hold-off");
+    }
+
+    #[test]
     fn zero_window_means_no_spinner() {
-        assert!(Spinner::start(Duration::ZERO, 2).is_none());
-        assert!(Spinner::start(Duration::from_micros(200), 0).is_none());
+        assert!(Spinner::start(Duration::ZERO, 2, gauge()).is_none());
+        assert!(Spinner::start(Duration::from_micros(200), 0, gauge()).is_none());
     }
 }

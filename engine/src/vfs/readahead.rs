@@ -100,9 +100,10 @@ impl Vfs {
             from
         };
         let guard = RunningGuard(self.dir_readahead.running.clone());
+        let work = self.work.start();
         let vfs = self.clone();
         rayon::spawn(move || {
-            let _guard = guard;
+            let (_guard, _work) = (guard, work);
             let progress = vfs.load_batch(dir, from, budget);
             lock(&vfs.dir_readahead.dirs).put(dir, progress);
         });
