@@ -33,6 +33,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use opendal::layers::{ConcurrentLimitLayer, RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
 
@@ -489,11 +490,17 @@ impl Storage for RemoteStorage {
     }
 
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        // opendal sends only buffers it owns: a borrowed slice is copied.
+        self.put_owned(kind, name, Bytes::copy_from_slice(data))
+    }
+
+    fn put_owned(&self, kind: FileKind, name: &str, data: Bytes) -> Result<()> {
         let path = self.path(kind, name)?;
         if let Some(l) = &self.upload {
             l.take(data.len());
         }
-        let buf = opendal::Buffer::from(data.to_vec());
+        // A Buffer made of one Bytes shares its memory: no copy.
+        let buf = opendal::Buffer::from(data);
         if self.atomic_put {
             let w = self.op.write_with(&path, buf).chunk(self.opts.part_size).concurrent(2);
             self.block(w).map_err(|e| self.err(kind, name, e))?;
