@@ -52,8 +52,14 @@ pub struct RemoteOptions {
     /// dropped connection), with jittered exponential backoff. Permanent
     /// errors (403, 404, a bad request) are never retried.
     pub retries: usize,
-    /// Parts of a multipart upload (S3); objects up to this size go in one
-    /// PUT.
+    /// Objects up to this size go in one PUT (S3): every pack of the
+    /// default and of most configured sizes (a pack closes past its
+    /// nominal size, so 16 MiB packs are 16-18 MiB). A multipart upload
+    /// costs two more round trips and, on servers that assemble the parts
+    /// (s3s-fs), writing the whole object a second time.
+    pub single_put_max: usize,
+    /// Parts of a multipart upload (S3), for objects above
+    /// `single_put_max`.
     pub part_size: usize,
     /// A request that makes no progress for this long fails (and is
     /// retried): a server that hangs does not hang arc.
@@ -70,6 +76,7 @@ impl Default for RemoteOptions {
         RemoteOptions {
             connections: 8,
             retries: 6,
+            single_put_max: 64 * 1024 * 1024,
             part_size: 16 * 1024 * 1024,
             io_timeout: Duration::from_secs(60),
             limit_upload: None,
@@ -500,9 +507,13 @@ impl Storage for RemoteStorage {
             l.take(data.len());
         }
         // A Buffer made of one Bytes shares its memory: no copy.
+        let len = data.len();
         let buf = opendal::Buffer::from(data);
         if self.atomic_put {
-            let w = self.op.write_with(&path, buf).chunk(self.opts.part_size).concurrent(2);
+            let mut w = self.op.write_with(&path, buf);
+            if len > self.opts.single_put_max {
+                w = w.chunk(self.opts.part_size).concurrent(2);
+            }
             self.block(w).map_err(|e| self.err(kind, name, e))?;
             return Ok(());
         }
