@@ -3,9 +3,9 @@
 # repositories"): for each server and workload shape, arc's first backup, no-change
 # backup, restore and `cp -a` through `arc mount` (both with a cold local cache, as on a
 # new host), and restic's first backup, no-change backup and restore (its cache emptied
-# before the restore too); wall and CPU seconds, HTTP requests and bytes each way. arc's
-# first backup into a local repository on the same disk is timed too (issue 14: the S3
-# backup within 1.5x of it).
+# before the restore too); wall and CPU seconds (the tool's, and the server's, which runs
+# on the same cores), HTTP requests and bytes each way. arc's first backup into a local
+# repository on the same disk is timed too (issue 14: the S3 backup within 1.5x of it).
 #
 # Every step runs twice: once straight against the server, timed, and once through a
 # small counting TCP proxy into a twin repository (the same data under another
@@ -50,26 +50,61 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$W"' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# The counting proxy: bytes each way and requests (request lines at the
-# start of the client's stream or after a blank line ending a header).
+# The counting proxy: bytes each way, and requests, parsed from the
+# framing of each client stream.
 cat >"$W/proxy.py" <<'PY'
-import os, re, socket, sys, threading
+import os, socket, sys, threading
 listen, target, counter = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 stats = {"up": 0, "down": 0, "requests": 0}
 lock = threading.Lock()
-REQ = re.compile(rb"(?:^|\r\n)(GET|PUT|POST|HEAD|DELETE) \S+ HTTP/1\.[01]\r\n")
-def pump(src, dst, key, parse):
-    tail = b""
+class Requests:
+    """Counts the HTTP/1.1 requests of one client stream by its framing: a
+    header block, then a body of Content-Length bytes or chunked. Looking
+    for request lines in the bytes instead missed every request that
+    followed a body (a PUT's ends in binary, not CRLF)."""
+    def __init__(self):
+        self.buf, self.body, self.chunked = b"", 0, False
+    def feed(self, data):
+        self.buf += data
+        n = 0
+        while True:
+            if self.body:
+                take = min(self.body, len(self.buf))
+                self.buf, self.body = self.buf[take:], self.body - take
+                if self.body:
+                    return n
+            if self.chunked:
+                end = self.buf.find(b"\r\n")
+                if end < 0:
+                    return n
+                size = int(self.buf[:end].split(b";")[0] or b"0", 16)
+                self.buf = self.buf[end + 2:]
+                if size == 0:
+                    self.chunked = False
+                    self.body = 2  # the CRLF after the last chunk (no trailers)
+                else:
+                    self.body = size + 2
+                continue
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return n
+            head, self.buf = self.buf[:end].lower(), self.buf[end + 4:]
+            n += 1
+            for line in head.split(b"\r\n")[1:]:
+                key, _, value = line.partition(b":")
+                if key.strip() == b"content-length":
+                    self.body = int(value.strip())
+                elif key.strip() == b"transfer-encoding" and b"chunked" in value:
+                    self.chunked = True
+def pump(src, dst, key, requests):
     while True:
         data = src.recv(1 << 16)
         if not data:
             break
         with lock:
             stats[key] += len(data)
-            if parse:
-                buf = tail + data
-                stats["requests"] += len(REQ.findall(buf))
-                tail = buf[-64:]
+            if requests:
+                stats["requests"] += requests.feed(data)
         dst.sendall(data)
     try: dst.shutdown(socket.SHUT_WR)
     except OSError: pass
@@ -87,8 +122,8 @@ threading.Thread(target=lambda: [dump() or threading.Event().wait(0.2) for _ in 
 while True:
     c, _ = srv.accept()
     s = socket.create_connection(("127.0.0.1", target))
-    threading.Thread(target=pump, args=(c, s, "up", True), daemon=True).start()
-    threading.Thread(target=pump, args=(s, c, "down", False), daemon=True).start()
+    threading.Thread(target=pump, args=(c, s, "up", Requests()), daemon=True).start()
+    threading.Thread(target=pump, args=(s, c, "down", None), daemon=True).start()
 PY
 MNT=$W/mnt
 mkdir -p "$MNT"
@@ -103,6 +138,15 @@ counts() { # "requests up down" so far (0 0 0 before a proxy runs)
 # Children's CPU seconds (user + sys) so far, into FILE: bash's `times`, whose second
 # line is the children's. Never in a subshell ($(...)), whose children are its own.
 cpu_to() { times >"$1"; }
+# The server's CPU seconds (user + sys, all its processes) so far: on one
+# machine the server takes its share of the same cores, and a tool that
+# makes it work harder pays for that in wall time.
+SERVER_PIDS=
+server_cpu() {
+  local ticks=0 p
+  for p in $SERVER_PIDS; do ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  echo "$ticks $(getconf CLK_TCK)"
+}
 # run LABEL PREP COMMAND...: PREP, then COMMAND timed against the server (EP=$SPORT,
 # SUF=""), then PREP and COMMAND again through the proxy into the twin repositories
 # (EP=$PPORT, SUF=-counted), counted. Both see EP and SUF; repository URLs are built
@@ -112,9 +156,9 @@ run() {
   shift 2
   EP=${SPORT:-} SUF=""
   $prep
-  cpu_to "$W/cpu0"; t0=$(date +%s.%N)
+  server_cpu >"$W/scpu0"; cpu_to "$W/cpu0"; t0=$(date +%s.%N)
   "$@" >/dev/null 2>"$W/err" || { echo "$label failed: $(tail -3 "$W/err")" >&2; exit 1; }
-  t1=$(date +%s.%N); cpu_to "$W/cpu1"
+  t1=$(date +%s.%N); cpu_to "$W/cpu1"; server_cpu >"$W/scpu1"
   before="- - -" after="- - -"
   if [[ -n ${SPORT:-} && ${ARC_BENCH_COUNT:-1} != 0 ]]; then
     EP=$PPORT SUF=-counted
@@ -125,7 +169,7 @@ run() {
   elif [[ -z ${SPORT:-} ]]; then
     before="0 0 0" after="0 0 0"
   fi
-  python3 - "$label" "$t0" "$t1" "$W/cpu0" "$W/cpu1" "$before" "$after" <<'PY'
+  python3 - "$label" "$t0" "$t1" "$W/cpu0" "$W/cpu1" "$before" "$after" "$W/scpu0" "$W/scpu1" "${SPORT:+server}" <<'PY'
 import re, sys
 def cpu(path):
     line = open(path).read().splitlines()[1]
@@ -138,7 +182,11 @@ if "-" in a:
 else:
     b, a = [int(x) for x in b], [int(x) for x in a]
     req, up, down = a[0] - b[0], f"{(a[1] - b[1]) / 2**20:.1f}", f"{(a[2] - b[2]) / 2**20:.1f}"
-print(f"| {label} | {t1 - t0:.1f} | {req} | {up} | {down} | {c1 - c0:.1f} |", flush=True)
+def ticks(path):
+    t, hz = open(path).read().split()
+    return int(t) / int(hz)
+server = f"{ticks(sys.argv[9]) - ticks(sys.argv[8]):.1f}" if sys.argv[10:] == ["server"] else "-"
+print(f"| {label} | {t1 - t0:.1f} | {req} | {up} | {down} | {c1 - c0:.1f} | {server} |", flush=True)
 PY
 }
 
@@ -169,8 +217,8 @@ restic_backup() { restic -r "$(restic_url)" backup "$src"; }
 restic_restore() { restic -r "$(restic_url)" restore latest --target "$W/r-restic-$shape$SUF"; }
 
 export ARC_PASSWORD=bench RESTIC_PASSWORD=bench XDG_CACHE_HOME=$W/cache RESTIC_CACHE_DIR=$W/restic-cache
-echo "| run | wall s | requests | MiB sent | MiB received | CPU s |"
-echo "|---|---|---|---|---|---|"
+echo "| run | wall s | requests | MiB sent | MiB received | CPU s | server CPU s |"
+echo "|---|---|---|---|---|---|---|"
 SPORT= COUNTER=$W/counter-none
 for shape in "${SHAPES[@]}"; do
   src=$BENCH_DIR/$shape
@@ -187,6 +235,7 @@ for server in "${SERVERS[@]}"; do
       "$S3S" --host 127.0.0.1 --port "$SPORT" --access-key GK0123456789abcdef01234567 \
         --secret-key 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef "$W/s3" >"$W/s3.log" 2>&1 &
       pids+=("$!")
+      SERVER_PIDS=$!
       until curl -s -o /dev/null "http://127.0.0.1:$SPORT"; do sleep 0.1; done
       export AWS_ACCESS_KEY_ID=GK0123456789abcdef01234567 AWS_DEFAULT_REGION=us-east-1
       export AWS_SECRET_ACCESS_KEY=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
@@ -198,6 +247,7 @@ for server in "${SERVERS[@]}"; do
       garage_cluster bench-arc
       garage_bucket bench-restic
       SPORT=$(s3port 1)
+      SERVER_PIDS="${node_pid[*]}"
       export AWS_ACCESS_KEY_ID=$GARAGE_KEY AWS_SECRET_ACCESS_KEY=$GARAGE_SECRET AWS_DEFAULT_REGION=$GARAGE_REGION
       ;;
     *) fail "unknown server $server (s3s or garage)" ;;

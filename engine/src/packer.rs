@@ -24,6 +24,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
+use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::crypto::{Keys, Purpose};
@@ -833,7 +834,10 @@ fn upload(repo: &Repository, pending: &Pending, unlisted: &Unlisted, bytes: Vec<
             message: format!("pack {} holds a delta frame, and the repository lacks stream-deltas", entry.pack),
         });
     }
-    repo.storage().put(FileKind::Pack, &entry.pack.to_hex(), &bytes)?;
+    // Handed over, not lent: a remote store sends these very bytes (a
+    // clone of `Bytes` shares them) instead of copying the pack first.
+    let bytes = Bytes::from(bytes);
+    repo.storage().put_owned(FileKind::Pack, &entry.pack.to_hex(), bytes.clone())?;
     cache_tree_frames(repo, &entry, &bytes);
     drop(bytes);
     unlisted.packs_written.fetch_add(1, Ordering::Relaxed);
@@ -974,6 +978,87 @@ mod tests {
         assert_eq!(got, 1000);
         budget.release(got);
         assert_eq!(within(Duration::from_secs(10), move || late.join().unwrap()).unwrap(), 100);
+    }
+
+    /// Records how packs reach the storage: lent (`put`, which a remote
+    /// store must copy) or handed over (`put_owned`).
+    struct HowPut {
+        inner: std::sync::Arc<dyn crate::storage::Storage>,
+        lent: AtomicU64,
+        owned: AtomicU64,
+    }
+
+    impl crate::storage::Storage for HowPut {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn local_path(&self) -> Option<&std::path::Path> {
+            None
+        }
+        fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+            if kind == FileKind::Pack {
+                self.lent.fetch_add(1, Ordering::SeqCst);
+            }
+            self.inner.put(kind, name, data)
+        }
+        fn put_owned(&self, kind: FileKind, name: &str, data: Bytes) -> Result<()> {
+            if kind == FileKind::Pack {
+                self.owned.fetch_add(1, Ordering::SeqCst);
+            }
+            self.inner.put_owned(kind, name, data)
+        }
+        fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+            self.inner.get(kind, name)
+        }
+        fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+            self.inner.get_range(kind, name, offset, len)
+        }
+        fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
+            self.inner.size(kind, name)
+        }
+        fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
+            self.inner.exists(kind, name)
+        }
+        fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+            self.inner.list(kind)
+        }
+        fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+            self.inner.delete(kind, name)
+        }
+        fn stat(&self, kind: FileKind, name: &str) -> Result<crate::storage::FileStat> {
+            self.inner.stat(kind, name)
+        }
+        fn list_stat(&self, kind: FileKind) -> Result<Vec<(String, crate::storage::FileStat)>> {
+            self.inner.list_stat(kind)
+        }
+        fn concurrency(&self) -> usize {
+            8
+        }
+    }
+
+    /// A remote store copied every pack it was lent into its client's
+    /// buffer, so 8 uploads held 16 packs (a backup to S3 peaked at twice
+    /// the RSS of one to a local disk): packs are handed over, each once.
+    #[test]
+    fn packs_are_handed_to_the_storage_not_lent() {
+        use crate::storage::{MemoryStorage, MemoryStorageOptions, Storage as _};
+        let mem = std::sync::Arc::new(MemoryStorage::new(MemoryStorageOptions::default()));
+        let how = std::sync::Arc::new(HowPut { inner: mem, lent: AtomicU64::new(0), owned: AtomicU64::new(0) });
+        let dir = tempfile::tempdir().unwrap();
+        let opts = InitOptions { pack_size: 1024 * 1024, frame_size: 64 * 1024, ..Default::default() };
+        let repo = Repository::init_cached(how.clone(), &opts, dir.path()).unwrap();
+        let (_, stats) = run(&repo, Vec::new(), &|| false, |sink| {
+            let reader = repo.index()?.reader()?;
+            for i in 0..48u64 {
+                sink.store(&reader, BlobKind::Data, &crate::test_data::pseudo_random(100 * 1024, i + 1))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert!(stats.packs_written >= 4, "{stats:?}");
+        assert_eq!(how.lent.load(Ordering::SeqCst), 0, "a pack was lent to the storage");
+        assert_eq!(how.owned.load(Ordering::SeqCst), stats.packs_written);
+        assert_eq!(how.list(FileKind::Pack).unwrap().len() as u64, stats.packs_written);
     }
 
     #[test]

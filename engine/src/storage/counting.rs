@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+
 use super::{FileKind, FileStat, Storage};
 use crate::error::Result;
 
@@ -107,6 +109,10 @@ impl Storage for CountingStorage {
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
         self.count(Op::Put, Some(kind), data.len() as u64, 0);
         self.inner.put(kind, name, data)
+    }
+    fn put_owned(&self, kind: FileKind, name: &str, data: Bytes) -> Result<()> {
+        self.count(Op::Put, Some(kind), data.len() as u64, 0);
+        self.inner.put_owned(kind, name, data)
     }
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         let r = self.inner.get(kind, name);

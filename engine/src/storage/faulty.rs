@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use super::{FileKind, FileStat, Storage};
 use crate::error::{Error, Result};
 
@@ -170,6 +172,23 @@ impl FaultyStorage {
         }
     }
 
+    /// A put as requests (`effect`), and what lagging listings must know of it.
+    fn put_with(&self, kind: FileKind, name: &str, effect: impl Fn() -> Result<()>) -> Result<()> {
+        // Only a new name is missing from lagging listings; an overwritten
+        // one (a refreshed lock or session) stays listed, as on S3.
+        let existed = self.inner.exists(kind, name).unwrap_or(false);
+        self.call(kind, name, true, effect)?;
+        if !existed && !self.faults().list_lag.is_zero() {
+            if let Ok(mut p) = self.recent_puts.lock() {
+                p.insert((kind as u8, name.to_string()), Instant::now());
+            }
+        }
+        if let Ok(mut d) = self.recent_deletes.lock() {
+            d.remove(&(kind as u8, name.to_string()));
+        }
+        Ok(())
+    }
+
     fn lagging(&self, kind: FileKind, mut listed: Vec<(String, FileStat)>) -> Vec<(String, FileStat)> {
         let lag = self.faults().list_lag;
         if lag.is_zero() {
@@ -207,19 +226,13 @@ impl Storage for FaultyStorage {
     }
 
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        // Only a new name is missing from lagging listings; an overwritten
-        // one (a refreshed lock or session) stays listed, as on S3.
-        let existed = self.inner.exists(kind, name).unwrap_or(false);
-        self.call(kind, name, true, || self.inner.put(kind, name, data))?;
-        if !existed && !self.faults().list_lag.is_zero() {
-            if let Ok(mut p) = self.recent_puts.lock() {
-                p.insert((kind as u8, name.to_string()), Instant::now());
-            }
-        }
-        if let Ok(mut d) = self.recent_deletes.lock() {
-            d.remove(&(kind as u8, name.to_string()));
-        }
-        Ok(())
+        self.put_with(kind, name, || self.inner.put(kind, name, data))
+    }
+
+    fn put_owned(&self, kind: FileKind, name: &str, data: Bytes) -> Result<()> {
+        // A retried or duplicated request sends the same bytes again, as a
+        // client does: a clone shares them.
+        self.put_with(kind, name, || self.inner.put_owned(kind, name, data.clone()))
     }
 
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {

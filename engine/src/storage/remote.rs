@@ -33,6 +33,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use opendal::layers::{ConcurrentLimitLayer, RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
 
@@ -51,8 +52,14 @@ pub struct RemoteOptions {
     /// dropped connection), with jittered exponential backoff. Permanent
     /// errors (403, 404, a bad request) are never retried.
     pub retries: usize,
-    /// Parts of a multipart upload (S3); objects up to this size go in one
-    /// PUT.
+    /// Objects up to this size go in one PUT (S3): every pack of the
+    /// default and of most configured sizes (a pack closes past its
+    /// nominal size, so 16 MiB packs are 16-18 MiB). A multipart upload
+    /// costs two more round trips and, on servers that assemble the parts
+    /// (s3s-fs), writing the whole object a second time.
+    pub single_put_max: usize,
+    /// Parts of a multipart upload (S3), for objects above
+    /// `single_put_max`.
     pub part_size: usize,
     /// A request that makes no progress for this long fails (and is
     /// retried): a server that hangs does not hang arc.
@@ -69,6 +76,7 @@ impl Default for RemoteOptions {
         RemoteOptions {
             connections: 8,
             retries: 6,
+            single_put_max: 64 * 1024 * 1024,
             part_size: 16 * 1024 * 1024,
             io_timeout: Duration::from_secs(60),
             limit_upload: None,
@@ -489,13 +497,23 @@ impl Storage for RemoteStorage {
     }
 
     fn put(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        // opendal sends only buffers it owns: a borrowed slice is copied.
+        self.put_owned(kind, name, Bytes::copy_from_slice(data))
+    }
+
+    fn put_owned(&self, kind: FileKind, name: &str, data: Bytes) -> Result<()> {
         let path = self.path(kind, name)?;
         if let Some(l) = &self.upload {
             l.take(data.len());
         }
-        let buf = opendal::Buffer::from(data.to_vec());
+        // A Buffer made of one Bytes shares its memory: no copy.
+        let len = data.len();
+        let buf = opendal::Buffer::from(data);
         if self.atomic_put {
-            let w = self.op.write_with(&path, buf).chunk(self.opts.part_size).concurrent(2);
+            let mut w = self.op.write_with(&path, buf);
+            if len > self.opts.single_put_max {
+                w = w.chunk(self.opts.part_size).concurrent(2);
+            }
             self.block(w).map_err(|e| self.err(kind, name, e))?;
             return Ok(());
         }
