@@ -86,8 +86,9 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
     // Index files, as stored (not the database, which is only a cache),
     // one at a time: every pack's trailer goes to scratch and every blob
     // copy to an on-disk sorter (memory grows with packs and trees, not
-    // with blobs; see ops/pack_table.rs).
-    let mut table = PackTable::new(repo)?;
+    // with blobs; see ops/pack_table.rs). Only reading data compares
+    // trailers with the packs' own.
+    let mut table = PackTable::new(repo, opts.read_data || opts.read_data_subset.is_some())?;
     let mut tree_copies: Vec<(Id, u32)> = Vec::new();
     for (name, _) in repo.storage().list(FileKind::Index)? {
         let loaded = repo.storage().get(FileKind::Index, &name).and_then(|data| {

@@ -1,7 +1,8 @@
 //! The packs of a repository as `check` and `prune` see them, in memory
 //! that grows with the number of packs and not of blobs: per pack a few
-//! numbers in memory, its trailer spilled to a scratch file (read back
-//! for the few packs an operation touches), and one fixed-size
+//! numbers in memory, its trailer spilled to a scratch file when the
+//! operation reads some of them back (prune's repack, `check
+//! --read-data`), and one fixed-size
 //! [`Occurrence`] record per blob copy handed to an on-disk sorter
 //! ([`crate::sorted_runs`]), so that "which packs hold blob X" becomes a
 //! merge of sorted streams instead of a map of every blob.
@@ -96,24 +97,34 @@ pub(crate) struct PackTable {
     pub(crate) rows: Vec<PackRow>,
     by_id: HashMap<Id, u32>,
     spill_path: PathBuf,
-    spill: std::io::BufWriter<File>,
+    /// `None` when no trailer will be read back: the spill file would be
+    /// the largest part of the scratch (~60 bytes a chunk: 6 GB at 100M
+    /// chunks) for nothing.
+    spill: Option<std::io::BufWriter<File>>,
     spill_len: u64,
     spill_reader: Option<File>,
     occurrences: Option<Sorter<OCC_LEN>>,
 }
 
 impl PackTable {
-    pub(crate) fn new(repo: &Repository) -> Result<PackTable> {
+    /// A table in a new scratch directory; with `keep_trailers`, the
+    /// trailers are kept for [`entry`](Self::entry).
+    pub(crate) fn new(repo: &Repository, keep_trailers: bool) -> Result<PackTable> {
         let scratch = repo.scratch_dir()?;
         let spill_path = scratch.path().join("trailers");
-        let file = File::create(&spill_path).map_err(|e| Error::io(&spill_path, e))?;
+        let spill = if keep_trailers {
+            let file = File::create(&spill_path).map_err(|e| Error::io(&spill_path, e))?;
+            Some(std::io::BufWriter::with_capacity(1 << 20, file))
+        } else {
+            None
+        };
         let occurrences = Some(Sorter::new(scratch.path(), SORT_MEMORY, false));
         Ok(PackTable {
             scratch,
             rows: Vec::new(),
             by_id: HashMap::new(),
             spill_path,
-            spill: std::io::BufWriter::with_capacity(1 << 20, file),
+            spill,
             spill_len: 0,
             spill_reader: None,
             occurrences,
@@ -137,12 +148,15 @@ impl PackTable {
         }
         let no = u32::try_from(self.rows.len())
             .map_err(|_| Error::corrupt("repository", "packs", "more than 2^32 packs"))?;
-        let bytes = entry.trailer.encode();
-        self.spill.write_all(&bytes).map_err(|e| Error::io(&self.spill_path, e))?;
         let frames_end =
             entry.trailer.frames.last().map_or(crate::format::pack::HEADER_LEN, |f| f.offset + u64::from(f.stored_len));
-        let spill = (self.spill_len, bytes.len() as u32, frames_end);
-        self.spill_len += bytes.len() as u64;
+        let mut spill = (self.spill_len, 0, frames_end);
+        if let Some(w) = self.spill.as_mut() {
+            let bytes = entry.trailer.encode();
+            w.write_all(&bytes).map_err(|e| Error::io(&self.spill_path, e))?;
+            spill.1 = bytes.len() as u32;
+            self.spill_len += bytes.len() as u64;
+        }
         let sorter = self.occurrences.as_mut().ok_or_else(|| finished(&self.spill_path))?;
         for (i, b) in entry.trailer.blobs.iter().enumerate() {
             sorter.push(
@@ -165,13 +179,15 @@ impl PackTable {
     /// once, after the last [`add`](Self::add); the table is read-only
     /// from then on.
     pub(crate) fn occurrences(&mut self) -> Result<Merged<OCC_LEN>> {
-        self.spill.flush().map_err(|e| Error::io(&self.spill_path, e))?;
-        self.spill_reader = Some(File::open(&self.spill_path).map_err(|e| Error::io(&self.spill_path, e))?);
+        if let Some(w) = self.spill.as_mut() {
+            w.flush().map_err(|e| Error::io(&self.spill_path, e))?;
+            self.spill_reader = Some(File::open(&self.spill_path).map_err(|e| Error::io(&self.spill_path, e))?);
+        }
         self.occurrences.take().ok_or_else(|| finished(&self.spill_path))?.finish()
     }
 
     /// Pack `no` with its trailer, read back from the spill file (after
-    /// [`occurrences`](Self::occurrences)).
+    /// [`occurrences`](Self::occurrences), in a table that keeps trailers).
     pub(crate) fn entry(&self, no: u32) -> Result<PackEntry> {
         let row = self.rows.get(no as usize).ok_or_else(|| finished(&self.spill_path))?;
         let (offset, len, frames_end) = row.spill;

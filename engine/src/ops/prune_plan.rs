@@ -115,7 +115,8 @@ fn add_trees(trees: &mut HashMap<Id, BlobLocation>, p: &PackEntry) {
 /// index file lists. A listed pack that is missing or has another size is
 /// damage.
 fn load_packs(repo: &Repository, report: &mut PruneReport) -> Result<Loaded> {
-    let mut table = PackTable::new(repo)?;
+    // The trailers of the packs to repack are read back.
+    let mut table = PackTable::new(repo, true)?;
     let mut index_files = Vec::new();
     let mut trees = HashMap::new();
     let mut deltas = HashMap::new();
