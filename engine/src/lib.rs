@@ -36,6 +36,7 @@ pub mod ratelimit;
 pub mod reader;
 pub mod repo;
 pub mod scan;
+pub mod scratch;
 pub mod session;
 pub mod sorted_runs;
 pub mod storage;

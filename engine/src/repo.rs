@@ -740,15 +740,15 @@ impl Repository {
     /// directory), or the repository's `tmp/` when the database is inside
     /// a local repository, so that scratch never lands in the repository's
     /// own directories and stays on the disk the cache was put on.
-    pub fn scratch_dir(&self) -> Result<tempfile::TempDir> {
+    /// Scratch directories of killed processes there are removed first
+    /// (`scratch.rs`).
+    pub fn scratch_dir(&self) -> Result<crate::scratch::Scratch> {
         let local_tmp = self.storage.local_path().filter(|r| self.index_path.starts_with(r)).map(|r| r.join("tmp"));
         let dir = match local_tmp {
             Some(tmp) => tmp,
             None => self.index_path.parent().map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir),
         };
-        let make = |dir: &Path| {
-            std::fs::create_dir_all(dir).and_then(|()| tempfile::Builder::new().prefix("scratch-").tempdir_in(dir))
-        };
+        let make = |dir: &Path| crate::scratch::Scratch::create(dir);
         // A repository on a read-only disk is still checked: then the
         // system's temporary directory.
         make(&dir).or_else(|_| make(&std::env::temp_dir())).map_err(|e| Error::io(&dir, e))

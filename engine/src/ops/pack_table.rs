@@ -93,7 +93,7 @@ pub(crate) struct PackRow {
 /// The scratch directory of one operation (removed when dropped), the
 /// packs found so far and the sorter of their blob copies.
 pub(crate) struct PackTable {
-    scratch: tempfile::TempDir,
+    scratch: crate::scratch::Scratch,
     pub(crate) rows: Vec<PackRow>,
     by_id: HashMap<Id, u32>,
     spill_path: PathBuf,
