@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::format::tree::{Node, NodeKind, Timestamp};
@@ -48,22 +48,86 @@ impl OwnerNames {
     }
 }
 
-pub fn kind_of(meta: &Metadata) -> NodeKind {
-    let ft = meta.file_type();
-    if ft.is_dir() {
-        NodeKind::Dir
-    } else if ft.is_symlink() {
-        NodeKind::Symlink
-    } else if ft.is_fifo() {
-        NodeKind::Fifo
-    } else if ft.is_socket() {
-        NodeKind::Socket
-    } else if ft.is_char_device() {
-        NodeKind::CharDevice
-    } else if ft.is_block_device() {
-        NodeKind::BlockDevice
-    } else {
-        NodeKind::File
+/// What a node takes from `lstat`: std's [`Metadata`] where a path is
+/// stat'ed on its own (a source, the directories above it), or a `statx`
+/// relative to an open directory (the walk: the kernel resolves one name
+/// instead of the whole path again for every entry).
+#[derive(Debug, Clone, Copy)]
+pub struct Stat {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    pub ino: u64,
+    pub dev: u64,
+    pub nlink: u64,
+    pub rdev: u64,
+}
+
+impl From<&Metadata> for Stat {
+    fn from(meta: &Metadata) -> Stat {
+        Stat {
+            mode: meta.mode(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            size: meta.len(),
+            mtime: Timestamp { sec: meta.mtime(), nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32 },
+            ctime: Timestamp { sec: meta.ctime(), nsec: meta.ctime_nsec().clamp(0, 999_999_999) as u32 },
+            ino: meta.ino(),
+            dev: meta.dev(),
+            nlink: meta.nlink(),
+            rdev: meta.rdev(),
+        }
+    }
+}
+
+impl From<&rustix::fs::Statx> for Stat {
+    fn from(x: &rustix::fs::Statx) -> Stat {
+        let time = |t: &rustix::fs::StatxTimestamp| Timestamp { sec: t.tv_sec, nsec: t.tv_nsec.min(999_999_999) };
+        Stat {
+            mode: u32::from(x.stx_mode),
+            uid: x.stx_uid,
+            gid: x.stx_gid,
+            size: x.stx_size,
+            mtime: time(&x.stx_mtime),
+            ctime: time(&x.stx_ctime),
+            ino: x.stx_ino,
+            dev: rustix::fs::makedev(x.stx_dev_major, x.stx_dev_minor),
+            nlink: u64::from(x.stx_nlink),
+            rdev: rustix::fs::makedev(x.stx_rdev_major, x.stx_rdev_minor),
+        }
+    }
+}
+
+impl Stat {
+    /// `lstat` of `name` in the directory open as `dir`.
+    pub fn at(dir: impl std::os::fd::AsFd, name: &std::ffi::OsStr) -> std::io::Result<Stat> {
+        use rustix::fs::{AtFlags, StatxFlags};
+        let x = rustix::fs::statx(
+            dir,
+            name,
+            AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_SYNC_AS_STAT,
+            StatxFlags::BASIC_STATS,
+        )?;
+        Ok(Stat::from(&x))
+    }
+
+    pub fn kind(&self) -> NodeKind {
+        match self.mode & libc::S_IFMT {
+            libc::S_IFDIR => NodeKind::Dir,
+            libc::S_IFLNK => NodeKind::Symlink,
+            libc::S_IFIFO => NodeKind::Fifo,
+            libc::S_IFSOCK => NodeKind::Socket,
+            libc::S_IFCHR => NodeKind::CharDevice,
+            libc::S_IFBLK => NodeKind::BlockDevice,
+            _ => NodeKind::File,
+        }
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
     }
 }
 
@@ -73,23 +137,23 @@ pub fn kind_of(meta: &Metadata) -> NodeKind {
 pub fn node_from_metadata(
     name: &[u8],
     path: &Path,
-    meta: &Metadata,
+    meta: &Stat,
     owners: &mut OwnerNames,
     warnings: &mut Vec<String>,
 ) -> Node {
-    let mut n = Node::new(kind_of(meta), name.to_vec());
-    n.mode = meta.mode();
-    n.uid = meta.uid();
-    n.gid = meta.gid();
+    let mut n = Node::new(meta.kind(), name.to_vec());
+    n.mode = meta.mode;
+    n.uid = meta.uid;
+    n.gid = meta.gid;
     n.user = owners.user(n.uid);
     n.group = owners.group(n.gid);
-    n.mtime = Timestamp { sec: meta.mtime(), nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32 };
-    n.ctime = Timestamp { sec: meta.ctime(), nsec: meta.ctime_nsec().clamp(0, 999_999_999) as u32 };
-    n.size = if n.kind == NodeKind::File { meta.len() } else { 0 };
-    n.inode = meta.ino();
-    n.device = meta.dev();
-    n.nlink = u32::try_from(meta.nlink()).unwrap_or(u32::MAX);
-    n.rdev = meta.rdev();
+    n.mtime = meta.mtime;
+    n.ctime = meta.ctime;
+    n.size = if n.kind == NodeKind::File { meta.size } else { 0 };
+    n.inode = meta.ino;
+    n.device = meta.dev;
+    n.nlink = u32::try_from(meta.nlink).unwrap_or(u32::MAX);
+    n.rdev = meta.rdev;
     if n.kind == NodeKind::Symlink {
         match std::fs::read_link(path) {
             Ok(t) => n.target = t.as_os_str().as_bytes().to_vec(),

@@ -42,6 +42,18 @@ const IN_FLIGHT_BUDGET: usize = 16 * 1024 * 1024;
 /// An index file is written after this many packs, bounding what a crash
 /// leaves unlisted (such packs are adopted by the next backup anyway).
 const PACKS_PER_INDEX_FILE: usize = 32;
+/// ... or once the packs not yet listed hold this many blobs. Until its
+/// pack is listed, the packer keeps a blob's trailer record and its entry
+/// in the pending set, and the listing holds its index file entry and its
+/// row: about 200 bytes a blob, bounded by this rather than by the size of
+/// the backup (32 packs of mail are some 250,000 messages; restic's index
+/// files hold at most 50,000 blobs).
+const BLOBS_PER_INDEX_FILE: usize = 16_384;
+/// A pack this packer writes is closed at this many blobs (readers accept
+/// up to `index_file::MAX_BLOBS_PER_PACK`): 16 MiB of 30-byte files would
+/// be over 500,000 blobs held in one open pack and listed at once. A pack
+/// may go past it by one frame.
+const BLOBS_PER_PACK: usize = BLOBS_PER_INDEX_FILE;
 
 /// Bounds the raw bytes queued between `store` and the compressors.
 ///
@@ -752,10 +764,11 @@ fn pack_writer(
                 bit as usize
             };
             // Every reader accepts at most MAX_BLOBS_PER_PACK blobs and
-            // MAX_FRAMES_PER_PACK frames in a pack (v2 spec 2.1): close the
-            // open pack before a frame would take it past either.
+            // MAX_FRAMES_PER_PACK frames in a pack (v2 spec 2.1), and this
+            // packer keeps to BLOBS_PER_PACK: close the open pack before a
+            // frame would take it past either.
             let over = open[kind][slot].as_ref().is_some_and(|p| {
-                p.trailer.blobs.len() + frame.blobs.len() > index_file::MAX_BLOBS_PER_PACK
+                p.trailer.blobs.len() + frame.blobs.len() > BLOBS_PER_PACK.min(index_file::MAX_BLOBS_PER_PACK)
                     || p.trailer.frames.len() >= index_file::MAX_FRAMES_PER_PACK
             });
             if over {
@@ -846,7 +859,8 @@ fn upload(repo: &Repository, pending: &Pending, unlisted: &Unlisted, bytes: Vec<
     let batch = {
         let mut packs = crate::sync::lock(&unlisted.packs, "the packs not yet listed")?;
         packs.push(entry);
-        if packs.len() >= PACKS_PER_INDEX_FILE {
+        let blobs: usize = packs.iter().map(|p| p.trailer.blobs.len()).sum();
+        if packs.len() >= PACKS_PER_INDEX_FILE || blobs >= BLOBS_PER_INDEX_FILE {
             std::mem::take(&mut *packs)
         } else {
             Vec::new()

@@ -16,8 +16,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 
@@ -27,7 +27,7 @@ use crate::exclude::Excludes;
 use crate::format::tree::{Node, NodeKind};
 use crate::id::Id;
 use crate::index::IndexReader;
-use crate::metadata::{node_from_metadata, OwnerNames};
+use crate::metadata::{node_from_metadata, OwnerNames, Stat};
 use crate::repo::Repository;
 
 /// What the listers need from the walk's owner.
@@ -119,6 +119,9 @@ struct DirJob {
 
 /// A directory read and partly handed out.
 struct OpenDir {
+    /// The directory, open: its entries are stat'ed relative to it, so the
+    /// kernel looks up one name per entry rather than the whole path.
+    fd: OwnedFd,
     names: Names,
     /// The next name to list.
     next: usize,
@@ -314,14 +317,13 @@ fn list_piece(
         let (name, is_dir) = open.names.get(open.next);
         open.next += 1;
         let path = job.path.join(name);
-        let name = name.as_bytes();
         if !excludes.patterns.is_empty() && excludes.patterns.matches(path.as_os_str().as_bytes(), is_dir, &mut scratch)
         {
             listing.excluded += 1;
             continue;
         }
         let mut warnings = Vec::new();
-        let meta = match std::fs::symlink_metadata(&path) {
+        let meta = match Stat::at(&open.fd, name) {
             Ok(m) => m,
             Err(err) => {
                 warnings.push(err.to_string());
@@ -331,13 +333,14 @@ fn list_piece(
                 continue;
             }
         };
-        if excludes.larger_than.is_some_and(|n| meta.is_file() && meta.len() > n) {
+        if excludes.larger_than.is_some_and(|n| meta.is_file() && meta.size > n) {
             listing.excluded += 1;
             continue;
         }
         // The position of a child among the children kept.
         let i = open.kept;
         open.kept += 1;
+        let name = name.as_bytes();
         let node = node_from_metadata(name, &path, &meta, owners, &mut warnings);
         let prev = match (open.prev.as_mut(), reader) {
             (Some(p), Some(r)) => p.find(env.repo, r, name),
@@ -346,13 +349,13 @@ fn list_piece(
         let mut descend = false;
         let mount_point = node.kind == NodeKind::Dir
             && excludes.one_file_system
-            && (meta.dev() != job.dev || env.mounts.contains(&path));
+            && (meta.dev != job.dev || env.mounts.contains(&path));
         if mount_point {
             listing.excluded += 1;
         } else if node.kind == NodeKind::Dir && env.skip_dir != Some(path.as_path()) {
             descend = true;
             let prev_tree = prev.as_ref().and_then(|p| p.subtree);
-            let sub = DirJob { path: path.clone(), prev_tree, dev: meta.dev(), open: None };
+            let sub = DirJob { path: path.clone(), prev_tree, dev: meta.dev, open: None };
             subdirs.push((piece_key(&subdir_key(dir, i), 0), sub));
         }
         listing.children.push(Some(Child { path, node: Some(node), prev, warnings, descend, mount_point }));
@@ -372,8 +375,15 @@ fn open_dir(
     job: &DirJob,
     listing: &mut Listing,
 ) -> Option<Box<OpenDir>> {
-    let rd = match std::fs::read_dir(&job.path) {
-        Ok(rd) => rd,
+    use rustix::fs::{Dir, FileType, Mode, OFlags};
+    // The names are read through a duplicate of the descriptor kept for
+    // the stats (no second lookup of the path).
+    let opened = rustix::fs::open(&job.path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(std::io::Error::from)
+        .and_then(|fd| Ok((fd.try_clone()?, fd)))
+        .and_then(|(dup, fd)| Ok((fd, Dir::new(dup)?)));
+    let (fd, rd) = match opened {
+        Ok(o) => o,
         Err(e) => {
             listing.errors.push(e.to_string());
             return None;
@@ -383,13 +393,24 @@ fn open_dir(
     let mut names = Names::default();
     for e in rd {
         match e {
-            // The type from readdir needs no stat (the file system reports
-            // it in the directory entry), so an excluded entry costs none.
-            Ok(e) => names.push(
-                e.file_name().as_bytes(),
-                !excludes.patterns.is_empty() && e.file_type().is_ok_and(|t| t.is_dir()),
-            ),
-            Err(e) => listing.errors.push(e.to_string()),
+            Ok(e) => {
+                let name = e.file_name().to_bytes();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                // The type from readdir needs no stat (the file system
+                // reports it in the directory entry), so an excluded entry
+                // costs none; only where it does not is the entry stat'ed.
+                let is_dir = !excludes.patterns.is_empty()
+                    && match e.file_type() {
+                        FileType::Unknown => {
+                            Stat::at(&fd, OsStr::from_bytes(name)).is_ok_and(|s| s.kind() == NodeKind::Dir)
+                        }
+                        t => t == FileType::Directory,
+                    };
+                names.push(name, is_dir);
+            }
+            Err(e) => listing.errors.push(std::io::Error::from(e).to_string()),
         }
     }
     names.sort();
@@ -413,5 +434,5 @@ fn open_dir(
         (Some(id), Some(r)) => PreviousDir::open(env.repo, r, &id, &job.path).ok(),
         _ => None,
     };
-    Some(Box::new(OpenDir { names, next: 0, kept: 0, prev }))
+    Some(Box::new(OpenDir { fd, names, next: 0, kept: 0, prev }))
 }

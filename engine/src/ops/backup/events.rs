@@ -16,7 +16,7 @@ use super::tree_builder::synthetic_dir;
 use super::{Change, Content, Ctx, Job, Slot, WalkEvent};
 use crate::error::{Error, Result};
 use crate::format::tree::NodeKind;
-use crate::metadata::{node_from_metadata, OwnerNames};
+use crate::metadata::{node_from_metadata, OwnerNames, Stat};
 use crate::walk::{piece_key, subdir_key, DirPool, ListEnv, Listing, StopOnDrop, WalkKey};
 
 /// Walks the sources in order and hands out work.
@@ -70,7 +70,7 @@ pub(super) fn walker(
             };
             let name = src.components.last().cloned().unwrap_or_default();
             let mut warnings = Vec::new();
-            let node = node_from_metadata(&name, &src.disk, &meta, &mut owners, &mut warnings);
+            let node = node_from_metadata(&name, &src.disk, &Stat::from(&meta), &mut owners, &mut warnings);
             for w in warnings {
                 ctx.warn(&src.disk, &w);
             }

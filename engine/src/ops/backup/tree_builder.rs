@@ -24,7 +24,7 @@ use crate::format::snapshot::Summary;
 use crate::format::tree::{Node, NodeKind, Timestamp, Tree};
 use crate::id::Id;
 use crate::index::IndexReader;
-use crate::metadata::{node_from_metadata, OwnerNames};
+use crate::metadata::{node_from_metadata, OwnerNames, Stat};
 use crate::ops::tree_store::DirWriter;
 use crate::packer::BlobSink;
 
@@ -208,7 +208,7 @@ pub(super) fn assemble(
         let mut node = match std::fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_dir() => {
                 let mut w = Vec::new();
-                node_from_metadata(&name, &path, &meta, &mut OwnerNames::default(), &mut w)
+                node_from_metadata(&name, &path, &Stat::from(&meta), &mut OwnerNames::default(), &mut w)
             }
             // Stream paths have no directory on disk.
             _ => synthetic_dir(name.clone()),
