@@ -223,6 +223,24 @@ mod tests {
         Arc::new(WorkGauge::default())
     }
 
+    /// A second descriptor of the same open file as a stand-in for
+    /// /dev/fuse's, to read its flags while the spinner owns the first.
+    struct Probe(OwnedFd);
+
+    impl Probe {
+        fn nonblocking(&self) -> bool {
+            // SAFETY: F_GETFL on a descriptor this test owns.
+            unsafe { libc::fcntl(self.0.as_raw_fd(), libc::F_GETFL) & libc::O_NONBLOCK != 0 }
+        }
+    }
+
+    /// A pipe's ends (the read end for the spinner) and a probe of it.
+    fn descriptor() -> (OwnedFd, OwnedFd, Probe) {
+        let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
+        let probe = Probe(read_end.try_clone().expect("dup"));
+        (read_end, write_end, probe)
+    }
+
     #[test]
     fn spinners_sleep_after_the_window_and_wake_on_a_request() {
         let spinner = Spinner::start(Duration::from_millis(5), 2, gauge()).expect("spinner");
@@ -241,9 +259,8 @@ mod tests {
 
     #[test]
     fn descriptor_is_non_blocking_only_during_a_burst() {
-        let (read_end, _write_end) = nix::unistd::pipe().expect("pipe");
-        let probe = read_end.try_clone().expect("dup");
-        let nonblocking = || unsafe { libc::fcntl(probe.as_raw_fd(), libc::F_GETFL) } & libc::O_NONBLOCK != 0;
+        let (read_end, _write_end, probe) = descriptor();
+        let nonblocking = || probe.nonblocking();
         let spinner = Spinner::start(Duration::from_millis(5), 1, gauge()).expect("spinner");
         spinner.attach_fuse_fd(read_end);
         assert!(!nonblocking());
@@ -258,9 +275,8 @@ mod tests {
 
     #[test]
     fn descriptor_does_not_poll_while_background_work_runs() {
-        let (read_end, _write_end) = nix::unistd::pipe().expect("pipe");
-        let probe = read_end.try_clone().expect("dup");
-        let nonblocking = || unsafe { libc::fcntl(probe.as_raw_fd(), libc::F_GETFL) } & libc::O_NONBLOCK != 0;
+        let (read_end, _write_end, probe) = descriptor();
+        let nonblocking = || probe.nonblocking();
         let work = gauge();
         let window = Duration::from_millis(50);
         let spinner = Spinner::start(window, 1, work.clone()).expect("spinner");
@@ -282,9 +298,8 @@ mod tests {
 
     #[test]
     fn descriptor_does_not_poll_while_file_data_is_read() {
-        let (read_end, _write_end) = nix::unistd::pipe().expect("pipe");
-        let probe = read_end.try_clone().expect("dup");
-        let nonblocking = || unsafe { libc::fcntl(probe.as_raw_fd(), libc::F_GETFL) } & libc::O_NONBLOCK != 0;
+        let (read_end, _write_end, probe) = descriptor();
+        let nonblocking = || probe.nonblocking();
         let spinner = Spinner::start(Duration::from_millis(5), 1, gauge()).expect("spinner");
         spinner.attach_fuse_fd(read_end);
         spinner.request(false);
