@@ -148,8 +148,9 @@ fn make_spool(root: &Path, n: usize) {
 /// file entry and its row on their way to the index cache: some 200 bytes)
 /// is bounded by a count of blobs, not by the size of the backup. Before,
 /// an index file came only every 32 packs: 32 packs of mail are some
-/// 250,000 messages, and the peak RSS of a spool's first backup rose from
-/// 106 MiB at 200,000 messages to 171 MiB at 2,000,000. Here 40,000
+/// 250,000 messages (a 1,000,000-file directory's first backup peaked at
+/// 278 MiB then, 163 MiB now; the 2,000,000-message spool's 171 MiB is a
+/// ceiling set by packs in memory, BENCHMARKS.md). Here 40,000
 /// distinct messages in 1 MiB packs (some 9,000 messages each) must be
 /// listed in several index files of at most 2 x 16,384 blobs each (one
 /// index file of every blob before).
