@@ -188,6 +188,29 @@ fn key_file_wrapping() {
     );
 }
 
+/// Writers use four Argon2id lanes, computed in parallel (argon2's
+/// `parallel` feature): RFC 9106's own Argon2id vector (section 5.3: four
+/// lanes, 32 KiB, 3 passes) must come out of this build byte for byte, so
+/// the parallel lanes cannot silently derive another key than a reader
+/// elsewhere would.
+#[test]
+fn argon2id_four_lanes_match_rfc_9106() {
+    let params = argon2::ParamsBuilder::new()
+        .m_cost(32)
+        .t_cost(3)
+        .p_cost(4)
+        .data(argon2::AssociatedData::new(&[0x04; 12]).unwrap())
+        .output_len(32)
+        .build()
+        .unwrap();
+    let argon =
+        argon2::Argon2::new_with_secret(&[0x03; 8], argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+            .unwrap();
+    let mut tag = [0u8; 32];
+    argon.hash_password_into(&[0x01; 32], &[0x02; 16], &mut tag).unwrap();
+    assert_eq!(hex::encode(tag), "0d640df58d78766c08c037a34a8b53c9d01ef0452d75b65eb52520e96b01e659");
+}
+
 /// The sealed `content_keys` of a config (crypto.md 2.4): the content keys
 /// of master 00..1f sealed for a repository whose master is 20..3f and
 /// whose config id is 32 * 0x11, nonce 24 * 0x33.
