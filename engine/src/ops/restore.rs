@@ -87,6 +87,8 @@ struct Ctx<'a> {
     cpus: usize,
     /// The repository is on a remote store, where reads are round trips.
     remote: bool,
+    /// This process's umask, read once (None where /proc does not say).
+    umask: Option<u32>,
 }
 
 impl Ctx<'_> {
@@ -164,6 +166,7 @@ pub fn restore(
         cancel: opts.cancel.clone(),
         cpus: std::thread::available_parallelism().map_or(2, |n| n.get()),
         remote: repo.storage().local_path().is_none(),
+        umask: read_umask(),
     };
     // Two per CPU keeps a disk busy (a remote store has workers of its own
     // per window, as many as it takes requests at once: packs.rs).
@@ -415,7 +418,7 @@ fn restore_file(ctx: &Ctx<'_>, path: &Path, node: &Node, pre: &Prefetched) -> Re
         .write(true)
         .create_new(true)
         .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o600)
+        .mode(create_mode(ctx.umask, node.mode).unwrap_or(0o600))
         .open(path)
         .at(path)?;
     let written = match write_content(ctx, path, node, file, pre) {
@@ -648,8 +651,29 @@ fn ts(t: Timestamp) -> TimeSpec {
     TimeSpec::new(t.sec, i64::from(t.nsec))
 }
 
+/// The umask from /proc/self/status. Reading it with umask(2) means
+/// setting it, which would race with the files other threads create.
+fn read_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
+}
+
+/// The mode to create a regular file with when that gives it exactly its
+/// final permissions, so that no `fchmod` is needed afterwards (one system
+/// call of about seven per restored file). Only where the owner may write
+/// it: the pack-by-pack path opens a file again for each of its pieces,
+/// which a read-only mode would refuse to anyone but root. Set-id and
+/// sticky bits are never created (an `fchown` would clear them anyway).
+fn create_mode(umask: Option<u32>, mode: u32) -> Option<u32> {
+    let mode = mode & 0o7777;
+    let created = mode & 0o777 & !umask?;
+    (created == mode && mode & 0o200 != 0).then_some(mode)
+}
+
 /// Owner, mode, xattrs, then times (last, since the others change ctime and
-/// writing xattrs may touch mtime on some filesystems).
+/// writing xattrs may touch mtime on some filesystems). A regular file
+/// created with [`create_mode`] already has its mode.
 fn apply_metadata(ctx: &Ctx<'_>, path: &Path, node: &Node, file: Option<&File>) -> Result<()> {
     let is_link = node.kind == NodeKind::Symlink;
     let errno = |e: nix::errno::Errno| Error::io(path, e.into());
@@ -660,7 +684,8 @@ fn apply_metadata(ctx: &Ctx<'_>, path: &Path, node: &Node, file: Option<&File>) 
             None => nix::unistd::fchownat(None, path, u, g, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).map_err(errno)?,
         }
     }
-    if !is_link {
+    let mode_set = file.is_some() && node.kind == NodeKind::File && create_mode(ctx.umask, node.mode).is_some();
+    if !is_link && !mode_set {
         let mode = Mode::from_bits_truncate(node.mode & 0o7777);
         match file {
             Some(f) => nix::sys::stat::fchmod(f.as_raw_fd(), mode).map_err(errno)?,
@@ -751,6 +776,24 @@ mod tests {
     use crate::progress::NoProgress;
     use crate::repo::InitOptions;
     use crate::test_data::{pseudo_random, Warnings};
+
+    #[test]
+    fn files_are_created_with_their_mode_only_where_that_is_exact() {
+        let umask = Some(0o022);
+        assert_eq!(create_mode(umask, 0o100644), Some(0o644));
+        assert_eq!(create_mode(umask, 0o600), Some(0o600));
+        // The umask would take bits away: created private, then fchmod.
+        assert_eq!(create_mode(umask, 0o666), None);
+        assert_eq!(create_mode(Some(0), 0o666), Some(0o666));
+        // Set-id and sticky bits only by fchmod, after the owner is set.
+        assert_eq!(create_mode(umask, 0o4755), None);
+        assert_eq!(create_mode(umask, 0o1644), None);
+        // Read-only for its owner: the pack path could not open it again.
+        assert_eq!(create_mode(umask, 0o444), None);
+        // Unknown umask: always fchmod.
+        assert_eq!(create_mode(None, 0o644), None);
+        assert_eq!(read_umask().map(|m| m & !0o777), Some(0));
+    }
 
     /// Small stream chunks, each in a frame of its own: a few MiB make
     /// hundreds of chunks, and damaging one frame damages one chunk.

@@ -29,12 +29,13 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
-use super::{apply_metadata, remove_existing, restore_file, Ctx, FileJob, HOLE_BLOCK};
+use super::{apply_metadata, create_mode, remove_existing, restore_file, Ctx, FileJob, HOLE_BLOCK};
 use crate::error::{Error, IoContext, Result};
 use crate::format::pack::FrameRecord;
+use crate::format::tree::Node;
 use crate::id::Id;
 use crate::prefetch::{pack_reads, Prefetched, Span};
 use crate::storage::FileKind;
@@ -79,6 +80,9 @@ struct Target {
     /// applies the metadata.
     remaining: AtomicUsize,
     state: Mutex<State>,
+    /// The file's last byte was written (not left as a hole): its length
+    /// needs no `ftruncate`.
+    end_written: AtomicBool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -155,7 +159,7 @@ pub(super) fn restore_window(ctx: &Ctx<'_>, window: Window) {
             at += u64::from(loc.raw_len);
         }
         let remaining = AtomicUsize::new(job.node.chunks.len());
-        targets.push(Target { job, remaining, state: Mutex::new(State::New) });
+        targets.push(Target { job, remaining, state: Mutex::new(State::New), end_written: AtomicBool::new(false) });
     }
     let reads = pack_reads(frames.iter().map(|f| (f.pack, f.record.offset, f.record.stored_len)).collect(), MAX_READ);
     let next = AtomicUsize::new(0);
@@ -314,14 +318,18 @@ impl Work<'_> {
             return;
         }
         let written = (|| -> Result<Option<File>> {
-            let file = open(self.ctx, path, *state == State::New)?;
+            let file = open(self.ctx, path, &target.job.node, *state == State::New)?;
             *state = State::Created;
-            write_sparse(&file, path, at, bytes)?;
+            if write_sparse(&file, path, at, bytes)? && at + bytes.len() as u64 == target.job.node.size {
+                target.end_written.store(true, Ordering::Relaxed);
+            }
             self.ctx.progress.bytes(bytes.len() as u64);
             if target.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                 let node = &target.job.node;
                 // Holes at the end are not written: the length is set.
-                file.set_len(node.size).at(path)?;
+                if !target.end_written.load(Ordering::Relaxed) {
+                    file.set_len(node.size).at(path)?;
+                }
                 apply_metadata(self.ctx, path, node, Some(&file))?;
                 return Ok(Some(file));
             }
@@ -362,7 +370,7 @@ impl Work<'_> {
 
 /// The file at `path`, created (new, as on the file-by-file path) by its
 /// first piece, opened again for the others. Never through a symlink.
-fn open(ctx: &Ctx<'_>, path: &Path, create: bool) -> Result<File> {
+fn open(ctx: &Ctx<'_>, path: &Path, node: &Node, create: bool) -> Result<File> {
     if create && ctx.overwrite {
         // Replace instead of writing through whatever is there.
         let _ = remove_existing(path);
@@ -370,15 +378,15 @@ fn open(ctx: &Ctx<'_>, path: &Path, create: bool) -> Result<File> {
     let mut opts = OpenOptions::new();
     opts.write(true).custom_flags(libc::O_NOFOLLOW);
     if create {
-        opts.create_new(true).mode(0o600);
+        opts.create_new(true).mode(create_mode(ctx.umask, node.mode).unwrap_or(0o600));
     }
     opts.open(path).at(path)
 }
 
 /// Writes `bytes` at `at`, skipping all-zero blocks of [`HOLE_BLOCK`]
 /// (counted from the chunk's start, as the file-by-file path does), so
-/// that sparse files stay sparse.
-fn write_sparse(file: &File, path: &Path, at: u64, bytes: &[u8]) -> Result<()> {
+/// that sparse files stay sparse. True if its last byte was written.
+fn write_sparse(file: &File, path: &Path, at: u64, bytes: &[u8]) -> Result<bool> {
     let mut run_start = 0;
     let mut pos = 0;
     while pos < bytes.len() {
@@ -393,8 +401,9 @@ fn write_sparse(file: &File, path: &Path, at: u64, bytes: &[u8]) -> Result<()> {
     }
     if run_start < bytes.len() {
         file.write_all_at(&bytes[run_start..], at + run_start as u64).at(path)?;
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
 #[cfg(test)]
