@@ -289,6 +289,10 @@ pub(crate) fn plan_avoiding(
         });
     }
     let mut report = PruneReport::default();
+    // The first command on a new host fills the index cache (the trees are
+    // read through it), with sorted runs of its own (~55 bytes a chunk):
+    // before the plan's runs exist rather than beside them.
+    repo.blob_reader()?;
     let Loaded { mut table, index_files, trees, deltas } = load_packs(repo, &mut report)?;
     let (live, snapshots) = mark_live(repo, &trees, &deltas, ignore_snapshots, table.scratch())?;
     drop((trees, deltas));
