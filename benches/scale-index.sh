@@ -22,7 +22,8 @@
 # repository generated there by an earlier run. STEPS picks the commands
 # (default "check warm dry instant after"; at 100M chunks "check dry" is
 # what fits the disk of a shared machine: each of those needs its own
-# scratch of ~150 bytes a chunk beside the cache).
+# scratch beside the cache, ~80 bytes a chunk for `check`, ~85 for prune's
+# plan; `instant` also writes the new index files before the old go).
 #
 # Deterministic: the same CHUNKS give the same index (seed 1, 512 chunks a
 # pack). Needs CHUNKS * ~30 KiB of sparse space (nothing is written into
