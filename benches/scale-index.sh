@@ -10,7 +10,8 @@
 # file-backed resident memory (sampled from /proc every second: mapped
 # pages of the index cache count in RSS, and are page cache, not heap), and
 # the peak bytes of the cache directory during it (the cache, the fill's
-# sorted runs and the command's scratch, which all live there). Then the
+# sorted runs and the command's scratch, which all live there) and of the
+# command's scratch directories alone (`scratch-*`). Then the
 # index cache's bytes per chunk (database plus sorted rows file). With a
 # second binary (OLD_ARC), the same commands of that binary run on the
 # same repository first, side by side.
@@ -21,7 +22,8 @@
 # repository generated there by an earlier run. STEPS picks the commands
 # (default "check warm dry instant after"; at 100M chunks "check dry" is
 # what fits the disk of a shared machine: each of those needs its own
-# scratch of ~150 bytes a chunk beside the cache).
+# scratch beside the cache, ~80 bytes a chunk for `check`, ~85 for prune's
+# plan; `instant` also writes the new index files before the old go).
 #
 # Deterministic: the same CHUNKS give the same index (seed 1, 512 chunks a
 # pack). Needs CHUNKS * ~30 KiB of sparse space (nothing is written into
@@ -41,10 +43,11 @@ export ARC_PASSWORD=${ARC_PASSWORD:-bench}
 export XDG_CACHE_HOME="$DIR/cache"
 R="$DIR/repo"
 mkdir -p "$XDG_CACHE_HOME"
-# Peaks of the command's RssAnon and RssFile (KiB) and of the cache
-# directory's size (KiB) while the process `$1` (GNU time) runs.
+# Peaks of the command's RssAnon and RssFile (KiB), of the cache
+# directory's size and of its scratch directories' (KiB) while the process
+# `$1` (GNU time) runs.
 sample() {
-    anon=0 file=0 disk=0
+    anon=0 file=0 disk=0 scratch=0
     while kill -0 "$1" 2>/dev/null; do
         for c in $(pgrep -P "$1" || true); do
             s=$(awk '/^RssAnon:/ {a = $2} /^RssFile:/ {f = $2} END {print a + 0 " " f + 0}' "/proc/$c/status" 2>/dev/null || true)
@@ -54,9 +57,11 @@ sample() {
         done
         d=$(du -sk "$XDG_CACHE_HOME" 2>/dev/null | cut -f1)
         [ "${d:-0}" -gt "$disk" ] && disk=$d
+        d=$(du -sk "$XDG_CACHE_HOME"/arc/*/scratch-* 2>/dev/null | awk '{s += $1} END {print s + 0}')
+        [ "${d:-0}" -gt "$scratch" ] && scratch=$d
         sleep 1
     done
-    echo "$anon $file $disk"
+    echo "$anon $file $disk $scratch"
 }
 measure() { # label, command...
     label=$1; shift
@@ -65,10 +70,10 @@ measure() { # label, command...
     sample "$pid" >"$DIR/s"
     wait "$pid" || { cat "$DIR/err" >&2; exit 1; }
     read -r secs user sys kib <"$DIR/t"
-    read -r anon file disk <"$DIR/s"
-    printf '%-28s %8s s %8s s CPU %6s MiB peak (anon %s, file %s) %7s MiB cache dir\n' "$label" "$secs" \
-        "$(echo "$user $sys" | awk '{print $1 + $2}')" "$((kib / 1024))" "$((anon / 1024))" "$((file / 1024))" \
-        "$((disk / 1024))"
+    read -r anon file disk scratch <"$DIR/s"
+    printf '%-28s %8s s %8s s CPU %6s MiB peak (anon %s, file %s) %7s MiB cache dir %7s MiB scratch\n' \
+        "$label" "$secs" "$(echo "$user $sys" | awk '{print $1 + $2}')" "$((kib / 1024))" "$((anon / 1024))" \
+        "$((file / 1024))" "$((disk / 1024))" "$((scratch / 1024))"
 }
 has() { case " $STEPS " in *" $1 "*) return 0 ;; esac; return 1; }
 if [ ! -f "$R/config" ]; then

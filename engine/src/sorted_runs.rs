@@ -11,9 +11,11 @@
 //! number of records. A sorter whose records fit in its buffer never
 //! touches the disk.
 //!
-//! The run files are scratch of one process, deleted with their directory
-//! (a [`tempfile::TempDir`] owned by the caller), never read by another
-//! version: they are not a repository or cache format.
+//! The run files are scratch of one process, deleted as soon as their
+//! records are no longer needed (a [`Sorted`] or a [`Merged`] stream
+//! dropped) and in any case with their directory (a scratch directory
+//! owned by the caller), never read by another version: they are not a
+//! repository or cache format.
 //!
 //! Why not a crate: the one that fits (extsort) serializes item by item
 //! through a trait, merges every run at once (one open file and buffer per
@@ -26,6 +28,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
@@ -108,12 +111,23 @@ impl<const N: usize> Sorter<N> {
         Ok(())
     }
 
-    /// Every record pushed, in order.
-    pub fn finish(mut self) -> Result<Merged<N>> {
+    /// Every record pushed, in order, read once; the run files go when
+    /// the returned stream is dropped.
+    pub fn finish(self) -> Result<Merged<N>> {
+        let sorted = self.finish_kept()?;
+        let mut merged = sorted.iter()?;
+        merged._owned = Some(sorted);
+        Ok(merged)
+    }
+
+    /// Every record pushed, sorted, to be read as often as needed (each
+    /// [`Sorted::iter`] merges the runs again; prune's plan reads the
+    /// copies of blobs twice rather than writing the half it needs again).
+    pub fn finish_kept(mut self) -> Result<Sorted<N>> {
         if self.runs.is_empty() {
             self.sort_buf();
             let buf = std::mem::take(&mut self.buf);
-            return Ok(Merged { source: Source::Memory(buf.into_iter()), dedup: false, last: None });
+            return Ok(Sorted { memory: Arc::new(buf), runs: Vec::new(), dedup: false });
         }
         if !self.buf.is_empty() {
             self.spill()?;
@@ -133,7 +147,42 @@ impl<const N: usize> Sorter<N> {
             }
             runs = next;
         }
-        merge(&runs, self.dedup)
+        Ok(Sorted { memory: Arc::new(Vec::new()), runs, dedup: self.dedup })
+    }
+}
+
+/// The records of a [`Sorter`], sorted: in memory when they fit its
+/// buffer, else in at most [`MAX_FAN_IN`] run files, removed when this is
+/// dropped.
+pub struct Sorted<const N: usize> {
+    memory: Arc<Vec<[u8; N]>>,
+    runs: Vec<PathBuf>,
+    dedup: bool,
+}
+
+impl<const N: usize> Sorted<N> {
+    /// The records, in order (a new merge of the runs each time).
+    pub fn iter(&self) -> Result<Merged<N>> {
+        if self.runs.is_empty() {
+            let source = Source::Memory { recs: self.memory.clone(), at: 0 };
+            return Ok(Merged { source, dedup: false, last: None, _owned: None });
+        }
+        merge(&self.runs, self.dedup)
+    }
+
+    /// Bytes of its run files (what it takes of the scratch disk).
+    pub fn disk_bytes(&self) -> u64 {
+        self.runs.iter().filter_map(|r| std::fs::metadata(r).ok()).map(|m| m.len()).sum()
+    }
+}
+
+impl<const N: usize> Drop for Sorted<N> {
+    fn drop(&mut self) {
+        // Scratch: the directory goes with the operation anyway; this
+        // frees the disk as soon as the records are no longer needed.
+        for r in &self.runs {
+            let _ = std::fs::remove_file(r);
+        }
     }
 }
 
@@ -186,7 +235,7 @@ fn merge<const N: usize>(runs: &[PathBuf], dedup: bool) -> Result<Merged<N>> {
         }
         readers.push(r);
     }
-    Ok(Merged { source: Source::Runs { readers, heap }, dedup, last: None })
+    Ok(Merged { source: Source::Runs { readers, heap }, dedup, last: None, _owned: None })
 }
 
 struct RunReader<const N: usize> {
@@ -211,7 +260,7 @@ impl<const N: usize> RunReader<N> {
 }
 
 enum Source<const N: usize> {
-    Memory(std::vec::IntoIter<[u8; N]>),
+    Memory { recs: Arc<Vec<[u8; N]>>, at: usize },
     Runs { readers: Vec<RunReader<N>>, heap: BinaryHeap<Reverse<([u8; N], usize)>> },
 }
 
@@ -221,6 +270,9 @@ pub struct Merged<const N: usize> {
     source: Source<N>,
     dedup: bool,
     last: Option<[u8; N]>,
+    /// The runs it reads, when it is their only reader ([`Sorter::finish`]):
+    /// dropped after `source`, so the files go once the stream is done.
+    _owned: Option<Sorted<N>>,
 }
 
 impl<const N: usize> Merged<N> {
@@ -231,7 +283,11 @@ impl<const N: usize> Merged<N> {
 
     fn next_raw(&mut self) -> Result<Option<[u8; N]>> {
         match &mut self.source {
-            Source::Memory(it) => Ok(it.next()),
+            Source::Memory { recs, at } => {
+                let rec = recs.get(*at).copied();
+                *at += 1;
+                Ok(rec)
+            }
             Source::Runs { readers, heap } => {
                 let Some(Reverse((rec, i))) = heap.pop() else { return Ok(None) };
                 if let Some(next) = readers[i].next_rec()? {
@@ -312,5 +368,35 @@ mod tests {
         write_run(&path, got.iter().map(|v| Ok(rec(*v)))).unwrap();
         let again: Vec<u64> = Merged::<8>::open(&path).unwrap().map(|r| u64::from_be_bytes(r.unwrap())).collect();
         assert_eq!(again, vec![1, 3, 5, 5]);
+    }
+
+    /// Kept records read twice give the same stream twice, and their run
+    /// files are gone once they are dropped (prune's plan relies on both:
+    /// two passes over the copies, scratch freed before the repack).
+    #[test]
+    fn kept_runs_read_twice_and_go_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Sorter::<8>::new(dir.path(), 0, true);
+        for v in (0..5000u64).rev().chain(0..100) {
+            s.push(rec(v % 3000)).unwrap();
+        }
+        let kept = s.finish_kept().unwrap();
+        assert!(kept.disk_bytes() > 0);
+        let first: Vec<[u8; 8]> = kept.iter().unwrap().map(|r| r.unwrap()).collect();
+        let second: Vec<[u8; 8]> = kept.iter().unwrap().map(|r| r.unwrap()).collect();
+        assert_eq!(first, second);
+        assert_eq!(first, (0..3000u64).map(rec).collect::<Vec<_>>());
+        drop(kept);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "run files left behind");
+        // A stream from `finish` removes its runs when dropped too.
+        let mut s = Sorter::<8>::new(dir.path(), 0, false);
+        for v in 0..3000u64 {
+            s.push(rec(v)).unwrap();
+        }
+        let mut merged = s.finish().unwrap();
+        assert_eq!(merged.next().map(|r| r.unwrap()), Some(rec(0)));
+        assert!(std::fs::read_dir(dir.path()).unwrap().count() > 0);
+        drop(merged);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "run files left behind");
     }
 }

@@ -66,29 +66,39 @@ fn is_dead(pack: u64) -> bool {
 }
 
 fn pack_entry(spec: &SyntheticIndex, pack: u64, records: u32, sealed: bool) -> PackEntry {
-    let mut frames = Vec::with_capacity(records as usize);
-    let mut blobs = Vec::with_capacity(records as usize);
+    let mut id_seed = [0u8; 24];
+    id_seed[..8].copy_from_slice(b"syntpack");
+    id_seed[8..16].copy_from_slice(&spec.seed.to_le_bytes());
+    id_seed[16..].copy_from_slice(&pack.to_le_bytes());
+    sparse_entry(Id::hash(&id_seed), (0..records).map(|r| chunk_id(spec.seed, pack, r)), sealed)
+}
+
+/// The entry of a synthetic pack `pack` holding `chunks`, a frame each.
+pub(crate) fn sparse_entry(pack: Id, chunks: impl Iterator<Item = Id>, sealed: bool) -> PackEntry {
+    let mut frames = Vec::new();
+    let mut blobs = Vec::new();
     let mut offset = pack::HEADER_LEN;
-    for r in 0..records {
+    for (r, id) in chunks.enumerate() {
         frames.push(FrameRecord { offset, stored_len: STORED_LEN, raw_len: RAW_LEN, codec: FrameCodec::Zstd });
-        blobs.push(BlobRecord {
-            id: chunk_id(spec.seed, pack, r),
-            kind: BlobKind::Data,
-            frame: r,
-            offset_in_frame: 0,
-            raw_len: RAW_LEN,
-        });
+        blobs.push(BlobRecord { id, kind: BlobKind::Data, frame: r as u32, offset_in_frame: 0, raw_len: RAW_LEN });
         offset += u64::from(STORED_LEN);
     }
     let trailer = Trailer { frames, blobs };
     // A v2 pack's trailer is sealed: its stored length has the seal's.
     let overhead = if sealed { crate::format::sealed::OVERHEAD as u64 } else { 0 };
     let pack_len = offset + trailer.encode().len() as u64 + overhead + pack::FOOTER_LEN;
-    let mut id_seed = [0u8; 24];
-    id_seed[..8].copy_from_slice(b"syntpack");
-    id_seed[8..16].copy_from_slice(&spec.seed.to_le_bytes());
-    id_seed[16..].copy_from_slice(&pack.to_le_bytes());
-    PackEntry { pack: Id::hash(&id_seed), pack_len, trailer }
+    PackEntry { pack, pack_len, trailer }
+}
+
+/// Creates the sparse file of `entry`'s pack in the local repository at
+/// `root`.
+pub(crate) fn write_sparse(root: &std::path::Path, entry: &PackEntry) -> Result<()> {
+    let path = LocalDir::new(root).file_path(FileKind::Pack, &entry.pack.to_hex())?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let f = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+    f.set_len(entry.pack_len).map_err(|e| Error::io(&path, e))
 }
 
 /// Writes the synthetic index, its sparse packs and its snapshot into the
@@ -102,7 +112,6 @@ pub fn generate(repo: &Repository, spec: &SyntheticIndex, progress: &dyn Fn(u64)
     if spec.chunks_per_pack == 0 {
         return Err(Error::InvalidArgument { what: "chunks per pack", reason: "0".into() });
     }
-    let local = LocalDir::new(&root);
     let per = u64::from(spec.chunks_per_pack);
     let packs = spec.chunks.div_ceil(per);
     let records = |pack: u64| (spec.chunks - pack * per).min(per) as u32;
@@ -145,12 +154,7 @@ pub fn generate(repo: &Repository, spec: &SyntheticIndex, progress: &dyn Fn(u64)
     let mut group = Vec::with_capacity(PACKS_PER_INDEX_FILE);
     for p in 0..packs {
         let entry = pack_entry(spec, p, records(p), repo.keys().is_some());
-        let path = local.file_path(FileKind::Pack, &entry.pack.to_hex())?;
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        }
-        let f = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
-        f.set_len(entry.pack_len).map_err(|e| Error::io(&path, e))?;
+        write_sparse(&root, &entry)?;
         group.push(entry);
         if group.len() == PACKS_PER_INDEX_FILE || p + 1 == packs {
             for (id, data, _) in repo.encode_index_files(&group, &[])? {

@@ -22,7 +22,10 @@
 //! vector of ids: 128 MB at 4M chunks) from the 2 x 64 MiB sort buffers it
 //! would replace.
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::util::*;
 
@@ -53,9 +56,64 @@ const GROWTH_MIB: u64 = 56;
 /// 1.35M chunks, BENCHMARKS.md); these commands at ~230 MiB.
 const CEILING_MIB: u64 = 320;
 
+/// Scratch disk allowed to prune's plan, in bytes a chunk, at LARGE
+/// chunks: its sorted runs of every blob copy (48 bytes a chunk) and of the
+/// live ids (32 a live chunk) and the chosen copies (8 a live chunk, in
+/// memory at this size), ~77 bytes a chunk measured. The design this
+/// replaced also spilled every trailer (~62 bytes a chunk) and wrote the
+/// live copies out once more (48 a live chunk): ~180.
+const PRUNE_SCRATCH_PER_CHUNK: u64 = 120;
+
 struct Peaks {
     check: u64,
     prune_plan: u64,
+    /// Peak bytes of prune's scratch directories.
+    prune_scratch: u64,
+}
+
+/// Samples the bytes under the `scratch-*` directories below `roots`
+/// (where `check` and `prune` spill) until stopped; returns the peak.
+struct ScratchSampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl ScratchSampler {
+    fn start(roots: Vec<PathBuf>) -> ScratchSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(Ordering::Relaxed) {
+                peak = peak.max(roots.iter().map(|r| scratch_bytes(r, false)).sum());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        });
+        ScratchSampler { stop, thread }
+    }
+
+    fn peak(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the scratch sampler panicked")
+    }
+}
+
+/// Bytes of the files under `dir` inside a `scratch-*` directory (every
+/// file when `inside`). Files vanish while it looks: those count 0.
+fn scratch_bytes(dir: &Path, inside: bool) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    let mut sum = 0;
+    for e in rd.flatten() {
+        let Ok(meta) = e.metadata() else { continue };
+        if meta.is_dir() {
+            let scratch = inside || e.file_name().to_string_lossy().starts_with("scratch-");
+            sum += scratch_bytes(&e.path(), scratch);
+        } else if inside {
+            sum += meta.len();
+        }
+    }
+    sum
 }
 
 /// Generates a synthetic index of `chunks` chunks in `repo`, runs `check`
@@ -80,13 +138,23 @@ fn measure(env: &TestEnv, repo: &std::path::Path, chunks: u64) -> Peaks {
     // The synthetic packs and the packs of the snapshot's trees.
     assert!(report["packs"].as_u64().unwrap_or(0) > generated.packs, "{report}");
 
+    // Scratch lives beside the index cache (or in a local repository's
+    // tmp/ when the cache is there).
+    let sampler = ScratchSampler::start(vec![env.home.join(".cache"), repo.join("tmp")]);
     let (out, prune_plan) = env.arc_at(repo).args(["--json", "prune", "--dry-run"]).spawn().wait_with_peak_rss();
+    let prune_scratch = sampler.peak();
     let report = out.success().json();
     // Every tenth pack is dead; every live chunk is found live.
     assert_eq!(report["packs_deleted"].as_u64(), Some(generated.dead_packs), "{report}");
     assert_eq!(report["live_blobs"].as_u64().map(|b| b >= generated.live_chunks), Some(true), "{report}");
-    eprintln!("{chunks} chunks: check peaked at {} MiB, prune's plan at {} MiB", check / 1024, prune_plan / 1024);
-    Peaks { check, prune_plan }
+    eprintln!(
+        "{chunks} chunks: check peaked at {} MiB, prune's plan at {} MiB and {} bytes of scratch ({} a chunk)",
+        check / 1024,
+        prune_plan / 1024,
+        prune_scratch,
+        prune_scratch / chunks
+    );
+    Peaks { check, prune_plan, prune_scratch }
 }
 
 #[test]
@@ -113,4 +181,14 @@ fn check_and_prune_memory_does_not_grow_with_the_number_of_chunks() {
         );
         assert!(l < CEILING_MIB * 1024, "{what} peaked at {} MiB (ceiling {CEILING_MIB} MiB)", l / 1024);
     }
+    // The sampler saw the scratch (the runs of 4M copies are on disk at
+    // this size), and it stays within what the plan needs.
+    assert!(large.prune_scratch > LARGE * 32, "prune's scratch was not seen: {} bytes", large.prune_scratch);
+    assert!(
+        large.prune_scratch < LARGE * PRUNE_SCRATCH_PER_CHUNK,
+        "prune's plan used {} bytes of scratch for {LARGE} chunks ({} a chunk, allowed {PRUNE_SCRATCH_PER_CHUNK}): \
+         more than its sorted runs need",
+        large.prune_scratch,
+        large.prune_scratch / LARGE
+    );
 }

@@ -1,15 +1,14 @@
 //! The packs of a repository as `check` and `prune` see them, in memory
 //! that grows with the number of packs and not of blobs: per pack a few
 //! numbers in memory, its trailer spilled to a scratch file when the
-//! operation reads some of them back (prune's repack, `check
-//! --read-data`), and one fixed-size
+//! operation reads it back (`check --read-data`: every pack; prune: the
+//! packs no index file lists), and one fixed-size
 //! [`Occurrence`] record per blob copy handed to an on-disk sorter
 //! ([`crate::sorted_runs`]), so that "which packs hold blob X" becomes a
 //! merge of sorted streams instead of a map of every blob.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -18,7 +17,7 @@ use crate::format::index_file::PackEntry;
 use crate::format::pack::Trailer;
 use crate::id::Id;
 use crate::repo::Repository;
-use crate::sorted_runs::{key_u32, u32_at, Merged, Sorter};
+use crate::sorted_runs::{key_u32, u32_at, Merged, Sorted, Sorter};
 
 /// Memory for one sorter's buffer. Two sorters at most are filled at once
 /// (check: copies and references), so this bounds the sorting part of an
@@ -79,15 +78,68 @@ pub(crate) fn share(trailer: &Trailer, blob: usize) -> u64 {
     u64::from(f.stored_len) * u64::from(b.raw_len) / u64::from(f.raw_len)
 }
 
+/// Where a trailer is in a [`TrailerSpill`], and where its pack's frames
+/// end (to decode it again).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SpillAt {
+    offset: u64,
+    len: u32,
+    frames_end: u64,
+}
+
+/// Trailers written to a scratch file and read back by position, at any
+/// time and from any thread: trailers are most of an index (~60 bytes a
+/// chunk), so those an operation reads back wait on disk, not in memory.
+pub(crate) struct TrailerSpill {
+    path: PathBuf,
+    file: File,
+    len: u64,
+}
+
+impl TrailerSpill {
+    pub(crate) fn create(path: PathBuf) -> Result<TrailerSpill> {
+        let file =
+            File::options().read(true).write(true).create_new(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(TrailerSpill { path, file, len: 0 })
+    }
+
+    pub(crate) fn append(&mut self, trailer: &Trailer) -> Result<SpillAt> {
+        let bytes = trailer.encode();
+        let frames_end =
+            trailer.frames.last().map_or(crate::format::pack::HEADER_LEN, |f| f.offset + u64::from(f.stored_len));
+        self.file.write_all_at(&bytes, self.len).map_err(|e| Error::io(&self.path, e))?;
+        let at = SpillAt { offset: self.len, len: bytes.len() as u32, frames_end };
+        self.len += bytes.len() as u64;
+        Ok(at)
+    }
+
+    /// The entry of pack `pack` (of `pack_len` bytes) whose trailer is `at`.
+    pub(crate) fn read(&self, at: SpillAt, pack: Id, pack_len: u64) -> Result<PackEntry> {
+        let mut bytes = vec![0u8; at.len as usize];
+        self.file.read_exact_at(&mut bytes, at.offset).map_err(|e| Error::io(&self.path, e))?;
+        let trailer = Trailer::decode(&bytes, &pack.to_hex(), at.frames_end)?;
+        Ok(PackEntry { pack, pack_len, trailer })
+    }
+}
+
+/// Which trailers a [`PackTable`] keeps for [`PackTable::entry`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    None,
+    /// Those of packs no index file lists (read from the packs themselves:
+    /// reading them again would cost requests; prune lists them anew).
+    Unlisted,
+    All,
+}
+
 /// A pack in the table.
 #[derive(Debug, Clone)]
 pub(crate) struct PackRow {
     pub(crate) id: Id,
     pub(crate) len: u64,
     pub(crate) listed: bool,
-    /// Where its trailer is in the spill file, and where its frames end
-    /// (to decode it again).
-    spill: (u64, u32, u64),
+    /// Its trailer in the spill file, when kept.
+    spill: Option<SpillAt>,
 }
 
 /// The scratch directory of one operation (removed when dropped), the
@@ -96,39 +148,32 @@ pub(crate) struct PackTable {
     scratch: crate::scratch::Scratch,
     pub(crate) rows: Vec<PackRow>,
     by_id: HashMap<Id, u32>,
-    spill_path: PathBuf,
-    /// `None` when no trailer will be read back: the spill file would be
+    keep: Keep,
+    /// Created with the first trailer kept: with every trailer it would be
     /// the largest part of the scratch (~60 bytes a chunk: 6 GB at 100M
-    /// chunks) for nothing.
-    spill: Option<std::io::BufWriter<File>>,
-    spill_len: u64,
-    spill_reader: Option<File>,
+    /// chunks), so only the operations that read them back keep them.
+    spill: Option<TrailerSpill>,
     occurrences: Option<Sorter<OCC_LEN>>,
 }
 
 impl PackTable {
-    /// A table in a new scratch directory; with `keep_trailers`, the
-    /// trailers are kept for [`entry`](Self::entry).
+    /// A table in a new scratch directory; with `keep_trailers`, every
+    /// trailer is kept for [`entry`](Self::entry).
     pub(crate) fn new(repo: &Repository, keep_trailers: bool) -> Result<PackTable> {
+        Self::keeping(repo, if keep_trailers { Keep::All } else { Keep::None })
+    }
+
+    /// A table that keeps the trailers of unlisted packs only (prune reads
+    /// those of listed packs back from the index files, and only for the
+    /// packs it rewrites or lists anew).
+    pub(crate) fn new_keeping_unlisted(repo: &Repository) -> Result<PackTable> {
+        Self::keeping(repo, Keep::Unlisted)
+    }
+
+    fn keeping(repo: &Repository, keep: Keep) -> Result<PackTable> {
         let scratch = repo.scratch_dir()?;
-        let spill_path = scratch.path().join("trailers");
-        let spill = if keep_trailers {
-            let file = File::create(&spill_path).map_err(|e| Error::io(&spill_path, e))?;
-            Some(std::io::BufWriter::with_capacity(1 << 20, file))
-        } else {
-            None
-        };
         let occurrences = Some(Sorter::new(scratch.path(), SORT_MEMORY, false));
-        Ok(PackTable {
-            scratch,
-            rows: Vec::new(),
-            by_id: HashMap::new(),
-            spill_path,
-            spill,
-            spill_len: 0,
-            spill_reader: None,
-            occurrences,
-        })
+        Ok(PackTable { scratch, rows: Vec::new(), by_id: HashMap::new(), keep, spill: None, occurrences })
     }
 
     /// The operation's scratch directory (for its own sorters).
@@ -148,16 +193,19 @@ impl PackTable {
         }
         let no = u32::try_from(self.rows.len())
             .map_err(|_| Error::corrupt("repository", "packs", "more than 2^32 packs"))?;
-        let frames_end =
-            entry.trailer.frames.last().map_or(crate::format::pack::HEADER_LEN, |f| f.offset + u64::from(f.stored_len));
-        let mut spill = (self.spill_len, 0, frames_end);
-        if let Some(w) = self.spill.as_mut() {
-            let bytes = entry.trailer.encode();
-            w.write_all(&bytes).map_err(|e| Error::io(&self.spill_path, e))?;
-            spill.1 = bytes.len() as u32;
-            self.spill_len += bytes.len() as u64;
-        }
-        let sorter = self.occurrences.as_mut().ok_or_else(|| finished(&self.spill_path))?;
+        let spill = match (self.keep, listed) {
+            (Keep::All, _) | (Keep::Unlisted, false) => {
+                if self.spill.is_none() {
+                    self.spill = Some(TrailerSpill::create(self.scratch.path().join("trailers"))?);
+                }
+                match self.spill.as_mut() {
+                    Some(s) => Some(s.append(&entry.trailer)?),
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        let sorter = self.occurrences.as_mut().ok_or_else(|| finished(self.scratch.path()))?;
         for (i, b) in entry.trailer.blobs.iter().enumerate() {
             sorter.push(
                 Occurrence {
@@ -175,30 +223,29 @@ impl PackTable {
         Ok(Some(no))
     }
 
-    /// Every blob copy added, sorted by blob id, then pack number. Call
-    /// once, after the last [`add`](Self::add); the table is read-only
-    /// from then on.
+    /// Every blob copy added, sorted by blob id, then pack number, read
+    /// once. Call once, after the last [`add`](Self::add).
     pub(crate) fn occurrences(&mut self) -> Result<Merged<OCC_LEN>> {
-        if let Some(w) = self.spill.as_mut() {
-            w.flush().map_err(|e| Error::io(&self.spill_path, e))?;
-            self.spill_reader = Some(File::open(&self.spill_path).map_err(|e| Error::io(&self.spill_path, e))?);
-        }
-        self.occurrences.take().ok_or_else(|| finished(&self.spill_path))?.finish()
+        self.occurrences.take().ok_or_else(|| finished(self.scratch.path()))?.finish()
     }
 
-    /// Pack `no` with its trailer, read back from the spill file (after
-    /// [`occurrences`](Self::occurrences), in a table that keeps trailers).
+    /// [`occurrences`](Self::occurrences), to be read more than once; the
+    /// runs go when the result is dropped.
+    pub(crate) fn occurrence_runs(&mut self) -> Result<Sorted<OCC_LEN>> {
+        self.occurrences.take().ok_or_else(|| finished(self.scratch.path()))?.finish_kept()
+    }
+
+    /// Pack `no` with its trailer, read back from the spill file (a
+    /// trailer the table keeps).
     pub(crate) fn entry(&self, no: u32) -> Result<PackEntry> {
-        let row = self.rows.get(no as usize).ok_or_else(|| finished(&self.spill_path))?;
-        let (offset, len, frames_end) = row.spill;
-        let Some(f) = &self.spill_reader else { return Err(finished(&self.spill_path)) };
-        let mut bytes = vec![0u8; len as usize];
-        f.read_exact_at(&mut bytes, offset).map_err(|e| Error::io(&self.spill_path, e))?;
-        let trailer = Trailer::decode(&bytes, &row.id.to_hex(), frames_end)?;
-        Ok(PackEntry { pack: row.id, pack_len: row.len, trailer })
+        let row = self.rows.get(no as usize).ok_or_else(|| finished(self.scratch.path()))?;
+        match (row.spill, &self.spill) {
+            (Some(at), Some(spill)) => spill.read(at, row.id, row.len),
+            _ => Err(finished(self.scratch.path())),
+        }
     }
 }
 
 fn finished(path: &Path) -> Error {
-    Error::io(path, std::io::Error::other("pack table used out of order (a bug)"))
+    Error::io(path, std::io::Error::other("pack table used out of order, or a trailer it does not keep (a bug)"))
 }

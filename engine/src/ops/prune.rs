@@ -196,6 +196,11 @@ pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress
         return Ok(report);
     }
     let goes = plan.goes();
+    // The trailers the repack and the new listings need, read back from
+    // the index files in one pass (each file at most once after the plan).
+    let relist = to_relist(&plan, &goes);
+    plan.load_trailers(repo, &|p| p.fate == Fate::Repack || relist.contains(&p.pack))?;
+    drop(relist);
 
     // 2. Copy the live blobs of the packs to rewrite. The packer writes
     // each new pack durably, then index files listing them.
@@ -254,12 +259,6 @@ pub(crate) fn delete_packs(
         .filter(|(_, packs)| packs.iter().any(|p| goes.contains(p)))
         .map(|(n, _)| n.as_str())
         .collect();
-    let still_listed: HashSet<Id> = plan
-        .index_files
-        .iter()
-        .filter(|(_, packs)| !packs.iter().any(|p| goes.contains(p)))
-        .flat_map(|(_, packs)| packs.iter().copied())
-        .collect();
     // The last new listing names the files it replaces (v2 spec 2.3), so
     // other hosts' caches read it instead of rebuilding. Trailers are read
     // back a group at a time; one group is held back to be the last.
@@ -274,13 +273,11 @@ pub(crate) fn delete_packs(
         }
         Ok(())
     };
+    let relist = to_relist(plan, goes);
+    plan.load_trailers(repo, &|p| relist.contains(&p.pack))?;
     let mut held: Option<Vec<PackEntry>> = None;
     let mut group: Vec<PackEntry> = Vec::new();
-    for p in plan
-        .packs
-        .iter()
-        .filter(|p| !goes.contains(&p.pack) && !still_listed.contains(&p.pack) && (p.listed || p.fate == Fate::Keep))
-    {
+    for p in plan.packs.iter().filter(|p| relist.contains(&p.pack)) {
         group.push(plan.entry(p)?);
         if group.len() == PACKS_PER_INDEX_FILE {
             if let Some(g) = held.replace(std::mem::take(&mut group)) {
@@ -332,6 +329,24 @@ pub(crate) fn delete_packs(
     Ok(())
 }
 
+/// The packs that stay and that no index file lists once those listing a
+/// pack in `goes` are gone (and kept unlisted packs): they are listed anew
+/// before those files go. A pack to rewrite that does not go yet (format
+/// v2: not due) keeps a listing too.
+fn to_relist(plan: &Plan, goes: &HashSet<Id>) -> HashSet<Id> {
+    let still_listed: HashSet<Id> = plan
+        .index_files
+        .iter()
+        .filter(|(_, packs)| !packs.iter().any(|p| goes.contains(p)))
+        .flat_map(|(_, packs)| packs.iter().copied())
+        .collect();
+    plan.packs
+        .iter()
+        .filter(|p| !goes.contains(&p.pack) && !still_listed.contains(&p.pack) && (p.listed || p.fate == Fate::Keep))
+        .map(|p| p.pack)
+        .collect()
+}
+
 /// Reads each pack `select` picks once and hands its chosen blobs, verified
 /// against their ids, to the packer. Packs are read in parallel.
 pub(crate) fn copy_live(
@@ -341,7 +356,7 @@ pub(crate) fn copy_live(
     sink: &packer::BlobSink<'_>,
     progress: &dyn Progress,
 ) -> Result<()> {
-    plan.for_each_repack_batch(select, &mut |batch| copy_batch(repo, batch, sink, progress))
+    plan.for_each_repack_batch(repo, select, &mut |batch| copy_batch(repo, batch, sink, progress))
 }
 
 fn copy_batch(

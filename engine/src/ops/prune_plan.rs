@@ -2,18 +2,26 @@
 //! what happens to each pack. Reads only.
 //!
 //! Out of core (issue #16): memory grows with packs and trees, not with
-//! blobs. Every pack's trailer goes to a scratch file and one record per
-//! blob copy to an on-disk sorter ([`PackTable`]); the live blob ids go to
-//! a second sorter; the two sorted streams are then merged twice (first
-//! to learn each pack's potential live fraction, then to choose each live
-//! blob's surviving copy), and the chosen copies are written sorted by
-//! pack for the repack. What stays in memory is a row per pack, the
-//! locations of the tree blobs (to read them) and the set of tree blobs
-//! visited.
+//! blobs. One record per blob copy goes to an on-disk sorter
+//! ([`PackTable`]), the live blob ids to a second one; the two sorted
+//! streams are then merged twice (first to learn each pack's potential
+//! live fraction, then to choose each live blob's surviving copy), and
+//! the chosen copies in packs to rewrite are kept sorted by pack for the
+//! repack. What stays in memory is a row per pack, the locations of the
+//! tree blobs (to read them) and the set of tree blobs visited.
+//!
+//! Scratch grows with what a step needs, not with every chunk: the plan
+//! holds the two sorters' runs (48 bytes a copy, 32 a live blob) and the
+//! chosen copies (8 bytes a live blob), and deletes them before it returns;
+//! trailers are not kept, except those of unlisted packs (read from the
+//! packs themselves). The trailers the later steps need (packs to rewrite,
+//! packs to list anew) are read back from the index files then
+//! ([`Plan::load_trailers`]), each file at most once.
 
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::format::index_file::PackEntry;
@@ -21,11 +29,11 @@ use crate::format::pack::{BlobKind, FrameCodec, FrameRecord};
 use crate::format::tree_v2;
 use crate::id::Id;
 use crate::index::BlobLocation;
-use crate::ops::pack_table::{Occurrence, PackTable, SORT_MEMORY};
+use crate::ops::pack_table::{Occurrence, PackTable, SpillAt, TrailerSpill, OCC_LEN, SORT_MEMORY};
 use crate::ops::prune::PruneReport;
 use crate::ops::tree_walk;
 use crate::repo::Repository;
-use crate::sorted_runs::{key_u32, u32_at, Merged, RunWriter, Sorter};
+use crate::sorted_runs::{key_u32, u32_at, Merged, RunWriter, Sorted, Sorter};
 use crate::storage::FileKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +70,18 @@ pub struct Plan {
     pub(crate) index_files: Vec<(String, Vec<Id>)>,
     pub(crate) report: PruneReport,
     table: PackTable,
-    /// (position in `packs`, record) of every chosen copy, sorted.
+    /// (position in `packs`, record) of every chosen copy in a pack to
+    /// rewrite, sorted.
     chosen: PathBuf,
+    /// Trailers of listed packs read back from the index files after the
+    /// plan, by table number.
+    read_back: Mutex<ReadBack>,
+}
+
+#[derive(Default)]
+struct ReadBack {
+    spill: Option<TrailerSpill>,
+    at: HashMap<u32, SpillAt>,
 }
 
 pub(crate) fn damaged(reason: String) -> Error {
@@ -110,24 +128,30 @@ fn add_trees(trees: &mut HashMap<Id, BlobLocation>, p: &PackEntry) {
     }
 }
 
+/// Index file `name`, checked against its name.
+fn read_index_file(repo: &Repository, name: &str) -> Result<Vec<PackEntry>> {
+    let data = repo.storage().get(FileKind::Index, name)?;
+    if Id::hash(&data).to_hex() != name {
+        return Err(damaged(format!("index file {name} does not match its name")));
+    }
+    repo.decode_index_file(data, name).map_err(|e| damaged(e.to_string()))
+}
+
 /// Reads every index file (checking each against its name), one at a
 /// time, and lists every pack in storage, reading the trailers of packs no
 /// index file lists. A listed pack that is missing or has another size is
 /// damage.
 fn load_packs(repo: &Repository, report: &mut PruneReport) -> Result<Loaded> {
-    // The trailers of the packs to repack are read back.
-    let mut table = PackTable::new(repo, true)?;
+    // Trailers of listed packs are read again from the index files, and
+    // only for the packs the later steps need.
+    let mut table = PackTable::new_keeping_unlisted(repo)?;
     let mut index_files = Vec::new();
     let mut trees = HashMap::new();
     let mut deltas = HashMap::new();
     // The index file that first listed each pack (by table number).
     let mut first_file: Vec<u32> = Vec::new();
     for (name, _) in repo.storage().list(FileKind::Index)? {
-        let data = repo.storage().get(FileKind::Index, &name)?;
-        if Id::hash(&data).to_hex() != name {
-            return Err(damaged(format!("index file {name} does not match its name")));
-        }
-        let entries = repo.decode_index_file(data, &name).map_err(|e| damaged(e.to_string()))?;
+        let entries = read_index_file(repo, &name)?;
         let file_no = index_files.len() as u32;
         index_files.push((name.clone(), entries.iter().map(|e| e.pack).collect()));
         for e in &entries {
@@ -176,7 +200,7 @@ fn mark_live(
     deltas: &Deltas,
     ignore: &HashSet<Id>,
     scratch: &std::path::Path,
-) -> Result<(Merged<32>, u64)> {
+) -> Result<(Sorted<32>, u64)> {
     let reader = repo.blob_reader()?;
     let mut live: Sorter<32> = Sorter::new(scratch, SORT_MEMORY, true);
     let mut roots = Vec::new();
@@ -236,7 +260,7 @@ fn mark_live(
             live.push(base.0)?;
         }
     }
-    Ok((live.finish()?, snapshots))
+    Ok((live.finish_kept()?, snapshots))
 }
 
 /// How good a pack is as the home of a live blob's surviving copy: not
@@ -265,6 +289,10 @@ pub(crate) fn plan_avoiding(
         });
     }
     let mut report = PruneReport::default();
+    // The first command on a new host fills the index cache (the trees are
+    // read through it), with sorted runs of its own (~55 bytes a chunk):
+    // before the plan's runs exist rather than beside them.
+    repo.blob_reader()?;
     let Loaded { mut table, index_files, trees, deltas } = load_packs(repo, &mut report)?;
     let (live, snapshots) = mark_live(repo, &trees, &deltas, ignore_snapshots, table.scratch())?;
     drop((trees, deltas));
@@ -273,71 +301,25 @@ pub(crate) fn plan_avoiding(
 
     // Pass 1: every copy against the live ids. Each pack's total share;
     // its potential live fraction (what it would hold if it kept every
-    // live blob it has a copy of); the live copies, kept for pass 2.
+    // live blob it has a copy of).
+    let copies = table.occurrence_runs()?;
     let mut total_share = vec![0u64; n];
     let mut potential = vec![0u64; n];
-    let live_copies = table.scratch().join("live-copies");
-    let mut missing: (u64, Vec<Id>) = (0, Vec::new());
-    {
-        let mut out: RunWriter<{ crate::ops::pack_table::OCC_LEN }> = RunWriter::create(&live_copies)?;
-        let mut live = live.peekable();
-        let mut last: Option<(Id, u32)> = None;
-        let mut note_missing = |id: Id| {
-            missing.0 += 1;
-            if missing.1.len() < 5 {
-                missing.1.push(id);
-            }
-        };
-        for rec in table.occurrences()? {
-            let rec = rec?;
-            let occ = Occurrence::from_bytes(&rec);
-            total_share[occ.pack as usize] += u64::from(occ.share);
-            let mut is_live = false;
-            while let Some(l) = live.peek() {
-                let l = match l {
-                    Ok(l) => *l,
-                    Err(_) => return Err(live.next().and_then(|r| r.err()).unwrap_or_else(|| damaged("".into()))),
-                };
-                match l.cmp(&occ.blob.0) {
-                    std::cmp::Ordering::Less => {
-                        // Passed over: missing, unless it matched the
-                        // copies before this one.
-                        if last.is_none_or(|(b, _)| b.0 != l) {
-                            note_missing(Id(l));
-                        }
-                        live.next();
-                    }
-                    std::cmp::Ordering::Equal => {
-                        is_live = true;
-                        break;
-                    }
-                    std::cmp::Ordering::Greater => break,
-                }
-            }
-            if !is_live {
-                continue;
-            }
-            out.push(&rec)?;
-            // A blob twice in one pack counts once.
-            if last != Some((occ.blob, occ.pack)) {
-                potential[occ.pack as usize] += u64::from(occ.share);
-                last = Some((occ.blob, occ.pack));
-            }
+    let mut join = LiveJoin::new(copies.iter()?, live.iter()?);
+    let mut last: Option<(Id, u32)> = None;
+    while let Some((occ, is_live)) = join.next_copy()? {
+        total_share[occ.pack as usize] += u64::from(occ.share);
+        // A blob twice in one pack counts once.
+        if is_live && last != Some((occ.blob, occ.pack)) {
+            potential[occ.pack as usize] += u64::from(occ.share);
+            last = Some((occ.blob, occ.pack));
         }
-        for l in live {
-            let l = l?;
-            // The last copy matched may have been its own blob's.
-            if last.is_none_or(|(b, _)| b.0 != l) {
-                note_missing(Id(l));
-            }
-        }
-        out.finish()?;
     }
-    if missing.0 > 0 {
-        let shown: Vec<String> = missing.1.iter().map(|i| i.to_hex()).collect();
+    let (missing, examples) = join.into_missing()?;
+    if missing > 0 {
+        let shown: Vec<String> = examples.iter().map(|i| i.to_hex()).collect();
         return Err(damaged(format!(
-            "{} blob(s) that snapshots need are in no pack (e.g. {})",
-            missing.0,
+            "{missing} blob(s) that snapshots need are in no pack (e.g. {})",
             shown.join(", ")
         )));
     }
@@ -366,7 +348,9 @@ pub(crate) fn plan_avoiding(
         rank[no as usize] = pos as u32;
     }
 
-    // Pass 2: the live copies, blob by blob: choose the one that stays.
+    // Pass 2: the same merge again (cheaper on disk than writing the live
+    // copies out for it: 48 bytes a live blob), the live copies blob by
+    // blob: choose the one that stays.
     let mut used_share = vec![0u64; n];
     let mut chosen = vec![0u64; n];
     let mut chosen_bytes = vec![0u64; n];
@@ -404,8 +388,11 @@ pub(crate) fn plan_avoiding(
             group.clear();
             Ok(())
         };
-        for rec in Merged::<{ crate::ops::pack_table::OCC_LEN }>::open(&live_copies)? {
-            let occ = Occurrence::from_bytes(&rec?);
+        let mut join = LiveJoin::new(copies.iter()?, live.iter()?);
+        while let Some((occ, is_live)) = join.next_copy()? {
+            if !is_live {
+                continue;
+            }
             if group.first().is_some_and(|g| g.blob != occ.blob) {
                 settle(&mut group)?;
             }
@@ -413,9 +400,9 @@ pub(crate) fn plan_avoiding(
         }
         settle(&mut group)?;
     }
-    let _ = std::fs::remove_file(&live_copies);
-    let chosen_path = table.scratch().join("chosen");
-    crate::sorted_runs::write_run(&chosen_path, chosen_sorter.finish()?)?;
+    // Their runs go now: the rest of prune needs neither.
+    drop((copies, live));
+    let chosen_all = chosen_sorter.finish_kept()?;
 
     let mut packs: Vec<PackPlan> = order
         .iter()
@@ -472,7 +459,85 @@ pub(crate) fn plan_avoiding(
     // Unreadable unlisted packs stay where they are.
     let planned: u64 = packs.iter().map(|p| p.pack_len).sum();
     report.stored_bytes_after = after + report.stored_bytes.saturating_sub(planned);
-    Ok(Plan { packs, index_files, report, table, chosen: chosen_path })
+
+    // Only the repack reads the chosen copies, and only those in packs to
+    // rewrite.
+    let chosen_path = table.scratch().join("chosen");
+    let mut w: RunWriter<8> = RunWriter::create(&chosen_path)?;
+    if packs.iter().any(|p| p.fate == Fate::Repack) {
+        for rec in chosen_all.iter()? {
+            let rec = rec?;
+            if packs.get(u32_at(&rec, 0) as usize).is_some_and(|p| p.fate == Fate::Repack) {
+                w.push(&rec)?;
+            }
+        }
+    }
+    w.finish()?;
+    drop(chosen_all);
+    Ok(Plan { packs, index_files, report, table, chosen: chosen_path, read_back: Mutex::default() })
+}
+
+/// The copies of blobs (sorted by blob, then pack) against the live ids
+/// (sorted, each once): every copy with whether its blob is live, and the
+/// live ids that no copy has.
+struct LiveJoin {
+    copies: Merged<OCC_LEN>,
+    live: Merged<32>,
+    /// The next live id not yet passed.
+    pending: Option<[u8; 32]>,
+    /// The last live id a copy matched.
+    matched: Option<[u8; 32]>,
+    missing: u64,
+    examples: Vec<Id>,
+}
+
+impl LiveJoin {
+    fn new(copies: Merged<OCC_LEN>, live: Merged<32>) -> LiveJoin {
+        LiveJoin { copies, live, pending: None, matched: None, missing: 0, examples: Vec::new() }
+    }
+
+    fn peek_live(&mut self) -> Result<Option<[u8; 32]>> {
+        if self.pending.is_none() {
+            self.pending = self.live.next().transpose()?;
+        }
+        Ok(self.pending)
+    }
+
+    /// Passes over live id `l`: missing, unless a copy matched it.
+    fn pass(&mut self, l: [u8; 32]) {
+        if self.matched != Some(l) {
+            self.missing += 1;
+            if self.examples.len() < 5 {
+                self.examples.push(Id(l));
+            }
+        }
+        self.pending = None;
+    }
+
+    fn next_copy(&mut self) -> Result<Option<(Occurrence, bool)>> {
+        let Some(rec) = self.copies.next().transpose()? else { return Ok(None) };
+        let occ = Occurrence::from_bytes(&rec);
+        while let Some(l) = self.peek_live()? {
+            match l.cmp(&occ.blob.0) {
+                std::cmp::Ordering::Less => self.pass(l),
+                std::cmp::Ordering::Equal => {
+                    self.matched = Some(l);
+                    return Ok(Some((occ, true)));
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        Ok(Some((occ, false)))
+    }
+
+    /// After the last copy: how many live ids no copy has, and a few of
+    /// them.
+    fn into_missing(mut self) -> Result<(u64, Vec<Id>)> {
+        while let Some(l) = self.peek_live()? {
+            self.pass(l);
+        }
+        Ok((self.missing, self.examples))
+    }
 }
 
 /// Packs handed to [`Plan::for_each_repack_batch`]'s callback at once.
@@ -492,19 +557,97 @@ impl Plan {
         self.packs.iter().any(|p| p.fate != Fate::Keep || !p.listed)
     }
 
-    /// A pack of the plan with its trailer (read back from scratch).
+    /// A pack of the plan with its trailer, read back from scratch: an
+    /// unlisted pack's (kept by the plan), a listed pack's once
+    /// [`load_trailers`](Self::load_trailers) has read it.
     pub(crate) fn entry(&self, p: &PackPlan) -> Result<PackEntry> {
-        self.table.entry(p.no)
+        if !p.listed {
+            return self.table.entry(p.no);
+        }
+        let read_back = crate::sync::lock(&self.read_back, "prune's trailers")?;
+        match (read_back.at.get(&p.no), &read_back.spill) {
+            (Some(at), Some(spill)) => spill.read(*at, p.pack, p.pack_len),
+            _ => Err(Error::Bug {
+                what: "prune's trailers",
+                message: format!("the trailer of pack {} was not read back", p.pack),
+            }),
+        }
     }
 
-    /// Hands the packs `select` picks, with which of their blob records
-    /// hold a copy that stays, to `f`, a few packs at a time and in pack
-    /// id order (the repack reads each batch in parallel).
+    /// Reads back the trailers of the listed packs `want` picks, for
+    /// [`entry`](Self::entry), from the index files that list them: each
+    /// file once (and none more than once over all calls, for packs already
+    /// read back), checked against its name as the plan did, the entry of
+    /// the first file listing the pack as in the plan. A file deleted since
+    /// the plan (by a concurrent prune) gives way to the packs' own
+    /// trailers. Scratch: the trailers asked for, not every pack's.
+    pub(crate) fn load_trailers(&self, repo: &Repository, want: &dyn Fn(&PackPlan) -> bool) -> Result<()> {
+        let mut read_back = crate::sync::lock(&self.read_back, "prune's trailers")?;
+        let mut need: HashMap<Id, usize> = self
+            .packs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.listed && !read_back.at.contains_key(&p.no) && want(p))
+            .map(|(i, p)| (p.pack, i))
+            .collect();
+        if need.is_empty() {
+            return Ok(());
+        }
+        let ReadBack { spill, at } = &mut *read_back;
+        if spill.is_none() {
+            *spill = Some(TrailerSpill::create(self.table.scratch().join("read-back"))?);
+        }
+        let Some(spill) = spill.as_mut() else { return Ok(()) };
+        let mut keep = |entry: &PackEntry, need: &mut HashMap<Id, usize>| -> Result<()> {
+            if let Some(i) = need.remove(&entry.pack) {
+                at.insert(self.packs[i].no, spill.append(&entry.trailer)?);
+            }
+            Ok(())
+        };
+        for (name, listed) in &self.index_files {
+            if need.is_empty() {
+                break;
+            }
+            if !listed.iter().any(|id| need.contains_key(id)) {
+                continue;
+            }
+            match read_index_file(repo, name) {
+                Ok(entries) => {
+                    for e in &entries {
+                        keep(e, &mut need)?;
+                    }
+                }
+                Err(Error::Missing { .. }) => {
+                    let gone: Vec<usize> = listed.iter().filter_map(|id| need.get(id).copied()).collect();
+                    for i in gone {
+                        let p = &self.packs[i];
+                        keep(&repo.read_pack_trailer(&p.pack, p.pack_len)?, &mut need)?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // Every listed pack is in a file above; a pack's own trailer is
+        // right in any case.
+        let rest: Vec<usize> = need.values().copied().collect();
+        for i in rest {
+            let p = &self.packs[i];
+            keep(&repo.read_pack_trailer(&p.pack, p.pack_len)?, &mut need)?;
+        }
+        Ok(())
+    }
+
+    /// Hands the packs `select` picks (among the packs to rewrite), with
+    /// which of their blob records hold a copy that stays, to `f`, a few
+    /// packs at a time and in pack id order (the repack reads each batch in
+    /// parallel).
     pub(crate) fn for_each_repack_batch(
         &self,
+        repo: &Repository,
         select: &dyn Fn(&PackPlan) -> bool,
         f: &mut dyn FnMut(&[RepackPack]) -> Result<()>,
     ) -> Result<()> {
+        self.load_trailers(repo, &|p| p.fate == Fate::Repack && select(p))?;
         let mut batch: Vec<RepackPack> = Vec::new();
         let mut current: Option<(usize, RepackPack)> = None;
         let mut flush_one = |cur: Option<(usize, RepackPack)>, batch: &mut Vec<RepackPack>| -> Result<()> {
@@ -523,7 +666,7 @@ impl Plan {
             if current.as_ref().is_none_or(|(at, _)| *at != pos) {
                 flush_one(current.take(), &mut batch)?;
                 let Some(p) = self.packs.get(pos) else { continue };
-                if select(p) {
+                if p.fate == Fate::Repack && select(p) {
                     let entry = self.entry(p)?;
                     let chosen = vec![false; entry.trailer.blobs.len()];
                     current = Some((pos, RepackPack { entry, chosen }));
@@ -550,4 +693,183 @@ impl Plan {
 pub(crate) struct RepackPack {
     pub(crate) entry: PackEntry,
     pub(crate) chosen: Vec<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::pack_table::share;
+    use crate::repo::InitOptions;
+    use crate::synthetic::{self, chunk_id, SyntheticIndex};
+
+    /// What the plan decides for one pack, and which of its records hold
+    /// a chosen copy (those in packs to rewrite).
+    type Decision = (Fate, u64, u64, u64, bool, Vec<usize>);
+
+    /// The plan computed the plain way, every set in memory: the
+    /// reference the out-of-core plan must match exactly.
+    fn reference(
+        repo: &Repository,
+        live: &HashSet<Id>,
+        max_unused: f64,
+        marked: &HashSet<Id>,
+    ) -> HashMap<Id, Decision> {
+        let mut packs: Vec<PackEntry> = Vec::new();
+        let mut seen = HashSet::new();
+        for (name, _) in repo.storage().list(FileKind::Index).unwrap() {
+            for e in read_index_file(repo, &name).unwrap() {
+                if seen.insert(e.pack) {
+                    packs.push(e);
+                }
+            }
+        }
+        let mut total = HashMap::new();
+        let mut potential = HashMap::new();
+        // Blob -> (pack, its first record of the blob) for every pack holding it.
+        let mut homes: HashMap<Id, Vec<(usize, usize)>> = HashMap::new();
+        for (pi, p) in packs.iter().enumerate() {
+            let mut counted = HashSet::new();
+            for (r, b) in p.trailer.blobs.iter().enumerate() {
+                *total.entry(pi).or_insert(0u64) += share(&p.trailer, r);
+                if live.contains(&b.id) && counted.insert(b.id) {
+                    *potential.entry(pi).or_insert(0u64) += share(&p.trailer, r);
+                    homes.entry(b.id).or_default().push((pi, r));
+                }
+            }
+        }
+        let score = |pi: usize| {
+            let t = total.get(&pi).copied().unwrap_or(0);
+            let fraction = (potential.get(&pi).copied().unwrap_or(0) * 1_000_000).checked_div(t).unwrap_or(1_000_000);
+            (!marked.contains(&packs[pi].pack), fraction, true, Reverse(packs[pi].pack))
+        };
+        let mut chosen: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut used: HashMap<usize, u64> = HashMap::new();
+        let mut sole = HashSet::new();
+        assert_eq!(homes.len(), live.len(), "a live blob in no pack");
+        for h in homes.values() {
+            let &(pi, r) = h.iter().max_by_key(|(pi, _)| score(*pi)).unwrap();
+            chosen.entry(pi).or_default().push(r);
+            *used.entry(pi).or_default() += share(&packs[pi].trailer, r);
+            if h.iter().all(|(pi, _)| marked.contains(&packs[*pi].pack)) {
+                sole.extend(h.iter().map(|(pi, _)| *pi));
+            }
+        }
+        (0..packs.len())
+            .map(|pi| {
+                let t = total.get(&pi).copied().unwrap_or(0);
+                let u = used.get(&pi).copied().unwrap_or(0);
+                let mut records = chosen.get(&pi).cloned().unwrap_or_default();
+                records.sort_unstable();
+                let fate = if records.is_empty() {
+                    Fate::Delete
+                } else if t > 0 && (t - u) as f64 > max_unused * t as f64 {
+                    Fate::Repack
+                } else {
+                    Fate::Keep
+                };
+                if fate != Fate::Repack {
+                    records.clear();
+                }
+                (packs[pi].pack, (fate, records_len(&chosen, pi), u, t, sole.contains(&pi), records))
+            })
+            .collect()
+    }
+
+    fn records_len(chosen: &HashMap<usize, Vec<usize>>, pi: usize) -> u64 {
+        chosen.get(&pi).map_or(0, |r| r.len() as u64)
+    }
+
+    fn decisions(repo: &Repository, plan: &Plan) -> HashMap<Id, Decision> {
+        let mut repacked: HashMap<Id, Vec<usize>> = HashMap::new();
+        plan.for_each_repack_batch(repo, &|_| true, &mut |batch| {
+            for p in batch {
+                let records = p.chosen.iter().enumerate().filter(|(_, c)| **c).map(|(r, _)| r).collect();
+                assert!(repacked.insert(p.entry.pack, records).is_none(), "a pack handed to the repack twice");
+            }
+            Ok(())
+        })
+        .unwrap();
+        plan.packs
+            .iter()
+            .map(|p| {
+                let records = repacked.remove(&p.pack).unwrap_or_default();
+                (p.pack, (p.fate, p.chosen, p.used_share, p.total_share, p.holds_sole_copy, records))
+            })
+            .collect()
+    }
+
+    /// The out-of-core plan (tests sort in runs of 1,024 records, so this
+    /// repository's copies, live ids and chosen copies all go through runs
+    /// on disk) decides exactly what the plain in-memory computation does:
+    /// each pack's fate, copies kept, shares and sole copies, and which
+    /// records the repack copies; with duplicate copies, partly live,
+    /// wholly dead and marked packs. And the trailers it reads back for the
+    /// repack are those of the index files.
+    #[test]
+    fn the_out_of_core_plan_matches_the_plain_computation() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let repo = Repository::init_local(&root, &InitOptions::default()).unwrap();
+        let spec = SyntheticIndex { chunks: 3000, chunks_per_pack: 40, seed: 3 };
+        synthetic::generate(&repo, &spec, &|_| {}).unwrap();
+        let sealed = repo.keys().is_some();
+        let junk = |n: u64| (0..n).map(move |i| Id::hash(format!("junk {i}").as_bytes()));
+        let extra = [
+            // Half of pack 0 again, and as much garbage.
+            synthetic::sparse_entry(Id::hash(b"x1"), (0..20).map(|r| chunk_id(3, 0, r)).chain(junk(20)), sealed),
+            // All of pack 1 again (a tie broken by the id).
+            synthetic::sparse_entry(Id::hash(b"x2"), (0..40).map(|r| chunk_id(3, 1, r)), sealed),
+            // Copies of a dead pack's chunks.
+            synthetic::sparse_entry(Id::hash(b"x3"), (0..40).map(|r| chunk_id(3, 9, r)), sealed),
+            // A few chunks of pack 2 twice in one pack, and garbage.
+            synthetic::sparse_entry(
+                Id::hash(b"x4"),
+                (0..5).map(|r| chunk_id(3, 2, r)).chain((0..5).map(|r| chunk_id(3, 2, r))).chain(junk(30)),
+                sealed,
+            ),
+        ];
+        for e in &extra {
+            synthetic::write_sparse(&root, e).unwrap();
+        }
+        for (id, data, _) in repo.encode_index_files(&extra, &[]).unwrap() {
+            repo.storage().put(FileKind::Index, &id.to_hex(), &data).unwrap();
+        }
+
+        let scratch = tempfile::tempdir().unwrap();
+        let loaded = load_packs(&repo, &mut PruneReport::default()).unwrap();
+        let (live, _) = mark_live(&repo, &loaded.trees, &loaded.deltas, &HashSet::new(), scratch.path()).unwrap();
+        let live: HashSet<Id> = live.iter().unwrap().map(|r| Id(r.unwrap())).collect();
+        assert!(live.len() > 2700, "{} live blobs", live.len());
+
+        let pack0 = synthetic_pack_id(0);
+        let cases = [
+            (0.1, HashSet::new()),
+            (0.0, HashSet::new()),
+            (0.1, HashSet::from([pack0, Id::hash(b"x2")])),
+            (0.3, HashSet::from([pack0, synthetic_pack_id(2), Id::hash(b"x4")])),
+        ];
+        for (max_unused, marked) in cases {
+            let plan = plan_avoiding(&repo, max_unused, &HashSet::new(), &marked).unwrap();
+            let got = decisions(&repo, &plan);
+            let want = reference(&repo, &live, max_unused, &marked);
+            assert_eq!(got.len(), want.len());
+            for (id, w) in &want {
+                assert_eq!(got.get(id), Some(w), "pack {id}, max_unused {max_unused}, marked {marked:?}");
+            }
+            let fates = |f: Fate| got.values().filter(|d| d.0 == f).count();
+            assert!(fates(Fate::Delete) >= 8, "dead packs: {}", fates(Fate::Delete));
+            if !marked.is_empty() {
+                assert!(fates(Fate::Repack) > 0, "nothing to rewrite with {marked:?}");
+            }
+            assert_eq!(plan.report.live_blobs, live.len() as u64);
+        }
+    }
+
+    fn synthetic_pack_id(pack: u64) -> Id {
+        let mut id_seed = [0u8; 24];
+        id_seed[..8].copy_from_slice(b"syntpack");
+        id_seed[8..16].copy_from_slice(&3u64.to_le_bytes());
+        id_seed[16..].copy_from_slice(&pack.to_le_bytes());
+        Id::hash(&id_seed)
+    }
 }
