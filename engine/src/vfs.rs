@@ -33,6 +33,7 @@ mod cache;
 mod dirs;
 pub mod layout;
 mod readahead;
+mod window;
 mod work;
 
 use std::collections::{HashMap, HashSet};
@@ -47,6 +48,7 @@ use lru::LruCache;
 use self::cache::{FlightCache, Slot};
 use self::dirs::DirBlob;
 pub use self::layout::{parse_at, Scope, SnapRef, SnapshotList, Zone};
+pub use self::window::Position;
 pub use self::work::{WorkGauge, WorkGuard};
 use crate::error::Error;
 use crate::format::tree::{Node, NodeKind, Timestamp};
@@ -333,6 +335,8 @@ pub struct Vfs {
     chunks: Arc<FlightCache<Id, Arc<[u8]>>>,
     tables: Mutex<LruCache<(Id, u32), Arc<ChunkTable>>>,
     dir_readahead: readahead::DirReadahead,
+    /// Readers followed through a remote repository (`window.rs`).
+    streams: window::Streams,
     /// Background work in flight (see `work.rs`).
     work: Arc<WorkGauge>,
     owner: (u32, u32),
@@ -363,9 +367,13 @@ impl Vfs {
             trees: Arc::new(FlightCache::new(opts.tree_cache_bytes)),
             tree_blob_reads: AtomicU64::new(0),
             chunks: Arc::new(FlightCache::new(opts.chunk_cache_bytes)),
-            // Enough for the files of a few directory readahead batches.
-            tables: Mutex::new(LruCache::new(std::num::NonZeroUsize::new(8192).unwrap_or(std::num::NonZeroUsize::MIN))),
+            // Enough for the files of a few readahead windows of small
+            // files (some 6,000 mail messages in 32 MiB).
+            tables: Mutex::new(LruCache::new(
+                std::num::NonZeroUsize::new(32768).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
             dir_readahead: readahead::DirReadahead::new(),
+            streams: window::Streams::new(),
             work: Arc::new(WorkGauge::default()),
             repo,
             opts,
