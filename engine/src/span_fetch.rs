@@ -17,6 +17,10 @@ use crate::error::{Error, Result};
 use crate::prefetch::Span;
 use crate::storage::{FileKind, Storage};
 
+/// What receives each frame of a read: the read, the frame's offset in
+/// its pack, and its stored bytes or why they could not be had.
+pub(crate) type FrameSink<'a> = dyn Fn(&Span, u64, Result<Vec<u8>>) + Sync + 'a;
+
 /// Stored bytes that may be in flight; taken before a GET, given back
 /// once its frames are handed over.
 struct Budget {
@@ -54,7 +58,7 @@ pub(crate) fn fetch_spans(
     workers: usize,
     in_flight: u64,
     stop: &(dyn Fn() -> bool + Sync),
-    frame: &(dyn Fn(&Span, u64, Result<Vec<u8>>) + Sync),
+    frame: &FrameSink<'_>,
     what: &'static str,
 ) -> Vec<Error> {
     let next = AtomicUsize::new(0);
@@ -83,7 +87,7 @@ pub(crate) fn fetch_spans(
 
 /// One ranged read, each of its frames handed over; frame by frame if
 /// the read fails.
-fn fetch_one(storage: &dyn Storage, read: &Span, frame: &(dyn Fn(&Span, u64, Result<Vec<u8>>) + Sync)) {
+fn fetch_one(storage: &dyn Storage, read: &Span, frame: &FrameSink<'_>) {
     let name = read.pack.to_hex();
     match storage.get_range(FileKind::Pack, &name, read.start, read.end - read.start) {
         Ok(data) => {

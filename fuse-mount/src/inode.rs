@@ -231,7 +231,7 @@ mod tests {
         let other = t.get(t.child(&root, 4, node(4), true)).unwrap();
         let numbers: Vec<u64> = (0..2000).map(|i| t.child(&dir, i, node(i as u32), true)).collect();
         assert!(numbers.windows(2).all(|w| w[0] < w[1]), "numbers do not ascend with positions");
-        assert!(numbers.iter().all(|&n| n >= FIRST_HASHED && n < 1 << 63));
+        assert!(numbers.iter().all(|n| (FIRST_HASHED..1 << 63).contains(n)));
         let others: Vec<u64> = (0..2000).map(|i| t.peek(&other, i, &node(i as u32))).collect();
         assert!(others.iter().all(|n| !numbers.contains(n)), "two directories share numbers");
         // Past the block: hashed, still unique and stable.

@@ -94,10 +94,14 @@ struct Planned {
     next_at: Vec<u32>,
 }
 
-/// A frame a window fetches, and the chunks cut from it with their claims.
+/// A chunk a window loads: its id, where it is, and the claim its reader
+/// waits on.
+type Piece = (Id, BlobLocation, Claim<Id, Arc<[u8]>>);
+
+/// A frame a window fetches, and the chunks cut from it.
 struct FrameJob {
     record: FrameRecord,
-    pieces: Vec<(Id, BlobLocation, Claim<Id, Arc<[u8]>>)>,
+    pieces: Vec<Piece>,
 }
 
 impl Vfs {
