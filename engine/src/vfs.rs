@@ -99,7 +99,8 @@ pub struct VfsOptions {
     /// How far ahead of a sequential reader chunks are fetched.
     pub readahead_bytes: u64,
     /// How much small-file data one batch of directory readahead loads
-    /// (see `readahead.rs`); 0 turns it off.
+    /// (see `readahead.rs`), and from a remote store the first window of
+    /// a reader's stream (`window.rs`); 0 turns both off.
     pub dir_readahead_bytes: u64,
 }
 

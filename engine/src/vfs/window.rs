@@ -365,3 +365,102 @@ struct Walk {
     end: Option<Vec<u32>>,
     next_at: Option<Vec<u32>>,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::ops::backup::{backup, BackupOptions};
+    use crate::progress::NoProgress;
+    use crate::repo::{InitOptions, Repository};
+    use crate::storage::{FileKind, MemoryStorage, MemoryStorageOptions, Storage};
+    use crate::test_data::pseudo_random;
+    use crate::vfs::{Entry, VfsError, VfsOptions};
+
+    /// From a store the engine treats as remote, one window loads the small
+    /// files of four directories, verifying each chunk itself (it does not
+    /// go through the blob reader): a damaged frame fails exactly the files
+    /// whose chunks lie in it, each read an error naming the pack, never
+    /// wrong bytes, and every other file reads back right.
+    #[test]
+    fn a_window_loads_across_directories_and_a_damaged_frame_fails_only_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(MemoryStorage::new(MemoryStorageOptions::default()));
+        let opts = InitOptions { frame_size: 64 * 1024, ..Default::default() };
+        let repo = Repository::init_cached(storage.clone(), &opts, &dir.path().join("cache")).unwrap();
+        let src = dir.path().join("src");
+        let content = |d: u64, i: u64| pseudo_random(10_000, d * 100 + i + 1);
+        for d in 0..4u64 {
+            std::fs::create_dir_all(src.join(format!("d{d}"))).unwrap();
+            for i in 0..20u64 {
+                std::fs::write(src.join(format!("d{d}/f{i:02}")), content(d, i)).unwrap();
+            }
+        }
+        let done =
+            backup(&repo, BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress).unwrap();
+        let snapshot = repo.load_snapshot(&done.snapshot_id).unwrap();
+        let frame_of = |d: u64, i: u64| {
+            let path = src.join(format!("d{d}/f{i:02}"));
+            let crate::ops::tree_walk::Located::Node(n) =
+                crate::ops::tree_walk::locate(&repo, &snapshot, path.to_str().unwrap()).unwrap()
+            else {
+                panic!("not a file")
+            };
+            let l = repo.lookup_blob(&n.chunks[0]).unwrap().unwrap();
+            (l.pack, l.frame)
+        };
+        let (pack, frame) = frame_of(1, 5);
+        let hex = pack.to_hex();
+        let mut bytes = storage.get(FileKind::Pack, &hex).unwrap();
+        bytes[(frame.offset + u64::from(frame.stored_len) / 2) as usize] ^= 0x40;
+        storage.put(FileKind::Pack, &hex, &bytes).unwrap();
+        let damaged: HashSet<(u64, u64)> = (0..4)
+            .flat_map(|d| (0..20).map(move |i| (d, i)))
+            .filter(|&(d, i)| frame_of(d, i) == (pack, frame))
+            .collect();
+        assert!(!damaged.is_empty() && damaged.len() < 20, "{damaged:?}");
+
+        let repo = Repository::open_cached_with(storage, &dir.path().join("cache"), None).unwrap();
+        let vfs = Arc::new(Vfs::new(Arc::new(repo), VfsOptions::default()));
+        let snap = vfs.items(&Entry::Snapshots).remove(0).1;
+        let Entry::Snapshot(s) = &snap else { panic!("not a snapshot") };
+        let root = s.tree;
+        // Each component's position, from the snapshot's root.
+        let mut path = Vec::new();
+        let mut e = snap.clone();
+        for c in src.to_str().unwrap().split('/').filter(|c| !c.is_empty()) {
+            e = vfs.lookup(&e, c.as_bytes()).unwrap().unwrap();
+            let Entry::Node { index, .. } = e else { panic!() };
+            path.push(index);
+        }
+        let files: Vec<((u64, u64), Entry)> = (0..4u64)
+            .flat_map(|d| {
+                let sub = vfs.lookup(&e, format!("d{d}").as_bytes()).unwrap().unwrap();
+                (0..20u64).map(move |i| (d, i, sub.clone()))
+            })
+            .map(|(d, i, sub)| ((d, i), vfs.lookup(&sub, format!("f{i:02}").as_bytes()).unwrap().unwrap()))
+            .collect();
+        let Entry::Node { index: d0, .. } = vfs.lookup(&e, b"d0").unwrap().unwrap() else { panic!() };
+        let Entry::Node { index: f0, .. } = files[0].1 else { panic!() };
+        path.extend([d0, f0]);
+        // One read at the start of d0: the window covers all four directories.
+        vfs.readahead_at(&files[0].1, || Some(Position { root, path: path.clone() }));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let good = || files.iter().filter(|(k, _)| !damaged.contains(k));
+        while !good().all(|(_, f)| vfs.read_is_cached(&vfs.open(f).unwrap(), 0, u32::MAX)) {
+            assert!(Instant::now() < deadline, "the window did not load the other directories");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for ((d, i), f) in &files {
+            let read = vfs.read_at(&vfs.open(f).unwrap(), 0, u32::MAX);
+            match (damaged.contains(&(*d, *i)), read) {
+                (false, Ok(b)) => assert!(*b == content(*d, *i), "d{d}/f{i:02} differs"),
+                (true, Err(VfsError::Engine(e))) => assert!(e.to_string().contains(&hex), "{e}"),
+                (true, Ok(_)) => panic!("d{d}/f{i:02} of the damaged frame was read"),
+                (_, Err(e)) => panic!("d{d}/f{i:02}: {e}"),
+            }
+        }
+    }
+}
