@@ -855,7 +855,10 @@ impl Vfs {
         // the kernel's own readahead reorders requests a little.
         let prev = f.last_end.swap(end, Ordering::Relaxed);
         let sequential = offset == 0 || offset.abs_diff(prev) <= 4 << 20;
-        if sequential {
+        if sequential && self.repo.storage().local_path().is_none() {
+            // From a remote store, in runs of frames fetched together.
+            self.prefetch_run(t, last + 1);
+        } else if sequential {
             // Fetch ahead from the chunk after the last one this read needs,
             // so decoding overlaps with the reader consuming this one.
             let mut ahead = 0u64;

@@ -41,7 +41,7 @@ impl Remote {
 }
 
 /// The tests of this file, each of which gets a directory of its own.
-const TESTS: [&str; 11] = [
+const TESTS: [&str; 12] = [
     "a_no_change_backup_asks_the_same_of_the_storage_whatever_the_file_count",
     "prune_requests_grow_with_objects_read_and_deleted_not_with_snapshots",
     "a_new_host_downloads_the_index_and_snapshot_files_once",
@@ -53,6 +53,7 @@ const TESTS: [&str; 11] = [
     "a_walk_on_a_new_host_fetches_neighbouring_tree_frames_together",
     "the_mounts_directory_readahead_reads_neighbouring_frames_together",
     "a_copy_out_of_the_mount_reads_packs_in_windows_across_directories",
+    "a_big_file_read_through_the_mount_comes_in_runs_of_chunks",
 ];
 
 /// A temporary directory whose ancestors no other test touches. A
@@ -671,4 +672,52 @@ fn a_copy_out_of_the_mount_reads_packs_in_windows_across_directories() {
     // GETs, and the tree frames: about 20, against one or more per
     // directory before.
     assert!(reads * 5 <= DIRS as u64, "{reads} reads of packs for {DIRS} directories: {c}");
+}
+
+/// vfs/window.rs `prefetch_run`: a big file read sequentially through the
+/// mount of a remote repository (as `cp` reads it, 128 KiB at a time)
+/// fetches its chunks in runs, a few large GETs each, not one request per
+/// chunk as the per-chunk prefetch did.
+#[test]
+fn a_big_file_read_through_the_mount_comes_in_runs_of_chunks() {
+    use arc_engine::vfs::{Entry, Vfs, VfsOptions};
+    let r = Remote::new();
+    let src = random_tree(r.tmp.path(), 1, 40 << 20);
+    let done = backup(&r.open("cache"), BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress)
+        .unwrap();
+    let mut frames = std::collections::HashSet::new();
+    data_frames(&r.open("cache"), &done.snapshot.tree, &mut frames);
+    assert!(frames.len() >= 16, "{} chunks: the test needs many", frames.len());
+    let vfs = Arc::new(Vfs::new(Arc::new(r.open("cache")), VfsOptions::default()));
+    let mut e: Entry = vfs
+        .read_dir(&Entry::Snapshots)
+        .map(|l| {
+            let mut first = None;
+            vfs.list_from(&l, 0, |i| {
+                first = Some(i.entry);
+                true
+            })
+            .unwrap();
+            first.unwrap()
+        })
+        .unwrap();
+    for c in src.join("f0000").to_str().unwrap().split('/').filter(|c| !c.is_empty()) {
+        e = vfs.lookup(&e, c.as_bytes()).unwrap().unwrap();
+    }
+    let f = vfs.open(&e).unwrap();
+    r.storage.take();
+    let mut read = Vec::with_capacity(40 << 20);
+    loop {
+        let b = vfs.read_at(&f, read.len() as u64, 128 * 1024).unwrap();
+        if b.is_empty() {
+            break;
+        }
+        read.extend_from_slice(&b);
+    }
+    let c = r.storage.take();
+    assert!(read == std::fs::read(src.join("f0000")).unwrap(), "the big file differs");
+    let reads = c.get(Op::GetRange, FileKind::Pack) + c.get(Op::Get, FileKind::Pack);
+    // Runs of 16 MiB over the two packs a backup fills at once: about a
+    // dozen GETs for some 40 chunks.
+    assert!(reads * 3 <= frames.len() as u64, "{reads} reads of packs for {} chunks: {c}", frames.len());
 }
