@@ -15,12 +15,13 @@
 //! (`prefetch::pack_reads`: each pack's needed frames in one or a few large
 //! GETs) and fetched side by side (`span_fetch.rs`), each frame decoded once
 //! and its chunks handed to the chunk cache as soon as it lands. The
-//! window's chunks are claimed in the chunk cache before the first GET, so
-//! a reader that gets there first waits for that fetch instead of making
-//! its own.
+//! window's chunks are claimed in the chunk cache as its walk meets them,
+//! before the first GET, so a reader that gets there first waits for that
+//! fetch instead of making its own. A sequential reader of a large file
+//! gets its next chunks loaded the same way ([`Vfs::prefetch_run`]).
 //!
 //! Bounded: the first window of a stream holds up to
-//! [`VfsOptions::dir_readahead_bytes`] of file data (a single `cat` costs
+//! [`super::VfsOptions::dir_readahead_bytes`] of file data (a single `cat` costs
 //! no more than a directory batch did), each next one twice as much up to
 //! [`MAX_WINDOW`]; the next window starts when the reader passes the
 //! middle of the last one, so a stream has at most one and a half windows
