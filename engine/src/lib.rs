@@ -39,6 +39,7 @@ pub mod scan;
 pub mod scratch;
 pub mod session;
 pub mod sorted_runs;
+mod span_fetch;
 pub mod storage;
 pub mod sync;
 pub mod synthetic;

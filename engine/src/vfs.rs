@@ -33,6 +33,7 @@ mod cache;
 mod dirs;
 pub mod layout;
 mod readahead;
+mod window;
 mod work;
 
 use std::collections::{HashMap, HashSet};
@@ -47,6 +48,7 @@ use lru::LruCache;
 use self::cache::{FlightCache, Slot};
 use self::dirs::DirBlob;
 pub use self::layout::{parse_at, Scope, SnapRef, SnapshotList, Zone};
+pub use self::window::Position;
 pub use self::work::{WorkGauge, WorkGuard};
 use crate::error::Error;
 use crate::format::tree::{Node, NodeKind, Timestamp};
@@ -97,7 +99,8 @@ pub struct VfsOptions {
     /// How far ahead of a sequential reader chunks are fetched.
     pub readahead_bytes: u64,
     /// How much small-file data one batch of directory readahead loads
-    /// (see `readahead.rs`); 0 turns it off.
+    /// (see `readahead.rs`), and from a remote store the first window of
+    /// a reader's stream (`window.rs`); 0 turns both off.
     pub dir_readahead_bytes: u64,
 }
 
@@ -333,6 +336,8 @@ pub struct Vfs {
     chunks: Arc<FlightCache<Id, Arc<[u8]>>>,
     tables: Mutex<LruCache<(Id, u32), Arc<ChunkTable>>>,
     dir_readahead: readahead::DirReadahead,
+    /// Readers followed through a remote repository (`window.rs`).
+    streams: window::Streams,
     /// Background work in flight (see `work.rs`).
     work: Arc<WorkGauge>,
     owner: (u32, u32),
@@ -363,9 +368,13 @@ impl Vfs {
             trees: Arc::new(FlightCache::new(opts.tree_cache_bytes)),
             tree_blob_reads: AtomicU64::new(0),
             chunks: Arc::new(FlightCache::new(opts.chunk_cache_bytes)),
-            // Enough for the files of a few directory readahead batches.
-            tables: Mutex::new(LruCache::new(std::num::NonZeroUsize::new(8192).unwrap_or(std::num::NonZeroUsize::MIN))),
+            // Enough for the files of a few readahead windows of small
+            // files (some 6,000 mail messages in 32 MiB).
+            tables: Mutex::new(LruCache::new(
+                std::num::NonZeroUsize::new(32768).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
             dir_readahead: readahead::DirReadahead::new(),
+            streams: window::Streams::new(),
             work: Arc::new(WorkGauge::default()),
             repo,
             opts,
@@ -846,7 +855,10 @@ impl Vfs {
         // the kernel's own readahead reorders requests a little.
         let prev = f.last_end.swap(end, Ordering::Relaxed);
         let sequential = offset == 0 || offset.abs_diff(prev) <= 4 << 20;
-        if sequential {
+        if sequential && self.repo.storage().local_path().is_none() {
+            // From a remote store, in runs of frames fetched together.
+            self.prefetch_run(t, last + 1);
+        } else if sequential {
             // Fetch ahead from the chunk after the last one this read needs,
             // so decoding overlaps with the reader consuming this one.
             let mut ahead = 0u64;

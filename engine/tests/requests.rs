@@ -41,7 +41,7 @@ impl Remote {
 }
 
 /// The tests of this file, each of which gets a directory of its own.
-const TESTS: [&str; 10] = [
+const TESTS: [&str; 12] = [
     "a_no_change_backup_asks_the_same_of_the_storage_whatever_the_file_count",
     "prune_requests_grow_with_objects_read_and_deleted_not_with_snapshots",
     "a_new_host_downloads_the_index_and_snapshot_files_once",
@@ -52,6 +52,8 @@ const TESTS: [&str; 10] = [
     "a_restore_of_a_deduplicated_tree_reads_each_pack_about_once",
     "a_walk_on_a_new_host_fetches_neighbouring_tree_frames_together",
     "the_mounts_directory_readahead_reads_neighbouring_frames_together",
+    "a_copy_out_of_the_mount_reads_packs_in_windows_across_directories",
+    "a_big_file_read_through_the_mount_comes_in_runs_of_chunks",
 ];
 
 /// A temporary directory whose ancestors no other test touches. A
@@ -568,4 +570,154 @@ fn the_mounts_directory_readahead_reads_neighbouring_frames_together() {
     assert!(reads * 4 <= frames.len() as u64, "{reads} reads of packs for {} frames: {c}", frames.len());
     let f = vfs.open(&files[7]).unwrap();
     assert_eq!(&*vfs.read_at(&f, 0, 1 << 20).unwrap(), &std::fs::read(src.join("f0007")).unwrap()[..]);
+}
+
+/// vfs/window.rs: copying a tree of many small directories out of the
+/// mount of a remote repository, each file read from its start in the
+/// snapshot's order (as `cp -a`, `tar` and `rsync` do through fuse-mount),
+/// fetches the small files in pack-ordered windows that run ahead across
+/// directories: a few GETs for 200 directories, where the per-directory
+/// batches made about one each (and the copier waited for every one).
+#[test]
+fn a_copy_out_of_the_mount_reads_packs_in_windows_across_directories() {
+    use arc_engine::vfs::{Entry, Kind, Position, Vfs, VfsOptions};
+    let r = Remote::new();
+    let src = r.tmp.path().join("dirs");
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut random = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    const DIRS: usize = 200;
+    for d in 0..DIRS {
+        let dir = src.join(format!("d{d:03}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..8 {
+            std::fs::write(dir.join(format!("f{f}")), random(24 * 1024)).unwrap();
+        }
+    }
+    let done = backup(&r.open("cache"), BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress)
+        .unwrap();
+    let mut frames = std::collections::HashSet::new();
+    data_frames(&r.open("cache"), &done.snapshot.tree, &mut frames);
+    assert!(frames.len() >= 100, "{} frames: the test needs many", frames.len());
+
+    let vfs = Arc::new(Vfs::new(Arc::new(r.open("cache")), VfsOptions::default()));
+    let listing = vfs.read_dir(&Entry::Snapshots).unwrap();
+    let mut snapshot = None;
+    vfs.list_from(&listing, 0, |i| {
+        snapshot = Some(i.entry);
+        true
+    })
+    .unwrap();
+    let snapshot = snapshot.unwrap();
+    let Entry::Snapshot(s) = &snapshot else { panic!("not a snapshot: {snapshot:?}") };
+    let root = s.tree;
+    r.storage.take();
+
+    /// Reads every file under `dir` in depth-first order, each from its
+    /// start; `out` gets (path, content).
+    fn copy(
+        vfs: &Arc<Vfs>,
+        root: arc_engine::Id,
+        dir: &Entry,
+        path: &mut Vec<u32>,
+        name: &Path,
+        out: &mut Vec<(PathBuf, Vec<u8>)>,
+    ) {
+        let listing = vfs.read_dir(dir).unwrap();
+        let mut items = Vec::new();
+        vfs.list_from(&listing, 0, |i| {
+            items.push((i.pos as u32, PathBuf::from(std::str::from_utf8(i.name).unwrap()), i.entry, i.kind));
+            false
+        })
+        .unwrap();
+        for (pos, n, entry, kind) in items {
+            path.push(pos);
+            match kind {
+                Kind::Dir => copy(vfs, root, &entry, path, &name.join(&n), out),
+                Kind::File => {
+                    vfs.readahead_at(&entry, || Some(Position { root, path: path.clone() }));
+                    let f = vfs.open(&entry).unwrap();
+                    // As the kernel's requests come, the copier is slower
+                    // than the readahead's walk; here, so that the counts do
+                    // not depend on which thread runs first, it waits for
+                    // the file to be loaded (or for 10 s) before reading.
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                    while !vfs.read_is_cached(&f, 0, u32::MAX) && std::time::Instant::now() < deadline {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    out.push((name.join(&n), vfs.read_at(&f, 0, u32::MAX).unwrap().to_vec()));
+                }
+                _ => {}
+            }
+            path.pop();
+        }
+    }
+    let mut copied = Vec::new();
+    copy(&vfs, root, &snapshot, &mut Vec::new(), Path::new("/"), &mut copied);
+    let c = r.storage.take();
+    assert_eq!(copied.len(), DIRS * 8);
+    for (path, content) in &copied {
+        assert!(*content == std::fs::read(path).unwrap(), "{} differs", path.display());
+    }
+    let reads = c.get(Op::GetRange, FileKind::Pack) + c.get(Op::Get, FileKind::Pack);
+    // 38 MiB of files in windows of 8, 16 and 16 MiB, each a few large
+    // GETs, and the tree frames: about 20, against one or more per
+    // directory before.
+    assert!(reads * 5 <= DIRS as u64, "{reads} reads of packs for {DIRS} directories: {c}");
+}
+
+/// vfs/window.rs `prefetch_run`: a big file read sequentially through the
+/// mount of a remote repository (as `cp` reads it, 128 KiB at a time)
+/// fetches its chunks in runs, a few large GETs each, not one request per
+/// chunk as the per-chunk prefetch did.
+#[test]
+fn a_big_file_read_through_the_mount_comes_in_runs_of_chunks() {
+    use arc_engine::vfs::{Entry, Vfs, VfsOptions};
+    let r = Remote::new();
+    let src = random_tree(r.tmp.path(), 1, 40 << 20);
+    let done = backup(&r.open("cache"), BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress)
+        .unwrap();
+    let mut frames = std::collections::HashSet::new();
+    data_frames(&r.open("cache"), &done.snapshot.tree, &mut frames);
+    assert!(frames.len() >= 16, "{} chunks: the test needs many", frames.len());
+    let vfs = Arc::new(Vfs::new(Arc::new(r.open("cache")), VfsOptions::default()));
+    let mut e: Entry = vfs
+        .read_dir(&Entry::Snapshots)
+        .map(|l| {
+            let mut first = None;
+            vfs.list_from(&l, 0, |i| {
+                first = Some(i.entry);
+                true
+            })
+            .unwrap();
+            first.unwrap()
+        })
+        .unwrap();
+    for c in src.join("f0000").to_str().unwrap().split('/').filter(|c| !c.is_empty()) {
+        e = vfs.lookup(&e, c.as_bytes()).unwrap().unwrap();
+    }
+    let f = vfs.open(&e).unwrap();
+    r.storage.take();
+    let mut read = Vec::with_capacity(40 << 20);
+    loop {
+        let b = vfs.read_at(&f, read.len() as u64, 128 * 1024).unwrap();
+        if b.is_empty() {
+            break;
+        }
+        read.extend_from_slice(&b);
+    }
+    let c = r.storage.take();
+    assert!(read == std::fs::read(src.join("f0000")).unwrap(), "the big file differs");
+    let reads = c.get(Op::GetRange, FileKind::Pack) + c.get(Op::Get, FileKind::Pack);
+    // Runs of 16 MiB over the two packs a backup fills at once: about a
+    // dozen GETs for some 40 chunks.
+    assert!(reads * 3 <= frames.len() as u64, "{reads} reads of packs for {} chunks: {c}", frames.len());
 }

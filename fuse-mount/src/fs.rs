@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use arc_engine::vfs::{Entry, Kind, Listing, OpenFile, Vfs, VfsError};
+use arc_engine::vfs::{Entry, Kind, Listing, OpenFile, Position, Vfs, VfsError};
 use fuser::{
     AccessFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode,
     OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
@@ -372,6 +372,29 @@ impl ArcFs {
     }
 }
 
+impl ArcFs {
+    /// Where `file` lies in its snapshot (the index of each directory on
+    /// the way, from the snapshot's root), through the parents the kernel
+    /// holds; `None` above the snapshots or where a parent is not known (a
+    /// hardlink shown as the first file of its group).
+    fn position(&self, file: &Inode) -> Option<Position> {
+        let mut path = Vec::new();
+        let mut cur = file.clone();
+        for _ in 0..4096 {
+            match &cur.entry {
+                Entry::Node { index, .. } => path.push(*index),
+                Entry::Snapshot(s) => {
+                    path.reverse();
+                    return Some(Position { root: s.tree, path });
+                }
+                _ => return None,
+            }
+            cur = self.inodes.get(cur.parent)?;
+        }
+        None
+    }
+}
+
 /// What the caller of [`ArcFs::child_inode`] knows of an entry's hardlink
 /// target.
 enum Link<'a> {
@@ -540,9 +563,9 @@ impl fuser::Filesystem for ArcFs {
         self.request(Op::Read);
         if offset == 0 {
             // A file read from its start: its small neighbours are likely
-            // next (a copy of the directory).
+            // next (a copy of the directory, of the tree).
             if let Ok(i) = self.inode(ino) {
-                self.vfs.readahead_after(&i.entry);
+                self.vfs.readahead_at(&i.entry, || self.position(&i));
             }
         }
         let f = if fh.0 == 0 {

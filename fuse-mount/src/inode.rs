@@ -12,6 +12,16 @@
 //! number when it is looked up again; memory is bounded by what the
 //! kernel keeps cached, not by what was ever visited.
 //!
+//! Within a snapshot directory the numbers ascend with the entries'
+//! positions: each directory's children get a block of numbers (placed by
+//! a hash of the directory's number) and the entry at position `i` the
+//! block's `i`-th. `cp` reads a directory in inode-number order (gnulib's
+//! savedir sorts by `d_ino`, which speeds up disks), so with hashed numbers
+//! it read files and subdirectories in random order; in position order it
+//! walks the snapshot as `tar` and `rsync` do, in the order the backup
+//! wrote the files into packs, which is the order the mount's readahead
+//! loads them in (`arc_engine::vfs`, window.rs).
+//!
 //! Hardlinks are the exception that needs resolving: a hardlink entry is
 //! given the inode of the first file of its group (see `fs.rs`), so both
 //! paths show one inode number and the recorded link count.
@@ -27,6 +37,9 @@ use arc_engine::vfs::Entry;
 pub const ROOT: u64 = 1;
 /// Numbers below this are never handed out by hashing.
 const FIRST_HASHED: u64 = 1 << 16;
+/// Entries at positions below this get a number in their directory's
+/// block (larger directories' later entries are hashed like the rest).
+const BLOCK: u64 = 1 << 20;
 const SHARDS: usize = 64;
 
 /// What an inode number stands for.
@@ -63,6 +76,26 @@ fn splitmix(mut x: u64) -> u64 {
 
 fn candidate(h: u64) -> u64 {
     FIRST_HASHED + h % ((1u64 << 63) - FIRST_HASHED)
+}
+
+/// The numbers a child may have, in the order they are tried: for an
+/// entry of a snapshot directory (a position below [`BLOCK`]) first its
+/// place in its parent's block, then hashes of parent and key, probed on
+/// a collision.
+fn candidates(parent: u64, key: u64) -> impl Iterator<Item = u64> {
+    let ordered = (key < BLOCK).then(|| {
+        // A multiple of BLOCK below 2^63, so the block never reaches the
+        // numbers with the top bit set, nor those below FIRST_HASHED.
+        let block = candidate(splitmix(parent ^ 0x5851_F42D_4C95_7F2D)) & !(BLOCK - 1);
+        block.max(BLOCK) + key
+    });
+    let mut h = splitmix(parent.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ splitmix(key));
+    let hashed = (0u64..).map(move |round| {
+        let ino = candidate(h);
+        h = splitmix(h ^ round);
+        ino
+    });
+    ordered.into_iter().chain(hashed)
 }
 
 /// The key of a child within its parent: its tree index, or for virtual
@@ -112,9 +145,7 @@ impl InodeTable {
     /// needed; `count` adds one kernel reference (every reply that hands an
     /// inode to the kernel must count exactly once).
     pub fn child(&self, parent: &Inode, key: u64, entry: Entry, count: bool) -> u64 {
-        let mut h = splitmix(parent.ino.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ splitmix(key));
-        for round in 0u64.. {
-            let ino = candidate(h);
+        for ino in candidates(parent.ino, key) {
             let mut shard = lock(self.shard(ino));
             match shard.get_mut(&ino) {
                 None => {
@@ -129,7 +160,6 @@ impl InodeTable {
                 }
                 Some(s) => s.pinned = true,
             }
-            h = splitmix(h ^ round);
         }
         unreachable!("the probe sequence is endless")
     }
@@ -137,15 +167,12 @@ impl InodeTable {
     /// The number `child` would return, without registering anything (for
     /// plain readdir, whose entries the kernel does not keep).
     pub fn peek(&self, parent: &Inode, key: u64, entry: &Entry) -> u64 {
-        let mut h = splitmix(parent.ino.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ splitmix(key));
-        for round in 0u64.. {
-            let ino = candidate(h);
+        for ino in candidates(parent.ino, key) {
             match lock(self.shard(ino)).get(&ino) {
                 None => return ino,
                 Some(s) if s.inode.parent == parent.ino && s.key == key && s.inode.entry == *entry => return ino,
                 Some(_) => {}
             }
-            h = splitmix(h ^ round);
         }
         unreachable!("the probe sequence is endless")
     }
@@ -194,6 +221,23 @@ mod tests {
         assert_eq!(t.child(&root, 0, node(0), true), a);
         assert!(t.get(c).is_some());
         assert_eq!(t.len(), 4);
+    }
+
+    #[test]
+    fn a_directorys_entries_are_numbered_in_position_order() {
+        let t = InodeTable::new();
+        let root = t.get(ROOT).unwrap();
+        let dir = t.get(t.child(&root, 3, node(3), true)).unwrap();
+        let other = t.get(t.child(&root, 4, node(4), true)).unwrap();
+        let numbers: Vec<u64> = (0..2000).map(|i| t.child(&dir, i, node(i as u32), true)).collect();
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "numbers do not ascend with positions");
+        assert!(numbers.iter().all(|n| (FIRST_HASHED..1 << 63).contains(n)));
+        let others: Vec<u64> = (0..2000).map(|i| t.peek(&other, i, &node(i as u32))).collect();
+        assert!(others.iter().all(|n| !numbers.contains(n)), "two directories share numbers");
+        // Past the block: hashed, still unique and stable.
+        let far = t.child(&dir, BLOCK + 5, node(7), true);
+        assert!(!numbers.contains(&far));
+        assert_eq!(t.peek(&dir, BLOCK + 5, &node(7)), far);
     }
 
     #[test]

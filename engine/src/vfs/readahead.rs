@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use lru::LruCache;
 
 use super::cache::Slot;
-use super::{chunk_weight, load_chunk, lock, ChunkTable, Entry, Vfs};
+use super::{chunk_weight, load_chunk, lock, ChunkTable, Entry, Position, Vfs};
 use crate::format::tree::NodeKind;
 use crate::id::Id;
 
@@ -66,6 +66,21 @@ impl Drop for RunningGuard {
 }
 
 impl Vfs {
+    /// `file` is being read from its start. From a remote store, given the
+    /// file's place in its snapshot, a stream follows the reader across
+    /// directories (`window.rs`: a round trip per directory is what made a
+    /// copy slow there); otherwise the directory's small files are loaded
+    /// ([`Vfs::readahead_after`]). Front ends call this on a file's first
+    /// read; `position` is asked only when it is needed.
+    pub fn readahead_at(self: &Arc<Self>, file: &Entry, position: impl FnOnce() -> Option<Position>) {
+        if self.repo.storage().local_path().is_none() {
+            if let Some(pos) = position() {
+                return self.readahead_walk(pos);
+            }
+        }
+        self.readahead_after(file)
+    }
+
     /// `file` is being read from its start: load the small files after it
     /// in its directory in the background, unless that is under way or
     /// done. Front ends call this on a file's first read.

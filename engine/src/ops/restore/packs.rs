@@ -8,7 +8,7 @@
 //! Here the walk hands over windows of files; for each window the frames
 //! every file needs are grouped by pack and offset, each pack's needed
 //! stretch is read in one or a few large GETs (prefetch.rs `pack_reads`),
-//! the storage's concurrency hint of them in flight, and each frame, as
+//! the storage's concurrency hint of them in flight (span_fetch.rs), and each frame, as
 //! it arrives, is opened, decompressed and verified once, and its blobs
 //! written with `pwrite` at their offsets in every file that holds them.
 //! A file's metadata is applied when its last piece lands.
@@ -30,15 +30,15 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
 
 use super::{apply_metadata, create_mode, remove_existing, restore_file, Ctx, FileJob, HOLE_BLOCK};
 use crate::error::{Error, IoContext, Result};
 use crate::format::pack::FrameRecord;
 use crate::format::tree::Node;
 use crate::id::Id;
-use crate::prefetch::{pack_reads, Prefetched, Span};
-use crate::storage::FileKind;
+use crate::prefetch::{pack_reads, Prefetched};
+use crate::span_fetch::fetch_spans;
 
 /// Files a window holds at most. With their tree entries and paths, about
 /// 20 MiB; a www site tree (35,000 files) is one window.
@@ -162,33 +162,20 @@ pub(super) fn restore_window(ctx: &Ctx<'_>, window: Window) {
         targets.push(Target { job, remaining, state: Mutex::new(State::New), end_written: AtomicBool::new(false) });
     }
     let reads = pack_reads(frames.iter().map(|f| (f.pack, f.record.offset, f.record.stored_len)).collect(), MAX_READ);
-    let next = AtomicUsize::new(0);
-    let budget = Budget { free: Mutex::new(IN_FLIGHT_BYTES), freed: Condvar::new() };
-    let work = Work { ctx, targets: &targets, frames: &frames, frame_of: &frame_of };
-    let workers = ctx.repo.storage().concurrency().clamp(1, reads.len().max(1));
-    let (reads, next, budget, work) = (&reads, &next, &budget, &work);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(move || {
-                    while let Some(read) = reads.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        if ctx.cancelled() {
-                            return;
-                        }
-                        let len = (read.end - read.start).min(IN_FLIGHT_BYTES);
-                        budget.take(len);
-                        work.fetch_and_write(read);
-                        budget.give(len);
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            if let Err(e) = crate::sync::joined(h.join().map(|()| Ok(())), "restore worker") {
-                ctx.warn(&ctx.target, &e.to_string());
-            }
-        }
-    });
+    let work = Work { ctx, targets: &targets };
+    let storage = ctx.repo.storage();
+    let errors = fetch_spans(
+        storage.as_ref(),
+        &reads,
+        storage.concurrency(),
+        IN_FLIGHT_BYTES,
+        &|| ctx.cancelled(),
+        &|read, offset, stored| work.write_frame(&frames[frame_of[&(read.pack, offset)]], &read.pack.to_hex(), stored),
+        "restore worker",
+    );
+    for e in errors {
+        ctx.warn(&ctx.target, &e.to_string());
+    }
     if ctx.cancelled() {
         return;
     }
@@ -203,67 +190,12 @@ pub(super) fn restore_window(ctx: &Ctx<'_>, window: Window) {
     }
 }
 
-/// Stored bytes that may be in flight; taken before a GET, given back
-/// once its frames are written.
-struct Budget {
-    free: Mutex<u64>,
-    freed: Condvar,
-}
-
-impl Budget {
-    fn take(&self, n: u64) {
-        // A poisoned lock only costs the bound: a worker panicked, which
-        // is reported when it is joined.
-        let Ok(free) = self.free.lock() else { return };
-        if let Ok(mut free) = self.freed.wait_while(free, |f| *f < n) {
-            *free -= n;
-        }
-    }
-
-    fn give(&self, n: u64) {
-        if let Ok(mut free) = self.free.lock() {
-            *free += n;
-        }
-        self.freed.notify_all();
-    }
-}
-
 struct Work<'a> {
     ctx: &'a Ctx<'a>,
     targets: &'a [Target],
-    frames: &'a [Frame],
-    frame_of: &'a HashMap<(Id, u64), usize>,
 }
 
 impl Work<'_> {
-    /// One ranged read, then every frame in it decoded and written out. A
-    /// read that fails is repeated frame by frame, so that the frames that
-    /// can be read are, and each that cannot fails only its own files
-    /// with its own error.
-    fn fetch_and_write(&self, read: &Span) {
-        let name = read.pack.to_hex();
-        let storage = self.ctx.repo.storage();
-        let frame = |offset: u64| &self.frames[self.frame_of[&(read.pack, offset)]];
-        match storage.get_range(FileKind::Pack, &name, read.start, read.end - read.start) {
-            Ok(data) => {
-                for &(offset, len) in &read.frames {
-                    let from = (offset - read.start) as usize;
-                    match data.get(from..from + len as usize) {
-                        Some(stored) => self.write_frame(frame(offset), &name, Ok(stored.to_vec())),
-                        None => self.write_frame(frame(offset), &name, Err(Error::corrupt("pack", &name, "truncated"))),
-                    }
-                }
-            }
-            Err(_) if read.frames.len() > 1 => {
-                for &(offset, len) in &read.frames {
-                    let stored = storage.get_range(FileKind::Pack, &name, offset, u64::from(len));
-                    self.write_frame(frame(offset), &name, stored);
-                }
-            }
-            Err(e) => self.write_frame(frame(read.frames[0].0), &name, Err(e)),
-        }
-    }
-
     /// Decodes one frame and writes each of its blobs, verified once, into
     /// every file that holds it.
     fn write_frame(&self, frame: &Frame, pack: &str, stored: Result<Vec<u8>>) {
