@@ -717,7 +717,10 @@ fn a_big_file_read_through_the_mount_comes_in_runs_of_chunks() {
     let c = r.storage.take();
     assert!(read == std::fs::read(src.join("f0000")).unwrap(), "the big file differs");
     let reads = c.get(Op::GetRange, FileKind::Pack) + c.get(Op::Get, FileKind::Pack);
-    // Runs of 16 MiB over the two packs a backup fills at once: about a
-    // dozen GETs for some 40 chunks.
-    assert!(reads * 3 <= frames.len() as u64, "{reads} reads of packs for {} chunks: {c}", frames.len());
+    // Runs of 16 MiB over the two packs a backup fills at once: 8-13 GETs
+    // for 27-37 chunks in 14 runs of this test (the chunk count follows the
+    // repository's random chunker key; the GETs vary from run to run, so a
+    // third of a GET per chunk failed 1 run in 6); the per-chunk prefetch
+    // made one GET per chunk.
+    assert!(reads * 2 <= frames.len() as u64, "{reads} reads of packs for {} chunks: {c}", frames.len());
 }
