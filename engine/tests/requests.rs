@@ -15,6 +15,9 @@ use arc_engine::progress::NoProgress;
 use arc_engine::repo::InitOptions;
 use arc_engine::storage::{CountingStorage, FileKind, MemoryStorage, MemoryStorageOptions, Op, RequestCounts, Storage};
 use arc_engine::Repository;
+use common::pseudo_random;
+
+mod common;
 
 struct Remote {
     tmp: tempfile::TempDir,
@@ -361,16 +364,8 @@ fn readers_of_one_frame_at_once_share_one_fetch() {
 fn random_tree(root: &Path, n: usize, size: usize) -> PathBuf {
     let src = root.join("random");
     std::fs::create_dir_all(&src).unwrap();
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
     for i in 0..n {
-        let bytes: Vec<u8> = (0..size)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let bytes = pseudo_random(size, 0x9e37_79b9_7f4a_7c15 + i as u64);
         std::fs::write(src.join(format!("f{i:04}")), bytes).unwrap();
     }
     src
@@ -583,23 +578,12 @@ fn a_copy_out_of_the_mount_reads_packs_in_windows_across_directories() {
     use arc_engine::vfs::{Entry, Kind, Position, Vfs, VfsOptions};
     let r = Remote::new();
     let src = r.tmp.path().join("dirs");
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut random = |n: usize| -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    };
     const DIRS: usize = 200;
     for d in 0..DIRS {
         let dir = src.join(format!("d{d:03}"));
         std::fs::create_dir_all(&dir).unwrap();
         for f in 0..8 {
-            std::fs::write(dir.join(format!("f{f}")), random(24 * 1024)).unwrap();
+            std::fs::write(dir.join(format!("f{f}")), pseudo_random(24 * 1024, 1 + (d * 8 + f) as u64)).unwrap();
         }
     }
     let done = backup(&r.open("cache"), BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress)
