@@ -116,7 +116,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
-export RESTIC_PASSWORD=arc-bench RESTIC_CACHE_DIR=$WORK/cache/restic XDG_CACHE_HOME=$WORK/cache/xdg
+export ARC_PASSWORD=arc-bench RESTIC_PASSWORD=arc-bench RESTIC_CACHE_DIR=$WORK/cache/restic XDG_CACHE_HOME=$WORK/cache/xdg
 
 CSV=$RES/raw.csv
 echo "run,tool,step,seconds,bytes,files,rss_kb,status" > "$CSV"
