@@ -225,3 +225,57 @@ fn limit_upload_and_download_hold_on_s3() {
     assert!(down >= (got - rate as f64 / 10.0) / rate as f64, "3 MiB restored in {down:.2} s at a 2 MiB/s limit");
     assert_eq!(fs::read(restored(&target, &src).join("a.bin")).unwrap(), fs::read(src.join("a.bin")).unwrap());
 }
+
+/// A pack cut short on the server (s3s-fs) is reported by restore and by
+/// `check --read-data` as truncated, naming the pack, in one line; not in
+/// the object-store client's own words.
+#[test]
+fn a_truncated_pack_on_s3_is_named_as_truncated() {
+    use crate::backends::{needs, start, Backend};
+    if !requirements_met(&needs(Backend::S3)) {
+        return;
+    }
+    let env = TestEnv::new();
+    let bucket = env.path("truncated");
+    let server = start(Backend::S3, &env.root, &bucket);
+    let arc = || env.cmd().envs_from(server.env.clone()).args(["--repo", &server.url]);
+    let src = env.path("src");
+    // Incompressible, so the pack is as large as the data.
+    let mut data = vec![0u8; 3 << 20];
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    write_file(&src.join("big"), &data);
+    arc().arg("init").run().success();
+    arc().arg("backup").arg(&src).run().success();
+    fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                files(&p, out)
+            } else {
+                out.push(p)
+            }
+        }
+    }
+    let mut packs = Vec::new();
+    files(&bucket.join("data"), &mut packs);
+    let pack = packs.into_iter().max_by_key(|p| fs::metadata(p).unwrap().len()).unwrap();
+    let len = fs::metadata(&pack).unwrap().len();
+    // (The data may be spread over two packs written side by side.)
+    assert!(len > 1 << 20, "{} holds the file's data", pack.display());
+    fs::OpenOptions::new().write(true).open(&pack).unwrap().set_len(len / 2).unwrap();
+    let name = pack.file_name().unwrap().to_str().unwrap().to_string();
+
+    let out = arc().args(["restore", "latest", "--target"]).arg(env.path("restored")).run().failure();
+    let err = out.stderr_str();
+    assert!(err.contains(&name) && err.contains("truncated"), "{}", out.describe());
+    assert!(!err.contains("too little data"), "{}", out.describe());
+    let out = arc().args(["check", "--read-data"]).run().failure();
+    let all = format!("{}{}", out.stdout_str(), out.stderr_str());
+    assert!(all.contains(&name) && all.contains("truncated"), "{}", out.describe());
+}

@@ -561,24 +561,27 @@ impl Storage for RemoteStorage {
             reader.read_into(&mut out, offset..end).await?;
             Ok::<_, opendal::Error>(out)
         };
+        let truncated =
+            || Error::corrupt(kind.describe(), name, format!("truncated: range {offset}+{len} past end of file"));
         let buf = match self.block(read) {
             Ok(b) => b,
             // 416: the range starts past the end.
-            Err(e) if e.kind() == ErrorKind::RangeNotSatisfied => {
-                return Err(Error::corrupt(
-                    kind.describe(),
-                    name,
-                    format!("truncated: range {offset}+{len} past end of file"),
-                ))
+            Err(e) if e.kind() == ErrorKind::RangeNotSatisfied => return Err(truncated()),
+            // A range that starts inside the object but ends past it comes
+            // back short, and opendal reports that in its own words ("reader
+            // got too little data"), which name neither the cause nor the
+            // file. One stat on this error path tells a truncated object
+            // from a failed transfer.
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                return Err(match self.block(self.op.stat(&path)) {
+                    Ok(meta) if meta.content_length() < end => truncated(),
+                    _ => self.err(kind, name, e),
+                })
             }
             Err(e) => return Err(self.err(kind, name, e)),
         };
         if buf.len() as u64 != len {
-            return Err(Error::corrupt(
-                kind.describe(),
-                name,
-                format!("truncated: range {offset}+{len} past end of file"),
-            ));
+            return Err(truncated());
         }
         Ok(buf)
     }
