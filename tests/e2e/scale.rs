@@ -64,11 +64,20 @@ const CEILING_MIB: u64 = 320;
 /// live copies out once more (48 a live chunk): ~180.
 const PRUNE_SCRATCH_PER_CHUNK: u64 = 120;
 
+/// Scratch disk allowed to `check` on a new host, in bytes a chunk, at
+/// LARGE chunks: the larger of the index cache fill's sorted runs (~55
+/// bytes a chunk) and check's own (the copies, 48, and the referenced
+/// chunks, 32 a live chunk): 77 measured. When the first tree read filled
+/// the cache, the fill's runs came on top of the copies': 104.
+const CHECK_SCRATCH_PER_CHUNK: u64 = 90;
+
 struct Peaks {
     check: u64,
     prune_plan: u64,
     /// Peak bytes of prune's scratch directories.
     prune_scratch: u64,
+    /// Peak bytes of check's (the index cache's fill included).
+    check_scratch: u64,
 }
 
 /// Samples the bytes under the `scratch-*` directories below `roots`
@@ -99,15 +108,18 @@ impl ScratchSampler {
     }
 }
 
-/// Bytes of the files under `dir` inside a `scratch-*` directory (every
-/// file when `inside`). Files vanish while it looks: those count 0.
+/// Bytes of the files under `dir` inside a `scratch-*` directory or an
+/// index cache fill's `index-fill-*` (every file when `inside`). Files
+/// vanish while it looks: those count 0.
 fn scratch_bytes(dir: &Path, inside: bool) -> u64 {
     let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
     let mut sum = 0;
     for e in rd.flatten() {
         let Ok(meta) = e.metadata() else { continue };
         if meta.is_dir() {
-            let scratch = inside || e.file_name().to_string_lossy().starts_with("scratch-");
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let scratch = inside || name.starts_with("scratch-") || name.starts_with("index-fill-");
             sum += scratch_bytes(&e.path(), scratch);
         } else if inside {
             sum += meta.len();
@@ -132,15 +144,19 @@ fn measure(env: &TestEnv, repo: &std::path::Path, chunks: u64) -> Peaks {
     };
     assert_eq!(generated.chunks, chunks);
 
+    // Scratch lives beside the index cache (or in a local repository's
+    // tmp/ when the cache is there).
+    let scratch_roots = || vec![env.home.join(".cache"), repo.join("tmp")];
+    // The first command on this host: check fills the index cache too.
+    let sampler = ScratchSampler::start(scratch_roots());
     let (out, check) = env.arc_at(repo).args(["--json", "check"]).spawn().wait_with_peak_rss();
+    let check_scratch = sampler.peak();
     let report = out.success().json();
     assert_eq!(report["errors"].as_array().map(|e| e.len()), Some(0), "{report}");
     // The synthetic packs and the packs of the snapshot's trees.
     assert!(report["packs"].as_u64().unwrap_or(0) > generated.packs, "{report}");
 
-    // Scratch lives beside the index cache (or in a local repository's
-    // tmp/ when the cache is there).
-    let sampler = ScratchSampler::start(vec![env.home.join(".cache"), repo.join("tmp")]);
+    let sampler = ScratchSampler::start(scratch_roots());
     let (out, prune_plan) = env.arc_at(repo).args(["--json", "prune", "--dry-run"]).spawn().wait_with_peak_rss();
     let prune_scratch = sampler.peak();
     let report = out.success().json();
@@ -148,13 +164,15 @@ fn measure(env: &TestEnv, repo: &std::path::Path, chunks: u64) -> Peaks {
     assert_eq!(report["packs_deleted"].as_u64(), Some(generated.dead_packs), "{report}");
     assert_eq!(report["live_blobs"].as_u64().map(|b| b >= generated.live_chunks), Some(true), "{report}");
     eprintln!(
-        "{chunks} chunks: check peaked at {} MiB, prune's plan at {} MiB and {} bytes of scratch ({} a chunk)",
+        "{chunks} chunks: check peaked at {} MiB and {} bytes of scratch ({} a chunk), prune's plan at {} MiB and {} bytes of scratch ({} a chunk)",
         check / 1024,
+        check_scratch,
+        check_scratch / chunks,
         prune_plan / 1024,
         prune_scratch,
         prune_scratch / chunks
     );
-    Peaks { check, prune_plan, prune_scratch }
+    Peaks { check, check_scratch, prune_plan, prune_scratch }
 }
 
 #[test]
@@ -181,6 +199,13 @@ fn check_and_prune_memory_does_not_grow_with_the_number_of_chunks() {
         );
         assert!(l < CEILING_MIB * 1024, "{what} peaked at {} MiB (ceiling {CEILING_MIB} MiB)", l / 1024);
     }
+    assert!(
+        large.check_scratch < LARGE * CHECK_SCRATCH_PER_CHUNK,
+        "check used {} bytes of scratch for {LARGE} chunks ({} a chunk, allowed {CHECK_SCRATCH_PER_CHUNK}): \
+         the index cache's fill and check's own runs were on disk at once",
+        large.check_scratch,
+        large.check_scratch / LARGE
+    );
     // The sampler saw the scratch (the runs of 4M copies are on disk at
     // this size), and it stays within what the plan needs.
     assert!(large.prune_scratch > LARGE * 32, "prune's scratch was not seen: {} bytes", large.prune_scratch);

@@ -88,6 +88,13 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
     // copy to an on-disk sorter (memory grows with packs and trees, not
     // with blobs; see ops/pack_table.rs). Only reading data compares
     // trailers with the packs' own.
+    // On a new host the first tree read fills the index cache, with sorted
+    // runs of its own (~55 bytes a chunk): fill it before this check's
+    // trailers and copies go to scratch, so that the two peaks of scratch
+    // do not add up (prune does the same). A cache that cannot be filled
+    // (a damaged index file) fails each tree read below, where it is
+    // reported, as it was when the first tree read filled it.
+    let _ = repo.index();
     let mut table = PackTable::new(repo, opts.read_data || opts.read_data_subset.is_some())?;
     let mut tree_copies: Vec<(Id, u32)> = Vec::new();
     for (name, _) in repo.storage().list(FileKind::Index)? {
