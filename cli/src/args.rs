@@ -1,5 +1,8 @@
 //! Command-line arguments (clap derive). Parsing only; validation that
 //! needs the repository happens in the commands.
+// The doc comments below are clap's help text, written for the terminal
+// (`SNAPSHOT[:PATH]`, `--keep-<period>`), not rustdoc markup.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -261,7 +261,7 @@ impl Writer {
         Ok(())
     }
 
-    /// Adds a pack whose frames follow one by one through [`Writer::frame`].
+    /// Adds a pack whose frames follow one by one through [`Writer::frame_bytes`].
     pub fn begin_pack(&mut self, id: Id, pack_no: u32, frames_end: u32) -> Result<()> {
         self.pack(id, pack_no, frames_end, &[])?;
         self.pack_open = Some((pack_no, self.frames));

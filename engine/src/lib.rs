@@ -3,7 +3,7 @@
 //! [`progress::Progress`] trait and the typed [`Error`].
 //!
 //! The repository format is specified byte by byte in `format-spec/SPEC.md`;
-//! every structure in it is encoded and decoded only in [`format`].
+//! every structure in it is encoded and decoded only in [`mod@format`].
 //!
 //! ```no_run
 //! use arc_engine::{ops::backup::{backup, BackupOptions}, progress::NoProgress, Repository};
@@ -13,6 +13,10 @@
 //! println!("snapshot {}", result.snapshot_id);
 //! # Ok::<(), arc_engine::Error>(())
 //! ```
+// Module docs name the private stages they are made of (backup's sources,
+// events, changes, store): links for readers of the source and of
+// `cargo doc --document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod cache;
 pub mod change_cache;

@@ -118,7 +118,7 @@ fn fusermount() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Points fuser at the fusermount3 [`fusermount`] finds, through the
+/// Points fuser at the fusermount3 that `fusermount` finds, through the
 /// FUSERMOUNT_PATH variable fuser reads. fuser runs plain `fusermount3` and
 /// gives up on the first PATH directory the user may not search (EACCES),
 /// e.g. root's directories left in PATH by `sudo -u` or `setpriv`; this

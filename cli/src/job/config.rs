@@ -199,7 +199,7 @@ pub struct JobEntry {
     pub before: Option<String>,
     pub after: Option<String>,
     /// The disk (or RAID set) the job reads: jobs naming the same device
-    /// never run at once, jobs on different devices do (with [run] jobs).
+    /// never run at once, jobs on different devices do (with `[run] jobs`).
     pub device: Option<String>,
     // databases
     pub socket: Option<PathBuf>,

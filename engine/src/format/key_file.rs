@@ -67,7 +67,7 @@ pub struct KeyFile {
     pub created: chrono::DateTime<chrono::Utc>,
     pub host: String,
     pub username: String,
-    /// nonce [24] || XChaCha20-Poly1305(master secret) || tag [16], hex.
+    /// `nonce [24] || XChaCha20-Poly1305(master secret) || tag [16]`, hex.
     pub wrapped: String,
 }
 

@@ -11,7 +11,7 @@
 //! were backed up one after another and share pack frames, which the blob
 //! reader decodes once for all of them.
 //!
-//! Bounded: a batch holds at most [`VfsOptions::dir_readahead_bytes`] of
+//! Bounded: a batch holds at most [`crate::vfs::VfsOptions::dir_readahead_bytes`] of
 //! file data, at most [`MAX_RUNNING`] batches run at once (others are
 //! skipped, not queued), and everything lands in the byte-bounded chunk
 //! cache. Walks that read no file data (`find`, `ls -lR`) never start one.
