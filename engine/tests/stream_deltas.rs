@@ -65,15 +65,16 @@ fn back_up(repo: &Repository, data: Vec<u8>) -> BackupResult {
 }
 
 /// A repository with pinned content keys. Each `init` draws its own, which
-/// move the stream's cuts; with some of them a changed row falls on the
-/// window of one of day 1's cuts, that cut is lost, and day 2's chunk there
-/// spans two of day 1's, of which its delta can use only one (gear seeds 10,
-/// 12, 16, 19 and 22 of 1-30 add 31-101 KB, the rest 18-20 KB). The bound
-/// below is for the common case; the lost cut is a known cost
-/// (format-spec/v2/streams.md section 4.8).
+/// move the stream's cuts; the tests below pin them so that their figures
+/// repeat, and `a_change_that_kills_a_cut_of_day_1_costs_what_it_changes`
+/// runs the gear seeds that once cost most.
 fn new_repo(dir: &Path) -> Repository {
+    new_repo_seeded(dir, 3)
+}
+
+fn new_repo_seeded(dir: &Path, gear_seed: u64) -> Repository {
     let content_keys =
-        ContentKeys { chunk_id: Zeroizing::new([1; 32]), tree_split: Zeroizing::new([2; 32]), gear_seed: 3 };
+        ContentKeys { chunk_id: Zeroizing::new([1; 32]), tree_split: Zeroizing::new([2; 32]), gear_seed };
     Repository::init_local(&dir.join("repo"), &InitOptions { content_keys: Some(content_keys), ..Default::default() })
         .unwrap()
 }
@@ -154,6 +155,28 @@ fn a_changed_dump_is_stored_as_deltas_and_reads_back() {
     let again = back_up(&reopened, day2);
     assert_eq!(chunks(&reopened, &again.snapshot.tree), chunks(&reopened, &second.snapshot.tree));
     assert!(again.snapshot.summary.bytes_added < 4096, "{:?}", again.snapshot.summary);
+}
+
+/// With these gear seeds (of 1-30, for the keys of `new_repo_seeded`) a
+/// row changed on day 2 falls in the chunker's window before one of day 1's
+/// cuts and kills it; when day 2 cut by content alone, its chunk there
+/// spanned two of day 1's, a delta against one of them covered half, and
+/// day 2 added 31-101 KB where the other seeds add 18-20 KB. Day 2 now cuts
+/// where day 1 did (streams.md §4.2, "Cuts"): the same bound for all.
+#[test]
+fn a_change_that_kills_a_cut_of_day_1_costs_what_it_changes() {
+    let (day1, day2) = (dump(ROWS, 0), dump(ROWS, 1));
+    for seed in [3, 10, 12, 16, 19, 22] {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = new_repo_seeded(tmp.path(), seed);
+        back_up(&repo, day1.clone());
+        let after1 = stored_bytes(tmp.path());
+        let second = back_up(&repo, day2.clone());
+        let added = stored_bytes(tmp.path()) - after1;
+        eprintln!("gear seed {seed}: day 1 {after1}, day 2 adds {added}");
+        assert!(added * 40 < after1, "gear seed {seed}: day 2 added {added} bytes against day 1's {after1}");
+        assert_eq!(read_stream(&repo, &second.snapshot.tree).unwrap(), day2);
+    }
 }
 
 #[test]
