@@ -184,7 +184,7 @@ impl Pairing {
         }
         let Some((at, scan)) = self.next_parent_cut(window.len(), start, floor) else { return Ok((content, Some(id))) };
         let Some(bytes) = self.parent_bytes(repo, at)? else { return Ok((content, Some(id))) };
-        Ok(match self.place_cut(&window[..scan], window.len(), start, at, &bytes, floor) {
+        Ok(match self.place_cut(window, scan, start, at, &bytes, floor) {
             Some(n) if n != content => (n, None),
             _ => (content, Some(id)),
         })
@@ -207,13 +207,13 @@ impl Pairing {
     }
 
     /// The length that ends a new chunk at `start` where parent chunk `at`
-    /// (bytes `parent`) ends, located by the last landmark `scan` shares
-    /// with it, if that lies between `floor` and `window` bytes on. Moves
-    /// the shift to that landmark.
+    /// (bytes `parent`) ends, located by the last landmark the first `scan`
+    /// bytes of `window` share with it, if that lies between `floor` and
+    /// `window.len()` bytes on. Moves the shift to that landmark.
     fn place_cut(
         &mut self,
-        scan: &[u8],
-        window: usize,
+        window: &[u8],
+        scan: usize,
         start: u64,
         at: usize,
         parent: &[u8],
@@ -222,10 +222,11 @@ impl Pairing {
         let p_start = self.parent[at].start;
         let p_len = self.parent[at].len;
         let map = self.landmark_map(at, parent);
-        let (n_off, p_off) = landmarks(scan).into_iter().rev().find_map(|(off, h)| map.get(&h).map(|&p| (off, p)))?;
-        let n = u64::from(n_off) + p_len.checked_sub(u64::from(p_off))?;
-        let n = usize::try_from(n).ok()?;
-        if n < floor || n > window {
+        let (n_off, p_off) =
+            landmarks(&window[..scan]).into_iter().rev().find_map(|(off, h)| map.get(&h).map(|&p| (off, p)))?;
+        let after = usize::try_from(p_len.checked_sub(u64::from(p_off))?).ok()?;
+        let n = settle(window, n_off as usize + after, parent, after);
+        if n < floor || n > window.len() {
             return None;
         }
         self.shift = (p_start + u64::from(p_off)) as i64 - (start + u64::from(n_off)) as i64;
@@ -333,6 +334,26 @@ impl Pairing {
         self.last_base = Some((base, data.clone()));
         Ok(Some((base, data)))
     }
+}
+
+/// The end in `window` nearest `n` of the parent chunk's last bytes, or
+/// `n` when they are not within reach. `n` comes from a landmark `after`
+/// bytes before the parent's cut; rows removed or added in between (where
+/// landmarks are sparse: runs of padding hold none) move the cut by their
+/// length, and the parent chunk's last bytes (128: more than a row of
+/// padding, so they hold the last row's own bytes) put it exactly where
+/// the parent's was. A changed last row keeps the landmark's estimate.
+/// A plain scan: the reach is a few KiB, the comparisons mostly end at the
+/// first byte.
+fn settle(window: &[u8], n: usize, parent: &[u8], after: usize) -> usize {
+    let tail = &parent[parent.len().saturating_sub(LANDMARK_LEN)..];
+    if tail.len() < LANDMARK_LEN {
+        return n;
+    }
+    let reach = (after / 4).clamp(4096, 65536);
+    let lo = n.saturating_sub(reach).max(tail.len());
+    let hi = (n + reach).min(window.len());
+    (lo..=hi).filter(|&e| window[e - tail.len()..e] == *tail).min_by_key(|&e| e.abs_diff(n)).unwrap_or(n)
 }
 
 /// A chunk that cannot be read (damaged: check's to report) is no base;
@@ -452,7 +473,7 @@ mod tests {
             let window = &new[start..(start + max).min(new.len())];
             let (at, scan) = p.next_parent_cut(window.len(), start as u64, 8192).expect("a parent cut ahead");
             assert_eq!(at, i);
-            let n = p.place_cut(&window[..scan], window.len(), start as u64, at, &parent[at], 8192);
+            let n = p.place_cut(window, scan, start as u64, at, &parent[at], 8192);
             assert_eq!(n, Some(ends - start), "chunk {i}");
             start = ends;
         }
