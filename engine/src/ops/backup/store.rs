@@ -129,6 +129,10 @@ fn store_large(
     }
 }
 
+/// Given the bytes the next chunk may span and the content-defined cut in
+/// them, stores a chunk and returns its id and length.
+type StoreChunk<'a> = dyn FnMut(&[u8], usize) -> Result<(Id, usize)> + 'a;
+
 /// Chunks everything `source` yields and hands each chunk to `store`,
 /// reporting progress as it goes. `store` gets the bytes the next chunk
 /// may span and the content-defined cut in them, and returns the chunk's
@@ -139,7 +143,7 @@ fn store_chunks(
     ctx: &Ctx<'_>,
     chunker: Chunker,
     source: impl Read,
-    store: &mut dyn FnMut(&[u8], usize) -> Result<(Id, usize)>,
+    store: &mut StoreChunk<'_>,
 ) -> Result<std::io::Result<(Vec<Id>, u64)>> {
     let source = crate::ratelimit::Limited { inner: source, limit: ctx.limit_read.as_ref() };
     let mut s = StreamChunker::new(chunker, source);
