@@ -57,6 +57,10 @@ impl Chunker {
         self.max
     }
 
+    pub fn min_size(&self) -> usize {
+        self.min
+    }
+
     /// Length of the next chunk at the start of `data`, which must hold
     /// either at least `max_size` bytes or the rest of the input.
     pub fn next_cut(&self, data: &[u8]) -> usize {
@@ -136,16 +140,36 @@ impl<R: Read> StreamChunker<R> {
 
     /// The next chunk, borrowed from the internal buffer until the next call.
     pub fn next_chunk(&mut self) -> std::io::Result<Option<&[u8]>> {
+        let Some((_, n)) = self.peek()? else { return Ok(None) };
+        let chunk = &self.buf[self.start..self.start + n];
+        self.start += n;
+        Ok(Some(chunk))
+    }
+
+    /// The bytes a next chunk may span (at most `max_size`, fewer only at
+    /// the end of the input) and the length of the content-defined chunk
+    /// at their start, without consuming them: a caller that cuts
+    /// elsewhere (stream chunks guided by the parent's cuts, stream_delta.rs)
+    /// then [`consume`](Self::consume)s what it took.
+    pub fn peek(&mut self) -> std::io::Result<Option<(&[u8], usize)>> {
         if self.end - self.start < self.chunker.max && !self.eof {
             self.fill()?;
         }
         if self.start == self.end {
             return Ok(None);
         }
-        let n = self.chunker.next_cut(&self.buf[self.start..self.end]);
-        let chunk = &self.buf[self.start..self.start + n];
+        let window = &self.buf[self.start..self.end.min(self.start + self.chunker.max)];
+        let n = self.chunker.next_cut(window);
+        Ok(Some((window, n)))
+    }
+
+    /// Takes the first `n` bytes of what [`peek`](Self::peek) showed.
+    pub fn consume(&mut self, n: usize) {
+        assert!(
+            n > 0 && n <= (self.end - self.start).min(self.chunker.max),
+            "a chunk of {n} bytes is not within the peeked window"
+        );
         self.start += n;
-        Ok(Some(chunk))
     }
 
     pub fn into_reader(self) -> R {
@@ -197,6 +221,20 @@ mod tests {
         }
         assert_eq!(got, expected);
         assert_eq!(s.bytes_read, data.len() as u64);
+        // peek shows at most max bytes and the same cut; consume moves on
+        // by what the caller took (here: every content cut but halved).
+        let mut s = StreamChunker::new(c.clone(), Trickle(&data));
+        let (mut pos, mut got) = (0, Vec::new());
+        while let Some((window, n)) = s.peek().unwrap() {
+            assert!(window.len() <= 65536 && n <= window.len());
+            assert_eq!(window, &data[pos..(pos + 65536).min(data.len())]);
+            assert_eq!(n, c.next_cut(window));
+            let take = (n / 2).max(1);
+            got.push(take);
+            pos += take;
+            s.consume(take);
+        }
+        assert_eq!(got.iter().sum::<usize>(), data.len());
     }
 
     #[test]

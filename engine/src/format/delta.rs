@@ -44,6 +44,16 @@ pub fn compress(base: &[u8], data: &[u8], level: i32) -> Result<Vec<u8>> {
     };
     let mut cctx = CCtx::create();
     cctx.set_parameter(CParameter::CompressionLevel(level)).map_err(err)?;
+    // Long-distance matching over a window that holds base and chunk, as
+    // `zstd --patch-from` does: rows that are mostly alike (pgbench's
+    // padding) otherwise match the row before them, as if compressed
+    // alone, rather than the long runs of the base they repeat. The frame
+    // stays a plain zstd frame; its window (at most 2^27, every decoder's
+    // default limit) is what a reader allocates at most, bounded by the
+    // chunk's length as before.
+    let window_log = (usize::BITS - (base.len() + data.len()).max(1 << 10).leading_zeros()).min(27);
+    cctx.set_parameter(CParameter::WindowLog(window_log)).map_err(err)?;
+    cctx.set_parameter(CParameter::EnableLongDistanceMatching(true)).map_err(err)?;
     cctx.ref_prefix(base).map_err(err)?;
     let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
     cctx.compress2(&mut out, data).map_err(err)?;

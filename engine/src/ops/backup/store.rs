@@ -118,7 +118,8 @@ fn store_large(
     mut file: File,
     seen: Seen,
 ) -> Result<Stored> {
-    let mut store = |chunk: &[u8]| sink.store(sink.index_reader(reader)?, BlobKind::Data, chunk);
+    let mut store =
+        |window: &[u8], n: usize| Ok((sink.store(sink.index_reader(reader)?, BlobKind::Data, &window[..n])?, n));
     match store_chunks(ctx, ctx.file_chunker.clone(), &mut file, &mut store)? {
         Ok((chunks, read)) => {
             check_unchanged(ctx, path, &file, seen, read);
@@ -128,14 +129,21 @@ fn store_large(
     }
 }
 
+/// Given the bytes the next chunk may span and the content-defined cut in
+/// them, stores a chunk and returns its id and length.
+type StoreChunk<'a> = dyn FnMut(&[u8], usize) -> Result<(Id, usize)> + 'a;
+
 /// Chunks everything `source` yields and hands each chunk to `store`,
-/// reporting progress as it goes. The outer error stops the backup; the
-/// inner one is the source's own read error, which the caller judges.
+/// reporting progress as it goes. `store` gets the bytes the next chunk
+/// may span and the content-defined cut in them, and returns the chunk's
+/// id and length (the cut, or another place: stream chunks follow their
+/// parent's cuts). The outer error stops the backup; the inner one is the
+/// source's own read error, which the caller judges.
 fn store_chunks(
     ctx: &Ctx<'_>,
     chunker: Chunker,
     source: impl Read,
-    store: &mut dyn FnMut(&[u8]) -> Result<Id>,
+    store: &mut StoreChunk<'_>,
 ) -> Result<std::io::Result<(Vec<Id>, u64)>> {
     let source = crate::ratelimit::Limited { inner: source, limit: ctx.limit_read.as_ref() };
     let mut s = StreamChunker::new(chunker, source);
@@ -145,8 +153,12 @@ fn store_chunks(
         if ctx.stopping() {
             return Err(Error::Interrupted);
         }
-        match s.next_chunk() {
-            Ok(Some(chunk)) => chunks.push(store(chunk)?),
+        match s.peek() {
+            Ok(Some((window, cut))) => {
+                let (id, len) = store(window, cut)?;
+                chunks.push(id);
+                s.consume(len);
+            }
             Ok(None) => break,
             Err(e) => return Ok(Err(e)),
         }
@@ -189,27 +201,36 @@ pub(super) fn store_stream(
     allow_empty: bool,
 ) -> Result<Stored> {
     let mut pairing = if ctx.stream_deltas { Pairing::load(ctx.repo, ctx.parent_root, components) } else { None };
+    // The smallest chunk a cut that follows the parent's makes: a parent
+    // cut nearer the chunk's start is left for the next one.
+    let floor = (ctx.stream_chunker.min_size() / 8).max(1);
     let mut index = None;
     let mut offset = 0u64;
-    let mut store = |chunk: &[u8]| -> Result<Id> {
+    let mut store = |window: &[u8], content: usize| -> Result<(Id, usize)> {
         let index = sink.index_reader(&mut index)?;
-        let id = ctx.repo.blob_id(chunk);
-        let (start, len) = (offset, chunk.len() as u64);
-        offset += len;
-        let base = match pairing.as_mut() {
-            Some(p) => {
-                // A chunk the parent's stream or the repository has is
-                // deduplicated as always; only new ones look for a base.
-                if p.anchor(&id, start, len) || index.contains(&id)? {
-                    None
-                } else {
-                    p.base_for(ctx.repo, index, chunk, start)?
+        let (len, id) = match pairing.as_mut() {
+            Some(p) => p.cut(ctx.repo, window, offset, content, floor)?,
+            None => (content, None),
+        };
+        let chunk = &window[..len];
+        let id = id.unwrap_or_else(|| ctx.repo.blob_id(chunk));
+        let start = offset;
+        offset += len as u64;
+        let mut base = None;
+        if let Some(p) = pairing.as_mut() {
+            // A chunk the parent's stream has is deduplicated as always,
+            // and so is one the repository has otherwise; only new ones
+            // look for a base.
+            if !p.anchor(&id, start, len as u64) {
+                if let Some(at) = p.follow(ctx.repo, chunk, start)? {
+                    if !index.contains(&id)? {
+                        base = p.base_for(ctx.repo, index, at)?;
+                    }
                 }
             }
-            None => None,
-        };
+        }
         sink.store_stream_chunk(index, id, chunk, base)?;
-        Ok(id)
+        Ok((id, len))
     };
     // Unlike a file, a stream cannot be skipped with a warning: a dump that
     // breaks off must not become a snapshot.

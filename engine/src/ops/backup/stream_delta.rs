@@ -46,7 +46,10 @@ pub(super) struct Pairing {
     shift: i64,
     /// The base last read, reused while consecutive chunks pair with it.
     last_base: Option<(Id, Arc<[u8]>)>,
-    /// The landmarks of the counterpart last used: piece hash -> offset in
+    /// The parent chunk last read (its plaintext), for its landmarks: the
+    /// cut and the pairing of one new chunk both need it.
+    last_parent: Option<(Id, Arc<[u8]>)>,
+    /// The landmarks of the parent chunk last used: piece hash -> offset in
     /// that chunk (pieces seen twice are left out: they locate nothing).
     landmarks: Option<(Id, HashMap<u64, u32>)>,
 }
@@ -130,7 +133,7 @@ impl Pairing {
             parent.push(ParentChunk { id: *id, start, len });
             start += len;
         }
-        Some(Pairing { parent, positions, shift: 0, last_base: None, landmarks: None })
+        Some(Pairing { parent, positions, shift: 0, last_base: None, last_parent: None, landmarks: None })
     }
 
     /// Records a chunk at `[start, start + len)` of the new stream whose id
@@ -155,12 +158,85 @@ impl Pairing {
         (i < self.parent.len()).then_some(i)
     }
 
-    /// Updates the shift from the last landmark piece that the new chunk
-    /// `chunk` at `start` shares with the parent chunk `at`, whose bytes
-    /// are `parent`.
-    fn align(&mut self, chunk: &[u8], start: u64, at: usize, parent: &[u8]) {
-        let p = &self.parent[at];
-        if self.landmarks.as_ref().is_none_or(|(id, _)| *id != p.id) {
+    /// Where the new chunk starting at `start` ends (streams.md §4.2,
+    /// "Cuts"). `window` holds the bytes it may span (at most the stream
+    /// chunker's maximum) and `content` is FastCDC's cut in it. A content
+    /// cut that gives a chunk of the parent's stream is taken: there the
+    /// streams agree and cut alike. Otherwise the chunk ends where the
+    /// parent's next cut (at least `floor` bytes on) lies in the new
+    /// bytes, found by the last landmark the window shares with the parent
+    /// chunk that ends there: a changed row that killed one of the parent's
+    /// cuts, or a stream drifting against its parent under chunks cut at
+    /// the maximum (rows of padding leave FastCDC constant), would else
+    /// give a chunk spanning two parent chunks, of which a delta can use
+    /// only one. Returns the length and, when it computed it, the chunk's id.
+    pub(super) fn cut(
+        &mut self,
+        repo: &Repository,
+        window: &[u8],
+        start: u64,
+        content: usize,
+        floor: usize,
+    ) -> Result<(usize, Option<Id>)> {
+        let id = repo.blob_id(&window[..content]);
+        if self.positions.contains_key(&id) {
+            return Ok((content, Some(id)));
+        }
+        let Some((at, scan)) = self.next_parent_cut(window.len(), start, floor) else { return Ok((content, Some(id))) };
+        let Some(bytes) = self.parent_bytes(repo, at)? else { return Ok((content, Some(id))) };
+        Ok(match self.place_cut(window, scan, start, at, &bytes, floor) {
+            Some(n) if n != content => (n, None),
+            _ => (content, Some(id)),
+        })
+    }
+
+    /// The parent chunk whose end is the next parent cut at least `floor`
+    /// bytes past a new chunk's `start`, and how much of a window of
+    /// `window` bytes to search for it (its estimated place plus an eighth
+    /// for drift), or `None` when the parent has no such cut near.
+    fn next_parent_cut(&self, window: usize, start: u64, floor: usize) -> Option<(usize, usize)> {
+        let from = start as i64 + self.shift + floor as i64;
+        let at = self.parent.partition_point(|p| ((p.start + p.len) as i64) <= from);
+        let p = self.parent.get(at)?;
+        let estimate = (p.start + p.len) as i64 - self.shift - start as i64;
+        let slack = (estimate / 8).max(4096);
+        if estimate - slack > window as i64 {
+            return None;
+        }
+        Some((at, window.min((estimate + slack) as usize)))
+    }
+
+    /// The length that ends a new chunk at `start` where parent chunk `at`
+    /// (bytes `parent`) ends, located by the last landmark the first `scan`
+    /// bytes of `window` share with it, if that lies between `floor` and
+    /// `window.len()` bytes on. Moves the shift to that landmark.
+    fn place_cut(
+        &mut self,
+        window: &[u8],
+        scan: usize,
+        start: u64,
+        at: usize,
+        parent: &[u8],
+        floor: usize,
+    ) -> Option<usize> {
+        let p_start = self.parent[at].start;
+        let p_len = self.parent[at].len;
+        let map = self.landmark_map(at, parent);
+        let (n_off, p_off) =
+            landmarks(&window[..scan]).into_iter().rev().find_map(|(off, h)| map.get(&h).map(|&p| (off, p)))?;
+        let after = usize::try_from(p_len.checked_sub(u64::from(p_off))?).ok()?;
+        let n = settle(window, n_off as usize + after, parent, after);
+        if n < floor || n > window.len() {
+            return None;
+        }
+        self.shift = (p_start + u64::from(p_off)) as i64 - (start + u64::from(n_off)) as i64;
+        Some(n)
+    }
+
+    /// The landmarks of parent chunk `at`, whose bytes are `parent`.
+    fn landmark_map(&mut self, at: usize, parent: &[u8]) -> &HashMap<u64, u32> {
+        let id = self.parent[at].id;
+        if self.landmarks.as_ref().is_none_or(|(l, _)| *l != id) {
             let mut map: HashMap<u64, u32> = HashMap::new();
             let mut repeated = Vec::new();
             for (off, h) in landmarks(parent) {
@@ -171,34 +247,69 @@ impl Pairing {
             for h in repeated {
                 map.remove(&h);
             }
-            self.landmarks = Some((p.id, map));
+            self.landmarks = Some((id, map));
         }
-        let Some((_, map)) = &self.landmarks else { return };
+        &self.landmarks.as_ref().expect("set above").1
+    }
+
+    /// The plaintext of parent chunk `at` (a delta decoded), or `None`
+    /// when it cannot be read.
+    fn parent_bytes(&mut self, repo: &Repository, at: usize) -> Result<Option<Arc<[u8]>>> {
+        let id = self.parent[at].id;
+        if let Some((l, bytes)) = &self.last_parent {
+            if *l == id {
+                return Ok(Some(bytes.clone()));
+            }
+        }
+        let bytes = readable(repo.read_blob(&id))?;
+        if let Some(b) = &bytes {
+            self.last_parent = Some((id, b.clone()));
+        }
+        Ok(bytes)
+    }
+
+    /// Updates the shift from the last landmark piece that the new chunk
+    /// `chunk` at `start` shares with the parent chunk `at`, whose bytes
+    /// are `parent`.
+    fn align(&mut self, chunk: &[u8], start: u64, at: usize, parent: &[u8]) {
+        let p_start = self.parent[at].start;
+        let map = self.landmark_map(at, parent);
         if let Some((n_off, p_off)) =
             landmarks(chunk).into_iter().rev().find_map(|(off, h)| map.get(&h).map(|&p| (off, p)))
         {
-            self.shift = (p.start + u64::from(p_off)) as i64 - (start + u64::from(n_off)) as i64;
+            self.shift = (p_start + u64::from(p_off)) as i64 - (start + u64::from(n_off)) as i64;
         }
     }
 
-    /// The plainly stored base for a new chunk at `[start, start + len)`
-    /// and its bytes, or `None` when there is none worth trying: no
-    /// counterpart, or its base is missing, in a pack a prune marked (it
-    /// may go: protocol.md §4 B5), or unreadable.
-    /// (The new chunk's bytes `chunk` also move the landmarks on.)
+    /// Pairs a new chunk at `[start, start + chunk.len())` that is no
+    /// anchor with its counterpart and moves the shift on by their shared
+    /// landmarks; returns the counterpart. Done for every such chunk,
+    /// stored or deduplicated, so that the next cut depends on the data
+    /// and the parent only, never on what else the repository holds.
+    pub(super) fn follow(&mut self, repo: &Repository, chunk: &[u8], start: u64) -> Result<Option<usize>> {
+        let Some(at) = self.counterpart(start, chunk.len() as u64) else { return Ok(None) };
+        // The landmarks come from the counterpart itself (a delta's bytes
+        // are not its base's).
+        if let Some(bytes) = self.parent_bytes(repo, at)? {
+            self.align(chunk, start, at, &bytes);
+        }
+        Ok(Some(at))
+    }
+
+    /// The plainly stored base for a new chunk whose counterpart is parent
+    /// chunk `at` ([`follow`](Self::follow)) and its bytes, or `None` when
+    /// there is none worth trying: its base is missing, in a pack a prune
+    /// marked (it may go: protocol.md §4 B5), or unreadable.
     pub(super) fn base_for(
         &mut self,
         repo: &Repository,
         index: &IndexReader,
-        chunk: &[u8],
-        start: u64,
+        at: usize,
     ) -> Result<Option<(Id, Arc<[u8]>)>> {
-        let Some(at) = self.counterpart(start, chunk.len() as u64) else { return Ok(None) };
         let counterpart = self.parent[at].id;
         let Some(loc) = index.lookup(&counterpart)? else { return Ok(None) };
         // Depth one (streams.md §4.4): pair with the delta's own base.
-        let is_delta = loc.frame.codec == FrameCodec::Delta;
-        let base = if is_delta {
+        let base = if loc.frame.codec == FrameCodec::Delta {
             match repo.delta_base(&loc.pack, &loc.frame) {
                 Ok(b) => b,
                 Err(Error::Missing { .. } | Error::Corrupt { .. }) => return Ok(None),
@@ -211,21 +322,38 @@ impl Pairing {
             Some((id, data)) if *id == base => Some(data.clone()),
             _ => match index.lookup(&base)? {
                 Some(l) if l.frame.codec != FrameCodec::Delta && !repo.marked_packs().contains(&l.pack) => {
-                    readable(repo.blob_reader()?.read_at(repo, &base, &l))?
+                    match &self.last_parent {
+                        Some((id, data)) if *id == base => Some(data.clone()),
+                        _ => readable(repo.blob_reader()?.read_at(repo, &base, &l))?,
+                    }
                 }
                 _ => None,
             },
         };
-        // The landmarks come from the counterpart itself (a delta's bytes
-        // are not its base's).
-        let parent_bytes = if is_delta { readable(repo.read_blob(&counterpart))? } else { data.clone() };
-        if let Some(bytes) = parent_bytes {
-            self.align(chunk, start, at, &bytes);
-        }
         let Some(data) = data else { return Ok(None) };
         self.last_base = Some((base, data.clone()));
         Ok(Some((base, data)))
     }
+}
+
+/// The end in `window` nearest `n` of the parent chunk's last bytes, or
+/// `n` when they are not within reach. `n` comes from a landmark `after`
+/// bytes before the parent's cut; rows removed or added in between (where
+/// landmarks are sparse: runs of padding hold none) move the cut by their
+/// length, and the parent chunk's last bytes (128: more than a row of
+/// padding, so they hold the last row's own bytes) put it exactly where
+/// the parent's was. A changed last row keeps the landmark's estimate.
+/// A plain scan: the reach is a few KiB, the comparisons mostly end at the
+/// first byte.
+fn settle(window: &[u8], n: usize, parent: &[u8], after: usize) -> usize {
+    let tail = &parent[parent.len().saturating_sub(LANDMARK_LEN)..];
+    if tail.len() < LANDMARK_LEN {
+        return n;
+    }
+    let reach = (after / 4).clamp(4096, 65536);
+    let lo = n.saturating_sub(reach).max(tail.len());
+    let hi = (n + reach).min(window.len());
+    (lo..=hi).filter(|&e| window[e - tail.len()..e] == *tail).min_by_key(|&e| e.abs_diff(n)).unwrap_or(n)
 }
 
 /// A chunk that cannot be read (damaged: check's to report) is no base;
@@ -254,7 +382,7 @@ mod tests {
             parent.push(ParentChunk { id, start, len });
             start += len;
         }
-        Pairing { parent, positions, shift: 0, last_base: None, landmarks: None }
+        Pairing { parent, positions, shift: 0, last_base: None, last_parent: None, landmarks: None }
     }
 
     fn id(i: u64) -> Id {
@@ -324,5 +452,31 @@ mod tests {
             assert!(truth > 0);
             start += size;
         }
+    }
+    #[test]
+    fn cuts_follow_the_parents_through_a_drift() {
+        // Rows of mostly padding (FastCDC would cut them at its maximum
+        // only); the new stream lacks every 50th row of the parent. Parent
+        // chunks are 2,000 rows; each new chunk, offered the whole maximum,
+        // must end where its parent chunk's last row ends in the new bytes.
+        let rows: Vec<Vec<u8>> =
+            (0..40_000u32).map(|i| format!("{i}\t{}\t0\t{:84}\n", i / 1000 + 1, "").into_bytes()).collect();
+        let kept = |r: usize| r % 50 != 7;
+        let lens: Vec<u64> = rows.chunks(2000).map(|c| c.iter().map(|r| r.len() as u64).sum()).collect();
+        let mut p = pairing(&lens);
+        let parent: Vec<Vec<u8>> = rows.chunks(2000).map(|c| c.concat()).collect();
+        let new: Vec<u8> = rows.iter().enumerate().filter(|(r, _)| kept(*r)).flat_map(|(_, r)| r.clone()).collect();
+        let max = 1 << 20;
+        let (mut start, mut ends) = (0usize, 0usize);
+        for (i, chunk) in rows.chunks(2000).enumerate() {
+            ends += chunk.iter().enumerate().filter(|(r, _)| kept(i * 2000 + r)).map(|(_, r)| r.len()).sum::<usize>();
+            let window = &new[start..(start + max).min(new.len())];
+            let (at, scan) = p.next_parent_cut(window.len(), start as u64, 8192).expect("a parent cut ahead");
+            assert_eq!(at, i);
+            let n = p.place_cut(window, scan, start as u64, at, &parent[at], 8192);
+            assert_eq!(n, Some(ends - start), "chunk {i}");
+            start = ends;
+        }
+        assert_eq!(start, new.len());
     }
 }
