@@ -642,12 +642,18 @@ impl Repository {
             return Ok(i);
         }
         let _init = crate::sync::lock(&self.index_init, "the index database's first open")?;
+        Ok(self.open_index_locked()?.0)
+    }
+
+    /// The index database, opened and synced if this is its first use
+    /// (then `true`); the caller holds `index_init`.
+    fn open_index_locked(&self) -> Result<(&Index, bool)> {
         if let Some(i) = self.index.get() {
-            return Ok(i);
+            return Ok((i, false));
         }
         let index = Index::open(&self.index_path)?;
         self.sync_index_or_refill(&index)?;
-        Ok(self.index.get_or_init(|| index))
+        Ok((self.index.get_or_init(|| index), true))
     }
 
     /// Brings the database in step with the index files, incrementally
@@ -728,11 +734,15 @@ impl Repository {
 
     /// Brings the index database up to date with index files written since
     /// it was opened, e.g. by a backup finishing while a long-lived reader
-    /// (the mount) has the repository open.
+    /// (the mount) has the repository open. A database opened by this call was synced by the open: syncing it
+    /// again would list `index/` twice in a row (a round trip on a remote
+    /// store, remote.md section 4).
     pub fn refresh_index(&self) -> Result<()> {
-        let index = self.index()?;
         let _one_at_a_time = crate::sync::lock(&self.index_init, "the index database's refresh")?;
-        self.sync_index_or_refill(index)
+        match self.open_index_locked()? {
+            (_, true) => Ok(()),
+            (index, false) => self.sync_index_or_refill(index),
+        }
     }
 
     /// A scratch directory for one operation's sorted runs (check and

@@ -44,8 +44,9 @@ impl Remote {
 }
 
 /// The tests of this file, each of which gets a directory of its own.
-const TESTS: [&str; 12] = [
+const TESTS: [&str; 13] = [
     "a_no_change_backup_asks_the_same_of_the_storage_whatever_the_file_count",
+    "a_no_change_backup_lists_index_once_and_marks_at_its_start_and_commit",
     "prune_requests_grow_with_objects_read_and_deleted_not_with_snapshots",
     "a_new_host_downloads_the_index_and_snapshot_files_once",
     "packs_of_a_killed_backup_are_found_by_one_scan_and_reused",
@@ -124,6 +125,23 @@ fn a_no_change_backup_asks_the_same_of_the_storage_whatever_the_file_count() {
     assert_eq!(large.get(Op::Put, FileKind::Snapshot), 1, "{large}");
     assert_eq!(large.bytes_down, 0, "the parent's trees were fetched again: {large}");
     assert!(large.total() <= 20, "{large}");
+}
+
+/// repo.rs `refresh_index`, ops/commit.rs, protocol.md section 4 B5 and
+/// B6: a no-change backup lists each prefix it reads once, except
+/// `marks/`: at its start (dedup must know every mark) and once more in
+/// the commit check's refresh. Before, `index/` was listed twice (the
+/// backup's refresh of the index database right after the database's
+/// first sync had listed it) and `marks/` three times (the commit check
+/// listed again right after its refresh had).
+#[test]
+fn a_no_change_backup_lists_index_once_and_marks_at_its_start_and_commit() {
+    let c = no_change_backup(300);
+    let mut got = listings(&c);
+    got.sort();
+    let mut want = vec![(FileKind::Index, 1), (FileKind::Snapshot, 1), (FileKind::Lock, 1), (FileKind::Mark, 2)];
+    want.sort();
+    assert_eq!(got, want, "{c}");
 }
 
 /// `snapshots` backups of a small tree of which one file changes, then
