@@ -44,7 +44,8 @@ impl Remote {
 }
 
 /// The tests of this file, each of which gets a directory of its own.
-const TESTS: [&str; 14] = [
+const TESTS: [&str; 15] = [
+    "an_open_reads_the_key_file_that_opened_last_without_listing_keys",
     "a_no_change_backup_asks_the_same_of_the_storage_whatever_the_file_count",
     "a_no_change_backup_lists_index_once_and_marks_at_its_start_and_commit",
     "the_mount_lists_snapshots_once_a_minute_while_a_copy_walks_through_latest",
@@ -791,4 +792,28 @@ fn the_mount_lists_snapshots_once_a_minute_while_a_copy_walks_through_latest() {
     );
     let c = r.storage.take();
     assert_eq!(c.get(Op::List, FileKind::Snapshot), 1, "{c}");
+}
+
+/// repo.rs `unlock`, cache.rs `key-file`: opening the repository again on
+/// this host reads the key file that opened it last, without listing
+/// `keys/` (or reading every key file); a hint naming a key file that is
+/// gone (`key remove`, `key passwd`) falls back to the listing and is
+/// mended.
+#[test]
+fn an_open_reads_the_key_file_that_opened_last_without_listing_keys() {
+    let r = Remote::new();
+    let id = r.open("cache").config().id;
+    r.storage.take();
+    drop(r.open("cache"));
+    let c = r.storage.take();
+    assert_eq!((c.get(Op::List, FileKind::Key), c.get(Op::Get, FileKind::Key)), (0, 1), "{c}");
+
+    let hint = r.tmp.path().join("cache").join(id.to_hex()).join("key-file");
+    std::fs::write(&hint, format!("{}\n", "0".repeat(64))).unwrap();
+    drop(r.open("cache"));
+    let c = r.storage.take();
+    assert_eq!(c.get(Op::List, FileKind::Key), 1, "{c}");
+    drop(r.open("cache"));
+    let c = r.storage.take();
+    assert_eq!((c.get(Op::List, FileKind::Key), c.get(Op::Get, FileKind::Key)), (0, 1), "{c}");
 }
