@@ -13,6 +13,7 @@
 //!                                        pack frames holding trees, as stored (sealed)
 //! <root>/<id>/writers/<pid>-<n>          a backup or copy of this host is writing packs
 //! <root>/<id>/packs-scanned-<key>        this host's packs are all known to its index database
+//! <root>/<id>/key-file                   the name of the key file that opened the repository last
 //! ```
 //!
 //! The last two spare a remote repository's backups a listing of every
@@ -91,6 +92,17 @@ impl Drop for WriterFile {
     }
 }
 
+/// The name of the key file that opened repository `id` last on this host,
+/// as the cache under `root` records it: read before the repository is
+/// unlocked, so nothing is created here. Only a hint: the key file is
+/// fetched, checked against its name and must unwrap with the passphrase,
+/// and a hint that fails leaves the search to a listing of `keys/`.
+pub fn key_hint(root: &Path, id: &Id) -> Option<String> {
+    let text = std::fs::read_to_string(root.join(id.to_hex()).join("key-file")).ok()?;
+    let name = text.trim_end();
+    name.parse::<Id>().is_ok().then(|| name.to_string())
+}
+
 /// Numbers the temporary files of this process: several caches of one
 /// repository can be open in one process (threads, tests), and their
 /// temporary names must not meet.
@@ -139,6 +151,11 @@ impl RepoCache {
         let loc = cache.dir.join(format!("location-{location_key}"));
         let _ = write_atomic(&loc, format!("{location}\n").as_bytes(), &cache.tmp_path());
         Ok(cache)
+    }
+
+    /// Records the key file that opened the repository (see [`key_hint`]).
+    pub fn set_key_hint(&self, name: &str) {
+        let _ = write_atomic(&self.dir.join("key-file"), format!("{name}\n").as_bytes(), &self.tmp_path());
     }
 
     /// The cache's directory.

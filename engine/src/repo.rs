@@ -400,8 +400,12 @@ impl Repository {
         passphrase: Option<PassphraseSource<'_>>,
     ) -> Result<Repository> {
         let (config, data) = Self::read_config(storage.as_ref())?;
+        // The key file that opened the repository last on this host is
+        // tried first: one GET instead of a listing of `keys/` and a GET of
+        // every key file (remote.md section 4).
+        let hint = crate::cache::key_hint(cache_root, &config.id);
         // The key before anything is created on the config's say-so.
-        let (keys, master) = unlock_keys(storage.as_ref(), &config, &data, passphrase)?;
+        let (keys, master) = unlock_keys(storage.as_ref(), &config, &data, passphrase, hint.as_deref())?;
         let location = match storage.local_path() {
             Some(path) => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()).into_os_string(),
             None => storage.location().into(),
@@ -414,6 +418,11 @@ impl Repository {
         // Snapshot files and trees are cached where fetching them costs
         // requests; a local repository's own files are as near as a copy.
         let cache = RepoCache::open(cache_root, &config.id, &shown, &key[..16], storage.local_path().is_none())?;
+        if let Some((_, name)) = &master {
+            if hint.as_deref() != Some(name.as_str()) {
+                cache.set_key_hint(name);
+            }
+        }
         let index_path = cache.index_path();
         let mut repo = Self::with_config(storage, config, index_path, keys, master);
         repo.cache = Some(cache);
@@ -481,7 +490,7 @@ impl Repository {
         passphrase: Option<PassphraseSource<'_>>,
     ) -> Result<Repository> {
         let (config, data) = Self::read_config(storage.as_ref())?;
-        let (keys, master) = unlock_keys(storage.as_ref(), &config, &data, passphrase)?;
+        let (keys, master) = unlock_keys(storage.as_ref(), &config, &data, passphrase, None)?;
         let index_path = match (index_db, storage.local_path()) {
             (Some(p), _) => p,
             (None, Some(root)) => root.join("index.redb"),
@@ -642,12 +651,18 @@ impl Repository {
             return Ok(i);
         }
         let _init = crate::sync::lock(&self.index_init, "the index database's first open")?;
+        Ok(self.open_index_locked()?.0)
+    }
+
+    /// The index database, opened and synced if this is its first use
+    /// (then `true`); the caller holds `index_init`.
+    fn open_index_locked(&self) -> Result<(&Index, bool)> {
         if let Some(i) = self.index.get() {
-            return Ok(i);
+            return Ok((i, false));
         }
         let index = Index::open(&self.index_path)?;
         self.sync_index_or_refill(&index)?;
-        Ok(self.index.get_or_init(|| index))
+        Ok((self.index.get_or_init(|| index), true))
     }
 
     /// Brings the database in step with the index files, incrementally
@@ -728,11 +743,15 @@ impl Repository {
 
     /// Brings the index database up to date with index files written since
     /// it was opened, e.g. by a backup finishing while a long-lived reader
-    /// (the mount) has the repository open.
+    /// (the mount) has the repository open. A database opened by this call was synced by the open: syncing it
+    /// again would list `index/` twice in a row (a round trip on a remote
+    /// store, remote.md section 4).
     pub fn refresh_index(&self) -> Result<()> {
-        let index = self.index()?;
         let _one_at_a_time = crate::sync::lock(&self.index_init, "the index database's refresh")?;
-        self.sync_index_or_refill(index)
+        match self.open_index_locked()? {
+            (_, true) => Ok(()),
+            (index, false) => self.sync_index_or_refill(index),
+        }
     }
 
     /// A scratch directory for one operation's sorted runs (check and
@@ -1328,11 +1347,12 @@ fn unlock_keys(
     config: &Config,
     data: &[u8],
     passphrase: Option<PassphraseSource<'_>>,
+    hint: Option<&str>,
 ) -> Result<Unlocked> {
     if config.version < 2 {
         return Ok((None, None));
     }
-    let (master, key_name) = unlock(storage, config, passphrase)?;
+    let (master, key_name) = unlock(storage, config, passphrase, hint)?;
     let mut keys = Keys::derive(&master);
     Config::verify(data, &keys)?;
     // Only after the MAC: the sealed content keys are part of what it covers.
@@ -1345,34 +1365,53 @@ fn unlock_keys(
 
 /// Finds the key file that opens a v2 repository: the unprotected one of an
 /// `--encryption none` repository, else the first that the passphrase
-/// unwraps. Returns the master secret and the key file's name.
+/// unwraps. Returns the master secret and the key file's name. `hint`, the
+/// key file that opened the repository last on this host, is tried first
+/// and alone; if it is gone or does not open, every key file is.
 fn unlock(
     storage: &dyn Storage,
     config: &Config,
     passphrase: Option<PassphraseSource<'_>>,
+    hint: Option<&str>,
 ) -> Result<(MasterSecret, String)> {
-    let mut files = Vec::new();
-    for (name, _) in storage.list(FileKind::Key)? {
-        if name.parse::<Id>().is_err() {
-            continue;
-        }
-        let data = match storage.get(FileKind::Key, &name) {
-            Ok(d) => d,
-            Err(Error::Missing { .. }) => continue,
-            Err(e) => return Err(e),
-        };
-        if Id::hash(&data).to_hex() != name {
-            return Err(Error::corrupt("key file", name, "content does not match its name"));
-        }
-        files.push((KeyFile::decode(&data, &name)?, name));
-    }
-    if files.is_empty() {
-        return Err(Error::NoKeys { location: storage.location() });
-    }
     let protected = config.encryption != Some(Encryption::None);
     // A repository made with a passphrase never holds an unprotected key:
     // one that does was tampered with (someone trying to make its next
     // backups readable), and it is not used.
+    let usable = |k: &KeyFile| k.is_protected() == protected && k.repository == config.id;
+    // Asked for once at most: the source may prompt.
+    let mut secret: Option<Zeroizing<String>> = None;
+    let ask = |secret: &mut Option<Zeroizing<String>>| -> Result<()> {
+        if protected && secret.is_none() {
+            let source = passphrase.ok_or(Error::PassphraseRequired)?;
+            *secret = Some(source()?);
+        }
+        Ok(())
+    };
+    // The hinted file: anything but an opening key leaves the decision to
+    // the full search below, which reports damage as before.
+    let mut tried = None;
+    if let Some(name) = hint {
+        if let Ok(Some(key)) = read_key_file(storage, name) {
+            if usable(&key) {
+                ask(&mut secret)?;
+                match key.unwrap_master(secret.as_ref().map(|s| s.as_str()), name) {
+                    Ok(Some(master)) => return Ok((master, name.to_string())),
+                    Ok(None) => tried = Some(name),
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for (name, _) in storage.list(FileKind::Key)? {
+        if let Some(key) = read_key_file(storage, &name)? {
+            files.push((key, name));
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::NoKeys { location: storage.location() });
+    }
     let candidates: Vec<&(KeyFile, String)> = files.iter().filter(|(k, _)| k.is_protected() == protected).collect();
     if candidates.is_empty() {
         return Err(Error::NotAuthentic {
@@ -1380,14 +1419,10 @@ fn unlock(
             name: "keys/ (none matches the config's encryption)".into(),
         });
     }
-    let secret = if protected {
-        let source = passphrase.ok_or(Error::PassphraseRequired)?;
-        Some(source()?)
-    } else {
-        None
-    };
+    ask(&mut secret)?;
     for (key, name) in candidates {
-        if key.repository != config.id {
+        // The hinted file did not open with this passphrase a moment ago.
+        if key.repository != config.id || tried == Some(name.as_str()) {
             continue;
         }
         if let Some(master) = key.unwrap_master(secret.as_ref().map(|s| s.as_str()), name)? {
@@ -1399,4 +1434,21 @@ fn unlock(
     } else {
         Err(Error::NotAuthentic { what: "key file", name: "keys/ (no key file belongs to this repository)".into() })
     }
+}
+
+/// Key file `name`, checked against its name; `None` if it is gone (or the
+/// name is not a key file's).
+fn read_key_file(storage: &dyn Storage, name: &str) -> Result<Option<KeyFile>> {
+    if name.parse::<Id>().is_err() {
+        return Ok(None);
+    }
+    let data = match storage.get(FileKind::Key, name) {
+        Ok(d) => d,
+        Err(Error::Missing { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if Id::hash(&data).to_hex() != name {
+        return Err(Error::corrupt("key file", name, "content does not match its name"));
+    }
+    Ok(Some(KeyFile::decode(&data, name)?))
 }

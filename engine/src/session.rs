@@ -302,10 +302,14 @@ impl Session {
     }
 
     /// Rewrites the session file now (§4 B3) and re-reads the marks; an
-    /// error if this or any earlier refresh failed.
-    pub fn refresh_now(&self) -> Result<()> {
-        self.inner.refresh()?;
-        self.check()
+    /// error if this or any earlier refresh failed. Returns the readable
+    /// marks of the listing it made after the put, which is what the
+    /// commit check (B6) needs: what [`load_marks`] would return then,
+    /// without a second listing of `marks/`.
+    pub fn refresh_now(&self) -> Result<Vec<Mark>> {
+        let listed = self.inner.refresh()?;
+        self.check()?;
+        Ok(listed)
     }
 
     /// An error if a refresh failed since the start.
@@ -345,7 +349,8 @@ fn poisoned() -> Error {
 }
 
 impl Inner {
-    fn refresh(&self) -> Result<()> {
+    /// The marks listed after the put (see [`Inner::reload_marks`]).
+    fn refresh(&self) -> Result<Vec<Mark>> {
         let written = session::encode(&self.keys, &self.file)
             .and_then(|data| self.storage.put(FileKind::Session, &self.name, &data))
             .and_then(|()| self.storage.stat(FileKind::Session, &self.name));
@@ -376,8 +381,9 @@ impl Inner {
     }
 
     /// Reads marks not seen yet, then publishes the packs named by every
-    /// mark seen since the session started.
-    fn reload_marks(&self) -> Result<()> {
+    /// mark seen since the session started. Returns the readable marks
+    /// this listing found.
+    fn reload_marks(&self) -> Result<Vec<Mark>> {
         let listed = self.storage.list_stat(FileKind::Mark)?;
         let mut new = Vec::new();
         {
@@ -407,7 +413,7 @@ impl Inner {
         if let Ok(mut slot) = self.marked.write() {
             *slot = Arc::new(packs);
         }
-        Ok(())
+        Ok(listed.iter().filter_map(|(name, _)| s.marks.get(name).cloned()).collect())
     }
 }
 

@@ -14,9 +14,11 @@
 //! ```
 //!
 //! What it owns:
-//! - the snapshot list, re-read from storage at most once per
-//!   [`VfsOptions::snapshot_ttl`], so new backups appear without remounting
-//!   (and the index database learns their index files);
+//! - the snapshot list, re-read from storage when it is used and older
+//!   than [`VfsOptions::snapshot_ttl`] (a local repository) or
+//!   [`VfsOptions::remote_snapshot_ttl`] (a remote one), so new backups
+//!   appear without remounting (and the index database learns their index
+//!   files); a name the views lack is looked for in a new listing at once;
 //! - a byte-bounded cache of decoded tree blobs, loaded on demand: mounting
 //!   a repository with thousands of snapshots reads no tree up front, and a
 //!   directory split over many blobs is read a leaf at a time (`dirs.rs`);
@@ -89,9 +91,18 @@ pub type Result<T, E = VfsError> = std::result::Result<T, E>;
 pub struct VfsOptions {
     /// Clock for snapshot names and `at/` times.
     pub zone: Zone,
-    /// How long a listing of the snapshots is trusted before storage is
-    /// listed again.
+    /// How long a listing of the snapshots of a local repository is
+    /// trusted before storage is listed again; on any repository, how
+    /// often a name missing from the views makes it list again.
     pub snapshot_ttl: Duration,
+    /// The same for a remote repository, where a listing is a request.
+    /// The kernel re-validates the views on every path walk through them
+    /// (`latest/...`), about once a second while a copy runs, and cannot
+    /// say whether someone is looking at the views or only passing
+    /// through: with the local lifetime a `cp -a` out of `latest/` listed
+    /// `snapshots/` once a second (153 listings in a 167 s copy). A minute
+    /// is restic's lifetime of its mount's snapshot list.
+    pub remote_snapshot_ttl: Duration,
     /// Memory for decoded trees (approximate).
     pub tree_cache_bytes: usize,
     /// Memory for file chunks.
@@ -109,6 +120,7 @@ impl Default for VfsOptions {
         VfsOptions {
             zone: Zone::Local,
             snapshot_ttl: Duration::from_secs(1),
+            remote_snapshot_ttl: Duration::from_secs(60),
             tree_cache_bytes: 64 << 20,
             chunk_cache_bytes: 128 << 20,
             readahead_bytes: 4 << 20,
@@ -325,6 +337,9 @@ type ListState = Option<(Arc<SnapshotList>, Instant)>;
 pub struct Vfs {
     repo: Arc<Repository>,
     opts: VfsOptions,
+    /// How long a listing of the snapshots is used: `snapshot_ttl` or
+    /// `remote_snapshot_ttl`, by the repository's storage.
+    list_ttl: Duration,
     list: RwLock<ListState>,
     /// Snapshot files read so far (by id); its lock also serializes
     /// refreshes.
@@ -376,6 +391,10 @@ impl Vfs {
             dir_readahead: readahead::DirReadahead::new(),
             streams: window::Streams::new(),
             work: Arc::new(WorkGauge::default()),
+            list_ttl: match repo.storage().local_path() {
+                Some(_) => opts.snapshot_ttl,
+                None => opts.remote_snapshot_ttl,
+            },
             repo,
             opts,
             list: RwLock::new(None),
@@ -401,30 +420,37 @@ impl Vfs {
         self.tree_blob_reads.load(Ordering::Relaxed)
     }
 
-    fn current_list(&self, fresh_only: bool) -> Option<Arc<SnapshotList>> {
+    /// The last listing, if it is younger than `max_age` (any age: None).
+    fn current_list(&self, max_age: Option<Duration>) -> Option<Arc<SnapshotList>> {
         let g = self.list.read().unwrap_or_else(|p| p.into_inner());
-        g.as_ref().filter(|(_, at)| !fresh_only || at.elapsed() < self.opts.snapshot_ttl).map(|(l, _)| l.clone())
+        g.as_ref().filter(|(_, at)| max_age.is_none_or(|m| at.elapsed() < m)).map(|(l, _)| l.clone())
     }
 
     /// The snapshots, re-listed from storage when the last listing is
-    /// older than the TTL. While one thread re-lists, others keep using the
-    /// previous listing rather than queueing behind it.
+    /// older than the repository's lifetime (`list_ttl`). While one thread
+    /// re-lists, others keep using the previous listing rather than
+    /// queueing behind it.
     pub fn snapshots(&self) -> Result<Arc<SnapshotList>> {
-        if let Some(l) = self.current_list(true) {
+        self.snapshots_within(self.list_ttl)
+    }
+
+    /// The snapshots, listed again if the last listing is `max_age` old.
+    fn snapshots_within(&self, max_age: Duration) -> Result<Arc<SnapshotList>> {
+        if let Some(l) = self.current_list(Some(max_age)) {
             return Ok(l);
         }
         let mut known = match self.known.try_lock() {
             Ok(g) => g,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => match self.current_list(false) {
+            Err(TryLockError::WouldBlock) => match self.current_list(None) {
                 Some(l) => return Ok(l),
                 None => lock(&self.known),
             },
         };
-        if let Some(l) = self.current_list(true) {
+        if let Some(l) = self.current_list(Some(max_age)) {
             return Ok(l);
         }
-        let previous = self.current_list(false);
+        let previous = self.current_list(None);
         let ids: HashSet<Id> = self.repo.snapshot_ids()?.into_iter().collect();
         let before = known.len();
         known.retain(|id, _| ids.contains(id));
@@ -499,19 +525,29 @@ impl Vfs {
                 // Virtual names are all UTF-8.
                 let Ok(name) = std::str::from_utf8(name) else { return Ok(None) };
                 let list = self.snapshots()?;
-                Ok(match parent {
-                    Entry::Snapshots => list.by_name(name).map(|s| Entry::Snapshot(s.clone())),
-                    Entry::At => parse_at(name, self.opts.zone)
-                        .and_then(|t| list.at(t))
-                        .map(|s| Entry::AtLink(Arc::from(name), s.clone())),
-                    _ => self
-                        .virtual_items(parent, &list)?
-                        .into_iter()
-                        .find(|d| d.name == name.as_bytes())
-                        .map(|d| d.entry),
-                })
+                if let Some(found) = self.virtual_lookup(parent, name, &list)? {
+                    return Ok(Some(found));
+                }
+                // A name the views lack may belong to a snapshot newer than
+                // the listing (a name copied from `arc snapshots`, a new
+                // tag): list again, at most once per `snapshot_ttl`.
+                let fresh = self.snapshots_within(self.opts.snapshot_ttl)?;
+                if Arc::ptr_eq(&fresh, &list) {
+                    return Ok(None);
+                }
+                self.virtual_lookup(parent, name, &fresh)
             }
         }
+    }
+
+    fn virtual_lookup(&self, parent: &Entry, name: &str, list: &SnapshotList) -> Result<Option<Entry>> {
+        Ok(match parent {
+            Entry::Snapshots => list.by_name(name).map(|s| Entry::Snapshot(s.clone())),
+            Entry::At => parse_at(name, self.opts.zone)
+                .and_then(|t| list.at(t))
+                .map(|s| Entry::AtLink(Arc::from(name), s.clone())),
+            _ => self.virtual_items(parent, list)?.into_iter().find(|d| d.name == name.as_bytes()).map(|d| d.entry),
+        })
     }
 
     fn virtual_items(&self, dir: &Entry, list: &SnapshotList) -> Result<Vec<DirItem>> {

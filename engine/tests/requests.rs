@@ -44,8 +44,11 @@ impl Remote {
 }
 
 /// The tests of this file, each of which gets a directory of its own.
-const TESTS: [&str; 12] = [
+const TESTS: [&str; 15] = [
+    "an_open_reads_the_key_file_that_opened_last_without_listing_keys",
     "a_no_change_backup_asks_the_same_of_the_storage_whatever_the_file_count",
+    "a_no_change_backup_lists_index_once_and_marks_at_its_start_and_commit",
+    "the_mount_lists_snapshots_once_a_minute_while_a_copy_walks_through_latest",
     "prune_requests_grow_with_objects_read_and_deleted_not_with_snapshots",
     "a_new_host_downloads_the_index_and_snapshot_files_once",
     "packs_of_a_killed_backup_are_found_by_one_scan_and_reused",
@@ -124,6 +127,23 @@ fn a_no_change_backup_asks_the_same_of_the_storage_whatever_the_file_count() {
     assert_eq!(large.get(Op::Put, FileKind::Snapshot), 1, "{large}");
     assert_eq!(large.bytes_down, 0, "the parent's trees were fetched again: {large}");
     assert!(large.total() <= 20, "{large}");
+}
+
+/// repo.rs `refresh_index`, ops/commit.rs, protocol.md section 4 B5 and
+/// B6: a no-change backup lists each prefix it reads once, except
+/// `marks/`: at its start (dedup must know every mark) and once more in
+/// the commit check's refresh. Before, `index/` was listed twice (the
+/// backup's refresh of the index database right after the database's
+/// first sync had listed it) and `marks/` three times (the commit check
+/// listed again right after its refresh had).
+#[test]
+fn a_no_change_backup_lists_index_once_and_marks_at_its_start_and_commit() {
+    let c = no_change_backup(300);
+    let mut got = listings(&c);
+    got.sort();
+    let mut want = vec![(FileKind::Index, 1), (FileKind::Snapshot, 1), (FileKind::Lock, 1), (FileKind::Mark, 2)];
+    want.sort();
+    assert_eq!(got, want, "{c}");
 }
 
 /// `snapshots` backups of a small tree of which one file changes, then
@@ -707,4 +727,93 @@ fn a_big_file_read_through_the_mount_comes_in_runs_of_chunks() {
     // third of a GET per chunk failed 1 run in 6); the per-chunk prefetch
     // made one GET per chunk.
     assert!(reads * 2 <= frames.len() as u64, "{reads} reads of packs for {} chunks: {c}", frames.len());
+}
+
+/// vfs.rs `remote_snapshot_ttl`: a copy out of `latest/` of a mounted
+/// remote repository walks `latest`, `snapshots/` and the snapshot's name
+/// for each file, and the kernel asks again about them every second
+/// (LOOKUP and GETATTR of the views). Each such question re-listed
+/// `snapshots/` once the listing was older than a second: 153 listings in
+/// a 167 s copy from S3. On a remote store the views' listing now lives a
+/// minute; a name the views lack still lists at once, so a new snapshot
+/// named from `arc snapshots` is found (and `latest` moves with it).
+#[test]
+fn the_mount_lists_snapshots_once_a_minute_while_a_copy_walks_through_latest() {
+    use arc_engine::vfs::{Entry, Vfs, VfsOptions};
+    let r = Remote::new();
+    let src = tree(r.tmp.path(), 20);
+    backup(&r.open("cache"), BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress).unwrap();
+    // The local lifetime short, so that the walk below outlives it many
+    // times over.
+    let opts = VfsOptions { snapshot_ttl: std::time::Duration::from_millis(20), ..Default::default() };
+    let vfs = Vfs::new(Arc::new(r.open("cache")), opts.clone());
+    let names = |vfs: &Vfs| -> Vec<String> { vfs.snapshots().unwrap().snaps.iter().map(|s| s.name.clone()).collect() };
+    let first = names(&vfs);
+    assert_eq!(first.len(), 1);
+    let walk = |from: Entry, path: &Path| {
+        let mut e = from;
+        for c in path.to_str().unwrap().split('/').filter(|c| !c.is_empty()) {
+            e = vfs.lookup(&e, c.as_bytes()).unwrap().unwrap_or_else(|| panic!("{c} not found"));
+        }
+        e
+    };
+    r.storage.take();
+    for i in 0..25 {
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        // What the kernel asks on a path walk `latest/<src>/d0000/m<i>`
+        // once its cached answers about the views have expired.
+        vfs.attr(&Entry::Root).unwrap();
+        let latest = vfs.lookup(&Entry::Root, b"latest").unwrap().unwrap();
+        vfs.attr(&latest).unwrap();
+        let snapshots = vfs.lookup(&Entry::Root, b"snapshots").unwrap().unwrap();
+        vfs.attr(&snapshots).unwrap();
+        let snap = vfs.lookup(&snapshots, first[0].as_bytes()).unwrap().unwrap();
+        let file = src.join("d0000").join(format!("m{}", i % 20));
+        let f = vfs.open(&walk(snap, &file)).unwrap();
+        assert_eq!(&*vfs.read_at(&f, 0, 1 << 20).unwrap(), &std::fs::read(&file).unwrap()[..]);
+    }
+    let c = r.storage.take();
+    assert_eq!(c.get(Op::List, FileKind::Snapshot), 0, "the walk re-listed snapshots/: {c}");
+
+    // A snapshot written meanwhile: named, it is found with one listing.
+    std::fs::write(src.join("new"), "new file\n").unwrap();
+    backup(&r.open("cache"), BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress).unwrap();
+    let newer: Vec<String> =
+        names(&Vfs::new(Arc::new(r.open("cache")), opts)).into_iter().filter(|n| !first.contains(n)).collect();
+    assert_eq!(newer.len(), 1);
+    r.storage.take();
+    let snapshots = vfs.lookup(&Entry::Root, b"snapshots").unwrap().unwrap();
+    let snap = vfs.lookup(&snapshots, newer[0].as_bytes()).unwrap().expect("the new snapshot is not found by name");
+    let f = vfs.open(&walk(snap, &src.join("new"))).unwrap();
+    assert_eq!(&*vfs.read_at(&f, 0, 1 << 20).unwrap(), b"new file\n");
+    assert_eq!(
+        vfs.readlink(&vfs.lookup(&Entry::Root, b"latest").unwrap().unwrap()).unwrap(),
+        format!("snapshots/{}", newer[0]).into_bytes()
+    );
+    let c = r.storage.take();
+    assert_eq!(c.get(Op::List, FileKind::Snapshot), 1, "{c}");
+}
+
+/// repo.rs `unlock`, cache.rs `key-file`: opening the repository again on
+/// this host reads the key file that opened it last, without listing
+/// `keys/` (or reading every key file); a hint naming a key file that is
+/// gone (`key remove`, `key passwd`) falls back to the listing and is
+/// mended.
+#[test]
+fn an_open_reads_the_key_file_that_opened_last_without_listing_keys() {
+    let r = Remote::new();
+    let id = r.open("cache").config().id;
+    r.storage.take();
+    drop(r.open("cache"));
+    let c = r.storage.take();
+    assert_eq!((c.get(Op::List, FileKind::Key), c.get(Op::Get, FileKind::Key)), (0, 1), "{c}");
+
+    let hint = r.tmp.path().join("cache").join(id.to_hex()).join("key-file");
+    std::fs::write(&hint, format!("{}\n", "0".repeat(64))).unwrap();
+    drop(r.open("cache"));
+    let c = r.storage.take();
+    assert_eq!(c.get(Op::List, FileKind::Key), 1, "{c}");
+    drop(r.open("cache"));
+    let c = r.storage.take();
+    assert_eq!((c.get(Op::List, FileKind::Key), c.get(Op::Get, FileKind::Key)), (0, 1), "{c}");
 }

@@ -7,8 +7,8 @@
 //! one is gone already, the snapshot is not written.
 //!
 //! In the common case (no prune marked anything meanwhile and the session
-//! never lapsed) this costs one session refresh and one listing of
-//! `marks/`.
+//! never lapsed) this costs one session refresh, whose listing of `marks/`
+//! is the one the check uses.
 
 use std::collections::HashSet;
 
@@ -17,7 +17,7 @@ use crate::format::pack::{BlobKind, FrameCodec};
 use crate::id::Id;
 use crate::packer;
 use crate::repo::Repository;
-use crate::session::{load_marks, Session};
+use crate::session::Session;
 
 /// How often a check that keeps lapsing is repeated before giving up.
 const ROUNDS: usize = 3;
@@ -42,10 +42,12 @@ pub fn verify(repo: &Repository, session: &Session, root: Id) -> Result<CommitCh
     let margin = std::time::Duration::from_secs(session.settings().margin_secs);
     let since = session.start_time().checked_sub(margin).unwrap_or(session.start_time());
     for _ in 0..ROUNDS {
-        session.refresh_now()?;
+        // B6: refresh, then the marks. The refresh lists `marks/` after its
+        // put; a second listing here would tell nothing more (protocol.md
+        // section 4, B6).
+        let marks = session.refresh_now()?;
         let lapsed = session.lapsed();
         session.clear_lapse();
-        let marks = load_marks(repo.storage().as_ref(), repo.v2_keys()?)?;
         let suspect: HashSet<Id> = marks
             .iter()
             .filter(|m| lapsed || m.time >= since)
