@@ -80,6 +80,9 @@ const MAX_BITS: u32 = 24;
 /// pages it hints (at most about 2 per id) are still cached when read
 /// inside a small memory limit.
 pub const BATCH_MAX: usize = 1024;
+/// Once batched lookups have hinted more than 1/KEYS_READ_AFTER of the
+/// key pages one by one, the whole keys section is hinted at once.
+const KEYS_READ_AFTER: u64 = 64;
 /// The page size the hints round to (the kernel rounds them anyway).
 const PAGE: usize = 4096;
 
@@ -526,6 +529,10 @@ pub struct SortedIndex {
     /// One bit per page of the keys section: hinted by a batched lookup
     /// already (1 bit per 4 KiB of keys: 12 KB at 100M rows).
     hinted: Vec<AtomicU64>,
+    /// Key pages hinted one by one so far, and whether the whole keys
+    /// section was hinted instead (after [`KEYS_READ_AFTER`]).
+    keys_hinted: AtomicU64,
+    keys_read: AtomicBool,
     /// Whether `preadv2(RWF_NOWAIT)` works here (cleared at its first
     /// refusal: an old kernel or a file system without it).
     nowait: AtomicBool,
@@ -651,6 +658,8 @@ impl SortedIndex {
             random,
             row_reads: AtomicU64::new(0),
             hinted: (0..(rows * 4 / PAGE as u64 + 2).div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            keys_hinted: AtomicU64::new(0),
+            keys_read: AtomicBool::new(false),
             nowait: AtomicBool::new(true),
         };
         // The fan-out must be non-decreasing and end at the row count, the
@@ -817,7 +826,7 @@ impl SortedIndex {
         // once, then searched. A page hinted once is not hinted again, so
         // lookups with the keys resident make no system call; one evicted
         // since is read by its fault, as without hints.
-        if self.prefixes.is_some() {
+        if self.prefixes.is_some() && !self.keys_read.load(Ordering::Relaxed) {
             let mut pages = Vec::new();
             for id in ids {
                 let b = bucket(&id.0, self.bits);
@@ -828,7 +837,24 @@ impl SortedIndex {
                     pages.extend((first_page..=last_page).filter(|&p| self.first_hint(p)));
                 }
             }
-            if pages.len() > 1 {
+            // Many key pages asked for one at a time: the whole keys
+            // section instead, read by the kernel in large sequential
+            // requests (a random read costs this VM 10-30 us of CPU a
+            // page; the keys are 4 bytes a row, 400 MB at 100M rows, meant
+            // to stay in the page cache). Not before: a backup of a few
+            // files must not read them all.
+            let total = self.hinted.len() as u64 * 64;
+            let before = self.keys_hinted.fetch_add(pages.len() as u64, Ordering::Relaxed);
+            if (before + pages.len() as u64) * KEYS_READ_AFTER > total && !self.keys_read.swap(true, Ordering::Relaxed)
+            {
+                // In steps the kernel does not cut short (it reads at
+                // most the device's read-ahead size a call; 128 KiB is
+                // the smallest default).
+                let (start, end) = (self.prefixes_off, self.prefixes_off + self.rows as usize * 4);
+                for at in (start..end).step_by(128 * 1024) {
+                    self.will_need(at, (128 * 1024).min(end - at));
+                }
+            } else if pages.len() > 1 {
                 pages.sort_unstable();
                 pages.dedup();
                 let mut i = 0;
