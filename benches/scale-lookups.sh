@@ -111,14 +111,18 @@ echo "index cache: $size bytes, $(echo "$size $CHUNKS" | awk '{printf "%.1f", $1
 # BATCHES="0 1 64 1024": one warm and one cold run per batch size (BATCH
 # of index-lookups; 0 is one `contains` per id), each cold run in its own
 # cgroup after its own eviction. WARM=0 leaves the warm runs out.
+# Each run looks up other ids (SALT, from SALT0 + 1 on): this VM's disk is cached by its
+# host, and ids a run before read would come from the host's memory.
+n=0
 for b in ${BATCHES:-0}; do
+    n=$((n + 1)); salt=$((${SALT0:-0} + n))
     if [ "${WARM:-1}" != 0 ]; then
         find "$XDG_CACHE_HOME" -type f -exec cat {} + >/dev/null
-        env BATCH="$b" "$LOOK" "$XDG_CACHE_HOME/arc" "$R" "$CHUNKS" "$LOOKUPS" 512 1 >"$DIR/warm"
+        env BATCH="$b" SALT="$salt" "$LOOK" "$XDG_CACHE_HOME/arc" "$R" "$CHUNKS" "$LOOKUPS" 512 1 >"$DIR/warm"
         echo "warm, batch $b: $(cat "$DIR/warm")"
     fi
     evict
-    limited env BATCH="$b" "$LOOK" "$XDG_CACHE_HOME/arc" "$R" "$CHUNKS" "$LOOKUPS" 512 1 >"$DIR/cold"
+    limited env BATCH="$b" SALT="$salt" "$LOOK" "$XDG_CACHE_HOME/arc" "$R" "$CHUNKS" "$LOOKUPS" 512 1 >"$DIR/cold"
     echo "cold, ${LIMIT_MIB} MiB, batch $b: $(cat "$DIR/cold")"
     if [ -n "$CG" ] && [ -f "$CG/memory.max_usage_in_bytes" ]; then
         echo "cgroup peak (process and page cache): $(($(cat "$CG/memory.max_usage_in_bytes") / 1048576)) MiB"
