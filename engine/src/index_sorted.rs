@@ -23,6 +23,9 @@
 //! costs its row: only the whole id may answer "present" (a backup skips
 //! storing what the index says is there), and the whole ids of 100M rows
 //! cannot be held in 1 GiB (`format-spec/v2/trees-index.md` 2.4).
+//! [`SortedIndex::find_batch`] answers many ids with the same reads, their
+//! waits on the disk overlapping (a backup asks a window of chunks at a
+//! time).
 //!
 //! Layout (a cache, not a repository format: `format-spec/v2/trees-index.md`
 //! 2.4 describes it; another version is discarded and rebuilt). All

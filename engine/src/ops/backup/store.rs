@@ -28,8 +28,9 @@ const WINDOW_CHUNKS: usize = 1024;
 /// Bytes of small files a worker holds for it at most; a file bigger than
 /// what is left goes into an empty window (alone, up to the chunker's
 /// maximum chunk size, the buffer a worker read small files into anyway).
-/// 1 MiB: 170 mail messages of 6 KB, 50 web files of 20 KB; 4 MiB cost
-/// the www backup 16 MiB more peak RSS (4 workers) for no gain there.
+/// 1 MiB: 170 mail messages of 6 KB, 50 web files of 20 KB; 4 MiB would
+/// hold up to 16 MiB in 4 workers (the www backup peaked 13-17 MiB
+/// higher with it, in two runs) for no gain there.
 const WINDOW_BYTES: usize = 1024 * 1024;
 
 pub(super) fn worker(ctx: &Ctx<'_>, sink: &BlobSink<'_>, jobs: Receiver<Job>) {
