@@ -19,6 +19,9 @@
 # repository holds and LOOKUPS it does not, one thread, then LOOKUPS other
 # held ids from THREADS threads (default 4, as a backup's file workers);
 # the JSON also gives the sorted file's rows read per lookup of each kind.
+# BATCHES (e.g. "0 1 64 1024") repeats the warm and the cold run for each
+# batch size: the single-thread lookups ask that many ids at a time
+# (`contains_batch`, `lookup_batch`; 0 is one `contains` per id).
 # Then `prune --dry-run`, and a warm `check` unless WARM_CHECK=0. With
 # KEEP and REUSE_CACHE=1, a cache filled by an earlier run is used. With
 # CHECK=0 neither `check` nor `prune` runs and the first `index-lookups`
@@ -105,17 +108,30 @@ size=$(find "$XDG_CACHE_HOME" \( -name 'index-*.redb' -o -name 'index-*.rows' \)
 echo "index cache: $size bytes, $(echo "$size $CHUNKS" | awk '{printf "%.1f", $1 / $2}') bytes per chunk"
 # Warm: every cache file read once, so that it is in the page cache
 # (a fill leaves only what the machine's other work did not evict).
-find "$XDG_CACHE_HOME" -type f -exec cat {} + >/dev/null
-"$LOOK" "$XDG_CACHE_HOME/arc" "$R" "$CHUNKS" "$LOOKUPS" 512 1 >"$DIR/warm"
-echo "warm: $(cat "$DIR/warm")"
-evict
-limited "$LOOK" "$XDG_CACHE_HOME/arc" "$R" "$CHUNKS" "$LOOKUPS" 512 1 >"$DIR/cold"
-echo "cold, ${LIMIT_MIB} MiB: $(cat "$DIR/cold")"
-if [ -n "$CG" ] && [ -f "$CG/memory.max_usage_in_bytes" ]; then
-    echo "cgroup peak (process and page cache): $(($(cat "$CG/memory.max_usage_in_bytes") / 1048576)) MiB"
-elif [ -n "$CG" ] && [ -f "$CG/memory.peak" ]; then
-    echo "cgroup peak (process and page cache): $(($(cat "$CG/memory.peak") / 1048576)) MiB"
-fi
+# BATCHES="0 1 64 1024": one warm and one cold run per batch size (BATCH
+# of index-lookups; 0 is one `contains` per id), each cold run in its own
+# cgroup after its own eviction. WARM=0 leaves the warm runs out.
+# Each run looks up other ids (SALT, from SALT0 + 1 on): this VM's disk is cached by its
+# host, and ids a run before read would come from the host's memory.
+n=0
+for b in ${BATCHES:-0}; do
+    n=$((n + 1)); salt=$((${SALT0:-0} + n))
+    if [ "${WARM:-1}" != 0 ]; then
+        find "$XDG_CACHE_HOME" -type f -exec cat {} + >/dev/null
+        env BATCH="$b" SALT="$salt" "$LOOK" "$XDG_CACHE_HOME/arc" "$R" "$CHUNKS" "$LOOKUPS" 512 1 >"$DIR/warm"
+        echo "warm, batch $b: $(cat "$DIR/warm")"
+    fi
+    evict
+    limited env BATCH="$b" SALT="$salt" "$LOOK" "$XDG_CACHE_HOME/arc" "$R" "$CHUNKS" "$LOOKUPS" 512 1 >"$DIR/cold"
+    echo "cold, ${LIMIT_MIB} MiB, batch $b: $(cat "$DIR/cold")"
+    if [ -n "$CG" ] && [ -f "$CG/memory.max_usage_in_bytes" ]; then
+        echo "cgroup peak (process and page cache): $(($(cat "$CG/memory.max_usage_in_bytes") / 1048576)) MiB"
+    elif [ -n "$CG" ] && [ -f "$CG/memory.peak" ]; then
+        echo "cgroup peak (process and page cache): $(($(cat "$CG/memory.peak") / 1048576)) MiB"
+    fi
+    [ -n "$CG" ] && rmdir "$CG" 2>/dev/null || true
+    CG=
+done
 [ "${CHECK:-1}" = 0 ] && exit 0
 measure "prune --dry-run" "$ARC" -q -r "$R" prune --dry-run
 [ "${WARM_CHECK:-1}" = 0 ] || measure "check (warm cache)" "$ARC" -q -r "$R" check

@@ -1253,6 +1253,48 @@ impl IndexReader {
         Ok(self.sorted_row(id)?.is_some() || self.lookup_delta(id)?.is_some())
     }
 
+    /// [`IndexReader::contains`] of many ids at once (the same answers, by
+    /// the same whole-id rule): the sorted file's disk reads of the batch
+    /// overlap ([`SortedIndex::find_batch`]) instead of waiting one after
+    /// the other, which is what a present id costs once the rows outgrow
+    /// the page cache.
+    pub fn contains_batch(&self, ids: &[Id]) -> Result<Vec<bool>> {
+        let mut out = vec![false; ids.len()];
+        if let Some(s) = &self.sorted {
+            for (i, f) in s.find_batch(ids)? {
+                if !out[i] && (self.dropped.is_empty() || !self.dropped.contains(&s.found_pack_no(&f)?)) {
+                    out[i] = true;
+                }
+            }
+        }
+        if self.delta {
+            for (id, known) in ids.iter().zip(out.iter_mut()) {
+                if !*known {
+                    *known = self.lookup_delta(id)?.is_some();
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`IndexReader::lookup`] of many ids at once (the same answers; the
+    /// sorted file's row reads overlap as in [`Self::contains_batch`]).
+    pub fn lookup_batch(&self, ids: &[Id]) -> Result<Vec<Option<BlobLocation>>> {
+        let mut out = ids.iter().map(|id| self.lookup_delta(id)).collect::<Result<Vec<_>>>()?;
+        let Some(s) = &self.sorted else { return Ok(out) };
+        let rest: Vec<usize> = (0..ids.len()).filter(|&i| out[i].is_none()).collect();
+        let rest_ids: Vec<Id> = rest.iter().map(|&i| ids[i]).collect();
+        for (j, f) in s.find_batch(&rest_ids)? {
+            let slot = &mut out[rest[j]];
+            if slot.is_some() || (!self.dropped.is_empty() && self.dropped.contains(&s.found_pack_no(&f)?)) {
+                continue;
+            }
+            let (pack, frame, offset_in_frame, raw_len, kind) = s.locate(&f)?;
+            *slot = Some(BlobLocation { pack, frame, offset_in_frame, raw_len, kind });
+        }
+        Ok(out)
+    }
+
     /// Rows of the sorted file read by lookups since it was opened (by any
     /// reader of this process): a lookup's cost beyond the mapped keys.
     pub fn sorted_row_reads(&self) -> u64 {
@@ -1528,6 +1570,69 @@ mod tests {
         let twins: Vec<Id> = ids.iter().take(2000).map(|id| Id(flip(id.0, 31))).collect();
         let n = reads(&|| assert!(twins.iter().all(|id| !r.contains(id).unwrap() && r.lookup(id).unwrap().is_none())));
         assert_eq!(n, 2 * twins.len() as u64);
+    }
+
+    #[test]
+    fn batched_lookups_answer_as_single_ones_and_read_each_row_once() {
+        // 40,960 rows in the sorted file (two index files), then a pack
+        // that stays in the delta, then the first pack dropped (another
+        // host's compaction that keeps the other 19 of f1's packs).
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.redb")).unwrap();
+        let packs: Vec<PackEntry> = (0..40).map(|i| pack(9000 + i, 1024, 64)).collect();
+        let (f1, f2) = (Id::hash(b"f1"), Id::hash(b"f2"));
+        index
+            .apply(&IndexUpdate { add: vec![(Some(f1), &packs[..20]), (Some(f2), &packs[20..])], ..Default::default() })
+            .unwrap();
+        let recent = pack(9100, 300, 8);
+        index.add_packs(std::slice::from_ref(&recent), Some(Id::hash(b"f3"))).unwrap();
+        let kept = Id::hash(b"kept");
+        index
+            .apply(&IndexUpdate { add: vec![(Some(kept), &packs[1..20])], gone_files: vec![f1], gone_packs: vec![] })
+            .unwrap();
+        let sizes = index.sizes().unwrap();
+        assert_eq!((sizes.sorted_rows, sizes.delta_rows), (40 * 1024, 300), "{sizes:?}");
+        let r = index.reader().unwrap();
+        let blobs = |p: &PackEntry| p.trailer.blobs.iter().map(|b| b.id).collect::<Vec<_>>();
+        // Present in the sorted file, dropped with pack 0, in the delta,
+        // absent, absent with a present id's key, and repeats: more ids
+        // than one internal batch.
+        let mut ids: Vec<Id> = packs[1..4].iter().flat_map(blobs).collect();
+        ids.extend(blobs(&packs[0]).into_iter().take(100));
+        ids.extend(blobs(&recent));
+        ids.extend((0..500u64).map(|i| Id::hash(&i.to_le_bytes())));
+        let twins: Vec<Id> = blobs(&packs[5]).iter().take(200).map(|id| Id(flip(id.0, 31))).collect();
+        ids.extend(&twins);
+        let repeats: Vec<Id> = ids.iter().step_by(7).copied().collect();
+        ids.extend(repeats);
+        assert!(ids.len() > 2 * index_sorted::BATCH_MAX, "{}", ids.len());
+        let one_by_one: Vec<bool> = ids.iter().map(|id| r.contains(id).unwrap()).collect();
+        let before = r.sorted_row_reads();
+        let batched = r.contains_batch(&ids).unwrap();
+        let reads = r.sorted_row_reads() - before;
+        assert_eq!(batched, one_by_one);
+        assert_eq!(batched.iter().filter(|&&p| p).count(), {
+            let present: HashSet<Id> = packs[1..4].iter().flat_map(blobs).chain(blobs(&recent)).collect();
+            ids.iter().filter(|id| present.contains(id)).count()
+        });
+        // Rows read: each distinct id whose key matches, at most once per
+        // internal batch it appears in (a repeat in a later batch reads again).
+        let distinct: HashSet<Id> = ids.iter().copied().collect();
+        let keyed = 3 * 1024 + 100 + 200;
+        assert!(reads >= keyed as u64 && reads < ids.len() as u64, "{reads} rows read for {} ids", distinct.len());
+        let located: Vec<Option<BlobLocation>> = ids.iter().map(|id| r.lookup(id).unwrap()).collect();
+        assert_eq!(r.lookup_batch(&ids).unwrap(), located);
+        // Small batches and the empty one answer alike.
+        for n in [0, 1, 2, 63] {
+            assert_eq!(r.contains_batch(&ids[..n]).unwrap(), one_by_one[..n]);
+        }
+        // A cache with no sorted file: the delta alone.
+        let small = Index::open(&dir.path().join("small.redb")).unwrap();
+        small.add_packs(std::slice::from_ref(&recent), None).unwrap();
+        let sr = small.reader().unwrap();
+        let mixed: Vec<Id> = blobs(&recent).into_iter().chain(twins.iter().copied()).collect();
+        let want: Vec<bool> = (0..mixed.len()).map(|i| i < 300).collect();
+        assert_eq!(sr.contains_batch(&mixed).unwrap(), want);
     }
 
     fn flip(mut id: [u8; 32], at: usize) -> [u8; 32] {

@@ -23,6 +23,9 @@
 //! costs its row: only the whole id may answer "present" (a backup skips
 //! storing what the index says is there), and the whole ids of 100M rows
 //! cannot be held in 1 GiB (`format-spec/v2/trees-index.md` 2.4).
+//! [`SortedIndex::find_batch`] answers many ids with the same reads, their
+//! waits on the disk overlapping (a backup asks a window of chunks at a
+//! time).
 //!
 //! Layout (a cache, not a repository format: `format-spec/v2/trees-index.md`
 //! 2.4 describes it; another version is discarded and rebuilt). All
@@ -51,7 +54,7 @@ use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::format::pack::{BlobKind, FrameCodec, FrameRecord};
@@ -75,6 +78,16 @@ const HASHED_HEADER: usize = 120;
 /// 4-byte keys.
 const ROWS_PER_BUCKET: u64 = 128;
 const MAX_BITS: u32 = 24;
+/// Ids a batched lookup ([`SortedIndex::find_batch`]) hints and reads
+/// together: enough to keep a disk's queue full, few enough that the
+/// pages it hints (at most about 2 per id) are still cached when read
+/// inside a small memory limit.
+pub const BATCH_MAX: usize = 1024;
+/// Once batched lookups have hinted more than 1/KEYS_READ_AFTER of the
+/// key pages one by one, the whole keys section is hinted at once.
+const KEYS_READ_AFTER: u64 = 64;
+/// The page size the hints round to (the kernel rounds them anyway).
+const PAGE: usize = 4096;
 
 /// A blob row as merged: the pack by its cache-wide number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -516,6 +529,16 @@ pub struct SortedIndex {
     /// Rows [`SortedIndex::find`] has read: what a lookup costs beyond
     /// the mapped keys (the lookups bench reports it per lookup).
     row_reads: AtomicU64,
+    /// One bit per page of the keys section: hinted by a batched lookup
+    /// already (1 bit per 4 KiB of keys: 12 KB at 100M rows).
+    hinted: Vec<AtomicU64>,
+    /// Key pages hinted one by one so far, and whether the whole keys
+    /// section was hinted instead (after [`KEYS_READ_AFTER`]).
+    keys_hinted: AtomicU64,
+    keys_read: AtomicBool,
+    /// Whether `preadv2(RWF_NOWAIT)` works here (cleared at its first
+    /// refusal: an old kernel or a file system without it).
+    nowait: AtomicBool,
 }
 
 /// A row [`SortedIndex::find`] found: its position and location bytes.
@@ -637,6 +660,10 @@ impl SortedIndex {
             file,
             random,
             row_reads: AtomicU64::new(0),
+            hinted: (0..(rows * 4 / PAGE as u64 + 2).div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            keys_hinted: AtomicU64::new(0),
+            keys_read: AtomicBool::new(false),
+            nowait: AtomicBool::new(true),
         };
         // The fan-out must be non-decreasing and end at the row count, the
         // packs' first frames likewise: then every range below is inside
@@ -728,19 +755,13 @@ impl SortedIndex {
         self.pack(i).first_frame..next
     }
 
-    /// The rows whose id is `id` (its copies, by pack number): a binary
-    /// search of the bucket's mapped keys, and one read of each row whose
-    /// key matches, which alone decides: a key is a part of the id, and
-    /// the id is present only if all of it is.
-    pub fn find(&self, id: &[u8; 32]) -> Result<Vec<Found>> {
+    /// The rows whose key equals `id`'s: a binary search of its bucket's
+    /// mapped keys (positions in the file, empty when none match).
+    fn key_matches(&self, id: &[u8; 32]) -> Range<usize> {
         let b = bucket(id, self.bits);
         let key = key_of(id, self.skip);
         let (lo, hi) = (self.fanout(b), self.fanout(b + 1));
-        let mut out = Vec::new();
-        if lo == hi {
-            return Ok(out);
-        }
-        let Some(keys) = self.prefixes.as_ref().and_then(|m| m.get(4 * lo..4 * hi)) else { return Ok(out) };
+        let Some(keys) = self.prefixes.as_ref().and_then(|m| m.get(4 * lo..4 * hi)) else { return 0..0 };
         let at = |i: usize| le32(keys, 4 * i);
         let n = hi - lo;
         let (mut l, mut h) = (0, n);
@@ -752,24 +773,194 @@ impl SortedIndex {
                 h = m;
             }
         }
+        let mut e = l;
+        while e < n && at(e) == key {
+            e += 1;
+        }
+        lo + l..lo + e
+    }
+
+    /// Whether the row read at `pos` is `id`'s: its stored id bytes
+    /// compared whole (the key matched already).
+    fn found_if_equal(&self, id: &[u8; 32], pos: usize, bytes: &[u8; MAX_ROW_LEN]) -> Option<Found> {
         let tail = 28 - self.skip;
-        let mut i = l;
-        while i < n && at(i) == key {
+        if bytes[..tail] != id[self.skip + 4..] {
+            return None;
+        }
+        let mut loc = [0u8; LOC_LEN];
+        loc.copy_from_slice(&bytes[tail..self.row_len]);
+        Some(Found { pos, loc })
+    }
+
+    /// The rows whose id is `id` (its copies, by pack number): a binary
+    /// search of the bucket's mapped keys, and one read of each row whose
+    /// key matches, which alone decides: a key is a part of the id, and
+    /// the id is present only if all of it is.
+    pub fn find(&self, id: &[u8; 32]) -> Result<Vec<Found>> {
+        let mut out = Vec::new();
+        for pos in self.key_matches(id) {
             let mut bytes = [0u8; MAX_ROW_LEN];
             self.row_reads.fetch_add(1, Ordering::Relaxed);
-            self.read_at(&mut bytes[..self.row_len], self.rows_off + self.row_len * (lo + i))?;
-            match bytes[..tail].cmp(&id[self.skip + 4..]) {
-                std::cmp::Ordering::Less => {}
-                std::cmp::Ordering::Equal => {
-                    let mut loc = [0u8; LOC_LEN];
-                    loc.copy_from_slice(&bytes[tail..self.row_len]);
-                    out.push(Found { pos: lo + i, loc });
-                }
-                std::cmp::Ordering::Greater => break,
-            }
-            i += 1;
+            self.read_at(&mut bytes[..self.row_len], self.rows_off + self.row_len * pos)?;
+            out.extend(self.found_if_equal(id, pos, &bytes));
         }
         Ok(out)
+    }
+
+    /// [`SortedIndex::find`] of many ids: `(i, row)` for every row whose
+    /// id is `ids[i]`, in the order of `i`. The same answers, with the
+    /// disk reads of a batch in flight together instead of one after the
+    /// other: a row (or key page) not in the page cache is hinted to the
+    /// kernel (`POSIX_FADV_WILLNEED`, which starts its read and returns)
+    /// before any is waited for, so a cold batch costs about one disk
+    /// round trip per [`BATCH_MAX`] ids at the disk's queue depth, not one
+    /// per id. Rows are read in file order, each once however often the
+    /// batch names it.
+    pub fn find_batch(&self, ids: &[Id]) -> Result<Vec<(usize, Found)>> {
+        let mut out = Vec::new();
+        for (n, part) in ids.chunks(BATCH_MAX).enumerate() {
+            self.find_part(part, n * BATCH_MAX, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn find_part(&self, ids: &[Id], first: usize, out: &mut Vec<(usize, Found)>) -> Result<()> {
+        // Key pages this file has not been asked for yet: hinted all at
+        // once, then searched. A page hinted once is not hinted again, so
+        // lookups with the keys resident make no system call; one evicted
+        // since is read by its fault, as without hints.
+        if self.prefixes.is_some() && !self.keys_read.load(Ordering::Relaxed) {
+            let mut pages = Vec::new();
+            for id in ids {
+                let b = bucket(&id.0, self.bits);
+                let (lo, hi) = (self.fanout(b), self.fanout(b + 1));
+                if lo < hi {
+                    let first_page = (self.prefixes_off + 4 * lo) / PAGE;
+                    let last_page = (self.prefixes_off + 4 * hi - 1) / PAGE;
+                    pages.extend((first_page..=last_page).filter(|&p| self.first_hint(p)));
+                }
+            }
+            // Many key pages asked for one at a time: the whole keys
+            // section instead, read by the kernel in large sequential
+            // requests (a random read costs this VM 10-30 us of CPU a
+            // page; the keys are 4 bytes a row, 400 MB at 100M rows, meant
+            // to stay in the page cache). Not before: a backup of a few
+            // files must not read them all.
+            let total = self.hinted.len() as u64 * 64;
+            let before = self.keys_hinted.fetch_add(pages.len() as u64, Ordering::Relaxed);
+            if (before + pages.len() as u64) * KEYS_READ_AFTER > total && !self.keys_read.swap(true, Ordering::Relaxed)
+            {
+                // In steps the kernel does not cut short (it reads at
+                // most the device's read-ahead size a call; 128 KiB is
+                // the smallest default).
+                let (start, end) = (self.prefixes_off, self.prefixes_off + self.rows as usize * 4);
+                for at in (start..end).step_by(128 * 1024) {
+                    self.will_need(at, (128 * 1024).min(end - at));
+                }
+            } else if pages.len() > 1 {
+                pages.sort_unstable();
+                pages.dedup();
+                let mut i = 0;
+                while i < pages.len() {
+                    let mut j = i + 1;
+                    while j < pages.len() && pages[j] == pages[j - 1] + 1 {
+                        j += 1;
+                    }
+                    self.will_need(pages[i] * PAGE, (j - i) * PAGE);
+                    i = j;
+                }
+            }
+        }
+        // Candidate rows (key matches), by position: usually none for an
+        // absent id, one for a present one.
+        let mut wanted: Vec<(usize, usize)> = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            wanted.extend(self.key_matches(&id.0).map(|pos| (pos, i)));
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        wanted.sort_unstable();
+        let mut rows: Vec<(usize, [u8; MAX_ROW_LEN])> = Vec::with_capacity(wanted.len());
+        for &(pos, _) in &wanted {
+            if rows.last().is_none_or(|r| r.0 != pos) {
+                rows.push((pos, [0u8; MAX_ROW_LEN]));
+            }
+        }
+        self.row_reads.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        // Cached rows are read at once; the others are hinted together,
+        // then read in file order (their reads overlap on the disk).
+        let mut waiting = Vec::new();
+        for (k, (pos, bytes)) in rows.iter_mut().enumerate() {
+            let at = self.rows_off + self.row_len * *pos;
+            if !self.read_cached(&mut bytes[..self.row_len], at)? {
+                waiting.push(k);
+            }
+        }
+        if waiting.len() > 1 {
+            for &k in &waiting {
+                self.will_need(self.rows_off + self.row_len * rows[k].0, self.row_len);
+            }
+        }
+        for k in waiting {
+            let (pos, bytes) = &mut rows[k];
+            self.read_at(&mut bytes[..self.row_len], self.rows_off + self.row_len * *pos)?;
+        }
+        let start = out.len();
+        let mut r = 0;
+        for (pos, i) in wanted {
+            while rows[r].0 != pos {
+                r += 1;
+            }
+            if let Some(f) = self.found_if_equal(&ids[i].0, pos, &rows[r].1) {
+                out.push((first + i, f));
+            }
+        }
+        out[start..].sort_by_key(|(i, f)| (*i, f.pos));
+        Ok(())
+    }
+
+    /// Marks key page `page` (of the file) hinted; whether it was not yet.
+    fn first_hint(&self, page: usize) -> bool {
+        let Some(k) = page.checked_sub(self.prefixes_off / PAGE) else { return false };
+        let Some(word) = self.hinted.get(k / 64) else { return false };
+        let bit = 1u64 << (k % 64);
+        word.fetch_or(bit, Ordering::Relaxed) & bit == 0
+    }
+
+    /// Asks the kernel to start reading `len` bytes at `at` into the page
+    /// cache. Advice only: the reads after it are as correct without it.
+    fn will_need(&self, at: usize, len: usize) {
+        let _ = nix::fcntl::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&self.random),
+            at as i64,
+            len as i64,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+        );
+    }
+
+    /// Reads `buf.len()` bytes at `at` if the page cache holds them
+    /// (`preadv2` with `RWF_NOWAIT`); false when they would wait for the
+    /// disk, or when the kernel cannot tell (then the caller reads them).
+    fn read_cached(&self, buf: &mut [u8], at: usize) -> Result<bool> {
+        if !self.nowait.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let want = buf.len();
+        match rustix::io::preadv2(
+            &self.random,
+            &mut [std::io::IoSliceMut::new(buf)],
+            at as u64,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        ) {
+            Ok(n) => Ok(n == want),
+            Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => Ok(false),
+            Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::NOSYS) | Err(rustix::io::Errno::INVAL) => {
+                self.nowait.store(false, Ordering::Relaxed);
+                Ok(false)
+            }
+            Err(e) => Err(Error::io(&self.path, std::io::Error::from(e))),
+        }
     }
 
     /// A row from its stored bytes, its key and its bucket (which gives
@@ -963,6 +1154,23 @@ mod tests {
             assert_eq!(s.row(i).unwrap(), *r);
         }
         assert_eq!(s.find(&row(17, 0, 0).id).unwrap().len(), 2);
+        // Batched: the same rows, both copies of 17, each row read once.
+        let mut batch: Vec<Id> = rows.iter().map(|r| Id(r.id)).collect();
+        batch.extend([Id::hash(b"absent"), Id(row(17, 0, 0).id), Id(rows[3].id)]);
+        let want: Vec<(usize, usize)> = batch
+            .iter()
+            .enumerate()
+            .flat_map(|(i, id)| s.find(&id.0).unwrap().into_iter().map(move |f| (i, f.pos)))
+            .collect();
+        let before = s.row_reads();
+        let got = s.find_batch(&batch).unwrap();
+        assert_eq!(got.iter().map(|(i, f)| (*i, f.pos)).collect::<Vec<_>>(), want);
+        // Each internal batch reads its distinct rows once.
+        let mut per_batch: Vec<std::collections::BTreeSet<usize>> = vec![Default::default(); 5];
+        for (i, pos) in &want {
+            per_batch[i / BATCH_MAX].insert(*pos);
+        }
+        assert_eq!(s.row_reads() - before, per_batch.iter().map(|b| b.len() as u64).sum::<u64>());
         assert!(s.find(&Id::hash(b"absent").0).unwrap().is_empty());
         let found = s.find(&row(9, 0, 0).id).unwrap();
         let (pack, frame, off, len, kind) = s.locate(&found[0]).unwrap();

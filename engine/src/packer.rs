@@ -302,6 +302,24 @@ impl BlobSink<'_> {
         self.enqueue(id, kind, data, Encoding::Plain, stream)
     }
 
+    /// Stores blobs of one kind whose ids the caller computed, asking the
+    /// index about all of them at once ([`IndexReader::contains_batch`]):
+    /// the disk reads of the present ones overlap instead of waiting one
+    /// after the other. The same rules as [`store_with_id`](Self::store_with_id)
+    /// blob by blob (a repeat in `blobs` is queued once).
+    pub fn store_batch(&self, index: &IndexReader, kind: BlobKind, blobs: &[(Id, &[u8])]) -> Result<()> {
+        if self.shared.failed.load(Ordering::Relaxed) {
+            return Err(self.stopped());
+        }
+        let ids: Vec<Id> = blobs.iter().map(|(id, _)| *id).collect();
+        for ((id, data), present) in blobs.iter().zip(self.present_batch(index, &ids)?) {
+            if !present {
+                self.enqueue(*id, kind, data, Encoding::Plain, false)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Stores a blob although the repository already has it: `prune`
     /// copies the live blobs out of packs it is going to delete, and those
     /// blobs are, by definition, in the index. The caller has verified
@@ -356,6 +374,22 @@ impl BlobSink<'_> {
             Some(loc) => self.repo.outside_marks(&loc, &marked),
             None => Ok(false),
         }
+    }
+
+    /// [`present`](Self::present) of many ids, with one batched lookup.
+    fn present_batch(&self, index: &IndexReader, ids: &[Id]) -> Result<Vec<bool>> {
+        let marked = self.repo.marked_packs();
+        if marked.is_empty() {
+            return index.contains_batch(ids);
+        }
+        index
+            .lookup_batch(ids)?
+            .into_iter()
+            .map(|loc| match loc {
+                Some(loc) => self.repo.outside_marks(&loc, &marked),
+                None => Ok(false),
+            })
+            .collect()
     }
 
     /// Queues a blob for the framer unless this run queued it already.
@@ -944,6 +978,31 @@ mod tests {
             (ids.len(), stored)
         });
         assert_eq!(stored, ids, "not every blob was stored");
+    }
+
+    #[test]
+    fn a_batch_stores_only_what_neither_the_repository_nor_the_batch_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_local(&dir.path().join("repo"), &InitOptions::default()).unwrap();
+        let blob = |i: u64| crate::test_data::pseudo_random(3000 + i as usize, i + 1);
+        let (_, first) = run(&repo, Vec::new(), &|| false, |sink| {
+            let reader = repo.index()?.reader()?;
+            (0..3).map(|i| sink.store(&reader, BlobKind::Data, &blob(i))).collect::<Result<Vec<_>>>()
+        })
+        .unwrap();
+        assert_eq!(first.blobs_added, 3);
+        // Blobs 1 and 2 are in the repository, 3 comes twice, 4 once.
+        let data: Vec<Vec<u8>> = [1, 3, 2, 3, 4].into_iter().map(blob).collect();
+        let ids: Vec<Id> = data.iter().map(|d| repo.blob_id(d)).collect();
+        let (_, second) = run(&repo, Vec::new(), &|| false, |sink| {
+            let reader = repo.index()?.reader()?;
+            let blobs: Vec<(Id, &[u8])> = ids.iter().copied().zip(data.iter().map(|d| d.as_slice())).collect();
+            sink.store_batch(&reader, BlobKind::Data, &blobs)
+        })
+        .unwrap();
+        assert_eq!(second.blobs_added, 2);
+        let index = repo.index().unwrap().reader().unwrap();
+        assert_eq!(index.contains_batch(&ids).unwrap(), [true; 5]);
     }
 
     #[test]
