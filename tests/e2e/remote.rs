@@ -241,29 +241,10 @@ fn a_truncated_pack_on_s3_is_named_as_truncated() {
     let arc = || env.cmd().envs_from(server.env.clone()).args(["--repo", &server.url]);
     let src = env.path("src");
     // Incompressible, so the pack is as large as the data.
-    let mut data = vec![0u8; 3 << 20];
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    for b in data.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-    write_file(&src.join("big"), &data);
+    write_random_file(&src.join("big"), 3 << 20, 17);
     arc().arg("init").run().success();
     arc().arg("backup").arg(&src).run().success();
-    fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-        for e in fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                files(&p, out)
-            } else {
-                out.push(p)
-            }
-        }
-    }
-    let mut packs = Vec::new();
-    files(&bucket.join("data"), &mut packs);
+    let packs = files_under(&bucket.join("data"));
     let pack = packs.into_iter().max_by_key(|p| fs::metadata(p).unwrap().len()).unwrap();
     let len = fs::metadata(&pack).unwrap().len();
     // (The data may be spread over two packs written side by side.)
