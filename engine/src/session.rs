@@ -34,24 +34,6 @@ pub struct Mark {
     pub file: MarkFile,
 }
 
-/// Every readable mark in the repository. A mark deleted between the
-/// listing and its read (a sweep finished it) is skipped; a damaged one is
-/// an error, since the packs it names cannot be known.
-pub fn load_marks(storage: &dyn Storage, keys: &Keys) -> Result<Vec<Mark>> {
-    let mut out = Vec::new();
-    for (name, stat) in storage.list_stat(FileKind::Mark)? {
-        if name.parse::<Id>().is_err() {
-            continue;
-        }
-        match storage.get(FileKind::Mark, &name) {
-            Ok(data) => out.push(Mark { file: mark::decode(keys, &data, &name)?, name, time: stat.modified }),
-            Err(Error::Missing { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(out)
-}
-
 /// Opens (authenticates and decodes) every session file and prune mark,
 /// for check: the error of each that does not open, which names the file.
 /// A file removed between the listing and its read (a session that ended,
@@ -304,8 +286,10 @@ impl Session {
     /// Rewrites the session file now (§4 B3) and re-reads the marks; an
     /// error if this or any earlier refresh failed. Returns the readable
     /// marks of the listing it made after the put, which is what the
-    /// commit check (B6) needs: what [`load_marks`] would return then,
-    /// without a second listing of `marks/`.
+    /// commit check (B6) needs, without a second listing of `marks/`. A
+    /// mark deleted between the listing and its read (a sweep finished it)
+    /// is skipped; a damaged one is an error, since the packs it names
+    /// cannot be known.
     pub fn refresh_now(&self) -> Result<Vec<Mark>> {
         let listed = self.inner.refresh()?;
         self.check()?;
@@ -338,9 +322,12 @@ impl Session {
         }
     }
 
-    /// Marks known to the session.
-    pub fn marks(&self) -> Vec<Mark> {
-        self.inner.state.lock().map(|s| s.marks.values().cloned().collect()).unwrap_or_default()
+    /// Marks known to the session: right after [`start`](Self::start),
+    /// those of the listing made after the session file was put, which is
+    /// the listing prune's sweep (protocol.md §5 P6) decides on.
+    pub fn marks(&self) -> Result<Vec<Mark>> {
+        let state = self.inner.state.lock().map_err(|_| poisoned())?;
+        Ok(state.marks.values().cloned().collect())
     }
 }
 

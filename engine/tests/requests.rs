@@ -191,6 +191,15 @@ fn prune_requests_grow_with_objects_read_and_deleted_not_with_snapshots() {
     eprintln!("prune (mark) of 40 snapshots: {mark40}\ninstant prune: {instant40}");
     assert_eq!(listings(&mark10), listings(&mark40));
     assert_eq!(listings(&instant10), listings(&instant40));
+    // The sweep decides on the marks its session listed after putting its
+    // file (protocol.md §5 P6); it listed `marks/` a second time before.
+    assert_eq!(mark40.get(Op::List, FileKind::Mark), 1, "{mark40}");
+    // One listing of `packs/` gives the plan its sizes and the mark step its
+    // storage times, and the report's size after the run is worked out, not
+    // listed again (three listings before: a request per 1,000 packs on S3).
+    for c in [&mark40, &instant40] {
+        assert_eq!(c.get(Op::List, FileKind::Pack), 1, "{c}");
+    }
     for c in [&mark40, &instant40] {
         assert_eq!(c.get(Op::Get, FileKind::Snapshot), 0, "snapshots come from the cache: {c}");
         assert_eq!(c.get(Op::GetRange, FileKind::Pack), 0, "trees come from the cache: {c}");

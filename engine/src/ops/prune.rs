@@ -150,8 +150,10 @@ pub struct PruneReport {
     pub index_files_deleted: u64,
     /// Leftover partial writes removed from `tmp/`.
     pub tmp_files_removed: u64,
-    /// Bytes of every pack after prune (estimated for `dry_run`: the
-    /// rewritten blobs counted at their current stored size).
+    /// Bytes of every pack after prune, from the plan's listing and what
+    /// the run deleted and wrote (estimated for `dry_run`: the rewritten
+    /// blobs counted at their current stored size). Packs another host
+    /// writes meanwhile are not counted.
     pub stored_bytes_after: u64,
     /// Packs that could not be read and were left alone.
     pub warnings: Vec<String>,
@@ -222,7 +224,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress
     report.tmp_files_removed = clean_tmp(repo);
     step(PruneStep::PacksDeleted);
     settle_marks(repo, &mut report)?;
-    report.stored_bytes_after = repo.stored_bytes()?.1;
+    report.stored_bytes_after = plan.stored_after(&goes, report.bytes_written);
     Ok(report)
 }
 

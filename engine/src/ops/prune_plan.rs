@@ -22,6 +22,7 @@ use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use crate::error::{Error, Result};
 use crate::format::index_file::PackEntry;
@@ -76,6 +77,11 @@ pub struct Plan {
     /// Trailers of listed packs read back from the index files after the
     /// plan, by table number.
     read_back: Mutex<ReadBack>,
+    /// Every pack's storage time, from the plan's one listing of `packs/`
+    /// (format v2's mark step never marks a pack younger than the grace
+    /// period, and packs are immutable, so the listing's times hold for
+    /// the whole run).
+    pub(crate) pack_times: HashMap<Id, SystemTime>,
 }
 
 #[derive(Default)]
@@ -95,6 +101,7 @@ pub(crate) fn damaged(reason: String) -> Error {
 /// be stale).
 struct Loaded {
     table: PackTable,
+    pack_times: HashMap<Id, SystemTime>,
     index_files: Vec<(String, Vec<Id>)>,
     trees: HashMap<Id, BlobLocation>,
     deltas: Deltas,
@@ -162,7 +169,17 @@ fn load_packs(repo: &Repository, report: &mut PruneReport) -> Result<Loaded> {
             }
         }
     }
-    let stored = repo.pack_sizes()?;
+    // One listing of `packs/` serves the whole run: sizes here, storage
+    // times for the mark step (on S3 a listing is a request per 1,000
+    // packs).
+    let mut stored: HashMap<Id, u64> = HashMap::new();
+    let mut pack_times: HashMap<Id, SystemTime> = HashMap::new();
+    for (name, stat) in repo.storage().list_stat(FileKind::Pack)? {
+        if let Ok(id) = name.parse::<Id>() {
+            stored.insert(id, stat.len);
+            pack_times.insert(id, stat.modified);
+        }
+    }
     report.packs = stored.len() as u64;
     report.stored_bytes = stored.values().sum();
     for (row, file) in table.rows.iter().zip(&first_file) {
@@ -189,7 +206,7 @@ fn load_packs(repo: &Repository, report: &mut PruneReport) -> Result<Loaded> {
             Err(e) => report.warnings.push(format!("unlisted pack {id} left alone: {e}")),
         }
     }
-    Ok(Loaded { table, index_files, trees, deltas })
+    Ok(Loaded { table, pack_times, index_files, trees, deltas })
 }
 
 /// Every blob reachable from the snapshots not in `ignore` (sorted, each
@@ -293,7 +310,7 @@ pub(crate) fn plan_avoiding(
     // read through it), with sorted runs of its own (~55 bytes a chunk):
     // before the plan's runs exist rather than beside them.
     repo.blob_reader()?;
-    let Loaded { mut table, index_files, trees, deltas } = load_packs(repo, &mut report)?;
+    let Loaded { mut table, pack_times, index_files, trees, deltas } = load_packs(repo, &mut report)?;
     let (live, snapshots) = mark_live(repo, &trees, &deltas, ignore_snapshots, table.scratch())?;
     drop((trees, deltas));
     report.snapshots = snapshots;
@@ -474,7 +491,7 @@ pub(crate) fn plan_avoiding(
     }
     w.finish()?;
     drop(chosen_all);
-    Ok(Plan { packs, index_files, report, table, chosen: chosen_path, read_back: Mutex::default() })
+    Ok(Plan { packs, index_files, report, table, chosen: chosen_path, read_back: Mutex::default(), pack_times })
 }
 
 /// The copies of blobs (sorted by blob, then pack) against the live ids
@@ -551,6 +568,15 @@ impl Plan {
 
     pub(crate) fn goes(&self) -> HashSet<Id> {
         self.packs.iter().filter(|p| p.fate != Fate::Keep).map(|p| p.pack).collect()
+    }
+
+    /// Bytes of every pack the plan's listing saw, once the packs in
+    /// `goes` are deleted and `written` bytes of new packs are stored:
+    /// what a listing after the run would add up to, without making one
+    /// (a pack another host writes meanwhile is not counted).
+    pub(crate) fn stored_after(&self, goes: &HashSet<Id>, written: u64) -> u64 {
+        let gone: u64 = self.packs.iter().filter(|p| goes.contains(&p.pack)).map(|p| p.pack_len).sum();
+        self.report.stored_bytes.saturating_sub(gone) + written
     }
 
     pub(crate) fn has_work(&self) -> bool {

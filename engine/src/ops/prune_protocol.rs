@@ -17,7 +17,7 @@
 //! from a fresh listing, a listing that changes under a plan restarts it,
 //! and only packs of a due mark are ever deleted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use chrono::Utc;
@@ -29,7 +29,7 @@ use crate::id::Id;
 use crate::packer;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::session::{live_sessions, load_marks, Mark, Session};
+use crate::session::{live_sessions, Mark, Session};
 use crate::storage::FileKind;
 
 /// Plans restarted at most this often when a concurrent prune changes the
@@ -52,8 +52,11 @@ pub fn run(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress) 
 
     // Which marks are due (P6): old enough, and no live session started
     // before the mark (plus the margin for its visibility).
+    // The marks are those the session listed right after its file was put
+    // (protocol.md §5 P6 needs a listing made after the session is visible;
+    // listing `marks/` a second time here only cost a round trip).
     let keys = repo.v2_keys()?;
-    let marks = load_marks(repo.storage().as_ref(), keys)?;
+    let marks = session.marks()?;
     let sessions = live_sessions(repo.storage().as_ref(), keys, &settings, now, Some(session.name()))?;
     let due: Vec<&Mark> = marks
         .iter()
@@ -109,12 +112,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress) 
     step(PruneStep::PacksDeleted);
 
     // --- mark ---
-    let mtimes: HashMap<Id, SystemTime> = repo
-        .storage()
-        .list_stat(FileKind::Pack)?
-        .into_iter()
-        .filter_map(|(n, s)| n.parse().ok().map(|id| (id, s.modified)))
-        .collect();
+    let mtimes = &plan.pack_times;
     let still_marked: HashSet<Id> = marks
         .iter()
         .filter(|m| !due.iter().any(|d| d.name == m.name))
@@ -171,7 +169,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress) 
         report.marks_written = 1;
     }
     report.tmp_files_removed = prune::clean_tmp(repo);
-    report.stored_bytes_after = repo.stored_bytes()?.1;
+    report.stored_bytes_after = plan.stored_after(&goes, report.bytes_written);
     Ok(report)
 }
 
