@@ -22,7 +22,10 @@
 # ARC_BIN [./target/release/arc], ARC_TOOL_CACHE [~/.cache/arc-tools] (s3s-fs 0.14.1 as
 # ./test.sh installs it; garage-2.5.0 as tests/distributed.sh says), ARC_BENCH_COUNT [1]
 # (0: skip the counted runs, the request columns then read "-"), ARC_BENCH_MOUNT [1]
-# (0: skip the `cp -a` through the mount), restic from apt; root
+# (0: skip the `cp -a` through the mount), ARC_BENCH_RESTORE_DIR [the work directory]
+# (where restores and copies write: a tmpfs such as /dev/shm measures the tools without
+# the target file system, which on ext4 makes every tool slow to create files after many
+# were deleted: BENCHMARKS.md "Remote, session 10" and "session 12"), restic from apt; root
 # for the page-cache drops and FUSE. Needs an idle machine for meaningful wall times;
 # request and byte counts do not, and CPU seconds suffer less from load.
 set -euo pipefail
@@ -127,7 +130,9 @@ while True:
 PY
 MNT=$W/mnt
 mkdir -p "$MNT"
-trap 'mountpoint -q "$MNT" && fusermount3 -u -z "$MNT"; kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$W"' EXIT
+R=$W
+[[ -z ${ARC_BENCH_RESTORE_DIR:-} ]] || R=$(mktemp -d "$ARC_BENCH_RESTORE_DIR/arc-remote.XXXXXX")
+trap 'mountpoint -q "$MNT" && fusermount3 -u -z "$MNT"; kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$W" "$R"' EXIT
 drop_caches() { sync; if [[ -w /proc/sys/vm/drop_caches ]]; then echo 3 > /proc/sys/vm/drop_caches; fi; }
 
 counts() { # "requests up down" so far (0 0 0 before a proxy runs)
@@ -207,14 +212,14 @@ restic_url() { echo "s3:http://127.0.0.1:$EP/bench-restic/$shape$SUF"; }
 no_prep() { :; }
 cold() { drop_caches; }
 # A new host: no local cache, nothing of the source or target in the page cache.
-new_host() { rm -rf "$XDG_CACHE_HOME" "$W/r-arc-$shape$SUF"; mkdir -p "$W/r-arc-$shape$SUF"; drop_caches; }
-restic_new_host() { rm -rf "$RESTIC_CACHE_DIR" "$W/r-restic-$shape$SUF"; drop_caches; }
+new_host() { rm -rf "$XDG_CACHE_HOME" "$R/r-arc-$shape$SUF"; mkdir -p "$R/r-arc-$shape$SUF"; drop_caches; }
+restic_new_host() { rm -rf "$RESTIC_CACHE_DIR" "$R/r-restic-$shape$SUF"; drop_caches; }
 local_backup() { "$ARC" --repo "$W/local-$shape" backup "$src"; }
 arc_backup() { "$ARC" --repo "$(arc_url)" backup "$src"; }
-arc_restore() { "$ARC" --repo "$(arc_url)" restore latest --target "$W/r-arc-$shape$SUF"; }
-arc_mount_copy() { mount_copy "$(arc_url)" "$W/r-arc-$shape$SUF"; }
+arc_restore() { "$ARC" --repo "$(arc_url)" restore latest --target "$R/r-arc-$shape$SUF"; }
+arc_mount_copy() { mount_copy "$(arc_url)" "$R/r-arc-$shape$SUF"; }
 restic_backup() { restic -r "$(restic_url)" backup "$src"; }
-restic_restore() { restic -r "$(restic_url)" restore latest --target "$W/r-restic-$shape$SUF"; }
+restic_restore() { restic -r "$(restic_url)" restore latest --target "$R/r-restic-$shape$SUF"; }
 
 export ARC_PASSWORD=bench RESTIC_PASSWORD=bench XDG_CACHE_HOME=$W/cache RESTIC_CACHE_DIR=$W/restic-cache
 echo "| run | wall s | requests | MiB sent | MiB received | CPU s | server CPU s |"
@@ -274,12 +279,12 @@ for server in "${SERVERS[@]}"; do
     if [[ ${ARC_BENCH_MOUNT:-1} != 0 ]]; then
       run "arc cp -a through the mount $shape ($server, cold cache)" new_host arc_mount_copy
     fi
-    rm -rf "$W/r-arc-$shape" "$W/r-arc-$shape-counted"
+    rm -rf "$R/r-arc-$shape" "$R/r-arc-$shape-counted"
     log "$server $shape: restic"
     run "restic first backup $shape ($server)" cold restic_backup
     run "restic no-change backup $shape ($server)" no_prep restic_backup
     run "restic restore $shape ($server, cold cache)" restic_new_host restic_restore
-    rm -rf "$W/r-restic-$shape" "$W/r-restic-$shape-counted"
+    rm -rf "$R/r-restic-$shape" "$R/r-restic-$shape-counted"
   done
   kill "$proxy"
   SPORT=

@@ -26,6 +26,7 @@ pub mod error;
 pub mod exclude;
 pub mod fault;
 pub mod format;
+mod frame_passes;
 pub mod id;
 pub mod index;
 pub mod index_sorted;

@@ -21,26 +21,62 @@ use crate::storage::{FileKind, Storage};
 /// its pack, and its stored bytes or why they could not be had.
 pub(crate) type FrameSink<'a> = dyn Fn(&Span, u64, Result<Vec<u8>>) + Sync + 'a;
 
-/// Stored bytes that may be in flight; taken before a GET, given back
-/// once its frames are handed over.
-struct Budget {
-    free: Mutex<u64>,
+/// The read buffers, and the stored bytes they may hold: every buffer,
+/// in use or idle, is charged its capacity, so reads in flight and idle
+/// buffers together stay within the budget. Idle buffers are reused (the
+/// smallest that fits): a new one per read cost a page fault and a zeroed
+/// page for every 4 KiB received. A read that no idle buffer fits frees
+/// idle ones until the budget has room for a new one, or waits for one.
+struct Buffers {
+    state: Mutex<Pool>,
     freed: Condvar,
 }
 
-impl Budget {
-    fn take(&self, n: u64) {
-        // A poisoned lock only costs the bound: a worker panicked, which
-        // is reported when it is joined.
-        let Ok(free) = self.free.lock() else { return };
-        if let Ok(mut free) = self.freed.wait_while(free, |f| *f < n) {
-            *free -= n;
+struct Pool {
+    /// Budget not charged to any buffer.
+    free: u64,
+    /// Idle buffers, each with the capacity it was charged.
+    idle: Vec<(Vec<u8>, u64)>,
+}
+
+impl Buffers {
+    /// A buffer for a read of `len` bytes (charged at most the whole
+    /// budget: a read larger than it runs alone), and what it is charged.
+    fn take(&self, len: u64, budget: u64) -> (Vec<u8>, u64) {
+        let need = len.min(budget);
+        // A poisoned lock only costs the bound and the reuse: a worker
+        // panicked, which is reported when it is joined.
+        let Ok(mut pool) = self.state.lock() else { return (Vec::new(), 0) };
+        loop {
+            let fit =
+                pool.idle.iter().enumerate().filter(|(_, b)| b.1 >= need).min_by_key(|(_, b)| b.1).map(|(i, _)| i);
+            if let Some(i) = fit {
+                return pool.idle.swap_remove(i);
+            }
+            if pool.free >= need {
+                pool.free -= need;
+                return (Vec::with_capacity(usize::try_from(need).unwrap_or(0)), need);
+            }
+            if let Some((_, charged)) = pool.idle.pop() {
+                pool.free += charged;
+                continue;
+            }
+            pool = match self.freed.wait(pool) {
+                Ok(p) => p,
+                Err(_) => return (Vec::new(), 0),
+            };
         }
     }
 
-    fn give(&self, n: u64) {
-        if let Ok(mut free) = self.free.lock() {
-            *free += n;
+    /// Gives back a buffer `take` handed out; a buffer that grew past its
+    /// charge (a read longer than the budget) is dropped instead.
+    fn give(&self, buf: Vec<u8>, charged: u64) {
+        if let Ok(mut pool) = self.state.lock() {
+            if buf.capacity() as u64 <= charged {
+                pool.idle.push((buf, charged));
+            } else {
+                pool.free += charged;
+            }
         }
         self.freed.notify_all();
     }
@@ -62,9 +98,9 @@ pub(crate) fn fetch_spans(
     what: &'static str,
 ) -> Vec<Error> {
     let next = AtomicUsize::new(0);
-    let budget = Budget { free: Mutex::new(in_flight), freed: Condvar::new() };
+    let buffers = Buffers { state: Mutex::new(Pool { free: in_flight, idle: Vec::new() }), freed: Condvar::new() };
     let workers = workers.clamp(1, reads.len().max(1));
-    let (next, budget) = (&next, &budget);
+    let (next, buffers) = (&next, &buffers);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
@@ -73,10 +109,9 @@ pub(crate) fn fetch_spans(
                         if stop() {
                             return;
                         }
-                        let len = (read.end - read.start).min(in_flight);
-                        budget.take(len);
-                        fetch_one(storage, read, frame);
-                        budget.give(len);
+                        let (mut buf, charged) = buffers.take(read.end - read.start, in_flight);
+                        fetch_one(storage, read, frame, &mut buf);
+                        buffers.give(buf, charged);
                     }
                 })
             })
@@ -85,12 +120,13 @@ pub(crate) fn fetch_spans(
     })
 }
 
-/// One ranged read, each of its frames handed over; frame by frame if
-/// the read fails.
-fn fetch_one(storage: &dyn Storage, read: &Span, frame: &FrameSink<'_>) {
+/// One ranged read into `buf`, each of its frames handed over; frame by
+/// frame if the read fails.
+fn fetch_one(storage: &dyn Storage, read: &Span, frame: &FrameSink<'_>, buf: &mut Vec<u8>) {
     let name = read.pack.to_hex();
-    match storage.get_range(FileKind::Pack, &name, read.start, read.end - read.start) {
-        Ok(data) => {
+    match storage.get_range_into(FileKind::Pack, &name, read.start, read.end - read.start, buf) {
+        Ok(()) => {
+            let data = &buf[..];
             for &(offset, len) in &read.frames {
                 let from = (offset - read.start) as usize;
                 match data.get(from..from + len as usize) {
@@ -105,5 +141,51 @@ fn fetch_one(storage: &dyn Storage, read: &Span, frame: &FrameSink<'_>) {
             }
         }
         Err(e) => frame(read, read.frames[0].0, Err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(budget: u64) -> Buffers {
+        Buffers { state: Mutex::new(Pool { free: budget, idle: Vec::new() }), freed: Condvar::new() }
+    }
+
+    fn charged(b: &Buffers) -> u64 {
+        let p = b.state.lock().unwrap();
+        100 - p.free - p.idle.iter().map(|(_, c)| c).sum::<u64>()
+    }
+
+    /// A buffer given back is handed out again to a read it fits (its
+    /// pages stay mapped), and buffers in use and idle together never hold
+    /// more than the budget: a read that fits no idle buffer frees idle
+    /// ones to make room.
+    #[test]
+    fn buffers_are_reused_within_the_budget() {
+        let b = pool(100);
+        let (mut first, c) = b.take(60, 100);
+        first.resize(60, 1);
+        let at = first.as_ptr();
+        b.give(first, c);
+        let (second, c2) = b.take(40, 100);
+        assert_eq!((second.as_ptr(), c2), (at, 60), "the idle buffer was not reused");
+        assert_eq!(charged(&b), 60);
+        // 60 in use, 30 more fit.
+        let (third, c3) = b.take(30, 100);
+        assert_eq!((third.capacity() >= 30, c3, charged(&b)), (true, 30, 90));
+        b.give(second, c2);
+        // 70 fit no idle buffer (60 and nothing else) and 10 are free: the
+        // idle 60 is freed for it.
+        let (fourth, c4) = b.take(70, 100);
+        assert_eq!((c4, charged(&b)), (70, 100));
+        b.give(third, c3);
+        b.give(fourth, c4);
+        // A read larger than the whole budget is charged the budget.
+        let (big, c5) = b.take(500, 100);
+        assert_eq!(c5, 100);
+        b.give(big, c5);
+        let p = b.state.lock().unwrap();
+        assert!(p.free + p.idle.iter().map(|(_, c)| c).sum::<u64>() == 100);
     }
 }

@@ -124,6 +124,11 @@ impl Storage for CountingStorage {
         self.count(Op::GetRange, Some(kind), 0, r.as_ref().map_or(0, |d| d.len() as u64));
         r
     }
+    fn get_range_into(&self, kind: FileKind, name: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<()> {
+        let r = self.inner.get_range_into(kind, name, offset, len, buf);
+        self.count(Op::GetRange, Some(kind), 0, r.as_ref().map_or(0, |()| buf.len() as u64));
+        r
+    }
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
         self.count(Op::Head, Some(kind), 0, 0);
         self.inner.size(kind, name)

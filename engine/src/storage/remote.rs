@@ -540,9 +540,16 @@ impl Storage for RemoteStorage {
     }
 
     fn get_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.get_range_into(kind, name, offset, len, &mut out)?;
+        Ok(out)
+    }
+
+    fn get_range_into(&self, kind: FileKind, name: &str, offset: u64, len: u64, out: &mut Vec<u8>) -> Result<()> {
         let path = self.path(kind, name)?;
+        out.clear();
         if len == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let end = offset
             .checked_add(len)
@@ -557,14 +564,14 @@ impl Storage for RemoteStorage {
         // damaged index cannot ask for gigabytes before the server answers.
         let read = async {
             let reader = self.op.reader_with(&path).await?;
-            let mut out = Vec::with_capacity(usize::try_from(len.min(MAX_PREALLOC)).unwrap_or(0));
-            reader.read_into(&mut out, offset..end).await?;
-            Ok::<_, opendal::Error>(out)
+            out.reserve(usize::try_from(len.min(MAX_PREALLOC)).unwrap_or(0));
+            reader.read_into(out, offset..end).await?;
+            Ok::<_, opendal::Error>(())
         };
         let truncated =
             || Error::corrupt(kind.describe(), name, format!("truncated: range {offset}+{len} past end of file"));
-        let buf = match self.block(read) {
-            Ok(b) => b,
+        match self.block(read) {
+            Ok(()) => {}
             // 416: the range starts past the end.
             Err(e) if e.kind() == ErrorKind::RangeNotSatisfied => return Err(truncated()),
             // A range that starts inside the object but ends past it comes
@@ -579,11 +586,11 @@ impl Storage for RemoteStorage {
                 })
             }
             Err(e) => return Err(self.err(kind, name, e)),
-        };
-        if buf.len() as u64 != len {
+        }
+        if out.len() as u64 != len {
             return Err(truncated());
         }
-        Ok(buf)
+        Ok(())
     }
 
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {

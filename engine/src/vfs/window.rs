@@ -35,11 +35,11 @@ use super::cache::{Claim, Slot};
 use super::readahead::SMALL_FILE;
 use super::{chunk_weight, load_chunk, lock, ChunkTable, Vfs, VfsError};
 use crate::error::Result as EngineResult;
-use crate::format::pack::{BlobKind, FrameCodec, FrameRecord};
+use crate::format::pack::{BlobKind, FrameRecord};
 use crate::format::tree::NodeKind;
+use crate::frame_passes::{Passes, Wanted};
 use crate::id::Id;
 use crate::index::{BlobLocation, IndexReader};
-use crate::prefetch::pack_reads;
 use crate::repo::Repository;
 
 /// The largest window, in bytes of file data.
@@ -49,8 +49,6 @@ const MAX_STREAMS: usize = 4;
 /// Entries a window walks past at most (directories and files without
 /// data cost a tree read, not a byte of budget).
 const MAX_ENTRIES: usize = 50_000;
-/// One GET reads at most this much (restore's value: a whole pack).
-const MAX_READ: u64 = 20 << 20;
 /// How far ahead of a sequential reader of a large file chunks are loaded
 /// from a remote store.
 const FILE_RUN: u64 = 16 << 20;
@@ -291,10 +289,9 @@ impl Vfs {
     }
 
     /// Claims one chunk unless it is cached or loading; `false` for a chunk
-    /// a window does not load (a delta frame decodes against its base
-    /// chunk: left to the read that needs it).
+    /// a window does not load (not file data).
     fn claim_chunk(&self, id: &Id, loc: &BlobLocation, frames: &mut HashMap<(Id, u64), FrameJob>) -> bool {
-        if loc.kind != BlobKind::Data || loc.frame.codec == FrameCodec::Delta {
+        if loc.kind != BlobKind::Data {
             return false;
         }
         if let Slot::Claimed(claim) = self.chunks.claim(id, chunk_weight) {
@@ -345,33 +342,26 @@ impl Vfs {
     }
 }
 
-/// Loads the claimed chunks of a window pack by pack.
+/// Loads the claimed chunks of a window pack by pack (a window with delta
+/// frames in one more planned pass for their bases: frame_passes.rs).
 fn load_window(repo: &Repository, frames: HashMap<(Id, u64), FrameJob>) {
     if frames.is_empty() {
         return;
     }
-    let reads = pack_reads(frames.iter().map(|(k, f)| (k.0, k.1, f.record.stored_len)).collect(), MAX_READ);
-    let jobs: HashMap<(Id, u64), Mutex<Option<FrameJob>>> =
-        frames.into_iter().map(|(k, f)| (k, Mutex::new(Some(f)))).collect();
-    let storage = repo.storage();
-    let take = |key: &(Id, u64)| jobs.get(key).and_then(|j| lock(j).take());
+    let (wanted, jobs): (Vec<Wanted>, Vec<Mutex<Option<FrameJob>>>) = frames
+        .into_iter()
+        .map(|((pack, _), f)| (Wanted { pack, record: f.record, chunk: f.pieces[0].0 }, Mutex::new(Some(f))))
+        .unzip();
+    let passes = Passes { repo, in_flight: IN_FLIGHT_BYTES, stop: &|| false, what: "mount readahead worker" };
     // A panicking worker is caught below: its frames are loaded alone.
-    let _ = crate::span_fetch::fetch_spans(
-        storage.as_ref(),
-        &reads,
-        storage.concurrency(),
-        IN_FLIGHT_BYTES,
-        &|| false,
-        &|read, offset, stored| {
-            if let Some(job) = take(&(read.pack, offset)) {
-                complete_frame(repo, job, &read.pack, stored);
-            }
-        },
-        "mount readahead worker",
-    );
+    let _ = passes.fetch(&wanted, &|n, raw| {
+        if let Some(job) = lock(&jobs[n]).take() {
+            complete_frame(repo, job, raw);
+        }
+    });
     // Every claim is completed above; a frame a panicking worker left
     // is loaded alone, so no reader waits for it in vain.
-    for (_, job) in jobs {
+    for job in jobs {
         if let Some(job) = job.into_inner().unwrap_or_else(|p| p.into_inner()) {
             for (id, loc, claim) in job.pieces {
                 let _ = claim.complete(load_chunk(repo, &id, &loc));
@@ -380,16 +370,11 @@ fn load_window(repo: &Repository, frames: HashMap<(Id, u64), FrameJob>) {
     }
 }
 
-/// Decodes one fetched frame and hands each of its chunks, verified,
-/// to its claim. Whatever cannot be had from it (a failed GET, a frame
-/// that does not open or verify) is loaded alone, by the reader's own
+/// Hands each chunk of a decoded frame, verified, to its claim. Whatever
+/// cannot be had from it (a failed GET, a frame that does not open or
+/// verify, a delta whose base failed) is loaded alone, by the reader's own
 /// path, which names the pack and frame in its error.
-fn complete_frame(repo: &Repository, job: FrameJob, pack: &Id, stored: EngineResult<Vec<u8>>) {
-    let name = pack.to_hex();
-    let raw = stored.and_then(|s| {
-        let chunk = job.pieces[0].0;
-        repo.decode_frame(s, &job.record, &name, &chunk, &|b| repo.read_delta_base(b))
-    });
+fn complete_frame(repo: &Repository, job: FrameJob, raw: EngineResult<Vec<u8>>) {
     for (id, loc, claim) in job.pieces {
         let start = loc.offset_in_frame as usize;
         let blob = raw.as_ref().ok().and_then(|r| r.get(start..start + loc.raw_len as usize));

@@ -13,10 +13,14 @@
 //! written with `pwrite` at their offsets in every file that holds them.
 //! A file's metadata is applied when its last piece lands.
 //!
+//! A window with delta frames (dumps stored against an earlier day's)
+//! takes one more planned pass for their bases (frame_passes.rs).
+//!
 //! Memory is bounded whatever the restore's size: a window holds at most
 //! [`WINDOW_FILES`] files and [`WINDOW_CHUNKS`] chunks (the walk fills the
 //! next one while this one is restored: two at most), and the stored
-//! bytes of the reads in flight are capped by [`IN_FLIGHT_BYTES`]; a
+//! bytes of the reads in flight are capped by [`IN_FLIGHT_BYTES`] (and
+//! the opened deltas waiting for their bases by frame_passes.rs); a
 //! frame is decoded by the worker that fetched it and written out before
 //! it takes the next, so decoded frames never wait for their files.
 //!
@@ -34,20 +38,16 @@ use std::sync::Mutex;
 
 use super::{apply_metadata, create_mode, remove_existing, restore_file, Ctx, FileJob, HOLE_BLOCK};
 use crate::error::{Error, IoContext, Result};
-use crate::format::pack::FrameRecord;
 use crate::format::tree::Node;
+use crate::frame_passes::{Passes, Wanted};
 use crate::id::Id;
-use crate::prefetch::{pack_reads, Prefetched};
-use crate::span_fetch::fetch_spans;
+use crate::prefetch::Prefetched;
 
 /// Files a window holds at most. With their tree entries and paths, about
 /// 20 MiB; a www site tree (35,000 files) is one window.
 const WINDOW_FILES: usize = 50_000;
 /// Chunks a window holds at most (a piece of a file each, 64 bytes).
 const WINDOW_CHUNKS: usize = 200_000;
-/// One GET reads at most this much: a whole pack of the default size
-/// (16 MiB, filled up to an eighth past it).
-const MAX_READ: u64 = 20 << 20;
 /// Stored bytes of the GETs in flight at once, all workers together.
 const IN_FLIGHT_BYTES: u64 = 96 << 20;
 
@@ -104,10 +104,8 @@ struct Piece {
     at: u64,
 }
 
-/// A frame the window needs and the pieces cut from it.
+/// The pieces cut from a frame the window needs.
 struct Frame {
-    pack: Id,
-    record: FrameRecord,
     pieces: Vec<Piece>,
 }
 
@@ -115,6 +113,7 @@ struct Frame {
 pub(super) fn restore_window(ctx: &Ctx<'_>, window: Window) {
     let mut targets = Vec::with_capacity(window.files.len());
     let mut frames: Vec<Frame> = Vec::new();
+    let mut wanted: Vec<Wanted> = Vec::new();
     let mut frame_of: HashMap<(Id, u64), usize> = HashMap::new();
     for job in window.files {
         if job.node.chunks.is_empty() {
@@ -152,7 +151,8 @@ pub(super) fn restore_window(ctx: &Ctx<'_>, window: Window) {
         let mut at = 0u64;
         for (id, loc) in located {
             let n = *frame_of.entry((loc.pack, loc.frame.offset)).or_insert_with(|| {
-                frames.push(Frame { pack: loc.pack, record: loc.frame, pieces: Vec::new() });
+                frames.push(Frame { pieces: Vec::new() });
+                wanted.push(Wanted { pack: loc.pack, record: loc.frame, chunk: id });
                 frames.len() - 1
             });
             frames[n].pieces.push(Piece { offset_in_frame: loc.offset_in_frame, raw_len: loc.raw_len, id, file, at });
@@ -161,18 +161,13 @@ pub(super) fn restore_window(ctx: &Ctx<'_>, window: Window) {
         let remaining = AtomicUsize::new(job.node.chunks.len());
         targets.push(Target { job, remaining, state: Mutex::new(State::New), end_written: AtomicBool::new(false) });
     }
-    let reads = pack_reads(frames.iter().map(|f| (f.pack, f.record.offset, f.record.stored_len)).collect(), MAX_READ);
     let work = Work { ctx, targets: &targets };
-    let storage = ctx.repo.storage();
-    let errors = fetch_spans(
-        storage.as_ref(),
-        &reads,
-        storage.concurrency(),
-        IN_FLIGHT_BYTES,
-        &|| ctx.cancelled(),
-        &|read, offset, stored| work.write_frame(&frames[frame_of[&(read.pack, offset)]], &read.pack.to_hex(), stored),
-        "restore worker",
-    );
+    let passes =
+        Passes { repo: ctx.repo, in_flight: IN_FLIGHT_BYTES, stop: &|| ctx.cancelled(), what: "restore worker" };
+    let errors = passes.fetch(&wanted, &|n, raw| {
+        let w = &wanted[n];
+        work.write_frame(&frames[n], w, &w.pack.to_hex(), raw.as_deref().map_err(|e| e.to_string()))
+    });
     for e in errors {
         ctx.warn(&ctx.target, &e.to_string());
     }
@@ -196,20 +191,15 @@ struct Work<'a> {
 }
 
 impl Work<'_> {
-    /// Decodes one frame and writes each of its blobs, verified once, into
-    /// every file that holds it.
-    fn write_frame(&self, frame: &Frame, pack: &str, stored: Result<Vec<u8>>) {
+    /// Writes each blob of a decoded frame, verified once, into every file
+    /// that holds it; `raw` is the frame's plaintext or why it cannot be
+    /// had, which fails every file that needs it.
+    fn write_frame(&self, frame: &Frame, at: &Wanted, pack: &str, raw: std::result::Result<&[u8], String>) {
         let repo = self.ctx.repo;
-        let raw = stored.and_then(|stored| {
-            // A delta frame holds one chunk, named in its base's error.
-            let chunk = frame.pieces[0].id;
-            repo.decode_frame(stored, &frame.record, pack, &chunk, &|b| repo.read_delta_base(b))
-        });
         let raw = match raw {
             Ok(raw) => raw,
-            Err(e) => {
-                let msg = e.to_string();
-                frame.pieces.iter().for_each(|p| self.fail(&self.targets[p.file as usize], &msg));
+            Err(msg) => {
+                self.fail_frame(frame, &msg);
                 return;
             }
         };
@@ -227,7 +217,7 @@ impl Work<'_> {
                 Some(b) if repo.blob_id(b) != p.id => Err(Error::corrupt(
                     "pack",
                     pack,
-                    format!("blob {} does not match its hash (frame at offset {})", p.id.short(), frame.record.offset),
+                    format!("blob {} does not match its hash (frame at offset {})", p.id.short(), at.record.offset),
                 )
                 .to_string()),
                 Some(_) => Ok(()),
@@ -238,6 +228,11 @@ impl Work<'_> {
                 (Ok(()), None) => self.fail(target, "blob lies outside its frame"),
             }
         }
+    }
+
+    /// Fails every file that needs `frame`.
+    fn fail_frame(&self, frame: &Frame, msg: &str) {
+        frame.pieces.iter().for_each(|p| self.fail(&self.targets[p.file as usize], msg));
     }
 
     /// Writes `bytes` at `at` in the target's file (created by its first
