@@ -61,7 +61,8 @@ const BLOBS_PER_PACK: usize = BLOBS_PER_INDEX_FILE;
 /// No wait here may depend on work that only the waiter (or another
 /// waiter) can cause, or a backup hangs: budget is held only by blobs that
 /// the downstream stages consume unconditionally (queued blobs, big blobs
-/// framed alone, frames being compressed), never by the framer's open
+/// framed alone, frames being compressed or waiting for the pack writer,
+/// which writes them whatever comes next), never by the framer's open
 /// groups, which wait for further input (see `framer`). Every wait also
 /// ends when the packer fails or the producer's `abort` says so.
 struct Budget {
@@ -179,6 +180,20 @@ struct CompressedFrame {
     raw_len: u32,
     codec: FrameCodec,
     blobs: Vec<(Id, u32, u32)>,
+    /// The frame's budget (a big blob's; none for a group of small ones),
+    /// given back once the pack writer has written it: a frame sealed but
+    /// not yet written is memory as much as a raw one.
+    budget: usize,
+}
+
+/// Gives budget back when dropped, on every path out of the pack writer's
+/// handling of a frame (written, drained after a failure, or an error).
+struct Held<'a>(&'a Budget, usize);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.release(self.1);
+    }
 }
 
 /// Blobs queued or written by this run but not yet in the index database,
@@ -466,8 +481,11 @@ fn run_with_budget<T>(
 ) -> Result<(T, PackerStats)> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let (blob_tx, blob_rx) = bounded::<BlobJob>(64);
-    let (frame_tx, frame_rx) = bounded::<FrameJob>(threads * 2);
-    let (packed_tx, packed_rx) = bounded::<CompressedFrame>(threads * 2);
+    // A frame queued per compressor on each side: groups of small blobs
+    // hold no budget, so these capacities are what bounds them (up to
+    // 1.25 frames of raw bytes each, and their sealed copies).
+    let (frame_tx, frame_rx) = bounded::<FrameJob>(threads);
+    let (packed_tx, packed_rx) = bounded::<CompressedFrame>(threads);
     let shared = Shared { failed: AtomicBool::new(false), first_error: Mutex::new(None), budget: Budget::new(budget) };
     let pending = Pending::new();
     let frame_size = repo.config().frame_size as usize;
@@ -636,9 +654,9 @@ fn compressor(
                 return;
             }
         };
-        shared.budget.release(job.budget);
-        let frame = CompressedFrame { kind: job.kind, stored, raw_len, codec, blobs: job.blobs };
-        if tx.send(frame).is_err() {
+        let frame = CompressedFrame { kind: job.kind, stored, raw_len, codec, blobs: job.blobs, budget: job.budget };
+        if let Err(unsent) = tx.send(frame) {
+            shared.budget.release(unsent.0.budget);
             shared.fail(Error::Interrupted);
             return;
         }
@@ -834,11 +852,12 @@ fn pack_writer(
                 open.iter().flatten().flatten().for_each(|p| p.file.touch());
                 touched = std::time::Instant::now();
             }
-            let frame = match rx.recv_timeout(TOUCH_OPEN_PACKS) {
+            let mut frame = match rx.recv_timeout(TOUCH_OPEN_PACKS) {
                 Ok(frame) => frame,
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
             };
+            let _held = Held(&shared.budget, std::mem::take(&mut frame.budget));
             if stopped || shared.failed.load(Ordering::Relaxed) {
                 // Keep draining so upstream stages can finish.
                 stopped = true;
