@@ -106,6 +106,27 @@ impl LocalDir {
         Ok(())
     }
 
+    /// Renames the fsynced temporary file `tmp` to `dest` and makes the
+    /// name durable; `tmp` is removed if that fails.
+    fn rename_into_place(&self, tmp: &Path, dest: &Path) -> Result<()> {
+        let mut renamed = fs::rename(tmp, dest);
+        if matches!(&renamed, Err(e) if e.kind() == ErrorKind::NotFound) {
+            if let Some(dir) = dest.parent() {
+                self.recreate_dir(dir)?;
+            }
+            renamed = fs::rename(tmp, dest);
+        }
+        if let Err(e) = renamed {
+            let _ = fs::remove_file(tmp);
+            return Err(Error::io(dest, e));
+        }
+        fault::step("renamed", &dest.display());
+        let dir = dest.parent().unwrap_or(&self.root);
+        sync_dir(dir)?;
+        fault::step("dir fsynced", &dir.display());
+        Ok(())
+    }
+
     fn not_found(kind: FileKind, name: &str, path: &Path, e: std::io::Error) -> Error {
         if e.kind() == ErrorKind::NotFound {
             Error::Missing { kind: kind.describe(), name: name.to_string() }
@@ -168,22 +189,27 @@ impl Storage for LocalDir {
             }
             return Err(Error::io(&tmp, e));
         }
-        let mut renamed = fs::rename(&tmp, &dest);
-        if matches!(&renamed, Err(e) if e.kind() == ErrorKind::NotFound) {
-            if let Some(dir) = dest.parent() {
-                self.recreate_dir(dir)?;
-            }
-            renamed = fs::rename(&tmp, &dest);
+        self.rename_into_place(&tmp, &dest)
+    }
+
+    fn staging_dir(&self) -> Option<PathBuf> {
+        Some(self.root.join("tmp"))
+    }
+
+    /// A file staged in `tmp/` is fsynced and renamed into place: the
+    /// durability order of [`put`](Self::put) from its fsync on (the
+    /// writer stepped through "tmp half written" and "tmp written").
+    fn put_file(&self, kind: FileKind, name: &str, path: &Path) -> Result<()> {
+        if path.parent() != Some(self.root.join("tmp").as_path()) {
+            return super::put_file_by_copy(self, kind, name, path);
         }
-        if let Err(e) = renamed {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::io(&dest, e));
+        let dest = self.path(kind, name)?;
+        if let Err(e) = File::open(path).and_then(|f| f.sync_all()) {
+            let _ = fs::remove_file(path);
+            return Err(Error::io(path, e));
         }
-        fault::step("renamed", &dest.display());
-        let dir = dest.parent().unwrap_or(&self.root);
-        sync_dir(dir)?;
-        fault::step("dir fsynced", &dir.display());
-        Ok(())
+        fault::step("tmp fsynced", &path.display());
+        self.rename_into_place(path, &dest)
     }
 
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {

@@ -32,6 +32,7 @@ mod local;
 pub mod location;
 mod memory;
 pub mod remote;
+mod staged;
 
 pub use counting::{CountingStorage, Op, RequestCounts};
 pub use faulty::{FaultCounts, Faults, FaultyStorage};
@@ -39,6 +40,7 @@ pub use local::LocalDir;
 pub use location::Location;
 pub use memory::{MemoryStorage, MemoryStorageOptions};
 pub use remote::{RemoteOptions, RemoteStorage};
+pub use staged::StagedFile;
 
 use std::time::SystemTime;
 
@@ -118,6 +120,24 @@ pub trait Storage: Send + Sync {
     fn put_owned(&self, kind: FileKind, name: &str, data: Bytes) -> Result<()> {
         self.put(kind, name, &data)
     }
+    /// Where a caller builds a file piece by piece for
+    /// [`put_file`](Self::put_file) so that storing it is a rename (a
+    /// directory's `tmp/`); `None` where it would be a copy anyway (remote
+    /// and in-memory stores: the caller stages where it likes).
+    fn staging_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+    /// [`put`](Self::put) of the complete local file at `path`, with the
+    /// same contract; on success the file at `path` is gone (renamed into
+    /// place, or sent and removed). The packer writes each pack this way as
+    /// it fills, instead of holding it whole in memory. The default reads
+    /// the file and hands it to [`put_owned`](Self::put_owned), so a
+    /// remote store holds one pack per upload in flight (a streamed upload
+    /// is left for later: a pack's name is the hash of all of it, known
+    /// only once it is complete).
+    fn put_file(&self, kind: FileKind, name: &str, path: &std::path::Path) -> Result<()> {
+        put_file_by_copy(self, kind, name, path)
+    }
     /// The whole file; [`Error::Missing`](crate::Error::Missing) if there
     /// is none. For small files (config, index, snapshot, lock, session,
     /// mark) and whole-pack verification only: reading one blob uses
@@ -196,6 +216,23 @@ pub trait Storage: Send + Sync {
     fn concurrency(&self) -> usize {
         2
     }
+}
+
+/// [`Storage::put_file`] for a store that cannot take a local file over.
+pub(crate) fn put_file_by_copy<S: Storage + ?Sized>(
+    storage: &S,
+    kind: FileKind,
+    name: &str,
+    path: &std::path::Path,
+) -> Result<()> {
+    use crate::error::IoContext;
+    let data = std::fs::read(path).at(path)?;
+    storage.put_owned(kind, name, Bytes::from(data))?;
+    // Stored: the staged copy is only a leftover now, and a failure to
+    // remove it must not fail the put (a stale temporary file is cleaned
+    // up by whoever owns its directory).
+    let _ = std::fs::remove_file(path);
+    Ok(())
 }
 
 /// The storage `location` names: a [`LocalDir`] (which need not exist
