@@ -620,9 +620,14 @@ impl TestEnv {
         self.root.join(rel)
     }
 
-    /// `arc` with an isolated environment and no --repo.
+    /// `arc` with an isolated environment and no --repo. Key files it
+    /// creates have a cheap Argon2id cost (`ARC_TEST_KDF=fast`,
+    /// `arc_engine::fault::kdf_cost`); tests where the default cost
+    /// matters remove the variable. Running the suite with
+    /// `ARC_TEST_KDF=default` gives every key the default cost.
     pub fn cmd(&self) -> TestCommand {
         TestCommand::new(arc_bin())
+            .env("ARC_TEST_KDF", std::env::var("ARC_TEST_KDF").unwrap_or_else(|_| "fast".into()))
             .env("HOME", &self.home)
             .env("XDG_DATA_HOME", self.home.join(".local/share"))
             .env("XDG_CACHE_HOME", self.home.join(".cache"))
