@@ -599,7 +599,10 @@ impl TestEnv {
     /// Like [`TestEnv::new`], but on the tmpfs /dev/shm when there is one:
     /// for tests that run an operation hundreds of times to kill a process
     /// (not to cut power), where every fsync on a real disk only costs
-    /// time.
+    /// time, and for tests of trees of 100,000s of files or of damaged
+    /// repositories, where what is checked does not depend on the file
+    /// system and creating, restoring and deleting the files on a disk
+    /// costs minutes on a busy machine.
     pub fn in_memory() -> Self {
         let shm = Path::new("/dev/shm");
         Self::new_in(if shm.is_dir() { shm } else { Path::new("/tmp") })
