@@ -20,9 +20,10 @@
 //!
 //! When neither is set a step costs one initialised `OnceLock` read.
 //!
-//! [`pause_before_read`] is the other test hook: it holds a backup between
+//! [`pause_before_read`] is another test hook: it holds a backup between
 //! the stat of a source file and its read, so a test can change the file
-//! in that window.
+//! in that window. [`kdf_cost`] lets the test suite create key files with
+//! a cheap Argon2id cost.
 
 use std::fmt::Display;
 
@@ -64,6 +65,26 @@ pub fn panic_point(point: &str) {
     }
     #[cfg(not(feature = "fault-injection"))]
     let _ = point;
+}
+
+/// Test hook: the Argon2id cost (memory KiB, passes, lanes) of a new key
+/// file. With `ARC_TEST_KDF=fast` it is 1 MiB, 1 pass, 4 lanes instead of
+/// `default`: the e2e suite runs thousands of commands, and at the
+/// default cost each one spends ~0.16 CPU-s deriving its key (`arc
+/// snapshots` on an empty repository: 0.16 CPU-s, 0.005 with this cost),
+/// more than most of them spend on their work (restic's tests lower their
+/// scrypt cost the same way). The
+/// cost is stored in the key file, so the commands that open the
+/// repository later need no hook; the algorithm, the 4 lanes and every
+/// code path stay those of a user's key. tests/e2e/keys.rs checks that key
+/// files written without the variable have the default cost.
+#[inline]
+pub fn kdf_cost(default: (u32, u32, u32)) -> (u32, u32, u32) {
+    #[cfg(feature = "fault-injection")]
+    if std::env::var("ARC_TEST_KDF").is_ok_and(|v| v == "fast") {
+        return (1024, 1, 4);
+    }
+    default
 }
 
 #[cfg(feature = "fault-injection")]

@@ -12,7 +12,7 @@ use crate::util::*;
 /// file added later is found by the next backup.
 #[test]
 fn a_directory_with_150k_entries_backs_up_and_restores() {
-    let env = TestEnv::new();
+    let env = TestEnv::in_memory();
     let dir = env.path("src/sessions");
     std::fs::create_dir_all(&dir).unwrap();
     const FILES: usize = 150_000;

@@ -82,7 +82,7 @@ impl Fx {
 }
 
 fn setup() -> Fx {
-    let env = TestEnv::new();
+    let env = TestEnv::in_memory();
     let src = env.path("src");
     for i in 0..4u64 {
         write_random_file(&src.join(format!("big/f{i}.bin")), MIB + i * 77_777, 900 + i);

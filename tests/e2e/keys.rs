@@ -145,3 +145,49 @@ fn default_repository_is_encrypted_with_a_generated_key() {
         .success();
     assert_trees_equal(&src, &restored(&env.path("t"), &src), &CompareOpts::default());
 }
+
+/// Key files written without the suite's `ARC_TEST_KDF=fast` (util.rs,
+/// `TestEnv::cmd`) have the default Argon2id cost, whether `init`,
+/// `key add` or `key passwd` wrote them; with it, the cheap one the rest
+/// of the suite uses. (The key file is JSON in a raw envelope.)
+#[test]
+fn key_files_have_the_default_argon2id_cost() {
+    if encryption_none() {
+        return;
+    }
+    let env = TestEnv::new();
+    let costs = |repo: &std::path::Path| -> Vec<String> {
+        let mut costs: Vec<String> = files_under(&repo.join("keys"))
+            .iter()
+            .map(|p| {
+                let text = String::from_utf8_lossy(&fs::read(p).unwrap()).into_owned();
+                let field = |name: &str| {
+                    let at = text.find(&format!("\"{name}\": ")).unwrap_or_else(|| panic!("{name} in {text}"));
+                    text[at..].split([',', '\n']).next().unwrap().to_string()
+                };
+                format!("{} {} {}", field("m_cost_kib"), field("t_cost"), field("p_cost"))
+            })
+            .collect();
+        costs.sort();
+        costs
+    };
+    let default = r#""m_cost_kib": 65536 "t_cost": 3 "p_cost": 4"#;
+    let user = |repo: &std::path::Path| env.arc_at(repo).env_remove("ARC_TEST_KDF");
+    user(&env.repo).arg("init").run().success();
+    assert_eq!(costs(&env.repo), [default]);
+    user(&env.repo).args(["key", "add"]).env("ARC_NEW_PASSWORD", "second").run().success();
+    assert_eq!(costs(&env.repo), [default, default]);
+    user(&env.repo)
+        .env("ARC_PASSWORD", "second")
+        .env("ARC_NEW_PASSWORD", "third")
+        .args(["key", "passwd"])
+        .run()
+        .success();
+    assert_eq!(costs(&env.repo), [default, default]);
+    user(&env.repo).env("ARC_PASSWORD", "third").arg("snapshots").run().success();
+
+    let fast = env.path("fast");
+    env.arc_at(&fast).arg("init").run().success();
+    assert_eq!(costs(&fast), [r#""m_cost_kib": 1024 "t_cost": 1 "p_cost": 4"#]);
+    env.arc_at(&fast).arg("snapshots").run().success();
+}

@@ -13,7 +13,7 @@ use crate::util::*;
 /// not a 200,000-entry tree (about 4 MB compressed in format v1).
 #[test]
 fn one_file_added_to_200k_costs_a_few_small_blobs() {
-    let env = TestEnv::new();
+    let env = TestEnv::in_memory();
     let dir = env.path("src/cur");
     std::fs::create_dir_all(&dir).unwrap();
     const FILES: usize = 200_000;

@@ -599,7 +599,10 @@ impl TestEnv {
     /// Like [`TestEnv::new`], but on the tmpfs /dev/shm when there is one:
     /// for tests that run an operation hundreds of times to kill a process
     /// (not to cut power), where every fsync on a real disk only costs
-    /// time.
+    /// time, and for tests of trees of 100,000s of files or of damaged
+    /// repositories, where what is checked does not depend on the file
+    /// system and creating, restoring and deleting the files on a disk
+    /// costs minutes on a busy machine.
     pub fn in_memory() -> Self {
         let shm = Path::new("/dev/shm");
         Self::new_in(if shm.is_dir() { shm } else { Path::new("/tmp") })
@@ -620,9 +623,14 @@ impl TestEnv {
         self.root.join(rel)
     }
 
-    /// `arc` with an isolated environment and no --repo.
+    /// `arc` with an isolated environment and no --repo. Key files it
+    /// creates have a cheap Argon2id cost (`ARC_TEST_KDF=fast`,
+    /// `arc_engine::fault::kdf_cost`); tests where the default cost
+    /// matters remove the variable. Running the suite with
+    /// `ARC_TEST_KDF=default` gives every key the default cost.
     pub fn cmd(&self) -> TestCommand {
         TestCommand::new(arc_bin())
+            .env("ARC_TEST_KDF", std::env::var("ARC_TEST_KDF").unwrap_or_else(|_| "fast".into()))
             .env("HOME", &self.home)
             .env("XDG_DATA_HOME", self.home.join(".local/share"))
             .env("XDG_CACHE_HOME", self.home.join(".cache"))

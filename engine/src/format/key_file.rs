@@ -80,12 +80,8 @@ pub enum Protection {
 
 impl Protection {
     pub fn passphrase(p: Zeroizing<String>) -> Protection {
-        Protection::Passphrase {
-            passphrase: p,
-            m_cost_kib: DEFAULT_M_COST_KIB,
-            t_cost: DEFAULT_T_COST,
-            p_cost: DEFAULT_P_COST,
-        }
+        let (m_cost_kib, t_cost, p_cost) = crate::fault::kdf_cost((DEFAULT_M_COST_KIB, DEFAULT_T_COST, DEFAULT_P_COST));
+        Protection::Passphrase { passphrase: p, m_cost_kib, t_cost, p_cost }
     }
 }
 
