@@ -603,14 +603,7 @@ fn a_dump_read_through_the_mount_reads_delta_bases_pack_by_pack() {
     let snap = snapshots.into_iter().find(|e| matches!(e, Entry::Snapshot(s) if s.id == id)).unwrap();
     let f = vfs.open(&vfs.lookup(&snap, b"db.sql").unwrap().unwrap()).unwrap();
     r.storage.take();
-    let mut read = Vec::with_capacity(day2.len());
-    loop {
-        let b = vfs.read_at(&f, read.len() as u64, 128 * 1024).unwrap();
-        if b.is_empty() {
-            break;
-        }
-        read.extend_from_slice(&b);
-    }
+    let read = read_whole(&vfs, &f);
     let c = r.storage.take();
     assert!(read == day2, "the dump read through the mount differs");
     // The chunks of the first read (128 KiB: about 8) are loaded alone,
@@ -840,14 +833,7 @@ fn a_big_file_read_through_the_mount_comes_in_runs_of_chunks() {
     }
     let f = vfs.open(&e).unwrap();
     r.storage.take();
-    let mut read = Vec::with_capacity(40 << 20);
-    loop {
-        let b = vfs.read_at(&f, read.len() as u64, 128 * 1024).unwrap();
-        if b.is_empty() {
-            break;
-        }
-        read.extend_from_slice(&b);
-    }
+    let read = read_whole(&vfs, &f);
     let c = r.storage.take();
     assert!(read == std::fs::read(src.join("f0000")).unwrap(), "the big file differs");
     let reads = c.get(Op::GetRange, FileKind::Pack) + c.get(Op::Get, FileKind::Pack);
@@ -946,4 +932,17 @@ fn an_open_reads_the_key_file_that_opened_last_without_listing_keys() {
     drop(r.open("cache"));
     let c = r.storage.take();
     assert_eq!((c.get(Op::List, FileKind::Key), c.get(Op::Get, FileKind::Key)), (0, 1), "{c}");
+}
+
+/// A file read through the mount's file system in the kernel's 128 KiB
+/// reads, from start to end.
+fn read_whole(vfs: &arc_engine::vfs::Vfs, f: &arc_engine::vfs::OpenFile) -> Vec<u8> {
+    let mut read = Vec::new();
+    loop {
+        let b = vfs.read_at(f, read.len() as u64, 128 * 1024).unwrap();
+        if b.is_empty() {
+            return read;
+        }
+        read.extend_from_slice(&b);
+    }
 }
