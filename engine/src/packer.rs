@@ -937,15 +937,10 @@ fn pack_writer(
 /// parent's: a tree pack's frames go into the local cache as stored
 /// (sealed) once the pack is stored, so that a no-change backup fetches no
 /// tree at all (format-spec/v2/remote.md section 4). Packs hold one blob
-/// kind each. Returns the staged tree pack's bytes where they are to be
-/// cached (read before the pack is stored: storing takes the file).
-fn read_tree_frames(repo: &Repository, entry: &PackEntry, staged: &std::path::Path) -> Result<Option<Vec<u8>>> {
-    if repo.cache().is_none_or(|c| !c.caches_files())
-        || entry.trailer.blobs.first().is_none_or(|b| b.kind != crate::format::pack::BlobKind::Tree)
-    {
-        return Ok(None);
-    }
-    std::fs::read(staged).map(Some).map_err(|e| Error::io(staged, e))
+/// kind each.
+fn caches_tree_frames(repo: &Repository, entry: &PackEntry) -> bool {
+    repo.cache().is_some_and(|c| c.caches_files())
+        && entry.trailer.blobs.first().is_some_and(|b| b.kind == crate::format::pack::BlobKind::Tree)
 }
 
 fn cache_tree_frames(repo: &Repository, entry: &PackEntry, bytes: &[u8]) {
@@ -970,10 +965,12 @@ fn upload(repo: &Repository, pending: &Pending, unlisted: &Unlisted, file: Stage
             message: format!("pack {} holds a delta frame, and the repository lacks stream-deltas", entry.pack),
         });
     }
-    let tree_frames = read_tree_frames(repo, &entry, file.path())?;
-    file.store(repo.storage().as_ref(), FileKind::Pack, &entry.pack.to_hex())?;
-    if let Some(bytes) = tree_frames {
+    let (storage, name) = (repo.storage(), entry.pack.to_hex());
+    if caches_tree_frames(repo, &entry) {
+        let bytes = file.store_and_read(storage.as_ref(), FileKind::Pack, &name)?;
         cache_tree_frames(repo, &entry, &bytes);
+    } else {
+        file.store(storage.as_ref(), FileKind::Pack, &name)?;
     }
     unlisted.packs_written.fetch_add(1, Ordering::Relaxed);
     unlisted.bytes_stored.fetch_add(entry.pack_len, Ordering::Relaxed);

@@ -13,6 +13,8 @@ use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
+
 use super::{FileKind, Storage};
 use crate::error::{Error, Result};
 use crate::fault;
@@ -106,6 +108,23 @@ impl StagedFile {
         self.stored = true;
         Ok(())
     }
+
+    /// [`store`](Self::store) for a caller that needs the bytes too (the
+    /// packer caches a remote tree pack's frames): the file is read once.
+    /// A store without a staging directory is sent these very bytes,
+    /// where `put_file` would read the file a second time; the staged copy
+    /// then goes when `self` is dropped.
+    pub fn store_and_read(mut self, storage: &dyn Storage, kind: FileKind, name: &str) -> Result<Bytes> {
+        self.finish();
+        let data = Bytes::from(std::fs::read(&self.path).map_err(|e| Error::io(&self.path, e))?);
+        if storage.staging_dir().is_some() {
+            storage.put_file(kind, name, &self.path)?;
+            self.stored = true;
+        } else {
+            storage.put_owned(kind, name, data.clone())?;
+        }
+        Ok(data)
+    }
 }
 
 impl Drop for StagedFile {
@@ -150,6 +169,18 @@ mod tests {
         f.store(&mem, FileKind::Pack, "ef01").unwrap();
         assert_eq!(mem.get(FileKind::Pack, "ef01").unwrap(), b"remote");
         assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "left in the scratch directory");
+
+        // Stored and read back once, into a directory and elsewhere alike.
+        let mut f = StagedFile::create(&scratch, "pack", false).unwrap();
+        f.append(b"tree pack").unwrap();
+        assert_eq!(&f.store_and_read(&mem, FileKind::Pack, "ef02").unwrap()[..], b"tree pack");
+        assert_eq!(mem.get(FileKind::Pack, "ef02").unwrap(), b"tree pack");
+        assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "left in the scratch directory");
+        let mut f = StagedFile::create(&staging, "pack", true).unwrap();
+        f.append(b"local tree pack").unwrap();
+        assert_eq!(&f.store_and_read(&local, FileKind::Pack, "ef03").unwrap()[..], b"local tree pack");
+        assert_eq!(local.get(FileKind::Pack, "ef03").unwrap(), b"local tree pack");
+        assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0, "left in tmp/");
     }
 
     #[test]
