@@ -210,9 +210,9 @@ fn make_random_files(root: &Path, n: usize, size: usize) {
 /// and each sealed pack stayed in memory until its upload (two uploaders
 /// and one waiting for them on a local disk): 96 MiB of incompressible
 /// data peaked at some 120 MiB of heap (heaptrack, 75 MiB of it pack
-/// buffers). What is left is the pipeline's own, 50 MiB on 2 CPUs: 16 MiB
-/// of raw blobs in flight (20 MiB allocated), sealed frames in and between
-/// the compressors (13 MiB, two per compressor thread in each channel) and
+/// buffers). What is left is the pipeline's own, 31 MiB on 2 CPUs (session
+/// 13): 8 MiB of raw blobs in flight (16 before), sealed frames in and
+/// between the compressors (two per compressor thread in each channel) and
 /// each big file's 8 MiB read buffer. Two big files, so that two workers
 /// read at most, whatever the number of CPUs.
 #[test]

@@ -118,6 +118,12 @@ impl Window {
         }
         self.chunks.clear();
         self.data.clear();
+        if self.data.capacity() > WINDOW_BYTES {
+            // It held one file bigger than a window: small files follow
+            // far more often, so the buffer goes rather than stay with the
+            // worker for the rest of the run.
+            self.data = Vec::new();
+        }
     }
 }
 
@@ -181,7 +187,15 @@ fn store_file(
     // walk saw, into the window; growth or shrinkage shows in the check
     // after reading.
     let start = window.data.len();
-    window.data.resize(start + seen.size as usize, 0);
+    let need = start + seen.size as usize;
+    if need > window.data.capacity() {
+        // Exact, not amortized: the window's first allocation, or one file
+        // bigger than a window alone in it (the check above flushed the
+        // others). Doubling kept up to twice the largest file per worker
+        // for the rest of the run (nearly 8 MiB for each of 4 workers).
+        window.data.reserve_exact(need.max(WINDOW_BYTES) - start);
+    }
+    window.data.resize(need, 0);
     let mut filled = 0;
     while start + filled < window.data.len() {
         match file.read(&mut window.data[start + filled..]) {
