@@ -167,6 +167,12 @@ pub fn create_default_key(path: &Path) -> Result<Zeroizing<String>> {
     Ok(pw)
 }
 
+/// Whether `p` has the form [`create_default_key`] writes: 64 hex digits,
+/// 256 bits.
+pub fn is_generated_key(p: &str) -> bool {
+    p.len() == 64 && p.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 fn hex_encode(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

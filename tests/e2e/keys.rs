@@ -125,6 +125,9 @@ fn default_repository_is_encrypted_with_a_generated_key() {
     assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
     let repo = env.home.join(".local/share/arc/repository");
     assert_eq!(files_under(&repo.join("keys")).len(), 1);
+    // 256 random bits need no stretching: the least Argon2id cost, so a
+    // command on the default repository spends no 64 MiB on it.
+    assert_eq!(key_costs(&repo), [r#""m_cost_kib": 8 "t_cost": 1 "p_cost": 1"#]);
     // Said once: the second backup is quiet about it.
     let out = env.cmd().env_remove("ARC_PASSWORD").args(["backup"]).arg(&src).run().success();
     assert!(!out.stderr_str().contains("repository.key"), "{}", out.describe());
@@ -156,21 +159,7 @@ fn key_files_have_the_default_argon2id_cost() {
         return;
     }
     let env = TestEnv::new();
-    let costs = |repo: &std::path::Path| -> Vec<String> {
-        let mut costs: Vec<String> = files_under(&repo.join("keys"))
-            .iter()
-            .map(|p| {
-                let text = String::from_utf8_lossy(&fs::read(p).unwrap()).into_owned();
-                let field = |name: &str| {
-                    let at = text.find(&format!("\"{name}\": ")).unwrap_or_else(|| panic!("{name} in {text}"));
-                    text[at..].split([',', '\n']).next().unwrap().to_string()
-                };
-                format!("{} {} {}", field("m_cost_kib"), field("t_cost"), field("p_cost"))
-            })
-            .collect();
-        costs.sort();
-        costs
-    };
+    let costs = key_costs;
     let default = r#""m_cost_kib": 65536 "t_cost": 3 "p_cost": 4"#;
     let user = |repo: &std::path::Path| env.arc_at(repo).env_remove("ARC_TEST_KDF");
     user(&env.repo).arg("init").run().success();
@@ -190,4 +179,22 @@ fn key_files_have_the_default_argon2id_cost() {
     env.arc_at(&fast).arg("init").run().success();
     assert_eq!(costs(&fast), [r#""m_cost_kib": 1024 "t_cost": 1 "p_cost": 4"#]);
     env.arc_at(&fast).arg("snapshots").run().success();
+}
+
+/// Each key file's Argon2id cost as `"m_cost_kib": M "t_cost": T "p_cost": P`,
+/// sorted. (The key file is JSON in a raw envelope.)
+fn key_costs(repo: &std::path::Path) -> Vec<String> {
+    let mut costs: Vec<String> = files_under(&repo.join("keys"))
+        .iter()
+        .map(|p| {
+            let text = String::from_utf8_lossy(&fs::read(p).unwrap()).into_owned();
+            let field = |name: &str| {
+                let at = text.find(&format!("\"{name}\": ")).unwrap_or_else(|| panic!("{name} in {text}"));
+                text[at..].split([',', '\n']).next().unwrap().to_string()
+            };
+            format!("{} {} {}", field("m_cost_kib"), field("t_cost"), field("p_cost"))
+        })
+        .collect();
+    costs.sort();
+    costs
 }

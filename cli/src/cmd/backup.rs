@@ -66,8 +66,8 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
         // The README's first command: no init, maybe no terminal. The
         // repository is encrypted with a passphrase from ARC_PASSWORD* if
         // given, else a random one kept in the user's configuration.
-        let (passphrase, key_note) = match crate::passphrase::from_env("ARC")? {
-            Some(p) => (p, None),
+        let (protection, key_note) = match crate::passphrase::from_env("ARC")? {
+            Some(p) => (Protection::passphrase(p), None),
             None => {
                 let path = crate::passphrase::default_key_path()?;
                 let p = if path.exists() {
@@ -75,10 +75,18 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
                 } else {
                     crate::passphrase::create_default_key(&path)?
                 };
-                (p, Some(path))
+                // A key file of arc's own making (256 random bits) needs no
+                // stretching; anything else a user put there gets the
+                // passphrase cost.
+                let protection = if crate::passphrase::is_generated_key(&p) {
+                    Protection::generated(p)
+                } else {
+                    Protection::passphrase(p)
+                };
+                (protection, Some(path))
             }
         };
-        let opts = InitOptions { protection: Protection::passphrase(passphrase), ..InitOptions::default() };
+        let opts = InitOptions { protection, ..InitOptions::default() };
         Repository::init_local(&env.repo_path, &opts)
             .with_context(|| format!("cannot create the default repository at {}", env.repo_path.display()))?;
         match key_note {

@@ -32,6 +32,11 @@ const CTX_UNPROTECTED: &str = "arc 2026-12 format v2 unprotected key wrapping";
 pub const DEFAULT_M_COST_KIB: u32 = 64 * 1024;
 pub const DEFAULT_T_COST: u32 = 3;
 pub const DEFAULT_P_COST: u32 = 4;
+/// The cost for a passphrase of 256 random bits ([`Protection::generated`]):
+/// Argon2's minimum memory for one lane.
+pub const GENERATED_M_COST_KIB: u32 = 8;
+pub const GENERATED_T_COST: u32 = 1;
+pub const GENERATED_P_COST: u32 = 1;
 /// Readers refuse parameters beyond these, so a forged key file cannot make
 /// opening a repository take gigabytes or hours.
 const MAX_M_COST_KIB: u32 = 4 * 1024 * 1024;
@@ -82,6 +87,20 @@ impl Protection {
     pub fn passphrase(p: Zeroizing<String>) -> Protection {
         let (m_cost_kib, t_cost, p_cost) = crate::fault::kdf_cost((DEFAULT_M_COST_KIB, DEFAULT_T_COST, DEFAULT_P_COST));
         Protection::Passphrase { passphrase: p, m_cost_kib, t_cost, p_cost }
+    }
+
+    /// A passphrase arc generated itself from 256 random bits (the default
+    /// repository's): Argon2id at its least cost. Stretching exists to slow
+    /// the guessing of a human passphrase; nothing makes 2^256 guesses,
+    /// and at the default cost every command on the default repository
+    /// would spend 64 MiB and a tenth of a second on it for nothing.
+    pub fn generated(p: Zeroizing<String>) -> Protection {
+        Protection::Passphrase {
+            passphrase: p,
+            m_cost_kib: GENERATED_M_COST_KIB,
+            t_cost: GENERATED_T_COST,
+            p_cost: GENERATED_P_COST,
+        }
     }
 }
 
