@@ -89,13 +89,9 @@ os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 PY
 fi
 
-SYSTEM=$BENCH_DIR/mountbench/system
-if part copy && [[ ! -d $SYSTEM ]]; then
-  log "copying /usr/share and /etc to $SYSTEM (real system files)"
-  mkdir -p "$SYSTEM.tmp"
-  cp -a /usr/share /etc "$SYSTEM.tmp/"
-  mv "$SYSTEM.tmp" "$SYSTEM"
-fi
+# The same copy as benches/run.sh's system shape (benches/system_copy.sh).
+SYSTEM=$BENCH_DIR/system
+if part copy; then "$HERE/system_copy.sh" "$SYSTEM"; fi
 
 # ---- work area, cleanup --------------------------------------------------------------------
 RES=$BENCH_DIR/results/mount-$(date -u +%Y%m%dT%H%M%SZ)

@@ -65,6 +65,8 @@ ROWS = {
         ("peak RSS, stdin backup, MB", "stdin", "rss", None),
     ],
 }
+# A copy of /usr/share and /etc (benches/system_copy.sh): the rows of www.
+ROWS["system"] = ROWS["www"]
 TOOL_ORDER = ("arc", "arc-none", "restic", "borg")
 
 
@@ -109,7 +111,7 @@ def main():
                   meta.get("loadavg_start")))
     out.append("Command: `%s`" % meta.get("command"))
     out.append("Versions: " + "; ".join("%s: %s" % kv for kv in meta.get("versions", {}).items()))
-    for shape in ("spool", "www", "dump", "big"):
+    for shape in ("spool", "www", "system", "dump", "big"):
         if shape not in data:
             continue
         d = data[shape]
@@ -165,6 +167,10 @@ def main():
             "%d dirs" % ws["dirs"] if "dirs" in ws else "",
             "%d sites" % ws["sites"] if "sites" in ws else "",
             "%.1f MB" % (ws["bytes"] / 1e6) if "bytes" in ws else "") if s)
+        if shape == "system":
+            first = [r for t in tools for r in steprows(t, "backup") if r["files"]]
+            desc = "a copy of this machine's /usr/share and /etc" + (
+                ", %s files, %.1f MB" % (first[0]["files"], float(first[0]["bytes"]) / 1e6) if first else "")
         if shape == "dump":
             desc = "day1.sql %.1f MB, day2.sql %.1f MB, %s rows, %.2f %% changed on day 2" % (
                 ws.get("day1_bytes", 0) / 1e6, ws.get("day2_bytes", 0) / 1e6, ws.get("rows"), 100 * ws.get("changed_fraction", 0))

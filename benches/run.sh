@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # arc benchmark harness: arc vs restic vs borg vs the machine's limits, on generated workloads.
 #
-#   benches/run.sh [SHAPE...]        SHAPE: spool www dump big   (default: spool www dump)
+#   benches/run.sh [SHAPE...]        SHAPE: spool www system dump big   (default: spool www dump)
+#                                    (system: a copy of this machine's /usr/share and /etc, made once by
+#                                    benches/system_copy.sh; real files, so its figures are this machine's)
 #
 # Environment (defaults in brackets):
 #   ARC_BENCH_DIR    where workloads, temporary repositories and results live [/var/tmp/arc-bench]
@@ -41,8 +43,10 @@ GEN=(python3 "$HERE/gen_workloads.py" "$BENCH_DIR" --seed "$SEED" --scale "$SCAL
 SHAPES=("$@")
 [[ ${#SHAPES[@]} -gt 0 ]] || SHAPES=(spool www dump)
 for s in "${SHAPES[@]}"; do
-  case $s in spool|www|dump|big) ;; *) echo "unknown shape '$s' (spool www dump big)" >&2; exit 2 ;; esac
+  case $s in spool|www|system|dump|big) ;; *) echo "unknown shape '$s' (spool www system dump big)" >&2; exit 2 ;; esac
 done
+GEN_SHAPES=()
+for s in "${SHAPES[@]}"; do [[ $s == system ]] || GEN_SHAPES+=("$s"); done
 for t in "${TOOLS[@]}"; do
   case $t in arc|arc-none|restic|borg) ;; *) echo "unknown tool '$t' (arc arc-none restic borg)" >&2; exit 2 ;; esac
 done
@@ -74,7 +78,11 @@ fi
 
 # ---- (c) workloads ----------------------------------------------------------------------
 mkdir -p "$BENCH_DIR"
-"${GEN[@]}" --shapes "$(IFS=,; echo "${SHAPES[*]}")"
+if [[ ${#GEN_SHAPES[@]} -gt 0 ]]; then "${GEN[@]}" --shapes "$(IFS=,; echo "${GEN_SHAPES[*]}")"; fi
+[[ -f $BENCH_DIR/manifest.json ]] || echo '{"shapes": {}}' > "$BENCH_DIR/manifest.json"
+for s in "${SHAPES[@]}"; do
+  if [[ $s == system ]]; then "$HERE/system_copy.sh" "$BENCH_DIR/system"; fi
+done
 "${GEN[@]}" --spool-day2 revert >/dev/null 2>&1 || true   # an interrupted earlier run may have left day 2
 
 # ---- work area, results, cleanup --------------------------------------------------------
@@ -268,7 +276,7 @@ verify_tree() { # SHAPE TOOL RUN SRC EXPECTED_STATS: check the restored copy und
   [[ $status == ok ]] || log "VERIFY $1 $2 run $3: $status"
 }
 
-bench_tree() { # SHAPE: spool or www
+bench_tree() { # SHAPE: spool, www or system
   local shape=$1 src=$BENCH_DIR/$1 run tool repo s1 s2 st_day1 st_day2=
   st_day1=$(tree_stats "$src")
   local files bytes
@@ -386,7 +394,7 @@ t_start=$EPOCHREALTIME
 for shape in "${SHAPES[@]}"; do
   log "=== $shape"
   case $shape in
-    spool|www) bench_tree "$shape" ;;
+    spool|www|system) bench_tree "$shape" ;;
     dump) bench_dump ;;
     big) bench_big ;;
   esac
