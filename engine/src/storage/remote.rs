@@ -53,8 +53,9 @@ const MAX_PREALLOC: u64 = 32 << 20;
 /// Tuning of a remote backend.
 #[derive(Debug, Clone)]
 pub struct RemoteOptions {
-    /// Requests in flight at once, at most (opendal's ConcurrentLimitLayer);
-    /// also the engine's hint for parallel uploads and reads.
+    /// Requests in flight at once, at most (opendal's ConcurrentLimitLayer
+    /// and the uploads streamed from files share them); also the engine's
+    /// hint for parallel uploads and reads.
     pub connections: usize,
     /// Retries of a request that failed transiently (a timeout, a 5xx, a
     /// dropped connection), with jittered exponential backoff. Permanent
