@@ -371,13 +371,30 @@ mod tests {
                 let read = if let Answer::CutHalfway = answer { len / 2 } else { len };
                 let mut body = vec![0; read];
                 reader.read_exact(&mut body).unwrap();
-                seen.lock().unwrap().push((target, body));
-                let reply: &[u8] = match answer {
-                    Answer::Store => b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    Answer::Refuse => b"HTTP/1.1 403 Forbidden\r\nContent-Length: 76\r\nConnection: close\r\n\r\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>    ",
-                    _ => b"",
+                seen.lock().unwrap().push((target.clone(), body));
+                let ok = |headers: &str, body: &str| {
+                    format!(
+                        "HTTP/1.1 200 OK\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
                 };
-                let _ = conn.write_all(reply);
+                let reply = match answer {
+                    // The three requests of a multipart upload, as S3
+                    // answers them; anything else is a single PUT.
+                    Answer::Store if line.starts_with("POST") && target.contains("?uploads") => {
+                        ok("", "<InitiateMultipartUploadResult><UploadId>u1</UploadId></InitiateMultipartUploadResult>")
+                    }
+                    Answer::Store if target.contains("partNumber=") => ok("ETag: \"p\"\r\n", ""),
+                    Answer::Store if line.starts_with("POST") => {
+                        ok("", "<CompleteMultipartUploadResult><ETag>\"x\"</ETag></CompleteMultipartUploadResult>")
+                    }
+                    Answer::Store => ok("", ""),
+                    Answer::Refuse => "HTTP/1.1 403 Forbidden\r\nContent-Length: 72\r\nConnection: close\r\n\r\n\
+                        <Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+                        .to_string(),
+                    _ => String::new(),
+                };
+                let _ = conn.write_all(reply.as_bytes());
             }
         });
         (port, log)
@@ -417,6 +434,24 @@ mod tests {
         }
         assert_eq!(log[0].1.len(), data.len() / 2);
         assert!(log[1].1 == data, "the retried body differs from the file");
+    }
+
+    #[test]
+    fn a_file_above_single_put_max_goes_in_parts_read_from_it() {
+        let (port, log) = fake_s3(vec![Answer::Store; 5]);
+        let opts = RemoteOptions { single_put_max: 1 << 20, part_size: 5 << 20, ..Default::default() };
+        let storage = s3(port, opts);
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..(10 << 20) + 4321).map(|i: usize| (i * 13 + i / 4093) as u8).collect();
+        let path = dir.path().join("pack.1.1");
+        std::fs::write(&path, &data).unwrap();
+        storage.put_file(FileKind::Pack, NAME, &path).unwrap();
+        assert!(!path.exists(), "the staged file stays after its upload");
+        let log = log.lock().unwrap();
+        let part = |n: usize| log.iter().find(|(t, _)| t.contains(&format!("partNumber={n}&"))).map(|(_, b)| b);
+        let parts: Vec<&[u8]> = (1..=3).filter_map(part).map(|b| &b[..]).collect();
+        assert_eq!(parts.len(), 3, "{:?}", log.iter().map(|(t, b)| (t, b.len())).collect::<Vec<_>>());
+        assert!(parts.concat() == data, "the parts differ from the file");
     }
 
     #[test]
