@@ -337,10 +337,12 @@ mod tests {
         Hang,
     }
 
+    /// The target and body (as far as it was read) of each request.
+    type Requests = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
     /// A loopback endpoint answering one connection after the other by
-    /// `script`; returns its port and the target and body (as far as it was
-    /// read) of each request.
-    fn fake_s3(script: Vec<Answer>) -> (u16, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
+    /// `script`; returns its port and what it was sent.
+    fn fake_s3(script: Vec<Answer>) -> (u16, Requests) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let log = Arc::new(Mutex::new(Vec::new()));
