@@ -226,7 +226,7 @@ impl Repository {
         opts: &InitOptions,
         index_db: Option<PathBuf>,
     ) -> Result<Repository> {
-        let passphrase = Self::create(storage.as_ref(), opts)?;
+        let (passphrase, _) = Self::create(storage.as_ref(), opts)?;
         Self::open_with(storage, index_db, Some(&move || passphrase.clone().ok_or(Error::PassphraseRequired)))
     }
 
@@ -234,14 +234,21 @@ impl Repository {
     /// [`init`](Self::init)) with its index database under `cache_root`
     /// (see [`open_cached_with`](Self::open_cached_with)).
     pub fn init_cached(storage: Arc<dyn Storage>, opts: &InitOptions, cache_root: &Path) -> Result<Repository> {
-        let passphrase = Self::create(storage.as_ref(), opts)?;
-        Self::open_cached_with(storage, cache_root, Some(&move || passphrase.clone().ok_or(Error::PassphraseRequired)))
+        let (passphrase, key_file) = Self::create(storage.as_ref(), opts)?;
+        // The key file just written is the one that opens it: no listing
+        // of `keys/` (remote.md section 4).
+        Self::open_cached_hinted(
+            storage,
+            cache_root,
+            Some(&move || passphrase.clone().ok_or(Error::PassphraseRequired)),
+            Some(key_file),
+        )
     }
 
     /// Checks `opts` and writes a new repository's key file and config
     /// into `storage`, which must hold none; returns the passphrase that
-    /// opens it, if any.
-    fn create(storage: &dyn Storage, opts: &InitOptions) -> Result<Option<Zeroizing<String>>> {
+    /// opens it, if any, and the key file's name.
+    fn create(storage: &dyn Storage, opts: &InitOptions) -> Result<(Option<Zeroizing<String>>, String)> {
         if storage.exists(FileKind::Config, "config")? {
             return Err(Error::AlreadyExists { path: storage.location().into() });
         }
@@ -324,10 +331,11 @@ impl Repository {
             let _ = storage.delete(FileKind::Key, &Id::hash(&key_bytes).to_hex());
             return Err(Error::AlreadyExists { path: storage.location().into() });
         }
-        Ok(match &opts.protection {
+        let passphrase = match &opts.protection {
             Protection::Passphrase { passphrase, .. } => Some(passphrase.clone()),
             Protection::Unprotected => None,
-        })
+        };
+        Ok((passphrase, Id::hash(&key_bytes).to_hex()))
     }
 
     /// Opens a local repository that needs no passphrase (v1, or v2 made
@@ -399,11 +407,23 @@ impl Repository {
         cache_root: &Path,
         passphrase: Option<PassphraseSource<'_>>,
     ) -> Result<Repository> {
+        Self::open_cached_hinted(storage, cache_root, passphrase, None)
+    }
+
+    /// [`open_cached_with`](Self::open_cached_with), trying `key_file`
+    /// first if given, else the cache's hint.
+    fn open_cached_hinted(
+        storage: Arc<dyn Storage>,
+        cache_root: &Path,
+        passphrase: Option<PassphraseSource<'_>>,
+        key_file: Option<String>,
+    ) -> Result<Repository> {
         let (config, data) = Self::read_config(storage.as_ref())?;
         // The key file that opened the repository last on this host is
         // tried first: one GET instead of a listing of `keys/` and a GET of
         // every key file (remote.md section 4).
-        let hint = crate::cache::key_hint(cache_root, &config.id);
+        let cached = crate::cache::key_hint(cache_root, &config.id);
+        let hint = key_file.or_else(|| cached.clone());
         // The key before anything is created on the config's say-so.
         let (keys, master) = unlock_keys(storage.as_ref(), &config, &data, passphrase, hint.as_deref())?;
         let location = match storage.local_path() {
@@ -419,7 +439,7 @@ impl Repository {
         // requests; a local repository's own files are as near as a copy.
         let cache = RepoCache::open(cache_root, &config.id, &shown, &key[..16], storage.local_path().is_none())?;
         if let Some((_, name)) = &master {
-            if hint.as_deref() != Some(name.as_str()) {
+            if cached.as_deref() != Some(name.as_str()) {
                 cache.set_key_hint(name);
             }
         }
@@ -651,17 +671,32 @@ impl Repository {
             return Ok(i);
         }
         let _init = crate::sync::lock(&self.index_init, "the index database's first open")?;
-        Ok(self.open_index_locked()?.0)
+        Ok(self.open_index_locked(None)?.0)
+    }
+
+    /// [`index`](Self::index), for a caller that has just listed `index/`
+    /// itself (`listing`): a first open syncs the database from that
+    /// listing instead of listing again. Prune's plan lists `index/` after
+    /// its session check (protocol.md §5 P7); the database's first sync,
+    /// right before, listed it a second time (a round trip on a remote
+    /// store, remote.md section 4).
+    pub(crate) fn index_listed(&self, listing: &[(String, u64)]) -> Result<&Index> {
+        if let Some(i) = self.index.get() {
+            return Ok(i);
+        }
+        let _init = crate::sync::lock(&self.index_init, "the index database's first open")?;
+        Ok(self.open_index_locked(Some(listing))?.0)
     }
 
     /// The index database, opened and synced if this is its first use
-    /// (then `true`); the caller holds `index_init`.
-    fn open_index_locked(&self) -> Result<(&Index, bool)> {
+    /// (then `true`); the caller holds `index_init`. `listing`: `index/`
+    /// as the caller just listed it, if it did.
+    fn open_index_locked(&self, listing: Option<&[(String, u64)]>) -> Result<(&Index, bool)> {
         if let Some(i) = self.index.get() {
             return Ok((i, false));
         }
         let index = Index::open(&self.index_path)?;
-        self.sync_index_or_refill(&index)?;
+        self.sync_index_or_refill(&index, listing)?;
         Ok((self.index.get_or_init(|| index), true))
     }
 
@@ -671,18 +706,20 @@ impl Repository {
     /// compaction) unless a present file lists them again; drops unlisted
     /// packs that are gone. A file that a present file supersedes is not
     /// read (its packs are in the superseding one).
-    fn sync_index_or_refill(&self, index: &Index) -> Result<()> {
-        match self.sync_index(index) {
+    fn sync_index_or_refill(&self, index: &Index, listing: Option<&[(String, u64)]>) -> Result<()> {
+        match self.sync_index(index, listing) {
             // The sorted file was found damaged and the cache emptied: fill
             // it again from the index files.
-            Err(_) if index.take_emptied() => self.sync_index(index),
+            Err(_) if index.take_emptied() => self.sync_index(index, listing),
             r => r,
         }
     }
 
-    fn sync_index(&self, index: &Index) -> Result<()> {
-        let in_storage: HashSet<Id> =
-            self.storage.list(FileKind::Index)?.into_iter().filter_map(|(n, _)| n.parse().ok()).collect();
+    fn sync_index(&self, index: &Index, listing: Option<&[(String, u64)]>) -> Result<()> {
+        let in_storage: HashSet<Id> = match listing {
+            Some(l) => l.iter().filter_map(|(n, _)| n.parse().ok()).collect(),
+            None => self.storage.list(FileKind::Index)?.into_iter().filter_map(|(n, _)| n.parse().ok()).collect(),
+        };
         let known = index.index_files()?;
         // A backup records each pack as soon as it is durable, before an
         // index file lists it; prune deletes such packs when nothing in
@@ -748,9 +785,9 @@ impl Repository {
     /// store, remote.md section 4).
     pub fn refresh_index(&self) -> Result<()> {
         let _one_at_a_time = crate::sync::lock(&self.index_init, "the index database's refresh")?;
-        match self.open_index_locked()? {
+        match self.open_index_locked(None)? {
             (_, true) => Ok(()),
-            (index, false) => self.sync_index_or_refill(index),
+            (index, false) => self.sync_index_or_refill(index, None),
         }
     }
 
@@ -806,7 +843,7 @@ impl Repository {
         if let Ok(mut slot) = self.lookup_reader.lock() {
             *slot = None;
         }
-        self.sync_index_or_refill(index)
+        self.sync_index_or_refill(index, None)
     }
 
     /// Index files listing `packs`, in this repository's index file

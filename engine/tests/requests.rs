@@ -199,6 +199,9 @@ fn prune_requests_grow_with_objects_read_and_deleted_not_with_snapshots() {
     // The sweep decides on the marks its session listed after putting its
     // file (protocol.md §5 P6); it listed `marks/` a second time before.
     assert_eq!(mark40.get(Op::List, FileKind::Mark), 1, "{mark40}");
+    // The plan's listing of `index/` (after the session check, P7) also
+    // serves the index database's first sync; it listed `index/` twice.
+    assert_eq!(mark40.get(Op::List, FileKind::Index), 1, "{mark40}");
     // One listing of `packs/` gives the plan its sizes and the mark step its
     // storage times, and the report's size after the run is worked out, not
     // listed again (three listings before: a request per 1,000 packs on S3).
@@ -914,10 +917,14 @@ fn the_mount_lists_snapshots_once_a_minute_while_a_copy_walks_through_latest() {
 /// this host reads the key file that opened it last, without listing
 /// `keys/` (or reading every key file); a hint naming a key file that is
 /// gone (`key remove`, `key passwd`) falls back to the listing and is
-/// mended.
+/// mended. `init` records the key file it wrote, so its own open lists
+/// nothing either.
 #[test]
 fn an_open_reads_the_key_file_that_opened_last_without_listing_keys() {
     let r = Remote::new();
+    // `init` opens the repository with the key file it has just written.
+    let c = r.storage.take();
+    assert_eq!((c.get(Op::List, FileKind::Key), c.get(Op::Get, FileKind::Key)), (0, 1), "init: {c}");
     let id = r.open("cache").config().id;
     r.storage.take();
     drop(r.open("cache"));

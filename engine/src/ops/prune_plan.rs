@@ -148,7 +148,7 @@ fn read_index_file(repo: &Repository, name: &str) -> Result<Vec<PackEntry>> {
 /// time, and lists every pack in storage, reading the trailers of packs no
 /// index file lists. A listed pack that is missing or has another size is
 /// damage.
-fn load_packs(repo: &Repository, report: &mut PruneReport) -> Result<Loaded> {
+fn load_packs(repo: &Repository, listing: Vec<(String, u64)>, report: &mut PruneReport) -> Result<Loaded> {
     // Trailers of listed packs are read again from the index files, and
     // only for the packs the later steps need.
     let mut table = PackTable::new_keeping_unlisted(repo)?;
@@ -157,7 +157,7 @@ fn load_packs(repo: &Repository, report: &mut PruneReport) -> Result<Loaded> {
     let mut deltas = HashMap::new();
     // The index file that first listed each pack (by table number).
     let mut first_file: Vec<u32> = Vec::new();
-    for (name, _) in repo.storage().list(FileKind::Index)? {
+    for (name, _) in listing {
         let entries = read_index_file(repo, &name)?;
         let file_no = index_files.len() as u32;
         index_files.push((name.clone(), entries.iter().map(|e| e.pack).collect()));
@@ -308,9 +308,12 @@ pub(crate) fn plan_avoiding(
     let mut report = PruneReport::default();
     // The first command on a new host fills the index cache (the trees are
     // read through it), with sorted runs of its own (~55 bytes a chunk):
-    // before the plan's runs exist rather than beside them.
+    // before the plan's runs exist rather than beside them. One listing of
+    // `index/` serves that first sync and the plan (remote.md section 4).
+    let listing = repo.storage().list(FileKind::Index)?;
+    repo.index_listed(&listing)?;
     repo.blob_reader()?;
-    let Loaded { mut table, pack_times, index_files, trees, deltas } = load_packs(repo, &mut report)?;
+    let Loaded { mut table, pack_times, index_files, trees, deltas } = load_packs(repo, listing, &mut report)?;
     let (live, snapshots) = mark_live(repo, &trees, &deltas, ignore_snapshots, table.scratch())?;
     drop((trees, deltas));
     report.snapshots = snapshots;
@@ -862,7 +865,8 @@ mod tests {
         }
 
         let scratch = tempfile::tempdir().unwrap();
-        let loaded = load_packs(&repo, &mut PruneReport::default()).unwrap();
+        let listing = repo.storage().list(FileKind::Index).unwrap();
+        let loaded = load_packs(&repo, listing, &mut PruneReport::default()).unwrap();
         let (live, _) = mark_live(&repo, &loaded.trees, &loaded.deltas, &HashSet::new(), scratch.path()).unwrap();
         let live: HashSet<Id> = live.iter().unwrap().map(|r| Id(r.unwrap())).collect();
         assert!(live.len() > 2700, "{} live blobs", live.len());

@@ -131,10 +131,9 @@ pub trait Storage: Send + Sync {
     /// same contract; on success the file at `path` is gone (renamed into
     /// place, or sent and removed). The packer writes each pack this way as
     /// it fills, instead of holding it whole in memory. The default reads
-    /// the file and hands it to [`put_owned`](Self::put_owned), so a
-    /// remote store holds one pack per upload in flight (a streamed upload
-    /// is left for later: a pack's name is the hash of all of it, known
-    /// only once it is complete).
+    /// the file and hands it to [`put_owned`](Self::put_owned) (SFTP,
+    /// WebDAV, the test stores); S3 sends it from the file, a piece at a
+    /// time, and a retry reads it again from its start.
     fn put_file(&self, kind: FileKind, name: &str, path: &std::path::Path) -> Result<()> {
         put_file_by_copy(self, kind, name, path)
     }

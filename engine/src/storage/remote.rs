@@ -19,7 +19,9 @@
 //! [`RemoteOptions::connections`]).
 //!
 //! Puts: an S3 PUT (or multipart upload, for packs) is atomic: the object
-//! appears complete or not at all. SFTP and WebDAV write a file in place,
+//! appears complete or not at all. A pack staged as a file is sent from
+//! the file (remote/upload.rs), not from memory. SFTP and WebDAV write a
+//! file in place,
 //! so a put there writes `tmp/<name>.<pid>.<n>` and renames it over the
 //! final name (SFTP's posix-rename extension, WebDAV's MOVE with
 //! Overwrite: T): a reader never sees a partial file (format-spec/v2/remote.md).
@@ -34,13 +36,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use opendal::layers::{ConcurrentLimitLayer, RetryLayer, TimeoutLayer};
+use opendal::layers::{ConcurrentLimitLayer, ConcurrentLimitSemaphore, RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
 
 use super::location::Location;
 use super::{FileKind, FileStat, Storage};
 use crate::error::{Error, Result};
 use crate::ratelimit::RateLimit;
+
+mod upload;
 
 /// The most a ranged read allocates before its body arrives (restore reads
 /// 20 MiB at most; a longer read grows as the bytes come).
@@ -49,8 +53,9 @@ const MAX_PREALLOC: u64 = 32 << 20;
 /// Tuning of a remote backend.
 #[derive(Debug, Clone)]
 pub struct RemoteOptions {
-    /// Requests in flight at once, at most (opendal's ConcurrentLimitLayer);
-    /// also the engine's hint for parallel uploads and reads.
+    /// Requests in flight at once, at most (opendal's ConcurrentLimitLayer
+    /// and the uploads streamed from files share them); also the engine's
+    /// hint for parallel uploads and reads.
     pub connections: usize,
     /// Retries of a request that failed transiently (a timeout, a 5xx, a
     /// dropped connection), with jittered exponential backoff. Permanent
@@ -135,6 +140,34 @@ pub struct RemoteStorage {
     conditional: std::sync::OnceLock<bool>,
     /// The private `ssh` wrapper of an SFTP repository (see [`ssh_wrapper`]).
     _ssh_wrapper: Option<TempDir>,
+    /// S3 only: the client of the uploads streamed from a file
+    /// (remote/upload.rs).
+    http: Option<reqwest::Client>,
+    /// The requests in flight, opendal's and the streamed uploads together.
+    slots: Slots,
+}
+
+/// The limit of requests in flight to one repository
+/// ([`RemoteOptions::connections`]): opendal's ConcurrentLimitLayer takes
+/// its permits from here, and so do the uploads that bypass opendal.
+#[derive(Clone)]
+struct Slots(std::sync::Arc<tokio::sync::Semaphore>);
+
+impl Slots {
+    /// A permit, held until dropped. The semaphore is never closed, so
+    /// `None` cannot happen; if it did, the request would go unlimited
+    /// rather than fail.
+    async fn acquire_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.0.clone().acquire_owned().await.ok()
+    }
+}
+
+impl ConcurrentLimitSemaphore for Slots {
+    type Permit = Option<tokio::sync::OwnedSemaphorePermit>;
+
+    async fn acquire(&self) -> Self::Permit {
+        self.acquire_slot().await
+    }
 }
 
 /// A directory removed on drop.
@@ -226,6 +259,18 @@ impl RemoteStorage {
                 (Operator::new(b).map_err(|e| config_error(location, e))?, false)
             }
         };
+        let slots = Slots(std::sync::Arc::new(tokio::sync::Semaphore::new(opts.connections.max(1))));
+        // The client opendal's own default transport builds (reqwest's
+        // defaults), for the uploads sent around it.
+        let http = match location {
+            Location::S3 { .. } => Some(
+                reqwest::Client::builder()
+                    .connect_timeout(opts.io_timeout)
+                    .build()
+                    .map_err(|e| config_error(location, format!("cannot start the HTTP client: {e}")))?,
+            ),
+            _ => None,
+        };
         let op = builder_op
             .layer(TimeoutLayer::new().with_io_timeout(opts.io_timeout))
             // Retries sit outside the timeout so a request that hung is
@@ -237,7 +282,7 @@ impl RemoteStorage {
                     .with_max_delay(Duration::from_secs(10))
                     .with_jitter(),
             )
-            .layer(ConcurrentLimitLayer::new(opts.connections.max(1)));
+            .layer(ConcurrentLimitLayer::with_semaphore(slots.clone()));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("arc-remote")
@@ -255,6 +300,8 @@ impl RemoteStorage {
             download: opts.limit_download.map(RateLimit::new),
             conditional: std::sync::OnceLock::new(),
             _ssh_wrapper: wrapper,
+            http,
+            slots,
         })
     }
 
@@ -527,6 +574,20 @@ impl Storage for RemoteStorage {
             let _ = self.block(self.op.delete(&tmp));
             return Err(self.err(kind, name, e));
         }
+        Ok(())
+    }
+
+    /// S3: sent from the file as the connection takes it
+    /// (remote/upload.rs); SFTP and WebDAV read it first
+    /// ([`put_owned`](Self::put_owned)).
+    fn put_file(&self, kind: FileKind, name: &str, path: &std::path::Path) -> Result<()> {
+        let Some(http) = &self.http else {
+            return super::put_file_by_copy(self, kind, name, path);
+        };
+        self.put_file_s3(http, kind, name, path)?;
+        // Stored: the staged copy is only a leftover now (as in
+        // put_file_by_copy).
+        let _ = std::fs::remove_file(path);
         Ok(())
     }
 
