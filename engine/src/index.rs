@@ -168,6 +168,9 @@ pub struct Index {
     /// Set when a merge found the sorted file damaged and emptied the
     /// cache: the caller fills it again from the index files.
     emptied: AtomicBool,
+    /// Set by every write transaction this handle commits: only then can
+    /// [`Index::compact_if_wasteful`] have pages of this process's to give back.
+    wrote: AtomicBool,
 }
 
 fn db_err(path: &Path) -> impl Fn(redb::Error) -> Error + '_ {
@@ -258,7 +261,13 @@ impl Index {
                 }
             }
         };
-        let index = Index { db, path: path.to_path_buf(), sorted: Mutex::new(None), emptied: AtomicBool::new(false) };
+        let index = Index {
+            db,
+            path: path.to_path_buf(),
+            sorted: Mutex::new(None),
+            emptied: AtomicBool::new(false),
+            wrote: AtomicBool::new(false),
+        };
         let (version, generation) = {
             let r = tx!(path, index.db.begin_read())?;
             match r.open_table(META) {
@@ -329,6 +338,7 @@ impl Index {
         let p = &self.path;
         let w = tx!(p, self.db.begin_write())?;
         Self::clear_in(p, &w)?;
+        self.wrote.store(true, Ordering::Relaxed);
         tx!(p, w.commit())?;
         fault::step("index db commit (cleared)", &p.display());
         *self.sorted.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -560,6 +570,12 @@ impl Index {
         Ok(())
     }
 
+    /// Whether this handle committed a write transaction.
+    #[cfg(test)]
+    pub(crate) fn has_written(&self) -> bool {
+        self.wrote.load(Ordering::Relaxed)
+    }
+
     /// Gives back the pages that copy-on-write freed, when they are more
     /// than a tenth of the file. redb reuses freed pages in later commits
     /// but never returns them, and pages still visible to a read
@@ -569,6 +585,13 @@ impl Index {
     /// one). Needs the only handle in this process and no open readers;
     /// another process's handle makes it a no-op, tried again next time.
     pub fn compact_if_wasteful(&mut self) -> Result<bool> {
+        // A command that only read the cache (restore, ls, a backup with
+        // nothing new to record) left no pages behind: the last writer gave
+        // its own back when it ended. The commits below cost two
+        // `fdatasync`s each, and a restore's exit spent 8 of them here.
+        if !self.wrote.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
         let p = &self.path;
         // Empty commits first: pages that earlier commits freed while
         // readers could still see them are only released by a later commit,
@@ -644,6 +667,7 @@ impl Index {
                 })
             )?;
         }
+        self.wrote.store(true, Ordering::Relaxed);
         tx!(p, w.commit())?;
         Ok(())
     }
@@ -974,6 +998,7 @@ impl Update<'_> {
                 }
             }
         }
+        index.wrote.store(true, Ordering::Relaxed);
         tx!(p, self.w.commit())?;
         fault::step("index db commit", &p.display());
         if let Some(g) = new_gen {
@@ -1336,6 +1361,30 @@ mod tests {
         assert!(after < before * 3 / 4, "{before} -> {after}");
         assert!(!index.compact_if_wasteful().unwrap(), "nothing left to give back");
         assert_eq!(index.blob_count().unwrap(), 32_000);
+    }
+
+    #[test]
+    fn a_handle_that_only_read_leaves_compaction_to_the_next_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.redb");
+        {
+            // A backup that ended without compacting (killed, or older arc).
+            let index = Index::open(&path).unwrap();
+            for i in 0..40u64 {
+                let _held = index.reader().unwrap();
+                let packs: Vec<PackEntry> = (0..4).map(|j| pack(i * 4 + j, 200, 64)).collect();
+                index.add_packs(&packs, Some(Id::hash(&i.to_le_bytes()))).unwrap();
+            }
+        }
+        let before = std::fs::metadata(&path).unwrap().len();
+        let mut index = Index::open(&path).unwrap();
+        assert_eq!(index.blob_count().unwrap(), 32_000);
+        assert!(!index.has_written());
+        assert!(!index.compact_if_wasteful().unwrap(), "a reader compacted");
+        assert_eq!(index.db_len().unwrap(), before);
+        index.add_packs(&[pack(999, 10, 8)], Some(Id::hash(b"one more"))).unwrap();
+        assert!(index.has_written());
+        assert!(index.compact_if_wasteful().unwrap(), "{before} bytes for 32k blobs");
     }
 
     #[test]

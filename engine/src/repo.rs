@@ -749,6 +749,12 @@ impl Repository {
         // runs, merged into a new sorted file at commit, when they are many
         // (a new host, a rebuild). Gone files and packs come after every
         // addition: a pack that a new file lists again keeps its rows.
+        // Nothing new and nothing gone (every command after the first on a
+        // repository no one else writes): no transaction, whose commit
+        // would cost two `fdatasync`s before the command could start.
+        if gone_files.is_empty() && gone_packs.is_empty() && in_storage.is_subset(&known) {
+            return Ok(());
+        }
         let mut update = index.begin()?;
         let mut superseded: HashSet<Id> = HashSet::new();
         for id in in_storage.difference(&known) {

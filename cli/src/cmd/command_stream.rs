@@ -277,6 +277,7 @@ pub fn start_argv(
         let _ = child.wait();
         return Err(anyhow!("cannot run '{}': its output pipes were not set up", argv[0]));
     };
+    super::stdin_stream::widen_pipe(std::os::fd::AsRawFd::as_raw_fd(&stdout));
     let proc = Arc::new(Proc { child: Mutex::new(child), cmdline: cmdline.to_string(), tail: Mutex::default() });
     let (done_tx, stderr_done) = mpsc::channel();
     {

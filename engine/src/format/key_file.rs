@@ -25,8 +25,7 @@ const CTX_UNPROTECTED: &str = "arc 2026-12 format v2 unprotected key wrapping";
 /// Argon2id cost: RFC 9106's second recommended setting (64 MiB, 3 passes,
 /// 4 lanes). The lanes are computed in parallel (argon2's `parallel`
 /// feature): on two idle cores a command on a passphrase repository took
-/// 0.10 s where one lane took 0.125-0.13 s (perf stat, 8 runs each; the
-/// 64 MiB are still allocated and zeroed serially), with the same memory and
+/// 0.10 s where one lane took 0.125-0.13 s (perf stat, 8 runs each), with the same memory and
 /// total work, and more cores gain more. Key files written with one lane (before 2026-12-06) keep
 /// their parameters and still open; `key passwd` rewrites them with these.
 pub const DEFAULT_M_COST_KIB: u32 = 64 * 1024;
@@ -128,12 +127,48 @@ fn wrapping_key(kdf: &Kdf, passphrase: Option<&str>, name: &str) -> Result<Zeroi
             }
             let params = Params::new(kdf.m_cost_kib, kdf.t_cost, kdf.p_cost, Some(KEY_LEN))
                 .map_err(|e| Error::corrupt("key file", name, format!("Argon2id parameters: {e}")))?;
-            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-                .hash_password_into(passphrase.as_bytes(), &salt, &mut out[..])
-                .map_err(|e| Error::corrupt("key file", name, format!("Argon2id: {e}")))?;
+            let blocks = params.block_count();
+            let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+            let hashed = match ArgonMemory::new(blocks) {
+                Some(memory) => {
+                    argon.hash_password_into_with_memory(passphrase.as_bytes(), &salt, &mut out[..], memory)
+                }
+                // No mapping (an address-space limit): argon2's own allocation.
+                None => argon.hash_password_into(passphrase.as_bytes(), &salt, &mut out[..]),
+            };
+            hashed.map_err(|e| Error::corrupt("key file", name, format!("Argon2id: {e}")))?;
         }
     }
     Ok(out)
+}
+
+/// Argon2id's memory as an anonymous mapping, whose pages the kernel zeroes
+/// when they are first touched. argon2's own allocation (`alloc_zeroed` of
+/// 64-byte aligned blocks) is a `memset` of all 64 MiB on the calling
+/// thread, because the system allocator hands out pre-zeroed memory
+/// (calloc) only up to 16-byte alignment: every page was faulted in and
+/// zeroed twice, serially, before the lanes started (perf: the first
+/// 20-40 ms of every command on a passphrase repository, on one core). Here
+/// the first pass touches each page once, on the lanes' threads, in parallel.
+struct ArgonMemory {
+    map: memmap2::MmapMut,
+    blocks: usize,
+}
+
+impl ArgonMemory {
+    fn new(blocks: usize) -> Option<ArgonMemory> {
+        let map = memmap2::MmapMut::map_anon(blocks.checked_mul(argon2::Block::SIZE)?).ok()?;
+        Some(ArgonMemory { map, blocks })
+    }
+}
+
+impl AsMut<[argon2::Block]> for ArgonMemory {
+    fn as_mut(&mut self) -> &mut [argon2::Block] {
+        // SAFETY: the mapping is page-aligned (Block needs 64 bytes), holds
+        // `blocks * Block::SIZE` bytes, is borrowed mutably for the slice's
+        // lifetime, and any bytes are a valid Block (an array of u64).
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().cast::<argon2::Block>(), self.blocks) }
+    }
 }
 
 impl KeyFile {
@@ -242,6 +277,24 @@ mod tests {
 
     fn cheap(p: &str) -> Protection {
         Protection::Passphrase { passphrase: Zeroizing::new(p.into()), m_cost_kib: 64, t_cost: 1, p_cost: 1 }
+    }
+
+    #[test]
+    fn argon2_in_a_mapping_derives_what_argon2s_own_allocation_derives() {
+        let kdf = Kdf {
+            algorithm: KdfAlgorithm::Argon2id,
+            version: 0x13,
+            m_cost_kib: 1024,
+            t_cost: 2,
+            p_cost: 4,
+            salt: hex::encode([7u8; 32]),
+        };
+        let params = Params::new(1024, 2, 4, Some(KEY_LEN)).unwrap();
+        let mut expected = [0u8; KEY_LEN];
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_into(b"secret", &[7u8; 32], &mut expected)
+            .unwrap();
+        assert_eq!(*wrapping_key(&kdf, Some("secret"), "k").unwrap(), expected);
     }
 
     #[test]

@@ -283,7 +283,10 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     // the start, so this run dedups against them, and listed in this run's
     // first index file.
     let (adopt, _writer) = repo.packs_to_adopt()?;
-    repo.index()?.add_packs(&adopt, None)?;
+    // Nearly always none: no durable (fdatasync'd) commit of nothing.
+    if !adopt.is_empty() {
+        repo.index()?.add_packs(&adopt, None)?;
+    }
 
     let mut ctx = Ctx::new(repo, progress, &mut opts, parent.as_ref().map(|p| p.file.tree));
     ctx.session_lost = session.as_ref().map(|s| s.lost_flag());

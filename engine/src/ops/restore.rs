@@ -35,11 +35,12 @@ use nix::unistd::{Gid, Uid};
 
 use super::tree_walk::{self, split_path, Located, Visit};
 use crate::error::{Error, IoContext, Result};
+use crate::format::pack::FrameCodec;
 use crate::format::tree::{Node, NodeKind, Timestamp};
 use crate::id::Id;
 use crate::index::BlobLocation;
 use crate::patterns::PatternSet;
-use crate::prefetch::Prefetched;
+use crate::prefetch::{FrameKey, Prefetched};
 use crate::progress::Progress;
 use crate::repo::{Repository, Snapshot};
 
@@ -484,6 +485,15 @@ fn write_content(ctx: &Ctx<'_>, path: &Path, node: &Node, mut file: File, pre: &
 /// 5 MiB per file in flight; 20 MiB with 4 MiB file chunks at most.
 const DECODE_AHEAD: usize = 1;
 
+/// On a local disk, a decoder may hold a whole run ahead of the writer (up
+/// to this many chunks): with one chunk, the decoder of the next run
+/// stopped after its first two chunks until the writer had taken every
+/// chunk of the run before, so the two decoders took turns instead of
+/// working side by side. A run shares one frame of about 1 MiB (the frame
+/// of the chunks, or of the bases of delta chunks), so this holds about
+/// that much per decoder; 8 MiB with 1 MiB stream chunks at most.
+const LOCAL_RUN_AHEAD: usize = 8;
+
 /// On a remote store, decoders take a file's chunks in runs of about this
 /// many stored bytes, each run's frames fetched in one coalesced ranged read
 /// per pack (prefetch.rs) instead of a round trip per chunk. With a decoder
@@ -492,21 +502,22 @@ const RUN_BYTES: u64 = 8 << 20;
 
 /// `chunks` cut into the runs the decoders take, by their locations
 /// (`None`: a chunk the index lacks, left to the read that reports it). On
-/// a local disk a run is the chunks that share a frame, so that two
-/// decoders never wait on one frame's decompression (a 1 MiB stream frame
-/// holds about four chunks); on a remote store, consecutive chunks up to
-/// [`RUN_BYTES`] stored.
-fn runs(located: &[Option<BlobLocation>], remote: bool) -> Vec<std::ops::Range<usize>> {
+/// a local disk a run is the chunks whose decoding waits on the same frame
+/// (`frames`, from [`decoding_frame`]), so that two decoders never wait on
+/// one frame's decompression (a 1 MiB stream frame holds about four
+/// chunks, and so does the frame of the bases of four consecutive delta
+/// chunks); on a remote store, consecutive chunks up to [`RUN_BYTES`]
+/// stored.
+fn runs(located: &[Option<BlobLocation>], frames: &[Option<FrameKey>], remote: bool) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0u64);
     for (i, loc) in located.iter().enumerate() {
         let len = loc.map_or(0, |l| u64::from(l.frame.stored_len));
-        let frame = |l: &Option<BlobLocation>| l.map(|l| (l.pack, l.frame.offset));
-        let split = |prev| match remote {
+        let split = |i: usize| match remote {
             true => bytes + len > RUN_BYTES,
-            false => frame(loc).is_none() || frame(loc) != frame(prev),
+            false => frames.get(i).copied().flatten().is_none() || frames.get(i) != frames.get(i - 1),
         };
-        if i > start && split(&located[i - 1]) {
+        if i > start && split(i) {
             out.push(start..i);
             (start, bytes) = (i, 0);
         }
@@ -518,17 +529,36 @@ fn runs(located: &[Option<BlobLocation>], remote: bool) -> Vec<std::ops::Range<u
     out
 }
 
+/// The frame whose decompression decoding the chunk at `loc` waits on: its
+/// own, or for a delta (a stream chunk stored against its counterpart in
+/// the parent's stream, streams.md section 4) its base's. A day-2 dump is
+/// nearly all deltas, each in a frame of its own, and the bases of
+/// consecutive deltas are consecutive chunks of the parent's stream that
+/// share frames: taken one by one, both decoders needed the same base frame
+/// at once and one waited for the other to decompress it. One read of the
+/// delta frame's first 32 bytes names the base; `None` if that fails (the
+/// read of the chunk reports why).
+fn decoding_frame(repo: &Repository, loc: &BlobLocation) -> Option<FrameKey> {
+    if loc.frame.codec != FrameCodec::Delta {
+        return Some((loc.pack, loc.frame.offset));
+    }
+    let base = repo.delta_base(&loc.pack, &loc.frame).ok()?;
+    let base = repo.lookup_blob(&base).ok()??;
+    Some((base.pack, base.frame.offset))
+}
+
 /// Calls `write` with each of `chunks`' contents, in order. A file of one
 /// chunk (or one run, below) is read on this thread; for more, decoder
 /// threads (one per CPU) read, decrypt, decompress and verify chunks ahead
 /// of the writer, so that one big file or dump stream is not restored at
-/// the speed of one core. Decoders take runs of chunks ([`runs`]): one
-/// chunk on a local disk, up to [`RUN_BYTES`] on a remote store, where a
+/// the speed of one core. Decoders take runs of chunks ([`runs`]): the
+/// chunks waiting on one frame on a local disk, up to [`RUN_BYTES`] on a remote store, where a
 /// run's frames come in one request per pack. Decoder `k` takes runs `k`,
 /// `k + d`, `k + 2d`, … and hands their chunks over a channel of its own,
 /// so the writer takes them in order without a reorder buffer, and memory stays
 /// bounded by `d * (DECODE_AHEAD + 1) + 1` chunks plus a run's stored
-/// bytes per decoder. Chunks whose frames `pre` holds (the batch's
+/// bytes per decoder (on a local disk `LOCAL_RUN_AHEAD` instead of
+/// `DECODE_AHEAD` when runs are that long). Chunks whose frames `pre` holds (the batch's
 /// prefetch) are not fetched again. The first chunk that fails ends the
 /// file with that chunk's error (which names the blob and pack); the
 /// decoders stop when the writer drops their channels.
@@ -546,7 +576,13 @@ fn decode_in_order(
             .map(|id| pre.location(id).copied().or_else(|| ctx.repo.lookup_blob(id).ok().flatten()))
             .collect(),
     };
-    let runs = runs(&located, ctx.remote);
+    // On a remote store a run is counted in stored bytes, and naming a
+    // delta's base would cost a round trip per chunk.
+    let frames: Vec<Option<FrameKey>> = match ctx.remote {
+        true => Vec::new(),
+        false => located.iter().map(|l| l.as_ref().and_then(|l| decoding_frame(ctx.repo, l))).collect(),
+    };
+    let runs = runs(&located, &frames, ctx.remote);
     let fetch_run = |r: std::ops::Range<usize>| match ctx.remote {
         false => Prefetched::none(),
         true => {
@@ -568,11 +604,15 @@ fn decode_in_order(
         }
         return Ok(());
     }
+    let ahead = match ctx.remote {
+        true => DECODE_AHEAD,
+        false => runs.iter().map(|r| r.len()).max().unwrap_or(1).clamp(DECODE_AHEAD, LOCAL_RUN_AHEAD),
+    };
     std::thread::scope(|scope| {
         let mut ready = Vec::with_capacity(decoders);
         let mut handles = Vec::with_capacity(decoders);
         for k in 0..decoders {
-            let (tx, rx) = bounded::<Result<Arc<[u8]>>>(DECODE_AHEAD);
+            let (tx, rx) = bounded::<Result<Arc<[u8]>>>(ahead);
             ready.push(rx);
             let (fetch_run, read, runs) = (&fetch_run, &read, &runs);
             handles.push(scope.spawn(move || {
@@ -856,6 +896,55 @@ mod tests {
         assert_eq!((r.errors, r.bytes), (0, data.len() as u64));
         let restored = std::fs::read(target.join("db/shop.sql")).unwrap();
         assert!(restored == data, "restored stream differs from the one backed up");
+    }
+
+    /// A day-2 dump: nearly every chunk a delta against its day-1
+    /// counterpart, about four day-1 chunks to a frame.
+    #[test]
+    fn deltas_whose_bases_share_a_frame_are_decoded_as_one_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repo");
+        let opts = InitOptions {
+            stream_chunker: ChunkerParams::new(4096, 16384, 65536).unwrap(),
+            frame_size: 65536,
+            pack_size: 1 << 20,
+            ..Default::default()
+        };
+        let repo = Repository::init_local(&path, &opts).unwrap();
+        let day1: Vec<u8> = (0..60_000u32)
+            .map(|i| format!("INSERT INTO t VALUES ({i}, 'row {}');\n", i.wrapping_mul(2_654_435_761) % 99_991))
+            .flat_map(String::into_bytes)
+            .collect();
+        let mut day2 = day1.clone();
+        for at in (5_000..day2.len()).step_by(9_000) {
+            day2[at] = b'#';
+        }
+        back_up_stream(&repo, &day1);
+        let snapshot = back_up_stream(&repo, &day2);
+        drop(repo);
+
+        let repo = Repository::open_local(&path).unwrap();
+        let chunks = chunks_of(&repo, &snapshot, "/db/shop.sql");
+        let located: Vec<Option<BlobLocation>> = chunks.iter().map(|c| repo.lookup_blob(c).unwrap()).collect();
+        let deltas = located.iter().flatten().filter(|l| l.frame.codec == FrameCodec::Delta).count();
+        assert!(deltas * 4 > chunks.len() * 3, "{deltas} deltas of {} chunks", chunks.len());
+        let frames: Vec<Option<FrameKey>> =
+            located.iter().map(|l| decoding_frame(&repo, l.as_ref().unwrap())).collect();
+        let runs = runs(&located, &frames, false);
+        // One run per base frame, not one per delta (each in a frame of its own).
+        assert!(runs.len() * 2 < chunks.len(), "{} runs for {} chunks", runs.len(), chunks.len());
+        for r in &runs {
+            assert!(frames[r.clone()].iter().all(|f| f.is_some() && *f == frames[r.start]), "run {r:?}");
+        }
+
+        let target = dir.path().join("out");
+        let r =
+            restore(&repo, &snapshot, &RestoreOptions { target: target.clone(), ..Default::default() }, &NoProgress)
+                .unwrap();
+        assert_eq!((r.errors, r.bytes), (0, day2.len() as u64));
+        assert!(std::fs::read(target.join("db/shop.sql")).unwrap() == day2, "restored stream differs");
+        // Reading an index cache that is up to date commits nothing.
+        assert!(!repo.index().unwrap().has_written());
     }
 
     #[test]

@@ -52,7 +52,16 @@ pub(super) struct Pairing {
     /// The landmarks of the parent chunk last used: piece hash -> offset in
     /// that chunk (pieces seen twice are left out: they locate nothing).
     landmarks: Option<(Id, HashMap<u64, u32>)>,
+    /// The landmarks [`cut`](Self::cut) found in the new bytes last: where
+    /// they start in the stream, how many bytes it scanned, and the
+    /// landmarks. [`follow`](Self::follow) needs those of the chunk the
+    /// cut made, which start at the same place and are their prefix.
+    scanned: Option<Scanned>,
 }
+
+/// Landmarks found in new bytes: where the bytes start in the stream, how
+/// many were scanned, and each landmark's offset and name.
+type Scanned = (u64, usize, Vec<(u32, u64)>);
 
 /// Landmarks: places chosen by the 16 bytes before them (a rolling hash
 /// over a fixed window, so the same content gives the same places however
@@ -105,6 +114,17 @@ fn landmarks(data: &[u8]) -> Vec<(u32, u64)> {
     out
 }
 
+/// The landmarks of the first `len` bytes of a slice, given `found`, those
+/// of the whole slice: the same, up to the last one whose piece ends within
+/// `len`. Landmarks are placed scanning from the slice's start, and a
+/// landmark is only skipped (moving no later one) where its piece would
+/// run past the end, so the longer scan agrees with the shorter one on
+/// every landmark the shorter one can have.
+fn chunk_landmarks(mut found: Vec<(u32, u64)>, len: usize) -> Vec<(u32, u64)> {
+    found.retain(|&(at, _)| at as usize + LANDMARK_LEN / 2 <= len);
+    found
+}
+
 impl Pairing {
     /// The pairing for the stream at `components` given the parent
     /// snapshot's root tree, or `None` when deltas cannot be written or the
@@ -133,7 +153,15 @@ impl Pairing {
             parent.push(ParentChunk { id: *id, start, len });
             start += len;
         }
-        Some(Pairing { parent, positions, shift: 0, last_base: None, last_parent: None, landmarks: None })
+        Some(Pairing {
+            parent,
+            positions,
+            shift: 0,
+            last_base: None,
+            last_parent: None,
+            landmarks: None,
+            scanned: None,
+        })
     }
 
     /// Records a chunk at `[start, start + len)` of the new stream whose id
@@ -221,9 +249,11 @@ impl Pairing {
     ) -> Option<usize> {
         let p_start = self.parent[at].start;
         let p_len = self.parent[at].len;
+        let found = landmarks(&window[..scan]);
         let map = self.landmark_map(at, parent);
-        let (n_off, p_off) =
-            landmarks(&window[..scan]).into_iter().rev().find_map(|(off, h)| map.get(&h).map(|&p| (off, p)))?;
+        let shared = found.iter().rev().find_map(|&(off, h)| map.get(&h).map(|&p| (off, p)));
+        self.scanned = Some((start, scan, found));
+        let (n_off, p_off) = shared?;
         let after = usize::try_from(p_len.checked_sub(u64::from(p_off))?).ok()?;
         let n = settle(window, n_off as usize + after, parent, after);
         if n < floor || n > window.len() {
@@ -273,10 +303,12 @@ impl Pairing {
     /// are `parent`.
     fn align(&mut self, chunk: &[u8], start: u64, at: usize, parent: &[u8]) {
         let p_start = self.parent[at].start;
+        let found = match self.scanned.take() {
+            Some((from, scan, found)) if from == start && scan >= chunk.len() => chunk_landmarks(found, chunk.len()),
+            _ => landmarks(chunk),
+        };
         let map = self.landmark_map(at, parent);
-        if let Some((n_off, p_off)) =
-            landmarks(chunk).into_iter().rev().find_map(|(off, h)| map.get(&h).map(|&p| (off, p)))
-        {
+        if let Some((n_off, p_off)) = found.into_iter().rev().find_map(|(off, h)| map.get(&h).map(|&p| (off, p))) {
             self.shift = (p_start + u64::from(p_off)) as i64 - (start + u64::from(n_off)) as i64;
         }
     }
@@ -382,11 +414,28 @@ mod tests {
             parent.push(ParentChunk { id, start, len });
             start += len;
         }
-        Pairing { parent, positions, shift: 0, last_base: None, last_parent: None, landmarks: None }
+        Pairing { parent, positions, shift: 0, last_base: None, last_parent: None, landmarks: None, scanned: None }
     }
 
     fn id(i: u64) -> Id {
         Id::hash(&i.to_le_bytes())
+    }
+
+    #[test]
+    fn the_landmarks_of_a_prefix_are_those_of_the_whole_that_fit_in_it() {
+        let rows: Vec<u8> = (0..6_000u32)
+            .flat_map(|i| format!("{i}\t{}\t{:>40}\n", i.wrapping_mul(2_654_435_761) % 9973, "").into_bytes())
+            .collect();
+        let whole = landmarks(&rows);
+        assert!(whole.len() > 200, "{} landmarks", whole.len());
+        let n = rows.len();
+        let mut lens = vec![0, 1, 63, 64, 65, 127, 128, 129, 4095, n - 65, n - 64, n - 63, n - 1, n];
+        lens.extend((1..200).map(|k| k * n / 200));
+        // Every place where the last landmark of a prefix may fall.
+        lens.extend(whole.iter().flat_map(|&(at, _)| [at as usize + 63, at as usize + 64, at as usize + 65]));
+        for len in lens.into_iter().filter(|&l| l <= n) {
+            assert_eq!(chunk_landmarks(whole.clone(), len), landmarks(&rows[..len]), "prefix of {len} bytes");
+        }
     }
 
     #[test]
