@@ -610,7 +610,7 @@ fn a_dump_read_through_the_mount_reads_delta_bases_pack_by_pack() {
     // The first read (128 KiB: about 8 delta chunks) is served by the run
     // it starts: its delta frames in one pass, then their bases pack by
     // pack. Loaded alone, its chunks took a delta GET and a base GET each
-    // (9-10 GETs: bases share frames of 256 KiB, cached once read).
+    // (9 GETs on 317008b: bases share frames of 256 KiB, cached once read).
     let reads = c.get(Op::GetRange, FileKind::Pack) + c.get(Op::Get, FileKind::Pack);
     eprintln!("mount, first read: {reads} reads of {} packs", packs.len());
     assert!(reads <= packs.len() as u64 + 1, "first read: {reads} reads of {} packs: {c}", packs.len());
