@@ -12,8 +12,8 @@
 #                                             restores each of $SHAPES from each of $SERVERS into a
 #                                             fresh directory under TARGET (a tmpfs or the disk) with
 #                                             an empty cache; one line per restore: label, server,
-#                                             shape, wall, user, sys, peak RSS, the server's CPU
-#                                             seconds and the load
+#                                             shape, wall, user, sys, peak RSS, minor page faults,
+#                                             the server's CPU seconds and the load
 #   benches/restore_ab.sh down
 #
 # Env: W [/var/tmp/arc-restore-ab] (servers and state), ARC (the binary that makes the
@@ -128,24 +128,25 @@ case ${1:-} in
             case $who in
               restic)
                 label=restic
-                RESTIC_CACHE_DIR=$W/restore-cache /usr/bin/time -f "%e %U %S %M" -o "$W/time" \
+                RESTIC_CACHE_DIR=$W/restore-cache /usr/bin/time -f "%e %U %S %M %R" -o "$W/time" \
                   restic -r "$(restic_url "$server" "$shape")" restore latest --target "$out" >/dev/null
                 ;;
               *=*)
                 label=${who%%=*} bin=${who#*=}
-                XDG_CACHE_HOME=$W/restore-cache /usr/bin/time -f "%e %U %S %M" -o "$W/time" \
+                XDG_CACHE_HOME=$W/restore-cache /usr/bin/time -f "%e %U %S %M %R" -o "$W/time" \
                   "$bin" --repo "$(arc_url "$server" "$shape")" restore latest --target "$out" >/dev/null
                 ;;
               *) fail "LABEL=BIN or restic, not $who" ;;
             esac
             s1=$(server_cpu "$server")
-            read -r wall user sys rss <"$W/time"
+            read -r wall user sys rss minflt <"$W/time"
             if [[ $shape == dump2 || $shape == pg2 ]]; then
               f=$(find "$out" -name db.sql -type f | head -1)
               cmp -s "$f" "$(days "$shape")/day2.sql" || fail "$label: $shape restored from $server differs"
             fi
-            printf '%s %s %s wall %s user %s sys %s rss_mb %s server_cpu %s load %s\n' "$label" "$server" "$shape" \
-              "$wall" "$user" "$sys" "$((rss / 1024))" "$(echo "$s1 - $s0" | bc)" "$(cut -d' ' -f1 /proc/loadavg)"
+            printf '%s %s %s wall %s user %s sys %s rss_mb %s minflt %s server_cpu %s load %s\n' "$label" "$server" \
+              "$shape" "$wall" "$user" "$sys" "$((rss / 1024))" "$minflt" "$(echo "$s1 - $s0" | bc)" \
+              "$(cut -d' ' -f1 /proc/loadavg)"
           done
         done
       done

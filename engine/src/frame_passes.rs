@@ -23,7 +23,7 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::format::delta;
-use crate::format::pack::{decode_frame_owned, FrameCodec, FrameRecord};
+use crate::format::pack::{decode_frame_into, FrameCodec, FrameRecord};
 use crate::id::Id;
 use crate::index::BlobLocation;
 use crate::prefetch::{pack_reads, Span};
@@ -38,6 +38,13 @@ pub(crate) const DELTA_BYTES: u64 = 64 << 20;
 /// (16 MiB, filled up to an eighth past it).
 pub(crate) const MAX_READ: u64 = 20 << 20;
 
+thread_local! {
+    /// Each worker's buffer for the frames it decompresses, kept from frame
+    /// to frame: a new frame-sized one each time was faulted in and zeroed
+    /// again (glibc hands freed memory back to the system).
+    static PLAIN: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A frame to fetch and decode.
 pub(crate) struct Wanted {
     pub pack: Id,
@@ -50,8 +57,9 @@ pub(crate) struct Wanted {
 /// What receives each frame: its index in the set, and its plaintext
 /// (opened, decompressed; a delta decoded against its base, which was
 /// verified) or why it cannot be had. Called once per frame, on the worker
-/// that completed it. The blobs in it are the caller's to verify.
-pub(crate) type DecodedSink<'a> = dyn Fn(usize, Result<Vec<u8>>) + Sync + 'a;
+/// that completed it; the plaintext lies in the worker's buffers, valid
+/// until the sink returns. The blobs in it are the caller's to verify.
+pub(crate) type DecodedSink<'a> = dyn Fn(usize, Result<&[u8]>) + Sync + 'a;
 
 /// A delta frame of the set, opened: the base chunk it names and its zstd
 /// delta.
@@ -172,7 +180,7 @@ impl Passes<'_> {
         errors.extend(self.spans(&reads, &|read, offset, stored| {
             let Some(&n) = of.get(&(read.pack, offset)) else { return };
             let f = &frames[n];
-            match stored.and_then(|s| self.repo.open_delta_frame(&s, &f.record, &read.pack.to_hex())) {
+            match stored.and_then(|s| self.repo.open_delta_frame(s, &f.record, &read.pack.to_hex())) {
                 Ok((base, delta)) => {
                     if let Ok(mut o) = opened.lock() {
                         o.push(Opened { frame: n, base, delta });
@@ -199,15 +207,34 @@ impl Passes<'_> {
     }
 
     /// Decodes a fetched plain frame once, for every delta whose base it
-    /// holds and for the caller. A delta whose base cannot be had from it
-    /// (a failed read, a frame that does not open or verify) reads its
-    /// base alone, through the blob reader, whose error names the base's
-    /// pack and frame.
-    fn decode_job(&self, frames: &[Wanted], pack: &Id, job: Job, stored: Result<Vec<u8>>, sink: &DecodedSink<'_>) {
+    /// holds and for the caller: opened where it lies in the read's buffer
+    /// and decompressed into this worker's reused buffer. A delta whose
+    /// base cannot be had from it (a failed read, a frame that does not
+    /// open or verify) reads its base alone, through the blob reader, whose
+    /// error names the base's pack and frame.
+    fn decode_job(&self, frames: &[Wanted], pack: &Id, job: Job, stored: Result<&mut [u8]>, sink: &DecodedSink<'_>) {
+        PLAIN.with(|plain| match plain.try_borrow_mut() {
+            Ok(mut plain) => self.decode_into(frames, pack, job, stored, &mut plain, sink),
+            // Not reached (a sink does not decode); a buffer of its own then.
+            Err(_) => self.decode_into(frames, pack, job, stored, &mut Vec::new(), sink),
+        })
+    }
+
+    fn decode_into(
+        &self,
+        frames: &[Wanted],
+        pack: &Id,
+        job: Job,
+        stored: Result<&mut [u8]>,
+        plain: &mut Vec<u8>,
+        sink: &DecodedSink<'_>,
+    ) {
         let repo = self.repo;
         let name = pack.to_hex();
-        let raw =
-            stored.and_then(|s| decode_frame_owned(repo.open_frame(s, &name, job.record.offset)?, &job.record, &name));
+        let offset = job.record.offset;
+        let raw = stored
+            .and_then(|s| repo.open_frame_in_place(s, &name, offset))
+            .and_then(|s| decode_frame_into(s, &job.record, &name, plain));
         for (o, loc) in job.deltas {
             let f = &frames[o.frame];
             let delta_pack = f.pack.to_hex();
@@ -222,7 +249,10 @@ impl Passes<'_> {
                     .map_err(|e| base_error(f, o.base, e))
                     .and_then(|b| delta::decompress(&o.delta, &b, f.record.raw_len, &delta_pack, f.record.offset)),
             };
-            sink(o.frame, decoded);
+            match decoded {
+                Ok(d) => sink(o.frame, Ok(&d)),
+                Err(e) => sink(o.frame, Err(e)),
+            }
         }
         if let Some(n) = job.plain {
             sink(n, raw);

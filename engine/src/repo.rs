@@ -910,6 +910,16 @@ impl Repository {
         }
     }
 
+    /// [`Repository::open_frame`] in the buffer the frame was read into:
+    /// the stored bytes from within it (sealing checked and undone in
+    /// place in v2).
+    pub fn open_frame_in_place<'a>(&self, stored: &'a mut [u8], pack: &str, offset: u64) -> Result<&'a [u8]> {
+        match &self.keys {
+            Some(k) => sealed::open_frame_in_place(k, stored, pack, offset),
+            None => Ok(stored),
+        }
+    }
+
     /// The raw bytes of a stored frame: opened, unpadded and decompressed;
     /// a delta frame (format::delta) decoded against its base chunk, which
     /// `base` reads (through the blob reader's cache: at most one more

@@ -892,8 +892,13 @@ impl Vfs {
         let prev = f.last_end.swap(end, Ordering::Relaxed);
         let sequential = offset == 0 || offset.abs_diff(prev) <= 4 << 20;
         if sequential && self.repo.storage().local_path().is_none() {
-            // From a remote store, in runs of frames fetched together.
-            self.prefetch_run(t, last + 1);
+            // From a remote store, in runs of frames fetched together, from
+            // the chunks this read needs when the file goes on past it (its
+            // first read, or a reader that outran the run): loaded alone, a
+            // delta chunk cost two GETs (its frame, then its base's). A read
+            // to the file's end (a small file) loads its chunks itself.
+            let from = if last + 1 < t.chunks.len() { first } else { last + 1 };
+            self.prefetch_run(t, from);
         } else if sequential {
             // Fetch ahead from the chunk after the last one this read needs,
             // so decoding overlaps with the reader consuming this one.

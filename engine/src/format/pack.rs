@@ -266,20 +266,20 @@ pub fn zstd_output_bound(stored: usize) -> u64 {
 /// returned as it is instead of copied.
 pub fn decode_frame_owned(stored: Vec<u8>, frame: &FrameRecord, pack: &str) -> Result<Vec<u8>> {
     match frame.codec {
-        FrameCodec::Raw => check_raw_len(stored, frame, pack),
+        FrameCodec::Raw => check_raw_len(stored.len(), frame, pack).map(|()| stored),
         FrameCodec::Zstd | FrameCodec::Delta => decode_frame(&stored, frame, pack),
     }
 }
 
-fn check_raw_len(raw: Vec<u8>, frame: &FrameRecord, pack: &str) -> Result<Vec<u8>> {
-    if raw.len() != frame.raw_len as usize {
+fn check_raw_len(len: usize, frame: &FrameRecord, pack: &str) -> Result<()> {
+    if len != frame.raw_len as usize {
         return Err(Error::corrupt(
             "pack",
             pack,
-            format!("frame at {} decodes to {} bytes, expected {}", frame.offset, raw.len(), frame.raw_len),
+            format!("frame at {} decodes to {len} bytes, expected {}", frame.offset, frame.raw_len),
         ));
     }
-    Ok(raw)
+    Ok(())
 }
 
 thread_local! {
@@ -290,21 +290,45 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-fn zstd_decompress(stored: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+/// Decompresses `stored` into `out` (cleared first, room made for
+/// `capacity` bytes): zstd writes into the spare capacity, so a reused
+/// `out` is neither zeroed nor faulted in again.
+fn zstd_decompress_into(stored: &[u8], capacity: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+    out.clear();
+    out.reserve(capacity);
     DECOMPRESSOR.with(|d| {
         let mut d = d.try_borrow_mut().map_err(std::io::Error::other)?;
         let d = match d.as_mut() {
             Some(d) => d,
             None => d.insert(zstd::bulk::Decompressor::new()?),
         };
-        d.decompress(stored, capacity)
+        d.decompress_to_buffer(stored, out).map(|_| ())
     })
 }
 
 /// Decompresses one frame's stored bytes, checking its recorded raw length.
 /// A delta frame needs its base and is decoded by `Repository::decode_frame`.
 pub fn decode_frame(stored: &[u8], frame: &FrameRecord, pack: &str) -> Result<Vec<u8>> {
-    let raw = match frame.codec {
+    let mut out = Vec::new();
+    let raw = decode_frame_into(stored, frame, pack, &mut out)?;
+    if frame.codec == FrameCodec::Raw {
+        return Ok(raw.to_vec());
+    }
+    Ok(out)
+}
+
+/// [`decode_frame`] without a buffer of its own: a raw frame is `stored`
+/// itself, a compressed one is decompressed into `out` (whose capacity is
+/// reused; nothing is zeroed first) and returned from there. A reader
+/// that keeps `out` from frame to frame does not fault in a fresh
+/// frame-sized allocation for each.
+pub fn decode_frame_into<'a>(
+    stored: &'a [u8],
+    frame: &FrameRecord,
+    pack: &str,
+    out: &'a mut Vec<u8>,
+) -> Result<&'a [u8]> {
+    let raw: &[u8] = match frame.codec {
         FrameCodec::Delta => {
             return Err(Error::corrupt(
                 "pack",
@@ -312,7 +336,7 @@ pub fn decode_frame(stored: &[u8], frame: &FrameRecord, pack: &str) -> Result<Ve
                 format!("frame at {} is a delta frame, which needs its base to be decoded", frame.offset),
             ))
         }
-        FrameCodec::Raw => stored.to_vec(),
+        FrameCodec::Raw => stored,
         FrameCodec::Zstd => {
             // The output buffer is sized by raw_len, a field of the trailer:
             // a damaged one must not make us allocate up to 4 GiB for a few
@@ -331,11 +355,13 @@ pub fn decode_frame(stored: &[u8], frame: &FrameRecord, pack: &str) -> Result<Ve
                     ),
                 ));
             }
-            zstd_decompress(stored, frame.raw_len as usize)
-                .map_err(|e| Error::corrupt("pack", pack, format!("frame at {}: zstd: {e}", frame.offset)))?
+            zstd_decompress_into(stored, frame.raw_len as usize, out)
+                .map_err(|e| Error::corrupt("pack", pack, format!("frame at {}: zstd: {e}", frame.offset)))?;
+            out
         }
     };
-    check_raw_len(raw, frame, pack)
+    check_raw_len(raw.len(), frame, pack)?;
+    Ok(raw)
 }
 
 #[cfg(test)]

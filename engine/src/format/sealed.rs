@@ -133,6 +133,18 @@ pub fn open_frame_owned(keys: &Keys, sealed: Vec<u8>, pack: &str, offset: u64) -
         .map_err(|e| not_authentic(e, format!("{pack} (frame at offset {offset})")))
 }
 
+/// [`open_frame`] where the frame lies, in the buffer it was read into
+/// (with the other frames of one GET): decrypted in place, and the stored
+/// bytes returned from within it. Copying each frame out of the read's
+/// buffer cost a third of a remote restore's page faults (session 12).
+/// On an error the bytes of `sealed` are left undefined.
+pub fn open_frame_in_place<'a>(keys: &Keys, sealed: &'a mut [u8], pack: &str, offset: u64) -> Result<&'a [u8]> {
+    match unpad_in_place(keys, Purpose::BLOB_FRAME, &[], sealed, pack, offset) {
+        Ok(range) => Ok(&sealed[range]),
+        Err(e) => Err(not_authentic(e, format!("{pack} (frame at offset {offset})"))),
+    }
+}
+
 /// Names the frame in an authentication failure; other errors pass.
 pub(crate) fn not_authentic(e: Error, name: String) -> Error {
     match e {
@@ -152,7 +164,24 @@ pub(crate) fn open_padded(
     pack: &str,
     offset: u64,
 ) -> Result<Vec<u8>> {
-    let range = keys.open_in_place(purpose, ad, &mut sealed, "pack", pack)?;
+    let range = unpad_in_place(keys, purpose, ad, &mut sealed, pack, offset)?;
+    let len = range.len();
+    sealed.copy_within(range, 0);
+    sealed.truncate(len);
+    Ok(sealed)
+}
+
+/// Opens the box in `sealed` in place; the range of its stored bytes
+/// (without length and padding, both checked) within it.
+fn unpad_in_place(
+    keys: &Keys,
+    purpose: Purpose,
+    ad: &[u8],
+    sealed: &mut [u8],
+    pack: &str,
+    offset: u64,
+) -> Result<std::ops::Range<usize>> {
+    let range = keys.open_in_place(purpose, ad, sealed, "pack", pack)?;
     let inner = &sealed[range.clone()];
     let bad = || Error::corrupt("pack", pack, format!("sealed frame at {offset}: bad length or padding"));
     let len = u32::from_le_bytes(inner.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
@@ -163,9 +192,7 @@ pub(crate) fn open_padded(
         return Err(bad());
     }
     let start = range.start + 4;
-    sealed.copy_within(start..start + len, 0);
-    sealed.truncate(len);
-    Ok(sealed)
+    Ok(start..start + len)
 }
 
 #[cfg(test)]
@@ -186,6 +213,66 @@ mod tests {
         let mut bad = sealed.clone();
         bad[30] ^= 1;
         assert!(matches!(open_frame(&keys, &bad, "p", 8), Err(Error::NotAuthentic { .. })));
+    }
+
+    /// Frames read side by side in one buffer open where they lie: each
+    /// its own stored bytes, its neighbours untouched; a changed byte of
+    /// the nonce, the ciphertext or the tag fails as not authentic, naming
+    /// the frame; an authentic box whose length or padding is wrong is
+    /// refused as damage.
+    #[test]
+    fn frames_open_in_place_in_a_shared_buffer_and_tampered_ones_fail() {
+        let keys = Keys::derive(&MasterSecret::from_bytes([3; 32]));
+        let contents: Vec<Vec<u8>> = [0usize, 1, 97, 4096, 100_000].iter().map(|&n| vec![n as u8 ^ 0x5A; n]).collect();
+        let mut buf = Vec::new();
+        let mut at = Vec::new();
+        for c in &contents {
+            let sealed = seal_frame(&keys, c).unwrap();
+            at.push((buf.len(), sealed.len()));
+            buf.extend_from_slice(&sealed);
+        }
+        let whole = buf.clone();
+        for (i, (c, &(start, len))) in contents.iter().zip(&at).enumerate() {
+            let opened = open_frame_in_place(&keys, &mut buf[start..start + len], "p", start as u64).unwrap();
+            assert_eq!(opened, &c[..], "frame {i}");
+            assert!(buf[start + len..] == whole[start + len..], "frame {i} changed its neighbours");
+        }
+        let (start, len) = at[3];
+        for (what, byte) in [("nonce", 3), ("ciphertext", NONCE_LEN + 100), ("tag", len - 1)] {
+            let mut bad = whole[start..start + len].to_vec();
+            bad[byte] ^= 1;
+            match open_frame_in_place(&keys, &mut bad, "p", 1234) {
+                Err(Error::NotAuthentic { name, .. }) => assert_eq!(name, "p (frame at offset 1234)", "{what}"),
+                other => panic!("a changed byte of the {what} was not refused: {:?}", other.map(<[u8]>::len)),
+            }
+        }
+        assert!(matches!(
+            open_frame_in_place(&keys, &mut [0u8; OVERHEAD - 1], "p", 0),
+            Err(Error::NotAuthentic { .. })
+        ));
+        // Authentic boxes of a bad plaintext: 97 stored bytes pad to 104
+        // with 3 zero bytes; a non-zero padding byte, and a length longer
+        // than the box.
+        for (what, plain) in [
+            ("padding", {
+                let mut p = padded(&[7; 97]);
+                p[103] = 1;
+                p
+            }),
+            ("length", {
+                let mut p = padded(&[7; 97]);
+                p[..4].copy_from_slice(&200u32.to_le_bytes());
+                p
+            }),
+        ] {
+            let mut sealed = vec![0u8; NONCE_LEN];
+            sealed.extend_from_slice(&plain);
+            keys.seal_in_place(Purpose::BLOB_FRAME, &[], &mut sealed).unwrap();
+            match open_frame_in_place(&keys, &mut sealed, "p", 8) {
+                Err(Error::Corrupt { .. }) => {}
+                other => panic!("a bad {what} was not refused: {:?}", other.map(<[u8]>::len)),
+            }
+        }
     }
 
     #[test]

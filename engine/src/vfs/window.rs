@@ -374,7 +374,7 @@ fn load_window(repo: &Repository, frames: HashMap<(Id, u64), FrameJob>) {
 /// cannot be had from it (a failed GET, a frame that does not open or
 /// verify, a delta whose base failed) is loaded alone, by the reader's own
 /// path, which names the pack and frame in its error.
-fn complete_frame(repo: &Repository, job: FrameJob, raw: EngineResult<Vec<u8>>) {
+fn complete_frame(repo: &Repository, job: FrameJob, raw: EngineResult<&[u8]>) {
     for (id, loc, claim) in job.pieces {
         let start = loc.offset_in_frame as usize;
         let blob = raw.as_ref().ok().and_then(|r| r.get(start..start + loc.raw_len as usize));

@@ -166,7 +166,7 @@ pub(super) fn restore_window(ctx: &Ctx<'_>, window: Window) {
         Passes { repo: ctx.repo, in_flight: IN_FLIGHT_BYTES, stop: &|| ctx.cancelled(), what: "restore worker" };
     let errors = passes.fetch(&wanted, &|n, raw| {
         let w = &wanted[n];
-        work.write_frame(&frames[n], w, &w.pack.to_hex(), raw.as_deref().map_err(|e| e.to_string()))
+        work.write_frame(&frames[n], w, &w.pack.to_hex(), raw.map_err(|e| e.to_string()))
     });
     for e in errors {
         ctx.warn(&ctx.target, &e.to_string());
