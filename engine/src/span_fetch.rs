@@ -4,8 +4,9 @@
 //! workers at once, with a cap on the stored bytes in flight, and every
 //! frame of a read is handed, as stored, to the caller on the worker that
 //! fetched it: where it lies in the read's buffer, to be opened in place
-//! (a copy of each frame cost a third of a restore's page faults). Restore (ops/restore/packs.rs) and the mount's walk-order
-//! readahead (vfs/window.rs) read packs this way.
+//! (a copy of each frame cost a third of a restore's page faults).
+//! Restore (ops/restore/packs.rs) and the mount's walk-order readahead
+//! (vfs/window.rs) read packs this way.
 //!
 //! A read that fails is repeated frame by frame, so that the frames that
 //! can be read are, and each that cannot is handed over with its own

@@ -25,9 +25,11 @@ const CTX_UNPROTECTED: &str = "arc 2026-12 format v2 unprotected key wrapping";
 /// Argon2id cost: RFC 9106's second recommended setting (64 MiB, 3 passes,
 /// 4 lanes). The lanes are computed in parallel (argon2's `parallel`
 /// feature): on two idle cores a command on a passphrase repository took
-/// 0.10 s where one lane took 0.125-0.13 s (perf stat, 8 runs each), with the same memory and
-/// total work, and more cores gain more. Key files written with one lane (before 2026-12-06) keep
-/// their parameters and still open; `key passwd` rewrites them with these.
+/// 0.10 s where one lane took 0.125-0.13 s (perf stat, 8 runs each), with
+/// the same memory and total work, and more cores gain more. Key files
+/// written with one lane (before 2026-12-06) keep their parameters and
+/// still open; `key passwd` rewrites them with these. Why this cost, and
+/// the least one for a generated passphrase: format-spec/v2/crypto.md 2.2.1.
 pub const DEFAULT_M_COST_KIB: u32 = 64 * 1024;
 pub const DEFAULT_T_COST: u32 = 3;
 pub const DEFAULT_P_COST: u32 = 4;

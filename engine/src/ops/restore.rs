@@ -552,14 +552,15 @@ fn decoding_frame(repo: &Repository, loc: &BlobLocation) -> Option<FrameKey> {
 /// threads (one per CPU) read, decrypt, decompress and verify chunks ahead
 /// of the writer, so that one big file or dump stream is not restored at
 /// the speed of one core. Decoders take runs of chunks ([`runs`]): the
-/// chunks waiting on one frame on a local disk, up to [`RUN_BYTES`] on a remote store, where a
-/// run's frames come in one request per pack. Decoder `k` takes runs `k`,
-/// `k + d`, `k + 2d`, … and hands their chunks over a channel of its own,
-/// so the writer takes them in order without a reorder buffer, and memory stays
-/// bounded by `d * (DECODE_AHEAD + 1) + 1` chunks plus a run's stored
-/// bytes per decoder (on a local disk `LOCAL_RUN_AHEAD` instead of
-/// `DECODE_AHEAD` when runs are that long). Chunks whose frames `pre` holds (the batch's
-/// prefetch) are not fetched again. The first chunk that fails ends the
+/// chunks waiting on one frame on a local disk, up to [`RUN_BYTES`] on a
+/// remote store, where a run's frames come in one request per pack.
+/// Decoder `k` takes runs `k`, `k + d`, `k + 2d`, … and hands their chunks
+/// over a channel of its own, so the writer takes them in order without a
+/// reorder buffer, and memory stays bounded by `d * (DECODE_AHEAD + 1) + 1`
+/// chunks plus a run's stored bytes per decoder (on a local disk
+/// `LOCAL_RUN_AHEAD` instead of `DECODE_AHEAD` when runs are that long).
+/// Chunks whose frames `pre` holds (the batch's prefetch) are not fetched
+/// again. The first chunk that fails ends the
 /// file with that chunk's error (which names the blob and pack); the
 /// decoders stop when the writer drops their channels.
 fn decode_in_order(
