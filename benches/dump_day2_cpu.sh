@@ -15,10 +15,15 @@ A=$1 B=$2 T=$3 D1=$4 D2=$5 N=${6:-3}
 W=$(mktemp -d "${TMPDIR:-/var/tmp}/arc-day2-cpu.XXXX")
 trap 'rm -rf "$W"' EXIT
 export ARC_PASSWORD=dump-series
+# Each repository is made at the path the rounds use ($W/run/repo) and moved aside: the cache
+# is keyed by the repository's canonical path as well as its id, and a copy under another path
+# would rebuild its index cache in every timed round.
 for L in A B; do
   bin=${!L}
-  XDG_CACHE_HOME=$W/cache$L "$bin" --repo "$W/repo$L" init --copy-chunker-params-from "$T" >/dev/null
-  XDG_CACHE_HOME=$W/cache$L "$bin" --repo "$W/repo$L" backup --stdin --stdin-name db.sql < "$D1" >/dev/null
+  rm -rf "$W/run"; mkdir "$W/run"
+  XDG_CACHE_HOME=$W/run/cache "$bin" --repo "$W/run/repo" init --copy-chunker-params-from "$T" >/dev/null
+  XDG_CACHE_HOME=$W/run/cache "$bin" --repo "$W/run/repo" backup --stdin --stdin-name db.sql < "$D1" >/dev/null
+  mv "$W/run/repo" "$W/repo$L"; mv "$W/run/cache" "$W/cache$L"
 done
 for i in $(seq "$N"); do
   for L in A B; do
