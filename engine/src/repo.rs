@@ -667,11 +667,7 @@ impl Repository {
     /// The index database, brought up to date with the index files on
     /// first use.
     pub fn index(&self) -> Result<&Index> {
-        if let Some(i) = self.index.get() {
-            return Ok(i);
-        }
-        let _init = crate::sync::lock(&self.index_init, "the index database's first open")?;
-        Ok(self.open_index_locked(None)?.0)
+        self.index_from(None)
     }
 
     /// [`index`](Self::index), for a caller that has just listed `index/`
@@ -681,11 +677,15 @@ impl Repository {
     /// right before, listed it a second time (a round trip on a remote
     /// store, remote.md section 4).
     pub(crate) fn index_listed(&self, listing: &[(String, u64)]) -> Result<&Index> {
+        self.index_from(Some(listing))
+    }
+
+    fn index_from(&self, listing: Option<&[(String, u64)]>) -> Result<&Index> {
         if let Some(i) = self.index.get() {
             return Ok(i);
         }
         let _init = crate::sync::lock(&self.index_init, "the index database's first open")?;
-        Ok(self.open_index_locked(Some(listing))?.0)
+        Ok(self.open_index_locked(listing)?.0)
     }
 
     /// The index database, opened and synced if this is its first use

@@ -21,10 +21,10 @@
 //! Puts: an S3 PUT (or multipart upload, for packs) is atomic: the object
 //! appears complete or not at all. A pack staged as a file is sent from
 //! the file (remote/upload.rs), not from memory. SFTP and WebDAV write a
-//! file in place,
-//! so a put there writes `tmp/<name>.<pid>.<n>` and renames it over the
-//! final name (SFTP's posix-rename extension, WebDAV's MOVE with
-//! Overwrite: T): a reader never sees a partial file (format-spec/v2/remote.md).
+//! file in place, so a put there writes `tmp/<name>.<pid>.<n>` and
+//! renames it over the final name (SFTP's posix-rename extension, WebDAV's
+//! MOVE with Overwrite: T): a reader never sees a partial file
+//! (format-spec/v2/remote.md).
 //!
 //! Errors: a missing object is [`Error::Missing`]; everything else is
 //! [`Error::Remote`] with the object's name in the repository and the
