@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use opendal::layers::{ConcurrentLimitLayer, ConcurrentLimitSemaphore, RetryLayer, TimeoutLayer};
+use opendal::layers::{ConcurrentLimitLayer, ConcurrentLimitSemaphore, RetryEvent, RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
 
 use super::location::Location;
@@ -44,11 +44,43 @@ use super::{FileKind, FileStat, Storage};
 use crate::error::{Error, Result};
 use crate::ratelimit::RateLimit;
 
+#[cfg(test)]
+mod fake_http;
 mod upload;
 
 /// The most a ranged read allocates before its body arrives (restore reads
 /// 20 MiB at most; a longer read grows as the bytes come).
 const MAX_PREALLOC: u64 = 32 << 20;
+
+tokio::task_local! {
+    /// The retries opendal's retry layer has made for the request being
+    /// awaited ([`RemoteStorage::call`]).
+    static RETRIES: std::cell::Cell<u32>;
+}
+
+/// Counts a retry of the request in flight. The layer calls this from
+/// inside the request's future, so the task-local counter is the one
+/// [`RemoteStorage::call`] set up for that request.
+fn count_retry(_: RetryEvent<'_>) {
+    let _ = RETRIES.try_with(|n| n.set(n.get() + 1));
+}
+
+/// A request through opendal that failed, and how many times it was sent.
+/// opendal's retry layer marks every final error alike (retried or not,
+/// `is_temporary()` is false after it), so the count is kept beside the
+/// error for the message: "gave up after 7 attempts".
+struct Failed {
+    error: opendal::Error,
+    attempts: u32,
+}
+
+impl std::ops::Deref for Failed {
+    type Target = opendal::Error;
+
+    fn deref(&self) -> &opendal::Error {
+        &self.error
+    }
+}
 
 /// Tuning of a remote backend.
 #[derive(Debug, Clone)]
@@ -280,7 +312,8 @@ impl RemoteStorage {
                     .with_max_times(opts.retries)
                     .with_min_delay(Duration::from_millis(200))
                     .with_max_delay(Duration::from_secs(10))
-                    .with_jitter(),
+                    .with_jitter()
+                    .with_notify(count_retry),
             )
             .layer(ConcurrentLimitLayer::with_semaphore(slots.clone()));
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -330,10 +363,10 @@ impl RemoteStorage {
         crate::crypto::fill_random(&mut rnd)?;
         let path = format!("tmp/probe-{}", hex::encode(rnd));
         let write =
-            || self.block(self.op.write_with(&path, opendal::Buffer::from(b"probe".to_vec())).if_not_exists(true));
+            || self.call(self.op.write_with(&path, opendal::Buffer::from(b"probe".to_vec())).if_not_exists(true));
         let first = write();
         let second = first.is_ok().then(write);
-        let _ = self.block(self.op.delete(&path));
+        let _ = self.call(self.op.delete(&path));
         let failed = match (first, second) {
             (Ok(_), Some(Ok(_))) => return Ok(false),
             (Ok(_), Some(Err(e))) if e.kind() == ErrorKind::ConditionNotMatch => return Ok(true),
@@ -354,24 +387,38 @@ impl RemoteStorage {
         Ok(object_path(kind, name))
     }
 
-    fn err(&self, kind: FileKind, name: &str, e: opendal::Error) -> Error {
+    fn err(&self, kind: FileKind, name: &str, e: Failed) -> Error {
         if e.kind() == ErrorKind::NotFound {
             return Error::Missing { kind: kind.describe(), name: name.to_string() };
         }
         self.other(&object_path(kind, name), e)
     }
 
-    fn other(&self, path: &str, e: opendal::Error) -> Error {
-        Error::Remote { object: format!("{}/{path}", self.shown.trim_end_matches('/')), reason: describe(&e) }
+    fn other(&self, path: &str, e: Failed) -> Error {
+        self.remote_error(path, describe(&e, e.attempts))
+    }
+
+    /// The error of `path` (relative to the repository) for `reason`.
+    fn remote_error(&self, path: &str, reason: String) -> Error {
+        Error::Remote { object: format!("{}/{path}", self.shown.trim_end_matches('/')), reason }
     }
 
     fn block<F: std::future::IntoFuture>(&self, f: F) -> F::Output {
         self.rt.block_on(f.into_future())
     }
 
+    /// An opendal request, run to its end (retries included); a failure
+    /// says how many times it was sent.
+    fn call<T, F: std::future::IntoFuture<Output = opendal::Result<T>>>(&self, f: F) -> std::result::Result<T, Failed> {
+        let counted = RETRIES.scope(std::cell::Cell::new(0), async move {
+            f.await.map_err(|error| Failed { error, attempts: RETRIES.with(|n| n.get()).saturating_add(1) })
+        });
+        self.rt.block_on(counted)
+    }
+
     /// Lists `dir` recursively: names and stats of its files.
     fn list_dir(&self, kind: FileKind, dir: &str) -> Result<Vec<(String, FileStat)>> {
-        let entries = match self.block(self.op.list_with(&format!("{dir}/")).recursive(true)) {
+        let entries = match self.call(self.op.list_with(&format!("{dir}/")).recursive(true)) {
             Ok(e) => e,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(self.other(dir, e)),
@@ -406,7 +453,7 @@ impl RemoteStorage {
     }
 
     fn stat_path(&self, kind: FileKind, name: &str, path: &str) -> Result<FileStat> {
-        let meta = self.block(self.op.stat(path)).map_err(|e| self.err(kind, name, e))?;
+        let meta = self.call(self.op.stat(path)).map_err(|e| self.err(kind, name, e))?;
         let modified = meta.last_modified().map(SystemTime::from).ok_or_else(|| Error::Remote {
             object: format!("{}/{path}", self.shown),
             reason: "the server reports no modification time".into(),
@@ -416,9 +463,10 @@ impl RemoteStorage {
 }
 
 /// One line on what went wrong: opendal's message, its kind, the HTTP
-/// status and the first cause (a refused connection, the server's error
-/// body). opendal's own Display adds its request context, which repeats
-/// the endpoint and path we already show.
+/// status, the first cause (a refused connection, the server's error
+/// body) and, for a request that was retried, how many times it was sent.
+/// opendal's own Display adds its request context, which repeats the
+/// endpoint and path we already show.
 /// `S3Error { code: "X", message: "M", .. }`, as opendal renders an S3
 /// error body, as "S3 error X: M".
 fn s3_error_body(msg: &str) -> Option<String> {
@@ -458,7 +506,7 @@ fn status_only(e: &opendal::Error) -> Option<String> {
     Some(format!("{op} answered HTTP {status}{reason}"))
 }
 
-fn describe(e: &opendal::Error) -> String {
+fn describe(e: &opendal::Error, attempts: u32) -> String {
     let mut out = String::new();
     let msg = e.message().trim();
     if let Some(body) = s3_error_body(msg) {
@@ -488,7 +536,11 @@ fn describe(e: &opendal::Error) -> String {
     if short.len() < one_line.len() {
         short.push('…');
     }
-    format!("{short} ({kind}{})", if e.is_temporary() { ", gave up after retries" } else { "" })
+    if attempts > 1 {
+        format!("{short} ({kind}, gave up after {attempts} attempts)")
+    } else {
+        format!("{short} ({kind})")
+    }
 }
 
 /// The ssh that opendal starts, adjusted: opendal's SFTP service runs the
@@ -565,13 +617,13 @@ impl Storage for RemoteStorage {
             if len > self.opts.single_put_max {
                 w = w.chunk(self.opts.part_size).concurrent(2);
             }
-            self.block(w).map_err(|e| self.err(kind, name, e))?;
+            self.call(w).map_err(|e| self.err(kind, name, e))?;
             return Ok(());
         }
         let tmp = format!("tmp/{name}.{}.{}", std::process::id(), self.tmp_counter.fetch_add(1, Ordering::Relaxed));
-        self.block(self.op.write(&tmp, buf)).map_err(|e| self.other(&tmp, e))?;
-        if let Err(e) = self.block(self.op.rename(&tmp, &path)) {
-            let _ = self.block(self.op.delete(&tmp));
+        self.call(self.op.write(&tmp, buf)).map_err(|e| self.other(&tmp, e))?;
+        if let Err(e) = self.call(self.op.rename(&tmp, &path)) {
+            let _ = self.call(self.op.delete(&tmp));
             return Err(self.err(kind, name, e));
         }
         Ok(())
@@ -593,7 +645,7 @@ impl Storage for RemoteStorage {
 
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         let path = self.path(kind, name)?;
-        let buf = self.block(self.op.read(&path)).map_err(|e| self.err(kind, name, e))?;
+        let buf = self.call(self.op.read(&path)).map_err(|e| self.err(kind, name, e))?;
         if let Some(l) = &self.download {
             l.take(buf.len());
         }
@@ -631,7 +683,7 @@ impl Storage for RemoteStorage {
         };
         let truncated =
             || Error::corrupt(kind.describe(), name, format!("truncated: range {offset}+{len} past end of file"));
-        match self.block(read) {
+        match self.call(read) {
             Ok(()) => {}
             // 416: the range starts past the end.
             Err(e) if e.kind() == ErrorKind::RangeNotSatisfied => return Err(truncated()),
@@ -641,7 +693,7 @@ impl Storage for RemoteStorage {
             // file. One stat on this error path tells a truncated object
             // from a failed transfer.
             Err(e) if e.kind() != ErrorKind::NotFound => {
-                return Err(match self.block(self.op.stat(&path)) {
+                return Err(match self.call(self.op.stat(&path)) {
                     Ok(meta) if meta.content_length() < end => truncated(),
                     _ => self.err(kind, name, e),
                 })
@@ -660,7 +712,7 @@ impl Storage for RemoteStorage {
 
     fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
         let path = self.path(kind, name)?;
-        match self.block(self.op.stat(&path)) {
+        match self.call(self.op.stat(&path)) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(self.err(kind, name, e)),
@@ -673,7 +725,7 @@ impl Storage for RemoteStorage {
 
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         let path = self.path(kind, name)?;
-        match self.block(self.op.delete(&path)) {
+        match self.call(self.op.delete(&path)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.err(kind, name, e)),
@@ -684,7 +736,7 @@ impl Storage for RemoteStorage {
         let paths = names.iter().map(|n| self.path(kind, n)).collect::<Result<Vec<_>>>()?;
         // S3 batches these (DeleteObjects, up to 1000 a request); the
         // other services delete one by one inside opendal.
-        match self.block(self.op.delete_iter(paths)) {
+        match self.call(self.op.delete_iter(paths)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.other(kind_dir(kind), e)),
@@ -724,7 +776,7 @@ impl Storage for RemoteStorage {
             l.take(data.len());
         }
         let w = self.op.write_with(&path, opendal::Buffer::from(data.to_vec())).if_not_exists(true);
-        match self.block(w) {
+        match self.call(w) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(false),
             Err(e) => Err(self.err(kind, name, e)),
@@ -740,7 +792,7 @@ impl Storage for RemoteStorage {
             return Err(Error::InvalidArgument { what: "file name", reason: format!("{name:?}") });
         }
         let path = format!("tmp/{name}");
-        match self.block(self.op.delete(&path)) {
+        match self.call(self.op.delete(&path)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.other(&path, e)),
@@ -752,25 +804,144 @@ impl Storage for RemoteStorage {
 mod tests {
     use super::*;
 
+    use super::fake_http::{self, Reply, Request};
+
+    const NAME: &str = "ab12000000000000000000000000000000000000000000000000000000000000";
+
+    /// What a healthy S3 answers to each request the tests below make.
+    fn s3_ok(req: &Request) -> String {
+        const MODIFIED: &str = "Last-Modified: Thu, 01 Jan 2026 00:00:00 GMT\r\nETag: \"x\"\r\n";
+        match req.method.as_str() {
+            "HEAD" => format!("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n{MODIFIED}Connection: close\r\n\r\n"),
+            "GET" if req.target.contains("list-type=2") => fake_http::response(
+                "200 OK",
+                "Content-Type: application/xml\r\n",
+                &format!(
+                    "<?xml version=\"1.0\"?><ListBucketResult><Name>b</Name><KeyCount>1</KeyCount>\
+                     <IsTruncated>false</IsTruncated><Contents><Key>repo/index/{NAME}</Key>\
+                     <LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>\"x\"</ETag><Size>5</Size>\
+                     </Contents></ListBucketResult>"
+                ),
+            ),
+            "GET" => fake_http::response("200 OK", MODIFIED, "hello"),
+            "PUT" => fake_http::response("200 OK", "ETag: \"x\"\r\n", ""),
+            "DELETE" => "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n".into(),
+            _ => fake_http::response("400 Bad Request", "", ""),
+        }
+    }
+
+    fn s3(port: u16, retries: usize) -> RemoteStorage {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "GK0123456789abcdef01234567");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+        let location =
+            Location::S3 { endpoint: format!("http://127.0.0.1:{port}"), bucket: "b".into(), prefix: "repo".into() };
+        RemoteStorage::open(&location, RemoteOptions { retries, ..Default::default() }).unwrap()
+    }
+
+    /// One call of each request kind, by the method it is sent with (a
+    /// listing is a GET with `list-type=2`).
+    type Call = fn(&RemoteStorage) -> Result<()>;
+    const KINDS: [(&str, Call); 5] = [
+        ("GET", |s| {
+            assert_eq!(s.get(FileKind::Config, "config")?, b"hello");
+            Ok(())
+        }),
+        ("HEAD", |s| {
+            assert_eq!(s.stat(FileKind::Index, NAME)?.len, 5);
+            Ok(())
+        }),
+        ("LIST", |s| {
+            assert_eq!(s.list(FileKind::Index)?, vec![(NAME.to_string(), 5)]);
+            Ok(())
+        }),
+        ("PUT", |s| s.put(FileKind::Index, NAME, b"hello")),
+        ("DELETE", |s| s.delete(FileKind::Index, NAME)),
+    ];
+
+    fn is_kind(req: &Request, kind: &str) -> bool {
+        match kind {
+            "LIST" => req.method == "GET" && req.target.contains("list-type=2"),
+            "GET" => req.method == "GET" && !req.target.contains("list-type=2"),
+            m => req.method == m,
+        }
+    }
+
+    /// Runs each request kind against its own server answering `script`
+    /// then `then`; returns per kind the outcome and the requests of that
+    /// kind the server saw.
+    fn each_kind(script: &[Reply], then: Reply, retries: usize) -> Vec<(&'static str, Result<()>, usize)> {
+        std::thread::scope(|scope| {
+            let runs: Vec<_> = KINDS
+                .iter()
+                .map(|&(kind, call)| {
+                    let script = script.to_vec();
+                    scope.spawn(move || {
+                        let (port, log) = fake_http::serve(script, then, s3_ok);
+                        let outcome = call(&s3(port, retries));
+                        let sent = log.lock().unwrap().iter().filter(|r| is_kind(r, kind)).count();
+                        (kind, outcome, sent)
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        })
+    }
+
+    #[test]
+    fn server_errors_are_retried_on_every_request_kind() {
+        let script = [Reply::Fail(503, "ServiceUnavailable"), Reply::Fail(500, "InternalError")];
+        for (kind, outcome, sent) in each_kind(&script, Reply::Ok, 3) {
+            assert!(outcome.is_ok(), "{kind}: {outcome:?}");
+            assert_eq!(sent, 3, "{kind}: two failures and the success");
+        }
+    }
+
+    #[test]
+    fn a_request_that_keeps_failing_says_it_gave_up_after_its_attempts() {
+        for (kind, outcome, sent) in each_kind(&[], Reply::Fail(503, "ServiceUnavailable"), 2) {
+            let e = outcome.expect_err(kind).to_string();
+            assert_eq!(sent, 3, "{kind}: {e}");
+            assert!(e.contains("gave up after 3 attempts"), "{kind}: {e}");
+            assert!(e.contains("503") || e.contains("ServiceUnavailable"), "{kind}: {e}");
+        }
+        // A refusal is final at once, and says nothing of retries.
+        for (kind, outcome, sent) in each_kind(&[], Reply::Fail(403, "AccessDenied"), 2) {
+            let e = outcome.expect_err(kind).to_string();
+            assert_eq!(sent, 1, "{kind}: {e}");
+            assert!(!e.contains("gave up"), "{kind}: {e}");
+        }
+    }
+
     #[test]
     fn errors_read_as_one_short_line() {
         let body = opendal::Error::new(
             ErrorKind::PermissionDenied,
             r#"S3Error { code: "SignatureDoesNotMatch", message: "", resource: "", request_id: "" }"#,
         );
-        assert_eq!(describe(&body), "S3 error SignatureDoesNotMatch (PermissionDenied)");
+        assert_eq!(describe(&body, 1), "S3 error SignatureDoesNotMatch (PermissionDenied)");
         let with_message = opendal::Error::new(
             ErrorKind::Unexpected,
             r#"S3Error { code: "NoSuchBucket", message: "The specified bucket does not exist", resource: "" }"#,
         );
-        assert_eq!(describe(&with_message), "S3 error NoSuchBucket: The specified bucket does not exist (Unexpected)");
+        assert_eq!(
+            describe(&with_message, 1),
+            "S3 error NoSuchBucket: The specified bucket does not exist (Unexpected)"
+        );
         let head = opendal::Error::new(ErrorKind::Unexpected, "")
             .with_operation("stat")
             .with_context("service_operation", "HeadObject")
             .with_context("response", "Parts { status: 400, version: HTTP/1.1 }");
         assert_eq!(
-            describe(&head),
+            describe(&head, 1),
             "HeadObject answered HTTP 400 (bad request: a malformed bucket name or URL?) (Unexpected)"
+        );
+        let unavailable = opendal::Error::new(
+            ErrorKind::Unexpected,
+            r#"S3Error { code: "ServiceUnavailable", message: "Could not reach quorum", resource: "" }"#,
+        );
+        assert_eq!(
+            describe(&unavailable, 7),
+            "S3 error ServiceUnavailable: Could not reach quorum (Unexpected, gave up after 7 attempts)"
         );
     }
 }

@@ -229,7 +229,7 @@ impl RemoteStorage {
         // Signed before a slot is taken: the presign passes through
         // opendal's layers, whose limit shares these slots, so signing while
         // holding one could wait for itself when every slot is an upload.
-        let signed = self.op.presign_write(object, SIGNED_FOR).await.map_err(|e| Failure::Refused(describe(&e)))?;
+        let signed = self.op.presign_write(object, SIGNED_FOR).await.map_err(|e| Failure::Refused(describe(&e, 1)))?;
         let _slot = self.slots.acquire_slot().await;
         let file = tokio::fs::File::open(path).await.map_err(|e| Failure::Local(Error::io(path, e)))?;
         let progress = Arc::new(Progress::new());
@@ -292,7 +292,7 @@ impl RemoteStorage {
         let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let part = self.opts.part_size.max(5 << 20);
         let mut w =
-            self.block(self.op.writer_with(object).chunk(part).concurrent(2)).map_err(|e| self.err(kind, name, e))?;
+            self.call(self.op.writer_with(object).chunk(part).concurrent(2)).map_err(|e| self.err(kind, name, e))?;
         let sent = (|| -> Result<()> {
             loop {
                 let mut buf = Vec::with_capacity(part);
@@ -300,16 +300,16 @@ impl RemoteStorage {
                 if buf.is_empty() {
                     return Ok(());
                 }
-                self.block(w.write(buf)).map_err(|e| self.err(kind, name, e))?;
+                self.call(w.write(buf)).map_err(|e| self.err(kind, name, e))?;
             }
         })();
         match sent {
             Ok(()) => {
-                self.block(w.close()).map_err(|e| self.err(kind, name, e))?;
+                self.call(w.close()).map_err(|e| self.err(kind, name, e))?;
                 Ok(())
             }
             Err(e) => {
-                let _ = self.block(w.abort());
+                let _ = self.call(w.abort());
                 Err(e)
             }
         }
@@ -318,88 +318,31 @@ impl RemoteStorage {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{BufRead, BufReader, Write};
-    use std::net::TcpListener;
-
+    use super::super::fake_http::{self, Reply, Request};
     use super::*;
     use crate::storage::{Location, RemoteOptions, Storage};
 
-    /// What the fake server does with a connection.
-    #[derive(Clone, Copy)]
-    enum Answer {
-        /// Reads half the body, then drops the connection.
-        CutHalfway,
-        /// Reads the body and answers 200.
-        Store,
-        /// Reads the body and answers 403 with an S3 error body.
-        Refuse,
-        /// Reads nothing and never answers.
-        Hang,
+    /// S3's answers to the requests of an upload: a single PUT, or the
+    /// three requests of a multipart upload.
+    fn s3_ok(req: &Request) -> String {
+        let post = req.method == "POST";
+        if post && req.target.contains("?uploads") {
+            let body = "<InitiateMultipartUploadResult><UploadId>u1</UploadId></InitiateMultipartUploadResult>";
+            fake_http::response("200 OK", "", body)
+        } else if req.target.contains("partNumber=") {
+            fake_http::response("200 OK", "ETag: \"p\"\r\n", "")
+        } else if post {
+            let body = "<CompleteMultipartUploadResult><ETag>\"x\"</ETag></CompleteMultipartUploadResult>";
+            fake_http::response("200 OK", "", body)
+        } else {
+            fake_http::response("200 OK", "", "")
+        }
     }
 
-    /// The target and body (as far as it was read) of each request.
-    type Requests = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
-
-    /// A loopback endpoint answering one connection after the other by
-    /// `script`; returns its port and what it was sent.
-    fn fake_s3(script: Vec<Answer>) -> (u16, Requests) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let seen = log.clone();
-        std::thread::spawn(move || {
-            let mut held = Vec::new();
-            for (answer, conn) in script.into_iter().zip(listener.incoming()) {
-                let mut conn = conn.unwrap();
-                if let Answer::Hang = answer {
-                    held.push(conn);
-                    continue;
-                }
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                let target = line.split_whitespace().nth(1).unwrap_or_default().to_string();
-                let mut len = 0;
-                loop {
-                    let mut h = String::new();
-                    reader.read_line(&mut h).unwrap();
-                    if h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap();
-                    }
-                }
-                let read = if let Answer::CutHalfway = answer { len / 2 } else { len };
-                let mut body = vec![0; read];
-                reader.read_exact(&mut body).unwrap();
-                seen.lock().unwrap().push((target.clone(), body));
-                let ok = |headers: &str, body: &str| {
-                    format!(
-                        "HTTP/1.1 200 OK\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                };
-                let reply = match answer {
-                    // The three requests of a multipart upload, as S3
-                    // answers them; anything else is a single PUT.
-                    Answer::Store if line.starts_with("POST") && target.contains("?uploads") => {
-                        ok("", "<InitiateMultipartUploadResult><UploadId>u1</UploadId></InitiateMultipartUploadResult>")
-                    }
-                    Answer::Store if target.contains("partNumber=") => ok("ETag: \"p\"\r\n", ""),
-                    Answer::Store if line.starts_with("POST") => {
-                        ok("", "<CompleteMultipartUploadResult><ETag>\"x\"</ETag></CompleteMultipartUploadResult>")
-                    }
-                    Answer::Store => ok("", ""),
-                    Answer::Refuse => "HTTP/1.1 403 Forbidden\r\nContent-Length: 72\r\nConnection: close\r\n\r\n\
-                        <Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
-                        .to_string(),
-                    _ => String::new(),
-                };
-                let _ = conn.write_all(reply.as_bytes());
-            }
-        });
-        (port, log)
+    /// A loopback S3 answering one connection after the other by `script`,
+    /// then refusing: its port and what it was sent.
+    fn fake_s3(script: Vec<Reply>) -> (u16, fake_http::Requests) {
+        fake_http::serve(script, Reply::Fail(403, "AccessDenied"), s3_ok)
     }
 
     fn s3(port: u16, opts: RemoteOptions) -> RemoteStorage {
@@ -422,7 +365,7 @@ mod tests {
 
     #[test]
     fn a_file_is_put_from_disk_and_a_retry_sends_it_again_from_its_start() {
-        let (port, log) = fake_s3(vec![Answer::CutHalfway, Answer::Store]);
+        let (port, log) = fake_s3(vec![Reply::CutHalfway, Reply::Ok]);
         let storage = s3(port, RemoteOptions { retries: 2, ..Default::default() });
         let dir = tempfile::tempdir().unwrap();
         let (path, data) = staged(dir.path());
@@ -430,17 +373,17 @@ mod tests {
         assert!(!path.exists(), "the staged file stays after its upload");
         let log = log.lock().unwrap();
         assert_eq!(log.len(), 2);
-        for (target, _) in log.iter() {
+        for Request { target, .. } in log.iter() {
             assert!(target.starts_with(&format!("/b/repo/data/ab/{NAME}?")), "{target}");
             assert!(target.contains("X-Amz-Signature="), "{target}: not signed");
         }
-        assert_eq!(log[0].1.len(), data.len() / 2);
-        assert!(log[1].1 == data, "the retried body differs from the file");
+        assert_eq!(log[0].body.len(), data.len() / 2);
+        assert!(log[1].body == data, "the retried body differs from the file");
     }
 
     #[test]
     fn a_file_above_single_put_max_goes_in_parts_read_from_it() {
-        let (port, log) = fake_s3(vec![Answer::Store; 5]);
+        let (port, log) = fake_s3(vec![Reply::Ok; 5]);
         let opts = RemoteOptions { single_put_max: 1 << 20, part_size: 5 << 20, ..Default::default() };
         let storage = s3(port, opts);
         let dir = tempfile::tempdir().unwrap();
@@ -450,15 +393,15 @@ mod tests {
         storage.put_file(FileKind::Pack, NAME, &path).unwrap();
         assert!(!path.exists(), "the staged file stays after its upload");
         let log = log.lock().unwrap();
-        let part = |n: usize| log.iter().find(|(t, _)| t.contains(&format!("partNumber={n}&"))).map(|(_, b)| b);
+        let part = |n: usize| log.iter().find(|r| r.target.contains(&format!("partNumber={n}&"))).map(|r| &r.body);
         let parts: Vec<&[u8]> = (1..=3).filter_map(part).map(|b| &b[..]).collect();
-        assert_eq!(parts.len(), 3, "{:?}", log.iter().map(|(t, b)| (t, b.len())).collect::<Vec<_>>());
+        assert_eq!(parts.len(), 3, "{:?}", log.iter().map(|r| (&r.target, r.body.len())).collect::<Vec<_>>());
         assert!(parts.concat() == data, "the parts differ from the file");
     }
 
     #[test]
     fn a_refused_put_is_not_retried_and_names_the_object_not_the_signed_url() {
-        let (port, log) = fake_s3(vec![Answer::Refuse, Answer::Store]);
+        let (port, log) = fake_s3(vec![Reply::Fail(403, "AccessDenied"), Reply::Ok]);
         let storage = s3(port, RemoteOptions { retries: 3, ..Default::default() });
         let dir = tempfile::tempdir().unwrap();
         let (path, _) = staged(dir.path());
@@ -470,7 +413,7 @@ mod tests {
 
     #[test]
     fn a_put_that_makes_no_progress_is_given_up_and_retried() {
-        let (port, log) = fake_s3(vec![Answer::Hang, Answer::Store]);
+        let (port, log) = fake_s3(vec![Reply::Hang, Reply::Ok]);
         let opts = RemoteOptions { retries: 1, io_timeout: Duration::from_millis(300), ..Default::default() };
         let storage = s3(port, opts);
         let dir = tempfile::tempdir().unwrap();
@@ -478,7 +421,7 @@ mod tests {
         storage.put_file(FileKind::Pack, NAME, &path).unwrap();
         let log = log.lock().unwrap();
         assert_eq!(log.len(), 1);
-        assert!(log[0].1 == data);
+        assert!(log[0].body == data);
     }
 
     #[test]
