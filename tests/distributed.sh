@@ -89,6 +89,8 @@ set -e
 [ "$status" != 0 ] || fail "a backup with two of three nodes down reported success"
 echo "$out" | tail -3
 echo "$out" | grep -q "arc: error" || fail "no error line: $out"
+# Garage answers 503 without its quorum: retried, and said so.
+echo "$out" | grep -q "gave up after 7 attempts" || fail "the error does not say it was retried: $out"
 echo "$out" | grep -q "$SECRET" && fail "the secret key was printed"
 
 step "nodes back: no snapshot from the failed backup, repository intact, the next backup succeeds"

@@ -470,9 +470,19 @@ impl RemoteStorage {
 /// `S3Error { code: "X", message: "M", .. }`, as opendal renders an S3
 /// error body, as "S3 error X: M".
 fn s3_error_body(msg: &str) -> Option<String> {
+    // A Debug-quoted string: up to the first quote not escaped, with its
+    // escapes undone (Garage's quorum message quotes its nodes' errors).
     let quoted = |key: &str| {
         let rest = &msg[msg.find(&format!("{key}: \""))? + key.len() + 3..];
-        Some(rest[..rest.find('"')?].to_string())
+        let mut out = String::new();
+        let mut chars = rest.chars();
+        loop {
+            match chars.next()? {
+                '"' => return Some(out),
+                '\\' => out.push(chars.next()?),
+                c => out.push(c),
+            }
+        }
     };
     if !msg.starts_with("S3Error") {
         return None;
@@ -937,11 +947,11 @@ mod tests {
         );
         let unavailable = opendal::Error::new(
             ErrorKind::Unexpected,
-            r#"S3Error { code: "ServiceUnavailable", message: "Could not reach quorum", resource: "" }"#,
+            r#"S3Error { code: "ServiceUnavailable", message: "Could not reach quorum: [\"Netapp error\"]", resource: "" }"#,
         );
         assert_eq!(
             describe(&unavailable, 7),
-            "S3 error ServiceUnavailable: Could not reach quorum (Unexpected, gave up after 7 attempts)"
+            r#"S3 error ServiceUnavailable: Could not reach quorum: ["Netapp error"] (Unexpected, gave up after 7 attempts)"#
         );
     }
 }
