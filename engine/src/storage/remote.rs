@@ -93,11 +93,18 @@ pub struct RemoteOptions {
     /// dropped connection), with jittered exponential backoff. Permanent
     /// errors (403, 404, a bad request) are never retried.
     pub retries: usize,
-    /// Objects up to this size go in one PUT (S3): every pack of the
-    /// default and of most configured sizes (a pack closes past its
-    /// nominal size, so 16 MiB packs are 16-18 MiB). A multipart upload
-    /// costs two more round trips and, on servers that assemble the parts
-    /// (s3s-fs), writing the whole object a second time.
+    /// Objects up to this size go in one PUT (S3): every pack arc writes.
+    /// Pack sizes go up to 256 MiB, and a pack closes past its nominal
+    /// size by up to one frame (at most the pack size again), so 1 GiB
+    /// leaves room; S3 takes up to 5 GiB in one PUT. A pack's PUT is sent
+    /// from its staged file a piece at a time, where a multipart upload
+    /// holds its parts in memory (16 MiB each, a few per upload: with
+    /// `--pack-size 64MiB`, whose packs are just over 64 MiB, the 64 MiB
+    /// this was before made a www backup to Garage peak at 181 MiB instead
+    /// of 83: BENCHMARKS.md, "Remote, session 14"), costs
+    /// two more round trips and, on servers that assemble the parts
+    /// (s3s-fs), writing the whole object a second time. What a single
+    /// PUT costs instead: a retry sends the whole pack again.
     pub single_put_max: usize,
     /// Parts of a multipart upload (S3), for objects above
     /// `single_put_max`.
@@ -117,7 +124,7 @@ impl Default for RemoteOptions {
         RemoteOptions {
             connections: 8,
             retries: 6,
-            single_put_max: 64 * 1024 * 1024,
+            single_put_max: 1 << 30,
             part_size: 16 * 1024 * 1024,
             io_timeout: Duration::from_secs(60),
             limit_upload: None,
