@@ -818,8 +818,8 @@ fn pack_writer(
     };
     let staging = Staging::new(repo)?;
     // Rendezvous: a sealed pack waits in the writer until an uploader is
-    // free (an SFTP or WebDAV upload, and a remote tree pack, still hold
-    // their pack in memory; S3 streams data packs from the staged file).
+    // free (a remote tree pack is read into memory for the cache; data
+    // packs go to S3, SFTP and WebDAV from the staged file).
     let (upload_tx, upload_rx) = bounded::<(StagedFile, PackEntry)>(0);
     let sealed = std::thread::scope(|scope| -> Result<()> {
         let uploaders: Vec<_> = (0..uploaders(repo))

@@ -131,8 +131,8 @@ pub trait Storage: Send + Sync {
     /// same contract; on success the file at `path` is gone (renamed into
     /// place, or sent and removed). The packer writes each pack this way as
     /// it fills, instead of holding it whole in memory. The default reads
-    /// the file and hands it to [`put_owned`](Self::put_owned) (SFTP,
-    /// WebDAV, the test stores); S3 sends it from the file, a piece at a
+    /// the file and hands it to [`put_owned`](Self::put_owned) (the test
+    /// stores); S3, SFTP and WebDAV send it from the file, a piece at a
     /// time, and a retry reads it again from its start.
     fn put_file(&self, kind: FileKind, name: &str, path: &std::path::Path) -> Result<()> {
         put_file_by_copy(self, kind, name, path)

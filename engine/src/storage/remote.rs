@@ -21,10 +21,10 @@
 //! Puts: an S3 PUT (or multipart upload, for packs) is atomic: the object
 //! appears complete or not at all. A pack staged as a file is sent from
 //! the file (remote/upload.rs), not from memory. SFTP and WebDAV write a
-//! file in place, so a put there writes `tmp/<name>.<pid>.<n>` and
-//! renames it over the final name (SFTP's posix-rename extension, WebDAV's
-//! MOVE with Overwrite: T): a reader never sees a partial file
-//! (format-spec/v2/remote.md).
+//! file in place, so a put there writes `tmp/<name>.<pid>.<n>`, checks its
+//! length and renames it over the final name (SFTP's posix-rename
+//! extension, WebDAV's MOVE with Overwrite: T): a reader never sees a
+//! partial file (remote/staged_put.rs, format-spec/v2/remote.md).
 //!
 //! Errors: a missing object is [`Error::Missing`]; everything else is
 //! [`Error::Remote`] with the object's name in the repository and the
@@ -46,7 +46,10 @@ use crate::ratelimit::RateLimit;
 
 #[cfg(test)]
 mod fake_http;
+mod staged_put;
 mod upload;
+
+use upload::Source;
 
 /// The most a ranged read allocates before its body arrives (restore reads
 /// 20 MiB at most; a longer read grows as the bytes come).
@@ -179,9 +182,16 @@ pub struct RemoteStorage {
     conditional: std::sync::OnceLock<bool>,
     /// The private `ssh` wrapper of an SFTP repository (see [`ssh_wrapper`]).
     _ssh_wrapper: Option<TempDir>,
-    /// S3 only: the client of the uploads streamed from a file
+    /// S3 and WebDAV: the client of the uploads streamed from a file
     /// (remote/upload.rs).
     http: Option<reqwest::Client>,
+    /// WebDAV: how its PUTs are addressed (remote/staged_put.rs).
+    dav: Option<staged_put::Dav>,
+    /// WebDAV: `tmp/` is known to exist.
+    dav_tmp_ready: std::sync::atomic::AtomicBool,
+    /// The operator without the retry layer, for the writes of staged puts
+    /// on SFTP and WebDAV, which retry whole (remote/staged_put.rs).
+    op_once: Operator,
     /// The requests in flight, opendal's and the streamed uploads together.
     slots: Slots,
 }
@@ -234,6 +244,7 @@ impl RemoteStorage {
         // process; without opendal's constructor feature this is explicit.
         opendal::install_default();
         let mut wrapper = None;
+        let mut dav = None;
         let (builder_op, atomic_put) = match location {
             Location::Local(_) => {
                 return Err(Error::InvalidArgument {
@@ -292,9 +303,14 @@ impl RemoteStorage {
                 if let Some(u) = user {
                     b = b.username(u);
                 }
-                if let Some(p) = env("ARC_WEBDAV_PASSWORD") {
-                    b = b.password(&p);
+                let password = env("ARC_WEBDAV_PASSWORD");
+                if let Some(p) = &password {
+                    b = b.password(p);
                 }
+                dav = Some(
+                    staged_put::Dav::new(endpoint, &format!("/{path}"), user.as_deref(), password.as_deref())
+                        .map_err(|e| config_error(location, e))?,
+                );
                 (Operator::new(b).map_err(|e| config_error(location, e))?, false)
             }
         };
@@ -302,7 +318,7 @@ impl RemoteStorage {
         // The client opendal's own default transport builds (reqwest's
         // defaults), for the uploads sent around it.
         let http = match location {
-            Location::S3 { .. } => Some(
+            Location::S3 { .. } | Location::WebDav { .. } => Some(
                 reqwest::Client::builder()
                     .connect_timeout(opts.io_timeout)
                     .build()
@@ -310,6 +326,10 @@ impl RemoteStorage {
             ),
             _ => None,
         };
+        let op_once = builder_op
+            .clone()
+            .layer(TimeoutLayer::new().with_io_timeout(opts.io_timeout))
+            .layer(ConcurrentLimitLayer::with_semaphore(slots.clone()));
         let op = builder_op
             .layer(TimeoutLayer::new().with_io_timeout(opts.io_timeout))
             // Retries sit outside the timeout so a request that hung is
@@ -341,6 +361,9 @@ impl RemoteStorage {
             conditional: std::sync::OnceLock::new(),
             _ssh_wrapper: wrapper,
             http,
+            dav,
+            dav_tmp_ready: std::sync::atomic::AtomicBool::new(false),
+            op_once,
             slots,
         })
     }
@@ -622,38 +645,31 @@ impl Storage for RemoteStorage {
     }
 
     fn put_owned(&self, kind: FileKind, name: &str, data: Bytes) -> Result<()> {
+        if !self.atomic_put {
+            return self.put_staged(kind, name, Source::Memory(data));
+        }
         let path = self.path(kind, name)?;
         if let Some(l) = &self.upload {
             l.take(data.len());
         }
         // A Buffer made of one Bytes shares its memory: no copy.
         let len = data.len();
-        let buf = opendal::Buffer::from(data);
-        if self.atomic_put {
-            let mut w = self.op.write_with(&path, buf);
-            if len > self.opts.single_put_max {
-                w = w.chunk(self.opts.part_size).concurrent(2);
-            }
-            self.call(w).map_err(|e| self.err(kind, name, e))?;
-            return Ok(());
+        let mut w = self.op.write_with(&path, opendal::Buffer::from(data));
+        if len > self.opts.single_put_max {
+            w = w.chunk(self.opts.part_size).concurrent(2);
         }
-        let tmp = format!("tmp/{name}.{}.{}", std::process::id(), self.tmp_counter.fetch_add(1, Ordering::Relaxed));
-        self.call(self.op.write(&tmp, buf)).map_err(|e| self.other(&tmp, e))?;
-        if let Err(e) = self.call(self.op.rename(&tmp, &path)) {
-            let _ = self.call(self.op.delete(&tmp));
-            return Err(self.err(kind, name, e));
-        }
+        self.call(w).map_err(|e| self.err(kind, name, e))?;
         Ok(())
     }
 
-    /// S3: sent from the file as the connection takes it
-    /// (remote/upload.rs); SFTP and WebDAV read it first
-    /// ([`put_owned`](Self::put_owned)).
+    /// Sent from the file as the connection takes it: S3 in one PUT
+    /// (remote/upload.rs), SFTP and WebDAV into a temporary file renamed
+    /// into place (remote/staged_put.rs).
     fn put_file(&self, kind: FileKind, name: &str, path: &std::path::Path) -> Result<()> {
-        let Some(http) = &self.http else {
-            return super::put_file_by_copy(self, kind, name, path);
-        };
-        self.put_file_s3(http, kind, name, path)?;
+        match &self.http {
+            Some(http) if self.atomic_put => self.put_file_s3(http, kind, name, path)?,
+            _ => self.put_staged(kind, name, Source::File(path))?,
+        }
         // Stored: the staged copy is only a leftover now (as in
         // put_file_by_copy).
         let _ = std::fs::remove_file(path);

@@ -1,17 +1,19 @@
-//! S3 uploads of a local file (a staged pack) without holding it in
-//! memory: one PUT whose body is read from the file as the connection
-//! takes it, with the file's length as Content-Length.
+//! Uploads of a local file (a staged pack) without holding it in memory:
+//! one PUT whose body is read from the file as the connection takes it,
+//! with the file's length as Content-Length. S3 sends every pack this way;
+//! WebDAV every put (remote/staged_put.rs), from a file or from memory.
 //!
 //! opendal cannot send such a body: every request it makes carries a
 //! `Buffer` that is in memory whole before the request starts, so an
 //! upload through it held its pack twice over the wire's time (16-18 MiB,
 //! up to 8 at once: 103-121 MB peak on a first backup of www to s3s-fs).
 //! So the PUT is presigned by opendal (its public presign API: the same
-//! SigV4 signing and credentials, computed locally, no request) and sent
-//! here with reqwest, the HTTP client opendal itself uses. What opendal's
-//! layers gave its own requests is done again here, as they do it:
-//! retries of transient failures (a retry reads the file again from its
-//! start), the no-progress timeout, the process's limit of requests in
+//! SigV4 signing and credentials, computed locally, no request; WebDAV:
+//! the URL and Basic authorization as opendal's WebDAV service makes them)
+//! and sent here with reqwest, the HTTP client opendal itself uses. What
+//! opendal's layers gave its own requests is done again here, as they do
+//! it: retries of transient failures (a retry reads the file again from
+//! its start), the no-progress timeout, the process's limit of requests in
 //! flight (the same slots, shared with opendal's layer) and one-line
 //! errors naming the object, never the presigned URL (it is a credential
 //! for as long as it is valid).
@@ -38,15 +40,30 @@ use crate::storage::FileKind;
 /// Bytes read from the file and handed to the connection at a time: a few
 /// of these per upload are in memory (the one being read, the one being
 /// written to the socket), where the whole pack was.
-const PIECE: usize = 256 * 1024;
+pub(super) const PIECE: usize = 256 * 1024;
 
 /// How long a presigned request stays valid. A server checks the signature
 /// when the request arrives, so only the start of the upload must fall
 /// within this (each attempt is signed afresh).
 const SIGNED_FOR: Duration = Duration::from_secs(15 * 60);
 
+/// What an upload sends: a local file (a staged pack) or bytes in memory.
+pub(super) enum Source<'a> {
+    File(&'a Path),
+    Memory(Bytes),
+}
+
+impl Source<'_> {
+    pub(super) fn len(&self) -> Result<u64> {
+        match self {
+            Source::File(path) => Ok(std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len()),
+            Source::Memory(b) => Ok(b.len() as u64),
+        }
+    }
+}
+
 /// Why one attempt failed.
-enum Failure {
+pub(super) enum Failure {
     /// Worth another attempt: no answer, a dropped connection, no progress
     /// for the timeout, a 5xx, 408 or 429 (as opendal's retry layer
     /// judges its own requests).
@@ -80,6 +97,39 @@ impl Progress {
 
     fn last(&self) -> Instant {
         self.start + Duration::from_millis(self.last.load(Ordering::Relaxed))
+    }
+}
+
+/// A body from memory, handed over a piece at a time like [`FileBody`]'s
+/// so that the no-progress timeout sees it move.
+struct MemoryBody {
+    data: Bytes,
+    progress: Arc<Progress>,
+}
+
+impl http_body::Body for MemoryBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        if self.data.is_empty() {
+            return Poll::Ready(None);
+        }
+        let n = self.data.len().min(PIECE);
+        let piece = self.data.split_to(n);
+        self.progress.touch();
+        Poll::Ready(Some(Ok(http_body::Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.data.len() as u64)
     }
 }
 
@@ -185,7 +235,7 @@ fn s3_error(body: &str) -> Option<String> {
 /// 10 s, jittered down to half, as opendal's retry layer is configured
 /// (remote.rs). The jitter only spreads retries of concurrent uploads
 /// apart, so the clock's nanoseconds are random enough.
-fn backoff(attempt: usize) -> Duration {
+pub(super) fn backoff(attempt: usize) -> Duration {
     let base = Duration::from_millis(200).saturating_mul(1 << attempt.min(10)).min(Duration::from_secs(10));
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
     base.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
@@ -230,17 +280,39 @@ impl RemoteStorage {
         // opendal's layers, whose limit shares these slots, so signing while
         // holding one could wait for itself when every slot is an upload.
         let signed = self.op.presign_write(object, SIGNED_FOR).await.map_err(|e| Failure::Refused(describe(&e, 1)))?;
+        let request = http.request(signed.method().clone(), signed.uri().to_string()).headers(signed.header().clone());
+        self.send_body(request, &Source::File(path), len, "PutObject").await
+    }
+
+    /// Sends `request` with the first `len` bytes of `source` as its body
+    /// (all of them but in a test's cut write), holding one of the request
+    /// slots. Any 2xx answer is success; 5xx, 408, 409 and 429 are
+    /// transient (409: a conflicting operation in progress on S3, a WebDAV
+    /// collection that has gone missing), other answers a refusal. `what`
+    /// names the request in errors ("PutObject").
+    pub(super) async fn send_body(
+        &self,
+        request: reqwest::RequestBuilder,
+        source: &Source<'_>,
+        len: u64,
+        what: &str,
+    ) -> std::result::Result<(), Failure> {
         let _slot = self.slots.acquire_slot().await;
-        let file = tokio::fs::File::open(path).await.map_err(|e| Failure::Local(Error::io(path, e)))?;
         let progress = Arc::new(Progress::new());
-        let body = FileBody { file, left: len, piece: Vec::new(), progress: progress.clone() };
-        let request = http
-            .request(signed.method().clone(), signed.uri().to_string())
-            .headers(signed.header().clone())
-            .header(reqwest::header::CONTENT_LENGTH, len)
-            .body(reqwest::Body::wrap(body));
+        let body = match source {
+            Source::File(path) => {
+                let file = tokio::fs::File::open(path).await.map_err(|e| Failure::Local(Error::io(path, e)))?;
+                reqwest::Body::wrap(FileBody { file, left: len, piece: Vec::new(), progress: progress.clone() })
+            }
+            Source::Memory(data) => {
+                let data = data.slice(..usize::try_from(len).unwrap_or(data.len()).min(data.len()));
+                reqwest::Body::wrap(MemoryBody { data, progress: progress.clone() })
+            }
+        };
+        let request = request.header(reqwest::header::CONTENT_LENGTH, len).body(body);
         let sent = self.no_stall(request.send(), &progress).await;
-        if let Some(e) = progress.file_error.lock().ok().and_then(|mut e| e.take()) {
+        // Only a file body fails for a local reason.
+        if let (Source::File(path), Some(e)) = (source, progress.file_error.lock().ok().and_then(|mut e| e.take())) {
             return Err(Failure::Local(Error::io(path, e)));
         }
         let response = sent?.map_err(|e| Failure::Transient(describe_http(e)))?;
@@ -255,10 +327,10 @@ impl RemoteStorage {
             _ => String::new(),
         };
         let reason = match s3_error(&text) {
-            Some(s3) => format!("{s3} (PutObject answered HTTP {})", status.as_u16()),
-            None => format!("PutObject answered HTTP {status}"),
+            Some(s3) => format!("{s3} ({what} answered HTTP {})", status.as_u16()),
+            None => format!("{what} answered HTTP {status}"),
         };
-        if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
+        if status.is_server_error() || [408, 409, 429].contains(&status.as_u16()) {
             Err(Failure::Transient(reason))
         } else {
             Err(Failure::Refused(reason))
