@@ -113,8 +113,20 @@ impl<R: Read> StreamChunker<R> {
         // A refill first moves the unconsumed tail (up to `max` bytes) to
         // the front: with a buffer of 2*max, a stream's 1 MiB chunks moved
         // ~0.8 bytes for every byte read. At least 4 MiB keeps that under
-        // a third for streams; file chunks (4 MiB max) keep 2*max.
+        // a third for streams.
         let cap = (chunker.max * 2).max(4 << 20);
+        Self::with_buffer(chunker, reader, cap)
+    }
+
+    /// Like [`new`](Self::new) with a buffer of `spare` bytes beyond the
+    /// `max` a cut needs: less memory for more of the moves that `new`'s
+    /// comment describes.
+    pub fn with_spare(chunker: Chunker, reader: R, spare: usize) -> Self {
+        let cap = chunker.max + spare.max(1);
+        Self::with_buffer(chunker, reader, cap)
+    }
+
+    fn with_buffer(chunker: Chunker, reader: R, cap: usize) -> Self {
         StreamChunker { chunker, reader, buf: vec![0u8; cap], start: 0, end: 0, eof: false, bytes_read: 0 }
     }
 

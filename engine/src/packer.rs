@@ -43,6 +43,8 @@ use crate::storage::{FileKind, StagedFile};
 /// runs, session 13) at the same speed; the compressors still have four
 /// maximum-size chunks queued at any time.
 const IN_FLIGHT_BUDGET: usize = 8 * 1024 * 1024;
+/// The first room of an open group of tree blobs.
+const TREE_GROUP_START: usize = 64 * 1024;
 /// An index file is written after this many packs, bounding what a crash
 /// leaves unlisted (such packs are adopted by the next backup anyway).
 const PACKS_PER_INDEX_FILE: usize = 32;
@@ -558,9 +560,16 @@ fn framer(rx: Receiver<BlobJob>, tx: Sender<FrameJob>, frame_size: usize, shared
             continue;
         }
         let slot = &mut groups[if blob.stream { 2 } else { blob.kind as usize }];
+        // Data fills its frames, so a group gets the whole frame's room at
+        // once; a tree group often stays small for long (a few directories
+        // between big ones) and grows as it fills.
+        let room = match blob.kind {
+            BlobKind::Tree => TREE_GROUP_START.min(frame_size),
+            _ => frame_size + frame_size / 4,
+        };
         let group = slot.get_or_insert_with(|| FrameJob {
             kind: blob.kind,
-            raw: Vec::with_capacity(frame_size + frame_size / 4),
+            raw: Vec::with_capacity(room),
             blobs: Vec::new(),
             encoding: Encoding::Plain,
             stream: blob.stream,
@@ -618,7 +627,12 @@ fn compressor(
                 let compressed = if probe.as_mut().is_some_and(|p| looks_incompressible(p, &job.raw)) {
                     None
                 } else {
-                    zstd.compress(&job.raw).ok().filter(|c| c.len() < job.raw.len())
+                    // zstd returns its bound's room (about the frame's raw
+                    // size), which the frame would keep until written.
+                    zstd.compress(&job.raw).ok().filter(|c| c.len() < job.raw.len()).map(|mut c| {
+                        c.shrink_to_fit();
+                        c
+                    })
                 };
                 let alone = compressed.as_ref().map_or(job.raw.len(), |c| c.len());
                 // streams.md §4.2: a delta only when it is smaller than half

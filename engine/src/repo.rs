@@ -1096,12 +1096,12 @@ impl Repository {
     /// The packs a backup or copy lists before it commits its snapshot:
     /// every pack it may have deduplicated against that no index file
     /// lists (another process's, still running or killed). Such a pack is
-    /// known to the index database, since that is where dedup found it.
+    /// known to the index database, since that is where dedup found it (a
+    /// run's own packs are answered by its pending set until it lists
+    /// them), so no listing of storage is needed, on a local disk either:
+    /// a pack the database does not know was never deduplicated against.
     pub fn packs_to_list_before_commit(&self) -> Result<Vec<PackEntry>> {
-        match self.writer_tracking_cache() {
-            None => self.unindexed_packs(),
-            Some(_) => self.unlisted_known_packs(),
-        }
+        self.unlisted_known_packs()
     }
 
     pub fn blob_reader(&self) -> Result<&BlobReader> {

@@ -83,7 +83,9 @@ pub(crate) struct Child {
     /// `None` when it could not be stat'ed (then `warnings` says why).
     pub(crate) node: Option<Node>,
     /// The same name in the parent snapshot's tree of this directory.
-    pub(crate) prev: Option<Node>,
+    /// Boxed: a listing holds up to a piece of children in a row, and a
+    /// first backup has no parent (a `Node` inline is ~300 bytes).
+    pub(crate) prev: Option<Box<Node>>,
     pub(crate) warnings: Vec<String>,
     /// A directory to walk into: false for the repository itself.
     pub(crate) descend: bool,
@@ -343,7 +345,7 @@ fn list_piece(
         let name = name.as_bytes();
         let node = node_from_metadata(name, &path, &meta, owners, &mut warnings);
         let prev = match (open.prev.as_mut(), reader) {
-            (Some(p), Some(r)) => p.find(env.repo, r, name),
+            (Some(p), Some(r)) => p.find(env.repo, r, name).map(Box::new),
             _ => None,
         };
         let mut descend = false;

@@ -13,7 +13,9 @@ use arc_engine::ops::prune::{prune, PruneOptions};
 use arc_engine::ops::restore::RestoreOptions;
 use arc_engine::progress::NoProgress;
 use arc_engine::repo::InitOptions;
-use arc_engine::storage::{CountingStorage, FileKind, MemoryStorage, MemoryStorageOptions, Op, RequestCounts, Storage};
+use arc_engine::storage::{
+    CountingStorage, FileKind, LocalDir, MemoryStorage, MemoryStorageOptions, Op, RequestCounts, Storage,
+};
 use arc_engine::Repository;
 use common::pseudo_random;
 
@@ -47,8 +49,9 @@ impl Remote {
 }
 
 /// The tests of this file, each of which gets a directory of its own.
-const TESTS: [&str; 17] = [
+const TESTS: [&str; 18] = [
     "an_open_reads_the_key_file_that_opened_last_without_listing_keys",
+    "a_local_backup_lists_data_once",
     "a_no_change_backup_asks_the_same_of_the_storage_whatever_the_file_count",
     "a_no_change_backup_lists_index_once_and_marks_at_its_start_and_commit",
     "the_mount_lists_snapshots_once_a_minute_while_a_copy_walks_through_latest",
@@ -307,6 +310,56 @@ fn packs_of_a_killed_backup_are_found_by_one_scan_and_reused() {
     assert!(!cache_dir.join("writers").join(format!("{pid}-0")).exists(), "the dead writer's file stays");
     backup(&repo, BackupOptions { paths: vec![a], ..Default::default() }, &NoProgress).unwrap();
     let counts = r.storage.take();
+    assert_eq!(counts.get(Op::List, FileKind::Pack), 0, "{counts}");
+}
+
+/// On a local disk a backup lists `data/` once, at its start, to adopt
+/// the packs nobody lists (SPEC.md 11.3). The packs it lists before its
+/// commit, those it may have deduplicated against that no index file lists
+/// (another process's adoption), come from the index database: there, and
+/// only there, dedup finds blobs.
+#[test]
+fn a_local_backup_lists_data_once() {
+    let tmp = private_tempdir();
+    let path = tmp.path().join("repo");
+    Repository::init_local(&path, &InitOptions::default()).unwrap();
+    let storage = Arc::new(CountingStorage::new(Arc::new(LocalDir::new(&path))));
+    let open = |cache: &str| Repository::open_cached_with(storage.clone(), &tmp.path().join(cache), None).unwrap();
+    let a = tree(tmp.path(), 200);
+    let repo = open("cache");
+    storage.take();
+    backup(&repo, BackupOptions { paths: vec![a.clone()], ..Default::default() }, &NoProgress).unwrap();
+    let counts = storage.take();
+    assert_eq!(counts.get(Op::List, FileKind::Pack), 1, "{counts}");
+    drop(repo);
+
+    // Packs no index file lists, which this host's database does not know:
+    // a backup whose index files and snapshot are then taken away.
+    let c = tmp.path().join("c");
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::write(c.join("big"), pseudo_random(3_000_000, 11)).unwrap();
+    let before: Vec<String> = storage.list(FileKind::Index).unwrap().into_iter().map(|(n, _)| n).collect();
+    let orphaned =
+        backup(&open("elsewhere"), BackupOptions { paths: vec![c], ..Default::default() }, &NoProgress).unwrap();
+    for (name, _) in storage.list(FileKind::Index).unwrap() {
+        if !before.contains(&name) {
+            storage.delete(FileKind::Index, &name).unwrap();
+        }
+    }
+    storage.delete(FileKind::Snapshot, &orphaned.snapshot_id.to_hex()).unwrap();
+    // A writer adopts them: its database now knows them, unlisted, and a
+    // backup of this host may deduplicate against them from then on.
+    let repo = open("cache");
+    let (adopt, _writer) = repo.packs_to_adopt().unwrap();
+    assert!(!adopt.is_empty());
+    repo.index().unwrap().add_packs(&adopt, None).unwrap();
+    storage.take();
+    let mut to_list: Vec<_> = repo.packs_to_list_before_commit().unwrap().into_iter().map(|p| p.pack).collect();
+    let mut adopted: Vec<_> = adopt.iter().map(|p| p.pack).collect();
+    to_list.sort();
+    adopted.sort();
+    assert_eq!(to_list, adopted);
+    let counts = storage.take();
     assert_eq!(counts.get(Op::List, FileKind::Pack), 0, "{counts}");
 }
 

@@ -132,7 +132,7 @@ pub(super) fn walker(
                     report_listing(ctx, &child.path, &l);
                     stack.push((sub, l, 0));
                 } else {
-                    entry(ctx, src, node, child.prev, &child.path, &mut out)?;
+                    entry(ctx, src, node, child.prev.map(|p| *p), &child.path, &mut out)?;
                 }
             }
             out.send(WalkEvent::SourceDone)?;
