@@ -332,6 +332,10 @@ impl RemoteStorage {
             .layer(ConcurrentLimitLayer::with_semaphore(slots.clone()));
         let op = builder_op
             .layer(TimeoutLayer::new().with_io_timeout(opts.io_timeout))
+            // Each attempt takes a slot of its own and gives it back when it
+            // ends: with the limit outside the retries, a request waiting out
+            // its backoff (up to 10 s) held a slot that others could use.
+            .layer(ConcurrentLimitLayer::with_semaphore(slots.clone()))
             // Retries sit outside the timeout so a request that hung is
             // retried; opendal retries only errors it marks temporary.
             .layer(
@@ -341,8 +345,7 @@ impl RemoteStorage {
                     .with_max_delay(Duration::from_secs(10))
                     .with_jitter()
                     .with_notify(count_retry),
-            )
-            .layer(ConcurrentLimitLayer::with_semaphore(slots.clone()));
+            );
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("arc-remote")
@@ -943,6 +946,32 @@ mod tests {
             assert_eq!(sent, 1, "{kind}: {e}");
             assert!(!e.contains("gave up"), "{kind}: {e}");
         }
+    }
+
+    #[test]
+    fn a_request_waiting_to_retry_holds_no_slot() {
+        // One slot. The first request is answered 503 and waits at least
+        // 200 ms before it is sent again; a request made meanwhile goes
+        // out before that retry, not after it.
+        let (port, log) = fake_http::serve(vec![Reply::Fail(503, "ServiceUnavailable")], Reply::Ok, s3_ok);
+        std::env::set_var("AWS_ACCESS_KEY_ID", "GK0123456789abcdef01234567");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+        let location =
+            Location::S3 { endpoint: format!("http://127.0.0.1:{port}"), bucket: "b".into(), prefix: "repo".into() };
+        let storage =
+            RemoteStorage::open(&location, RemoteOptions { retries: 2, connections: 1, ..Default::default() }).unwrap();
+        std::thread::scope(|scope| {
+            let first = scope.spawn(|| storage.get(FileKind::Index, NAME));
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while log.lock().unwrap().is_empty() {
+                assert!(std::time::Instant::now() < deadline, "the first request never came");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(storage.stat(FileKind::Index, NAME).unwrap().len, 5);
+            assert_eq!(first.join().unwrap().unwrap(), b"hello");
+        });
+        let methods: Vec<String> = log.lock().unwrap().iter().map(|r| r.method.clone()).collect();
+        assert_eq!(methods, ["GET", "HEAD", "GET"], "the HEAD waited for the GET's retry");
     }
 
     #[test]

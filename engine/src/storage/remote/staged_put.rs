@@ -96,10 +96,24 @@ impl RemoteStorage {
             }
         };
         if let Err(e) = self.call(self.op.rename(&tmp, &object)) {
+            if e.kind() == opendal::ErrorKind::NotFound && self.renamed_before(&object, len) {
+                return Ok(());
+            }
             let _ = self.call(self.op.delete(&tmp));
             return Err(self.err(kind, name, e));
         }
         Ok(())
+    }
+
+    /// Whether a rename that found its source gone had been done by an
+    /// earlier attempt whose answer was lost (a connection dropped after
+    /// the server moved the file; the retry then finds no `tmp/` file):
+    /// the object is there with every byte. The temporary name is this
+    /// process's alone and only a rename moves it, so a same-length object
+    /// under the final name is the one just written (the names arc puts
+    /// on these stores are content hashes or unique to their writer).
+    fn renamed_before(&self, object: &str, len: u64) -> bool {
+        self.call(self.op.stat(object)).is_ok_and(|meta| meta.content_length() == len)
     }
 
     /// One attempt: `tmp` written with `source`'s `len` bytes, and found
@@ -245,17 +259,57 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_webdav_put_cut_halfway_is_sent_again_whole_under_a_new_name_then_moved() {
-        // The first PROPFIND finds tmp/; the first PUT is cut halfway.
-        let (port, log) = fake_http::serve(vec![Reply::Ok, Reply::CutHalfway], Reply::Ok, dav_ok);
+    /// A WebDAV server with its password, at `port`.
+    fn dav(port: u16) -> RemoteStorage {
         let location = Location::WebDav {
             endpoint: format!("http://127.0.0.1:{port}"),
             user: Some("u".into()),
             path: "repo".into(),
         };
         std::env::set_var("ARC_WEBDAV_PASSWORD", "pw");
-        let storage = RemoteStorage::open(&location, RemoteOptions { retries: 2, ..Default::default() }).unwrap();
+        RemoteStorage::open(&location, RemoteOptions { retries: 2, ..Default::default() }).unwrap()
+    }
+
+    #[test]
+    fn a_move_whose_answer_was_lost_is_found_done() {
+        // tmp/ is found, the PUT and its length check succeed; the rename
+        // (opendal looks at the source and the target's directory, then
+        // MOVEs) is done but its answer lost: the connection closes
+        // unanswered. The retried rename finds no source, and the object
+        // holds every byte.
+        let mut script = vec![Reply::Ok; 5];
+        script.extend([Reply::CutHalfway, Reply::Fail(404, "NotFound")]);
+        let (port, log) = fake_http::serve(script, Reply::Ok, dav_ok);
+        let storage = dav(port);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pack.1.2");
+        std::fs::write(&path, vec![7u8; LEN]).unwrap();
+        storage.put_file(FileKind::Pack, NAME, &path).unwrap();
+        let log = log.lock().unwrap();
+        let seen: Vec<(&str, &str)> = log.iter().map(|r| (r.method.as_str(), r.target.as_str())).collect();
+        assert_eq!(seen.iter().filter(|(m, _)| *m == "PUT").count(), 1, "{seen:?}");
+        assert_eq!(seen[5].0, "MOVE", "{seen:?}");
+        assert_eq!(seen[6], ("PROPFIND", seen[5].1), "the rename was not retried: {seen:?}");
+        assert_eq!(seen[7], ("PROPFIND", format!("/repo/data/cd/{NAME}").as_str()), "{seen:?}");
+    }
+
+    #[test]
+    fn a_move_whose_source_is_gone_and_whose_target_is_short_fails() {
+        // As above, but the object found is not the one written.
+        let mut script = vec![Reply::Ok; 5];
+        script.extend([Reply::CutHalfway, Reply::Fail(404, "NotFound"), Reply::Fail(404, "NotFound")]);
+        let (port, _log) = fake_http::serve(script, Reply::Ok, dav_ok);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pack.1.2");
+        std::fs::write(&path, vec![7u8; LEN]).unwrap();
+        assert!(dav(port).put_file(FileKind::Pack, NAME, &path).is_err());
+    }
+
+    #[test]
+    fn a_webdav_put_cut_halfway_is_sent_again_whole_under_a_new_name_then_moved() {
+        // The first PROPFIND finds tmp/; the first PUT is cut halfway.
+        let (port, log) = fake_http::serve(vec![Reply::Ok, Reply::CutHalfway], Reply::Ok, dav_ok);
+        let storage = dav(port);
         let dir = tempfile::tempdir().unwrap();
         let data: Vec<u8> = (0..LEN).map(|i| (i * 31 + i / 997) as u8).collect();
         let path = dir.path().join("pack.1.2");
