@@ -260,12 +260,12 @@ impl Passes<'_> {
             let (raw_len, at) = (f.record.raw_len, f.record.offset);
             let decoded = match base {
                 Some(b) if repo.blob_id(b) == o.base => {
-                    delta::decompress_into(&o.delta, b, raw_len, &delta_pack, at, out).map(|d| &*d)
+                    delta::decompress_into(&o.delta, b, raw_len, &delta_pack, at, out)
                 }
                 _ => repo
                     .read_delta_base(&o.base)
                     .map_err(|e| base_error(f, o.base, e))
-                    .and_then(|b| delta::decompress_into(&o.delta, &b, raw_len, &delta_pack, at, out).map(|d| &*d)),
+                    .and_then(|b| delta::decompress_into(&o.delta, &b, raw_len, &delta_pack, at, out)),
             };
             sink(o.frame, decoded);
         }
