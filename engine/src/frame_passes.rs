@@ -39,10 +39,24 @@ pub(crate) const DELTA_BYTES: u64 = 64 << 20;
 pub(crate) const MAX_READ: u64 = 20 << 20;
 
 thread_local! {
-    /// Each worker's buffer for the frames it decompresses, kept from frame
-    /// to frame: a new frame-sized one each time was faulted in and zeroed
-    /// again (glibc hands freed memory back to the system).
-    static PLAIN: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each worker's buffers for the frames it decompresses and the deltas
+    /// it decodes, kept from frame to frame: a new frame- or chunk-sized
+    /// one each time was faulted in and zeroed again (glibc hands freed
+    /// memory back to the system).
+    static DECODED: std::cell::RefCell<Decoded> = const { std::cell::RefCell::new(Decoded::new()) };
+}
+
+/// A worker's decoding buffers: a plain frame's plaintext, and a chunk
+/// decoded from a delta against a base within it.
+struct Decoded {
+    plain: Vec<u8>,
+    delta: Vec<u8>,
+}
+
+impl Decoded {
+    const fn new() -> Decoded {
+        Decoded { plain: Vec::new(), delta: Vec::new() }
+    }
 }
 
 /// A frame to fetch and decode.
@@ -181,9 +195,11 @@ impl Passes<'_> {
             let Some(&n) = of.get(&(read.pack, offset)) else { return };
             let f = &frames[n];
             match stored.and_then(|s| self.repo.open_delta_frame(s, &f.record, &read.pack.to_hex())) {
+                // The read's buffer goes to the next read: the delta is
+                // kept until its base's pass.
                 Ok((base, delta)) => {
                     if let Ok(mut o) = opened.lock() {
-                        o.push(Opened { frame: n, base, delta });
+                        o.push(Opened { frame: n, base, delta: delta.to_vec() });
                     }
                 }
                 Err(e) => sink(n, Err(e)),
@@ -213,10 +229,10 @@ impl Passes<'_> {
     /// open or verify) reads its base alone, through the blob reader, whose
     /// error names the base's pack and frame.
     fn decode_job(&self, frames: &[Wanted], pack: &Id, job: Job, stored: Result<&mut [u8]>, sink: &DecodedSink<'_>) {
-        PLAIN.with(|plain| match plain.try_borrow_mut() {
-            Ok(mut plain) => self.decode_into(frames, pack, job, stored, &mut plain, sink),
-            // Not reached (a sink does not decode); a buffer of its own then.
-            Err(_) => self.decode_into(frames, pack, job, stored, &mut Vec::new(), sink),
+        DECODED.with(|decoded| match decoded.try_borrow_mut() {
+            Ok(mut decoded) => self.decode_into(frames, pack, job, stored, &mut decoded, sink),
+            // Not reached (a sink does not decode); buffers of its own then.
+            Err(_) => self.decode_into(frames, pack, job, stored, &mut Decoded::new(), sink),
         })
     }
 
@@ -226,10 +242,11 @@ impl Passes<'_> {
         pack: &Id,
         job: Job,
         stored: Result<&mut [u8]>,
-        plain: &mut Vec<u8>,
+        buffers: &mut Decoded,
         sink: &DecodedSink<'_>,
     ) {
         let repo = self.repo;
+        let Decoded { plain, delta: out } = buffers;
         let name = pack.to_hex();
         let offset = job.record.offset;
         let raw = stored
@@ -240,19 +257,17 @@ impl Passes<'_> {
             let delta_pack = f.pack.to_hex();
             let start = loc.offset_in_frame as usize;
             let base = raw.as_ref().ok().and_then(|r| r.get(start..start + loc.raw_len as usize));
+            let (raw_len, at) = (f.record.raw_len, f.record.offset);
             let decoded = match base {
                 Some(b) if repo.blob_id(b) == o.base => {
-                    delta::decompress(&o.delta, b, f.record.raw_len, &delta_pack, f.record.offset)
+                    delta::decompress_into(&o.delta, b, raw_len, &delta_pack, at, out)
                 }
                 _ => repo
                     .read_delta_base(&o.base)
                     .map_err(|e| base_error(f, o.base, e))
-                    .and_then(|b| delta::decompress(&o.delta, &b, f.record.raw_len, &delta_pack, f.record.offset)),
+                    .and_then(|b| delta::decompress_into(&o.delta, &b, raw_len, &delta_pack, at, out)),
             };
-            match decoded {
-                Ok(d) => sink(o.frame, Ok(&d)),
-                Err(e) => sink(o.frame, Err(e)),
-            }
+            sink(o.frame, decoded);
         }
         if let Some(n) = job.plain {
             sink(n, raw);

@@ -936,29 +936,31 @@ impl Repository {
         if frame.codec != pack::FrameCodec::Delta {
             return pack::decode_frame_owned(self.open_frame(stored, pack, frame.offset)?, frame, pack);
         }
-        let (base_id, delta) = self.open_delta_frame(&stored, frame, pack)?;
+        let mut stored = stored;
+        let (base_id, delta) = self.open_delta_frame(&mut stored, frame, pack)?;
         let base_plain = base(&base_id).map_err(|e| Error::DeltaBase {
             chunk: *chunk,
             base: base_id,
             pack: pack.to_string(),
             source: Box::new(e),
         })?;
-        delta::decompress(&delta, &base_plain, frame.raw_len, pack, frame.offset)
+        delta::decompress(delta, &base_plain, frame.raw_len, pack, frame.offset)
     }
 
-    /// A delta frame's base id and zstd delta, authenticated (not decoded),
-    /// for the readers that fetch the base themselves (restore's planned
-    /// passes); a delta frame in a format v1 repository is damage.
-    pub(crate) fn open_delta_frame(
+    /// A delta frame's base id and zstd delta, authenticated (not decoded)
+    /// where the frame lies in `stored`, for the readers that fetch the
+    /// base themselves (restore's planned passes); a delta frame in a
+    /// format v1 repository is damage.
+    pub(crate) fn open_delta_frame<'a>(
         &self,
-        stored: &[u8],
+        stored: &'a mut [u8],
         frame: &pack::FrameRecord,
         pack: &str,
-    ) -> Result<(Id, Vec<u8>)> {
+    ) -> Result<(Id, &'a [u8])> {
         let keys = self.keys.as_ref().ok_or_else(|| {
             Error::corrupt("pack", pack, format!("delta frame at {} in a format v1 repository", frame.offset))
         })?;
-        delta::open(keys, stored, pack, frame.offset)
+        delta::open_in_place(keys, stored, pack, frame.offset)
     }
 
     /// A delta frame's base id and zstd delta, authenticated (not decoded).

@@ -171,6 +171,20 @@ pub(crate) fn open_padded(
     Ok(sealed)
 }
 
+/// [`open_padded`] where the box lies: the stored bytes from within
+/// `sealed` (left undefined on an error).
+pub(crate) fn open_padded_in_place<'a>(
+    keys: &Keys,
+    purpose: Purpose,
+    ad: &[u8],
+    sealed: &'a mut [u8],
+    pack: &str,
+    offset: u64,
+) -> Result<&'a [u8]> {
+    let range = unpad_in_place(keys, purpose, ad, sealed, pack, offset)?;
+    Ok(&sealed[range])
+}
+
 /// Opens the box in `sealed` in place; the range of its stored bytes
 /// (without length and padding, both checked) within it.
 fn unpad_in_place(
