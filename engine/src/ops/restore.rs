@@ -507,6 +507,9 @@ const LOCAL_RUN_AHEAD: usize = 8;
 /// many stored bytes, each run's frames fetched in one coalesced ranged read
 /// per pack (prefetch.rs) instead of a round trip per chunk. With a decoder
 /// per CPU and the storage's eight workers, at most 16 runs are held at once.
+/// Rare there: a remote restore writes its files pack by pack in windows
+/// (restore/packs.rs), and comes here only for a hardlink whose first name
+/// was not restored.
 const RUN_BYTES: u64 = 8 << 20;
 
 /// `chunks` cut into the runs the decoders take, by their locations
