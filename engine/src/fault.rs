@@ -23,7 +23,11 @@
 //! [`pause_before_read`] is another test hook: it holds a backup between
 //! the stat of a source file and its read, so a test can change the file
 //! in that window. [`kdf_cost`] lets the test suite create key files with
-//! a cheap Argon2id cost.
+//! a cheap Argon2id cost. The other hooks: `ARC_FAULT_PANIC`
+//! ([`panic_point`]), `ARC_FAULT_PRUNE_STEP` (a stop after one of prune's
+//! protocol steps, read by the CLI: ops/prune.rs) and
+//! `ARC_FAULT_SHORT_PUTS` (SFTP or WebDAV puts that end early without an
+//! error: storage/remote/staged_put.rs).
 
 use std::fmt::Display;
 
