@@ -109,9 +109,10 @@ impl RemoteStorage {
     /// earlier attempt whose answer was lost (a connection dropped after
     /// the server moved the file; the retry then finds no `tmp/` file):
     /// the object is there with every byte. The temporary name is this
-    /// process's alone and only a rename moves it, so a same-length object
-    /// under the final name is the one just written (the names arc puts
-    /// on these stores are content hashes or unique to their writer).
+    /// process's alone and only its own rename moves it, so a source gone
+    /// means the move happened; the length is checked as well because
+    /// someone may have deleted the temporary file instead (a cleanup of
+    /// `tmp/`), and then the object found is not this write.
     fn renamed_before(&self, object: &str, len: u64) -> bool {
         self.call(self.op.stat(object)).is_ok_and(|meta| meta.content_length() == len)
     }
