@@ -85,6 +85,14 @@ fn copy_chunker_params(opts: &mut InitOptions, from: &std::path::Path) -> Result
 
 pub fn run(env: &Env, a: InitArgs) -> Result<u8> {
     let mut opts = options(&a)?;
+    // What can be refused without the passphrase is refused before it is
+    // asked for (twice, on a terminal) and stretched.
+    opts.validate().with_context(|| format!("cannot create repository at {}", env.shown()))?;
+    if let Some(path) = env.location.local_path() {
+        if path.join("config").exists() {
+            return Err(arc_engine::Error::AlreadyExists { path: path.to_path_buf() }.into());
+        }
+    }
     if let Some(from) = &a.copy_chunker_params_from {
         copy_chunker_params(&mut opts, from)?;
     }
