@@ -37,8 +37,10 @@ pub fn run(env: &Env, a: CopyArgs) -> Result<u8> {
     // As for --repo: the engine asks only if the source is encrypted, and
     // a failure to get a passphrase is ours to word.
     let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
+    let local_key =
+        super::parse_location(&a.from_repo).ok().and_then(|l| l.local_path().and_then(super::default_key_for));
     let source = || {
-        crate::passphrase::existing_source().map_err(|e| {
+        crate::passphrase::existing_source(local_key.as_deref()).map_err(|e| {
             *failure.borrow_mut() = Some(e);
             arc_engine::Error::PassphraseRequired
         })

@@ -57,8 +57,9 @@ pub fn options(a: &InitArgs) -> Result<InitOptions> {
 /// keys (crypto.md §2.4), read before anything is created.
 fn copy_chunker_params(opts: &mut InitOptions, from: &std::path::Path) -> Result<()> {
     let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
+    let local_key = super::parse_location(from).ok().and_then(|l| l.local_path().and_then(super::default_key_for));
     let source = || {
-        crate::passphrase::existing_source().map_err(|e| {
+        crate::passphrase::existing_source(local_key.as_deref()).map_err(|e| {
             *failure.borrow_mut() = Some(e);
             arc_engine::Error::PassphraseRequired
         })

@@ -46,7 +46,8 @@ pub struct RunOptions {
 }
 
 /// Opens a job's repository with the passphrase its table names, else
-/// from ARC_PASSWORD*; a remote one with the job's transfer limits.
+/// from ARC_PASSWORD*, else (the default repository) arc's key file; a
+/// remote one with the job's transfer limits.
 pub fn open_repo(r: &Repo, limits: Option<crate::cmd::remote::Limits>) -> Result<Repository> {
     let pass = || -> arc_engine::Result<zeroize::Zeroizing<String>> {
         let got = if let Some(f) = &r.password_file {
@@ -56,7 +57,11 @@ pub fn open_repo(r: &Repo, limits: Option<crate::cmd::remote::Limits>) -> Result
         } else {
             match crate::passphrase::from_env("ARC") {
                 Ok(Some(p)) => Ok(p),
-                Ok(None) => Err(anyhow!("set {} or password-file in [repositories]", crate::passphrase::SOURCES)),
+                // The default repository opens with the key file arc made it with.
+                Ok(None) => match crate::cmd::default_key_for(&r.path) {
+                    Some(key) => crate::passphrase::read_file(&key, "key file"),
+                    None => Err(anyhow!("set {} or password-file in [repositories]", crate::passphrase::SOURCES)),
+                },
                 Err(e) => Err(e),
             }
         };
