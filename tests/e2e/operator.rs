@@ -70,3 +70,44 @@ fn a_refused_init_leaves_the_directory_as_it_was() {
     let line = no_password(&env).arg("--repo").arg(&repo).arg("init").run().code_is(1).one_line_error();
     assert!(line.contains("a repository already exists there"), "{line}");
 }
+
+/// `arc run --due` from cron every minute, and `arc -q run`: nothing on
+/// stderr (no cron mail) unless a job fails; the log file has every line.
+#[test]
+fn arc_run_from_cron_is_silent_unless_a_job_fails() {
+    let env = TestEnv::new();
+    env.init();
+    let log = env.path("arc.log");
+    let config = env.path("arc.toml");
+    let write_config = |command: &str| {
+        fs::write(
+            &config,
+            format!(
+                "repository = \"{}\"\n[run]\nlog-file = \"{}\"\n[defaults]\nspread = \"24h\"\n\
+                 [[jobs]]\nname = \"ldap\"\nkind = \"command\"\ncommand = \"{command}\"\nstream = \"ldap/data.ldif\"\n",
+                env.repo.display(),
+                log.display()
+            ),
+        )
+        .unwrap();
+    };
+    let run = |args: &[&str]| {
+        env.cmd().env("XDG_STATE_HOME", env.path("state")).args(args).arg("--config").arg(&config).run()
+    };
+    write_config("echo dn: x");
+    let quiet = run(&["-q", "run"]).success();
+    assert_eq!(quiet.stderr_str(), "", "a successful `arc -q run` wrote to stderr\n{}", quiet.describe());
+    // Ran in this window: the next minutes find nothing due, silently.
+    let idle = run(&["run", "--due"]).success();
+    assert_eq!(idle.stderr_str(), "", "`arc run --due` with nothing due wrote to stderr\n{}", idle.describe());
+    let logged = fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("job=ldap ok") && logged.contains("nothing due"), "{logged}");
+    // Without -q a run still reports what it did.
+    run(&["run"]).success().stderr_contains("job=ldap ok");
+
+    write_config("false");
+    let failed = run(&["-q", "run"]).code_is(1);
+    let err = failed.stderr_str();
+    assert!(err.contains("job=ldap failed") && err.contains("summary: 0 ok, 1 failed"), "{}", failed.describe());
+    assert!(!err.contains("start kind="), "-q printed what went well\n{}", failed.describe());
+}

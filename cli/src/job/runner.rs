@@ -146,7 +146,8 @@ pub fn run(cfg: &Config, selected: Vec<&Job>, opts: RunOptions, log: &Log) -> Re
         return dry_run(&jobs, &opts);
     }
     if jobs.is_empty() {
-        log.event("-", "nothing due");
+        // Every minute from cron: on a terminal, or in the log file only.
+        log.idle("-", "nothing due");
         return Ok(0);
     }
     let ctx = Ctx { opts: &opts, state, log, host };
@@ -197,7 +198,7 @@ pub fn run(cfg: &Config, selected: Vec<&Job>, opts: RunOptions, log: &Log) -> Re
             bytes_added: r.bytes_added,
         };
         if let Err(e) = ctx.state.record(job.name(), &a) {
-            log.event(job.name(), &format!("warning: cannot record the result: {e:#}"));
+            log.problem(job.name(), &format!("warning: cannot record the result: {e:#}"));
         }
     }
     let summary = Summary {
@@ -227,10 +228,14 @@ pub fn run(cfg: &Config, selected: Vec<&Job>, opts: RunOptions, log: &Log) -> Re
         part.failed.retain(|f| names.contains(f));
         part.skipped.retain(|f| names.contains(f));
         for e in notify::send(&n, &part) {
-            log.event("-", &format!("warning: notification failed: {e}"));
+            log.problem("-", &format!("warning: notification failed: {e}"));
         }
     }
-    log.event("-", &format!("summary: {}", summary.line()));
+    if summary.failed.is_empty() {
+        log.event("-", &format!("summary: {}", summary.line()));
+    } else {
+        log.problem("-", &format!("summary: {}", summary.line()));
+    }
     if opts.json {
         crate::cmd::print_json(&summary)?;
     }
@@ -309,14 +314,14 @@ fn run_job(ctx: &Ctx<'_>, job: &Job) -> Outcome {
             return skipped(job, ALREADY_RUNNING);
         }
         Err(e) => {
-            ctx.log.event(name, &format!("failed: {e:#}"));
+            ctx.log.problem(name, &format!("failed: {e:#}"));
             return Outcome { report: report(job, "failed", Some(format!("{e:#}")), 0.0) };
         }
     };
     let prio = Priority { nice: job.nice, ionice: job.ionice };
     if prio.is_set() {
         if let Err(e) = prio.apply() {
-            ctx.log.event(name, &format!("warning: cannot set nice/ionice: {e}"));
+            ctx.log.problem(name, &format!("warning: cannot set nice/ionice: {e}"));
         }
     }
     let start = Instant::now();
@@ -350,7 +355,7 @@ fn run_job(ctx: &Ctx<'_>, job: &Job) -> Outcome {
     if let Some(a) = &job.entry.after {
         ctx.log.event(name, &format!("hook after: {a}"));
         if let Err(e) = run_hook(a, &env(&r.result), job.hook_timeout, prio) {
-            ctx.log.event(name, &format!("warning: after hook: {e:#}"));
+            ctx.log.problem(name, &format!("warning: after hook: {e:#}"));
             if r.result == "ok" {
                 r.result = "failed".into();
                 r.error = Some(format!("after hook: {e:#}"));
@@ -359,7 +364,7 @@ fn run_job(ctx: &Ctx<'_>, job: &Job) -> Outcome {
     }
     r.duration_s = start.elapsed().as_secs_f64();
     match &r.error {
-        Some(e) => ctx.log.event(name, &format!("{} duration={:.1}s: {e}", r.result, r.duration_s)),
+        Some(e) => ctx.log.problem(name, &format!("{} duration={:.1}s: {e}", r.result, r.duration_s)),
         None => ctx.log.event(
             name,
             &format!(
@@ -457,7 +462,7 @@ fn backup_job(ctx: &Ctx<'_>, job: &Job, prio: Priority, r: &mut JobReport) -> Re
         r.bytes_added += s.bytes_added;
         r.snapshots.push(res.snapshot_id.short());
         if res.warnings > 0 {
-            ctx.log.event(
+            ctx.log.problem(
                 name,
                 &format!(
                     "warning: {} item(s) could not be read; snapshot {} is incomplete",
@@ -474,7 +479,7 @@ fn backup_job(ctx: &Ctx<'_>, job: &Job, prio: Priority, r: &mut JobReport) -> Re
                 r.expected_s = last.expected_s;
                 if last.regression {
                     r.slow = true;
-                    ctx.log.event(
+                    ctx.log.problem(
                         name,
                         &format!(
                             "warning: slow: took {:.1}s, more than twice the {:.1}s expected for {} bytes",
@@ -561,10 +566,10 @@ fn retention_and_prune(ctx: &Ctx<'_>, jobs: &[&Job], reports: &mut [JobReport]) 
                 // holds the repository: the snapshot is safe, and the next
                 // run applies the same rules.
                 Err(e) if is_locked(&e) => {
-                    ctx.log.event(job.name(), &format!("warning: retention postponed to the next run: {e:#}"));
+                    ctx.log.problem(job.name(), &format!("warning: retention postponed to the next run: {e:#}"));
                 }
                 Err(e) => {
-                    ctx.log.event(job.name(), &format!("failed: retention: {e:#}"));
+                    ctx.log.problem(job.name(), &format!("failed: retention: {e:#}"));
                     r.result = "failed".into();
                     r.error = Some(format!("retention: {e:#}"));
                 }
@@ -595,9 +600,9 @@ fn retention_and_prune(ctx: &Ctx<'_>, jobs: &[&Job], reports: &mut [JobReport]) 
             Ok(Some(msg)) => ctx.log.event("-", &format!("prune {}: {msg}", repo_cfg.name)),
             Ok(None) => {}
             Err(e) if is_locked(&e) => {
-                ctx.log.event("-", &format!("warning: prune {} postponed to the next run: {e:#}", repo_cfg.name))
+                ctx.log.problem("-", &format!("warning: prune {} postponed to the next run: {e:#}", repo_cfg.name))
             }
-            Err(e) => ctx.log.event("-", &format!("warning: prune {} failed: {e:#}", repo_cfg.name)),
+            Err(e) => ctx.log.problem("-", &format!("warning: prune {} failed: {e:#}", repo_cfg.name)),
         }
     }
 }
