@@ -252,7 +252,7 @@ fn dry_run(env: &Env, a: BackupArgs, excludes: arc_engine::exclude::Excludes) ->
     if json {
         super::print_json_line(&DryRunSummary { message_type: "summary", dry_run: true, summary: &s })?;
     } else {
-        println!(
+        outln!(
             "dry run: would read {} in {} files ({} new, {} changed, {} unchanged); {} dirs{}; nothing written",
             size(s.bytes_read),
             s.files_new + s.files_changed,
@@ -261,7 +261,7 @@ fn dry_run(env: &Env, a: BackupArgs, excludes: arc_engine::exclude::Excludes) ->
             s.files_unchanged,
             s.dirs,
             excluded_note(s.entries_excluded)
-        );
+        )?;
     }
     Ok(if s.errors > 0 { crate::EXIT_INCOMPLETE } else { 0 })
 }

@@ -78,12 +78,12 @@ pub fn run(env: &Env, a: CopyArgs) -> Result<u8> {
         return Ok(0);
     }
     for c in &r.copied {
-        println!("copied snapshot {} as {}", c.source.short(), c.target.short());
+        outln!("copied snapshot {} as {}", c.source.short(), c.target.short())?;
     }
     for s in &r.skipped {
-        println!("snapshot {} is already in the target", s.short());
+        outln!("snapshot {} is already in the target", s.short())?;
     }
-    println!(
+    outln!(
         "{} snapshot(s) copied, {} already there; added {} blobs ({}, {} stored){}",
         r.copied.len(),
         r.skipped.len(),
@@ -91,6 +91,6 @@ pub fn run(env: &Env, a: CopyArgs) -> Result<u8> {
         size(r.bytes_added),
         size(r.bytes_stored),
         if r.rechunked { "; content was re-chunked for the target's chunker and ids" } else { "" }
-    );
+    )?;
     Ok(0)
 }

@@ -14,16 +14,16 @@ pub fn run(env: &Env, cmd: KeyCommand) -> Result<u8> {
             if env.json {
                 super::print_json(&list)?;
             } else {
-                println!("  {:<12} {:<20} {:<30} protected", "id", "created", "user@host");
+                outln!("  {:<12} {:<20} {:<30} protected", "id", "created", "user@host")?;
                 for k in &list {
-                    println!(
+                    outln!(
                         "{} {:<12} {:<20} {:<30} {}",
                         if k.current { "*" } else { " " },
                         &k.id[..12],
                         k.created.format("%Y-%m-%d %H:%M:%S"),
                         format!("{}@{}", k.username, k.host),
                         if k.protected { "passphrase" } else { "no (--encryption none)" }
-                    );
+                    )?;
                 }
             }
         }
@@ -72,12 +72,12 @@ pub fn run(env: &Env, cmd: KeyCommand) -> Result<u8> {
                     key_file: &hex,
                 })?;
             } else {
-                println!("repository  {}", repo.config().id);
+                outln!("repository  {}", repo.config().id)?;
                 if let Some(p) = &generated {
-                    println!("passphrase  {p}");
+                    outln!("passphrase  {p}")?;
                 }
-                println!("key file    keys/{id}");
-                println!("{hex}");
+                outln!("key file    keys/{id}")?;
+                outln!("{hex}")?;
             }
         }
     }
@@ -106,7 +106,7 @@ fn report(env: &Env, what: &str, id: &str) -> Result<()> {
     if env.json {
         super::print_json(&KeyAction { action: what, id })
     } else {
-        println!("{what} {}", &id[..12.min(id.len())]);
+        outln!("{what} {}", &id[..12.min(id.len())])?;
         Ok(())
     }
 }

@@ -331,20 +331,20 @@ fn print_prune(r: &PruneReport) -> std::io::Result<()> {
         )?;
     }
     if r.packs_marked > 0 {
-        println!(
+        outln!(
             "marked {} unused pack(s) of {}; a prune after the grace period deletes them if still unused",
             r.packs_marked,
             size(r.bytes_marked)
-        );
+        )?;
     }
     if r.packs_recovered > 0 {
-        println!("kept {} marked pack(s) that snapshots use again", r.packs_recovered);
+        outln!("kept {} marked pack(s) that snapshots use again", r.packs_recovered)?;
     }
     if r.marks_pending > 0 {
-        println!(
+        outln!(
             "{} earlier mark(s) not due yet (grace period, or a backup older than the mark still runs)",
             r.marks_pending
-        );
+        )?;
     }
     if r.packs_adopted > 0 {
         outln!("listed {} pack(s) no index file listed", r.packs_adopted)?;

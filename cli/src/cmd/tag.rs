@@ -26,8 +26,8 @@ pub fn run(env: &Env, a: TagArgs) -> Result<u8> {
     } else {
         for r in &done {
             match r.new_id {
-                Some(id) => println!("snapshot {} -> {}: tags {}", r.old_id.short(), id.short(), r.tags.join(",")),
-                None => println!("snapshot {}: unchanged (tags {})", r.old_id.short(), r.tags.join(",")),
+                Some(id) => outln!("snapshot {} -> {}: tags {}", r.old_id.short(), id.short(), r.tags.join(","))?,
+                None => outln!("snapshot {}: unchanged (tags {})", r.old_id.short(), r.tags.join(","))?,
             }
         }
     }
