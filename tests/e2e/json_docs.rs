@@ -1,5 +1,5 @@
 //! docs/json.md documents every `--json` output of backup, dry run, run, status,
-//! snapshots, diff, find, tag, check, restore, prune and copy with an example; this test
+//! snapshots, diff, find, tag, check, list, restore, prune and copy with an example; this test
 //! runs each command and checks that its output has exactly the fields of
 //! the example, so the document and the program cannot drift apart.
 
@@ -97,6 +97,10 @@ fn json_schemas_match_docs_json_md() {
     let ls = lines(&env.arc().args(["--json", "ls", "-R", "latest"]).run().success());
     assert!(ls.iter().all(|l| l["message_type"] == "node"), "ls --json: {ls:?}");
     got.insert("ls-node", ls.iter().find(|l| l["type"] == "file").unwrap().clone());
+    let blobs = lines(&env.arc().args(["--json", "list", "blobs"]).run().success());
+    got.insert("list-blob", blobs[0].clone());
+    let packs = lines(&env.arc().args(["--json", "list", "packs"]).run().success());
+    got.insert("list-pack", packs[0].clone());
     let out = env.path("out");
     got.insert("restore", env.arc().args(["--json", "restore", "latest", "--target"]).arg(&out).run().success().json());
     env.arc().args(["forget", &s1]).run().success();
