@@ -111,3 +111,38 @@ fn arc_run_from_cron_is_silent_unless_a_job_fails() {
     assert!(err.contains("job=ldap failed") && err.contains("summary: 0 ok, 1 failed"), "{}", failed.describe());
     assert!(!err.contains("start kind="), "-q printed what went well\n{}", failed.describe());
 }
+
+/// A wrong value of an option is a usage error: exit 2, one line, nothing
+/// done (README, exit codes).
+#[test]
+fn mistyped_values_exit_2_and_change_nothing() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"f").unwrap();
+    env.init();
+    env.backup([&src]);
+    let before = repo_listing(&env.repo);
+    let cases: &[&[&str]] = &[
+        &["forget", "--keep-within", "30x"],
+        &["forget", "--keep-daily", "7", "--group-by", "colour"],
+        &["snapshots", "--keep-within", "2q"],
+        &["backup"],
+        &["find", "cache/[a-"],
+        &["restore", "latest", "--target", "out", "--exclude", "[a-"],
+    ];
+    for args in cases {
+        let out = env.arc().args(*args).run().code_is(2);
+        out.one_line_error();
+    }
+    let out = env.arc().arg("backup").arg(&src).args(["--exclude", "cache/[a-"]).run().code_is(2);
+    assert!(out.one_line_error().contains("--exclude: bad pattern"), "{}", out.describe());
+    assert!(!env.path("out").exists());
+    assert_listing_unchanged(&before, &repo_listing(&env.repo), "after refused commands");
+
+    // restic's and the aws cli's spellings of an S3 URL: the form arc takes.
+    for url in ["s3://host/bucket", "s3:host/bucket"] {
+        let line = env.cmd().args(["--repo", url, "snapshots"]).run().code_is(1).one_line_error();
+        assert!(line.contains("s3:http(s)://host[:port]/bucket[/prefix]"), "{line}");
+    }
+}

@@ -24,7 +24,7 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
     }
     let stdin_stream = a.stdin || a.stdin_from_command.is_some();
     if a.paths.is_empty() && !stdin_stream && a.command_streams.is_empty() {
-        return Err(anyhow!("nothing to back up: give paths, --stdin, --stdin-from-command or --command-stream"));
+        return Err(super::usage("nothing to back up: give paths, --stdin, --stdin-from-command or --command-stream"));
     }
     // Check the sources exist before creating a default repository for them.
     for p in &a.paths {

@@ -53,8 +53,10 @@ fn zero_rules(k: &KeepArgs) -> Vec<String> {
 }
 
 pub fn policy(k: &KeepArgs) -> Result<(Policy, GroupBy)> {
+    // A bad value is a usage error (exit 2), like a bad number for a rule.
+    let bad = |e: arc_engine::Error| usage(e.to_string());
     let within = match &k.keep_within {
-        Some(w) => Some(w.parse()?),
+        Some(w) => Some(w.parse().map_err(bad)?),
         None => None,
     };
     let policy = Policy {
@@ -72,7 +74,7 @@ pub fn policy(k: &KeepArgs) -> Result<(Policy, GroupBy)> {
             .map(|t| t.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect())
             .collect(),
     };
-    Ok((policy, k.group_by.parse()?))
+    Ok((policy, k.group_by.parse().map_err(bad)?))
 }
 
 pub fn labels(reasons: &[Reason]) -> String {
