@@ -18,8 +18,9 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
                   The repository is --repo, else $ARC_REPO, else $XDG_DATA_HOME/arc/repository."
 )]
 pub struct Cli {
-    /// Repository directory.
-    #[arg(long, short = 'r', global = true, env = "ARC_REPO", value_name = "PATH")]
+    /// Repository: a directory, s3:http(s)://host[:port]/bucket[/prefix],
+    /// sftp://[user@]host[:port]/path or webdav:http(s)://host[:port]/path.
+    #[arg(long, short = 'r', global = true, env = "ARC_REPO", value_name = "PATH|URL")]
     pub repo: Option<PathBuf>,
 
     /// Machine-readable JSON output on stdout.

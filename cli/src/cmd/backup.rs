@@ -119,7 +119,15 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
     stderr_out.set_bar(progress.bar());
     let result = backup(&repo, opts, &progress);
     progress.finish();
-    let result = result?;
+    let result = match result {
+        // Ctrl-C, SIGTERM: say what the user needs to know next.
+        Err(arc_engine::Error::Interrupted) => {
+            return Err(anyhow!(
+                "interrupted: no snapshot was written; what was stored so far is reused by the next backup"
+            ))
+        }
+        r => r?,
+    };
     let s = &result.snapshot.summary;
     if env.json {
         let secs = match (s.backup_start, s.backup_end) {
