@@ -192,13 +192,13 @@ pub struct TagArgs {
     /// Snapshots to change (id prefix or "latest"; default: all matching the filter).
     #[arg(value_name = "ID")]
     pub snapshots: Vec<String>,
-    /// Add TAG (repeatable).
+    /// Add TAG (TAG1,TAG2 or repeated for several).
     #[arg(long, value_name = "TAG", group = "change")]
     pub add: Vec<String>,
-    /// Remove TAG (repeatable).
+    /// Remove TAG (TAG1,TAG2 or repeated for several).
     #[arg(long, value_name = "TAG", group = "change")]
     pub remove: Vec<String>,
-    /// Replace all tags with these (repeatable; --set "" removes all).
+    /// Replace all tags with these (TAG1,TAG2 or repeated; --set "" removes all).
     #[arg(long, value_name = "TAG", group = "change", conflicts_with_all = ["add", "remove"])]
     pub set: Vec<String>,
     #[command(flatten)]
@@ -279,7 +279,7 @@ pub struct InitArgs {
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct FilterArgs {
-    /// Only snapshots with this tag (repeatable; all must match).
+    /// Only snapshots with this tag (TAG1,TAG2 or repeated: all must match).
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
     /// Only snapshots of this host (repeatable).
@@ -325,7 +325,7 @@ pub struct BackupArgs {
     /// Store an empty stream instead of refusing it.
     #[arg(long, requires = "any_stream")]
     pub allow_empty: bool,
-    /// Tag the snapshot (repeatable).
+    /// Tag the snapshot (TAG1,TAG2 or repeated for several).
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
     /// Host name to record (default: this host).

@@ -146,3 +146,36 @@ fn mistyped_values_exit_2_and_change_nothing() {
         assert!(line.contains("s3:http(s)://host[:port]/bucket[/prefix]"), "{line}");
     }
 }
+
+fn tags(snapshot: &serde_json::Value) -> Vec<String> {
+    let mut t: Vec<String> =
+        snapshot["tags"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
+    t.sort();
+    t
+}
+
+/// restic's `--tag daily,weekly` is two tags, as `snapshots` shows them
+/// (joined by commas): as one tag "daily,weekly", `--keep-tag daily`
+/// would forget a snapshot the user tagged to keep.
+#[test]
+fn comma_separated_tags_are_several_tags() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"f").unwrap();
+    env.init();
+    let kept = env.backup([src.as_os_str(), "--tag".as_ref(), "keep,daily".as_ref()]);
+    env.backup([&src]);
+    assert_eq!(tags(&env.snapshots_json()[0]), ["daily", "keep"]);
+    let listed = env.arc().args(["--json", "snapshots", "--tag", "daily"]).run().success().json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+
+    let r = env.arc().args(["--json", "forget", "--keep-tag", "keep"]).run().success().json();
+    assert_eq!(r["removed"].as_array().map(Vec::len), Some(1), "{r}");
+    let left = env.snapshots_json();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["id"], kept["snapshot_id"], "the snapshot tagged keep was forgotten");
+
+    env.arc().args(["tag", "latest", "--add", "a,b", "--remove", "daily"]).run().success();
+    assert_eq!(tags(&env.snapshots_json()[0]), ["a", "b", "keep"]);
+}

@@ -104,7 +104,7 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
     let opts = BackupOptions {
         paths: a.paths,
         streams,
-        tags: a.tags,
+        tags: super::split_tags(a.tags),
         host: a.host,
         time: a.time,
         parent,

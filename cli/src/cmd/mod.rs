@@ -290,8 +290,25 @@ fn not_a_repository(path: &std::path::Path) -> anyhow::Error {
 
 impl From<FilterArgs> for SnapshotFilter {
     fn from(a: FilterArgs) -> Self {
-        SnapshotFilter { hosts: a.hosts, tags: a.tags, paths: a.paths }
+        SnapshotFilter { hosts: a.hosts, tags: split_tags(a.tags), paths: a.paths }
     }
+}
+
+/// Tags as given to `--tag`, `--add`, `--remove`, `--set`: each value may
+/// hold several, comma-separated (restic's `--tag daily,weekly`, and the
+/// way `snapshots` shows them), so no tag holds a comma. A value that is
+/// only commas or empty stays as given (`--set ""` removes every tag).
+pub fn split_tags(values: Vec<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for v in values {
+        let parts: Vec<String> = v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect();
+        if parts.is_empty() {
+            out.push(v);
+        } else {
+            out.extend(parts);
+        }
+    }
+    out
 }
 
 /// A mistake in how arc was called, found after parsing: exits 2, like
