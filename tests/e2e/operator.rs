@@ -179,3 +179,14 @@ fn comma_separated_tags_are_several_tags() {
     env.arc().args(["tag", "latest", "--add", "a,b", "--remove", "daily"]).run().success();
     assert_eq!(tags(&env.snapshots_json()[0]), ["a", "b", "keep"]);
 }
+
+/// Commands that never open --repo work whatever ARC_REPO holds (a typo
+/// in a profile must not break `source <(arc completion bash)`).
+#[test]
+fn commands_without_a_repository_ignore_a_bad_arc_repo() {
+    let env = TestEnv::new();
+    for args in [&["completion", "bash"][..], &["man", "backup"], &["cache", "--list"]] {
+        env.cmd().env("ARC_REPO", "s3://typo/bucket").args(args).run().success();
+    }
+    env.cmd().env("ARC_REPO", "s3://typo/bucket").arg("snapshots").run().code_is(1).one_line_error();
+}

@@ -54,11 +54,27 @@ pub struct Env {
 }
 
 pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
+    // Commands that never open --repo (their repositories, if any, come
+    // from a configuration file) do not fail on a bad ARC_REPO or a
+    // missing HOME: `source <(arc completion bash)` in a profile, `arc
+    // run` from cron with ARC_REPO set for manual use.
+    let uses_repo = !matches!(
+        cli.command,
+        Command::Completion(_) | Command::Man(_) | Command::Cache(_) | Command::Run(_) | Command::Status(_)
+    );
     let (repo_path, is_default) = match cli.repo {
         Some(p) => (p, false),
-        None => (default_repo_path()?, true),
+        None => match default_repo_path() {
+            Ok(p) => (p, true),
+            Err(_) if !uses_repo => (PathBuf::new(), true),
+            Err(e) => return Err(e),
+        },
     };
-    let location = parse_location(&repo_path)?;
+    let location = match parse_location(&repo_path) {
+        Ok(l) => l,
+        Err(_) if !uses_repo => Location::Local(repo_path.clone()),
+        Err(e) => return Err(e),
+    };
     let default_key = if is_default {
         crate::passphrase::default_key_path().ok()
     } else {
