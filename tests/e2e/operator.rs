@@ -190,3 +190,28 @@ fn commands_without_a_repository_ignore_a_bad_arc_repo() {
     }
     env.cmd().env("ARC_REPO", "s3://typo/bucket").arg("snapshots").run().code_is(1).one_line_error();
 }
+
+/// `-q` in a cron line: nothing on stdout or stderr when all went well (cron
+/// mails any output), the warnings and the exit code when not.
+#[test]
+fn quiet_cron_commands_print_nothing_on_success() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"f").unwrap();
+    env.init();
+    let target = env.path("out");
+    let runs: Vec<Vec<std::ffi::OsString>> = vec![
+        vec!["-q".into(), "backup".into(), src.clone().into()],
+        vec!["-q".into(), "backup".into(), src.clone().into()],
+        vec!["-q".into(), "check".into(), "--read-data".into()],
+        vec!["-q".into(), "forget".into(), "--keep-last".into(), "1".into(), "--prune".into()],
+        vec!["-q".into(), "prune".into()],
+        vec!["-q".into(), "restore".into(), "latest".into(), "--target".into(), target.into()],
+    ];
+    for args in runs {
+        let out = env.arc().args(&args).run().success();
+        assert!(out.stdout_str().is_empty() && out.stderr_str().is_empty(), "{args:?} printed\n{}", out.describe());
+    }
+    assert_eq!(env.snapshots_json().len(), 1);
+}

@@ -157,7 +157,8 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
             excludes: &result.snapshot.excludes,
             incomplete: result.warnings > 0,
         })?;
-    } else {
+    } else if !env.quiet {
+        // -q (cron): nothing on success; warnings and exit 3 still tell.
         let secs = match (s.backup_start, s.backup_end) {
             (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
             _ => 0.0,

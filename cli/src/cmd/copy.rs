@@ -77,6 +77,9 @@ pub fn run(env: &Env, a: CopyArgs) -> Result<u8> {
         })?;
         return Ok(0);
     }
+    if env.quiet {
+        return Ok(0);
+    }
     for c in &r.copied {
         outln!("copied snapshot {} as {}", c.source.short(), c.target.short())?;
     }

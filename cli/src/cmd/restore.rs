@@ -50,7 +50,7 @@ pub fn run(env: &Env, a: RestoreArgs) -> Result<u8> {
     let r = result?;
     if env.json {
         super::print_json(&RestoreReport { snapshot_id: snap.id, target: &a.target, result: &r })?;
-    } else {
+    } else if !env.quiet {
         outln!(
             "restored snapshot {} to {}: {} files, {} dirs, {} other, {}",
             snap.id.short(),

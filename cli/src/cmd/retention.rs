@@ -175,7 +175,7 @@ pub fn forget(env: &Env, a: ForgetArgs) -> Result<u8> {
         ForgetOptions { policy, group_by, local: a.keep.local, filter: a.filter.into(), ids, dry_run: a.dry_run };
     let report = forget::forget(&repo, &opts)?;
     let pruned = if a.prune {
-        if !env.json {
+        if !env.quiet {
             print_forget(&report, a.keep.local)?;
             outln!()?;
         }
@@ -192,8 +192,8 @@ pub fn forget(env: &Env, a: ForgetArgs) -> Result<u8> {
         }
         super::print_json(&v)?;
     } else if let Some(p) = &pruned {
-        print_prune(p)?;
-    } else {
+        print_prune(p, env.quiet)?;
+    } else if !env.quiet {
         print_forget(&report, a.keep.local)?;
     }
     Ok(0)
@@ -302,7 +302,14 @@ impl<'a> From<&'a PruneReport> for PruneJson<'a> {
     }
 }
 
-fn print_prune(r: &PruneReport) -> std::io::Result<()> {
+/// `quiet` (-q, cron): only the warnings.
+fn print_prune(r: &PruneReport, quiet: bool) -> std::io::Result<()> {
+    if quiet {
+        for w in &r.warnings {
+            outln!("warning: {w}")?;
+        }
+        return Ok(());
+    }
     let (verb_del, verb_rew) = if r.dry_run { ("would delete", "would rewrite") } else { ("deleted", "rewrote") };
     outln!("{} snapshot(s), {} pack(s) of {}", r.snapshots, r.packs, size(r.stored_bytes))?;
     outln!(
@@ -375,7 +382,7 @@ pub fn prune(env: &Env, a: PruneArgs) -> Result<u8> {
     if env.json {
         super::print_json(&PruneJson::from(&r))?;
     } else {
-        print_prune(&r)?;
+        print_prune(&r, env.quiet)?;
     }
     Ok(0)
 }
