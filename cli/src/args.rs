@@ -109,7 +109,8 @@ pub enum Command {
 #[derive(Args, Debug)]
 #[command(after_help = "Exit codes: 0 every job succeeded (or was already running), 1 a job failed \
                         (the summary line names it).\n\n\
-                        Cron, every minute with spread: * * * * * root arc run --config /etc/arc/arc.toml --due")]
+                        Cron, every minute with spread (-q: output only when something went wrong):\n  \
+                        * * * * * root arc -q run --config /etc/arc/arc.toml --due")]
 pub struct RunArgs {
     /// The configuration file.
     #[arg(long, short = 'c', env = "ARC_CONFIG", value_name = "FILE")]
