@@ -215,3 +215,24 @@ fn quiet_cron_commands_print_nothing_on_success() {
     }
     assert_eq!(env.snapshots_json().len(), 1);
 }
+
+/// A restore whose --include pattern matches nothing (a typo) is an error
+/// naming the pattern, not "restored 0 files" with exit 0, and leaves no
+/// empty target behind.
+#[test]
+fn a_restore_pattern_that_matches_nothing_is_an_error() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("site1")).unwrap();
+    fs::write(src.join("site1/index.php"), b"<?php").unwrap();
+    env.init();
+    env.backup([&src]);
+    let target = env.path("out");
+    let out = env.arc().args(["restore", "latest", "--target"]).arg(&target).args(["--include", "/nope/**"]).run();
+    let line = out.code_is(1).one_line_error();
+    assert!(line.contains("matches --include /nope/**"), "{line}");
+    assert!(!target.exists(), "an empty target was left behind");
+    let pattern = format!("{}/site*/**", src.display());
+    env.arc().args(["restore", "latest", "--target"]).arg(&target).args(["--include", &pattern]).run().success();
+    assert!(target.join(src.strip_prefix("/").unwrap()).join("site1/index.php").is_file());
+}
