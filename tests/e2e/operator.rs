@@ -236,3 +236,27 @@ fn a_restore_pattern_that_matches_nothing_is_an_error() {
     env.arc().args(["restore", "latest", "--target"]).arg(&target).args(["--include", &pattern]).run().success();
     assert!(target.join(src.strip_prefix("/").unwrap()).join("site1/index.php").is_file());
 }
+
+/// `arc backup --stdin` typed in a terminal (nothing piped in) would wait
+/// silently for input: it is refused at once with the way that works.
+#[test]
+fn backup_stdin_from_a_terminal_is_refused() {
+    let env = TestEnv::new();
+    env.init();
+    // A pseudo-terminal as stdin, as an interactive shell has.
+    // SAFETY: posix_openpt/grantpt/unlockpt/ptsname on a fresh master fd;
+    // ptsname's static buffer is copied at once, on this one thread.
+    let tty = unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(master >= 0 && libc::grantpt(master) == 0 && libc::unlockpt(master) == 0, "no pseudo-terminal");
+        let name = std::ffi::CStr::from_ptr(libc::ptsname(master)).to_string_lossy().into_owned();
+        (master, name)
+    };
+    let out =
+        env.arc().args(["backup", "--stdin"]).stdin_file(&tty.1).timeout(std::time::Duration::from_secs(20)).run();
+    // SAFETY: the master fd opened above, closed once.
+    unsafe { libc::close(tty.0) };
+    let line = out.code_is(2).one_line_error();
+    assert!(line.contains("--stdin-from-command"), "{line}");
+    assert!(env.snapshot_files().is_empty());
+}

@@ -22,6 +22,13 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
     if a.record_as.is_some() && a.paths.len() != 1 {
         return Err(super::usage("--as records one path under another: give exactly one PATH"));
     }
+    if a.stdin && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        // It would wait, silently, for a dump typed by hand.
+        return Err(super::usage(
+            "--stdin reads a stream piped into arc (mysqldump shop | arc backup --stdin ...), and standard input \
+             is a terminal; use --stdin-from-command CMD to have arc run the dump",
+        ));
+    }
     let stdin_stream = a.stdin || a.stdin_from_command.is_some();
     if a.paths.is_empty() && !stdin_stream && a.command_streams.is_empty() {
         return Err(super::usage("nothing to back up: give paths, --stdin, --stdin-from-command or --command-stream"));
