@@ -260,3 +260,12 @@ fn backup_stdin_from_a_terminal_is_refused() {
     assert!(line.contains("--stdin-from-command"), "{line}");
     assert!(env.snapshot_files().is_empty());
 }
+
+/// Every command that reports something has --json; unlock printed nothing.
+#[test]
+fn unlock_json_says_what_it_removed() {
+    let env = TestEnv::new();
+    env.init();
+    let v = env.arc().args(["--json", "unlock"]).run().success().json();
+    assert_eq!(v, serde_json::json!({"locks_removed": 0, "sessions_removed": 0}));
+}

@@ -134,12 +134,21 @@ pub fn list(env: &Env, a: ListArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// `unlock --json` (docs/json.md, `unlock`).
+#[derive(serde::Serialize)]
+struct UnlockJson {
+    locks_removed: usize,
+    sessions_removed: usize,
+}
+
 pub fn unlock(env: &Env, a: UnlockArgs) -> Result<u8> {
     let repo = env.open()?;
     let keys = repo.keys().map(|k| k.as_ref());
     let n = arc_engine::lock::remove_stale_locks(repo.storage().as_ref(), keys, a.remove_all)?;
     let s = arc_engine::session::remove_dead_sessions(repo.storage().as_ref(), keys, a.remove_all)?;
-    if !env.quiet {
+    if env.json {
+        super::print_json(&UnlockJson { locks_removed: n, sessions_removed: s })?;
+    } else if !env.quiet {
         outln!("removed {n} lock(s)")?;
         if s > 0 {
             outln!("removed {s} session file(s) of processes that are gone")?;
