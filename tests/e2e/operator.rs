@@ -40,10 +40,15 @@ fn the_default_repository_opens_under_any_name_with_its_key_file() {
     let copy = env.arc_at(&other).args(["--json", "copy", "--all", "--from-repo"]).arg(&repo).run().success();
     assert_eq!(copy.json()["copied"].as_array().map(Vec::len), Some(1), "{}", copy.describe());
 
+    // ARC_PASSWORD of another repository in the environment: the message
+    // says where the default repository's passphrase is.
+    let key_file = env.home.join(".config/arc/repository.key");
+    let line = no_password(&env).env("ARC_PASSWORD", "another").arg("snapshots").run().code_is(1).one_line_error();
+    assert!(line.contains(&key_file.display().to_string()) && line.contains("unset ARC_PASSWORD"), "{line}");
+
     // A new passphrase: the key file no longer opens the repository, and
     // both `key passwd` and the next command say which file is at fault.
     let passwd = no_password(&env).env("ARC_NEW_PASSWORD", "a new one").args(["key", "passwd"]).run().success();
-    let key_file = env.home.join(".config/arc/repository.key");
     assert!(passwd.stderr_str().contains(&key_file.display().to_string()), "{}", passwd.describe());
     let line = no_password(&env).arg("snapshots").run().code_is(1).one_line_error();
     assert!(line.contains(&key_file.display().to_string()) && line.contains("ARC_PASSWORD"), "{line}");

@@ -228,9 +228,16 @@ impl Env {
         }
         match opened {
             Err(arc_engine::Error::NotARepository { .. }) => Err(not_a_repository(path)),
-            Err(arc_engine::Error::WrongPassphrase) => match &key_file_in_use {
-                Some(k) => Err(wrong_key_file(k)),
-                None => Err(arc_engine::Error::WrongPassphrase.into()),
+            Err(arc_engine::Error::WrongPassphrase) => match (&key_file_in_use, &local_key) {
+                (Some(k), _) => Err(wrong_key_file(k)),
+                // ARC_PASSWORD (set for another repository?) came first.
+                (None, Some(k)) if k.exists() => Err(anyhow!(
+                    "wrong passphrase: the one from {} does not open the default repository, which arc made with \
+                     the key file {} (unset ARC_PASSWORD* to use it)",
+                    crate::passphrase::SOURCES,
+                    k.display()
+                )),
+                _ => Err(arc_engine::Error::WrongPassphrase.into()),
             },
             Err(arc_engine::Error::Io { path: p, source }) if cache_root().is_some_and(|c| p.starts_with(&c)) => {
                 Err(anyhow!(
