@@ -27,8 +27,8 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// No progress display, and no report when all went well: only warnings and errors (cron mails
-    /// only when something is wrong).
+    /// No progress display; backup, restore, check, forget, prune, copy and run also print nothing
+    /// when all went well, only warnings and errors (so cron mails only when something is wrong).
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
 
