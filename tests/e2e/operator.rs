@@ -88,7 +88,7 @@ fn arc_run_from_cron_is_silent_unless_a_job_fails() {
         fs::write(
             &config,
             format!(
-                "repository = \"{}\"\n[run]\nlog-file = \"{}\"\n[defaults]\nspread = \"24h\"\n\
+                "repository = \"{}\"\n[run]\nlog-file = \"{}\"\n[defaults]\nspread = \"24h\"\nlimit-read = \"60MiB\"\n\
                  [[jobs]]\nname = \"ldap\"\nkind = \"command\"\ncommand = \"{command}\"\nstream = \"ldap/data.ldif\"\n",
                 env.repo.display(),
                 log.display()
@@ -100,6 +100,8 @@ fn arc_run_from_cron_is_silent_unless_a_job_fails() {
         env.cmd().env("XDG_STATE_HOME", env.path("state")).args(args).arg("--config").arg(&config).run()
     };
     write_config("echo dn: x");
+    // What a dry run says, in the units the configuration uses.
+    run(&["run", "--dry-run"]).success().stdout_contains("limit-read 60 MiB/s");
     let quiet = run(&["-q", "run"]).success();
     assert_eq!(quiet.stderr_str(), "", "a successful `arc -q run` wrote to stderr\n{}", quiet.describe());
     // Ran in this window: the next minutes find nothing due, silently.

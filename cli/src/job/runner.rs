@@ -657,13 +657,13 @@ fn dry_run(jobs: &[&Job], opts: &RunOptions) -> Result<u8> {
             writeln!(out, "  after: {a}")?;
         }
         if let Some(l) = job.limit_read {
-            writeln!(out, "  limit-read {l} bytes/s")?;
+            writeln!(out, "  limit-read {}/s", crate::ui::size(l))?;
         }
         if let Some(l) = job.limit_upload {
-            writeln!(out, "  limit-upload {l} bytes/s")?;
+            writeln!(out, "  limit-upload {}/s", crate::ui::size(l))?;
         }
         if let Some(l) = job.limit_download {
-            writeln!(out, "  limit-download {l} bytes/s")?;
+            writeln!(out, "  limit-download {}/s", crate::ui::size(l))?;
         }
         if !job.stream_deltas {
             writeln!(out, "  stream-deltas off: dump streams stored plainly")?;
