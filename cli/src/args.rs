@@ -18,15 +18,17 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
                   The repository is --repo, else $ARC_REPO, else $XDG_DATA_HOME/arc/repository."
 )]
 pub struct Cli {
-    /// Repository directory.
-    #[arg(long, short = 'r', global = true, env = "ARC_REPO", value_name = "PATH")]
+    /// Repository: a directory, s3:http(s)://host[:port]/bucket[/prefix],
+    /// sftp://[user@]host[:port]/path or webdav:http(s)://host[:port]/path.
+    #[arg(long, short = 'r', global = true, env = "ARC_REPO", value_name = "PATH|URL")]
     pub repo: Option<PathBuf>,
 
     /// Machine-readable JSON output on stdout.
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// No progress display.
+    /// No progress display; backup, restore, check, forget, prune, copy and run also print nothing
+    /// when all went well, only warnings and errors (so cron mails only when something is wrong).
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
 
@@ -107,7 +109,8 @@ pub enum Command {
 #[derive(Args, Debug)]
 #[command(after_help = "Exit codes: 0 every job succeeded (or was already running), 1 a job failed \
                         (the summary line names it).\n\n\
-                        Cron, every minute with spread: * * * * * root arc run --config /etc/arc/arc.toml --due")]
+                        Cron, every minute with spread (-q: output only when something went wrong):\n  \
+                        * * * * * root arc -q run --config /etc/arc/arc.toml --due")]
 pub struct RunArgs {
     /// The configuration file.
     #[arg(long, short = 'c', env = "ARC_CONFIG", value_name = "FILE")]
@@ -191,13 +194,13 @@ pub struct TagArgs {
     /// Snapshots to change (id prefix or "latest"; default: all matching the filter).
     #[arg(value_name = "ID")]
     pub snapshots: Vec<String>,
-    /// Add TAG (repeatable).
+    /// Add TAG (TAG1,TAG2 or repeated for several).
     #[arg(long, value_name = "TAG", group = "change")]
     pub add: Vec<String>,
-    /// Remove TAG (repeatable).
+    /// Remove TAG (TAG1,TAG2 or repeated for several).
     #[arg(long, value_name = "TAG", group = "change")]
     pub remove: Vec<String>,
-    /// Replace all tags with these (repeatable; --set "" removes all).
+    /// Replace all tags with these (TAG1,TAG2 or repeated; --set "" removes all).
     #[arg(long, value_name = "TAG", group = "change", conflicts_with_all = ["add", "remove"])]
     pub set: Vec<String>,
     #[command(flatten)]
@@ -278,7 +281,7 @@ pub struct InitArgs {
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct FilterArgs {
-    /// Only snapshots with this tag (repeatable; all must match).
+    /// Only snapshots with this tag (TAG1,TAG2 or repeated: all must match).
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
     /// Only snapshots of this host (repeatable).
@@ -324,7 +327,7 @@ pub struct BackupArgs {
     /// Store an empty stream instead of refusing it.
     #[arg(long, requires = "any_stream")]
     pub allow_empty: bool,
-    /// Tag the snapshot (repeatable).
+    /// Tag the snapshot (TAG1,TAG2 or repeated for several).
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
     /// Host name to record (default: this host).

@@ -45,6 +45,13 @@ pub(crate) fn run_command(cmd: &str, var: &str) -> Result<Zeroizing<String>> {
     Ok(strip_newline(s))
 }
 
+/// Is any of `prefix`'s passphrase variables set (and not empty)?
+pub fn env_set(prefix: &str) -> bool {
+    ["PASSWORD", "PASSWORD_FILE", "PASSWORD_COMMAND"]
+        .iter()
+        .any(|name| std::env::var_os(format!("{prefix}_{name}")).is_some_and(|v| !v.is_empty()))
+}
+
 /// The passphrase from the environment (`prefix` = "ARC" or "ARC_NEW"),
 /// if one of its variables is set. Empty passphrases are refused.
 pub fn from_env(prefix: &str) -> Result<Option<Zeroizing<String>>> {
@@ -92,11 +99,16 @@ pub fn existing(local_key: Option<&Path>) -> Result<Zeroizing<String>> {
 }
 
 /// The passphrase of `copy`'s source repository: `ARC_FROM_PASSWORD*`
-/// (restic's `RESTIC_FROM_PASSWORD`), else the `ARC_PASSWORD*` of the
-/// target (the common case of one passphrase for both), else the terminal.
-pub fn existing_source() -> Result<Zeroizing<String>> {
+/// (restic's `RESTIC_FROM_PASSWORD`), else the default repository's key
+/// file when the source is the default repository (`local_key`), else the
+/// `ARC_PASSWORD*` of the target (the common case of one passphrase for
+/// both), else the terminal.
+pub fn existing_source(local_key: Option<&Path>) -> Result<Zeroizing<String>> {
     if let Some(pw) = from_env("ARC_FROM")? {
         return Ok(pw);
+    }
+    if let Some(path) = local_key.filter(|p| p.exists()) {
+        return read_file(path, "key file");
     }
     if let Some(pw) = from_env("ARC")? {
         return Ok(pw);

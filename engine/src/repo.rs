@@ -98,6 +98,36 @@ impl Default for InitOptions {
     }
 }
 
+impl InitOptions {
+    /// Refuses settings no repository may have, before anything is
+    /// written (and, for a passphrase, before it is asked for).
+    pub fn validate(&self) -> Result<()> {
+        for (what, level) in
+            [("compression level", self.compression_level), ("stream compression level", self.stream_compression_level)]
+        {
+            if !(1..=22).contains(&level) {
+                return Err(Error::InvalidArgument { what, reason: format!("{level} is not in 1..=22") });
+            }
+        }
+        if !(1024 * 1024..=256 * 1024 * 1024).contains(&self.pack_size) {
+            return Err(Error::InvalidArgument {
+                what: "pack size",
+                reason: format!("{} is not between 1 MiB and 256 MiB", self.pack_size),
+            });
+        }
+        if self.frame_size == 0 || self.frame_size > self.pack_size {
+            return Err(Error::InvalidArgument {
+                what: "frame size",
+                reason: format!("{} is not between 1 byte and the pack size ({})", self.frame_size, self.pack_size),
+            });
+        }
+        if let Some(p) = &self.protocol {
+            p.validate()?;
+        }
+        Ok(())
+    }
+}
+
 /// An index file ready to put: its name, bytes and the packs it lists.
 pub type EncodedIndexFile<'a> = (Id, Vec<u8>, &'a [PackEntry]);
 
@@ -208,6 +238,9 @@ impl Repository {
                 });
             }
         }
+        // Bad options are refused before the layout is made: a refused
+        // init leaves the directory as it found it, so the next try works.
+        opts.validate()?;
         let local = LocalDir::new(path);
         local.create_layout()?;
         Self::init(Arc::new(local), opts)
@@ -252,28 +285,7 @@ impl Repository {
         if storage.exists(FileKind::Config, "config")? {
             return Err(Error::AlreadyExists { path: storage.location().into() });
         }
-        for (what, level) in
-            [("compression level", opts.compression_level), ("stream compression level", opts.stream_compression_level)]
-        {
-            if !(1..=22).contains(&level) {
-                return Err(Error::InvalidArgument { what, reason: format!("{level} is not in 1..=22") });
-            }
-        }
-        if !(1024 * 1024..=256 * 1024 * 1024).contains(&opts.pack_size) {
-            return Err(Error::InvalidArgument {
-                what: "pack size",
-                reason: format!("{} is not between 1 MiB and 256 MiB", opts.pack_size),
-            });
-        }
-        if opts.frame_size == 0 || opts.frame_size > opts.pack_size {
-            return Err(Error::InvalidArgument {
-                what: "frame size",
-                reason: format!("{} is not between 1 byte and the pack size ({})", opts.frame_size, opts.pack_size),
-            });
-        }
-        if let Some(p) = &opts.protocol {
-            p.validate()?;
-        }
+        opts.validate()?;
         let now = Utc::now();
         let mut config = Config {
             version: REPO_FORMAT_VERSION,

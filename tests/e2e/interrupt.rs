@@ -145,6 +145,7 @@ fn sigint_during_backup_stops_cleanly_without_a_snapshot() {
         let out = running.wait();
         assert!(!out.status.success(), "backup interrupted by {name} exited with success\n{}", out.describe());
         assert!(out.status.code().is_some(), "backup died of {name} instead of stopping cleanly\n{}", out.describe());
+        assert!(out.stderr_str().contains("no snapshot was written"), "{name}: what now?\n{}", out.describe());
         assert!(
             env.snapshot_files().is_empty(),
             "a backup interrupted by {name} left a snapshot: {:?}",

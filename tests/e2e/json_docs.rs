@@ -1,5 +1,6 @@
 //! docs/json.md documents every `--json` output of backup, dry run, run, status,
-//! snapshots, diff, find, tag, check, restore, prune and copy with an example; this test
+//! snapshots, diff, find, tag, check, list, restore, forget, stats, prune, repair
+//! index, cache, key list and copy with an example; this test
 //! runs each command and checks that its output has exactly the fields of
 //! the example, so the document and the program cannot drift apart.
 
@@ -97,10 +98,21 @@ fn json_schemas_match_docs_json_md() {
     let ls = lines(&env.arc().args(["--json", "ls", "-R", "latest"]).run().success());
     assert!(ls.iter().all(|l| l["message_type"] == "node"), "ls --json: {ls:?}");
     got.insert("ls-node", ls.iter().find(|l| l["type"] == "file").unwrap().clone());
+    let blobs = lines(&env.arc().args(["--json", "list", "blobs"]).run().success());
+    got.insert("list-blob", blobs[0].clone());
+    let packs = lines(&env.arc().args(["--json", "list", "packs"]).run().success());
+    got.insert("list-pack", packs[0].clone());
     let out = env.path("out");
     got.insert("restore", env.arc().args(["--json", "restore", "latest", "--target"]).arg(&out).run().success().json());
+    got.insert("stats", env.arc().args(["--json", "stats"]).run().success().json());
+    got.insert("key-list", env.arc().args(["--json", "key", "list"]).run().success().json());
+    let forget = env.arc().args(["--json", "forget", "--keep-last", "1", "--dry-run"]).run().success().json();
+    assert_eq!(forget["removed"].as_array().map(Vec::len), Some(1), "{forget}");
+    got.insert("forget", forget);
     env.arc().args(["forget", &s1]).run().success();
     got.insert("prune", env.arc().args(["--json", "prune"]).run().success().json());
+    got.insert("repair-index", env.arc().args(["--json", "repair", "index"]).run().success().json());
+    got.insert("cache", env.arc().args(["--json", "cache"]).run().success().json());
     let other = env.path("other-repo");
     env.arc_at(&other).arg("init").run().success();
     env.arc_at(&other).arg("backup").arg(&src).run().success();

@@ -27,6 +27,7 @@ const ENCRYPTION_AGNOSTIC: &[&str] = &[
     "command_stream::",
     "progress::",
     "messages::",
+    "operator::",
     "bad_input::",
     "json_docs::",
     "selftest::",

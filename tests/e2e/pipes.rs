@@ -25,6 +25,9 @@ fn a_closed_stdout_ends_every_command_normally() {
         env.backup([src.as_os_str(), "--time".as_ref(), format!("2026-07-0{day}T12:00:00Z").as_ref()]);
     }
     let file = format!("latest:{}", src.join("d1/file.txt").display());
+    let other = env.path("other");
+    env.arc_at(&other).arg("init").run().success();
+    env.arc_at(&other).arg("backup").arg(src.join("d0")).run().success();
     let commands: Vec<Vec<String>> = vec![
         vec!["snapshots".into()],
         vec!["--json".into(), "snapshots".into()],
@@ -40,6 +43,12 @@ fn a_closed_stdout_ends_every_command_normally() {
         vec!["--json".into(), "stats".into()],
         vec!["check".into()],
         vec!["list".into(), "blobs".into()],
+        vec!["--json".into(), "list".into(), "blobs".into()],
+        vec!["key".into(), "list".into()],
+        vec!["key".into(), "export".into()],
+        vec!["diff".into(), "latest".into(), "latest".into()],
+        vec!["copy".into(), "--all".into(), "--from-repo".into(), other.display().to_string()],
+        vec!["tag".into(), "latest".into(), "--add".into(), "piped".into()],
     ];
     for args in &commands {
         let out = env.arc().args(args).stdout_closed().run();

@@ -22,9 +22,16 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
     if a.record_as.is_some() && a.paths.len() != 1 {
         return Err(super::usage("--as records one path under another: give exactly one PATH"));
     }
+    if a.stdin && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        // It would wait, silently, for a dump typed by hand.
+        return Err(super::usage(
+            "--stdin reads a stream piped into arc (mysqldump shop | arc backup --stdin ...), and standard input \
+             is a terminal; use --stdin-from-command CMD to have arc run the dump",
+        ));
+    }
     let stdin_stream = a.stdin || a.stdin_from_command.is_some();
     if a.paths.is_empty() && !stdin_stream && a.command_streams.is_empty() {
-        return Err(anyhow!("nothing to back up: give paths, --stdin, --stdin-from-command or --command-stream"));
+        return Err(super::usage("nothing to back up: give paths, --stdin, --stdin-from-command or --command-stream"));
     }
     // Check the sources exist before creating a default repository for them.
     for p in &a.paths {
@@ -104,7 +111,7 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
     let opts = BackupOptions {
         paths: a.paths,
         streams,
-        tags: a.tags,
+        tags: super::split_tags(a.tags),
         host: a.host,
         time: a.time,
         parent,
@@ -119,7 +126,15 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
     stderr_out.set_bar(progress.bar());
     let result = backup(&repo, opts, &progress);
     progress.finish();
-    let result = result?;
+    let result = match result {
+        // Ctrl-C, SIGTERM: say what the user needs to know next.
+        Err(arc_engine::Error::Interrupted) => {
+            return Err(anyhow!(
+                "interrupted: no snapshot was written; what was stored so far is reused by the next backup"
+            ))
+        }
+        r => r?,
+    };
     let s = &result.snapshot.summary;
     if env.json {
         let secs = match (s.backup_start, s.backup_end) {
@@ -149,7 +164,8 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
             excludes: &result.snapshot.excludes,
             incomplete: result.warnings > 0,
         })?;
-    } else {
+    } else if !env.quiet {
+        // -q (cron): nothing on success; warnings and exit 3 still tell.
         let secs = match (s.backup_start, s.backup_end) {
             (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
             _ => 0.0,
@@ -252,7 +268,7 @@ fn dry_run(env: &Env, a: BackupArgs, excludes: arc_engine::exclude::Excludes) ->
     if json {
         super::print_json_line(&DryRunSummary { message_type: "summary", dry_run: true, summary: &s })?;
     } else {
-        println!(
+        outln!(
             "dry run: would read {} in {} files ({} new, {} changed, {} unchanged); {} dirs{}; nothing written",
             size(s.bytes_read),
             s.files_new + s.files_changed,
@@ -261,7 +277,7 @@ fn dry_run(env: &Env, a: BackupArgs, excludes: arc_engine::exclude::Excludes) ->
             s.files_unchanged,
             s.dirs,
             excluded_note(s.entries_excluded)
-        );
+        )?;
     }
     Ok(if s.errors > 0 { crate::EXIT_INCOMPLETE } else { 0 })
 }

@@ -24,24 +24,27 @@ pub fn run(env: &Env, a: CheckArgs) -> Result<u8> {
     if env.json {
         super::print_json(&report)?;
     } else {
-        outln!(
-            "checked {} snapshots, {} trees, {} packs{}",
-            report.snapshots,
-            report.trees,
-            report.packs,
-            if let Some(sub) = &report.read_data_subset {
-                format!(
-                    ", read subset {sub}: {} packs, {}, verified {} blobs",
-                    report.packs_read,
-                    size(report.bytes_read),
-                    report.blobs_verified
-                )
-            } else if a.read_data {
-                format!(", read {} and verified {} blobs", size(report.bytes_read), report.blobs_verified)
-            } else {
-                String::new()
-            }
-        )?;
+        // -q (cron): only what is wrong.
+        if !env.quiet {
+            outln!(
+                "checked {} snapshots, {} trees, {} packs{}",
+                report.snapshots,
+                report.trees,
+                report.packs,
+                if let Some(sub) = &report.read_data_subset {
+                    format!(
+                        ", read subset {sub}: {} packs, {}, verified {} blobs",
+                        report.packs_read,
+                        size(report.bytes_read),
+                        report.blobs_verified
+                    )
+                } else if a.read_data {
+                    format!(", read {} and verified {} blobs", size(report.bytes_read), report.blobs_verified)
+                } else {
+                    String::new()
+                }
+            )?;
+        }
         for w in &report.warnings {
             outln!("warning: {w}")?;
         }
@@ -54,7 +57,7 @@ pub fn run(env: &Env, a: CheckArgs) -> Result<u8> {
         if report.index_damaged {
             outln!("hint: rebuild the index from the packs with `arc repair index`")?;
         }
-        if report.ok() {
+        if report.ok() && !env.quiet {
             outln!("no errors were found")?;
         }
     }

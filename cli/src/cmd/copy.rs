@@ -37,8 +37,10 @@ pub fn run(env: &Env, a: CopyArgs) -> Result<u8> {
     // As for --repo: the engine asks only if the source is encrypted, and
     // a failure to get a passphrase is ours to word.
     let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
+    let local_key =
+        super::parse_location(&a.from_repo).ok().and_then(|l| l.local_path().and_then(super::default_key_for));
     let source = || {
-        crate::passphrase::existing_source().map_err(|e| {
+        crate::passphrase::existing_source(local_key.as_deref()).map_err(|e| {
             *failure.borrow_mut() = Some(e);
             arc_engine::Error::PassphraseRequired
         })
@@ -75,13 +77,16 @@ pub fn run(env: &Env, a: CopyArgs) -> Result<u8> {
         })?;
         return Ok(0);
     }
+    if env.quiet {
+        return Ok(0);
+    }
     for c in &r.copied {
-        println!("copied snapshot {} as {}", c.source.short(), c.target.short());
+        outln!("copied snapshot {} as {}", c.source.short(), c.target.short())?;
     }
     for s in &r.skipped {
-        println!("snapshot {} is already in the target", s.short());
+        outln!("snapshot {} is already in the target", s.short())?;
     }
-    println!(
+    outln!(
         "{} snapshot(s) copied, {} already there; added {} blobs ({}, {} stored){}",
         r.copied.len(),
         r.skipped.len(),
@@ -89,6 +94,6 @@ pub fn run(env: &Env, a: CopyArgs) -> Result<u8> {
         size(r.bytes_added),
         size(r.bytes_stored),
         if r.rechunked { "; content was re-chunked for the target's chunker and ids" } else { "" }
-    );
+    )?;
     Ok(0)
 }

@@ -70,7 +70,7 @@ pub fn run(env: &Env, a: DiffArgs) -> Result<u8> {
             stats: &stats,
         })?;
     } else {
-        println!(
+        outln!(
             "\n{} -> {}: {} files changed, {} metadata only, {} type changed; \
              added {} files, {} dirs ({}); removed {} files, {} dirs ({})",
             s1.id.short(),
@@ -84,7 +84,7 @@ pub fn run(env: &Env, a: DiffArgs) -> Result<u8> {
             stats.removed.files,
             stats.removed.dirs,
             size(stats.removed.bytes)
-        );
+        )?;
     }
     Ok(0)
 }

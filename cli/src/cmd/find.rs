@@ -35,7 +35,8 @@ pub fn run(env: &Env, a: FindArgs) -> Result<u8> {
             .iter()
             .map(|p| PatternSpec { pattern: p.clone(), origin: "find".into(), case_insensitive: a.ignore_case })
             .collect(),
-    )?;
+    )
+    .map_err(|e| super::usage(e.to_string()))?;
     let repo = env.open_read()?;
     let snapshots: Vec<Snapshot> = if a.snapshots.is_empty() {
         let filter: SnapshotFilter = a.filter.clone().into();

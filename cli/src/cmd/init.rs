@@ -57,8 +57,9 @@ pub fn options(a: &InitArgs) -> Result<InitOptions> {
 /// keys (crypto.md §2.4), read before anything is created.
 fn copy_chunker_params(opts: &mut InitOptions, from: &std::path::Path) -> Result<()> {
     let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
+    let local_key = super::parse_location(from).ok().and_then(|l| l.local_path().and_then(super::default_key_for));
     let source = || {
-        crate::passphrase::existing_source().map_err(|e| {
+        crate::passphrase::existing_source(local_key.as_deref()).map_err(|e| {
             *failure.borrow_mut() = Some(e);
             arc_engine::Error::PassphraseRequired
         })
@@ -85,6 +86,14 @@ fn copy_chunker_params(opts: &mut InitOptions, from: &std::path::Path) -> Result
 
 pub fn run(env: &Env, a: InitArgs) -> Result<u8> {
     let mut opts = options(&a)?;
+    // What can be refused without the passphrase is refused before it is
+    // asked for (twice, on a terminal) and stretched.
+    opts.validate().with_context(|| format!("cannot create repository at {}", env.shown()))?;
+    if let Some(path) = env.location.local_path() {
+        if path.join("config").exists() {
+            return Err(arc_engine::Error::AlreadyExists { path: path.to_path_buf() }.into());
+        }
+    }
     if let Some(from) = &a.copy_chunker_params_from {
         copy_chunker_params(&mut opts, from)?;
     }

@@ -14,16 +14,16 @@ pub fn run(env: &Env, cmd: KeyCommand) -> Result<u8> {
             if env.json {
                 super::print_json(&list)?;
             } else {
-                println!("  {:<12} {:<20} {:<30} protected", "id", "created", "user@host");
+                outln!("  {:<12} {:<20} {:<30} protected", "id", "created", "user@host")?;
                 for k in &list {
-                    println!(
+                    outln!(
                         "{} {:<12} {:<20} {:<30} {}",
                         if k.current { "*" } else { " " },
                         &k.id[..12],
                         k.created.format("%Y-%m-%d %H:%M:%S"),
                         format!("{}@{}", k.username, k.host),
                         if k.protected { "passphrase" } else { "no (--encryption none)" }
-                    );
+                    )?;
                 }
             }
         }
@@ -40,20 +40,28 @@ pub fn run(env: &Env, cmd: KeyCommand) -> Result<u8> {
             let pw = crate::passphrase::new("ARC_NEW", a.new_password_file.as_deref())?;
             let id = keys::change_passphrase(&repo, pw)?;
             report(env, "changed passphrase; new key", &id)?;
+            // The default repository was opened with arc's key file, which
+            // holds the old passphrase: say so now, not at the next backup.
+            if let Some(path) = env.default_key.as_deref().filter(|p| p.exists() && !crate::passphrase::env_set("ARC"))
+            {
+                eprintln!(
+                    "arc: note: {} holds the old passphrase, which no longer opens the repository; set {} \
+                     from now on, or write the new passphrase into that file",
+                    path.display(),
+                    crate::passphrase::SOURCES
+                );
+            }
         }
         KeyCommand::Export => {
             let (id, bytes) = keys::export_key(&repo)?;
             // The default repository's generated passphrase is what a user
             // needs to open it from another machine; the key file is what
             // restores keys/ if it is ever lost.
-            let generated = if env.is_default {
-                let path = crate::passphrase::default_key_path()?;
-                match crate::passphrase::from_env("ARC")? {
-                    Some(_) => None,
-                    None => std::fs::read_to_string(&path).ok().map(|s| s.trim_end().to_string()),
+            let generated = match &env.default_key {
+                Some(path) if !crate::passphrase::env_set("ARC") => {
+                    std::fs::read_to_string(path).ok().map(|s| s.trim_end().to_string())
                 }
-            } else {
-                None
+                _ => None,
             };
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
             if env.json {
@@ -64,12 +72,12 @@ pub fn run(env: &Env, cmd: KeyCommand) -> Result<u8> {
                     key_file: &hex,
                 })?;
             } else {
-                println!("repository  {}", repo.config().id);
+                outln!("repository  {}", repo.config().id)?;
                 if let Some(p) = &generated {
-                    println!("passphrase  {p}");
+                    outln!("passphrase  {p}")?;
                 }
-                println!("key file    keys/{id}");
-                println!("{hex}");
+                outln!("key file    keys/{id}")?;
+                outln!("{hex}")?;
             }
         }
     }
@@ -98,7 +106,7 @@ fn report(env: &Env, what: &str, id: &str) -> Result<()> {
     if env.json {
         super::print_json(&KeyAction { action: what, id })
     } else {
-        println!("{what} {}", &id[..12.min(id.len())]);
+        outln!("{what} {}", &id[..12.min(id.len())])?;
         Ok(())
     }
 }

@@ -68,9 +68,35 @@ pub fn repair(env: &Env, cmd: RepairCommand) -> Result<u8> {
     }
 }
 
+/// One line of `list --json` (docs/json.md, `list`): the fields the
+/// plain listing prints, named.
+#[derive(serde::Serialize)]
+struct ListLine<'a> {
+    message_type: &'a str,
+    id: String,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pack: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+}
+
 pub fn list(env: &Env, a: ListArgs) -> Result<u8> {
     let repo = env.open_read()?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let json = env.json;
+    // `text` is the plain line; with --json the same entry as one object.
+    let mut emit =
+        |what: &str, id: String, kind: Option<&str>, pack: Option<String>, size: Option<u64>, text: String| {
+            if json {
+                serde_json::to_writer(&mut out, &ListLine { message_type: what, id, kind, pack, size })
+                    .map_err(std::io::Error::from)?;
+                writeln!(out)
+            } else {
+                writeln!(out, "{text}")
+            }
+        };
     match a.what {
         ListWhat::Blobs => {
             repo.index()?.for_each_blob(|id, loc| {
@@ -78,28 +104,29 @@ pub fn list(env: &Env, a: ListArgs) -> Result<u8> {
                     arc_engine::format::pack::BlobKind::Data => "data",
                     arc_engine::format::pack::BlobKind::Tree => "tree",
                 };
-                writeln!(out, "{kind} {id} {} {}", loc.pack, loc.raw_len)
+                let text = format!("{kind} {id} {} {}", loc.pack, loc.raw_len);
+                emit("blob", id.to_string(), Some(kind), Some(loc.pack.to_string()), Some(u64::from(loc.raw_len)), text)
                     .map_err(|e| arc_engine::Error::io("<stdout>", e))
             })?;
         }
         ListWhat::Packs => {
             for (name, len) in repo.storage().list(FileKind::Pack)? {
-                writeln!(out, "{name} {len}")?;
+                emit("pack", name.clone(), None, None, Some(len), format!("{name} {len}"))?;
             }
         }
         ListWhat::Index => {
             for (name, _) in repo.storage().list(FileKind::Index)? {
-                writeln!(out, "{name}")?;
+                emit("index", name.clone(), None, None, None, name)?;
             }
         }
         ListWhat::Snapshots => {
             for id in repo.snapshot_ids()? {
-                writeln!(out, "{id}")?;
+                emit("snapshot", id.to_string(), None, None, None, id.to_string())?;
             }
         }
         ListWhat::Locks => {
             for (name, _) in repo.storage().list(FileKind::Lock)? {
-                writeln!(out, "{name}")?;
+                emit("lock", name.clone(), None, None, None, name)?;
             }
         }
     }
@@ -107,12 +134,21 @@ pub fn list(env: &Env, a: ListArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// `unlock --json` (docs/json.md, `unlock`).
+#[derive(serde::Serialize)]
+struct UnlockJson {
+    locks_removed: usize,
+    sessions_removed: usize,
+}
+
 pub fn unlock(env: &Env, a: UnlockArgs) -> Result<u8> {
     let repo = env.open()?;
     let keys = repo.keys().map(|k| k.as_ref());
     let n = arc_engine::lock::remove_stale_locks(repo.storage().as_ref(), keys, a.remove_all)?;
     let s = arc_engine::session::remove_dead_sessions(repo.storage().as_ref(), keys, a.remove_all)?;
-    if !env.quiet {
+    if env.json {
+        super::print_json(&UnlockJson { locks_removed: n, sessions_removed: s })?;
+    } else if !env.quiet {
         outln!("removed {n} lock(s)")?;
         if s > 0 {
             outln!("removed {s} session file(s) of processes that are gone")?;

@@ -44,6 +44,9 @@ pub struct Env {
     pub location: Location,
     /// The path came from neither --repo nor ARC_REPO.
     pub is_default: bool,
+    /// The default repository's key file, when --repo names the default
+    /// repository (by any spelling, or by saying nothing).
+    pub default_key: Option<PathBuf>,
     pub json: bool,
     pub quiet: bool,
     pub no_lock: bool,
@@ -51,16 +54,38 @@ pub struct Env {
 }
 
 pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
+    // Commands that never open --repo (their repositories, if any, come
+    // from a configuration file) do not fail on a bad ARC_REPO or a
+    // missing HOME: `source <(arc completion bash)` in a profile, `arc
+    // run` from cron with ARC_REPO set for manual use.
+    let uses_repo = !matches!(
+        cli.command,
+        Command::Completion(_) | Command::Man(_) | Command::Cache(_) | Command::Run(_) | Command::Status(_)
+    );
     let (repo_path, is_default) = match cli.repo {
         Some(p) => (p, false),
-        None => (default_repo_path()?, true),
+        None => match default_repo_path() {
+            Ok(p) => (p, true),
+            Err(_) if !uses_repo => (PathBuf::new(), true),
+            Err(e) => return Err(e),
+        },
     };
-    let location = parse_location(&repo_path)?;
+    let location = match parse_location(&repo_path) {
+        Ok(l) => l,
+        Err(_) if !uses_repo => Location::Local(repo_path.clone()),
+        Err(e) => return Err(e),
+    };
+    let default_key = if is_default {
+        crate::passphrase::default_key_path().ok()
+    } else {
+        location.local_path().and_then(default_key_for)
+    };
     remote::set_limits(remote::Limits { upload: cli.limit_upload, download: cli.limit_download });
     let env = Env {
         repo_path,
         location,
         is_default,
+        default_key,
         json: cli.json,
         quiet: cli.quiet || cli.json,
         no_lock: cli.no_lock,
@@ -99,6 +124,20 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
 fn default_repo_path() -> Result<PathBuf> {
     let base = dirs::data_dir().ok_or_else(|| anyhow!("cannot find a data directory: set HOME, or use --repo"))?;
     Ok(base.join("arc").join("repository"))
+}
+
+/// The default repository's key file, if `repo` is the default repository
+/// under another name (`--repo ~/.local/share/arc/repository`, ARC_REPO,
+/// `copy --from-repo`, a job's `repository`): arc made that repository
+/// with the key file, so every way of naming it opens it alike.
+pub(crate) fn default_key_for(repo: &std::path::Path) -> Option<PathBuf> {
+    let default = default_repo_path().ok()?;
+    let same = repo == default
+        || matches!((std::fs::canonicalize(repo), std::fs::canonicalize(&default)), (Ok(a), Ok(b)) if a == b);
+    if !same {
+        return None;
+    }
+    crate::passphrase::default_key_path().ok().filter(|p| p.exists())
 }
 
 /// `$XDG_CACHE_HOME/arc` (`~/.cache/arc`): every repository's index
@@ -159,7 +198,11 @@ impl Env {
                 path.display()
             ));
         }
-        let local_key = if self.is_default { crate::passphrase::default_key_path().ok() } else { None };
+        let local_key = self.default_key.clone();
+        // The key file answers only when no ARC_PASSWORD* is set; if it
+        // then fails, the user should hear that it is the file.
+        let key_file_in_use =
+            local_key.as_deref().filter(|p| p.exists() && !crate::passphrase::env_set("ARC")).map(|p| p.to_path_buf());
         // The engine asks only if the repository needs a passphrase; a
         // failure to get one (no variable, no terminal) is ours to word.
         let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
@@ -185,6 +228,17 @@ impl Env {
         }
         match opened {
             Err(arc_engine::Error::NotARepository { .. }) => Err(not_a_repository(path)),
+            Err(arc_engine::Error::WrongPassphrase) => match (&key_file_in_use, &local_key) {
+                (Some(k), _) => Err(wrong_key_file(k)),
+                // ARC_PASSWORD (set for another repository?) came first.
+                (None, Some(k)) if k.exists() => Err(anyhow!(
+                    "wrong passphrase: the one from {} does not open the default repository, which arc made with \
+                     the key file {} (unset ARC_PASSWORD* to use it)",
+                    crate::passphrase::SOURCES,
+                    k.display()
+                )),
+                _ => Err(arc_engine::Error::WrongPassphrase.into()),
+            },
             Err(arc_engine::Error::Io { path: p, source }) if cache_root().is_some_and(|c| p.starts_with(&c)) => {
                 Err(anyhow!(
                     "cannot create the index cache {}: {source} (set XDG_CACHE_HOME to a writable directory)",
@@ -232,6 +286,17 @@ pub fn parse_location(repo: &std::path::Path) -> Result<Location> {
     })
 }
 
+/// The default repository's key file no longer opens it: its passphrase
+/// was changed or removed (`arc key passwd`, `arc key remove`).
+pub(crate) fn wrong_key_file(key_file: &std::path::Path) -> anyhow::Error {
+    anyhow!(
+        "the default repository's key file {} does not open it (was its passphrase changed with `arc key passwd` \
+         or removed with `arc key remove`?); set {}, or write the passphrase into that file",
+        key_file.display(),
+        crate::passphrase::SOURCES
+    )
+}
+
 /// Why `path` is not a repository, and what to do about it: `arc init`
 /// only where it would succeed.
 fn not_a_repository(path: &std::path::Path) -> anyhow::Error {
@@ -248,8 +313,25 @@ fn not_a_repository(path: &std::path::Path) -> anyhow::Error {
 
 impl From<FilterArgs> for SnapshotFilter {
     fn from(a: FilterArgs) -> Self {
-        SnapshotFilter { hosts: a.hosts, tags: a.tags, paths: a.paths }
+        SnapshotFilter { hosts: a.hosts, tags: split_tags(a.tags), paths: a.paths }
     }
+}
+
+/// Tags as given to `--tag`, `--add`, `--remove`, `--set`: each value may
+/// hold several, comma-separated (restic's `--tag daily,weekly`, and the
+/// way `snapshots` shows them), so no tag holds a comma. A value that is
+/// only commas or empty stays as given (`--set ""` removes every tag).
+pub fn split_tags(values: Vec<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for v in values {
+        let parts: Vec<String> = v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect();
+        if parts.is_empty() {
+            out.push(v);
+        } else {
+            out.extend(parts);
+        }
+    }
+    out
 }
 
 /// A mistake in how arc was called, found after parsing: exits 2, like

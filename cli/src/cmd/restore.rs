@@ -19,6 +19,7 @@ pub fn run(env: &Env, a: RestoreArgs) -> Result<u8> {
     // walking the whole snapshot.
     let is_glob = |s: &String| s.contains(['*', '?', '[', '\\', '!']);
     let patterns = !a.iincludes.is_empty() || a.includes.iter().any(is_glob);
+    let given = a.includes.iter().chain(&a.iincludes).map(String::as_str).collect::<Vec<_>>().join(" ");
     let (includes, include_patterns) = if patterns {
         (
             Vec::new(),
@@ -45,12 +46,26 @@ pub fn run(env: &Env, a: RestoreArgs) -> Result<u8> {
     if opts.includes.is_empty() && opts.include_patterns.is_empty() && opts.exclude_patterns.is_empty() {
         arc_engine::progress::Progress::total(&progress, snap.file.summary.total_files, snap.file.summary.total_bytes);
     }
+    let target_existed = a.target.exists();
     let result = restore(&repo, &snap, &opts, &progress);
     progress.finish();
     let r = result?;
+    if !opts.include_patterns.is_empty() && r.files + r.dirs + r.other == 0 {
+        // A mistyped pattern restores nothing: say so, and take back the
+        // empty target directory made for it.
+        if !target_existed {
+            let _ = std::fs::remove_dir(&a.target);
+        }
+        return Err(anyhow::anyhow!(
+            "nothing in snapshot {} matches --include {}; nothing was restored (`arc ls -R {} PATH` shows what it holds)",
+            snap.id.short(),
+            given,
+            snap.id.short()
+        ));
+    }
     if env.json {
         super::print_json(&RestoreReport { snapshot_id: snap.id, target: &a.target, result: &r })?;
-    } else {
+    } else if !env.quiet {
         outln!(
             "restored snapshot {} to {}: {} files, {} dirs, {} other, {}",
             snap.id.short(),

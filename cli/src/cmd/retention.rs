@@ -53,8 +53,10 @@ fn zero_rules(k: &KeepArgs) -> Vec<String> {
 }
 
 pub fn policy(k: &KeepArgs) -> Result<(Policy, GroupBy)> {
+    // A bad value is a usage error (exit 2), like a bad number for a rule.
+    let bad = |e: arc_engine::Error| usage(e.to_string());
     let within = match &k.keep_within {
-        Some(w) => Some(w.parse()?),
+        Some(w) => Some(w.parse().map_err(bad)?),
         None => None,
     };
     let policy = Policy {
@@ -72,7 +74,7 @@ pub fn policy(k: &KeepArgs) -> Result<(Policy, GroupBy)> {
             .map(|t| t.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect())
             .collect(),
     };
-    Ok((policy, k.group_by.parse()?))
+    Ok((policy, k.group_by.parse().map_err(bad)?))
 }
 
 pub fn labels(reasons: &[Reason]) -> String {
@@ -173,7 +175,7 @@ pub fn forget(env: &Env, a: ForgetArgs) -> Result<u8> {
         ForgetOptions { policy, group_by, local: a.keep.local, filter: a.filter.into(), ids, dry_run: a.dry_run };
     let report = forget::forget(&repo, &opts)?;
     let pruned = if a.prune {
-        if !env.json {
+        if !env.quiet {
             print_forget(&report, a.keep.local)?;
             outln!()?;
         }
@@ -190,8 +192,8 @@ pub fn forget(env: &Env, a: ForgetArgs) -> Result<u8> {
         }
         super::print_json(&v)?;
     } else if let Some(p) = &pruned {
-        print_prune(p)?;
-    } else {
+        print_prune(p, env.quiet)?;
+    } else if !env.quiet {
         print_forget(&report, a.keep.local)?;
     }
     Ok(0)
@@ -300,7 +302,14 @@ impl<'a> From<&'a PruneReport> for PruneJson<'a> {
     }
 }
 
-fn print_prune(r: &PruneReport) -> std::io::Result<()> {
+/// `quiet` (-q, cron): only the warnings.
+fn print_prune(r: &PruneReport, quiet: bool) -> std::io::Result<()> {
+    if quiet {
+        for w in &r.warnings {
+            outln!("warning: {w}")?;
+        }
+        return Ok(());
+    }
     let (verb_del, verb_rew) = if r.dry_run { ("would delete", "would rewrite") } else { ("deleted", "rewrote") };
     outln!("{} snapshot(s), {} pack(s) of {}", r.snapshots, r.packs, size(r.stored_bytes))?;
     outln!(
@@ -331,20 +340,20 @@ fn print_prune(r: &PruneReport) -> std::io::Result<()> {
         )?;
     }
     if r.packs_marked > 0 {
-        println!(
+        outln!(
             "marked {} unused pack(s) of {}; a prune after the grace period deletes them if still unused",
             r.packs_marked,
             size(r.bytes_marked)
-        );
+        )?;
     }
     if r.packs_recovered > 0 {
-        println!("kept {} marked pack(s) that snapshots use again", r.packs_recovered);
+        outln!("kept {} marked pack(s) that snapshots use again", r.packs_recovered)?;
     }
     if r.marks_pending > 0 {
-        println!(
+        outln!(
             "{} earlier mark(s) not due yet (grace period, or a backup older than the mark still runs)",
             r.marks_pending
-        );
+        )?;
     }
     if r.packs_adopted > 0 {
         outln!("listed {} pack(s) no index file listed", r.packs_adopted)?;
@@ -373,7 +382,7 @@ pub fn prune(env: &Env, a: PruneArgs) -> Result<u8> {
     if env.json {
         super::print_json(&PruneJson::from(&r))?;
     } else {
-        print_prune(&r)?;
+        print_prune(&r, env.quiet)?;
     }
     Ok(0)
 }

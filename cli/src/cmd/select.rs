@@ -47,7 +47,11 @@ pub fn pattern_set(files: &[PathBuf], ifiles: &[PathBuf], patterns: &[(&str, &[S
         read_pattern_file(f, true, &mut all)?;
     }
     for (option, list, ci) in patterns {
-        all.extend(specs(option, list, *ci));
+        let given = specs(option, list, *ci);
+        // A bad pattern on the command line is a usage error (exit 2), as a
+        // bad value of any option is; one in a file is the file's (exit 1).
+        PatternSet::new(given.clone()).map_err(|e| super::usage(e.to_string()))?;
+        all.extend(given);
     }
     Ok(PatternSet::new(all)?)
 }

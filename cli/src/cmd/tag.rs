@@ -18,16 +18,20 @@ pub fn run(env: &Env, a: TagArgs) -> Result<u8> {
     if snapshots.is_empty() {
         return Err(anyhow!("no snapshot matches the filter"));
     }
-    let set = if a.set.is_empty() { None } else { Some(a.set.into_iter().filter(|t| !t.is_empty()).collect()) };
-    let opts = TagOptions { set, add: a.add, remove: a.remove };
+    let set = if a.set.is_empty() {
+        None
+    } else {
+        Some(super::split_tags(a.set).into_iter().filter(|t| !t.is_empty()).collect())
+    };
+    let opts = TagOptions { set, add: super::split_tags(a.add), remove: super::split_tags(a.remove) };
     let done = tag(&repo, &snapshots, &opts)?;
     if env.json {
         super::print_json(&done)?;
     } else {
         for r in &done {
             match r.new_id {
-                Some(id) => println!("snapshot {} -> {}: tags {}", r.old_id.short(), id.short(), r.tags.join(",")),
-                None => println!("snapshot {}: unchanged (tags {})", r.old_id.short(), r.tags.join(",")),
+                Some(id) => outln!("snapshot {} -> {}: tags {}", r.old_id.short(), id.short(), r.tags.join(","))?,
+                None => outln!("snapshot {}: unchanged (tags {})", r.old_id.short(), r.tags.join(","))?,
             }
         }
     }

@@ -15,7 +15,7 @@ pub mod state;
 pub mod status;
 pub mod streams;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -32,13 +32,16 @@ pub fn hostname() -> String {
 
 /// The run's event log: one line per event on stderr, and appended to
 /// `[run] log-file`, in a stable format for grep and log shippers:
-/// `TIME job=NAME MESSAGE` (no progress bars, no colour).
+/// `TIME job=NAME MESSAGE` (no progress bars, no colour). With `-q` only
+/// warnings and failures reach stderr, so cron mails only when something
+/// went wrong; the log file always gets every line.
 pub struct Log {
     file: Option<Mutex<std::fs::File>>,
+    quiet: bool,
 }
 
 impl Log {
-    pub fn open(path: Option<&PathBuf>) -> Result<Log> {
+    pub fn open(path: Option<&PathBuf>, quiet: bool) -> Result<Log> {
         let file = match path {
             Some(p) => Some(Mutex::new(
                 std::fs::OpenOptions::new()
@@ -49,12 +52,30 @@ impl Log {
             )),
             None => None,
         };
-        Ok(Log { file })
+        Ok(Log { file, quiet })
     }
 
+    /// What a run did: on stderr unless `-q`.
     pub fn event(&self, job: &str, msg: &str) {
+        self.write(job, msg, !self.quiet);
+    }
+
+    /// A warning or a failure: always on stderr.
+    pub fn problem(&self, job: &str, msg: &str) {
+        self.write(job, msg, true);
+    }
+
+    /// That a run had nothing to do (`--due`, every minute from cron): on
+    /// stderr only for someone watching a terminal.
+    pub fn idle(&self, job: &str, msg: &str) {
+        self.write(job, msg, !self.quiet && std::io::stderr().is_terminal());
+    }
+
+    fn write(&self, job: &str, msg: &str, stderr: bool) {
         let line = format!("{} job={job} {msg}\n", Utc::now().format("%Y-%m-%dT%H:%M:%SZ"));
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        if stderr {
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        }
         if let Some(f) = &self.file {
             if let Ok(mut f) = f.lock() {
                 let _ = f.write_all(line.as_bytes());
@@ -79,7 +100,8 @@ pub fn run(env: &Env, a: RunArgs) -> Result<u8> {
     if prio.is_set() {
         prio.apply().context("cannot set the [defaults] nice/ionice")?;
     }
-    let log = Log::open(cfg.run.log_file.as_ref())?;
+    // --json quiets progress, not the log (stdout carries the summary).
+    let log = Log::open(cfg.run.log_file.as_ref(), env.quiet && !env.json)?;
     runner::run(
         &cfg,
         selected,

@@ -46,7 +46,8 @@ pub struct RunOptions {
 }
 
 /// Opens a job's repository with the passphrase its table names, else
-/// from ARC_PASSWORD*; a remote one with the job's transfer limits.
+/// from ARC_PASSWORD*, else (the default repository) arc's key file; a
+/// remote one with the job's transfer limits.
 pub fn open_repo(r: &Repo, limits: Option<crate::cmd::remote::Limits>) -> Result<Repository> {
     let pass = || -> arc_engine::Result<zeroize::Zeroizing<String>> {
         let got = if let Some(f) = &r.password_file {
@@ -56,7 +57,11 @@ pub fn open_repo(r: &Repo, limits: Option<crate::cmd::remote::Limits>) -> Result
         } else {
             match crate::passphrase::from_env("ARC") {
                 Ok(Some(p)) => Ok(p),
-                Ok(None) => Err(anyhow!("set {} or password-file in [repositories]", crate::passphrase::SOURCES)),
+                // The default repository opens with the key file arc made it with.
+                Ok(None) => match crate::cmd::default_key_for(&r.path) {
+                    Some(key) => crate::passphrase::read_file(&key, "key file"),
+                    None => Err(anyhow!("set {} or password-file in [repositories]", crate::passphrase::SOURCES)),
+                },
                 Err(e) => Err(e),
             }
         };
@@ -141,7 +146,8 @@ pub fn run(cfg: &Config, selected: Vec<&Job>, opts: RunOptions, log: &Log) -> Re
         return dry_run(&jobs, &opts);
     }
     if jobs.is_empty() {
-        log.event("-", "nothing due");
+        // Every minute from cron: on a terminal, or in the log file only.
+        log.idle("-", "nothing due");
         return Ok(0);
     }
     let ctx = Ctx { opts: &opts, state, log, host };
@@ -192,7 +198,7 @@ pub fn run(cfg: &Config, selected: Vec<&Job>, opts: RunOptions, log: &Log) -> Re
             bytes_added: r.bytes_added,
         };
         if let Err(e) = ctx.state.record(job.name(), &a) {
-            log.event(job.name(), &format!("warning: cannot record the result: {e:#}"));
+            log.problem(job.name(), &format!("warning: cannot record the result: {e:#}"));
         }
     }
     let summary = Summary {
@@ -222,10 +228,14 @@ pub fn run(cfg: &Config, selected: Vec<&Job>, opts: RunOptions, log: &Log) -> Re
         part.failed.retain(|f| names.contains(f));
         part.skipped.retain(|f| names.contains(f));
         for e in notify::send(&n, &part) {
-            log.event("-", &format!("warning: notification failed: {e}"));
+            log.problem("-", &format!("warning: notification failed: {e}"));
         }
     }
-    log.event("-", &format!("summary: {}", summary.line()));
+    if summary.failed.is_empty() {
+        log.event("-", &format!("summary: {}", summary.line()));
+    } else {
+        log.problem("-", &format!("summary: {}", summary.line()));
+    }
     if opts.json {
         crate::cmd::print_json(&summary)?;
     }
@@ -304,14 +314,14 @@ fn run_job(ctx: &Ctx<'_>, job: &Job) -> Outcome {
             return skipped(job, ALREADY_RUNNING);
         }
         Err(e) => {
-            ctx.log.event(name, &format!("failed: {e:#}"));
+            ctx.log.problem(name, &format!("failed: {e:#}"));
             return Outcome { report: report(job, "failed", Some(format!("{e:#}")), 0.0) };
         }
     };
     let prio = Priority { nice: job.nice, ionice: job.ionice };
     if prio.is_set() {
         if let Err(e) = prio.apply() {
-            ctx.log.event(name, &format!("warning: cannot set nice/ionice: {e}"));
+            ctx.log.problem(name, &format!("warning: cannot set nice/ionice: {e}"));
         }
     }
     let start = Instant::now();
@@ -345,7 +355,7 @@ fn run_job(ctx: &Ctx<'_>, job: &Job) -> Outcome {
     if let Some(a) = &job.entry.after {
         ctx.log.event(name, &format!("hook after: {a}"));
         if let Err(e) = run_hook(a, &env(&r.result), job.hook_timeout, prio) {
-            ctx.log.event(name, &format!("warning: after hook: {e:#}"));
+            ctx.log.problem(name, &format!("warning: after hook: {e:#}"));
             if r.result == "ok" {
                 r.result = "failed".into();
                 r.error = Some(format!("after hook: {e:#}"));
@@ -354,7 +364,7 @@ fn run_job(ctx: &Ctx<'_>, job: &Job) -> Outcome {
     }
     r.duration_s = start.elapsed().as_secs_f64();
     match &r.error {
-        Some(e) => ctx.log.event(name, &format!("{} duration={:.1}s: {e}", r.result, r.duration_s)),
+        Some(e) => ctx.log.problem(name, &format!("{} duration={:.1}s: {e}", r.result, r.duration_s)),
         None => ctx.log.event(
             name,
             &format!(
@@ -452,7 +462,7 @@ fn backup_job(ctx: &Ctx<'_>, job: &Job, prio: Priority, r: &mut JobReport) -> Re
         r.bytes_added += s.bytes_added;
         r.snapshots.push(res.snapshot_id.short());
         if res.warnings > 0 {
-            ctx.log.event(
+            ctx.log.problem(
                 name,
                 &format!(
                     "warning: {} item(s) could not be read; snapshot {} is incomplete",
@@ -469,7 +479,7 @@ fn backup_job(ctx: &Ctx<'_>, job: &Job, prio: Priority, r: &mut JobReport) -> Re
                 r.expected_s = last.expected_s;
                 if last.regression {
                     r.slow = true;
-                    ctx.log.event(
+                    ctx.log.problem(
                         name,
                         &format!(
                             "warning: slow: took {:.1}s, more than twice the {:.1}s expected for {} bytes",
@@ -556,10 +566,10 @@ fn retention_and_prune(ctx: &Ctx<'_>, jobs: &[&Job], reports: &mut [JobReport]) 
                 // holds the repository: the snapshot is safe, and the next
                 // run applies the same rules.
                 Err(e) if is_locked(&e) => {
-                    ctx.log.event(job.name(), &format!("warning: retention postponed to the next run: {e:#}"));
+                    ctx.log.problem(job.name(), &format!("warning: retention postponed to the next run: {e:#}"));
                 }
                 Err(e) => {
-                    ctx.log.event(job.name(), &format!("failed: retention: {e:#}"));
+                    ctx.log.problem(job.name(), &format!("failed: retention: {e:#}"));
                     r.result = "failed".into();
                     r.error = Some(format!("retention: {e:#}"));
                 }
@@ -590,9 +600,9 @@ fn retention_and_prune(ctx: &Ctx<'_>, jobs: &[&Job], reports: &mut [JobReport]) 
             Ok(Some(msg)) => ctx.log.event("-", &format!("prune {}: {msg}", repo_cfg.name)),
             Ok(None) => {}
             Err(e) if is_locked(&e) => {
-                ctx.log.event("-", &format!("warning: prune {} postponed to the next run: {e:#}", repo_cfg.name))
+                ctx.log.problem("-", &format!("warning: prune {} postponed to the next run: {e:#}", repo_cfg.name))
             }
-            Err(e) => ctx.log.event("-", &format!("warning: prune {} failed: {e:#}", repo_cfg.name)),
+            Err(e) => ctx.log.problem("-", &format!("warning: prune {} failed: {e:#}", repo_cfg.name)),
         }
     }
 }
@@ -647,13 +657,13 @@ fn dry_run(jobs: &[&Job], opts: &RunOptions) -> Result<u8> {
             writeln!(out, "  after: {a}")?;
         }
         if let Some(l) = job.limit_read {
-            writeln!(out, "  limit-read {l} bytes/s")?;
+            writeln!(out, "  limit-read {}/s", crate::ui::size(l))?;
         }
         if let Some(l) = job.limit_upload {
-            writeln!(out, "  limit-upload {l} bytes/s")?;
+            writeln!(out, "  limit-upload {}/s", crate::ui::size(l))?;
         }
         if let Some(l) = job.limit_download {
-            writeln!(out, "  limit-download {l} bytes/s")?;
+            writeln!(out, "  limit-download {}/s", crate::ui::size(l))?;
         }
         if !job.stream_deltas {
             writeln!(out, "  stream-deltas off: dump streams stored plainly")?;

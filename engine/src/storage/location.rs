@@ -136,11 +136,13 @@ fn redact(url: &str) -> String {
     }
 }
 
-fn http_endpoint(url: &str, inner: &str) -> Result<(String, Option<String>, String)> {
-    let (scheme, rest) =
-        scheme_of(inner).ok_or_else(|| bad(format!("{}: expected http:// or https://", redact(url))))?;
+/// `form` is the URL form of the scheme, named when the part after the
+/// scheme is not an http(s) URL (`s3://host/bucket`, `s3:host/bucket`).
+fn http_endpoint(url: &str, inner: &str, form: &str) -> Result<(String, Option<String>, String)> {
+    let (scheme, rest) = scheme_of(inner)
+        .ok_or_else(|| bad(format!("{}: expected http:// or https:// after the scheme ({form})", redact(url))))?;
     if scheme != "http" && scheme != "https" {
-        return Err(bad(format!("{}: expected http:// or https://, not {scheme}:", redact(url))));
+        return Err(bad(format!("{}: expected http:// or https://, not {scheme}: ({form})", redact(url))));
     }
     let a = authority(url, rest)?;
     let host = if a.host.contains(':') { format!("[{}]", a.host) } else { a.host.to_string() };
@@ -163,7 +165,7 @@ impl Location {
         };
         match scheme {
             "s3" => {
-                let (endpoint, user, path) = http_endpoint(s, rest)?;
+                let (endpoint, user, path) = http_endpoint(s, rest, "s3:http(s)://host[:port]/bucket[/prefix]")?;
                 if user.is_some() {
                     return Err(bad(format!(
                         "{}: S3 credentials do not go in the URL; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or use an AWS credentials file",
@@ -193,7 +195,7 @@ impl Location {
                 })
             }
             "webdav" => {
-                let (endpoint, user, path) = http_endpoint(s, rest)?;
+                let (endpoint, user, path) = http_endpoint(s, rest, "webdav:http(s)://[user@]host[:port]/path")?;
                 Ok(Location::WebDav { endpoint, user, path })
             }
             "file" => match rest.strip_prefix("//") {
@@ -316,6 +318,13 @@ mod tests {
         let err = |s: &str| Location::parse(s).unwrap_err().to_string();
         let e = err("s3:odd");
         assert!(e.contains("http://"), "{e}");
+        // restic's `s3:host/bucket` and the aws-cli `s3://bucket` spelling:
+        // the message shows the form arc takes.
+        for s in ["s3:host/bucket", "s3://host/bucket"] {
+            let e = err(s);
+            assert!(e.contains("s3:http(s)://host[:port]/bucket[/prefix]"), "{e}");
+        }
+        assert!(err("webdav://host/x").contains("webdav:http(s)://[user@]host[:port]/path"));
         let e = err("gs://bucket/x");
         assert!(e.contains("unknown scheme \"gs\"") && e.contains("s3:http") && e.contains("./gs://bucket/x"), "{e}");
         assert!(err("s3:http://host").contains("no bucket"));
