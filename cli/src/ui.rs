@@ -39,6 +39,9 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
         E::ReadOnlyFormat { .. } => "migrate it into a new repository: `arc init --repo NEW` then \
                                      `arc copy --repo NEW --from-repo OLD --all`"
             .into(),
+        E::KeyInUse { .. } => "open the repository with another passphrase to remove this key, or replace its \
+                               passphrase with `arc key passwd`"
+            .into(),
         E::Bug { .. } => "please report it with the command line and this message".into(),
         E::PathInNoSnapshot { .. } | E::PathNotInSnapshot { .. } => {
             "`arc ls SNAPSHOT PATH` shows what a snapshot holds".into()

@@ -72,6 +72,11 @@ pub enum Error {
     #[error("{0}")]
     KeyRefused(String),
 
+    /// Removing the key file that opened the repository: whoever runs
+    /// this would lock themselves out.
+    #[error("refusing to remove key {id}: it is in use (the passphrase given opens the repository with it)")]
+    KeyInUse { id: String },
+
     #[error("corrupt {what} {name}: {reason}")]
     Corrupt { what: &'static str, name: String, reason: String },
 

@@ -91,7 +91,10 @@ fn key_add_list_passwd_remove() {
     let (current, other): (Vec<_>, Vec<_>) = keys.iter().partition(|k| k["current"] == true);
     let out =
         env.arc().env("ARC_PASSWORD", "second one").args(["key", "remove", jstr(current[0], "id")]).run().failure();
-    assert!(out.one_line_error().contains("in use"), "{}", out.describe());
+    let line = out.one_line_error();
+    assert!(line.contains("in use") && line.contains(&jstr(current[0], "id")[..12]), "{}", out.describe());
+    // The engine says what is refused; the command that helps is the CLI's.
+    assert!(line.contains("`arc key passwd`"), "{}", out.describe());
     env.arc().env("ARC_PASSWORD", "second one").args(["key", "remove", jstr(other[0], "id")]).run().success();
     env.arc().arg("snapshots").run().failure(); // TEST_PASSWORD's key is gone
                                                 // passwd: the new passphrase works, the old one no longer does.

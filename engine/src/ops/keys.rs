@@ -68,7 +68,7 @@ pub fn add_key(repo: &Repository, passphrase: Zeroizing<String>) -> Result<Strin
     let (master, _) = v2(repo)?;
     if repo.config().encryption == Some(Encryption::None) {
         return Err(Error::KeyRefused(
-            "this repository was created with --encryption none: its key is stored unprotected, and a passphrase \
+            "this repository was created without encryption: its key is stored unprotected, and a passphrase \
              added now would protect nothing"
                 .into(),
         ));
@@ -107,7 +107,7 @@ fn resolve(repo: &Repository, prefix: &str) -> Result<String> {
 
 /// Removes a key file. The last one, and the one in use, are refused: the
 /// first would lock everybody out, the second whoever runs this (restic's
-/// rule; `key passwd` replaces the current one safely).
+/// rule; `change_passphrase` replaces the current one safely).
 pub fn remove_key(repo: &Repository, prefix: &str) -> Result<String> {
     let (_, current) = v2(repo)?;
     repo.require_writable("key remove")?;
@@ -119,11 +119,7 @@ pub fn remove_key(repo: &Repository, prefix: &str) -> Result<String> {
         ));
     }
     if id == current {
-        return Err(Error::KeyRefused(
-            "refusing to remove the key in use; open the repository with another passphrase, or change this one \
-             with `key passwd`"
-                .into(),
-        ));
+        return Err(Error::KeyInUse { id: id[..12.min(id.len())].to_string() });
     }
     repo.storage().delete(FileKind::Key, &id)?;
     Ok(id)
