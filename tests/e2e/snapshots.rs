@@ -131,4 +131,9 @@ fn stats_show_dedup_after_identical_backups() {
     assert!(logical > stored, "logical_bytes {logical} <= stored_bytes {stored}: {stats:#}");
     assert!(stored < total + total / 10, "stored_bytes {stored} for {total} bytes of unique data: {stats:#}");
     assert!(stored >= total / 2, "stored_bytes {stored} implausibly small for incompressible {total}: {stats:#}");
+    // Two snapshots of the same distinct files: the data is stored once,
+    // and the ratio counts content against content (trees left out).
+    assert_eq!(ju64(&stats, "unique_data_bytes"), total, "{stats:#}");
+    let ratio = stats["dedup_ratio"].as_f64().unwrap();
+    assert!((ratio - 2.0).abs() < 1e-9, "dedup_ratio {ratio}: {stats:#}");
 }

@@ -15,12 +15,17 @@ pub struct RepoStats {
     pub logical_files: u64,
     pub data_blobs: u64,
     pub tree_blobs: u64,
-    /// Uncompressed bytes of unique blobs.
+    /// Uncompressed bytes of unique blobs, trees included.
     pub unique_bytes: u64,
+    /// Uncompressed bytes of unique data blobs: the file and stream
+    /// content that `logical_bytes` counts once per snapshot.
+    pub unique_data_bytes: u64,
     pub packs: u64,
     /// Bytes of packs on storage.
     pub stored_bytes: u64,
-    /// logical / unique: what deduplication saves.
+    /// logical / unique data: what deduplication saves. Trees are left
+    /// out: they are metadata that `logical_bytes` does not count, and with
+    /// them a single backup would show a ratio below 1.
     pub dedup_ratio: f64,
     /// unique / stored: what compression saves.
     pub compression_ratio: f64,
@@ -45,7 +50,10 @@ pub fn stats(repo: &Repository) -> Result<RepoStats> {
     }
     repo.index()?.for_each_blob(|_, loc| {
         match loc.kind {
-            BlobKind::Data => s.data_blobs += 1,
+            BlobKind::Data => {
+                s.data_blobs += 1;
+                s.unique_data_bytes += u64::from(loc.raw_len);
+            }
             BlobKind::Tree => s.tree_blobs += 1,
         }
         s.unique_bytes += u64::from(loc.raw_len);
@@ -55,7 +63,7 @@ pub fn stats(repo: &Repository) -> Result<RepoStats> {
     s.packs = packs;
     s.stored_bytes = stored;
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-    s.dedup_ratio = ratio(s.logical_bytes, s.unique_bytes);
+    s.dedup_ratio = ratio(s.logical_bytes, s.unique_data_bytes);
     s.compression_ratio = ratio(s.unique_bytes, s.stored_bytes);
     match crate::ops::prune::plan(repo, 1.0, &Default::default()) {
         Ok(plan) => {
