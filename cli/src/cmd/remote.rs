@@ -55,9 +55,11 @@ fn cache(cache_root: Option<PathBuf>) -> Result<PathBuf> {
 }
 
 /// Adds where credentials come from when the server refused them (and
-/// only then: a server that is down needs no hint about keys).
+/// only then: a server that is down needs no hint about keys; an ssh login
+/// or host key refused reads "(PermissionDenied)", a connection that could
+/// not be made does not).
 fn explain(location: &Location, e: arc_engine::Error) -> anyhow::Error {
-    const REFUSALS: [&str; 10] = [
+    const REFUSALS: [&str; 9] = [
         "credential",
         "AccessDenied",
         "InvalidAccessKeyId",
@@ -67,7 +69,6 @@ fn explain(location: &Location, e: arc_engine::Error) -> anyhow::Error {
         "401",
         "PermissionDenied",
         "Permission denied",
-        "ssh error",
     ];
     match &e {
         arc_engine::Error::Remote { reason, .. } if REFUSALS.iter().any(|r| reason.contains(r)) => {

@@ -46,6 +46,7 @@ use crate::ratelimit::RateLimit;
 
 #[cfg(test)]
 mod fake_http;
+mod ssh;
 mod staged_put;
 mod upload;
 
@@ -296,7 +297,10 @@ impl RemoteStorage {
                     b = b.key(&k);
                 }
                 wrapper = Some(ssh_wrapper(location, env("ARC_SSH_CONFIG").as_deref())?);
-                (Operator::new(b).map_err(|e| config_error(location, e))?, false)
+                // Innermost, under the retry layer: a failed ssh start that
+                // is worth another attempt is retried like any request
+                // (remote/ssh.rs).
+                (Operator::new(b).map_err(|e| config_error(location, e))?.layer(ssh::SshErrors), false)
             }
             Location::WebDav { endpoint, user, path } => {
                 let mut b = opendal::services::Webdav::default().endpoint(endpoint).root(&format!("/{path}"));
