@@ -135,3 +135,6 @@ mod fleet;
 
 #[path = "e2e/scale.rs"]
 mod scale;
+
+#[path = "e2e/reconnect.rs"]
+mod reconnect;

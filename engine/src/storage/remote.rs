@@ -241,6 +241,7 @@ impl RemoteStorage {
     /// Connects to the repository at `location` (not a local path). Nothing
     /// is read or written yet except, for SFTP, the ssh connection.
     pub fn open(location: &Location, opts: RemoteOptions) -> Result<RemoteStorage> {
+        let opts = RemoteOptions { retries: crate::fault::remote_retries(opts.retries), ..opts };
         // The HTTP client (reqwest with rustls) is installed once per
         // process; without opendal's constructor feature this is explicit.
         opendal::install_default();
@@ -740,6 +741,7 @@ impl Storage for RemoteStorage {
         if let Some(l) = &self.download {
             l.take(usize::try_from(len).unwrap_or(usize::MAX));
         }
+        crate::fault::pause_at("remote-read");
         // The body is copied into one buffer as it arrives: reading it into
         // opendal's `Buffer` and then copying that out held every range
         // twice at its peak (a restore from S3 peaked at 320-340 MB where a

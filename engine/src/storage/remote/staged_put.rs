@@ -153,6 +153,7 @@ impl RemoteStorage {
                     left -= piece.len() as u64;
                     // Handed over, not copied: a Vec becomes the Buffer.
                     w.write(piece).await.map_err(judged)?;
+                    crate::fault::pause_at("sftp-put");
                 }
             }
         }
