@@ -71,11 +71,20 @@ fn explain(location: &Location, e: arc_engine::Error) -> anyhow::Error {
         "Permission denied",
     ];
     match &e {
-        arc_engine::Error::Remote { reason, .. } if REFUSALS.iter().any(|r| reason.contains(r)) => {
+        arc_engine::Error::Remote { reason, .. } if REFUSALS.iter().any(|r| mentions(reason, r)) => {
             anyhow!("{e} ({})", credential_hint(location))
         }
         _ => e.into(),
     }
+}
+
+/// Whether `reason` holds `word`, a status code not inside a longer number:
+/// "port 40127: Connection refused" does not mention HTTP 401.
+fn mentions(reason: &str, word: &str) -> bool {
+    reason.match_indices(word).any(|(at, _)| {
+        let digit = |c: Option<char>| c.is_some_and(|c| c.is_ascii_digit());
+        !digit(reason[..at].chars().next_back()) && !digit(reason[at + word.len()..].chars().next())
+    })
 }
 
 pub fn open(
@@ -114,4 +123,17 @@ pub fn init(location: &Location, opts: &InitOptions, cache_root: Option<PathBuf>
     Repository::init_cached(storage, opts, &cache)
         .map_err(|e| explain(location, e))
         .with_context(|| format!("cannot create repository at {location}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mentions;
+
+    #[test]
+    fn a_status_code_is_not_read_inside_a_longer_number() {
+        assert!(mentions("HeadObject answered HTTP 403 (access denied)", "403"));
+        assert!(mentions("S3 error AccessDenied (PutObject answered HTTP 403, gave up after 3 attempts)", "403"));
+        assert!(!mentions("ssh: connect to host 127.0.0.1 port 40127: Connection refused (Unexpected)", "401"));
+        assert!(!mentions("data/40/4031aa: 14030 bytes", "403"));
+    }
 }
