@@ -53,7 +53,7 @@ pub(super) struct Verdict {
 
 /// Reasons that no retry can change, looked for first (a refused login
 /// ends with "Connection closed" lines too).
-const FINAL: [&str; 8] = [
+const FINAL: [&str; 9] = [
     "permission denied",
     "host key verification failed",
     "remote host identification has changed",
@@ -62,6 +62,9 @@ const FINAL: [&str; 8] = [
     "could not resolve hostname",
     "unable to negotiate",
     "bad configuration option",
+    // Not an ssh server at the port ("banner exchange: ... invalid
+    // format"), or a key file that is not a key.
+    "invalid format",
 ];
 
 /// Reasons of a network or a server that may be back in a moment.
@@ -294,7 +297,7 @@ mod tests {
     /// without a resolver).
     #[test]
     fn ssh_reasons_are_judged_and_read_as_one_line() {
-        let cases: [(&str, bool, ErrorKind, &str); 10] = [
+        let cases: [(&str, bool, ErrorKind, &str); 11] = [
             (
                 "ssh: connect to host 127.0.0.1 port 47123: Connection refused\n",
                 true,
@@ -348,6 +351,12 @@ mod tests {
                 false,
                 ErrorKind::PermissionDenied,
                 "No ED25519 host key is known for [127.0.0.1]:47123 and you have requested strict checking; Host key verification failed",
+            ),
+            (
+                "banner exchange: Connection to 127.0.0.1 port 8080: invalid format\n",
+                false,
+                ErrorKind::Unexpected,
+                "banner exchange: Connection to 127.0.0.1 port 8080: invalid format",
             ),
             ("", true, ErrorKind::Unexpected, "exited without saying why (killed?)"),
         ];
