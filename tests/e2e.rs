@@ -138,3 +138,6 @@ mod scale;
 
 #[path = "e2e/operator.rs"]
 mod operator;
+
+#[path = "e2e/reconnect.rs"]
+mod reconnect;

@@ -27,7 +27,9 @@
 //! ([`panic_point`]), `ARC_FAULT_PRUNE_STEP` (a stop after one of prune's
 //! protocol steps, read by the CLI: ops/prune.rs) and
 //! `ARC_FAULT_SHORT_PUTS` (SFTP or WebDAV puts that end early without an
-//! error: storage/remote/staged_put.rs).
+//! error: storage/remote/staged_put.rs). [`remote_retries`] and
+//! [`pause_at`] serve the tests of remote connections that fail and come
+//! back.
 
 use std::fmt::Display;
 
@@ -89,6 +91,36 @@ pub fn kdf_cost(default: (u32, u32, u32)) -> (u32, u32, u32) {
         return (1024, 1, 4);
     }
     default
+}
+
+/// Test hook: `ARC_TEST_REMOTE_RETRIES=N` makes a remote repository retry a
+/// failed request N times instead of `default`, so that a test of a server
+/// that stays away ends in a second, not after the full backoff.
+#[inline]
+pub fn remote_retries(default: usize) -> usize {
+    #[cfg(feature = "fault-injection")]
+    if let Some(n) = std::env::var("ARC_TEST_REMOTE_RETRIES").ok().and_then(|v| v.trim().parse().ok()) {
+        return n;
+    }
+    default
+}
+
+/// Test hook: holds the process at `point` once, so that a test can break
+/// the connection to a remote repository at a known moment (kill the ssh
+/// master, stop the server) and let it go on. When the environment
+/// variable `ARC_TEST_PAUSE_AT` names a directory holding `<point>.pause`,
+/// the first thread to get here removes that file, creates
+/// `<point>.reached` and waits (at most a minute) until `<point>.go`
+/// exists. The points: `sftp-put` (a pack's upload to SFTP, after its
+/// first piece was written: storage/remote/staged_put.rs) and
+/// `remote-read` (before a ranged read of a remote object:
+/// storage/remote.rs).
+#[inline]
+pub fn pause_at(point: &str) {
+    #[cfg(feature = "fault-injection")]
+    hooks::pause_at(point);
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = point;
 }
 
 #[cfg(feature = "fault-injection")]
@@ -158,6 +190,23 @@ mod hooks {
                     std::thread::park();
                 }
             }
+        }
+    }
+
+    pub(super) fn pause_at(point: &str) {
+        static DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+        let Some(dir) = DIR.get_or_init(|| std::env::var_os("ARC_TEST_PAUSE_AT").map(std::path::PathBuf::from)) else {
+            return;
+        };
+        // Removing the marker is what elects the one thread that pauses.
+        if std::fs::remove_file(dir.join(format!("{point}.pause"))).is_err() {
+            return;
+        }
+        let _ = std::fs::write(dir.join(format!("{point}.reached")), b"");
+        let go = dir.join(format!("{point}.go"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !go.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 

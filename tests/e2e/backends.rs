@@ -109,6 +109,11 @@ pub struct Server {
     /// Variables every `arc` run needs to reach it.
     pub env: Vec<(String, String)>,
     log: PathBuf,
+    /// The program and arguments it was started with, to start it again.
+    argv: Vec<std::ffi::OsString>,
+    pub port: u16,
+    /// Its state directory (keys and configs of the SFTP server).
+    pub state: PathBuf,
 }
 
 impl Drop for Server {
@@ -119,12 +124,47 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// Waits (bounded) until the port accepts connections.
+    /// Stops the server (SIGKILL, reaped): its port refuses connections
+    /// until [`Server::start_again`]. Connections it accepted are not cut
+    /// (sshd's session processes live on).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the stopped server again on its port, with its state and
+    /// configuration, and waits until it listens; its log goes on.
+    pub fn start_again(&mut self) {
+        let out = std::fs::OpenOptions::new().append(true).open(&self.log).expect("server log");
+        let err = out.try_clone().expect("server log");
+        self.child = Command::new(&self.argv[0])
+            .args(&self.argv[1..])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {:?}: {e}", self.argv));
+        self.wait_until_ready();
+    }
+
+    /// What the server has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     fn wait_ready(mut self, port: u16) -> Server {
+        assert_eq!(port, self.port);
+        self.wait_until_ready();
+        self
+    }
+
+    /// Waits (bounded) until the port accepts connections.
+    fn wait_until_ready(&mut self) {
+        let port = self.port;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return self;
+                return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
@@ -138,10 +178,14 @@ impl Server {
     }
 }
 
-fn spawn(cmd: &mut Command, log: &Path) -> Child {
+/// Starts `cmd` with its output in `log`; returns it and its argv.
+fn spawn(cmd: &mut Command, log: &Path) -> (Child, Vec<std::ffi::OsString>) {
     let out = std::fs::File::create(log).expect("server log");
     let err = out.try_clone().expect("server log");
-    cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn().unwrap_or_else(|e| panic!("start {cmd:?}: {e}"))
+    let argv = std::iter::once(cmd.get_program().to_owned()).chain(cmd.get_args().map(|a| a.to_owned())).collect();
+    let child =
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn().unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
+    (child, argv)
 }
 
 /// Starts `b`'s server for a TestEnv whose files are under `root`, its
@@ -157,7 +201,7 @@ pub fn start(b: Backend, root: &Path, repo: &Path) -> Server {
     let repo_name = repo.file_name().unwrap().to_str().unwrap();
     match b {
         Backend::S3 => {
-            let child = spawn(
+            let (child, argv) = spawn(
                 Command::new(s3s_fs_bin())
                     .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", S3_KEY])
                     .args(["--secret-key", S3_SECRET])
@@ -174,6 +218,9 @@ pub fn start(b: Backend, root: &Path, repo: &Path) -> Server {
                     ("AWS_DEFAULT_REGION".into(), "us-east-1".into()),
                 ],
                 log,
+                argv,
+                port,
+                state,
             }
             .wait_ready(port)
         }
@@ -216,7 +263,7 @@ pub fn start(b: Backend, root: &Path, repo: &Path) -> Server {
             )
             .unwrap();
             let sshd = find_program("sshd").expect("sshd");
-            let child = spawn(Command::new(sshd).args(["-D", "-e", "-f"]).arg(state.join("sshd_config")), &log);
+            let (child, argv) = spawn(Command::new(sshd).args(["-D", "-e", "-f"]).arg(state.join("sshd_config")), &log);
             Server {
                 child,
                 url: format!("sftp://root@127.0.0.1:{port}{}", repo.display()),
@@ -225,19 +272,30 @@ pub fn start(b: Backend, root: &Path, repo: &Path) -> Server {
                     ("ARC_SSH_CONFIG".into(), state.join("ssh_config").display().to_string()),
                 ],
                 log,
+                argv,
+                port,
+                state,
             }
             .wait_ready(port)
         }
         Backend::WebDav => {
             let wsgidav = find_program("wsgidav").expect("wsgidav");
-            let child = spawn(
+            let (child, argv) = spawn(
                 Command::new(wsgidav)
                     .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--auth", "anonymous", "-q", "--root"])
                     .arg(root),
                 &log,
             );
-            Server { child, url: format!("webdav:http://127.0.0.1:{port}/{repo_name}"), env: Vec::new(), log }
-                .wait_ready(port)
+            Server {
+                child,
+                url: format!("webdav:http://127.0.0.1:{port}/{repo_name}"),
+                env: Vec::new(),
+                log,
+                argv,
+                port,
+                state,
+            }
+            .wait_ready(port)
         }
     }
 }

@@ -55,9 +55,11 @@ fn cache(cache_root: Option<PathBuf>) -> Result<PathBuf> {
 }
 
 /// Adds where credentials come from when the server refused them (and
-/// only then: a server that is down needs no hint about keys).
+/// only then: a server that is down needs no hint about keys; an ssh login
+/// or host key refused reads "(PermissionDenied)", a connection that could
+/// not be made does not).
 fn explain(location: &Location, e: arc_engine::Error) -> anyhow::Error {
-    const REFUSALS: [&str; 10] = [
+    const REFUSALS: [&str; 9] = [
         "credential",
         "AccessDenied",
         "InvalidAccessKeyId",
@@ -67,14 +69,22 @@ fn explain(location: &Location, e: arc_engine::Error) -> anyhow::Error {
         "401",
         "PermissionDenied",
         "Permission denied",
-        "ssh error",
     ];
     match &e {
-        arc_engine::Error::Remote { reason, .. } if REFUSALS.iter().any(|r| reason.contains(r)) => {
+        arc_engine::Error::Remote { reason, .. } if REFUSALS.iter().any(|r| mentions(reason, r)) => {
             anyhow!("{e} ({})", credential_hint(location))
         }
         _ => e.into(),
     }
+}
+
+/// Whether `reason` holds `word`, a status code not inside a longer number:
+/// "port 40127: Connection refused" does not mention HTTP 401.
+fn mentions(reason: &str, word: &str) -> bool {
+    reason.match_indices(word).any(|(at, _)| {
+        let digit = |c: Option<char>| c.is_some_and(|c| c.is_ascii_digit());
+        !digit(reason[..at].chars().next_back()) && !digit(reason[at + word.len()..].chars().next())
+    })
 }
 
 pub fn open(
@@ -113,4 +123,17 @@ pub fn init(location: &Location, opts: &InitOptions, cache_root: Option<PathBuf>
     Repository::init_cached(storage, opts, &cache)
         .map_err(|e| explain(location, e))
         .with_context(|| format!("cannot create repository at {location}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mentions;
+
+    #[test]
+    fn a_status_code_is_not_read_inside_a_longer_number() {
+        assert!(mentions("HeadObject answered HTTP 403 (access denied)", "403"));
+        assert!(mentions("S3 error AccessDenied (PutObject answered HTTP 403, gave up after 3 attempts)", "403"));
+        assert!(!mentions("ssh: connect to host 127.0.0.1 port 40127: Connection refused (Unexpected)", "401"));
+        assert!(!mentions("data/40/4031aa: 14030 bytes", "403"));
+    }
 }

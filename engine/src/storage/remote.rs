@@ -46,6 +46,7 @@ use crate::ratelimit::RateLimit;
 
 #[cfg(test)]
 mod fake_http;
+mod ssh;
 mod staged_put;
 mod upload;
 
@@ -240,6 +241,7 @@ impl RemoteStorage {
     /// Connects to the repository at `location` (not a local path). Nothing
     /// is read or written yet except, for SFTP, the ssh connection.
     pub fn open(location: &Location, opts: RemoteOptions) -> Result<RemoteStorage> {
+        let opts = RemoteOptions { retries: crate::fault::remote_retries(opts.retries), ..opts };
         // The HTTP client (reqwest with rustls) is installed once per
         // process; without opendal's constructor feature this is explicit.
         opendal::install_default();
@@ -296,7 +298,10 @@ impl RemoteStorage {
                     b = b.key(&k);
                 }
                 wrapper = Some(ssh_wrapper(location, env("ARC_SSH_CONFIG").as_deref())?);
-                (Operator::new(b).map_err(|e| config_error(location, e))?, false)
+                // Innermost, under the retry layer: a failed ssh start that
+                // is worth another attempt is retried like any request
+                // (remote/ssh.rs).
+                (Operator::new(b).map_err(|e| config_error(location, e))?.layer(ssh::SshErrors), false)
             }
             Location::WebDav { endpoint, user, path } => {
                 let mut b = opendal::services::Webdav::default().endpoint(endpoint).root(&format!("/{path}"));
@@ -495,11 +500,6 @@ impl RemoteStorage {
     }
 }
 
-/// One line on what went wrong: opendal's message, its kind, the HTTP
-/// status, the first cause (a refused connection, the server's error
-/// body) and, for a request that was retried, how many times it was sent.
-/// opendal's own Display adds its request context, which repeats the
-/// endpoint and path we already show.
 /// `S3Error { code: "X", message: "M", .. }`, as opendal renders an S3
 /// error body, as "S3 error X: M".
 fn s3_error_body(msg: &str) -> Option<String> {
@@ -549,40 +549,75 @@ fn status_only(e: &opendal::Error) -> Option<String> {
     Some(format!("{op} answered HTTP {status}{reason}"))
 }
 
+/// One line on what went wrong: opendal's message, its kind, the HTTP
+/// status, the first cause (a refused connection, the server's error
+/// body) and, for a request that was retried, how many times it was sent.
+/// opendal's own Display adds its request context, which repeats the
+/// endpoint and path we already show.
 fn describe(e: &opendal::Error, attempts: u32) -> String {
-    let mut out = String::new();
-    let msg = e.message().trim();
-    if let Some(body) = s3_error_body(msg) {
-        out.push_str(&body);
-    } else if !msg.is_empty() {
-        out.push_str(msg);
-    } else if let Some(status) = status_only(e) {
-        out.push_str(&status);
+    Reason::of(e).line(usize::try_from(attempts).unwrap_or(usize::MAX))
+}
+
+/// Why a request failed, before it is put in one line: what happened, and
+/// the note in brackets after it (opendal's error kind, or the HTTP answer
+/// when an S3 error body says what happened).
+pub(super) struct Reason {
+    text: String,
+    note: Option<String>,
+}
+
+impl Reason {
+    pub(super) fn new(text: impl Into<String>, note: Option<String>) -> Reason {
+        Reason { text: text.into(), note }
     }
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !text.is_empty() && !out.contains(&text) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&text);
+
+    /// opendal's error, in short (see [`describe`]).
+    pub(super) fn of(e: &opendal::Error) -> Reason {
+        let mut out = String::new();
+        let msg = e.message().trim();
+        if let Some(body) = s3_error_body(msg) {
+            out.push_str(&body);
+        } else if !msg.is_empty() {
+            out.push_str(msg);
+        } else if let Some(status) = status_only(e) {
+            out.push_str(&status);
         }
-        src = s.source();
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            let text = s.to_string();
+            if !text.is_empty() && !out.contains(&text) {
+                if !out.is_empty() {
+                    out.push_str(": ");
+                }
+                out.push_str(&text);
+            }
+            src = s.source();
+        }
+        if out.is_empty() {
+            out = e.to_string();
+        }
+        let one_line: String = out.split_whitespace().collect::<Vec<_>>().join(" ");
+        let mut short: String = one_line.chars().take(400).collect();
+        if short.len() < one_line.len() {
+            short.push('…');
+        }
+        Reason::new(short, Some(e.kind().to_string()))
     }
-    if out.is_empty() {
-        out = e.to_string();
-    }
-    let kind = e.kind();
-    let one_line: String = out.split_whitespace().collect::<Vec<_>>().join(" ");
-    let mut short: String = one_line.chars().take(400).collect();
-    if short.len() < one_line.len() {
-        short.push('…');
-    }
-    if attempts > 1 {
-        format!("{short} ({kind}, gave up after {attempts} attempts)")
-    } else {
-        format!("{short} ({kind})")
+
+    /// The one form of every remote failure, whoever retried it (opendal's
+    /// retry layer or arc's own loops for uploads): "S3 error SlowDown
+    /// (Unexpected, gave up after 7 attempts)", the count only for a
+    /// request sent more than once.
+    pub(super) fn line(&self, attempts: usize) -> String {
+        let mut notes: Vec<String> = self.note.iter().cloned().collect();
+        if attempts > 1 {
+            notes.push(format!("gave up after {attempts} attempts"));
+        }
+        if notes.is_empty() {
+            self.text.clone()
+        } else {
+            format!("{} ({})", self.text, notes.join(", "))
+        }
     }
 }
 
@@ -706,6 +741,7 @@ impl Storage for RemoteStorage {
         if let Some(l) = &self.download {
             l.take(usize::try_from(len).unwrap_or(usize::MAX));
         }
+        crate::fault::pause_at("remote-read");
         // The body is copied into one buffer as it arrives: reading it into
         // opendal's `Buffer` and then copying that out held every range
         // twice at its peak (a restore from S3 peaked at 320-340 MB where a

@@ -26,7 +26,7 @@ use opendal::raw::{build_rooted_abs_path, format_authorization_by_basic, normali
 use tokio::io::AsyncReadExt;
 
 use super::upload::{backoff, Failure, Source};
-use super::{describe, RemoteStorage};
+use super::{Reason, RemoteStorage};
 use crate::error::{Error, Result};
 use crate::storage::FileKind;
 
@@ -62,9 +62,9 @@ impl Dav {
 /// erased it).
 fn judged(e: opendal::Error) -> Failure {
     if e.is_temporary() {
-        Failure::Transient(describe(&e, 1))
+        Failure::Transient(Reason::of(&e))
     } else {
-        Failure::Refused(describe(&e, 1))
+        Failure::Refused(Reason::of(&e))
     }
 }
 
@@ -85,14 +85,12 @@ impl RemoteStorage {
             let _ = self.call(self.op.delete(&tmp));
             match failure {
                 Failure::Local(e) => return Err(e),
-                Failure::Refused(reason) => return Err(self.remote_error(&object, reason)),
+                Failure::Refused(reason) => return Err(self.remote_error(&object, reason.line(1))),
                 Failure::Transient(_) if attempt < self.opts.retries => {
                     std::thread::sleep(backoff(attempt));
                     attempt += 1;
                 }
-                Failure::Transient(reason) => {
-                    return Err(self.remote_error(&object, format!("{reason} (gave up after {} attempts)", attempt + 1)))
-                }
+                Failure::Transient(reason) => return Err(self.remote_error(&object, reason.line(attempt + 1))),
             }
         };
         if let Err(e) = self.call(self.op.rename(&tmp, &object)) {
@@ -130,7 +128,10 @@ impl RemoteStorage {
         // the file: one stat per put is the price.
         let held = self.op_once.stat(tmp).await.map_err(judged)?.content_length();
         if held != len {
-            return Err(Failure::Transient(format!("{tmp} holds {held} of the {len} bytes written")));
+            return Err(Failure::Transient(Reason::new(
+                format!("{tmp} holds {held} of the {len} bytes written"),
+                None,
+            )));
         }
         Ok(())
     }
@@ -152,6 +153,7 @@ impl RemoteStorage {
                     left -= piece.len() as u64;
                     // Handed over, not copied: a Vec becomes the Buffer.
                     w.write(piece).await.map_err(judged)?;
+                    crate::fault::pause_at("sftp-put");
                 }
             }
         }
@@ -269,6 +271,16 @@ mod tests {
         };
         std::env::set_var("ARC_WEBDAV_PASSWORD", "pw");
         RemoteStorage::open(&location, RemoteOptions { retries: 2, ..Default::default() }).unwrap()
+    }
+
+    #[test]
+    fn a_staged_put_that_keeps_failing_gives_up_in_the_one_form_of_every_remote_error() {
+        // Every request answered 503: the look at tmp/ (opendal's, marked
+        // temporary by it) fails each of the three attempts.
+        let (port, _log) = fake_http::serve(Vec::new(), Reply::Fail(503, "ServiceUnavailable"), dav_ok);
+        let e = dav(port).put(FileKind::Index, NAME, b"index").unwrap_err().to_string();
+        assert!(e.contains(&format!("index/{NAME}")), "{e}");
+        assert!(e.ends_with("(Unexpected, gave up after 3 attempts)"), "{e}");
     }
 
     #[test]

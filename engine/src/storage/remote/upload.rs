@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, ReadBuf};
 
-use super::{describe, RemoteStorage};
+use super::{Reason, RemoteStorage};
 use crate::error::{Error, Result};
 use crate::storage::FileKind;
 
@@ -67,10 +67,10 @@ pub(super) enum Failure {
     /// Worth another attempt: no answer, a dropped connection, no progress
     /// for the timeout, a 5xx, 408 or 429 (as opendal's retry layer
     /// judges its own requests).
-    Transient(String),
+    Transient(Reason),
     /// The server refused the request (403, 400, ...): repeating it cannot
     /// help.
-    Refused(String),
+    Refused(Reason),
     /// The local file could not be read.
     Local(Error),
 }
@@ -258,12 +258,12 @@ impl RemoteStorage {
             match self.block(self.put_attempt(http, &object, path, len)) {
                 Ok(()) => return Ok(()),
                 Err(Failure::Local(e)) => return Err(e),
-                Err(Failure::Refused(reason)) => break reason,
+                Err(Failure::Refused(reason)) => break reason.line(1),
                 Err(Failure::Transient(_)) if attempt < self.opts.retries => {
                     std::thread::sleep(backoff(attempt));
                     attempt += 1;
                 }
-                Err(Failure::Transient(reason)) => break format!("{reason} (gave up after {} attempts)", attempt + 1),
+                Err(Failure::Transient(reason)) => break reason.line(attempt + 1),
             }
         };
         Err(Error::Remote { object: format!("{}/{object}", self.shown.trim_end_matches('/')), reason })
@@ -279,7 +279,7 @@ impl RemoteStorage {
         // Signed before a slot is taken: the presign passes through
         // opendal's layers, whose limit shares these slots, so signing while
         // holding one could wait for itself when every slot is an upload.
-        let signed = self.op.presign_write(object, SIGNED_FOR).await.map_err(|e| Failure::Refused(describe(&e, 1)))?;
+        let signed = self.op.presign_write(object, SIGNED_FOR).await.map_err(|e| Failure::Refused(Reason::of(&e)))?;
         let request = http.request(signed.method().clone(), signed.uri().to_string()).headers(signed.header().clone());
         self.send_body(request, &Source::File(path), len, "PutObject").await
     }
@@ -315,7 +315,7 @@ impl RemoteStorage {
         if let (Source::File(path), Some(e)) = (source, progress.file_error.lock().ok().and_then(|mut e| e.take())) {
             return Err(Failure::Local(Error::io(path, e)));
         }
-        let response = sent?.map_err(|e| Failure::Transient(describe_http(e)))?;
+        let response = sent?.map_err(|e| Failure::Transient(Reason::new(describe_http(e), None)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -327,8 +327,8 @@ impl RemoteStorage {
             _ => String::new(),
         };
         let reason = match s3_error(&text) {
-            Some(s3) => format!("{s3} ({what} answered HTTP {})", status.as_u16()),
-            None => format!("{what} answered HTTP {status}"),
+            Some(s3) => Reason::new(s3, Some(format!("{what} answered HTTP {}", status.as_u16()))),
+            None => Reason::new(format!("{what} answered HTTP {status}"), None),
         };
         if status.is_server_error() || [408, 409, 429].contains(&status.as_u16()) {
             Err(Failure::Transient(reason))
@@ -351,7 +351,8 @@ impl RemoteStorage {
             match tokio::time::timeout_at(deadline, f.as_mut()).await {
                 Ok(out) => return Ok(out),
                 Err(_) if progress.last() + self.opts.io_timeout <= Instant::now() => {
-                    return Err(Failure::Transient(format!("no progress for {} s", self.opts.io_timeout.as_secs_f64())))
+                    let stalled = format!("no progress for {} s", self.opts.io_timeout.as_secs_f64());
+                    return Err(Failure::Transient(Reason::new(stalled, None)));
                 }
                 Err(_) => {}
             }
@@ -481,6 +482,20 @@ mod tests {
         assert!(e.contains(&format!("data/ab/{NAME}")) && e.contains("AccessDenied") && e.contains("403"), "{e}");
         assert!(!e.contains("Signature") && !e.contains("Credential"), "{e}");
         assert_eq!(log.lock().unwrap().len(), 1, "a refused PUT was repeated");
+    }
+
+    #[test]
+    fn a_put_that_keeps_failing_gives_up_in_the_one_form_of_every_remote_error() {
+        let (port, log) = fake_http::serve(Vec::new(), Reply::Fail(503, "SlowDown"), s3_ok);
+        let storage = s3(port, RemoteOptions { retries: 2, ..Default::default() });
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = staged(dir.path());
+        let e = storage.put_file(FileKind::Pack, NAME, &path).unwrap_err().to_string();
+        assert_eq!(log.lock().unwrap().len(), 3, "{e}");
+        assert!(
+            e.ends_with("S3 error SlowDown: SlowDown (PutObject answered HTTP 503, gave up after 3 attempts)"),
+            "{e}"
+        );
     }
 
     #[test]
