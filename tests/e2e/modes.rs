@@ -20,6 +20,7 @@ use std::process::Command;
 const ENCRYPTION_AGNOSTIC: &[&str] = &[
     "backends::",
     "remote::",
+    "reconnect::",
     "fleet::",
     "select::",
     "everyday::",
