@@ -232,13 +232,15 @@ fn s3_error(body: &str) -> Option<String> {
 }
 
 /// The delay before retry `attempt` (0-based): doubling from 200 ms up to
-/// 10 s, jittered down to half, as opendal's retry layer is configured
-/// (remote.rs). The jitter only spreads retries of concurrent uploads
-/// apart, so the clock's nanoseconds are random enough.
+/// 10 s, plus a jitter of up to as much again, as opendal's retry layer
+/// (backon 1.6's `with_jitter`, remote.rs) waits, so that a store that
+/// stays away is given the same time on every path. The jitter only
+/// spreads retries of concurrent uploads apart, so the clock's nanoseconds
+/// are random enough.
 pub(super) fn backoff(attempt: usize) -> Duration {
     let base = Duration::from_millis(200).saturating_mul(1 << attempt.min(10)).min(Duration::from_secs(10));
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-    base.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
+    base.mul_f64(1.0 + f64::from(nanos % 1000) / 1000.0)
 }
 
 impl RemoteStorage {
@@ -521,8 +523,8 @@ mod tests {
 
     #[test]
     fn retries_back_off_from_200_ms_to_10_s() {
-        assert!((100..=200).contains(&backoff(0).as_millis()));
-        assert!((5000..=10_000).contains(&backoff(9).as_millis()));
-        assert!(backoff(60) <= Duration::from_secs(10));
+        assert!((200..400).contains(&backoff(0).as_millis()));
+        assert!((10_000..20_000).contains(&backoff(9).as_millis()));
+        assert!(backoff(60) < Duration::from_secs(20));
     }
 }
