@@ -401,6 +401,8 @@ struct Ctx<'a> {
     /// Streams may be stored as deltas against the parent's (the caller
     /// did not refuse it; the repository's feature is checked apart).
     stream_deltas: bool,
+    /// Turns to chunk a large file (see `store::LargeFiles`).
+    large_files: store::LargeFiles,
 }
 
 /// The parent snapshot: the one given, else the latest of the same host
@@ -520,6 +522,7 @@ impl<'a> Ctx<'a> {
             excluded: AtomicU64::new(0),
             limit_read: opts.limit_read.map(crate::ratelimit::RateLimit::new),
             stream_deltas: !opts.no_stream_deltas,
+            large_files: store::LargeFiles::new(store::LargeFiles::at_once(workers())),
         }
     }
 }
@@ -564,6 +567,12 @@ impl Ctx<'_> {
     }
 }
 
+/// File workers: two per core, so that one waiting on the disk leaves the
+/// core to the other.
+fn workers() -> usize {
+    std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4)
+}
+
 fn run_pipeline(
     ctx: &Ctx<'_>,
     sink: &BlobSink<'_>,
@@ -571,7 +580,7 @@ fn run_pipeline(
     streams: Vec<StreamSource>,
     stream_paths: &[Vec<Vec<u8>>],
 ) -> Result<(Id, Summary)> {
-    let workers = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4);
+    let workers = workers();
     let (job_tx, job_rx) = bounded::<Job>(256);
     let (event_tx, event_rx) = bounded::<WalkEvent>(EVENTS_AHEAD);
     let stream_slots: Vec<Arc<Slot>> = streams.iter().map(|_| Arc::new(Slot::default())).collect();
