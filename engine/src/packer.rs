@@ -129,6 +129,12 @@ impl Budget {
         Ok(n)
     }
 
+    /// Whether at most half the budget is taken: the compressors keep up
+    /// with what is stored.
+    fn half_free(&self) -> bool {
+        self.lock().used <= self.limit / 2
+    }
+
     fn release(&self, n: usize) {
         if n == 0 {
             return;
@@ -448,6 +454,13 @@ impl BlobSink<'_> {
     /// just see that they must stop.
     fn stopped(&self) -> Error {
         Error::Interrupted
+    }
+
+    /// Whether the raw bytes queued for compression take at most half
+    /// the pipeline's budget: what is stored now is compressed about as
+    /// fast as it comes (incompressible data, or little of it).
+    pub fn keeps_up(&self) -> bool {
+        self.shared.budget.half_free()
     }
 
     pub fn is_failed(&self) -> bool {
@@ -1082,6 +1095,19 @@ mod tests {
             (ids.len(), stored)
         });
         assert_eq!(stored, ids, "not every blob was stored");
+    }
+
+    #[test]
+    fn the_budget_is_half_free_until_more_than_half_is_taken() {
+        let b = Budget::new(100);
+        assert!(b.half_free());
+        let first = b.acquire(50, &|| false).unwrap();
+        assert!(b.half_free());
+        let second = b.acquire(1, &|| false).unwrap();
+        assert!(!b.half_free());
+        b.release(second);
+        assert!(b.half_free());
+        b.release(first);
     }
 
     #[test]
