@@ -11,7 +11,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 
 use super::stream_delta::Pairing;
 use super::{Ctx, FileOutcome, Job, Seen, SlotGuard};
@@ -228,6 +228,68 @@ fn store_file(
     Ok(Filed::Windowed { chunks: first..window.chunks.len(), size: read })
 }
 
+/// Turns to chunk a large file: a large file's chunker holds a buffer of
+/// the largest chunk and [`FILE_SPARE`] (5 MiB) for as long as it is read.
+/// Compressible data fills the packer's byte budget faster than the
+/// compressors drain it, and then a second large file read at once only
+/// adds its buffer: two (pypi.tsv and npm.tsv, 76 and 18 MB, in one
+/// directory) were a system backup's peak of memory. Incompressible data
+/// (photos, archives) is stored about as fast as it is hashed, and there
+/// hashing one file at a time would leave cores idle: while the budget is
+/// at most half taken, a large file goes without waiting for a turn.
+/// Small files go on in the other workers meanwhile.
+pub(super) struct LargeFiles {
+    tx: Sender<()>,
+    rx: Receiver<()>,
+}
+
+impl LargeFiles {
+    /// Large files read at once for `workers` file workers while the
+    /// budget is full: one per four workers (two cores), at least one.
+    pub(super) fn at_once(workers: usize) -> usize {
+        (workers / 4).max(1)
+    }
+
+    pub(super) fn new(at_once: usize) -> LargeFiles {
+        let (tx, rx) = bounded(at_once.max(1));
+        for _ in 0..at_once.max(1) {
+            let _ = tx.send(());
+        }
+        LargeFiles { tx, rx }
+    }
+
+    /// Waits for a turn, or until `keeps_up` says the file may go without
+    /// one (`None`); `Interrupted` once `stopping` says so.
+    pub(super) fn turn(
+        &self,
+        keeps_up: &dyn Fn() -> bool,
+        stopping: &dyn Fn() -> bool,
+    ) -> Result<Option<LargeTurn<'_>>> {
+        loop {
+            if self.rx.try_recv().is_ok() {
+                return Ok(Some(LargeTurn(self)));
+            }
+            if keeps_up() {
+                return Ok(None);
+            }
+            match self.rx.recv_timeout(std::time::Duration::from_millis(20)) {
+                Ok(()) => return Ok(Some(LargeTurn(self))),
+                Err(_) if stopping() => return Err(Error::Interrupted),
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// A turn of [`LargeFiles`], given back when dropped.
+pub(super) struct LargeTurn<'a>(&'a LargeFiles);
+
+impl Drop for LargeTurn<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.tx.send(());
+    }
+}
+
 fn store_large(
     ctx: &Ctx<'_>,
     sink: &BlobSink<'_>,
@@ -236,6 +298,7 @@ fn store_large(
     mut file: File,
     seen: Seen,
 ) -> Result<Stored> {
+    let _turn = ctx.large_files.turn(&|| sink.keeps_up(), &|| ctx.stopping() || sink.is_failed())?;
     let mut store =
         |window: &[u8], n: usize| Ok((sink.store(sink.index_reader(reader)?, BlobKind::Data, &window[..n])?, n));
     // 1 MiB beyond the largest chunk, not the 4 MiB more of a stream's
@@ -375,4 +438,37 @@ pub(super) fn store_stream(
         return Err(Error::Interrupted);
     }
     Ok(Ok((chunks, read)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    /// One large file at a time on two cores while the budget is full: a
+    /// second turn waits until the first is given back, and gives up when
+    /// the backup stops; while the compressors keep up, a file goes at once.
+    #[test]
+    fn large_files_take_turns() {
+        assert_eq!([2, 4, 8, 16].map(LargeFiles::at_once), [1, 1, 2, 4]);
+        let gate = LargeFiles::new(1);
+        let full = || false;
+        let first = gate.turn(&full, &|| false).unwrap();
+        assert!(first.is_some());
+        assert!(gate.turn(&|| true, &|| false).unwrap().is_none(), "the compressors keep up: no wait");
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let waiting = s.spawn(|| gate.turn(&full, &|| false).map(|t| t.is_some()));
+            let stopped = s.spawn(|| gate.turn(&full, &|| stop.load(Ordering::Relaxed)).map(|t| t.is_some()));
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(!waiting.is_finished() && !stopped.is_finished(), "a second large file went at once");
+            stop.store(true, Ordering::Relaxed);
+            assert!(matches!(stopped.join().unwrap(), Err(Error::Interrupted)));
+            assert!(!waiting.is_finished());
+            drop(first);
+            assert!(waiting.join().unwrap().unwrap(), "no turn after the first was given back");
+        });
+        assert!(gate.turn(&full, &|| false).unwrap().is_some(), "the turn was not given back");
+    }
 }
