@@ -73,7 +73,7 @@ fn key_add_list_passwd_remove() {
     if encryption_none() {
         assert_eq!(keys[0]["protected"], false);
         let out = env.arc().args(["key", "add"]).env("ARC_NEW_PASSWORD", "x").run().failure();
-        assert!(out.one_line_error().contains("--encryption none"), "{}", out.describe());
+        assert!(out.one_line_error().contains("created without encryption"), "{}", out.describe());
         let out = env.arc().args(["key", "remove", jstr(&keys[0], "id")]).run().failure();
         assert!(out.one_line_error().contains("last key"), "{}", out.describe());
         return;

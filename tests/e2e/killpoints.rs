@@ -658,7 +658,7 @@ fn key_add_remove_and_passwd_killed_at_every_durable_step() {
     if encryption_none() {
         let before = repo_listing(&base);
         let out = env.arc_at(&base).args(["key", "add"]).env("ARC_NEW_PASSWORD", NEW).run().failure();
-        assert!(out.one_line_error().contains("--encryption none"), "{}", out.describe());
+        assert!(out.one_line_error().contains("created without encryption"), "{}", out.describe());
         assert_listing_unchanged(&before, &repo_listing(&base), "refused key add");
         return;
     }
