@@ -268,6 +268,10 @@ impl Progress for BackupProgress {
         }
     }
 
+    fn wants_totals(&self) -> bool {
+        self.bar.is_some() || self.json
+    }
+
     fn scanned(&self, files: u64, bytes: u64, complete: bool) {
         self.counts.total_files.store(files + self.counts.streams, Ordering::Relaxed);
         self.counts.total_bytes.store(bytes, Ordering::Relaxed);

@@ -18,6 +18,13 @@ pub trait Progress: Sync {
     /// from the scan beside the backup (see [`crate::scan`]); `complete`
     /// on the last call, when the totals are final.
     fn scanned(&self, _files: u64, _bytes: u64, _complete: bool) {}
+    /// Backup: whether the front end shows the scan's totals (a bar's
+    /// percentage and ETA, status lines). The scan stats every file a
+    /// second time, so without a reader of [`Progress::scanned`] it does
+    /// not run: a backup from cron or a script pays only its own walk.
+    fn wants_totals(&self) -> bool {
+        false
+    }
     /// Backup: a file is about to be read (the "current file").
     fn reading(&self, _path: &Path) {}
     /// Backup: a file unchanged since the parent snapshot, taken from it

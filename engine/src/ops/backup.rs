@@ -313,15 +313,17 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     ctx.session_lost = session.as_ref().map(|s| s.lost_flag());
 
     // The size estimate for progress runs beside the pipeline and stops
-    // with it.
+    // with it, when the front end shows it.
     let scan_stop = AtomicBool::new(false);
     let run = std::thread::scope(|s| {
-        let disk: Vec<PathBuf> = sources.iter().map(|s| s.disk.clone()).collect();
-        let (stop, skip, excludes) = (&scan_stop, ctx.repo_root.as_deref(), &ctx.excludes);
-        std::thread::Builder::new()
-            .name("arc-scan".into())
-            .spawn_scoped(s, move || crate::scan::count(&disk, skip, excludes, stop, progress))
-            .ok();
+        if progress.wants_totals() {
+            let disk: Vec<PathBuf> = sources.iter().map(|s| s.disk.clone()).collect();
+            let (stop, skip, excludes) = (&scan_stop, ctx.repo_root.as_deref(), &ctx.excludes);
+            std::thread::Builder::new()
+                .name("arc-scan".into())
+                .spawn_scoped(s, move || crate::scan::count(&disk, skip, excludes, stop, progress))
+                .ok();
+        }
         let abort = || ctx.stopping();
         let run = packer::run(repo, adopt, &abort, |sink| run_pipeline(&ctx, sink, &sources, streams, &stream_paths));
         scan_stop.store(true, Ordering::Relaxed);
@@ -736,6 +738,57 @@ mod tests {
 
     fn stream(name: &str, reader: impl Read + Send + 'static) -> StreamSource {
         StreamSource { name: name.into(), reader: Box::new(reader), allow_empty: false, stop: None }
+    }
+
+    /// Counts the scan's reports.
+    struct Totals {
+        wanted: bool,
+        reports: std::sync::atomic::AtomicU64,
+        last: Mutex<Option<(u64, u64, bool)>>,
+    }
+
+    impl Progress for Totals {
+        fn scanned(&self, files: u64, bytes: u64, complete: bool) {
+            self.reports.fetch_add(1, Ordering::Relaxed);
+            *self.last.lock().unwrap() = Some((files, bytes, complete));
+        }
+        fn wants_totals(&self) -> bool {
+            self.wanted
+        }
+        /// Holds the backup until a scan, if one runs, has finished: up to
+        /// 10 s when one is wanted, 300 ms when none is (time for a scan
+        /// started anyway to show). The scan runs at nice 19 and stops with
+        /// the backup, so on a busy machine it could otherwise lose the race
+        /// to a small backup; it waits on nothing of the backup's.
+        fn file_done(&self, _path: &Path, _bytes: u64) {
+            let start = std::time::Instant::now();
+            let limit = std::time::Duration::from_millis(if self.wanted { 10_000 } else { 300 });
+            while !matches!(*self.last.lock().unwrap(), Some((_, _, true))) && start.elapsed() < limit {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+    }
+
+    /// The scan runs only for a front end that shows its totals: without
+    /// one (cron, scripts) it would stat every file a second time.
+    #[test]
+    fn the_size_scan_runs_only_when_its_totals_are_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        std::fs::write(src.join("a"), b"12345").unwrap();
+        std::fs::write(src.join("d/b"), b"123").unwrap();
+        let repo = Repository::init_local(&dir.path().join("repo"), &InitOptions::default()).unwrap();
+        for wanted in [false, true] {
+            let p = Totals { wanted, reports: Default::default(), last: Mutex::new(None) };
+            let opts = BackupOptions { paths: vec![src.clone()], force_read: true, ..Default::default() };
+            backup(&repo, opts, &p).unwrap();
+            if wanted {
+                assert_eq!(*p.last.lock().unwrap(), Some((2, 8, true)));
+            } else {
+                assert_eq!(p.reports.load(Ordering::Relaxed), 0, "the scan ran for a front end without totals");
+            }
+        }
     }
 
     /// A slot set before the tree builder waits is read without a wake;
