@@ -1,6 +1,7 @@
 //! The backup's size estimate: a walk of the sources, beside the backup,
 //! that only counts regular files and their bytes, so that progress can
-//! show files and bytes done of a total, a percentage and an ETA.
+//! show files and bytes done of a total, a percentage and an ETA. It runs
+//! only when the front end shows them ([`Progress::wants_totals`]).
 //!
 //! It must never slow the backup down: it runs on its own thread at the
 //! lowest CPU priority (nice 19) and idle I/O priority, it only stats
