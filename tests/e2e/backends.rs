@@ -192,6 +192,16 @@ fn spawn(cmd: &mut Command, log: &Path) -> (Child, Vec<std::ffi::OsString>) {
 /// repository at `repo` (`root/repo`), which it creates (an S3 bucket is
 /// a directory of the server's root; SFTP and WebDAV servers create the
 /// directory themselves, but an empty one is harmless).
+/// A new ed25519 key pair without a passphrase: `path` and `path.pub`.
+pub fn ssh_keygen(path: &Path) {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .output()
+        .expect("ssh-keygen");
+    assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 pub fn start(b: Backend, root: &Path, repo: &Path) -> Server {
     std::fs::create_dir_all(repo).unwrap();
     let state = root.join(format!(".{}-server", b.name()));
@@ -225,16 +235,8 @@ pub fn start(b: Backend, root: &Path, repo: &Path) -> Server {
             .wait_ready(port)
         }
         Backend::Sftp => {
-            let keygen = |name: &str| {
-                let out = Command::new("ssh-keygen")
-                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                    .arg(state.join(name))
-                    .output()
-                    .expect("ssh-keygen");
-                assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
-            };
-            keygen("host_key");
-            keygen("client_key");
+            ssh_keygen(&state.join("host_key"));
+            ssh_keygen(&state.join("client_key"));
             std::fs::copy(state.join("client_key.pub"), state.join("authorized_keys")).unwrap();
             // The privilege separation directory, normally made at boot.
             std::fs::create_dir_all("/run/sshd").unwrap();

@@ -10,7 +10,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::backends::{needs, start, Backend, Server};
+use crate::backends::{needs, ssh_keygen, start, Backend, Server};
 use crate::util::*;
 
 fn sftp_testable() -> bool {
@@ -112,16 +112,8 @@ fn sftp_refusals_fail_at_once_and_say_why() {
     let server = start(Backend::Sftp, &env.root, &env.path("refused"));
     arc(&env, &server).arg("init").run().success();
     let state = &server.state;
-    let keygen = |name: &str| {
-        let out = std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(state.join(name))
-            .output()
-            .expect("ssh-keygen");
-        assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    keygen("stranger_key");
-    keygen("other_host_key");
+    ssh_keygen(&state.join("stranger_key"));
+    ssh_keygen(&state.join("other_host_key"));
     let other_host = fs::read_to_string(state.join("other_host_key.pub")).unwrap();
     let other_host: Vec<&str> = other_host.split_whitespace().take(2).collect();
     fs::write(state.join("changed_known_hosts"), format!("[127.0.0.1]:{} {}\n", server.port, other_host.join(" ")))
