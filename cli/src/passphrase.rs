@@ -45,22 +45,30 @@ pub(crate) fn run_command(cmd: &str, var: &str) -> Result<Zeroizing<String>> {
     Ok(strip_newline(s))
 }
 
+/// `prefix`'s passphrase variables, in the order they are read.
+const VARIABLES: [&str; 3] = ["PASSWORD", "PASSWORD_FILE", "PASSWORD_COMMAND"];
+
+/// `{prefix}_{name}`, unless unset or empty (an empty one counts as unset,
+/// here and in [`from_env`] alike).
+fn var(prefix: &str, name: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(format!("{prefix}_{name}")).filter(|v| !v.is_empty())
+}
+
 /// Is any of `prefix`'s passphrase variables set (and not empty)?
 pub fn env_set(prefix: &str) -> bool {
-    ["PASSWORD", "PASSWORD_FILE", "PASSWORD_COMMAND"]
-        .iter()
-        .any(|name| std::env::var_os(format!("{prefix}_{name}")).is_some_and(|v| !v.is_empty()))
+    VARIABLES.iter().any(|name| var(prefix, name).is_some())
 }
 
 /// The passphrase from the environment (`prefix` = "ARC" or "ARC_NEW"),
 /// if one of its variables is set. Empty passphrases are refused.
 pub fn from_env(prefix: &str) -> Result<Option<Zeroizing<String>>> {
-    let var = |name: &str| std::env::var_os(format!("{prefix}_{name}")).filter(|v| !v.is_empty());
-    let pw = if let Some(v) = var("PASSWORD") {
+    let [password, file, command] = VARIABLES;
+    let get = |name: &str| var(prefix, name);
+    let pw = if let Some(v) = get(password) {
         Some(Zeroizing::new(v.into_string().map_err(|_| anyhow!("{prefix}_PASSWORD is not UTF-8"))?))
-    } else if let Some(p) = var("PASSWORD_FILE") {
+    } else if let Some(p) = get(file) {
         Some(read_file(Path::new(&p), &format!("{prefix}_PASSWORD_FILE"))?)
-    } else if let Some(c) = var("PASSWORD_COMMAND") {
+    } else if let Some(c) = get(command) {
         let c = c.into_string().map_err(|_| anyhow!("{prefix}_PASSWORD_COMMAND is not UTF-8"))?;
         Some(run_command(&c, &format!("{prefix}_PASSWORD_COMMAND"))?)
     } else {
