@@ -281,7 +281,7 @@ pub struct InitArgs {
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct FilterArgs {
-    /// Only snapshots with this tag (TAG1,TAG2 or repeated: all must match).
+    /// Only snapshots with this tag (TAG1,TAG2: all of them; repeated: any of the values; "": no tags).
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
     /// Only snapshots of this host (repeatable).
@@ -318,7 +318,13 @@ pub struct BackupArgs {
     #[arg(long, value_name = "CMD", groups = ["stdin_source", "any_stream"])]
     pub stdin_from_command: Option<String>,
     /// Path of the --stdin or --stdin-from-command stream inside the snapshot, e.g. mysql/shop.sql.
-    #[arg(long, value_name = "NAME", default_value = "stdin", requires = "stdin_source")]
+    #[arg(
+        long,
+        visible_alias = "stdin-filename",
+        value_name = "NAME",
+        default_value = "stdin",
+        requires = "stdin_source"
+    )]
     pub stdin_name: String,
     /// Run CMD and store its output as NAME in the snapshot (repeatable; with paths: one point in time).
     #[arg(long = "command-stream", value_name = "NAME=CMD", group = "any_stream",

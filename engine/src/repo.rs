@@ -141,11 +141,15 @@ pub struct Snapshot {
 /// A snapshot file that could not be read, and why.
 pub type DamagedSnapshot = (Id, Error);
 
-/// Narrows `latest` (and listings) by host, tag and path.
+/// Narrows `latest` (and listings) by host, tag and path, as restic does:
+/// any of `hosts`; any of the tag lists in `tags`, each list matching when
+/// the snapshot carries all of its tags (`--tag a,b --tag c` is "a and b,
+/// or c", the same rule as `--keep-tag`; an empty list matches a snapshot
+/// without tags); all of `paths`.
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotFilter {
     pub hosts: Vec<String>,
-    pub tags: Vec<String>,
+    pub tags: Vec<Vec<String>>,
     pub paths: Vec<String>,
 }
 
@@ -155,8 +159,18 @@ impl SnapshotFilter {
     /// the recorded `/mysql/shop.sql`, and `/var/www/` matches `/var/www`.
     pub fn matches(&self, s: &SnapshotFile) -> bool {
         (self.hosts.is_empty() || self.hosts.contains(&s.host))
-            && self.tags.iter().all(|t| s.tags.contains(t))
+            && (self.tags.is_empty() || self.tags.iter().any(|list| tag_list_matches(list, &s.tags)))
             && self.paths.iter().all(|p| s.paths.iter().any(|q| same_path(p, q)))
+    }
+}
+
+/// A snapshot carrying `tags` has every tag of `list`; an empty list asks
+/// for a snapshot without tags (restic's `--tag ""`).
+fn tag_list_matches(list: &[String], tags: &[String]) -> bool {
+    if list.is_empty() {
+        tags.is_empty()
+    } else {
+        list.iter().all(|t| tags.contains(t))
     }
 }
 

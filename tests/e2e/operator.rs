@@ -187,6 +187,44 @@ fn comma_separated_tags_are_several_tags() {
     assert_eq!(tags(&env.snapshots_json()[0]), ["a", "b", "keep"]);
 }
 
+/// restic's filter rule, which `--keep-tag` already followed: repeated
+/// `--tag` values select snapshots carrying any of them. With "all must
+/// match", `forget --tag daily --tag weekly` matched nothing and forgot
+/// nothing, where a restic user's script expects both series thinned.
+#[test]
+fn repeated_tag_filters_select_any_of_them() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"f").unwrap();
+    env.init();
+    let daily = env.backup([src.as_os_str(), "--tag".as_ref(), "daily".as_ref()]);
+    let weekly = env.backup([src.as_os_str(), "--tag".as_ref(), "weekly".as_ref()]);
+    let untagged = env.backup([&src]);
+    let args = ["--json", "forget", "--tag", "daily", "--tag", "weekly", "--keep-last", "1", "--group-by", ""];
+    let r = env.arc().args(args).run().success().json();
+    let removed: Vec<_> = r["removed"].as_array().into_iter().flatten().collect();
+    assert_eq!(removed.len(), 1, "{r}");
+    assert_eq!(removed[0]["id"], daily["snapshot_id"], "{r}");
+    let left: Vec<_> = env.snapshots_json().iter().map(|s| s["id"].clone()).collect();
+    assert_eq!(left, [weekly["snapshot_id"].clone(), untagged["snapshot_id"].clone()]);
+}
+
+/// restic's name for a stream's path, `--stdin-filename`, works as arc's
+/// `--stdin-name`: a restic user's dump script runs unchanged.
+#[test]
+fn restics_stdin_filename_names_the_stream() {
+    let env = TestEnv::new();
+    env.init();
+    env.arc()
+        .args(["backup", "--stdin", "--stdin-filename", "mysql/shop.sql"])
+        .stdin_bytes(b"INSERT 1;\n".to_vec())
+        .run()
+        .success();
+    let out = env.arc().args(["cat", "latest:mysql/shop.sql"]).run().success();
+    assert_eq!(out.stdout, b"INSERT 1;\n");
+}
+
 /// Commands that never open --repo work whatever ARC_REPO holds (a typo
 /// in a profile must not break `source <(arc completion bash)`).
 #[test]

@@ -80,9 +80,14 @@ fn snapshots_json_fields_and_tag_selection() {
         ids(out.json().as_array().unwrap_or_else(|| panic!("not a list\n{}", out.describe())))
     };
     assert_eq!(filtered(&["--tag", "daily"]), vec![made[0].clone()]);
-    assert_eq!(filtered(&["--tag", "daily", "--tag", "db"]), vec![made[0].clone()]);
     assert_eq!(filtered(&["--tag", "weekly"]), vec![made[1].clone()]);
-    assert_eq!(filtered(&["--tag", "daily", "--tag", "weekly"]), Vec::<String>::new());
+    // restic's rule, as for --keep-tag: a value's tags must all be there,
+    // and any one value selects.
+    assert_eq!(filtered(&["--tag", "daily,db"]), vec![made[0].clone()]);
+    assert_eq!(filtered(&["--tag", "daily,weekly"]), Vec::<String>::new());
+    assert_eq!(filtered(&["--tag", "daily", "--tag", "weekly"]), made[..2].to_vec());
+    assert_eq!(filtered(&["--tag", "daily,db", "--tag", "nope"]), vec![made[0].clone()]);
+    assert_eq!(filtered(&["--tag", ""]), vec![made[2].clone()]);
     assert_eq!(filtered(&["--tag", "nope"]), Vec::<String>::new());
     assert_eq!(filtered(&["--path", src.to_str().unwrap()]), made);
     assert_eq!(filtered(&["--path", "/nonexistent/elsewhere"]), Vec::<String>::new());

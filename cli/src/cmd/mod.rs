@@ -313,7 +313,7 @@ fn not_a_repository(path: &std::path::Path) -> anyhow::Error {
 
 impl From<FilterArgs> for SnapshotFilter {
     fn from(a: FilterArgs) -> Self {
-        SnapshotFilter { hosts: a.hosts, tags: split_tags(a.tags), paths: a.paths }
+        SnapshotFilter { hosts: a.hosts, tags: tag_lists(a.tags), paths: a.paths }
     }
 }
 
@@ -332,6 +332,17 @@ pub fn split_tags(values: Vec<String>) -> Vec<String> {
         }
     }
     out
+}
+
+/// `--tag` filters as restic reads them: each value is a list of tags a
+/// snapshot must all carry (`daily,db`), and a snapshot matching any one
+/// value is selected (`--tag daily --tag weekly`); `--tag ""` selects
+/// snapshots without tags.
+pub fn tag_lists(values: Vec<String>) -> Vec<Vec<String>> {
+    values
+        .into_iter()
+        .map(|v| v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect())
+        .collect()
 }
 
 /// A mistake in how arc was called, found after parsing: exits 2, like

@@ -68,11 +68,7 @@ pub fn policy(k: &KeepArgs) -> Result<(Policy, GroupBy)> {
         monthly: k.keep_monthly.unwrap_or(0),
         yearly: k.keep_yearly.unwrap_or(0),
         within,
-        tags: k
-            .keep_tags
-            .iter()
-            .map(|t| t.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect())
-            .collect(),
+        tags: super::tag_lists(k.keep_tags.clone()),
     };
     Ok((policy, k.group_by.parse().map_err(bad)?))
 }

@@ -552,7 +552,11 @@ fn retention_and_prune(ctx: &Ctx<'_>, jobs: &[&Job], reports: &mut [JobReport]) 
                     // whatever paths or databases they held over time.
                     group_by: GroupBy { host: false, paths: false, tags: false },
                     local: false,
-                    filter: SnapshotFilter { hosts: vec![ctx.host.clone()], tags: vec![job.tag()], paths: vec![] },
+                    filter: SnapshotFilter {
+                        hosts: vec![ctx.host.clone()],
+                        tags: vec![vec![job.tag()]],
+                        paths: vec![],
+                    },
                     ids: Vec::new(),
                     dry_run: false,
                 };
