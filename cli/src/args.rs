@@ -400,6 +400,9 @@ pub struct BackupArgs {
 pub struct SnapshotsArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// Only the newest N snapshots of each host and set of paths (restic's --latest).
+    #[arg(long, value_name = "N")]
+    pub latest: Option<usize>,
     /// With keep rules, a "Kept by" column shows which rules keep each snapshot.
     #[command(flatten)]
     pub keep: KeepArgs,

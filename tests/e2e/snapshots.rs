@@ -89,6 +89,10 @@ fn snapshots_json_fields_and_tag_selection() {
     assert_eq!(filtered(&["--tag", "daily,db", "--tag", "nope"]), vec![made[0].clone()]);
     assert_eq!(filtered(&["--tag", ""]), vec![made[2].clone()]);
     assert_eq!(filtered(&["--tag", "nope"]), Vec::<String>::new());
+    // restic's --latest: the newest N of each host and set of paths.
+    assert_eq!(filtered(&["--latest", "1"]), vec![made[2].clone()]);
+    assert_eq!(filtered(&["--latest", "2"]), made[1..].to_vec());
+    assert_eq!(filtered(&["--latest", "1", "--tag", "daily"]), vec![made[0].clone()]);
     assert_eq!(filtered(&["--path", src.to_str().unwrap()]), made);
     assert_eq!(filtered(&["--path", "/nonexistent/elsewhere"]), Vec::<String>::new());
     assert_eq!(filtered(&["--host", "no-such-host.example"]), Vec::<String>::new());
@@ -111,6 +115,13 @@ fn snapshots_json_fields_and_tag_selection() {
 
     let ls = env.arc().args(["--json", "ls", "latest", "--tag", "daily"]).arg(&src).run().success();
     let _ = ls.json();
+
+    // --latest counts per host (and set of paths).
+    let other = env.backup(["--host", "other.example", "--time", "2024-01-04T10:00:00Z", src.to_str().unwrap()]);
+    let other = jstr(&other, "snapshot_id").to_string();
+    assert_eq!(filtered(&["--latest", "1"]), vec![made[2].clone(), other.clone()]);
+    let out = env.arc().args(["snapshots", "--latest", "1"]).run().success();
+    assert!(out.stdout_str().contains("2 snapshot(s)"), "{}", out.describe());
 }
 
 #[test]

@@ -78,9 +78,12 @@ pub fn run(env: &Env, a: SnapshotsArgs) -> Result<u8> {
     } else {
         None
     };
+    // After the policy, which must see every snapshot to say what it keeps.
+    let shown = latest_of_each(&snaps, a.latest);
+    let snaps: Vec<(usize, &Snapshot)> = snaps.iter().enumerate().filter(|(i, _)| shown[*i]).collect();
     if env.json {
         let list: Vec<_> =
-            snaps.iter().enumerate().map(|(i, s)| SnapshotReport::new(s, kept_by.as_ref().map(|k| &k[i]))).collect();
+            snaps.iter().map(|&(i, s)| SnapshotReport::new(s, kept_by.as_ref().map(|k| &k[i]))).collect();
         super::print_json(&list)?;
         return Ok(failed);
     }
@@ -90,8 +93,7 @@ pub fn run(env: &Env, a: SnapshotsArgs) -> Result<u8> {
     }
     let rows: Vec<Vec<String>> = snaps
         .iter()
-        .enumerate()
-        .map(|(i, s)| {
+        .map(|&(i, s)| {
             let f = &s.file;
             let mut row = vec![
                 s.id.short(),
@@ -134,4 +136,22 @@ pub fn run(env: &Env, a: SnapshotsArgs) -> Result<u8> {
         eprintln!("arc: error: {} snapshot file(s) could not be read (see warnings above)", damaged.len());
     }
     Ok(failed)
+}
+
+/// Which of `snaps` (oldest first) `--latest N` shows: the newest N of each
+/// host and set of paths, as restic groups them; all without `--latest`.
+fn latest_of_each(snaps: &[Snapshot], latest: Option<usize>) -> Vec<bool> {
+    let Some(n) = latest else { return vec![true; snaps.len()] };
+    let mut seen: std::collections::HashMap<(&str, Vec<&str>), usize> = Default::default();
+    let mut shown = vec![false; snaps.len()];
+    for (i, s) in snaps.iter().enumerate().rev() {
+        let mut paths: Vec<&str> = s.file.paths.iter().map(String::as_str).collect();
+        paths.sort_unstable();
+        let count = seen.entry((s.file.host.as_str(), paths)).or_default();
+        if *count < n {
+            *count += 1;
+            shown[i] = true;
+        }
+    }
+    shown
 }
