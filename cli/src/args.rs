@@ -32,6 +32,15 @@ pub struct Cli {
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
 
+    /// Read the repository's passphrase from FILE (restic's --password-file); wins over ARC_PASSWORD*.
+    #[arg(long, short = 'p', global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+
+    /// Run COMMAND (sh -c) and use what it prints as the passphrase (restic's --password-command);
+    /// wins over ARC_PASSWORD*.
+    #[arg(long, global = true, value_name = "COMMAND", conflicts_with = "password_file")]
+    pub password_command: Option<String>,
+
     /// Read without taking a lock (commands that only read; automatic,
     /// with a warning, when the repository cannot be written).
     #[arg(long, global = true)]

@@ -64,6 +64,7 @@ fn main() -> ExitCode {
     tune_allocator();
     report_panics_as_bugs();
     let cli = args::Cli::parse();
+    passphrase::set_flags(cli.password_file.as_deref(), cli.password_command.as_deref());
     if matches!(cli.command, args::Command::Mount(_)) {
         // Before any thread exists: setting the environment is only sound
         // while nothing else can read it.

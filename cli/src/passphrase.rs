@@ -1,11 +1,13 @@
-//! Where passphrases come from: ARC_PASSWORD, ARC_PASSWORD_FILE,
-//! ARC_PASSWORD_COMMAND, the default repository's key file, or a prompt on
-//! the terminal. Without any of them and without a terminal, arc fails at
+//! Where passphrases come from: `--password-file` or `--password-command`,
+//! ARC_PASSWORD, ARC_PASSWORD_FILE, ARC_PASSWORD_COMMAND, the default
+//! repository's key file, or a prompt on the terminal. Without any of them and without a terminal, arc fails at
 //! once naming the variables, so scripts and cron never hang on a prompt.
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Context, Result};
 use zeroize::Zeroizing;
@@ -48,10 +50,42 @@ pub(crate) fn run_command(cmd: &str, var: &str) -> Result<Zeroizing<String>> {
 /// `prefix`'s passphrase variables, in the order they are read.
 const VARIABLES: [&str; 3] = ["PASSWORD", "PASSWORD_FILE", "PASSWORD_COMMAND"];
 
+/// `--password-file` or `--password-command`: which of the ARC variables it
+/// stands for, and its value. Set once, from the command line.
+static FLAG: OnceLock<(&'static str, OsString)> = OnceLock::new();
+
+/// Takes restic's `--password-file FILE` / `--password-command CMD`: they
+/// stand for ARC_PASSWORD_FILE / ARC_PASSWORD_COMMAND, and a flag wins over
+/// every ARC_PASSWORD* variable (a command line says more than a profile).
+/// A flag, not the environment: the variables stay as they were for hooks
+/// and `--stdin-from-command` children.
+pub fn set_flags(file: Option<&Path>, command: Option<&str>) {
+    let flag = match (file, command) {
+        (Some(f), _) => ("PASSWORD_FILE", f.as_os_str().to_owned()),
+        (None, Some(c)) => ("PASSWORD_COMMAND", OsString::from(c)),
+        (None, None) => return,
+    };
+    let _ = FLAG.set(flag);
+}
+
 /// `{prefix}_{name}`, unless unset or empty (an empty one counts as unset,
-/// here and in [`from_env`] alike).
-fn var(prefix: &str, name: &str) -> Option<std::ffi::OsString> {
+/// here and in [`from_env`] alike); for ARC, a `--password-*` flag instead
+/// of the variables when one was given.
+fn var(prefix: &str, name: &str) -> Option<OsString> {
+    if let (Some((flag, value)), "ARC") = (FLAG.get(), prefix) {
+        return (*flag == name).then(|| value.clone()).filter(|v| !v.is_empty());
+    }
     std::env::var_os(format!("{prefix}_{name}")).filter(|v| !v.is_empty())
+}
+
+/// What the error messages call `{prefix}_{name}`: the flag that stands for
+/// it when one was given.
+fn source_name(prefix: &str, name: &str) -> String {
+    match (FLAG.get(), prefix) {
+        (Some(("PASSWORD_FILE", _)), "ARC") => "--password-file".into(),
+        (Some(("PASSWORD_COMMAND", _)), "ARC") => "--password-command".into(),
+        _ => format!("{prefix}_{name}"),
+    }
 }
 
 /// Is any of `prefix`'s passphrase variables set (and not empty)?
@@ -67,15 +101,19 @@ pub fn from_env(prefix: &str) -> Result<Option<Zeroizing<String>>> {
     let pw = if let Some(v) = get(password) {
         Some(Zeroizing::new(v.into_string().map_err(|_| anyhow!("{prefix}_PASSWORD is not UTF-8"))?))
     } else if let Some(p) = get(file) {
-        Some(read_file(Path::new(&p), &format!("{prefix}_PASSWORD_FILE"))?)
+        Some(read_file(Path::new(&p), &source_name(prefix, file))?)
     } else if let Some(c) = get(command) {
-        let c = c.into_string().map_err(|_| anyhow!("{prefix}_PASSWORD_COMMAND is not UTF-8"))?;
-        Some(run_command(&c, &format!("{prefix}_PASSWORD_COMMAND"))?)
+        let name = source_name(prefix, command);
+        let c = c.into_string().map_err(|_| anyhow!("{name} is not UTF-8"))?;
+        Some(run_command(&c, &name)?)
     } else {
         None
     };
     if pw.as_ref().is_some_and(|p| p.is_empty()) {
-        bail!("the passphrase from {prefix}_PASSWORD* is empty");
+        match FLAG.get() {
+            Some(_) if prefix == "ARC" => bail!("the passphrase from {} is empty", source_name(prefix, "")),
+            _ => bail!("the passphrase from {prefix}_PASSWORD* is empty"),
+        }
     }
     Ok(pw)
 }

@@ -225,6 +225,27 @@ fn restics_stdin_filename_names_the_stream() {
     assert_eq!(out.stdout, b"INSERT 1;\n");
 }
 
+/// restic's `--password-file` (`-p`) and `--password-command`: a cron line
+/// written for restic keeps its flag, and the flag wins over an
+/// ARC_PASSWORD left in a profile.
+#[test]
+fn restics_password_flags_open_the_repository() {
+    let env = TestEnv::new();
+    let pw = env.path("pw");
+    fs::write(&pw, "from a file\n").unwrap();
+    // ARC_PASSWORD holds the suite's passphrase, not this repository's.
+    env.arc().arg("-p").arg(&pw).arg("init").run().success();
+    env.arc().arg("--password-file").arg(&pw).arg("snapshots").run().success();
+    let cat = format!("cat '{}'", pw.display());
+    env.arc().args(["--password-command", &cat, "snapshots"]).run().success();
+    env.arc().arg("snapshots").run().code_is(1).one_line_error();
+    let missing = env.path("no-such-file");
+    let out = env.arc().arg("--password-file").arg(&missing).arg("snapshots").run().code_is(1);
+    let line = out.one_line_error();
+    assert!(line.contains("--password-file") && line.contains("no-such-file"), "{line}");
+    env.arc().arg("-p").arg(&pw).args(["--password-command", "true", "snapshots"]).run().code_is(2);
+}
+
 /// Commands that never open --repo work whatever ARC_REPO holds (a typo
 /// in a profile must not break `source <(arc completion bash)`).
 #[test]
