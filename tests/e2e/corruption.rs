@@ -300,6 +300,32 @@ fn missing_data_pack_is_found_by_plain_check_and_costs_only_its_files() {
     }
 }
 
+/// A lost pack heals while the sources still hold its data: `repair
+/// index` drops the blobs the pack held, and a backup with `--force-read`
+/// stores them again under the same ids, which repairs the older snapshots
+/// that share them (restic's "repair index, then back up"). Check's hint
+/// says so. A plain backup would not: it takes unchanged files from the
+/// parent without an index lookup (the no-change backup's speed).
+#[test]
+fn lost_pack_heals_by_repair_index_and_a_backup_with_force_read() {
+    let fx = setup();
+    let loc = fx.files[&fx.src.join("big/f1.bin")][0];
+    fs::remove_file(fx.pack_path(&loc.pack)).unwrap();
+    let damaged = fx.files_where(|l| l.pack == loc.pack);
+    let text = check_reports(&fx, false, &format!("pack {} is missing", loc.pack), &damaged);
+    assert!(text.contains("arc backup --force-read"), "no hint\n{text}");
+    let json = fx.env.arc().args(["--json", "check"]).run().code_is(1).json();
+    assert_eq!(json["data_missing"], true, "{json}");
+
+    fx.env.arc().args(["repair", "index"]).run().success();
+    fx.env.arc().arg("check").run().code_is(1).stdout_contains("is not in any index file");
+    fx.env.backup(["--force-read".as_ref(), fx.src.as_os_str()]);
+    check_passes(&fx, true);
+    for i in 0..2 {
+        assert_eq!(restore_checked(&fx, i, |_| false), 0);
+    }
+}
+
 #[test]
 fn damaged_or_missing_tree_costs_only_its_directory() {
     // Runs: a flipped bit in the frame of many/'s tree, and the tree pack

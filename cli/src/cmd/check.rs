@@ -57,6 +57,12 @@ pub fn run(env: &Env, a: CheckArgs) -> Result<u8> {
         if report.index_damaged {
             outln!("hint: rebuild the index from the packs with `arc repair index`")?;
         }
+        if report.data_missing {
+            outln!(
+                "hint: `arc repair index`, then `arc backup --force-read` of the same paths, stores again what the \
+                 sources still hold; the older snapshots that share it are repaired with it"
+            )?;
+        }
         if report.ok() && !env.quiet {
             outln!("no errors were found")?;
         }

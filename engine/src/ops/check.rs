@@ -66,6 +66,11 @@ pub struct CheckReport {
     /// An index file is damaged: rebuilding the index from the packs
     /// (repair index) is the way back.
     pub index_damaged: bool,
+    /// A pack is gone, or blobs are in no index file: once `repair index`
+    /// has dropped what the packs no longer hold, a backup that reads its
+    /// sources again stores that data anew under the same ids, which
+    /// repairs every snapshot sharing it (see RELIABILITY.md).
+    pub data_missing: bool,
     /// Not damage: e.g. packs an interrupted backup left unlisted.
     pub warnings: Vec<String>,
 }
@@ -138,6 +143,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
             None => {
                 missing_packs.insert(no as u32);
                 report.error(format!("pack {id} is missing"));
+                report.data_missing = true;
             }
             Some(&len) if len != row.len => {
                 missing_packs.insert(no as u32);
@@ -268,6 +274,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
             }
             if !any {
                 bad_chunks.insert(c, false);
+                report.data_missing = true;
             } else if !present || bad_blobs.contains(&c) {
                 bad_chunks.insert(c, true);
             }
