@@ -1,7 +1,8 @@
 //! Where passphrases come from: `--password-file` or `--password-command`,
 //! ARC_PASSWORD, ARC_PASSWORD_FILE, ARC_PASSWORD_COMMAND, the default
-//! repository's key file, or a prompt on the terminal. Without any of them and without a terminal, arc fails at
-//! once naming the variables, so scripts and cron never hang on a prompt.
+//! repository's key file, or a prompt on the terminal. Without any of them
+//! and without a terminal, arc fails at once naming the variables, so
+//! scripts and cron never hang on a prompt.
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -110,10 +111,11 @@ pub fn from_env(prefix: &str) -> Result<Option<Zeroizing<String>>> {
         None
     };
     if pw.as_ref().is_some_and(|p| p.is_empty()) {
-        match FLAG.get() {
-            Some(_) if prefix == "ARC" => bail!("the passphrase from {} is empty", source_name(prefix, "")),
-            _ => bail!("the passphrase from {prefix}_PASSWORD* is empty"),
-        }
+        let from = match FLAG.get() {
+            Some((flag, _)) if prefix == "ARC" => source_name(prefix, flag),
+            _ => format!("{prefix}_PASSWORD*"),
+        };
+        bail!("the passphrase from {from} is empty");
     }
     Ok(pw)
 }
