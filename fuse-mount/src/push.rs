@@ -26,10 +26,10 @@
 //! dispatch thread.
 //!
 //! Bounded: pages pushed are ordinary page cache (reclaimed under memory
-//! pressure like any other), at most one directory batch's worth of small
-//! files per directory read (the readahead's budget), and this side holds
-//! at most [`QUEUE`] directories waiting (more are not pushed, their READs
-//! are answered as before).
+//! pressure like any other), at most [`DIR_BUDGET`] bytes of files per
+//! directory (the readahead's batch), and this side holds at most
+//! [`QUEUE`] directories waiting (more are not pushed, their READs are
+//! answered as before) and one file's data at a time.
 //!
 //! fuser's `Notifier::store` is not used: it reports the kernel's ENOENT
 //! (no such inode) as success, and the counts must tell the two apart.
@@ -51,10 +51,13 @@ use crate::stats::{Op, RequestCounts};
 const QUEUE: usize = 16;
 /// Directories pushed already (not pushed again while remembered).
 const REMEMBERED: usize = 1024;
-/// Files up to this size are pushed (a small file's READ is one request).
-const MAX_FILE: u64 = 128 * 1024;
+/// Files up to this size are pushed: those the directory readahead loads
+/// (larger ones are followed by the sequential readahead as they are read).
+const MAX_FILE: u64 = 1 << 20;
 /// Bytes pushed per directory at most (the directory readahead's batch).
 const DIR_BUDGET: u64 = 8 << 20;
+/// Files looked at per directory at most.
+const DIR_FILES: usize = 4096;
 
 /// `FUSE_NOTIFY_STORE` in `fuse_out_header.error` (include/uapi/linux/fuse.h).
 const FUSE_NOTIFY_STORE: i32 = 4;
@@ -143,7 +146,7 @@ fn push_dir(ctx: &Ctx<'_>, dir: &Inode, reading: u64) {
     let Ok(listing) = vfs.read_dir(&dir.entry) else { return };
     let mut files: Vec<(u64, Entry)> = Vec::new();
     let _ = vfs.list_from(&listing, 0, |item| {
-        if !vfs.read_ahead_covers(&item.entry) {
+        if files.len() >= DIR_FILES || !vfs.read_ahead_covers(&item.entry) {
             return true;
         }
         // Hardlinks show as another file's inode: left to their READ.
