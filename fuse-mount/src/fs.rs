@@ -26,10 +26,11 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::num::NonZeroUsize;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use arc_engine::vfs::{Entry, Kind, Listing, OpenFile, Position, Vfs, VfsError};
@@ -43,6 +44,7 @@ use lru::LruCache;
 use crate::attr::{file_attr, file_type};
 use crate::errno::{is_damage, to_errno};
 use crate::inode::{child_key, Inode, InodeTable};
+use crate::push::{DirPush, Pusher};
 use crate::spin::Spinner;
 use crate::stats::{Op, RequestCounts};
 use crate::MountEvents;
@@ -102,7 +104,7 @@ impl<T> Handles<T> {
 /// starts over as a new reader. Each is kept with the entry it was opened
 /// for, so an inode number that comes to stand for another entry (after
 /// the kernel forgot the first) never reads the first one's chunks.
-struct FilesByInode {
+pub struct FilesByInode {
     shards: Vec<Mutex<FileShard>>,
 }
 
@@ -136,6 +138,11 @@ impl FilesByInode {
         let f = Arc::new(open()?);
         lock(self.shard(ino)).put(ino, (entry.clone(), f.clone()));
         Ok(f)
+    }
+
+    /// Whether `ino` (standing for `entry`) was read lately.
+    pub fn contains(&self, ino: u64, entry: &Entry) -> bool {
+        lock(self.shard(ino)).peek(&ino).is_some_and(|(e, _)| e == entry)
     }
 }
 
@@ -250,7 +257,7 @@ pub struct ArcFs {
     inodes: Arc<InodeTable>,
     files: Handles<OpenFile>,
     /// Files read without OPEN (`no_open`).
-    files_by_ino: FilesByInode,
+    files_by_ino: Arc<FilesByInode>,
     dirs: Handles<DirHandle>,
     report: Arc<Reporter>,
     readers: ReadPool,
@@ -262,6 +269,11 @@ pub struct ArcFs {
     spinner: Option<Arc<Spinner>>,
     /// Requests by opcode, when counting was asked for.
     counts: Option<Arc<RequestCounts>>,
+    /// Pushes small files' data into the kernel's page cache after their
+    /// directory's first READ (push.rs), when asked for.
+    pusher: Option<Pusher>,
+    /// The directory pushed last (0: none).
+    last_pushed_dir: AtomicU64,
 }
 
 impl ArcFs {
@@ -271,6 +283,7 @@ impl ArcFs {
         read_threads: usize,
         spinner: Option<Arc<Spinner>>,
         counts: Option<Arc<RequestCounts>>,
+        push: bool,
     ) -> ArcFs {
         let inodes = Arc::new(InodeTable::new());
         let report = Arc::new(Reporter {
@@ -279,11 +292,13 @@ impl ArcFs {
             events,
             reported: Mutex::new(HashSet::new()),
         });
+        let files_by_ino = Arc::new(FilesByInode::new());
+        let pusher = push.then(|| Pusher::start(vfs.clone(), inodes.clone(), files_by_ino.clone(), counts.clone()));
         ArcFs {
             vfs,
             inodes,
             files: Handles::new(),
-            files_by_ino: FilesByInode::new(),
+            files_by_ino,
             dirs: Handles::new(),
             report,
             readers: ReadPool::new(read_threads),
@@ -291,7 +306,15 @@ impl ArcFs {
             zero_message_open: false,
             spinner,
             counts,
+            pusher,
+            last_pushed_dir: AtomicU64::new(0),
         }
+    }
+
+    /// Where the session's /dev/fuse descriptor goes for the pusher, if
+    /// there is one.
+    pub fn push_fd(&self) -> Option<Arc<OnceLock<OwnedFd>>> {
+        self.pusher.as_ref().map(Pusher::fd_slot)
     }
 
     /// Every request starts here.
@@ -392,6 +415,22 @@ impl ArcFs {
             cur = self.inodes.get(cur.parent)?;
         }
         None
+    }
+}
+
+impl ArcFs {
+    /// A file of `file`'s directory is read from its start: the pusher
+    /// writes the directory's small files the kernel has looked up into
+    /// the page cache, so reading them needs no READ (push.rs).
+    fn push_dir_of(&self, file: &Inode) {
+        let Some(pusher) = &self.pusher else { return };
+        // Once per directory in a row: every file's first read gets here.
+        if self.last_pushed_dir.swap(file.parent, Ordering::Relaxed) == file.parent {
+            return;
+        }
+        if let Some(dir) = self.inodes.get(file.parent).filter(|d| d.entry.is_immutable()) {
+            pusher.send(DirPush { dir, reading: file.ino, work: self.vfs.work().start() });
+        }
     }
 }
 
@@ -566,6 +605,7 @@ impl fuser::Filesystem for ArcFs {
             // next (a copy of the directory, of the tree).
             if let Ok(i) = self.inode(ino) {
                 self.vfs.readahead_at(&i.entry, || self.position(&i));
+                self.push_dir_of(&i);
             }
         }
         let f = if fh.0 == 0 {

@@ -177,6 +177,19 @@ impl InodeTable {
         unreachable!("the probe sequence is endless")
     }
 
+    /// One more reference to `ino` while it stands for `entry` (true), so
+    /// that the number keeps standing for it until the matching
+    /// [`InodeTable::forget`], whatever the kernel forgets meanwhile.
+    pub fn hold(&self, ino: u64, entry: &Entry) -> bool {
+        match lock(self.shard(ino)).get_mut(&ino) {
+            Some(s) if s.inode.entry == *entry => {
+                s.nlookup += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The kernel dropped `n` references.
     pub fn forget(&self, ino: u64, n: u64) {
         let mut shard = lock(self.shard(ino));
@@ -221,6 +234,19 @@ mod tests {
         assert_eq!(t.child(&root, 0, node(0), true), a);
         assert!(t.get(c).is_some());
         assert_eq!(t.len(), 4);
+    }
+
+    #[test]
+    fn a_held_number_outlives_the_kernels_forget() {
+        let t = InodeTable::new();
+        let root = t.get(ROOT).unwrap();
+        let a = t.child(&root, 0, node(0), true);
+        assert!(!t.hold(a, &node(1)), "held only for the entry it stands for");
+        assert!(t.hold(a, &node(0)));
+        t.forget(a, 1);
+        assert!(t.get(a).is_some(), "the hold keeps it");
+        t.forget(a, 1);
+        assert!(t.get(a).is_none());
     }
 
     #[test]

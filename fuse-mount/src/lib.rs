@@ -6,8 +6,9 @@
 //! unmounting ([`Mounted::unmount`]). Modules: `fs` (the `fuser::Filesystem`
 //! implementation), `inode` (inode numbers ↔ VFS entries), `attr` (VFS
 //! attributes → kernel attributes), `errno` (the one error → errno map),
-//! `spin` (busy-polling during bursts of requests), `stats` (requests
-//! counted by opcode, on request).
+//! `spin` (busy-polling during bursts of requests), `push` (small files'
+//! data pushed into the kernel's page cache), `stats` (requests counted by
+//! opcode, on request).
 //! It prints nothing: damage found while serving reads is passed to the
 //! caller's [`MountEvents`].
 
@@ -15,6 +16,7 @@ mod attr;
 mod errno;
 mod fs;
 mod inode;
+mod push;
 mod spin;
 mod stats;
 
@@ -58,6 +60,9 @@ pub struct MountOptions {
     pub busy_poll_threads: usize,
     /// Count kernel requests by opcode ([`Mounted::request_counts`]).
     pub count_requests: bool,
+    /// Push small files' data into the kernel's page cache after their
+    /// LOOKUP during a copy, saving the READ (see `push.rs`).
+    pub push_small_files: bool,
 }
 
 impl Default for MountOptions {
@@ -71,6 +76,7 @@ impl Default for MountOptions {
             busy_poll: Duration::from_micros(200),
             busy_poll_threads: cpus.min(2),
             count_requests: false,
+            push_small_files: true,
         }
     }
 }
@@ -282,9 +288,18 @@ pub fn mount(
         std::fs::canonicalize(mountpoint).map_err(|e| MountError::Io { path: mountpoint.to_path_buf(), source: e })?;
     let spinner = spin::Spinner::start(opts.busy_poll, opts.busy_poll_threads, vfs.work().clone()).map(Arc::new);
     let counts = opts.count_requests.then(|| Arc::new(stats::RequestCounts::default()));
-    let fs = fs::ArcFs::new(vfs, events, opts.read_threads, spinner.clone(), counts.clone());
+    let fs = fs::ArcFs::new(vfs, events, opts.read_threads, spinner.clone(), counts.clone(), opts.push_small_files);
+    // The pusher writes to the session's /dev/fuse, which exists only
+    // once the file system has been handed to the session.
+    let push_fd = fs.push_fd();
     let session = fuser::Session::new(fs, &canonical, &cfg)
         .map_err(|e| MountError::Mount { path: canonical.clone(), source: e })?;
+    if let Some(slot) = push_fd {
+        use std::os::fd::AsFd;
+        if let Ok(fd) = session.as_fd().try_clone_to_owned() {
+            let _ = slot.set(fd);
+        }
+    }
     // The dispatch thread itself polls /dev/fuse during a burst (see
     // spin.rs). It does so at normal priority, so only where another CPU
     // is left for the walker.

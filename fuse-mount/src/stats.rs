@@ -35,9 +35,14 @@ pub enum Op {
     Access,
     /// Anything that would change the file system (answered EROFS).
     Write,
+    /// Not requests: small files whose data was pushed into the kernel's
+    /// page cache after their LOOKUP (push.rs), and pushes the kernel did
+    /// not take (the inode was not built in time, or was gone).
+    Pushed,
+    PushMissed,
 }
 
-const ALL: [Op; 19] = [
+const ALL: [Op; 21] = [
     Op::Lookup,
     Op::Forget,
     Op::Getattr,
@@ -57,6 +62,8 @@ const ALL: [Op; 19] = [
     Op::Listxattr,
     Op::Access,
     Op::Write,
+    Op::Pushed,
+    Op::PushMissed,
 ];
 
 impl Op {
@@ -81,6 +88,8 @@ impl Op {
             Op::Listxattr => "listxattr",
             Op::Access => "access",
             Op::Write => "write-like",
+            Op::Pushed => "pushed",
+            Op::PushMissed => "push-missed",
         }
     }
 }
@@ -97,9 +106,12 @@ impl RequestCounts {
     }
 
     /// Requests received (read-queued is a subset of read, not another
-    /// request; forgets are counted per inode).
+    /// request, nor are pushes; forgets are counted per inode).
     pub fn total(&self) -> u64 {
-        ALL.iter().filter(|&&op| op != Op::ReadQueued).map(|&op| self.counts[op as usize].load(Ordering::Relaxed)).sum()
+        ALL.iter()
+            .filter(|&&op| !matches!(op, Op::ReadQueued | Op::Pushed | Op::PushMissed))
+            .map(|&op| self.counts[op as usize].load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Nonzero counts, in opcode order.
@@ -125,7 +137,8 @@ mod tests {
         c.add(Op::Lookup);
         c.add(Op::Read);
         c.add(Op::ReadQueued);
-        assert_eq!(c.snapshot(), vec![("lookup", 2), ("read", 1), ("read-queued", 1)]);
+        c.add(Op::Pushed);
+        assert_eq!(c.snapshot(), vec![("lookup", 2), ("read", 1), ("read-queued", 1), ("pushed", 1)]);
         assert_eq!(c.total(), 3);
     }
 }

@@ -615,7 +615,9 @@ fn mount_copy_out_costs_no_open_release_or_flush_per_file() {
     env.init();
     env.backup([&src]);
 
-    let m = Mounted::start_with(&env, &env.path("mnt"), &["--count-requests"]);
+    // Without pushing file data ahead of the READs (pinned in
+    // mount_pushed_small_files_spare_reads_and_read_back_right).
+    let m = Mounted::start_with(&env, &env.path("mnt"), &["--count-requests", "--no-push"]);
     let inside = restored(&m.path("latest"), &src);
     let out = env.path("copied");
     let tar = TestCommand::new("tar").arg("-cf").arg(&out).arg("-C").arg(&inside).arg(".").run();
@@ -635,4 +637,87 @@ fn mount_copy_out_costs_no_open_release_or_flush_per_file() {
     assert_eq!(n("read"), files, "{counts:?}");
     let way_down = 3 + src.components().filter(|c| matches!(c, std::path::Component::Normal(_))).count() as u64;
     assert_eq!(n("lookup"), way_down + 4 + files + 1, "{counts:?}");
+}
+
+/// When the first file of a directory is read, the directory's small
+/// files that the kernel has looked up already are pushed into its page
+/// cache, so reading them sends no READ (a copy that lists before it
+/// reads, as rsync does); what is read back must be the file's bytes,
+/// wherever read from, hardlinks included.
+#[test]
+fn mount_pushed_small_files_spare_reads_and_read_back_right() {
+    require!(Need::Fuse);
+    let env = TestEnv::new();
+    let src = env.path("src");
+    let files = 40u64;
+    for i in 0..files {
+        write_random_file(&src.join(format!("d/f{i:03}")), 3000 + i * 997, 500 + i);
+    }
+    fs::hard_link(src.join("d/f020"), src.join("d/link-to-f020")).unwrap();
+    env.init();
+    env.backup([&src]);
+
+    let m = Mounted::start_with(&env, &env.path("mnt"), &["--count-requests"]);
+    let d = restored(&m.path("latest"), &src).join("d");
+    let original = |name: &str| fs::read(src.join("d").join(name)).unwrap();
+    // Everything looked up first, as rsync builds its file list.
+    for e in fs::read_dir(&d).unwrap() {
+        let e = e.unwrap();
+        let want = fs::symlink_metadata(src.join("d").join(e.file_name())).unwrap().len();
+        assert_eq!(fs::symlink_metadata(e.path()).unwrap().len(), want);
+    }
+    // The first file read starts the directory's readahead and push.
+    assert_eq!(fs::read(d.join("f000")).unwrap(), original("f000"));
+    let others: Vec<String> = (1..files).map(|i| format!("f{i:03}")).collect();
+    wait_for(Duration::from_secs(20), || others.iter().all(|n| page_cached(&d.join(n))));
+    // Read at an offset, then whole, then by the hardlink's name. A page
+    // the kernel reclaimed meanwhile (a busy machine) is read again with a
+    // READ, which is counted.
+    let names = ["f010", "f020", "link-to-f020", "f033", "f039"];
+    let reread = names.iter().filter(|n| **n != "link-to-f020" && !page_cached(&d.join(n))).count() as u64;
+    for name in names {
+        let want = original(name);
+        let mut part = vec![0u8; 1000];
+        let f = fs::File::open(d.join(name)).unwrap();
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut part, 777).unwrap();
+        assert_eq!(part, want[777..1777], "{name} at offset 777");
+        assert_eq!(fs::read(d.join(name)).unwrap(), want, "{name}");
+    }
+    let counts = request_counts(&m.stop().stderr_str());
+    let n = |k: &str| counts.get(k).copied().unwrap_or(0);
+    // Every file but f000 was pushed, once (f020 for both its names: one
+    // inode), and read without a READ.
+    assert_eq!((n("pushed"), n("push-missed")), (files - 1, 0), "{counts:?}");
+    assert_eq!(n("read"), 1 + reread, "{counts:?}");
+}
+
+/// Whether all of `path`'s pages are in the page cache (mincore of a
+/// mapping), without reading it.
+fn page_cached(path: &Path) -> bool {
+    let f = fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    if len == 0 {
+        return true;
+    }
+    let page = 4096;
+    let pages = len.div_ceil(page);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: a private read-only mapping of an open file, unmapped before
+    // returning; mincore writes one byte per page into `vec`, which has
+    // room for every page of the mapping.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "mmap {}", path.display());
+        let rc = libc::mincore(p, len, vec.as_mut_ptr());
+        libc::munmap(p, len);
+        assert_eq!(rc, 0, "mincore {}", path.display());
+    }
+    vec.iter().all(|b| b & 1 == 1)
 }

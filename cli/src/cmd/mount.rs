@@ -34,6 +34,7 @@ pub fn run(env: &Env, a: MountArgs) -> Result<u8> {
             .collect(),
         busy_poll: std::time::Duration::from_micros(a.busy_poll_us),
         count_requests: a.count_requests,
+        push_small_files: !a.no_push,
         ..Default::default()
     };
     // The usual mistakes (a non-empty directory, no FUSE) are caught

@@ -124,6 +124,20 @@ impl Vfs {
         });
     }
 
+    /// Whether `file` lies in a directory batch that is loading or loaded
+    /// (its data is likely in memory, or about to be). One map lookup, no
+    /// index access: front ends ask it on every lookup during a copy, and
+    /// a walk that reads no data (`ls -lR`) never starts a batch, so it
+    /// always gets `false` and opens nothing.
+    pub fn read_ahead_covers(&self, file: &Entry) -> bool {
+        let Entry::Node { tree: dir, index } = *file else { return false };
+        match lock(&self.dir_readahead.dirs).peek(&dir) {
+            Some(Progress::Running) => true,
+            Some(Progress::Done { end, .. }) => index < *end,
+            None => false,
+        }
+    }
+
     /// Loads the chunks of the small files from entry `from` on, until
     /// `budget` bytes of them are cached or loading.
     fn load_batch(&self, dir: Id, from: u32, budget: u64) -> Progress {
@@ -239,9 +253,14 @@ mod tests {
         let (_dir, vfs, files) = small_files(40, 8 << 20);
         let (small, large) = files.split_at(40);
         assert!(small.iter().all(|e| !cached(&vfs, e)), "nothing is cached before a read");
+        assert!(!vfs.read_ahead_covers(&small[0]), "no batch before a read");
         // A file in the middle, as `cp` (inode order) might start.
         vfs.readahead_after(&small[17]);
         wait_until("every small file is cached", || small.iter().all(|e| cached(&vfs, e)));
+        wait_until("the batch is done", || {
+            matches!(lock(&vfs.dir_readahead.dirs).peek(&dir_of(&small[0])), Some(Progress::Done { .. }))
+        });
+        assert!(small.iter().all(|e| vfs.read_ahead_covers(e)), "the batch covers the directory");
         assert!(!cached(&vfs, &large[0]), "large files are left to sequential readahead");
         // The data is the file's, not just something in the cache.
         let f = vfs.open(&small[3]).unwrap();
