@@ -572,8 +572,8 @@ pub struct MountArgs {
     /// unmounting (for measuring how many round trips a tool needs).
     #[arg(long, hide = true)]
     pub count_requests: bool,
-    /// Do not push small files' data into the kernel's page cache after
-    /// their lookup (for measuring what the push saves).
+    /// Do not push small files' data into the kernel's page cache when
+    /// their directory's first file is read (for measuring what the push saves).
     #[arg(long, hide = true)]
     pub no_push: bool,
 }

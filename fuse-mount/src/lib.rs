@@ -60,8 +60,9 @@ pub struct MountOptions {
     pub busy_poll_threads: usize,
     /// Count kernel requests by opcode ([`Mounted::request_counts`]).
     pub count_requests: bool,
-    /// Push small files' data into the kernel's page cache after their
-    /// LOOKUP during a copy, saving the READ (see `push.rs`).
+    /// Push the small files the kernel has looked up into its page cache
+    /// when their directory's first file is read, saving their READs
+    /// (see `push.rs`).
     pub push_small_files: bool,
 }
 
