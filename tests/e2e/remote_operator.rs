@@ -14,6 +14,26 @@ fn arc(env: &TestEnv, server: &Server, url: &str) -> TestCommand {
     env.cmd().envs_from(server.env.clone()).args(["--repo", url])
 }
 
+/// `https://` for a server that speaks plain HTTP: no handshake can work,
+/// so the command ends at once (it used to retry for 13-25 s), in one line
+/// that says so and what to write instead.
+#[test]
+fn https_for_a_plain_http_server_fails_at_once_saying_why() {
+    if !requirements_met(&needs(Backend::S3)) {
+        return;
+    }
+    let env = TestEnv::new();
+    let server = start(Backend::S3, &env.path("s3"), &env.path("s3/bucket"));
+    let url = server.url.replacen("s3:http://", "s3:https://", 1);
+    let started = Instant::now();
+    let out = arc(&env, &server, &url).arg("snapshots").timeout(Duration::from_secs(60)).run().failure();
+    let took = started.elapsed();
+    let line = out.one_line_error();
+    assert!(line.contains("does not speak TLS") && line.contains("http://"), "{line}");
+    assert!(!line.contains("gave up"), "a handshake that cannot succeed was retried: {line}");
+    assert!(took < Duration::from_secs(5), "took {took:?}: {line}");
+}
+
 /// A query string or fragment in an HTTP repository URL is refused before
 /// anything is sent (WebDAV used to create a directory `dav?x=1` with
 /// `keys/` and `tmp/` and then fail with "not an arc repository"), and

@@ -74,8 +74,35 @@ fn explain(location: &Location, e: arc_engine::Error) -> anyhow::Error {
         arc_engine::Error::Remote { reason, .. } if REFUSALS.iter().any(|r| mentions(reason, r)) => {
             anyhow!("{e} ({})", credential_hint(location))
         }
+        arc_engine::Error::Remote { reason, .. } => match setup_hint(location, reason) {
+            Some(hint) => anyhow!("{e} ({hint})"),
+            None => e.into(),
+        },
         _ => e.into(),
     }
+}
+
+/// What to do about a repository URL that points at something arc cannot
+/// use as it is: a bucket that does not exist, a server whose certificate
+/// is not trusted, an https:// URL for a plain HTTP server (the engine's
+/// words for these: storage/remote.rs, remote/tls.rs).
+fn setup_hint(location: &Location, reason: &str) -> Option<String> {
+    if reason.contains("NoSuchBucket") {
+        let bucket = match location {
+            Location::S3 { bucket, .. } => bucket.as_str(),
+            _ => "the bucket",
+        };
+        return Some(format!("arc does not create buckets: create {bucket} with the storage provider's tools first"));
+    }
+    if reason.contains("TLS certificate is not trusted") {
+        return Some(
+            "a private CA's certificate goes in the system's trust store, or in a file named by SSL_CERT_FILE".into(),
+        );
+    }
+    if reason.contains("does not speak TLS") {
+        return Some("if the server takes plain HTTP, the URL starts with http://".into());
+    }
+    None
 }
 
 /// Whether `reason` holds `word`, a status code not inside a longer number:

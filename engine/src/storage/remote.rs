@@ -46,8 +46,10 @@ use crate::ratelimit::RateLimit;
 
 #[cfg(test)]
 mod fake_http;
+mod restate;
 mod ssh;
 mod staged_put;
+mod tls;
 mod upload;
 
 use upload::Source;
@@ -280,7 +282,9 @@ impl RemoteStorage {
                 if let Some(p) = env("AWS_PROFILE") {
                     b = b.profile(&p);
                 }
-                (Operator::new(b).map_err(|e| config_error(location, e))?, true)
+                // Innermost, under the retry layer: a TLS handshake that
+                // cannot succeed is not retried (remote/tls.rs).
+                (Operator::new(b).map_err(|e| config_error(location, e))?.layer(restate::Restate(tls::restate)), true)
             }
             Location::Sftp { user, host, port, path } => {
                 let host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
@@ -301,7 +305,7 @@ impl RemoteStorage {
                 // Innermost, under the retry layer: a failed ssh start that
                 // is worth another attempt is retried like any request
                 // (remote/ssh.rs).
-                (Operator::new(b).map_err(|e| config_error(location, e))?.layer(ssh::SshErrors), false)
+                (Operator::new(b).map_err(|e| config_error(location, e))?.layer(restate::Restate(ssh::restate)), false)
             }
             Location::WebDav { endpoint, user, path } => {
                 let mut b = opendal::services::Webdav::default().endpoint(endpoint).root(&format!("/{path}"));
@@ -316,7 +320,7 @@ impl RemoteStorage {
                     staged_put::Dav::new(endpoint, &format!("/{path}"), user.as_deref(), password.as_deref())
                         .map_err(|e| config_error(location, e))?,
                 );
-                (Operator::new(b).map_err(|e| config_error(location, e))?, false)
+                (Operator::new(b).map_err(|e| config_error(location, e))?.layer(restate::Restate(tls::restate)), false)
             }
         };
         let slots = Slots(std::sync::Arc::new(tokio::sync::Semaphore::new(opts.connections.max(1))));
@@ -426,7 +430,7 @@ impl RemoteStorage {
     }
 
     fn err(&self, kind: FileKind, name: &str, e: Failed) -> Error {
-        if e.kind() == ErrorKind::NotFound {
+        if e.kind() == ErrorKind::NotFound && !no_such_bucket(&e) {
             return Error::Missing { kind: kind.describe(), name: name.to_string() };
         }
         self.other(&object_path(kind, name), e)
@@ -498,6 +502,14 @@ impl RemoteStorage {
         })?;
         Ok(FileStat { len: meta.content_length(), modified })
     }
+}
+
+/// Whether S3 answered that the bucket itself does not exist: a 404 like
+/// a missing object's, but "no arc repository here; create one with `arc
+/// init`" would send the user to an init that fails the same way (arc
+/// does not create buckets). Said as the server's error instead.
+fn no_such_bucket(e: &opendal::Error) -> bool {
+    s3_error_body(e.message().trim()).is_some_and(|b| b.starts_with("S3 error NoSuchBucket"))
 }
 
 /// `S3Error { code: "X", message: "M", .. }`, as opendal renders an S3
@@ -1008,6 +1020,17 @@ mod tests {
         });
         let methods: Vec<String> = log.lock().unwrap().iter().map(|r| r.method.clone()).collect();
         assert_eq!(methods, ["GET", "HEAD", "GET"], "the HEAD waited for the GET's retry");
+    }
+
+    #[test]
+    fn a_missing_bucket_is_not_a_missing_file() {
+        let (port, _) = fake_http::serve(Vec::new(), Reply::Fail(404, "NoSuchBucket"), s3_ok);
+        let e = s3(port, 0).get(FileKind::Config, "config").unwrap_err();
+        assert!(matches!(e, Error::Remote { .. }), "{e:?}");
+        assert!(e.to_string().contains("NoSuchBucket"), "{e}");
+        let (port, _) = fake_http::serve(Vec::new(), Reply::Fail(404, "NoSuchKey"), s3_ok);
+        let e = s3(port, 0).get(FileKind::Config, "config").unwrap_err();
+        assert!(matches!(e, Error::Missing { .. }), "{e:?}");
     }
 
     #[test]
