@@ -71,3 +71,54 @@ fn a_password_in_a_url_is_refused_naming_the_variable_it_goes_in() {
         assert!(line.contains(variable) && !line.contains("hunter2"), "{url}: {line}");
     }
 }
+
+/// `arc status` while the repository's server is down: the job's last
+/// success is the one this host recorded, not "never", and the error is
+/// shown beside it (exit 1). It used to report `last_success: null`, no
+/// age and "never", as if the job had never run.
+#[test]
+fn status_keeps_the_last_success_while_the_repository_is_unreachable() {
+    if !requirements_met(&needs(Backend::S3)) || !requirements_met(&[Need::FaultInjection]) {
+        return;
+    }
+    let env = TestEnv::new();
+    let mut server = start(Backend::S3, &env.path("s3"), &env.path("s3/bucket"));
+    let src = env.path("src");
+    write_random_file(&src.join("a.bin"), 64 * 1024, 7);
+    let config = env.path("arc.toml");
+    fs::write(
+        &config,
+        format!(
+            "repository = \"{}\"\n[defaults]\nmax-age = \"26h\"\n\n[[jobs]]\nname = \"www\"\nkind = \"files\"\n\
+             paths = [\"{}\"]\n",
+            server.url,
+            src.display()
+        ),
+    )
+    .unwrap();
+    let server_env = server.env.clone();
+    let cmd = || {
+        env.cmd()
+            .envs_from(server_env.clone())
+            .env("XDG_STATE_HOME", env.path("state"))
+            .env("ARC_TEST_REMOTE_RETRIES", "0")
+    };
+    arc(&env, &server, &server.url).arg("init").run().success();
+    cmd().args(["run", "--config"]).arg(&config).run().success();
+    let up = cmd().args(["--json", "status", "--config"]).arg(&config).run().success().json();
+    let listed = up["jobs"][0]["last_success"].as_str().expect("a last success while the server is up").to_string();
+
+    server.stop();
+    let down = cmd().args(["--json", "status", "--config"]).arg(&config).run().code_is(1);
+    let job = &down.json()["jobs"][0];
+    assert!(job["error"].as_str().is_some_and(|e| e.contains("refused")), "{job:#}");
+    let recorded = job["last_success"].as_str().unwrap_or_else(|| panic!("last_success lost: {job:#}"));
+    // The run's start, which comes before its snapshot's time (whole
+    // seconds: the fractions are written with 3, 6 or 9 digits).
+    assert!(recorded[..19] <= listed[..19], "{recorded} is later than the snapshot's {listed}");
+    assert!(job["age_s"].as_i64().is_some_and(|a| a < 600), "{job:#}");
+    assert_eq!(job["stale"], false, "{job:#}");
+    let text = cmd().args(["status", "--config"]).arg(&config).run().code_is(1);
+    let row = text.stdout_str().lines().find(|l| l.starts_with("www")).unwrap_or_default().to_string();
+    assert!(!row.contains("never") && row.contains("ERROR"), "{}", text.describe());
+}
