@@ -122,3 +122,47 @@ fn status_keeps_the_last_success_while_the_repository_is_unreachable() {
     let row = text.stdout_str().lines().find(|l| l.starts_with("www")).unwrap_or_default().to_string();
     assert!(!row.contains("never") && row.contains("ERROR"), "{}", text.describe());
 }
+
+/// `arc run` with several jobs in a repository whose server is down: the
+/// first job gives up after its retries, the next ones try once and fail
+/// at once, saying why (each used to wait out the whole backoff again:
+/// about 20 s a job, an hour for 200 jobs). A server back in the meantime
+/// serves the next job.
+#[test]
+fn run_does_not_wait_out_the_retries_again_for_each_job_of_a_repository_that_is_down() {
+    if !requirements_met(&needs(Backend::S3)) || !requirements_met(&[Need::FaultInjection]) {
+        return;
+    }
+    let env = TestEnv::new();
+    let mut server = start(Backend::S3, &env.path("s3"), &env.path("s3/bucket"));
+    arc(&env, &server, &server.url).arg("init").run().success();
+    let src = env.path("src");
+    write_random_file(&src.join("a.bin"), 16 * 1024, 9);
+    let jobs: String = (1..=4)
+        .map(|i| format!("[[jobs]]\nname = \"j{i}\"\nkind = \"files\"\npaths = [\"{}\"]\n\n", src.display()))
+        .collect();
+    let config = env.path("arc.toml");
+    fs::write(&config, format!("repository = \"{}\"\n\n{jobs}", server.url)).unwrap();
+    let server_env = server.env.clone();
+    let run = || {
+        env.cmd()
+            .envs_from(server_env.clone())
+            .env("XDG_STATE_HOME", env.path("state"))
+            .env("ARC_TEST_REMOTE_RETRIES", "3")
+            .args(["run", "--config"])
+            .arg(&config)
+            .timeout(Duration::from_secs(120))
+            .run()
+    };
+    server.stop();
+    let out = run().failure();
+    let log = out.stderr_str();
+    let failed: Vec<&str> = log.lines().filter(|l| l.contains(" failed duration=")).collect();
+    assert_eq!(failed.len(), 4, "{}", out.describe());
+    assert!(failed[0].contains("gave up after 4 attempts"), "{}", out.describe());
+    for line in &failed[1..] {
+        assert!(line.contains("not retried") && !line.contains("gave up"), "{line}\n{}", out.describe());
+    }
+    server.start_again();
+    run().success();
+}

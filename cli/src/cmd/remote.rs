@@ -48,6 +48,30 @@ fn options(extra: Option<Limits>) -> RemoteOptions {
     }
 }
 
+/// Repositories this process gave up reaching (every retry of opening one
+/// failed), by their shown location. `arc run` opens a job's repository
+/// for each job: with the server down, each job spent the whole backoff
+/// again (about 20 s), so 200 jobs on one host waited more than an hour
+/// for a server that was not there. Once one open gave up, the next ones
+/// try once: a server still down fails them at once, one that came back
+/// serves them (and is retried normally from then on).
+static UNREACHABLE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn gave_up_before(location: &Location) -> bool {
+    UNREACHABLE.lock().map(|l| l.contains(&location.to_string())).unwrap_or(false)
+}
+
+/// Records how opening `location` ended (see [`UNREACHABLE`]).
+fn note_reached(location: &Location, outcome: &Result<Repository>) {
+    let Ok(mut list) = UNREACHABLE.lock() else { return };
+    let shown = location.to_string();
+    match outcome {
+        Ok(_) => list.retain(|l| l != &shown),
+        Err(e) if format!("{e:#}").contains("gave up after") && !list.contains(&shown) => list.push(shown),
+        Err(_) => {}
+    }
+}
+
 fn cache(cache_root: Option<PathBuf>) -> Result<PathBuf> {
     cache_root.ok_or_else(|| {
         anyhow!("a remote repository needs a local cache directory for its index: set XDG_CACHE_HOME or HOME")
@@ -129,8 +153,28 @@ pub fn open_limited(
     passphrase: Option<PassphraseSource<'_>>,
     limits: Option<Limits>,
 ) -> Result<Repository> {
+    let tried_before = gave_up_before(location);
+    let opened = open_once(location, cache_root, passphrase, limits, tried_before);
+    note_reached(location, &opened);
+    if tried_before {
+        return opened.context("not retried: it could not be reached earlier in this run");
+    }
+    opened
+}
+
+fn open_once(
+    location: &Location,
+    cache_root: Option<PathBuf>,
+    passphrase: Option<PassphraseSource<'_>>,
+    limits: Option<Limits>,
+    once: bool,
+) -> Result<Repository> {
     let cache = cache(cache_root)?;
-    let storage = storage::connect_with(location, options(limits)).map_err(|e| explain(location, e))?;
+    let mut opts = options(limits);
+    if once {
+        opts.retries = 0;
+    }
+    let storage = storage::connect_with(location, opts).map_err(|e| explain(location, e))?;
     match Repository::open_cached_with(storage, &cache, passphrase) {
         Ok(r) => Ok(r),
         Err(arc_engine::Error::NotARepository { .. }) => {

@@ -243,7 +243,9 @@ impl RemoteStorage {
     /// Connects to the repository at `location` (not a local path). Nothing
     /// is read or written yet except, for SFTP, the ssh connection.
     pub fn open(location: &Location, opts: RemoteOptions) -> Result<RemoteStorage> {
-        let opts = RemoteOptions { retries: crate::fault::remote_retries(opts.retries), ..opts };
+        // The test hook lowers the retries, never raises them: a caller
+        // that asked for none gets none.
+        let opts = RemoteOptions { retries: crate::fault::remote_retries(opts.retries).min(opts.retries), ..opts };
         // The HTTP client (reqwest with rustls) is installed once per
         // process; without opendal's constructor feature this is explicit.
         opendal::install_default();
