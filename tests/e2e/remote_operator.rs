@@ -166,3 +166,57 @@ fn run_does_not_wait_out_the_retries_again_for_each_job_of_a_repository_that_is_
     server.start_again();
     run().success();
 }
+
+/// Two `arc init`s of one WebDAV location at once (a fleet's provisioning
+/// run), both past their check that nothing is there, then both writing a
+/// config: the one whose config was replaced says the repository already
+/// exists and leaves no key file; the other's passphrase opens it. Both
+/// used to say "created" with their own ids, and the first one's
+/// passphrase then met "wrong passphrase" (its key file opened a master
+/// key the repository does not use).
+#[test]
+fn two_inits_of_one_webdav_location_at_once_make_one_repository() {
+    if !requirements_met(&needs(Backend::WebDav)) || !requirements_met(&[Need::FaultInjection]) {
+        return;
+    }
+    let env = TestEnv::new();
+    let root = env.path("dav");
+    let server = start(Backend::WebDav, &root, &root.join("repo"));
+    let init = |who: &str| {
+        let pauses = env.path(format!("pauses-{who}"));
+        fs::create_dir_all(&pauses).unwrap();
+        fs::write(pauses.join("put-new.pause"), b"").unwrap();
+        let running = arc(&env, &server, &server.url)
+            .env("ARC_PASSWORD", format!("passphrase-{who}"))
+            .env("ARC_TEST_PAUSE_AT", &pauses)
+            .arg("init")
+            .timeout(Duration::from_secs(60))
+            .spawn();
+        let reached = pauses.join("put-new.reached");
+        assert!(wait_for(Duration::from_secs(30), || reached.exists()), "{who} did not reach its put");
+        (running, pauses.join("put-new.go"))
+    };
+    // Both have found no config; the first puts its own, and the second
+    // puts its own while the first waits to read it back.
+    let (first, first_go) = init("first");
+    let (second, second_go) = init("second");
+    fs::write(first_go, b"").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    fs::write(second_go, b"").unwrap();
+    let first = first.wait();
+    let second = second.wait().success();
+    let line = first.failure().one_line_error();
+    assert!(line.contains("already exists"), "{line}");
+    assert!(
+        second.stdout_str().contains("created") || second.stderr_str().contains("created"),
+        "{}",
+        second.describe()
+    );
+    let keys: Vec<_> = fs::read_dir(root.join("repo/keys")).unwrap().flatten().collect();
+    assert_eq!(keys.len(), 1, "the first init's key file was left: {keys:?}");
+    let snapshots = |who: &str| {
+        arc(&env, &server, &server.url).env("ARC_PASSWORD", format!("passphrase-{who}")).arg("snapshots").run()
+    };
+    snapshots("second").success();
+    snapshots("first").failure();
+}

@@ -851,11 +851,23 @@ impl Storage for RemoteStorage {
 
     fn put_new(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool> {
         if !self.honours_conditional_writes()? {
+            // A check, then a put that replaces whatever is there (SFTP,
+            // WebDAV, Garage): two writers that both found nothing both
+            // put, and the later one's file stays. Two `arc init`s of one
+            // location at once (a fleet's provisioning) both said
+            // "created", and the earlier one's key file opened nothing.
+            // Read back after a wait longer than the other writer's check
+            // and put can take (as long as ours took, twice): the earlier
+            // writer finds the other's file and reports it as there
+            // before. A writer slower than that still wins unseen.
+            let started = std::time::Instant::now();
             if self.exists(kind, name)? {
                 return Ok(false);
             }
+            crate::fault::pause_at("put-new");
             self.put(kind, name, data)?;
-            return Ok(true);
+            std::thread::sleep((started.elapsed() * 2).max(Duration::from_millis(500)));
+            return Ok(self.get(kind, name)? == data);
         }
         let path = self.path(kind, name)?;
         if let Some(l) = &self.upload {
