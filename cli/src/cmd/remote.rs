@@ -156,10 +156,18 @@ pub fn open_limited(
     let tried_before = gave_up_before(location);
     let opened = open_once(location, cache_root, passphrase, limits, tried_before);
     note_reached(location, &opened);
-    if tried_before {
-        return opened.context("not retried: it could not be reached earlier in this run");
+    match opened {
+        // Only a failure to reach it is explained so (a wrong passphrase
+        // after the server came back is not).
+        Err(e) if tried_before && is_remote_failure(&e) => {
+            Err(e.context("not retried: it could not be reached earlier in this run"))
+        }
+        other => other,
     }
-    opened
+}
+
+fn is_remote_failure(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| matches!(c.downcast_ref::<arc_engine::Error>(), Some(arc_engine::Error::Remote { .. })))
 }
 
 fn open_once(
