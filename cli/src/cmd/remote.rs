@@ -78,22 +78,36 @@ fn cache(cache_root: Option<PathBuf>) -> Result<PathBuf> {
     })
 }
 
+/// A server's words for credentials it refused.
+const REFUSALS: [&str; 9] = [
+    "credential",
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "Forbidden",
+    "403",
+    "401",
+    "PermissionDenied",
+    "Permission denied",
+];
+
+/// Where credentials come from, for a refusal in the middle of a command
+/// (a key rotated or a token expired during a backup): the errors of
+/// opening a repository get it from [`explain`], a pack's PUT refused an
+/// hour later did not. `object` is the engine's name of what was refused,
+/// which starts with the repository's URL.
+pub fn refusal_hint(object: &str, reason: &str) -> Option<&'static str> {
+    if !REFUSALS.iter().any(|r| mentions(reason, r)) {
+        return None;
+    }
+    Location::parse(object).ok().filter(Location::is_remote).map(|l| credential_hint(&l))
+}
+
 /// Adds where credentials come from when the server refused them (and
 /// only then: a server that is down needs no hint about keys; an ssh login
 /// or host key refused reads "(PermissionDenied)", a connection that could
 /// not be made does not).
 fn explain(location: &Location, e: arc_engine::Error) -> anyhow::Error {
-    const REFUSALS: [&str; 9] = [
-        "credential",
-        "AccessDenied",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "Forbidden",
-        "403",
-        "401",
-        "PermissionDenied",
-        "Permission denied",
-    ];
     match &e {
         arc_engine::Error::Remote { reason, .. } if REFUSALS.iter().any(|r| mentions(reason, r)) => {
             anyhow!("{e} ({})", credential_hint(location))
@@ -207,6 +221,15 @@ pub fn init(location: &Location, opts: &InitOptions, cache_root: Option<PathBuf>
 #[cfg(test)]
 mod tests {
     use super::mentions;
+
+    #[test]
+    fn a_refusal_in_the_middle_of_a_command_says_where_credentials_come_from() {
+        let object = "s3:http://127.0.0.1:9000/bucket/data/d5/d597c2";
+        let hint = super::refusal_hint(object, "S3 error SignatureDoesNotMatch (PutObject answered HTTP 403)");
+        assert!(hint.is_some_and(|h| h.contains("AWS_SECRET_ACCESS_KEY")), "{hint:?}");
+        assert_eq!(super::refusal_hint(object, "Connection refused (os error 111) (Unexpected)"), None);
+        assert_eq!(super::refusal_hint("/srv/arc/data/d5/d597c2", "Permission denied"), None);
+    }
 
     #[test]
     fn a_status_code_is_not_read_inside_a_longer_number() {
