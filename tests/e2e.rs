@@ -141,3 +141,6 @@ mod operator;
 
 #[path = "e2e/reconnect.rs"]
 mod reconnect;
+
+#[path = "e2e/remote_operator.rs"]
+mod remote_operator;

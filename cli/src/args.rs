@@ -480,13 +480,17 @@ pub struct ForgetArgs {
 }
 
 #[derive(Args, Debug)]
+// One of the two is required, and clap's error then names both (with
+// `required_unless_present` it named only <SNAPSHOT>, and `--all` had to
+// be found in --help).
+#[command(group(ArgGroup::new("which").required(true).args(["snapshots", "all"])))]
 pub struct CopyArgs {
     /// The repository to copy from (the target is --repo); its passphrase from ARC_FROM_PASSWORD,
     /// ARC_FROM_PASSWORD_FILE or ARC_FROM_PASSWORD_COMMAND, else as the target's.
     #[arg(long, value_name = "PATH")]
     pub from_repo: std::path::PathBuf,
     /// Snapshots of the source to copy (id prefixes or `latest`).
-    #[arg(value_name = "SNAPSHOT", required_unless_present = "all", conflicts_with = "all")]
+    #[arg(value_name = "SNAPSHOT", conflicts_with = "all")]
     pub snapshots: Vec<String>,
     /// Copy every snapshot of the source.
     #[arg(long)]

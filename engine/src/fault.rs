@@ -114,7 +114,8 @@ pub fn remote_retries(default: usize) -> usize {
 /// exists. The points: `sftp-put` (a pack's upload to SFTP, after its
 /// first piece was written: storage/remote/staged_put.rs) and
 /// `remote-read` (before a ranged read of a remote object:
-/// storage/remote.rs).
+/// storage/remote.rs) and `put-new` (a create-if-absent on a store without
+/// conditional writes, between its check and its put: storage/remote.rs).
 #[inline]
 pub fn pause_at(point: &str) {
     #[cfg(feature = "fault-injection")]

@@ -335,3 +335,13 @@ fn unlock_json_says_what_it_removed() {
     let v = env.arc().args(["--json", "unlock"]).run().success().json();
     assert_eq!(v, serde_json::json!({"locks_removed": 0, "sessions_removed": 0}));
 }
+
+/// `arc copy --from-repo X` with nothing to copy named: the usage error
+/// names `--all` beside <SNAPSHOT> (restic copies everything by default; a
+/// restic user types no snapshot).
+#[test]
+fn copy_without_snapshots_names_all() {
+    let env = TestEnv::new();
+    let out = env.arc().args(["copy", "--from-repo", "/nonexistent"]).run().code_is(2);
+    assert!(out.stderr_str().contains("--all"), "{}", out.describe());
+}

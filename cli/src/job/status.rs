@@ -81,7 +81,15 @@ pub fn collect(cfg: &Config, now: DateTime<Utc>) -> Result<Report> {
         runs.dedup_by_key(|r| r.time);
         let st = state.load(job.name());
         let last = runs.last();
-        let last_success = last.map(|r| r.time);
+        // A repository that cannot be read now (its server down, a
+        // credential expired) does not make the last success "never": this
+        // host's record of its last successful run stands in, so the age a
+        // monitor sees stays true and the error shows beside it.
+        let recorded = st.last_success.as_ref().filter(|_| error.is_some()).map(|a| a.start);
+        let last_success = match (last.map(|r| r.time), recorded) {
+            (Some(listed), Some(recorded)) => Some(listed.max(recorded)),
+            (listed, recorded) => listed.or(recorded),
+        };
         let age_s = last_success.map(|t| (now - t).num_seconds().max(0));
         let max_age_s = job.max_age.map(|d| d.as_secs());
         let stale = match (max_age_s, age_s) {

@@ -89,8 +89,9 @@ fn authority<'a>(url: &str, rest: &'a str) -> Result<Authority<'a>> {
         Some((u, h)) => {
             if u.contains(':') {
                 return Err(bad(format!(
-                    "{}: a password does not go in the URL (it would show in the process list and shell history); use the environment variable or key file the backend documents",
-                    redact(url)
+                    "{}: a password does not go in the URL (it would show in the process list and shell history); {}",
+                    redact(url),
+                    where_secrets_go(url)
                 )));
             }
             (Some(u).filter(|u| !u.is_empty()), h)
@@ -121,6 +122,17 @@ fn authority<'a>(url: &str, rest: &'a str) -> Result<Authority<'a>> {
     Ok(Authority { user, host, port, path })
 }
 
+/// Where the secret of `url`'s kind of repository goes instead of the URL
+/// (the variables [`super::remote`] reads).
+fn where_secrets_go(url: &str) -> &'static str {
+    match url.split_once(':').map(|(scheme, _)| scheme) {
+        Some("s3") => "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use an AWS credentials file (AWS_PROFILE)",
+        Some("webdav") => "set ARC_WEBDAV_PASSWORD",
+        Some("sftp") => "SFTP logs in with an ssh key: ARC_SFTP_KEY names its file (or use ssh-agent, ~/.ssh/config)",
+        _ => "use the environment variable or key file the backend documents",
+    }
+}
+
 /// `url` with any `user:password@` reduced to `user@`, for messages about
 /// a URL that failed to parse.
 fn redact(url: &str) -> String {
@@ -145,6 +157,17 @@ fn http_endpoint(url: &str, inner: &str, form: &str) -> Result<(String, Option<S
         return Err(bad(format!("{}: expected http:// or https://, not {scheme}: ({form})", redact(url))));
     }
     let a = authority(url, rest)?;
+    // HTTP would take these for a query string or a fragment, not part of
+    // the bucket, prefix or path: `bucket?x` sent requests for the bucket's
+    // listing ("corrupt config"), and a WebDAV `dav?x=1` made a directory of
+    // that name before failing. What follows `?` may be a token: not shown
+    // (a password, which may hold these characters, was refused above).
+    if let Some(i) = url.find(['?', '#']) {
+        return Err(bad(format!(
+            "{}…: a query (?…) or fragment (#…) has no place in a repository URL ({form})",
+            redact(&url[..i])
+        )));
+    }
     let host = if a.host.contains(':') { format!("[{}]", a.host) } else { a.host.to_string() };
     let endpoint = match a.port {
         Some(p) => format!("{scheme}://{host}:{p}"),
@@ -337,5 +360,36 @@ mod tests {
         let e = err("s3:http://AKIA:secret@host/b");
         assert!(!e.contains("secret@"), "{e}");
         assert!(err("").contains("empty"));
+    }
+
+    #[test]
+    fn a_password_in_a_url_is_refused_naming_where_it_goes() {
+        let err = |s: &str| Location::parse(s).unwrap_err().to_string();
+        let e = err("webdav:https://u:hunter2@host/x");
+        assert!(e.contains("ARC_WEBDAV_PASSWORD") && !e.contains("hunter2"), "{e}");
+        let e = err("s3:http://AKIA:secret@host/b");
+        assert!(e.contains("AWS_SECRET_ACCESS_KEY") && !e.contains("secret@"), "{e}");
+        let e = err("sftp://u:hunter2@host/x");
+        assert!(e.contains("ARC_SFTP_KEY") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn a_query_or_fragment_in_an_http_url_is_refused_without_showing_it() {
+        let err = |s: &str| Location::parse(s).unwrap_err().to_string();
+        for s in [
+            "s3:http://127.0.0.1:9000/bucket?token=hunter2",
+            "s3:https://h/b/prefix#hunter2",
+            "s3:http://h?hunter2",
+            "webdav:http://127.0.0.1:8080/dav?x=hunter2",
+            "webdav:https://u@h/dav#hunter2",
+            "webdav:https://u:hun#ter2@h/dav",
+        ] {
+            let e = err(s);
+            assert!(!e.contains("hunter2") && !e.contains("hun#ter2"), "{s}: {e}");
+            assert!(e.contains("query (?…) or fragment (#…)") || e.contains("password"), "{s}: {e}");
+        }
+        // SFTP paths are file names on the server, where `?` and `#` are
+        // ordinary characters.
+        assert!(Location::parse("sftp://h/srv/a#b?c").is_ok());
     }
 }

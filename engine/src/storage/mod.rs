@@ -186,9 +186,11 @@ pub trait Storage: Send + Sync {
     /// Stores `data` under a name no file has yet: `Ok(true)` if it did,
     /// `Ok(false)` (nothing written) if a file of that name exists.
     /// Atomic only where the store honours conditional writes (S3's
-    /// `If-None-Match: *`, probed by [`RemoteStorage`]); elsewhere a check
-    /// then a put, so two writers within one round trip of each other may
-    /// both see `true` and the later put wins. Used only where that is
+    /// `If-None-Match: *`, probed by [`RemoteStorage`]); elsewhere a check,
+    /// a put and, after a wait, a read-back: of two writers within one round
+    /// trip of each other, the earlier finds the later's file and sees
+    /// `false`; a writer delayed longer than the wait may still replace a
+    /// file whose writer saw `true`. Used only where that is
     /// acceptable (creating a repository's config), never by the protocol.
     fn put_new(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool> {
         if self.exists(kind, name)? {

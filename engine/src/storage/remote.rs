@@ -46,8 +46,10 @@ use crate::ratelimit::RateLimit;
 
 #[cfg(test)]
 mod fake_http;
+mod restate;
 mod ssh;
 mod staged_put;
+mod tls;
 mod upload;
 
 use upload::Source;
@@ -241,7 +243,9 @@ impl RemoteStorage {
     /// Connects to the repository at `location` (not a local path). Nothing
     /// is read or written yet except, for SFTP, the ssh connection.
     pub fn open(location: &Location, opts: RemoteOptions) -> Result<RemoteStorage> {
-        let opts = RemoteOptions { retries: crate::fault::remote_retries(opts.retries), ..opts };
+        // The test hook lowers the retries, never raises them: a caller
+        // that asked for none gets none.
+        let opts = RemoteOptions { retries: crate::fault::remote_retries(opts.retries).min(opts.retries), ..opts };
         // The HTTP client (reqwest with rustls) is installed once per
         // process; without opendal's constructor feature this is explicit.
         opendal::install_default();
@@ -280,7 +284,9 @@ impl RemoteStorage {
                 if let Some(p) = env("AWS_PROFILE") {
                     b = b.profile(&p);
                 }
-                (Operator::new(b).map_err(|e| config_error(location, e))?, true)
+                // Innermost, under the retry layer: a TLS handshake that
+                // cannot succeed is not retried (remote/tls.rs).
+                (Operator::new(b).map_err(|e| config_error(location, e))?.layer(restate::Restate(tls::restate)), true)
             }
             Location::Sftp { user, host, port, path } => {
                 let host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
@@ -301,7 +307,7 @@ impl RemoteStorage {
                 // Innermost, under the retry layer: a failed ssh start that
                 // is worth another attempt is retried like any request
                 // (remote/ssh.rs).
-                (Operator::new(b).map_err(|e| config_error(location, e))?.layer(ssh::SshErrors), false)
+                (Operator::new(b).map_err(|e| config_error(location, e))?.layer(restate::Restate(ssh::restate)), false)
             }
             Location::WebDav { endpoint, user, path } => {
                 let mut b = opendal::services::Webdav::default().endpoint(endpoint).root(&format!("/{path}"));
@@ -316,7 +322,7 @@ impl RemoteStorage {
                     staged_put::Dav::new(endpoint, &format!("/{path}"), user.as_deref(), password.as_deref())
                         .map_err(|e| config_error(location, e))?,
                 );
-                (Operator::new(b).map_err(|e| config_error(location, e))?, false)
+                (Operator::new(b).map_err(|e| config_error(location, e))?.layer(restate::Restate(tls::restate)), false)
             }
         };
         let slots = Slots(std::sync::Arc::new(tokio::sync::Semaphore::new(opts.connections.max(1))));
@@ -426,7 +432,7 @@ impl RemoteStorage {
     }
 
     fn err(&self, kind: FileKind, name: &str, e: Failed) -> Error {
-        if e.kind() == ErrorKind::NotFound {
+        if e.kind() == ErrorKind::NotFound && !no_such_bucket(&e) {
             return Error::Missing { kind: kind.describe(), name: name.to_string() };
         }
         self.other(&object_path(kind, name), e)
@@ -498,6 +504,14 @@ impl RemoteStorage {
         })?;
         Ok(FileStat { len: meta.content_length(), modified })
     }
+}
+
+/// Whether S3 answered that the bucket itself does not exist: a 404 like
+/// a missing object's, but "no arc repository here; create one with `arc
+/// init`" would send the user to an init that fails the same way (arc
+/// does not create buckets). Said as the server's error instead.
+fn no_such_bucket(e: &opendal::Error) -> bool {
+    s3_error_body(e.message().trim()).is_some_and(|b| b.starts_with("S3 error NoSuchBucket"))
 }
 
 /// `S3Error { code: "X", message: "M", .. }`, as opendal renders an S3
@@ -837,11 +851,23 @@ impl Storage for RemoteStorage {
 
     fn put_new(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<bool> {
         if !self.honours_conditional_writes()? {
+            // A check, then a put that replaces whatever is there (SFTP,
+            // WebDAV, Garage): two writers that both found nothing both
+            // put, and the later one's file stays. Two `arc init`s of one
+            // location at once (a fleet's provisioning) both said
+            // "created", and the earlier one's key file opened nothing.
+            // Read back after a wait longer than the other writer's check
+            // and put can take (as long as ours took, twice): the earlier
+            // writer finds the other's file and reports it as there
+            // before. A writer slower than that still wins unseen.
+            let started = std::time::Instant::now();
             if self.exists(kind, name)? {
                 return Ok(false);
             }
+            crate::fault::pause_at("put-new");
             self.put(kind, name, data)?;
-            return Ok(true);
+            std::thread::sleep((started.elapsed() * 2).max(Duration::from_millis(500)));
+            return Ok(self.get(kind, name)? == data);
         }
         let path = self.path(kind, name)?;
         if let Some(l) = &self.upload {
@@ -1008,6 +1034,17 @@ mod tests {
         });
         let methods: Vec<String> = log.lock().unwrap().iter().map(|r| r.method.clone()).collect();
         assert_eq!(methods, ["GET", "HEAD", "GET"], "the HEAD waited for the GET's retry");
+    }
+
+    #[test]
+    fn a_missing_bucket_is_not_a_missing_file() {
+        let (port, _) = fake_http::serve(Vec::new(), Reply::Fail(404, "NoSuchBucket"), s3_ok);
+        let e = s3(port, 0).get(FileKind::Config, "config").unwrap_err();
+        assert!(matches!(e, Error::Remote { .. }), "{e:?}");
+        assert!(e.to_string().contains("NoSuchBucket"), "{e}");
+        let (port, _) = fake_http::serve(Vec::new(), Reply::Fail(404, "NoSuchKey"), s3_ok);
+        let e = s3(port, 0).get(FileKind::Config, "config").unwrap_err();
+        assert!(matches!(e, Error::Missing { .. }), "{e:?}");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! own, the log it wrote: ssh does not translate them, and they have kept
 //! their form across OpenSSH releases.
 //!
-//! [`SshErrors`] is a layer under the retry layer that rewrites each such
+//! [`restate`], applied by a layer under the retry layer (remote/restate.rs), rewrites each such
 //! error as one line of ssh's reason and marks the transient ones
 //! temporary, so that they are retried like any other request: the same
 //! attempts, backoff and jitter, and "gave up after N attempts" at the end.
@@ -30,11 +30,7 @@
 //! Anything else ssh says is shown at once, in its words: retrying what is
 //! not understood would only delay the message.
 
-use opendal::raw::{
-    oio, Layer, OpCreateDir, OpDelete, OpList, OpPresign, OpRead, OpRename, OpStat, OpWrite, RpCreateDir, RpPresign,
-    RpRead, RpRename, RpStat, Service, ServiceInfo, Servicer,
-};
-use opendal::{Buffer, BytesRange, Capability, Error, ErrorKind, Metadata, OperationContext, Result};
+use opendal::{Error, ErrorKind};
 
 /// The message opendal's SFTP service gives a failed `ssh` start.
 const SSH_START_FAILED: &str = "ssh error";
@@ -135,7 +131,7 @@ fn summary(stderr: &str) -> String {
 
 /// `e` as arc reports it: a failed `ssh` start in ssh's words, temporary
 /// when [`judge`] says so; any other error unchanged.
-fn restate(e: Error) -> Error {
+pub(super) fn restate(e: Error) -> Error {
     if e.message() != SSH_START_FAILED || e.is_temporary() {
         return e;
     }
@@ -157,134 +153,6 @@ fn restate(e: Error) -> Error {
         out.set_temporary()
     } else {
         out
-    }
-}
-
-/// The layer (SFTP only, under the retry layer): see the module's doc.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct SshErrors;
-
-impl Layer for SshErrors {
-    fn apply_service(&self, inner: Servicer) -> Servicer {
-        std::sync::Arc::new(SshErrorsService { inner })
-    }
-}
-
-#[derive(Debug)]
-pub(super) struct SshErrorsService {
-    inner: Servicer,
-}
-
-/// A reader, writer, lister or deleter whose errors are restated: SFTP
-/// connects lazily, inside them, at their first request.
-pub(super) struct Restated<R>(R);
-
-impl Service for SshErrorsService {
-    type Reader = Restated<oio::Reader>;
-    type Writer = Restated<oio::Writer>;
-    type Lister = Restated<oio::Lister>;
-    type Deleter = Restated<oio::Deleter>;
-    // arc never copies or composes on a remote store: passed on as they are.
-    type Copier = oio::Copier;
-    type Composer = oio::Composer;
-
-    fn info(&self) -> ServiceInfo {
-        self.inner.info()
-    }
-
-    fn capability(&self) -> Capability {
-        self.inner.capability()
-    }
-
-    async fn create_dir(&self, ctx: &OperationContext, path: &str, args: OpCreateDir) -> Result<RpCreateDir> {
-        self.inner.create_dir(ctx, path, args).await.map_err(restate)
-    }
-
-    async fn stat(&self, ctx: &OperationContext, path: &str, args: OpStat) -> Result<RpStat> {
-        self.inner.stat(ctx, path, args).await.map_err(restate)
-    }
-
-    fn read(&self, ctx: &OperationContext, path: &str, args: OpRead) -> Result<Self::Reader> {
-        self.inner.read(ctx, path, args).map(Restated).map_err(restate)
-    }
-
-    fn write(&self, ctx: &OperationContext, path: &str, args: OpWrite) -> Result<Self::Writer> {
-        self.inner.write(ctx, path, args).map(Restated).map_err(restate)
-    }
-
-    fn delete(&self, ctx: &OperationContext) -> Result<Self::Deleter> {
-        self.inner.delete(ctx).map(Restated).map_err(restate)
-    }
-
-    fn list(&self, ctx: &OperationContext, path: &str, args: OpList) -> Result<Self::Lister> {
-        self.inner.list(ctx, path, args).map(Restated).map_err(restate)
-    }
-
-    fn copy(&self, ctx: &OperationContext, from: &str, to: &str, args: opendal::raw::OpCopy) -> Result<Self::Copier> {
-        self.inner.copy(ctx, from, to, args)
-    }
-
-    fn compose(&self, ctx: &OperationContext, to: &str, args: opendal::raw::OpCompose) -> Result<Self::Composer> {
-        self.inner.compose(ctx, to, args)
-    }
-
-    async fn rename(&self, ctx: &OperationContext, from: &str, to: &str, args: OpRename) -> Result<RpRename> {
-        self.inner.rename(ctx, from, to, args).await.map_err(restate)
-    }
-
-    async fn presign(&self, ctx: &OperationContext, path: &str, args: OpPresign) -> Result<RpPresign> {
-        self.inner.presign(ctx, path, args).await
-    }
-}
-
-impl<R: oio::ReadStream> oio::ReadStream for Restated<R> {
-    async fn read(&mut self) -> Result<Buffer> {
-        self.0.read().await.map_err(restate)
-    }
-}
-
-impl<R: oio::Read> oio::Read for Restated<R> {
-    async fn open(&self, range: BytesRange) -> Result<(RpRead, Box<dyn oio::ReadStreamDyn>)> {
-        let (rp, stream) = self.0.open(range).await.map_err(restate)?;
-        Ok((rp, Box::new(Restated(stream)) as Box<dyn oio::ReadStreamDyn>))
-    }
-
-    async fn read(&self, range: BytesRange) -> Result<(RpRead, Buffer)> {
-        self.0.read(range).await.map_err(restate)
-    }
-}
-
-impl<W: oio::Write> oio::Write for Restated<W> {
-    async fn write(&mut self, bs: Buffer) -> Result<()> {
-        self.0.write(bs).await.map_err(restate)
-    }
-
-    async fn copy_from(&mut self, path: &str, args: OpRead, range: BytesRange) -> Result<()> {
-        self.0.copy_from(path, args, range).await.map_err(restate)
-    }
-
-    async fn close(&mut self) -> Result<Metadata> {
-        self.0.close().await.map_err(restate)
-    }
-
-    async fn abort(&mut self) -> Result<()> {
-        self.0.abort().await.map_err(restate)
-    }
-}
-
-impl<L: oio::List> oio::List for Restated<L> {
-    async fn next(&mut self) -> Result<Option<oio::Entry>> {
-        self.0.next().await.map_err(restate)
-    }
-}
-
-impl<D: oio::Delete> oio::Delete for Restated<D> {
-    async fn delete(&mut self, path: &str, args: OpDelete) -> Result<()> {
-        self.0.delete(path, args).await.map_err(restate)
-    }
-
-    async fn close(&mut self) -> Result<()> {
-        self.0.close().await.map_err(restate)
     }
 }
 
