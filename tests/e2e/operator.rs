@@ -246,6 +246,18 @@ fn restics_password_flags_open_the_repository() {
     env.arc().arg("-p").arg(&pw).args(["--password-command", "true", "snapshots"]).run().code_is(2);
 }
 
+/// restic's `restore SNAPSHOT:PATH` names the form arc takes (`--include`)
+/// instead of "no snapshot matches".
+#[test]
+fn restore_of_snapshot_colon_path_names_include() {
+    let env = TestEnv::new();
+    env.init();
+    let out = env.arc().args(["restore", "latest:/var/www/site1", "--target"]).arg(env.path("t")).run().code_is(2);
+    let line = out.one_line_error();
+    assert!(line.contains("arc restore latest --include /var/www/site1"), "{line}");
+    assert!(!env.path("t").exists());
+}
+
 /// Commands that never open --repo work whatever ARC_REPO holds (a typo
 /// in a profile must not break `source <(arc completion bash)`).
 #[test]

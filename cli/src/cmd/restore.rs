@@ -14,6 +14,14 @@ struct RestoreReport<'a, R: serde::Serialize> {
 }
 
 pub fn run(env: &Env, a: RestoreArgs) -> Result<u8> {
+    // restic's `restore SNAPSHOT:PATH` (and arc's own `cat` form): said
+    // before the repository is opened, with the form restore takes.
+    if let Some((snap, path)) = a.snapshot.split_once(':') {
+        return Err(super::usage(format!(
+            "restore takes a snapshot, not {:?}; restore one path with `arc restore {snap} --include {path} --target DIR`",
+            a.snapshot
+        )));
+    }
     // Plain paths are looked up directly (a missing one is an error);
     // with any glob character every include is a pattern, matched while
     // walking the whole snapshot.
