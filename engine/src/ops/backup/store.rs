@@ -385,6 +385,9 @@ fn store_chunks<R: Read>(
 fn check_unchanged(ctx: &Ctx<'_>, path: &Path, file: &File, seen: Seen, read: u64) {
     // fstat: the open descriptor, no path (std's metadata() is a statx
     // with an empty path, which the kernel copies in and looks at first).
+    // The fields' types differ between targets (signed or not, 32 or 64
+    // bits): the casts are no-ops on some.
+    #[allow(clippy::unnecessary_cast)]
     let changed = match rustix::fs::fstat(file) {
         Ok(after) => {
             after.st_size as u64 != seen.size
