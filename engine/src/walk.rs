@@ -50,14 +50,15 @@ pub(crate) struct ListEnv<'a> {
 /// How many listed directories' descriptors may stay open until their
 /// files are read (each regular file's [`Child`] holds its directory's, so
 /// that the file is opened relative to it: the kernel then resolves one
-/// name instead of the whole path, a tenth of a mail spool's backup CPU
-/// outside compression). Files listed ahead of the reads can span thousands
-/// of directories (a maildir of one message a folder), more than the soft
-/// limit of open files (1,024 by default) allows; a directory listed while
-/// the budget is spent hands out its files without its descriptor, and
-/// they are opened by path as before. The soft limit is left as it is
-/// rather than raised to the hard one: it is the process's, inherited by
-/// the commands a backup starts (ssh, dump commands).
+/// name instead of the whole path, whose lookup was 4 % of a mail spool's
+/// backup CPU in session 15's profile). Files listed ahead of the reads
+/// can span thousands of directories (a maildir of one message a folder),
+/// more than the soft limit of open files (1,024 by default) allows; a
+/// directory listed while the budget is spent hands out its files without
+/// its descriptor, and they are opened by path as before. The soft limit
+/// is left as it is rather than raised to the hard one: it is the
+/// process's, inherited by the commands a backup starts (ssh, dump
+/// commands).
 pub(crate) struct DirBudget {
     held: AtomicUsize,
     limit: usize,
