@@ -52,6 +52,7 @@ pub mod synthetic;
 mod test_data;
 pub mod vfs;
 pub mod walk;
+pub mod xattrs;
 
 pub use error::{Error, Result};
 pub use id::Id;

@@ -3,8 +3,10 @@
 //! device numbers), with owner names cached per id.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::Metadata;
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::BorrowedFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -133,10 +135,13 @@ impl Stat {
 
 /// Builds a node from `lstat` metadata. Reading xattrs or a link target can
 /// fail (the entry vanished, permissions); such failures are returned as
-/// warnings while the node keeps what could be read.
+/// warnings while the node keeps what could be read. With `dir`, the entry
+/// is `name` in that open directory (the walk: the kernel resolves one name,
+/// not the whole path); without, it is `path`.
 pub fn node_from_metadata(
     name: &[u8],
     path: &Path,
+    dir: Option<BorrowedFd<'_>>,
     meta: &Stat,
     owners: &mut OwnerNames,
     warnings: &mut Vec<String>,
@@ -154,38 +159,19 @@ pub fn node_from_metadata(
     n.device = meta.dev;
     n.nlink = u32::try_from(meta.nlink).unwrap_or(u32::MAX);
     n.rdev = meta.rdev;
+    let name = OsStr::from_bytes(name);
     if n.kind == NodeKind::Symlink {
-        match std::fs::read_link(path) {
-            Ok(t) => n.target = t.as_os_str().as_bytes().to_vec(),
+        let target = match dir {
+            Some(d) => {
+                rustix::fs::readlinkat(d, name, Vec::new()).map(|t| t.into_bytes()).map_err(std::io::Error::from)
+            }
+            None => std::fs::read_link(path).map(|t| t.into_os_string().into_vec()),
+        };
+        match target {
+            Ok(t) => n.target = t,
             Err(e) => warnings.push(format!("cannot read link target: {e}")),
         }
     }
-    n.xattrs = read_xattrs(path, warnings);
+    n.xattrs = crate::xattrs::read(dir, name, path, warnings);
     n
-}
-
-fn read_xattrs(path: &Path, warnings: &mut Vec<String>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    // xattr's list/get use the l* calls: a symlink's own attributes.
-    let names = match xattr::list(path) {
-        Ok(names) => names,
-        Err(e) if is_unsupported(&e) => return Vec::new(),
-        Err(e) => {
-            warnings.push(format!("cannot list xattrs: {e}"));
-            return Vec::new();
-        }
-    };
-    let mut out = Vec::new();
-    for name in names {
-        match xattr::get(path, &name) {
-            Ok(Some(v)) => out.push((name.as_bytes().to_vec(), v)),
-            Ok(None) => {}
-            Err(e) => warnings.push(format!("cannot read xattr {}: {e}", name.to_string_lossy())),
-        }
-    }
-    out.sort();
-    out
-}
-
-fn is_unsupported(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::ENODATA))
 }

@@ -242,6 +242,8 @@ struct Seen {
 
 struct Job {
     path: PathBuf,
+    /// The file's directory, open: the file is opened relative to it.
+    dir: Option<Arc<crate::walk::DirFd>>,
     seen: Seen,
     slot: Arc<Slot>,
     change: Change,
@@ -789,6 +791,150 @@ mod tests {
                 assert_eq!(p.reports.load(Ordering::Relaxed), 0, "the scan ran for a front end without totals");
             }
         }
+    }
+
+    /// Records warnings, and makes a change to the sources once, right
+    /// before the file named `victim` is opened to be read (after the walk
+    /// listed and stat'ed it).
+    struct Meddler<F: Fn() + Sync> {
+        victim: &'static str,
+        change: F,
+        done: AtomicBool,
+        warnings: Mutex<Vec<(PathBuf, String)>>,
+    }
+
+    impl<F: Fn() + Sync> Meddler<F> {
+        fn new(victim: &'static str, change: F) -> Self {
+            Meddler { victim, change, done: AtomicBool::new(false), warnings: Mutex::new(Vec::new()) }
+        }
+    }
+
+    impl<F: Fn() + Sync> Progress for Meddler<F> {
+        fn warn(&self, path: &Path, message: &str) {
+            self.warnings.lock().unwrap().push((path.to_path_buf(), message.to_string()));
+        }
+        fn reading(&self, path: &Path) {
+            if path.file_name() == Some(std::ffi::OsStr::new(self.victim)) && !self.done.swap(true, Ordering::SeqCst) {
+                (self.change)();
+            }
+        }
+    }
+
+    /// Holds every read until 1.5 s after the first began, so that the walk
+    /// lists as far ahead as it may; records warnings.
+    struct Stall {
+        until: std::sync::OnceLock<std::time::Instant>,
+        warnings: Mutex<Vec<(PathBuf, String)>>,
+    }
+
+    impl Progress for Stall {
+        fn warn(&self, path: &Path, message: &str) {
+            self.warnings.lock().unwrap().push((path.to_path_buf(), message.to_string()));
+        }
+        fn reading(&self, _path: &Path) {
+            let until = *self.until.get_or_init(|| std::time::Instant::now() + std::time::Duration::from_millis(1500));
+            std::thread::sleep(until.saturating_duration_since(std::time::Instant::now()));
+        }
+    }
+
+    /// The content a snapshot holds at `path` (an absolute path on disk).
+    fn stored(repo: &Repository, snapshot: &Id, path: &Path) -> Option<Vec<u8>> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut tree = repo.load_snapshot(snapshot).unwrap().file.tree;
+        let comps: Vec<&[u8]> = path.iter().skip(1).map(|c| c.as_bytes()).collect();
+        let (last, dirs) = comps.split_last().unwrap();
+        for c in dirs {
+            tree = repo.lookup_name(&tree, c).unwrap()?.subtree.unwrap();
+        }
+        let node = repo.lookup_name(&tree, last).unwrap()?;
+        Some(node.chunks.iter().flat_map(|c| repo.read_blob(c).unwrap().to_vec()).collect())
+    }
+
+    /// A directory renamed after it was listed: its files are read from it
+    /// where it went (relative to the descriptor the walk listed it
+    /// through), as the walk saw them, with no warning.
+    #[test]
+    fn a_directory_renamed_after_its_listing_is_read_where_it_went() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        std::fs::write(src.join("d/victim"), b"as listed").unwrap();
+        std::fs::write(src.join("d/other"), b"beside it").unwrap();
+        let repo = Repository::init_local(&dir.path().join("repo"), &InitOptions::default()).unwrap();
+        let p = Meddler::new("victim", || std::fs::rename(src.join("d"), src.join("moved")).unwrap());
+        let r = backup(&repo, BackupOptions { paths: vec![src.clone()], ..Default::default() }, &p).unwrap();
+        assert!(p.done.load(Ordering::SeqCst));
+        assert_eq!(*p.warnings.lock().unwrap(), Vec::new());
+        assert_eq!(r.snapshot.summary.files_new, 2);
+        assert_eq!(stored(&repo, &r.snapshot_id, &src.join("d/victim")).unwrap(), b"as listed");
+        assert_eq!(stored(&repo, &r.snapshot_id, &src.join("d/other")).unwrap(), b"beside it");
+    }
+
+    /// A file replaced by a symlink between the walk and the read: the
+    /// open follows the link, as an open by path always did, and what was
+    /// read differs from what the walk saw, so the file is warned about and
+    /// stored as read (the walk's size of the target's bytes).
+    #[test]
+    fn a_file_replaced_by_a_symlink_before_its_read_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("victim"), vec![b'v'; 100]).unwrap();
+        let target = dir.path().join("target");
+        let bytes = pseudo_random(5000, 7);
+        std::fs::write(&target, &bytes).unwrap();
+        let repo = Repository::init_local(&dir.path().join("repo"), &InitOptions::default()).unwrap();
+        let p = Meddler::new("victim", || {
+            std::fs::remove_file(src.join("victim")).unwrap();
+            std::os::unix::fs::symlink(&target, src.join("victim")).unwrap();
+        });
+        let r = backup(&repo, BackupOptions { paths: vec![src.clone()], ..Default::default() }, &p).unwrap();
+        let warnings = p.warnings.lock().unwrap().clone();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].0, src.join("victim"), "{warnings:?}");
+        assert!(warnings[0].1.contains("changed while it was read"), "{warnings:?}");
+        assert_eq!(r.warnings, 1);
+        assert_eq!(stored(&repo, &r.snapshot_id, &src.join("victim")).unwrap(), bytes[..100]);
+    }
+
+    /// A soft limit of open files far below what the walk lists ahead: the
+    /// directories kept open for their files' reads stay within a quarter of
+    /// it, the rest are read by path, and nothing fails. The reads wait
+    /// until the walk has listed every directory (without the budget, it
+    /// would hold them all open: 300 against a limit of 96). Runs in a child
+    /// process, since the limit is the whole process's.
+    #[test]
+    fn a_low_open_file_limit_costs_no_file() {
+        const CHILD: &str = "ARC_TEST_LOW_NOFILE_CHILD";
+        const NAME: &str = "ops::backup::tests::a_low_open_file_limit_costs_no_file";
+        if std::env::var_os(CHILD).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([NAME, "--exact", "--test-threads=1", "--nocapture"])
+                .env(CHILD, "1")
+                .output()
+                .unwrap();
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success() && text.contains("1 passed"), "{text}");
+            return;
+        }
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let dirs = 300;
+        for i in 0..dirs {
+            let d = src.join(format!("d{i:03}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("a"), format!("a{i}")).unwrap();
+            std::fs::write(d.join("b"), format!("b{i}")).unwrap();
+        }
+        let repo = Repository::init_local(&dir.path().join("repo"), &InitOptions::default()).unwrap();
+        let hard = getrlimit(Resource::Nofile).maximum;
+        setrlimit(Resource::Nofile, Rlimit { current: Some(96), maximum: hard }).unwrap();
+        let p = Stall { until: std::sync::OnceLock::new(), warnings: Mutex::new(Vec::new()) };
+        let r = backup(&repo, BackupOptions { paths: vec![src.clone()], ..Default::default() }, &p).unwrap();
+        assert_eq!(*p.warnings.lock().unwrap(), Vec::new());
+        assert_eq!(r.snapshot.summary.files_new, 2 * dirs);
+        assert_eq!(stored(&repo, &r.snapshot_id, &src.join("d299/b")).unwrap(), b"b299");
     }
 
     /// A slot set before the tree builder waits is read without a wake;

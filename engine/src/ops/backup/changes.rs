@@ -13,6 +13,7 @@ use super::{Change, Content, Ctx, Job, Seen, Slot, WalkEvent};
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind};
 use crate::id::Id;
+use crate::walk::DirFd;
 
 impl Ctx<'_> {
     /// The parent snapshot's node at `components`, if any.
@@ -57,6 +58,7 @@ pub(super) fn entry(
     mut node: Node,
     previous: Option<Node>,
     path: &Path,
+    dir: Option<Arc<DirFd>>,
     out: &mut WalkOut<'_>,
 ) -> Result<()> {
     let (links, jobs) = (&mut out.links, out.jobs);
@@ -125,7 +127,7 @@ pub(super) fn entry(
             );
         }
         let seen = Seen { size: node.size, mtime: node.mtime };
-        jobs.send(Job { path: path.to_path_buf(), seen, slot: slot.clone(), change })
+        jobs.send(Job { path: path.to_path_buf(), dir, seen, slot: slot.clone(), change })
             .map_err(|_| Error::Interrupted)?;
         send(WalkEvent::Entry(node, Content::Pending(slot), change))
     }

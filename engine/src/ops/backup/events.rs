@@ -17,7 +17,7 @@ use super::{Change, Content, Ctx, Job, Slot, WalkEvent};
 use crate::error::{Error, Result};
 use crate::format::tree::NodeKind;
 use crate::metadata::{node_from_metadata, OwnerNames, Stat};
-use crate::walk::{piece_key, subdir_key, DirPool, ListEnv, Listing, StopOnDrop, WalkKey};
+use crate::walk::{piece_key, subdir_key, DirBudget, DirPool, ListEnv, Listing, StopOnDrop, WalkKey};
 
 /// Walks the sources in order and hands out work.
 ///
@@ -41,12 +41,14 @@ pub(super) fn walker(
     let mut out = WalkOut { links: HashMap::new(), jobs: &jobs, events: &events };
     let pool = DirPool::default();
     let stopping = || ctx.stopping();
+    let dir_fds = DirBudget::from_rlimit();
     let env = ListEnv {
         repo: ctx.repo,
         skip_dir: ctx.repo_root.as_deref(),
         stopping: &stopping,
         excludes: &ctx.excludes,
         mounts: &ctx.mounts,
+        dir_fds: &dir_fds,
     };
     // Listing is syscalls and, on a cold cache, disk waits: more threads
     // than cores keep more requests in flight.
@@ -70,12 +72,12 @@ pub(super) fn walker(
             };
             let name = src.components.last().cloned().unwrap_or_default();
             let mut warnings = Vec::new();
-            let node = node_from_metadata(&name, &src.disk, &Stat::from(&meta), &mut owners, &mut warnings);
+            let node = node_from_metadata(&name, &src.disk, None, &Stat::from(&meta), &mut owners, &mut warnings);
             for w in warnings {
                 ctx.warn(&src.disk, &w);
             }
             if node.kind != NodeKind::Dir {
-                entry(ctx, src, node, parent_node, &src.disk, &mut out)?;
+                entry(ctx, src, node, parent_node, &src.disk, None, &mut out)?;
                 out.send(WalkEvent::SourceDone)?;
                 continue;
             }
@@ -132,7 +134,7 @@ pub(super) fn walker(
                     report_listing(ctx, &child.path, &l);
                     stack.push((sub, l, 0));
                 } else {
-                    entry(ctx, src, node, child.prev.map(|p| *p), &child.path, &mut out)?;
+                    entry(ctx, src, node, child.prev.map(|p| *p), &child.path, child.dir, &mut out)?;
                 }
             }
             out.send(WalkEvent::SourceDone)?;

@@ -7,9 +7,9 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, Read};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 
@@ -21,6 +21,7 @@ use crate::format::pack::BlobKind;
 use crate::id::Id;
 use crate::index::IndexReader;
 use crate::packer::BlobSink;
+use crate::walk::DirFd;
 
 /// Chunks a worker holds for one batched dedup lookup at most (the
 /// index's own batch, `index_sorted::BATCH_MAX`).
@@ -53,9 +54,9 @@ pub(super) fn worker(ctx: &Ctx<'_>, sink: &BlobSink<'_>, jobs: Receiver<Job>) {
             }
             Err(TryRecvError::Disconnected) => break,
         };
-        let Job { path, seen, slot, .. } = job;
+        let Job { path, dir, seen, slot, .. } = job;
         let guard = SlotGuard(slot);
-        match store_file(ctx, sink, &mut reader, &path, seen, &mut window) {
+        match store_file(ctx, sink, &mut reader, &path, dir, seen, &mut window) {
             Ok(Filed::Windowed { chunks, size }) => window.files.push(Held { guard, path, chunks, size }),
             Ok(Filed::Done(r)) => guard.0.set(settle(ctx, sink, &path, Ok(r))),
             Err(e) => guard.0.set(settle(ctx, sink, &path, Err(e))),
@@ -163,15 +164,13 @@ fn store_file(
     sink: &BlobSink<'_>,
     reader: &mut Option<(u64, IndexReader)>,
     path: &Path,
+    dir: Option<Arc<DirFd>>,
     seen: Seen,
     window: &mut Window,
 ) -> Result<Filed> {
     crate::fault::pause_before_read(path);
     ctx.progress.reading(path);
-    // O_NOATIME keeps backups from dirtying every inode; it is refused for
-    // files we do not own, so fall back to a plain open.
-    let file =
-        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOATIME).open(path).or_else(|_| File::open(path));
+    let file = open_source(dir, path);
     let mut file = match file {
         Ok(f) => f,
         Err(e) => return Ok(Filed::Done(Err(e.to_string()))),
@@ -226,6 +225,28 @@ fn store_file(
     ctx.progress.bytes(read);
     check_unchanged(ctx, path, &file, seen, read);
     Ok(Filed::Windowed { chunks: first..window.chunks.len(), size: read })
+}
+
+/// Opens a file to read: relative to its directory's descriptor when the
+/// walk kept it (one name for the kernel to resolve rather than the whole
+/// path; a directory renamed since it was listed is still the one listed),
+/// else by path. Like a path, the name follows a symlink put in the file's
+/// place since the walk: what is read then differs from what the walk saw,
+/// which the check after reading reports. The descriptor goes back to the
+/// walk's budget as soon as the file is open.
+pub(super) fn open_source(dir: Option<Arc<DirFd>>, path: &Path) -> std::io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let at = dir.as_ref().zip(path.file_name());
+    // O_NOATIME keeps backups from dirtying every inode; it is refused for
+    // files we do not own, so fall back to a plain open.
+    let open = |flags: OFlags| -> std::io::Result<File> {
+        let flags = flags | OFlags::RDONLY | OFlags::CLOEXEC;
+        Ok(match at {
+            Some((d, name)) => File::from(rustix::fs::openat(d.as_ref(), name, flags, Mode::empty())?),
+            None => File::from(rustix::fs::open(path, flags, Mode::empty())?),
+        })
+    };
+    open(OFlags::NOATIME).or_else(|_| open(OFlags::empty()))
 }
 
 /// Turns to chunk a large file: a large file's chunker holds a buffer of
@@ -362,11 +383,16 @@ fn store_chunks<R: Read>(
 /// walk saw, or when fewer or more bytes were read: it was written to while
 /// being backed up, and what was read is what the snapshot holds.
 fn check_unchanged(ctx: &Ctx<'_>, path: &Path, file: &File, seen: Seen, read: u64) {
-    let changed = match file.metadata() {
+    // fstat: the open descriptor, no path (std's metadata() is a statx
+    // with an empty path, which the kernel copies in and looks at first).
+    // The fields' types differ between targets (signed or not, 32 or 64
+    // bits): the casts are no-ops on some.
+    #[allow(clippy::unnecessary_cast)]
+    let changed = match rustix::fs::fstat(file) {
         Ok(after) => {
-            after.len() != seen.size
-                || after.mtime() != seen.mtime.sec
-                || after.mtime_nsec() != i64::from(seen.mtime.nsec)
+            after.st_size as u64 != seen.size
+                || after.st_mtime as i64 != seen.mtime.sec
+                || after.st_mtime_nsec as i64 != i64::from(seen.mtime.nsec)
                 || read != seen.size
         }
         Err(_) => true,

@@ -208,7 +208,7 @@ pub(super) fn assemble(
         let mut node = match std::fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_dir() => {
                 let mut w = Vec::new();
-                node_from_metadata(&name, &path, &Stat::from(&meta), &mut OwnerNames::default(), &mut w)
+                node_from_metadata(&name, &path, None, &Stat::from(&meta), &mut OwnerNames::default(), &mut w)
             }
             // Stream paths have no directory on disk.
             _ => synthetic_dir(name.clone()),
