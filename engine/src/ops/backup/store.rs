@@ -173,6 +173,9 @@ fn store_file(
     let file = open_source(dir, path);
     let mut file = match file {
         Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Ok(Filed::Done(Err("replaced by a symbolic link since it was listed; not followed".into())))
+        }
         Err(e) => return Ok(Filed::Done(Err(e.to_string()))),
     };
     let chunker = &ctx.file_chunker;
@@ -230,17 +233,19 @@ fn store_file(
 /// Opens a file to read: relative to its directory's descriptor when the
 /// walk kept it (one name for the kernel to resolve rather than the whole
 /// path; a directory renamed since it was listed is still the one listed),
-/// else by path. Like a path, the name follows a symlink put in the file's
-/// place since the walk: what is read then differs from what the walk saw,
-/// which the check after reading reports. The descriptor goes back to the
-/// walk's budget as soon as the file is open.
+/// else by path. A symlink put in the file's place since the walk is not
+/// followed (`O_NOFOLLOW`, as restic opens files): followed, a root backup
+/// of a directory its users can write to would store whatever file they
+/// point it at (`/etc/shadow`) under their file's name; the open fails
+/// instead and the file is left out with a warning. The descriptor goes
+/// back to the walk's budget as soon as the file is open.
 pub(super) fn open_source(dir: Option<Arc<DirFd>>, path: &Path) -> std::io::Result<File> {
     use rustix::fs::{Mode, OFlags};
     let at = dir.as_ref().zip(path.file_name());
     // O_NOATIME keeps backups from dirtying every inode; it is refused for
     // files we do not own, so fall back to a plain open.
     let open = |flags: OFlags| -> std::io::Result<File> {
-        let flags = flags | OFlags::RDONLY | OFlags::CLOEXEC;
+        let flags = flags | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
         Ok(match at {
             Some((d, name)) => File::from(rustix::fs::openat(d.as_ref(), name, flags, Mode::empty())?),
             None => File::from(rustix::fs::open(path, flags, Mode::empty())?),
