@@ -136,22 +136,32 @@ fn list_at(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<Vec<Vec<u8>>> {
                     buf.len(),
                 )
             };
-            if r < 0 {
-                Err(rustix::io::Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)))
-            } else {
-                Ok(r as usize)
-            }
+            returned(r)
         })
         .map_err(std::io::Error::from)
     };
-    // Most files have no attributes or a few short ones: one call.
-    let mut small = [0u8; 256];
-    let list = match call(&mut small) {
-        Ok(n) => small[..n].to_vec(),
-        Err(e) if e.raw_os_error() == Some(libc::ERANGE) => grow(call)?,
-        Err(e) => return Err(e),
-    };
+    let list = sized(call)?;
     Ok(list.split(|&b| b == 0).filter(|n| !n.is_empty()).map(<[u8]>::to_vec).collect())
+}
+
+/// What a raw `syscall` returned: a count, or the error in `errno`.
+fn returned(r: libc::c_long) -> rustix::io::Result<usize> {
+    if r < 0 {
+        Err(rustix::io::Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)))
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// What `call` writes into a buffer: most files have no attributes or a
+/// few short ones, so a small buffer first, one call; else [`grow`].
+fn sized(mut call: impl FnMut(&mut [u8]) -> std::io::Result<usize>) -> std::io::Result<Vec<u8>> {
+    let mut small = [0u8; 256];
+    match call(&mut small) {
+        Ok(n) => Ok(small[..n].to_vec()),
+        Err(e) if e.raw_os_error() == Some(libc::ERANGE) => grow(call),
+        Err(e) => Err(e),
+    }
 }
 
 /// Calls `call` with a buffer of the size an empty call reports, until
@@ -203,21 +213,11 @@ fn get_at(dir: BorrowedFd<'_>, name: &OsStr, attr: &[u8]) -> std::io::Result<Opt
                     std::mem::size_of::<XattrArgs>(),
                 )
             };
-            if r < 0 {
-                Err(rustix::io::Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)))
-            } else {
-                Ok(r as usize)
-            }
+            returned(r)
         })
         .map_err(std::io::Error::from)
     };
-    let mut small = [0u8; 256];
-    let value = match call(&mut small) {
-        Ok(n) => Ok(small[..n].to_vec()),
-        Err(e) if e.raw_os_error() == Some(libc::ERANGE) => grow(call),
-        Err(e) => Err(e),
-    };
-    match value {
+    match sized(call) {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(None),
         Err(e) => Err(e),
