@@ -86,7 +86,7 @@ fn is_unsupported(e: &std::io::Error) -> bool {
 /// The numbers of `listxattrat` and `getxattrat`: the same on every
 /// architecture that numbers new calls from the common table (all since
 /// 424); elsewhere the path calls are used.
-#[cfg(all(
+const SYSCALLS: Option<(libc::c_long, libc::c_long)> = if cfg!(all(
     target_os = "linux",
     any(
         target_arch = "x86_64",
@@ -98,22 +98,11 @@ fn is_unsupported(e: &std::io::Error) -> bool {
         target_arch = "powerpc64",
         target_arch = "s390x"
     )
-))]
-const SYSCALLS: Option<(libc::c_long, libc::c_long)> = Some((465, 464));
-#[cfg(not(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64",
-        target_arch = "loongarch64",
-        target_arch = "powerpc64",
-        target_arch = "s390x"
-    )
-)))]
-const SYSCALLS: Option<(libc::c_long, libc::c_long)> = None;
+)) {
+    Some((465, 464))
+} else {
+    None
+};
 
 /// The names `listxattrat` gives for `name` in `dir`, not following a
 /// symlink.
