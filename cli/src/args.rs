@@ -495,6 +495,11 @@ pub struct CopyArgs {
     /// Copy every snapshot of the source.
     #[arg(long)]
     pub all: bool,
+    /// Read the source's storage variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION,
+    /// ARC_SFTP_KEY, ARC_WEBDAV_PASSWORD, ...) from this file of NAME=value lines instead of the
+    /// environment, which then serves the target: for copying between two providers.
+    #[arg(long, value_name = "FILE")]
+    pub from_env_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]

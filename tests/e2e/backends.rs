@@ -203,6 +203,12 @@ pub fn ssh_keygen(path: &Path) {
 }
 
 pub fn start(b: Backend, root: &Path, repo: &Path) -> Server {
+    start_keyed(b, root, repo, (S3_KEY, S3_SECRET))
+}
+
+/// [`start`], an S3 server taking only the access key `keys` (two
+/// providers with different credentials); other servers ignore `keys`.
+pub fn start_keyed(b: Backend, root: &Path, repo: &Path, keys: (&str, &str)) -> Server {
     std::fs::create_dir_all(repo).unwrap();
     let state = root.join(format!(".{}-server", b.name()));
     std::fs::create_dir_all(&state).unwrap();
@@ -213,8 +219,8 @@ pub fn start(b: Backend, root: &Path, repo: &Path) -> Server {
         Backend::S3 => {
             let (child, argv) = spawn(
                 Command::new(s3s_fs_bin())
-                    .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", S3_KEY])
-                    .args(["--secret-key", S3_SECRET])
+                    .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", keys.0])
+                    .args(["--secret-key", keys.1])
                     .arg(root),
                 &log,
             );
@@ -223,8 +229,8 @@ pub fn start(b: Backend, root: &Path, repo: &Path) -> Server {
                 // The bucket is the repository directory's name.
                 url: format!("s3:http://127.0.0.1:{port}/{repo_name}"),
                 env: vec![
-                    ("AWS_ACCESS_KEY_ID".into(), S3_KEY.into()),
-                    ("AWS_SECRET_ACCESS_KEY".into(), S3_SECRET.into()),
+                    ("AWS_ACCESS_KEY_ID".into(), keys.0.into()),
+                    ("AWS_SECRET_ACCESS_KEY".into(), keys.1.into()),
                     ("AWS_DEFAULT_REGION".into(), "us-east-1".into()),
                 ],
                 log,

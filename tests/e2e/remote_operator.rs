@@ -220,3 +220,94 @@ fn two_inits_of_one_webdav_location_at_once_make_one_repository() {
     snapshots("second").success();
     snapshots("first").failure();
 }
+
+/// Two S3 providers that take different keys, in one command: `copy
+/// --from-env-file` reads the source's keys from a file and the target's
+/// from the environment, and a job file gives each repository its own
+/// `env-file`, with no keys in the environment at all (fan-out = "copy"
+/// opens both in one run). Every one of these used to sign both
+/// providers' requests with the environment's one pair of keys. A file
+/// every user can read is refused in one line, before anything is sent.
+#[test]
+fn two_providers_with_different_keys_in_one_copy_and_one_job_file() {
+    if !requirements_met(&needs(Backend::S3)) {
+        return;
+    }
+    use crate::backends::start_keyed;
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    let a_keys = ("GKaaaaaaaaaaaaaaaaaaaaaaaa", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    let b_keys = ("GKbbbbbbbbbbbbbbbbbbbbbbbb", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+    let a = start_keyed(Backend::S3, &env.path("s3a"), &env.path("s3a/bucket"), a_keys);
+    let b = start_keyed(Backend::S3, &env.path("s3b"), &env.path("s3b/bucket"), b_keys);
+    let env_file = |name: &str, keys: (&str, &str), mode: u32| {
+        let p = env.path(name);
+        fs::write(
+            &p,
+            format!("AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY='{}'\nAWS_DEFAULT_REGION=us-east-1\n", keys.0, keys.1),
+        )
+        .unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        p
+    };
+    let a_file = env_file("a.env", a_keys, 0o600);
+    let b_file = env_file("b.env", b_keys, 0o640);
+    let src = env.path("src");
+    write_random_file(&src.join("site/a.bin"), 200 * 1024, 21);
+    fs::write(src.join("site/index.php"), "<?php echo 1;").unwrap();
+    arc(&env, &a, &a.url).arg("init").run().success();
+    arc(&env, &a, &a.url).arg("backup").arg(&src).run().success();
+    arc(&env, &b, &b.url).arg("init").run().success();
+
+    // The environment holds B's keys: A refuses them.
+    let copy = |file: Option<&std::path::Path>| {
+        let mut c = arc(&env, &b, &b.url).args(["copy", "--all", "--from-repo", &a.url]);
+        if let Some(f) = file {
+            c = c.arg("--from-env-file").arg(f);
+        }
+        c.timeout(Duration::from_secs(120)).run()
+    };
+    let refused = copy(None).failure();
+    assert!(refused.one_line_error().contains("AWS_ACCESS_KEY_ID"), "{}", refused.describe());
+    let world = env_file("world.env", a_keys, 0o644);
+    let line = copy(Some(&world)).failure().one_line_error();
+    assert!(line.contains("every user") && line.contains("world.env") && !line.contains(a_keys.1), "{line}");
+    copy(Some(&a_file)).success();
+    let listed = arc(&env, &b, &b.url).args(["snapshots", "--json"]).run().success().stdout_str();
+    let snaps: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    assert_eq!(snaps.len(), 1, "{listed}");
+    let out = env.path("restored");
+    arc(&env, &b, &b.url).args(["restore", "latest", "--target"]).arg(&out).run().success();
+    assert_trees_equal(&src, &restored(&out, &src), &CompareOpts::default());
+
+    // A job file with both, and no keys in the environment.
+    let config = env.path("arc.toml");
+    fs::write(
+        &config,
+        format!(
+            "[repositories.first]\nurl = \"{}\"\nenv-file = \"{}\"\n\n[repositories.second]\nurl = \"{}\"\nenv-file = \"{}\"\n\n\
+             [[jobs]]\nname = \"www\"\nkind = \"files\"\npaths = [\"{}\"]\nrepositories = [\"first\", \"second\"]\nfan-out = \"copy\"\n",
+            a.url,
+            a_file.display(),
+            b.url,
+            b_file.display(),
+            src.display()
+        ),
+    )
+    .unwrap();
+    let run = env
+        .cmd()
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("XDG_STATE_HOME", env.path("state"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .timeout(Duration::from_secs(120))
+        .run();
+    let run = run.success();
+    for (server, want) in [(&a, 2), (&b, 2)] {
+        let listed = arc(&env, server, &server.url).args(["snapshots", "--json"]).run().success().stdout_str();
+        let snaps: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+        assert_eq!(snaps.len(), want, "{}: {listed}\n{}", server.url, run.describe());
+    }
+}

@@ -45,7 +45,11 @@ pub fn run(env: &Env, a: CopyArgs) -> Result<u8> {
             arc_engine::Error::PassphraseRequired
         })
     };
-    let opened = super::open_other(&a.from_repo, "--from-repo", Some(&source));
+    let access = super::OtherAccess {
+        env_file: a.from_env_file.as_deref().map(|p| (p, "--from-env-file")),
+        ..Default::default()
+    };
+    let opened = super::open_other(&a.from_repo, "--from-repo", Some(&source), &access);
     if let Some(e) = failure.into_inner() {
         return Err(e);
     }

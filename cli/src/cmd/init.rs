@@ -64,7 +64,7 @@ fn copy_chunker_params(opts: &mut InitOptions, from: &std::path::Path) -> Result
             arc_engine::Error::PassphraseRequired
         })
     };
-    let opened = super::open_other(from, "--copy-chunker-params-from", Some(&source));
+    let opened = super::open_other(from, "--copy-chunker-params-from", Some(&source), &Default::default());
     if let Some(e) = failure.into_inner() {
         return Err(e);
     }

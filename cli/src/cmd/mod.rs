@@ -9,6 +9,7 @@ pub(crate) mod command_stream;
 mod copy;
 mod diff;
 mod docs;
+pub mod env_file;
 mod find;
 mod init;
 mod key;
@@ -250,16 +251,38 @@ impl Env {
     }
 }
 
+/// How [`open_other`] reaches a remote repository beyond the environment.
+#[derive(Default)]
+pub struct OtherAccess<'a> {
+    pub limits: Option<remote::Limits>,
+    /// The env file and the option or key that named it.
+    pub env_file: Option<(&'a std::path::Path, &'a str)>,
+}
+
 /// Opens a repository named like --repo by another option (`copy
 /// --from-repo`), reading it without writing anything but locks.
+///
+/// `access` carries what a remote one needs beyond the environment: a
+/// fleet job's transfer limits, an env file of its storage variables
+/// (env_file.rs) and where that file was named, for errors.
 pub fn open_other(
     repo: &std::path::Path,
     option: &str,
     passphrase: Option<arc_engine::repo::PassphraseSource<'_>>,
+    access: &OtherAccess<'_>,
 ) -> Result<Repository> {
     let location = parse_location(repo).map_err(|e| anyhow!("{option}: {e}"))?;
+    let settings = match access.env_file {
+        Some((path, named)) => Some(env_file::read(path, &location, named)?),
+        None => None,
+    };
     if location.is_remote() {
-        return remote::open(&location, cache_root(), passphrase).map_err(|e| anyhow!("{option} {location}: {e}"));
+        let from = match access.env_file {
+            Some((path, _)) => format!(" (storage variables from {} only)", path.display()),
+            None => String::new(),
+        };
+        return remote::open_limited(&location, cache_root(), passphrase, access.limits, settings)
+            .map_err(|e| anyhow!("{option} {location}: {e}{from}"));
     }
     let opened = match cache_root() {
         Some(cache) => Repository::open_local_cached_with(repo, &cache, passphrase),

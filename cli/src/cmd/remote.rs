@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use anyhow::{anyhow, Context, Result};
 use arc_engine::repo::{InitOptions, PassphraseSource};
-use arc_engine::storage::{self, Location, RemoteOptions};
+use arc_engine::storage::{self, Location, RemoteOptions, StorageSettings};
 use arc_engine::Repository;
 
 /// Where credentials for `location` come from, for hints.
@@ -37,13 +37,14 @@ pub fn set_limits(l: Limits) {
     let _ = LIMITS.set(l);
 }
 
-fn options(extra: Option<Limits>) -> RemoteOptions {
+fn options(extra: Option<Limits>, settings: Option<StorageSettings>) -> RemoteOptions {
     let global = LIMITS.get().copied().unwrap_or_default();
     let l = extra.unwrap_or_default();
     RemoteOptions {
         // A job's own limit wins over the command line's.
         limit_upload: l.upload.or(global.upload),
         limit_download: l.download.or(global.download),
+        settings,
         ..RemoteOptions::default()
     }
 }
@@ -157,18 +158,20 @@ pub fn open(
     cache_root: Option<PathBuf>,
     passphrase: Option<PassphraseSource<'_>>,
 ) -> Result<Repository> {
-    open_limited(location, cache_root, passphrase, None)
+    open_limited(location, cache_root, passphrase, None, None)
 }
 
-/// [`open`], with transfer limits of its own (a fleet job's).
+/// [`open`], with transfer limits (a fleet job's) and storage variables
+/// (an env file's) of its own.
 pub fn open_limited(
     location: &Location,
     cache_root: Option<PathBuf>,
     passphrase: Option<PassphraseSource<'_>>,
     limits: Option<Limits>,
+    settings: Option<StorageSettings>,
 ) -> Result<Repository> {
     let tried_before = gave_up_before(location);
-    let opened = open_once(location, cache_root, passphrase, limits, tried_before);
+    let opened = open_once(location, cache_root, passphrase, limits, settings, tried_before);
     note_reached(location, &opened);
     match opened {
         // Only a failure to reach it is explained so (a wrong passphrase
@@ -189,10 +192,11 @@ fn open_once(
     cache_root: Option<PathBuf>,
     passphrase: Option<PassphraseSource<'_>>,
     limits: Option<Limits>,
+    settings: Option<StorageSettings>,
     once: bool,
 ) -> Result<Repository> {
     let cache = cache(cache_root)?;
-    let mut opts = options(limits);
+    let mut opts = options(limits, settings);
     if once {
         opts.retries = 0;
     }
@@ -212,7 +216,7 @@ fn open_once(
 
 pub fn init(location: &Location, opts: &InitOptions, cache_root: Option<PathBuf>) -> Result<Repository> {
     let cache = cache(cache_root)?;
-    let storage = storage::connect_with(location, options(None)).map_err(|e| explain(location, e))?;
+    let storage = storage::connect_with(location, options(None, None)).map_err(|e| explain(location, e))?;
     Repository::init_cached(storage, opts, &cache)
         .map_err(|e| explain(location, e))
         .with_context(|| format!("cannot create repository at {location}"))

@@ -38,6 +38,9 @@ pub struct RepoEntry {
     pub password_file: Option<PathBuf>,
     /// Run this through `sh -c` for the passphrase.
     pub password_command: Option<String>,
+    /// A file of this repository's storage variables (NAME=value), used
+    /// instead of the environment's (env_file.rs).
+    pub env_file: Option<PathBuf>,
 }
 
 /// `[run]`: how one `arc run` behaves as a whole.
@@ -286,6 +289,7 @@ pub struct Repo {
     pub path: PathBuf,
     pub password_file: Option<PathBuf>,
     pub password_command: Option<String>,
+    pub env_file: Option<PathBuf>,
 }
 
 impl Repo {
@@ -426,7 +430,13 @@ impl Config {
             check_location(Path::new(r), &["repository"], "")?;
             repos.insert(
                 "default".into(),
-                Repo { name: "default".into(), path: r.into(), password_file: None, password_command: None },
+                Repo {
+                    name: "default".into(),
+                    path: r.into(),
+                    password_file: None,
+                    password_command: None,
+                    env_file: None,
+                },
             );
         }
         for (name, e) in &raw.repositories {
@@ -441,6 +451,7 @@ impl Config {
                     path: e.path.clone(),
                     password_file: e.password_file.clone(),
                     password_command: e.password_command.clone(),
+                    env_file: e.env_file.clone(),
                 },
             );
         }

@@ -67,12 +67,9 @@ pub fn open_repo(r: &Repo, limits: Option<crate::cmd::remote::Limits>) -> Result
         };
         got.map_err(|_| arc_engine::Error::PassphraseRequired)
     };
-    let location = crate::cmd::parse_location(&r.path)?;
-    if location.is_remote() && limits.is_some() {
-        return crate::cmd::remote::open_limited(&location, crate::cmd::cache_root(), Some(&pass), limits)
-            .with_context(|| format!("repository {} ({})", r.name, r.shown()));
-    }
-    crate::cmd::open_other(&r.path, "repository", Some(&pass))
+    let named = format!("env-file of [repositories.{}]", r.name);
+    let access = crate::cmd::OtherAccess { limits, env_file: r.env_file.as_deref().map(|p| (p, named.as_str())) };
+    crate::cmd::open_other(&r.path, "repository", Some(&pass), &access)
         .with_context(|| format!("repository {} ({})", r.name, r.shown()))
 }
 

@@ -39,7 +39,7 @@ pub use faulty::{FaultCounts, Faults, FaultyStorage};
 pub use local::LocalDir;
 pub use location::Location;
 pub use memory::{MemoryStorage, MemoryStorageOptions};
-pub use remote::{RemoteOptions, RemoteStorage};
+pub use remote::{variables_for, RemoteOptions, RemoteStorage, StorageSettings};
 pub use staged::StagedFile;
 
 use std::time::SystemTime;

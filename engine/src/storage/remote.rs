@@ -47,11 +47,14 @@ use crate::ratelimit::RateLimit;
 #[cfg(test)]
 mod fake_http;
 mod restate;
+mod settings;
 mod ssh;
 mod staged_put;
 mod tls;
 mod upload;
 
+use settings::Vars;
+pub use settings::{variables_for, StorageSettings};
 use upload::Source;
 
 /// The most a ranged read allocates before its body arrives (restore reads
@@ -123,6 +126,9 @@ pub struct RemoteOptions {
     /// Bytes per second received, all downloads together
     /// (`--limit-download`).
     pub limit_download: Option<u64>,
+    /// The storage variables of this repository, when they are not the
+    /// process environment's (settings.rs).
+    pub settings: Option<StorageSettings>,
 }
 
 impl Default for RemoteOptions {
@@ -135,6 +141,7 @@ impl Default for RemoteOptions {
             io_timeout: Duration::from_secs(60),
             limit_upload: None,
             limit_download: None,
+            settings: None,
         }
     }
 }
@@ -235,10 +242,6 @@ fn config_error(location: &Location, reason: impl std::fmt::Display) -> Error {
     Error::Remote { object: location.to_string(), reason: reason.to_string() }
 }
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
 impl RemoteStorage {
     /// Connects to the repository at `location` (not a local path). Nothing
     /// is read or written yet except, for SFTP, the ssh connection.
@@ -249,6 +252,7 @@ impl RemoteStorage {
         // The HTTP client (reqwest with rustls) is installed once per
         // process; without opendal's constructor feature this is explicit.
         opendal::install_default();
+        let env = Vars(opts.settings.as_ref());
         let mut wrapper = None;
         let mut dav = None;
         let (builder_op, atomic_put) = match location {
@@ -261,8 +265,10 @@ impl RemoteStorage {
             Location::S3 { endpoint, bucket, prefix } => {
                 // Region: restic's and the AWS CLI's variable; Garage and
                 // s3s-fs accept any region in the signature.
-                let region =
-                    env("AWS_DEFAULT_REGION").or_else(|| env("AWS_REGION")).unwrap_or_else(|| "us-east-1".into());
+                let region = env
+                    .get("AWS_DEFAULT_REGION")
+                    .or_else(|| env.get("AWS_REGION"))
+                    .unwrap_or_else(|| "us-east-1".into());
                 let mut b = opendal::services::S3::default()
                     .endpoint(endpoint)
                     .bucket(bucket)
@@ -275,14 +281,32 @@ impl RemoteStorage {
                 // Explicit variables first; otherwise opendal reads the AWS
                 // shared credentials and config files (AWS_PROFILE,
                 // AWS_SHARED_CREDENTIALS_FILE) as the AWS tools do.
-                if let (Some(k), Some(s)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+                let keys = (env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY"));
+                let explicit = keys.0.is_some() && keys.1.is_some();
+                if let (Some(k), Some(s)) = keys {
                     b = b.access_key_id(&k).secret_access_key(&s);
-                    if let Some(t) = env("AWS_SESSION_TOKEN") {
+                    if let Some(t) = env.get("AWS_SESSION_TOKEN") {
                         b = b.session_token(&t);
                     }
                 }
-                if let Some(p) = env("AWS_PROFILE") {
-                    b = b.profile(&p);
+                match env.get("AWS_PROFILE") {
+                    // The AWS credential chain reads the environment's keys
+                    // before any profile: with a profile given for this
+                    // repository, keys in the environment would sign its
+                    // requests instead.
+                    Some(_) if env.given() && !explicit && std::env::var_os("AWS_ACCESS_KEY_ID").is_some() => {
+                        return Err(config_error(
+                            location,
+                            "its AWS_PROFILE cannot be used while AWS_ACCESS_KEY_ID is set in the environment, \
+                             which the AWS credential chain reads first; give this repository its keys instead",
+                        ));
+                    }
+                    Some(p) => b = b.profile(&p),
+                    // Keys given for this repository are all it uses: the
+                    // environment's and the AWS files' are another
+                    // repository's.
+                    None if env.given() => b = b.disable_config_load(),
+                    None => {}
                 }
                 // Innermost, under the retry layer: a TLS handshake that
                 // cannot succeed is not retried (remote/tls.rs).
@@ -300,10 +324,10 @@ impl RemoteStorage {
                 if let Some(u) = user {
                     b = b.user(u);
                 }
-                if let Some(k) = env("ARC_SFTP_KEY") {
+                if let Some(k) = env.get("ARC_SFTP_KEY") {
                     b = b.key(&k);
                 }
-                wrapper = Some(ssh_wrapper(location, env("ARC_SSH_CONFIG").as_deref())?);
+                wrapper = Some(ssh_wrapper(location, env.get("ARC_SSH_CONFIG").as_deref())?);
                 // Innermost, under the retry layer: a failed ssh start that
                 // is worth another attempt is retried like any request
                 // (remote/ssh.rs).
@@ -314,7 +338,7 @@ impl RemoteStorage {
                 if let Some(u) = user {
                     b = b.username(u);
                 }
-                let password = env("ARC_WEBDAV_PASSWORD");
+                let password = env.get("ARC_WEBDAV_PASSWORD");
                 if let Some(p) = &password {
                     b = b.password(p);
                 }
