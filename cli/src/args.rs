@@ -121,9 +121,9 @@ pub enum Command {
                         Cron, every minute with spread (-q: output only when something went wrong):\n  \
                         * * * * * root arc -q run --config /etc/arc/arc.toml --due")]
 pub struct RunArgs {
-    /// The configuration file.
+    /// The configuration file (default: ~/.config/arc/arc.toml, else /etc/arc/arc.toml).
     #[arg(long, short = 'c', env = "ARC_CONFIG", value_name = "FILE")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
     /// Jobs to run (default: all).
     #[arg(value_name = "JOB")]
     pub jobs: Vec<String>,
@@ -146,7 +146,7 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// The configuration file.
+    /// The configuration file (default: ~/.config/arc/arc.toml, else /etc/arc/arc.toml).
     #[arg(long, short = 'c', env = "ARC_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Also write the metrics as a node-exporter textfile (written atomically).

@@ -301,6 +301,40 @@ fn backup_limit_read_holds_the_rate() {
         .stderr_contains("a rate must be more than 0");
 }
 
+/// `arc run` and `arc status` without --config use the user's
+/// ~/.config/arc/arc.toml (else /etc/arc/arc.toml), so a cron line or a
+/// unit needs no path; with neither there, one line says where arc looked
+/// and how to name a file.
+#[test]
+fn run_and_status_find_the_configuration_file_without_config() {
+    let env = TestEnv::new();
+    env.init();
+    let run = || env.cmd().env("XDG_STATE_HOME", env.path("state")).arg("run").timeout(Duration::from_secs(120)).run();
+    if !Path::new("/etc/arc/arc.toml").exists() {
+        let line = run().failure().one_line_error();
+        assert!(line.contains("no configuration file") && line.contains("--config"), "{line}");
+        assert!(line.contains(".config/arc/arc.toml") && line.contains("/etc/arc/arc.toml"), "{line}");
+    }
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("index.php"), "<?php echo 1;").unwrap();
+    let user_config = env.home.join(".config/arc/arc.toml");
+    fs::create_dir_all(user_config.parent().unwrap()).unwrap();
+    fs::write(
+        &user_config,
+        format!(
+            "repository = \"{}\"\n\n[[jobs]]\nname = \"www\"\nkind = \"files\"\npaths = [\"{}\"]\n",
+            env.repo.display(),
+            src.display()
+        ),
+    )
+    .unwrap();
+    run().success();
+    assert_eq!(env.snapshots_json().len(), 1);
+    let status = env.cmd().env("XDG_STATE_HOME", env.path("state")).arg("status").run().success();
+    assert!(status.stdout_str().lines().any(|l| l.starts_with("www")), "{}", status.describe());
+}
+
 #[test]
 fn config_errors_name_file_line_and_key() {
     let env = TestEnv::new();

@@ -636,6 +636,7 @@ impl TestEnv {
             .env("XDG_CACHE_HOME", self.home.join(".cache"))
             .env("XDG_CONFIG_HOME", self.home.join(".config"))
             .env_remove("ARC_REPO")
+            .env_remove("ARC_CONFIG")
             .env("ARC_PASSWORD", TEST_PASSWORD)
             .env_remove("ARC_PASSWORD_FILE")
             .env_remove("ARC_PASSWORD_COMMAND")

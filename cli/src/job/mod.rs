@@ -84,14 +84,40 @@ impl Log {
     }
 }
 
+/// The configuration file: the one given (--config, ARC_CONFIG), else
+/// the user's, else the system's, the first that exists; cron lines and
+/// units then need no path, as for other daemons' tools.
+fn config_path(given: Option<&std::path::Path>) -> Result<std::path::PathBuf> {
+    if let Some(p) = given {
+        return Ok(p.to_path_buf());
+    }
+    let candidates: Vec<std::path::PathBuf> = dirs::config_dir()
+        .map(|d| d.join("arc/arc.toml"))
+        .into_iter()
+        .chain(std::iter::once(std::path::PathBuf::from(SYSTEM_CONFIG)))
+        .collect();
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+        crate::cmd::usage(format!(
+            "no configuration file: give --config FILE or set ARC_CONFIG (arc looked for {})",
+            looked.join(" and ")
+        ))
+    })
+}
+
+/// Where a host's jobs are configured unless the user has a file of
+/// their own.
+const SYSTEM_CONFIG: &str = "/etc/arc/arc.toml";
+
 pub fn run(env: &Env, a: RunArgs) -> Result<u8> {
-    let cfg = Config::load(&a.config)?;
+    let config = config_path(a.config.as_deref())?;
+    let cfg = Config::load(&config)?;
     let now = a.at.unwrap_or_else(Utc::now);
     if a.schedule {
         return print_schedule(env, &cfg, now);
     }
     if a.print_systemd {
-        return print_systemd(&cfg, &a.config);
+        return print_systemd(&cfg, &config);
     }
     let selected = cfg.select(&a.jobs)?;
     // The process's own priority is the defaults' (hooks, dump commands
@@ -184,10 +210,7 @@ fn print_systemd(cfg: &Config, file: &std::path::Path) -> Result<u8> {
 
 pub fn status(env: &Env, a: StatusArgs) -> Result<u8> {
     let reports = if a.reports.is_empty() {
-        let config = a.config.as_ref().ok_or_else(|| {
-            crate::cmd::usage("give --config FILE, or `arc status --json` outputs of hosts to combine with --html")
-        })?;
-        let cfg = Config::load(config)?;
+        let cfg = Config::load(&config_path(a.config.as_deref())?)?;
         vec![status::collect(&cfg, a.at.unwrap_or_else(Utc::now))?]
     } else {
         if a.html.is_none() {
