@@ -46,7 +46,7 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
         E::PathInNoSnapshot { .. } | E::PathNotInSnapshot { .. } => {
             "`arc ls SNAPSHOT PATH` shows what a snapshot holds".into()
         }
-        E::Remote { object, reason } => crate::cmd::remote::refusal_hint(object, reason)?.into(),
+        E::Remote { object, reason, .. } => crate::cmd::remote::refusal_hint(object, reason)?.into(),
         _ => return None,
     })
 }

@@ -27,9 +27,11 @@ pub enum Error {
     /// A request to a remote repository failed for a reason other than a
     /// missing object (after retries, if it was transient). `object` is the
     /// repository location and the object's path in it, without
-    /// credentials.
+    /// credentials. `attempts`: how many times the request was sent (more
+    /// than one: it failed transiently and the retries ran out; 0: none
+    /// was, a setting was wrong).
     #[error("{object}: {reason}")]
-    Remote { object: String, reason: String },
+    Remote { object: String, reason: String, attempts: u32 },
 
     #[error("{}: not an arc repository (no config file)", path.display())]
     NotARepository { path: PathBuf },

@@ -68,7 +68,7 @@ fn note_reached(location: &Location, outcome: &Result<Repository>) {
     let shown = location.to_string();
     match outcome {
         Ok(_) => list.retain(|l| l != &shown),
-        Err(e) if format!("{e:#}").contains("gave up after") && !list.contains(&shown) => list.push(shown),
+        Err(e) if gave_up(e) && !list.contains(&shown) => list.push(shown),
         Err(_) => {}
     }
 }
@@ -181,6 +181,14 @@ pub fn open_limited(
         }
         other => other,
     }
+}
+
+/// Whether `e` is a request that failed transiently until its retries ran
+/// out.
+fn gave_up(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(c.downcast_ref::<arc_engine::Error>(), Some(arc_engine::Error::Remote { attempts, .. }) if *attempts > 1)
+    })
 }
 
 fn is_remote_failure(e: &anyhow::Error) -> bool {

@@ -67,7 +67,11 @@ pub struct FaultyStorage {
 }
 
 fn injected(what: &str, kind: FileKind, name: &str) -> Error {
-    Error::Remote { object: format!("faulty:{}/{name}", kind.describe()), reason: format!("injected {what}") }
+    Error::Remote {
+        object: format!("faulty:{}/{name}", kind.describe()),
+        reason: format!("injected {what}"),
+        attempts: 1,
+    }
 }
 
 impl FaultyStorage {

@@ -239,7 +239,7 @@ impl Drop for TempDir {
 }
 
 fn config_error(location: &Location, reason: impl std::fmt::Display) -> Error {
-    Error::Remote { object: location.to_string(), reason: reason.to_string() }
+    Error::Remote { object: location.to_string(), reason: reason.to_string(), attempts: 0 }
 }
 
 impl RemoteStorage {
@@ -463,12 +463,17 @@ impl RemoteStorage {
     }
 
     fn other(&self, path: &str, e: Failed) -> Error {
-        self.remote_error(path, describe(&e, e.attempts))
+        self.remote_error(path, &Reason::of(&e), e.attempts)
     }
 
-    /// The error of `path` (relative to the repository) for `reason`.
-    fn remote_error(&self, path: &str, reason: String) -> Error {
-        Error::Remote { object: format!("{}/{path}", self.shown.trim_end_matches('/')), reason }
+    /// The error of `path` (relative to the repository), sent `attempts`
+    /// times, for `reason`.
+    fn remote_error(&self, path: &str, reason: &Reason, attempts: u32) -> Error {
+        Error::Remote {
+            object: format!("{}/{path}", self.shown.trim_end_matches('/')),
+            reason: reason.line(attempts),
+            attempts,
+        }
     }
 
     fn block<F: std::future::IntoFuture>(&self, f: F) -> F::Output {
@@ -525,6 +530,7 @@ impl RemoteStorage {
         let modified = meta.last_modified().map(SystemTime::from).ok_or_else(|| Error::Remote {
             object: format!("{}/{path}", self.shown),
             reason: "the server reports no modification time".into(),
+            attempts: 1,
         })?;
         Ok(FileStat { len: meta.content_length(), modified })
     }
@@ -587,15 +593,6 @@ fn status_only(e: &opendal::Error) -> Option<String> {
     Some(format!("{op} answered HTTP {status}{reason}"))
 }
 
-/// One line on what went wrong: opendal's message, its kind, the HTTP
-/// status, the first cause (a refused connection, the server's error
-/// body) and, for a request that was retried, how many times it was sent.
-/// opendal's own Display adds its request context, which repeats the
-/// endpoint and path we already show.
-fn describe(e: &opendal::Error, attempts: u32) -> String {
-    Reason::of(e).line(usize::try_from(attempts).unwrap_or(usize::MAX))
-}
-
 /// Why a request failed, before it is put in one line: what happened, and
 /// the note in brackets after it (opendal's error kind, or the HTTP answer
 /// when an S3 error body says what happened).
@@ -646,7 +643,7 @@ impl Reason {
     /// retry layer or arc's own loops for uploads): "S3 error SlowDown
     /// (Unexpected, gave up after 7 attempts)", the count only for a
     /// request sent more than once.
-    pub(super) fn line(&self, attempts: usize) -> String {
+    pub(super) fn line(&self, attempts: u32) -> String {
         let mut notes: Vec<String> = self.note.iter().cloned().collect();
         if attempts > 1 {
             notes.push(format!("gave up after {attempts} attempts"));
@@ -1077,13 +1074,13 @@ mod tests {
             ErrorKind::PermissionDenied,
             r#"S3Error { code: "SignatureDoesNotMatch", message: "", resource: "", request_id: "" }"#,
         );
-        assert_eq!(describe(&body, 1), "S3 error SignatureDoesNotMatch (PermissionDenied)");
+        assert_eq!(Reason::of(&body).line(1), "S3 error SignatureDoesNotMatch (PermissionDenied)");
         let with_message = opendal::Error::new(
             ErrorKind::Unexpected,
             r#"S3Error { code: "NoSuchBucket", message: "The specified bucket does not exist", resource: "" }"#,
         );
         assert_eq!(
-            describe(&with_message, 1),
+            Reason::of(&with_message).line(1),
             "S3 error NoSuchBucket: The specified bucket does not exist (Unexpected)"
         );
         let head = opendal::Error::new(ErrorKind::Unexpected, "")
@@ -1091,7 +1088,7 @@ mod tests {
             .with_context("service_operation", "HeadObject")
             .with_context("response", "Parts { status: 400, version: HTTP/1.1 }");
         assert_eq!(
-            describe(&head, 1),
+            Reason::of(&head).line(1),
             "HeadObject answered HTTP 400 (bad request: a malformed bucket name or URL?) (Unexpected)"
         );
         let unavailable = opendal::Error::new(
@@ -1099,7 +1096,7 @@ mod tests {
             r#"S3Error { code: "ServiceUnavailable", message: "Could not reach quorum: [\"Netapp error\"]", resource: "" }"#,
         );
         assert_eq!(
-            describe(&unavailable, 7),
+            Reason::of(&unavailable).line(7),
             r#"S3 error ServiceUnavailable: Could not reach quorum: ["Netapp error"] (Unexpected, gave up after 7 attempts)"#
         );
     }

@@ -85,12 +85,14 @@ impl RemoteStorage {
             let _ = self.call(self.op.delete(&tmp));
             match failure {
                 Failure::Local(e) => return Err(e),
-                Failure::Refused(reason) => return Err(self.remote_error(&object, reason.line(1))),
+                Failure::Refused(reason) => return Err(self.remote_error(&object, &reason, 1)),
                 Failure::Transient(_) if attempt < self.opts.retries => {
                     std::thread::sleep(backoff(attempt));
                     attempt += 1;
                 }
-                Failure::Transient(reason) => return Err(self.remote_error(&object, reason.line(attempt + 1))),
+                Failure::Transient(reason) => {
+                    return Err(self.remote_error(&object, &reason, u32::try_from(attempt + 1).unwrap_or(u32::MAX)))
+                }
             }
         };
         if let Err(e) = self.call(self.op.rename(&tmp, &object)) {

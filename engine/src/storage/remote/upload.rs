@@ -256,19 +256,19 @@ impl RemoteStorage {
             return self.put_file_multipart(kind, name, &object, path);
         }
         let mut attempt = 0;
-        let reason = loop {
+        let (reason, attempts) = loop {
             match self.block(self.put_attempt(http, &object, path, len)) {
                 Ok(()) => return Ok(()),
                 Err(Failure::Local(e)) => return Err(e),
-                Err(Failure::Refused(reason)) => break reason.line(1),
+                Err(Failure::Refused(reason)) => break (reason, 1),
                 Err(Failure::Transient(_)) if attempt < self.opts.retries => {
                     std::thread::sleep(backoff(attempt));
                     attempt += 1;
                 }
-                Err(Failure::Transient(reason)) => break reason.line(attempt + 1),
+                Err(Failure::Transient(reason)) => break (reason, u32::try_from(attempt + 1).unwrap_or(u32::MAX)),
             }
         };
-        Err(Error::Remote { object: format!("{}/{object}", self.shown.trim_end_matches('/')), reason })
+        Err(self.remote_error(&object, &reason, attempts))
     }
 
     async fn put_attempt(
