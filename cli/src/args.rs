@@ -286,6 +286,10 @@ pub struct InitArgs {
         conflicts_with_all = ["chunk_min", "chunk_avg", "chunk_max", "stream_chunk_min", "stream_chunk_avg", "stream_chunk_max"]
     )]
     pub copy_chunker_params_from: Option<PathBuf>,
+    /// REPO's storage variables (AWS_ACCESS_KEY_ID, ...) from this file of NAME=value lines instead
+    /// of the environment, as `copy --from-env-file`.
+    #[arg(long, value_name = "FILE", requires = "copy_chunker_params_from")]
+    pub from_env_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone, Default)]

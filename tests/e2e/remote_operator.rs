@@ -257,7 +257,12 @@ fn two_providers_with_different_keys_in_one_copy_and_one_job_file() {
     fs::write(src.join("site/index.php"), "<?php echo 1;").unwrap();
     arc(&env, &a, &a.url).arg("init").run().success();
     arc(&env, &a, &a.url).arg("backup").arg(&src).run().success();
-    arc(&env, &b, &b.url).arg("init").run().success();
+    // B names and cuts content as A does, A's keys from its file.
+    arc(&env, &b, &b.url)
+        .args(["init", "--copy-chunker-params-from", &a.url, "--from-env-file"])
+        .arg(&a_file)
+        .run()
+        .success();
 
     // The environment holds B's keys: A refuses them.
     let copy = |file: Option<&std::path::Path>| {
@@ -272,7 +277,9 @@ fn two_providers_with_different_keys_in_one_copy_and_one_job_file() {
     let world = env_file("world.env", a_keys, 0o644);
     let line = copy(Some(&world)).failure().one_line_error();
     assert!(line.contains("every user") && line.contains("world.env") && !line.contains(a_keys.1), "{line}");
-    copy(Some(&a_file)).success();
+    let copied = copy(Some(&a_file)).success();
+    // The same chunker and content keys: nothing was cut again.
+    assert!(!copied.stdout_str().contains("re-chunked"), "{}", copied.describe());
     let listed = arc(&env, &b, &b.url).args(["snapshots", "--json"]).run().success().stdout_str();
     let snaps: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
     assert_eq!(snaps.len(), 1, "{listed}");

@@ -55,7 +55,11 @@ pub fn options(a: &InitArgs) -> Result<InitOptions> {
 
 /// `--copy-chunker-params-from REPO`: REPO's chunker sizes and content
 /// keys (crypto.md §2.4), read before anything is created.
-fn copy_chunker_params(opts: &mut InitOptions, from: &std::path::Path) -> Result<()> {
+fn copy_chunker_params(
+    opts: &mut InitOptions,
+    from: &std::path::Path,
+    env_file: Option<&std::path::Path>,
+) -> Result<()> {
     let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
     let local_key = super::parse_location(from).ok().and_then(|l| l.local_path().and_then(super::default_key_for));
     let source = || {
@@ -64,7 +68,8 @@ fn copy_chunker_params(opts: &mut InitOptions, from: &std::path::Path) -> Result
             arc_engine::Error::PassphraseRequired
         })
     };
-    let opened = super::open_other(from, "--copy-chunker-params-from", Some(&source), &Default::default());
+    let access = super::OtherAccess { env_file: env_file.map(|p| (p, "--from-env-file")), ..Default::default() };
+    let opened = super::open_other(from, "--copy-chunker-params-from", Some(&source), &access);
     if let Some(e) = failure.into_inner() {
         return Err(e);
     }
@@ -95,7 +100,7 @@ pub fn run(env: &Env, a: InitArgs) -> Result<u8> {
         }
     }
     if let Some(from) = &a.copy_chunker_params_from {
-        copy_chunker_params(&mut opts, from)?;
+        copy_chunker_params(&mut opts, from, a.from_env_file.as_deref())?;
     }
     if a.encryption == EncryptionMode::Passphrase {
         opts.protection = Protection::passphrase(crate::passphrase::new("ARC", None)?);
