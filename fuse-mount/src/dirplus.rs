@@ -182,7 +182,7 @@ fn size_in_debug(shown: &str) -> Option<usize> {
 }
 
 fn mode_bits(kind: FileType) -> u32 {
-    (match kind {
+    match kind {
         FileType::NamedPipe => libc::S_IFIFO,
         FileType::CharDevice => libc::S_IFCHR,
         FileType::BlockDevice => libc::S_IFBLK,
@@ -190,7 +190,7 @@ fn mode_bits(kind: FileType) -> u32 {
         FileType::RegularFile => libc::S_IFREG,
         FileType::Symlink => libc::S_IFLNK,
         FileType::Socket => libc::S_IFSOCK,
-    }) as u32
+    }
 }
 
 /// Seconds and nanoseconds since the epoch, negative before it (as `stat`).
