@@ -330,7 +330,7 @@ impl ArcFs {
     }
 
     /// Where a dup of the session's /dev/fuse descriptor goes (for the
-    /// pusher and READDIRPLUS replies); without one neither is used.
+    /// pusher and READDIRPLUS replies); `mount` fails without one.
     pub fn dev_fd_slot(&self) -> Arc<OnceLock<OwnedFd>> {
         self.dev.clone()
     }
