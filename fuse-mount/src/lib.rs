@@ -69,7 +69,8 @@ pub struct MountOptions {
     pub push_small_files: bool,
     /// List snapshot directories with READDIRPLUS, with attributes for the
     /// tasks that stat what they list (so their LOOKUPs are answered by
-    /// the kernel; see `dirplus.rs`).
+    /// the kernel; see `dirplus.rs`). Not with several dispatch threads
+    /// on cloned descriptors.
     pub readdirplus: bool,
 }
 
@@ -304,7 +305,10 @@ pub fn mount(
         spinner.clone(),
         counts.clone(),
         opts.push_small_files,
-        opts.readdirplus,
+        // A reply must go to the descriptor its request was read from, and
+        // the hand-written READDIRPLUS replies go to the session's own:
+        // not with one cloned descriptor per dispatch thread.
+        opts.readdirplus && !cfg.clone_fd,
     );
     // The pusher and the READDIRPLUS replies write to the session's
     // /dev/fuse, which exists only once the file system has been handed to
