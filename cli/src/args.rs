@@ -589,6 +589,10 @@ pub struct MountArgs {
     /// their directory's first file is read (for measuring what the push saves).
     #[arg(long, hide = true)]
     pub no_push: bool,
+    /// List directories with plain READDIR, not READDIRPLUS (for measuring
+    /// what listing with attributes saves).
+    #[arg(long, hide = true)]
+    pub no_readdirplus: bool,
 }
 
 #[derive(Args, Debug)]

@@ -9,8 +9,10 @@
 //! kernel is asked to skip every one it can: files and directories open
 //! without OPEN/OPENDIR (and so without RELEASE), FLUSH is switched off,
 //! names and attributes of snapshot content are cached for a day, missing
-//! names too. What is left for `cp -a` of a small file is LOOKUP, READ and
-//! the xattr/ACL queries the tool makes (BENCHMARKS.md).
+//! names too; listings carry attributes for tasks that stat what they list
+//! (READDIRPLUS, `readdirplus`), so their LOOKUPs stay in the kernel, and
+//! the push (push.rs) spares most READs. What is left for `cp -a` of a
+//! small file is the xattr/ACL queries the tool makes (BENCHMARKS.md).
 //!
 //! Threads: requests arrive on one dispatch thread (the fastest setup for
 //! the common single walker, see [`ReadPool`]), which answers lookups,
@@ -36,17 +38,19 @@ use std::time::{Duration, SystemTime};
 use arc_engine::vfs::{Entry, Kind, Listing, OpenFile, Position, Vfs, VfsError};
 use fuser::{
     AccessFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use lru::LruCache;
 
 use crate::attr::{file_attr, file_type};
+use crate::dirplus::{Attrs, PlusReply};
 use crate::errno::{is_damage, to_errno};
 use crate::inode::{child_key, Inode, InodeTable};
 use crate::push::{DirPush, Pusher};
 use crate::spin::Spinner;
 use crate::stats::{Op, RequestCounts};
+use crate::statters::Statters;
 use crate::MountEvents;
 
 /// Snapshot content never changes: the kernel may keep names and
@@ -274,6 +278,14 @@ pub struct ArcFs {
     pusher: Option<Pusher>,
     /// The directory pushed last (0: none).
     last_pushed_dir: AtomicU64,
+    /// A dup of the session's /dev/fuse descriptor, set once the session
+    /// exists: the pusher's stores and the READDIRPLUS replies written
+    /// here (dirplus.rs) go to it.
+    dev: Arc<OnceLock<OwnedFd>>,
+    /// READDIRPLUS was asked for (and is used if the kernel offers it).
+    want_readdirplus: bool,
+    /// Tasks whose listings carry attributes (statters.rs).
+    statters: Statters,
 }
 
 impl ArcFs {
@@ -284,6 +296,7 @@ impl ArcFs {
         spinner: Option<Arc<Spinner>>,
         counts: Option<Arc<RequestCounts>>,
         push: bool,
+        readdirplus: bool,
     ) -> ArcFs {
         let inodes = Arc::new(InodeTable::new());
         let report = Arc::new(Reporter {
@@ -293,7 +306,9 @@ impl ArcFs {
             reported: Mutex::new(HashSet::new()),
         });
         let files_by_ino = Arc::new(FilesByInode::new());
-        let pusher = push.then(|| Pusher::start(vfs.clone(), inodes.clone(), files_by_ino.clone(), counts.clone()));
+        let dev: Arc<OnceLock<OwnedFd>> = Arc::new(OnceLock::new());
+        let pusher =
+            push.then(|| Pusher::start(vfs.clone(), inodes.clone(), files_by_ino.clone(), counts.clone(), dev.clone()));
         ArcFs {
             vfs,
             inodes,
@@ -308,13 +323,16 @@ impl ArcFs {
             counts,
             pusher,
             last_pushed_dir: AtomicU64::new(0),
+            dev,
+            want_readdirplus: readdirplus,
+            statters: Statters::default(),
         }
     }
 
-    /// Where the session's /dev/fuse descriptor goes for the pusher, if
-    /// there is one.
-    pub fn push_fd(&self) -> Option<Arc<OnceLock<OwnedFd>>> {
-        self.pusher.as_ref().map(Pusher::fd_slot)
+    /// Where a dup of the session's /dev/fuse descriptor goes (for the
+    /// pusher and READDIRPLUS replies); `mount` fails without one.
+    pub fn dev_fd_slot(&self) -> Arc<OnceLock<OwnedFd>> {
+        self.dev.clone()
     }
 
     /// Every request starts here.
@@ -455,14 +473,6 @@ impl ArcFs {
 impl fuser::Filesystem for ArcFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Each wanted only if the kernel offers it:
-        // Not READDIRPLUS: with busy-polling (spin.rs) a round trip is cheap,
-        // and what a walk then pays for is the kernel building an inode for
-        // every name a READDIRPLUS reply carries. Measured on the 200k-file
-        // spool, idle VM, with busy-polling: `find` 1.07-1.13 s with plain
-        // READDIR against 1.30-1.73 s with READDIRPLUS (AUTO); `ls -lR`
-        // 14.4 s against 10.3 s (it LOOKUPs each file instead); `cp -a` of
-        // the whole tree 45-50 s either way. Without busy-polling AUTO had
-        // been better (BENCHMARKS.md).
         // - PARALLEL_DIROPS: lookups in one directory need not queue behind
         //   each other;
         // - POSIX_ACL: recorded ACLs are enforced along with the mode bits
@@ -488,6 +498,16 @@ impl fuser::Filesystem for ArcFs {
         self.zero_message_opendir = offered.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
             && config.capabilities().contains(InitFlags::FUSE_AUTO_INVAL_DATA);
         self.zero_message_open = offered.contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
+        // READDIRPLUS, on every listing (not AUTO, which lists a directory's
+        // first batch with attributes for every walker, and the rest for
+        // none, while tar and cp read a directory whole before they stat
+        // it): attributes go only to tasks that stat what they list
+        // (statters.rs), in replies written by hand (dirplus.rs) to the
+        // /dev/fuse descriptor, which `mount` sets before the session
+        // serves its first request (INIT is answered while it is made).
+        if self.want_readdirplus && offered.contains(InitFlags::FUSE_DO_READDIRPLUS) {
+            let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
+        }
         // Let the kernel read ahead as far as it allows (large, parallel
         // background reads of files), and keep more of them in flight.
         if let Err(max) = config.set_max_readahead(4 << 20) {
@@ -497,7 +517,7 @@ impl fuser::Filesystem for ArcFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         self.request(Op::Lookup);
         let p = match self.inode(parent) {
             Ok(p) => p,
@@ -518,7 +538,14 @@ impl fuser::Filesystem for ArcFs {
         };
         let (ino, entry) = self.child_inode(&p, name.as_bytes(), entry, Link::Unknown, true);
         match self.vfs.attr(&entry) {
-            Ok(a) => reply.entry(&ttl(&entry), &file_attr(ino, &a), Generation(0)),
+            Ok(a) => {
+                // Not for the links above the snapshots (`latest`), which
+                // every path into the mount passes.
+                if a.kind != Kind::Dir && p.entry.is_immutable() {
+                    self.statters.mark(req.pid());
+                }
+                reply.entry(&ttl(&entry), &file_attr(ino, &a), Generation(0))
+            }
             Err(e) => {
                 self.inodes.forget(ino, 1);
                 reply.error(self.fail(ino, &e))
@@ -590,7 +617,7 @@ impl fuser::Filesystem for ArcFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -600,6 +627,7 @@ impl fuser::Filesystem for ArcFs {
         reply: ReplyData,
     ) {
         self.request(Op::Read);
+        self.statters.mark(req.pid());
         if offset == 0 {
             // A file read from its start: its small neighbours are likely
             // next (a copy of the directory, of the tree).
@@ -727,6 +755,75 @@ impl fuser::Filesystem for ArcFs {
         match listed {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.fail(ino.0, &e)),
+        }
+    }
+
+    fn readdirplus(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectoryPlus) {
+        self.request(Op::Readdirplus);
+        let dir = match self.inode(ino) {
+            Ok(d) => d,
+            Err(e) => return reply.error(e),
+        };
+        let d = match self.dir_handle(&dir, fh) {
+            Ok(d) => d,
+            Err(e) => return reply.error(self.fail(ino.0, &e)),
+        };
+        let Some(dev) = self.dev.get() else { return reply.error(Errno::EIO) };
+        // Views above the snapshots keep their names only (their lookups
+        // decide what is cached, see `lookup`).
+        let attrs = dir.entry.is_immutable() && self.statters.contains(req.pid());
+        let mut out = PlusReply::new();
+        // Offsets as in `readdir`. "." and ".." never carry attributes
+        // (the kernel would not link them).
+        if offset == 0 {
+            out.push(ino.0, 1, fuser::FileType::Directory, b".", None);
+        }
+        if offset <= 1 {
+            out.push(d.parent, 2, fuser::FileType::Directory, b"..", None);
+        }
+        // Inodes handed to the kernel with this reply, each one reference.
+        let mut given: Vec<u64> = Vec::new();
+        let mut grown = false;
+        let from = offset.saturating_sub(2) as usize;
+        let listed = self.vfs.list_from(&d.listing, from, |item| {
+            if !out.fits(item.name) {
+                if grown || !out.grow_to_request(&reply) || !out.fits(item.name) {
+                    return true;
+                }
+                grown = true;
+            }
+            let (off, kind) = (item.pos as u64 + 3, file_type(item.kind));
+            let link = Link::Known(item.hardlink_target);
+            let (cino, entry) = self.child_inode(&dir, item.name, item.entry, link, attrs);
+            if attrs {
+                match self.vfs.attr(&entry) {
+                    Ok(a) => {
+                        let attr = file_attr(cino, &a);
+                        out.push(cino, off, kind, item.name, Some(Attrs { attr: &attr, ttl: ttl(&entry) }));
+                        given.push(cino);
+                        return false;
+                    }
+                    // Left to its LOOKUP, which reports the failure.
+                    Err(_) => self.inodes.forget(cino, 1),
+                }
+            }
+            out.push(cino, off, kind, item.name, None);
+            false
+        });
+        if let Err(e) = listed {
+            for i in given {
+                self.inodes.forget(i, 1);
+            }
+            return reply.error(self.fail(ino.0, &e));
+        }
+        if let Some(c) = &self.counts {
+            c.add_n(Op::PlusAttrs, given.len() as u64);
+        }
+        if out.send(dev, req.unique().0, reply).is_err() {
+            // The kernel never saw these references.
+            for i in given {
+                self.inodes.forget(i, 1);
+            }
         }
     }
 

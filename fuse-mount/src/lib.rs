@@ -7,18 +7,21 @@
 //! implementation), `inode` (inode numbers ↔ VFS entries), `attr` (VFS
 //! attributes → kernel attributes), `errno` (the one error → errno map),
 //! `spin` (busy-polling during bursts of requests), `push` (small files'
-//! data pushed into the kernel's page cache), `stats` (requests counted by
-//! opcode, on request).
+//! data pushed into the kernel's page cache), `dirplus` (READDIRPLUS
+//! replies), `statters` (who gets attributes in them), `stats` (requests
+//! counted by opcode, on request).
 //! It prints nothing: damage found while serving reads is passed to the
 //! caller's [`MountEvents`].
 
 mod attr;
+mod dirplus;
 mod errno;
 mod fs;
 mod inode;
 mod push;
 mod spin;
 mod stats;
+mod statters;
 
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
@@ -64,6 +67,11 @@ pub struct MountOptions {
     /// when their directory's first file is read, saving their READs
     /// (see `push.rs`).
     pub push_small_files: bool,
+    /// List snapshot directories with READDIRPLUS, with attributes for the
+    /// tasks that stat what they list (so their LOOKUPs are answered by
+    /// the kernel; see `dirplus.rs`). Not with several dispatch threads
+    /// on cloned descriptors.
+    pub readdirplus: bool,
 }
 
 impl Default for MountOptions {
@@ -78,6 +86,7 @@ impl Default for MountOptions {
             busy_poll_threads: cpus.min(2),
             count_requests: false,
             push_small_files: true,
+            readdirplus: true,
         }
     }
 }
@@ -289,17 +298,33 @@ pub fn mount(
         std::fs::canonicalize(mountpoint).map_err(|e| MountError::Io { path: mountpoint.to_path_buf(), source: e })?;
     let spinner = spin::Spinner::start(opts.busy_poll, opts.busy_poll_threads, vfs.work().clone()).map(Arc::new);
     let counts = opts.count_requests.then(|| Arc::new(stats::RequestCounts::default()));
-    let fs = fs::ArcFs::new(vfs, events, opts.read_threads, spinner.clone(), counts.clone(), opts.push_small_files);
-    // The pusher writes to the session's /dev/fuse, which exists only
-    // once the file system has been handed to the session.
-    let push_fd = fs.push_fd();
+    let fs = fs::ArcFs::new(
+        vfs,
+        events,
+        opts.read_threads,
+        spinner.clone(),
+        counts.clone(),
+        opts.push_small_files,
+        // A reply must go to the descriptor its request was read from, and
+        // the hand-written READDIRPLUS replies go to the session's own:
+        // not with one cloned descriptor per dispatch thread.
+        opts.readdirplus && !cfg.clone_fd,
+    );
+    // The pusher and the READDIRPLUS replies write to the session's
+    // /dev/fuse, which exists only once the file system has been handed to
+    // the session; requests are served only after `spawn` below. Without
+    // it listings could not be answered: the mount fails (dropping the
+    // session unmounts).
+    let dev_fd = fs.dev_fd_slot();
     let session = fuser::Session::new(fs, &canonical, &cfg)
         .map_err(|e| MountError::Mount { path: canonical.clone(), source: e })?;
-    if let Some(slot) = push_fd {
+    {
         use std::os::fd::AsFd;
-        if let Ok(fd) = session.as_fd().try_clone_to_owned() {
-            let _ = slot.set(fd);
-        }
+        let fd = session
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| MountError::Mount { path: canonical.clone(), source: e })?;
+        let _ = dev_fd.set(fd);
     }
     // The dispatch thread itself polls /dev/fuse during a burst (see
     // spin.rs). It does so at normal priority, so only where another CPU

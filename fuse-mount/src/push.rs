@@ -1,7 +1,9 @@
 //! Small files' data pushed into the kernel's page cache ahead of the
-//! copier's READ (FUSE_NOTIFY_STORE), for files the kernel has looked up
-//! already: a copy that lists (and looks up) a tree before it reads the
-//! files, as `rsync` does, then reads them without a READ each.
+//! copier's READ (FUSE_NOTIFY_STORE), for files the kernel has built an
+//! inode for already: a copy that lists (and looks up) a tree before it
+//! reads the files, as `rsync` does, or one whose listings carried the
+//! files' attributes (READDIRPLUS, dirplus.rs), as `tar` and `cp -a` get
+//! them, then reads them without a READ each.
 //!
 //! When the first file of a directory is read (which starts the directory
 //! readahead, `arc_engine::vfs`), the pusher thread goes through that
@@ -74,7 +76,6 @@ pub struct DirPush {
 pub struct Pusher {
     tx: Option<crossbeam_channel::Sender<DirPush>>,
     thread: Option<JoinHandle<()>>,
-    fd: Arc<OnceLock<OwnedFd>>,
 }
 
 impl Pusher {
@@ -83,10 +84,10 @@ impl Pusher {
         inodes: Arc<InodeTable>,
         read: Arc<FilesByInode>,
         counts: Option<Arc<RequestCounts>>,
+        fd: Arc<OnceLock<OwnedFd>>,
     ) -> Pusher {
         let (tx, rx) = crossbeam_channel::bounded::<DirPush>(QUEUE);
-        let fd: Arc<OnceLock<OwnedFd>> = Arc::new(OnceLock::new());
-        let thread_fd = fd.clone();
+        let thread_fd = fd;
         let thread = std::thread::Builder::new()
             .name("arc-push".into())
             .spawn(move || {
@@ -102,13 +103,7 @@ impl Pusher {
                 }
             })
             .ok();
-        Pusher { tx: thread.as_ref().map(|_| tx), thread, fd }
-    }
-
-    /// Where the session's /dev/fuse descriptor (a dup) goes once the
-    /// session exists; nothing is pushed before.
-    pub fn fd_slot(&self) -> Arc<OnceLock<OwnedFd>> {
-        self.fd.clone()
+        Pusher { tx: thread.as_ref().map(|_| tx), thread }
     }
 
     /// Queues a directory unless the queue is full.

@@ -36,13 +36,16 @@ pub enum Op {
     /// Anything that would change the file system (answered EROFS).
     Write,
     /// Not requests: small files whose data was pushed into the kernel's
-    /// page cache after their LOOKUP (push.rs), and pushes the kernel did
-    /// not take (the inode was not built in time, or was gone).
+    /// page cache (push.rs), and pushes the kernel did not take (the inode
+    /// was gone).
     Pushed,
     PushMissed,
+    /// Not requests: entries that READDIRPLUS replies carried with
+    /// attributes (dirplus.rs), each an inode the kernel built.
+    PlusAttrs,
 }
 
-const ALL: [Op; 21] = [
+const ALL: [Op; 22] = [
     Op::Lookup,
     Op::Forget,
     Op::Getattr,
@@ -64,6 +67,7 @@ const ALL: [Op; 21] = [
     Op::Write,
     Op::Pushed,
     Op::PushMissed,
+    Op::PlusAttrs,
 ];
 
 impl Op {
@@ -90,6 +94,7 @@ impl Op {
             Op::Write => "write-like",
             Op::Pushed => "pushed",
             Op::PushMissed => "push-missed",
+            Op::PlusAttrs => "listed-with-attrs",
         }
     }
 }
@@ -102,14 +107,19 @@ pub struct RequestCounts {
 
 impl RequestCounts {
     pub fn add(&self, op: Op) {
-        self.counts[op as usize].fetch_add(1, Ordering::Relaxed);
+        self.add_n(op, 1);
+    }
+
+    pub fn add_n(&self, op: Op, n: u64) {
+        self.counts[op as usize].fetch_add(n, Ordering::Relaxed);
     }
 
     /// Requests received (read-queued is a subset of read, not another
-    /// request, nor are pushes; forgets are counted per inode).
+    /// request, nor are pushes or entries listed with attributes; forgets
+    /// are counted per inode).
     pub fn total(&self) -> u64 {
         ALL.iter()
-            .filter(|&&op| !matches!(op, Op::ReadQueued | Op::Pushed | Op::PushMissed))
+            .filter(|&&op| !matches!(op, Op::ReadQueued | Op::Pushed | Op::PushMissed | Op::PlusAttrs))
             .map(|&op| self.counts[op as usize].load(Ordering::Relaxed))
             .sum()
     }

@@ -616,8 +616,10 @@ fn mount_copy_out_costs_no_open_release_or_flush_per_file() {
     env.backup([&src]);
 
     // Without pushing file data ahead of the READs (pinned in
-    // mount_pushed_small_files_spare_reads_and_read_back_right).
-    let m = Mounted::start_with(&env, &env.path("mnt"), &["--count-requests", "--no-push"]);
+    // mount_pushed_small_files_spare_reads_and_read_back_right) and with
+    // plain READDIR (READDIRPLUS is pinned in
+    // mount_readdirplus_spares_a_copiers_lookups_and_reads_not_finds).
+    let m = Mounted::start_with(&env, &env.path("mnt"), &["--count-requests", "--no-push", "--no-readdirplus"]);
     let inside = restored(&m.path("latest"), &src);
     let out = env.path("copied");
     let tar = TestCommand::new("tar").arg("-cf").arg(&out).arg("-C").arg(&inside).arg(".").run();
@@ -637,6 +639,79 @@ fn mount_copy_out_costs_no_open_release_or_flush_per_file() {
     assert_eq!(n("read"), files, "{counts:?}");
     let way_down = 3 + src.components().filter(|c| matches!(c, std::path::Component::Normal(_))).count() as u64;
     assert_eq!(n("lookup"), way_down + 4 + files + 1, "{counts:?}");
+}
+
+/// With READDIRPLUS, once a copier has looked at a file its listings carry
+/// attributes: the kernel builds the inodes while listing, answers the
+/// copier's LOOKUPs itself, and the push serves most of its READs. `find`,
+/// which looks up only directories, gets names only (no inode per name).
+/// What comes out must be the files' bytes, pushed or READ: checked through
+/// tar's archive, at an offset, through a hardlink, and for a file past the
+/// push's size limit.
+#[test]
+fn mount_readdirplus_spares_a_copiers_lookups_and_reads_not_finds() {
+    require!(Need::Fuse);
+    let env = TestEnv::new();
+    let src = env.path("src");
+    let (dirs, per_dir) = (4u64, 60u64);
+    for i in 0..dirs * per_dir {
+        let name = format!("d{}/message-with-a-longish-name-{i:04}", i / per_dir);
+        write_random_file(&src.join(name), 200 + i * 131, 900 + i);
+    }
+    // Past the push's limit (1 MiB): read with READs.
+    write_random_file(&src.join("d3/big"), 3 << 20, 77);
+    fs::hard_link(src.join("d2/message-with-a-longish-name-0130"), src.join("d3/link")).unwrap();
+    let files = dirs * per_dir + 2;
+    env.init();
+    env.backup([&src]);
+    let way_down = 3 + src.components().filter(|c| matches!(c, std::path::Component::Normal(_))).count() as u64;
+
+    // find: names only.
+    let m = Mounted::start_with(&env, &env.path("mnt"), &["--count-requests"]);
+    let find = TestCommand::new("find").arg(restored(&m.path("latest"), &src)).run();
+    assert_eq!(find.code(), Some(0), "find failed\n{}", find.describe());
+    assert_eq!(find.stdout_str().lines().count() as u64, 1 + dirs + files, "{}", find.stdout_str());
+    let counts = request_counts(&m.stop().stderr_str());
+    let n = |k: &str| counts.get(k).copied().unwrap_or(0);
+    assert_eq!(n("listed-with-attrs"), 0, "find got attributes: {counts:?}");
+    assert_eq!(n("lookup"), way_down + dirs, "{counts:?}");
+
+    // tar: it stats every name, so after its first directory of files
+    // (looked up one by one) the kernel knows the names beforehand.
+    let m = Mounted::start_with(&env, &env.path("mnt"), &["--count-requests"]);
+    let inside = restored(&m.path("latest"), &src);
+    let archive = env.path("out.tar");
+    // POSIX format: times to the nanosecond.
+    let tar =
+        TestCommand::new("tar").args(["--format=posix", "-cf"]).arg(&archive).arg("-C").arg(&inside).arg(".").run();
+    assert_eq!(tar.code(), Some(0), "tar out of the mount failed\n{}", tar.describe());
+    // Read again through the mount: at an offset, and by the hardlink.
+    for name in ["d1/message-with-a-longish-name-0100", "d2/message-with-a-longish-name-0130", "d3/link", "d3/big"] {
+        let want = fs::read(src.join(name)).unwrap();
+        let mut part = vec![0u8; 150];
+        let f = fs::File::open(inside.join(name)).unwrap();
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut part, 33).unwrap();
+        assert_eq!(part, want[33..183], "{name} at offset 33");
+        assert_eq!(fs::read(inside.join(name)).unwrap(), want, "{name}");
+    }
+    let counts = request_counts(&m.stop().stderr_str());
+    let n = |k: &str| counts.get(k).copied().unwrap_or(0);
+    let out = env.path("untarred");
+    fs::create_dir_all(&out).unwrap();
+    let untar = TestCommand::new("tar").arg("-xpf").arg(&archive).arg("-C").arg(&out).run();
+    assert_eq!(untar.code(), Some(0), "tar -x failed\n{}", untar.describe());
+    assert_trees_equal(&src, &out, &CompareOpts::default());
+    // LOOKUPs: the way down, the directories, and the files of the first
+    // directory tar reads (before that it had looked at no file); the
+    // other directories' files came with their listing.
+    assert!(n("lookup") <= way_down + dirs + per_dir + 1, "{counts:?}");
+    assert!(n("listed-with-attrs") >= (dirs - 1) * per_dir, "{counts:?}");
+    // One listing reply per directory and one to find its end: a reply
+    // grows past one page to what the kernel asked for.
+    assert!(n("readdirplus") <= 2 * (dirs + 1) + 2 && n("readdir") == 0, "{counts:?}");
+    // The push reached files tar had not read yet; what it pushed was
+    // compared above.
+    assert!(n("pushed") > 0 && n("read") < files, "{counts:?}");
 }
 
 /// When the first file of a directory is read, the directory's small

@@ -35,6 +35,7 @@ pub fn run(env: &Env, a: MountArgs) -> Result<u8> {
         busy_poll: std::time::Duration::from_micros(a.busy_poll_us),
         count_requests: a.count_requests,
         push_small_files: !a.no_push,
+        readdirplus: !a.no_readdirplus,
         ..Default::default()
     };
     // The usual mistakes (a non-empty directory, no FUSE) are caught
