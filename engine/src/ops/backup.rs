@@ -897,6 +897,50 @@ mod tests {
         assert_eq!(stored(&repo, &r.snapshot_id, &src.join("victim")), None, "the link's target was stored");
     }
 
+    /// A file replaced by a FIFO between the walk and the read: the open
+    /// used to wait for a writer, for ever in a backup from cron. The file
+    /// is left out with a warning saying why, small (read into a window)
+    /// and large (streamed) alike; the backup ends.
+    #[test]
+    fn a_file_replaced_by_a_fifo_before_its_read_is_left_out() {
+        for (victim, size) in [("small", 100), ("large", 4 * 1024 * 1024 + 1)] {
+            let dir = tempfile::tempdir().unwrap();
+            let src = dir.path().join("src");
+            std::fs::create_dir_all(&src).unwrap();
+            std::fs::write(src.join(victim), vec![b'v'; size]).unwrap();
+            std::fs::write(src.join("other"), b"other").unwrap();
+            let repo = Repository::init_local(&dir.path().join("repo"), &InitOptions::default()).unwrap();
+            let fifo = src.join(victim);
+            let p = Meddler::new(victim, || {
+                std::fs::remove_file(&fifo).unwrap();
+                nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+            });
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::scope(|s| {
+                let (repo, p, src) = (&repo, &p, &src);
+                let _backup = s.spawn(move || {
+                    let opts = BackupOptions { paths: vec![src.clone()], ..Default::default() };
+                    let _ = tx.send(backup(repo, opts, p));
+                });
+                let r = match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+                    Ok(r) => r.unwrap(),
+                    Err(_) => {
+                        // Lets the stuck open return, so the scope can end.
+                        let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+                        panic!("{victim}: the backup waited for a writer of the FIFO");
+                    }
+                };
+                let warnings = p.warnings.lock().unwrap().clone();
+                assert_eq!(warnings.len(), 1, "{victim}: {warnings:?}");
+                assert_eq!(warnings[0].0, src.join(victim), "{warnings:?}");
+                assert!(warnings[0].1.contains("not a regular file"), "{warnings:?}");
+                assert_eq!(r.warnings, 1);
+                assert_eq!(stored(repo, &r.snapshot_id, &src.join(victim)), None, "{victim}");
+                assert_eq!(stored(repo, &r.snapshot_id, &src.join("other")).as_deref(), Some(&b"other"[..]));
+            });
+        }
+    }
+
     /// A soft limit of open files far below what the walk lists ahead: the
     /// directories kept open for their files' reads stay within a quarter of
     /// it, the rest are read by path, and nothing fails. The reads wait
