@@ -261,6 +261,8 @@ struct PruneJson<'a> {
     marks_swept: u64,
     marks_pending: u64,
     packs_recovered: u64,
+    packs_in_grace: u64,
+    bytes_in_grace: u64,
 }
 
 impl<'a> From<&'a PruneReport> for PruneJson<'a> {
@@ -294,6 +296,8 @@ impl<'a> From<&'a PruneReport> for PruneJson<'a> {
             marks_swept: r.marks_swept,
             marks_pending: r.marks_pending,
             packs_recovered: r.packs_recovered,
+            packs_in_grace: r.packs_in_grace,
+            bytes_in_grace: r.bytes_in_grace,
         }
     }
 }
@@ -340,6 +344,14 @@ fn print_prune(r: &PruneReport, quiet: bool) -> std::io::Result<()> {
             "marked {} unused pack(s) of {}; a prune after the grace period deletes them if still unused",
             r.packs_marked,
             size(r.bytes_marked)
+        )?;
+    }
+    if r.packs_in_grace > 0 {
+        outln!(
+            "kept {} unused pack(s) of {} for now: younger than the grace period (a backup may still be \
+             writing them); a prune after it marks them",
+            r.packs_in_grace,
+            size(r.bytes_in_grace)
         )?;
     }
     if r.packs_recovered > 0 {
