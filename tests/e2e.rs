@@ -144,3 +144,6 @@ mod reconnect;
 
 #[path = "e2e/remote_operator.rs"]
 mod remote_operator;
+
+#[path = "e2e/listing.rs"]
+mod listing;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use arc_engine::progress::Progress;
+use arc_engine::progress::{ItemChange, ItemKind, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Renders an error chain on one line: "context: cause: root cause".
@@ -53,6 +53,34 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
 
 pub fn size(n: u64) -> String {
     humansize::format_size(n, humansize::BINARY)
+}
+
+/// A path for a line of output: as it is, unless a control character (a
+/// newline in a file name would read as two entries) or bytes that are not
+/// UTF-8 are in it; then quoted with escapes (`"a\nb"`, `"caf\xE9"`), as
+/// restic quotes such names.
+pub fn shown(p: &Path) -> std::borrow::Cow<'_, str> {
+    match p.to_str() {
+        Some(s) if !s.chars().any(char::is_control) => s.into(),
+        _ => format!("{p:?}").into(),
+    }
+}
+
+/// [`shown`] for a path given as bytes (a snapshot's).
+pub fn shown_bytes(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    use std::os::unix::ffi::OsStrExt;
+    shown(Path::new(std::ffi::OsStr::from_bytes(b)))
+}
+
+/// A line of `backup -v` and `backup --dry-run`: `new       /srv/a.txt (1.2 KiB)`,
+/// `unchanged /srv/dir/` (restic's words and columns; a directory ends in `/`).
+pub fn item_line(change: ItemChange, path: &Path, kind: ItemKind, size: u64) -> String {
+    let word = change.word();
+    match kind {
+        ItemKind::Dir => format!("{word:<9} {}/", shown(path).trim_end_matches('/')),
+        ItemKind::File => format!("{word:<9} {} ({})", shown(path), self::size(size)),
+        ItemKind::Other => format!("{word:<9} {}", shown(path)),
+    }
 }
 
 /// Progress on stderr: a bar when stderr is a terminal, nothing otherwise.

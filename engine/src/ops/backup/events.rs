@@ -15,7 +15,7 @@ use super::sources::Source;
 use super::tree_builder::synthetic_dir;
 use super::{Change, Content, Ctx, Job, Slot, WalkEvent};
 use crate::error::{Error, Result};
-use crate::format::tree::NodeKind;
+use crate::format::tree::{Node, NodeKind};
 use crate::metadata::{node_from_metadata, OwnerNames, Stat};
 use crate::walk::{piece_key, subdir_key, DirBudget, DirPool, ListEnv, Listing, StopOnDrop, WalkKey};
 
@@ -87,8 +87,9 @@ pub(super) fn walker(
                 continue;
             }
             let dir = vec![si as u64];
-            pool.submit(&dir, src.disk.clone(), parent_node.and_then(|p| p.subtree), meta.dev());
-            out.send(WalkEvent::EnterDir(node, src.disk.clone()))?;
+            let prev_tree = parent_node.and_then(|p| p.subtree);
+            pool.submit(&dir, src.disk.clone(), prev_tree, meta.dev());
+            out.send(WalkEvent::EnterDir(with_previous(node, prev_tree), src.disk.clone()))?;
             let first = pool.take(&piece_key(&dir, 0), &env)?;
             report_listing(ctx, &src.disk, &first);
             // Open directories, innermost last: key, the piece of its
@@ -120,6 +121,7 @@ pub(super) fn walker(
                 }
                 let Some(node) = child.node else { continue };
                 if node.kind == NodeKind::Dir {
+                    let node = with_previous(node, child.prev.and_then(|p| p.subtree));
                     if child.mount_point {
                         out.send(WalkEvent::EnterDir(node, child.path.clone()))?;
                         out.send(WalkEvent::LeaveDir)?;
@@ -153,6 +155,15 @@ pub(super) fn walker(
         }
         Ok(())
     })
+}
+
+/// A directory's node for [`WalkEvent::EnterDir`]: its `subtree` is the
+/// parent snapshot's tree of it until the tree builder stores the new one
+/// (so that the builder can tell an unchanged directory without another
+/// field in every event).
+fn with_previous(mut node: Node, prev_tree: Option<crate::id::Id>) -> Node {
+    node.subtree = prev_tree;
+    node
 }
 
 /// Warnings of a directory that could not be (fully) listed.
