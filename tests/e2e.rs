@@ -147,3 +147,6 @@ mod remote_operator;
 
 #[path = "e2e/listing.rs"]
 mod listing;
+
+#[path = "e2e/local_operator.rs"]
+mod local_operator;

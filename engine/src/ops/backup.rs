@@ -406,6 +406,9 @@ struct Ctx<'a> {
     bytes_read: AtomicU64,
     warnings: AtomicU64,
     repo_root: Option<PathBuf>,
+    /// The repository's own directories, as (device, inode): never
+    /// backed up (`Repository::own_dirs`).
+    own_dirs: Vec<(u64, u64)>,
     /// Set when a stream failed: every source stops like on cancel, while
     /// the packer still writes out what was queued, so the next try reuses
     /// all that was read before the failure.
@@ -551,6 +554,12 @@ impl<'a> Ctx<'a> {
             bytes_read: AtomicU64::new(0),
             warnings: AtomicU64::new(0),
             repo_root: repo.storage().local_path().and_then(|p| std::fs::canonicalize(p).ok()),
+            own_dirs: repo
+                .own_dirs()
+                .iter()
+                .filter_map(|d| std::fs::metadata(d).ok())
+                .map(|m| (std::os::unix::fs::MetadataExt::dev(&m), std::os::unix::fs::MetadataExt::ino(&m)))
+                .collect(),
             stop: AtomicBool::new(false),
             stream_error: Mutex::new(None),
             session_lost: None,

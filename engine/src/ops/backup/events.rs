@@ -44,7 +44,7 @@ pub(super) fn walker(
     let dir_fds = DirBudget::from_rlimit();
     let env = ListEnv {
         repo: ctx.repo,
-        skip_dir: ctx.repo_root.as_deref(),
+        skip_dirs: &ctx.own_dirs,
         stopping: &stopping,
         excludes: &ctx.excludes,
         mounts: &ctx.mounts,
@@ -81,8 +81,8 @@ pub(super) fn walker(
                 out.send(WalkEvent::SourceDone)?;
                 continue;
             }
-            if ctx.repo_root.as_deref() == Some(src.disk.as_path()) {
-                // Never back up the repository into itself.
+            if ctx.own_dirs.contains(&(meta.dev(), meta.ino())) {
+                ctx.progress.note(&src.disk, OWN_DIR);
                 out.send(WalkEvent::SourceDone)?;
                 continue;
             }
@@ -128,6 +128,7 @@ pub(super) fn walker(
                         continue;
                     }
                     if !child.descend {
+                        ctx.progress.note(&child.path, OWN_DIR);
                         continue;
                     }
                     let sub = subdir_key(dir, listing.first + i as u64);
@@ -156,6 +157,8 @@ pub(super) fn walker(
         Ok(())
     })
 }
+
+const OWN_DIR: &str = "left out: the repository being written to, or its cache";
 
 /// A directory's node for [`WalkEvent::EnterDir`]: its `subtree` is the
 /// parent snapshot's tree of it until the tree builder stores the new one
