@@ -34,6 +34,7 @@ pub struct Cli {
 
     /// backup: -v lists the files and directories stored new or changed, -vv unchanged ones too
     /// (restic's -vv, borg's --list); on stdout, one a line, or `verbose_status` lines with --json.
+    /// restore: -v lists each file restored.
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
 

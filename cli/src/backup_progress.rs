@@ -126,6 +126,10 @@ pub struct BackupProgress {
     items: Items,
     /// -q or --json: no notes on stderr.
     quiet: bool,
+    /// Listed lines go past the bar only when both are on the terminal
+    /// (`arc backup -vv > list.txt` keeps the bar and writes the list
+    /// without clearing and redrawing it for each line).
+    stdout_tty: bool,
     bar: Option<ProgressBar>,
     json: bool,
     start: Instant,
@@ -207,6 +211,7 @@ impl BackupProgress {
             counts,
             items,
             quiet,
+            stdout_tty: std::io::stdout().is_terminal(),
             bar,
             json,
             start,
@@ -324,8 +329,8 @@ impl Progress for BackupProgress {
             let _ = writeln!(std::io::stdout().lock(), "{line}");
         };
         match &self.bar {
-            Some(b) => b.suspend(print),
-            None => print(),
+            Some(b) if self.stdout_tty => b.suspend(print),
+            _ => print(),
         }
     }
 

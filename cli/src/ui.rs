@@ -87,6 +87,8 @@ pub fn item_line(change: ItemChange, path: &Path, kind: ItemKind, size: u64) -> 
 /// Warnings are always printed.
 pub struct CliProgress {
     bar: Option<ProgressBar>,
+    /// `restore -v`: each file written, on stdout.
+    list_files: bool,
     files: AtomicU64,
     pub warnings: AtomicU64,
 }
@@ -103,7 +105,13 @@ impl CliProgress {
             b.enable_steady_tick(Duration::from_millis(200));
             b
         });
-        CliProgress { bar, files: AtomicU64::new(0), warnings: AtomicU64::new(0) }
+        CliProgress { bar, list_files: false, files: AtomicU64::new(0), warnings: AtomicU64::new(0) }
+    }
+
+    /// Lists each file as it is done (`restore -v`): `restored  PATH (SIZE)`.
+    pub fn listing_files(mut self, on: bool) -> CliProgress {
+        self.list_files = on;
+        self
     }
 
     pub fn finish(&self) {
@@ -123,7 +131,20 @@ impl Progress for CliProgress {
         }
     }
 
-    fn file_done(&self, _path: &Path, _bytes: u64) {
+    fn file_done(&self, path: &Path, bytes: u64) {
+        if self.list_files {
+            let line = format!("restored  {} ({})", shown(path), size(bytes));
+            let print = || {
+                use std::io::Write;
+                // A closed stdout is left to the summary to notice.
+                let _ = writeln!(std::io::stdout().lock(), "{line}");
+            };
+            // Past the bar only when both are on the terminal.
+            match &self.bar {
+                Some(b) if std::io::stdout().is_terminal() => b.suspend(print),
+                _ => print(),
+            }
+        }
         let n = self.files.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(b) = &self.bar {
             if n.is_multiple_of(64) {

@@ -117,3 +117,33 @@ fn backup_v_json_lines_name_each_entry_and_its_action() {
         ]
     );
 }
+
+/// `restore -v` lists each file it wrote (in the order they were written),
+/// and nothing without -v.
+#[test]
+fn restore_v_lists_each_file_restored() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("a.txt"), "aaa").unwrap();
+    fs::write(src.join("d/b.txt"), "bb").unwrap();
+    env.init();
+    env.arc().arg("backup").arg(&src).run().success();
+    let quiet = env.arc().args(["restore", "latest", "--target"]).arg(env.path("t1")).run().success();
+    assert!(!quiet.stdout_str().contains("restored  "), "{}", quiet.describe());
+    let target = env.path("t2");
+    let out = env.arc().args(["restore", "-v", "latest", "--target"]).arg(&target).run().success();
+    let mut lines: Vec<String> =
+        out.stdout_str().lines().filter(|l| l.starts_with("restored  ")).map(str::to_string).collect();
+    lines.sort();
+    let at = |rel: &str| target.join(src.strip_prefix("/").unwrap()).join(rel);
+    assert_eq!(
+        lines,
+        vec![
+            format!("restored  {} (3 B)", at("a.txt").display()),
+            format!("restored  {} (2 B)", at("d/b.txt").display()),
+        ],
+        "{}",
+        out.describe()
+    );
+}
