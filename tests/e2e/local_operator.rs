@@ -143,4 +143,30 @@ fn listings_quote_names_with_a_newline() {
     let diff = env.arc().args(["diff", jstr(&snaps[0], "id"), jstr(&snaps[1], "id")]).run().success().stdout_str();
     assert!(diff.lines().any(|l| l == format!("+    {quoted}")), "{diff}");
     assert!(!diff.lines().any(|l| l.starts_with("lines")), "{diff}");
+    // A snapshot of that one file: its path in the table, quoted.
+    env.arc().arg("backup").arg(src.join("two\nlines")).run().success();
+    let table = env.arc().arg("snapshots").run().success().stdout_str();
+    assert!(table.lines().any(|l| l.contains(&quoted)), "{table}");
+    assert!(!table.lines().any(|l| l.starts_with("lines")), "{table}");
+}
+
+/// `--keep-within 0d` keeps nothing (newer than the newest snapshot itself):
+/// refused like `--keep-last 0`, rather than forgetting every snapshot.
+#[test]
+fn forget_refuses_a_keep_within_of_zero() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), "a").unwrap();
+    env.init();
+    env.arc().arg("backup").arg(&src).run().success();
+    for within in ["0d", "0y0m"] {
+        let out = env.arc().args(["forget", "--keep-within", within]).run().code_is(2);
+        let line = out.one_line_error();
+        assert!(line.contains(&format!("--keep-within {within} keeps no snapshot")), "{line}");
+    }
+    assert_eq!(env.snapshots_json().len(), 1);
+    // With another rule it is only a rule that keeps nothing more.
+    env.arc().args(["forget", "--keep-within", "0d", "--keep-last", "1"]).run().success();
+    assert_eq!(env.snapshots_json().len(), 1);
 }

@@ -49,13 +49,21 @@ fn zero_rules(k: &KeepArgs) -> Vec<String> {
     .into_iter()
     .filter(|(_, v)| *v == Some(0))
     .map(|(f, _)| format!("{f} 0"))
+    .chain(k.keep_within.iter().filter(|w| zero_within(w)).map(|w| format!("--keep-within {w}")))
     .collect()
+}
+
+/// `--keep-within 0d` (or `0h`, `0y0m`): newer than the newest snapshot
+/// itself is nothing, so it keeps no snapshot, like `--keep-last 0`.
+fn zero_within(w: &str) -> bool {
+    w.parse::<arc_engine::ops::retention::Within>().is_ok_and(|w| w == Default::default())
 }
 
 pub fn policy(k: &KeepArgs) -> Result<(Policy, GroupBy)> {
     // A bad value is a usage error (exit 2), like a bad number for a rule.
     let bad = |e: arc_engine::Error| usage(e.to_string());
     let within = match &k.keep_within {
+        Some(w) if zero_within(w) => None,
         Some(w) => Some(w.parse().map_err(bad)?),
         None => None,
     };
@@ -133,7 +141,14 @@ fn print_forget(r: &ForgetReport, local: bool) -> std::io::Result<()> {
         let rows: Vec<Vec<String>> = r
             .removed
             .iter()
-            .map(|v| vec![v.short_id.clone(), show_time(v, local), v.host.clone(), v.paths.join(" ")])
+            .map(|v| {
+                vec![
+                    v.short_id.clone(),
+                    show_time(v, local),
+                    v.host.clone(),
+                    v.paths.iter().map(|p| crate::ui::shown(std::path::Path::new(p))).collect::<Vec<_>>().join(" "),
+                ]
+            })
             .collect();
         print_table(&["ID", "Time", "Host", "Paths"], &rows)?;
     }
