@@ -110,6 +110,9 @@ fn prune_names_the_grace_period_for_the_packs_it_keeps() {
     write_random_file(&src.join("big"), 300_000, 2);
     env.arc().arg("backup").arg(&src).run().success();
     env.arc().args(["forget", "--keep-last", "1"]).run().success();
+    // The dry run plans as --instant would; it says a plain run goes in two steps.
+    let dry = env.arc().args(["prune", "--dry-run"]).run().success();
+    dry.stdout_contains("in two runs: prune marks these packs");
     let out = env.arc().arg("prune").run().success();
     out.stdout_contains("younger than the grace period");
     let json = env.arc().args(["--json", "prune"]).run().success().json();

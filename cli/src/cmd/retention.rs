@@ -203,7 +203,7 @@ pub fn forget(env: &Env, a: ForgetArgs) -> Result<u8> {
         }
         super::print_json(&v)?;
     } else if let Some(p) = &pruned {
-        print_prune(p, env.quiet)?;
+        print_prune(p, env.quiet, repo.protocol().is_some() && !a.instant)?;
     } else if !env.quiet {
         print_forget(&report, a.keep.local)?;
     }
@@ -317,8 +317,10 @@ impl<'a> From<&'a PruneReport> for PruneJson<'a> {
     }
 }
 
-/// `quiet` (-q, cron): only the warnings.
-fn print_prune(r: &PruneReport, quiet: bool) -> std::io::Result<()> {
+/// `quiet` (-q, cron): only the warnings. `two_phase`: a format v2
+/// repository pruned without --instant, where a run only marks what it
+/// would delete.
+fn print_prune(r: &PruneReport, quiet: bool, two_phase: bool) -> std::io::Result<()> {
     if quiet {
         for w in &r.warnings {
             outln!("warning: {w}")?;
@@ -335,6 +337,14 @@ fn print_prune(r: &PruneReport, quiet: bool) -> std::io::Result<()> {
         size(r.unused_stored_bytes)
     )?;
     outln!("{verb_del} {} unused pack(s) of {}", r.packs_deleted, size(r.bytes_deleted))?;
+    if r.dry_run && two_phase && (r.packs_deleted > 0 || r.packs_repacked > 0) {
+        // The dry run plans as --instant would; a plain run deletes nothing
+        // that a run before it has not marked.
+        outln!(
+            "  (in two runs: prune marks these packs, those older than the grace period, and a prune after \
+             the grace period deletes them if still unused; --instant does it at once)"
+        )?;
+    }
     if r.dry_run {
         outln!(
             "{verb_rew} {} pack(s) of {}, copying {} blobs ({})",
@@ -405,7 +415,7 @@ pub fn prune(env: &Env, a: PruneArgs) -> Result<u8> {
     if env.json {
         super::print_json(&PruneJson::from(&r))?;
     } else {
-        print_prune(&r, env.quiet)?;
+        print_prune(&r, env.quiet, repo.protocol().is_some() && !a.instant)?;
     }
     Ok(0)
 }
