@@ -144,3 +144,9 @@ mod reconnect;
 
 #[path = "e2e/remote_operator.rs"]
 mod remote_operator;
+
+#[path = "e2e/listing.rs"]
+mod listing;
+
+#[path = "e2e/local_operator.rs"]
+mod local_operator;

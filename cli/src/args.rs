@@ -32,6 +32,12 @@ pub struct Cli {
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
 
+    /// backup: -v lists the files and directories stored new or changed, -vv unchanged ones too
+    /// (restic's -vv, borg's --list); on stdout, one a line, or `verbose_status` lines with --json.
+    /// restore: -v lists each file restored.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
     /// Read the repository's passphrase from FILE (restic's --password-file); wins over ARC_PASSWORD*.
     #[arg(long, short = 'p', global = true, value_name = "FILE")]
     pub password_file: Option<PathBuf>,

@@ -2,6 +2,8 @@
 //! the total (from the scan beside the backup), percentage, rate, ETA and
 //! the file being read; with --json, one restic-style `status` object per
 //! line every [`STATUS_EVERY`], and one `error` object per unreadable item.
+//! With -v, each entry stored new or changed (-vv: every entry) is listed
+//! on stdout as the snapshot stores it, above the bar.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -10,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use arc_engine::progress::Progress;
+use arc_engine::progress::{Item, ItemChange, ItemKind, Items, Progress};
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
 /// Interval of --json `status` lines (restic's default for scripts is
@@ -97,8 +99,37 @@ struct ErrorMessage<'a> {
     message: &'a str,
 }
 
+/// restic's `verbose_status` line (`backup -v --json`, `backup --dry-run
+/// --json`): an entry stored, or one a dry run would read.
+#[derive(serde::Serialize)]
+pub struct VerboseStatus {
+    pub message_type: &'static str,
+    pub action: ItemChange,
+    /// A directory's path ends in `/`, as in restic's.
+    pub item: String,
+    pub data_size: u64,
+}
+
+impl VerboseStatus {
+    pub fn of(change: ItemChange, path: &Path, kind: ItemKind, size: u64) -> VerboseStatus {
+        let mut item = path.display().to_string();
+        if kind == ItemKind::Dir && !item.ends_with('/') {
+            item.push('/');
+        }
+        VerboseStatus { message_type: "verbose_status", action: change, item, data_size: size }
+    }
+}
+
 pub struct BackupProgress {
     counts: Arc<Counts>,
+    /// What -v lists.
+    items: Items,
+    /// -q or --json: no notes on stderr.
+    quiet: bool,
+    /// Listed lines go past the bar only when both are on the terminal
+    /// (`arc backup -vv > list.txt` keeps the bar and writes the list
+    /// without clearing and redrawing it for each line).
+    stdout_tty: bool,
     bar: Option<ProgressBar>,
     json: bool,
     start: Instant,
@@ -152,7 +183,7 @@ fn styled(counts: &Arc<Counts>, template: &str) -> ProgressStyle {
 impl BackupProgress {
     /// `streams`: how many streams the backup reads besides the files (each
     /// counts as one file done; the scan does not see them).
-    pub fn new(quiet: bool, json: bool, streams: u64) -> BackupProgress {
+    pub fn new(quiet: bool, json: bool, streams: u64, items: Items) -> BackupProgress {
         let counts = Arc::new(Counts { streams, ..Default::default() });
         let start = Instant::now();
         let bar = (!quiet && !json && std::io::stderr().is_terminal()).then(|| {
@@ -178,6 +209,9 @@ impl BackupProgress {
         });
         BackupProgress {
             counts,
+            items,
+            quiet,
+            stdout_tty: std::io::stdout().is_terminal(),
             bar,
             json,
             start,
@@ -241,6 +275,17 @@ impl Progress for BackupProgress {
         }
     }
 
+    fn note(&self, path: &Path, message: &str) {
+        if self.quiet {
+            return;
+        }
+        let line = format!("arc: note: {}: {message}", path.display());
+        match &self.bar {
+            Some(b) => b.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
     fn file_done(&self, _path: &Path, bytes: u64) {
         // Bytes were counted as they were read (see `bytes`).
         let _ = bytes;
@@ -265,6 +310,27 @@ impl Progress for BackupProgress {
         if let Ok(mut c) = self.counts.current.lock() {
             c.clear();
             c.push(path);
+        }
+    }
+
+    fn items(&self) -> Items {
+        self.items
+    }
+
+    fn item(&self, item: &Item<'_>) {
+        if self.json {
+            json_line(&VerboseStatus::of(item.change, item.path, item.kind, item.size));
+            return;
+        }
+        let line = crate::ui::item_line(item.change, item.path, item.kind, item.size);
+        let print = || {
+            use std::io::Write;
+            // A closed stdout is left to the summary to notice.
+            let _ = writeln!(std::io::stdout().lock(), "{line}");
+        };
+        match &self.bar {
+            Some(b) if self.stdout_tty => b.suspend(print),
+            _ => print(),
         }
     }
 

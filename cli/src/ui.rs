@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use arc_engine::progress::Progress;
+use arc_engine::progress::{ItemChange, ItemKind, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Renders an error chain on one line: "context: cause: root cause".
@@ -55,10 +55,40 @@ pub fn size(n: u64) -> String {
     humansize::format_size(n, humansize::BINARY)
 }
 
+/// A path for a line of output: as it is, unless a control character (a
+/// newline in a file name would read as two entries) or bytes that are not
+/// UTF-8 are in it; then quoted with escapes (`"a\nb"`, `"caf\xE9"`), as
+/// restic quotes such names.
+pub fn shown(p: &Path) -> std::borrow::Cow<'_, str> {
+    match p.to_str() {
+        Some(s) if !s.chars().any(char::is_control) => s.into(),
+        _ => format!("{p:?}").into(),
+    }
+}
+
+/// [`shown`] for a path given as bytes (a snapshot's).
+pub fn shown_bytes(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    use std::os::unix::ffi::OsStrExt;
+    shown(Path::new(std::ffi::OsStr::from_bytes(b)))
+}
+
+/// A line of `backup -v` and `backup --dry-run`: `new       /srv/a.txt (1.2 KiB)`,
+/// `unchanged /srv/dir/` (restic's words and columns; a directory ends in `/`).
+pub fn item_line(change: ItemChange, path: &Path, kind: ItemKind, size: u64) -> String {
+    let word = change.word();
+    match kind {
+        ItemKind::Dir => format!("{word:<9} {}/", shown(path).trim_end_matches('/')),
+        ItemKind::File => format!("{word:<9} {} ({})", shown(path), self::size(size)),
+        ItemKind::Other => format!("{word:<9} {}", shown(path)),
+    }
+}
+
 /// Progress on stderr: a bar when stderr is a terminal, nothing otherwise.
 /// Warnings are always printed.
 pub struct CliProgress {
     bar: Option<ProgressBar>,
+    /// `restore -v`: each file written, on stdout.
+    list_files: bool,
     files: AtomicU64,
     pub warnings: AtomicU64,
 }
@@ -75,7 +105,13 @@ impl CliProgress {
             b.enable_steady_tick(Duration::from_millis(200));
             b
         });
-        CliProgress { bar, files: AtomicU64::new(0), warnings: AtomicU64::new(0) }
+        CliProgress { bar, list_files: false, files: AtomicU64::new(0), warnings: AtomicU64::new(0) }
+    }
+
+    /// Lists each file as it is done (`restore -v`): `restored  PATH (SIZE)`.
+    pub fn listing_files(mut self, on: bool) -> CliProgress {
+        self.list_files = on;
+        self
     }
 
     pub fn finish(&self) {
@@ -95,7 +131,20 @@ impl Progress for CliProgress {
         }
     }
 
-    fn file_done(&self, _path: &Path, _bytes: u64) {
+    fn file_done(&self, path: &Path, bytes: u64) {
+        if self.list_files {
+            let line = format!("restored  {} ({})", shown(path), size(bytes));
+            let print = || {
+                use std::io::Write;
+                // A closed stdout is left to the summary to notice.
+                let _ = writeln!(std::io::stdout().lock(), "{line}");
+            };
+            // Past the bar only when both are on the terminal.
+            match &self.bar {
+                Some(b) if std::io::stdout().is_terminal() => b.suspend(print),
+                _ => print(),
+            }
+        }
         let n = self.files.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(b) = &self.bar {
             if n.is_multiple_of(64) {

@@ -509,6 +509,17 @@ impl Repository {
         }
     }
 
+    /// The directories of this host that the repository writes to while
+    /// a backup runs: the repository itself when it is local, and its
+    /// cache (which holds the index database of a remote one). A backup
+    /// never stores them: they change under its reads, and a copy of a
+    /// repository inside itself only grows it.
+    pub fn own_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self.storage.local_path().map(Path::to_path_buf).into_iter().collect();
+        dirs.extend(self.cache.as_ref().map(|c| c.dir().to_path_buf()));
+        dirs
+    }
+
     /// The local cache, if the repository was opened with one and reads
     /// may use it.
     pub fn cache(&self) -> Option<&RepoCache> {

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -35,9 +35,11 @@ use crate::repo::Repository;
 pub(crate) struct ListEnv<'a> {
     /// Where the parent snapshot's trees are read from.
     pub repo: &'a Repository,
-    /// A directory never walked into: the repository itself, when it lies
-    /// inside a source.
-    pub skip_dir: Option<&'a Path>,
+    /// Directories never walked into, as (device, inode): the repository
+    /// itself and its cache, when they lie inside a source (by identity,
+    /// not path: a source named through a symlink reaches them by another
+    /// path).
+    pub skip_dirs: &'a [(u64, u64)],
     /// True once the walk is to stop (cancel, or a failure elsewhere).
     pub stopping: &'a (dyn Fn() -> bool + Sync),
     pub excludes: &'a Excludes,
@@ -157,7 +159,8 @@ pub(crate) struct Child {
     /// first backup has no parent (a `Node` inline is ~300 bytes).
     pub(crate) prev: Option<Box<Node>>,
     pub(crate) warnings: Vec<String>,
-    /// A directory to walk into: false for the repository itself.
+    /// A directory to walk into: false for the repository's own
+    /// (`ListEnv::skip_dirs`).
     pub(crate) descend: bool,
     /// A mount point not crossed (one file system): kept as an empty
     /// directory.
@@ -425,7 +428,7 @@ fn list_piece(
             && (meta.dev != job.dev || env.mounts.contains(&path));
         if mount_point {
             listing.excluded += 1;
-        } else if node.kind == NodeKind::Dir && env.skip_dir != Some(path.as_path()) {
+        } else if node.kind == NodeKind::Dir && !env.skip_dirs.contains(&(meta.dev, meta.ino)) {
             descend = true;
             let prev_tree = prev.as_ref().and_then(|p| p.subtree);
             let sub = DirJob { path: path.clone(), prev_tree, dev: meta.dev, open: None };

@@ -83,7 +83,9 @@ fn json_schemas_match_docs_json_md() {
     );
     got.insert("dry-run-item", dry[0].clone());
     got.insert("dry-run-summary", dry.last().unwrap().clone());
-    backup(&env);
+    let listed =
+        lines(&env.arc().args(["--json", "-v", "backup"]).arg(&src).args(["--exclude", "*.tmp"]).run().success());
+    got.insert("backup-item", listed.iter().find(|l| l["message_type"] == "verbose_status").unwrap().clone());
     let snaps = env.snapshots_json();
     got.insert("snapshots", snaps[0].clone());
     let (s1, s2) = (jstr(&snaps[0], "id").to_string(), jstr(&snaps[1], "id").to_string());

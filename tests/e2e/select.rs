@@ -273,7 +273,7 @@ fn dry_run_lists_what_would_be_read_and_writes_nothing() {
     );
     assert_eq!((ju64(summary, "bytes_read"), ju64(summary, "entries_excluded")), (11, 1));
     let out = env.arc().args(["backup", "-n"]).arg(&src).run().success();
-    assert!(out.stdout_str().contains(&format!("M {s}/b.txt")), "{}", out.describe());
+    assert!(out.stdout_str().contains(&format!("changed   {s}/b.txt (10 B)")), "{}", out.describe());
     assert_listing_unchanged(&before, &repo_listing(&env.repo), "after dry runs");
     assert_eq!(env.snapshots_json().len(), 1);
 }

@@ -1,6 +1,7 @@
 use anyhow::{anyhow, Context, Result};
 use arc_engine::format::key_file::Protection;
-use arc_engine::ops::backup::{backup, check_sources, BackupOptions, DryRunFile, FileChange};
+use arc_engine::ops::backup::{backup, check_sources, BackupOptions, DryRunFile};
+use arc_engine::progress::{ItemKind, Items};
 use arc_engine::repo::InitOptions;
 use arc_engine::{Id, Repository};
 
@@ -8,7 +9,7 @@ use super::command_stream::{self, StderrOut};
 use super::stdin_stream;
 use super::{select, Env};
 use crate::args::BackupArgs;
-use crate::backup_progress::BackupProgress;
+use crate::backup_progress::{BackupProgress, VerboseStatus};
 use crate::ui::{size, CliProgress};
 
 pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
@@ -122,7 +123,7 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
         record_as: a.record_as,
         no_stream_deltas: a.no_stream_deltas,
     };
-    let mut progress = BackupProgress::new(env.quiet, env.json, names.len() as u64);
+    let mut progress = BackupProgress::new(env.quiet, env.json, names.len() as u64, listed(env));
     stderr_out.set_bar(progress.bar());
     let result = backup(&repo, opts, &progress);
     progress.finish();
@@ -133,7 +134,8 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
                 "interrupted: no snapshot was written; what was stored so far is reused by the next backup"
             ))
         }
-        r => r?,
+        Err(e) => return Err(failed(e)),
+        Ok(r) => r,
     };
     let s = &result.snapshot.summary;
     if env.json {
@@ -209,6 +211,27 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// A backup's error, saying what a user of a cron job asks next: whether a
+/// snapshot was written (never, on an error) and what becomes of the data
+/// read. The error and its hint stay first, on the one line.
+fn failed(e: arc_engine::Error) -> anyhow::Error {
+    let e = anyhow::Error::new(e);
+    let hint = crate::ui::hint(&e).map(|h| format!("; {h}")).unwrap_or_default();
+    anyhow!(
+        "{}{hint}; no snapshot was written; what was stored before the failure is reused by the next backup",
+        crate::ui::one_line(&e)
+    )
+}
+
+/// What -v (new and changed entries) and -vv (every entry) list.
+fn listed(env: &Env) -> Items {
+    match env.verbose {
+        0 => Items::None,
+        1 => Items::Changed,
+        _ => Items::All,
+    }
+}
+
 fn excluded_note(n: u64) -> String {
     if n == 0 {
         String::new()
@@ -240,7 +263,7 @@ fn dry_run(env: &Env, a: BackupArgs, excludes: arc_engine::exclude::Excludes) ->
         ..Default::default()
     };
     let json = env.json;
-    // Printed as found, from the walk's thread: the list can be long.
+    // Printed as found, in the snapshot's order: the list can be long.
     let out = std::sync::Mutex::new(Ok(()));
     let on_file = |f: &DryRunFile| {
         let Ok(mut res) = out.lock() else { return };
@@ -248,20 +271,15 @@ fn dry_run(env: &Env, a: BackupArgs, excludes: arc_engine::exclude::Excludes) ->
             return;
         }
         *res = if json {
-            super::print_json_line(&DryRunItem {
-                message_type: "verbose_status",
-                action: f.change,
-                item: &f.path,
-                data_size: f.size,
-            })
+            super::print_json_line(&VerboseStatus::of(f.change, &f.path, ItemKind::File, f.size))
         } else {
-            let mark = if f.change == FileChange::New { '+' } else { 'M' };
             use std::io::Write;
-            writeln!(std::io::stdout().lock(), "{mark} {}  ({})", f.path.display(), size(f.size)).map_err(Into::into)
+            let line = crate::ui::item_line(f.change, &f.path, ItemKind::File, f.size);
+            writeln!(std::io::stdout().lock(), "{line}").map_err(Into::into)
         };
     };
     let progress = CliProgress::new(env.quiet || !json, "dry run");
-    let summary = arc_engine::ops::backup::dry_run(&repo, opts, &progress, &on_file);
+    let summary = arc_engine::ops::backup::dry_run(&repo, opts, &progress, listed(env) == Items::All, &on_file);
     progress.finish();
     out.into_inner().unwrap_or(Ok(()))?;
     let s = summary?;
@@ -308,15 +326,6 @@ struct BackupSummary<'a> {
     summary: &'a arc_engine::format::snapshot::Summary,
     excludes: &'a [String],
     incomplete: bool,
-}
-
-/// A file a dry run would read (docs/json.md).
-#[derive(serde::Serialize)]
-struct DryRunItem<'a> {
-    message_type: &'static str,
-    action: FileChange,
-    item: &'a std::path::Path,
-    data_size: u64,
 }
 
 /// The last line of a dry run (docs/json.md).

@@ -117,7 +117,11 @@ pub fn ls(env: &Env, a: LsArgs) -> Result<u8> {
                 .map_err(|e| arc_engine::Error::io("<stdout>", e))?;
             return Ok(());
         }
-        let shown = format!("/{}", String::from_utf8_lossy(p));
+        let mut full = Vec::with_capacity(p.len() + 1);
+        full.push(b'/');
+        full.extend_from_slice(p);
+        // A name with a newline would read as two entries.
+        let shown = crate::ui::shown_bytes(&full);
         let res = if a.long {
             let mut line = format!(
                 "{} {:>8} {:>8} {:>12} {} {}",
@@ -130,7 +134,7 @@ pub fn ls(env: &Env, a: LsArgs) -> Result<u8> {
             );
             if !n.target.is_empty() {
                 let arrow = if n.kind == NodeKind::Hardlink { " => /" } else { " -> " };
-                line.push_str(&format!("{arrow}{}", String::from_utf8_lossy(&n.target)));
+                line.push_str(&format!("{arrow}{}", crate::ui::shown_bytes(&n.target)));
             }
             writeln!(out, "{line}")
         } else {

@@ -53,7 +53,8 @@ pub fn run(env: &Env, a: DiffArgs) -> Result<u8> {
                 }
             }
             let detail = if detail.is_empty() { String::new() } else { format!("  ({detail})") };
-            writeln!(std::io::stdout().lock(), "{m}    {}{slash}{detail}", c.path).map_err(anyhow::Error::from)
+            let path = crate::ui::shown(std::path::Path::new(&c.path));
+            writeln!(std::io::stdout().lock(), "{m}    {path}{slash}{detail}").map_err(anyhow::Error::from)
         };
         // A closed pipe (| head) ends the listing like an error would.
         r.map_err(|_| arc_engine::Error::Interrupted)

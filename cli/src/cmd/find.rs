@@ -65,7 +65,7 @@ pub fn run(env: &Env, a: FindArgs) -> Result<u8> {
                 f.kind,
                 if f.kind == "dir" { String::new() } else { size(f.size) },
                 f.mtime.format("%Y-%m-%d %H:%M:%S"),
-                f.path
+                crate::ui::shown(std::path::Path::new(&f.path))
             )
             .map_err(anyhow::Error::from)
         };

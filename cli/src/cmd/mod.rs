@@ -50,6 +50,8 @@ pub struct Env {
     pub default_key: Option<PathBuf>,
     pub json: bool,
     pub quiet: bool,
+    /// -v: 1, -vv: 2.
+    pub verbose: u8,
     pub no_lock: bool,
     pub cancel: Arc<AtomicBool>,
 }
@@ -89,6 +91,7 @@ pub fn run(cli: Cli, cancel: Arc<AtomicBool>) -> Result<u8> {
         default_key,
         json: cli.json,
         quiet: cli.quiet || cli.json,
+        verbose: cli.verbose,
         no_lock: cli.no_lock,
         cancel,
     };

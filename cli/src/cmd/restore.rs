@@ -50,7 +50,9 @@ pub fn run(env: &Env, a: RestoreArgs) -> Result<u8> {
         overwrite: a.overwrite,
         cancel: Some(env.cancel.clone()),
     };
-    let progress = CliProgress::new(env.quiet, "restore");
+    // -v lists each file restored, in the order they are written (one
+    // JSON document stays one: --json lists nothing).
+    let progress = CliProgress::new(env.quiet, "restore").listing_files(env.verbose > 0 && !env.json);
     if opts.includes.is_empty() && opts.include_patterns.is_empty() && opts.exclude_patterns.is_empty() {
         arc_engine::progress::Progress::total(&progress, snap.file.summary.total_files, snap.file.summary.total_bytes);
     }

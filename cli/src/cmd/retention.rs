@@ -49,13 +49,21 @@ fn zero_rules(k: &KeepArgs) -> Vec<String> {
     .into_iter()
     .filter(|(_, v)| *v == Some(0))
     .map(|(f, _)| format!("{f} 0"))
+    .chain(k.keep_within.iter().filter(|w| zero_within(w)).map(|w| format!("--keep-within {w}")))
     .collect()
+}
+
+/// `--keep-within 0d` (or `0h`, `0y0m`): newer than the newest snapshot
+/// itself is nothing, so it keeps no snapshot, like `--keep-last 0`.
+fn zero_within(w: &str) -> bool {
+    w.parse::<arc_engine::ops::retention::Within>().is_ok_and(|w| w == Default::default())
 }
 
 pub fn policy(k: &KeepArgs) -> Result<(Policy, GroupBy)> {
     // A bad value is a usage error (exit 2), like a bad number for a rule.
     let bad = |e: arc_engine::Error| usage(e.to_string());
     let within = match &k.keep_within {
+        Some(w) if zero_within(w) => None,
         Some(w) => Some(w.parse().map_err(bad)?),
         None => None,
     };
@@ -133,7 +141,14 @@ fn print_forget(r: &ForgetReport, local: bool) -> std::io::Result<()> {
         let rows: Vec<Vec<String>> = r
             .removed
             .iter()
-            .map(|v| vec![v.short_id.clone(), show_time(v, local), v.host.clone(), v.paths.join(" ")])
+            .map(|v| {
+                vec![
+                    v.short_id.clone(),
+                    show_time(v, local),
+                    v.host.clone(),
+                    v.paths.iter().map(|p| crate::ui::shown(std::path::Path::new(p))).collect::<Vec<_>>().join(" "),
+                ]
+            })
             .collect();
         print_table(&["ID", "Time", "Host", "Paths"], &rows)?;
     }
@@ -188,7 +203,7 @@ pub fn forget(env: &Env, a: ForgetArgs) -> Result<u8> {
         }
         super::print_json(&v)?;
     } else if let Some(p) = &pruned {
-        print_prune(p, env.quiet)?;
+        print_prune(p, env.quiet, repo.protocol().is_some() && !a.instant)?;
     } else if !env.quiet {
         print_forget(&report, a.keep.local)?;
     }
@@ -261,6 +276,8 @@ struct PruneJson<'a> {
     marks_swept: u64,
     marks_pending: u64,
     packs_recovered: u64,
+    packs_in_grace: u64,
+    bytes_in_grace: u64,
 }
 
 impl<'a> From<&'a PruneReport> for PruneJson<'a> {
@@ -294,12 +311,16 @@ impl<'a> From<&'a PruneReport> for PruneJson<'a> {
             marks_swept: r.marks_swept,
             marks_pending: r.marks_pending,
             packs_recovered: r.packs_recovered,
+            packs_in_grace: r.packs_in_grace,
+            bytes_in_grace: r.bytes_in_grace,
         }
     }
 }
 
-/// `quiet` (-q, cron): only the warnings.
-fn print_prune(r: &PruneReport, quiet: bool) -> std::io::Result<()> {
+/// `quiet` (-q, cron): only the warnings. `two_phase`: a format v2
+/// repository pruned without --instant, where a run only marks what it
+/// would delete.
+fn print_prune(r: &PruneReport, quiet: bool, two_phase: bool) -> std::io::Result<()> {
     if quiet {
         for w in &r.warnings {
             outln!("warning: {w}")?;
@@ -316,6 +337,14 @@ fn print_prune(r: &PruneReport, quiet: bool) -> std::io::Result<()> {
         size(r.unused_stored_bytes)
     )?;
     outln!("{verb_del} {} unused pack(s) of {}", r.packs_deleted, size(r.bytes_deleted))?;
+    if r.dry_run && two_phase && (r.packs_deleted > 0 || r.packs_repacked > 0) {
+        // The dry run plans as --instant would; a plain run deletes nothing
+        // that a run before it has not marked.
+        outln!(
+            "  (in two runs: prune marks these packs, those older than the grace period, and a prune after \
+             the grace period deletes them if still unused; --instant does it at once)"
+        )?;
+    }
     if r.dry_run {
         outln!(
             "{verb_rew} {} pack(s) of {}, copying {} blobs ({})",
@@ -340,6 +369,14 @@ fn print_prune(r: &PruneReport, quiet: bool) -> std::io::Result<()> {
             "marked {} unused pack(s) of {}; a prune after the grace period deletes them if still unused",
             r.packs_marked,
             size(r.bytes_marked)
+        )?;
+    }
+    if r.packs_in_grace > 0 {
+        outln!(
+            "kept {} unused pack(s) of {} for now: younger than the grace period (a backup may still be \
+             writing them); a prune after it marks them",
+            r.packs_in_grace,
+            size(r.bytes_in_grace)
         )?;
     }
     if r.packs_recovered > 0 {
@@ -378,7 +415,7 @@ pub fn prune(env: &Env, a: PruneArgs) -> Result<u8> {
     if env.json {
         super::print_json(&PruneJson::from(&r))?;
     } else {
-        print_prune(&r, env.quiet)?;
+        print_prune(&r, env.quiet, repo.protocol().is_some() && !a.instant)?;
     }
     Ok(0)
 }

@@ -100,7 +100,7 @@ pub fn run(env: &Env, a: SnapshotsArgs) -> Result<u8> {
                 f.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string(),
                 f.host.clone(),
                 f.tags.join(","),
-                f.paths.join(" "),
+                f.paths.iter().map(|p| crate::ui::shown(std::path::Path::new(p))).collect::<Vec<_>>().join(" "),
                 size(f.summary.total_bytes),
             ];
             if let Some(k) = &kept_by {

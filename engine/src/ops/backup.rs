@@ -25,6 +25,7 @@
 
 use std::collections::HashSet;
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -36,10 +37,10 @@ use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::exclude::{mount_points, Excludes};
 use crate::format::snapshot::{SnapshotFile, Summary};
-use crate::format::tree::{Node, Timestamp};
+use crate::format::tree::{Node, NodeKind, Timestamp};
 use crate::id::Id;
 use crate::packer::{self, BlobSink};
-use crate::progress::Progress;
+use crate::progress::{ItemChange, Progress};
 use crate::repo::{Repository, Snapshot, SnapshotFilter};
 
 mod changes;
@@ -102,20 +103,13 @@ pub struct BackupOptions {
     pub no_stream_deltas: bool,
 }
 
-/// Whether a file is new since the parent snapshot or changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FileChange {
-    New,
-    Changed,
-}
-
-/// A file a backup would read (see [`dry_run`]).
+/// A file a backup would read (see [`dry_run`]), or, when asked for, one
+/// it would take unchanged from the parent snapshot.
 #[derive(Debug, Clone)]
 pub struct DryRunFile {
     pub path: PathBuf,
     pub size: u64,
-    pub change: FileChange,
+    pub change: ItemChange,
 }
 
 #[derive(Debug, Clone)]
@@ -210,6 +204,14 @@ impl Change {
             Change::Unchanged => summary.files_unchanged += 1,
         }
     }
+
+    fn item(self) -> ItemChange {
+        match self {
+            Change::New => ItemChange::New,
+            Change::Changed => ItemChange::Changed,
+            Change::Unchanged => ItemChange::Unchanged,
+        }
+    }
 }
 
 enum Content {
@@ -224,7 +226,9 @@ enum Content {
 const EVENTS_AHEAD: usize = 1024;
 
 enum WalkEvent {
-    /// A directory and its path on disk.
+    /// A directory and its path on disk; the node's `subtree` is the
+    /// parent snapshot's tree of the directory, if any, until the tree
+    /// builder stores the new one.
     EnterDir(Node, PathBuf),
     LeaveDir,
     Entry(Node, Content, Change),
@@ -246,7 +250,6 @@ struct Job {
     dir: Option<Arc<crate::walk::DirFd>>,
     seen: Seen,
     slot: Arc<Slot>,
-    change: Change,
 }
 
 fn cancelled(c: &Option<Arc<AtomicBool>>) -> bool {
@@ -403,6 +406,9 @@ struct Ctx<'a> {
     bytes_read: AtomicU64,
     warnings: AtomicU64,
     repo_root: Option<PathBuf>,
+    /// The repository's own directories, as (device, inode): never
+    /// backed up (`Repository::own_dirs`).
+    own_dirs: Vec<(u64, u64)>,
     /// Set when a stream failed: every source stops like on cancel, while
     /// the packer still writes out what was queued, so the next try reuses
     /// all that was read before the failure.
@@ -455,12 +461,14 @@ fn find_parent(
 /// What a backup of `opts` would read, without reading a file's contents
 /// or writing anything to the repository: the walk with its excludes and
 /// change detection against the parent snapshot, each file that would be
-/// read handed to `on_file`. Returns the counts a backup would record
-/// (`bytes_read`: what it would read).
+/// read handed to `on_file` in the snapshot's order (with `unchanged`,
+/// the files that would be taken from the parent too). Returns the counts
+/// a backup would record (`bytes_read`: what it would read).
 pub fn dry_run(
     repo: &Repository,
     mut opts: BackupOptions,
     progress: &dyn Progress,
+    unchanged: bool,
     on_file: &(dyn Fn(&DryRunFile) + Sync),
 ) -> Result<Summary> {
     if !opts.streams.is_empty() {
@@ -485,27 +493,39 @@ pub fn dry_run(
         let ctx = &ctx;
         let sources = &sources;
         let walked = scope.spawn(move || walker(ctx, sources, &[], &[], job_tx, event_tx));
-        let to_read = scope.spawn(move || {
-            let mut bytes = 0;
-            for job in job_rx.iter() {
-                let change = if job.change == Change::New { FileChange::New } else { FileChange::Changed };
-                on_file(&DryRunFile { path: job.path, size: job.seen.size, change });
-                bytes += job.seen.size;
-            }
-            bytes
-        });
+        // Nothing is read: the jobs only need taking off the channel.
+        scope.spawn(move || job_rx.iter().for_each(drop));
+        // Directories open on the way down, for the files' paths.
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut source = 0;
         for event in event_rx.iter() {
             match event {
-                WalkEvent::EnterDir(..) => summary.dirs += 1,
+                WalkEvent::EnterDir(_, path) => {
+                    summary.dirs += 1;
+                    dirs.push(path);
+                }
                 WalkEvent::Entry(node, _, change) if node.kind.has_chunks() => {
-                    change.count_file(&mut summary, node.size)
+                    change.count_file(&mut summary, node.size);
+                    // A further link of a hardlink group is not read again.
+                    if change != Change::Unchanged && node.kind == NodeKind::File {
+                        summary.bytes_read += node.size;
+                    }
+                    if change != Change::Unchanged || unchanged {
+                        let path = match dirs.last() {
+                            Some(d) => d.join(std::ffi::OsStr::from_bytes(&node.name)),
+                            None => sources.get(source).map(|s| s.disk.clone()).unwrap_or_default(),
+                        };
+                        on_file(&DryRunFile { path, size: node.size, change: change.item() });
+                    }
                 }
                 WalkEvent::Entry(..) => summary.other_entries += 1,
-                WalkEvent::LeaveDir | WalkEvent::SourceDone => {}
+                WalkEvent::LeaveDir => {
+                    dirs.pop();
+                }
+                WalkEvent::SourceDone => source += 1,
             }
         }
         walked.join().unwrap_or(Err(Error::Interrupted))?;
-        summary.bytes_read = to_read.join().unwrap_or(0);
         Ok(())
     })?;
     if ctx.stopping() {
@@ -534,6 +554,12 @@ impl<'a> Ctx<'a> {
             bytes_read: AtomicU64::new(0),
             warnings: AtomicU64::new(0),
             repo_root: repo.storage().local_path().and_then(|p| std::fs::canonicalize(p).ok()),
+            own_dirs: repo
+                .own_dirs()
+                .iter()
+                .filter_map(|d| std::fs::metadata(d).ok())
+                .map(|m| (std::os::unix::fs::MetadataExt::dev(&m), std::os::unix::fs::MetadataExt::ino(&m)))
+                .collect(),
             stop: AtomicBool::new(false),
             stream_error: Mutex::new(None),
             session_lost: None,
@@ -639,7 +665,12 @@ fn run_pipeline(
             crate::fault::panic_point("walker");
             walker(ctx, sources, slots, stream_paths, job_tx, event_tx)
         });
-        let built = build_trees(ctx, sink, event_rx, sources.len() + stream_paths.len());
+        let tops: Vec<PathBuf> = sources
+            .iter()
+            .map(|s| s.disk.clone())
+            .chain(stream_paths.iter().map(|c| Path::new("/").join(join(c))))
+            .collect();
+        let built = build_trees(ctx, sink, event_rx, &tops);
         let walked = crate::sync::joined(walker.join(), "backup walker");
         if built.is_err() || walked.is_err() {
             abort.store(true, Ordering::SeqCst);
@@ -895,6 +926,50 @@ mod tests {
         assert!(warnings[0].1.contains("replaced by a symbolic link"), "{warnings:?}");
         assert_eq!(r.warnings, 1);
         assert_eq!(stored(&repo, &r.snapshot_id, &src.join("victim")), None, "the link's target was stored");
+    }
+
+    /// A file replaced by a FIFO between the walk and the read: the open
+    /// used to wait for a writer, for ever in a backup from cron. The file
+    /// is left out with a warning saying why, small (read into a window)
+    /// and large (streamed) alike; the backup ends.
+    #[test]
+    fn a_file_replaced_by_a_fifo_before_its_read_is_left_out() {
+        for (victim, size) in [("small", 100), ("large", 4 * 1024 * 1024 + 1)] {
+            let dir = tempfile::tempdir().unwrap();
+            let src = dir.path().join("src");
+            std::fs::create_dir_all(&src).unwrap();
+            std::fs::write(src.join(victim), vec![b'v'; size]).unwrap();
+            std::fs::write(src.join("other"), b"other").unwrap();
+            let repo = Repository::init_local(&dir.path().join("repo"), &InitOptions::default()).unwrap();
+            let fifo = src.join(victim);
+            let p = Meddler::new(victim, || {
+                std::fs::remove_file(&fifo).unwrap();
+                nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+            });
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::scope(|s| {
+                let (repo, p, src) = (&repo, &p, &src);
+                let _backup = s.spawn(move || {
+                    let opts = BackupOptions { paths: vec![src.clone()], ..Default::default() };
+                    let _ = tx.send(backup(repo, opts, p));
+                });
+                let r = match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+                    Ok(r) => r.unwrap(),
+                    Err(_) => {
+                        // Lets the stuck open return, so the scope can end.
+                        let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+                        panic!("{victim}: the backup waited for a writer of the FIFO");
+                    }
+                };
+                let warnings = p.warnings.lock().unwrap().clone();
+                assert_eq!(warnings.len(), 1, "{victim}: {warnings:?}");
+                assert_eq!(warnings[0].0, src.join(victim), "{warnings:?}");
+                assert!(warnings[0].1.contains("not a regular file"), "{warnings:?}");
+                assert_eq!(r.warnings, 1);
+                assert_eq!(stored(repo, &r.snapshot_id, &src.join(victim)), None, "{victim}");
+                assert_eq!(stored(repo, &r.snapshot_id, &src.join("other")).as_deref(), Some(&b"other"[..]));
+            });
+        }
     }
 
     /// A soft limit of open files far below what the walk lists ahead: the

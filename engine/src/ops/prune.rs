@@ -170,6 +170,11 @@ pub struct PruneReport {
     pub marks_pending: u64,
     /// Marked packs that a snapshot needs again and that therefore stay.
     pub packs_recovered: u64,
+    /// Format v2: packs unused (or to rewrite) that this run neither marked
+    /// nor deleted because they are younger than the grace period (they may
+    /// belong to a backup still running); a later run marks them.
+    pub packs_in_grace: u64,
+    pub bytes_in_grace: u64,
 }
 
 pub fn prune(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress) -> Result<PruneReport> {

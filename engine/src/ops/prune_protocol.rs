@@ -125,6 +125,15 @@ pub fn run(repo: &Repository, opts: &PruneOptions<'_>, progress: &dyn Progress) 
             && !still_marked.contains(&p.pack)
             && mtimes.get(&p.pack).is_some_and(|t| older_than(*t, grace))
     };
+    for p in plan.packs.iter().filter(|p| {
+        matches!(p.fate, Fate::Delete | Fate::Repack)
+            && !goes.contains(&p.pack)
+            && !still_marked.contains(&p.pack)
+            && !mtimes.get(&p.pack).is_some_and(|t| older_than(*t, grace))
+    }) {
+        report.packs_in_grace += 1;
+        report.bytes_in_grace += p.pack_len;
+    }
     let dead: Vec<&PackPlan> = plan.packs.iter().filter(|p| p.fate == Fate::Delete).filter(markable).collect();
     let to_repack: Vec<&PackPlan> = plan.packs.iter().filter(|p| p.fate == Fate::Repack).filter(markable).collect();
     // P3: copies first, listed by the packer's index files.

@@ -64,7 +64,13 @@ pub(super) fn entry(
     let (links, jobs) = (&mut out.links, out.jobs);
     let send = |e: WalkEvent| out.events.send(e).map_err(|_| Error::Interrupted);
     if node.kind != NodeKind::File {
-        return send(WalkEvent::Entry(node, Content::Ready, Change::New));
+        // Only a listing (`Progress::item`) reads this: nothing is read.
+        let change = match &previous {
+            None => Change::New,
+            Some(p) if same_file(p, &node) && p.target == node.target => Change::Unchanged,
+            Some(_) => Change::Changed,
+        };
+        return send(WalkEvent::Entry(node, Content::Ready, change));
     }
     let change = match &previous {
         None => Change::New,
@@ -127,8 +133,7 @@ pub(super) fn entry(
             );
         }
         let seen = Seen { size: node.size, mtime: node.mtime };
-        jobs.send(Job { path: path.to_path_buf(), dir, seen, slot: slot.clone(), change })
-            .map_err(|_| Error::Interrupted)?;
+        jobs.send(Job { path: path.to_path_buf(), dir, seen, slot: slot.clone() }).map_err(|_| Error::Interrupted)?;
         send(WalkEvent::Entry(node, Content::Pending(slot), change))
     }
 }

@@ -15,7 +15,7 @@ use super::sources::Source;
 use super::tree_builder::synthetic_dir;
 use super::{Change, Content, Ctx, Job, Slot, WalkEvent};
 use crate::error::{Error, Result};
-use crate::format::tree::NodeKind;
+use crate::format::tree::{Node, NodeKind};
 use crate::metadata::{node_from_metadata, OwnerNames, Stat};
 use crate::walk::{piece_key, subdir_key, DirBudget, DirPool, ListEnv, Listing, StopOnDrop, WalkKey};
 
@@ -44,7 +44,7 @@ pub(super) fn walker(
     let dir_fds = DirBudget::from_rlimit();
     let env = ListEnv {
         repo: ctx.repo,
-        skip_dir: ctx.repo_root.as_deref(),
+        skip_dirs: &ctx.own_dirs,
         stopping: &stopping,
         excludes: &ctx.excludes,
         mounts: &ctx.mounts,
@@ -81,14 +81,15 @@ pub(super) fn walker(
                 out.send(WalkEvent::SourceDone)?;
                 continue;
             }
-            if ctx.repo_root.as_deref() == Some(src.disk.as_path()) {
-                // Never back up the repository into itself.
+            if ctx.own_dirs.contains(&(meta.dev(), meta.ino())) {
+                ctx.progress.note(&src.disk, OWN_DIR);
                 out.send(WalkEvent::SourceDone)?;
                 continue;
             }
             let dir = vec![si as u64];
-            pool.submit(&dir, src.disk.clone(), parent_node.and_then(|p| p.subtree), meta.dev());
-            out.send(WalkEvent::EnterDir(node, src.disk.clone()))?;
+            let prev_tree = parent_node.and_then(|p| p.subtree);
+            pool.submit(&dir, src.disk.clone(), prev_tree, meta.dev());
+            out.send(WalkEvent::EnterDir(with_previous(node, prev_tree), src.disk.clone()))?;
             let first = pool.take(&piece_key(&dir, 0), &env)?;
             report_listing(ctx, &src.disk, &first);
             // Open directories, innermost last: key, the piece of its
@@ -120,12 +121,14 @@ pub(super) fn walker(
                 }
                 let Some(node) = child.node else { continue };
                 if node.kind == NodeKind::Dir {
+                    let node = with_previous(node, child.prev.and_then(|p| p.subtree));
                     if child.mount_point {
                         out.send(WalkEvent::EnterDir(node, child.path.clone()))?;
                         out.send(WalkEvent::LeaveDir)?;
                         continue;
                     }
                     if !child.descend {
+                        ctx.progress.note(&child.path, OWN_DIR);
                         continue;
                     }
                     let sub = subdir_key(dir, listing.first + i as u64);
@@ -153,6 +156,17 @@ pub(super) fn walker(
         }
         Ok(())
     })
+}
+
+const OWN_DIR: &str = "left out: the repository being written to, or its cache";
+
+/// A directory's node for [`WalkEvent::EnterDir`]: its `subtree` is the
+/// parent snapshot's tree of it until the tree builder stores the new one
+/// (so that the builder can tell an unchanged directory without another
+/// field in every event).
+fn with_previous(mut node: Node, prev_tree: Option<crate::id::Id>) -> Node {
+    node.subtree = prev_tree;
+    node
 }
 
 /// Warnings of a directory that could not be (fully) listed.

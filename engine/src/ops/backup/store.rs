@@ -22,6 +22,7 @@ use crate::id::Id;
 use crate::index::IndexReader;
 use crate::packer::BlobSink;
 use crate::walk::DirFd;
+use rustix::fs::FileType;
 
 /// Chunks a worker holds for one batched dedup lookup at most (the
 /// index's own batch, `index_sorted::BATCH_MAX`).
@@ -54,7 +55,7 @@ pub(super) fn worker(ctx: &Ctx<'_>, sink: &BlobSink<'_>, jobs: Receiver<Job>) {
             }
             Err(TryRecvError::Disconnected) => break,
         };
-        let Job { path, dir, seen, slot, .. } = job;
+        let Job { path, dir, seen, slot } = job;
         let guard = SlotGuard(slot);
         match store_file(ctx, sink, &mut reader, &path, dir, seen, &mut window) {
             Ok(Filed::Windowed { chunks, size }) => window.files.push(Held { guard, path, chunks, size }),
@@ -178,6 +179,7 @@ fn store_file(
         }
         Err(e) => return Ok(Filed::Done(Err(e.to_string()))),
     };
+
     let chunker = &ctx.file_chunker;
     if seen.size > chunker.max_size() as u64 {
         // A large file streams its chunks one by one: the files held must
@@ -209,7 +211,9 @@ fn store_file(
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => {
                 window.data.truncate(start);
-                return Ok(Filed::Done(Err(e.to_string())));
+                // Only a FIFO (opened without waiting) says "would block".
+                let msg = if e.kind() == ErrorKind::WouldBlock { NOT_A_FILE.into() } else { e.to_string() };
+                return Ok(Filed::Done(Err(msg)));
             }
         }
     }
@@ -226,7 +230,11 @@ fn store_file(
     }
     ctx.bytes_read.fetch_add(read, Ordering::Relaxed);
     ctx.progress.bytes(read);
-    check_unchanged(ctx, path, &file, seen, read);
+    if let Err(msg) = check_unchanged(ctx, path, &file, seen, read) {
+        window.chunks.truncate(first);
+        window.data.truncate(start);
+        return Ok(Filed::Done(Err(msg)));
+    }
     Ok(Filed::Windowed { chunks: first..window.chunks.len(), size: read })
 }
 
@@ -237,15 +245,19 @@ fn store_file(
 /// followed (`O_NOFOLLOW`, as restic opens files): followed, a root backup
 /// of a directory its users can write to would store whatever file they
 /// point it at (`/etc/shadow`) under their file's name; the open fails
-/// instead and the file is left out with a warning. The descriptor goes
-/// back to the walk's budget as soon as the file is open.
+/// instead and the file is left out with a warning. A FIFO put in the
+/// file's place would block the open until a writer came (forever, in a
+/// backup from cron): the open does not wait (`O_NONBLOCK`, which reads of
+/// a regular file ignore), and the caller reads only what `fstat` says is
+/// a regular file. The descriptor goes back to the walk's budget as soon
+/// as the file is open.
 pub(super) fn open_source(dir: Option<Arc<DirFd>>, path: &Path) -> std::io::Result<File> {
     use rustix::fs::{Mode, OFlags};
     let at = dir.as_ref().zip(path.file_name());
     // O_NOATIME keeps backups from dirtying every inode; it is refused for
     // files we do not own, so fall back to a plain open.
     let open = |flags: OFlags| -> std::io::Result<File> {
-        let flags = flags | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        let flags = flags | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK;
         Ok(match at {
             Some((d, name)) => File::from(rustix::fs::openat(d.as_ref(), name, flags, Mode::empty())?),
             None => File::from(rustix::fs::open(path, flags, Mode::empty())?),
@@ -324,6 +336,12 @@ fn store_large(
     mut file: File,
     seen: Seen,
 ) -> Result<Stored> {
+    // A FIFO put in its place could be fed for ever: the type is checked
+    // before reading (one fstat per large file; small ones read at most
+    // the size the walk saw, and are checked after).
+    if !rustix::fs::fstat(&file).is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile) {
+        return Ok(Err(NOT_A_FILE.into()));
+    }
     let _turn = ctx.large_files.turn(&|| sink.keeps_up(), &|| ctx.stopping() || sink.is_failed())?;
     let mut store =
         |window: &[u8], n: usize| Ok((sink.store(sink.index_reader(reader)?, BlobKind::Data, &window[..n])?, n));
@@ -333,10 +351,7 @@ fn store_large(
     // to see (a 76 MB file: 0.53-0.56 s of CPU either way, alternating).
     let s = StreamChunker::with_spare(ctx.file_chunker.clone(), limited(ctx, &mut file), FILE_SPARE);
     match store_chunks(ctx, s, &mut store)? {
-        Ok((chunks, read)) => {
-            check_unchanged(ctx, path, &file, seen, read);
-            Ok(Ok((chunks, read)))
-        }
+        Ok((chunks, read)) => Ok(check_unchanged(ctx, path, &file, seen, read).map(|()| (chunks, read))),
         Err(e) => Ok(Err(e.to_string())),
     }
 }
@@ -386,14 +401,17 @@ fn store_chunks<R: Read>(
 
 /// Warns when a file's size or mtime after reading differ from what the
 /// walk saw, or when fewer or more bytes were read: it was written to while
-/// being backed up, and what was read is what the snapshot holds.
-fn check_unchanged(ctx: &Ctx<'_>, path: &Path, file: &File, seen: Seen, read: u64) {
+/// being backed up, and what was read is what the snapshot holds. An error
+/// (the file is left out) when what was read is no longer a regular file:
+/// a FIFO or device put in its place since the walk.
+fn check_unchanged(ctx: &Ctx<'_>, path: &Path, file: &File, seen: Seen, read: u64) -> std::result::Result<(), String> {
     // fstat: the open descriptor, no path (std's metadata() is a statx
     // with an empty path, which the kernel copies in and looks at first).
     // The fields' types differ between targets (signed or not, 32 or 64
     // bits): the casts are no-ops on some.
     #[allow(clippy::unnecessary_cast)]
     let changed = match rustix::fs::fstat(file) {
+        Ok(after) if FileType::from_raw_mode(after.st_mode) != FileType::RegularFile => return Err(NOT_A_FILE.into()),
         Ok(after) => {
             after.st_size as u64 != seen.size
                 || after.st_mtime as i64 != seen.mtime.sec
@@ -405,7 +423,12 @@ fn check_unchanged(ctx: &Ctx<'_>, path: &Path, file: &File, seen: Seen, read: u6
     if changed {
         ctx.warn(path, "file changed while it was read; stored as read");
     }
+    Ok(())
 }
+
+/// Why a file whose open found something else in its place is left out.
+const NOT_A_FILE: &str =
+    "replaced by something that is not a regular file (a FIFO, a device) since it was listed; not read";
 
 /// Stores a stream (a database dump) recorded at `components`. With an
 /// entry of that name in the parent snapshot, each new chunk may be stored

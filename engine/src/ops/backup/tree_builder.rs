@@ -11,6 +11,7 @@
 //! channel's capacity ahead.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,7 @@ use crate::index::IndexReader;
 use crate::metadata::{node_from_metadata, OwnerNames, Stat};
 use crate::ops::tree_store::DirWriter;
 use crate::packer::BlobSink;
+use crate::progress::{Item, ItemKind, Items};
 
 /// One entry per source: `None` when it vanished before it could be read
 /// (already warned about).
@@ -105,12 +107,13 @@ pub(super) fn store_tree(ctx: &Ctx<'_>, sink: &BlobSink<'_>, reader: &IndexReade
 /// come: an entry whose content is being read is waited for when it is
 /// its turn, so what is held is the open directories' unfinished leaves,
 /// never a whole directory (the events channel bounds how far the walk
-/// runs ahead). Returns one node per source.
+/// runs ahead). `tops`: where each source (then each stream) is, for the
+/// listing of entries ([`Progress::item`]). Returns one node per source.
 pub(super) fn build_trees(
     ctx: &Ctx<'_>,
     sink: &BlobSink<'_>,
     events: Receiver<WalkEvent>,
-    expected: usize,
+    tops: &[PathBuf],
 ) -> Result<(SourceNodes, Summary)> {
     let mut summary = Summary::default();
     let mut stack: Vec<OpenDir<'_>> = Vec::new();
@@ -118,6 +121,12 @@ pub(super) fn build_trees(
     let mut top: Option<Node> = None;
     let mut changes = change_cache::Batch::default();
     let mut reader = None;
+    let items = ctx.progress.items();
+    let listed = |change: Change| match items {
+        Items::None => false,
+        Items::Changed => change != Change::Unchanged,
+        Items::All => true,
+    };
 
     let resolve = |entry: (Node, Content, Change), summary: &mut Summary| -> Option<Node> {
         let (mut node, content, change) = entry;
@@ -148,17 +157,38 @@ pub(super) fn build_trees(
             }
             WalkEvent::Entry(node, content, change) => {
                 let Some(node) = resolve((node, content, change), &mut summary) else { continue };
+                if listed(change) {
+                    let (kind, size) =
+                        if node.kind.has_chunks() { (ItemKind::File, node.size) } else { (ItemKind::Other, 0) };
+                    let path = match stack.last() {
+                        Some(dir) => dir.path.join(OsStr::from_bytes(&node.name)),
+                        None => tops.get(done.len()).cloned().unwrap_or_default(),
+                    };
+                    ctx.progress.item(&Item { path: &path, kind, change: change.item(), size });
+                }
                 match stack.last_mut() {
                     Some(dir) => dir.push(ctx, sink, sink.index_reader(&mut reader)?, node, &mut changes)?,
                     None => top = Some(node),
                 }
             }
             WalkEvent::LeaveDir => {
-                let Some(dir) = stack.pop() else {
+                let Some(mut dir) = stack.pop() else {
                     return Err(Error::corrupt("pipeline", "walker", "unbalanced directory events"));
                 };
+                let prev_tree = dir.node.subtree.take();
+                let path = (items != Items::None).then(|| dir.path.clone());
                 let node = dir.finish(ctx, sink, sink.index_reader(&mut reader)?, &mut changes)?;
                 summary.dirs += 1;
+                if let Some(path) = path {
+                    let change = match prev_tree {
+                        None => Change::New,
+                        Some(prev) if node.subtree == Some(prev) => Change::Unchanged,
+                        Some(_) => Change::Changed,
+                    };
+                    if listed(change) {
+                        ctx.progress.item(&Item { path: &path, kind: ItemKind::Dir, change: change.item(), size: 0 });
+                    }
+                }
                 match stack.last_mut() {
                     Some(parent) => parent.push(ctx, sink, sink.index_reader(&mut reader)?, node, &mut changes)?,
                     None => top = Some(node),
@@ -170,7 +200,7 @@ pub(super) fn build_trees(
     if ctx.stopping() {
         return Err(Error::Interrupted);
     }
-    if done.len() != expected {
+    if done.len() != tops.len() {
         return Err(Error::Interrupted);
     }
     changes.flush(ctx.repo.index()?)?;
