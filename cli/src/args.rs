@@ -681,6 +681,20 @@ pub enum EncryptionMode {
 pub enum RepairCommand {
     /// Rebuild the index files and index database from the packs.
     Index,
+    /// Copy the intact blobs of damaged packs into new packs and take the damaged packs out of the
+    /// index (kept byte for byte under quarantine/), so that `backup --force-read` stores what was
+    /// lost again.
+    #[command(
+        after_help = "Without PACK ids every pack is read and verified, as `check --read-data` does,                             and the damaged ones are repaired; listed packs that are gone are dropped from                             the index."
+    )]
+    Packs(RepairPacksArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RepairPacksArgs {
+    /// Packs to repair (ids as `check --read-data` names them, or a prefix naming one pack).
+    #[arg(value_name = "PACK")]
+    pub packs: Vec<String>,
 }
 
 #[derive(Args, Debug)]

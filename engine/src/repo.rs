@@ -1162,6 +1162,23 @@ impl Repository {
         self.shared_lookup_reader(true)?.lookup(id)
     }
 
+    /// Whether the index holds every one of `ids` (a whole-id match, as
+    /// dedup asks), with the read path's shared reader; a miss is retried
+    /// once with a fresh read transaction, like [`Self::lookup_blob`].
+    pub fn index_has_all(&self, ids: &[Id]) -> Result<bool> {
+        let has = |r: &IndexReader| -> Result<bool> {
+            match ids {
+                [] => Ok(true),
+                [one] => r.contains(one),
+                _ => Ok(r.contains_batch(ids)?.into_iter().all(|b| b)),
+            }
+        };
+        if has(&*self.shared_lookup_reader(false)?)? {
+            return Ok(true);
+        }
+        has(&*self.shared_lookup_reader(true)?)
+    }
+
     /// Reads and verifies one blob.
     pub fn read_blob(&self, id: &Id) -> Result<Arc<[u8]>> {
         let reader = self.blob_reader()?;

@@ -326,6 +326,87 @@ fn lost_pack_heals_by_repair_index_and_a_backup_with_force_read() {
     }
 }
 
+/// A flipped bit in one frame heals: `check --read-data` names the pack
+/// and the command; `repair packs` copies the pack's intact blobs into new
+/// packs (the files they hold restore byte for byte), takes the damaged
+/// pack out of the index and names what is lost; `backup --force-read`
+/// stores it again, after which everything checks and restores.
+#[test]
+fn bit_flip_heals_by_repair_packs_and_a_backup_with_force_read() {
+    let fx = setup();
+    let victim = fx.src.join("big/f2.bin");
+    let loc = fx.files[&victim][0];
+    flip_byte(&fx.pack_path(&loc.pack), loc.frame.offset + u64::from(loc.frame.stored_len) / 2);
+    let damaged = fx.files_where(|l| l.pack == loc.pack && l.frame.offset == loc.frame.offset);
+    let neighbours = fx.files_where(|l| l.pack == loc.pack);
+    assert!(neighbours.len() > damaged.len(), "the fixture wants intact blobs of other files in the pack");
+    let text = check_reports(&fx, true, &loc.pack.to_hex(), &damaged);
+    assert!(text.contains(&format!("arc repair packs {}", loc.pack)), "no hint\n{text}");
+
+    let hex = loc.pack.to_hex();
+    let out = fx.env.arc().args(["repair", "packs", &hex[..16]]).run().success();
+    let text = out.stdout_str();
+    assert!(text.contains("took 1 damaged pack(s) out of the index"), "{}", out.describe());
+    assert!(text.contains("arc backup --force-read"), "no hint\n{}", out.describe());
+    let mut want = BTreeSet::new();
+    for p in &damaged {
+        for (i, snap) in fx.snaps.iter().enumerate() {
+            if i == 1 || *p != fx.later() {
+                want.insert((snap.clone(), p.clone()));
+            }
+        }
+    }
+    assert_eq!(affected(&text), want, "repair names other files than the damage\n{}", out.describe());
+    assert!(fx.env.repo.join("quarantine").join(&hex).exists(), "the damaged pack is not kept");
+    assert!(!fx.pack_path(&loc.pack).exists());
+    let again = fx.env.arc().args(["--json", "repair", "packs"]).run().success().json();
+    assert_eq!(again["packs_repaired"], serde_json::json!([]), "{again}");
+
+    // The other files of the pack were salvaged; only the damage is lost.
+    for i in 0..2 {
+        let lost = restore_checked(&fx, i, |p| damaged.contains(p));
+        assert_eq!(lost, fx.files_of(i).iter().filter(|p| damaged.contains(**p)).count());
+    }
+    check_reports(&fx, false, "is not in any index file", &damaged);
+    fx.env.backup(["--force-read".as_ref(), fx.src.as_os_str()]);
+    check_passes(&fx, true);
+    for i in 0..2 {
+        assert_eq!(restore_checked(&fx, i, |_| false), 0);
+    }
+}
+
+/// After `repair index` dropped a lost pack, a plain backup reads the
+/// unchanged files whose chunks went with it again (and says so), rather
+/// than taking their chunk lists from the parent: the new snapshot, and
+/// the older ones sharing the data, restore whole.
+#[test]
+fn plain_backup_after_repair_index_reads_files_with_dropped_chunks_again() {
+    let fx = setup();
+    let loc = fx.files[&fx.src.join("big/f1.bin")][0];
+    fs::remove_file(fx.pack_path(&loc.pack)).unwrap();
+    let damaged = fx.files_where(|l| l.pack == loc.pack);
+    fx.env.arc().args(["repair", "index"]).run().success();
+    let out = fx.env.arc().arg("backup").arg(&fx.src).run().success();
+    let note = format!("read {} unchanged file(s) again", damaged.len());
+    assert!(out.stdout_str().contains(&note), "{note:?} missing\n{}", out.describe());
+    check_passes(&fx, true);
+    for i in 0..2 {
+        assert_eq!(restore_checked(&fx, i, |_| false), 0);
+    }
+}
+
+/// A pack id that names no pack: one line naming it, exit 1, nothing
+/// written.
+#[test]
+fn repair_packs_of_an_unknown_pack_changes_nothing() {
+    let fx = setup();
+    let before = files_under(&fx.env.repo);
+    let out = fx.env.arc().args(["repair", "packs", "00c0ffee"]).run().code_is(1);
+    let err = out.stderr_str();
+    assert!(err.contains("00c0ffee") && err.lines().count() == 1, "{}", out.describe());
+    assert_eq!(files_under(&fx.env.repo), before);
+}
+
 #[test]
 fn damaged_or_missing_tree_costs_only_its_directory() {
     // Runs: a flipped bit in the frame of many/'s tree, and the tree pack

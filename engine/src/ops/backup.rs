@@ -124,6 +124,10 @@ pub struct BackupResult {
     pub snapshot: SnapshotFile,
     /// Number of sources that could not be (fully) read.
     pub warnings: u64,
+    /// Files unchanged since the parent that were read again because a
+    /// chunk of theirs is in no pack the index lists any more (dropped by
+    /// `repair packs` or `repair index`).
+    pub files_reread_missing: u64,
 }
 
 /// Waits for a file's content to be stored by a worker.
@@ -389,7 +393,8 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     // The commit point: everything the snapshot refers to is durable.
     let snapshot_id = repo.save_snapshot(&file)?;
     drop(session);
-    Ok(BackupResult { snapshot_id, warnings: file.summary.errors, snapshot: file })
+    let files_reread_missing = ctx.reread_missing.load(Ordering::Relaxed);
+    Ok(BackupResult { snapshot_id, warnings: file.summary.errors, snapshot: file, files_reread_missing })
 }
 
 struct Ctx<'a> {
@@ -402,6 +407,8 @@ struct Ctx<'a> {
     stream_chunker: Chunker,
     bytes_read: AtomicU64,
     warnings: AtomicU64,
+    /// Unchanged files read again because a chunk of theirs is gone.
+    reread_missing: AtomicU64,
     repo_root: Option<PathBuf>,
     /// Set when a stream failed: every source stops like on cancel, while
     /// the packer still writes out what was queued, so the next try reuses
@@ -533,6 +540,7 @@ impl<'a> Ctx<'a> {
             stream_chunker: repo.chunker(&repo.config().stream_chunker),
             bytes_read: AtomicU64::new(0),
             warnings: AtomicU64::new(0),
+            reread_missing: AtomicU64::new(0),
             repo_root: repo.storage().local_path().and_then(|p| std::fs::canonicalize(p).ok()),
             stop: AtomicBool::new(false),
             stream_error: Mutex::new(None),
@@ -553,18 +561,29 @@ impl Ctx<'_> {
         self.stop.load(Ordering::Relaxed) || cancelled(&self.cancel) || cancelled(&self.session_lost)
     }
 
-    /// Whether a chunk list of the parent may be reused as it is: with
-    /// prune marks about, every chunk must be in a pack no mark names
-    /// (format-spec/v2/protocol.md §4 B5); otherwise the file is read again.
+    /// Whether a chunk list of the parent may be reused as it is: every
+    /// chunk must still be in the index (a repair drops the blobs of damaged
+    /// or lost packs, and a snapshot taking them from the parent would
+    /// point at nothing), and with prune marks about, in a pack no mark
+    /// names (format-spec/v2/protocol.md §4 B5); otherwise the file is read
+    /// again.
     fn reusable(&self, chunks: &[Id]) -> Result<bool> {
         let marked = self.repo.marked_packs();
         if marked.is_empty() {
-            return Ok(true);
+            if self.repo.index_has_all(chunks)? {
+                return Ok(true);
+            }
+            self.reread_missing.fetch_add(1, Ordering::Relaxed);
+            return Ok(false);
         }
         for c in chunks {
             match self.repo.lookup_blob(c)? {
                 Some(loc) if self.repo.outside_marks(&loc, &marked)? => {}
-                _ => return Ok(false),
+                Some(_) => return Ok(false),
+                None => {
+                    self.reread_missing.fetch_add(1, Ordering::Relaxed);
+                    return Ok(false);
+                }
             }
         }
         Ok(true)
