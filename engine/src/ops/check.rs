@@ -200,7 +200,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
         progress.total(packs.len() as u64, packs.iter().map(|p| p.1).sum());
         report.packs_read = packs.len() as u64;
         report.read_data_subset = opts.read_data_subset.map(|(g, n)| format!("{}/{n}", g + 1));
-        let results: Vec<(Id, (u64, u64, Vec<String>, Vec<Id>))> = packs
+        let results: Vec<(Id, Verified)> = packs
             .par_iter()
             .map(|(id, len)| {
                 let listed = table.number(id).map(|no| table.entry(no)).transpose()?;
@@ -442,15 +442,12 @@ fn affected_paths(
     }
 }
 
-/// Reads one pack whole and verifies everything in it. Returns (bytes
-/// read, blobs verified, errors, ids of damaged blobs).
-fn verify_pack(
-    repo: &Repository,
-    id: &Id,
-    len: u64,
-    listed: Option<&PackEntry>,
-    progress: &dyn Progress,
-) -> (u64, u64, Vec<String>, Vec<Id>) {
+/// What [`verify_pack`] found: (bytes read, blobs verified, errors, ids
+/// of damaged blobs).
+type Verified = (u64, u64, Vec<String>, Vec<Id>);
+
+/// Reads one pack whole and verifies everything in it.
+fn verify_pack(repo: &Repository, id: &Id, len: u64, listed: Option<&PackEntry>, progress: &dyn Progress) -> Verified {
     let name = id.to_hex();
     let mut errors = Vec::new();
     let mut bad = Vec::new();

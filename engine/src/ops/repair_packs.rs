@@ -349,6 +349,9 @@ fn examine(
     Ok(out)
 }
 
+/// What [`for_each_blob`] calls for each blob: its bytes if they verify.
+type BlobVisit<'a> = dyn FnMut(&BlobRecord, Option<&[u8]>) -> Result<()> + 'a;
+
 /// Calls `visit(blob, Some(bytes))` for every blob of `trailer` that
 /// decodes and matches its id, `visit(blob, None)` for every other.
 /// Returns why each frame that does not decode does not.
@@ -357,7 +360,7 @@ fn for_each_blob(
     name: &str,
     data: &[u8],
     trailer: &Trailer,
-    visit: &mut dyn FnMut(&BlobRecord, Option<&[u8]>) -> Result<()>,
+    visit: &mut BlobVisit<'_>,
 ) -> Result<Vec<String>> {
     let mut errors = Vec::new();
     let mut by_frame: Vec<Vec<&BlobRecord>> = vec![Vec::new(); trailer.frames.len()];
