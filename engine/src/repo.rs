@@ -1162,16 +1162,18 @@ impl Repository {
         self.shared_lookup_reader(true)?.lookup(id)
     }
 
-    /// Whether the index holds every one of `ids` (a whole-id match, as
-    /// dedup asks), with the read path's shared reader; a miss is retried
-    /// once with a fresh read transaction, like [`Self::lookup_blob`].
-    pub fn index_has_all(&self, ids: &[Id]) -> Result<bool> {
+    /// Whether the index (probably) holds every one of `ids`
+    /// ([`IndexReader::probably_contains`]), with the read path's shared
+    /// reader; a miss is retried once with a fresh read transaction, like
+    /// [`Self::lookup_blob`].
+    pub fn index_may_have_all(&self, ids: &[Id]) -> Result<bool> {
         let has = |r: &IndexReader| -> Result<bool> {
-            match ids {
-                [] => Ok(true),
-                [one] => r.contains(one),
-                _ => Ok(r.contains_batch(ids)?.into_iter().all(|b| b)),
+            for id in ids {
+                if !r.probably_contains(id)? {
+                    return Ok(false);
+                }
             }
+            Ok(true)
         };
         if has(&*self.shared_lookup_reader(false)?)? {
             return Ok(true);
