@@ -554,6 +554,24 @@ mod tests {
         assert!(healed.ok(), "{:?}", healed.errors);
     }
 
+    /// A pack gone from `data/` (nothing to keep or salvage) is dropped
+    /// from the index like a damaged one, and what it held is named lost.
+    #[test]
+    fn lost_pack_is_dropped_and_its_blobs_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, _, [(name, a), _]) = six_files(dir.path());
+        let pack = repo.lookup_blob(&a).unwrap().unwrap().pack;
+        repo.storage().delete(FileKind::Pack, &pack.to_hex()).unwrap();
+        let r = repair_packs(&repo, &RepairPacksOptions::default(), &NoProgress).unwrap();
+        assert_eq!(r.packs_repaired, vec![pack], "{r:?}");
+        assert!(r.packs_quarantined.is_empty() && r.blobs_salvaged == 0, "{r:?}");
+        assert!(r.blobs_lost.contains(&a), "{r:?}");
+        assert!(r.affected.iter().any(|p| p.ends_with(&format!("/src/{name}"))), "{r:?}");
+        assert!(repo.lookup_blob(&a).unwrap().is_none());
+        let after = read_data(&repo);
+        assert!(!after.errors.iter().any(|p| p.message.contains("is missing")), "{:?}", after.errors);
+    }
+
     /// A name that is no pack: refused before anything is written; an
     /// intact pack that is named is left as it is.
     #[test]
