@@ -80,7 +80,7 @@ pub enum Command {
     Check(CheckArgs),
     /// Logical versus stored size, dedup and compression ratios.
     Stats,
-    /// Rebuild derived data from what the repository holds.
+    /// Rebuild the index from the packs, or take damaged packs out of it.
     #[command(subcommand)]
     Repair(RepairCommand),
     /// Low-level listings for scripts and debugging.

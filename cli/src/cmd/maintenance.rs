@@ -104,7 +104,8 @@ fn repair_packs(env: &Env, repo: &arc_engine::Repository, a: RepairPacksArgs) ->
     )?;
     if !r.packs_quarantined.is_empty() {
         outln!(
-            "kept {} damaged pack(s) byte for byte under quarantine/ for recovery by hand; nothing reads them,              delete them once you no longer need them",
+            "kept {} damaged pack(s) byte for byte under quarantine/ for recovery by hand; nothing reads them, \
+             delete them once you no longer need them",
             r.packs_quarantined.len()
         )?;
     }
@@ -123,7 +124,8 @@ fn repair_packs(env: &Env, repo: &arc_engine::Repository, a: RepairPacksArgs) ->
         outln!("  tree {t} cannot be read: its directory lost entries")?;
     }
     outln!(
-        "hint: `arc backup --force-read` of the same paths stores again what the sources still hold;          the older snapshots that share it are repaired with it"
+        "hint: `arc backup --force-read` of the same paths stores again what the sources still hold; \
+         the older snapshots that share it are repaired with it"
     )?;
     Ok(0)
 }
