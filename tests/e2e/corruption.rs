@@ -334,18 +334,24 @@ fn lost_pack_heals_by_repair_index_and_a_backup_with_force_read() {
 #[test]
 fn bit_flip_heals_by_repair_packs_and_a_backup_with_force_read() {
     let fx = setup();
-    // A frame in a pack that also holds chunks of files outside it (which
-    // pack a frame goes to is chosen at random among two open ones).
-    let loc = fx
-        .files
-        .values()
-        .flatten()
-        .copied()
-        .find(|loc| {
-            let hit = fx.files_where(|l| l.pack == loc.pack && l.frame.offset == loc.frame.offset);
+    // A frame in a pack that also holds chunks of files outside it, which
+    // must restore intact after the repair; failing that (which pack a
+    // frame goes to is chosen at random among two open ones, so a pack may
+    // hold one file's chunks only), a frame in a pack with other frames of
+    // chunks (the directory trees in it are salvaged either way).
+    let locs: Vec<BlobLocation> = fx.files.values().flatten().copied().collect();
+    let others = |loc: &BlobLocation, same_file_too: bool| {
+        let hit = fx.files_where(|l| l.pack == loc.pack && l.frame.offset == loc.frame.offset);
+        if same_file_too {
+            locs.iter().any(|l| l.pack == loc.pack && l.frame.offset != loc.frame.offset)
+        } else {
             fx.files_where(|l| l.pack == loc.pack).len() > hit.len()
-        })
-        .expect("a pack holding chunks of files in two frames");
+        }
+    };
+    let loc = (locs.iter().find(|l| others(l, false)))
+        .or_else(|| locs.iter().find(|l| others(l, true)))
+        .copied()
+        .expect("a pack holding two frames of chunks");
     flip_byte(&fx.pack_path(&loc.pack), loc.frame.offset + u64::from(loc.frame.stored_len) / 2);
     let damaged = fx.files_where(|l| l.pack == loc.pack && l.frame.offset == loc.frame.offset);
     let text = check_reports(&fx, true, &loc.pack.to_hex(), &damaged);
