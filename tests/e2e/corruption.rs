@@ -82,6 +82,12 @@ impl Fx {
 }
 
 fn setup() -> Fx {
+    // Small packs, so that one pack holds only a few of the files.
+    setup_with(&["--pack-size", "1M", "--frame-size", "256K"])
+}
+
+/// [`setup`] with the given `init` options.
+fn setup_with(init: &[&str]) -> Fx {
     let env = TestEnv::in_memory();
     let src = env.path("src");
     for i in 0..4u64 {
@@ -98,8 +104,7 @@ fn setup() -> Fx {
         let target = format!("{i:05}/{}", "t".repeat(3994));
         std::os::unix::fs::symlink(target, src.join("many").join(format!("link-{i:05}"))).unwrap();
     }
-    // Small packs, so that one pack holds only a few of the files.
-    env.arc().args(["init", "--pack-size", "1M", "--frame-size", "256K"]).run().success();
+    env.arc().arg("init").args(init).run().success();
     let s1 = jstr(&env.backup([&src]), "short_id").to_string();
     write_random_file(&src.join("later/l.bin"), 700_000, 999);
     let s2 = jstr(&env.backup([&src]), "short_id").to_string();
@@ -333,25 +338,16 @@ fn lost_pack_heals_by_repair_index_and_a_backup_with_force_read() {
 /// stores it again, after which everything checks and restores.
 #[test]
 fn bit_flip_heals_by_repair_packs_and_a_backup_with_force_read() {
-    let fx = setup();
-    // A frame in a pack that also holds chunks of files outside it, which
-    // must restore intact after the repair; failing that (which pack a
-    // frame goes to is chosen at random among two open ones, so a pack may
-    // hold one file's chunks only), a frame in a pack with other frames of
-    // chunks (the directory trees in it are salvaged either way).
-    let locs: Vec<BlobLocation> = fx.files.values().flatten().copied().collect();
-    let others = |loc: &BlobLocation, same_file_too: bool| {
-        let hit = fx.files_where(|l| l.pack == loc.pack && l.frame.offset == loc.frame.offset);
-        if same_file_too {
-            locs.iter().any(|l| l.pack == loc.pack && l.frame.offset != loc.frame.offset)
-        } else {
+    // Packs of 16 MiB: the whole fixture fits in the two a writer keeps
+    // open, so the damaged frame's pack holds other files' chunks, which
+    // must restore intact after the repair.
+    let fx = setup_with(&["--pack-size", "16M", "--frame-size", "256K"]);
+    let loc = (fx.files.values().flatten().copied())
+        .find(|loc| {
+            let hit = fx.files_where(|l| l.pack == loc.pack && l.frame.offset == loc.frame.offset);
             fx.files_where(|l| l.pack == loc.pack).len() > hit.len()
-        }
-    };
-    let loc = (locs.iter().find(|l| others(l, false)))
-        .or_else(|| locs.iter().find(|l| others(l, true)))
-        .copied()
-        .expect("a pack holding two frames of chunks");
+        })
+        .expect("a pack holding chunks of two files");
     flip_byte(&fx.pack_path(&loc.pack), loc.frame.offset + u64::from(loc.frame.stored_len) / 2);
     let damaged = fx.files_where(|l| l.pack == loc.pack && l.frame.offset == loc.frame.offset);
     let text = check_reports(&fx, true, &loc.pack.to_hex(), &damaged);

@@ -317,6 +317,14 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
 
     let mut ctx = Ctx::new(repo, progress, &mut opts, parent.as_ref().map(|p| p.file.tree));
     ctx.session_lost = session.as_ref().map(|s| s.lost_flag());
+    // A parent this host recorded whole since the index (synced above)
+    // last dropped a pack has every chunk still indexed: its unchanged
+    // files are taken without asking the index about each chunk.
+    let drops = repo.index()?.drops()?;
+    ctx.parent_whole = match &parent {
+        Some(p) => repo.index()?.whole(&p.id, drops)?,
+        None => false,
+    };
 
     // The size estimate for progress runs beside the pipeline and stops
     // with it, when the front end shows it.
@@ -393,6 +401,10 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     // The commit point: everything the snapshot refers to is durable.
     let snapshot_id = repo.save_snapshot(&file)?;
     drop(session);
+    // Every chunk it refers to is indexed (stored, or checked as above).
+    // Only a shortcut for the next backup: failing to record it costs that
+    // backup its checks, nothing else.
+    let _ = repo.index().and_then(|i| i.record_whole(&snapshot_id, drops, file.parent.as_ref()));
     let files_reread_missing = ctx.reread_missing.load(Ordering::Relaxed);
     Ok(BackupResult { snapshot_id, warnings: file.summary.errors, snapshot: file, files_reread_missing })
 }
@@ -409,6 +421,9 @@ struct Ctx<'a> {
     warnings: AtomicU64,
     /// Unchanged files read again because a chunk of theirs is gone.
     reread_missing: AtomicU64,
+    /// This host recorded the parent whole since the index last dropped a
+    /// pack: its chunk lists are taken without asking the index.
+    parent_whole: bool,
     repo_root: Option<PathBuf>,
     /// Set when a stream failed: every source stops like on cancel, while
     /// the packer still writes out what was queued, so the next try reuses
@@ -541,6 +556,7 @@ impl<'a> Ctx<'a> {
             bytes_read: AtomicU64::new(0),
             warnings: AtomicU64::new(0),
             reread_missing: AtomicU64::new(0),
+            parent_whole: false,
             repo_root: repo.storage().local_path().and_then(|p| std::fs::canonicalize(p).ok()),
             stop: AtomicBool::new(false),
             stream_error: Mutex::new(None),
@@ -573,7 +589,7 @@ impl Ctx<'_> {
             // From the index's mapped keys (no system call per file): a
             // chunk misjudged present, about once in 2^32, is only what
             // every backup did before this check.
-            if self.repo.index_may_have_all(chunks)? {
+            if self.parent_whole || self.repo.index_may_have_all(chunks)? {
                 return Ok(true);
             }
             self.reread_missing.fetch_add(1, Ordering::Relaxed);

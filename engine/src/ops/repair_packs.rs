@@ -554,6 +554,22 @@ mod tests {
         assert!(healed.ok(), "{:?}", healed.errors);
     }
 
+    /// A backup vouches for the snapshot it wrote (the next one then takes
+    /// unchanged files from it unasked) only until the index drops a pack.
+    #[test]
+    fn a_backup_vouches_for_its_snapshot_until_a_pack_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, _, [(_, a), _]) = six_files(dir.path());
+        let index = repo.index().unwrap();
+        let snap = repo.snapshot_ids().unwrap()[0];
+        let drops = index.drops().unwrap();
+        assert!(index.whole(&snap, drops).unwrap());
+        flip_in_frame_of(&repo, dir.path(), &a);
+        repair_packs(&repo, &RepairPacksOptions::default(), &NoProgress).unwrap();
+        let now = index.drops().unwrap();
+        assert!(now > drops && !index.whole(&snap, now).unwrap(), "{drops} -> {now}");
+    }
+
     /// A pack gone from `data/` (nothing to keep or salvage) is dropped
     /// from the index like a damaged one, and what it held is named lost.
     #[test]
