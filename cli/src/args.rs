@@ -86,7 +86,7 @@ pub enum Command {
     Check(CheckArgs),
     /// Logical versus stored size, dedup and compression ratios.
     Stats,
-    /// Rebuild derived data from what the repository holds.
+    /// Rebuild the index from the packs, or take damaged packs out of it.
     #[command(subcommand)]
     Repair(RepairCommand),
     /// Low-level listings for scripts and debugging.
@@ -700,6 +700,20 @@ pub enum EncryptionMode {
 pub enum RepairCommand {
     /// Rebuild the index files and index database from the packs.
     Index,
+    /// Copy the intact blobs of damaged packs into new packs and take the damaged packs out of the
+    /// index (kept byte for byte under quarantine/), so that `backup --force-read` stores what was
+    /// lost again.
+    #[command(
+        after_help = "Without PACK ids every pack is read and verified, as `check --read-data` does,                             and the damaged ones are repaired; listed packs that are gone are dropped from                             the index."
+    )]
+    Packs(RepairPacksArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RepairPacksArgs {
+    /// Packs to repair (ids as `check --read-data` names them, or a prefix naming one pack).
+    #[arg(value_name = "PACK")]
+    pub packs: Vec<String>,
 }
 
 #[derive(Args, Debug)]

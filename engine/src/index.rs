@@ -192,6 +192,14 @@ macro_rules! tx {
     };
 }
 
+/// `META` key: packs dropped since the cache was created or cleared.
+const DROPS: &str = "packs_dropped";
+
+/// `META` key of a snapshot recorded whole ([`Index::record_whole`]).
+fn whole_key(snapshot: &Id) -> String {
+    format!("whole:{}", snapshot.to_hex())
+}
+
 fn meta_get(p: &Path, meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64> {
     Ok(tx!(p, meta.get(key))?.map(|v| v.value()).unwrap_or(0))
 }
@@ -412,6 +420,50 @@ impl Index {
             u.merge = true;
             u.commit()?;
         }
+        Ok(())
+    }
+
+    /// Packs this cache has dropped since it was created or cleared (a
+    /// prune's, a repair's, a lost pack's): read at a backup's start, to
+    /// be recorded with the snapshot it writes ([`Index::record_whole`]).
+    pub fn drops(&self) -> Result<u64> {
+        let p = &self.path;
+        let r = tx!(p, self.db.begin_read())?;
+        let meta = tx!(p, r.open_table(META))?;
+        meta_get(p, &meta, DROPS)
+    }
+
+    /// Whether this host recorded `snapshot` as whole (every chunk it
+    /// refers to in the index) when no pack had been dropped since, as
+    /// [`Index::drops`] says now: then a backup may take unchanged files'
+    /// chunk lists from it without asking the index about each chunk.
+    pub fn whole(&self, snapshot: &Id, drops: u64) -> Result<bool> {
+        let p = &self.path;
+        let r = tx!(p, self.db.begin_read())?;
+        let meta = tx!(p, r.open_table(META))?;
+        Ok(tx!(p, meta.get(whole_key(snapshot).as_str()))?.is_some_and(|v| v.value() == drops + 1))
+    }
+
+    /// Records that `snapshot` was written whole when the cache had
+    /// dropped `drops` packs, in place of the record of its parent (the
+    /// next backup of the same sources takes it as parent): one record per
+    /// backed-up set of sources. A durable commit (redb refuses others on a
+    /// database shared between processes): two `fdatasync`s a backup.
+    pub fn record_whole(&self, snapshot: &Id, drops: u64, parent: Option<&Id>) -> Result<()> {
+        let p = &self.path;
+        let w = tx!(p, self.db.begin_write())?;
+        {
+            let mut meta = tx!(p, w.open_table(META))?;
+            if let Some(parent) = parent {
+                tx!(p, meta.remove(whole_key(parent).as_str()))?;
+            }
+            tx!(p, meta.insert(whole_key(snapshot).as_str(), drops + 1))?;
+        }
+        // Not counted as a write: a commit this small leaves nothing for
+        // compaction to give back, whose own commits would cost a backup
+        // with nothing new two `fdatasync`s.
+        tx!(p, w.commit())?;
+        fault::step("index db commit (whole snapshot)", &p.display());
         Ok(())
     }
 
@@ -941,6 +993,10 @@ impl Update<'_> {
         let mut meta = tx!(p, w.open_table(META))?;
         let dead = meta_get(p, &meta, "dead_rows")? + u64::from(count);
         tx!(p, meta.insert("dead_rows", dead))?;
+        // Blobs may have left the index: snapshots vouched for before this
+        // are no longer (see `Index::whole`).
+        let drops = meta_get(p, &meta, DROPS)? + 1;
+        tx!(p, meta.insert(DROPS, drops))?;
         Ok(())
     }
 
@@ -1292,6 +1348,21 @@ impl IndexReader {
     /// not store what this says is there.
     pub fn contains(&self, id: &Id) -> Result<bool> {
         Ok(self.sorted_row(id)?.is_some() || self.lookup_delta(id)?.is_some())
+    }
+
+    /// Whether the index may hold `id`: [`Self::contains`], except that
+    /// the sorted file answers from its mapped keys alone (no row read, no
+    /// system call) while none of its packs was dropped since it was
+    /// written. A key is 32 bits of the id within a bucket picked by its
+    /// first bits, so an absent id is taken for present about once in 2^32
+    /// lookups per row of its bucket. Only for questions where that wrong
+    /// "yes" costs no more than not asking (a backup's check that an
+    /// unchanged file's chunks are still indexed), never for dedup.
+    pub fn probably_contains(&self, id: &Id) -> Result<bool> {
+        match &self.sorted {
+            Some(s) if self.dropped.is_empty() => Ok(s.has_key(&id.0) || self.lookup_delta(id)?.is_some()),
+            _ => self.contains(id),
+        }
     }
 
     /// [`IndexReader::contains`] of many ids at once (the same answers, by

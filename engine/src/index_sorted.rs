@@ -780,6 +780,13 @@ impl SortedIndex {
         lo + l..lo + e
     }
 
+    /// Whether a row's key equals `id`'s, from the mapped keys alone (no
+    /// row is read): true for every id the file holds, and for an absent id
+    /// whose 32-bit key collides with one in its bucket.
+    pub fn has_key(&self, id: &[u8; 32]) -> bool {
+        !self.key_matches(id).is_empty()
+    }
+
     /// Whether the row read at `pos` is `id`'s: its stored id bytes
     /// compared whole (the key matched already).
     fn found_if_equal(&self, id: &[u8; 32], pos: usize, bytes: &[u8; MAX_ROW_LEN]) -> Option<Found> {

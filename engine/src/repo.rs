@@ -1173,6 +1173,25 @@ impl Repository {
         self.shared_lookup_reader(true)?.lookup(id)
     }
 
+    /// Whether the index (probably) holds every one of `ids`
+    /// ([`IndexReader::probably_contains`]), with the read path's shared
+    /// reader; a miss is retried once with a fresh read transaction, like
+    /// [`Self::lookup_blob`].
+    pub fn index_may_have_all(&self, ids: &[Id]) -> Result<bool> {
+        let has = |r: &IndexReader| -> Result<bool> {
+            for id in ids {
+                if !r.probably_contains(id)? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        };
+        if has(&*self.shared_lookup_reader(false)?)? {
+            return Ok(true);
+        }
+        has(&*self.shared_lookup_reader(true)?)
+    }
+
     /// Reads and verifies one blob.
     pub fn read_blob(&self, id: &Id) -> Result<Arc<[u8]>> {
         let reader = self.blob_reader()?;

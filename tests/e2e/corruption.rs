@@ -82,6 +82,12 @@ impl Fx {
 }
 
 fn setup() -> Fx {
+    // Small packs, so that one pack holds only a few of the files.
+    setup_with(&["--pack-size", "1M", "--frame-size", "256K"])
+}
+
+/// [`setup`] with the given `init` options.
+fn setup_with(init: &[&str]) -> Fx {
     let env = TestEnv::in_memory();
     let src = env.path("src");
     for i in 0..4u64 {
@@ -98,8 +104,7 @@ fn setup() -> Fx {
         let target = format!("{i:05}/{}", "t".repeat(3994));
         std::os::unix::fs::symlink(target, src.join("many").join(format!("link-{i:05}"))).unwrap();
     }
-    // Small packs, so that one pack holds only a few of the files.
-    env.arc().args(["init", "--pack-size", "1M", "--frame-size", "256K"]).run().success();
+    env.arc().arg("init").args(init).run().success();
     let s1 = jstr(&env.backup([&src]), "short_id").to_string();
     write_random_file(&src.join("later/l.bin"), 700_000, 999);
     let s2 = jstr(&env.backup([&src]), "short_id").to_string();
@@ -324,6 +329,97 @@ fn lost_pack_heals_by_repair_index_and_a_backup_with_force_read() {
     for i in 0..2 {
         assert_eq!(restore_checked(&fx, i, |_| false), 0);
     }
+}
+
+/// A flipped bit in one frame heals: `check --read-data` names the pack
+/// and the command; `repair packs` copies the pack's intact blobs into new
+/// packs (the files they hold restore byte for byte), takes the damaged
+/// pack out of the index and names what is lost; `backup --force-read`
+/// stores it again, after which everything checks and restores.
+#[test]
+fn bit_flip_heals_by_repair_packs_and_a_backup_with_force_read() {
+    // Packs of 16 MiB: the whole fixture fits in the two a writer keeps
+    // open, so the damaged frame's pack holds other files' chunks, which
+    // must restore intact after the repair.
+    let fx = setup_with(&["--pack-size", "16M", "--frame-size", "256K"]);
+    let loc = (fx.files.values().flatten().copied())
+        .find(|loc| {
+            let hit = fx.files_where(|l| l.pack == loc.pack && l.frame.offset == loc.frame.offset);
+            fx.files_where(|l| l.pack == loc.pack).len() > hit.len()
+        })
+        .expect("a pack holding chunks of two files");
+    flip_byte(&fx.pack_path(&loc.pack), loc.frame.offset + u64::from(loc.frame.stored_len) / 2);
+    let damaged = fx.files_where(|l| l.pack == loc.pack && l.frame.offset == loc.frame.offset);
+    let text = check_reports(&fx, true, &loc.pack.to_hex(), &damaged);
+    assert!(text.contains(&format!("arc repair packs {}", loc.pack)), "no hint\n{text}");
+
+    let hex = loc.pack.to_hex();
+    let out = fx.env.arc().args(["repair", "packs", &hex[..16]]).run().success();
+    let text = out.stdout_str();
+    assert!(text.contains("took 1 damaged pack(s) out of the index"), "{}", out.describe());
+    assert!(text.contains("arc backup --force-read"), "no hint\n{}", out.describe());
+    let mut want = BTreeSet::new();
+    for p in &damaged {
+        for (i, snap) in fx.snaps.iter().enumerate() {
+            if i == 1 || *p != fx.later() {
+                want.insert((snap.clone(), p.clone()));
+            }
+        }
+    }
+    assert_eq!(affected(&text), want, "repair names other files than the damage\n{}", out.describe());
+    assert!(fx.env.repo.join("quarantine").join(&hex).exists(), "the damaged pack is not kept");
+    assert!(!fx.pack_path(&loc.pack).exists());
+    let again = fx.env.arc().args(["--json", "repair", "packs"]).run().success().json();
+    assert_eq!(again["packs_repaired"], serde_json::json!([]), "{again}");
+
+    // The other files of the pack were salvaged; only the damage is lost.
+    for i in 0..2 {
+        let lost = restore_checked(&fx, i, |p| damaged.contains(p));
+        assert_eq!(lost, fx.files_of(i).iter().filter(|p| damaged.contains(**p)).count());
+    }
+    check_reports(&fx, false, "is not in any index file", &damaged);
+    fx.env.backup(["--force-read".as_ref(), fx.src.as_os_str()]);
+    check_passes(&fx, true);
+    for i in 0..2 {
+        assert_eq!(restore_checked(&fx, i, |_| false), 0);
+    }
+}
+
+/// After `repair index` dropped a lost pack, a plain backup reads the
+/// unchanged files whose chunks went with it again (and says so), rather
+/// than taking their chunk lists from the parent: the new snapshot, and
+/// the older ones sharing the data, restore whole.
+#[test]
+fn plain_backup_after_repair_index_reads_files_with_dropped_chunks_again() {
+    let fx = setup();
+    let loc = fx.files[&fx.src.join("big/f1.bin")][0];
+    fs::remove_file(fx.pack_path(&loc.pack)).unwrap();
+    let damaged = fx.files_where(|l| l.pack == loc.pack);
+    fx.env.arc().args(["repair", "index"]).run().success();
+    let out = fx.env.arc().arg("backup").arg(&fx.src).run().success();
+    let note = format!("read {} unchanged file(s) again", damaged.len());
+    assert!(out.stdout_str().contains(&note), "{note:?} missing\n{}", out.describe());
+    check_passes(&fx, true);
+    for i in 0..2 {
+        assert_eq!(restore_checked(&fx, i, |_| false), 0);
+    }
+}
+
+/// A pack id that names no pack: one line naming it, exit 1, nothing
+/// written.
+#[test]
+fn repair_packs_of_an_unknown_pack_changes_nothing() {
+    let fx = setup();
+    // The repository's files; the index database beside them is a cache.
+    let files = || -> Vec<PathBuf> {
+        let cache = |p: &PathBuf| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("index."));
+        files_under(&fx.env.repo).into_iter().filter(|p| !cache(p)).collect()
+    };
+    let before = files();
+    let out = fx.env.arc().args(["repair", "packs", "00c0ffee"]).run().code_is(1);
+    let err = out.stderr_str();
+    assert!(err.contains("00c0ffee") && err.lines().count() == 1, "{}", out.describe());
+    assert_eq!(files(), before);
 }
 
 #[test]

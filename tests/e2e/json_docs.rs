@@ -114,6 +114,7 @@ fn json_schemas_match_docs_json_md() {
     env.arc().args(["forget", &s1]).run().success();
     got.insert("prune", env.arc().args(["--json", "prune"]).run().success().json());
     got.insert("repair-index", env.arc().args(["--json", "repair", "index"]).run().success().json());
+    got.insert("repair-packs", env.arc().args(["--json", "repair", "packs"]).run().success().json());
     got.insert("cache", env.arc().args(["--json", "cache"]).run().success().json());
     let other = env.path("other-repo");
     env.arc_at(&other).arg("init").run().success();

@@ -165,6 +165,7 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
             summary: s,
             excludes: &result.snapshot.excludes,
             incomplete: result.warnings > 0,
+            files_reread_missing: result.files_reread_missing,
         })?;
     } else if !env.quiet {
         // -q (cron): nothing on success; warnings and exit 3 still tell.
@@ -196,6 +197,12 @@ pub fn run(env: &Env, mut a: BackupArgs) -> Result<u8> {
                 size(s.bytes_added),
                 size(s.bytes_added_stored),
                 secs
+            )?;
+        }
+        if result.files_reread_missing > 0 {
+            outln!(
+                "read {} unchanged file(s) again: their data was no longer in the repository (dropped by a repair)",
+                result.files_reread_missing
             )?;
         }
         outln!("snapshot {} saved", result.snapshot_id.short())?;
@@ -326,6 +333,13 @@ struct BackupSummary<'a> {
     summary: &'a arc_engine::format::snapshot::Summary,
     excludes: &'a [String],
     incomplete: bool,
+    /// Unchanged files read again: their data had been dropped by a repair.
+    #[serde(skip_serializing_if = "is_zero")]
+    files_reread_missing: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The last line of a dry run (docs/json.md).

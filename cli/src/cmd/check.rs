@@ -57,6 +57,15 @@ pub fn run(env: &Env, a: CheckArgs) -> Result<u8> {
         if report.index_damaged {
             outln!("hint: rebuild the index from the packs with `arc repair index`")?;
         }
+        if !report.damaged_packs.is_empty() {
+            let ids: Vec<String> = report.damaged_packs.iter().map(|p| p.to_string()).collect();
+            outln!(
+                "hint: `arc repair packs {}` moves what is intact in the damaged pack(s) into new packs and takes \
+                 them out of the index; then `arc backup --force-read` of the same paths stores again what the \
+                 sources still hold",
+                ids.join(" ")
+            )?;
+        }
         if report.data_missing {
             outln!(
                 "hint: `arc repair index`, then `arc backup --force-read` of the same paths, stores again what the \

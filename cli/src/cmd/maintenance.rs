@@ -6,7 +6,7 @@ use anyhow::Result;
 use arc_engine::storage::FileKind;
 
 use super::Env;
-use crate::args::{ListArgs, ListWhat, RepairCommand, UnlockArgs};
+use crate::args::{ListArgs, ListWhat, RepairCommand, RepairPacksArgs, UnlockArgs};
 use crate::ui::{size, CliProgress};
 
 pub fn stats(env: &Env) -> Result<u8> {
@@ -65,7 +65,80 @@ pub fn repair(env: &Env, cmd: RepairCommand) -> Result<u8> {
             }
             Ok(if r.unreadable_packs.is_empty() { 0 } else { 1 })
         }
+        RepairCommand::Packs(a) => repair_packs(env, &repo, a),
     }
+}
+
+/// Lines of a list shown before "and N more" (`--json` gives all).
+const SHOWN: usize = 20;
+
+fn repair_packs(env: &Env, repo: &arc_engine::Repository, a: RepairPacksArgs) -> Result<u8> {
+    if a.packs.is_empty() && !env.quiet && !env.json {
+        eprintln!("arc: no pack named: reading every pack to find the damaged ones");
+    }
+    let progress = CliProgress::new(env.quiet, "repair packs");
+    let opts = arc_engine::ops::repair_packs::RepairPacksOptions { packs: a.packs };
+    let r = arc_engine::ops::repair_packs::repair_packs(repo, &opts, &progress);
+    progress.finish();
+    let r = r?;
+    if env.json {
+        super::print_json(&r)?;
+        return Ok(0);
+    }
+    outln!("read {} pack(s), {}", r.packs_read, size(r.bytes_read))?;
+    for p in &r.packs_intact {
+        outln!("pack {p}: intact, left as it is")?;
+    }
+    if r.packs_repaired.is_empty() {
+        outln!("no damaged pack found; nothing was changed")?;
+        return Ok(0);
+    }
+    for d in &r.damage {
+        outln!("damage: {d}")?;
+    }
+    outln!(
+        "salvaged {} blob(s) into {} new pack(s); took {} damaged pack(s) out of the index",
+        r.blobs_salvaged,
+        r.packs_written,
+        r.packs_repaired.len()
+    )?;
+    if !r.packs_quarantined.is_empty() {
+        outln!(
+            "kept {} damaged pack(s) byte for byte under quarantine/ for recovery by hand; nothing reads them, \
+             delete them once you no longer need them",
+            r.packs_quarantined.len()
+        )?;
+    }
+    if r.blobs_with_other_copy > 0 {
+        outln!("{} damaged blob(s) have another copy in the repository", r.blobs_with_other_copy)?;
+    }
+    if r.blobs_lost.is_empty() {
+        outln!("no blob was lost")?;
+        return Ok(0);
+    }
+    outln!("lost {} blob(s):", r.blobs_lost.len())?;
+    show_bounded(r.blobs_lost.iter().map(|b| format!("  {b}")), r.blobs_lost.len())?;
+    outln!("{} path(s) in {} snapshot(s) refer to lost data:", r.affected.len(), r.affected_snapshots.len())?;
+    show_bounded(r.affected.iter().map(|p| format!("  affects {p}")), r.affected.len())?;
+    for t in &r.unreadable_trees {
+        outln!("  tree {t} cannot be read: its directory lost entries")?;
+    }
+    outln!(
+        "hint: `arc backup --force-read` of the same paths stores again what the sources still hold; \
+         the older snapshots that share it are repaired with it"
+    )?;
+    Ok(0)
+}
+
+/// Prints the first [`SHOWN`] of `lines`, then how many more there are.
+fn show_bounded(lines: impl Iterator<Item = String>, total: usize) -> Result<()> {
+    for l in lines.take(SHOWN) {
+        outln!("{l}")?;
+    }
+    if total > SHOWN {
+        outln!("  ... and {} more (--json lists all)", total - SHOWN)?;
+    }
+    Ok(())
 }
 
 /// One line of `list --json` (docs/json.md, `list`): the fields the

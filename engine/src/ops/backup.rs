@@ -118,6 +118,10 @@ pub struct BackupResult {
     pub snapshot: SnapshotFile,
     /// Number of sources that could not be (fully) read.
     pub warnings: u64,
+    /// Files unchanged since the parent that were read again because a
+    /// chunk of theirs is in no pack the index lists any more (dropped by
+    /// `repair packs` or `repair index`).
+    pub files_reread_missing: u64,
 }
 
 /// Waits for a file's content to be stored by a worker.
@@ -316,6 +320,14 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
 
     let mut ctx = Ctx::new(repo, progress, &mut opts, parent.as_ref().map(|p| p.file.tree));
     ctx.session_lost = session.as_ref().map(|s| s.lost_flag());
+    // A parent this host recorded whole since the index (synced above)
+    // last dropped a pack has every chunk still indexed: its unchanged
+    // files are taken without asking the index about each chunk.
+    let drops = repo.index()?.drops()?;
+    ctx.parent_whole = match &parent {
+        Some(p) => repo.index()?.whole(&p.id, drops)?,
+        None => false,
+    };
 
     // The size estimate for progress runs beside the pipeline and stops
     // with it, when the front end shows it.
@@ -392,7 +404,12 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     // The commit point: everything the snapshot refers to is durable.
     let snapshot_id = repo.save_snapshot(&file)?;
     drop(session);
-    Ok(BackupResult { snapshot_id, warnings: file.summary.errors, snapshot: file })
+    // Every chunk it refers to is indexed (stored, or checked as above).
+    // Only a shortcut for the next backup: failing to record it costs that
+    // backup its checks, nothing else.
+    let _ = repo.index().and_then(|i| i.record_whole(&snapshot_id, drops, file.parent.as_ref()));
+    let files_reread_missing = ctx.reread_missing.load(Ordering::Relaxed);
+    Ok(BackupResult { snapshot_id, warnings: file.summary.errors, snapshot: file, files_reread_missing })
 }
 
 struct Ctx<'a> {
@@ -405,6 +422,11 @@ struct Ctx<'a> {
     stream_chunker: Chunker,
     bytes_read: AtomicU64,
     warnings: AtomicU64,
+    /// Unchanged files read again because a chunk of theirs is gone.
+    reread_missing: AtomicU64,
+    /// This host recorded the parent whole since the index last dropped a
+    /// pack: its chunk lists are taken without asking the index.
+    parent_whole: bool,
     repo_root: Option<PathBuf>,
     /// The repository's own directories, as (device, inode): never
     /// backed up (`Repository::own_dirs`).
@@ -553,6 +575,8 @@ impl<'a> Ctx<'a> {
             stream_chunker: repo.chunker(&repo.config().stream_chunker),
             bytes_read: AtomicU64::new(0),
             warnings: AtomicU64::new(0),
+            reread_missing: AtomicU64::new(0),
+            parent_whole: false,
             repo_root: repo.storage().local_path().and_then(|p| std::fs::canonicalize(p).ok()),
             own_dirs: repo
                 .own_dirs()
@@ -579,18 +603,32 @@ impl Ctx<'_> {
         self.stop.load(Ordering::Relaxed) || cancelled(&self.cancel) || cancelled(&self.session_lost)
     }
 
-    /// Whether a chunk list of the parent may be reused as it is: with
-    /// prune marks about, every chunk must be in a pack no mark names
-    /// (format-spec/v2/protocol.md §4 B5); otherwise the file is read again.
+    /// Whether a chunk list of the parent may be reused as it is: every
+    /// chunk must still be in the index (a repair drops the blobs of damaged
+    /// or lost packs, and a snapshot taking them from the parent would
+    /// point at nothing), and with prune marks about, in a pack no mark
+    /// names (format-spec/v2/protocol.md §4 B5); otherwise the file is read
+    /// again.
     fn reusable(&self, chunks: &[Id]) -> Result<bool> {
         let marked = self.repo.marked_packs();
         if marked.is_empty() {
-            return Ok(true);
+            // From the index's mapped keys (no system call per file): a
+            // chunk misjudged present, about once in 2^32, is only what
+            // every backup did before this check.
+            if self.parent_whole || self.repo.index_may_have_all(chunks)? {
+                return Ok(true);
+            }
+            self.reread_missing.fetch_add(1, Ordering::Relaxed);
+            return Ok(false);
         }
         for c in chunks {
             match self.repo.lookup_blob(c)? {
                 Some(loc) if self.repo.outside_marks(&loc, &marked)? => {}
-                _ => return Ok(false),
+                Some(_) => return Ok(false),
+                None => {
+                    self.reread_missing.fetch_add(1, Ordering::Relaxed);
+                    return Ok(false);
+                }
             }
         }
         Ok(true)

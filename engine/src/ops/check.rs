@@ -71,6 +71,10 @@ pub struct CheckReport {
     /// sources again stores that data anew under the same ids, which
     /// repairs every snapshot sharing it (see RELIABILITY.md).
     pub data_missing: bool,
+    /// Packs that reading data found damaged: `repair packs` copies what
+    /// in them is intact into new packs and takes them out of the index,
+    /// after which a backup that reads its sources again stores the rest.
+    pub damaged_packs: Vec<Id>,
     /// Not damage: e.g. packs an interrupted backup left unlisted.
     pub warnings: Vec<String>,
 }
@@ -134,6 +138,21 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
     }
 
     let stored = repo.pack_sizes()?;
+    // Damaged packs `repair packs` kept: not data, only named.
+    let quarantined: HashMap<Id, u64> = repo
+        .storage()
+        .list(FileKind::Quarantine)?
+        .into_iter()
+        .filter_map(|(n, l)| n.parse().ok().map(|id| (id, l)))
+        .collect();
+    if !quarantined.is_empty() {
+        report.warnings.push(format!(
+            "{} damaged pack(s), {} bytes, are kept under quarantine/ by `arc repair packs` for recovery by hand; \
+             nothing reads them: delete them once you no longer need them",
+            quarantined.len(),
+            quarantined.values().sum::<u64>()
+        ));
+    }
     report.packs = stored.len() as u64;
     // By table number.
     let mut missing_packs: HashSet<u32> = HashSet::new();
@@ -142,7 +161,14 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
         match stored.get(&id) {
             None => {
                 missing_packs.insert(no as u32);
-                report.error(format!("pack {id} is missing"));
+                // Deleted by a repair that was interrupted before it
+                // replaced the pack's listing: running it again finishes.
+                let note = if quarantined.contains_key(&id) {
+                    " (a copy is under quarantine/: an interrupted `arc repair packs`; run it again)"
+                } else {
+                    ""
+                };
+                report.error(format!("pack {id} is missing{note}"));
                 report.data_missing = true;
             }
             Some(&len) if len != row.len => {
@@ -174,21 +200,25 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
         progress.total(packs.len() as u64, packs.iter().map(|p| p.1).sum());
         report.packs_read = packs.len() as u64;
         report.read_data_subset = opts.read_data_subset.map(|(g, n)| format!("{}/{n}", g + 1));
-        let results: Vec<(u64, u64, Vec<String>, Vec<Id>)> = packs
+        let results: Vec<(Id, Verified)> = packs
             .par_iter()
             .map(|(id, len)| {
                 let listed = table.number(id).map(|no| table.entry(no)).transpose()?;
-                Ok(verify_pack(repo, id, *len, listed.as_ref(), progress))
+                Ok((*id, verify_pack(repo, id, *len, listed.as_ref(), progress)))
             })
             .collect::<Result<_>>()?;
-        for (bytes, blobs, errors, bad) in results {
+        for (id, (bytes, blobs, errors, bad)) in results {
             report.bytes_read += bytes;
             report.blobs_verified += blobs;
+            if !errors.is_empty() {
+                report.damaged_packs.push(id);
+            }
             for e in errors {
                 report.error(e);
             }
             bad_blobs.extend(bad);
         }
+        report.damaged_packs.sort();
     }
 
     // Snapshots and everything they reach.
@@ -412,15 +442,12 @@ fn affected_paths(
     }
 }
 
-/// Reads one pack whole and verifies everything in it. Returns (bytes
-/// read, blobs verified, errors, ids of damaged blobs).
-fn verify_pack(
-    repo: &Repository,
-    id: &Id,
-    len: u64,
-    listed: Option<&PackEntry>,
-    progress: &dyn Progress,
-) -> (u64, u64, Vec<String>, Vec<Id>) {
+/// What [`verify_pack`] found: (bytes read, blobs verified, errors, ids
+/// of damaged blobs).
+type Verified = (u64, u64, Vec<String>, Vec<Id>);
+
+/// Reads one pack whole and verifies everything in it.
+fn verify_pack(repo: &Repository, id: &Id, len: u64, listed: Option<&PackEntry>, progress: &dyn Progress) -> Verified {
     let name = id.to_hex();
     let mut errors = Vec::new();
     let mut bad = Vec::new();

@@ -17,6 +17,7 @@ pub mod prune;
 pub(crate) mod prune_plan;
 pub mod prune_protocol;
 pub mod repair;
+pub mod repair_packs;
 pub mod restore;
 pub mod retention;
 pub mod stats;

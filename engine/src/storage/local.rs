@@ -85,6 +85,7 @@ impl LocalDir {
             FileKind::Key => self.root.join("keys").join(name),
             FileKind::Session => self.root.join("sessions").join(name),
             FileKind::Mark => self.root.join("marks").join(name),
+            FileKind::Quarantine => self.root.join("quarantine").join(name),
         })
     }
 
@@ -281,6 +282,7 @@ impl Storage for LocalDir {
             FileKind::Key => vec![self.root.join("keys")],
             FileKind::Session => vec![self.root.join("sessions")],
             FileKind::Mark => vec![self.root.join("marks")],
+            FileKind::Quarantine => vec![self.root.join("quarantine")],
         };
         let mut out = Vec::new();
         for dir in dirs {

@@ -61,6 +61,10 @@ pub enum FileKind {
     Session,
     /// A prune's record of packs to delete later (v2).
     Mark,
+    /// `quarantine/<pack id>`: a damaged pack that `repair packs` took out
+    /// of `data/` after salvaging its intact blobs, kept byte for byte for
+    /// manual recovery; nothing reads it back as data.
+    Quarantine,
 }
 
 /// What the storage knows of a file besides its content.
@@ -73,7 +77,7 @@ pub struct FileStat {
 }
 
 /// All kinds, for listing a whole repository.
-pub const ALL_KINDS: [FileKind; 8] = [
+pub const ALL_KINDS: [FileKind; 9] = [
     FileKind::Config,
     FileKind::Pack,
     FileKind::Index,
@@ -82,6 +86,7 @@ pub const ALL_KINDS: [FileKind; 8] = [
     FileKind::Key,
     FileKind::Session,
     FileKind::Mark,
+    FileKind::Quarantine,
 ];
 
 impl FileKind {
@@ -95,6 +100,7 @@ impl FileKind {
             FileKind::Key => "key file",
             FileKind::Session => "session",
             FileKind::Mark => "prune mark",
+            FileKind::Quarantine => "quarantined pack",
         }
     }
 }

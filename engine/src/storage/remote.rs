@@ -166,6 +166,7 @@ fn kind_dir(kind: FileKind) -> &'static str {
         FileKind::Lock => "locks",
         FileKind::Session => "sessions",
         FileKind::Mark => "marks",
+        FileKind::Quarantine => "quarantine",
         FileKind::Key => "keys",
     }
 }
