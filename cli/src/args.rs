@@ -417,6 +417,9 @@ pub struct BackupArgs {
 
 #[derive(Args, Debug)]
 pub struct SnapshotsArgs {
+    /// Only these snapshots (id prefixes or "latest"; restic's form); default: all.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
     #[command(flatten)]
     pub filter: FilterArgs,
     /// Only the newest N snapshots of each host and set of paths (restic's --latest).

@@ -124,6 +124,33 @@ fn snapshots_json_fields_and_tag_selection() {
     assert!(out.stdout_str().contains("2 snapshot(s)"), "{}", out.describe());
 }
 
+/// `arc snapshots ID...` (restic's form) lists only those, resolved as
+/// everywhere (prefixes, `latest`, with the filters); a prefix that
+/// matches nothing is one line naming it, exit non-zero.
+#[test]
+fn snapshots_lists_the_snapshots_named() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    env.init();
+    let mut made = Vec::new();
+    for (i, tag) in ["a", "b", "a"].iter().enumerate() {
+        fs::write(src.join("f"), format!("v{i}")).unwrap();
+        made.push(jstr(&env.backup(["--tag", tag, src.to_str().unwrap()]), "snapshot_id").to_string());
+    }
+    let list = |args: &[&str]| -> Vec<String> {
+        let out = env.arc().args(["--json", "snapshots"]).args(args).run().success();
+        ids(out.json().as_array().unwrap())
+    };
+    assert_eq!(list(&[&made[0][..8]]), vec![made[0].clone()]);
+    assert_eq!(list(&[&made[2][..8], &made[0][..8], &made[0][..10]]), vec![made[0].clone(), made[2].clone()]);
+    assert_eq!(list(&["latest"]), vec![made[2].clone()]);
+    assert_eq!(list(&["latest", "--tag", "b"]), vec![made[1].clone()]);
+    assert_eq!(list(&[]).len(), 3);
+    let line = env.arc().args(["snapshots", &made[0][..8], "0badcafe"]).run().failure().one_line_error();
+    assert!(line.contains("0badcafe"), "{line}");
+}
+
 #[test]
 fn stats_show_dedup_after_identical_backups() {
     let env = TestEnv::new();

@@ -69,6 +69,12 @@ pub fn run(env: &Env, a: SnapshotsArgs) -> Result<u8> {
         eprintln!("arc: warning: {e}");
     }
     let failed = if damaged.is_empty() { 0 } else { 1 };
+    // Named snapshots resolve as everywhere else (a prefix that is
+    // ambiguous or matches nothing is an error naming it).
+    let mut named = std::collections::HashSet::new();
+    for spec in &a.snapshots {
+        named.insert(repo.find_snapshot(spec, &filter)?.id);
+    }
     let snaps: Vec<Snapshot> = all.into_iter().filter(|s| filter.matches(&s.file)).collect();
     // Only with keep rules: the policy is evaluated in memory over what was
     // listed anyway, and a plain listing does not pay even that.
@@ -80,7 +86,8 @@ pub fn run(env: &Env, a: SnapshotsArgs) -> Result<u8> {
     };
     // After the policy, which must see every snapshot to say what it keeps.
     let shown = latest_of_each(&snaps, a.latest);
-    let snaps: Vec<(usize, &Snapshot)> = snaps.iter().enumerate().filter(|(i, _)| shown[*i]).collect();
+    let snaps: Vec<(usize, &Snapshot)> =
+        snaps.iter().enumerate().filter(|(i, s)| shown[*i] && (named.is_empty() || named.contains(&s.id))).collect();
     if env.json {
         let list: Vec<_> =
             snaps.iter().map(|&(i, s)| SnapshotReport::new(s, kept_by.as_ref().map(|k| &k[i]))).collect();
