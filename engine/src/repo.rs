@@ -1451,12 +1451,17 @@ impl Repository {
 
     /// Map from pack id to its length, as storage reports it.
     pub fn pack_sizes(&self) -> Result<HashMap<Id, u64>> {
-        Ok(self
-            .storage
-            .list(FileKind::Pack)?
-            .into_iter()
-            .filter_map(|(n, l)| n.parse().ok().map(|id| (id, l)))
-            .collect())
+        self.sizes_of(FileKind::Pack)
+    }
+
+    /// The damaged packs a pack repair kept under `quarantine/`, by id,
+    /// with their lengths (protocol.md §8): not data, only named.
+    pub fn quarantined_packs(&self) -> Result<HashMap<Id, u64>> {
+        self.sizes_of(FileKind::Quarantine)
+    }
+
+    fn sizes_of(&self, kind: FileKind) -> Result<HashMap<Id, u64>> {
+        Ok(self.storage.list(kind)?.into_iter().filter_map(|(n, l)| n.parse().ok().map(|id| (id, l))).collect())
     }
 }
 

@@ -138,16 +138,10 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
     }
 
     let stored = repo.pack_sizes()?;
-    // Damaged packs `repair packs` kept: not data, only named.
-    let quarantined: HashMap<Id, u64> = repo
-        .storage()
-        .list(FileKind::Quarantine)?
-        .into_iter()
-        .filter_map(|(n, l)| n.parse().ok().map(|id| (id, l)))
-        .collect();
+    let quarantined = repo.quarantined_packs()?;
     if !quarantined.is_empty() {
         report.warnings.push(format!(
-            "{} damaged pack(s), {} bytes, are kept under quarantine/ by `arc repair packs` for recovery by hand; \
+            "{} damaged pack(s), {} bytes, are kept under quarantine/ by a pack repair for recovery by hand; \
              nothing reads them: delete them once you no longer need them",
             quarantined.len(),
             quarantined.values().sum::<u64>()
@@ -164,7 +158,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
                 // Deleted by a repair that was interrupted before it
                 // replaced the pack's listing: running it again finishes.
                 let note = if quarantined.contains_key(&id) {
-                    " (a copy is under quarantine/: an interrupted `arc repair packs`; run it again)"
+                    " (a copy is under quarantine/: a pack repair was interrupted; repeating it finishes it)"
                 } else {
                     ""
                 };

@@ -100,12 +100,7 @@ pub fn repair_packs(
     resolve(&opts.packs, &known_packs(repo)?)?;
     let _lock = repo.lock_exclusive("repair packs")?;
     let stored = repo.pack_sizes()?;
-    let quarantined: HashMap<Id, u64> = repo
-        .storage()
-        .list(FileKind::Quarantine)?
-        .into_iter()
-        .filter_map(|(n, l)| n.parse().ok().map(|id| (id, l)))
-        .collect();
+    let quarantined = repo.quarantined_packs()?;
     // Every index file: the packs it lists (a file that cannot be read
     // stops the repair: its listing could not be replaced; `repair index`
     // rebuilds it first).
